@@ -1,0 +1,41 @@
+# Stockade: `make run` starts the server, `make test` runs every check. Both install first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+export STOCKADE_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: install run test lint unit bench clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/stockade serve
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	STOCKADE_DATABASE_URL=sqlite:///$(CURDIR)/.lintcheck.db $(VENV)/bin/stockade db check; rm -f .lintcheck.db*
+
+test: install lint
+	$(VENV)/bin/pytest -n 2 --dist loadgroup tests
+
+unit: install
+	$(VENV)/bin/pytest tests/unit
+
+bench: install
+	$(VENV)/bin/python benchmarks/run_all.py
+
+clean:
+	rm -rf .venv .tools data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,70 @@
+"""``create_app(settings)``: the ASGI application. Nothing happens at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.responses import JSONResponse, Response
+
+from stockade.container import Container
+from stockade.jobs.publisher import PublisherThread
+from stockade.settings import Settings
+from stockade.web.api import auth as auth_api
+from stockade.web.api import channels as channels_api
+from stockade.web.api import files as files_api
+from stockade.web.channel.responses import BlobResponder, BytesCache
+from stockade.web.channel.routes import routes as conda_routes
+from stockade.web.errors import install_error_handlers
+from stockade.web.middleware import RequestContextMiddleware, TokenPathMiddleware
+from stockade.web.ui.routes import install_ui
+
+API = "/api/v1"
+
+
+def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
+    container = container or Container.build(settings)
+    publisher = PublisherThread(
+        container.publisher, coalesce_s=settings.publication.coalesce_ms / 1000
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.embedded_worker:
+            container.change_listeners.append(publisher.notify)
+            publisher.start()
+            publisher.notify()
+        try:
+            yield
+        finally:
+            if settings.embedded_worker:
+                publisher.stop()
+
+    app = FastAPI(
+        title="Stockade",
+        version="0.1.0",
+        description="Secure, on-premise conda package repository",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url=f"{API}/openapi.json",
+        redoc_url=None,
+    )
+    app.state.container = container
+    app.state.blob_responder = BlobResponder(
+        container.blobs, BytesCache(), settings.x_accel_redirect
+    )
+    install_error_handlers(app)
+    app.include_router(auth_api.router, prefix=API)
+    app.include_router(files_api.router, prefix=API)
+    app.include_router(channels_api.router, prefix=API)
+    app.router.routes.extend(conda_routes)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    install_ui(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(TokenPathMiddleware)
+    return app

@@ -1,0 +1,48 @@
+"""Passwords (argon2id) and random secrets (tokens, sessions: sha256 of 256 random bits)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+TOKEN_PREFIX = "stk_"
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# A fixed hash to verify against when the user does not exist, so timing does not reveal it.
+_DUMMY_HASH = _hasher.hash("stockade-dummy-password")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def new_token() -> str:
+    """``stk_`` + 43 url-safe characters (256 bits): recognisable by secret scanners."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_token(value: str) -> bool:
+    return value.startswith(TOKEN_PREFIX) and 20 <= len(value) <= 128
+
+
+def hash_secret(secret: str) -> str:
+    """Tokens carry 256 random bits, so a fast hash is enough (no dictionary to guess from)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def same_secret(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(18)

@@ -1,0 +1,174 @@
+"""Artifacts in channels: list, show, and bulk remove, copy and move (SPEC §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rattler import Version, VersionSpec
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.channels.errors import ArtifactExistsError, ArtifactNotFoundError
+from stockade.channels.models import Artifact, Channel
+from stockade.channels.publishing import request_publication
+from stockade.channels.service import ChannelService
+from stockade.core.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which artifacts a bulk operation takes: explicit ``subdir/filename`` paths, or a filter."""
+
+    files: Sequence[str] = ()
+    name: str | None = None
+    version: str | None = None  # a conda version spec, e.g. ">=1.2,<2"
+    subdir: str | None = None
+
+    def check(self) -> None:
+        if not self.files and not self.name:
+            raise InvalidInputError(
+                "say which artifacts: give files (subdir/filename) or a package name",
+                code="selection:empty",
+            )
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    artifacts: list[Artifact]
+    skipped: list[str]
+
+
+class ArtifactService:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.channels = ChannelService(session)
+
+    def list(
+        self,
+        channel: Channel,
+        *,
+        subdir: str | None = None,
+        name: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[Artifact]:
+        query = select(Artifact).where(Artifact.channel_id == channel.id, Artifact.id > after_id)
+        if subdir:
+            query = query.where(Artifact.subdir == subdir)
+        if name:
+            query = query.where(Artifact.name == name)
+        return list(self.session.scalars(query.order_by(Artifact.id).limit(limit)).all())
+
+    def get(self, channel: Channel, subdir: str, filename: str) -> Artifact:
+        artifact = self.session.scalar(
+            select(Artifact).where(
+                Artifact.channel_id == channel.id,
+                Artifact.subdir == subdir,
+                Artifact.filename == filename,
+            )
+        )
+        if artifact is None:
+            raise ArtifactNotFoundError(f"{subdir}/{filename} not found in {channel.name!r}")
+        return artifact
+
+    def select(self, channel: Channel, selection: Selection) -> list[Artifact]:
+        selection.check()
+        found: list[Artifact] = []
+        for path in selection.files:
+            subdir, _, filename = path.partition("/")
+            if not filename:
+                raise InvalidInputError(
+                    f"{path!r} is not subdir/filename", code="selection:bad-path", field="files"
+                )
+            found.append(self.get(channel, subdir, filename))
+        if selection.name:
+            found.extend(self._by_spec(channel, selection))
+        return found
+
+    def _by_spec(self, channel: Channel, selection: Selection) -> list[Artifact]:
+        query = select(Artifact).where(
+            Artifact.channel_id == channel.id, Artifact.name == selection.name
+        )
+        if selection.subdir:
+            query = query.where(Artifact.subdir == selection.subdir)
+        rows = list(self.session.scalars(query.order_by(Artifact.filename)).all())
+        if selection.version:
+            try:
+                spec = VersionSpec(selection.version)
+            except Exception as exc:  # rattler raises its own exception types
+                raise InvalidInputError(
+                    f"not a version spec: {selection.version!r} ({exc})",
+                    code="selection:bad-version",
+                    field="version",
+                ) from None
+            rows = [a for a in rows if spec.matches(Version(a.version))]
+        return rows
+
+    def remove(self, principal: Principal, channel_name: str, selection: Selection) -> BulkResult:
+        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        artifacts = self.select(channel, selection)
+        for artifact in artifacts:
+            self.session.delete(artifact)
+        for subdir in {a.subdir for a in artifacts}:
+            request_publication(self.session, channel.id, subdir)
+        self.session.flush()
+        return BulkResult(artifacts=artifacts, skipped=[])
+
+    def copy(
+        self,
+        principal: Principal,
+        source_name: str,
+        target_name: str,
+        selection: Selection,
+        *,
+        move: bool = False,
+        skip_existing: bool = False,
+    ) -> BulkResult:
+        needed = Permission.CHANNEL_WRITE if move else Permission.CHANNEL_READ
+        source = self.channels.get(principal, source_name, needed)
+        target = self.channels.get(principal, target_name, Permission.CHANNEL_WRITE)
+        if source.id == target.id:
+            raise InvalidInputError("source and target are the same channel", code="copy:same")
+        copied: list[Artifact] = []
+        skipped: list[str] = []
+        for artifact in self.select(source, selection):
+            path = f"{artifact.subdir}/{artifact.filename}"
+            if self._exists(target, artifact):
+                if not skip_existing:
+                    raise ArtifactExistsError(f"{path} already exists in {target.name!r}")
+                skipped.append(path)
+                continue
+            copied.append(self._clone(artifact, target))
+            if move:
+                self.session.delete(artifact)
+        for subdir in {a.subdir for a in copied}:
+            request_publication(self.session, target.id, subdir)
+            if move:
+                request_publication(self.session, source.id, subdir)
+        self.session.flush()
+        return BulkResult(artifacts=copied, skipped=skipped)
+
+    def _exists(self, channel: Channel, artifact: Artifact) -> bool:
+        return (
+            self.session.scalar(
+                select(Artifact.id).where(
+                    Artifact.channel_id == channel.id,
+                    Artifact.subdir == artifact.subdir,
+                    Artifact.filename == artifact.filename,
+                )
+            )
+            is not None
+        )
+
+    def _clone(self, artifact: Artifact, target: Channel) -> Artifact:
+        columns = {
+            c.key: getattr(artifact, c.key)
+            for c in Artifact.__table__.columns
+            if c.key not in ("id", "channel_id", "created_at", "source")
+        }
+        clone = Artifact(**columns, channel_id=target.id, source="copy")
+        self.session.add(clone)
+        return clone

@@ -1,0 +1,177 @@
+"""Read model for serving: where the current index files and package bytes of a channel are.
+
+Serving must be cheap, so lookups are cached in memory for a short time; the in-process publisher
+invalidates entries as it switches a subdir, and other replicas see the change within ``ttl``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from stockade.auth.access import ChannelRef
+from stockade.channels.models import Artifact, Channel, SubdirIndex, SubdirShard
+from stockade.conda.repodata import compress_bz2
+from stockade.db.engine import transaction
+from stockade.storage.interfaces import BlobStore
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TTLCache(Generic[K, V]):
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._data: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        hit = self._data.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: K, value: V) -> None:
+        if len(self._data) >= self.max_entries:
+            self._data.clear()
+        self._data[key] = (time.monotonic() + self.ttl, value)
+
+    def drop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+@dataclass(frozen=True)
+class IndexPointer:
+    rev: int
+    repodata: str
+    repodata_zst: str
+    repodata_bz2: str | None
+    shard_index: str | None
+    run_exports: str | None
+    published_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class ChannelFiles:
+    ref: ChannelRef
+    channeldata: str | None
+    notices: str | None
+
+
+@dataclass(frozen=True)
+class ArtifactPointer:
+    sha256: str
+    size: int
+    created_at: float
+
+
+class IndexLocator:
+    def __init__(self, factory: sessionmaker[Session], blobs: BlobStore, ttl: float = 2.0) -> None:
+        self.factory = factory
+        self.blobs = blobs
+        self._channels: TTLCache[str, ChannelFiles | None] = TTLCache(ttl)
+        self._indexes: TTLCache[tuple[int, str], IndexPointer | None] = TTLCache(ttl)
+        self._bz2_lock = threading.Lock()
+
+    def invalidate(self, channel_id: int, subdir: str) -> None:
+        self._indexes.drop((channel_id, subdir))
+
+    def invalidate_channels(self) -> None:
+        self._channels.clear()
+
+    def channel(self, name: str) -> ChannelFiles | None:
+        hit, value = self._channels.get(name)
+        if hit:
+            return value
+        with self.factory() as session:
+            row = session.scalar(select(Channel).where(Channel.name == name))
+            value = None
+            if row is not None:
+                ref = ChannelRef(row.id, row.name, row.privacy, row.owner_id)
+                value = ChannelFiles(ref, row.channeldata_sha256, row.notices_sha256)
+        self._channels.put(name, value)
+        return value
+
+    def index(self, channel_id: int, subdir: str) -> IndexPointer | None:
+        key = (channel_id, subdir)
+        hit, value = self._indexes.get(key)
+        if hit:
+            return value
+        with self.factory() as session:
+            row = session.scalar(
+                select(SubdirIndex).where(
+                    SubdirIndex.channel_id == channel_id, SubdirIndex.subdir == subdir
+                )
+            )
+            value = _pointer(row) if row is not None else None
+        self._indexes.put(key, value)
+        return value
+
+    def artifact(self, channel_id: int, subdir: str, filename: str) -> ArtifactPointer | None:
+        with self.factory() as session:
+            row = session.execute(
+                select(Artifact.sha256, Artifact.size, Artifact.created_at).where(
+                    Artifact.channel_id == channel_id,
+                    Artifact.subdir == subdir,
+                    Artifact.filename == filename,
+                )
+            ).first()
+        if row is None:
+            return None
+        return ArtifactPointer(row.sha256, row.size, row.created_at.timestamp())
+
+    def has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:
+        """Whether ``sha256`` is (or recently was) a shard of this channel subdir."""
+        with self.factory() as session:
+            found = session.scalar(
+                select(SubdirShard.id)
+                .join(SubdirIndex, SubdirIndex.id == SubdirShard.subdir_index_id)
+                .where(
+                    SubdirIndex.channel_id == channel_id,
+                    SubdirIndex.subdir == subdir,
+                    SubdirShard.shard_sha256 == sha256,
+                )
+                .limit(1)
+            )
+        return found is not None
+
+    def bz2(self, channel_id: int, subdir: str, pointer: IndexPointer) -> str:
+        """The ``.bz2`` of this revision's ``repodata.json``, derived on first request."""
+        if pointer.repodata_bz2:
+            return pointer.repodata_bz2
+        with self._bz2_lock:
+            sha = self.blobs.put_bytes(compress_bz2(self.blobs.read_bytes(pointer.repodata)))
+            with transaction(self.factory) as session:
+                session.execute(
+                    update(SubdirIndex)
+                    .where(
+                        SubdirIndex.channel_id == channel_id,
+                        SubdirIndex.subdir == subdir,
+                        SubdirIndex.repodata_sha256 == pointer.repodata,
+                    )
+                    .values(repodata_bz2_sha256=sha)
+                )
+            self.invalidate(channel_id, subdir)
+            return sha
+
+
+def _pointer(row: SubdirIndex) -> IndexPointer | None:
+    if row.repodata_sha256 is None or row.repodata_zst_sha256 is None:
+        return None
+    return IndexPointer(
+        rev=row.published_rev,
+        repodata=row.repodata_sha256,
+        repodata_zst=row.repodata_zst_sha256,
+        repodata_bz2=row.repodata_bz2_sha256,
+        shard_index=row.shard_index_sha256,
+        run_exports=row.run_exports_sha256,
+        published_at=row.published_at.timestamp() if row.published_at else 0.0,
+    )

@@ -1,0 +1,186 @@
+"""Channels, artifacts, patches and the published state of each subdir (SPEC §2, §3).
+
+Later issues hang mirrors, policies, scans, signatures and vulnerability matches off ``channels``
+and ``artifacts``; the columns they need on these two tables are already here (``kind``,
+``source``, ``scan_status``, ``signature``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from stockade.auth.models import User
+from stockade.core.clock import utcnow
+from stockade.db.base import Base, JSONType, UTCDateTime
+
+
+class Channel(Base):
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), unique=True)  # full path: parent/child
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    description: Mapped[str | None] = mapped_column(Text)
+    privacy: Mapped[str] = mapped_column(String(16), default="public")
+    kind: Mapped[str] = mapped_column(String(16), default="local")  # local | mirror
+    frozen: Mapped[bool] = mapped_column(Boolean, default=False)
+    channeldata_sha256: Mapped[str | None] = mapped_column(String(64))
+    notices_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    owner: Mapped[User | None] = relationship(lazy="joined")
+
+
+class PackageContent(Base):
+    """What we read from a package's ``info/`` once, keyed by the archive's sha256.
+
+    Shared by every artifact with the same bytes (copies between channels, mirrors).
+    """
+
+    __tablename__ = "package_contents"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    index_json: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    about_json: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    run_exports_json: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    paths_json: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    link_scripts: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    unpacked_size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Artifact(Base):
+    """One package file in one channel subdir. ``record_json`` is the published record, canonical."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "subdir", "filename"),
+        Index("ix_artifacts_name", "name"),
+        Index("ix_artifacts_channel_name", "channel_id", "name"),
+        Index("ix_artifacts_sha256", "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    subdir: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(128))
+    build: Mapped[str] = mapped_column(String(256))
+    build_number: Mapped[int] = mapped_column(default=0)
+    format: Mapped[str] = mapped_column(String(8))  # conda | tar.bz2
+    sha256: Mapped[str] = mapped_column(String(64))
+    md5: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(BigInteger)
+    record_json: Mapped[bytes] = mapped_column(LargeBinary)
+    timestamp_ms: Mapped[int | None] = mapped_column(BigInteger)
+    indexed_timestamp: Mapped[int] = mapped_column(BigInteger)
+    license: Mapped[str | None] = mapped_column(String(256))
+    summary: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), default="upload")  # upload|copy|mirror|import
+    uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    scan_status: Mapped[str] = mapped_column(String(16), default="not-scanned")
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RepodataPatch(Base):
+    """A hot-fix for one filename of a subdir, re-applied on every publication.
+
+    ``changes`` sets record fields (a ``null`` value deletes the field), ``revoked`` marks the build
+    revoked, ``removed`` moves it to the ``removed`` list.
+    """
+
+    __tablename__ = "repodata_patches"
+    __table_args__ = (UniqueConstraint("channel_id", "subdir", "filename"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    subdir: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(512))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SubdirIndex(Base):
+    """The published index of one channel subdir, switched atomically in one row update.
+
+    Writers bump ``requested_rev``; the publisher builds files for it and, in one transaction,
+    points the ``*_sha256`` columns at the new blobs and sets ``published_rev``.
+    """
+
+    __tablename__ = "subdir_indexes"
+    __table_args__ = (UniqueConstraint("channel_id", "subdir"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    subdir: Mapped[str] = mapped_column(String(64))
+    requested_rev: Mapped[int] = mapped_column(BigInteger, default=1)
+    published_rev: Mapped[int] = mapped_column(BigInteger, default=0)
+    repodata_sha256: Mapped[str | None] = mapped_column(String(64))
+    repodata_zst_sha256: Mapped[str | None] = mapped_column(String(64))
+    repodata_bz2_sha256: Mapped[str | None] = mapped_column(String(64))
+    shard_index_sha256: Mapped[str | None] = mapped_column(String(64))
+    run_exports_sha256: Mapped[str | None] = mapped_column(String(64))
+    record_count: Mapped[int] = mapped_column(default=0)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SubdirShard(Base):
+    """A CEP 16 shard of one package name in a subdir, with a fingerprint of its input.
+
+    The current shard of a name has ``retired_at`` unset. Superseded shards stay servable for a
+    while (clients cache the shard index) and are purged after ``SHARD_GRACE``.
+    """
+
+    __tablename__ = "subdir_shards"
+    __table_args__ = (
+        Index("ix_subdir_shards_lookup", "subdir_index_id", "shard_sha256"),
+        Index("ix_subdir_shards_name", "subdir_index_id", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subdir_index_id: Mapped[int] = mapped_column(
+        ForeignKey("subdir_indexes.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(256))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    shard_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Notice(Base):
+    """A message broadcast to every conda user of a channel (conda's ``notices.json``)."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), index=True
+    )
+    message: Mapped[str] = mapped_column(Text)
+    level: Mapped[str] = mapped_column(String(16), default="info")  # info | warning | critical
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

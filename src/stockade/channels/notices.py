@@ -1,0 +1,73 @@
+"""Notices: messages to every conda user of a channel, published as ``notices.json``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.channels.models import Channel, Notice
+from stockade.channels.service import ChannelService
+from stockade.conda.channeldata import Notice as CondaNotice
+from stockade.conda.channeldata import NoticeLevel, build_notices_json
+from stockade.core.clock import utcnow
+from stockade.core.errors import NotFoundError
+from stockade.storage.interfaces import BlobStore
+
+
+class NoticeService:
+    def __init__(self, session: Session, blobs: BlobStore) -> None:
+        self.session = session
+        self.blobs = blobs
+        self.channels = ChannelService(session)
+
+    def list(self, channel: Channel) -> list[Notice]:
+        return list(
+            self.session.scalars(
+                select(Notice).where(Notice.channel_id == channel.id).order_by(Notice.id)
+            ).all()
+        )
+
+    def create(
+        self,
+        principal: Principal,
+        channel_name: str,
+        message: str,
+        *,
+        level: str = "info",
+        expires_in_days: int | None = None,
+    ) -> Notice:
+        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_MANAGE)
+        expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+        notice = Notice(channel_id=channel.id, message=message, level=level, expires_at=expires)
+        self.session.add(notice)
+        self.session.flush()
+        self._publish(channel)
+        return notice
+
+    def delete(self, principal: Principal, channel_name: str, notice_id: int) -> None:
+        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_MANAGE)
+        notice = self.session.get(Notice, notice_id)
+        if notice is None or notice.channel_id != channel.id:
+            raise NotFoundError(f"notice {notice_id} not found", code="notice:not-found")
+        self.session.delete(notice)
+        self.session.flush()
+        self._publish(channel)
+
+    def _publish(self, channel: Channel) -> None:
+        now = utcnow()
+        current = [
+            CondaNotice(
+                id=f"{channel.name}-{n.id}",
+                message=n.message,
+                level=NoticeLevel(n.level),
+                created_at=n.created_at,
+                expired_at=n.expires_at,
+            )
+            for n in self.list(channel)
+            if n.expires_at is None or n.expires_at > now
+        ]
+        channel.notices_sha256 = self.blobs.put_bytes(build_notices_json(current))

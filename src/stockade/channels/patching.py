@@ -1,0 +1,118 @@
+"""Repodata patches: hot-fixes stored as rows and re-applied on every publication."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.channels.models import Channel, RepodataPatch
+from stockade.channels.publishing import request_publication
+from stockade.channels.service import ChannelService
+from stockade.conda.patches import PatchInstructions
+from stockade.core.errors import InvalidInputError
+
+PROTECTED_FIELDS = {"sha256", "md5", "size", "name", "version", "build", "subdir"}
+
+
+def instructions_for(patches: list[RepodataPatch]) -> PatchInstructions:
+    """Turn a subdir's patch rows into patch instructions (the ``patch_instructions.json`` model)."""
+    doc: dict[str, Any] = {
+        "patch_instructions_version": 1,
+        "packages": {},
+        "packages.conda": {},
+        "revoke": [],
+        "remove": [],
+    }
+    for patch in patches:
+        key = "packages.conda" if patch.filename.endswith(".conda") else "packages"
+        if patch.changes:
+            doc[key][patch.filename] = patch.changes
+        if patch.revoked:
+            doc["revoke"].append(patch.filename)
+        if patch.removed:
+            doc["remove"].append(patch.filename)
+    return PatchInstructions.from_json(doc)
+
+
+class PatchService:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.channels = ChannelService(session)
+
+    def list(self, channel: Channel, subdir: str | None = None) -> list[RepodataPatch]:
+        query = select(RepodataPatch).where(RepodataPatch.channel_id == channel.id)
+        if subdir:
+            query = query.where(RepodataPatch.subdir == subdir)
+        return list(self.session.scalars(query.order_by(RepodataPatch.filename)).all())
+
+    def set(
+        self,
+        principal: Principal,
+        channel_name: str,
+        subdir: str,
+        filename: str,
+        *,
+        changes: dict[str, Any] | None = None,
+        revoked: bool = False,
+        removed: bool = False,
+    ) -> RepodataPatch:
+        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        changes = changes or {}
+        bad = PROTECTED_FIELDS & changes.keys()
+        if bad:
+            raise InvalidInputError(
+                f"a patch may not change {', '.join(sorted(bad))}",
+                code="patch:protected-field",
+                field="changes",
+            )
+        if not filename.endswith((".conda", ".tar.bz2")):
+            raise InvalidInputError(
+                f"{filename!r} is not a package filename", code="patch:filename", field="filename"
+            )
+        patch = self.session.scalar(
+            select(RepodataPatch).where(
+                RepodataPatch.channel_id == channel.id,
+                RepodataPatch.subdir == subdir,
+                RepodataPatch.filename == filename,
+            )
+        )
+        if patch is None:
+            patch = RepodataPatch(channel_id=channel.id, subdir=subdir, filename=filename)
+            self.session.add(patch)
+        patch.changes, patch.revoked, patch.removed = changes, revoked, removed
+        patch.created_by_id = principal.user_id
+        instructions_for([patch])  # validates the shape
+        request_publication(self.session, channel.id, subdir)
+        self.session.flush()
+        return patch
+
+    def clear(self, principal: Principal, channel_name: str, subdir: str, filename: str) -> None:
+        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        self.session.execute(
+            delete(RepodataPatch).where(
+                RepodataPatch.channel_id == channel.id,
+                RepodataPatch.subdir == subdir,
+                RepodataPatch.filename == filename,
+            )
+        )
+        request_publication(self.session, channel.id, subdir)
+
+    def import_instructions(
+        self, principal: Principal, channel_name: str, subdir: str, doc: dict[str, Any]
+    ) -> int:
+        """Store every entry of a ``patch_instructions.json`` document as a patch row."""
+        instructions = PatchInstructions.from_json(doc)
+        entries: dict[str, dict[str, Any]] = {}
+        for filename, changes in {**instructions.packages, **instructions.packages_conda}.items():
+            entries.setdefault(filename, {"changes": {}})["changes"] = dict(changes)
+        for filename in instructions.revoke:
+            entries.setdefault(filename, {})["revoked"] = True
+        for filename in instructions.remove:
+            entries.setdefault(filename, {})["removed"] = True
+        for filename, entry in entries.items():
+            self.set(principal, channel_name, subdir, filename, **entry)
+        return len(entries)

@@ -1,0 +1,326 @@
+"""Publication: build a subdir's index from database rows and switch to it in one row update.
+
+Never re-reads archives. Rebuilds only the subdir asked for and, for CEP 16 shards, only the names
+whose records changed (by fingerprint). Every file is written to the blob store first (content
+addressed, so a crash leaves only unreferenced blobs); then one transaction points the subdir at
+the new ``repodata.json``, ``.zst``, shard index and ``run_exports.json`` together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from stockade.channels.models import Artifact, Channel, PackageContent, RepodataPatch, SubdirIndex
+from stockade.channels.models import SubdirShard
+from stockade.channels.patching import instructions_for
+from rattler import Version
+
+from stockade.conda.channeldata import (
+    ChannelRecord,
+    build_channeldata_json,
+    build_run_exports_json,
+    summarize_packages,
+)
+from stockade.conda.names import parse_filename
+from stockade.conda.patches import apply_patches
+from stockade.conda.repodata import build_repodata_json, compress_zst, decode_record
+from stockade.conda.shards import build_shard, build_shard_index
+from stockade.core.clock import utcnow
+from stockade.db.engine import transaction
+from stockade.storage.interfaces import BlobStore
+
+LEASE = timedelta(minutes=10)
+SHARD_GRACE = timedelta(days=7)
+
+
+@dataclass
+class BuiltIndex:
+    rev: int
+    repodata: str
+    repodata_zst: str
+    shard_index: str
+    run_exports: str
+    record_count: int
+    shards: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (fingerprint, sha)
+    gone: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _NameGroup:
+    """The records of one package name in a subdir: the input of its shard."""
+
+    tar_bz2: list[tuple[str, bytes]] = field(default_factory=list)
+    conda: list[tuple[str, bytes]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.blake2b(digest_size=20)
+        for fn, rec in sorted(self.tar_bz2) + sorted(self.conda):
+            digest.update(fn.encode() + b"\0" + rec + b"\n")
+        for fn in sorted(self.removed):
+            digest.update(b"-" + fn.encode() + b"\n")
+        return digest.hexdigest()
+
+
+PublishedHook = Callable[[int, str], None]
+
+
+class PublicationService:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        blobs: BlobStore,
+        *,
+        zstd_level: int = 3,
+        on_published: PublishedHook | None = None,
+    ) -> None:
+        self.factory = factory
+        self.blobs = blobs
+        self.zstd_level = zstd_level
+        self.on_published = on_published
+        self.owner = uuid.uuid4().hex
+
+    def pending(self) -> list[int]:
+        """Subdir index ids with unpublished changes, in channels that are not frozen."""
+        with transaction(self.factory) as session:
+            return list(
+                session.scalars(
+                    select(SubdirIndex.id)
+                    .join(Channel, Channel.id == SubdirIndex.channel_id)
+                    .where(
+                        SubdirIndex.requested_rev > SubdirIndex.published_rev,
+                        Channel.frozen.is_(False),
+                    )
+                    .order_by(SubdirIndex.id)
+                ).all()
+            )
+
+    def run_pending(self) -> int:
+        """Publish every pending subdir once, then the channeldata of the channels touched."""
+        channels: set[int] = set()
+        for index_id in self.pending():
+            channel_id = self.publish(index_id)
+            if channel_id is not None:
+                channels.add(channel_id)
+        for channel_id in sorted(channels):
+            self.publish_channeldata(channel_id)
+        return len(channels)
+
+    def publish_channeldata(self, channel_id: int) -> None:
+        with transaction(self.factory) as session:
+            rows = session.execute(
+                select(
+                    Artifact.subdir,
+                    Artifact.record_json,
+                    PackageContent.about_json,
+                    PackageContent.run_exports_json,
+                )
+                .join(PackageContent, PackageContent.sha256 == Artifact.sha256)
+                .where(Artifact.channel_id == channel_id)
+            ).all()
+            subdirs = session.scalars(
+                select(SubdirIndex.subdir).where(SubdirIndex.channel_id == channel_id)
+            ).all()
+        records = [
+            ChannelRecord(
+                subdir=sd,
+                record=decode_record(rec),
+                about=about or {},
+                run_exports=run_exports or None,
+            )
+            for sd, rec, about, run_exports in rows
+        ]
+        summaries = summarize_packages(records, version_key=Version)
+        sha = self.blobs.put_bytes(build_channeldata_json(summaries, subdirs))
+        with transaction(self.factory) as session:
+            session.execute(
+                update(Channel).where(Channel.id == channel_id).values(channeldata_sha256=sha)
+            )
+
+    def publish(self, index_id: int) -> int | None:
+        """Publish one subdir if no one else is; returns its channel id when it did."""
+        claimed = self._claim(index_id)
+        if claimed is None:
+            return None
+        channel_id, subdir, rev = claimed
+        try:
+            built = self._build(index_id, channel_id, subdir, rev)
+        except BaseException:
+            self._release(index_id)
+            raise
+        self._switch(index_id, built)
+        if self.on_published is not None:
+            self.on_published(channel_id, subdir)
+        return channel_id
+
+    def _claim(self, index_id: int) -> tuple[int, str, int] | None:
+        now = utcnow()
+        with transaction(self.factory) as session:
+            result = session.execute(
+                update(SubdirIndex)
+                .where(
+                    SubdirIndex.id == index_id,
+                    (SubdirIndex.lease_until.is_(None)) | (SubdirIndex.lease_until < now),
+                )
+                .values(lease_owner=self.owner, lease_until=now + LEASE)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            row = session.get(SubdirIndex, index_id)
+            assert row is not None
+            return row.channel_id, row.subdir, row.requested_rev
+
+    def _release(self, index_id: int) -> None:
+        with transaction(self.factory) as session:
+            session.execute(
+                update(SubdirIndex)
+                .where(SubdirIndex.id == index_id, SubdirIndex.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def _build(self, index_id: int, channel_id: int, subdir: str, rev: int) -> BuiltIndex:
+        with transaction(self.factory) as session:
+            rows = session.execute(
+                select(Artifact.filename, Artifact.name, Artifact.record_json)
+                .where(Artifact.channel_id == channel_id, Artifact.subdir == subdir)
+                .order_by(Artifact.filename)
+            ).all()
+            patches = list(
+                session.scalars(
+                    select(RepodataPatch).where(
+                        RepodataPatch.channel_id == channel_id, RepodataPatch.subdir == subdir
+                    )
+                ).all()
+            )
+            known = {
+                s.name: (s.fingerprint, s.shard_sha256)
+                for s in session.scalars(
+                    select(SubdirShard).where(
+                        SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at.is_(None)
+                    )
+                ).all()
+            }
+            run_exports = self._run_exports(session, channel_id, subdir)
+        names = {filename: name for filename, name, _ in rows}
+        tar_bz2 = {fn: rec for fn, _, rec in rows if fn.endswith(".tar.bz2")}
+        conda = {fn: rec for fn, _, rec in rows if fn.endswith(".conda")}
+        if patches:
+            tar_bz2, conda, removed = apply_patches(tar_bz2, conda, instructions_for(patches))
+        else:
+            removed = []
+        repodata = build_repodata_json(subdir, tar_bz2.items(), conda.items(), removed)
+        built = BuiltIndex(
+            rev=rev,
+            repodata=self.blobs.put_bytes(repodata),
+            repodata_zst=self.blobs.put_bytes(compress_zst(repodata, self.zstd_level)),
+            shard_index="",
+            run_exports="",
+            record_count=len(tar_bz2) + len(conda),
+        )
+        self._build_shards(built, subdir, names, tar_bz2, conda, removed, known)
+        # CEP 12: every package of the unpatched index, with {} when it has no run_exports.
+        built.run_exports = self.blobs.put_bytes(
+            build_run_exports_json(
+                subdir,
+                [(fn, run_exports.get(fn, {})) for fn in names if fn.endswith(".tar.bz2")],
+                [(fn, run_exports.get(fn, {})) for fn in names if fn.endswith(".conda")],
+            )
+        )
+        return built
+
+    @staticmethod
+    def _run_exports(
+        session: Session, channel_id: int, subdir: str
+    ) -> dict[str, dict[str, object]]:
+        pairs = session.execute(
+            select(Artifact.filename, PackageContent.run_exports_json)
+            .join(PackageContent, PackageContent.sha256 == Artifact.sha256)
+            .where(Artifact.channel_id == channel_id, Artifact.subdir == subdir)
+        ).all()
+        return {fn: data for fn, data in pairs if data}
+
+    def _build_shards(
+        self,
+        built: BuiltIndex,
+        subdir: str,
+        names: dict[str, str],
+        tar_bz2: dict[str, bytes],
+        conda: dict[str, bytes],
+        removed: list[str],
+        known: dict[str, tuple[str, str]],
+    ) -> None:
+        groups: dict[str, _NameGroup] = defaultdict(_NameGroup)
+        for fn, rec in tar_bz2.items():
+            groups[names[fn]].tar_bz2.append((fn, rec))
+        for fn, rec in conda.items():
+            groups[names[fn]].conda.append((fn, rec))
+        for fn in removed:
+            groups[names.get(fn) or parse_filename(fn)[0]].removed.append(fn)
+        index: dict[str, bytes] = {}
+        for name, group in groups.items():
+            fingerprint = group.fingerprint()
+            previous = known.get(name)
+            if previous is not None and previous[0] == fingerprint:
+                sha = previous[1]
+            else:
+                _digest, data = build_shard(group.tar_bz2, group.conda, group.removed)
+                sha = self.blobs.put_bytes(data)
+            built.shards[name] = (fingerprint, sha)
+            index[name] = bytes.fromhex(sha)
+        built.gone = set(known) - set(groups)
+        built.shard_index = self.blobs.put_bytes(build_shard_index(subdir, index))
+
+    def _switch(self, index_id: int, built: BuiltIndex) -> None:
+        with transaction(self.factory) as session:
+            row = session.get(SubdirIndex, index_id, with_for_update=True)
+            assert row is not None
+            row.repodata_sha256 = built.repodata
+            row.repodata_zst_sha256 = built.repodata_zst
+            row.repodata_bz2_sha256 = None  # derived lazily from this revision's repodata.json
+            row.shard_index_sha256 = built.shard_index
+            row.run_exports_sha256 = built.run_exports
+            row.record_count = built.record_count
+            row.published_rev = max(row.published_rev, built.rev)
+            row.published_at = utcnow()
+            row.lease_owner = None
+            row.lease_until = None
+            self._store_shards(session, index_id, built)
+
+    @staticmethod
+    def _store_shards(session: Session, index_id: int, built: BuiltIndex) -> None:
+        now = utcnow()
+        current = {
+            s.name: s
+            for s in session.scalars(
+                select(SubdirShard).where(
+                    SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at.is_(None)
+                )
+            ).all()
+        }
+        for name in built.gone:
+            if name in current:
+                current[name].retired_at = now
+        for name, (fingerprint, sha) in built.shards.items():
+            shard = current.get(name)
+            if shard is not None and shard.fingerprint == fingerprint:
+                continue
+            if shard is not None:
+                shard.retired_at = now
+            session.add(
+                SubdirShard(
+                    subdir_index_id=index_id, name=name, fingerprint=fingerprint, shard_sha256=sha
+                )
+            )
+        session.execute(
+            delete(SubdirShard).where(
+                SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at < now - SHARD_GRACE
+            )
+        )

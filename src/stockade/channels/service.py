@@ -1,0 +1,144 @@
+"""Channels: create, show, list what a principal may read, update, delete, freeze (SPEC §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from stockade.auth.access import AccessService, ChannelRef
+from stockade.auth.models import ChannelGrant
+from stockade.auth.permissions import Level, Permission, Privacy
+from stockade.auth.principal import Principal
+from stockade.channels.errors import ChannelExistsError, ChannelNotFoundError
+from stockade.channels.models import Artifact, Channel, SubdirIndex
+from stockade.channels.naming import validate_channel_name
+from stockade.channels.publishing import request_publication
+from stockade.core.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class ChannelChanges:
+    description: str | None = None
+    privacy: str | None = None
+    frozen: bool | None = None
+
+
+def parse_privacy(value: str) -> Privacy:
+    try:
+        return Privacy(value)
+    except ValueError:
+        raise InvalidInputError(
+            f"privacy must be one of public, authenticated, private (got {value!r})",
+            code="channel:invalid-privacy",
+            field="privacy",
+        ) from None
+
+
+def channel_ref(channel: Channel) -> ChannelRef:
+    return ChannelRef(
+        id=channel.id, name=channel.name, privacy=channel.privacy, owner_id=channel.owner_id
+    )
+
+
+class ChannelService:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.access = AccessService(session)
+
+    def find(self, name: str) -> Channel | None:
+        return self.session.scalar(select(Channel).where(Channel.name == name))
+
+    def get(self, principal: Principal, name: str, permission: Permission) -> Channel:
+        """The channel if the principal has ``permission`` on it; hidden channels are 'not found'."""
+        channel = self.find(name)
+        if channel is None:
+            raise ChannelNotFoundError(f"channel {name!r} not found")
+        self.access.require_channel(principal, permission, channel_ref(channel))
+        return channel
+
+    def create(
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        privacy: str = "public",
+        description: str | None = None,
+    ) -> Channel:
+        segments = validate_channel_name(name)
+        privacy_value = parse_privacy(privacy)
+        parent: Channel | None = None
+        if len(segments) > 1:
+            parent = self.get(principal, "/".join(segments[:-1]), Permission.CHANNEL_MANAGE)
+        else:
+            self.access.require(principal, Permission.CHANNEL_CREATE)
+        if self.find(name) is not None:
+            raise ChannelExistsError(f"channel {name!r} already exists", field="name")
+        channel = Channel(
+            name=name,
+            parent_id=parent.id if parent else None,
+            owner_id=principal.user_id,
+            privacy=privacy_value.value,
+            description=description,
+        )
+        self.session.add(channel)
+        self.session.flush()
+        request_publication(self.session, channel.id, "noarch")
+        return channel
+
+    def list_visible(self, principal: Principal, *, prefix: str | None = None) -> list[Channel]:
+        query = select(Channel).order_by(Channel.name)
+        if prefix:
+            query = query.where(Channel.name.startswith(prefix, autoescape=True))
+        channels = self.session.scalars(query).all()
+        return [
+            c
+            for c in channels
+            if self.access.channel_level(principal, channel_ref(c)) >= Level.READ
+        ]
+
+    def update(self, principal: Principal, name: str, changes: ChannelChanges) -> Channel:
+        channel = self.get(principal, name, Permission.CHANNEL_MANAGE)
+        if changes.description is not None:
+            channel.description = changes.description
+        if changes.privacy is not None:
+            channel.privacy = parse_privacy(changes.privacy).value
+        if changes.frozen is not None and changes.frozen != channel.frozen:
+            channel.frozen = changes.frozen
+            if not channel.frozen:  # publish what accumulated while frozen
+                for subdir in self.subdirs(channel):
+                    request_publication(self.session, channel.id, subdir)
+        self.session.flush()
+        return channel
+
+    def delete(self, principal: Principal, name: str) -> None:
+        channel = self.get(principal, name, Permission.CHANNEL_MANAGE)
+        children = self.session.scalars(
+            select(Channel).where(Channel.name.startswith(name + "/", autoescape=True))
+        ).all()
+        for child in sorted(children, key=lambda c: -len(c.name)):
+            self._delete_rows(child)
+        self._delete_rows(channel)
+
+    def _delete_rows(self, channel: Channel) -> None:
+        # Blobs stay: others may share them; `stockade fsck` collects orphans.
+        self.session.execute(delete(Artifact).where(Artifact.channel_id == channel.id))
+        self.session.execute(delete(ChannelGrant).where(ChannelGrant.channel_id == channel.id))
+        self.session.delete(channel)
+        self.session.flush()
+
+    def subdirs(self, channel: Channel) -> list[str]:
+        rows = self.session.scalars(
+            select(SubdirIndex.subdir).where(SubdirIndex.channel_id == channel.id)
+        ).all()
+        return sorted(set(rows) | {"noarch"})
+
+    def stats(self, channel: Channel) -> tuple[int, int]:
+        """(number of artifacts, total bytes)."""
+        count, size = self.session.execute(
+            select(func.count(Artifact.id), func.coalesce(func.sum(Artifact.size), 0)).where(
+                Artifact.channel_id == channel.id
+            )
+        ).one()
+        return int(count), int(size)

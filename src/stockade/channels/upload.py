@@ -1,0 +1,146 @@
+"""Upload: validate an untrusted archive outside any transaction, then record it in one.
+
+``validate`` reads the staged file (CPU and I/O, no database); ``store`` moves the bytes into the
+blob store; ``record`` inserts rows and asks for a publication, in the caller's transaction. A crash
+between the steps leaves at most an unreferenced blob, which ``stockade fsck`` collects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.channels.errors import ArtifactExistsError, ChecksumMismatchError
+from stockade.channels.models import Artifact, PackageContent
+from stockade.channels.publishing import request_publication
+from stockade.channels.service import ChannelService
+from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
+from stockade.conda.repodata import encode_record
+from stockade.core.clock import now_ms
+from stockade.db.upsert import insert_ignore
+from stockade.storage.interfaces import BlobStore
+from stockade.storage.models import Blob
+from stockade.storage.staging import StagedFile
+
+
+@dataclass(frozen=True)
+class ValidatedUpload:
+    staged: StagedFile
+    info: PackageInfo
+
+
+def validate_upload(
+    staged: StagedFile, limits: ValidationLimits, *, expected_sha256: str | None = None
+) -> ValidatedUpload:
+    if expected_sha256 is not None and expected_sha256.lower() != staged.sha256:
+        raise ChecksumMismatchError(
+            f"{staged.filename}: received bytes have sha256 {staged.sha256}, "
+            f"not the expected {expected_sha256.lower()[:64]}",
+            field="sha256",
+        )
+    info = inspect_package(staged.path, staged.filename, limits=limits, now_ms=now_ms())
+    return ValidatedUpload(staged=staged, info=info)
+
+
+def build_record(info: PackageInfo, staged: StagedFile, indexed_timestamp: int) -> dict[str, Any]:
+    """The repodata record: the package's own ``index.json`` plus what the server computed."""
+    record = dict(info.index)
+    record.update(
+        md5=staged.md5,
+        sha256=staged.sha256,
+        size=staged.size,
+        indexed_timestamp=indexed_timestamp,
+    )
+    return record
+
+
+def _timestamp_ms(index: dict[str, Any]) -> int | None:
+    value = index.get("timestamp")
+    if not isinstance(value, int | float):
+        return None
+    return int(value if value > 1e11 else value * 1000)
+
+
+class UploadService:
+    def __init__(self, session: Session, blobs: BlobStore) -> None:
+        self.session = session
+        self.blobs = blobs
+        self.channels = ChannelService(session)
+
+    def check_target(self, principal: Principal, channel_name: str) -> None:
+        self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+
+    def record(
+        self, principal: Principal, channel_name: str, upload: ValidatedUpload, *, force: bool
+    ) -> Artifact:
+        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        info, staged = upload.info, upload.staged
+        existing = self.session.scalar(
+            select(Artifact).where(
+                Artifact.channel_id == channel.id,
+                Artifact.subdir == info.subdir,
+                Artifact.filename == info.filename,
+            )
+        )
+        if existing is not None:
+            if not force:
+                raise ArtifactExistsError(
+                    f"{info.subdir}/{info.filename} already exists in channel {channel.name!r}",
+                    field="filename",
+                )
+            self.channels.get(principal, channel_name, Permission.CHANNEL_MANAGE)
+            self.session.delete(existing)
+            self.session.flush()
+        self._ensure_blob_rows(upload)
+        indexed = now_ms()
+        artifact = Artifact(
+            channel_id=channel.id,
+            subdir=info.subdir,
+            filename=info.filename,
+            name=info.name,
+            version=info.version,
+            build=info.build,
+            build_number=info.build_number,
+            format=info.format,
+            sha256=staged.sha256,
+            md5=staged.md5,
+            size=staged.size,
+            record_json=encode_record(build_record(info, staged, indexed)),
+            timestamp_ms=_timestamp_ms(info.index),
+            indexed_timestamp=indexed,
+            license=_short(info.index.get("license")),
+            summary=_short(info.about.get("summary"), 4000),
+            source="upload",
+            uploaded_by_id=principal.user_id,
+        )
+        self.session.add(artifact)
+        request_publication(self.session, channel.id, info.subdir)
+        self.session.flush()
+        return artifact
+
+    def _ensure_blob_rows(self, upload: ValidatedUpload) -> None:
+        staged, info = upload.staged, upload.info
+        blob = {"sha256": staged.sha256, "size": staged.size, "md5": staged.md5, "kind": "package"}
+        insert_ignore(self.session, Blob, blob, ["sha256"])
+        content = {
+            "sha256": staged.sha256,
+            "index_json": info.index,
+            "about_json": info.about,
+            "run_exports_json": info.run_exports,
+            "paths_json": [
+                {"path": p.path, "type": p.path_type, "size": p.size, "sha256": p.sha256}
+                for p in info.paths
+            ],
+            "link_scripts": info.link_scripts,
+            "unpacked_size": info.unpacked_size,
+        }
+        insert_ignore(self.session, PackageContent, content, ["sha256"])
+
+
+def _short(value: object, limit: int = 256) -> str | None:
+    return str(value)[:limit] if value else None

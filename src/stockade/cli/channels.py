@@ -1,0 +1,199 @@
+"""channel …, copy, move, remove."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stockade.cli.client import client
+
+out = Console()
+channel_app = typer.Typer(help="Channels.", no_args_is_help=True)
+
+PRIVACY_HELP = "public | authenticated | private"
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+@channel_app.command("create")
+def create(
+    name: str,
+    privacy: str = typer.Option("public", help=PRIVACY_HELP),
+    description: str | None = typer.Option(None),
+) -> None:
+    """Create a channel (``parent/child`` makes a subchannel)."""
+    data = client().post(
+        "/channels", json={"name": name, "privacy": privacy, "description": description}
+    )
+    out.print(f"channel [bold]{data['name']}[/bold] created ({data['privacy']}): {data['url']}")
+
+
+@channel_app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the channels you can read."""
+    data = client().get("/channels")
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("name", "privacy", "frozen", "owner", "description")
+    for c in data:
+        table.add_row(
+            c["name"],
+            c["privacy"],
+            "yes" if c["frozen"] else "",
+            c["owner"] or "",
+            (c["description"] or "")[:60],
+        )
+    out.print(table)
+
+
+@channel_app.command("show")
+def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show a channel and the publication state of its subdirs."""
+    api = client()
+    data = api.get(f"/channels/{name}")
+    subdirs = api.get(f"/channels/{name}/subdirs")
+    if as_json:
+        _print_json({**data, "subdirs": subdirs})
+        return
+    out.print(
+        f"[bold]{data['name']}[/bold]  {data['privacy']}{'  FROZEN' if data['frozen'] else ''}"
+    )
+    out.print(
+        f"url: {data['url']}   packages: {data['artifact_count']}   bytes: {data['total_size']}"
+    )
+    table = Table("subdir", "records", "published rev", "pending", "published at")
+    for s in subdirs:
+        table.add_row(
+            s["subdir"],
+            str(s["record_count"]),
+            str(s["published_rev"]),
+            "yes" if s["pending"] else "",
+            (s["published_at"] or "-")[:19],
+        )
+    out.print(table)
+
+
+@channel_app.command("update")
+def update(
+    name: str,
+    privacy: str | None = typer.Option(None, help=PRIVACY_HELP),
+    description: str | None = typer.Option(None),
+) -> None:
+    """Change privacy or description."""
+    body = {
+        k: v for k, v in {"privacy": privacy, "description": description}.items() if v is not None
+    }
+    data = client().patch(f"/channels/{name}", json=body)
+    out.print(f"channel {data['name']} updated ({data['privacy']})")
+
+
+@channel_app.command("delete")
+def delete(name: str, yes: bool = typer.Option(False, "--yes", "-y")) -> None:
+    """Delete a channel, its subchannels and their package entries."""
+    if not yes:
+        typer.confirm(f"delete channel {name} and everything in it?", abort=True)
+    client().delete(f"/channels/{name}")
+    out.print(f"channel {name} deleted")
+
+
+@channel_app.command("freeze")
+def freeze(name: str) -> None:
+    """Stop publishing changes until unfrozen."""
+    client().post(f"/channels/{name}/freeze")
+    out.print(f"channel {name} frozen")
+
+
+@channel_app.command("unfreeze")
+def unfreeze(name: str) -> None:
+    """Publish again, including changes made while frozen."""
+    client().post(f"/channels/{name}/unfreeze")
+    out.print(f"channel {name} unfrozen")
+
+
+@channel_app.command("files")
+def files(
+    name: str, subdir: str | None = None, package: str | None = typer.Option(None, "--name")
+) -> None:
+    """List a channel's package files."""
+    table = Table("subdir", "filename", "size", "sha256")
+    params = {k: v for k, v in {"subdir": subdir, "name": package}.items() if v}
+    for a in client().get(f"/channels/{name}/files", params={**params, "limit": 1000}):
+        table.add_row(a["subdir"], a["filename"], str(a["size"]), a["sha256"][:16] + "…")
+    out.print(table)
+
+
+def _selection(
+    files: list[str], name: str | None, version: str | None, subdir: str | None
+) -> dict[str, object]:
+    return {"files": files, "name": name, "version": version, "subdir": subdir}
+
+
+def copy(
+    source: str,
+    target: str,
+    files: list[str] = typer.Argument(None, help="subdir/filename paths"),
+    name: str | None = typer.Option(None, help="all builds of this package"),
+    version: str | None = typer.Option(None, help="version spec with --name, e.g. '>=1.2'"),
+    subdir: str | None = typer.Option(None),
+    skip_existing: bool = typer.Option(False),
+) -> None:
+    """Copy artifacts from SOURCE to TARGET."""
+    _copy(source, target, files or [], name, version, subdir, skip_existing, move=False)
+
+
+def move(
+    source: str,
+    target: str,
+    files: list[str] = typer.Argument(None, help="subdir/filename paths"),
+    name: str | None = typer.Option(None),
+    version: str | None = typer.Option(None),
+    subdir: str | None = typer.Option(None),
+    skip_existing: bool = typer.Option(False),
+) -> None:
+    """Move artifacts from SOURCE to TARGET."""
+    _copy(source, target, files or [], name, version, subdir, skip_existing, move=True)
+
+
+def _copy(
+    source: str,
+    target: str,
+    files: list[str],
+    name: str | None,
+    version: str | None,
+    subdir: str | None,
+    skip_existing: bool,
+    *,
+    move: bool,
+) -> None:
+    body = {
+        **_selection(files, name, version, subdir),
+        "source": source,
+        "target": target,
+        "move": move,
+        "skip_existing": skip_existing,
+    }
+    data = client().post("/copy", json=body)
+    verb = "moved" if move else "copied"
+    out.print(
+        f"{verb} {len(data['artifacts'])} file(s) to {target}; skipped {len(data['skipped'])}"
+    )
+
+
+def remove(
+    channel: str,
+    files: list[str] = typer.Argument(None, help="subdir/filename paths"),
+    name: str | None = typer.Option(None),
+    version: str | None = typer.Option(None),
+    subdir: str | None = typer.Option(None),
+) -> None:
+    """Remove artifacts from a channel."""
+    data = client().post(
+        f"/channels/{channel}/remove", json=_selection(files or [], name, version, subdir)
+    )
+    out.print(f"removed {len(data['artifacts'])} file(s) from {channel}")

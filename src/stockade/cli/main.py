@@ -1,0 +1,36 @@
+"""The ``stockade`` command: server commands and client commands over the REST API."""
+
+from __future__ import annotations
+
+import typer
+
+from stockade.cli import account, channels, server, upload
+from stockade.cli.client import CliError, fail
+
+app = typer.Typer(
+    name="stockade",
+    help="Stockade: a secure, on-premise conda package repository.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(server.serve)
+app.add_typer(server.db_app, name="db")
+app.add_typer(server.admin_app, name="admin")
+app.add_typer(server.config_app, name="config")
+app.command()(account.login)
+app.command()(account.logout)
+app.command()(account.whoami)
+app.add_typer(account.token_app, name="token")
+app.command("conda-config")(account.conda_config)
+app.add_typer(channels.channel_app, name="channel")
+app.command()(upload.upload)
+app.command()(channels.copy)
+app.command()(channels.move)
+app.command()(channels.remove)
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as exc:
+        fail(str(exc))

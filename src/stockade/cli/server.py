@@ -1,0 +1,114 @@
+"""Server-side commands: serve, db upgrade/check, admin create, config check."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from stockade.cli.client import fail
+from stockade.core.errors import StockadeError
+from stockade.settings import Settings, load_settings
+
+out = Console()
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administrator accounts.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+
+
+def settings_or_exit(**overrides: object) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except StockadeError as exc:
+        fail(exc.detail)
+
+
+def serve(
+    host: str | None = typer.Option(None, help="Address to listen on [STOCKADE_HOST]"),
+    port: int | None = typer.Option(None, help="Port [STOCKADE_PORT]"),
+) -> None:
+    """Migrate the database, create the first admin if needed, and serve."""
+    import uvicorn
+
+    from stockade.app import create_app
+    from stockade.container import Container
+    from stockade.core.logging import configure_logging
+    from stockade.db.migrate import upgrade
+
+    settings = settings_or_exit(host=host, port=port)
+    configure_logging(settings.log_level, settings.log_format)
+    upgrade(settings.db_url)
+    container = Container.build(settings)
+    first = container.bootstrap()
+    url = settings.base_url
+    if first is not None:
+        out.print(f"\n[bold]First start.[/bold] Sign in at {url}/ as [bold]{first.username}[/bold]")
+        if first.password:
+            out.print(f"  password (shown once): [bold]{first.password}[/bold]")
+        else:
+            out.print("  with the password from STOCKADE_ADMIN_PASSWORD")
+    out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
+    uvicorn.run(
+        create_app(settings, container),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all migrations (Alembic) to the configured database."""
+    from stockade.db.migrate import upgrade
+
+    settings = settings_or_exit()
+    upgrade(settings.db_url)
+    out.print("database is up to date")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Fail if the models and the migrations disagree (drift)."""
+    from stockade.db.migrate import check, upgrade
+
+    settings = settings_or_exit()
+    upgrade(settings.db_url)
+    drift = check(settings.db_url)
+    if drift:
+        fail(f"models and migrations differ: {drift}")
+    out.print("models and migrations agree")
+
+
+@admin_app.command("create")
+def admin_create(
+    username: str,
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+) -> None:
+    """Create an administrator."""
+    from stockade.auth.service import UserService
+    from stockade.container import Container
+    from stockade.db.engine import transaction
+    from stockade.db.migrate import upgrade
+
+    settings = settings_or_exit()
+    upgrade(settings.db_url)
+    container = Container.build(settings)
+    try:
+        with transaction(container.factory) as session:
+            UserService(session).create_user(username, password, admin=True)
+    except StockadeError as exc:
+        fail(exc.detail)
+    out.print(f"administrator {username!r} created")
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the configuration and print the effective settings (secrets hidden)."""
+    settings = settings_or_exit()
+    for key, value in settings.model_dump(mode="json").items():
+        if "password" in key and value:
+            value = "***"
+        out.print(f"{key} = {value}", highlight=False)
+    out.print(f"database: {settings.db_url.split('@')[-1]}")
+    out.print("[green]configuration is valid[/green]")

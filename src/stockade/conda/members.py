@@ -1,0 +1,188 @@
+"""Rules on the members of a package archive: safe paths, allowed types, links that stay inside.
+
+A package is extracted into a prefix by tools we do not control, so every member must name a path
+inside it: relative, no ``..``, no backslash, no NUL or other control character, valid UTF-8.
+A leading ``./`` (what ``tar -C dir -c .`` writes) is accepted and dropped. Symbolic links must
+resolve inside the package, following the package's own links on the way; hard links must point to
+a regular file met earlier in the same tar. Devices, fifos, unknown member types and setuid/setgid
+bits are refused.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from stockade.conda.errors import PackageValidationError, printable
+
+MemberKind = Literal["file", "dir", "symlink", "hardlink"]
+
+MAX_LINK_HOPS: Final = 40  # as Linux's limit on nested symbolic links
+
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE_RE: Final = re.compile(r"[A-Za-z]:")
+_FILE_TYPES: Final = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE})
+_SPECIAL_TYPES: Final = {
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a fifo",
+    tarfile.GNUTYPE_SPARSE: "a sparse file",
+}
+_UNSAFE_MODE_BITS: Final = 0o6000  # setuid, setgid
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """What validation keeps of one member: enough to compare with ``info/paths.json``."""
+
+    path: str
+    kind: MemberKind
+    component: str  # "info" or "pkg" for a .conda, "" for a .tar.bz2
+    size: int | None = None  # bytes of content (files and hard links)
+    sha256: str | None = None
+    target: str | None = None  # link target: as written for symlinks, normalized for hard links
+
+
+def _check_text(value: str, what: str, member: str) -> None:
+    if "\x00" in value:
+        raise PackageValidationError("unsafe-path", f"{what} contains a NUL byte", member=member)
+    if _CONTROL_RE.search(value) is not None:
+        raise PackageValidationError(
+            "unsafe-path", f"{what} contains a control character", member=member
+        )
+    if "\\" in value:
+        raise PackageValidationError("unsafe-path", f"{what} contains a backslash", member=member)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PackageValidationError(
+            "encoding", f"{what} is not valid UTF-8", member=member
+        ) from None
+
+
+def normalize_path(raw: str, *, what: str = "member path", member: str | None = None) -> str:
+    """Return the canonical form of the archive path ``raw`` ("" for the root), or raise.
+
+    ``package:path-traversal`` for an absolute path or a ``..`` component, ``package:unsafe-path``
+    for an empty name, a backslash, a control character or an empty or ``.`` component past a
+    leading ``./``, ``package:encoding`` for a name that is not UTF-8.
+    """
+    shown = raw if member is None else member
+    if raw == "":
+        raise PackageValidationError("unsafe-path", f"{what} is empty", member=shown)
+    _check_text(raw, what, shown)
+    if raw.startswith("/") or _DRIVE_RE.match(raw) is not None:
+        raise PackageValidationError("path-traversal", f"{what} is absolute", member=shown)
+    path = raw
+    while path.startswith("./"):
+        path = path[2:]
+    if path in ("", "."):
+        return ""
+    parts = path.split("/")
+    if ".." in parts:
+        raise PackageValidationError("path-traversal", f"{what} has a '..' component", member=shown)
+    if "" in parts or "." in parts:
+        raise PackageValidationError(
+            "unsafe-path", f"{what} has an empty or '.' component", member=shown
+        )
+    return path
+
+
+def member_kind(info: tarfile.TarInfo, path: str) -> MemberKind:
+    """Classify a tar member, refusing devices, fifos, unknown types and setuid/setgid bits."""
+    kind: MemberKind
+    if info.type in _FILE_TYPES:
+        kind = "file"
+    elif info.type == tarfile.DIRTYPE:
+        kind = "dir"
+    elif info.type == tarfile.SYMTYPE:
+        kind = "symlink"
+    elif info.type == tarfile.LNKTYPE:
+        kind = "hardlink"
+    else:
+        what = _SPECIAL_TYPES.get(info.type, f"of unsupported tar type {info.type!r}")
+        raise PackageValidationError("special-file", f"member is {what}", member=path)
+    if kind in ("file", "dir") and info.mode & _UNSAFE_MODE_BITS:
+        raise PackageValidationError(
+            "special-file", "member has the setuid or setgid bit", member=path
+        )
+    return kind
+
+
+def check_symlink_target(target: str, member: str) -> str:
+    """Check the text of a symlink target; where it leads is checked by :func:`check_links`."""
+    if target == "":
+        raise PackageValidationError(
+            "link-escape", "symbolic link has an empty target", member=member
+        )
+    _check_text(target, "symbolic link target", member)
+    if target.startswith("/") or _DRIVE_RE.match(target) is not None:
+        raise PackageValidationError(
+            "link-escape",
+            f"symbolic link points to the absolute path {printable(target)!r}",
+            member=member,
+        )
+    return target
+
+
+def check_hardlink_target(
+    target: str, member: str, component: str, records: Mapping[str, MemberRecord]
+) -> MemberRecord:
+    """Return the record of the regular file a hard link points to, or raise ``link-escape``."""
+    try:
+        path = normalize_path(target, what="hard link target", member=member)
+    except PackageValidationError as exc:
+        raise PackageValidationError("link-escape", exc.detail, member=member) from None
+    linked = records.get(path)
+    if linked is None or linked.component != component or linked.kind not in ("file", "hardlink"):
+        raise PackageValidationError(
+            "link-escape",
+            "hard link does not point to a regular file earlier in the same archive",
+            member=member,
+        )
+    return linked
+
+
+def _resolve(path: str, target: str, links: Mapping[str, str]) -> str | None:
+    """Resolve the link ``path -> target`` inside the package; ``None`` if it leaves it or loops."""
+    queue = deque(path.split("/")[:-1] + target.split("/"))
+    stack: list[str] = []
+    hops = 0
+    while queue:
+        part = queue.popleft()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                return None
+            stack.pop()
+            continue
+        stack.append(part)
+        linked = links.get("/".join(stack)) if queue else None
+        if linked is not None:
+            hops += 1
+            if hops > MAX_LINK_HOPS or linked.startswith("/"):
+                return None
+            stack.pop()
+            queue.extendleft(reversed(linked.split("/")))
+    return "/".join(stack)
+
+
+def check_links(records: Mapping[str, MemberRecord]) -> None:
+    """Refuse symbolic links that resolve outside the package (``package:link-escape``).
+
+    Intermediate components that are themselves links of the package are followed, so a chain of
+    links that are each harmless on their own cannot climb out. A dangling link inside is allowed.
+    """
+    links = {p: r.target for p, r in records.items() if r.kind == "symlink" and r.target}
+    for path, target in links.items():
+        if _resolve(path, target, links) is None:
+            raise PackageValidationError(
+                "link-escape",
+                f"symbolic link to {printable(target)!r} resolves outside the package (or loops)",
+                member=path,
+            )

@@ -1,0 +1,107 @@
+"""Building ``repodata.json`` documents from stored records.
+
+A record is stored once, as canonical JSON bytes made by :func:`encode_record` (compact, keys
+sorted). Publication never parses those bytes again: :func:`build_repodata_json` embeds them
+(``orjson.Fragment``) under their JSON-escaped filenames, sorted by filename, so a subdir of
+100,000 records costs a sort and a copy (about 0.1-0.2 s). Only records touched by patches are
+decoded (see ``patches.py``).
+
+The output is a valid repodata v1 document (v2 when ``info_extra`` carries a CEP 15 ``base_url``)::
+
+    {"info": {"subdir": ...}, "packages": {...}, "packages.conda": {...},
+     "removed": [...], "repodata_version": 1}
+
+Keys appear in sorted order at every level, as conda-index writes them.
+"""
+
+from __future__ import annotations
+
+import bz2
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+import zstandard
+
+from stockade.core.errors import InvalidInputError
+
+REPODATA_VERSION = 1
+REPODATA_VERSION_BASE_URL = 2  # CEP 15: ``info.base_url`` requires repodata_version 2
+
+# Below this size multithreaded zstd costs more than it saves.
+_ZSTD_THREADS_MIN_SIZE = 1 << 20
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """Encode one repodata record as canonical JSON: compact, keys sorted at every level."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise InvalidInputError(
+            f"record cannot be encoded as JSON: {exc}", code="record:not-json"
+        ) from exc
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    """Decode canonical record bytes back into a dict."""
+    value = orjson.loads(data)
+    if not isinstance(value, dict):
+        raise InvalidInputError("record is not a JSON object", code="record:not-json")
+    return value
+
+
+def _section(pairs: Iterable[tuple[str, bytes]], section: str) -> dict[str, orjson.Fragment]:
+    """Filename -> pre-serialized record, in filename order; orjson escapes the keys."""
+    items = sorted(pairs, key=lambda pair: pair[0])
+    fragments = {filename: orjson.Fragment(record_json) for filename, record_json in items}
+    if len(fragments) != len(items):
+        raise ValueError(f"duplicate filenames in {section}")
+    return fragments
+
+
+def build_repodata_json(
+    subdir: str,
+    tar_bz2: Iterable[tuple[str, bytes]],
+    conda: Iterable[tuple[str, bytes]],
+    removed: Iterable[str],
+    *,
+    info_extra: Mapping[str, Any] | None = None,
+) -> bytes:
+    """Assemble a ``repodata.json`` from stored (filename, record_json) pairs.
+
+    ``tar_bz2`` and ``conda`` need not be sorted; they are sorted by filename here (cheap when
+    they already are). The record bytes are embedded as they are, unparsed: they must be what
+    :func:`encode_record` made. ``removed`` is deduplicated and sorted. ``info_extra`` adds keys
+    to ``info`` (``subdir`` always wins); a ``base_url`` in it makes the document repodata v2.
+    """
+    info: dict[str, Any] = dict(info_extra or {})
+    info["subdir"] = subdir
+    version = REPODATA_VERSION_BASE_URL if "base_url" in info else REPODATA_VERSION
+    document = {  # keys in sorted order, as conda-index writes them
+        "info": orjson.Fragment(orjson.dumps(info, option=orjson.OPT_SORT_KEYS)),
+        "packages": _section(tar_bz2, "packages"),
+        "packages.conda": _section(conda, "packages.conda"),
+        "removed": sorted(set(removed)),
+        "repodata_version": version,
+    }
+    return orjson.dumps(document)
+
+
+def empty_repodata_json(subdir: str) -> bytes:
+    """The repodata of a subdir with no packages (every channel serves ``noarch`` at least)."""
+    return build_repodata_json(subdir, (), (), ())
+
+
+def compress_zst(data: bytes, level: int = 3) -> bytes:
+    """zstd-compress ``data`` (``repodata.json.zst``); multithreaded for large inputs.
+
+    The frame records the content size, so any zstd decoder can decompress it in one call.
+    """
+    threads = -1 if len(data) >= _ZSTD_THREADS_MIN_SIZE else 0
+    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True)
+    return compressor.compress(data)
+
+
+def compress_bz2(data: bytes, level: int = 9) -> bytes:
+    """bzip2-compress ``data`` (``repodata.json.bz2``)."""
+    return bz2.compress(data, compresslevel=level)

@@ -1,0 +1,81 @@
+"""The composition root: builds every service from settings, shared by web, CLI and jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from stockade.auth.authenticator import Authenticator
+from stockade.auth.service import FirstAdmin, UserService
+from stockade.channels.locator import IndexLocator
+from stockade.channels.publication import PublicationService
+from stockade.conda.archive import ValidationLimits
+from stockade.db.engine import make_engine, make_session_factory, transaction
+from stockade.settings import Settings
+from stockade.storage.filesystem import FilesystemBlobStore
+from stockade.storage.interfaces import BlobStore
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+    read_factory: sessionmaker[Session]
+    blobs: BlobStore
+    locator: IndexLocator
+    publisher: PublicationService
+    limits: ValidationLimits
+    extras: dict[str, object] = field(default_factory=dict)
+    change_listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Container:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.db_url)
+        factory = make_session_factory(engine)
+        read_factory = make_session_factory(engine, readonly=True)
+        blobs = FilesystemBlobStore(settings.blob_dir)
+        locator = IndexLocator(read_factory, blobs)
+        publisher = PublicationService(
+            factory,
+            blobs,
+            zstd_level=settings.publication.zstd_level,
+            on_published=locator.invalidate,
+        )
+        upload = settings.upload
+        limits = ValidationLimits(
+            max_archive_size=upload.max_archive_size,
+            max_unpacked_size=upload.max_unpacked_size,
+            max_ratio=upload.max_ratio,
+            max_info_size=upload.max_info_size,
+            max_members=upload.max_members,
+            future_tolerance_s=upload.future_tolerance_s,
+        )
+        container = cls(settings, engine, factory, read_factory, blobs, locator, publisher, limits)
+        container.extras["authenticator"] = Authenticator(
+            factory,
+            token_max_days=settings.auth.token_max_days,
+            session_hours=settings.auth.session_hours,
+        )
+        return container
+
+    def bootstrap(self) -> FirstAdmin | None:
+        """Built-in roles, and the first admin when there are no users yet."""
+        password = self.settings.admin_password
+        with transaction(self.factory) as session:
+            return UserService(session).ensure_first_admin(
+                self.settings.admin_username, password.get_secret_value() if password else None
+            )
+
+    def notify_changes(self) -> None:
+        """Called by edges after a commit that asked for publications: wakes the publisher."""
+        self.locator.invalidate_channels()
+        for listener in self.change_listeners:
+            listener()
+
+    def close(self) -> None:
+        self.engine.dispose()

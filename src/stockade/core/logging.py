@@ -1,0 +1,70 @@
+"""Structured logs (JSON or console) with request ids, and secrets scrubbed from every line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+TOKEN_RE = re.compile(r"stk_[A-Za-z0-9_\-]{8,}")
+URL_TOKEN_RE = re.compile(r"/t/[^/\s]+/")
+SECRET_KEYS = {"password", "token", "secret", "authorization", "cookie"}
+
+
+def scrub(text: str) -> str:
+    return URL_TOKEN_RE.sub("/t/***/", TOKEN_RE.sub("stk_***", text))
+
+
+def _scrub_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in list(event.items()):
+        if key.lower() in SECRET_KEYS:
+            event[key] = "***"
+        elif isinstance(value, str):
+            event[key] = scrub(value)
+    return event
+
+
+class _ScrubFilter(logging.Filter):
+    """For stdlib loggers of libraries (uvicorn, httpx...): scrub the rendered message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def configure_logging(level: str = "info", fmt: str = "console") -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _scrub_event,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=shared,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.addFilter(_ScrubFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

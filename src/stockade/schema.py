@@ -1,0 +1,13 @@
+"""The complete database schema: imports every table module so ``Base.metadata`` is whole.
+
+Used by Alembic, the migration drift check and tests. Lives above the domains on purpose.
+"""
+
+from stockade.auth import models as auth_models
+from stockade.channels import models as channel_models
+from stockade.db.base import Base
+from stockade.storage import models as storage_models
+
+metadata = Base.metadata
+
+__all__ = ["Base", "auth_models", "channel_models", "metadata", "storage_models"]

@@ -1,0 +1,145 @@
+"""Typed settings: a TOML file plus ``STOCKADE_*`` environment variables, validated at start.
+
+The file is found at ``$STOCKADE_CONFIG`` or ``DATA_DIR/stockade.toml``. Environment variables win
+over the file; nested sections use a double underscore (``STOCKADE_UPLOAD__MAX_ARCHIVE_SIZE``).
+The object is built once by the edges (CLI, server) and passed in; nothing reads it globally.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from stockade.core.errors import ConfigurationError
+
+
+class UploadSettings(BaseModel):
+    """Caps applied to every uploaded archive (SPEC §3)."""
+
+    max_archive_size: int = Field(default=4 * 1024**3, gt=0)
+    max_unpacked_size: int = Field(default=16 * 1024**3, gt=0)
+    max_ratio: float = Field(default=200.0, gt=1)
+    max_info_size: int = Field(default=64 * 1024**2, gt=0)
+    max_members: int = Field(default=500_000, gt=0)
+    future_tolerance_s: int = Field(default=24 * 3600, ge=0)
+
+
+class PublicationSettings(BaseModel):
+    zstd_level: int = Field(default=3, ge=1, le=22)
+    bz2_level: int = Field(default=9, ge=1, le=9)
+    coalesce_ms: int = Field(default=150, ge=0, le=60_000)
+    index_max_age: int = Field(default=30, ge=0, description="Cache-Control max-age of index files")
+
+
+class AuthSettings(BaseModel):
+    token_max_days: int = Field(default=365, ge=1)
+    session_hours: int = Field(default=12, ge=1)
+    secure_cookies: bool = False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STOCKADE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    database_url: str | None = None
+    public_url: str | None = None
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "console"
+    embedded_worker: bool = True
+    x_accel_redirect: str | None = Field(
+        default=None, description="Internal nginx location serving the blob store, e.g. /_blobs/"
+    )
+    upload: UploadSettings = UploadSettings()
+    publication: PublicationSettings = PublicationSettings()
+    auth: AuthSettings = AuthSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'stockade.db').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file; a missing default file is fine, a missing named file is not."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_path()
+        if path is None:
+            return {}
+        try:
+            with path.open("rb") as fh:
+                return tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def config_path() -> Path | None:
+    named = os.environ.get("STOCKADE_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigurationError(f"STOCKADE_CONFIG names {path}, which is not a file")
+        return path
+    data_dir = Path(os.environ.get("STOCKADE_DATA_DIR", "data"))
+    default = data_dir / "stockade.toml"
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from file + env + overrides, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = "STOCKADE_" + "__".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {where} ({env}): {err['msg']}")
+        raise ConfigurationError("invalid settings:\n" + "\n".join(lines)) from None

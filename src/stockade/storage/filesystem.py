@@ -1,0 +1,104 @@
+"""Filesystem blob store: ``ROOT/ab/cd/abcd…``, written to a temporary name and renamed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from stockade.storage.errors import BlobIntegrityError, BlobNotFoundError
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class FilesystemBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._tmp = root / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):
+            raise BlobNotFoundError(f"not a sha256: {sha256[:80]!r}")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def staging_dir(self) -> Path:
+        return self._tmp
+
+    def put_file(self, path: Path, sha256: str) -> None:
+        target = self.path_for(sha256)
+        if target.exists():
+            path.unlink(missing_ok=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(path, target)  # atomic: the real name only ever holds complete bytes
+        _fsync_dir(target.parent)
+
+    def put_bytes(self, data: bytes) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        if self.path_for(sha256).exists():
+            return sha256
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            self.put_file(Path(name), sha256)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def size(self, sha256: str) -> int:
+        try:
+            return self.path_for(sha256).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"blob {sha256} is missing") from None
+
+    def open(self, sha256: str) -> BinaryIO:
+        try:
+            return self.path_for(sha256).open("rb")
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"blob {sha256} is missing") from None
+
+    def read_bytes(self, sha256: str) -> bytes:
+        with self.open(sha256) as fh:
+            return fh.read()
+
+    def local_path(self, sha256: str) -> Path | None:
+        return self.path_for(sha256)
+
+    def presigned_url(self, sha256: str, filename: str, expires_s: int = 300) -> str | None:
+        return None
+
+    def delete(self, sha256: str) -> None:
+        self.path_for(sha256).unlink(missing_ok=True)
+
+    def iter_all(self) -> Iterator[str]:
+        for path in self.root.glob("??/??/*"):
+            if _SHA256.match(path.name):
+                yield path.name
+
+    def verify(self, sha256: str) -> None:
+        digest = hashlib.sha256()
+        with self.open(sha256) as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            raise BlobIntegrityError(f"blob {sha256} has sha256 {digest.hexdigest()}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

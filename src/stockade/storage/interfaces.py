@@ -1,0 +1,43 @@
+"""The blob store protocol. Blobs are immutable and addressed by the sha256 of their bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class BlobStore(Protocol):
+    def staging_dir(self) -> Path:
+        """A local folder for temporary files that ``put_file`` can move in cheaply."""
+        ...
+
+    def put_file(self, path: Path, sha256: str) -> None:
+        """Take ownership of ``path`` (its bytes have the given sha256) and store it atomically."""
+        ...
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store bytes, return their sha256. Storing existing content is a no-op."""
+        ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def size(self, sha256: str) -> int: ...
+
+    def open(self, sha256: str) -> BinaryIO:
+        """A readable binary stream; raises BlobNotFoundError."""
+        ...
+
+    def read_bytes(self, sha256: str) -> bytes: ...
+
+    def local_path(self, sha256: str) -> Path | None:
+        """A path on this machine holding the bytes, when the backend has one (zero-copy serving)."""
+        ...
+
+    def presigned_url(self, sha256: str, filename: str, expires_s: int = 300) -> str | None:
+        """A URL the client may be redirected to, when the backend supports it (S3)."""
+        ...
+
+    def delete(self, sha256: str) -> None: ...
+
+    def iter_all(self) -> Iterator[str]: ...

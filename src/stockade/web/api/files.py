@@ -1,0 +1,291 @@
+"""Artifacts: upload (multipart, streamed PUT), list, show, remove, copy and move, patches."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.channels.artifacts import ArtifactService
+from stockade.channels.artifacts import Selection as SelectionSpec
+from stockade.channels.patching import PatchService
+from stockade.channels.service import ChannelService
+from stockade.channels.upload import UploadService, ValidatedUpload, validate_upload
+from stockade.container import Container
+from stockade.core.errors import InvalidInputError
+from stockade.db.engine import transaction
+from stockade.storage.staging import StagedFile, StagingWriter, stage_stream
+from stockade.web.api.channels import base_url
+from stockade.web.api.presenters import artifact_public
+from stockade.web.api.schemas import (
+    ArtifactPublic,
+    BulkResult,
+    CopyRequest,
+    PatchPublic,
+    PatchSet,
+    Selection,
+    UploadResult,
+)
+from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
+
+router = APIRouter(tags=["files"])
+MAX_FILES_PER_REQUEST = 1000
+
+
+def _check_target(container: Container, principal: Principal, channel: str) -> None:
+    with container.read_factory() as session:
+        UploadService(session, container.blobs).check_target(principal, channel)
+
+
+def _finish_uploads(
+    container: Container,
+    principal: Principal,
+    channel: str,
+    staged: list[StagedFile],
+    *,
+    force: bool,
+    expected_sha256: str | None = None,
+) -> list[Any]:
+    """Validate every file first (nothing stored if one fails), then store them all in one go."""
+    try:
+        validated: list[ValidatedUpload] = [
+            validate_upload(s, container.limits, expected_sha256=expected_sha256) for s in staged
+        ]
+        for upload in validated:
+            container.blobs.put_file(upload.staged.path, upload.staged.sha256)
+    finally:
+        for s in staged:
+            s.discard()
+    with transaction(container.factory) as session:
+        service = UploadService(session, container.blobs)
+        artifacts = [service.record(principal, channel, u, force=force) for u in validated]
+        return [(a, channel) for a in artifacts]
+
+
+@router.post("/channels/{channel:path}/files", response_model=UploadResult, status_code=201)
+async def upload_files(
+    channel: str,
+    request: Request,
+    principal: SignedIn,
+    container: ContainerDep,
+    force: Annotated[bool, Query(description="replace existing files (needs manage)")] = False,
+) -> UploadResult:
+    await run_in_threadpool(_check_target, container, principal, channel)
+    form = await request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=100)
+    uploads = [v for k, v in form.multi_items() if k == "files" and isinstance(v, UploadFile)]
+    if not uploads:
+        raise InvalidInputError(
+            "send one or more package files in `files` form fields",
+            code="upload:no-files",
+            field="files",
+        )
+    staged: list[StagedFile] = []
+    try:
+        for upload in uploads:
+            staged.append(
+                await run_in_threadpool(
+                    stage_stream,
+                    upload.file,
+                    container.blobs.staging_dir(),
+                    upload.filename or "",
+                    max_size=container.limits.max_archive_size,
+                )
+            )
+    except BaseException:
+        for s in staged:
+            s.discard()
+        raise
+    finally:
+        await form.close()
+    rows = await run_in_threadpool(
+        _finish_uploads, container, principal, channel, staged, force=force
+    )
+    container.notify_changes()
+    base = base_url(request)
+    return UploadResult(uploaded=[artifact_public(a, ch, base) for a, ch in rows])
+
+
+@router.put(
+    "/channels/{channel:path}/files/{filename}", response_model=ArtifactPublic, status_code=201
+)
+async def put_file(
+    channel: str,
+    filename: str,
+    request: Request,
+    principal: SignedIn,
+    container: ContainerDep,
+    sha256: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$")] = None,
+    force: bool = False,
+) -> ArtifactPublic:
+    """Streamed upload of one file; the body is the archive. ``sha256`` is checked if given."""
+    await run_in_threadpool(_check_target, container, principal, channel)
+    writer = StagingWriter(
+        container.blobs.staging_dir(), filename, max_size=container.limits.max_archive_size
+    )
+    try:
+        async for chunk in request.stream():
+            writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    staged = writer.finish()
+    rows = await run_in_threadpool(
+        _finish_uploads,
+        container,
+        principal,
+        channel,
+        [staged],
+        force=force,
+        expected_sha256=sha256,
+    )
+    container.notify_changes()
+    artifact, name = rows[0]
+    return artifact_public(artifact, name, base_url(request))
+
+
+@router.get("/channels/{channel:path}/files", response_model=list[ArtifactPublic])
+def list_files(
+    channel: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    container: ContainerDep,
+    subdir: str | None = None,
+    name: str | None = None,
+    after: Annotated[int, Query(ge=0, description="cursor: the last id seen")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ArtifactPublic]:
+    with container.read_factory() as session:
+        row = ChannelService(session).get(principal, channel, Permission.CHANNEL_READ)
+        artifacts = ArtifactService(session).list(
+            row, subdir=subdir, name=name, after_id=after, limit=limit
+        )
+        if artifacts:
+            request.state.next_cursor = artifacts[-1].id
+        return [artifact_public(a, row.name, base_url(request)) for a in artifacts]
+
+
+@router.get("/channels/{channel:path}/files/{subdir}/{filename}", response_model=ArtifactPublic)
+def show_file(
+    channel: str,
+    subdir: str,
+    filename: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    container: ContainerDep,
+) -> ArtifactPublic:
+    with container.read_factory() as session:
+        row = ChannelService(session).get(principal, channel, Permission.CHANNEL_READ)
+        artifact = ArtifactService(session).get(row, subdir, filename)
+        return artifact_public(artifact, row.name, base_url(request))
+
+
+@router.delete("/channels/{channel:path}/files/{subdir}/{filename}", status_code=204)
+def delete_file(
+    channel: str, subdir: str, filename: str, principal: SignedIn, container: ContainerDep
+) -> Response:
+    with transaction(container.factory) as session:
+        ArtifactService(session).remove(
+            principal, channel, SelectionSpec(files=[f"{subdir}/{filename}"])
+        )
+    container.notify_changes()
+    return Response(status_code=204)
+
+
+def _spec(body: Selection) -> SelectionSpec:
+    return SelectionSpec(files=body.files, name=body.name, version=body.version, subdir=body.subdir)
+
+
+@router.post("/channels/{channel:path}/remove", response_model=BulkResult)
+def remove_files(
+    channel: str, body: Selection, request: Request, principal: SignedIn, container: ContainerDep
+) -> BulkResult:
+    with transaction(container.factory) as session:
+        result = ArtifactService(session).remove(principal, channel, _spec(body))
+        public = [artifact_public(a, channel, base_url(request)) for a in result.artifacts]
+    container.notify_changes()
+    return BulkResult(artifacts=public, skipped=result.skipped)
+
+
+@router.post("/copy", response_model=BulkResult)
+def copy_files(
+    body: CopyRequest, request: Request, principal: SignedIn, container: ContainerDep
+) -> BulkResult:
+    """Copy (or with ``move``, move) artifacts from ``source`` to ``target``."""
+    with transaction(container.factory) as session:
+        result = ArtifactService(session).copy(
+            principal,
+            body.source,
+            body.target,
+            _spec(body),
+            move=body.move,
+            skip_existing=body.skip_existing,
+        )
+        public = [artifact_public(a, body.target, base_url(request)) for a in result.artifacts]
+    container.notify_changes()
+    return BulkResult(artifacts=public, skipped=result.skipped)
+
+
+@router.get("/channels/{channel:path}/patches", response_model=list[PatchPublic])
+def list_patches(
+    channel: str, principal: CurrentPrincipal, container: ContainerDep, subdir: str | None = None
+) -> list[PatchPublic]:
+    with container.read_factory() as session:
+        row = ChannelService(session).get(principal, channel, Permission.CHANNEL_READ)
+        return [
+            PatchPublic.model_validate(p, from_attributes=True)
+            for p in PatchService(session).list(row, subdir)
+        ]
+
+
+@router.put("/channels/{channel:path}/patches/{subdir}/{filename}", response_model=PatchPublic)
+def set_patch(
+    channel: str,
+    subdir: str,
+    filename: str,
+    body: PatchSet,
+    principal: SignedIn,
+    container: ContainerDep,
+) -> PatchPublic:
+    with transaction(container.factory) as session:
+        patch = PatchService(session).set(
+            principal,
+            channel,
+            subdir,
+            filename,
+            changes=body.changes,
+            revoked=body.revoked,
+            removed=body.removed,
+        )
+        public = PatchPublic.model_validate(patch, from_attributes=True)
+    container.notify_changes()
+    return public
+
+
+@router.delete("/channels/{channel:path}/patches/{subdir}/{filename}", status_code=204)
+def clear_patch(
+    channel: str, subdir: str, filename: str, principal: SignedIn, container: ContainerDep
+) -> Response:
+    with transaction(container.factory) as session:
+        PatchService(session).clear(principal, channel, subdir, filename)
+    container.notify_changes()
+    return Response(status_code=204)
+
+
+@router.post("/channels/{channel:path}/patches/{subdir}", response_model=list[PatchPublic])
+def import_patch_instructions(
+    channel: str, subdir: str, body: dict[str, Any], principal: SignedIn, container: ContainerDep
+) -> list[PatchPublic]:
+    """Import a ``patch_instructions.json`` document for one subdir."""
+    with transaction(container.factory) as session:
+        service = PatchService(session)
+        service.import_instructions(principal, channel, subdir, body)
+        row = ChannelService(session).get(principal, channel, Permission.CHANNEL_READ)
+        public = [
+            PatchPublic.model_validate(p, from_attributes=True) for p in service.list(row, subdir)
+        ]
+    container.notify_changes()
+    return public

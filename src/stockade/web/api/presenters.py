@@ -1,0 +1,54 @@
+"""Rows to REST schemas."""
+
+from __future__ import annotations
+
+from stockade.channels.models import Artifact, Channel, SubdirIndex
+from stockade.web.api.schemas import ArtifactPublic, ChannelPublic, SubdirPublic
+
+
+def channel_public(
+    channel: Channel, base_url: str, stats: tuple[int, int] | None = None
+) -> ChannelPublic:
+    return ChannelPublic(
+        name=channel.name,
+        description=channel.description,
+        privacy=channel.privacy,
+        kind=channel.kind,
+        frozen=channel.frozen,
+        owner=channel.owner.username if channel.owner else None,
+        created_at=channel.created_at,
+        updated_at=channel.updated_at,
+        url=f"{base_url}/conda/{channel.name}",
+        artifact_count=stats[0] if stats else None,
+        total_size=stats[1] if stats else None,
+    )
+
+
+def artifact_public(artifact: Artifact, channel_name: str, base_url: str) -> ArtifactPublic:
+    return ArtifactPublic(
+        id=artifact.id,
+        channel=channel_name,
+        subdir=artifact.subdir,
+        filename=artifact.filename,
+        name=artifact.name,
+        version=artifact.version,
+        build=artifact.build,
+        build_number=artifact.build_number,
+        sha256=artifact.sha256,
+        md5=artifact.md5,
+        size=artifact.size,
+        indexed_timestamp=artifact.indexed_timestamp,
+        created_at=artifact.created_at,
+        url=f"{base_url}/conda/{channel_name}/{artifact.subdir}/{artifact.filename}",
+    )
+
+
+def subdir_public(row: SubdirIndex) -> SubdirPublic:
+    return SubdirPublic(
+        subdir=row.subdir,
+        requested_rev=row.requested_rev,
+        published_rev=row.published_rev,
+        record_count=row.record_count,
+        published_at=row.published_at,
+        pending=row.requested_rev > row.published_rev,
+    )

@@ -1,0 +1,163 @@
+"""REST schemas, apart from tables: ``<Noun>Create``, ``<Noun>Update``, ``<Noun>Public``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PrivacyLiteral = Literal["public", "authenticated", "private"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenCreate(Strict):
+    name: str = Field(min_length=1, max_length=256)
+    expires_in_days: int | None = Field(default=None, ge=1)
+
+
+class TokenPublic(BaseModel):
+    id: int
+    name: str
+    kind: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenIssued(TokenPublic):
+    token: str = Field(description="The secret. Shown once; store it now.")
+
+
+class UserCreate(Strict):
+    username: str = Field(min_length=1, max_length=128)
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    email: str | None = Field(default=None, max_length=320)
+    admin: bool = False
+
+
+class UserPublic(BaseModel):
+    id: int
+    username: str
+    email: str | None
+    kind: str
+    source: str
+    is_active: bool
+    is_admin: bool
+    created_at: datetime
+
+
+class WhoAmI(BaseModel):
+    username: str
+    anonymous: bool
+    admin: bool
+    via: str
+
+
+class ChannelCreate(Strict):
+    name: str = Field(min_length=1, max_length=512)
+    privacy: PrivacyLiteral = "public"
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class ChannelUpdate(Strict):
+    privacy: PrivacyLiteral | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+    frozen: bool | None = None
+
+
+class SubdirPublic(BaseModel):
+    subdir: str
+    requested_rev: int
+    published_rev: int
+    record_count: int
+    published_at: datetime | None
+    pending: bool
+
+
+class ChannelPublic(BaseModel):
+    name: str
+    description: str | None
+    privacy: str
+    kind: str
+    frozen: bool
+    owner: str | None
+    created_at: datetime
+    updated_at: datetime
+    url: str
+    artifact_count: int | None = None
+    total_size: int | None = None
+
+
+class ArtifactPublic(BaseModel):
+    id: int
+    channel: str
+    subdir: str
+    filename: str
+    name: str
+    version: str
+    build: str
+    build_number: int
+    sha256: str
+    md5: str
+    size: int
+    indexed_timestamp: int
+    created_at: datetime
+    url: str
+
+
+class UploadResult(BaseModel):
+    uploaded: list[ArtifactPublic]
+
+
+class Selection(Strict):
+    files: list[str] = Field(default_factory=list, max_length=10_000)
+    name: str | None = None
+    version: str | None = None
+    subdir: str | None = None
+
+
+class CopyRequest(Selection):
+    source: str
+    target: str
+    move: bool = False
+    skip_existing: bool = False
+
+
+class BulkResult(BaseModel):
+    artifacts: list[ArtifactPublic]
+    skipped: list[str]
+
+
+class PatchSet(Strict):
+    changes: dict[str, Any] = Field(default_factory=dict)
+    revoked: bool = False
+    removed: bool = False
+
+
+class PatchPublic(BaseModel):
+    subdir: str
+    filename: str
+    changes: dict[str, Any]
+    revoked: bool
+    removed: bool
+    created_at: datetime
+
+
+class NoticeCreate(Strict):
+    message: str = Field(min_length=1, max_length=4000)
+    level: Literal["info", "warning", "critical"] = "info"
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class NoticePublic(BaseModel):
+    id: int
+    message: str
+    level: str
+    created_at: datetime
+    expires_at: datetime | None

@@ -1,0 +1,88 @@
+"""Domain errors to HTTP: RFC 9457 problem details, in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from stockade.core.errors import ErrorKind, StockadeError
+
+log = logging.getLogger("stockade.web")
+
+STATUS: dict[ErrorKind, int] = {
+    ErrorKind.INVALID: 422,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.UNAVAILABLE: 503,
+}
+PROBLEM_TYPE = "https://stockade.dev/problems/"
+REALM = 'Basic realm="stockade", charset="UTF-8"'
+
+
+def problem(status: int, title: str, detail: str, *, code: str = "error", **extra: Any) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"WWW-Authenticate": REALM} if status == 401 else None
+    return Response(
+        orjson.dumps(body),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def error_response(exc: StockadeError) -> Response:
+    return problem(STATUS[exc.kind], exc.title, exc.detail, code=exc.code, **_jsonable(exc.extra))
+
+
+def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, str | int | float | bool | list | dict) else str(v)
+        for k, v in extra.items()
+    }
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StockadeError)
+    async def _domain(_request: Request, exc: StockadeError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "request", "message": "invalid"}
+        return problem(
+            422,
+            "Invalid request",
+            f"{first['field']}: {first['message']}",
+            code="request:invalid",
+            errors=errors,
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> Response:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Request failed")
+        return problem(exc.status_code, title, str(exc.detail), code=f"http:{exc.status_code}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return problem(500, "Internal error", "an unexpected error occurred; see the server log")

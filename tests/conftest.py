@@ -1,0 +1,38 @@
+"""Shared fixtures: the database backends (SQLite always, PostgreSQL when CI provides it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import LiveServer, fresh_database, run_server
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTDATA = ROOT.parent / "shared" / "testdata"
+PG_URL = os.environ.get("STOCKADE_TEST_PG_URL")
+
+
+def backends() -> list[str]:
+    return ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+@pytest.fixture(scope="session")
+def testdata() -> Path:
+    if not TESTDATA.is_dir():
+        pytest.fail(f"shared test data not found at {TESTDATA}")
+    return TESTDATA
+
+
+@pytest.fixture(scope="session", params=backends())
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def live_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data_dir = tmp_path_factory.mktemp(f"server-{backend}")
+    with fresh_database(backend, data_dir, PG_URL) as db_url, run_server(data_dir, db_url) as live:
+        yield live

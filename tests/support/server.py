@@ -1,0 +1,139 @@
+"""A live Stockade server for functional tests: real uvicorn on a loopback port, in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from sqlalchemy import create_engine, text
+
+from stockade.app import create_app
+from stockade.container import Container
+from stockade.db.migrate import upgrade
+from stockade.settings import Settings, load_settings
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def fresh_database(backend: str, data_dir: Path, pg_url: str | None) -> Iterator[str]:
+    """A brand-new empty database of the given backend, dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{data_dir / 'stockade.db'}"
+        return
+    assert pg_url is not None
+    name = f"stockade_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = pg_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: Settings
+    container: Container
+    admin_token: str
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+        self._clients.append(client)
+        return client
+
+    @property
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_token)
+
+    def new_channel(self, privacy: str = "public", prefix: str = "ch") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        response = self.admin.post("/api/v1/channels", json={"name": name, "privacy": privacy})
+        assert response.status_code == 201, response.text
+        return name
+
+    def upload(self, channel: str, *paths: Path, token: str | None = None) -> httpx.Response:
+        files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
+        return self.client(token or self.admin_token).post(
+            f"/api/v1/channels/{channel}/files", files=files
+        )
+
+    def wait_published(self, channel: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            subdirs = self.admin.get(f"/api/v1/channels/{channel}/subdirs").json()
+            if subdirs and not any(s["pending"] for s in subdirs):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"channel {channel} was not published within {timeout}s")
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+
+
+@contextmanager
+def run_server(data_dir: Path, db_url: str, **overrides: Any) -> Iterator[LiveServer]:
+    port = free_port()
+    settings = load_settings(
+        data_dir=data_dir,
+        database_url=db_url,
+        host="127.0.0.1",
+        port=port,
+        admin_password=ADMIN_PASSWORD,
+        publication={"coalesce_ms": 20},
+        **overrides,
+    )
+    upgrade(settings.db_url)
+    container = Container.build(settings)
+    container.bootstrap()
+    app = create_app(settings, container)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    token = httpx.post(
+        f"{url}/api/v1/tokens",
+        json={"name": "tests", "expires_in_days": 30},
+        auth=("admin", ADMIN_PASSWORD),
+    ).json()["token"]
+    live = LiveServer(url=url, settings=settings, container=container, admin_token=token)
+    try:
+        yield live
+    finally:
+        live.close()
+        server.should_exit = True
+        thread.join(30)
+        container.close()
