@@ -86,12 +86,12 @@ class Authenticator:
                 user, record = tokens.authenticate(token, ip=creds.ip)
                 return users.principal_for(user, via="token", token_id=record.id)
             if creds.session_cookie:
-                record = SessionService(session, hours=self.session_hours).resolve(
+                web = SessionService(session, hours=self.session_hours).resolve(
                     creds.session_cookie
                 )
-                if record is None:
+                if web is None:
                     return ANONYMOUS
-                return users.principal_for(record.user, via="session")
+                return users.principal_for(web.user, via="session")
         return self.password_principal(creds.username or "", creds.password or "")
 
     def password_principal(self, username: str, password: str) -> Principal:

@@ -46,7 +46,7 @@ class ArtifactService:
         self.session = session
         self.channels = ChannelService(session)
 
-    def list(
+    def list_files(
         self,
         channel: Channel,
         *,

@@ -34,6 +34,7 @@ from stockade.conda.patches import apply_patches
 from stockade.conda.repodata import build_repodata_json, compress_zst, decode_record
 from stockade.conda.shards import build_shard, build_shard_index
 from stockade.core.clock import utcnow
+from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
 from stockade.storage.interfaces import BlobStore
 
@@ -156,6 +157,7 @@ class PublicationService:
         except BaseException:
             self._release(index_id)
             raise
+        crash_point("publication:after-blobs")
         self._switch(index_id, built)
         if self.on_published is not None:
             self.on_published(channel_id, subdir)

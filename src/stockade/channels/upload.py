@@ -48,8 +48,9 @@ def validate_upload(
 
 
 def build_record(info: PackageInfo, staged: StagedFile, indexed_timestamp: int) -> dict[str, Any]:
-    """The repodata record: the package's own ``index.json`` plus what the server computed."""
-    record = dict(info.index)
+    """The repodata record: the package's own ``index.json`` (without null fields, as conda-index
+    and rattler-index write them) plus what the server computed."""
+    record = {k: v for k, v in info.index.items() if v is not None}
     record.update(
         md5=staged.md5,
         sha256=staged.sha256,

@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import orjson
 import zstandard
 
+from stockade.conda.condazip import check_central_directory, check_entries, check_metadata
 from stockade.conda.errors import PackageTooLargeError, PackageValidationError
 from stockade.conda.members import (
     MemberKind,
@@ -74,7 +74,6 @@ from stockade.conda.tarstream import (
 
 __all__ = ["PackageInfo", "PathEntry", "ValidationLimits", "inspect_package"]
 
-MAX_METADATA_SIZE: Final = 64 * 1024
 _FORMAT_ERRORS: Final = (
     tarfile.TarError,
     zipfile.BadZipFile,
@@ -240,55 +239,6 @@ class _Scan:
         )
 
 
-def _check_zip_name(name: str) -> None:
-    normalize_path(name.rstrip("/") or name, what="zip member name", member=name)
-    if "/" in name:
-        raise PackageValidationError(
-            "unsafe-path",
-            "zip member is inside a directory: .conda members must be at the top level",
-            member=name,
-        )
-
-
-def _check_zip_entries(archive: zipfile.ZipFile, stem: str, budget: Budget) -> None:
-    expected = {"metadata.json", f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"}
-    seen: set[str] = set()
-    for entry in archive.infolist():
-        budget.count_member()
-        name = entry.orig_filename
-        _check_zip_name(name)
-        if name in seen or name not in expected:
-            raise PackageValidationError(
-                "format",
-                f"unexpected or repeated zip member (a .conda holds {', '.join(sorted(expected))})",
-                member=name,
-            )
-        if entry.compress_type != zipfile.ZIP_STORED or entry.flag_bits & 0x1:
-            raise PackageValidationError(
-                "format",
-                "zip member is compressed or encrypted (.conda members are stored)",
-                member=name,
-            )
-        seen.add(name)
-    for name in sorted(expected - seen):
-        raise PackageValidationError("format", f"the .conda archive has no {name}", member=name)
-
-
-def _check_metadata(archive: zipfile.ZipFile) -> None:
-    if archive.getinfo("metadata.json").file_size > MAX_METADATA_SIZE:
-        raise PackageValidationError("format", "metadata.json is too large", member="metadata.json")
-    try:
-        metadata = orjson.loads(archive.read("metadata.json"))
-    except orjson.JSONDecodeError:
-        metadata = None
-    if not isinstance(metadata, dict) or metadata.get("conda_pkg_format_version") != 2:
-        raise PackageValidationError(
-            "format",
-            "metadata.json does not declare conda_pkg_format_version 2",
-            member="metadata.json",
-        )
-
-
 def _read_component(archive: zipfile.ZipFile, member: str, component: str, scan: _Scan) -> None:
     with archive.open(member) as raw:
         decompressor = zstandard.ZstdDecompressor()
@@ -300,9 +250,10 @@ def _read_component(archive: zipfile.ZipFile, member: str, component: str, scan:
 
 
 def _read_conda(path: Path, stem: str, scan: _Scan) -> None:
+    check_central_directory(path)
     with _format_errors("the .conda archive"), zipfile.ZipFile(path) as archive:
-        _check_zip_entries(archive, stem, scan.budget)
-        _check_metadata(archive)
+        check_entries(archive, stem, scan.budget)
+        check_metadata(archive)
         _read_component(archive, f"info-{stem}.tar.zst", "info", scan)
         scan.require_index()
         _read_component(archive, f"pkg-{stem}.tar.zst", "pkg", scan)

@@ -22,6 +22,9 @@ from stockade.conda.errors import PackageValidationError, printable
 MemberKind = Literal["file", "dir", "symlink", "hardlink"]
 
 MAX_LINK_HOPS: Final = 40  # as Linux's limit on nested symbolic links
+# Following links costs path components; a real package needs a handful per link.
+MIN_RESOLUTION_STEPS: Final = 100_000
+RESOLUTION_STEPS_PER_LINK: Final = 64
 
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE_RE: Final = re.compile(r"[A-Za-z]:")
@@ -147,29 +150,37 @@ def check_hardlink_target(
     return linked
 
 
-def _resolve(path: str, target: str, links: Mapping[str, str]) -> str | None:
-    """Resolve the link ``path -> target`` inside the package; ``None`` if it leaves it or loops."""
-    queue = deque(path.split("/")[:-1] + target.split("/"))
-    stack: list[str] = []
-    hops = 0
-    while queue:
-        part = queue.popleft()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not stack:
-                return None
-            stack.pop()
-            continue
-        stack.append(part)
-        linked = links.get("/".join(stack)) if queue else None
-        if linked is not None:
-            hops += 1
-            if hops > MAX_LINK_HOPS or linked.startswith("/"):
-                return None
-            stack.pop()
-            queue.extendleft(reversed(linked.split("/")))
-    return "/".join(stack)
+class _Resolver:
+    """Resolves the package's symbolic links inside it, within a bounded number of steps."""
+
+    def __init__(self, links: Mapping[str, str]) -> None:
+        self.links = links
+        self.steps_left = MIN_RESOLUTION_STEPS + RESOLUTION_STEPS_PER_LINK * len(links)
+
+    def resolve(self, path: str, target: str) -> bool:
+        """Whether ``path -> target`` stays inside the package, following its links on the way."""
+        queue = deque(path.split("/")[:-1] + target.split("/"))
+        stack: list[str] = []
+        hops = 0
+        while queue:
+            self.steps_left -= 1
+            part = queue.popleft()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not stack:
+                    return False
+                stack.pop()
+                continue
+            stack.append(part)
+            linked = self.links.get("/".join(stack)) if queue else None
+            if linked is not None:
+                hops += 1
+                if hops > MAX_LINK_HOPS or self.steps_left < 0:
+                    return False
+                stack.pop()
+                queue.extendleft(reversed(linked.split("/")))
+        return True
 
 
 def check_links(records: Mapping[str, MemberRecord]) -> None:
@@ -177,10 +188,12 @@ def check_links(records: Mapping[str, MemberRecord]) -> None:
 
     Intermediate components that are themselves links of the package are followed, so a chain of
     links that are each harmless on their own cannot climb out. A dangling link inside is allowed.
+    Loops, and chains too long to follow within the step budget, are refused too.
     """
     links = {p: r.target for p, r in records.items() if r.kind == "symlink" and r.target}
+    resolver = _Resolver(links)
     for path, target in links.items():
-        if _resolve(path, target, links) is None:
+        if not resolver.resolve(path, target):
             raise PackageValidationError(
                 "link-escape",
                 f"symbolic link to {printable(target)!r} resolves outside the package (or loops)",

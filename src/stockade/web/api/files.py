@@ -17,6 +17,7 @@ from stockade.channels.service import ChannelService
 from stockade.channels.upload import UploadService, ValidatedUpload, validate_upload
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError
+from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
 from stockade.storage.staging import StagedFile, StagingWriter, stage_stream
 from stockade.web.api.channels import base_url
@@ -57,6 +58,7 @@ def _finish_uploads(
         ]
         for upload in validated:
             container.blobs.put_file(upload.staged.path, upload.staged.sha256)
+        crash_point("upload:after-blob")
     finally:
         for s in staged:
             s.discard()
@@ -160,7 +162,7 @@ def list_files(
 ) -> list[ArtifactPublic]:
     with container.read_factory() as session:
         row = ChannelService(session).get(principal, channel, Permission.CHANNEL_READ)
-        artifacts = ArtifactService(session).list(
+        artifacts = ArtifactService(session).list_files(
             row, subdir=subdir, name=name, after_id=after, limit=limit
         )
         if artifacts:

@@ -1,0 +1,104 @@
+"""The zip container of a ``.conda``: checked before and after :mod:`zipfile` opens it.
+
+A ``.conda`` is an uncompressed zip of exactly ``metadata.json`` (``{"conda_pkg_format_version":
+2}``), ``info-<stem>.tar.zst`` and ``pkg-<stem>.tar.zst``, all at the top level, where ``<stem>`` is
+the filename without its extension (conda clients look the members up by that name). Its central
+directory is a few hundred bytes; :mod:`zipfile` reads a central directory whole and builds an
+object per entry, so a bigger one is refused before zipfile sees it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+from typing import Final
+
+import orjson
+
+from stockade.conda.errors import PackageValidationError
+from stockade.conda.members import normalize_path
+from stockade.conda.tarstream import Budget
+
+MAX_CENTRAL_DIRECTORY: Final = 64 * 1024
+MAX_METADATA_SIZE: Final = 64 * 1024
+
+_END = struct.Struct("<4s4H2LH")  # end of central directory record
+_END64_LOCATOR_SIZE: Final = 20
+_END64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory record
+_TAIL: Final = _END.size + 0xFFFF  # the record plus the longest comment
+
+
+def _format(detail: str) -> PackageValidationError:
+    return PackageValidationError("format", detail)
+
+
+def check_central_directory(path: Path) -> None:
+    """Refuse a file with no zip end record, or a central directory too large for a ``.conda``."""
+    with path.open("rb") as stream:
+        size = stream.seek(0, 2)
+        stream.seek(max(0, size - _TAIL))
+        tail = stream.read()
+    position = tail.rfind(b"PK\x05\x06")
+    if position < 0 or position + _END.size > len(tail):
+        raise _format("the .conda file is not a zip archive")
+    directory_size = _END.unpack_from(tail, position)[5]
+    start64 = position - _END64_LOCATOR_SIZE - _END64.size
+    locator = position - _END64_LOCATOR_SIZE
+    if locator >= 0 and tail.startswith(b"PK\x06\x07", locator):
+        if start64 < 0 or not tail.startswith(b"PK\x06\x06", start64):
+            raise _format("the zip64 end of central directory record is missing")
+        directory_size = max(directory_size, _END64.unpack_from(tail, start64)[8])
+    if directory_size > MAX_CENTRAL_DIRECTORY:
+        raise _format("the zip central directory is far too large for a .conda")
+
+
+def _check_name(name: str) -> None:
+    normalize_path(name.rstrip("/") or name, what="zip member name", member=name)
+    if "/" in name:
+        raise PackageValidationError(
+            "unsafe-path",
+            "zip member is inside a directory: .conda members must be at the top level",
+            member=name,
+        )
+
+
+def check_entries(archive: zipfile.ZipFile, stem: str, budget: Budget) -> None:
+    """Exactly the three expected members, stored (not compressed), not encrypted."""
+    expected = {"metadata.json", f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"}
+    seen: set[str] = set()
+    for entry in archive.infolist():
+        budget.count_member()
+        name = entry.orig_filename  # zipfile cuts .filename at a NUL
+        _check_name(name)
+        if name in seen or name not in expected:
+            raise PackageValidationError(
+                "format",
+                f"unexpected or repeated zip member (a .conda holds {', '.join(sorted(expected))})",
+                member=name,
+            )
+        if entry.compress_type != zipfile.ZIP_STORED or entry.flag_bits & 0x1:
+            raise PackageValidationError(
+                "format",
+                "zip member is compressed or encrypted (.conda members are stored)",
+                member=name,
+            )
+        seen.add(name)
+    for name in sorted(expected - seen):
+        raise PackageValidationError("format", f"the .conda archive has no {name}", member=name)
+
+
+def check_metadata(archive: zipfile.ZipFile) -> None:
+    """``metadata.json`` declares the format version 2."""
+    if archive.getinfo("metadata.json").file_size > MAX_METADATA_SIZE:
+        raise PackageValidationError("format", "metadata.json is too large", member="metadata.json")
+    try:
+        metadata = orjson.loads(archive.read("metadata.json"))
+    except orjson.JSONDecodeError:
+        metadata = None
+    if not isinstance(metadata, dict) or metadata.get("conda_pkg_format_version") != 2:
+        raise PackageValidationError(
+            "format",
+            "metadata.json does not declare conda_pkg_format_version 2",
+            member="metadata.json",
+        )
