@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 
 from stockade.app import create_app
 from stockade.container import Container
+from stockade.core.logging import configure_logging
 from stockade.db.migrate import upgrade
 from stockade.settings import Settings, load_settings
 
@@ -108,6 +109,7 @@ def run_server(data_dir: Path, db_url: str, **overrides: Any) -> Iterator[LiveSe
         publication={"coalesce_ms": 20},
         **overrides,
     )
+    configure_logging("info", "json")  # as in production: the access log goes through logging
     upgrade(settings.db_url)
     container = Container.build(settings)
     container.bootstrap()

@@ -150,17 +150,32 @@ def check_hardlink_target(
     return linked
 
 
+class _Node:
+    """A path in a tree of the package's symbolic links: one lookup per path component."""
+
+    __slots__ = ("children", "target")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.target: str | None = None
+
+
 class _Resolver:
     """Resolves the package's symbolic links inside it, within a bounded number of steps."""
 
     def __init__(self, links: Mapping[str, str]) -> None:
-        self.links = links
+        self.root = _Node()
+        for path, target in links.items():
+            node = self.root
+            for part in path.split("/"):
+                node = node.children.setdefault(part, _Node())
+            node.target = target
         self.steps_left = MIN_RESOLUTION_STEPS + RESOLUTION_STEPS_PER_LINK * len(links)
 
     def resolve(self, path: str, target: str) -> bool:
         """Whether ``path -> target`` stays inside the package, following its links on the way."""
         queue = deque(path.split("/")[:-1] + target.split("/"))
-        stack: list[str] = []
+        nodes: list[_Node | None] = []  # per component walked: its node, None if no link below
         hops = 0
         while queue:
             self.steps_left -= 1
@@ -168,18 +183,19 @@ class _Resolver:
             if part in ("", "."):
                 continue
             if part == "..":
-                if not stack:
+                if not nodes:
                     return False
-                stack.pop()
+                nodes.pop()
                 continue
-            stack.append(part)
-            linked = self.links.get("/".join(stack)) if queue else None
-            if linked is not None:
+            parent = nodes[-1] if nodes else self.root
+            node = None if parent is None else parent.children.get(part)
+            if node is not None and node.target is not None and queue:
                 hops += 1
-                if hops > MAX_LINK_HOPS or self.steps_left < 0:
+                if hops > MAX_LINK_HOPS or self.steps_left < 0 or node.target.startswith("/"):
                     return False
-                stack.pop()
-                queue.extendleft(reversed(linked.split("/")))
+                queue.extendleft(reversed(node.target.split("/")))
+                continue
+            nodes.append(node)
         return True
 
 

@@ -21,7 +21,7 @@ from stockade.conda.errors import PackageTooLargeError, PackageValidationError
 from stockade.conda.package import RATIO_FLOOR, ValidationLimits
 
 CHUNK: Final = 1024 * 1024
-MAX_EXTENDED_HEADER: Final = 64 * 1024
+MAX_EXTENDED_HEADER: Final = 16 * 1024  # a pax header holds a few paths of at most 4 KiB
 
 _EXTENDED_TYPES: Final = frozenset(
     {
@@ -32,7 +32,7 @@ _EXTENDED_TYPES: Final = frozenset(
         tarfile.SOLARIS_XHDTYPE,
     }
 )
-_DIGIT_RUN_RE: Final = re.compile(rb"[0-9]{65}")
+_DIGIT_RUN_RE: Final = re.compile(rb"[0-9]{33}")  # real ones: sizes, mtimes, ids
 
 
 class Readable(Protocol):

@@ -97,8 +97,15 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
     return templates.TemplateResponse(request, name, page, status_code=status, headers=PAGE_HEADERS)
 
 
+def sentence(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
 def error_page(request: Request, status: int, title: str, detail: str) -> Response:
-    context = {"title": title, "detail": detail, "status": status}
+    context = {"title": title, "detail": sentence(detail), "status": status}
     return render(request, "error.html", context, status=status)
 
 

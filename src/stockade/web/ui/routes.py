@@ -1,9 +1,17 @@
-"""Server-rendered pages (filled in by the UI module)."""
+"""Server-rendered pages: mounted by ``create_app`` through :func:`install_ui`."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from stockade.web.ui import pages, signin
+from stockade.web.ui.render import STATIC_DIR, build_templates
 
 
 def install_ui(app: FastAPI) -> None:
-    return None
+    """Templates, ``/static``, sign-in and the browsing pages (none of them in the OpenAPI)."""
+    app.state.ui_templates = build_templates()
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(signin.router)
+    app.include_router(pages.router)

@@ -22,7 +22,7 @@ from stockade.web.ui.csrf import (
     session_csrf,
     tokens_match,
 )
-from stockade.web.ui.render import error_page, render
+from stockade.web.ui.render import error_page, render, sentence
 
 router = APIRouter(include_in_schema=False)
 FormText = Annotated[str, Form()]
@@ -89,7 +89,7 @@ def login(
     try:
         principal = authenticator_of(container).password_principal(username, password)
     except AuthenticationError as exc:
-        error = exc.detail[:1].upper() + exc.detail[1:] + "."
+        error = sentence(exc.detail)
         return _login_form(request, next_url=next_url, username=username, error=error, status=401)
     return _start_session(request, container, principal, next_url)
 

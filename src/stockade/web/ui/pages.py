@@ -1,0 +1,151 @@
+"""Browsing pages: the channel list, a channel, a package, and name search."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import RedirectResponse, Response
+
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.channels.browse import BrowseService
+from stockade.channels.service import ChannelService
+from stockade.container import Container
+from stockade.web.deps import ContainerDep, CurrentPrincipal
+from stockade.web.ui.package_view import build_details, select_build
+from stockade.web.ui.render import base_url, guarded, render
+
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 200
+MAX_QUERY = 256
+Text = Annotated[str, Query()]
+
+
+def _page_number(value: str) -> int:
+    try:
+        return max(1, min(int(value), 1_000_000))
+    except ValueError:
+        return 1
+
+
+def _conda_url(request: Request, channel: str) -> str:
+    return f"{base_url(request)}/conda/{channel}"
+
+
+@router.get("/")
+def home(request: Request, principal: CurrentPrincipal, container: ContainerDep) -> Response:
+    def build() -> Response:
+        with container.read_factory() as session:
+            channels = BrowseService(session).overview(principal)
+            context = {"title": "Channels", "channels": channels}
+            return render(request, "home.html", context)
+
+    return guarded(request, principal, build)
+
+
+@router.get("/channels")
+def channels_index() -> Response:
+    return RedirectResponse("/", status_code=303)
+
+
+@router.get("/search")
+def search(
+    request: Request, principal: CurrentPrincipal, container: ContainerDep, q: Text = ""
+) -> Response:
+    query = q.strip()[:MAX_QUERY]
+
+    def build() -> Response:
+        with container.read_factory() as session:
+            hits = BrowseService(session).search(principal, query) if query else []
+            context = {"title": f"Search: {query}" if query else "Search", "hits": hits}
+            return render(request, "search.html", {**context, "search_query": query})
+
+    return guarded(request, principal, build)
+
+
+@router.get("/channels/{name:path}/packages/{package}")
+def package_page(
+    request: Request,
+    name: str,
+    package: str,
+    principal: CurrentPrincipal,
+    container: ContainerDep,
+    build: Text = "",
+) -> Response:
+    return guarded(
+        request,
+        principal,
+        lambda: _package(request, container, principal, name.strip("/"), package, build),
+    )
+
+
+def _package(
+    request: Request,
+    container: Container,
+    principal: Principal,
+    name: str,
+    package: str,
+    wanted: str,
+) -> Response:
+    with container.read_factory() as session:
+        channel = ChannelService(session).get(principal, name, Permission.CHANNEL_READ)
+        browse = BrowseService(session)
+        builds = browse.builds(channel, package)
+        selected = select_build(builds, wanted)
+        details = build_details(selected, browse.content(selected.sha256))
+        context = {
+            "title": f"{package} · {channel.name}",
+            "channel": channel,
+            "package": package,
+            "builds": builds,
+            "details": details,
+            "conda_url": _conda_url(request, channel.name),
+            "base": base_url(request),
+        }
+        return render(request, "package.html", context)
+
+
+@router.get("/channels/{name:path}")
+def channel_page(
+    request: Request,
+    name: str,
+    principal: CurrentPrincipal,
+    container: ContainerDep,
+    q: Text = "",
+    page: Text = "1",
+) -> Response:
+    return guarded(
+        request,
+        principal,
+        lambda: _channel(request, container, principal, name.strip("/"), q, _page_number(page)),
+    )
+
+
+def _channel(
+    request: Request,
+    container: Container,
+    principal: Principal,
+    name: str,
+    name_filter: str,
+    page: int,
+) -> Response:
+    name_filter = name_filter.strip()[:MAX_QUERY]
+    with container.read_factory() as session:
+        channel = ChannelService(session).get(principal, name, Permission.CHANNEL_READ)
+        browse = BrowseService(session)
+        listing = browse.packages(
+            channel, contains=name_filter or None, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+        )
+        context = {
+            "title": channel.name,
+            "channel": channel,
+            "subdirs": browse.subdirs(channel),
+            "listing": listing,
+            "name_filter": name_filter,
+            "page": page,
+            "pages": max(1, -(-listing.total // PAGE_SIZE)),
+            "conda_url": _conda_url(request, channel.name),
+            "base": base_url(request),
+        }
+        return render(request, "channel.html", context)
