@@ -23,11 +23,15 @@ def test_channel_lifecycle(live_server: LiveServer) -> None:
     admin = live_server.admin
     name = live_server.new_channel(prefix="life")
     assert admin.post("/api/v1/channels", json={"name": name}).status_code == 409
-    child = admin.post("/api/v1/channels", json={"name": f"{name}/child", "privacy": "authenticated"})
+    child = admin.post(
+        "/api/v1/channels", json={"name": f"{name}/child", "privacy": "authenticated"}
+    )
     assert child.status_code == 201
     assert child.json()["url"].endswith(f"/conda/{name}/child")
     assert admin.get(f"/conda/{name}/child/noarch/repodata.json").status_code == 200
-    updated = admin.patch(f"/api/v1/channels/{name}", json={"description": "team builds", "privacy": "private"})
+    updated = admin.patch(
+        f"/api/v1/channels/{name}", json={"description": "team builds", "privacy": "private"}
+    )
     assert updated.json()["privacy"] == "private" and updated.json()["description"] == "team builds"
     names = [c["name"] for c in admin.get("/api/v1/channels").json()]
     assert name in names and f"{name}/child" in names
@@ -78,12 +82,16 @@ def test_tokens_create_list_revoke(live_server: LiveServer) -> None:
     assert wrong.status_code == 401 and "wrong-password" not in wrong.text
 
 
-def test_token_is_never_logged_or_echoed(live_server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_token_is_never_logged_or_echoed(
+    live_server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
     token = live_server.admin_token
     channel = live_server.new_channel(privacy="private", prefix="secret")
     with caplog.at_level("DEBUG"):
         ok = live_server.client().get(f"/t/{token}/conda/{channel}/noarch/repodata.json")
-        bad = live_server.client().get(f"/t/stk_notarealtokenatall123456/conda/{channel}/noarch/repodata.json")
+        bad = live_server.client().get(
+            f"/t/stk_notarealtokenatall123456/conda/{channel}/noarch/repodata.json"
+        )
     assert ok.status_code == 200
     assert token not in ok.text and "stk_notarealtoken" not in bad.text
     assert bad.status_code == 401
@@ -100,10 +108,16 @@ def test_copy_move_remove(live_server: LiveServer, testdata: Path) -> None:
     files = sorted((testdata / RECIPES).glob("dependen*.conda"))
     assert live_server.upload(source, *files).status_code == 201
     admin = live_server.admin
-    copied = admin.post("/api/v1/copy", json={"source": source, "target": target, "name": "dependent", "version": ">=2"})
+    copied = admin.post(
+        "/api/v1/copy",
+        json={"source": source, "target": target, "name": "dependent", "version": ">=2"},
+    )
     assert copied.status_code == 200
     assert [a["filename"] for a in copied.json()["artifacts"]] == ["dependent-2.0-0.conda"]
-    again = admin.post("/api/v1/copy", json={"source": source, "target": target, "files": ["noarch/dependent-2.0-0.conda"]})
+    again = admin.post(
+        "/api/v1/copy",
+        json={"source": source, "target": target, "files": ["noarch/dependent-2.0-0.conda"]},
+    )
     assert again.status_code == 409
     moved = admin.post(
         "/api/v1/copy",
@@ -111,10 +125,17 @@ def test_copy_move_remove(live_server: LiveServer, testdata: Path) -> None:
     )
     assert len(moved.json()["artifacts"]) == 2
     assert set(repodata(live_server, target)["packages.conda"]) == {
-        "dependent-2.0-0.conda", "dependency-1.0-0.conda", "dependency-2.0-0.conda"
+        "dependent-2.0-0.conda",
+        "dependency-1.0-0.conda",
+        "dependency-2.0-0.conda",
     }
-    assert set(repodata(live_server, source)["packages.conda"]) == {"dependent-1.0-0.conda", "dependent-2.0-0.conda"}
-    removed = admin.post(f"/api/v1/channels/{source}/remove", json={"files": ["noarch/dependent-1.0-0.conda"]})
+    assert set(repodata(live_server, source)["packages.conda"]) == {
+        "dependent-1.0-0.conda",
+        "dependent-2.0-0.conda",
+    }
+    removed = admin.post(
+        f"/api/v1/channels/{source}/remove", json={"files": ["noarch/dependent-1.0-0.conda"]}
+    )
     assert len(removed.json()["artifacts"]) == 1
     assert set(repodata(live_server, source)["packages.conda"]) == {"dependent-2.0-0.conda"}
     nothing = admin.post(f"/api/v1/channels/{source}/remove", json={})
@@ -126,7 +147,10 @@ def test_freeze_holds_publication(live_server: LiveServer, testdata: Path) -> No
     live_server.wait_published(channel)
     admin = live_server.admin
     assert admin.post(f"/api/v1/channels/{channel}/freeze").json()["frozen"] is True
-    assert live_server.upload(channel, testdata / RECIPES / "dependency-1.0-0.conda").status_code == 201
+    assert (
+        live_server.upload(channel, testdata / RECIPES / "dependency-1.0-0.conda").status_code
+        == 201
+    )
     time.sleep(0.5)
     assert admin.get(f"/conda/{channel}/noarch/repodata.json").json()["packages.conda"] == {}
     assert any(s["pending"] for s in admin.get(f"/api/v1/channels/{channel}/subdirs").json())
@@ -145,9 +169,15 @@ def test_hotfix_patches_survive_republication(live_server: LiveServer, testdata:
         "remove": ["remove_test-1.0-0.tar.bz2"],
     }
     admin = live_server.admin
-    assert admin.post(f"/api/v1/channels/{channel}/patches/osx-64", json=instructions).status_code == 200
+    assert (
+        admin.post(f"/api/v1/channels/{channel}/patches/osx-64", json=instructions).status_code
+        == 200
+    )
     # a later upload republishes the subdir: the patches are applied again
-    assert live_server.upload(channel, testdata / RECIPES / "dependency-1.0-0.conda").status_code == 201
+    assert (
+        live_server.upload(channel, testdata / RECIPES / "dependency-1.0-0.conda").status_code
+        == 201
+    )
     data = repodata(live_server, channel, "osx-64")
     assert data["packages"]["hotfix_depends_test-1.0-dummy_0.tar.bz2"]["depends"] == ["zlib >=1.2"]
     revoked = data["packages"]["revoke_test-1.0-0.tar.bz2"]
@@ -158,7 +188,8 @@ def test_hotfix_patches_survive_republication(live_server: LiveServer, testdata:
     assert cleared.status_code == 204
     assert "remove_test-1.0-0.tar.bz2" in repodata(live_server, channel, "osx-64")["packages"]
     bad = admin.put(
-        f"/api/v1/channels/{channel}/patches/osx-64/revoke_test-1.0-0.tar.bz2", json={"changes": {"sha256": "x"}}
+        f"/api/v1/channels/{channel}/patches/osx-64/revoke_test-1.0-0.tar.bz2",
+        json={"changes": {"sha256": "x"}},
     )
     assert bad.status_code == 422
 

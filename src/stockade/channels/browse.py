@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rattler import Version
+from rattler.exceptions import InvalidVersionError
 from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
@@ -65,7 +66,7 @@ def version_key(version: str) -> tuple[int, Any]:
     """Sort key for conda versions; strings rattler cannot parse sort below every real version."""
     try:
         return (1, Version(version))
-    except Exception:  # rattler raises its own exception types
+    except InvalidVersionError:
         return (0, version)
 
 

@@ -24,19 +24,29 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 class ApiClient:
+    """Calls the REST API. ``request`` prints problems and exits; ``try_request`` raises CliError."""
+
     def __init__(self, profile: Profile, timeout: float = 120.0) -> None:
         self.profile = profile
-        headers = {"user-agent": "stockade-cli"}
+        self.timeout = timeout
+        self.headers = {"user-agent": "stockade-cli"}
         if profile.token:
-            headers["authorization"] = f"Bearer {profile.token}"
-        self.http = httpx.Client(base_url=profile.url + "/api/v1", headers=headers, timeout=timeout)
+            self.headers["authorization"] = f"Bearer {profile.token}"
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def try_request(self, method: str, path: str, **kwargs: Any) -> Any:
+        base = self.profile.url + "/api/v1"
         try:
-            response = self.http.request(method, path, **kwargs)
+            with httpx.Client(base_url=base, headers=self.headers, timeout=self.timeout) as http:
+                response = http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach {self.profile.url}: {exc.__class__.__name__}") from None
         return self.decode(response)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            return self.try_request(method, path, **kwargs)
+        except CliError as exc:
+            fail(str(exc))
 
     @staticmethod
     def decode(response: httpx.Response) -> Any:

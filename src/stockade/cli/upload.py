@@ -67,7 +67,7 @@ def upload(
         for path in files:
             task = progress.add_task(path.name, total=path.stat().st_size)
             try:
-                api.request(
+                api.try_request(
                     "PUT",
                     f"/channels/{channel}/files/{path.name}",
                     params={"sha256": _sha256(path), "force": force},

@@ -498,7 +498,7 @@ def test_sparse_and_oversized_headers(tmp_path: Path) -> None:
     _refused(
         build_conda(tmp_path, PackageSpec(payload=(file(long_name, b"x"),), paths="none")), "format"
     )
-    digits = Entry("lib/ok", b"x", pax={"comment": "1" * 40})
+    digits = Entry("lib/ok", b"x", pax={"comment": "1" * 20})
     _refused(build_conda(tmp_path, PackageSpec(payload=(digits,), paths="none")), "format")
 
 

@@ -18,13 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from stockade.auth.principal import ANONYMOUS, Principal
-from stockade.core.errors import (
-    AuthenticationError,
-    InvalidInputError,
-    NotFoundError,
-    PermissionDeniedError,
-    StockadeError,
-)
+from stockade.core.errors import ErrorKind, StockadeError
 from stockade.web.ui.csrf import session_csrf
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -114,19 +108,23 @@ def login_redirect(request: Request) -> Response:
     return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
 
+PAGE_ERRORS: dict[ErrorKind, tuple[int, str]] = {
+    ErrorKind.UNAUTHENTICATED: (401, "Sign-in required"),
+    ErrorKind.NOT_FOUND: (404, "Not found"),
+    ErrorKind.FORBIDDEN: (403, "Permission denied"),
+    ErrorKind.INVALID: (400, "Invalid request"),
+    ErrorKind.CONFLICT: (409, "Conflict"),
+    ErrorKind.TOO_LARGE: (413, "Too large"),
+    ErrorKind.UNAVAILABLE: (503, "Unavailable"),
+}
+
+
 def guarded(request: Request, principal: Principal, build: Callable[[], Response]) -> Response:
     """Run a page; domain errors become pages (or a sign-in redirect), never a stack trace."""
     try:
         return build()
-    except AuthenticationError as exc:
-        if principal.is_anonymous:
-            return login_redirect(request)
-        return error_page(request, 401, "Sign-in required", exc.detail)
-    except NotFoundError as exc:
-        return error_page(request, 404, "Not found", exc.detail)
-    except PermissionDeniedError as exc:
-        return error_page(request, 403, "Permission denied", exc.detail)
-    except InvalidInputError as exc:
-        return error_page(request, 400, "Invalid request", exc.detail)
     except StockadeError as exc:
-        return error_page(request, 409, exc.title, exc.detail)
+        if exc.kind is ErrorKind.UNAUTHENTICATED and principal.is_anonymous:
+            return login_redirect(request)
+        status, title = PAGE_ERRORS.get(exc.kind, (400, exc.title))
+        return error_page(request, status, title, exc.detail)
