@@ -112,9 +112,7 @@ class BrowseService:
                 select(Artifact.channel_id, func.count(distinct(Artifact.name)))
                 .where(Artifact.channel_id.in_([c.id for c in channels]))
                 .group_by(Artifact.channel_id)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         return [ChannelSummary(c, int(counts.get(c.id, 0))) for c in channels]
 
@@ -162,7 +160,7 @@ class BrowseService:
                 Artifact.summary,
                 Artifact.license,
             ).where(Artifact.channel_id.in_(list(channel_ids)), Artifact.name.in_(list(names)))
-        ).tuples()
+        )
         grouped: dict[tuple[int, str], list[_Row]] = defaultdict(list)
         for channel_id, name, version, subdir, build_number, summary, license_ in result:
             grouped[channel_id, name].append(
@@ -209,7 +207,7 @@ class BrowseService:
             .group_by(Artifact.channel_id, Artifact.name)
             .order_by(rank, Artifact.name, Artifact.channel_id)
             .limit(limit)
-        ).tuples()
+        )
         found = [(channel_id, name, int(kind)) for channel_id, name, kind in pairs]
         grouped = self._rows({c for c, _, _ in found}, sorted({n for _, n, _ in found}))
         hits = [

@@ -23,6 +23,7 @@ from stockade.conda.package import RATIO_FLOOR, ValidationLimits
 
 CHUNK: Final = 1024 * 1024
 MAX_EXTENDED_HEADER: Final = 16 * 1024  # a pax header holds a few paths of at most 4 KiB
+MAX_PAX_TOTAL: Final = 64 * 1024**2  # over 300 bytes for each of 200,000 members
 
 _EXTENDED_TYPES: Final = frozenset(
     {
@@ -193,6 +194,8 @@ class GuardedTarInfo(tarfile.TarInfo):
         return info
 
     def _proc_pax(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if isinstance(tar, GuardedTarFile):
+            tar.charge_pax(self.size)
         stream = tar.fileobj
         head = stream.read(-(-self.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
         check_pax_records(head[: self.size])
@@ -206,9 +209,22 @@ class GuardedTarInfo(tarfile.TarInfo):
             tar.fileobj = stream
 
 
+class GuardedTarFile(tarfile.TarFile):
+    """A TarFile that bounds the pax header bytes it parses (each costs tarfile regex work)."""
+
+    pax_bytes = 0
+
+    def charge_pax(self, size: int) -> None:
+        self.pax_bytes += size
+        if self.pax_bytes > MAX_PAX_TOTAL:
+            raise PackageValidationError(
+                "format", f"the pax headers of a tar stream exceed {MAX_PAX_TOTAL} bytes in total"
+            )
+
+
 def open_tar(source: CountingReader) -> tarfile.TarFile:
     """Open ``source`` as a tar stream, read sequentially."""
-    return tarfile.open(
+    return GuardedTarFile.open(
         fileobj=source,
         mode="r|",
         tarinfo=GuardedTarInfo,

@@ -12,6 +12,7 @@ from stockade.auth.principal import Principal
 from stockade.channels.browse import BrowseService
 from stockade.channels.service import ChannelService
 from stockade.container import Container
+from stockade.core.errors import NotFoundError
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.package_view import build_details, select_build
 from stockade.web.ui.render import base_url, guarded, render
@@ -20,6 +21,16 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 200
 MAX_QUERY = 256
 Text = Annotated[str, Query()]
+
+
+def clean_query(value: str) -> str:
+    """Search text as typed, without control characters (PostgreSQL refuses NUL)."""
+    return "".join(c for c in value if c.isprintable()).strip()[:MAX_QUERY]
+
+
+def _require_printable(*values: str) -> None:
+    if not all(v.isprintable() for v in values):
+        raise NotFoundError("there is nothing at this address")
 
 
 def _page_number(value: str) -> int:
@@ -53,7 +64,7 @@ def channels_index() -> Response:
 def search(
     request: Request, principal: CurrentPrincipal, container: ContainerDep, q: Text = ""
 ) -> Response:
-    query = q.strip()[:MAX_QUERY]
+    query = clean_query(q)
 
     def build() -> Response:
         with container.read_factory() as session:
@@ -88,6 +99,7 @@ def _package(
     package: str,
     wanted: str,
 ) -> Response:
+    _require_printable(name, package, wanted)
     with container.read_factory() as session:
         channel = ChannelService(session).get(principal, name, Permission.CHANNEL_READ)
         browse = BrowseService(session)
@@ -130,7 +142,8 @@ def _channel(
     name_filter: str,
     page: int,
 ) -> Response:
-    name_filter = name_filter.strip()[:MAX_QUERY]
+    name_filter = clean_query(name_filter)
+    _require_printable(name)
     with container.read_factory() as session:
         channel = ChannelService(session).get(principal, name, Permission.CHANNEL_READ)
         browse = BrowseService(session)
