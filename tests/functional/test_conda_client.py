@@ -66,7 +66,7 @@ def test_private_channel_with_token_in_url(
     anonymous = live_server.client().get(f"/conda/{name}/noarch/repodata.json")
     assert anonymous.status_code == 401
     assert "www-authenticate" in anonymous.headers
-    with pytest.raises(Exception, match="401|Unauthorized|unauthorized"):
+    with pytest.raises(Exception, match=r"401|Unauthorized|unauthorized"):
         solve_specs(
             f"{live_server.url}/conda/{name}", ["dependent"], tmp_path / "c2", sharded=False
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,8 @@ from stockade.storage.staging import stage_stream
 
 
 @pytest.fixture(params=["filesystem"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
-    yield FilesystemBlobStore(tmp_path / "blobs")
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    return FilesystemBlobStore(tmp_path / "blobs")
 
 
 def test_put_bytes_is_content_addressed_and_idempotent(store: BlobStore) -> None:
@@ -67,5 +66,7 @@ def test_filesystem_never_exposes_a_half_written_blob(tmp_path: Path) -> None:
     path.write_bytes(b"corrupt")  # simulate disk damage: verify catches it
     with pytest.raises(BlobIntegrityError):
         store.verify(sha)
-    assert all(p.parent == store.staging_dir() or p.name in (sha,) or p.is_dir()
-               for p in (tmp_path / "blobs").rglob("*"))
+    assert all(
+        p.parent == store.staging_dir() or p.name in (sha,) or p.is_dir()
+        for p in (tmp_path / "blobs").rglob("*")
+    )

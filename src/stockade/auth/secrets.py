@@ -9,7 +9,7 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-TOKEN_PREFIX = "stk_"
+TOKEN_PREFIX = "stk_"  # noqa: S105 (a public prefix, not a secret)
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # A fixed hash to verify against when the user does not exist, so timing does not reveal it.
 _DUMMY_HASH = _hasher.hash("stockade-dummy-password")

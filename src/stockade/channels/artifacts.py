@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rattler import Version, VersionSpec
+from rattler.exceptions import InvalidVersionSpecError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -98,7 +99,7 @@ class ArtifactService:
         if selection.version:
             try:
                 spec = VersionSpec(selection.version)
-            except Exception as exc:  # rattler raises its own exception types
+            except InvalidVersionSpecError as exc:
                 raise InvalidInputError(
                     f"not a version spec: {selection.version!r} ({exc})",
                     code="selection:bad-version",

@@ -15,14 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from rattler import Version
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from stockade.channels.models import Artifact, Channel, PackageContent, RepodataPatch, SubdirIndex
-from stockade.channels.models import SubdirShard
+from stockade.channels.models import (
+    Artifact,
+    Channel,
+    PackageContent,
+    RepodataPatch,
+    SubdirIndex,
+    SubdirShard,
+)
 from stockade.channels.patching import instructions_for
-from rattler import Version
-
 from stockade.conda.channeldata import (
     ChannelRecord,
     build_channeldata_json,

@@ -107,8 +107,7 @@ def config_check() -> None:
     """Validate the configuration and print the effective settings (secrets hidden)."""
     settings = settings_or_exit()
     for key, value in settings.model_dump(mode="json").items():
-        if "password" in key and value:
-            value = "***"
-        out.print(f"{key} = {value}", highlight=False)
+        shown = "***" if "password" in key and value else value
+        out.print(f"{key} = {shown}", highlight=False)
     out.print(f"database: {settings.db_url.split('@')[-1]}")
     out.print("[green]configuration is valid[/green]")

@@ -17,7 +17,7 @@ def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_env_and_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / "stockade.toml").write_text('port = 9000\n[upload]\nmax_archive_size = 1234\n')
+    (tmp_path / "stockade.toml").write_text("port = 9000\n[upload]\nmax_archive_size = 1234\n")
     monkeypatch.setenv("STOCKADE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("STOCKADE_UPLOAD__MAX_RATIO", "50")
     settings = load_settings()
@@ -39,7 +39,9 @@ def test_env_and_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ("STOCKADE_LOG_LEVEL", "loud", "STOCKADE_LOG_LEVEL"),
     ],
 )
-def test_mistakes_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: str, value: str, words: str) -> None:
+def test_mistakes_are_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: str, value: str, words: str
+) -> None:
     monkeypatch.setenv("STOCKADE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv(env, value)
     with pytest.raises(ConfigurationError, match=words):
