@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from stockade.auth.access import AccessService
 from stockade.auth.models import ApiToken, User
 from stockade.auth.permissions import Permission
-from stockade.auth.access import AccessService
 from stockade.auth.service import UserService
 from stockade.auth.tokens import TokenService
 from stockade.db.engine import transaction
