@@ -205,14 +205,20 @@ def conda_members(
 
 
 def write_zip(
-    path: Path, members: Sequence[tuple[str, bytes]], *, compression: int = zipfile.ZIP_STORED
+    path: Path,
+    members: Sequence[tuple[str, bytes]],
+    *,
+    compression: int = zipfile.ZIP_STORED,
+    force_zip64: bool = False,
 ) -> Path:
+    """Write ``members`` in order, repeated names included."""
     with zipfile.ZipFile(path, "w", compression=compression) as archive, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about a repeated name: we want one
         for name, data in members:
             info = zipfile.ZipInfo(name, date_time=(2023, 11, 14, 0, 0, 0))
             info.compress_type = compression
-            archive.writestr(info, data)
+            with archive.open(info, "w", force_zip64=force_zip64) as member:
+                member.write(data)
     return path
 
 

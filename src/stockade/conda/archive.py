@@ -159,6 +159,10 @@ class _Scan:
     ) -> MemberRecord:
         if kind == "file":
             return self._file(tar, info, path, component)
+        if path in KEPT:
+            raise PackageValidationError(
+                "format", "metadata file is not a regular file", member=path
+            )
         if kind == "symlink":
             target = check_symlink_target(info.linkname, path)
             return MemberRecord(path, kind, component, target=target)

@@ -12,8 +12,10 @@ from typing import Any, Literal
 import pytest
 import zstandard
 
+from stockade.conda import tarstream
 from stockade.conda.archive import PackageInfo, PathEntry, ValidationLimits, inspect_package
 from stockade.conda.errors import PackageTooLargeError, PackageValidationError
+from stockade.conda.tarstream import QUADRATIC_PAX
 from stockade.core.errors import ErrorKind, StockadeError
 from tests.factories.packages import (
     DEFAULT_TIMESTAMP,
@@ -311,6 +313,12 @@ def test_member_outside_info_in_info_tar(tmp_path: Path) -> None:
     assert _refused(build_conda(tmp_path, spec), "format").extra["member"] == "bin/hidden"
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_metadata_must_be_regular_files(tmp_path: Path, fmt: Format) -> None:
+    spec = PackageSpec(paths="none", extra_info=(symlink("info/paths.json", "index.json"),))
+    _refused(build(tmp_path, spec, fmt=fmt), "format")
+
+
 def test_info_member_in_pkg_tar(tmp_path: Path) -> None:
     spec = PackageSpec(payload=(file("info/index.json", b"{}"),), paths="none")
     _refused(build_conda(tmp_path, spec), "format")
@@ -498,8 +506,36 @@ def test_sparse_and_oversized_headers(tmp_path: Path) -> None:
     _refused(
         build_conda(tmp_path, PackageSpec(payload=(file(long_name, b"x"),), paths="none")), "format"
     )
+
+
+@pytest.mark.skipif(not QUADRATIC_PAX, reason="this Python parses pax headers in linear time")
+def test_pax_header_with_a_long_run_of_digits(tmp_path: Path) -> None:
     digits = Entry("lib/ok", b"x", pax={"comment": "1" * 20})
     _refused(build_conda(tmp_path, PackageSpec(payload=(digits,), paths="none")), "format")
+
+
+def test_pax_headers_in_total(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = tuple(Entry(f"lib/{i}", b"x", pax={"comment": "c" * 200}) for i in range(20))
+    path = build_conda(tmp_path, PackageSpec(payload=payload, paths="none"))
+    _inspect(path)
+    monkeypatch.setattr(tarstream, "MAX_PAX_TOTAL", 2000)
+    _refused(path, "format")
+
+
+def test_zip64_local_headers_are_accepted(tmp_path: Path) -> None:
+    members = conda_members(PackageSpec())
+    _inspect(write_zip(tmp_path / f"{PackageSpec().stem}.conda", members, force_zip64=True))
+
+
+def test_conda_central_directory_too_large(tmp_path: Path) -> None:
+    members = conda_members(PackageSpec())
+    padding = [(f"{i:05d}" + "x" * 200, b"") for i in range(400)]
+    _refused(_conda_with(tmp_path, [*members, *padding]), "format")
+
+
+def test_tar_bz2_with_info_last(tmp_path: Path) -> None:
+    spec = PackageSpec()
+    _inspect(build_tar_bz2(tmp_path, spec, entries=[*spec.payload, *spec.info_entries()]))
 
 
 # Size caps ---------------------------------------------------------------------------------------
