@@ -35,7 +35,11 @@ class ValidatedUpload:
 
 
 def validate_upload(
-    staged: StagedFile, limits: ValidationLimits, *, expected_sha256: str | None = None
+    staged: StagedFile,
+    limits: ValidationLimits,
+    *,
+    expected_sha256: str | None = None,
+    expected_subdir: str | None = None,
 ) -> ValidatedUpload:
     if expected_sha256 is not None and expected_sha256.lower() != staged.sha256:
         raise ChecksumMismatchError(
@@ -43,7 +47,9 @@ def validate_upload(
             f"not the expected {expected_sha256.lower()[:64]}",
             field="sha256",
         )
-    info = inspect_package(staged.path, staged.filename, limits=limits, now_ms=now_ms())
+    info = inspect_package(
+        staged.path, staged.filename, limits=limits, now_ms=now_ms(), expected_subdir=expected_subdir
+    )
     return ValidatedUpload(staged=staged, info=info)
 
 

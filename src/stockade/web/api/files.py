@@ -50,11 +50,15 @@ def _finish_uploads(
     *,
     force: bool,
     expected_sha256: str | None = None,
+    expected_subdir: str | None = None,
 ) -> list[Any]:
     """Validate every file first (nothing stored if one fails), then store them all in one go."""
     try:
         validated: list[ValidatedUpload] = [
-            validate_upload(s, container.limits, expected_sha256=expected_sha256) for s in staged
+            validate_upload(
+                s, container.limits, expected_sha256=expected_sha256, expected_subdir=expected_subdir
+            )
+            for s in staged
         ]
         for upload in validated:
             container.blobs.put_file(upload.staged.path, upload.staged.sha256)
@@ -75,6 +79,7 @@ async def upload_files(
     principal: SignedIn,
     container: ContainerDep,
     force: Annotated[bool, Query(description="replace existing files (needs manage)")] = False,
+    subdir: Annotated[str | None, Query(description="refuse packages of another subdir")] = None,
 ) -> UploadResult:
     await run_in_threadpool(_check_target, container, principal, channel)
     form = await request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=100)
@@ -104,7 +109,7 @@ async def upload_files(
     finally:
         await form.close()
     rows = await run_in_threadpool(
-        _finish_uploads, container, principal, channel, staged, force=force
+        _finish_uploads, container, principal, channel, staged, force=force, expected_subdir=subdir
     )
     container.notify_changes()
     base = base_url(request)
@@ -122,6 +127,7 @@ async def put_file(
     container: ContainerDep,
     sha256: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$")] = None,
     force: bool = False,
+    subdir: Annotated[str | None, Query(description="refuse packages of another subdir")] = None,
 ) -> ArtifactPublic:
     """Streamed upload of one file; the body is the archive. ``sha256`` is checked if given."""
     await run_in_threadpool(_check_target, container, principal, channel)
@@ -143,6 +149,7 @@ async def put_file(
         [staged],
         force=force,
         expected_sha256=sha256,
+        expected_subdir=subdir,
     )
     container.notify_changes()
     artifact, name = rows[0]

@@ -1,0 +1,138 @@
+"""Publication from rows: coalescing, incremental shards, frozen channels, crash recovery."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import select, update
+
+from stockade.auth.principal import Principal
+from stockade.channels.models import Channel, SubdirIndex, SubdirShard
+from stockade.channels.publication import PublicationService
+from stockade.conda.shards import read_shard_index
+from stockade.container import Container
+from stockade.core.clock import utcnow
+from stockade.db.engine import transaction
+from tests.factories.packages import PackageSpec, build
+from tests.integration.conftest import add_package, make_channel
+
+
+def index_row(container: Container, channel: str, subdir: str) -> SubdirIndex:
+    with container.read_factory() as session:
+        row = session.scalar(
+            select(SubdirIndex)
+            .join(Channel, Channel.id == SubdirIndex.channel_id)
+            .where(Channel.name == channel, SubdirIndex.subdir == subdir)
+        )
+        assert row is not None
+        return row
+
+
+def published_names(container: Container, channel: str, subdir: str = "noarch") -> set[str]:
+    row = index_row(container, channel, subdir)
+    assert row.repodata_sha256 is not None
+    return set(orjson.loads(container.blobs.read_bytes(row.repodata_sha256))["packages.conda"])
+
+
+def current_shards(container: Container, channel: str, subdir: str = "noarch") -> dict[str, str]:
+    row = index_row(container, channel, subdir)
+    with container.read_factory() as session:
+        shards = session.scalars(
+            select(SubdirShard).where(
+                SubdirShard.subdir_index_id == row.id, SubdirShard.retired_at.is_(None)
+            )
+        ).all()
+        return {s.name: s.shard_sha256 for s in shards}
+
+
+def test_a_burst_coalesces_into_one_publication(container: Container, admin: Principal, tmp_path: Path) -> None:
+    make_channel(container, admin, "burst")
+    for i in range(10):
+        add_package(container, admin, "burst", build(tmp_path, PackageSpec(name=f"pkg{i}")))
+    assert container.publisher.run_pending() == 1
+    row = index_row(container, "burst", "noarch")
+    assert row.published_rev == row.requested_rev == 11  # channel creation + 10 uploads
+    assert published_names(container, "burst") == {f"pkg{i}-1.0-0.conda" for i in range(10)}
+    assert container.publisher.run_pending() == 0  # nothing left to do
+
+
+def test_only_changed_shards_are_rebuilt(container: Container, admin: Principal, tmp_path: Path) -> None:
+    make_channel(container, admin, "incremental")
+    for name in ("alpha", "beta", "gamma"):
+        add_package(container, admin, "incremental", build(tmp_path, PackageSpec(name=name)))
+    container.publisher.run_pending()
+    before = current_shards(container, "incremental")
+    add_package(container, admin, "incremental", build(tmp_path, PackageSpec(name="beta", version="2.0")))
+    container.publisher.run_pending()
+    after = current_shards(container, "incremental")
+    assert after["alpha"] == before["alpha"] and after["gamma"] == before["gamma"]
+    assert after["beta"] != before["beta"]
+    row = index_row(container, "incremental", "noarch")
+    assert row.shard_index_sha256 is not None
+    index = read_shard_index(container.blobs.read_bytes(row.shard_index_sha256))
+    assert {k: v.hex() for k, v in index["shards"].items()} == after
+
+
+def test_other_subdirs_are_not_republished(container: Container, admin: Principal, tmp_path: Path) -> None:
+    make_channel(container, admin, "multi")
+    add_package(container, admin, "multi", build(tmp_path, PackageSpec(name="a", subdir="linux-64")))
+    add_package(container, admin, "multi", build(tmp_path, PackageSpec(name="b")))
+    container.publisher.run_pending()
+    linux = index_row(container, "multi", "linux-64")
+    add_package(container, admin, "multi", build(tmp_path, PackageSpec(name="c")))
+    container.publisher.run_pending()
+    again = index_row(container, "multi", "linux-64")
+    assert (again.published_rev, again.published_at) == (linux.published_rev, linux.published_at)
+    assert published_names(container, "multi") == {"b-1.0-0.conda", "c-1.0-0.conda"}
+
+
+def test_frozen_channel_publishes_nothing(container: Container, admin: Principal, tmp_path: Path) -> None:
+    make_channel(container, admin, "cold")
+    container.publisher.run_pending()
+    with transaction(container.factory) as session:
+        session.execute(update(Channel).where(Channel.name == "cold").values(frozen=True))
+    add_package(container, admin, "cold", build(tmp_path, PackageSpec(name="x")))
+    assert container.publisher.run_pending() == 0
+    assert published_names(container, "cold") == set()
+
+
+def test_a_crashed_publisher_leaves_the_old_index_and_its_lease_expires(
+    container: Container, admin: Principal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_channel(container, admin, "crash")
+    add_package(container, admin, "crash", build(tmp_path, PackageSpec(name="one")))
+    container.publisher.run_pending()
+    add_package(container, admin, "crash", build(tmp_path, PackageSpec(name="two")))
+    other = PublicationService(container.factory, container.blobs)
+
+    def die(*_args: object) -> None:
+        raise SystemExit("killed between building blobs and switching")
+
+    monkeypatch.setattr(other, "_switch", die)
+    row = index_row(container, "crash", "noarch")
+    with pytest.raises(SystemExit):
+        other.publish(row.id)
+    assert published_names(container, "crash") == {"one-1.0-0.conda"}  # the old state, whole
+    with transaction(container.factory) as session:  # the dead process's lease runs out
+        session.execute(
+            update(SubdirIndex)
+            .where(SubdirIndex.id == row.id)
+            .values(lease_owner="dead", lease_until=utcnow() - timedelta(seconds=1))
+        )
+    assert container.publisher.run_pending() == 1
+    assert published_names(container, "crash") == {"one-1.0-0.conda", "two-1.0-0.conda"}
+
+
+def test_a_live_lease_is_respected(container: Container, admin: Principal, tmp_path: Path) -> None:
+    make_channel(container, admin, "leased")
+    row = index_row(container, "leased", "noarch")
+    with transaction(container.factory) as session:
+        session.execute(
+            update(SubdirIndex)
+            .where(SubdirIndex.id == row.id)
+            .values(lease_owner="other-replica", lease_until=utcnow() + timedelta(minutes=5))
+        )
+    assert container.publisher.publish(row.id) is None
