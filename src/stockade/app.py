@@ -17,6 +17,7 @@ from stockade.web.api import files as files_api
 from stockade.web.channel.responses import BlobResponder, BytesCache
 from stockade.web.channel.routes import routes as conda_routes
 from stockade.web.errors import install_error_handlers
+from stockade.web.guards import ControlCharacterGuard
 from stockade.web.middleware import RequestContextMiddleware, TokenPathMiddleware
 from stockade.web.ui.routes import install_ui
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         return JSONResponse({"status": "ok"})
 
     install_ui(app)
+    app.add_middleware(ControlCharacterGuard)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(TokenPathMiddleware)
     return app

@@ -133,6 +133,26 @@ def test_private_channel_redirects_anonymous_to_sign_in(live_server: LiveServer)
     assert response.headers["location"] == f"/login?next=%2Fchannels%2F{channel}"
 
 
+def test_sign_in_returns_to_the_page_asked_for(live_server: LiveServer) -> None:
+    channel = live_server.new_channel("private", prefix="uipriv")
+    client = live_server.client()
+    location = client.get(f"/channels/{channel}").headers["location"]
+    page = client.get(location)
+    assert_html(page, 200)
+    response = client.post(
+        "/login",
+        data={
+            "username": "admin",
+            "password": ADMIN_PASSWORD,
+            "csrf_token": csrf_of(page.text),
+            "next": f"/channels/{channel}",
+        },
+    )
+    assert response.headers["location"] == f"/channels/{channel}"
+    assert_html(client.get(f"/channels/{channel}"), 200)
+    assert client.get("/login?next=//evil.example").headers["location"] == "/"
+
+
 def test_signed_in_without_access_gets_not_found(live_server: LiveServer) -> None:
     channel = live_server.new_channel("private", prefix="uipriv")
     client = live_server.client()
@@ -153,6 +173,15 @@ def test_unknown_channel_and_package_are_html_404(
     assert_html(client.get("/channels/no-such-channel"), 404)
     assert_html(client.get(f"/channels/{ui_channel.name}/packages/dependent?build=x/y"), 404)
     assert_html(client.get(f"/channels/{ui_channel.name}?page=abc&q=%00"), 200)
+    assert_html(client.get(f"/channels/{ui_channel.name}/packages/%00"), 404)
+
+
+def test_channel_page_filters_package_names(live_server: LiveServer, ui_channel: UiChannel) -> None:
+    page = live_server.client().get(f"/channels/{ui_channel.name}", params={"q": "post"})
+    assert_html(page, 200)
+    names = re.findall(r'/packages/([\w.-]+)">', page.text)
+    assert names == ["post_link-b"]
+    assert f"/conda/{ui_channel.name} &lt;package&gt;" in page.text
 
 
 def test_search_ranks_exact_then_prefix_then_substring(

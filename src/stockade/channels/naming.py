@@ -22,6 +22,7 @@ RESERVED = {
     "unfreeze",
     "remove",
     "members",
+    "packages",
 }
 MAX_DEPTH = 4
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
+
+import structlog
 
 import orjson
 from fastapi import FastAPI, Request
+from sqlalchemy.exc import DataError, IntegrityError
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from stockade.core.errors import ErrorKind, StockadeError
 
-log = logging.getLogger("stockade.web")
+log = structlog.get_logger("stockade.web")
 
 STATUS: dict[ErrorKind, int] = {
     ErrorKind.INVALID: 422,
@@ -82,7 +84,28 @@ def install_error_handlers(app: FastAPI) -> None:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Request failed")
         return problem(exc.status_code, title, str(exc.detail), code=f"http:{exc.status_code}")
 
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_request: Request, exc: IntegrityError) -> Response:
+        # A unique constraint lost a race with a concurrent request (the service checked first).
+        log.info("integrity conflict", error=str(exc.orig)[:200])
+        return problem(
+            409,
+            "Conflict",
+            "the change conflicts with a concurrent change; retry",
+            code="conflict:concurrent",
+        )
+
+    @app.exception_handler(DataError)
+    async def _data(_request: Request, exc: DataError) -> Response:
+        log.info("data refused by the database", error=str(exc.orig)[:200])
+        return problem(
+            422,
+            "Invalid input",
+            "the input has characters or values the database cannot store (for example NUL)",
+            code="request:invalid-data",
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
+        log.error("unhandled error", exc_info=exc)
         return problem(500, "Internal error", "an unexpected error occurred; see the server log")

@@ -5,13 +5,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PrivacyLiteral = Literal["public", "authenticated", "private"]
 
 
+def _reject_nul(value: Any, where: str) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{where or 'value'} contains a NUL character")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key, where)
+            _reject_nul(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item, where)
+
+
 class Strict(BaseModel):
+    """Request bodies: unknown fields are refused, and so is NUL anywhere in a string."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        _reject_nul(data, "")
+        return data
 
 
 class TokenCreate(Strict):
