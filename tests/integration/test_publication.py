@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -10,11 +9,11 @@ import pytest
 from sqlalchemy import select, update
 
 from stockade.auth.principal import Principal
+from stockade.channels.locks import PublicationLocks
 from stockade.channels.models import Channel, SubdirIndex, SubdirShard
 from stockade.channels.publication import PublicationService
 from stockade.conda.shards import read_shard_index
 from stockade.container import Container
-from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from tests.factories.packages import PackageSpec, build
 from tests.integration.conftest import add_package, make_channel
@@ -48,7 +47,9 @@ def current_shards(container: Container, channel: str, subdir: str = "noarch") -
         return {s.name: s.shard_sha256 for s in shards}
 
 
-def test_a_burst_coalesces_into_one_publication(container: Container, admin: Principal, tmp_path: Path) -> None:
+def test_a_burst_coalesces_into_one_publication(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
     make_channel(container, admin, "burst")
     for i in range(10):
         add_package(container, admin, "burst", build(tmp_path, PackageSpec(name=f"pkg{i}")))
@@ -59,13 +60,17 @@ def test_a_burst_coalesces_into_one_publication(container: Container, admin: Pri
     assert container.publisher.run_pending() == 0  # nothing left to do
 
 
-def test_only_changed_shards_are_rebuilt(container: Container, admin: Principal, tmp_path: Path) -> None:
+def test_only_changed_shards_are_rebuilt(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
     make_channel(container, admin, "incremental")
     for name in ("alpha", "beta", "gamma"):
         add_package(container, admin, "incremental", build(tmp_path, PackageSpec(name=name)))
     container.publisher.run_pending()
     before = current_shards(container, "incremental")
-    add_package(container, admin, "incremental", build(tmp_path, PackageSpec(name="beta", version="2.0")))
+    add_package(
+        container, admin, "incremental", build(tmp_path, PackageSpec(name="beta", version="2.0"))
+    )
     container.publisher.run_pending()
     after = current_shards(container, "incremental")
     assert after["alpha"] == before["alpha"] and after["gamma"] == before["gamma"]
@@ -76,9 +81,13 @@ def test_only_changed_shards_are_rebuilt(container: Container, admin: Principal,
     assert {k: v.hex() for k, v in index["shards"].items()} == after
 
 
-def test_other_subdirs_are_not_republished(container: Container, admin: Principal, tmp_path: Path) -> None:
+def test_other_subdirs_are_not_republished(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
     make_channel(container, admin, "multi")
-    add_package(container, admin, "multi", build(tmp_path, PackageSpec(name="a", subdir="linux-64")))
+    add_package(
+        container, admin, "multi", build(tmp_path, PackageSpec(name="a", subdir="linux-64"))
+    )
     add_package(container, admin, "multi", build(tmp_path, PackageSpec(name="b")))
     container.publisher.run_pending()
     linux = index_row(container, "multi", "linux-64")
@@ -89,7 +98,9 @@ def test_other_subdirs_are_not_republished(container: Container, admin: Principa
     assert published_names(container, "multi") == {"b-1.0-0.conda", "c-1.0-0.conda"}
 
 
-def test_frozen_channel_publishes_nothing(container: Container, admin: Principal, tmp_path: Path) -> None:
+def test_frozen_channel_publishes_nothing(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
     make_channel(container, admin, "cold")
     container.publisher.run_pending()
     with transaction(container.factory) as session:
@@ -99,7 +110,7 @@ def test_frozen_channel_publishes_nothing(container: Container, admin: Principal
     assert published_names(container, "cold") == set()
 
 
-def test_a_crashed_publisher_leaves_the_old_index_and_its_lease_expires(
+def test_a_crashed_publisher_leaves_the_old_index_and_frees_the_subdir(
     container: Container, admin: Principal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_channel(container, admin, "crash")
@@ -116,23 +127,17 @@ def test_a_crashed_publisher_leaves_the_old_index_and_its_lease_expires(
     with pytest.raises(SystemExit):
         other.publish(row.id)
     assert published_names(container, "crash") == {"one-1.0-0.conda"}  # the old state, whole
-    with transaction(container.factory) as session:  # the dead process's lease runs out
-        session.execute(
-            update(SubdirIndex)
-            .where(SubdirIndex.id == row.id)
-            .values(lease_owner="dead", lease_until=utcnow() - timedelta(seconds=1))
-        )
-    assert container.publisher.run_pending() == 1
+    assert container.publisher.run_pending() == 1  # nothing to wait out
     assert published_names(container, "crash") == {"one-1.0-0.conda", "two-1.0-0.conda"}
 
 
-def test_a_live_lease_is_respected(container: Container, admin: Principal, tmp_path: Path) -> None:
-    make_channel(container, admin, "leased")
-    row = index_row(container, "leased", "noarch")
-    with transaction(container.factory) as session:
-        session.execute(
-            update(SubdirIndex)
-            .where(SubdirIndex.id == row.id)
-            .values(lease_owner="other-replica", lease_until=utcnow() + timedelta(minutes=5))
-        )
-    assert container.publisher.publish(row.id) is None
+def test_a_subdir_being_published_elsewhere_is_skipped(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    make_channel(container, admin, "busy")
+    row = index_row(container, "busy", "noarch")
+    elsewhere = PublicationLocks(container.engine)
+    with elsewhere.hold(row.id) as held:
+        assert held
+        assert container.publisher.publish(row.id) is None
+    assert container.publisher.publish(row.id) is not None

@@ -91,6 +91,8 @@ class IndexLocator:
         hit, value = self._channels.get(name)
         if hit:
             return value
+        if _unstorable(name):
+            return None
         with self.factory() as session:
             row = session.scalar(select(Channel).where(Channel.name == name))
             value = None
@@ -101,6 +103,8 @@ class IndexLocator:
         return value
 
     def index(self, channel_id: int, subdir: str) -> IndexPointer | None:
+        if _unstorable(subdir):
+            return None
         key = (channel_id, subdir)
         hit, value = self._indexes.get(key)
         if hit:
@@ -116,6 +120,8 @@ class IndexLocator:
         return value
 
     def artifact(self, channel_id: int, subdir: str, filename: str) -> ArtifactPointer | None:
+        if _unstorable(subdir + filename):
+            return None
         with self.factory() as session:
             row = session.execute(
                 select(Artifact.sha256, Artifact.size, Artifact.created_at).where(
@@ -130,6 +136,8 @@ class IndexLocator:
 
     def has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:
         """Whether ``sha256`` is (or recently was) a shard of this channel subdir."""
+        if _unstorable(subdir):
+            return False
         with self.factory() as session:
             found = session.scalar(
                 select(SubdirShard.id)
@@ -161,6 +169,11 @@ class IndexLocator:
                 )
             self.invalidate(channel_id, subdir)
             return sha
+
+
+def _unstorable(text: str) -> bool:
+    """Names with control characters exist nowhere (and PostgreSQL refuses NUL in queries)."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _pointer(row: SubdirIndex) -> IndexPointer | None:

@@ -143,8 +143,7 @@ class SubdirIndex(Base):
     run_exports_sha256: Mapped[str | None] = mapped_column(String(64))
     record_count: Mapped[int] = mapped_column(default=0)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))  # informational: who publishes
 
 
 class SubdirShard(Base):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from rattler import Version
-from sqlalchemy import delete, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.channels.models import (
@@ -27,6 +27,7 @@ from stockade.channels.models import (
     SubdirIndex,
     SubdirShard,
 )
+from stockade.channels.locks import PublicationLocks
 from stockade.channels.patching import instructions_for
 from stockade.conda.channeldata import (
     ChannelRecord,
@@ -43,7 +44,6 @@ from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
 from stockade.storage.interfaces import BlobStore
 
-LEASE = timedelta(minutes=10)
 SHARD_GRACE = timedelta(days=7)
 
 
@@ -87,8 +87,10 @@ class PublicationService:
         *,
         zstd_level: int = 3,
         on_published: PublishedHook | None = None,
+        locks: PublicationLocks | None = None,
     ) -> None:
         self.factory = factory
+        self.locks = locks or PublicationLocks(_engine_of(factory))
         self.blobs = blobs
         self.zstd_level = zstd_level
         self.on_published = on_published
@@ -152,46 +154,29 @@ class PublicationService:
             )
 
     def publish(self, index_id: int) -> int | None:
-        """Publish one subdir if no one else is; returns its channel id when it did."""
-        claimed = self._claim(index_id)
-        if claimed is None:
-            return None
-        channel_id, subdir, rev = claimed
-        try:
+        """Publish one subdir unless another process is; returns its channel id when it did."""
+        with self.locks.hold(index_id) as held:
+            if not held:
+                return None
+            target = self._target(index_id)
+            if target is None:
+                return None
+            channel_id, subdir, rev = target
             built = self._build(index_id, channel_id, subdir, rev)
-        except BaseException:
-            self._release(index_id)
-            raise
-        crash_point("publication:after-blobs")
-        self._switch(index_id, built)
+            crash_point("publication:after-blobs")
+            self._switch(index_id, built)
         if self.on_published is not None:
             self.on_published(channel_id, subdir)
         return channel_id
 
-    def _claim(self, index_id: int) -> tuple[int, str, int] | None:
-        now = utcnow()
+    def _target(self, index_id: int) -> tuple[int, str, int] | None:
+        """(channel id, subdir, revision to publish), or None when it is already published."""
         with transaction(self.factory) as session:
-            result = session.execute(
-                update(SubdirIndex)
-                .where(
-                    SubdirIndex.id == index_id,
-                    (SubdirIndex.lease_until.is_(None)) | (SubdirIndex.lease_until < now),
-                )
-                .values(lease_owner=self.owner, lease_until=now + LEASE)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
             row = session.get(SubdirIndex, index_id)
-            assert row is not None
+            if row is None or row.requested_rev <= row.published_rev:
+                return None
+            row.lease_owner = self.owner  # informational: who is publishing it
             return row.channel_id, row.subdir, row.requested_rev
-
-    def _release(self, index_id: int) -> None:
-        with transaction(self.factory) as session:
-            session.execute(
-                update(SubdirIndex)
-                .where(SubdirIndex.id == index_id, SubdirIndex.lease_owner == self.owner)
-                .values(lease_owner=None, lease_until=None)
-            )
 
     def _build(self, index_id: int, channel_id: int, subdir: str, rev: int) -> BuiltIndex:
         with transaction(self.factory) as session:
@@ -298,7 +283,6 @@ class PublicationService:
             row.published_rev = max(row.published_rev, built.rev)
             row.published_at = utcnow()
             row.lease_owner = None
-            row.lease_until = None
             self._store_shards(session, index_id, built)
 
     @staticmethod
@@ -331,3 +315,9 @@ class PublicationService:
                 SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at < now - SHARD_GRACE
             )
         )
+
+
+def _engine_of(factory: sessionmaker[Session]) -> Engine:
+    bind = factory.kw["bind"]
+    assert isinstance(bind, Engine)
+    return bind

@@ -48,7 +48,11 @@ def validate_upload(
             field="sha256",
         )
     info = inspect_package(
-        staged.path, staged.filename, limits=limits, now_ms=now_ms(), expected_subdir=expected_subdir
+        staged.path,
+        staged.filename,
+        limits=limits,
+        now_ms=now_ms(),
+        expected_subdir=expected_subdir,
     )
     return ValidatedUpload(staged=staged, info=info)
 
