@@ -1,7 +1,8 @@
 """Concurrent uploads against a real ``stockade serve`` lose nothing and never fail with 5xx (§12).
 
-- 20 clients upload 500 distinct packages in parallel into one channel (two subdirs): each is
-  listed exactly once by the API and in the published index, which agrees with itself.
+- 20 clients upload 500 distinct packages in parallel into one channel (two subdirs), one or
+  two files per request: each is listed exactly once by the API and in the published index, which
+  agrees with itself; no request fails.
 - Several clients upload the same filename at the same moment: exactly one 201, the others 409,
   and the file served is the winner's.
 """
@@ -47,13 +48,15 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 
 def _packages(directory: Path) -> list[Path]:
+    """``PACKAGES`` small distinct packages; client ``w`` gets ``paths[w::CLIENTS]``, whose
+    subdirs alternate, so one request of two of them spans both subdirs."""
     paths = []
     for i in range(PACKAGES):
         spec = PackageSpec(
             name=f"conc-{i % NAMES}",
             version=f"1.{i}",
             build=f"h{i:04d}_0",
-            subdir=SUBDIRS[i % len(SUBDIRS)],
+            subdir=SUBDIRS[(i // CLIENTS) % len(SUBDIRS)],
             payload=(file(f"lib/conc-{i}.txt", f"package {i}\n".encode()),),
         )
         target = directory / spec.subdir
@@ -73,6 +76,22 @@ def _upload(client: httpx.Client, channel: str, path: Path, *, put: bool) -> htt
     return client.post(f"/api/v1/channels/{channel}/files", files=[("files", (path.name, data))])
 
 
+def _requests(worker: int, paths: list[Path]) -> list[list[Path]]:
+    """How a client sends its files: one per request (PUT or POST), or two per POST, one per
+    subdir, in subdir order ``noarch, linux-64`` for some clients and the reverse for others."""
+    if worker % 3 == 0:
+        return [[p] for p in paths]
+    pairs = [paths[i : i + 2] for i in range(0, len(paths), 2)]
+    return [pair[::-1] if worker % 3 == 2 else pair for pair in pairs]
+
+
+def _send(client: httpx.Client, channel: str, files: list[Path], worker: int) -> httpx.Response:
+    if len(files) == 1:
+        return _upload(client, channel, files[0], put=worker % 2 == 1)
+    parts = [("files", (p.name, p.read_bytes())) for p in files]
+    return client.post(f"/api/v1/channels/{channel}/files", files=parts)
+
+
 def test_parallel_uploads_lose_nothing(server: ServerProcess, tmp_path: Path) -> None:
     channel = server.new_channel("conc")
     paths = _packages(tmp_path)
@@ -83,18 +102,22 @@ def test_parallel_uploads_lose_nothing(server: ServerProcess, tmp_path: Path) ->
 
     def work(worker: int) -> None:
         with server.client() as client:
-            for path in paths[worker::CLIENTS]:
-                response = _upload(client, channel, path, put=worker % 2 == 1)
+            for files in _requests(worker, paths[worker::CLIENTS]):
+                names = [p.name for p in files]
+                try:
+                    response = _send(client, channel, files, worker)
+                except httpx.TransportError as exc:  # e.g. the connection closed after a 500
+                    with lock:
+                        failures.append(f"{names}: {exc!r}")
+                    continue
                 with lock:
                     statuses[response.status_code] += 1
                     if response.status_code != 201:
-                        failures.append(
-                            f"{path.name}: {response.status_code} {response.text[:200]}"
-                        )
+                        failures.append(f"{names}: {response.status_code} {response.text[:200]}")
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         list(pool.map(work, range(CLIENTS)))
-    assert not failures, f"{statuses}: {failures[:5]}"
+    assert not failures, f"{statuses}: {failures[:5]}\n{server.log_tail(10)}"
 
     artifacts = server.artifacts(channel)
     listed = Counter((a["subdir"], a["filename"]) for a in artifacts)
@@ -107,6 +130,17 @@ def test_parallel_uploads_lose_nothing(server: ServerProcess, tmp_path: Path) ->
         )
     assert set(snapshots) == set(SUBDIRS)
     assert sum(len(s.records) for s in snapshots.values()) == PACKAGES
+
+
+def _contend(
+    server: ServerProcess, channel: str, path: Path, i: int, barrier: threading.Barrier
+) -> tuple[int, str, str]:
+    """Upload ``path`` the moment every contender is ready; (status, body, sha256 sent)."""
+    data = path.read_bytes()
+    with server.client() as client:
+        barrier.wait()
+        response = _upload(client, channel, path, put=i % 2 == 0)
+    return response.status_code, response.text[:300], hashlib.sha256(data).hexdigest()
 
 
 def test_same_filename_at_once_has_one_winner(server: ServerProcess, tmp_path: Path) -> None:
@@ -125,16 +159,12 @@ def test_same_filename_at_once_has_one_winner(server: ServerProcess, tmp_path: P
             target.mkdir()
             paths.append(build_conda(target, spec))
         barrier = threading.Barrier(contenders)
-
-        def contend(path: Path, use_put: bool) -> tuple[int, str, str]:
-            with server.client() as client:
-                data = path.read_bytes()
-                barrier.wait()
-                response = _upload(client, channel, path, put=use_put)
-                return response.status_code, response.text[:300], hashlib.sha256(data).hexdigest()
-
         with ThreadPoolExecutor(contenders) as pool:
-            results = list(pool.map(contend, paths, [i % 2 == 0 for i in range(contenders)]))
+            futures = [
+                pool.submit(_contend, server, channel, path, i, barrier)
+                for i, path in enumerate(paths)
+            ]
+            results = [f.result() for f in futures]
         codes = sorted(code for code, _, _ in results)
         assert codes == [201] + [409] * (contenders - 1), [
             (c, t) for c, t, _ in results if c != 409

@@ -5,21 +5,25 @@ installed console script exactly as an administrator would, configured only by `
 environment variables, so a test can kill it at any moment and restart it on the same data folder
 and database::
 
-    with server_process(data_dir, db_url) as server:
-        server.upload(channel, path)
-        server.kill()                     # SIGKILL: no shutdown, no flush
-        server.start()                    # same data dir, same database
-        server.start(crash_at="publication:after-blobs", wait=False)
-        assert server.wait_exit() == 137  # died at the fault-injection point (core/faults.py)
+    with server_process(data_dir, db_url) as server:     # started, admin token ready
+        channel = server.new_channel()
+        with server.client() as client:                   # bearer admin token
+            client.post(f"/api/v1/channels/{channel}/files", files=...)
+        server.kill()                                     # SIGKILL: no shutdown, no flush
+        server.start()                                    # same data dir, same database, port
+        server.restart(crash_at="publication:after-blobs", wait=False)
+        assert server.wait_exit() == 137                  # died at that point (core/faults.py)
+
+The server logs (JSON) to ``DATA_DIR/server.log``; failures quote its tail.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +41,7 @@ STOCKADE = Path(sys.executable).with_name("stockade")
 if not STOCKADE.exists():
     STOCKADE = ROOT / ".venv" / "bin" / "stockade"
 CRASH_ENV = "STOCKADE_TEST_CRASH_AT"
+PYCACHE = Path(tempfile.gettempdir()) / "stockade-tests-pycache"
 
 
 class ServerDied(RuntimeError):
@@ -76,9 +81,11 @@ class ServerProcess:
         """
         if self.alive:
             raise RuntimeError("the server is already running")
-        self.port = free_port()
+        if not self.port:  # kept across restarts, so clients can keep their URL
+            self.port = free_port()
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE_")}
         full = {
-            **os.environ,
+            **inherited,
             "STOCKADE_DATA_DIR": str(self.data_dir),
             "STOCKADE_DATABASE_URL": self.db_url,
             "STOCKADE_HOST": "127.0.0.1",
@@ -91,6 +98,10 @@ class ServerProcess:
             **env,
         }
         full.pop(CRASH_ENV, None)
+        # Each start imports the whole application: let the servers share compiled bytecode
+        # (outside the source tree) instead of compiling every module at every start.
+        full.pop("PYTHONDONTWRITEBYTECODE", None)
+        full.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
         if crash_at:
             full[CRASH_ENV] = crash_at
         if self._log is None:
@@ -107,22 +118,38 @@ class ServerProcess:
         )
         self.starts += 1
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except ServerDied:
+                if "address already in use" not in self.log_tail(5).lower():
+                    raise
+                self.port = 0  # someone took the port while the server was down: move
+                return self.start(crash_at=crash_at, wait=wait, **env)
         return self
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        while True:
+        while not self._ready():
             if not self.alive:
                 raise ServerDied(f"stockade serve exited with {self.returncode}\n{self.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    break
             if time.monotonic() > deadline:
                 raise ServerDied(f"stockade serve did not start\n{self.log_tail()}")
             time.sleep(0.05)
         if self.admin_token is None:
             self.admin_token = self._new_token()
+
+    def _ready(self) -> bool:
+        """``/healthz`` answers and, once we have a token, it is this server's database that
+        knows it (not another test's server that took the port while this one was down)."""
+        try:
+            if httpx.get(f"{self.url}/healthz", timeout=2).status_code != 200:
+                return False
+            if self.admin_token is None:
+                return self.alive
+            with self.client(timeout=5) as client:
+                return client.get("/api/v1/whoami").status_code == 200 and self.alive
+        except httpx.TransportError:
+            return False
 
     def _new_token(self) -> str:
         response = httpx.post(
@@ -181,7 +208,7 @@ class ServerProcess:
     # -- HTTP -------------------------------------------------------------------------------
 
     def client(self, *, token: str | None = None, timeout: float = 60.0) -> httpx.Client:
-        """A client for the current run (the port changes at each start); close it after use."""
+        """A client of the server (its URL survives restarts); close it after use."""
         token = token or self.admin_token
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)

@@ -56,7 +56,10 @@ def _finish_uploads(
     try:
         validated: list[ValidatedUpload] = [
             validate_upload(
-                s, container.limits, expected_sha256=expected_sha256, expected_subdir=expected_subdir
+                s,
+                container.limits,
+                expected_sha256=expected_sha256,
+                expected_subdir=expected_subdir,
             )
             for s in staged
         ]
