@@ -14,7 +14,7 @@ from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.errors import ArtifactExistsError, ArtifactNotFoundError
 from stockade.channels.models import Artifact, Channel
-from stockade.channels.publishing import request_publication
+from stockade.channels.publishing import request_publications
 from stockade.channels.service import ChannelService
 from stockade.core.errors import InvalidInputError
 
@@ -113,8 +113,7 @@ class ArtifactService:
         artifacts = self.select(channel, selection)
         for artifact in artifacts:
             self.session.delete(artifact)
-        for subdir in {a.subdir for a in artifacts}:
-            request_publication(self.session, channel.id, subdir)
+        request_publications(self.session, [(channel.id, a.subdir) for a in artifacts])
         self.session.flush()
         return BulkResult(artifacts=artifacts, skipped=[])
 
@@ -145,10 +144,10 @@ class ArtifactService:
             copied.append(self._clone(artifact, target))
             if move:
                 self.session.delete(artifact)
-        for subdir in {a.subdir for a in copied}:
-            request_publication(self.session, target.id, subdir)
-            if move:
-                request_publication(self.session, source.id, subdir)
+        targets = [(target.id, a.subdir) for a in copied]
+        if move:
+            targets += [(source.id, a.subdir) for a in copied]
+        request_publications(self.session, targets)
         self.session.flush()
         return BulkResult(artifacts=copied, skipped=skipped)
 

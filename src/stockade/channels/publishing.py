@@ -6,6 +6,8 @@ so a burst of changes coalesces into one build, and a crash before commit asks f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -25,3 +27,13 @@ def request_publication(session: Session, channel_id: int, subdir: str) -> None:
         .where(SubdirIndex.channel_id == channel_id, SubdirIndex.subdir == subdir)
         .values(requested_rev=SubdirIndex.requested_rev + 1)
     )
+
+
+def request_publications(session: Session, targets: Iterable[tuple[int, str]]) -> None:
+    """Ask for several subdirs at once, locking their rows in one global order.
+
+    Concurrent transactions that each touch several subdirs would otherwise lock the rows in
+    different orders and deadlock (PostgreSQL); sorted, they queue instead.
+    """
+    for channel_id, subdir in sorted(set(targets)):
+        request_publication(session, channel_id, subdir)

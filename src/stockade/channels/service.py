@@ -14,7 +14,7 @@ from stockade.auth.principal import Principal
 from stockade.channels.errors import ChannelExistsError, ChannelNotFoundError
 from stockade.channels.models import Artifact, Channel, SubdirIndex
 from stockade.channels.naming import validate_channel_name
-from stockade.channels.publishing import request_publication
+from stockade.channels.publishing import request_publication, request_publications
 from stockade.core.errors import InvalidInputError
 
 
@@ -107,8 +107,7 @@ class ChannelService:
         if changes.frozen is not None and changes.frozen != channel.frozen:
             channel.frozen = changes.frozen
             if not channel.frozen:  # publish what accumulated while frozen
-                for subdir in self.subdirs(channel):
-                    request_publication(self.session, channel.id, subdir)
+                request_publications(self.session, [(channel.id, s) for s in self.subdirs(channel)])
         self.session.flush()
         return channel
 

@@ -17,7 +17,7 @@ from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.errors import ArtifactExistsError, ChecksumMismatchError
 from stockade.channels.models import Artifact, PackageContent
-from stockade.channels.publishing import request_publication
+from stockade.channels.publishing import request_publication, request_publications
 from stockade.channels.service import ChannelService
 from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
 from stockade.conda.repodata import encode_record
@@ -86,8 +86,30 @@ class UploadService:
     def check_target(self, principal: Principal, channel_name: str) -> None:
         self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
 
+    def record_all(
+        self,
+        principal: Principal,
+        channel_name: str,
+        uploads: list[ValidatedUpload],
+        *,
+        force: bool,
+    ) -> list[Artifact]:
+        """Record several validated uploads in this transaction (all or none)."""
+        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        # Lock the subdir rows first, in one order for every writer (no deadlocks).
+        request_publications(self.session, [(channel.id, u.info.subdir) for u in uploads])
+        return [
+            self.record(principal, channel_name, u, force=force, request=False) for u in uploads
+        ]
+
     def record(
-        self, principal: Principal, channel_name: str, upload: ValidatedUpload, *, force: bool
+        self,
+        principal: Principal,
+        channel_name: str,
+        upload: ValidatedUpload,
+        *,
+        force: bool,
+        request: bool = True,
     ) -> Artifact:
         channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
         info, staged = upload.info, upload.staged
@@ -130,7 +152,8 @@ class UploadService:
             uploaded_by_id=principal.user_id,
         )
         self.session.add(artifact)
-        request_publication(self.session, channel.id, info.subdir)
+        if request:
+            request_publication(self.session, channel.id, info.subdir)
         self.session.flush()
         return artifact
 

@@ -8,7 +8,7 @@ import structlog
 
 import orjson
 from fastapi import FastAPI, Request
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -104,6 +104,19 @@ def install_error_handlers(app: FastAPI) -> None:
             "the input has characters or values the database cannot store (for example NUL)",
             code="request:invalid-data",
         )
+
+    @app.exception_handler(OperationalError)
+    async def _busy(_request: Request, exc: OperationalError) -> Response:
+        # Deadlock victim, lock timeout, database restarting: the client may simply retry.
+        log.warning("database busy or unavailable", error=str(exc.orig)[:200])
+        response = problem(
+            503,
+            "Service busy",
+            "the database is busy or unavailable; retry shortly",
+            code="unavailable:database",
+        )
+        response.headers["retry-after"] = "1"
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:

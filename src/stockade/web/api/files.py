@@ -71,7 +71,7 @@ def _finish_uploads(
             s.discard()
     with transaction(container.factory) as session:
         service = UploadService(session, container.blobs)
-        artifacts = [service.record(principal, channel, u, force=force) for u in validated]
+        artifacts = service.record_all(principal, channel, validated, force=force)
         return [(a, channel) for a in artifacts]
 
 
