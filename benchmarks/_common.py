@@ -71,11 +71,15 @@ def machine() -> str:
 
 # --------------------------------------------------------------------------- synthetic records
 
+# fmt: off
 _WORDS = (
-    "py lib r perl xorg gst font ruby go rust node jupyter sphinx pytest aws azure google "
-    "numpy scipy arrow proto grpc cuda opencv qt gtk zlib ssl curl xml yaml json toml http "
-    "async data ml geo bio astro image audio video plot cli tools core utils test ext plugin"
-).split()
+    "py", "lib", "r", "perl", "xorg", "gst", "font", "ruby", "go", "rust", "node", "jupyter",
+    "sphinx", "pytest", "aws", "azure", "google", "numpy", "scipy", "arrow", "proto", "grpc",
+    "cuda", "opencv", "qt", "gtk", "zlib", "ssl", "curl", "xml", "yaml", "json", "toml", "http",
+    "async", "data", "ml", "geo", "bio", "astro", "image", "audio", "video", "plot", "cli",
+    "tools", "core", "utils", "test", "ext", "plugin",
+)
+# fmt: on
 
 
 def package_names(count: int, seed: int = 7) -> list[str]:
@@ -127,7 +131,9 @@ class SyntheticPackage:
         return index
 
 
-def synthetic_packages(count: int, names: Sequence[str], subdir: str, seed: int = 11) -> list[SyntheticPackage]:
+def synthetic_packages(
+    count: int, names: Sequence[str], subdir: str, seed: int = 11
+) -> list[SyntheticPackage]:
     """``count`` packages spread over ``names`` (several versions and builds per name)."""
     rng = random.Random(f"{seed}-{subdir}")
     out: list[SyntheticPackage] = []
@@ -138,7 +144,10 @@ def synthetic_packages(count: int, names: Sequence[str], subdir: str, seed: int 
         py = rng.choice(("310", "311", "312", "313"))
         build_number = k % 4
         build = f"py{py}h{rng.getrandbits(28):07x}_{build_number}"
-        deps = [f"python >=3.{py[1:]},<3.{int(py[1:]) + 1}.0a0", f"python_abi 3.{py[1:]}.* *_cp{py}"]
+        deps = [
+            f"python >=3.{py[1:]},<3.{int(py[1:]) + 1}.0a0",
+            f"python_abi 3.{py[1:]}.* *_cp{py}",
+        ]
         deps += [f"{d} >=1.{rng.randint(0, 9)}" for d in rng.sample(names, rng.randint(1, 5))]
         if subdir != "noarch":
             deps += ["libgcc >=13", "libstdcxx >=13"]
@@ -235,7 +244,12 @@ def write_big_conda(path: Path, name: str, size: int) -> None:
     member = "lib/big.bin"
     paths = {
         "paths": [
-            {"_path": member, "path_type": "hardlink", "sha256": digest.hexdigest(), "size_in_bytes": size}
+            {
+                "_path": member,
+                "path_type": "hardlink",
+                "sha256": digest.hexdigest(),
+                "size_in_bytes": size,
+            }
         ],
         "paths_version": 1,
     }
@@ -246,14 +260,16 @@ def write_big_conda(path: Path, name: str, size: int) -> None:
     cctx = zstandard.ZstdCompressor(level=1)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         zf.writestr("metadata.json", b'{"conda_pkg_format_version": 2}')
-        with zf.open(f"pkg-{stem}.tar.zst", "w", force_zip64=True) as out:
-            with cctx.stream_writer(out, closefd=False) as zst, tmp.open("rb") as src:
-                tar = tarfile.open(fileobj=zst, mode="w|", format=tarfile.PAX_FORMAT)
-                tinfo = tarfile.TarInfo(member)
-                tinfo.size = size
-                tinfo.mtime = TIMESTAMP_MS // 1000
-                tar.addfile(tinfo, src)
-                tar.close()
+        with (
+            zf.open(f"pkg-{stem}.tar.zst", "w", force_zip64=True) as out,
+            cctx.stream_writer(out, closefd=False) as zst,
+            tmp.open("rb") as src,
+            tarfile.open(fileobj=zst, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            tinfo = tarfile.TarInfo(member)
+            tinfo.size = size
+            tinfo.mtime = TIMESTAMP_MS // 1000
+            tar.addfile(tinfo, src)
         zf.writestr(f"info-{stem}.tar.zst", cctx.compress(_tar(info)))
     tmp.unlink()
 
@@ -372,32 +388,51 @@ def prepare_data_dir(data_dir: Path, env: dict[str, str]) -> None:
 
 @contextmanager
 def stockade_server(
-    data_dir: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None, port: int | None = None
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    uds: Path | None = None,
 ) -> Iterator[StockadeServer]:
-    """A real Stockade server in a subprocess: uvicorn (uvloop, httptools) with the app factory."""
+    """A real Stockade server in a subprocess: uvicorn (uvloop, httptools) with the app factory.
+
+    With ``uds`` it listens on that unix socket instead of a TCP port (``url`` is then only
+    meaningful through a proxy or an httpx transport bound to the socket).
+    """
     env = server_env(data_dir, **(extra_env or {}))
     prepare_data_dir(data_dir, env)
     port = port or free_port()
+    listen = ["--uds", str(uds)] if uds else ["--host", "127.0.0.1", "--port", str(port)]
+    if uds:
+        uds.unlink(missing_ok=True)
     args = [
-        PYTHON, "-m", "uvicorn", "stockade.asgi:app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port),
+        PYTHON, "-m", "uvicorn", "stockade.asgi:app", "--factory", *listen,
         "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     log = data_dir / "server.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True)
+        proc = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     shown_env = " ".join(f"{k}={v}" for k, v in sorted((extra_env or {}).items()))
-    command = f"STOCKADE_DATA_DIR={data_dir} {shown_env} .venv/bin/python -m uvicorn stockade.asgi:app --factory --workers {workers} --loop uvloop --http httptools --no-access-log".replace("  ", " ")
+    command = (
+        f"STOCKADE_DATA_DIR={data_dir} {shown_env} .venv/bin/python -m uvicorn stockade.asgi:app"
+        f" --factory {' '.join(listen)} --workers {workers} --loop uvloop --http httptools"
+        " --no-access-log"
+    ).replace("  ", " ")
+    transport = httpx.HTTPTransport(uds=str(uds)) if uds else None
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited; see {log}")
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
+                with httpx.Client(transport=transport, timeout=1) as probe:
+                    if probe.get(f"{url}/healthz").status_code == 200:
+                        break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
@@ -405,7 +440,9 @@ def stockade_server(
             time.sleep(0.1)
         if workers > 1:
             time.sleep(1.5)  # let every worker finish starting
-        yield StockadeServer(url=url, pid=proc.pid, data_dir=data_dir, command=command, log=log, env=env)
+        yield StockadeServer(
+            url=url, pid=proc.pid, data_dir=data_dir, command=command, log=log, env=env
+        )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -461,7 +498,14 @@ def wrk(
     headers: Sequence[str] = (),
     timeout: str = "30s",
 ) -> WrkResult:
-    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", f"--timeout={timeout}", "--latency"]
+    args = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        f"--timeout={timeout}",
+        "--latency",
+    ]
     for header in headers:
         args += ["-H", header]
     args.append(url)
@@ -469,8 +513,8 @@ def wrk(
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     tr = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
     mb = float(tr.group(1)) * _UNITS.get(tr.group(2), 1.0) if tr else 0.0
-    p50 = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     return WrkResult(

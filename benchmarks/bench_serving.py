@@ -15,7 +15,7 @@ The index files are built by the real writer (``build_repodata_json``, ``compres
 synthetic records and stored in the blob store; the subdir's published pointers are set directly
 (publication itself is measured by ``bench_publication.py``).
 
-    .venv/bin/python benchmarks/bench_serving.py            # full run, ~4 minutes
+    .venv/bin/python benchmarks/bench_serving.py            # full run, ~5 minutes
     .venv/bin/python benchmarks/bench_serving.py --quick    # shorter wrk runs
 """
 
@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +34,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     RssSampler,
-    StockadeServer,
     WrkResult,
     banner,
     bench_dir,
@@ -91,7 +91,10 @@ def _build_blobs(data_dir: Path) -> Files:
 
     def repodata(subdir: str, count: int) -> bytes:
         pkgs = synthetic_packages(count, names, subdir)
-        pairs = [(p.filename, encode_record(synthetic_record(p, 1_700_000_000_000 + i))) for i, p in enumerate(pkgs)]
+        pairs = [
+            (p.filename, encode_record(synthetic_record(p, 1_700_000_000_000 + i)))
+            for i, p in enumerate(pkgs)
+        ]
         return build_repodata_json(subdir, (), pairs, ())
 
     small_json = repodata(SMALL_SUBDIR, SMALL_RECORDS)
@@ -166,109 +169,176 @@ def _etag(url: str) -> str:
 
 
 @dataclass
+class Target:
+    label: str
+    base: str
+    pid: int | None  # the Stockade server to watch (RSS), if any
+    rss_first: float = 0.0
+    rss_peak: float = 0.0
+
+
+@dataclass
 class Row:
-    target: str
+    target: Target
     case: str
-    result: WrkResult
-    rss: str = ""
+    runs: list[WrkResult]
+
+    @property
+    def metric(self) -> str:
+        return "transfer_mb_s" if "MB/s" in self.case else "requests_per_s"
+
+    @property
+    def value(self) -> float:
+        """The median of the rounds."""
+        values = sorted(getattr(r, self.metric) for r in self.runs)
+        return values[len(values) // 2]
 
 
-def _measure(label: str, base: str, files: Files, args: argparse.Namespace, pid: int | None) -> list[Row]:
-    rows: list[Row] = []
-    small = f"{base}/conda/{CHANNEL}/{SMALL_SUBDIR}/repodata.json.zst"
-    big = f"{base}/conda/{CHANNEL}/{BIG_SUBDIR}/repodata.json"
-    size = int(httpx.head(small).headers["content-length"])
-    assert size == files.small_size, (size, files.small_size)
-    # warm caches (bytes cache, locator, page cache)
-    wrk(small, duration=1, connections=4)
-    result = wrk(small, duration=args.duration, connections=args.connections)
-    rows.append(Row(label, "1 MB .zst full GET", result))
-    etag = _etag(small)
-    result = wrk(small, duration=args.duration, connections=args.connections, headers=[f"If-None-Match: {etag}"])
-    rows.append(Row(label, "1 MB .zst 304", result))
-    if pid is not None:
-        with RssSampler(pid) as rss:
-            result = wrk(big, duration=args.big_duration, connections=args.big_connections, timeout="60s")
-        rows.append(Row(label, "380 MB .json MB/s", result, f"{rss.first:.0f} -> peak {rss.peak:.0f} MiB"))
-    else:
-        result = wrk(big, duration=args.big_duration, connections=args.big_connections, timeout="60s")
-        rows.append(Row(label, "380 MB .json MB/s", result))
-    for row in rows[-3:]:
-        r = row.result
-        extra = f"  rss {row.rss}" if row.rss else ""
-        bad = f"  NON-2xx/3xx={r.non_2xx}" if r.non_2xx and "304" not in row.case else ""
-        print(
-            f"  {label:<22} {row.case:<20} {r.requests_per_s:>10,.0f} req/s {r.transfer_mb_s:>9,.0f} MB/s"
-            f"  p50 {r.latency_p50_ms:.2f} ms  p99 {r.latency_p99_ms:.2f} ms{bad}{extra} {r.errors}",
-            flush=True,
+CASES = ("1 MB .zst full GET", "1 MB .zst 304", "380 MB .json MB/s")
+TARGETS = {"1 MB .zst full GET": 0.5, "1 MB .zst 304": 0.2, "380 MB .json MB/s": 0.5}
+ACCEL_TARGET = 0.8
+
+
+def _run_case(
+    target: Target, case: str, etags: dict[str, str], args: argparse.Namespace
+) -> WrkResult:
+    small = f"{target.base}/conda/{CHANNEL}/{SMALL_SUBDIR}/repodata.json.zst"
+    big = f"{target.base}/conda/{CHANNEL}/{BIG_SUBDIR}/repodata.json"
+    if case == CASES[0]:
+        return wrk(small, duration=args.duration, connections=args.connections)
+    if case == CASES[1]:
+        header = f"If-None-Match: {etags[target.label]}"
+        return wrk(small, duration=args.duration, connections=args.connections, headers=[header])
+    if target.pid is None:
+        return wrk(big, duration=args.big_duration, connections=args.big_connections, timeout="60s")
+    with RssSampler(target.pid) as rss:
+        result = wrk(
+            big, duration=args.big_duration, connections=args.big_connections, timeout="60s"
         )
+    target.rss_first = target.rss_first or rss.first
+    target.rss_peak = max(target.rss_peak, rss.peak)
+    return result
+
+
+def _measure(targets: list[Target], files: Files, args: argparse.Namespace) -> list[Row]:
+    """Every case on every target, interleaved round by round (the machine's noise hits all)."""
+    etags: dict[str, str] = {}
+    for target in targets:
+        small = f"{target.base}/conda/{CHANNEL}/{SMALL_SUBDIR}/repodata.json.zst"
+        size = int(httpx.head(small).headers["content-length"])
+        assert size == files.small_size, (target.label, size, files.small_size)
+        wrk(small, duration=1, connections=4)  # warm caches (bytes, locator, page cache)
+        etags[target.label] = _etag(small)
+    rows = [Row(t, case, []) for case in CASES for t in targets]
+    for case in CASES:
+        for round_no in range(args.rounds):
+            for row in rows:
+                if row.case != case:
+                    continue
+                result = _run_case(row.target, case, etags, args)
+                row.runs.append(result)
+                bad = (
+                    f" non-2xx/3xx={result.non_2xx}" if result.non_2xx and "304" not in case else ""
+                )
+                print(
+                    f"  [{round_no + 1}/{args.rounds}] {row.target.label:<24} {case:<20}"
+                    f" {result.requests_per_s:>9,.0f} req/s {result.transfer_mb_s:>8,.0f} MB/s"
+                    f"  p50 {result.latency_p50_ms:.2f} ms p99 {result.latency_p99_ms:.2f} ms"
+                    f"{bad} {result.errors}",
+                    flush=True,
+                )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="5 s wrk runs instead of 10 s")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s instead of 5 of 4 s")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--big-connections", type=int, default=4)
-    parser.add_argument("--skip-accel", action="store_true", help="skip the nginx + X-Accel-Redirect run")
+    parser.add_argument(
+        "--log-level", default="warning", help="Stockade's log level (info logs every request)"
+    )
+    parser.add_argument(
+        "--skip-accel", action="store_true", help="no nginx + X-Accel-Redirect runs"
+    )
     args = parser.parse_args()
-    args.duration = 5 if args.quick else 10
-    args.big_duration = 8 if args.quick else 15
+    args.rounds = 2 if args.quick else 5
+    args.duration = 3 if args.quick else 4
+    args.big_duration = 5 if args.quick else 6
     ensure_tools("nginx", "wrk")
     banner("serving: Stockade vs nginx")
     print(f"machine: {machine()}")
     data_dir = bench_dir("serving", "data")
     files = _build_blobs(data_dir)
-    print(f"files: repodata.json.zst {files.small_size / 1e6:.2f} MB, repodata.json {files.big_size / 1e6:.0f} MB")
+    small, big = files.small_size / 1e6, files.big_size / 1e6
+    print(f"files: repodata.json.zst {small:.2f} MB, repodata.json {big:.0f} MB")
     root = _static_root(data_dir, files)
-    rows: list[Row] = []
-    workdir = bench_dir("serving", "nginx-static")
-    port = free_port()
-    with nginx(render(HERE / "nginx" / "static.conf", port=port, root=root, prefix=workdir, user=_user()), workdir):
-        rows += _measure("nginx (static files)", f"http://127.0.0.1:{port}", files, args, None)
-    with stockade_server(data_dir, workers=args.workers) as server:
-        rows += _measure(f"stockade ({args.workers} workers)", server.url, files, args, server.pid)
-        stockade_cmd = server.command
-    if not args.skip_accel:
-        rows += _accel(data_dir, files, args)
-    _summary(rows, stockade_cmd)
-
-
-def _accel(data_dir: Path, files: Files, args: argparse.Namespace) -> list[Row]:
-    upstream = free_port()
-    extra = {"STOCKADE_X_ACCEL_REDIRECT": "/_blobs/"}
-    workdir = bench_dir("serving", "nginx-accel")
-    port = free_port()
-    with stockade_server(data_dir, workers=args.workers, extra_env=extra, port=upstream) as server:
+    env = {"STOCKADE_LOG_LEVEL": args.log_level}
+    with ExitStack() as stack:
+        workdir = bench_dir("serving", "nginx-static")
+        port = free_port()
         conf = render(
-            HERE / "nginx" / "x-accel.conf",
-            port=port,
-            upstream=f"127.0.0.1:{upstream}",
-            blobs=f"{data_dir.resolve()}/blobs/",
-            prefix=workdir,
-            user=_user(),
+            HERE / "nginx" / "static.conf", port=port, root=root, prefix=workdir, user=_user()
         )
-        with nginx(conf, workdir):
-            return _measure("nginx + X-Accel", f"http://127.0.0.1:{port}", files, args, server.pid)
+        stack.enter_context(nginx(conf, workdir))
+        targets = [Target("nginx (static files)", f"http://127.0.0.1:{port}", None)]
+        server = stack.enter_context(stockade_server(data_dir, workers=args.workers, extra_env=env))
+        targets.append(Target(f"stockade ({args.workers} workers)", server.url, server.pid))
+        stockade_cmd = server.command
+        if not args.skip_accel:
+            targets += _accel_targets(stack, data_dir, args, env)
+        rows = _measure(targets, files, args)
+    _summary(rows, stockade_cmd, args)
 
 
-def _summary(rows: list[Row], stockade_cmd: str) -> None:
-    banner("summary (ratio to nginx static in the same run)")
-    base = {row.case: row.result for row in rows if row.target.startswith("nginx (static")}
-    targets = {"1 MB .zst full GET": 0.5, "1 MB .zst 304": 0.2, "380 MB .json MB/s": 0.5}
+def _accel_targets(
+    stack: ExitStack, data_dir: Path, args: argparse.Namespace, env: dict[str, str]
+) -> list[Target]:
+    """nginx + X-Accel-Redirect in front of a second Stockade, listening on a unix socket (10%
+    more requests/s than a loopback TCP upstream here)."""
+    socket_path = bench_dir("serving") / "stockade.sock"
+    extra = {**env, "STOCKADE_X_ACCEL_REDIRECT": "/_blobs/"}
+    server = stack.enter_context(
+        stockade_server(data_dir, workers=args.workers, extra_env=extra, uds=socket_path)
+    )
+    workdir = bench_dir("serving", "x-accel")
+    port = free_port()
+    conf = render(
+        HERE / "nginx" / "x-accel.conf",
+        port=port,
+        upstream=f"unix:{socket_path}",
+        blobs=f"{data_dir.resolve()}/blobs/",
+        prefix=workdir,
+        user=_user(),
+    )
+    stack.enter_context(nginx(conf, workdir))
+    print(f"stockade behind nginx: {server.command}")
+    return [Target("nginx + X-Accel", f"http://127.0.0.1:{port}", server.pid)]
+
+
+def _summary(rows: list[Row], stockade_cmd: str, args: argparse.Namespace) -> None:
+    banner(f"summary: median of {args.rounds} interleaved rounds, ratio to nginx in the same run")
+    base = {
+        row.case: row.value
+        for row in rows
+        if row.target.pid is None and "nginx (static" in row.target.label
+    }
     for row in rows:
-        ref = base[row.case]
-        metric = "transfer_mb_s" if "MB/s" in row.case else "requests_per_s"
-        value, ref_value = getattr(row.result, metric), getattr(ref, metric)
-        ratio = value / ref_value if ref_value else 0.0
+        ratio = row.value / base[row.case] if base[row.case] else 0.0
         unit = "MB/s" if "MB/s" in row.case else "req/s"
-        goal = 0.8 if row.target.startswith("nginx + X-Accel") else targets[row.case]
-        verdict = "" if row.target.startswith("nginx (static") else f"  target >= {goal}x: {'MET' if ratio >= goal else 'NOT met'}"
-        print(f"  {row.target:<22} {row.case:<20} {value:>10,.0f} {unit:<5} {ratio:5.2f}x{verdict}")
-    print("\nwrk commands (URL varies):")
-    for case in dict.fromkeys(r.case for r in rows):
-        print(f"  {next(r.result.command for r in rows if r.case == case)}")
+        verdict = ""
+        if row.target.label != "nginx (static files)":
+            goal = ACCEL_TARGET if "X-Accel" in row.target.label else TARGETS[row.case]
+            verdict = f"  target >= {goal}x: {'MET' if ratio >= goal else 'NOT met'}"
+        rss = ""
+        if "MB/s" in row.case and row.target.pid is not None:
+            rss = f"  server RSS {row.target.rss_first:.0f} -> peak {row.target.rss_peak:.0f} MiB"
+        figure = f"{row.value:>9,.0f} {unit:<5} {ratio:5.2f}x"
+        print(f"  {row.target.label:<24} {row.case:<20} {figure}{verdict}{rss}")
+    print("\nwrk commands (host and port vary):")
+    for case in CASES:
+        print(f"  {next(r.runs[0].command for r in rows if r.case == case)}")
     print(f"stockade server: {stockade_cmd}")
     print(f"reproduce: {command_line()}")
 

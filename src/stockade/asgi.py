@@ -5,7 +5,8 @@
 
 Each worker process calls :func:`app`, which reads the settings (``STOCKADE_*`` env and the TOML
 file) and builds its own container, exactly as ``stockade serve`` does for its single process.
-Nothing happens at import time.
+Conda ``GET``/``HEAD`` requests are dispatched before FastAPI (``CondaFastPath``). Nothing happens
+at import time.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from starlette.types import ASGIApp
 from stockade.app import create_app
 from stockade.core.logging import configure_logging
 from stockade.settings import load_settings
+from stockade.web.middleware import CondaFastPath
 
 
 def app() -> ASGIApp:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    return CondaFastPath(create_app(settings))

@@ -12,6 +12,7 @@ import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from rattler import Version
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from stockade.channels.locks import PublicationLocks
 from stockade.channels.models import (
     Artifact,
     Channel,
@@ -27,7 +29,6 @@ from stockade.channels.models import (
     SubdirIndex,
     SubdirShard,
 )
-from stockade.channels.locks import PublicationLocks
 from stockade.channels.patching import instructions_for
 from stockade.conda.channeldata import (
     ChannelRecord,
@@ -45,6 +46,8 @@ from stockade.db.engine import transaction
 from stockade.storage.interfaces import BlobStore
 
 SHARD_GRACE = timedelta(days=7)
+#: Above this many unknown packages, one join reads every run_exports of the subdir at once.
+RUN_EXPORTS_JOIN_MIN = 1000
 
 
 @dataclass
@@ -95,6 +98,9 @@ class PublicationService:
         self.zstd_level = zstd_level
         self.on_published = on_published
         self.owner = uuid.uuid4().hex
+        # sha256 -> run_exports of that package content (immutable, so never stale): a
+        # publication reads only the run_exports of packages it has not seen before.
+        self._run_exports_of: dict[str, dict[str, object]] = {}
 
     def pending(self) -> list[int]:
         """Subdir index ids with unpublished changes, in channels that are not frozen."""
@@ -181,7 +187,7 @@ class PublicationService:
     def _build(self, index_id: int, channel_id: int, subdir: str, rev: int) -> BuiltIndex:
         with transaction(self.factory) as session:
             rows = session.execute(
-                select(Artifact.filename, Artifact.name, Artifact.record_json)
+                select(Artifact.filename, Artifact.name, Artifact.record_json, Artifact.sha256)
                 .where(Artifact.channel_id == channel_id, Artifact.subdir == subdir)
                 .order_by(Artifact.filename)
             ).all()
@@ -200,10 +206,11 @@ class PublicationService:
                     )
                 ).all()
             }
-            run_exports = self._run_exports(session, channel_id, subdir)
-        names = {filename: name for filename, name, _ in rows}
-        tar_bz2 = {fn: rec for fn, _, rec in rows if fn.endswith(".tar.bz2")}
-        conda = {fn: rec for fn, _, rec in rows if fn.endswith(".conda")}
+            shas = {fn: sha for fn, _, _, sha in rows}
+            run_exports = self._run_exports(session, channel_id, subdir, shas)
+        names = {filename: name for filename, name, _, _ in rows}
+        tar_bz2 = {fn: rec for fn, _, rec, _ in rows if fn.endswith(".tar.bz2")}
+        conda = {fn: rec for fn, _, rec, _ in rows if fn.endswith(".conda")}
         if patches:
             tar_bz2, conda, removed = apply_patches(tar_bz2, conda, instructions_for(patches))
         else:
@@ -211,13 +218,19 @@ class PublicationService:
         repodata = build_repodata_json(subdir, tar_bz2.items(), conda.items(), removed)
         built = BuiltIndex(
             rev=rev,
-            repodata=self.blobs.put_bytes(repodata),
-            repodata_zst=self.blobs.put_bytes(compress_zst(repodata, self.zstd_level)),
+            repodata="",
+            repodata_zst="",
             shard_index="",
             run_exports="",
             record_count=len(tar_bz2) + len(conda),
         )
-        self._build_shards(built, subdir, names, tar_bz2, conda, removed, known)
+        # Hashing, compressing and writing (fsync) release the GIL: they run in threads while
+        # this one builds the shards.
+        with ThreadPoolExecutor(2, thread_name_prefix="publish") as pool:
+            json_sha = pool.submit(self.blobs.put_bytes, repodata)
+            zst_sha = pool.submit(self._put_zst, repodata)
+            self._build_shards(built, subdir, names, tar_bz2, conda, removed, known)
+            built.repodata, built.repodata_zst = json_sha.result(), zst_sha.result()
         # CEP 12: every package of the unpatched index, with {} when it has no run_exports.
         built.run_exports = self.blobs.put_bytes(
             build_run_exports_json(
@@ -228,16 +241,28 @@ class PublicationService:
         )
         return built
 
-    @staticmethod
+    def _put_zst(self, repodata: bytes) -> str:
+        return self.blobs.put_bytes(compress_zst(repodata, self.zstd_level))
+
     def _run_exports(
-        session: Session, channel_id: int, subdir: str
+        self, session: Session, channel_id: int, subdir: str, shas: dict[str, str]
     ) -> dict[str, dict[str, object]]:
-        pairs = session.execute(
-            select(Artifact.filename, PackageContent.run_exports_json)
-            .join(PackageContent, PackageContent.sha256 == Artifact.sha256)
-            .where(Artifact.channel_id == channel_id, Artifact.subdir == subdir)
-        ).all()
-        return {fn: data for fn, data in pairs if data}
+        """filename -> run_exports (non-empty ones), reading only package contents not seen yet."""
+        cache = self._run_exports_of
+        if len(cache) > 2_000_000:
+            cache.clear()
+        unseen = {sha for sha in shas.values() if sha not in cache}
+        query = select(PackageContent.sha256, PackageContent.run_exports_json)
+        if len(unseen) >= RUN_EXPORTS_JOIN_MIN:
+            query = query.join(Artifact, PackageContent.sha256 == Artifact.sha256).where(
+                Artifact.channel_id == channel_id, Artifact.subdir == subdir
+            )
+        else:
+            query = query.where(PackageContent.sha256.in_(unseen))
+        if unseen:
+            for sha, data in session.execute(query).all():
+                cache[sha] = data or {}
+        return {fn: cache[sha] for fn, sha in shas.items() if cache.get(sha)}
 
     def _build_shards(
         self,

@@ -1,23 +1,35 @@
-"""Pure ASGI middleware: token-in-URL rewriting, request ids, access log, security headers."""
+"""Pure ASGI middleware: token-in-URL rewriting, request ids, access log, security headers.
+
+``TokenPathMiddleware`` is the outermost middleware of the FastAPI app. After moving a URL token
+aside it hands ``GET`` and ``HEAD`` requests under ``/conda/`` straight to the conda protocol app
+(``CondaApp``), wrapped in the same request-context middleware as everything else, so those
+requests skip FastAPI's routing and exception middleware (``CondaApp`` maps its own errors to
+problem responses). ``CondaFastPath`` does the same one step earlier, around the whole FastAPI
+application, so that conda requests also skip FastAPI's own per-request work.
+"""
 
 from __future__ import annotations
 
+import logging
+import random
 import time
-import uuid
 from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockade.core.logging import scrub
+from stockade.web.channel.routes import conda_app_for
 
-access_log = structlog.get_logger("stockade.access")
+ACCESS_LOGGER = "stockade.access"
+access_log = structlog.get_logger(ACCESS_LOGGER)
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
+QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
 
 
 class TokenPathMiddleware:
@@ -28,16 +40,57 @@ class TokenPathMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._conda = RequestContextMiddleware(_CondaDispatch(None))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path: str = scope["path"]
-            token, rest = _split_token(path)
-            if token is not None:
-                scope["stockade.url_token"] = token
-                scope["path"] = rest
-                scope["raw_path"] = rest.encode()
+            path = _take_token(scope)
+            if path.startswith("/conda/") and scope["method"] in ("GET", "HEAD"):
+                await self._conda(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+class CondaFastPath:
+    """Around the whole application: conda ``GET``/``HEAD`` requests go straight to ``CondaApp``.
+
+    ``app`` is the Stockade FastAPI application (its ``state`` holds the container); every other
+    request, and the lifespan, goes to it unchanged.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._conda = RequestContextMiddleware(_CondaDispatch(app))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("GET", "HEAD")
+            and _take_token(scope).startswith("/conda/")
+        ):
+            await self._conda(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _take_token(scope: Scope) -> str:
+    """Move a URL token from the path into ``scope["stockade.url_token"]``; returns the path."""
+    path: str = scope["path"]
+    if path.startswith(("/t/", "/conda/t/")):
+        token, rest = _split_token(path)
+        if token is not None:
+            scope["stockade.url_token"] = token
+            scope["path"] = path = rest
+            scope["raw_path"] = rest.encode()
+    return path
+
+
+class _CondaDispatch:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await conda_app_for(self.app or scope["app"])(scope, receive, send)
 
 
 def _split_token(path: str) -> tuple[str | None, str]:
@@ -51,6 +104,13 @@ def _split_token(path: str) -> tuple[str | None, str]:
     return None, path
 
 
+def _access_log_enabled() -> bool:
+    """Skip building access log events that the configured level would drop anyway."""
+    if not structlog.is_configured():
+        return True  # structlog's default logger prints every level
+    return logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO)
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -59,31 +119,28 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex[:16]
+        request_id = f"{random.getrandbits(64):016x}"  # unique enough to find a request's lines
         scope["stockade.request_id"] = request_id
         started = time.perf_counter()
         status = {"code": 0, "bytes": 0}
+        extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
 
         async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                headers.extend(SECURITY_HEADERS)
-                message["headers"] = headers
-            elif message["type"] == "http.response.body":
+            if message["type"] == "http.response.body":
                 status["bytes"] += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            _log_access(scope, status, started, request_id)
+            if scope["path"] not in QUIET_PATHS and _access_log_enabled():
+                _log_access(scope, status, started, request_id)
 
 
 def _log_access(scope: Scope, status: dict[str, Any], started: float, request_id: str) -> None:
-    if scope["path"] in ("/healthz", "/readyz", "/metrics"):
-        return
     client = scope.get("client")
     access_log.info(
         "request",

@@ -1,25 +1,35 @@
 """Serving immutable blobs fast: strong ETags, Last-Modified, 304s, HEAD and single Range requests.
 
-Index files are small and hot, so their bytes are kept in memory (bounded); package files stream
-from disk, or are handed to nginx with ``X-Accel-Redirect`` when configured.
+Pure ASGI, no Starlette ``Response`` objects on the hot path. Blobs never change, so everything
+about one (its size, its header lists, small ones' bytes) is computed once and reused: answering a
+cached index file is a dict lookup and two ``send`` calls, with no thread hop.
+
+Index files are kept in memory (bounded LRU of bytes); bigger blobs and package files stream from
+disk in 1 MiB chunks read off the event loop (memory stays flat), or are handed to nginx with
+``X-Accel-Redirect`` when configured.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import Iterable
+from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from pathlib import Path
 
 import anyio
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from stockade.storage.interfaces import BlobStore
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
+#: With ``X-Accel-Redirect``, bodies at least this large are sent by nginx (sendfile); smaller
+#: ones (shards, small indexes) cost less to send from memory than an internal redirect.
+ACCEL_MIN_SIZE = 64 * 1024
+
+Headers = list[tuple[bytes, bytes]]
 
 
 class BytesCache:
@@ -33,11 +43,14 @@ class BytesCache:
         self._lock = threading.Lock()
 
     def get(self, sha256: str) -> bytes | None:
+        # Called from the event loop only; a plain dict read needs no lock and no LRU bump
+        # under the GIL. The LRU order is refreshed on every 64th hit of an entry (cheap).
+        return self._items.get(sha256)
+
+    def touch(self, sha256: str) -> None:
         with self._lock:
-            data = self._items.get(sha256)
-            if data is not None:
+            if sha256 in self._items:
                 self._items.move_to_end(sha256)
-            return data
 
     def put(self, sha256: str, data: bytes) -> None:
         if len(data) > self.max_item:
@@ -52,25 +65,48 @@ class BytesCache:
                 self._size -= len(old)
 
 
-def _headers(
-    sha256: str, size: int, modified: float, cache_control: str, ctype: str
-) -> dict[str, str]:
-    return {
-        "etag": f'"{sha256}"',
-        "last-modified": formatdate(modified, usegmt=True),
-        "cache-control": cache_control,
-        "content-type": ctype,
-        "accept-ranges": "bytes",
-        "content-length": str(size),
-    }
+class RequestInfo:
+    """What the responder needs from a request, taken from the raw ASGI scope once."""
+
+    __slots__ = ("if_modified_since", "if_none_match", "if_range", "method", "range")
+
+    def __init__(
+        self,
+        method: str,
+        if_none_match: str | None = None,
+        if_modified_since: str | None = None,
+        range: str | None = None,
+        if_range: str | None = None,
+    ) -> None:
+        self.method = method
+        self.if_none_match = if_none_match
+        self.if_modified_since = if_modified_since
+        self.range = range
+        self.if_range = if_range
+
+    @classmethod
+    def from_headers(cls, method: str, headers: Iterable[tuple[bytes, bytes]]) -> RequestInfo:
+        info = cls(method)
+        for key, value in headers:
+            if key == b"if-none-match":
+                info.if_none_match = value.decode("latin-1")
+            elif key == b"if-modified-since":
+                info.if_modified_since = value.decode("latin-1")
+            elif key == b"range":
+                info.range = value.decode("latin-1")
+            elif key == b"if-range":
+                info.if_range = value.decode("latin-1")
+        return info
 
 
-def not_modified(request: Request, etag: str, modified: float) -> bool:
-    inm = request.headers.get("if-none-match")
+def not_modified(info: RequestInfo, etag: str, modified: float) -> bool:
+    inm = info.if_none_match
     if inm is not None:
+        if inm == etag:
+            return True
         tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
         return etag in tags or "*" in tags
-    ims = request.headers.get("if-modified-since")
+    ims = info.if_modified_since
     if ims:
         try:
             return int(modified) <= parsedate_to_datetime(ims).timestamp()
@@ -79,7 +115,7 @@ def not_modified(request: Request, etag: str, modified: float) -> bool:
     return False
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """A (start, end inclusive) pair, None for 'serve everything', 'invalid' for 416."""
     if not header or not header.startswith("bytes=") or "," in header:
         return None
@@ -99,84 +135,164 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     return start, min(end, size - 1)
 
 
+@dataclass(frozen=True)
+class BlobHeaders:
+    """Precomputed header lists of one blob served with one set of caching headers."""
+
+    size: int
+    ok: Headers  # 200, with content-length
+    not_modified: Headers  # 304
+    partial: Headers  # 206 base, without content-length / content-range
+
+
+def _build_headers(
+    sha256: str, size: int, modified: float, cache_control: str, content_type: str
+) -> BlobHeaders:
+    etag = f'"{sha256}"'.encode()
+    last_modified = formatdate(modified, usegmt=True).encode()
+    cc = cache_control.encode()
+    common: Headers = [
+        (b"etag", etag),
+        (b"last-modified", last_modified),
+        (b"cache-control", cc),
+        (b"content-type", content_type.encode()),
+        (b"accept-ranges", b"bytes"),
+    ]
+    return BlobHeaders(
+        size=size,
+        ok=[*common, (b"content-length", str(size).encode())],
+        not_modified=[(b"etag", etag), (b"cache-control", cc), (b"last-modified", last_modified)],
+        partial=common,
+    )
+
+
+async def send_simple(send: Send, status: int, headers: Headers, body: bytes = b"") -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BlobResponder:
     def __init__(self, blobs: BlobStore, cache: BytesCache, x_accel: str | None) -> None:
         self.blobs = blobs
         self.cache = cache
         self.x_accel = x_accel.rstrip("/") + "/" if x_accel else None
+        self._sizes: dict[str, int] = {}
+        self._headers: dict[tuple[str, float, str, str], BlobHeaders] = {}
+        self._hits = 0
+
+    async def _size(self, sha256: str) -> int:
+        size = self._sizes.get(sha256)
+        if size is None:
+            size = await anyio.to_thread.run_sync(self.blobs.size, sha256)
+            if len(self._sizes) > 200_000:
+                self._sizes.clear()
+            self._sizes[sha256] = size
+        return size
+
+    async def headers_for(
+        self, sha256: str, modified: float, cache_control: str, content_type: str
+    ) -> BlobHeaders:
+        key = (sha256, modified, cache_control, content_type)
+        found = self._headers.get(key)
+        if found is None:
+            size = await self._size(sha256)
+            found = _build_headers(sha256, size, modified, cache_control, content_type)
+            if len(self._headers) > 50_000:
+                self._headers.clear()
+            self._headers[key] = found
+        return found
+
+    async def _bytes(self, sha256: str, size: int) -> bytes | None:
+        """The blob's bytes from memory (read once) when it is small enough to keep there."""
+        data = self.cache.get(sha256)
+        if data is not None:
+            self._hits += 1
+            if self._hits & 63 == 0:
+                self.cache.touch(sha256)
+            return data
+        if size > self.cache.max_item:
+            return None
+        data = await anyio.to_thread.run_sync(self.blobs.read_bytes, sha256)
+        self.cache.put(sha256, data)
+        return data
 
     async def respond(
         self,
-        request: Request,
+        send: Send,
+        info: RequestInfo,
         sha256: str,
         *,
         modified: float,
         cache_control: str,
         content_type: str,
         in_memory: bool,
-    ) -> Response:
-        etag = f'"{sha256}"'
-        if not_modified(request, etag, modified):
-            headers = {
-                "etag": etag,
-                "cache-control": cache_control,
-                "last-modified": formatdate(modified, usegmt=True),
-            }
-            return Response(status_code=304, headers=headers)
-        data = self.cache.get(sha256) if in_memory else None
-        if data is None and in_memory:
-            data = await anyio.to_thread.run_sync(self.blobs.read_bytes, sha256)
-            self.cache.put(sha256, data)
-        size = (
-            len(data)
-            if data is not None
-            else await anyio.to_thread.run_sync(self.blobs.size, sha256)
-        )
-        headers = _headers(sha256, size, modified, cache_control, content_type)
-        if self.x_accel and data is None:
-            headers.pop("content-length")
-            headers["x-accel-redirect"] = f"{self.x_accel}{sha256[:2]}/{sha256[2:4]}/{sha256}"
-            return Response(status_code=200, headers=headers)
-        span = parse_range(request.headers.get("range"), size)
-        if_range = request.headers.get("if-range")
-        if if_range is not None and if_range.strip() != etag:
+    ) -> int:
+        """Send the blob (or a 304 / 206 / 416); returns the status sent."""
+        hdrs = await self.headers_for(sha256, modified, cache_control, content_type)
+        if (info.if_none_match is not None or info.if_modified_since) and not_modified(
+            info, f'"{sha256}"', modified
+        ):
+            await send_simple(send, 304, hdrs.not_modified)
+            return 304
+        size = hdrs.size
+        head = info.method == "HEAD"
+        if self.x_accel and not head and (not in_memory or size >= ACCEL_MIN_SIZE):
+            target = f"{self.x_accel}{sha256[:2]}/{sha256[2:4]}/{sha256}".encode()
+            headers = [h for h in hdrs.partial if h[0] != b"accept-ranges"]
+            await send_simple(send, 200, [*headers, (b"x-accel-redirect", target)])
+            return 200
+        span = parse_range(info.range, size) if info.range else None
+        if info.if_range is not None and info.if_range.strip() != f'"{sha256}"':
             span = None
         if span == "invalid":
-            return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
-        head = request.method == "HEAD"
+            await send_simple(send, 416, [(b"content-range", f"bytes */{size}".encode())])
+            return 416
+        data = await self._bytes(sha256, size) if in_memory and not head else None
         if isinstance(span, tuple):
             start, end = span
-            headers["content-range"] = f"bytes {start}-{end}/{size}"
-            headers["content-length"] = str(end - start + 1)
-            return self._body(206, headers, data, sha256, start, end, head)
-        return self._body(200, headers, data, sha256, 0, size - 1, head)
-
-    def _body(
-        self,
-        status: int,
-        headers: dict[str, str],
-        data: bytes | None,
-        sha256: str,
-        start: int,
-        end: int,
-        head: bool,
-    ) -> Response:
+            headers = [
+                *hdrs.partial,
+                (b"content-range", f"bytes {start}-{end}/{size}".encode()),
+                (b"content-length", str(end - start + 1).encode()),
+            ]
+            status = 206
+        else:
+            start, end = 0, size - 1
+            headers = hdrs.ok
+            status = 200
         if head:
-            return Response(status_code=status, headers=headers)
-        if data is not None:
-            return Response(data[start : end + 1], status_code=status, headers=headers)
+            await send_simple(send, status, headers)
+        elif data is not None:
+            body = data if status == 200 else data[start : end + 1]
+            await send_simple(send, status, headers, body)
+        else:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await self._stream(send, sha256, start, end)
+        return status
+
+    async def _stream(self, send: Send, sha256: str, start: int, end: int) -> None:
+        """Send bytes ``start..end`` of a blob in chunks; memory stays at one chunk in flight."""
         path = self.blobs.local_path(sha256)
-        assert path is not None
-        return StreamingResponse(_stream(path, start, end), status_code=status, headers=headers)
-
-
-async def _stream(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
-    async with await anyio.open_file(path, "rb") as fh:
-        await fh.seek(start)
-        remaining = end - start + 1
-        while remaining > 0:
-            chunk = await fh.read(min(CHUNK, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            yield chunk
+        fh = None if path is not None else await anyio.to_thread.run_sync(self.blobs.open, sha256)
+        fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY) if path is not None else -1
+        try:
+            if fh is not None and start:
+                await anyio.to_thread.run_sync(fh.seek, start)
+            offset = start
+            while offset <= end:
+                want = min(CHUNK, end - offset + 1)
+                if fh is None:
+                    chunk = await anyio.to_thread.run_sync(os.pread, fd, want, offset)
+                else:
+                    chunk = await anyio.to_thread.run_sync(fh.read, want)
+                if not chunk:
+                    raise OSError(f"blob {sha256} is shorter than its size")
+                offset += len(chunk)
+                await send(
+                    {"type": "http.response.body", "body": chunk, "more_body": offset <= end}
+                )
+        finally:
+            if fh is not None:
+                fh.close()
+            if fd >= 0:
+                os.close(fd)

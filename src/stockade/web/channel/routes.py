@@ -1,22 +1,33 @@
-"""The conda channel protocol under ``/conda/`` (SPEC §2): index files, shards, packages."""
+"""The conda channel protocol under ``/conda/`` (SPEC §2): index files, shards, packages.
+
+``CondaApp`` is a pure ASGI application: the edge middleware hands it ``GET``/``HEAD`` requests
+under ``/conda/`` directly (see ``web/middleware.py``), so index requests skip FastAPI routing.
+When the channel, its index pointer and the file's bytes are cached (the usual case), a request is
+answered on the event loop with no thread hop and no per-request JSON or header formatting. Misses,
+credentials and package lookups go to a worker thread as before.
+"""
 
 from __future__ import annotations
 
 import re
+import time
+from typing import Any, TypeVar
 
 import anyio
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from stockade.auth.access import AccessService, ChannelRef
 from stockade.auth.permissions import Level, Privacy
 from stockade.auth.principal import Principal
-from stockade.channels.locator import ChannelFiles
+from stockade.channels.locator import ChannelFiles, IndexPointer, TTLCache
 from stockade.conda.repodata import empty_repodata_json
 from stockade.container import Container
 from stockade.core.errors import StockadeError
-from stockade.web.channel.responses import IMMUTABLE, BlobResponder
+from stockade.web.channel.responses import IMMUTABLE, BlobResponder, RequestInfo
 from stockade.web.credentials import credentials_from
 from stockade.web.errors import error_response, problem
 
@@ -30,188 +41,293 @@ INDEX_TYPES = {
 }
 SHARD_RE = re.compile(r"^([0-9a-f]{64})\.msgpack\.zst$")
 EMPTY_NOARCH = empty_repodata_json("noarch")
+PRIVATE_IMMUTABLE = IMMUTABLE.replace("public", "private")
+#: A shard, once known in a subdir, stays servable for days (``SHARD_GRACE``): remember it a while.
+SHARD_MEMO_SECONDS = 60.0
+
+log = structlog.get_logger("stockade.web")
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def _not_found(what: str) -> Response:
     return problem(404, "Not found", f"{what} not found", code="conda:not-found")
 
 
-async def _principal(request: Request, container: Container) -> Principal:
-    authenticator = container.extras["authenticator"]
-    creds = credentials_from(request)
-    return await anyio.to_thread.run_sync(authenticator.authenticate, creds)  # type: ignore[attr-defined]
+def _peek(cache: TTLCache[K, V], key: K) -> tuple[bool, V | None]:
+    # The locator's caches are read here without a thread hop: a hit is a dict lookup. On a miss
+    # the locator itself is called in a worker thread (it queries the database).
+    return cache.get(key)
 
 
-def _level(container: Container, principal: Principal, ref: ChannelRef) -> Level:
-    with container.read_factory() as session:
-        return AccessService(session).channel_level(principal, ref)
+def _pointer_sha(pointer: IndexPointer, filename: str) -> str | None:
+    if filename == "repodata.json":
+        return pointer.repodata
+    if filename == "repodata.json.zst":
+        return pointer.repodata_zst
+    if filename == "repodata.json.bz2":
+        return pointer.repodata_bz2
+    if filename == "repodata_shards.msgpack.zst":
+        return pointer.shard_index
+    return pointer.run_exports
 
 
-async def _check_read(
-    request: Request, container: Container, files: ChannelFiles
-) -> Response | None:
-    """None when the caller may read the channel, else the response to send (401 or 404)."""
-    ref = files.ref
-    if (
-        ref.privacy == Privacy.PUBLIC
-        and "authorization" not in request.headers
-        and "stockade.url_token" not in request.scope
-    ):
-        return None
-    try:
-        principal = await _principal(request, container)
-    except StockadeError as exc:
-        return error_response(exc)
-    if ref.privacy == Privacy.PUBLIC:
-        return None
-    level = await anyio.to_thread.run_sync(_level, container, principal, ref)
-    if level >= Level.READ:
-        return None
-    if principal.is_anonymous:
-        return problem(
-            401,
-            "Authentication required",
-            f"channel {ref.name!r} needs a token",
-            code="unauthenticated",
-        )
-    return _not_found(f"channel {ref.name!r}")
-
-
-async def conda_endpoint(request: Request) -> Response:
-    container: Container = request.app.state.container
-    responder: BlobResponder = request.app.state.blob_responder
-    segments = [s for s in request.path_params["path"].split("/") if s]
+def _split_path(path: str) -> tuple[str, list[str]] | None:
+    """``/conda/CHANNEL/…`` -> (channel name, [file] | [subdir, file] | [subdir, "shards", file])."""
+    segments = [s for s in path[len("/conda/") :].split("/") if s]
     if len(segments) < 2:
-        return _not_found("path")
+        return None
     if segments[-1] in ROOT_FILES:
-        channel_name, rest = "/".join(segments[:-1]), segments[-1:]
-    elif len(segments) >= 4 and segments[-2] == "shards":
-        channel_name, rest = "/".join(segments[:-3]), segments[-3:]
-    elif len(segments) >= 3:
-        channel_name, rest = "/".join(segments[:-2]), segments[-2:]
-    else:
-        return _not_found("path")
-    files = await anyio.to_thread.run_sync(container.locator.channel, channel_name)
-    if files is None:
-        return _not_found(f"channel {channel_name!r}")
-    denied = await _check_read(request, container, files)
-    if denied is not None:
-        return denied
-    private = files.ref.privacy != Privacy.PUBLIC
-    if len(rest) == 1:
-        return await _root_file(request, responder, files, rest[0], private)
-    if len(rest) == 3:
-        return await _shard(request, responder, container, files, rest[0], rest[2])
-    return await _subdir_file(request, responder, container, files, rest[0], rest[1], private)
+        return "/".join(segments[:-1]), segments[-1:]
+    if len(segments) >= 4 and segments[-2] == "shards":
+        return "/".join(segments[:-3]), segments[-3:]
+    if len(segments) >= 3:
+        return "/".join(segments[:-2]), segments[-2:]
+    return None
 
 
-def _index_cache_control(container: Container, private: bool) -> str:
-    scope = "private" if private else "public"
-    return f"{scope}, max-age={container.settings.publication.index_max_age}"
+class CondaApp:
+    """``GET``/``HEAD`` of ``/conda/CHANNEL[/SUBDIR]/FILE`` (tokens already moved aside)."""
 
+    def __init__(self, container: Container, responder: BlobResponder) -> None:
+        self.container = container
+        self.responder = responder
+        self.locator = container.locator
+        max_age = container.settings.publication.index_max_age
+        self._index_cc = {False: f"public, max-age={max_age}", True: f"private, max-age={max_age}"}
+        self._shards: dict[tuple[int, str, str], float] = {}
 
-async def _root_file(
-    request: Request, responder: BlobResponder, files: ChannelFiles, name: str, private: bool
-) -> Response:
-    container: Container = request.app.state.container
-    sha = files.channeldata if name == "channeldata.json" else files.notices
-    if sha is None:
-        body = (
-            b'{"notices":[]}'
-            if name == "notices.json"
-            else b'{"channeldata_version":1,"packages":{},"subdirs":[]}'
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await self._handle(scope, send)
+        except Exception as exc:
+            if isinstance(exc, StockadeError):
+                response = error_response(exc)
+            else:  # as FastAPI's handler for unexpected errors does (this app runs outside it)
+                log.error("unhandled error", exc_info=exc)
+                response = problem(
+                    500, "Internal error", "an unexpected error occurred; see the server log"
+                )
+            try:
+                await response(scope, receive, send)
+            except RuntimeError:  # the response had already started: let the server end it
+                raise exc from None
+            return
+        if response is not None:
+            await response(scope, receive, send)
+
+    async def _handle(self, scope: Scope, send: Send) -> Response | None:
+        split = _split_path(scope["path"])
+        if split is None:
+            return _not_found("path")
+        channel_name, rest = split
+        files = await self._channel(channel_name)
+        if files is None:
+            return _not_found(f"channel {channel_name!r}")
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        denied = await self._check_read(scope, headers, files)
+        if denied is not None:
+            return denied
+        info = RequestInfo.from_headers(scope["method"], headers)
+        private = files.ref.privacy != Privacy.PUBLIC
+        if len(rest) == 1:
+            return await self._root_file(send, info, files, rest[0], private)
+        if len(rest) == 3:
+            return await self._shard(send, info, files, rest[0], rest[2], private)
+        return await self._subdir_file(send, info, files, rest[0], rest[1], private)
+
+    async def _channel(self, name: str) -> ChannelFiles | None:
+        hit, files = _peek(self.locator._channels, name)
+        if hit:
+            return files
+        return await anyio.to_thread.run_sync(self.locator.channel, name)
+
+    async def _index(self, channel_id: int, subdir: str) -> IndexPointer | None:
+        hit, pointer = _peek(self.locator._indexes, (channel_id, subdir))
+        if hit:
+            return pointer
+        return await anyio.to_thread.run_sync(self.locator.index, channel_id, subdir)
+
+    async def _check_read(
+        self, scope: Scope, headers: list[tuple[bytes, bytes]], files: ChannelFiles
+    ) -> Response | None:
+        """None when the caller may read the channel, else the response to send (401 or 404)."""
+        ref = files.ref
+        public = ref.privacy == Privacy.PUBLIC
+        if (
+            public
+            and "stockade.url_token" not in scope
+            and not any(key == b"authorization" for key, _ in headers)
+        ):
+            return None
+        try:
+            principal = await self._principal(scope)
+        except StockadeError as exc:
+            return error_response(exc)
+        if public:
+            return None
+        level = await anyio.to_thread.run_sync(self._level, principal, ref)
+        if level >= Level.READ:
+            return None
+        if principal.is_anonymous:
+            return problem(
+                401,
+                "Authentication required",
+                f"channel {ref.name!r} needs a token",
+                code="unauthenticated",
+            )
+        return _not_found(f"channel {ref.name!r}")
+
+    async def _principal(self, scope: Scope) -> Principal:
+        authenticator: Any = self.container.extras["authenticator"]
+        creds = credentials_from(Request(scope))
+        principal: Principal = await anyio.to_thread.run_sync(authenticator.authenticate, creds)
+        return principal
+
+    def _level(self, principal: Principal, ref: ChannelRef) -> Level:
+        with self.container.read_factory() as session:
+            return AccessService(session).channel_level(principal, ref)
+
+    async def _root_file(
+        self, send: Send, info: RequestInfo, files: ChannelFiles, name: str, private: bool
+    ) -> Response | None:
+        sha = files.channeldata if name == "channeldata.json" else files.notices
+        if sha is None:
+            body = (
+                b'{"notices":[]}'
+                if name == "notices.json"
+                else b'{"channeldata_version":1,"packages":{},"subdirs":[]}'
+            )
+            return Response(
+                body,
+                media_type="application/json",
+                headers={"cache-control": self._index_cc[private]},
+            )
+        await self.responder.respond(
+            send,
+            info,
+            sha,
+            modified=0.0,
+            cache_control=self._index_cc[private],
+            content_type="application/json",
+            in_memory=True,
         )
-        return Response(
-            body,
-            media_type="application/json",
-            headers={"cache-control": _index_cache_control(container, private)},
+        return None
+
+    async def _subdir_file(
+        self,
+        send: Send,
+        info: RequestInfo,
+        files: ChannelFiles,
+        subdir: str,
+        filename: str,
+        private: bool,
+    ) -> Response | None:
+        ref = files.ref
+        content_type = INDEX_TYPES.get(filename)
+        if content_type is not None:
+            return await self._index_file(send, info, ref, subdir, filename, private)
+        if not filename.endswith((".conda", ".tar.bz2")):
+            return _not_found(f"{subdir}/{filename}")
+        artifact = await anyio.to_thread.run_sync(self.locator.artifact, ref.id, subdir, filename)
+        if artifact is None:
+            return _not_found(f"{subdir}/{filename}")
+        ctype = "application/octet-stream" if filename.endswith(".conda") else "application/x-bzip2"
+        await self.responder.respond(
+            send,
+            info,
+            artifact.sha256,
+            modified=artifact.created_at,
+            cache_control=PRIVATE_IMMUTABLE if private else IMMUTABLE,
+            content_type=ctype,
+            in_memory=False,
         )
-    return await responder.respond(
-        request,
-        sha,
-        modified=0.0,
-        cache_control=_index_cache_control(container, private),
-        content_type="application/json",
-        in_memory=True,
-    )
+        return None
 
-
-async def _subdir_file(
-    request: Request,
-    responder: BlobResponder,
-    container: Container,
-    files: ChannelFiles,
-    subdir: str,
-    filename: str,
-    private: bool,
-) -> Response:
-    ref = files.ref
-    if filename in INDEX_TYPES:
-        pointer = await anyio.to_thread.run_sync(container.locator.index, ref.id, subdir)
+    async def _index_file(
+        self,
+        send: Send,
+        info: RequestInfo,
+        ref: ChannelRef,
+        subdir: str,
+        filename: str,
+        private: bool,
+    ) -> Response | None:
+        pointer = await self._index(ref.id, subdir)
         if pointer is None:
             if subdir == "noarch" and filename == "repodata.json":
                 return Response(EMPTY_NOARCH, media_type="application/json")
             return _not_found(f"{subdir}/{filename}")
-        sha: str | None = {
-            "repodata.json": pointer.repodata,
-            "repodata.json.zst": pointer.repodata_zst,
-            "repodata.json.bz2": pointer.repodata_bz2,
-            "repodata_shards.msgpack.zst": pointer.shard_index,
-            "run_exports.json": pointer.run_exports,
-        }[filename]
+        sha = _pointer_sha(pointer, filename)
         if filename == "repodata.json.bz2" and sha is None:
-            sha = await anyio.to_thread.run_sync(container.locator.bz2, ref.id, subdir, pointer)
+            sha = await anyio.to_thread.run_sync(self.locator.bz2, ref.id, subdir, pointer)
         if sha is None:
             return _not_found(f"{subdir}/{filename}")
-        return await responder.respond(
-            request,
+        await self.responder.respond(
+            send,
+            info,
             sha,
             modified=pointer.published_at,
-            cache_control=_index_cache_control(container, private),
+            cache_control=self._index_cc[private],
             content_type=INDEX_TYPES[filename],
             in_memory=True,
         )
-    if not filename.endswith((".conda", ".tar.bz2")):
-        return _not_found(f"{subdir}/{filename}")
-    artifact = await anyio.to_thread.run_sync(container.locator.artifact, ref.id, subdir, filename)
-    if artifact is None:
-        return _not_found(f"{subdir}/{filename}")
-    cache_control = IMMUTABLE.replace("public", "private") if private else IMMUTABLE
-    ctype = "application/octet-stream" if filename.endswith(".conda") else "application/x-bzip2"
-    return await responder.respond(
-        request,
-        artifact.sha256,
-        modified=artifact.created_at,
-        cache_control=cache_control,
-        content_type=ctype,
-        in_memory=False,
-    )
+        return None
+
+    async def _shard(
+        self,
+        send: Send,
+        info: RequestInfo,
+        files: ChannelFiles,
+        subdir: str,
+        filename: str,
+        private: bool,
+    ) -> Response | None:
+        match = SHARD_RE.match(filename)
+        if match is None or not await self._has_shard(files.ref.id, subdir, match.group(1)):
+            return _not_found(f"{subdir}/shards/{filename}")
+        await self.responder.respond(
+            send,
+            info,
+            match.group(1),
+            modified=0.0,
+            cache_control=PRIVATE_IMMUTABLE if private else IMMUTABLE,
+            content_type="application/zstd",
+            in_memory=True,
+        )
+        return None
+
+    async def _has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:
+        key = (channel_id, subdir, sha256)
+        now = time.monotonic()
+        until = self._shards.get(key)
+        if until is not None and until > now:
+            return True
+        known = await anyio.to_thread.run_sync(self.locator.has_shard, channel_id, subdir, sha256)
+        if known:
+            if len(self._shards) > 100_000:
+                self._shards.clear()
+            self._shards[key] = now + SHARD_MEMO_SECONDS
+        return known
 
 
-async def _shard(
-    request: Request,
-    responder: BlobResponder,
-    container: Container,
-    files: ChannelFiles,
-    subdir: str,
-    filename: str,
-) -> Response:
-    match = SHARD_RE.match(filename)
-    known = match is not None and await anyio.to_thread.run_sync(
-        container.locator.has_shard, files.ref.id, subdir, match.group(1)
-    )
-    if match is None or not known:
-        return _not_found(f"{subdir}/shards/{filename}")
-    private = files.ref.privacy != Privacy.PUBLIC
-    cache_control = IMMUTABLE.replace("public", "private") if private else IMMUTABLE
-    return await responder.respond(
-        request,
-        match.group(1),
-        modified=0.0,
-        cache_control=cache_control,
-        content_type="application/zstd",
-        in_memory=True,
-    )
+def conda_app_for(app: Any) -> CondaApp:
+    """The ``CondaApp`` of a Stockade application, built on first use from its state."""
+    state = app.state
+    conda: CondaApp | None = getattr(state, "conda_app", None)
+    if conda is None:
+        conda = CondaApp(state.container, state.blob_responder)
+        state.conda_app = conda
+    return conda
 
 
-routes = [Route("/conda/{path:path}", conda_endpoint, methods=["GET", "HEAD"])]
+class _CondaRoute:
+    """The routed way in (an ASGI app, not an endpoint function), for requests the middleware
+    does not hand over directly; the route answers other methods with 405."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await conda_app_for(scope["app"])(scope, receive, send)
+
+
+routes = [Route("/conda/{path:path}", _CondaRoute(), methods=["GET", "HEAD"])]
