@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 import orjson
+import structlog
 from fastapi import FastAPI, Request
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
