@@ -21,6 +21,7 @@ from stockade.container import Container
 from stockade.core.logging import configure_logging
 from stockade.db.migrate import upgrade
 from stockade.settings import Settings, load_settings
+from stockade.web.middleware import CondaFastPath
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 
@@ -113,7 +114,7 @@ def run_server(data_dir: Path, db_url: str, **overrides: Any) -> Iterator[LiveSe
     upgrade(settings.db_url)
     container = Container.build(settings)
     container.bootstrap()
-    app = create_app(settings, container)
+    app = CondaFastPath(create_app(settings, container))  # as `stockade serve` runs it
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
     )

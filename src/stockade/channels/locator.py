@@ -87,6 +87,14 @@ class IndexLocator:
     def invalidate_channels(self) -> None:
         self._channels.clear()
 
+    def cached_channel(self, name: str) -> tuple[bool, ChannelFiles | None]:
+        """(hit, value) from memory only: never touches the database (for async hot paths)."""
+        return self._channels.get(name)
+
+    def cached_index(self, channel_id: int, subdir: str) -> tuple[bool, IndexPointer | None]:
+        """(hit, value) from memory only: never touches the database (for async hot paths)."""
+        return self._indexes.get((channel_id, subdir))
+
     def channel(self, name: str) -> ChannelFiles | None:
         hit, value = self._channels.get(name)
         if hit:

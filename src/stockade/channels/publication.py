@@ -299,6 +299,8 @@ class PublicationService:
         with transaction(self.factory) as session:
             row = session.get(SubdirIndex, index_id, with_for_update=True)
             assert row is not None
+            if built.rev <= row.published_rev:
+                return  # someone already published this revision or a newer one: keep theirs
             row.repodata_sha256 = built.repodata
             row.repodata_zst_sha256 = built.repodata_zst
             row.repodata_bz2_sha256 = None  # derived lazily from this revision's repodata.json

@@ -25,6 +25,7 @@ def settings_or_exit(**overrides: object) -> Settings:
 def serve(
     host: str | None = typer.Option(None, help="Address to listen on [STOCKADE_HOST]"),
     port: int | None = typer.Option(None, help="Port [STOCKADE_PORT]"),
+    workers: int = typer.Option(1, min=1, max=64, help="Worker processes (each also publishes)"),
 ) -> None:
     """Migrate the database, create the first admin if needed, and serve."""
     import uvicorn
@@ -33,6 +34,7 @@ def serve(
     from stockade.container import Container
     from stockade.core.logging import configure_logging
     from stockade.db.migrate import upgrade
+    from stockade.web.middleware import CondaFastPath
 
     settings = settings_or_exit(host=host, port=port)
     configure_logging(settings.log_level, settings.log_format)
@@ -47,14 +49,18 @@ def serve(
         else:
             out.print("  with the password from STOCKADE_ADMIN_PASSWORD")
     out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
-    uvicorn.run(
-        create_app(settings, container),
-        host=settings.host,
-        port=settings.port,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,  # ours is in RequestContextMiddleware
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers > 1:
+        container.close()  # each worker process builds its own from the same settings
+        uvicorn.run("stockade.asgi:app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        return
+    uvicorn.run(CondaFastPath(create_app(settings, container)), **options)  # type: ignore[arg-type]
 
 
 @db_app.command("upgrade")

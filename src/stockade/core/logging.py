@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from typing import Any
 
+import orjson
 import structlog
 
 TOKEN_RE = re.compile(r"stk_[A-Za-z0-9_\-]{8,}")
@@ -31,6 +33,8 @@ class _ScrubFilter(logging.Filter):
     """For stdlib loggers of libraries (uvicorn, httpx...): scrub the rendered message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == ACCESS_LOGGER:
+            return True  # rendered from scrubbed fields already
         message = record.getMessage()
         cleaned = scrub(message)
         if cleaned != message:
@@ -38,7 +42,39 @@ class _ScrubFilter(logging.Filter):
         return True
 
 
+ACCESS_LOGGER = "stockade.access"
+_access_format = {"value": "console"}
+
+
+def render_access(fields: dict[str, Any]) -> str:
+    """One access log line, rendered once by the caller (cheap: no structlog chain per request).
+
+    Callers scrub the path; the line is JSON or ``key=value`` pairs like the other log lines.
+    """
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if _access_format["value"] == "json":
+        return orjson.dumps(
+            {"event": "request", "level": "info", "timestamp": stamp, **fields}
+        ).decode()
+    pairs = " ".join(f"{k}={v}" for k, v in fields.items())
+    return f"{stamp} [info     ] request                        {pairs}"
+
+
+class _Formatter(logging.Formatter):
+    """Access lines arrive rendered; everything else goes through structlog's formatter."""
+
+    def __init__(self, structured: logging.Formatter) -> None:
+        super().__init__()
+        self.structured = structured
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == ACCESS_LOGGER:
+            return record.getMessage()
+        return self.structured.format(record)
+
+
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
+    _access_format["value"] = fmt
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -60,7 +96,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         foreign_pre_chain=shared,
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_Formatter(formatter))
     handler.addFilter(_ScrubFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

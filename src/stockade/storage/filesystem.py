@@ -37,6 +37,9 @@ class FilesystemBlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         with path.open("rb") as fh:
             os.fsync(fh.fileno())
+        # Readable by the group and others (nginx serving X-Accel-Redirect); the data folder's
+        # own permissions decide who can reach it. Staging files are created 0600.
+        os.chmod(path, 0o644)
         os.replace(path, target)  # atomic: the real name only ever holds complete bytes
         _fsync_dir(target.parent)
 

@@ -15,14 +15,12 @@ import random
 import time
 from typing import Any
 
-import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stockade.core.logging import scrub
+from stockade.core.logging import ACCESS_LOGGER, render_access, scrub
 from stockade.web.channel.routes import conda_app_for
 
-ACCESS_LOGGER = "stockade.access"
-access_log = structlog.get_logger(ACCESS_LOGGER)
+_access_logger = logging.getLogger(ACCESS_LOGGER)
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -105,10 +103,8 @@ def _split_token(path: str) -> tuple[str | None, str]:
 
 
 def _access_log_enabled() -> bool:
-    """Skip building access log events that the configured level would drop anyway."""
-    if not structlog.is_configured():
-        return True  # structlog's default logger prints every level
-    return logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO)
+    """Skip building access log lines that the configured level would drop anyway."""
+    return _access_logger.isEnabledFor(logging.INFO)
 
 
 class RequestContextMiddleware:
@@ -142,13 +138,13 @@ class RequestContextMiddleware:
 
 def _log_access(scope: Scope, status: dict[str, Any], started: float, request_id: str) -> None:
     client = scope.get("client")
-    access_log.info(
-        "request",
-        method=scope["method"],
-        path=scrub(scope["path"]),
-        status=status["code"],
-        bytes=status["bytes"],
-        ms=round((time.perf_counter() - started) * 1000, 1),
-        ip=client[0] if client else None,
-        request_id=request_id,
-    )
+    fields = {
+        "method": scope["method"],
+        "path": scrub(scope["path"]),
+        "status": status["code"],
+        "bytes": status["bytes"],
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+        "ip": client[0] if client else None,
+        "request_id": request_id,
+    }
+    _access_logger.info(render_access(fields))

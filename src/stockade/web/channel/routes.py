@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from stockade.auth.access import AccessService, ChannelRef
 from stockade.auth.permissions import Level, Privacy
 from stockade.auth.principal import Principal
-from stockade.channels.locator import ChannelFiles, IndexPointer, TTLCache
+from stockade.channels.locator import ChannelFiles, IndexPointer
 from stockade.conda.repodata import empty_repodata_json
 from stockade.container import Container
 from stockade.core.errors import StockadeError
@@ -53,12 +53,6 @@ V = TypeVar("V")
 
 def _not_found(what: str) -> Response:
     return problem(404, "Not found", f"{what} not found", code="conda:not-found")
-
-
-def _peek(cache: TTLCache[K, V], key: K) -> tuple[bool, V | None]:
-    # The locator's caches are read here without a thread hop: a hit is a dict lookup. On a miss
-    # the locator itself is called in a worker thread (it queries the database).
-    return cache.get(key)
 
 
 def _pointer_sha(pointer: IndexPointer, filename: str) -> str | None:
@@ -138,13 +132,13 @@ class CondaApp:
         return await self._subdir_file(send, info, files, rest[0], rest[1], private)
 
     async def _channel(self, name: str) -> ChannelFiles | None:
-        hit, files = _peek(self.locator._channels, name)
+        hit, files = self.locator.cached_channel(name)
         if hit:
             return files
         return await anyio.to_thread.run_sync(self.locator.channel, name)
 
     async def _index(self, channel_id: int, subdir: str) -> IndexPointer | None:
-        hit, pointer = _peek(self.locator._indexes, (channel_id, subdir))
+        hit, pointer = self.locator.cached_index(channel_id, subdir)
         if hit:
             return pointer
         return await anyio.to_thread.run_sync(self.locator.index, channel_id, subdir)
