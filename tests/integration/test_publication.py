@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -141,3 +142,29 @@ def test_a_subdir_being_published_elsewhere_is_skipped(
         assert held
         assert container.publisher.publish(row.id) is None
     assert container.publisher.publish(row.id) is not None
+
+
+def channeldata_names(container: Container, channel: str) -> set[str]:
+    with container.read_factory() as session:
+        sha = session.scalar(select(Channel.channeldata_sha256).where(Channel.name == channel))
+    assert sha is not None
+    return set(orjson.loads(container.blobs.read_bytes(sha))["packages"])
+
+
+def test_channeldata_follows_but_never_delays_the_index(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    make_channel(container, admin, "cdata")
+    add_package(container, admin, "cdata", build(tmp_path, PackageSpec(name="first")))
+    container.publisher.run_pending()
+    assert channeldata_names(container, "cdata") == {"first"}
+    channel_id = index_row(container, "cdata", "noarch").channel_id
+    # Pretend the last build was slow and just now: the next one waits, the index does not.
+    container.publisher._channeldata_last[channel_id] = (time.monotonic(), 30.0)
+    add_package(container, admin, "cdata", build(tmp_path, PackageSpec(name="second")))
+    container.publisher.run_pending()
+    assert published_names(container, "cdata") == {"first-1.0-0.conda", "second-1.0-0.conda"}
+    assert channeldata_names(container, "cdata") == {"first"}
+    container.publisher._channeldata_last[channel_id] = (time.monotonic() - 200, 30.0)
+    container.publisher.run_pending()  # nothing to index; the due channeldata is built
+    assert channeldata_names(container, "cdata") == {"first", "second"}

@@ -9,6 +9,7 @@ the new ``repodata.json``, ``.zst``, shard index and ``run_exports.json`` togeth
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -98,6 +99,8 @@ class PublicationService:
         self.zstd_level = zstd_level
         self.on_published = on_published
         self.owner = uuid.uuid4().hex
+        self._channeldata_due: dict[int, float] = {}  # channel id -> when first asked
+        self._channeldata_last: dict[int, tuple[float, float]] = {}  # -> (built at, seconds)
         # sha256 -> run_exports of that package content (immutable, so never stale): a
         # publication reads only the run_exports of packages it has not seen before.
         self._run_exports_of: dict[str, dict[str, object]] = {}
@@ -118,15 +121,37 @@ class PublicationService:
             )
 
     def run_pending(self) -> int:
-        """Publish every pending subdir once, then the channeldata of the channels touched."""
+        """Publish every pending subdir once, then the channeldata that is due.
+
+        Returns how many channels had subdirs published (0 when there was nothing to do).
+        """
         channels: set[int] = set()
         for index_id in self.pending():
             channel_id = self.publish(index_id)
             if channel_id is not None:
                 channels.add(channel_id)
-        for channel_id in sorted(channels):
-            self.publish_channeldata(channel_id)
+        for channel_id in channels:
+            self._channeldata_due.setdefault(channel_id, time.monotonic())
+        self.publish_due_channeldata()
         return len(channels)
+
+    def publish_due_channeldata(self) -> None:
+        """Rebuild ``channeldata.json`` of changed channels, rate-limited per channel.
+
+        It spans every subdir of a channel, so it is built after the indexes (never delaying
+        them), and a channel whose build took ``t`` seconds is rebuilt at most every ``5 t``
+        seconds (at most a minute): a small channel at once, a huge one without hogging the
+        publisher under a stream of uploads.
+        """
+        now = time.monotonic()
+        for channel_id in sorted(self._channeldata_due):
+            built_at, took = self._channeldata_last.get(channel_id, (0.0, 0.0))
+            if now - built_at < min(60.0, 5 * took):
+                continue
+            del self._channeldata_due[channel_id]
+            started = time.monotonic()
+            self.publish_channeldata(channel_id)
+            self._channeldata_last[channel_id] = (time.monotonic(), time.monotonic() - started)
 
     def publish_channeldata(self, channel_id: int) -> None:
         with transaction(self.factory) as session:
