@@ -29,7 +29,7 @@ lint: install
 	STOCKADE_DATABASE_URL=sqlite:///$(CURDIR)/.lintcheck.db $(VENV)/bin/stockade db check; rm -f .lintcheck.db*
 
 test: install lint
-	$(VENV)/bin/pytest -n 2 --dist loadgroup tests
+	eval "$$(scripts/test-env)" && $(VENV)/bin/pytest -n 2 --dist loadgroup tests
 
 unit: install
 	$(VENV)/bin/pytest tests/unit
