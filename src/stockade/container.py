@@ -29,7 +29,7 @@ class Container:
     locator: IndexLocator
     publisher: PublicationService
     limits: ValidationLimits
-    extras: dict[str, object] = field(default_factory=dict)
+    authenticator: Authenticator
     change_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -55,13 +55,22 @@ class Container:
             max_members=upload.max_members,
             future_tolerance_s=upload.future_tolerance_s,
         )
-        container = cls(settings, engine, factory, read_factory, blobs, locator, publisher, limits)
-        container.extras["authenticator"] = Authenticator(
+        authenticator = Authenticator(
             factory,
             token_max_days=settings.auth.token_max_days,
             session_hours=settings.auth.session_hours,
         )
-        return container
+        return cls(
+            settings,
+            engine,
+            factory,
+            read_factory,
+            blobs,
+            locator,
+            publisher,
+            limits,
+            authenticator,
+        )
 
     def bootstrap(self) -> FirstAdmin | None:
         """Built-in roles, and the first admin when there are no users yet."""

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from stockade.auth.authenticator import Authenticator
 from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.errors import AuthenticationError
@@ -21,14 +20,8 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def authenticator_of(container: Container) -> Authenticator:
-    authenticator = container.extras["authenticator"]
-    assert isinstance(authenticator, Authenticator)
-    return authenticator
-
-
 def get_principal(request: Request, container: ContainerDep) -> Principal:
-    principal = authenticator_of(container).authenticate(credentials_from(request))
+    principal = container.authenticator.authenticate(credentials_from(request))
     request.state.principal = principal
     return principal
 

@@ -18,7 +18,7 @@ from stockade.web.api.schemas import (
     UserPublic,
     WhoAmI,
 )
-from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn, authenticator_of
+from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
 router = APIRouter(tags=["auth"])
 
@@ -82,7 +82,7 @@ def revoke_token(token_id: int, principal: SignedIn, container: ContainerDep) ->
     with transaction(container.factory) as session:
         service = TokenService(session, max_days=container.settings.auth.token_max_days)
         public = token_public(service.revoke(principal, token_id))
-    authenticator_of(container).forget_all()
+    container.authenticator.forget_all()
     return public
 
 

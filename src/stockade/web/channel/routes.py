@@ -174,7 +174,7 @@ class CondaApp:
         return _not_found(f"channel {ref.name!r}")
 
     async def _principal(self, scope: Scope) -> Principal:
-        authenticator: Any = self.container.extras["authenticator"]
+        authenticator = self.container.authenticator
         creds = credentials_from(Request(scope))
         principal: Principal = await anyio.to_thread.run_sync(authenticator.authenticate, creds)
         return principal

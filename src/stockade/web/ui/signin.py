@@ -13,7 +13,7 @@ from stockade.container import Container
 from stockade.core.errors import AuthenticationError
 from stockade.db.engine import transaction
 from stockade.web.credentials import SESSION_COOKIE
-from stockade.web.deps import ContainerDep, CurrentPrincipal, authenticator_of
+from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.csrf import (
     LOGIN_COOKIE,
     CsrfError,
@@ -87,7 +87,7 @@ def login(
         error = "Enter your username and password."
         return _login_form(request, next_url=next_url, username=username, error=error, status=400)
     try:
-        principal = authenticator_of(container).password_principal(username, password)
+        principal = container.authenticator.password_principal(username, password)
     except AuthenticationError as exc:
         error = sentence(exc.detail)
         return _login_form(request, next_url=next_url, username=username, error=error, status=401)
@@ -132,7 +132,7 @@ def logout(request: Request, container: ContainerDep, csrf_token: FormText = "")
             return error_page(request, 403, CsrfError.title, CSRF_HELP)
         with transaction(container.factory) as session:
             SessionService(session, hours=container.settings.auth.session_hours).end(cookie)
-        authenticator_of(container).forget_all()  # the cookie must stop working right now
+        container.authenticator.forget_all()  # the cookie must stop working right now
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(
         SESSION_COOKIE,
