@@ -7,9 +7,15 @@ Measures, for a public channel:
 - MB/s of a ~380 MB ``repodata.json`` (and the server's RSS while serving it);
 
 through (a) nginx serving the files from disk, (b) Stockade alone (uvicorn, uvloop, httptools,
-``--workers N``), and (c) nginx in front of Stockade with ``X-Accel-Redirect`` (Stockade checks
-access and answers 304s; nginx sends the bytes from the blob store). The nginx configs used are
-``benchmarks/nginx/*.conf``.
+``--workers N``), (c) nginx in front of Stockade with ``X-Accel-Redirect`` (Stockade checks
+access and answers 304s; nginx sends the bytes from the blob store), and (d) the same with nginx's
+1 s micro-cache of public answers (``x-accel-cache.conf``). The nginx configs used are
+``benchmarks/nginx/*.conf``. Stockade's access log is on (``info``, the default) unless
+``--log-level warning``.
+
+Before measuring (d), the script checks with plain HTTP requests that the cache answers public
+files and 304s itself, and that a private channel's file fetched with a token (header or URL) is
+never stored: the next anonymous request for it gets 401.
 
 The index files are built by the real writer (``build_repodata_json``, ``compress_zst``) from
 synthetic records and stored in the blob store; the subdir's published pointers are set directly
@@ -22,12 +28,14 @@ synthetic records and stored in the blob store; the subdir's published pointers 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,6 +43,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    ADMIN_PASSWORD,
     RssSampler,
     WrkResult,
     banner,
@@ -54,6 +63,7 @@ from _common import (
 
 HERE = Path(__file__).resolve().parent
 CHANNEL = "bench"
+PRIVATE_CHANNEL = "bench-private"  # same index files as CHANNEL's noarch, privacy "private"
 SMALL_SUBDIR = "noarch"  # ~1 MB repodata.json.zst
 BIG_SUBDIR = "linux-64"  # ~380 MB repodata.json
 SMALL_RECORDS = 9_000
@@ -137,6 +147,44 @@ def _build_blobs(data_dir: Path) -> Files:
     return files
 
 
+def _private_channel(data_dir: Path) -> None:
+    """A private channel whose ``noarch`` serves the public one's files (for the cache checks)."""
+    from sqlalchemy import select
+
+    from stockade.channels.models import Channel, SubdirIndex
+    from stockade.container import Container
+    from stockade.db.engine import transaction
+    from stockade.settings import load_settings
+
+    container = Container.build(load_settings(data_dir=data_dir))
+    try:
+        with transaction(container.factory) as session:
+            if session.scalar(select(Channel).where(Channel.name == PRIVATE_CHANNEL)):
+                return
+            public = session.scalars(
+                select(SubdirIndex)
+                .join(Channel, Channel.id == SubdirIndex.channel_id)
+                .where(Channel.name == CHANNEL, SubdirIndex.subdir == SMALL_SUBDIR)
+            ).one()
+            channel = Channel(name=PRIVATE_CHANNEL, privacy="private")
+            session.add(channel)
+            session.flush()
+            session.add(
+                SubdirIndex(
+                    channel_id=channel.id,
+                    subdir=SMALL_SUBDIR,
+                    requested_rev=1,
+                    published_rev=1,
+                    repodata_sha256=public.repodata_sha256,
+                    repodata_zst_sha256=public.repodata_zst_sha256,
+                    record_count=public.record_count,
+                    published_at=public.published_at,
+                )
+            )
+    finally:
+        container.close()
+
+
 def _blob_path(data_dir: Path, sha: str) -> Path:
     return data_dir / "blobs" / sha[:2] / sha[2:4] / sha
 
@@ -175,6 +223,8 @@ class Target:
     pid: int | None  # the Stockade server to watch (RSS), if any
     rss_first: float = 0.0
     rss_peak: float = 0.0
+    log: Path | None = None  # Stockade's log: count the requests that reached it (access log)
+    upstream: dict[str, list[int]] = field(default_factory=dict)  # case -> per round
 
 
 @dataclass
@@ -199,7 +249,28 @@ TARGETS = {"1 MB .zst full GET": 0.5, "1 MB .zst 304": 0.2, "380 MB .json MB/s":
 ACCEL_TARGET = 0.8
 
 
+def _log_lines(log: Path, start: int) -> int:
+    """Access log lines of ``/conda/`` requests written to ``log`` after byte ``start``."""
+    with log.open("rb") as fh:
+        fh.seek(start)
+        data = fh.read()
+    return data.count(b"path=/conda/") + data.count(b'"path":"/conda/')
+
+
 def _run_case(
+    target: Target, case: str, etags: dict[str, str], args: argparse.Namespace
+) -> WrkResult:
+    if target.log is None:
+        return _run_wrk(target, case, etags, args)
+    time.sleep(0.3)  # the previous target's last access lines are written
+    offset = target.log.stat().st_size
+    result = _run_wrk(target, case, etags, args)
+    time.sleep(0.3)  # this one's are
+    target.upstream.setdefault(case, []).append(_log_lines(target.log, offset))
+    return result
+
+
+def _run_wrk(
     target: Target, case: str, etags: dict[str, str], args: argparse.Namespace
 ) -> WrkResult:
     small = f"{target.base}/conda/{CHANNEL}/{SMALL_SUBDIR}/repodata.json.zst"
@@ -257,10 +328,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--big-connections", type=int, default=4)
     parser.add_argument(
-        "--log-level", default="warning", help="Stockade's log level (info logs every request)"
+        "--log-level",
+        default="info",
+        help="Stockade's log level: info (the default) logs every request, warning does not",
     )
     parser.add_argument(
-        "--skip-accel", action="store_true", help="no nginx + X-Accel-Redirect runs"
+        "--skip-accel", action="store_true", help="no nginx + X-Accel-Redirect runs (c, d)"
     )
     args = parser.parse_args()
     args.rounds = 2 if args.quick else 5
@@ -274,6 +347,7 @@ def main() -> None:
     small, big = files.small_size / 1e6, files.big_size / 1e6
     print(f"files: repodata.json.zst {small:.2f} MB, repodata.json {big:.0f} MB")
     root = _static_root(data_dir, files)
+    _private_channel(data_dir)
     env = {"STOCKADE_LOG_LEVEL": args.log_level}
     with ExitStack() as stack:
         workdir = bench_dir("serving", "nginx-static")
@@ -295,26 +369,128 @@ def main() -> None:
 def _accel_targets(
     stack: ExitStack, data_dir: Path, args: argparse.Namespace, env: dict[str, str]
 ) -> list[Target]:
-    """nginx + X-Accel-Redirect in front of a second Stockade, listening on a unix socket (10%
-    more requests/s than a loopback TCP upstream here)."""
+    """nginx + X-Accel-Redirect, without and with the micro-cache, in front of a second Stockade
+    listening on a unix socket (10% more requests/s than a loopback TCP upstream here). Both nginx
+    instances use the same Stockade; they are measured one after the other."""
     socket_path = bench_dir("serving") / "stockade.sock"
     extra = {**env, "STOCKADE_X_ACCEL_REDIRECT": "/_blobs/"}
     server = stack.enter_context(
         stockade_server(data_dir, workers=args.workers, extra_env=extra, uds=socket_path)
     )
-    workdir = bench_dir("serving", "x-accel")
-    port = free_port()
-    conf = render(
-        HERE / "nginx" / "x-accel.conf",
-        port=port,
-        upstream=f"unix:{socket_path}",
-        blobs=f"{data_dir.resolve()}/blobs/",
-        prefix=workdir,
-        user=_user(),
-    )
-    stack.enter_context(nginx(conf, workdir))
     print(f"stockade behind nginx: {server.command}")
-    return [Target("nginx + X-Accel", f"http://127.0.0.1:{port}", server.pid)]
+    bases = []
+    for conf_name, workdir in (
+        ("x-accel.conf", "x-accel"),
+        ("x-accel-cache.conf", "x-accel-cache"),
+    ):
+        prefix = bench_dir("serving", workdir)
+        shutil.rmtree(prefix / "cache", ignore_errors=True)  # no entries from an earlier run
+        port = free_port()
+        conf = render(
+            HERE / "nginx" / conf_name,
+            port=port,
+            upstream=f"unix:{socket_path}",
+            blobs=f"{data_dir.resolve()}/blobs/",
+            prefix=prefix,
+            user=_user(),
+        )
+        stack.enter_context(nginx(conf, prefix))
+        bases.append(f"http://127.0.0.1:{port}")
+    _check_cache(bases[1], bench_dir("serving", "x-accel-cache") / "cache")
+    logged = args.log_level in ("debug", "info")  # requests reaching Stockade are counted
+    return [
+        Target("nginx + X-Accel", bases[0], server.pid),
+        Target("nginx + X-Accel + cache", bases[1], server.pid, log=server.log if logged else None),
+    ]
+
+
+def _check_cache(base: str, cache_dir: Path) -> None:
+    """The micro-cache answers public files and 304s itself, and never stores what a request
+    with credentials got: a private channel's file is 401 for the anonymous request after it."""
+    response = httpx.post(
+        f"{base}/api/v1/tokens",
+        json={"name": f"bench-{time.time_ns()}", "expires_in_days": 1},
+        auth=("admin", ADMIN_PASSWORD),
+        timeout=30,
+    )
+    response.raise_for_status()
+    token = str(response.json()["token"])
+    public = f"{base}/conda/{CHANNEL}/{SMALL_SUBDIR}/repodata.json.zst"
+    private_path = f"/conda/{PRIVATE_CHANNEL}/{SMALL_SUBDIR}/repodata.json.zst"
+    checks: list[tuple[str, bool]] = []
+
+    def status(response: httpx.Response) -> str:
+        return f"{response.status_code} {response.headers.get('x-cache-status', '-')}"
+
+    with httpx.Client(timeout=60) as http:
+        first, second = http.get(public), http.get(public)
+        etag = second.headers.get("etag", "")
+        checks.append(
+            (
+                f"public file, 2nd GET from the cache ({status(second)}, ETag {etag[:12]}...)",
+                second.status_code == 200
+                and second.headers.get("x-cache-status") == "HIT"
+                and second.content == first.content
+                and etag == f'"{hashlib.sha256(second.content).hexdigest()}"',
+            )
+        )
+        cond = http.get(public, headers={"if-none-match": etag})
+        checks.append(
+            (
+                f"public file, If-None-Match answered 304 by the cache ({status(cond)})",
+                cond.status_code == 304 and cond.headers.get("x-cache-status") == "HIT",
+            )
+        )
+        for how, url, headers in (
+            (
+                "Authorization: Bearer",
+                f"{base}{private_path}",
+                {"authorization": f"Bearer {token}"},
+            ),
+            ("token URL /t/TOKEN/conda/...", f"{base}/t/{token}{private_path}", {}),
+            ("token URL /conda/t/TOKEN/...", f"{base}/conda/t/{token}/{private_path[7:]}", {}),
+        ):
+            with_token = http.get(url, headers=headers)
+            anonymous = http.get(f"{base}{private_path}")
+            checks.append(
+                (
+                    f"private file with {how}: {status(with_token)}, then anonymous:"
+                    f" {status(anonymous)}",
+                    with_token.status_code == 200
+                    and with_token.content == first.content
+                    and "x-cache-status" not in with_token.headers
+                    and anonymous.status_code == 401,
+                )
+            )
+        revalidate = http.get(
+            f"{base}{private_path}",
+            headers={"authorization": f"Bearer {token}", "if-none-match": etag},
+        )
+        checks.append(
+            (
+                f"private file with a token and If-None-Match: Stockade answers"
+                f" ({status(revalidate)})",
+                revalidate.status_code == 304,
+            )
+        )
+    keys = [
+        line
+        for entry in cache_dir.rglob("*")
+        if entry.is_file()
+        for line in entry.read_bytes()[:4096].split(b"\n")
+        if line.startswith(b"KEY: ")
+    ]
+    checks.append(
+        (
+            f"cache entries: {len(keys)}, none of the private channel or a token URL",
+            bool(keys) and not any(PRIVATE_CHANNEL.encode() in k or b"/t/" in k for k in keys),
+        )
+    )
+    print("micro-cache checks:")
+    for text, ok in checks:
+        print(f"  {'ok  ' if ok else 'FAIL'} {text}")
+    if not all(ok for _, ok in checks):
+        sys.exit("micro-cache checks failed: this nginx configuration is not safe")
 
 
 def _summary(rows: list[Row], stockade_cmd: str, args: argparse.Namespace) -> None:
@@ -336,6 +512,17 @@ def _summary(rows: list[Row], stockade_cmd: str, args: argparse.Namespace) -> No
             rss = f"  server RSS {row.target.rss_first:.0f} -> peak {row.target.rss_peak:.0f} MiB"
         figure = f"{row.value:>9,.0f} {unit:<5} {ratio:5.2f}x"
         print(f"  {row.target.label:<24} {row.case:<20} {figure}{verdict}{rss}")
+    for row in rows:
+        counts = row.target.upstream.get(row.case)
+        if counts:
+            served = sorted(
+                r.requests_per_s * (args.big_duration if "MB/s" in row.case else args.duration)
+                for r in row.runs
+            )
+            print(
+                f"  {row.target.label}, {row.case}: requests reaching Stockade per round"
+                f" {counts} (of ~{served[len(served) // 2]:,.0f} served)"
+            )
     print("\nwrk commands (host and port vary):")
     for case in CASES:
         print(f"  {next(r.runs[0].command for r in rows if r.case == case)}")

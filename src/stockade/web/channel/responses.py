@@ -7,6 +7,11 @@ cached index file is a dict lookup and two ``send`` calls, with no thread hop.
 Index files are kept in memory (bounded LRU of bytes); bigger blobs and package files stream from
 disk in 1 MiB chunks read off the event loop (memory stays flat), or are handed to nginx with
 ``X-Accel-Redirect`` when configured.
+
+When nginx in front caches Stockade's public answers (``proxy_cache``, see
+``docs/deployment-nginx.md``) it says so with the request header ``X-Stockade-Proxy-Cache``. Public
+index files and shards are then sent inline, so that nginx can store them (it never stores an
+``X-Accel-Redirect`` answer); packages and every non-public file keep ``X-Accel-Redirect``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ CHUNK = 1024 * 1024
 #: With ``X-Accel-Redirect``, bodies at least this large are sent by nginx (sendfile); smaller
 #: ones (shards, small indexes) cost less to send from memory than an internal redirect.
 ACCEL_MIN_SIZE = 64 * 1024
+#: Sent by an nginx that caches public answers (any non-empty value). A client sending it itself
+#: only gets the body from Stockade instead of from nginx's ``sendfile``: nothing else changes.
+PROXY_CACHE_HEADER = b"x-stockade-proxy-cache"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -68,7 +76,14 @@ class BytesCache:
 class RequestInfo:
     """What the responder needs from a request, taken from the raw ASGI scope once."""
 
-    __slots__ = ("if_modified_since", "if_none_match", "if_range", "method", "range")
+    __slots__ = (
+        "if_modified_since",
+        "if_none_match",
+        "if_range",
+        "method",
+        "proxy_cache",
+        "range",
+    )
 
     def __init__(
         self,
@@ -77,12 +92,14 @@ class RequestInfo:
         if_modified_since: str | None = None,
         range: str | None = None,
         if_range: str | None = None,
+        proxy_cache: bool = False,
     ) -> None:
         self.method = method
         self.if_none_match = if_none_match
         self.if_modified_since = if_modified_since
         self.range = range
         self.if_range = if_range
+        self.proxy_cache = proxy_cache
 
     @classmethod
     def from_headers(cls, method: str, headers: Iterable[tuple[bytes, bytes]]) -> RequestInfo:
@@ -96,6 +113,8 @@ class RequestInfo:
                 info.range = value.decode("latin-1")
             elif key == b"if-range":
                 info.if_range = value.decode("latin-1")
+            elif key == PROXY_CACHE_HEADER:
+                info.proxy_cache = bool(value)
         return info
 
 
@@ -236,7 +255,12 @@ class BlobResponder:
             return 304
         size = hdrs.size
         head = info.method == "HEAD"
-        if self.x_accel and not head and (not in_memory or size >= ACCEL_MIN_SIZE):
+        if (
+            self.x_accel
+            and not head
+            and (not in_memory or size >= ACCEL_MIN_SIZE)
+            and not (info.proxy_cache and in_memory and cache_control.startswith("public"))
+        ):
             target = f"{self.x_accel}{sha256[:2]}/{sha256[2:4]}/{sha256}".encode()
             headers = [h for h in hdrs.partial if h[0] != b"accept-ranges"]
             await send_simple(send, 200, [*headers, (b"x-accel-redirect", target)])
