@@ -11,9 +11,12 @@ from starlette.responses import JSONResponse, Response
 from stockade.container import Container
 from stockade.jobs.publisher import PublisherThread
 from stockade.settings import Settings
+from stockade.web.api import audit as audit_api
 from stockade.web.api import auth as auth_api
 from stockade.web.api import channels as channels_api
 from stockade.web.api import files as files_api
+from stockade.web.api import members as members_api
+from stockade.web.api import users as users_api
 from stockade.web.channel.responses import BlobResponder, BytesCache
 from stockade.web.channel.routes import routes as conda_routes
 from stockade.web.errors import install_error_handlers
@@ -57,6 +60,9 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     )
     install_error_handlers(app)
     app.include_router(auth_api.router, prefix=API)
+    app.include_router(users_api.router, prefix=API)
+    app.include_router(audit_api.router, prefix=API)
+    app.include_router(members_api.router, prefix=API)
     app.include_router(files_api.router, prefix=API)
     app.include_router(channels_api.router, prefix=API)
     app.router.routes.extend(conda_routes)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from stockade.auth.authenticator import Authenticator
+from stockade.auth.authenticator import Authenticator, BearerVerifier, PasswordDirectory
 from stockade.auth.service import FirstAdmin, UserService
 from stockade.channels.locator import IndexLocator
 from stockade.channels.publication import PublicationService
@@ -59,6 +59,9 @@ class Container:
             factory,
             token_max_days=settings.auth.token_max_days,
             session_hours=settings.auth.session_hours,
+            directory=_directory(settings),
+            bearer=_bearer(settings),
+            login_attempts_per_minute=settings.auth.login_attempts_per_minute,
         )
         return cls(
             settings,
@@ -88,3 +91,19 @@ class Container:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _directory(settings: Settings) -> PasswordDirectory | None:
+    if not settings.ldap.enabled:
+        return None
+    from stockade.auth.ldap import LdapDirectory
+
+    return LdapDirectory(settings.ldap)
+
+
+def _bearer(settings: Settings) -> BearerVerifier | None:
+    if not settings.oidc.enabled:
+        return None
+    from stockade.auth.oidc import OidcBearerVerifier
+
+    return OidcBearerVerifier(settings.oidc)

@@ -3,11 +3,21 @@
 Used by Alembic, the migration drift check and tests. Lives above the domains on purpose.
 """
 
+from stockade.audit import models as audit_models
 from stockade.auth import models as auth_models
 from stockade.channels import models as channel_models
+from stockade.db import schedules as schedule_models
 from stockade.db.base import Base
 from stockade.storage import models as storage_models
 
 metadata = Base.metadata
 
-__all__ = ["Base", "auth_models", "channel_models", "metadata", "storage_models"]
+__all__ = [
+    "Base",
+    "audit_models",
+    "auth_models",
+    "channel_models",
+    "metadata",
+    "schedule_models",
+    "storage_models",
+]

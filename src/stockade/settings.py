@@ -40,6 +40,78 @@ class AuthSettings(BaseModel):
     token_max_days: int = Field(default=365, ge=1)
     session_hours: int = Field(default=12, ge=1)
     secure_cookies: bool = False
+    login_attempts_per_minute: int = Field(
+        default=20, ge=1, description="failed sign-ins per client address before HTTP 429"
+    )
+
+
+class LdapSettings(BaseModel):
+    """LDAP / Active Directory (SPEC §4). Disabled unless ``url`` is set.
+
+    Defaults suit OpenLDAP (``inetOrgPerson`` users, ``groupOfNames`` groups); for Active Directory set
+    ``login_attribute = "sAMAccountName"``, ``user_filter = "(objectClass=user)"``,
+    ``group_filter = "(objectClass=group)"``, ``membership = "memberOf"`` and
+    ``disabled_filter = "(userAccountControl:1.2.840.113556.1.4.803:=2)"``.
+    """
+
+    url: str | None = Field(default=None, description="ldap://host:389 or ldaps://host:636")
+    start_tls: bool = False
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    timeout_s: float = Field(default=10.0, gt=0)
+    bind_dn: str | None = None
+    bind_password: SecretStr | None = None
+    user_base: str = ""
+    user_filter: str = "(objectClass=inetOrgPerson)"
+    login_attribute: str = "uid"
+    email_attribute: str = "mail"
+    display_name_attribute: str = "cn"
+    disabled_filter: str | None = Field(
+        default=None,
+        description="LDAP filter matching disabled accounts, e.g. (pwdAccountLockedTime=*)",
+    )
+    group_base: str = ""
+    group_filter: str = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
+    group_name_attribute: str = "cn"
+    group_member_attribute: str = "member"
+    membership: Literal["group-member", "memberOf"] = "group-member"
+    nested_groups: bool = True
+    group_roles: dict[str, list[str]] = Field(
+        default_factory=dict, description="directory group name -> Stockade role names"
+    )
+    sync_schedule: str | None = Field(
+        default="*/30 * * * *", description="cron expression, or empty"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
+class OidcSettings(BaseModel):
+    """OpenID Connect single sign-on (SPEC §4). Disabled unless ``issuer`` is set."""
+
+    issuer: str | None = Field(default=None, description="issuer URL; discovery at /.well-known/…")
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    display_name: str = "SSO"
+    username_claim: str = "preferred_username"
+    email_claim: str = "email"
+    name_claim: str = "name"
+    groups_claim: str | None = "groups"
+    group_roles: dict[str, list[str]] = Field(default_factory=dict)
+    api_audience: list[str] = Field(
+        default_factory=list,
+        description="accepted `aud` values of bearer JWTs on the API (default: client_id)",
+    )
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    http_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer and self.client_id)
 
 
 class Settings(BaseSettings):
@@ -65,6 +137,8 @@ class Settings(BaseSettings):
     upload: UploadSettings = UploadSettings()
     publication: PublicationSettings = PublicationSettings()
     auth: AuthSettings = AuthSettings()
+    ldap: LdapSettings = LdapSettings()
+    oidc: OidcSettings = OidcSettings()
 
     @field_validator("database_url")
     @classmethod

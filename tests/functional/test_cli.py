@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def test_token_commands(
     assert secret.startswith("stk_")
     listing = run(cli, "token", "list")
     assert "from-cli" in listing and secret not in listing
-    token_id = out.split()[1]
+    token_id = re.search(r"token (\d+) \(from-cli\)", out).group(1)  # type: ignore[union-attr]
     assert "revoked" in run(cli, "token", "revoke", token_id)
     assert "admin" in run(cli, "whoami")
 

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from stockade.audit.service import AuditLog, Target
 from stockade.auth.errors import InvalidCredentialsError
+from stockade.auth.identity import ExternalIdentity, IdentityService
+from stockade.auth.models import User
 from stockade.auth.principal import ANONYMOUS, Principal
+from stockade.auth.ratelimit import AttemptLimiter
 from stockade.auth.secrets import hash_secret, looks_like_token
 from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
 from stockade.auth.tokens import TokenService
+from stockade.core.clock import utcnow
+from stockade.core.errors import AuthenticationError
 from stockade.db.engine import transaction
 
 CACHE_SECONDS = 15.0
@@ -37,14 +46,54 @@ class Credentials:
         return not (self.token or self.username or self.session_cookie)
 
 
+class PasswordDirectory(Protocol):
+    """A directory that checks passwords (LDAP/AD): ``stockade.auth.ldap.LdapDirectory``."""
+
+    @property
+    def group_roles(self) -> Mapping[str, Sequence[str]]: ...
+
+    def authenticate(self, username: str, password: str) -> ExternalIdentity | None:
+        """The identity on success; None when the directory has no such user.
+
+        Raises ``InvalidCredentialsError`` for a wrong password or a disabled account, and an
+        ``ErrorKind.UNAVAILABLE`` error when the directory cannot be reached.
+        """
+        ...
+
+
+class BearerVerifier(Protocol):
+    """Checks an OpenID provider's JWT access token: ``stockade.auth.oidc.OidcBearerVerifier``."""
+
+    @property
+    def group_roles(self) -> Mapping[str, Sequence[str]]: ...
+
+    def verify(self, token: str) -> ExternalIdentity:
+        """Signature (JWKS), issuer, audience, expiry; raises ``InvalidCredentialsError``."""
+        ...
+
+
+def looks_like_jwt(value: str) -> bool:
+    return value.startswith("eyJ") and value.count(".") == 2
+
+
 class Authenticator:
     def __init__(
-        self, factory: sessionmaker[Session], *, token_max_days: int, session_hours: int
+        self,
+        factory: sessionmaker[Session],
+        *,
+        token_max_days: int,
+        session_hours: int,
+        directory: PasswordDirectory | None = None,
+        bearer: BearerVerifier | None = None,
+        login_attempts_per_minute: int = 20,
     ) -> None:
         self.factory = factory
         self.token_max_days = token_max_days
         self.session_hours = session_hours
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        self.directory = directory
+        self.bearer = bearer
+        self.limiter = AttemptLimiter(login_attempts_per_minute)
+        self._cache: dict[str, tuple[float, Principal | AuthenticationError]] = {}
         self._lock = threading.Lock()
 
     def forget_all(self) -> None:
@@ -53,19 +102,29 @@ class Authenticator:
             self._cache.clear()
 
     def authenticate(self, creds: Credentials) -> Principal:
+        """The principal for these credentials; wrong ones raise (and are remembered briefly)."""
         if creds.empty:
             return ANONYMOUS
         key = self._cache_key(creds)
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
+            if isinstance(hit[1], AuthenticationError):
+                raise hit[1]
             return hit[1]
-        principal = self._resolve(creds)
+        try:
+            principal = self._resolve(creds)
+        except AuthenticationError as exc:
+            self._remember(key, now, exc)
+            raise
+        self._remember(key, now, principal)
+        return principal
+
+    def _remember(self, key: str, now: float, value: Principal | AuthenticationError) -> None:
         with self._lock:
             if len(self._cache) > 50_000:
                 self._cache.clear()
-            self._cache[key] = (now + CACHE_SECONDS, principal)
-        return principal
+            self._cache[key] = (now + CACHE_SECONDS, value)
 
     @staticmethod
     def _cache_key(creds: Credentials) -> str:
@@ -76,32 +135,126 @@ class Authenticator:
         return "p:" + hash_secret(f"{creds.username}\0{creds.password}")
 
     def _resolve(self, creds: Credentials) -> Principal:
-        with transaction(self.factory) as session:
-            users = UserService(session)
-            token = creds.token
-            if token is None and creds.password and looks_like_token(creds.password):
-                token = creds.password  # conda's basic auth with the token as password
-            if token is not None:
-                tokens = TokenService(session, max_days=self.token_max_days)
-                user, record = tokens.authenticate(token, ip=creds.ip)
-                return users.principal_for(user, via="token", token_id=record.id)
-            if creds.session_cookie:
+        token = creds.token
+        if token is None and creds.password and looks_like_token(creds.password):
+            token = creds.password  # conda's basic auth with the token as password
+        if token is not None and self.bearer is not None and looks_like_jwt(token):
+            return self._bearer_principal(token)
+        if token is not None:
+            try:
+                with transaction(self.factory) as session:
+                    tokens = TokenService(session, max_days=self.token_max_days)
+                    user, record = tokens.authenticate(token, ip=creds.ip)
+                    return UserService(session).principal_for(user, via="token", token=record)
+            except AuthenticationError as exc:
+                self._record_failure("token", None, exc)
+                raise
+        if creds.session_cookie:
+            with transaction(self.factory) as session:
                 web = SessionService(session, hours=self.session_hours).resolve(
                     creds.session_cookie
                 )
                 if web is None:
                     return ANONYMOUS
-                return users.principal_for(web.user, via="session")
-        return self.password_principal(creds.username or "", creds.password or "")
+                return UserService(session).principal_for(web.user, via="session")
+        return self.password_principal(creds.username or "", creds.password or "", ip=creds.ip)
 
-    def password_principal(self, username: str, password: str) -> Principal:
-        """Check a password; failed attempts are committed (they feed the lockout) before raising."""
-        failure: InvalidCredentialsError | None = None
+    def _bearer_principal(self, token: str) -> Principal:
+        assert self.bearer is not None
+        try:
+            identity = self.bearer.verify(token)
+            with transaction(self.factory) as session:
+                user = IdentityService(session).upsert(
+                    identity, group_roles=self.bearer.group_roles
+                )
+                if not user.is_active:
+                    raise InvalidCredentialsError("this account is disabled")
+                return UserService(session).principal_for(user, via="oidc-token")
+        except AuthenticationError as exc:
+            self._record_failure("oidc-token", None, exc)
+            raise
+
+    def password_principal(
+        self, username: str, password: str, *, ip: str | None = None, method: str = "password"
+    ) -> Principal:
+        """Check a password (local, or the directory's); every outcome is audited.
+
+        Failed attempts are committed (they feed the per-account lockout) before raising, and
+        count towards the per-address limit.
+        """
+        self.limiter.check(ip)
+        failure: AuthenticationError | None = None
         with transaction(self.factory) as session:
             users = UserService(session)
+            existing = session.scalar(select(User).where(User.username == username))
+            use_directory = self.directory is not None and (
+                existing is None or existing.source == "ldap"
+            )
             try:
-                user = users.authenticate_password(username, password)
-                return users.principal_for(user, via="password")
-            except InvalidCredentialsError as exc:
+                if use_directory:
+                    user = self._directory_login(session, username, password, existing)
+                    via = "ldap"
+                else:
+                    user = users.authenticate_password(username, password)
+                    via = "password"
+                AuditLog(session).record(
+                    "auth.login",
+                    _Who(user.id, user.username, user.kind, via),
+                    Target("user", user.username, user.id),
+                    details={"method": via if method == "password" else method},
+                )
+                return users.principal_for(user, via=via)
+            except AuthenticationError as exc:
                 failure = exc
+                AuditLog(session).record(
+                    "auth.failed",
+                    None,
+                    Target("user", username[:256]),
+                    outcome="failure",
+                    details={"method": "ldap" if use_directory else method, "reason": exc.code},
+                )
+        self.limiter.failed(ip)
         raise failure
+
+    def _directory_login(
+        self, session: Session, username: str, password: str, existing: User | None
+    ) -> User:
+        assert self.directory is not None
+        users = UserService(session)
+        if existing is not None:
+            users.check_not_locked(existing)
+        try:
+            identity = self.directory.authenticate(username, password)
+        except InvalidCredentialsError:
+            if existing is not None:
+                users.count_failure(existing)
+            raise
+        if identity is None:
+            if existing is not None and existing.is_active:  # removed from the directory
+                IdentityService(session).disable_missing_user(existing, "not found in ldap")
+            raise InvalidCredentialsError("wrong username or password")
+        user = IdentityService(session).upsert(identity, group_roles=self.directory.group_roles)
+        if not user.is_active:
+            raise InvalidCredentialsError("this account is disabled in the directory")
+        user.failed_logins = 0
+        user.last_login_at = utcnow()
+        return user
+
+    def _record_failure(self, method: str, username: str | None, exc: AuthenticationError) -> None:
+        with transaction(self.factory) as session:
+            AuditLog(session).record(
+                "auth.failed",
+                None,
+                Target("user", username) if username else None,
+                outcome="failure",
+                details={"method": method, "reason": exc.code},
+            )
+
+
+@dataclass(frozen=True)
+class _Who:
+    user_id: int | None
+    username: str
+    kind: str
+    via: str
+    token_id: int | None = None

@@ -33,3 +33,25 @@ class WeakPasswordError(InvalidInputError):
 
 class AccessDeniedError(PermissionDeniedError):
     code = "access:denied"
+
+
+class GroupNotFoundError(NotFoundError):
+    code = "group:not-found"
+
+
+class GroupExistsError(ConflictError):
+    code = "group:exists"
+
+
+class RoleNotFoundError(NotFoundError):
+    code = "role:not-found"
+
+
+class RoleExistsError(ConflictError):
+    code = "role:exists"
+
+
+class ManagedElsewhereError(ConflictError):
+    """The object comes from LDAP/OIDC or is built in; it cannot be changed here."""
+
+    code = "managed-elsewhere"

@@ -34,6 +34,11 @@ class User(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # last seen in the directory
+    disabled_reason: Mapped[str | None] = mapped_column(String(256))
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )  # who created a service account
 
     role_assignments: Mapped[list[RoleAssignment]] = relationship(
         back_populates="user", cascade="all, delete-orphan", lazy="selectin"
@@ -49,6 +54,7 @@ class Group(Base):
     source: Mapped[str] = mapped_column(String(16), default="local")  # local | ldap | oidc
     external_id: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class GroupMember(Base):
@@ -88,6 +94,9 @@ class RoleAssignment(Base):
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(
+        String(16), default="local"
+    )  # local | ldap | oidc (mapping)
     role: Mapped[Role] = relationship(lazy="joined")
     user: Mapped[User | None] = relationship(back_populates="role_assignments")
 
@@ -114,8 +123,11 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_ip: Mapped[str | None] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )  # an admin creating a token for a service account
 
-    user: Mapped[User] = relationship(lazy="joined")
+    user: Mapped[User] = relationship(lazy="joined", foreign_keys=[user_id])
 
 
 class WebSession(Base):
@@ -153,3 +165,4 @@ class ChannelGrant(Base):
     )
     level: Mapped[str] = mapped_column(String(16))  # read | write | manage
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

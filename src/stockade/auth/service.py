@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from types import MappingProxyType
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from stockade.auth.errors import (
@@ -16,8 +17,16 @@ from stockade.auth.errors import (
     UserNotFoundError,
     WeakPasswordError,
 )
-from stockade.auth.models import GroupMember, Role, RoleAssignment, User
-from stockade.auth.permissions import BUILTIN_ROLES
+from stockade.auth.models import ApiToken, ChannelGrant, GroupMember, Role, RoleAssignment, User
+from stockade.auth.permissions import (
+    BUILTIN_PERMISSIONS,
+    BUILTIN_ROLES,
+    Category,
+    Level,
+    Permission,
+    parse_scope,
+    permissions_for_levels,
+)
 from stockade.auth.principal import Principal
 from stockade.auth.secrets import hash_password, new_password, verify_password
 from stockade.core.clock import utcnow
@@ -111,35 +120,81 @@ class UserService:
     def list_users(self) -> list[User]:
         return list(self.session.scalars(select(User).order_by(User.username)).all())
 
+    def check_not_locked(self, user: User) -> None:
+        if user.locked_until is not None and user.locked_until > utcnow():
+            raise AccountLockedError("too many failed sign-ins; try again later")
+
+    def count_failure(self, user: User) -> None:
+        user.failed_logins += 1
+        if user.failed_logins >= MAX_FAILED_LOGINS:
+            user.locked_until = utcnow() + LOCKOUT
+            user.failed_logins = 0
+
     def authenticate_password(self, username: str, password: str) -> User:
         """Check a password; count failures and lock the account for a while after too many."""
         user = self.session.scalar(select(User).where(User.username == username))
-        now = utcnow()
-        if user is not None and user.locked_until is not None and user.locked_until > now:
-            raise AccountLockedError("too many failed sign-ins; try again later")
+        if user is not None:
+            self.check_not_locked(user)
         ok = verify_password(user.password_hash if user else None, password)
         if user is None or not ok or not user.is_active:
             if user is not None:
-                user.failed_logins += 1
-                if user.failed_logins >= MAX_FAILED_LOGINS:
-                    user.locked_until = now + LOCKOUT
-                    user.failed_logins = 0
+                self.count_failure(user)
             raise InvalidCredentialsError("wrong username or password")
         user.failed_logins = 0
-        user.last_login_at = now
+        user.last_login_at = utcnow()
         return user
 
-    def principal_for(self, user: User, *, via: str, token_id: int | None = None) -> Principal:
-        groups = self.session.scalars(
-            select(GroupMember.group_id).where(GroupMember.user_id == user.id)
-        ).all()
-        is_admin = any(a.role.name == "admin" for a in user.role_assignments)
+    def principal_for(self, user: User, *, via: str, token: ApiToken | None = None) -> Principal:
+        """Everything access decisions need, computed once: roles, permissions, grants, caps."""
+        group_ids = frozenset(
+            self.session.scalars(select(GroupMember.group_id).where(GroupMember.user_id == user.id))
+        )
+        who = [RoleAssignment.user_id == user.id]
+        if group_ids:
+            who.append(RoleAssignment.group_id.in_(group_ids))
+        roles = list(
+            self.session.scalars(select(Role).join(RoleAssignment).where(or_(*who))).unique()
+        )
+        names = {"everyone", "author", *(r.name for r in roles)}
+        permissions: set[Permission] = set()
+        for name in names:
+            permissions |= BUILTIN_PERMISSIONS.get(name, frozenset())
+        for role in roles:
+            if not role.builtin:
+                permissions |= permissions_for_levels(role.permissions or {})
+        grant_who = [ChannelGrant.user_id == user.id]
+        if group_ids:
+            grant_who.append(ChannelGrant.group_id.in_(group_ids))
+        grants: dict[int, Level] = {}
+        for channel_id, level_name in self.session.execute(
+            select(ChannelGrant.channel_id, ChannelGrant.level).where(or_(*grant_who))
+        ):
+            level = Level.parse(level_name)
+            grants[channel_id] = max(grants.get(channel_id, Level.NONE), level)
+        scopes: dict[Category, Level] | None = None
+        resources: dict[str, Level] | None = None
+        if token is not None and token.kind == "scope":
+            scopes = {}
+            for scope in token.scopes or []:
+                category, level = parse_scope(scope)
+                scopes[category] = max(scopes.get(category, Level.NONE), level)
+            permissions = {p for p in permissions if scopes.get(p.category, Level.NONE) >= p.level}
+        elif token is not None and token.kind == "resource":
+            resources = {
+                name: Level.parse(level) for name, level in (token.resources or {}).items()
+            }
+            permissions = set()
         return Principal(
             user_id=user.id,
             username=user.username,
-            is_admin=is_admin,
             kind=user.kind,
-            token_id=token_id,
+            token_id=token.id if token is not None else None,
             via=via,
-            group_ids=frozenset(groups),
+            group_ids=group_ids,
+            roles=frozenset(names),
+            permissions=frozenset(permissions),
+            grants=MappingProxyType(grants),
+            token_kind=token.kind if token is not None else None,
+            scopes=MappingProxyType(scopes) if scopes is not None else None,
+            resources=MappingProxyType(resources) if resources is not None else None,
         )

@@ -51,3 +51,7 @@ class SessionService:
         self.session.execute(
             delete(WebSession).where(WebSession.session_hash == hash_secret(cookie))
         )
+
+    def end_all(self, user_id: int) -> None:
+        """Sign a user out everywhere (disabled, password reset)."""
+        self.session.execute(delete(WebSession).where(WebSession.user_id == user_id))

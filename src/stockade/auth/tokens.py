@@ -8,8 +8,10 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stockade.audit.service import AuditLog, Target
 from stockade.auth.errors import InvalidCredentialsError, TokenNotFoundError
 from stockade.auth.models import ApiToken, User
+from stockade.auth.permissions import Level, Permission, parse_scope
 from stockade.auth.principal import Principal
 from stockade.auth.secrets import hash_secret, looks_like_token, new_token
 from stockade.core.clock import utcnow
@@ -22,12 +24,26 @@ class IssuedToken:
     secret: str  # shown once, never stored
 
 
+TOKEN_KINDS = ("personal", "resource", "scope")
+
+
 class TokenService:
     def __init__(self, session: Session, *, max_days: int) -> None:
         self.session = session
         self.max_days = max_days
 
-    def create(self, user_id: int, name: str, expires_in_days: int | None) -> IssuedToken:
+    def create(
+        self,
+        user_id: int,
+        name: str,
+        expires_in_days: int | None,
+        *,
+        kind: str = "personal",
+        scopes: list[str] | None = None,
+        resources: dict[str, str] | None = None,
+        actor: Principal | None = None,
+    ) -> IssuedToken:
+        """A new token for ``user_id``; ``actor`` is who asks (the user, or an admin)."""
         name = name.strip()
         if not 1 <= len(name) <= 256:
             raise InvalidInputError("token name must have 1-256 characters", field="name")
@@ -38,16 +54,35 @@ class TokenService:
                 code="token:expiry",
                 field="expires_in_days",
             )
+        clean_scopes, clean_resources = _check_kind(kind, scopes, resources)
         secret = new_token()
         record = ApiToken(
             user_id=user_id,
             name=name,
+            kind=kind,
+            scopes=clean_scopes,
+            resources=clean_resources,
             token_hash=hash_secret(secret),
             display_prefix=secret[:8],
             expires_at=utcnow() + timedelta(days=days),
+            created_by_id=actor.user_id if actor is not None else user_id,
         )
         self.session.add(record)
         self.session.flush()
+        owner = self.session.get(User, user_id)
+        AuditLog(self.session).record(
+            "token.create",
+            actor,
+            Target("token", name, record.id),
+            after={
+                "owner": owner.username if owner else None,
+                "kind": kind,
+                "scopes": clean_scopes,
+                "resources": clean_resources,
+                "expires_at": record.expires_at.isoformat(),
+                "prefix": record.display_prefix,
+            },
+        )
         return IssuedToken(record=record, secret=secret)
 
     def list_for(self, user_id: int) -> list[ApiToken]:
@@ -58,11 +93,19 @@ class TokenService:
         )
 
     def revoke(self, principal: Principal, token_id: int) -> ApiToken:
+        """Revoke one of the principal's tokens (admins: anyone's)."""
         token = self.session.get(ApiToken, token_id)
-        if token is None or (token.user_id != principal.user_id and not principal.is_admin):
+        may_manage = principal.is_admin or principal.has(Permission.USER_MANAGE)
+        if token is None or (token.user_id != principal.user_id and not may_manage):
             raise TokenNotFoundError(f"token {token_id} not found")
         if token.revoked_at is None:
             token.revoked_at = utcnow()
+            AuditLog(self.session).record(
+                "token.revoke",
+                principal,
+                Target("token", token.name, token.id),
+                details={"owner": token.user.username, "prefix": token.display_prefix},
+            )
         return token
 
     def authenticate(self, secret: str, *, ip: str | None = None) -> tuple[User, ApiToken]:
@@ -83,3 +126,55 @@ class TokenService:
             token.last_used_at = now  # throttled so hot paths do not write on every request
             token.last_used_ip = ip
         return token.user, token
+
+
+def _check_kind(
+    kind: str, scopes: list[str] | None, resources: dict[str, str] | None
+) -> tuple[list[str], dict[str, str]]:
+    if kind not in TOKEN_KINDS:
+        raise InvalidInputError(
+            f"kind must be one of {', '.join(TOKEN_KINDS)} (got {kind!r})",
+            code="token:kind",
+            field="kind",
+        )
+    if kind == "scope":
+        if not scopes:
+            raise InvalidInputError(
+                "a scope token needs at least one scope, e.g. artifacts:read",
+                code="token:scopes",
+                field="scopes",
+            )
+        for scope in scopes:
+            try:
+                parse_scope(scope)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc), code="token:scopes", field="scopes") from None
+        return sorted(set(scopes)), {}
+    if kind == "resource":
+        if not resources:
+            raise InvalidInputError(
+                'a resource token needs at least one channel, e.g. {"team": "read"}',
+                code="token:resources",
+                field="resources",
+            )
+        clean: dict[str, str] = {}
+        for channel, level in resources.items():
+            try:
+                parsed = Level.parse(level)
+            except KeyError:
+                parsed = Level.NONE
+            if parsed == Level.NONE:
+                raise InvalidInputError(
+                    f"level for {channel!r} must be read, write or manage (got {level!r})",
+                    code="token:resources",
+                    field="resources",
+                )
+            clean[channel] = parsed.label
+        return [], clean
+    if scopes or resources:
+        raise InvalidInputError(
+            "scopes and resources belong to scope and resource tokens; set kind",
+            code="token:kind",
+            field="kind",
+        )
+    return [], {}

@@ -109,7 +109,7 @@ class ArtifactService:
         return rows
 
     def remove(self, principal: Principal, channel_name: str, selection: Selection) -> BulkResult:
-        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_MANAGE)
         artifacts = self.select(channel, selection)
         for artifact in artifacts:
             self.session.delete(artifact)
@@ -127,9 +127,9 @@ class ArtifactService:
         move: bool = False,
         skip_existing: bool = False,
     ) -> BulkResult:
-        needed = Permission.CHANNEL_WRITE if move else Permission.CHANNEL_READ
+        needed = Permission.ARTIFACT_MANAGE if move else Permission.ARTIFACT_READ
         source = self.channels.get(principal, source_name, needed)
-        target = self.channels.get(principal, target_name, Permission.CHANNEL_WRITE)
+        target = self.channels.get(principal, target_name, Permission.ARTIFACT_WRITE)
         if source.id == target.id:
             raise InvalidInputError("source and target are the same channel", code="copy:same")
         copied: list[Artifact] = []

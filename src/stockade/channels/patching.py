@@ -60,7 +60,7 @@ class PatchService:
         revoked: bool = False,
         removed: bool = False,
     ) -> RepodataPatch:
-        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_WRITE)
         changes = changes or {}
         bad = PROTECTED_FIELDS & changes.keys()
         if bad:
@@ -91,7 +91,7 @@ class PatchService:
         return patch
 
     def clear(self, principal: Principal, channel_name: str, subdir: str, filename: str) -> None:
-        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_WRITE)
         self.session.execute(
             delete(RepodataPatch).where(
                 RepodataPatch.channel_id == channel.id,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from stockade.audit.service import AuditLog, Target
 from stockade.auth.access import AccessService, ChannelRef
 from stockade.auth.models import ChannelGrant
 from stockade.auth.permissions import Level, Permission, Privacy
@@ -34,6 +35,14 @@ def parse_privacy(value: str) -> Privacy:
             code="channel:invalid-privacy",
             field="privacy",
         ) from None
+
+
+def _state(channel: Channel) -> dict[str, object]:
+    return {
+        "privacy": channel.privacy,
+        "description": channel.description,
+        "frozen": channel.frozen,
+    }
 
 
 def channel_ref(channel: Channel) -> ChannelRef:
@@ -70,7 +79,7 @@ class ChannelService:
         privacy_value = parse_privacy(privacy)
         parent: Channel | None = None
         if len(segments) > 1:
-            parent = self.get(principal, "/".join(segments[:-1]), Permission.CHANNEL_MANAGE)
+            parent = self.get(principal, "/".join(segments[:-1]), Permission.SUBCHANNEL_CREATE)
         else:
             self.access.require(principal, Permission.CHANNEL_CREATE)
         if self.find(name) is not None:
@@ -85,6 +94,9 @@ class ChannelService:
         self.session.add(channel)
         self.session.flush()
         request_publication(self.session, channel.id, "noarch")
+        AuditLog(self.session).record(
+            "channel.create", principal, Target("channel", name, channel.id), after=_state(channel)
+        )
         return channel
 
     def list_visible(self, principal: Principal, *, prefix: str | None = None) -> list[Channel]:
@@ -100,6 +112,7 @@ class ChannelService:
 
     def update(self, principal: Principal, name: str, changes: ChannelChanges) -> Channel:
         channel = self.get(principal, name, Permission.CHANNEL_MANAGE)
+        before = _state(channel)
         if changes.description is not None:
             channel.description = changes.description
         if changes.privacy is not None:
@@ -109,6 +122,15 @@ class ChannelService:
             if not channel.frozen:  # publish what accumulated while frozen
                 request_publications(self.session, [(channel.id, s) for s in self.subdirs(channel)])
         self.session.flush()
+        after = _state(channel)
+        if after != before:
+            AuditLog(self.session).record(
+                "channel.update",
+                principal,
+                Target("channel", name, channel.id),
+                before=before,
+                after=after,
+            )
         return channel
 
     def delete(self, principal: Principal, name: str) -> None:
@@ -116,6 +138,12 @@ class ChannelService:
         children = self.session.scalars(
             select(Channel).where(Channel.name.startswith(name + "/", autoescape=True))
         ).all()
+        AuditLog(self.session).record(
+            "channel.delete",
+            principal,
+            Target("channel", name, channel.id),
+            before={**_state(channel), "subchannels": [c.name for c in children]},
+        )
         for child in sorted(children, key=lambda c: -len(c.name)):
             self._delete_rows(child)
         self._delete_rows(channel)

@@ -84,7 +84,7 @@ class UploadService:
         self.channels = ChannelService(session)
 
     def check_target(self, principal: Principal, channel_name: str) -> None:
-        self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        self.channels.get(principal, channel_name, Permission.ARTIFACT_WRITE)
 
     def record_all(
         self,
@@ -95,7 +95,7 @@ class UploadService:
         force: bool,
     ) -> list[Artifact]:
         """Record several validated uploads in this transaction (all or none)."""
-        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_WRITE)
         # Lock the subdir rows first, in one order for every writer (no deadlocks).
         request_publications(self.session, [(channel.id, u.info.subdir) for u in uploads])
         return [
@@ -111,7 +111,7 @@ class UploadService:
         force: bool,
         request: bool = True,
     ) -> Artifact:
-        channel = self.channels.get(principal, channel_name, Permission.CHANNEL_WRITE)
+        channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_WRITE)
         info, staged = upload.info, upload.staged
         existing = self.session.scalar(
             select(Artifact).where(

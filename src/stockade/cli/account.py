@@ -16,6 +16,7 @@ from stockade.cli.client import ApiClient, CliError, client, describe_problem, f
 from stockade.cli.profile import Profile, forget_profile, load_profile, save_profile
 
 out = Console()
+err_console = Console(stderr=True)
 token_app = typer.Typer(help="Personal API tokens.", no_args_is_help=True)
 
 
@@ -62,32 +63,77 @@ def whoami() -> None:
     """Show who the CLI acts as."""
     who = client().get("/whoami")
     out.print(f"{who['username']}{' (admin)' if who['admin'] else ''} via {who['via']}")
+    if who.get("groups"):
+        out.print(f"groups: {', '.join(who['groups'])}")
+    roles = [r for r in who.get("roles", []) if r not in ("everyone", "author")]
+    if roles:
+        out.print(f"roles: {', '.join(roles)}")
+    if who.get("token_kind") in ("scope", "resource"):
+        out.print(f"token: {who['token_kind']} (restricted)")
 
 
 @token_app.command("create")
 def token_create(
     name: str,
     expires_in_days: int = typer.Option(30, "--expires-in-days", "-e"),
+    scope: list[str] = typer.Option(
+        [], "--scope", "-s", help="Make a scope token: category:level, e.g. artifacts:read (repeat)"
+    ),
+    channel: list[str] = typer.Option(
+        [],
+        "--channel",
+        "-c",
+        help="Make a resource token: CHANNEL=LEVEL, e.g. team=read or team/*=write (repeat)",
+    ),
+    user: str | None = typer.Option(None, "--user", "-u", help="Admins: for a service account"),
 ) -> None:
-    """Create a token; it is printed once."""
-    data = client().post("/tokens", json={"name": name, "expires_in_days": expires_in_days})
-    out.print(f"token {data['id']} ({data['name']}), expires {data['expires_at']}:")
+    """Create a token; the secret is printed once, on stdout."""
+    if scope and channel:
+        fail("a token has either scopes (--scope) or channels (--channel), not both")
+    body: dict[str, object] = {"name": name, "expires_in_days": expires_in_days}
+    if scope:
+        body.update(kind="scope", scopes=scope)
+    elif channel:
+        resources: dict[str, str] = {}
+        for item in channel:
+            target, sep, level = item.partition("=")
+            if not sep or not target:
+                fail(f"--channel {item!r}: write CHANNEL=LEVEL, e.g. team=read")
+            resources[target] = level
+        body.update(kind="resource", resources=resources)
+    if user:
+        body["user"] = user
+    data = client().post("/tokens", json=body)
+    restriction = ", ".join(data["scopes"]) or ", ".join(
+        f"{k}={v}" for k, v in data["resources"].items()
+    )
+    extra = f" [{restriction}]" if restriction else ""
+    err_console.print(
+        f"{data['kind']} token {data['id']} ({data['name']}) for {data['owner']}{extra}, "
+        f"expires {data['expires_at'][:19]}. Shown once:"
+    )
     print(data["token"])
 
 
 @token_app.command("list")
-def token_list() -> None:
-    """List your tokens with their last use."""
-    table = Table("id", "name", "prefix", "created", "expires", "last used", "revoked")
-    for t in client().get("/tokens"):
+def token_list(
+    user: str | None = typer.Option(None, "--user", "-u", help="Admins: someone else's tokens"),
+) -> None:
+    """List tokens (never their secrets) with their last use."""
+    table = Table("id", "name", "kind", "prefix", "limits", "expires", "last used", "state")
+    params = {"user": user} if user else {}
+    for t in client().get("/tokens", params=params):
+        limits = ", ".join(t["scopes"]) or ", ".join(f"{k}={v}" for k, v in t["resources"].items())
+        state = "revoked" if t["revoked_at"] else "active" if t["active"] else "expired"
         table.add_row(
             str(t["id"]),
             t["name"],
+            t["kind"],
             t["prefix"] + "…",
-            t["created_at"][:19],
+            limits or "-",
             t["expires_at"][:19],
             (t["last_used_at"] or "-")[:19],
-            (t["revoked_at"] or "-")[:19],
+            state,
         )
     out.print(table)
 

@@ -48,6 +48,18 @@ class ApiClient:
         except CliError as exc:
             fail(str(exc))
 
+    def try_raw(self, path: str, **kwargs: Any) -> bytes:
+        """The response body as bytes (exports); problems print and exit like ``request``."""
+        base = self.profile.url + "/api/v1"
+        try:
+            with httpx.Client(base_url=base, headers=self.headers, timeout=self.timeout) as http:
+                response = http.get(path, **kwargs)
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach {self.profile.url}: {exc.__class__.__name__}")
+        if response.status_code >= 400:
+            fail(describe_problem(response))
+        return response.content
+
     @staticmethod
     def decode(response: httpx.Response) -> Any:
         if response.status_code >= 400:
@@ -61,6 +73,9 @@ class ApiClient:
 
     def post(self, path: str, **kwargs: Any) -> Any:
         return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PUT", path, **kwargs)
 
     def patch(self, path: str, **kwargs: Any) -> Any:
         return self.request("PATCH", path, **kwargs)

@@ -19,6 +19,7 @@ class ErrorKind(StrEnum):
     CONFLICT = "conflict"  # clashes with current state (409)
     TOO_LARGE = "too-large"  # over a configured size cap (413)
     UNAVAILABLE = "unavailable"  # a dependency is down or the resource is busy (503)
+    TOO_MANY = "too-many"  # rate limited (429)
 
 
 class StockadeError(Exception):
@@ -75,6 +76,20 @@ class TooLargeError(StockadeError):
     kind = ErrorKind.TOO_LARGE
     code = "too-large"
     title = "Too large"
+
+
+class UnavailableError(StockadeError):
+    kind = ErrorKind.UNAVAILABLE
+    code = "unavailable"
+    title = "Service unavailable"
+
+
+class TooManyRequestsError(StockadeError):
+    """Rate limited; ``retry_after`` (seconds) goes into the ``Retry-After`` header."""
+
+    kind = ErrorKind.TOO_MANY
+    code = "rate-limited"
+    title = "Too many requests"
 
 
 class ConfigurationError(StockadeError):

@@ -24,6 +24,7 @@ STATUS: dict[ErrorKind, int] = {
     ErrorKind.CONFLICT: 409,
     ErrorKind.TOO_LARGE: 413,
     ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.TOO_MANY: 429,
 }
 PROBLEM_TYPE = "https://stockade.dev/problems/"
 REALM = 'Basic realm="stockade", charset="UTF-8"'
@@ -38,7 +39,9 @@ def problem(status: int, title: str, detail: str, *, code: str = "error", **extr
         "code": code,
     }
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": REALM} if status == 401 else None
+    headers = {"WWW-Authenticate": REALM} if status == 401 else {}
+    if status in (429, 503) and isinstance(extra.get("retry_after"), int):
+        headers["Retry-After"] = str(extra["retry_after"])
     return Response(
         orjson.dumps(body),
         status_code=status,

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stockade.core.context import Origin, set_origin
 from stockade.core.logging import ACCESS_LOGGER, render_access, scrub
 from stockade.web.channel.routes import conda_app_for
 
@@ -117,6 +118,7 @@ class RequestContextMiddleware:
             return
         request_id = f"{random.getrandbits(64):016x}"  # unique enough to find a request's lines
         scope["stockade.request_id"] = request_id
+        set_origin(_origin(scope, request_id))
         started = time.perf_counter()
         status = {"code": 0, "bytes": 0}
         extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
@@ -134,6 +136,20 @@ class RequestContextMiddleware:
         finally:
             if scope["path"] not in QUIET_PATHS and _access_log_enabled():
                 _log_access(scope, status, started, request_id)
+
+
+def _origin(scope: Scope, request_id: str) -> Origin:
+    client = scope.get("client")
+    agent = None
+    for key, value in scope.get("headers", ()):
+        if key == b"user-agent":
+            agent = value.decode("latin-1")[:512]
+            break
+    path: str = scope["path"]
+    kind = "api" if path.startswith("/api/") else "conda" if path.startswith("/conda/") else "ui"
+    return Origin(
+        ip=client[0] if client else None, user_agent=agent, request_id=request_id, channel=kind
+    )
 
 
 def _log_access(scope: Scope, status: dict[str, Any], started: float, request_id: str) -> None:

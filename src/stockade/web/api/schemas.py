@@ -34,51 +34,6 @@ class Strict(BaseModel):
         return data
 
 
-class TokenCreate(Strict):
-    name: str = Field(min_length=1, max_length=256)
-    expires_in_days: int | None = Field(default=None, ge=1)
-
-
-class TokenPublic(BaseModel):
-    id: int
-    name: str
-    kind: str
-    prefix: str
-    created_at: datetime
-    expires_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-
-class TokenIssued(TokenPublic):
-    token: str = Field(description="The secret. Shown once; store it now.")
-
-
-class UserCreate(Strict):
-    username: str = Field(min_length=1, max_length=128)
-    password: str | None = Field(default=None, min_length=8, max_length=1024)
-    email: str | None = Field(default=None, max_length=320)
-    admin: bool = False
-
-
-class UserPublic(BaseModel):
-    id: int
-    username: str
-    email: str | None
-    kind: str
-    source: str
-    is_active: bool
-    is_admin: bool
-    created_at: datetime
-
-
-class WhoAmI(BaseModel):
-    username: str
-    anonymous: bool
-    admin: bool
-    via: str
-
-
 class ChannelCreate(Strict):
     name: str = Field(min_length=1, max_length=512)
     privacy: PrivacyLiteral = "public"

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from stockade.auth.access import AccessService, ChannelRef
-from stockade.auth.permissions import Level, Privacy
+from stockade.auth.permissions import Level, Permission, Privacy
 from stockade.auth.principal import Principal
 from stockade.channels.locator import ChannelFiles, IndexPointer
 from stockade.conda.repodata import empty_repodata_json
@@ -161,7 +161,7 @@ class CondaApp:
             return error_response(exc)
         if public:
             return None
-        level = await anyio.to_thread.run_sync(self._level, principal, ref)
+        level = AccessService().channel_level(principal, ref, Permission.ARTIFACT_READ)
         if level >= Level.READ:
             return None
         if principal.is_anonymous:
@@ -178,10 +178,6 @@ class CondaApp:
         creds = credentials_from(Request(scope))
         principal: Principal = await anyio.to_thread.run_sync(authenticator.authenticate, creds)
         return principal
-
-    def _level(self, principal: Principal, ref: ChannelRef) -> Level:
-        with self.container.read_factory() as session:
-            return AccessService(session).channel_level(principal, ref)
 
     async def _root_file(
         self, send: Send, info: RequestInfo, files: ChannelFiles, name: str, private: bool

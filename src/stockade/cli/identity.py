@@ -1,0 +1,425 @@
+"""user …, service-account …, group …, role …, audit …: identity administration over the API."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stockade.cli.client import client, fail
+
+out = Console()
+user_app = typer.Typer(help="Users (local, LDAP, OIDC) and service accounts.", no_args_is_help=True)
+group_app = typer.Typer(help="Groups and their members.", no_args_is_help=True)
+role_app = typer.Typer(help="Built-in and custom roles, and who holds them.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log: query, export, verify.", no_args_is_help=True)
+
+CATEGORIES = (
+    "channels, subchannels, mirrors, artifacts, policies, cves, users, roles, audit, system"
+)
+
+
+def _json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else ""
+
+
+# users -----------------------------------------------------------------------------------------
+
+
+@user_app.command("list")
+def user_list(
+    kind: str | None = typer.Option(None, help="user | service"),
+    query: str | None = typer.Option(None, "--query", "-q", help="part of the username"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List users and service accounts."""
+    params = {k: v for k, v in {"kind": kind, "q": query}.items() if v}
+    data = client().get("/users", params=params)
+    if as_json:
+        _json(data)
+        return
+    table = Table("username", "kind", "source", "email", "admin", "active", "last sign-in")
+    for u in data:
+        table.add_row(
+            u["username"],
+            u["kind"],
+            u["source"],
+            u["email"] or "",
+            _yes(u["is_admin"]),
+            "yes" if u["is_active"] else "[red]disabled[/red]",
+            (u["last_login_at"] or "-")[:19],
+        )
+    out.print(table)
+
+
+@user_app.command("show")
+def user_show(username: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """A user with their groups and roles."""
+    u = client().get(f"/users/{username}")
+    if as_json:
+        _json(u)
+        return
+    out.print(f"[bold]{u['username']}[/bold] ({u['kind']}, {u['source']})")
+    out.print(f"email: {u['email'] or '-'}   active: {u['is_active']}")
+    if u["disabled_reason"]:
+        out.print(f"disabled: {u['disabled_reason']}")
+    out.print(f"groups: {', '.join(u['groups']) or '-'}")
+    out.print(f"roles: {', '.join(u['roles']) or '-'}")
+
+
+@user_app.command("create")
+def user_create(
+    username: str,
+    password: str | None = typer.Option(None, "--password", "-p", help="Prompted when omitted"),
+    email: str | None = typer.Option(None),
+    admin: bool = typer.Option(False, "--admin", help="Give the admin role"),
+) -> None:
+    """Create a local user."""
+    if password is None:
+        password = getpass.getpass("password for the new user: ")
+    data = client().post(
+        "/users",
+        json={"username": username, "password": password, "email": email, "admin": admin},
+    )
+    out.print(f"user [bold]{data['username']}[/bold] created{' (admin)' if admin else ''}")
+
+
+@user_app.command("update")
+def user_update(
+    username: str,
+    email: str | None = typer.Option(None),
+    display_name: str | None = typer.Option(None),
+    reset_password: bool = typer.Option(False, "--reset-password", help="Prompt for a new one"),
+) -> None:
+    """Change a user's email, display name or password."""
+    body: dict[str, Any] = {}
+    if email is not None:
+        body["email"] = email
+    if display_name is not None:
+        body["display_name"] = display_name
+    if reset_password:
+        body["password"] = getpass.getpass("new password: ")
+    if not body:
+        fail("nothing to change: give --email, --display-name or --reset-password")
+    client().patch(f"/users/{username}", json=body)
+    out.print(f"user {username} updated")
+
+
+@user_app.command("disable")
+def user_disable(username: str) -> None:
+    """Disable a user: their sessions end and their tokens stop working at once."""
+    client().patch(f"/users/{username}", json={"is_active": False})
+    out.print(f"user {username} disabled")
+
+
+@user_app.command("enable")
+def user_enable(username: str) -> None:
+    client().patch(f"/users/{username}", json={"is_active": True})
+    out.print(f"user {username} enabled")
+
+
+@user_app.command("delete")
+def user_delete(
+    username: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask")
+) -> None:
+    """Delete a user, their tokens and grants."""
+    if not yes:
+        typer.confirm(f"delete user {username}?", abort=True)
+    client().delete(f"/users/{username}")
+    out.print(f"user {username} deleted")
+
+
+@user_app.command("create-service")
+def service_create(
+    name: str, description: str | None = typer.Option(None, help="What it is for")
+) -> None:
+    """Create a service account (for CI); then `stockade token create NAME --user ACCOUNT`."""
+    client().post("/service-accounts", json={"name": name, "description": description})
+    out.print(
+        f"service account [bold]{name}[/bold] created; give it a token with "
+        f"`stockade token create ci --user {name}`"
+    )
+
+
+# groups ----------------------------------------------------------------------------------------
+
+
+@group_app.command("list")
+def group_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    data = client().get("/groups")
+    if as_json:
+        _json(data)
+        return
+    table = Table("name", "source", "members", "description")
+    for g in data:
+        table.add_row(g["name"], g["source"], str(g["members"]), (g["description"] or "")[:60])
+    out.print(table)
+
+
+@group_app.command("show")
+def group_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    g = client().get(f"/groups/{name}")
+    if as_json:
+        _json(g)
+        return
+    out.print(f"[bold]{g['name']}[/bold] ({g['source']}) {g['description'] or ''}")
+    out.print(f"roles: {', '.join(g['roles']) or '-'}")
+    for m in g["member_list"]:
+        out.print(f"  {m['username']}" + (f" ({m['source']})" if m["source"] != "local" else ""))
+
+
+@group_app.command("create")
+def group_create(name: str, description: str | None = typer.Option(None)) -> None:
+    client().post("/groups", json={"name": name, "description": description})
+    out.print(f"group [bold]{name}[/bold] created")
+
+
+@group_app.command("delete")
+def group_delete(name: str, yes: bool = typer.Option(False, "--yes", "-y")) -> None:
+    if not yes:
+        typer.confirm(f"delete group {name}?", abort=True)
+    client().delete(f"/groups/{name}")
+    out.print(f"group {name} deleted")
+
+
+@group_app.command("add")
+def group_add(name: str, usernames: list[str]) -> None:
+    """Add users to a local group."""
+    api = client()
+    for username in usernames:
+        api.put(f"/groups/{name}/members/{username}")
+    out.print(f"added {', '.join(usernames)} to {name}")
+
+
+@group_app.command("remove")
+def group_remove(name: str, usernames: list[str]) -> None:
+    """Remove users from a local group."""
+    api = client()
+    for username in usernames:
+        api.delete(f"/groups/{name}/members/{username}")
+    out.print(f"removed {', '.join(usernames)} from {name}")
+
+
+# roles -----------------------------------------------------------------------------------------
+
+
+def _levels(items: list[str]) -> dict[str, str]:
+    levels: dict[str, str] = {}
+    for item in items:
+        category, sep, level = item.partition("=")
+        if not sep:
+            fail(f"--grant {item!r}: write CATEGORY=LEVEL, e.g. artifacts=write ({CATEGORIES})")
+        levels[category] = level
+    return levels
+
+
+@role_app.command("list")
+def role_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    data = client().get("/roles")
+    if as_json:
+        _json(data)
+        return
+    table = Table("name", "built in", "levels", "description")
+    for r in data:
+        levels = ", ".join(f"{c}={v}" for c, v in r["levels"].items() if v != "none")
+        table.add_row(r["name"], _yes(r["builtin"]), levels or "-", r["description"] or "")
+    out.print(table)
+
+
+@role_app.command("show")
+def role_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    r = client().get(f"/roles/{name}")
+    if as_json:
+        _json(r)
+        return
+    out.print(f"[bold]{r['name']}[/bold]{' (built in)' if r['builtin'] else ''}")
+    out.print(f"permissions: {', '.join(r['permissions']) or '-'}")
+    for h in r["holders"]:
+        out.print(
+            f"  {h['kind']} {h['name']}" + (f" ({h['source']})" if h["source"] != "local" else "")
+        )
+
+
+@role_app.command("create")
+def role_create(
+    name: str,
+    grant: list[str] = typer.Option(
+        [],
+        "--grant",
+        "-g",
+        help=f"CATEGORY=LEVEL (none|read|write|manage); categories: {CATEGORIES}",
+    ),
+    description: str | None = typer.Option(None),
+) -> None:
+    """Create a custom role, e.g. `role create auditor -g audit=read -g channels=read`."""
+    client().post(
+        "/roles", json={"name": name, "permissions": _levels(grant), "description": description}
+    )
+    out.print(f"role [bold]{name}[/bold] created")
+
+
+@role_app.command("update")
+def role_update(
+    name: str,
+    grant: list[str] = typer.Option([], "--grant", "-g", help="CATEGORY=LEVEL; replaces all"),
+    description: str | None = typer.Option(None),
+) -> None:
+    body: dict[str, Any] = {}
+    if grant:
+        body["permissions"] = _levels(grant)
+    if description is not None:
+        body["description"] = description
+    if not body:
+        fail("nothing to change: give --grant or --description")
+    client().patch(f"/roles/{name}", json=body)
+    out.print(f"role {name} updated")
+
+
+@role_app.command("delete")
+def role_delete(name: str, yes: bool = typer.Option(False, "--yes", "-y")) -> None:
+    if not yes:
+        typer.confirm(f"delete role {name}?", abort=True)
+    client().delete(f"/roles/{name}")
+    out.print(f"role {name} deleted")
+
+
+def _holder(user: str | None, group: str | None) -> dict[str, str]:
+    if (user is None) == (group is None):
+        fail("give exactly one of --user or --group")
+    return {"user": user} if user else {"group": group or ""}
+
+
+@role_app.command("assign")
+def role_assign(
+    name: str,
+    user: str | None = typer.Option(None, "--user", "-u"),
+    group: str | None = typer.Option(None, "--group", "-g"),
+) -> None:
+    """Give a role to a user or a group."""
+    client().post(f"/roles/{name}/assignments", json=_holder(user, group))
+    out.print(f"role {name} assigned")
+
+
+@role_app.command("unassign")
+def role_unassign(
+    name: str,
+    user: str | None = typer.Option(None, "--user", "-u"),
+    group: str | None = typer.Option(None, "--group", "-g"),
+) -> None:
+    client().delete(f"/roles/{name}/assignments", params=_holder(user, group))
+    out.print(f"role {name} unassigned")
+
+
+# audit -----------------------------------------------------------------------------------------
+
+
+def _when(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).isoformat()
+    except ValueError:
+        fail(f"{option}: {value!r} is not a date or time like 2026-11-26 or 2026-11-26T08:00")
+
+
+@audit_app.command("query")
+def audit_query(
+    actor: str | None = typer.Option(None, "--actor", "-a"),
+    type_: str | None = typer.Option(None, "--type", "-t", help="exact, or a prefix like auth."),
+    target: str | None = typer.Option(None, "--target"),
+    outcome: str | None = typer.Option(None, help="success | failure | denied"),
+    since: str | None = typer.Option(None, help="ISO date/time"),
+    until: str | None = typer.Option(None, help="ISO date/time"),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=100_000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Audit events, newest first."""
+    params = {
+        "actor": actor,
+        "type": type_,
+        "target": target,
+        "outcome": outcome,
+        "since": _when(since, "--since"),
+        "until": _when(until, "--until"),
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+    api = client()
+    events: list[dict[str, Any]] = []
+    cursor = None
+    while len(events) < limit:
+        page = api.get(
+            "/audit",
+            params={
+                **params,
+                "limit": min(1000, limit - len(events)),
+                **({"cursor": cursor} if cursor else {}),
+            },
+        )
+        events.extend(page["events"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    if as_json:
+        _json(events)
+        return
+    table = Table("seq", "when", "type", "outcome", "actor", "ip", "target", "change")
+    for e in events:
+        change = e["details"] or {}
+        if e["after"] is not None or e["before"] is not None:
+            change = {"before": e["before"], "after": e["after"], **(e["details"] or {})}
+        target_text = f"{e['target_type'] or ''} {e['target_name'] or ''}".strip()
+        table.add_row(
+            str(e["seq"]),
+            e["occurred_at"][:19],
+            e["event_type"],
+            e["outcome"] if e["outcome"] == "success" else f"[red]{e['outcome']}[/red]",
+            e["actor"],
+            e["ip"] or "",
+            target_text,
+            json.dumps(change, default=str)[:80] if change else "",
+        )
+    out.print(table)
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Path = typer.Argument(..., help="File to write"),
+    fmt: str = typer.Option("json", "--format", "-f", help="json (lines) | csv"),
+    since: str | None = typer.Option(None),
+    until: str | None = typer.Option(None),
+) -> None:
+    """Export events (oldest first) to a file."""
+    if fmt not in ("json", "csv"):
+        fail("--format must be json or csv")
+    params = {"format": fmt, "since": _when(since, "--since"), "until": _when(until, "--until")}
+    api = client()
+    body = api.try_raw("/audit/export", params={k: v for k, v in params.items() if v})
+    output.write_bytes(body)
+    out.print(f"wrote {output}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain of the whole log; exit 1 at the first broken event."""
+    report = client().get("/audit/verify")
+    if report["ok"]:
+        out.print(
+            f"audit chain intact: {report['checked']} events, head {report['head'][:16]}…"
+            if report["head"]
+            else "audit chain intact: no events"
+        )
+        return
+    fail(
+        f"audit chain broken at event {report['broken_at']}: {report['problem']} "
+        f"({report['checked']} events checked before it)"
+    )
