@@ -10,6 +10,8 @@ from starlette.responses import JSONResponse, Response
 
 from stockade.container import Container
 from stockade.jobs.publisher import PublisherThread
+from stockade.jobs.recurring import recurring_jobs
+from stockade.jobs.scheduler import SchedulerThread
 from stockade.settings import Settings
 from stockade.web.api import audit as audit_api
 from stockade.web.api import auth as auth_api
@@ -32,6 +34,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     publisher = PublisherThread(
         container.publisher, coalesce_s=settings.publication.coalesce_ms / 1000
     )
+    scheduler = SchedulerThread(container.factory, recurring_jobs(container))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -39,10 +42,12 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
             container.change_listeners.append(publisher.notify)
             publisher.start()
             publisher.notify()
+            scheduler.start()
         try:
             yield
         finally:
             if settings.embedded_worker:
+                scheduler.stop()
                 publisher.stop()
 
     app = FastAPI(

@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+from croniter import croniter
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -82,6 +83,15 @@ class LdapSettings(BaseModel):
     sync_schedule: str | None = Field(
         default="*/30 * * * *", description="cron expression, or empty"
     )
+
+    @field_validator("sync_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (like '*/30 * * * *')")
+        return value.strip()
 
     @property
     def enabled(self) -> bool:

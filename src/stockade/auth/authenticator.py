@@ -208,7 +208,7 @@ class Authenticator:
                 failure = exc
                 AuditLog(session).record(
                     "auth.failed",
-                    None,
+                    _Who(None, "anonymous", "anonymous", method),
                     Target("user", username[:256]),
                     outcome="failure",
                     details={"method": "ldap" if use_directory else method, "reason": exc.code},
@@ -244,7 +244,7 @@ class Authenticator:
         with transaction(self.factory) as session:
             AuditLog(session).record(
                 "auth.failed",
-                None,
+                _Who(None, "anonymous", "anonymous", method),
                 Target("user", username) if username else None,
                 outcome="failure",
                 details={"method": method, "reason": exc.code},

@@ -37,6 +37,8 @@ def safe_next(value: str | None) -> str:
         return "/"
     if any(ord(c) < 0x20 for c in value) or value.startswith(("/login", "/logout")):
         return "/"
+    if value.startswith(("/t/", "/conda/t/")) or "stk_" in value:
+        return "/"  # never carry a token through a sign-in form or a redirect
     return value
 
 

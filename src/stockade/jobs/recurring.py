@@ -1,0 +1,25 @@
+"""The recurring jobs the configuration asks for."""
+
+from __future__ import annotations
+
+from stockade.container import Container
+from stockade.jobs.scheduler import Job
+
+
+def recurring_jobs(container: Container) -> list[Job]:
+    settings = container.settings
+    jobs: list[Job] = []
+    if settings.ldap.enabled and settings.ldap.sync_schedule:
+
+        def ldap_sync() -> str:
+            from stockade.auth.ldap import run_ldap_sync
+
+            result = run_ldap_sync(container.factory, settings.ldap)
+            container.authenticator.forget_all()
+            return (
+                f"{result.users} users: {len(result.created)} created, "
+                f"{len(result.updated)} updated, {len(result.disabled)} disabled"
+            )
+
+        jobs.append(Job("ldap-sync", settings.ldap.sync_schedule, ldap_sync))
+    return jobs

@@ -1,0 +1,108 @@
+"""Recurring jobs on cron schedules (croniter), run in the server process.
+
+Each job's next run lives in ``scheduled_jobs``; taking a due job is one conditional row update,
+so any number of replicas may run this thread and each due run happens once. A job that fails is
+recorded (status and message) and runs again at its next time. Until the job-queue issue brings
+Huey (ADR 0004), recurring jobs run here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from croniter import croniter
+from sqlalchemy.orm import Session, sessionmaker
+
+from stockade.core.clock import utcnow
+from stockade.core.context import Origin, origin
+from stockade.core.errors import ConfigurationError
+from stockade.db import schedules
+from stockade.db.engine import transaction
+
+log = logging.getLogger("stockade.scheduler")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    schedule: str  # cron expression
+    run: Callable[[], str]  # returns a one-line summary
+    lease: timedelta = timedelta(minutes=30)
+
+
+def next_time(schedule: str, after: datetime) -> datetime:
+    return croniter(schedule, after).get_next(datetime)
+
+
+def check_schedule(schedule: str, setting: str) -> None:
+    if not croniter.is_valid(schedule):
+        raise ConfigurationError(f"{setting}: {schedule!r} is not a cron expression")
+
+
+class SchedulerThread:
+    def __init__(
+        self, factory: sessionmaker[Session], jobs: list[Job], *, poll_s: float = 20.0
+    ) -> None:
+        self.factory = factory
+        self.jobs = jobs
+        self.poll_s = poll_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stockade-scheduler", daemon=True)
+
+    def start(self) -> None:
+        if not self.jobs:
+            return
+        now = utcnow()
+        with transaction(self.factory) as session:
+            for job in self.jobs:
+                schedules.ensure_schedule(
+                    session, job.name, job.schedule, next_time(job.schedule, now)
+                )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for job in self.jobs:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.run_if_due(job)
+                except Exception:
+                    log.exception("scheduler: checking %s failed", job.name)
+            self._stop.wait(self.poll_s)
+
+    def run_if_due(self, job: Job) -> bool:
+        now = utcnow()
+        with transaction(self.factory) as session:
+            claimed = schedules.claim_due(
+                session,
+                job.name,
+                self.owner,
+                lease=job.lease,
+                next_run_at=next_time(job.schedule, now),
+            )
+        if not claimed:
+            return False
+        ok, message = True, ""
+        try:
+            with origin(Origin(channel="job")):
+                message = job.run()
+            log.info("scheduled job %s: %s", job.name, message)
+        except Exception as exc:  # noqa: BLE001 (a job's failure is recorded, never fatal)
+            ok, message = False, f"{exc.__class__.__name__}: {exc}"
+            log.warning("scheduled job %s failed: %s", job.name, message)
+        with transaction(self.factory) as session:
+            schedules.finish(session, job.name, self.owner, ok=ok, message=message)
+        return True
