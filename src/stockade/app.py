@@ -77,7 +77,9 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         return JSONResponse({"status": "ok"})
 
     install_ui(app)
+    RequestContextMiddleware.configure(hsts=settings.auth.secure_cookies)
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(TokenPathMiddleware)
     return app
+

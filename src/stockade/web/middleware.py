@@ -28,6 +28,14 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
+
+
+def security_headers(*, hsts: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every answer carries (pages add their own Content-Security-Policy)."""
+    extra = [(b"strict-transport-security", b"max-age=31536000; includeSubDomains")] if hsts else []
+    return [*SECURITY_HEADERS, *extra]
+
+
 QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
 
 
@@ -109,8 +117,14 @@ def _access_log_enabled() -> bool:
 
 
 class RequestContextMiddleware:
+    headers: list[tuple[bytes, bytes]] = security_headers(hsts=False)
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    @classmethod
+    def configure(cls, *, hsts: bool) -> None:
+        cls.headers = security_headers(hsts=hsts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,7 +135,7 @@ class RequestContextMiddleware:
         set_origin(_origin(scope, request_id))
         started = time.perf_counter()
         status = {"code": 0, "bytes": 0}
-        extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+        extra = [(b"x-request-id", request_id.encode()), *self.headers]
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.body":

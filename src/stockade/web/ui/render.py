@@ -88,7 +88,19 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
         "current_path": request.url.path,
         **context,
     }
-    return templates.TemplateResponse(request, name, page, status_code=status, headers=PAGE_HEADERS)
+    return templates.TemplateResponse(
+        request, name, page, status_code=status, headers=page_headers(request)
+    )
+
+
+def page_headers(request: Request) -> dict[str, str]:
+    """Pages' CSP; sign-out may end the single sign-on at the OpenID provider (form-action)."""
+    oidc = request.app.state.container.settings.oidc
+    if not oidc.enabled:
+        return PAGE_HEADERS
+    parts = urlsplit(oidc.issuer)
+    csp = CSP.replace("form-action 'self'", f"form-action 'self' {parts.scheme}://{parts.netloc}")
+    return {**PAGE_HEADERS, "content-security-policy": csp}
 
 
 def sentence(text: str) -> str:
