@@ -17,6 +17,7 @@ from stockade.web.api import audit as audit_api
 from stockade.web.api import auth as auth_api
 from stockade.web.api import channels as channels_api
 from stockade.web.api import files as files_api
+from stockade.web.api import ldap as ldap_api
 from stockade.web.api import members as members_api
 from stockade.web.api import users as users_api
 from stockade.web.channel.responses import BlobResponder, BytesCache
@@ -24,6 +25,7 @@ from stockade.web.channel.routes import routes as conda_routes
 from stockade.web.errors import install_error_handlers
 from stockade.web.guards import ControlCharacterGuard
 from stockade.web.middleware import RequestContextMiddleware, TokenPathMiddleware
+from stockade.web.ui import sso
 from stockade.web.ui.routes import install_ui
 
 API = "/api/v1"
@@ -67,6 +69,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.include_router(auth_api.router, prefix=API)
     app.include_router(users_api.router, prefix=API)
     app.include_router(audit_api.router, prefix=API)
+    app.include_router(ldap_api.router, prefix=API)
     app.include_router(members_api.router, prefix=API)
     app.include_router(files_api.router, prefix=API)
     app.include_router(channels_api.router, prefix=API)
@@ -76,6 +79,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
+    app.include_router(sso.router)
     install_ui(app)
     RequestContextMiddleware.configure(hsts=settings.auth.secure_cookies)
     app.add_middleware(ControlCharacterGuard)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stockade.cli import account, channels, identity, server, upload
+from stockade.cli import account, channels, identity, ldap, server, upload
 from stockade.cli.client import CliError, fail
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(identity.user_app, name="user")
 app.add_typer(identity.group_app, name="group")
 app.add_typer(identity.role_app, name="role")
 app.add_typer(identity.audit_app, name="audit")
+app.add_typer(ldap.app, name="ldap")
 app.command("conda-config")(account.conda_config)
 app.add_typer(channels.channel_app, name="channel")
 app.command()(upload.upload)

@@ -7,10 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
+from stockade.audit.service import AuditLog, Target
 from stockade.auth.principal import Principal
+from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
 from stockade.container import Container
-from stockade.core.errors import AuthenticationError
+from stockade.core.errors import AuthenticationError, TooManyRequestsError
 from stockade.db.engine import transaction
 from stockade.web.credentials import SESSION_COOKIE
 from stockade.web.deps import ContainerDep, CurrentPrincipal
@@ -46,9 +48,17 @@ def _login_form(
     request: Request, *, next_url: str, username: str = "", error: str | None = None, status: int
 ) -> Response:
     token = login_token(request)
-    context = {"title": "Sign in", "next_url": next_url, "username": username, "error": error}
-    response = render(request, "login.html", {**context, "login_csrf": token}, status=status)
     container: Container = request.app.state.container
+    oidc = container.settings.oidc
+    context = {
+        "title": "Sign in",
+        "next_url": next_url,
+        "username": username,
+        "error": error,
+        "sso_name": oidc.display_name if oidc.enabled else None,
+        "directory": container.settings.ldap.enabled,
+    }
+    response = render(request, "login.html", {**context, "login_csrf": token}, status=status)
     response.set_cookie(
         LOGIN_COOKIE,
         token,
@@ -88,11 +98,15 @@ def login(
     if not username or not password or len(password) > MAX_FIELD:
         error = "Enter your username and password."
         return _login_form(request, next_url=next_url, username=username, error=error, status=400)
+    ip = request.client.host if request.client else None
     try:
-        principal = container.authenticator.password_principal(username, password)
+        principal = container.authenticator.password_principal(username, password, ip=ip)
     except AuthenticationError as exc:
         error = sentence(exc.detail)
         return _login_form(request, next_url=next_url, username=username, error=error, status=401)
+    except TooManyRequestsError as exc:
+        error = sentence(exc.detail)
+        return _login_form(request, next_url=next_url, username=username, error=error, status=429)
     return _start_session(request, container, principal, next_url)
 
 
@@ -133,7 +147,14 @@ def logout(request: Request, container: ContainerDep, csrf_token: FormText = "")
         if not tokens_match(expected, csrf_token):
             return error_page(request, 403, CsrfError.title, CSRF_HELP)
         with transaction(container.factory) as session:
-            SessionService(session, hours=container.settings.auth.session_hours).end(cookie)
+            sessions = SessionService(session, hours=container.settings.auth.session_hours)
+            web = sessions.resolve(cookie)
+            if web is not None:
+                who = UserService(session).principal_for(web.user, via="session")
+                AuditLog(session).record(
+                    "auth.logout", who, Target("user", who.username, who.user_id)
+                )
+            sessions.end(cookie)
         container.authenticator.forget_all()  # the cookie must stop working right now
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(
