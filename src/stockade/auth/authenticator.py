@@ -235,7 +235,7 @@ class Authenticator:
             raise InvalidCredentialsError("wrong username or password")
         user = IdentityService(session).upsert(identity, group_roles=self.directory.group_roles)
         if not user.is_active:
-            raise InvalidCredentialsError("this account is disabled in the directory")
+            raise InvalidCredentialsError("wrong username or password")  # do not reveal why
         user.failed_logins = 0
         user.last_login_at = utcnow()
         return user

@@ -106,7 +106,9 @@ class IdentityService:
             user.email = identity.email
             user.display_name = identity.display_name
             user.synced_at = now
-            if user.is_active != identity.active:
+            held_here = not user.is_active and not _disabled_by_source(user)
+            if user.is_active != identity.active and not held_here:
+                # the source decides, except over an account an administrator disabled here
                 user.is_active = identity.active
                 user.disabled_reason = None if identity.active else f"disabled in {identity.source}"
             after = _user_state(user)
@@ -216,6 +218,11 @@ class IdentityService:
     def drop_memberships_of_missing_groups(self, source: str, seen_groups: set[str]) -> None:
         gone = select(Group.id).where(Group.source == source, Group.external_id.not_in(seen_groups))
         self.session.execute(delete(GroupMember).where(GroupMember.group_id.in_(gone)))
+
+
+def _disabled_by_source(user: User) -> bool:
+    reason = user.disabled_reason or ""
+    return reason.startswith(("disabled in ", "not found in "))
 
 
 def _user_state(user: User) -> dict[str, object]:

@@ -143,6 +143,7 @@ def _start_session(
 def logout(request: Request, container: ContainerDep, csrf_token: FormText = "") -> Response:
     cookie = request.cookies.get(SESSION_COOKIE)
     expected = session_csrf(request)
+    single_sign_on = False
     if cookie and expected is not None:
         if not tokens_match(expected, csrf_token):
             return error_page(request, 403, CsrfError.title, CSRF_HELP)
@@ -154,9 +155,15 @@ def logout(request: Request, container: ContainerDep, csrf_token: FormText = "")
                 AuditLog(session).record(
                     "auth.logout", who, Target("user", who.username, who.user_id)
                 )
+                single_sign_on = web.user.source == "oidc"
             sessions.end(cookie)
         container.authenticator.forget_all()  # the cookie must stop working right now
-    response = RedirectResponse("/", status_code=303)
+    after = "/"
+    if single_sign_on:  # end the provider's session too, when it supports that
+        from stockade.web.ui.sso import sso_logout_url  # sso imports this module
+
+        after = sso_logout_url(request) or "/"
+    response = RedirectResponse(after, status_code=303)
     response.delete_cookie(
         SESSION_COOKIE,
         path="/",
