@@ -41,7 +41,7 @@ from stockade.auth.permissions import (
 from stockade.auth.principal import Principal
 from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
-from stockade.core.errors import InvalidInputError
+from stockade.core.errors import AuthenticationError, InvalidInputError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
@@ -128,7 +128,9 @@ class PrincipalAdmin:
     def update_user(self, username: str, changes: UserChanges) -> User:
         user = self.users.get_by_name(username)
         self_service = user.id == self.actor.user_id and changes.is_active is None
-        if not self_service:
+        if self_service:
+            self._require_unrestricted("change your account")
+        else:
             self.access.require(self.actor, Permission.USER_WRITE)
         before = user_state(user)
         if user.source != "local" and (changes.password or changes.email is not None):
@@ -205,6 +207,7 @@ class PrincipalAdmin:
 
     def user_for_token(self, username: str) -> User:
         """Whose token the actor may create: their own, or (user:manage) a service account's."""
+        self._require_unrestricted("create tokens")
         user = self.users.get_by_name(username)
         if user.id != self.actor.user_id:
             self.access.require(self.actor, Permission.USER_MANAGE)
@@ -213,6 +216,16 @@ class PrincipalAdmin:
         if not user.is_active:
             raise InvalidInputError(f"user {username!r} is disabled", field="username")
         return user
+
+    def _require_unrestricted(self, action: str) -> None:
+        """A scope or resource token must not mint wider credentials or take over its account."""
+        if self.actor.is_anonymous:
+            raise AuthenticationError(f"sign in to {action}")
+        if self.actor.scopes is not None or self.actor.resources is not None:
+            raise AccessDeniedError(
+                f"a {self.actor.token_kind} token cannot {action}; use a personal token or sign in",
+                code="access:restricted-token",
+            )
 
     # groups ------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from rattler.exceptions import InvalidVersionSpecError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stockade.audit.service import AuditLog, Target
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.errors import ArtifactExistsError, ArtifactNotFoundError
@@ -115,6 +116,13 @@ class ArtifactService:
             self.session.delete(artifact)
         request_publications(self.session, [(channel.id, a.subdir) for a in artifacts])
         self.session.flush()
+        if artifacts:
+            AuditLog(self.session).record(
+                "artifact.remove",
+                principal,
+                Target("channel", channel.name, channel.id),
+                details={"files": [f"{a.subdir}/{a.filename}" for a in artifacts][:1000]},
+            )
         return BulkResult(artifacts=artifacts, skipped=[])
 
     def copy(
@@ -149,6 +157,17 @@ class ArtifactService:
             targets += [(source.id, a.subdir) for a in copied]
         request_publications(self.session, targets)
         self.session.flush()
+        if copied:
+            AuditLog(self.session).record(
+                "artifact.move" if move else "artifact.copy",
+                principal,
+                Target("channel", target.name, target.id),
+                details={
+                    "source": source.name,
+                    "files": [f"{a.subdir}/{a.filename}" for a in copied][:1000],
+                    "skipped": len(skipped),
+                },
+            )
         return BulkResult(artifacts=copied, skipped=skipped)
 
     def _exists(self, channel: Channel, artifact: Artifact) -> bool:

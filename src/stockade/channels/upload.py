@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stockade.audit.service import AuditLog, Target
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.errors import ArtifactExistsError, ChecksumMismatchError
@@ -155,6 +156,17 @@ class UploadService:
         if request:
             request_publication(self.session, channel.id, info.subdir)
         self.session.flush()
+        AuditLog(self.session).record(
+            "artifact.upload",
+            principal,
+            Target("channel", channel.name, channel.id),
+            details={
+                "file": f"{info.subdir}/{info.filename}",
+                "sha256": staged.sha256,
+                "size": staged.size,
+                "replaced": existing is not None,
+            },
+        )
         return artifact
 
     def _ensure_blob_rows(self, upload: ValidatedUpload) -> None:

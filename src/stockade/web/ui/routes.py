@@ -5,7 +5,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from stockade.web.ui import pages, signin
+from stockade.web.ui import (
+    account,
+    admin,
+    admin_groups,
+    admin_roles,
+    audit_page,
+    channel_members,
+    pages,
+    service_accounts,
+    signin,
+)
 from stockade.web.ui.render import STATIC_DIR, build_templates
 
 
@@ -14,4 +24,7 @@ def install_ui(app: FastAPI) -> None:
     app.state.ui_templates = build_templates()
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(signin.router)
+    for identity in (account, admin, service_accounts, admin_groups, admin_roles, audit_page):
+        app.include_router(identity.router)
+    app.include_router(channel_members.router)  # before pages: `/channels/{name:path}` takes all
     app.include_router(pages.router)

@@ -1,0 +1,90 @@
+"""What the administration pages share: their menu, permission checks, role and token actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stockade.auth.access import AccessService
+from stockade.auth.admin import PrincipalAdmin
+from stockade.auth.models import Role
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.auth.tokens import TokenService
+from stockade.core.errors import InvalidInputError
+
+IMPLICIT_ROLES = ("everyone", "author")  # everyone holds them; assigning them means nothing
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    href: str
+    label: str
+    permission: Permission
+
+
+SECTIONS = (
+    Section("users", "/admin/users", "Users", Permission.USER_READ),
+    Section(
+        "service-accounts", "/admin/service-accounts", "Service accounts", Permission.USER_READ
+    ),
+    Section("groups", "/admin/groups", "Groups", Permission.USER_READ),
+    Section("roles", "/admin/roles", "Roles", Permission.ROLE_READ),
+    Section("audit", "/admin/audit", "Audit log", Permission.AUDIT_READ),
+)
+
+
+def sections_for(principal: Principal) -> list[Section]:
+    access = AccessService()
+    return [s for s in SECTIONS if access.allowed(principal, s.permission)]
+
+
+def admin_context(principal: Principal, section: str) -> dict[str, object]:
+    """The admin menu and what the principal may change (the pages hide forms they cannot use)."""
+    access = AccessService()
+    return {
+        "admin_sections": sections_for(principal),
+        "section": section,
+        "may": {p.value: access.allowed(principal, p) for p in Permission},
+    }
+
+
+def require(principal: Principal, permission: Permission) -> None:
+    AccessService().require(principal, permission)
+
+
+def assignable_roles(session: Session) -> list[str]:
+    return [
+        name
+        for name in session.scalars(select(Role.name).order_by(Role.builtin.desc(), Role.name))
+        if name not in IMPLICIT_ROLES
+    ]
+
+
+def revoke_token_of(
+    session: Session, principal: Principal, username: str, token_id: str, *, max_days: int
+) -> None:
+    """Revoke one token of ``username`` (needs user:manage unless it is the principal's own)."""
+    admin = PrincipalAdmin(session, principal)
+    owned = {t.id for t in admin.tokens_of(username)}
+    number = int(token_id) if token_id.isdigit() else -1
+    if number not in owned:
+        raise InvalidInputError(f"user {username!r} has no such token")
+    if username != principal.username:
+        require(principal, Permission.USER_MANAGE)
+    TokenService(session, max_days=max_days).revoke(principal, number)
+
+
+def require_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise InvalidInputError(f"choose {what}: {', '.join(choices)}", field=what)
+    return value
+
+
+def confirmed(value: str, what: str) -> None:
+    """Deleting needs the confirmation box ticked (a form cannot be sent by mistake)."""
+    if value != "yes":
+        raise InvalidInputError(f"tick the box to confirm deleting {what}", field="confirm")
