@@ -107,6 +107,16 @@ def install_error_handlers(app: FastAPI) -> None:
             code="request:invalid-data",
         )
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(_request: Request, _exc: OverflowError) -> Response:
+        # SQLite's driver refuses integers beyond 64 bits (ids, cursors in the URL).
+        return problem(
+            422,
+            "Invalid input",
+            "a number in the request is too large",
+            code="request:number-too-large",
+        )
+
     @app.exception_handler(OperationalError)
     async def _busy(_request: Request, exc: OperationalError) -> Response:
         # Deadlock victim, lock timeout, database restarting: the client may simply retry.

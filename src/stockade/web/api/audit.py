@@ -98,7 +98,16 @@ def query_audit(
         )
 
 
-@router.get("/audit/export")
+@router.get(
+    "/audit/export",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "JSON lines (format=json) or CSV (format=csv)",
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+        }
+    },
+)
 def export_audit(
     principal: SignedIn,
     container: ContainerDep,
