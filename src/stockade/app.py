@@ -86,4 +86,3 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(TokenPathMiddleware)
     return app
-

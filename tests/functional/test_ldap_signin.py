@@ -245,3 +245,25 @@ def test_cli_as_non_admin_fails_with_a_message(
     for command in ("test", "sync"):
         out = run(cli, "ldap", command, code=1)
         assert "error:" in out and "HTTP 403" in out and "Traceback" not in out
+
+
+def test_lockout_follows_the_account_whatever_the_spelling(
+    ldap_server: LiveServer, slapd: Slapd
+) -> None:
+    person = new_person(slapd)
+    assert whoami(ldap_server, person.uid, person.password).status_code == 200
+    for attempt in range(10):
+        spelled = [person.uid.upper(), f" {person.uid}", person.uid.capitalize()][attempt % 3]
+        assert whoami(ldap_server, spelled, f"wrong-{attempt}").status_code == 401
+    response = whoami(ldap_server, person.uid.upper(), person.password)
+    assert response.status_code == 401 and response.json()["code"] == "auth:locked"
+
+
+def test_a_name_the_directory_does_not_know_disables_nobody(
+    ldap_server: LiveServer, slapd: Slapd
+) -> None:
+    person = new_person(slapd)
+    assert whoami(ldap_server, person.uid, person.password).status_code == 200
+    # the same account spelled in a way the directory does not resolve
+    assert whoami(ldap_server, person.uid + "_x", "whatever").status_code == 401
+    assert user_detail(ldap_server, person.uid)["is_active"] is True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from stockade.audit.models import AuditEvent
 from stockade.core.clock import utcnow
 from stockade.core.context import current_origin
+from stockade.core.errors import InvalidInputError
 
 GENESIS = "0" * 64
 _LOCK_KEY = 0x5354_4B41_5544  # "STKAUD"
@@ -63,6 +64,37 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat(timespec="microseconds")
     return value
+
+
+def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Values that survive every backend's JSON storage unchanged (JSONB rewrites floats):
+    floats become strings, everything else stays as plain JSON."""
+    if value is None:
+        return None
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, float):
+            return repr(item)
+        if isinstance(item, dict):
+            return {str(k): clean(v) for k, v in item.items()}
+        if isinstance(item, list | tuple | set | frozenset):
+            return [clean(v) for v in item]
+        if isinstance(item, datetime):
+            return item.isoformat()
+        return item
+
+    result: dict[str, Any] = clean(dict(value))
+    return result
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Filters: a time without a zone is UTC; one outside the representable range is refused."""
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInputError(f"{value.isoformat()} is out of range", field="since") from None
 
 
 def event_digest(prev_hash: str, fields: Mapping[str, Any]) -> str:
@@ -137,9 +169,9 @@ class AuditLog:
             target_type=target.type if target else None,
             target_id=str(target.id) if target and target.id is not None else None,
             target_name=target.name if target else None,
-            before=dict(before) if before is not None else None,
-            after=dict(after) if after is not None else None,
-            details=dict(details) if details is not None else None,
+            before=_plain(before),
+            after=_plain(after),
+            details=_plain(details),
             prev_hash=prev,
             hash="",
         )
@@ -169,10 +201,11 @@ class AuditLog:
             query = query.where(AuditEvent.target_name == filters.target)
         if filters.outcome:
             query = query.where(AuditEvent.outcome == filters.outcome)
-        if filters.since:
-            query = query.where(AuditEvent.occurred_at >= filters.since)
-        if filters.until:
-            query = query.where(AuditEvent.occurred_at < filters.until)
+        since, until = _utc(filters.since), _utc(filters.until)
+        if since:
+            query = query.where(AuditEvent.occurred_at >= since)
+        if until:
+            query = query.where(AuditEvent.occurred_at < until)
         if filters.before_seq:
             query = query.where(AuditEvent.seq < filters.before_seq)
         query = query.order_by(AuditEvent.seq.desc()).limit(limit)
@@ -186,10 +219,14 @@ class AuditLog:
         prev = GENESIS
         expected_seq = None
         checked = 0
+        first: int | None = None
         for event in self._walk(batch):
             if expected_seq is None:
+                if event.seq == 1 and event.prev_hash != GENESIS:
+                    return ChainReport(False, 0, 1, "the first event does not start the chain")
                 expected_seq = event.seq  # retention may have cut older events: start there
                 prev = event.prev_hash
+                first = event.seq
             if event.seq != expected_seq:
                 return ChainReport(False, checked, event.seq, f"event {expected_seq} is missing")
             if event.prev_hash != prev:
@@ -199,7 +236,7 @@ class AuditLog:
             prev = event.hash
             expected_seq += 1
             checked += 1
-        return ChainReport(True, checked, None, None, head=prev)
+        return ChainReport(True, checked, None, None, head=prev, first_seq=first)
 
     def _walk(self, batch: int) -> Iterator[AuditEvent]:
         after = 0
@@ -236,3 +273,4 @@ class ChainReport:
     broken_at: int | None
     problem: str | None
     head: str | None = None
+    first_seq: int | None = None  # > 1 when retention removed the oldest events

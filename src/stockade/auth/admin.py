@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
@@ -34,11 +34,13 @@ from stockade.auth.models import (
 )
 from stockade.auth.permissions import (
     BUILTIN_PERMISSIONS,
+    Level,
     Permission,
     parse_levels,
     permissions_for_levels,
 )
 from stockade.auth.principal import Principal
+from stockade.auth.secrets import verify_password
 from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
 from stockade.core.errors import AuthenticationError, InvalidInputError
@@ -69,6 +71,7 @@ class UserChanges:
     display_name: str | None = None
     is_active: bool | None = None
     password: str | None = None
+    current_password: str | None = None  # needed to change one's own password
 
 
 class PrincipalAdmin:
@@ -130,8 +133,11 @@ class PrincipalAdmin:
         self_service = user.id == self.actor.user_id and changes.is_active is None
         if self_service:
             self._require_unrestricted("change your account")
+            if changes.password is not None:
+                self._check_current_password(user, changes.current_password)
         else:
             self.access.require(self.actor, Permission.USER_WRITE)
+            self._require_power_over(user, "change")
         before = user_state(user)
         if user.source != "local" and (changes.password or changes.email is not None):
             raise ManagedElsewhereError(
@@ -154,6 +160,8 @@ class PrincipalAdmin:
             if user.kind == "service":
                 raise InvalidInputError("service accounts have no password", field="password")
             self.users.set_password(user, changes.password)
+            if not self_service:  # a reset: whoever was signed in as them is signed out
+                SessionService(self.session, hours=1).end_all(user.id)
         after = user_state(user)
         details = {"password_changed": True} if changes.password else None
         self.audit.record(
@@ -172,6 +180,7 @@ class PrincipalAdmin:
         user = self.users.get_by_name(username)
         if user.id == self.actor.user_id:
             raise InvalidInputError("you cannot delete your own account", field="username")
+        self._require_power_over(user, "delete")
         if self._is_last_admin(user):
             raise InvalidInputError("the last administrator cannot be deleted", field="username")
         before = user_state(user)
@@ -182,20 +191,26 @@ class PrincipalAdmin:
         self.session.flush()
 
     def _is_last_admin(self, user: User) -> bool:
+        """Whether ``user`` is the only active admin (directly or through a group)."""
         admin = self.users.role("admin")
-        admins = self.session.scalar(
-            select(func.count())
-            .select_from(RoleAssignment)
-            .where(RoleAssignment.role_id == admin.id, RoleAssignment.user_id.is_not(None))
+        direct = select(RoleAssignment.user_id).where(
+            RoleAssignment.role_id == admin.id, RoleAssignment.user_id.is_not(None)
         )
-        holds = self.session.scalar(
-            select(RoleAssignment.id).where(
-                RoleAssignment.role_id == admin.id, RoleAssignment.user_id == user.id
+        via_group = (
+            select(GroupMember.user_id)
+            .join(RoleAssignment, RoleAssignment.group_id == GroupMember.group_id)
+            .where(RoleAssignment.role_id == admin.id)
+        )
+        holders = set(self.session.scalars(direct)) | set(self.session.scalars(via_group))
+        active = set(
+            self.session.scalars(
+                select(User.id).where(User.id.in_(holders), User.is_active.is_(True))
             )
         )
-        return holds is not None and (admins or 0) <= 1
+        return user.id in active and len(active) <= 1
 
     def tokens_of(self, username: str) -> list[ApiToken]:
+        self._require_unrestricted("list tokens")
         user = self.users.get_by_name(username)
         if user.id != self.actor.user_id:
             self.access.require(self.actor, Permission.USER_READ)
@@ -213,9 +228,93 @@ class PrincipalAdmin:
             self.access.require(self.actor, Permission.USER_MANAGE)
             if user.kind != "service" and not self.actor.is_admin:
                 raise AccessDeniedError("tokens for other people can only be made by an admin")
+            self._require_power_over(user, "create tokens for")
         if not user.is_active:
             raise InvalidInputError(f"user {username!r} is disabled", field="username")
         return user
+
+    def _check_current_password(self, user: User, current: str | None) -> None:
+        if user.source != "local":
+            raise ManagedElsewhereError(f"your password is managed by {user.source}")
+        self.users.check_not_locked(user)
+        if not current or not verify_password(user.password_hash, current):
+            self.users.count_failure(user)
+            raise InvalidInputError(
+                "the current password is wrong",
+                code="user:wrong-password",
+                field="current_password",
+            )
+
+    def _require_holds(self, permissions: frozenset[Permission], action: str) -> None:
+        """No escalation: nobody but an admin hands out permissions they do not hold."""
+        if self.actor.is_admin:
+            return
+        missing = permissions - self.actor.permissions
+        if missing:
+            raise AccessDeniedError(
+                f"you cannot {action}: it grants {', '.join(sorted(missing)[:5])}, "
+                "which you do not hold",
+                code="role:escalation",
+            )
+
+    def _require_power_over(self, user: User, action: str) -> None:
+        """Acting as someone (password, tokens) or removing them needs all the power they have."""
+        if self.actor.is_admin:
+            return
+        target = self.users.principal_for(user, via="check")
+        if "admin" in target.roles:
+            raise AccessDeniedError(
+                f"only an admin can {action} {user.username!r}", code="user:escalation"
+            )
+        self._require_holds(target.permissions, f"{action} {user.username!r}")
+        owned = self.session.scalars(
+            text("SELECT id FROM channels WHERE owner_id = :u"), {"u": user.id}
+        ).all()
+        self._require_channel_levels({**dict(target.grants), **dict.fromkeys(owned, Level.MANAGE)})
+
+    def _require_power_over_group(self, group: Group) -> None:
+        """Joining a group gives its roles and grants: changing members needs them all."""
+        if self.actor.is_admin:
+            return
+        roles = self.session.scalars(
+            select(Role).join(RoleAssignment).where(RoleAssignment.group_id == group.id)
+        ).all()
+        if any(r.name == "admin" for r in roles):
+            raise AccessDeniedError(
+                f"only an admin can change the members of {group.name!r}", code="group:escalation"
+            )
+        granted: frozenset[Permission] = frozenset()
+        for role in roles:
+            granted |= role_permissions(role)
+        self._require_holds(granted, f"change the members of {group.name!r}")
+        grants: dict[int, Level] = {}
+        for channel_id, level in self.session.execute(
+            select(ChannelGrant.channel_id, ChannelGrant.level).where(
+                ChannelGrant.group_id == group.id
+            )
+        ):
+            grants[channel_id] = max(grants.get(channel_id, Level.NONE), Level.parse(level))
+        self._require_channel_levels(grants)
+
+    def _require_channel_levels(self, wanted: dict[int, Level]) -> None:
+        if not wanted or self.actor.has(Permission.CHANNEL_MANAGE):
+            return
+        owned = set(
+            self.session.scalars(
+                text("SELECT id FROM channels WHERE owner_id = :u"), {"u": self.actor.user_id}
+            )
+        )
+        for channel_id, level in wanted.items():
+            mine = (
+                Level.MANAGE
+                if channel_id in owned
+                else self.actor.grants.get(channel_id, Level.NONE)
+            )
+            if mine < level:
+                raise AccessDeniedError(
+                    "that would give channel access you do not have yourself",
+                    code="grant:escalation",
+                )
 
     def _require_unrestricted(self, action: str) -> None:
         """A scope or resource token must not mint wider credentials or take over its account."""
@@ -302,6 +401,7 @@ class PrincipalAdmin:
     def add_member(self, group_name: str, username: str) -> None:
         self.access.require(self.actor, Permission.USER_WRITE)
         group = self._local_group(group_name)
+        self._require_power_over_group(group)
         user = self.users.get_by_name(username)
         exists = self.session.scalar(
             select(GroupMember.id).where(
@@ -321,6 +421,7 @@ class PrincipalAdmin:
     def remove_member(self, group_name: str, username: str) -> None:
         self.access.require(self.actor, Permission.USER_WRITE)
         group = self._local_group(group_name)
+        self._require_power_over_group(group)
         user = self.users.get_by_name(username)
         result = self.session.execute(
             delete(GroupMember).where(
@@ -372,6 +473,7 @@ class PrincipalAdmin:
         if self.session.scalar(select(Role.id).where(Role.name == name)) is not None:
             raise RoleExistsError(f"role {name!r} already exists", field="name")
         clean = self._levels(levels)
+        self._require_holds(permissions_for_levels(clean), f"create role {name!r}")
         role = Role(name=name, description=description, builtin=False, permissions=clean)
         self.session.add(role)
         self.session.flush()
@@ -390,7 +492,9 @@ class PrincipalAdmin:
         role = self._custom(name)
         before = {"permissions": dict(role.permissions or {}), "description": role.description}
         if levels is not None:
-            role.permissions = self._levels(levels)
+            clean = self._levels(levels)
+            self._require_holds(permissions_for_levels(clean), f"give role {name!r} these levels")
+            role.permissions = clean
         if description is not None:
             role.description = description
         self.audit.record(

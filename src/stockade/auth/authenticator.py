@@ -52,6 +52,10 @@ class PasswordDirectory(Protocol):
     @property
     def group_roles(self) -> Mapping[str, Sequence[str]]: ...
 
+    def holds(self, dn: str) -> bool:
+        """Whether the directory still has this user entry."""
+        ...
+
     def authenticate(self, username: str, password: str) -> ExternalIdentity | None:
         """The identity on success; None when the directory has no such user.
 
@@ -138,6 +142,8 @@ class Authenticator:
         token = creds.token
         if token is None and creds.password and looks_like_token(creds.password):
             token = creds.password  # conda's basic auth with the token as password
+        if token is None and creds.username and looks_like_token(creds.username):
+            token = creds.username  # https://stk_…@host/…: the token as the user name
         if token is not None and self.bearer is not None and looks_like_jwt(token):
             return self._bearer_principal(token)
         if token is not None:
@@ -209,7 +215,7 @@ class Authenticator:
                 AuditLog(session).record(
                     "auth.failed",
                     _Who(None, "anonymous", "anonymous", method),
-                    Target("user", username[:256]),
+                    Target("user", "stk_***" if looks_like_token(username) else username[:256]),
                     outcome="failure",
                     details={"method": "ldap" if use_directory else method, "reason": exc.code},
                 )
@@ -219,21 +225,37 @@ class Authenticator:
     def _directory_login(
         self, session: Session, username: str, password: str, existing: User | None
     ) -> User:
+        """Sign in through the directory; the lock and failure count follow the account the
+        directory resolves to, whatever spelling of the name was typed."""
         assert self.directory is not None
         users = UserService(session)
-        if existing is not None:
-            users.check_not_locked(existing)
+        identities = IdentityService(session)
+        known = existing or identities.find_by_name("ldap", username)
+        if known is not None:
+            users.check_not_locked(known)
         try:
             identity = self.directory.authenticate(username, password)
         except InvalidCredentialsError:
-            if existing is not None:
-                users.count_failure(existing)
+            if known is not None:
+                users.count_failure(known)
             raise
         if identity is None:
-            if existing is not None and existing.is_active:  # removed from the directory
-                IdentityService(session).disable_missing_user(existing, "not found in ldap")
+            # Removed from the directory: disable at once, but only after checking the account's
+            # own entry (a name typed differently must not disable anyone).
+            gone = (
+                known is not None
+                and known.is_active
+                and known.external_id is not None
+                and not self.directory.holds(known.external_id)
+            )
+            if gone:
+                assert known is not None
+                identities.disable_missing_user(known, "not found in ldap")
             raise InvalidCredentialsError("wrong username or password")
-        user = IdentityService(session).upsert(identity, group_roles=self.directory.group_roles)
+        linked = identities.find(identity)
+        if linked is not None and linked is not known:
+            users.check_not_locked(linked)
+        user = identities.upsert(identity, group_roles=self.directory.group_roles)
         if not user.is_active:
             raise InvalidCredentialsError("wrong username or password")  # do not reveal why
         user.failed_logins = 0

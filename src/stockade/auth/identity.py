@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import SYSTEM, AuditLog, Target
@@ -64,17 +64,13 @@ class IdentityService:
         result: SyncResult | None = None,
     ) -> User:
         """Create or update the user for ``identity``; refuse if a local user holds the name."""
-        user = self.session.scalar(
-            select(User).where(
-                User.source == identity.source, User.external_id == identity.external_id
-            )
-        )
+        user = self.find(identity)
         username = safe_username(identity.username)
         if user is None:
             clash = self.session.scalar(select(User).where(User.username == username))
-            if clash is not None and clash.source != identity.source:
+            if clash is not None and not _may_relink(clash, identity):
                 raise InvalidCredentialsError(
-                    f"the name {username!r} belongs to a {clash.source} account here; "
+                    f"the name {username!r} belongs to another account here; "
                     "ask an administrator to link or rename it"
                 )
             user = clash
@@ -126,6 +122,21 @@ class IdentityService:
                     )
         self.set_groups(user, identity.source, identity.groups, group_roles or {})
         return user
+
+    def find(self, identity: ExternalIdentity) -> User | None:
+        """The account linked to this external identity (by source and external id)."""
+        return self.session.scalar(
+            select(User).where(
+                User.source == identity.source, User.external_id == identity.external_id
+            )
+        )
+
+    def find_by_name(self, source: str, typed: str) -> User | None:
+        """An account of ``source`` whose name matches what was typed, ignoring case and spaces."""
+        wanted = safe_username(typed).lower()
+        return self.session.scalar(
+            select(User).where(User.source == source, func.lower(User.username) == wanted).limit(1)
+        )
 
     def set_groups(
         self,
@@ -218,6 +229,18 @@ class IdentityService:
     def drop_memberships_of_missing_groups(self, source: str, seen_groups: set[str]) -> None:
         gone = select(Group.id).where(Group.source == source, Group.external_id.not_in(seen_groups))
         self.session.execute(delete(GroupMember).where(GroupMember.group_id.in_(gone)))
+
+
+def _may_relink(existing: User, identity: ExternalIdentity) -> bool:
+    """Whether an account with the same name may be taken over by this external identity.
+
+    Never across sources, and never for OpenID Connect: a different subject is a different
+    person, whatever name the provider reports. A directory entry whose DN changed (moved or
+    renamed) keeps its account: login names are unique within a directory.
+    """
+    if existing.source != identity.source or existing.external_id is None:
+        return False
+    return identity.source == "ldap"
 
 
 def _disabled_by_source(user: User) -> bool:

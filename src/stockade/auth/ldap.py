@@ -362,6 +362,12 @@ class LdapDirectory:
                 fallback=name,
             )
 
+    def holds(self, dn: str) -> bool:
+        """Whether the directory still has the user entry ``dn`` (under ``user_filter``)."""
+        with self._service() as conn:
+            flt = ldap_filter(self.settings.user_filter)
+            return any(True for _ in self._search(conn, dn, flt, NO_ATTRIBUTES, scope=ldap3.BASE))
+
     def authenticate(self, username: str, password: str) -> ExternalIdentity | None:
         """Check ``password`` by binding as the user; None when the directory has no such user.
 

@@ -54,7 +54,10 @@ class Principal:
         """The most a resource token allows on a channel (MANAGE when not a resource token)."""
         if self.resources is None:
             return Level.MANAGE
-        best = self.resources.get(channel_name, Level.NONE)
+        best = max(
+            self.resources.get(channel_name, Level.NONE),
+            self.resources.get(channel_name + "/*", Level.NONE),
+        )
         parts = channel_name.split("/")
         for i in range(1, len(parts)):
             best = max(best, self.resources.get("/".join(parts[:i]) + "/*", Level.NONE))

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
-from stockade.auth.errors import InvalidCredentialsError, TokenNotFoundError
+from stockade.auth.errors import AccessDeniedError, InvalidCredentialsError, TokenNotFoundError
 from stockade.auth.models import ApiToken, User
 from stockade.auth.permissions import Level, Permission, parse_scope
 from stockade.auth.principal import Principal
@@ -94,6 +94,12 @@ class TokenService:
 
     def revoke(self, principal: Principal, token_id: int) -> ApiToken:
         """Revoke one of the principal's tokens (admins: anyone's)."""
+        restricted = principal.scopes is not None or principal.resources is not None
+        if restricted and token_id != principal.token_id:
+            raise AccessDeniedError(
+                f"a {principal.token_kind} token can revoke only itself",
+                code="access:restricted-token",
+            )
         token = self.session.get(ApiToken, token_id)
         may_manage = principal.is_admin or principal.has(Permission.USER_MANAGE)
         if token is None or (token.user_id != principal.user_id and not may_manage):

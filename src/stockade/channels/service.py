@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
@@ -16,7 +17,7 @@ from stockade.channels.errors import ChannelExistsError, ChannelNotFoundError
 from stockade.channels.models import Artifact, Channel, SubdirIndex
 from stockade.channels.naming import validate_channel_name
 from stockade.channels.publishing import request_publication, request_publications
-from stockade.core.errors import InvalidInputError
+from stockade.core.errors import AuthenticationError, InvalidInputError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -169,3 +170,16 @@ class ChannelService:
             )
         ).one()
         return int(count), int(size)
+
+
+def check_token_resources(session: Session, owner: Principal, names: Iterable[str]) -> None:
+    """A resource token may name only channels its owner can read; hidden ones look missing."""
+    channels = ChannelService(session)
+    for name in names:
+        base = name.removesuffix("/*")
+        try:
+            channels.get(owner, base, Permission.CHANNEL_READ)
+        except (NotFoundError, AuthenticationError):
+            raise InvalidInputError(
+                f"resources: channel {base!r} not found", code="token:resources", field="resources"
+            ) from None

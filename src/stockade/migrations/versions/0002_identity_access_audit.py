@@ -142,6 +142,10 @@ def _append_only_triggers() -> None:
             "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events "
             "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()"
         )
+        op.execute(
+            "CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()"
+        )
     else:
         for action in ("UPDATE", "DELETE"):
             op.execute(
@@ -153,6 +157,7 @@ def _append_only_triggers() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events")
+        op.execute("DROP TRIGGER IF EXISTS audit_events_no_truncate ON audit_events")
         op.execute("DROP FUNCTION IF EXISTS audit_events_append_only()")
     else:
         op.execute("DROP TRIGGER IF EXISTS audit_events_no_update")

@@ -135,12 +135,19 @@ def export_audit(
         row = event.model_dump(mode="json")
         for key in ("before", "after", "details"):
             row[key] = orjson.dumps(row[key]).decode() if row[key] is not None else ""
-        writer.writerow(row)
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     return Response(
         out.getvalue(),
         media_type="text/csv",
         headers={"content-disposition": 'attachment; filename="stockade-audit.csv"'},
     )
+
+
+def _cell(value: object) -> object:
+    """Spreadsheets run cells starting with = + - @ as formulas: quote them."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 @router.get("/audit/verify", response_model=AuditVerification)
@@ -155,4 +162,5 @@ def verify_audit(principal: SignedIn, container: ContainerDep) -> AuditVerificat
         broken_at=report.broken_at,
         problem=report.problem,
         head=report.head,
+        first_seq=report.first_seq,
     )

@@ -76,6 +76,9 @@ class UserUpdate(Strict):
     display_name: str | None = Field(default=None, max_length=256)
     is_active: bool | None = None
     password: str | None = Field(default=None, min_length=8, max_length=1024)
+    current_password: str | None = Field(
+        default=None, max_length=1024, description="required to change your own password"
+    )
 
 
 class UserPublic(BaseModel):
@@ -218,3 +221,4 @@ class AuditVerification(BaseModel):
     broken_at: int | None
     problem: str | None
     head: str | None
+    first_seq: int | None = Field(description="the oldest event kept (1 unless retention cut)")

@@ -112,6 +112,7 @@ def update_user(
                 display_name=body.display_name,
                 is_active=body.is_active,
                 password=body.password,
+                current_password=body.current_password,
             ),
         )
         detail = user_detail(admin, user)

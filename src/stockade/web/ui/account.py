@@ -104,7 +104,9 @@ def _set_password(container: Container, principal: Principal, current: str, new:
         if user.source != "local" or user.kind != "user":
             raise InvalidInputError(f"your password is managed by {user.source}")
         if verify_password(user.password_hash, current):
-            PrincipalAdmin(session, principal).update_user(user.username, UserChanges(password=new))
+            PrincipalAdmin(session, principal).update_user(
+                user.username, UserChanges(password=new, current_password=current)
+            )
             return True
         users.count_failure(user)  # committed: wrong guesses count towards the lockout
         AuditLog(session).record(
@@ -193,7 +195,8 @@ def revoke_token(
         with transaction(container.factory) as session:
             admin = PrincipalAdmin(session, principal)
             mine = {t.id for t in admin.tokens_of(principal.username)}
-            number = int(token_id) if token_id.isdigit() else -1
+            digits = token_id.isascii() and token_id.isdigit() and len(token_id) <= 18
+            number = int(token_id) if digits else -1
             if number not in mine:
                 raise InvalidInputError("that token is not one of yours")
             TokenService(session, max_days=container.settings.auth.token_max_days).revoke(

@@ -70,7 +70,8 @@ def revoke_token_of(
     """Revoke one token of ``username`` (needs user:manage unless it is the principal's own)."""
     admin = PrincipalAdmin(session, principal)
     owned = {t.id for t in admin.tokens_of(username)}
-    number = int(token_id) if token_id.isdigit() else -1
+    digits = token_id.isascii() and token_id.isdigit() and len(token_id) <= 18
+    number = int(token_id) if digits else -1
     if number not in owned:
         raise InvalidInputError(f"user {username!r} has no such token")
     if username != principal.username:

@@ -144,7 +144,7 @@ def audit_page(
 
 
 def _cursor(value: str) -> int | None:
-    return int(value) if value.isdigit() and 0 < len(value) <= 18 else None
+    return int(value) if value.isascii() and value.isdigit() and 0 < len(value) <= 18 else None
 
 
 @router.get(AUDIT)

@@ -15,8 +15,9 @@ from stockade.auth.admin import PrincipalAdmin
 from stockade.auth.models import ApiToken
 from stockade.auth.permissions import Category
 from stockade.auth.principal import Principal
+from stockade.auth.service import UserService
 from stockade.auth.tokens import TOKEN_KINDS, TokenService
-from stockade.channels.service import ChannelService
+from stockade.channels.service import check_token_resources
 from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
 from stockade.web.ui.forms import clean
@@ -142,10 +143,10 @@ def issue_token(
     days = parse_days(form.days, max_days)
     scopes = [clean(s, 64) for s in form.scopes] if kind == "scope" else []
     resources = parse_resources(form.resources) if kind == "resource" else {}
-    channels = ChannelService(session)
-    for name in resources:
-        if channels.find(name.removesuffix("/*")) is None:
-            raise InvalidInputError(f"resources: channel {name!r} not found", field="resources")
+    holder = principal if owner.id == principal.user_id else None
+    if holder is None:
+        holder = UserService(session).principal_for(owner, via="check")
+    check_token_resources(session, holder, resources)
     issued = TokenService(session, max_days=max_days).create(
         owner.id,
         clean(form.name, 256),

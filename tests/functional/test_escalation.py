@@ -1,0 +1,245 @@
+"""Nobody hands out power they do not hold: regression tests from the security review."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.server import LiveServer
+
+pytestmark = pytest.mark.functional
+PASSWORD = "correct-horse-battery"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def user_with_role(live: LiveServer, levels: dict[str, str]) -> tuple[str, httpx.Client]:
+    name, role = unique("u"), unique("role")
+    assert (
+        live.admin.post("/api/v1/users", json={"username": name, "password": PASSWORD}).status_code
+        == 201
+    )
+    r = live.admin.post("/api/v1/roles", json={"name": role, "permissions": levels})
+    assert r.status_code == 201, r.text
+    assert (
+        live.admin.post(f"/api/v1/roles/{role}/assignments", json={"user": name}).status_code == 200
+    )
+    token = (
+        live.client()
+        .post("/api/v1/tokens", json={"name": "t", "expires_in_days": 2}, auth=(name, PASSWORD))
+        .json()["token"]
+    )
+    return name, live.client(token)
+
+
+def refused(response: httpx.Response, code: str | None = None) -> None:
+    assert response.status_code == 403, response.text
+    if code:
+        assert response.json()["code"] == code, response.json()
+
+
+def test_users_write_cannot_take_over_an_admin_or_join_an_admin_group(
+    live_server: LiveServer,
+) -> None:
+    _, client = user_with_role(live_server, {"users": "write"})
+    refused(
+        client.patch("/api/v1/users/admin", json={"password": "taken-over-1"}), "user:escalation"
+    )
+    refused(client.patch("/api/v1/users/admin", json={"is_active": False}), "user:escalation")
+    admins = unique("ops")
+    live_server.admin.post("/api/v1/groups", json={"name": admins})
+    live_server.admin.post("/api/v1/roles/admin/assignments", json={"group": admins})
+    created = unique("sock")
+    assert (
+        client.post("/api/v1/users", json={"username": created, "password": PASSWORD}).status_code
+        == 201
+    )
+    refused(client.put(f"/api/v1/groups/{admins}/members/{created}"), "group:escalation")
+    # a group whose role grants more than the actor holds
+    auditors, role = unique("aud"), unique("auditor")
+    live_server.admin.post("/api/v1/groups", json={"name": auditors})
+    live_server.admin.post("/api/v1/roles", json={"name": role, "permissions": {"audit": "read"}})
+    live_server.admin.post(f"/api/v1/roles/{role}/assignments", json={"group": auditors})
+    refused(client.put(f"/api/v1/groups/{auditors}/members/{created}"), "role:escalation")
+    # a group holding a channel grant the actor lacks
+    channel = live_server.new_channel(privacy="private", prefix="esc")
+    readers = unique("readers")
+    live_server.admin.post("/api/v1/groups", json={"name": readers})
+    live_server.admin.put(
+        f"/api/v1/channels/{channel}/members", json={"group": readers, "level": "read"}
+    )
+    refused(client.put(f"/api/v1/groups/{readers}/members/{created}"), "grant:escalation")
+    # what the actor may do: manage a plain group and a plain user
+    plain = unique("plain")
+    assert client.post("/api/v1/groups", json={"name": plain}).status_code == 201
+    assert client.put(f"/api/v1/groups/{plain}/members/{created}").status_code == 200
+    assert (
+        client.patch(f"/api/v1/users/{created}", json={"password": "new-password-2"}).status_code
+        == 200
+    )
+
+
+def test_roles_manage_cannot_widen_roles(live_server: LiveServer) -> None:
+    name, client = user_with_role(live_server, {"roles": "manage"})
+    mine = live_server.admin.get(f"/api/v1/users/{name}").json()["roles"][0]
+    everything = dict.fromkeys(("channels", "users", "system", "audit", "roles"), "manage")
+    refused(
+        client.patch(f"/api/v1/roles/{mine}", json={"permissions": everything}), "role:escalation"
+    )
+    refused(
+        client.post(
+            "/api/v1/roles", json={"name": unique("r"), "permissions": {"system": "manage"}}
+        )
+    )
+    assert (
+        client.post(
+            "/api/v1/roles", json={"name": unique("r"), "permissions": {"roles": "read"}}
+        ).status_code
+        == 201
+    )
+    assert "system:manage" not in client.get("/api/v1/whoami").json()["permissions"]
+
+
+def test_users_manage_cannot_mint_a_token_for_an_admin_service_account(
+    live_server: LiveServer,
+) -> None:
+    bot = unique("bot")
+    live_server.admin.post("/api/v1/service-accounts", json={"name": bot})
+    live_server.admin.post("/api/v1/roles/admin/assignments", json={"user": bot})
+    _, client = user_with_role(live_server, {"users": "manage"})
+    refused(client.post("/api/v1/tokens", json={"name": "x", "user": bot}), "user:escalation")
+    plain = unique("bot")
+    live_server.admin.post("/api/v1/service-accounts", json={"name": plain})
+    assert client.post("/api/v1/tokens", json={"name": "x", "user": plain}).status_code == 201
+
+
+def test_restricted_tokens_cannot_see_or_revoke_their_owners_tokens(
+    live_server: LiveServer,
+) -> None:
+    name = unique("u")
+    live_server.admin.post("/api/v1/users", json={"username": name, "password": PASSWORD})
+    channel = live_server.new_channel(prefix="rt")
+    http = live_server.client()
+    personal = http.post("/api/v1/tokens", json={"name": "p"}, auth=(name, PASSWORD)).json()
+    scoped = http.post(
+        "/api/v1/tokens",
+        json={"name": "r", "kind": "resource", "resources": {channel: "read"}},
+        auth=(name, PASSWORD),
+    ).json()
+    client = live_server.client(scoped["token"])
+    refused(client.get("/api/v1/tokens"), "access:restricted-token")
+    refused(client.delete(f"/api/v1/tokens/{personal['id']}"), "access:restricted-token")
+    assert client.delete(f"/api/v1/tokens/{scoped['id']}").status_code == 200  # itself: fine
+    assert live_server.client(personal["token"]).get("/api/v1/whoami").status_code == 200
+
+
+def test_hidden_and_missing_channels_look_the_same_to_token_requests(
+    live_server: LiveServer,
+) -> None:
+    name = unique("u")
+    live_server.admin.post("/api/v1/users", json={"username": name, "password": PASSWORD})
+    hidden = live_server.new_channel(privacy="private", prefix="hid")
+    answers = [
+        live_server.client().post(
+            "/api/v1/tokens",
+            json={"name": "r", "kind": "resource", "resources": {channel: "read"}},
+            auth=(name, PASSWORD),
+        )
+        for channel in (hidden, "no-such-channel-zz")
+    ]
+    assert [a.status_code for a in answers] == [422, 422]
+    assert answers[0].json()["detail"].replace(hidden, "X") == answers[1].json()["detail"].replace(
+        "no-such-channel-zz", "X"
+    )
+
+
+def test_password_changes(live_server: LiveServer) -> None:
+    name = unique("u")
+    live_server.admin.post("/api/v1/users", json={"username": name, "password": PASSWORD})
+    token = (
+        live_server.client()
+        .post("/api/v1/tokens", json={"name": "t"}, auth=(name, PASSWORD))
+        .json()["token"]
+    )
+    own = live_server.client(token)
+    r = own.patch(f"/api/v1/users/{name}", json={"password": "another-pass-1"})
+    assert r.status_code == 422 and r.json()["code"] == "user:wrong-password"
+    r = own.patch(
+        f"/api/v1/users/{name}", json={"password": "another-pass-1", "current_password": "nope"}
+    )
+    assert r.status_code == 422
+    r = own.patch(
+        f"/api/v1/users/{name}", json={"password": "another-pass-1", "current_password": PASSWORD}
+    )
+    assert r.status_code == 200, r.text
+    # an admin reset signs the user out of every browser
+    login = live_server.client().get("/login")
+    csrf = login.text.split('name="csrf_token" value="')[1].split('"')[0]
+    with live_server.client() as browser:
+        browser.cookies.update(login.cookies)
+        signed = browser.post(
+            "/login",
+            data={"username": name, "password": "another-pass-1", "csrf_token": csrf, "next": "/"},
+        )
+        assert signed.status_code == 303, signed.text
+        assert browser.get("/api/v1/whoami").json()["username"] == name
+        live_server.admin.patch(f"/api/v1/users/{name}", json={"password": "reset-by-admin-1"})
+        live_server.container.authenticator.forget_all()
+        assert browser.get("/api/v1/whoami").json()["anonymous"] is True
+
+
+def test_token_as_basic_auth_username_works_and_is_never_audited(live_server: LiveServer) -> None:
+    token = live_server.admin_token
+    r = live_server.client().get("/api/v1/whoami", auth=(token, ""))
+    assert r.status_code == 200 and r.json()["username"] == "admin"
+    bad = "stk_" + "x" * 43
+    assert live_server.client().get("/api/v1/whoami", auth=(bad, "")).status_code == 401
+    events = live_server.admin.get("/api/v1/audit/export", params={"format": "json"}).text
+    assert bad not in events and token not in events
+
+
+def test_audit_filters_and_export_edge_cases(live_server: LiveServer) -> None:
+    audit = "/api/v1/audit"
+    assert live_server.admin.get(audit, params={"since": "2024-01-01T00:00:00"}).status_code == 200
+    r = live_server.admin.get(audit, params={"since": "0001-01-01T00:00:00+14:00"})
+    assert r.status_code == 422, r.text
+    live_server.client().get("/api/v1/whoami", auth=("=HYPERLINK(1)", "x"))
+    csv_text = live_server.admin.get(f"{audit}/export", params={"format": "csv"}).text
+    assert ",=HYPERLINK" not in csv_text and "'=HYPERLINK(1)" in csv_text
+    for path in ("/admin/audit?before=%C2%B2", "/account/tokens/%C2%B2/revoke"):
+        assert live_server.admin.get(path).status_code < 500
+
+
+def unit_resources(**resources: Any) -> Any:
+    from stockade.auth.permissions import Level
+    from stockade.auth.principal import Principal
+
+    return Principal(1, "x", resources={k: Level.parse(v) for k, v in resources.items()})
+
+
+def test_a_wildcard_resource_covers_the_channel_itself() -> None:
+    from stockade.auth.permissions import Level
+
+    principal = unit_resources(**{"team/*": "write"})
+    assert principal.resource_cap("team") == Level.WRITE
+    assert principal.resource_cap("team/sub/deeper") == Level.WRITE
+    assert principal.resource_cap("teams") == Level.NONE
+
+
+def test_ipv6_clients_are_limited_per_64() -> None:
+    from stockade.auth.ratelimit import AttemptLimiter, client_key
+    from stockade.core.errors import TooManyRequestsError
+
+    assert client_key("2001:db8::1") == client_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert client_key("::ffff:10.0.0.1") == "10.0.0.1"
+    limiter = AttemptLimiter(3)
+    for i in range(3):
+        limiter.failed(f"2001:db8::{i + 1}")
+    with pytest.raises(TooManyRequestsError):
+        limiter.check("2001:db8::99")
+    limiter.check("2001:db9::1")
