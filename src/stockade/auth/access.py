@@ -83,6 +83,19 @@ class AccessService:
         permission: Permission = Permission.CHANNEL_READ,
     ) -> Level:
         """The principal's level on the channel, as it counts for ``permission``."""
+        if principal.is_anonymous:
+            return Level.READ if channel.privacy == Privacy.PUBLIC else Level.NONE
+        key = (channel, permission)
+        known = principal.memo.get(key)
+        if known is None:
+            if len(principal.memo) > 10_000:
+                principal.memo.clear()
+            known = principal.memo[key] = self._channel_level(principal, channel, permission)
+        return known
+
+    def _channel_level(
+        self, principal: Principal, channel: ChannelRef, permission: Permission
+    ) -> Level:
         public = Level.READ if channel.privacy == Privacy.PUBLIC else Level.NONE
         if principal.is_anonymous:
             return public

@@ -105,6 +105,27 @@ class Authenticator:
         with self._lock:
             self._cache.clear()
 
+    def cached_token(self, token: str) -> Principal | None:
+        """``cached`` for a bare token (the conda fast path's common case)."""
+        hit = self._cache.get("t:" + hash_secret(token))
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        if isinstance(hit[1], AuthenticationError):
+            raise hit[1]
+        return hit[1]
+
+    def cached(self, creds: Credentials) -> Principal | None:
+        """The principal if these credentials were resolved in the last seconds (no I/O):
+        hot paths call this on the event loop and go to a thread only on a miss."""
+        if creds.empty:
+            return ANONYMOUS
+        hit = self._cache.get(self._cache_key(creds))
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        if isinstance(hit[1], AuthenticationError):
+            raise hit[1]
+        return hit[1]
+
     def authenticate(self, creds: Credentials) -> Principal:
         """The principal for these credentials; wrong ones raise (and are remembered briefly)."""
         if creds.empty:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from stockade.auth.permissions import Category, Level, Permission
 
@@ -31,6 +32,8 @@ class Principal:
     scopes: Mapping[Category, Level] | None = None
     # resource tokens: channel name (or "name/*" for a channel and its subchannels) -> level
     resources: Mapping[str, Level] | None = None
+    # decisions already taken for this principal (it lives seconds in the authenticator's cache)
+    memo: dict[Any, Level] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def is_anonymous(self) -> bool:

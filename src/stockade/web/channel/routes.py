@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import anyio
 import structlog
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -28,7 +27,7 @@ from stockade.conda.repodata import empty_repodata_json
 from stockade.container import Container
 from stockade.core.errors import StockadeError
 from stockade.web.channel.responses import IMMUTABLE, BlobResponder, RequestInfo
-from stockade.web.credentials import credentials_from
+from stockade.web.credentials import credentials_from_scope
 from stockade.web.errors import error_response, problem
 
 ROOT_FILES = {"channeldata.json", "notices.json"}
@@ -91,6 +90,7 @@ class CondaApp:
         max_age = container.settings.publication.index_max_age
         self._index_cc = {False: f"public, max-age={max_age}", True: f"private, max-age={max_age}"}
         self._shards: dict[tuple[int, str, str], float] = {}
+        self._access = AccessService()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -161,7 +161,7 @@ class CondaApp:
             return error_response(exc)
         if public:
             return None
-        level = AccessService().channel_level(principal, ref, Permission.ARTIFACT_READ)
+        level = self._access.channel_level(principal, ref, Permission.ARTIFACT_READ)
         if level >= Level.READ:
             return None
         if principal.is_anonymous:
@@ -175,8 +175,15 @@ class CondaApp:
 
     async def _principal(self, scope: Scope) -> Principal:
         authenticator = self.container.authenticator
-        creds = credentials_from(Request(scope))
-        principal: Principal = await anyio.to_thread.run_sync(authenticator.authenticate, creds)
+        url_token = scope.get("stockade.url_token")
+        if url_token:  # conda's usual form: skip building the credentials when cached
+            principal = authenticator.cached_token(url_token)
+            if principal is not None:
+                return principal
+        creds = credentials_from_scope(scope)
+        principal = authenticator.cached(creds)  # a dict lookup: no thread hop when cached
+        if principal is None:
+            principal = await anyio.to_thread.run_sync(authenticator.authenticate, creds)
         return principal
 
     async def _root_file(
