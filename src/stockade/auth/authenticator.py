@@ -7,6 +7,7 @@ credentials give the anonymous principal.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -76,6 +77,10 @@ class BearerVerifier(Protocol):
         ...
 
 
+def _token_key(token: str) -> str:
+    return "t:" + hashlib.sha256(token.encode()).hexdigest()
+
+
 def looks_like_jwt(value: str) -> bool:
     return value.startswith("eyJ") and value.count(".") == 2
 
@@ -107,7 +112,7 @@ class Authenticator:
 
     def cached_token(self, token: str) -> Principal | None:
         """``cached`` for a bare token (the conda fast path's common case)."""
-        hit = self._cache.get("t:" + hash_secret(token))
+        hit = self._cache.get(_token_key(token))
         if hit is None or hit[0] <= time.monotonic():
             return None
         if isinstance(hit[1], AuthenticationError):
@@ -154,7 +159,7 @@ class Authenticator:
     @staticmethod
     def _cache_key(creds: Credentials) -> str:
         if creds.token:
-            return "t:" + hash_secret(creds.token)
+            return _token_key(creds.token)
         if creds.session_cookie:
             return "s:" + hash_secret(creds.session_cookie)
         return "p:" + hash_secret(f"{creds.username}\0{creds.password}")

@@ -149,14 +149,23 @@ class CondaApp:
         """None when the caller may read the channel, else the response to send (401 or 404)."""
         ref = files.ref
         public = ref.privacy == Privacy.PUBLIC
-        if (
-            public
-            and "stockade.url_token" not in scope
-            and not any(key == b"authorization" for key, _ in headers)
-        ):
-            return None
+        token = scope.get("stockade.url_token")
+        authorization = None
+        if token is None:
+            for key, value in headers:
+                if key == b"authorization":
+                    authorization = value
+                    break
+            if public and authorization is None:
+                return None
         try:
-            principal = await self._principal(scope)
+            principal = self._cached_principal(token, authorization)
+            if principal is None:
+                creds = credentials_from_scope(scope)
+                authenticator = self.container.authenticator
+                principal = authenticator.cached(creds)
+                if principal is None:
+                    principal = await anyio.to_thread.run_sync(authenticator.authenticate, creds)
         except StockadeError as exc:
             return error_response(exc)
         if public:
@@ -173,18 +182,14 @@ class CondaApp:
             )
         return _not_found(f"channel {ref.name!r}")
 
-    async def _principal(self, scope: Scope) -> Principal:
-        authenticator = self.container.authenticator
-        url_token = scope.get("stockade.url_token")
-        if url_token:  # conda's usual form: skip building the credentials when cached
-            principal = authenticator.cached_token(url_token)
-            if principal is not None:
-                return principal
-        creds = credentials_from_scope(scope)
-        principal = authenticator.cached(creds)  # a dict lookup: no thread hop when cached
-        if principal is None:
-            principal = await anyio.to_thread.run_sync(authenticator.authenticate, creds)
-        return principal
+    def _cached_principal(self, token: str | None, authorization: bytes | None) -> Principal | None:
+        """conda's usual credentials (a URL token, a Bearer header) answered from the cache
+        without building anything; None sends the caller down the general path."""
+        if token is None and authorization is not None and authorization[:7].lower() == b"bearer ":
+            token = authorization[7:].decode("latin-1").strip()
+        if token is None:
+            return None
+        return self.container.authenticator.cached_token(token)
 
     async def _root_file(
         self, send: Send, info: RequestInfo, files: ChannelFiles, name: str, private: bool
