@@ -22,6 +22,7 @@ BENCHMARKS = {
     "publication": "bench_publication.py",
     "serving": "bench_serving.py",
     "upload": "bench_upload.py",
+    "auth": "bench_auth.py",
 }
 
 
