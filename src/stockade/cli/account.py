@@ -110,7 +110,9 @@ def token_create(
     extra = f" [{restriction}]" if restriction else ""
     err_console.print(
         f"{data['kind']} token {data['id']} ({data['name']}) for {data['owner']}{extra}, "
-        f"expires {data['expires_at'][:19]}. Shown once:"
+        f"expires {data['expires_at'][:19]}. Shown once:",
+        markup=False,
+        highlight=False,
     )
     print(data["token"])
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stockade.cli.client import client, fail
@@ -372,23 +373,42 @@ def audit_query(
     if as_json:
         _json(events)
         return
-    table = Table("seq", "when", "type", "outcome", "actor", "ip", "target", "change")
+    table = Table("seq", "when (UTC)", "type", "outcome", "actor", "ip", "target", "change")
+    table.columns[2].no_wrap = True
+    table.columns[7].overflow = "fold"
     for e in events:
-        change = e["details"] or {}
-        if e["after"] is not None or e["before"] is not None:
-            change = {"before": e["before"], "after": e["after"], **(e["details"] or {})}
         target_text = f"{e['target_type'] or ''} {e['target_name'] or ''}".strip()
         table.add_row(
             str(e["seq"]),
-            e["occurred_at"][:19],
+            e["occurred_at"][5:19].replace("T", " "),
             e["event_type"],
             e["outcome"] if e["outcome"] == "success" else f"[red]{e['outcome']}[/red]",
-            e["actor"],
+            escape(e["actor"]),
             e["ip"] or "",
-            target_text,
-            json.dumps(change, default=str)[:80] if change else "",
+            escape(target_text),
+            escape(_change(e)),
         )
     out.print(table)
+
+
+def _change(event: dict[str, Any]) -> str:
+    """before -> after for the fields that changed, then the details, as short key=value text."""
+    before, after = event["before"] or {}, event["after"] or {}
+    parts = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        parts.append(
+            f"{key}: {_short(old)} -> {_short(new)}" if key in before else f"{key}={_short(new)}"
+        )
+    parts += [f"{k}={_short(v)}" for k, v in (event["details"] or {}).items()]
+    return "; ".join(parts)
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 @audit_app.command("export")
