@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stockade.core.errors import ConfigurationError
@@ -149,6 +156,15 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     ldap: LdapSettings = LdapSettings()
     oidc: OidcSettings = OidcSettings()
+
+    @model_validator(mode="after")
+    def _secure_cookies_behind_https(self) -> Settings:
+        """An https public URL means browsers reach us over TLS: cookies are Secure unless the
+        administrator said otherwise."""
+        https = (self.public_url or "").startswith("https://")
+        if https and "secure_cookies" not in self.auth.model_fields_set:
+            self.auth = self.auth.model_copy(update={"secure_cookies": True})
+        return self
 
     @field_validator("database_url")
     @classmethod

@@ -243,3 +243,31 @@ def test_ipv6_clients_are_limited_per_64() -> None:
     with pytest.raises(TooManyRequestsError):
         limiter.check("2001:db8::99")
     limiter.check("2001:db9::1")
+
+
+def test_a_session_cookie_alone_changes_nothing_through_the_api(live_server: LiveServer) -> None:
+    name = unique("u")
+    live_server.admin.post("/api/v1/users", json={"username": name, "password": PASSWORD})
+    login = live_server.client().get("/login")
+    csrf = login.text.split('name="csrf_token" value="')[1].split('"')[0]
+    with live_server.client() as browser:
+        browser.cookies.update(login.cookies)
+        browser.post("/login", data={"username": name, "password": PASSWORD, "csrf_token": csrf})
+        assert browser.get("/api/v1/whoami").json()["username"] == name  # reading is fine
+        r = browser.post("/api/v1/channels", json={"name": unique("c")})
+        assert r.status_code == 403 and r.json()["code"] == "csrf:missing"
+        page = browser.get("/account").text
+        token = page.split('name="csrf_token" value="')[1].split('"')[0]
+        r = browser.post(
+            "/api/v1/channels", json={"name": unique("c")}, headers={"X-CSRF-Token": token}
+        )
+        assert r.status_code == 201, r.text
+
+
+def test_https_public_url_makes_cookies_secure() -> None:
+    from stockade.settings import load_settings
+
+    assert load_settings(public_url="https://repo.example.org").auth.secure_cookies is True
+    assert load_settings().auth.secure_cookies is False
+    explicit = load_settings(public_url="https://x.example", auth={"secure_cookies": False})
+    assert explicit.auth.secure_cookies is False

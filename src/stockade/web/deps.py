@@ -8,8 +8,9 @@ from fastapi import Depends, Request
 
 from stockade.auth.principal import Principal
 from stockade.container import Container
-from stockade.core.errors import AuthenticationError
+from stockade.core.errors import AuthenticationError, PermissionDeniedError
 from stockade.web.credentials import credentials_from
+from stockade.web.ui.csrf import session_csrf, tokens_match
 
 
 def get_container(request: Request) -> Container:
@@ -20,8 +21,23 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
+SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+
+
 def get_principal(request: Request, container: ContainerDep) -> Principal:
     principal = container.authenticator.authenticate(credentials_from(request))
+    if (
+        principal.via == "session"
+        and request.method not in SAFE_METHODS
+        and request.url.path.startswith("/api/")
+        and not tokens_match(session_csrf(request), request.headers.get("x-csrf-token"))
+    ):
+        # A browser's cookie alone never changes anything through the API (no cross-site
+        # request forgery): scripts send the session's CSRF token, tools use a token.
+        raise PermissionDeniedError(
+            "with a session cookie, send the X-CSRF-Token header (or use an API token)",
+            code="csrf:missing",
+        )
     request.state.principal = principal
     return principal
 
