@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 import uvicorn
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from stockade.app import create_app
 from stockade.container import Container
@@ -49,9 +50,24 @@ def fresh_database(backend: str, data_dir: Path, pg_url: str | None) -> Iterator
     try:
         yield f"{base}/{name}"
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        try:
+            _drop_database(admin, name)
+        finally:
+            admin.dispose()
+
+
+def _drop_database(admin: Engine, name: str) -> None:
+    """Drop a test database; an autovacuum worker still in it (a process of another role, which
+    ``WITH (FORCE)`` may not terminate) only delays the drop for a moment."""
+    for attempt in range(40):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except (ProgrammingError, OperationalError):
+            if attempt == 39:
+                raise
+            time.sleep(0.25)
 
 
 @dataclass
