@@ -173,6 +173,10 @@ def test_password_changes(live_server: LiveServer) -> None:
         f"/api/v1/users/{name}", json={"password": "another-pass-1", "current_password": "nope"}
     )
     assert r.status_code == 422
+    failed = live_server.admin.get(
+        "/api/v1/audit", params={"actor": name, "type": "auth.failed"}
+    ).json()
+    assert failed["events"] and failed["events"][0]["details"]["method"] == "password-change"
     r = own.patch(
         f"/api/v1/users/{name}", json={"password": "another-pass-1", "current_password": PASSWORD}
     )

@@ -233,12 +233,23 @@ class PrincipalAdmin:
             raise InvalidInputError(f"user {username!r} is disabled", field="username")
         return user
 
+    def record_wrong_password(self) -> None:
+        """Count a wrong current password towards the actor's lockout, and audit it."""
+        user = self.users.get_by_name(self.actor.username)
+        self.users.count_failure(user)
+        self.audit.record(
+            "auth.failed",
+            self.actor,
+            Target("user", user.username, user.id),
+            outcome="failure",
+            details={"method": "password-change", "reason": "user:wrong-password"},
+        )
+
     def _check_current_password(self, user: User, current: str | None) -> None:
         if user.source != "local":
             raise ManagedElsewhereError(f"your password is managed by {user.source}")
         self.users.check_not_locked(user)
         if not current or not verify_password(user.password_hash, current):
-            self.users.count_failure(user)
             raise InvalidInputError(
                 "the current password is wrong",
                 code="user:wrong-password",

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from stockade.auth.admin import PrincipalAdmin, UserChanges, role_permissions
 from stockade.auth.models import Group, GroupMember, Role, RoleAssignment, User
 from stockade.auth.permissions import Category, Permission
+from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
 from stockade.web.api.identity_schemas import (
     GroupCreate,
@@ -103,19 +104,22 @@ def show_user(username: str, principal: SignedIn, container: ContainerDep) -> Us
 def update_user(
     username: str, body: UserUpdate, principal: SignedIn, container: ContainerDep
 ) -> UserDetail:
-    with transaction(container.factory) as session:
-        admin = PrincipalAdmin(session, principal)
-        user = admin.update_user(
-            username,
-            UserChanges(
-                email=body.email,
-                display_name=body.display_name,
-                is_active=body.is_active,
-                password=body.password,
-                current_password=body.current_password,
-            ),
-        )
-        detail = user_detail(admin, user)
+    changes = UserChanges(
+        email=body.email,
+        display_name=body.display_name,
+        is_active=body.is_active,
+        password=body.password,
+        current_password=body.current_password,
+    )
+    try:
+        with transaction(container.factory) as session:
+            admin = PrincipalAdmin(session, principal)
+            detail = user_detail(admin, admin.update_user(username, changes))
+    except InvalidInputError as exc:
+        if exc.code == "user:wrong-password":  # the change rolled back; the failure still counts
+            with transaction(container.factory) as session:
+                PrincipalAdmin(session, principal).record_wrong_password()
+        raise
     container.authenticator.forget_all()
     return detail
 
