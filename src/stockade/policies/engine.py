@@ -306,6 +306,17 @@ class _Spec:
         assert self.name_re is not None
         return [n for n in index if self.name_re.fullmatch(n)]
 
+    def version_ok(self, vtext: str) -> bool:
+        """The cached version check (fast path only; True when the spec has no version)."""
+        if self.version_spec is None:
+            return True
+        ok = self._vcache.get(vtext)
+        if ok is None:
+            v = _version(vtext)
+            ok = v is not None and bool(self.version_spec.matches(v))
+            self._vcache[vtext] = ok
+        return ok
+
     def matches(self, rec: Record, subdir: str) -> bool:
         """Match a record already known to be in a name bucket this spec selects."""
         if self.slow:
@@ -313,15 +324,12 @@ class _Spec:
                 return bool(self.spec.matches(_package_record(rec, subdir)))
             except _RATTLER_ERRORS:  # a record rattler cannot represent does not match
                 return False
-        if self.version_spec is not None:
-            vtext = str(rec.get("version", ""))
-            ok = self._vcache.get(vtext)
-            if ok is None:
-                v = _version(vtext)
-                ok = v is not None and bool(self.version_spec.matches(v))
-                self._vcache[vtext] = ok
-            if not ok:
-                return False
+        if not self.version_ok(str(rec.get("version", ""))):
+            return False
+        return self.build_ok(rec)
+
+    def build_ok(self, rec: Record) -> bool:
+        """The build check of the fast path (the version is checked per version group)."""
         return (
             self.build_re is None or self.build_re.fullmatch(str(rec.get("build", ""))) is not None
         )
@@ -352,8 +360,22 @@ def _name(rec: Record) -> str:
 # ----------------------------------------------------------------------------------------- the engine
 
 
+class _Group:
+    """The records of one name and one version text in one subdir (a spec's version is checked once per
+    group); ``kept``/``watchers`` are the pruning state (see :func:`_prune`)."""
+
+    __slots__ = ("fns", "kept", "subdir", "version", "watchers")
+
+    def __init__(self, subdir: str, version: str) -> None:
+        self.subdir = subdir
+        self.version = version
+        self.fns: list[str] = []
+        self.kept = 0
+        self.watchers: list[_Need] = []
+
+
 class _Universe:
-    """All records being evaluated, indexed by subdir and name."""
+    """All records being evaluated, indexed by subdir and name (and, lazily, by version within a name)."""
 
     def __init__(self, records: Mapping[str, Mapping[str, Record]]) -> None:
         self.records = records
@@ -366,16 +388,47 @@ class _Universe:
             self.by_name[subdir] = dict(idx)
             self.all_names.update(idx)
         self._dep_cache: dict[str, list[tuple[str, str]]] = {}
+        self._groups: dict[str, dict[str, list[_Group]]] = {sd: {} for sd in records}
+
+    def groups(self, subdir: str, name: str) -> list[_Group]:
+        """The version groups of a name bucket, in first-seen order (built once per bucket)."""
+        cache = self._groups[subdir]
+        out = cache.get(name)
+        if out is None:
+            recs = self.records[subdir]
+            by_version: dict[str, _Group] = {}
+            for fn in self.by_name[subdir].get(name, ()):
+                vtext = str(recs[fn].get("version", ""))
+                g = by_version.get(vtext)
+                if g is None:
+                    g = by_version[vtext] = _Group(subdir, vtext)
+                g.fns.append(fn)
+            out = cache[name] = list(by_version.values())
+        return out
 
     def select(self, spec: _Spec, subdir: str) -> set[str]:
         idx = self.by_name[subdir]
         recs = self.records[subdir]
         out: set[str] = set()
         for name in spec.names(idx):
-            for fn in idx[name]:
-                if spec.matches(recs[fn], subdir):
-                    out.add(fn)
+            if spec.slow:
+                out.update(fn for fn in idx[name] if spec.matches(recs[fn], subdir))
+                continue
+            for g in self.groups(subdir, name):
+                if not spec.version_ok(g.version):
+                    continue
+                if spec.build_re is None:
+                    out.update(g.fns)
+                else:
+                    out.update(fn for fn in g.fns if spec.build_ok(recs[fn]))
         return out
+
+    def external(self, spec: _Spec | None) -> bool:
+        """A depends entry taken as satisfied: unparsable, virtual, or a name absent upstream."""
+        return spec is None or (
+            spec.exact_name is not None
+            and (spec.exact_name.startswith("__") or spec.exact_name not in self.all_names)
+        )
 
     def satisfying(self, dep: str) -> list[tuple[str, str]] | None:
         """Every ``(subdir, fn)`` satisfying a depends entry; None = satisfied externally/virtually."""
@@ -383,15 +436,15 @@ class _Universe:
         if cached is not None:
             return cached
         spec = _dep_spec(dep)
-        if spec is None:
-            return None
-        if spec.exact_name is not None and (
-            spec.exact_name.startswith("__") or spec.exact_name not in self.all_names
-        ):
+        if spec is None or self.external(spec):
             return None
         out = [(sd, fn) for sd in self.records for fn in self.select(spec, sd)]
         self._dep_cache[dep] = out
         return out
+
+    def eligible_subdirs(self, subdir: str) -> list[str]:
+        """Where a record of ``subdir`` looks for its dependencies (see :func:`_eligible`)."""
+        return [sd for sd in self.records if _eligible(subdir, sd)]
 
 
 def _eligible(rec_subdir: str, cand_subdir: str) -> bool:
@@ -572,14 +625,24 @@ class _VersionKey:
 
 
 def _closure(pname: str, uni: _Universe, per_sd: dict[str, dict[str, list[Reason]]]) -> None:
-    """include_dependencies: lift only_specs/keep_latest reasons from what kept records need."""
+    """include_dependencies: lift only_specs/keep_latest reasons from what kept records need.
+
+    A depends entry is followed once per subdir: following it again from another record of the same
+    subdir finds the same candidates, all already lifted, kept, or excluded for good (reasons other
+    than only_specs/keep_latest never change here).
+    """
     queue: deque[tuple[str, str]] = deque(
         (sd, fn) for sd, recs in uni.records.items() for fn in recs if fn not in per_sd[sd]
     )
     seen: set[tuple[str, str]] = set(queue)
+    followed: dict[str, set[str]] = {sd: set() for sd in uni.records}
     while queue:
         sd, fn = queue.popleft()
+        done = followed[sd]
         for dep in uni.records[sd][fn].get("depends") or ():
+            if dep in done:
+                continue
+            done.add(dep)
             cands = uni.satisfying(dep)
             if not cands:
                 continue
@@ -596,53 +659,182 @@ def _closure(pname: str, uni: _Universe, per_sd: dict[str, dict[str, list[Reason
     del pname
 
 
-def _prune(  # noqa: PLR0912
+class _Need:
+    """One depends entry as needed by the kept records of one subdir (``dependents``).
+
+    It watches one kept candidate: a version group when the spec only constrains name/version (a group
+    stays a candidate while any of its records is kept), else a single record. When the watched
+    candidate goes, the cursor ``(gi, mi)`` moves on; candidates behind it never come back (the kept set
+    only shrinks), so each need scans its candidates at most once over the whole fixpoint.
+    """
+
+    __slots__ = ("alive", "dependents", "gi", "groups", "mi", "per_record", "spec", "subdir")
+
+    def __init__(self, subdir: str, spec: _Spec, groups: list[_Group]) -> None:
+        self.subdir = subdir
+        self.spec = spec
+        self.groups = groups
+        self.per_record = spec.slow or spec.build_re is not None
+        self.gi = 0
+        self.mi = 0
+        self.alive = True
+        self.dependents: list[str] = []
+
+
+def _prune(  # noqa: PLR0912, PLR0915  # one fixpoint, state kept local on purpose
     uni: _Universe,
     excluded: dict[str, dict[str, list[Reason]]],
     pruners: list[_CompiledPolicy],
 ) -> None:
-    kept: set[tuple[str, str]] = {
-        (sd, fn) for sd, recs in uni.records.items() for fn in recs if fn not in excluded[sd]
+    """prune_unsatisfiable to the (unique, greatest) fixpoint, with a worklist.
+
+    Only records that lose the last candidate of a depends entry are revisited. A pruned record's
+    reason names its first depends entry (in record order) that nothing in the final kept set
+    satisfies.
+    """
+    records = uni.records
+    kept: dict[str, set[str]] = {
+        sd: {fn for fn in recs if fn not in excluded[sd]} for sd, recs in records.items()
     }
     protected: dict[str, set[tuple[str, str]]] = {}
     for cp in pruners:
         prot: set[tuple[str, str]] = set()
         for spec in cp.exceptions:
-            for sd in uni.records:
+            for sd in records:
                 prot.update((sd, fn) for fn in uni.select(spec, sd))
         protected[cp.policy.name] = prot
-    needs: dict[tuple[str, str], list[tuple[str, list[tuple[str, str]]]]] = {}
-    dependents: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-    for key in kept:
-        sd, fn = key
-        lst: list[tuple[str, list[tuple[str, str]]]] = []
-        for dep in uni.records[sd][fn].get("depends") or ():
-            cands = uni.satisfying(dep)
-            if cands is None:
+    # Protected by every pruning policy: never pruned.
+    shielded: set[tuple[str, str]] = set.intersection(*protected.values())
+
+    group_of: dict[str, dict[str, _Group]] = {sd: {} for sd in records}
+    buckets: dict[tuple[str, str], list[_Group]] = {}
+
+    def bucket(sd: str, name: str) -> list[_Group]:
+        key = (sd, name)
+        gl = buckets.get(key)
+        if gl is None:
+            gl = buckets[key] = uni.groups(sd, name)
+            keep = kept[sd]
+            gof = group_of[sd]
+            for g in gl:
+                g.watchers = []
+                n = 0
+                for fn in g.fns:
+                    gof[fn] = g
+                    if fn in keep:
+                        n += 1
+                g.kept = n
+        return gl
+
+    rec_watchers: dict[tuple[str, str], list[_Need]] = {}
+
+    def advance(need: _Need) -> bool:
+        """Move ``need`` to its next kept candidate (from its cursor on) and watch it."""
+        spec = need.spec
+        gl = need.groups
+        gi, mi = need.gi, need.mi
+        while gi < len(gl):
+            g = gl[gi]
+            if g.kept > 0 and spec.version_ok(g.version):
+                if not need.per_record:
+                    need.gi, need.mi = gi, 0
+                    g.watchers.append(need)
+                    return True
+                sd = g.subdir
+                keep = kept[sd]
+                recs = records[sd]
+                fns = g.fns
+                while mi < len(fns):
+                    fn = fns[mi]
+                    if fn in keep and (
+                        spec.matches(recs[fn], sd) if spec.slow else spec.build_ok(recs[fn])
+                    ):
+                        need.gi, need.mi = gi, mi
+                        rec_watchers.setdefault((sd, fn), []).append(need)
+                        return True
+                    mi += 1
+            gi += 1
+            mi = 0
+        need.gi, need.mi = gi, 0
+        need.alive = False
+        return False
+
+    # One need per (subdir, depends string) of the kept records.
+    needs: dict[str, dict[str, _Need | None]] = {sd: {} for sd in records}
+    dead: list[_Need] = []
+    for sd, recs in records.items():
+        sd_needs = needs[sd]
+        excl = excluded[sd]
+        elig = uni.eligible_subdirs(sd)
+        for fn, rec in recs.items():
+            if fn in excl:
                 continue
-            elig = [c for c in cands if _eligible(sd, c[0])]
-            lst.append((dep, elig))
-            for c in elig:
-                dependents[c].append(key)
-        if lst:
-            needs[key] = lst
-    queue: deque[tuple[str, str]] = deque(needs)
-    while queue:
-        key = queue.popleft()
-        if key not in kept:
-            continue
-        for dep, elig in needs[key]:
-            if any(c in kept for c in elig):
-                continue
-            pruner = next((cp for cp in pruners if key not in protected[cp.policy.name]), None)
-            if pruner is None:
-                break
-            kept.discard(key)
-            excluded[key[0]].setdefault(key[1], []).append(
-                Reason(pruner.policy.name, "prune_unsatisfiable", f"nothing kept satisfies {dep}")
-            )
-            queue.extend(d for d in dependents.get(key, ()) if d in kept)
-            break
+            for dep in rec.get("depends") or ():
+                try:
+                    need = sd_needs[dep]
+                except KeyError:
+                    dspec = _dep_spec(dep)
+                    if dspec is None or uni.external(dspec):
+                        need = None
+                    else:
+                        need = _Need(
+                            sd,
+                            dspec,
+                            [
+                                g
+                                for csd in elig
+                                for name in dspec.names(uni.by_name[csd])
+                                for g in bucket(csd, name)
+                            ],
+                        )
+                        if not advance(need):
+                            dead.append(need)
+                    sd_needs[dep] = need
+                if need is not None:
+                    need.dependents.append(fn)
+
+    pruned: list[tuple[str, str]] = []
+    stack: list[tuple[str, str]] = []
+
+    def drop_dependents(need: _Need) -> None:
+        sd = need.subdir
+        keep = kept[sd]
+        for fn in need.dependents:
+            if fn in keep and (sd, fn) not in shielded:
+                keep.discard(fn)
+                pruned.append((sd, fn))
+                stack.append((sd, fn))
+
+    for need in dead:
+        drop_dependents(need)
+    while stack:
+        key = stack.pop()
+        for need in rec_watchers.pop(key, ()):
+            need.mi += 1
+            if not advance(need):
+                drop_dependents(need)
+        g = group_of[key[0]].get(key[1])
+        if g is not None and g.kept > 0:
+            g.kept -= 1
+            if g.kept == 0:
+                watchers, g.watchers = g.watchers, []
+                for need in watchers:
+                    need.gi += 1
+                    need.mi = 0
+                    if not advance(need):
+                        drop_dependents(need)
+
+    for sd, fn in pruned:
+        sd_needs = needs[sd]
+        dep = next(
+            d
+            for d in records[sd][fn].get("depends") or ()
+            if (n := sd_needs[d]) is not None and not n.alive
+        )
+        pruner = next(cp for cp in pruners if (sd, fn) not in protected[cp.policy.name])
+        excluded[sd].setdefault(fn, []).append(
+            Reason(pruner.policy.name, "prune_unsatisfiable", f"nothing kept satisfies {dep}")
+        )
 
 
 def evaluate_subdirs(  # noqa: PLR0912

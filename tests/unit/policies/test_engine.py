@@ -506,3 +506,164 @@ def test_slow_path_specs_with_brackets(r_linux: dict[str, Any]) -> None:
     }
     assert expected
     assert kept([Policy(name="p", only_specs=(spec,))], r_linux) == expected
+
+
+# ------------------------------------------------------------- optimised prune vs naive reference
+
+
+def _naive_prune(
+    by_sd: dict[str, dict[str, dict[str, Any]]],
+    start: dict[str, set[str]],
+    protected: set[tuple[str, str]],
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str]]:
+    """Reference: full re-scans with rattler MatchSpec.matches until nothing changes; the reason is the
+    first depends entry that nothing in the final kept set satisfies."""
+    names = {r["name"] for recs_ in by_sd.values() for r in recs_.values()}
+    prs = {
+        (sd, fn): PackageRecord(
+            name=r["name"],
+            version=r["version"],
+            build=BuildString(r["build"]),
+            build_number=r.get("build_number", 0),
+            subdir=sd,
+        )
+        for sd, recs_ in by_sd.items()
+        for fn, r in recs_.items()
+    }
+
+    def unsatisfied(key: tuple[str, str], keep: set[tuple[str, str]]) -> str | None:
+        sd, fn = key
+        dep: str
+        for dep in by_sd[sd][fn].get("depends") or ():
+            ms = MatchSpec(dep)
+            pkg = ms.name.as_package_name()
+            assert pkg is not None
+            name = pkg.normalized
+            if name.startswith("__") or name not in names:
+                continue
+            if not any(
+                (sd == "noarch" or csd in (sd, "noarch")) and ms.matches(prs[(csd, cfn)])
+                for csd, cfn in keep
+                if by_sd[csd][cfn]["name"] == name
+            ):
+                return dep
+        return None
+
+    keep = {(sd, fn) for sd, fns in start.items() for fn in fns}
+    changed = True
+    while changed:
+        changed = False
+        for key in sorted(keep):
+            if key not in protected and unsatisfied(key, keep) is not None:
+                keep.discard(key)
+                changed = True
+    start_keys = {(sd, fn) for sd, fns in start.items() for fn in fns}
+    reasons = {key: unsatisfied(key, keep) or "" for key in start_keys - keep}
+    return keep, reasons
+
+
+def _check_prune_against_naive(
+    by_sd: dict[str, dict[str, dict[str, Any]]], policy: Policy, protect: tuple[str, ...] = ()
+) -> int:
+    base = Policy(**{**{f: getattr(policy, f) for f in ("name", "exclude_specs")}})
+    before = evaluate_subdirs([base], by_sd, context=CTX)
+    res = evaluate_subdirs([policy], by_sd, context=CTX)
+    protected = {
+        (sd, fn)
+        for sd, recs_ in by_sd.items()
+        for fn, r in recs_.items()
+        if any(MatchSpec(s).matches(_pr(r)) for s in protect)
+    }
+    keep, reasons = _naive_prune(by_sd, {sd: ev.kept for sd, ev in before.items()}, protected)
+    got = {(sd, fn) for sd, ev in res.items() for fn in ev.kept}
+    assert got == keep
+    for (sd, fn), dep in reasons.items():
+        assert [str(r) for r in res[sd].excluded[fn]] == [
+            f"{policy.name}: prune_unsatisfiable: nothing kept satisfies {dep}"
+        ]
+    return len(reasons)
+
+
+def test_prune_matches_naive_reference_on_real_repodata(r_linux: dict[str, Any]) -> None:
+    p = Policy(name="p", prune_unsatisfiable=True, exclude_specs=("r-base <3.5", "r-rlang"))
+    assert _check_prune_against_naive({"linux-64": r_linux}, p) > 0
+    p2 = Policy(
+        name="p",
+        prune_unsatisfiable=True,
+        exclude_specs=("r-base <3.5", "r-rlang"),
+        exceptions=("r-ggplot2",),
+    )
+    assert _check_prune_against_naive({"linux-64": r_linux}, p2, protect=("r-ggplot2",)) > 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_prune_matches_naive_reference_on_random_graphs(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    names = [f"n{i}" for i in range(25)]
+    by_sd: dict[str, dict[str, dict[str, Any]]] = {"linux-64": {}, "noarch": {}}
+    for _ in range(160):
+        sd = "noarch" if rng.random() < 0.25 else "linux-64"
+        name = rng.choice(names)
+        version = f"{rng.randrange(4)}.{rng.randrange(3)}"
+        build = rng.choice(["h0_0", "h1_1", "py_0"])
+        deps = []
+        for _ in range(rng.randrange(4)):
+            d = rng.choice(names)
+            form = rng.randrange(6)
+            deps.append(
+                [
+                    d,
+                    f"{d} >={rng.randrange(4)}",
+                    f"{d} <{rng.randrange(1, 4)}.{rng.randrange(3)}",
+                    f"{d} {rng.randrange(4)}.* h1_*",
+                    f"{d}[build_number=0]",
+                    "__glibc >=2.17" if rng.random() < 0.5 else "not-upstream >=1",
+                ][form]
+            )
+        fn, r = rec(name, version, build, depends=deps, subdir=sd)
+        by_sd[sd][fn] = r
+    excl = tuple(f"{rng.choice(names)} <{rng.randrange(1, 4)}" for _ in range(4))
+    p = Policy(name="p", prune_unsatisfiable=True, exclude_specs=excl)
+    _check_prune_against_naive(by_sd, p)
+    keep_spec = f"{rng.choice(names)} >=1"
+    pe = Policy(name="p", prune_unsatisfiable=True, exclude_specs=excl, exceptions=(keep_spec,))
+    _check_prune_against_naive(by_sd, pe, protect=(keep_spec,))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_include_dependencies_matches_naive_closure(seed: int) -> None:
+    import random
+
+    rng = random.Random(100 + seed)
+    names = [f"n{i}" for i in range(20)]
+    records: dict[str, dict[str, Any]] = {}
+    for _ in range(120):
+        name = rng.choice(names)
+        deps = [f"{rng.choice(names)} >={rng.randrange(3)}" for _ in range(rng.randrange(3))]
+        fn, r = rec(
+            name, f"{rng.randrange(3)}.{rng.randrange(3)}", f"h{rng.randrange(3)}", depends=deps
+        )
+        records[fn] = r
+    p = Policy(
+        name="p",
+        only_specs=(names[0], names[1]),
+        exclude_specs=(f"{names[2]} <1",),
+        include_dependencies=True,
+    )
+    got = kept([p], records)
+    # naive closure: start from only/exclude result, add every satisfying non-excluded record
+    excluded = {fn for fn, r in records.items() if MatchSpec(f"{names[2]} <1").matches(_pr(r))}
+    keep = {fn for fn, r in records.items() if r["name"] in names[:2] and fn not in excluded}
+    changed = True
+    while changed:
+        changed = False
+        for fn in sorted(keep):
+            for dep in records[fn]["depends"]:
+                ms = MatchSpec(dep)
+                for cfn, c in records.items():
+                    if cfn not in keep and cfn not in excluded and ms.matches(_pr(c)):
+                        keep.add(cfn)
+                        changed = True
+    assert got == keep
