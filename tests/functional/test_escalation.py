@@ -215,8 +215,8 @@ def test_audit_filters_and_export_edge_cases(live_server: LiveServer) -> None:
     live_server.client().get("/api/v1/whoami", auth=("=HYPERLINK(1)", "x"))
     csv_text = live_server.admin.get(f"{audit}/export", params={"format": "csv"}).text
     assert ",=HYPERLINK" not in csv_text and "'=HYPERLINK(1)" in csv_text
-    for path in ("/admin/audit?before=%C2%B2", "/account/tokens/%C2%B2/revoke"):
-        assert live_server.admin.get(path).status_code < 500
+    page = live_server.admin.get("/admin/audit", params={"before": "\u00b2"})  # "²".isdigit()
+    assert page.status_code == 200, page.text
 
 
 def unit_resources(**resources: Any) -> Any:

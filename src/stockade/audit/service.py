@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from stockade.audit.models import AuditEvent
@@ -210,9 +210,6 @@ class AuditLog:
             query = query.where(AuditEvent.seq < filters.before_seq)
         query = query.order_by(AuditEvent.seq.desc()).limit(limit)
         return list(self.session.scalars(query).all())
-
-    def count(self) -> int:
-        return int(self.session.scalar(select(func.count()).select_from(AuditEvent)) or 0)
 
     def verify(self, *, batch: int = 5000) -> ChainReport:
         """Walk the whole chain in order; report the first break."""

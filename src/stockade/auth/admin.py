@@ -278,10 +278,13 @@ class PrincipalAdmin:
                 f"only an admin can {action} {user.username!r}", code="user:escalation"
             )
         self._require_holds(target.permissions, f"{action} {user.username!r}")
-        owned = self.session.scalars(
-            text("SELECT id FROM channels WHERE owner_id = :u"), {"u": user.id}
-        ).all()
+        owned = self._owned_channels(user.id)
         self._require_channel_levels({**dict(target.grants), **dict.fromkeys(owned, Level.MANAGE)})
+
+    def _owned_channels(self, user_id: int | None) -> set[int]:
+        """Ids of the channels a user owns (channels sit above auth: plain SQL on their table)."""
+        query = text("SELECT id FROM channels WHERE owner_id = :u")
+        return set(self.session.scalars(query, {"u": user_id}))
 
     def _require_power_over_group(self, group: Group) -> None:
         """Joining a group gives its roles and grants: changing members needs them all."""
@@ -310,11 +313,7 @@ class PrincipalAdmin:
     def _require_channel_levels(self, wanted: dict[int, Level]) -> None:
         if not wanted or self.actor.has(Permission.CHANNEL_MANAGE):
             return
-        owned = set(
-            self.session.scalars(
-                text("SELECT id FROM channels WHERE owner_id = :u"), {"u": self.actor.user_id}
-            )
-        )
+        owned = self._owned_channels(self.actor.user_id)
         for channel_id, level in wanted.items():
             mine = (
                 Level.MANAGE
@@ -613,13 +612,3 @@ class PrincipalAdmin:
             raise InvalidInputError(
                 str(exc), code="role:invalid-permissions", field="permissions"
             ) from None
-
-
-def grant_holders(session: Session, channel_id: int) -> list[ChannelGrant]:
-    return list(
-        session.scalars(
-            select(ChannelGrant)
-            .where(ChannelGrant.channel_id == channel_id)
-            .order_by(ChannelGrant.id)
-        )
-    )

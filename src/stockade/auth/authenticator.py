@@ -112,24 +112,14 @@ class Authenticator:
 
     def cached_token(self, token: str) -> Principal | None:
         """``cached`` for a bare token (the conda fast path's common case)."""
-        hit = self._cache.get(_token_key(token))
-        if hit is None or hit[0] <= time.monotonic():
-            return None
-        if isinstance(hit[1], AuthenticationError):
-            raise hit[1]
-        return hit[1]
+        return self._lookup(_token_key(token), time.monotonic())
 
     def cached(self, creds: Credentials) -> Principal | None:
         """The principal if these credentials were resolved in the last seconds (no I/O):
         hot paths call this on the event loop and go to a thread only on a miss."""
         if creds.empty:
             return ANONYMOUS
-        hit = self._cache.get(self._cache_key(creds))
-        if hit is None or hit[0] <= time.monotonic():
-            return None
-        if isinstance(hit[1], AuthenticationError):
-            raise hit[1]
-        return hit[1]
+        return self._lookup(self._cache_key(creds), time.monotonic())
 
     def authenticate(self, creds: Credentials) -> Principal:
         """The principal for these credentials; wrong ones raise (and are remembered briefly)."""
@@ -137,11 +127,9 @@ class Authenticator:
             return ANONYMOUS
         key = self._cache_key(creds)
         now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            if isinstance(hit[1], AuthenticationError):
-                raise hit[1]
-            return hit[1]
+        hit = self._lookup(key, now)
+        if hit is not None:
+            return hit
         try:
             principal = self._resolve(creds)
         except AuthenticationError as exc:
@@ -149,6 +137,15 @@ class Authenticator:
             raise
         self._remember(key, now, principal)
         return principal
+
+    def _lookup(self, key: str, now: float) -> Principal | None:
+        """A live cache entry: the principal, or the remembered failure raised again."""
+        hit = self._cache.get(key)
+        if hit is None or hit[0] <= now:
+            return None
+        if isinstance(hit[1], AuthenticationError):
+            raise hit[1]
+        return hit[1]
 
     def _remember(self, key: str, now: float, value: Principal | AuthenticationError) -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from stockade.audit.service import AuditLog, Target
 from stockade.auth.errors import GroupNotFoundError
 from stockade.auth.models import ChannelGrant, Group, User
-from stockade.auth.permissions import Level, Permission
+from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.auth.service import UserService
 from stockade.channels.models import Channel
@@ -155,7 +155,3 @@ class MemberService:
         else:
             query = query.where(ChannelGrant.group_id == group_id)
         return self.session.scalar(query)
-
-
-def level_label(level: Level) -> str:
-    return level.label

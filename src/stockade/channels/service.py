@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
 from stockade.auth.access import AccessService, ChannelRef
-from stockade.auth.models import ChannelGrant
+from stockade.auth.models import ChannelGrant, User
 from stockade.auth.permissions import Level, Permission, Privacy
 from stockade.auth.principal import Principal
+from stockade.auth.service import UserService
 from stockade.channels.errors import ChannelExistsError, ChannelNotFoundError
 from stockade.channels.models import Artifact, Channel, SubdirIndex
 from stockade.channels.naming import validate_channel_name
@@ -172,13 +173,20 @@ class ChannelService:
         return int(count), int(size)
 
 
-def check_token_resources(session: Session, owner: Principal, names: Iterable[str]) -> None:
-    """A resource token may name only channels its owner can read; hidden ones look missing."""
+def check_token_resources(
+    session: Session, owner: User, actor: Principal, names: Iterable[str]
+) -> None:
+    """A resource token may name only channels its owner can read; hidden ones look missing.
+
+    ``actor`` asks for the token: the owner, or an admin acting for a service account.
+    """
+    if owner.id != actor.user_id:
+        actor = UserService(session).principal_for(owner, via="check")
     channels = ChannelService(session)
     for name in names:
         base = name.removesuffix("/*")
         try:
-            channels.get(owner, base, Permission.CHANNEL_READ)
+            channels.get(actor, base, Permission.CHANNEL_READ)
         except (NotFoundError, AuthenticationError):
             raise InvalidInputError(
                 f"resources: channel {base!r} not found", code="token:resources", field="resources"

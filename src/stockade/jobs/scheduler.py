@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.core.clock import utcnow
 from stockade.core.context import Origin, origin
-from stockade.core.errors import ConfigurationError
 from stockade.db import schedules
 from stockade.db.engine import transaction
 
@@ -38,11 +37,6 @@ class Job:
 
 def next_time(schedule: str, after: datetime) -> datetime:
     return croniter(schedule, after).get_next(datetime)
-
-
-def check_schedule(schedule: str, setting: str) -> None:
-    if not croniter.is_valid(schedule):
-        raise ConfigurationError(f"{setting}: {schedule!r} is not a cron expression")
 
 
 class SchedulerThread:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from stockade.auth.admin import PrincipalAdmin
-from stockade.auth.models import ApiToken, Group, User
-from stockade.auth.principal import Principal
-from stockade.auth.service import UserService
+from stockade.auth.models import ApiToken, Group
 from stockade.auth.tokens import TokenService
 from stockade.channels.service import check_token_resources
 from stockade.core.clock import utcnow
@@ -36,13 +33,6 @@ def token_public(token: ApiToken) -> TokenPublic:
         revoked_at=token.revoked_at,
         active=token.revoked_at is None and token.expires_at > now and token.user.is_active,
     )
-
-
-def owner_principal(session: Session, owner: User, actor: Principal) -> Principal:
-    """Whose channel access a new token's resources are checked against."""
-    if owner.id == actor.user_id:
-        return actor
-    return UserService(session).principal_for(owner, via="check")
 
 
 @router.get("/whoami", response_model=WhoAmI)
@@ -73,7 +63,7 @@ def create_token(body: TokenCreate, principal: SignedIn, container: ContainerDep
     with transaction(container.factory) as session:
         admin = PrincipalAdmin(session, principal)
         owner = admin.user_for_token(body.user or principal.username)
-        check_token_resources(session, owner_principal(session, owner, principal), body.resources)
+        check_token_resources(session, owner, principal, body.resources)
         service = TokenService(session, max_days=container.settings.auth.token_max_days)
         issued = service.create(
             owner.id,

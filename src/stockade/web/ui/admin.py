@@ -22,6 +22,7 @@ from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.admin_common import (
+    admin_change,
     admin_context,
     assignable_roles,
     confirmed,
@@ -217,25 +218,15 @@ def _user_change(
     values: dict[str, str] | None = None,
 ) -> Response:
     """Run one change on a user's page; ``make`` returns the notice to show."""
-
-    def change() -> Response:
-        with transaction(container.factory) as session:
-            notice = make(PrincipalAdmin(session, principal))
-        container.authenticator.forget_all()
-        if notice == "user-deleted":
-            return done(USERS, notice)
-        return done(user_url(name), notice)
-
-    def redraw(error: FormError) -> Response:
-        return user_page(request, container, principal, name, error=error)
-
-    return submit(
+    return admin_change(
         request,
         principal,
+        container,
         csrf_token,
+        make,
         back=user_url(name),
-        change=change,
-        redraw=redraw,
+        after=lambda notice: USERS if notice == "user-deleted" else user_url(name),
+        redraw=lambda error: user_page(request, container, principal, name, error=error),
         form=form,
         values=values,
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
 
 from stockade.auth.access import AccessService
 from stockade.auth.admin import PrincipalAdmin
@@ -13,7 +16,10 @@ from stockade.auth.models import Role
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.auth.tokens import TokenService
+from stockade.container import Container
 from stockade.core.errors import InvalidInputError
+from stockade.db.engine import transaction
+from stockade.web.ui.forms import Redraw, done, submit
 
 IMPLICIT_ROLES = ("everyone", "author")  # everyone holds them; assigning them means nothing
 
@@ -89,3 +95,40 @@ def confirmed(value: str, what: str) -> None:
     """Deleting needs the confirmation box ticked (a form cannot be sent by mistake)."""
     if value != "yes":
         raise InvalidInputError(f"tick the box to confirm deleting {what}", field="confirm")
+
+
+def admin_change(
+    request: Request,
+    principal: Principal,
+    container: Container,
+    csrf_token: str,
+    make: Callable[[PrincipalAdmin], str],
+    *,
+    back: str,
+    after: Callable[[str], str],
+    redraw: Redraw,
+    form: str,
+    values: dict[str, str] | None = None,
+) -> Response:
+    """Run one administrative change from a form on the page at ``back``.
+
+    ``make`` does it and returns the notice to show; ``after`` says where that notice takes the
+    browser (the list, once the object is deleted); ``redraw`` draws the page again on a refusal.
+    """
+
+    def change() -> Response:
+        with transaction(container.factory) as session:
+            notice = make(PrincipalAdmin(session, principal))
+        container.authenticator.forget_all()
+        return done(after(notice), notice)
+
+    return submit(
+        request,
+        principal,
+        csrf_token,
+        back=back,
+        change=change,
+        redraw=redraw,
+        form=form,
+        values=values,
+    )

@@ -20,7 +20,13 @@ from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.db.engine import transaction
 from stockade.web.deps import ContainerDep, CurrentPrincipal
-from stockade.web.ui.admin_common import admin_context, assignable_roles, confirmed, require
+from stockade.web.ui.admin_common import (
+    admin_change,
+    admin_context,
+    assignable_roles,
+    confirmed,
+    require,
+)
 from stockade.web.ui.forms import (
     FormError,
     FormText,
@@ -148,23 +154,15 @@ def _group_change(
     values: dict[str, str] | None = None,
 ) -> Response:
     """Run one change on a group's page; ``make`` returns the notice to show."""
-
-    def change() -> Response:
-        with transaction(container.factory) as session:
-            notice = make(PrincipalAdmin(session, principal))
-        container.authenticator.forget_all()
-        return done(GROUPS if notice == "group-deleted" else group_url(name), notice)
-
-    def redraw(error: FormError) -> Response:
-        return group_page(request, container, principal, name, error=error)
-
-    return submit(
+    return admin_change(
         request,
         principal,
+        container,
         csrf_token,
+        make,
         back=group_url(name),
-        change=change,
-        redraw=redraw,
+        after=lambda notice: GROUPS if notice == "group-deleted" else group_url(name),
+        redraw=lambda error: group_page(request, container, principal, name, error=error),
         form=form,
         values=values,
     )

@@ -21,7 +21,13 @@ from stockade.container import Container
 from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
 from stockade.web.deps import ContainerDep, CurrentPrincipal
-from stockade.web.ui.admin_common import admin_context, confirmed, require, require_choice
+from stockade.web.ui.admin_common import (
+    admin_change,
+    admin_context,
+    confirmed,
+    require,
+    require_choice,
+)
 from stockade.web.ui.forms import (
     FormError,
     FormList,
@@ -201,23 +207,15 @@ def _role_change(
     values: dict[str, str] | None = None,
 ) -> Response:
     """Run one change on a role's page; ``make`` returns the notice to show."""
-
-    def change() -> Response:
-        with transaction(container.factory) as session:
-            notice = make(PrincipalAdmin(session, principal))
-        container.authenticator.forget_all()
-        return done(ROLES if notice == "role-deleted" else role_url(name), notice)
-
-    def redraw(error: FormError) -> Response:
-        return role_page(request, container, principal, name, error=error)
-
-    return submit(
+    return admin_change(
         request,
         principal,
+        container,
         csrf_token,
+        make,
         back=role_url(name),
-        change=change,
-        redraw=redraw,
+        after=lambda notice: ROLES if notice == "role-deleted" else role_url(name),
+        redraw=lambda error: role_page(request, container, principal, name, error=error),
         form=form,
         values=values,
     )

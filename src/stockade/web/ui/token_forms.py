@@ -15,7 +15,6 @@ from stockade.auth.admin import PrincipalAdmin
 from stockade.auth.models import ApiToken
 from stockade.auth.permissions import Category
 from stockade.auth.principal import Principal
-from stockade.auth.service import UserService
 from stockade.auth.tokens import TOKEN_KINDS, TokenService
 from stockade.channels.service import check_token_resources
 from stockade.core.clock import utcnow
@@ -143,10 +142,7 @@ def issue_token(
     days = parse_days(form.days, max_days)
     scopes = [clean(s, 64) for s in form.scopes] if kind == "scope" else []
     resources = parse_resources(form.resources) if kind == "resource" else {}
-    holder = principal if owner.id == principal.user_id else None
-    if holder is None:
-        holder = UserService(session).principal_for(owner, via="check")
-    check_token_resources(session, holder, resources)
+    check_token_resources(session, owner, principal, resources)
     issued = TokenService(session, max_days=max_days).create(
         owner.id,
         clean(form.name, 256),
