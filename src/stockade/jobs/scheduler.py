@@ -53,13 +53,17 @@ class SchedulerThread:
     def start(self) -> None:
         if not self.jobs:
             return
+        self.schedule()
+        self._thread.start()
+
+    def schedule(self) -> None:
+        """Record each job's schedule and next run (kept if unchanged), without running any."""
         now = utcnow()
         with transaction(self.factory) as session:
             for job in self.jobs:
                 schedules.ensure_schedule(
                     session, job.name, job.schedule, next_time(job.schedule, now)
                 )
-        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
