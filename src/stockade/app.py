@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
 from stockade.container import Container
+from stockade.jobs.mirrors import MirrorHousekeeper
 from stockade.jobs.publisher import PublisherThread
+from stockade.jobs.queue import JobQueue
 from stockade.jobs.recurring import recurring_jobs
 from stockade.jobs.scheduler import SchedulerThread
 from stockade.settings import Settings
@@ -37,18 +39,26 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         container.publisher, coalesce_s=settings.publication.coalesce_ms / 1000
     )
     scheduler = SchedulerThread(container.factory, recurring_jobs(container))
+    queue = JobQueue(container)
+    queue.install()
+    housekeeper = MirrorHousekeeper(container)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if settings.embedded_worker:
+        consumer = queue.consumer(embedded=True) if settings.embedded_worker else None
+        if consumer is not None:
             container.change_listeners.append(publisher.notify)
             publisher.start()
             publisher.notify()
             scheduler.start()
+            consumer.start()
+            housekeeper.start()
         try:
             yield
         finally:
-            if settings.embedded_worker:
+            if consumer is not None:
+                housekeeper.stop()
+                consumer.stop()
                 scheduler.stop()
                 publisher.stop()
 
@@ -62,6 +72,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         redoc_url=None,
     )
     app.state.container = container
+    app.state.jobs = queue
     app.state.blob_responder = BlobResponder(
         container.blobs, BytesCache(), settings.x_accel_redirect
     )

@@ -13,7 +13,11 @@ from stockade.auth.service import FirstAdmin, UserService
 from stockade.channels.locator import IndexLocator
 from stockade.channels.publication import PublicationService
 from stockade.conda.archive import ValidationLimits
+from stockade.core.secrets import SecretBox
 from stockade.db.engine import make_engine, make_session_factory, transaction
+from stockade.mirroring.passive import PassiveFetcher
+from stockade.mirroring.sync import MirrorSync
+from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLookup
 from stockade.settings import Settings
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.interfaces import BlobStore
@@ -30,7 +34,14 @@ class Container:
     publisher: PublicationService
     limits: ValidationLimits
     authenticator: Authenticator
+    secrets: SecretBox
+    passive: PassiveFetcher
     change_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # Until the vulnerability issue lands, no vulnerability is known (the CVE criteria keep all).
+    vulnerabilities: VulnerabilityLookup = field(default_factory=InMemoryVulnerabilities)
+    # Set by the edge that owns a job queue (serve, worker); without one, runs wait for a worker
+    # to find them pending.
+    dispatch_run: Callable[[int], None] = lambda _run_id: None
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -63,6 +74,11 @@ class Container:
             bearer=_bearer(settings),
             login_attempts_per_minute=settings.auth.login_attempts_per_minute,
         )
+        secrets = SecretBox.from_settings(
+            settings.secret_key.get_secret_value() if settings.secret_key else None,
+            settings.data_dir,
+        )
+        passive = PassiveFetcher(factory, blobs, secrets, timeout_s=settings.mirror.timeout_s)
         return cls(
             settings,
             engine,
@@ -73,6 +89,18 @@ class Container:
             publisher,
             limits,
             authenticator,
+            secrets,
+            passive,
+        )
+
+    def mirror_sync(self) -> MirrorSync:
+        return MirrorSync(
+            self.factory,
+            self.blobs,
+            self.secrets,
+            self.settings.mirror,
+            vulnerabilities=self.vulnerabilities,
+            on_change=self.notify_changes,
         )
 
     def bootstrap(self) -> FirstAdmin | None:

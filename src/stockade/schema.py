@@ -8,6 +8,8 @@ from stockade.auth import models as auth_models
 from stockade.channels import models as channel_models
 from stockade.db import schedules as schedule_models
 from stockade.db.base import Base
+from stockade.mirroring import models as mirror_models
+from stockade.policies import models as policy_models
 from stockade.storage import models as storage_models
 
 metadata = Base.metadata
@@ -18,6 +20,8 @@ __all__ = [
     "auth_models",
     "channel_models",
     "metadata",
+    "mirror_models",
+    "policy_models",
     "schedule_models",
     "storage_models",
 ]

@@ -131,6 +131,33 @@ class OidcSettings(BaseModel):
         return bool(self.issuer and self.client_id)
 
 
+class JobSettings(BaseModel):
+    """The job queue (Huey): SQLite under the data folder by default, Redis beyond one machine."""
+
+    redis_url: str | None = Field(
+        default=None, description="redis://host:6379/0: jobs go through Redis (`stockade worker`)"
+    )
+    workers: int = Field(default=2, ge=1, le=64, description="job threads per worker process")
+    poll_s: float = Field(default=0.5, gt=0, le=60, description="how often idle workers look")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class MirrorSettings(BaseModel):
+    concurrency: int = Field(default=8, ge=1, le=64, description="default downloads at once")
+    stale_after_s: float = Field(
+        default=60.0, gt=0, description="a running run without a heartbeat this long is taken over"
+    )
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    scheduler_poll_s: float = Field(default=20.0, gt=0, description="how often schedules are checked")
+    timeout_s: float = Field(default=60.0, gt=0, description="upstream connect/read timeout")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -145,6 +172,11 @@ class Settings(BaseSettings):
     public_url: str | None = None
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="encrypts stored upstream credentials; default: a key file in the data folder "
+        "(set the same value on every replica)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "console"
     embedded_worker: bool = True
@@ -156,6 +188,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     ldap: LdapSettings = LdapSettings()
     oidc: OidcSettings = OidcSettings()
+    jobs: JobSettings = JobSettings()
+    mirror: MirrorSettings = MirrorSettings()
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

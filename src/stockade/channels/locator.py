@@ -71,6 +71,9 @@ class ArtifactPointer:
     sha256: str
     size: int
     created_at: float
+    mirror_id: int | None = None  # a mirrored record: its file may have to be fetched first
+    subdir: str = ""
+    filename: str = ""
 
 
 class IndexLocator:
@@ -132,7 +135,9 @@ class IndexLocator:
             return None
         with self.factory() as session:
             row = session.execute(
-                select(Artifact.sha256, Artifact.size, Artifact.created_at).where(
+                select(
+                    Artifact.sha256, Artifact.size, Artifact.created_at, Artifact.mirror_id
+                ).where(
                     Artifact.channel_id == channel_id,
                     Artifact.subdir == subdir,
                     Artifact.filename == filename,
@@ -140,7 +145,9 @@ class IndexLocator:
             ).first()
         if row is None:
             return None
-        return ArtifactPointer(row.sha256, row.size, row.created_at.timestamp())
+        return ArtifactPointer(
+            row.sha256, row.size, row.created_at.timestamp(), row.mirror_id, subdir, filename
+        )
 
     def has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:
         """Whether ``sha256`` is (or recently was) a shard of this channel subdir."""

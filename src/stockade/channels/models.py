@@ -95,6 +95,11 @@ class Artifact(Base):
     summary: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16), default="upload")  # upload|copy|mirror|import
     uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The mirror a mirrored record came from (``source == "mirror"``); its file may not be stored
+    # yet (passive mode fetches it on first request).
+    mirror_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mirrors.id", ondelete="SET NULL"), index=True
+    )
     scan_status: Mapped[str] = mapped_column(String(16), default="not-scanned")
     signature: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -235,6 +235,15 @@ class CondaApp:
         artifact = await anyio.to_thread.run_sync(self.locator.artifact, ref.id, subdir, filename)
         if artifact is None:
             return _not_found(f"{subdir}/{filename}")
+        if artifact.mirror_id is not None and not self.container.blobs.exists(artifact.sha256):
+            await anyio.to_thread.run_sync(
+                self.container.passive.ensure,
+                artifact.mirror_id,
+                subdir,
+                filename,
+                artifact.sha256,
+                artifact.size or None,
+            )
         ctype = "application/octet-stream" if filename.endswith(".conda") else "application/x-bzip2"
         await self.responder.respond(
             send,

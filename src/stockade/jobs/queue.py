@@ -1,0 +1,73 @@
+"""The job queue: Huey, with SQLite storage under the data folder (embedded default) or Redis.
+
+Jobs carry ids only; their state lives in our database (a mirror run's row). ``stockade serve``
+runs a consumer in its own process unless ``embedded_worker`` is off; ``stockade worker`` runs one
+as a process of its own (as many as wanted, on any machine that reaches the same Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from huey import RedisHuey, SqliteHuey
+from huey.api import Huey
+from huey.consumer import Consumer
+
+from stockade.container import Container
+from stockade.core.context import Origin, origin
+
+log = logging.getLogger("stockade.jobs")
+
+
+def build_huey(container: Container) -> Huey:
+    jobs = container.settings.jobs
+    if jobs.redis_url:
+        return RedisHuey("stockade", url=jobs.redis_url, results=False)
+    path = container.settings.data_dir / "jobs.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey("stockade", filename=str(path.resolve()), results=False)
+
+
+class EmbeddedConsumer(Consumer):  # type: ignore[misc]  # huey ships no type hints
+    """A consumer inside another program (the web server): its signals stay that program's."""
+
+    def _set_signal_handlers(self) -> None:
+        return None
+
+
+class JobQueue:
+    """Our tasks, registered on a Huey instance; ``enqueue_*`` put an id on the queue."""
+
+    def __init__(self, container: Container, huey: Huey | None = None) -> None:
+        self.container = container
+        self.huey = huey or build_huey(container)
+        sync = container.mirror_sync()
+
+        def run_mirror(run_id: int) -> None:
+            with origin(Origin(channel="job")):
+                outcome = sync.execute(run_id)
+            if outcome is not None:
+                log.info("mirror run %s: %s (%s)", run_id, outcome.state, outcome.summary)
+
+        self._run_mirror: Any = self.huey.task(name="run_mirror")(run_mirror)
+
+    def enqueue_mirror_run(self, run_id: int) -> None:
+        self._run_mirror(run_id)
+
+    def install(self) -> None:
+        """Make the container's services enqueue through this queue."""
+        self.container.dispatch_run = self.enqueue_mirror_run
+
+    def consumer(self, *, embedded: bool) -> Consumer:
+        jobs = self.container.settings.jobs
+        kind = EmbeddedConsumer if embedded else Consumer
+        return kind(
+            self.huey,
+            workers=jobs.workers,
+            worker_type="thread",
+            periodic=False,
+            initial_delay=min(0.1, jobs.poll_s),
+            max_delay=jobs.poll_s,
+            check_worker_health=True,
+        )

@@ -1,0 +1,1 @@
+"""Mirroring upstream conda channels through policies (SPEC §5)."""

@@ -1,0 +1,37 @@
+from stockade.core.errors import ConflictError, InvalidInputError, NotFoundError, StockadeError
+
+
+class MirrorNotFoundError(NotFoundError):
+    code = "mirror:not-found"
+
+
+class MirrorExistsError(ConflictError):
+    code = "mirror:exists"
+
+
+class InvalidMirrorError(InvalidInputError):
+    code = "mirror:invalid"
+
+
+class RunNotFoundError(NotFoundError):
+    code = "mirror:run-not-found"
+
+
+class RunActiveError(ConflictError):
+    code = "mirror:run-active"
+
+
+class RunFinishedError(ConflictError):
+    code = "mirror:run-finished"
+
+
+class RunStoppedError(StockadeError):
+    """Raised inside a run when a stop was asked for; the run ends ``stopped``."""
+
+    code = "mirror:stopped"
+
+
+class LeaseLostError(StockadeError):
+    """Raised inside a run when another worker took it over (this one was thought dead)."""
+
+    code = "mirror:lease-lost"

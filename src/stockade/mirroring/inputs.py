@@ -1,0 +1,167 @@
+"""What an evaluation of a mirror needs besides the policies: the upstream records, the names the
+dependency-confusion guard protects, and the lookups the criteria read (SPEC §5, §6)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import orjson
+import zstandard
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stockade.channels.models import Artifact, Channel
+from stockade.core.errors import InvalidInputError
+from stockade.policies.engine import Reason
+
+Record = dict[str, Any]
+GUARD_POLICY = "guard"
+INTEGRITY_POLICY = "integrity"
+CONFLICT_POLICY = "conflict"
+
+
+@dataclass
+class UpstreamSubdir:
+    """One upstream subdir's records (filename -> record) and what travels with them."""
+
+    subdir: str
+    records: dict[str, Record]
+    base_url: str | None = None
+    signed: set[str] = field(default_factory=set)  # filenames with a `signatures` entry
+
+
+def parse_repodata(subdir: str, data: bytes) -> UpstreamSubdir:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"upstream {subdir}/repodata.json is not valid JSON: {exc}", code="mirror:bad-repodata"
+        ) from None
+    if not isinstance(doc, dict):
+        raise InvalidInputError(
+            f"upstream {subdir}/repodata.json is not a JSON object", code="mirror:bad-repodata"
+        )
+    records: dict[str, Record] = {}
+    for section in ("packages", "packages.conda"):
+        part = doc.get(section) or {}
+        if not isinstance(part, dict):
+            raise InvalidInputError(
+                f"upstream {subdir}/repodata.json: {section!r} is not an object",
+                code="mirror:bad-repodata",
+            )
+        for filename, record in part.items():
+            if isinstance(record, dict) and _safe_filename(filename):
+                records[filename] = record
+    info = doc.get("info")
+    base_url = info.get("base_url") if isinstance(info, dict) else None
+    base_url = base_url if isinstance(base_url, str) else None
+    signatures = doc.get("signatures")
+    signed = set(signatures) if isinstance(signatures, dict) else set()
+    return UpstreamSubdir(subdir, records, base_url, signed)
+
+
+def _safe_filename(filename: str) -> bool:
+    return (
+        isinstance(filename, str)
+        and 0 < len(filename) <= 512
+        and "/" not in filename
+        and "\\" not in filename
+        and not filename.startswith(".")
+        and filename.endswith((".conda", ".tar.bz2"))
+    )
+
+
+def integrity_problems(upstream: UpstreamSubdir) -> dict[str, list[Reason]]:
+    """Records we cannot take: no sha256 to check downloads against, or no name/version."""
+    problems: dict[str, list[Reason]] = {}
+    for filename, rec in upstream.records.items():
+        sha = rec.get("sha256")
+        if not isinstance(sha, str) or len(sha) != 64:
+            problems[filename] = [
+                Reason(INTEGRITY_POLICY, "sha256", "upstream record has no sha256")
+            ]
+        elif not isinstance(rec.get("name"), str) or not isinstance(rec.get("version"), str):
+            problems[filename] = [Reason(INTEGRITY_POLICY, "record", "no name or version")]
+    return problems
+
+
+def guarded_names(session: Session, channel_id: int, companions: Iterable[str]) -> set[str]:
+    """Package names present in the channel or its companions other than through a mirror."""
+    channel_ids = [channel_id]
+    names = list(companions)
+    if names:
+        channel_ids += list(
+            session.scalars(select(Channel.id).where(Channel.name.in_(names))).all()
+        )
+    return set(
+        session.scalars(
+            select(Artifact.name)
+            .where(Artifact.channel_id.in_(channel_ids), Artifact.source != "mirror")
+            .distinct()
+        ).all()
+    )
+
+
+def guard_reasons(
+    upstream: UpstreamSubdir, guarded: set[str], allowed: Iterable[str]
+) -> dict[str, list[Reason]]:
+    blocked = guarded - set(allowed)
+    if not blocked:
+        return {}
+    return {
+        fn: [
+            Reason(
+                GUARD_POLICY,
+                "dependency_confusion",
+                f"{rec.get('name')} is a local package of this channel or a companion",
+            )
+        ]
+        for fn, rec in upstream.records.items()
+        if rec.get("name") in blocked
+    }
+
+
+def malicious_files(session: Session, channel_id: int) -> set[str]:
+    return set(
+        session.scalars(
+            select(Artifact.filename).where(
+                Artifact.channel_id == channel_id, Artifact.scan_status == "malicious"
+            )
+        ).all()
+    )
+
+
+@dataclass
+class FileSet:
+    """Lookups for the engine over a fixed set of filenames."""
+
+    files: set[str] = field(default_factory=set)
+
+    def is_signed(self, filename: str) -> bool:
+        return filename in self.files
+
+    def is_malicious(self, filename: str) -> bool:
+        return filename in self.files
+
+
+# ------------------------------------------------------------------------------- exclusion blobs
+
+
+def pack_exclusions(excluded: Mapping[str, list[Reason]]) -> bytes:
+    body = msgpack.packb(
+        {fn: [[r.policy, r.criterion, r.detail] for r in rs] for fn, rs in excluded.items()}
+    )
+    return zstandard.ZstdCompressor(level=3).compress(body)
+
+
+def unpack_exclusions(data: bytes) -> dict[str, list[Reason]]:
+    raw = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31))
+    return {fn: [Reason(p, c, d) for p, c, d in rs] for fn, rs in raw.items()}
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()

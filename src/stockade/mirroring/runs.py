@@ -1,0 +1,310 @@
+"""Mirror runs as rows: ask for one, stop it, read it; and the lease a worker holds while running.
+
+The queue only carries run ids. Everything else (state, progress, counts, log) is here, so any
+replica can answer for any run, and a run outlives the worker that started it: a worker takes a
+run with one conditional update (``claim``), renews its lease with each ``heartbeat``, and a run
+whose heartbeat went stale is taken over by the next worker that claims it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from stockade.audit.service import AuditLog, Target
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.core.clock import utcnow
+from stockade.core.secrets import SecretBox
+from stockade.mirroring.errors import (
+    MirrorNotFoundError,
+    RunActiveError,
+    RunFinishedError,
+    RunNotFoundError,
+)
+from stockade.mirroring.models import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    Mirror,
+    MirrorRun,
+    MirrorRunLog,
+    RunState,
+)
+from stockade.mirroring.service import MirrorService, next_run
+
+LOG_PAGE = 500
+
+
+@dataclass(frozen=True)
+class LogLine:
+    level: str
+    message: str
+    at: datetime
+
+
+class RunService:
+    def __init__(self, session: Session, secrets: SecretBox) -> None:
+        self.session = session
+        self.mirrors = MirrorService(session, secrets)
+
+    # ------------------------------------------------------------------------- asked by users
+
+    def request(self, principal: Principal, mirror_name: str) -> MirrorRun:
+        """A new pending run (the caller enqueues its id after commit); 409 if one is active."""
+        mirror = self.mirrors.get(principal, mirror_name, Permission.MIRROR_WRITE)
+        run = self.create(mirror, trigger="manual", requested_by=principal.user_id)
+        AuditLog(self.session).record(
+            "mirror.run",
+            principal,
+            Target("mirror", mirror.name, mirror.id),
+            details={"run": run.id},
+        )
+        return run
+
+    def create(self, mirror: Mirror, *, trigger: str, requested_by: int | None = None) -> MirrorRun:
+        active = self.active_run(mirror.id)
+        if active is not None:
+            raise RunActiveError(
+                f"mirror {mirror.name!r} already has run {active.id} {active.state}",
+                run=active.id,
+            )
+        run = MirrorRun(
+            mirror_id=mirror.id,
+            state=RunState.PENDING.value,
+            trigger=trigger,
+            requested_by_id=requested_by,
+            counts={},
+            steps=[],
+        )
+        self.session.add(run)
+        try:
+            with self.session.begin_nested():
+                self.session.flush()
+        except IntegrityError:  # another request made one at the same moment
+            raise RunActiveError(f"mirror {mirror.name!r} already has a run in progress") from None
+        return run
+
+    def stop(self, principal: Principal, run_id: int) -> MirrorRun:
+        run = self._visible(principal, run_id, Permission.MIRROR_WRITE)
+        if run.state in FINAL_STATES:
+            raise RunFinishedError(f"run {run_id} already ended ({run.state})")
+        if run.state == RunState.PENDING:
+            run.state = RunState.STOPPED.value
+            run.finished_at = utcnow()
+            run.summary = "stopped before it started"
+        run.stop_requested = True
+        self.session.flush()
+        mirror = self.session.get(Mirror, run.mirror_id)
+        AuditLog(self.session).record(
+            "mirror.stop",
+            principal,
+            Target("mirror", mirror.name if mirror else None, run.mirror_id),
+            details={"run": run.id},
+        )
+        return run
+
+    def get(self, principal: Principal, run_id: int) -> MirrorRun:
+        return self._visible(principal, run_id, Permission.MIRROR_READ)
+
+    def list_runs(
+        self,
+        principal: Principal,
+        mirror_name: str,
+        *,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[MirrorRun]:
+        mirror = self.mirrors.get(principal, mirror_name, Permission.MIRROR_READ)
+        query = select(MirrorRun).where(MirrorRun.mirror_id == mirror.id)
+        if before_id:
+            query = query.where(MirrorRun.id < before_id)
+        return list(self.session.scalars(query.order_by(MirrorRun.id.desc()).limit(limit)).all())
+
+    def logs(
+        self, principal: Principal, run_id: int, *, after_id: int = 0, limit: int = LOG_PAGE
+    ) -> list[MirrorRunLog]:
+        run = self._visible(principal, run_id, Permission.MIRROR_READ)
+        return list(
+            self.session.scalars(
+                select(MirrorRunLog)
+                .where(MirrorRunLog.run_id == run.id, MirrorRunLog.id > after_id)
+                .order_by(MirrorRunLog.id)
+                .limit(limit)
+            ).all()
+        )
+
+    def active_run(self, mirror_id: int) -> MirrorRun | None:
+        return self.session.scalar(
+            select(MirrorRun).where(
+                MirrorRun.mirror_id == mirror_id, MirrorRun.state.in_(ACTIVE_STATES)
+            )
+        )
+
+    def _visible(self, principal: Principal, run_id: int, permission: Permission) -> MirrorRun:
+        run = self.session.get(MirrorRun, run_id)
+        if run is None:
+            raise RunNotFoundError(f"run {run_id} not found")
+        mirror = self.session.get(Mirror, run.mirror_id)
+        assert mirror is not None
+        try:
+            self.mirrors.get(principal, mirror.name, permission)
+        except MirrorNotFoundError:
+            raise RunNotFoundError(f"run {run_id} not found") from None
+        return run
+
+
+# ------------------------------------------------------------------------------ used by workers
+
+
+def claim(session: Session, run_id: int, owner: str, *, stale_after: timedelta) -> bool:
+    """Take a pending run, or a running one whose worker went silent; False if not ours to run."""
+    now = utcnow()
+    result = session.execute(
+        update(MirrorRun)
+        .where(
+            MirrorRun.id == run_id,
+            MirrorRun.stop_requested.is_(False),
+            or_(
+                MirrorRun.state == RunState.PENDING.value,
+                and_(
+                    MirrorRun.state == RunState.RUNNING.value,
+                    or_(
+                        MirrorRun.heartbeat_at.is_(None),
+                        MirrorRun.heartbeat_at < now - stale_after,
+                    ),
+                ),
+            ),
+        )
+        .values(
+            state=RunState.RUNNING.value,
+            lease_owner=owner,
+            heartbeat_at=now,
+            started_at=now,
+            attempt=MirrorRun.attempt + 1,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def heartbeat(
+    session: Session,
+    run_id: int,
+    owner: str,
+    *,
+    steps: list[dict[str, Any]],
+    counts: dict[str, Any],
+    logs: Sequence[tuple[str, str, datetime]] = (),
+) -> bool | None:
+    """Save progress and renew the lease. Returns whether a stop was asked, None if the lease is
+    lost (another worker took the run over)."""
+    result = session.execute(
+        update(MirrorRun)
+        .where(
+            MirrorRun.id == run_id,
+            MirrorRun.lease_owner == owner,
+            MirrorRun.state == RunState.RUNNING.value,
+        )
+        .values(heartbeat_at=utcnow(), steps=steps, counts=counts)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    if logs:
+        session.execute(
+            insert(MirrorRunLog),
+            [
+                {"run_id": run_id, "level": lv, "message": msg[:4000], "at": at}
+                for lv, msg, at in logs
+            ],
+        )
+    return bool(session.scalar(select(MirrorRun.stop_requested).where(MirrorRun.id == run_id)))
+
+
+def finish(
+    session: Session,
+    run_id: int,
+    owner: str,
+    *,
+    state: RunState,
+    summary: str,
+    error: str | None = None,
+    steps: list[dict[str, Any]] | None = None,
+    counts: dict[str, Any] | None = None,
+) -> bool:
+    values: dict[str, Any] = {
+        "state": state.value,
+        "finished_at": utcnow(),
+        "summary": summary[:2000],
+        "error": error[:8000] if error else None,
+        "lease_owner": None,
+    }
+    if steps is not None:
+        values["steps"] = steps
+    if counts is not None:
+        values["counts"] = counts
+    result = session.execute(
+        update(MirrorRun)
+        .where(
+            MirrorRun.id == run_id,
+            MirrorRun.lease_owner == owner,
+            MirrorRun.state == RunState.RUNNING.value,
+        )
+        .values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def runs_to_resume(
+    session: Session, *, stale_after: timedelta, pending_after: timedelta
+) -> list[int]:
+    """Runs a worker should pick up again: running with a stale heartbeat (their worker died), and
+    pending for a while (their queue message was lost, e.g. a crash between commit and enqueue)."""
+    now = utcnow()
+    return list(
+        session.scalars(
+            select(MirrorRun.id)
+            .where(
+                MirrorRun.stop_requested.is_(False),
+                or_(
+                    and_(
+                        MirrorRun.state == RunState.RUNNING.value,
+                        MirrorRun.heartbeat_at < now - stale_after,
+                    ),
+                    and_(
+                        MirrorRun.state == RunState.PENDING.value,
+                        MirrorRun.created_at < now - pending_after,
+                    ),
+                ),
+            )
+            .order_by(MirrorRun.id)
+        ).all()
+    )
+
+
+def take_due_mirrors(session: Session, now: datetime | None = None) -> list[int]:
+    """Mirrors whose schedule is due, each moved on to its next time by a conditional update
+    (so each due time is taken by one replica). Returns their ids."""
+    now = now or utcnow()
+    due = session.execute(
+        select(Mirror.id, Mirror.schedule, Mirror.next_run_at).where(
+            Mirror.enabled.is_(True),
+            Mirror.schedule.is_not(None),
+            Mirror.next_run_at.is_not(None),
+            Mirror.next_run_at <= now,
+        )
+    ).all()
+    taken: list[int] = []
+    for mirror_id, schedule, was in due:
+        result = session.execute(
+            update(Mirror)
+            .where(Mirror.id == mirror_id, Mirror.next_run_at == was)
+            .values(next_run_at=next_run(schedule, now))
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            taken.append(mirror_id)
+    return taken

@@ -1,0 +1,286 @@
+"""Mirrors: create, show, list, change, delete (SPEC §5).
+
+Rights: reading a mirror needs ``mirror:read`` on its channel (a channel reader); creating,
+changing and deleting need ``mirror:manage`` on it (the channel's managers, or a role with
+``mirrors=manage``). A ``file://`` source or a CA bundle names a path on the server, so those need
+the global ``mirror:manage`` permission (an administrator's), not only rights on the channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from croniter import croniter
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from stockade.audit.service import AuditLog, Target
+from stockade.auth.access import AccessService, ChannelHiddenError
+from stockade.auth.errors import AccessDeniedError
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.channels.models import Artifact, Channel
+from stockade.channels.publishing import request_publications
+from stockade.channels.service import ChannelService, channel_ref
+from stockade.core.clock import utcnow
+from stockade.core.secrets import SecretBox
+from stockade.mirroring import validation as check
+from stockade.mirroring.errors import (
+    InvalidMirrorError,
+    MirrorExistsError,
+    MirrorNotFoundError,
+    RunActiveError,
+)
+from stockade.mirroring.models import ACTIVE_STATES, DEFAULT_SCHEDULE, Mirror, MirrorRun
+
+UNSET: Any = object()
+
+
+@dataclass
+class MirrorSpec:
+    """What a caller sets on a mirror; ``UNSET`` leaves a field as it is (updates)."""
+
+    source: str = UNSET
+    token: str | None = UNSET  # "" or None clears it
+    mode: str = UNSET
+    subdirs: list[str] = UNSET
+    schedule: str | None = UNSET
+    proxy: str | None = UNSET
+    ca_bundle: str | None = UNSET
+    concurrency: int = UNSET
+    enabled: bool = UNSET
+    companions: list[str] = UNSET
+    allowed_names: list[str] = UNSET
+
+    def given(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is not UNSET
+        }
+
+
+def next_run(schedule: str | None, after: datetime | None = None) -> datetime | None:
+    if not schedule:
+        return None
+    result: datetime = croniter(schedule, after or utcnow()).get_next(datetime)
+    return result
+
+
+def state_of(mirror: Mirror) -> dict[str, Any]:
+    """What the audit log records of a mirror (never the token)."""
+    return {
+        "source": mirror.source_url,
+        "has_token": mirror.source_token_enc is not None,
+        "mode": mirror.mode,
+        "subdirs": list(mirror.subdirs),
+        "schedule": mirror.schedule,
+        "proxy": mirror.proxy,
+        "ca_bundle": mirror.ca_bundle,
+        "concurrency": mirror.concurrency,
+        "enabled": mirror.enabled,
+        "companions": list(mirror.companions),
+        "allowed_names": list(mirror.allowed_names),
+    }
+
+
+class MirrorService:
+    def __init__(self, session: Session, secrets: SecretBox) -> None:
+        self.session = session
+        self.secrets = secrets
+        self.access = AccessService(session)
+        self.channels = ChannelService(session)
+
+    # ------------------------------------------------------------------------------------ read
+
+    def find(self, name: str) -> Mirror | None:
+        return self.session.scalar(select(Mirror).where(Mirror.name == name))
+
+    def get(self, principal: Principal, name: str, permission: Permission) -> Mirror:
+        mirror = self.find(name)
+        if mirror is None:
+            raise MirrorNotFoundError(f"mirror {name!r} not found")
+        channel = self.session.get(Channel, mirror.channel_id)
+        assert channel is not None
+        try:
+            self.access.require_channel(principal, permission, channel_ref(channel))
+        except ChannelHiddenError:  # a mirror of a channel you cannot see does not exist for you
+            raise MirrorNotFoundError(f"mirror {name!r} not found") from None
+        return mirror
+
+    def channel_of(self, mirror: Mirror) -> Channel:
+        channel = self.session.get(Channel, mirror.channel_id)
+        assert channel is not None
+        return channel
+
+    def list_visible(self, principal: Principal, *, channel: str | None = None) -> list[Mirror]:
+        query = select(Mirror, Channel).join(Channel, Channel.id == Mirror.channel_id)
+        if channel:
+            query = query.where(Channel.name == channel)
+        rows = self.session.execute(query.order_by(Mirror.name)).all()
+        return [
+            m for m, c in rows if self.access.can(principal, Permission.MIRROR_READ, channel_ref(c))
+        ]
+
+    def token_of(self, mirror: Mirror) -> str | None:
+        return self.secrets.decrypt(mirror.source_token_enc) if mirror.source_token_enc else None
+
+    def last_runs(self, mirror_ids: list[int]) -> dict[int, MirrorRun]:
+        if not mirror_ids:
+            return {}
+        runs = self.session.scalars(
+            select(MirrorRun)
+            .where(MirrorRun.mirror_id.in_(mirror_ids))
+            .order_by(MirrorRun.mirror_id, MirrorRun.id.desc())
+        ).all()
+        latest: dict[int, MirrorRun] = {}
+        for run in runs:
+            latest.setdefault(run.mirror_id, run)
+        return latest
+
+    # ----------------------------------------------------------------------------------- write
+
+    def create(
+        self,
+        principal: Principal,
+        name: str,
+        spec: MirrorSpec,
+        *,
+        channel: str | None = None,
+        privacy: str = "public",
+    ) -> Mirror:
+        name = check.check_name(name)
+        if self.find(name) is not None:
+            raise MirrorExistsError(f"mirror {name!r} already exists", field="name")
+        if spec.source is UNSET:
+            raise InvalidMirrorError("source: give the upstream channel URL", field="source")
+        target_name = channel or name
+        target = self.channels.find(target_name)
+        if target is None:
+            target = self.channels.create(principal, target_name, privacy=privacy)
+            target.kind = "mirror"
+        self.access.require_channel(principal, Permission.MIRROR_MANAGE, channel_ref(target))
+        mirror = Mirror(
+            name=name,
+            channel_id=target.id,
+            subdirs=["linux-64", "noarch"],
+            schedule=DEFAULT_SCHEDULE,
+            created_by_id=principal.user_id,
+            companions=[],
+            allowed_names=[],
+        )
+        self._apply(principal, mirror, spec)
+        mirror.next_run_at = next_run(mirror.schedule)
+        self.session.add(mirror)
+        try:
+            with self.session.begin_nested():
+                self.session.flush()
+        except IntegrityError:
+            raise MirrorExistsError(f"mirror {name!r} already exists", field="name") from None
+        AuditLog(self.session).record(
+            "mirror.create", principal, Target("mirror", name, mirror.id), after=state_of(mirror)
+        )
+        return mirror
+
+    def update(self, principal: Principal, name: str, spec: MirrorSpec) -> Mirror:
+        mirror = self.get(principal, name, Permission.MIRROR_MANAGE)
+        before = state_of(mirror)
+        old_schedule = mirror.schedule
+        self._apply(principal, mirror, spec)
+        if mirror.schedule != old_schedule:
+            mirror.next_run_at = next_run(mirror.schedule)
+        self.session.flush()
+        AuditLog(self.session).record(
+            "mirror.update",
+            principal,
+            Target("mirror", name, mirror.id),
+            before=before,
+            after=state_of(mirror),
+        )
+        return mirror
+
+    def delete(self, principal: Principal, name: str) -> int:
+        """Delete the mirror and the records it brought into its channel; returns their count."""
+        mirror = self.get(principal, name, Permission.MIRROR_MANAGE)
+        active = self.session.scalar(
+            select(MirrorRun.id).where(
+                MirrorRun.mirror_id == mirror.id, MirrorRun.state.in_(ACTIVE_STATES)
+            )
+        )
+        if active is not None:
+            raise RunActiveError(
+                f"mirror {name!r} has run {active} pending or running: stop it first", run=active
+            )
+        subdirs = self.session.scalars(
+            select(Artifact.subdir).where(Artifact.mirror_id == mirror.id).distinct()
+        ).all()
+        removed = self.session.execute(
+            delete(Artifact).where(Artifact.mirror_id == mirror.id)
+        ).rowcount  # type: ignore[attr-defined]
+        request_publications(self.session, [(mirror.channel_id, sd) for sd in subdirs])
+        AuditLog(self.session).record(
+            "mirror.delete",
+            principal,
+            Target("mirror", name, mirror.id),
+            before=state_of(mirror),
+            details={"records_removed": int(removed or 0)},
+        )
+        self.session.delete(mirror)
+        self.session.flush()
+        return int(removed or 0)
+
+    def _apply(self, principal: Principal, mirror: Mirror, spec: MirrorSpec) -> None:  # noqa: PLR0912
+        given = spec.given()
+        if "source" in given:
+            mirror.source_url = check.check_source(given["source"])
+            if check.is_local_source(mirror.source_url):
+                self._require_global(principal, "a file:// source reads the server's disk")
+        if "token" in given:
+            token = given["token"]
+            mirror.source_token_enc = self.secrets.encrypt(token) if token else None
+        if "mode" in given:
+            mirror.mode = check.check_mode(given["mode"])
+        if "subdirs" in given:
+            mirror.subdirs = check.check_subdirs(given["subdirs"])
+        if "schedule" in given:
+            mirror.schedule = check.check_schedule(given["schedule"])
+        if "proxy" in given:
+            mirror.proxy = check.check_proxy(given["proxy"])
+        if "ca_bundle" in given:
+            mirror.ca_bundle = check.check_ca_bundle(given["ca_bundle"])
+            if mirror.ca_bundle:
+                self._require_global(principal, "a CA bundle is a file on the server")
+        if "concurrency" in given:
+            mirror.concurrency = check.check_concurrency(given["concurrency"])
+        if "enabled" in given:
+            mirror.enabled = bool(given["enabled"])
+        if "companions" in given:
+            mirror.companions = self._companions(principal, given["companions"])
+        if "allowed_names" in given:
+            names = check.check_names(given["allowed_names"], "allowed_names")
+            if names != sorted(mirror.allowed_names or []):
+                self._require_global(
+                    principal, "allowing names past the dependency-confusion guard"
+                )
+            mirror.allowed_names = names
+
+    def _companions(self, principal: Principal, names: list[str] | str) -> list[str]:
+        if isinstance(names, str):
+            names = [n for n in names.split(",") if n.strip()]
+        clean: list[str] = []
+        for raw in names:
+            name = str(raw).strip()
+            self.channels.get(principal, name, Permission.CHANNEL_READ)
+            if name not in clean:
+                clean.append(name)
+        return clean
+
+    def _require_global(self, principal: Principal, why: str) -> None:
+        if not self.access.allowed(principal, Permission.MIRROR_MANAGE):
+            raise AccessDeniedError(
+                f"{why}: this needs the mirror:manage permission of a role (an administrator)",
+                code="mirror:admin-only",
+            )

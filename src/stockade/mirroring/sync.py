@@ -1,0 +1,201 @@
+"""One mirror run, start to end: fetch, evaluate, compare, download, publish (SPEC §5).
+
+Nothing the channel serves changes until the last step, which is one transaction: the mirror's
+artifact rows, the upstream state and the publication requests switch together, so a crash or a
+kill at any moment leaves the channel as it was before the run or as the run left it. Downloads
+before that step go to the content-addressed blob store; a later attempt finds them there and does
+not fetch them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from stockade.core.clock import utcnow
+from stockade.core.errors import StockadeError
+from stockade.core.secrets import SecretBox
+from stockade.db.engine import transaction
+from stockade.mirroring import runs
+from stockade.mirroring.errors import LeaseLostError, RunStoppedError
+from stockade.mirroring.models import MirrorMode, RunState
+from stockade.mirroring.plan import MirrorJob, Plan, apply_plan, build_plan, load_job
+from stockade.mirroring.reporter import RunReporter
+from stockade.mirroring.upstream import evaluate_upstream, fetch_upstream
+from stockade.policies.engine import VulnerabilityLookup
+from stockade.settings import MirrorSettings
+from stockade.storage.interfaces import BlobStore
+
+log = logging.getLogger("stockade.mirroring")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class RunOutcome:
+    state: RunState
+    summary: str
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+class MirrorSync:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        blobs: BlobStore,
+        secrets: SecretBox,
+        settings: MirrorSettings,
+        *,
+        vulnerabilities: VulnerabilityLookup,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.factory = factory
+        self.blobs = blobs
+        self.secrets = secrets
+        self.settings = settings
+        self.vulnerabilities = vulnerabilities
+        self.on_change = on_change
+        self.owner = worker_id()
+
+    def execute(self, run_id: int) -> RunOutcome | None:
+        """Run it if it is ours to run (pending, or abandoned by a dead worker); None otherwise."""
+        stale = timedelta(seconds=self.settings.stale_after_s)
+        with transaction(self.factory) as session:
+            if not runs.claim(session, run_id, self.owner, stale_after=stale):
+                return None
+            job = load_job(session, run_id, self.secrets)
+        steps = ["fetch", "evaluate", "plan", "publish"]
+        if job.mode == MirrorMode.ACTIVE:
+            steps.insert(3, "download")
+        reporter = RunReporter(
+            self.factory, run_id, self.owner, steps=steps, heartbeat_s=self.settings.heartbeat_s
+        )
+        reporter.start()
+        reporter.log(f"attempt {job.attempt} on {self.owner}: {job.describe()}")
+        try:
+            outcome = self._run(job, reporter)
+        except LeaseLostError:
+            reporter.close()
+            log.warning("mirror run %s: taken over by another worker, leaving it", run_id)
+            return None
+        except RunStoppedError:
+            outcome = RunOutcome(RunState.STOPPED, "stopped on request; the index is unchanged")
+            reporter.skip_rest()
+            reporter.log(outcome.summary, "warning")
+        except StockadeError as exc:
+            outcome = RunOutcome(RunState.FAILED, exc.detail)
+            reporter.fail_current()
+            reporter.log(f"failed: {exc.detail} [{exc.code}]", "error")
+        except Exception as exc:
+            log.exception("mirror run %s failed", run_id)
+            outcome = RunOutcome(RunState.FAILED, f"internal error: {exc.__class__.__name__}")
+            reporter.fail_current()
+            reporter.log(f"failed: internal error {exc.__class__.__name__}: {exc}", "error")
+        reporter.close()
+        steps_now, counts = reporter.snapshot()
+        with transaction(self.factory) as session:
+            runs.finish(
+                session,
+                run_id,
+                self.owner,
+                state=outcome.state,
+                summary=outcome.summary,
+                error=outcome.summary if outcome.state == RunState.FAILED else None,
+                steps=steps_now,
+                counts=counts,
+            )
+        return outcome
+
+    def _run(self, job: MirrorJob, reporter: RunReporter) -> RunOutcome:
+        reporter.begin("fetch", len(job.subdirs))
+        snapshot = fetch_upstream(job, self.blobs, reporter)
+        reporter.end("fetch")
+        reporter.check()
+        now = utcnow()
+        if snapshot.unchanged(job, now):
+            reporter.skip_rest()
+            counts = snapshot.previous_counts()
+            for key, value in counts.items():
+                reporter.count(key, value)
+            reporter.log("upstream, policies and guard unchanged since the last run: nothing to do")
+            return RunOutcome(RunState.COMPLETED, "unchanged", counts)
+        reporter.begin("evaluate", snapshot.record_count())
+        verdict = evaluate_upstream(job, snapshot, self.vulnerabilities, now)
+        reporter.end("evaluate")
+        reporter.count("upstream", verdict.upstream)
+        reporter.count("kept", verdict.kept)
+        reporter.count("excluded", verdict.excluded_count)
+        reporter.count("excluded_by_reason", verdict.by_reason)
+        reporter.check()
+        reporter.begin("plan")
+        with transaction(self.factory) as session:
+            plan = build_plan(session, job, verdict)
+        reporter.end("plan")
+        for key, value in plan.counts().items():
+            reporter.count(key, value)
+        reporter.log(
+            f"{verdict.upstream} upstream records, {verdict.kept} kept: "
+            f"{len(plan.add)} to add, {len(plan.remove)} to remove, {len(plan.change)} changed"
+        )
+        reporter.check()
+        if job.mode == MirrorMode.ACTIVE:
+            self._download(job, plan, reporter)
+            reporter.check()
+        reporter.begin("publish")
+        with transaction(self.factory) as session:
+            apply_plan(session, job, plan, verdict, snapshot, self.blobs)
+        reporter.end("publish")
+        self.on_change()
+        summary = (
+            f"{len(plan.add)} added, {len(plan.remove)} removed, {len(plan.change)} changed; "
+            f"{verdict.kept} of {verdict.upstream} upstream records kept"
+        )
+        if plan.failed:
+            summary += f"; {len(plan.failed)} files failed"
+        reporter.log(summary)
+        return RunOutcome(RunState.COMPLETED, summary, reporter.snapshot()[1])
+
+    def _download(self, job: MirrorJob, plan: Plan, reporter: RunReporter) -> None:
+        from stockade.mirroring.downloader import Downloader, DownloadResult
+
+        items = plan.downloads(job)
+        reporter.begin("download", len(items))
+        reporter.count("files_to_download", len(items))
+
+        def done(result: DownloadResult) -> None:
+            reporter.advance("download")
+            if result.skipped:
+                reporter.add("files_present")
+            elif result.ok:
+                reporter.add("files_downloaded")
+                reporter.add("bytes_downloaded", result.bytes)
+            else:
+                reporter.add("failed_files")
+                plan.fail(result.item.subdir, result.item.filename, result.error or "failed")
+                reporter.log(
+                    f"{result.item.subdir}/{result.item.filename}: {result.error} [{result.code}]",
+                    "error",
+                )
+
+        downloader = Downloader(job.source, self.blobs, concurrency=job.concurrency)
+        summary = downloader.download_all(
+            items, on_result=done, should_stop=lambda: reporter.stopping
+        )
+        if summary.stopped:
+            reporter.check()
+            raise RunStoppedError("stopped on request")
+        reporter.end("download")
+
+
+def started_at(value: datetime | None) -> datetime:
+    return value or datetime.now(UTC)
