@@ -21,6 +21,8 @@ from stockade.web.api import channels as channels_api
 from stockade.web.api import files as files_api
 from stockade.web.api import ldap as ldap_api
 from stockade.web.api import members as members_api
+from stockade.web.api import mirrors as mirrors_api
+from stockade.web.api import policies as policies_api
 from stockade.web.api import users as users_api
 from stockade.web.channel.responses import BlobResponder, BytesCache
 from stockade.web.channel.routes import routes as conda_routes
@@ -83,6 +85,8 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.include_router(ldap_api.router, prefix=API)
     app.include_router(members_api.router, prefix=API)
     app.include_router(files_api.router, prefix=API)
+    app.include_router(mirrors_api.router, prefix=API)
+    app.include_router(policies_api.router, prefix=API)
     app.include_router(channels_api.router, prefix=API)
     app.router.routes.extend(conda_routes)
 
