@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stockade.cli import account, channels, identity, ldap, server, upload
+from stockade.cli import account, channels, identity, ldap, mirrors, policies, server, upload
 from stockade.cli.client import CliError, fail
 
 app = typer.Typer(
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(server.serve)
+app.command()(server.worker)
 app.add_typer(server.db_app, name="db")
 app.add_typer(server.admin_app, name="admin")
 app.add_typer(server.config_app, name="config")
@@ -28,6 +29,8 @@ app.add_typer(identity.audit_app, name="audit")
 app.add_typer(ldap.app, name="ldap")
 app.command("conda-config")(account.conda_config)
 app.add_typer(channels.channel_app, name="channel")
+app.add_typer(mirrors.mirror_app, name="mirror")
+app.add_typer(policies.policy_app, name="policy")
 app.command()(upload.upload)
 app.command()(channels.copy)
 app.command()(channels.move)

@@ -63,6 +63,32 @@ def serve(
     uvicorn.run(CondaFastPath(create_app(settings, container)), **options)  # type: ignore[arg-type]
 
 
+def worker(
+    threads: int | None = typer.Option(
+        None, min=1, max=64, help="job threads [STOCKADE_JOBS__WORKERS]"
+    ),
+) -> None:
+    """Run background jobs (mirror runs, schedules, publication) from the job queue.
+
+    Uses Redis when ``jobs.redis_url`` is set (any number of workers, on any machine), else the
+    SQLite queue under the data folder (on the same machine as ``stockade serve``).
+    """
+    from stockade.container import Container
+    from stockade.core.logging import configure_logging
+    from stockade.db.migrate import upgrade
+    from stockade.jobs.worker import run_worker
+
+    settings = settings_or_exit()
+    if threads is not None:
+        settings.jobs.workers = threads
+    configure_logging(settings.log_level, settings.log_format)
+    upgrade(settings.db_url)
+    container = Container.build(settings)
+    queue = "Redis" if settings.jobs.redis_url else f"SQLite ({settings.data_dir / 'jobs.db'})"
+    out.print(f"Stockade worker: {settings.jobs.workers} job threads, queue on {queue}")
+    run_worker(container)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply all migrations (Alembic) to the configured database."""

@@ -246,7 +246,7 @@ class _Matcher:
 
     def __init__(self, text: str) -> None:
         try:
-            self.spec = MatchSpec(text.strip(), strict=True, exact_names_only=False)
+            self.spec = MatchSpec(text.strip(), strict=False, exact_names_only=False)
         except Exception as exc:  # noqa: BLE001  (rattler raises several types; all mean "bad spec")
             raise InvalidInputError(
                 f"not a package spec: {text!r} ({exc})", code="policy:bad-spec", field="spec"

@@ -68,11 +68,12 @@ def _invalid(field_name: str, message: str) -> InvalidInputError:
 
 
 def parse_spec(text: str, *, field_name: str) -> MatchSpec:
-    """Parse a user-written MatchSpec strictly (globs allowed in names); errors name the field."""
+    """Parse a user-written MatchSpec as conda reads it (``openssl 1.1.1w`` is ``==1.1.1w``; globs
+    allowed in names); errors name the field."""
     if not isinstance(text, str) or not text.strip():
         raise _invalid(field_name, f"empty MatchSpec {text!r}")
     try:
-        return MatchSpec(text.strip(), strict=True, exact_names_only=False)
+        return MatchSpec(text.strip(), strict=False, exact_names_only=False)
     except Exception as exc:  # rattler raises its own exception types
         raise _invalid(field_name, f"invalid MatchSpec {text!r}: {exc}") from exc
 

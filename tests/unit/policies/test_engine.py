@@ -82,7 +82,7 @@ BASE = recs(
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"only_specs": ("bad spec ((",)}, "only_specs"),
+        ({"only_specs": ("numpy >=>=1",)}, "only_specs"),
         ({"exclude_specs": ("",)}, "exclude_specs"),
         ({"exceptions": (">=1",)}, "exceptions"),
         ({"licenses": {"gpl4"}}, "licenses"),
