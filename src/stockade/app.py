@@ -60,6 +60,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         finally:
             if consumer is not None:
                 housekeeper.stop()
+                queue.close()
                 consumer.stop()
                 scheduler.stop()
                 publisher.stop()

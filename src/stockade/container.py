@@ -100,6 +100,7 @@ class Container:
             self.secrets,
             self.settings.mirror,
             vulnerabilities=self.vulnerabilities,
+            limits=self.limits,
             on_change=self.notify_changes,
         )
 

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -73,6 +75,10 @@ SECRET, VAULT, OPEN = "matrix-secret", "matrix-vault", "matrix-open"
 MEMBERS = "matrix-members"  # privacy "authenticated": any signed-in user reads
 GROUP = "secret-readers"
 SERVICE = "ci-bot"
+MIRRORED = "matrix-mirrored"  # private, grants as matrix-secret; fed by the mirror below
+FILES_MIRROR = "matrix-files"  # file:// test-recipes into matrix-mirrored, run once at setup
+HOLE_MIRROR = "matrix-hole"  # into matrix-secret, from an upstream that never answers
+POLICY = "matrix-policy"
 KEPT_NAME = "dependency"
 KEPT = "dependency-1.0-0.conda"  # from ../shared/testdata/channels/test-recipes/noarch
 PASSWORD = "matrix-password-1"
@@ -294,6 +300,10 @@ class World:
     def __init__(self, live: LiveServer, workdir: Path) -> None:
         self.live = live
         self.workdir = workdir
+        # An upstream that accepts connections and never answers: runs from it stay "running".
+        self.hole = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.hole_url = f"http://127.0.0.1:{self.hole.getsockname()[1]}/channel"
+        self.hole_run = 0
         self.admin = httpx.Client(base_url=live.url, headers=bearer(live.admin_token), timeout=60)
         self.http = httpx.Client(base_url=live.url, timeout=60)
         self.tokens: dict[str, str] = {"admin": live.admin_token}
@@ -303,6 +313,7 @@ class World:
     def close(self) -> None:
         self.admin.close()
         self.http.close()
+        self.hole.close()
 
     # setup, as the admin (or the owner) ------------------------------------------------------
 
@@ -374,6 +385,25 @@ class World:
         files = [("files", (path.name, path.read_bytes(), "application/octet-stream"))]
         self.call("POST", f"{API}/channels/{channel}/files", files=files)
         return path
+
+    def new_mirror(self, channel: str = SECRET) -> str:
+        """A mirror (of the never-answering upstream) into ``channel``, made by the admin."""
+        name = self.unique("m")
+        body = {"name": name, "channel": channel, "source": self.hole_url, "schedule": ""}
+        self.call("POST", f"{API}/mirrors", json=body)
+        return name
+
+    def new_run(self) -> int:
+        """A run that stays running (its upstream accepts connections and never answers)."""
+        return int(self.call("POST", f"{API}/mirrors/{self.new_mirror()}/runs")["id"])
+
+    def new_policy(self, *, assigned: str | None = None) -> str:
+        name = self.unique("p")
+        body = {"name": name, "definition": {"exclude_specs": ["python"]}}
+        self.call("POST", f"{API}/policies", json=body)
+        if assigned:
+            self.call("POST", f"{API}/policies/{name}/assignments", json={"channel": assigned})
+        return name
 
     def sign_in(self, username: str, password: str) -> WebSession:
         with httpx.Client(base_url=self.live.url, timeout=60) as client:
@@ -474,9 +504,27 @@ def build_world(live: LiveServer, workdir: Path) -> World:
     w.tokens["ldap-disabled"] = w.new_token("leaver")[1]
     w.call("PATCH", f"{API}/users/leaver", json={"is_active": False})
 
+    build_mirrors(w)
     for name in SESSION_USERS:
         w.sessions[name] = w.sign_in(name, ADMIN_PASSWORD if name == "admin" else PASSWORD)
     return w
+
+
+def build_mirrors(w: World) -> None:
+    """matrix-files (file://, run once) into matrix-mirrored; matrix-hole into matrix-secret."""
+    w.new_channel(MIRRORED)
+    source = (TESTDATA / "channels" / "test-recipes").resolve().as_uri()
+    body = {"name": FILES_MIRROR, "channel": MIRRORED, "source": source, "subdirs": ["noarch"]}
+    w.call("POST", f"{API}/mirrors", json={**body, "schedule": ""})
+    run = w.call("POST", f"{API}/mirrors/{FILES_MIRROR}/runs")
+    deadline = time.monotonic() + 60
+    while w.call("GET", run["url"])["state"] in ("pending", "running"):
+        assert time.monotonic() < deadline, "the matrix mirror run did not end"
+        time.sleep(0.1)
+    body = {"name": HOLE_MIRROR, "channel": SECRET, "source": w.hole_url, "schedule": ""}
+    w.call("POST", f"{API}/mirrors", json=body)
+    w.hole_run = int(w.call("POST", f"{API}/mirrors/{HOLE_MIRROR}/runs")["id"])
+    w.call("POST", f"{API}/policies", json={"name": POLICY, "definition": {"keep_latest": 1}})
 
 
 @pytest.fixture(scope="module")
@@ -1000,6 +1048,63 @@ def _page_rules() -> Iterator[Case]:
     yield post(f"{audit}/verify", permission(P.AUDIT_READ, 200), form(f"{audit}/verify"))
 
 
+def _mirror_api_rules() -> Iterator[Case]:
+    """Mirrors follow the channel's levels (read to see, manage to change and run); policies are
+    global (policy:read/write/manage), previews need read on the channel."""
+    yield Case("GET", f"{API}/mirrors", anyone(200), req("GET", f"{API}/mirrors"))
+    create = lambda w, _p: Req(  # noqa: E731
+        "POST", f"{API}/mirrors", json={"name": w.unique("m"), "source": w.hole_url}
+    )
+    yield Case("POST", f"{API}/mirrors", permission(P.CHANNEL_CREATE, 201), create)
+    mirror = f"{API}/mirrors/{{name}}"
+    yield Case(
+        "GET", mirror, on_channel(SECRET, READ, 200), req("GET", f"{API}/mirrors/{HOLE_MIRROR}")
+    )
+    patch = req("PATCH", f"{API}/mirrors/{HOLE_MIRROR}", json={"concurrency": 4})
+    yield Case("PATCH", mirror, on_channel(SECRET, MANAGE, 200), patch)
+    delete = lambda w, _p: Req("DELETE", f"{API}/mirrors/{w.new_mirror()}")  # noqa: E731
+    yield Case("DELETE", mirror, on_channel(SECRET, MANAGE, 204), delete)
+    start = lambda w, _p: Req("POST", f"{API}/mirrors/{w.new_mirror()}/runs")  # noqa: E731
+    yield Case("POST", f"{mirror}/runs", on_channel(SECRET, MANAGE, 202), start)
+    runs = req("GET", f"{API}/mirrors/{HOLE_MIRROR}/runs")
+    yield Case("GET", f"{mirror}/runs", on_channel(SECRET, READ, 200), runs)
+    excl = req("GET", f"{API}/mirrors/{FILES_MIRROR}/exclusions")
+    yield Case("GET", f"{mirror}/exclusions", on_channel(MIRRORED, READ, 200), excl)
+    run = f"{API}/runs/{{run_id}}"
+    show = lambda w, _p: Req("GET", f"{API}/runs/{w.hole_run}")  # noqa: E731
+    yield Case("GET", run, on_channel(SECRET, READ, 200), show)
+    logs = lambda w, _p: Req("GET", f"{API}/runs/{w.hole_run}/logs")  # noqa: E731
+    yield Case("GET", f"{run}/logs", on_channel(SECRET, READ, 200), logs)
+    stop = lambda w, _p: Req("POST", f"{API}/runs/{w.new_run()}/stop")  # noqa: E731
+    yield Case("POST", f"{run}/stop", on_channel(SECRET, MANAGE, 200), stop)
+    # policies
+    pol = f"{API}/policies"
+    yield Case("GET", pol, permission(P.POLICY_READ, 200), req("GET", pol))
+    new = lambda w, _p: Req("POST", pol, json={"name": w.unique("p")})  # noqa: E731
+    yield Case("POST", pol, permission(P.POLICY_WRITE, 201), new)
+    one = f"{pol}/{{name}}"
+    yield Case("GET", one, permission(P.POLICY_READ, 200), req("GET", f"{pol}/{POLICY}"))
+    change = req("PATCH", f"{pol}/{POLICY}", json={"description": "changed"})
+    yield Case("PATCH", one, permission(P.POLICY_WRITE, 200), change)
+    drop = lambda w, _p: Req("DELETE", f"{pol}/{w.new_policy()}")  # noqa: E731
+    yield Case("DELETE", one, permission(P.POLICY_MANAGE, 204), drop)
+    assign = lambda w, _p: Req(  # noqa: E731
+        "POST", f"{pol}/{w.new_policy()}/assignments", json={"channel": MIRRORED}
+    )
+    yield Case("POST", f"{one}/assignments", permission(P.POLICY_READ, 201), assign)
+    unassign = lambda w, _p: Req(  # noqa: E731
+        "DELETE", f"{pol}/{w.new_policy(assigned=MIRRORED)}/assignments?channel={MIRRORED}"
+    )
+    yield Case("DELETE", f"{one}/assignments", permission(P.POLICY_MANAGE, 204), unassign)
+    preview = {"channel": MIRRORED, "mirror": FILES_MIRROR}
+    stored = req("POST", f"{pol}/{POLICY}/dry-run", json=preview)
+    yield Case("POST", f"{one}/dry-run", permission(P.POLICY_READ, 200), stored)
+    draft = req("POST", f"{pol}/dry-run", json={**preview, "definition": {"keep_latest": 1}})
+    yield Case("POST", f"{pol}/dry-run", on_channel(MIRRORED, READ, 200), draft)
+    why = req("GET", f"{pol}/explain?channel={MIRRORED}&spec=python")
+    yield Case("GET", f"{pol}/explain", on_channel(MIRRORED, READ, 200), why)
+
+
 def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
     rules: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
@@ -1007,7 +1112,7 @@ def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
     return rules
 
 
-RULES = _index([*_api_rules(), *_conda_rules(), *_page_rules()])
+RULES = _index([*_api_rules(), *_mirror_api_rules(), *_conda_rules(), *_page_rules()])
 
 
 # -- the routes of the application ---------------------------------------------------------------

@@ -42,7 +42,7 @@ class JobQueue:
     def __init__(self, container: Container, huey: Huey | None = None) -> None:
         self.container = container
         self.huey = huey or build_huey(container)
-        sync = container.mirror_sync()
+        sync = self.sync = container.mirror_sync()
 
         def run_mirror(run_id: int) -> None:
             with origin(Origin(channel="job")):
@@ -54,6 +54,10 @@ class JobQueue:
 
     def enqueue_mirror_run(self, run_id: int) -> None:
         self._run_mirror(run_id)
+
+    def close(self) -> None:
+        """Running jobs let go at their next safe point (they resume in another worker)."""
+        self.sync.close()
 
     def install(self) -> None:
         """Make the container's services enqueue through this queue."""

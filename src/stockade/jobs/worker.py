@@ -27,6 +27,7 @@ def run_worker(container: Container) -> None:
     try:
         queue.consumer(embedded=False).run()
     finally:
+        queue.close()
         housekeeper.stop()
         scheduler.stop()
         publisher.stop()

@@ -35,3 +35,9 @@ class LeaseLostError(StockadeError):
     """Raised inside a run when another worker took it over (this one was thought dead)."""
 
     code = "mirror:lease-lost"
+
+
+class ShuttingDownError(StockadeError):
+    """Raised inside a run when its process shuts down: the run is released for another worker."""
+
+    code = "mirror:shutdown"

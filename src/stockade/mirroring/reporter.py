@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from stockade.mirroring import runs
-from stockade.mirroring.errors import LeaseLostError, RunStoppedError
+from stockade.mirroring.errors import LeaseLostError, RunStoppedError, ShuttingDownError
 
 log = logging.getLogger("stockade.mirroring")
 
@@ -41,7 +41,9 @@ class RunReporter:
         *,
         steps: list[str],
         heartbeat_s: float = 5.0,
+        abort: threading.Event | None = None,
     ) -> None:
+        self.abort = abort or threading.Event()
         self.factory = factory
         self.run_id = run_id
         self.owner = owner
@@ -117,9 +119,11 @@ class RunReporter:
 
     @property
     def stopping(self) -> bool:
-        return self._stop_asked or self._lost
+        return self._stop_asked or self._lost or self.abort.is_set()
 
     def check(self) -> None:
+        if self.abort.is_set():
+            raise ShuttingDownError("the worker is shutting down")
         if self._lost:
             raise LeaseLostError(f"run {self.run_id} was taken over by another worker")
         if self._stop_asked:

@@ -259,6 +259,15 @@ def finish(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def release(session: Session, run_id: int, owner: str) -> None:
+    """Give a running run back (its worker is shutting down): claimable again at once."""
+    session.execute(
+        update(MirrorRun)
+        .where(MirrorRun.id == run_id, MirrorRun.lease_owner == owner)
+        .values(lease_owner=None, heartbeat_at=None)
+    )
+
+
 def runs_to_resume(
     session: Session, *, stale_after: timedelta, pending_after: timedelta
 ) -> list[int]:
@@ -273,7 +282,10 @@ def runs_to_resume(
                 or_(
                     and_(
                         MirrorRun.state == RunState.RUNNING.value,
-                        MirrorRun.heartbeat_at < now - stale_after,
+                        or_(
+                            MirrorRun.heartbeat_at.is_(None),
+                            MirrorRun.heartbeat_at < now - stale_after,
+                        ),
                     ),
                     and_(
                         MirrorRun.state == RunState.PENDING.value,

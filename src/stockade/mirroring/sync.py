@@ -12,24 +12,34 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from stockade.conda.archive import ValidationLimits
 from stockade.core.clock import utcnow
 from stockade.core.errors import StockadeError
 from stockade.core.secrets import SecretBox
 from stockade.db.engine import transaction
 from stockade.mirroring import runs
-from stockade.mirroring.errors import LeaseLostError, RunStoppedError
+from stockade.mirroring.contents import KnownLinkScripts, known_link_scripts, read_downloaded
+from stockade.mirroring.errors import LeaseLostError, RunStoppedError, ShuttingDownError
 from stockade.mirroring.models import MirrorMode, RunState
 from stockade.mirroring.plan import MirrorJob, Plan, apply_plan, build_plan, load_job
 from stockade.mirroring.reporter import RunReporter
-from stockade.mirroring.upstream import evaluate_upstream, fetch_upstream
+from stockade.mirroring.upstream import (
+    UpstreamSnapshot,
+    Verdict,
+    evaluate_records,
+    evaluate_upstream,
+    fetch_upstream,
+    upstream_files,
+)
 from stockade.policies.engine import VulnerabilityLookup
 from stockade.settings import MirrorSettings
 from stockade.storage.interfaces import BlobStore
@@ -57,8 +67,10 @@ class MirrorSync:
         settings: MirrorSettings,
         *,
         vulnerabilities: VulnerabilityLookup,
+        limits: ValidationLimits | None = None,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
+        self.limits = limits or ValidationLimits()
         self.factory = factory
         self.blobs = blobs
         self.secrets = secrets
@@ -66,6 +78,11 @@ class MirrorSync:
         self.vulnerabilities = vulnerabilities
         self.on_change = on_change
         self.owner = worker_id()
+        self.shutdown = threading.Event()
+
+    def close(self) -> None:
+        """Ask running runs to let go at their next safe point (the process is stopping)."""
+        self.shutdown.set()
 
     def execute(self, run_id: int) -> RunOutcome | None:
         """Run it if it is ours to run (pending, or abandoned by a dead worker); None otherwise."""
@@ -78,7 +95,12 @@ class MirrorSync:
         if job.mode == MirrorMode.ACTIVE:
             steps.insert(3, "download")
         reporter = RunReporter(
-            self.factory, run_id, self.owner, steps=steps, heartbeat_s=self.settings.heartbeat_s
+            self.factory,
+            run_id,
+            self.owner,
+            steps=steps,
+            heartbeat_s=self.settings.heartbeat_s,
+            abort=self.shutdown,
         )
         reporter.start()
         reporter.log(f"attempt {job.attempt} on {self.owner}: {job.describe()}")
@@ -87,6 +109,12 @@ class MirrorSync:
         except LeaseLostError:
             reporter.close()
             log.warning("mirror run %s: taken over by another worker, leaving it", run_id)
+            return None
+        except ShuttingDownError:
+            reporter.log("this worker is shutting down: the run will resume elsewhere", "warning")
+            reporter.close()
+            with transaction(self.factory) as session:
+                runs.release(session, run_id, self.owner)
             return None
         except RunStoppedError:
             outcome = RunOutcome(RunState.STOPPED, "stopped on request; the index is unchanged")
@@ -130,7 +158,8 @@ class MirrorSync:
             reporter.log("upstream, policies and guard unchanged since the last run: nothing to do")
             return RunOutcome(RunState.COMPLETED, "unchanged", counts)
         reporter.begin("evaluate", snapshot.record_count())
-        verdict = evaluate_upstream(job, snapshot, self.vulnerabilities, now)
+        links = self._known_links(job, snapshot)
+        verdict = evaluate_upstream(job, snapshot, self.vulnerabilities, now, link_scripts=links)
         reporter.end("evaluate")
         reporter.count("upstream", verdict.upstream)
         reporter.count("kept", verdict.kept)
@@ -151,6 +180,8 @@ class MirrorSync:
         if job.mode == MirrorMode.ACTIVE:
             self._download(job, plan, reporter)
             reporter.check()
+            if links is not None:
+                verdict, plan = self._recheck_links(job, snapshot, plan, links, now, reporter)
         reporter.begin("publish")
         with transaction(self.factory) as session:
             apply_plan(session, job, plan, verdict, snapshot, self.blobs)
@@ -164,6 +195,47 @@ class MirrorSync:
             summary += f"; {len(plan.failed)} files failed"
         reporter.log(summary)
         return RunOutcome(RunState.COMPLETED, summary, reporter.snapshot()[1])
+
+    def _known_links(self, job: MirrorJob, snapshot: UpstreamSnapshot) -> KnownLinkScripts | None:
+        if not any(p.no_link_scripts for p in job.policies):
+            return None
+        with self.factory() as session:
+            return known_link_scripts(session, upstream_files(snapshot.load()))
+
+    def _recheck_links(
+        self,
+        job: MirrorJob,
+        snapshot: UpstreamSnapshot,
+        plan: Plan,
+        links: KnownLinkScripts,
+        now: datetime,
+        reporter: RunReporter,
+    ) -> tuple[Verdict, Plan]:
+        """Read the files just downloaded, then apply the policies again knowing their link
+        scripts (the files stay stored; the records that now fail are not published)."""
+        fetched = [
+            (fn, str(plan.records[(sd, fn)]["sha256"]))
+            for sd, fn in [*plan.add, *plan.change]
+            if (sd, fn) in plan.records
+        ]
+        with transaction(self.factory) as session:
+            unreadable = read_downloaded(session, self.blobs, self.limits, fetched, links)
+        for filename in unreadable:
+            reporter.log(f"{filename}: cannot be read to check for link scripts", "warning")
+        verdict = evaluate_records(
+            job, snapshot.load(), self.vulnerabilities, now, link_scripts=links
+        )
+        failed = dict(plan.failed)
+        with transaction(self.factory) as session:
+            plan = build_plan(session, job, verdict)
+        for (subdir, filename), why in failed.items():
+            plan.fail(subdir, filename, why)
+        for key, value in plan.counts().items():
+            reporter.count(key, value)
+        reporter.count("kept", verdict.kept)
+        reporter.count("excluded", verdict.excluded_count)
+        reporter.count("excluded_by_reason", verdict.by_reason)
+        return verdict, plan
 
     def _download(self, job: MirrorJob, plan: Plan, reporter: RunReporter) -> None:
         from stockade.mirroring.downloader import Downloader, DownloadResult
@@ -195,7 +267,3 @@ class MirrorSync:
             reporter.check()
             raise RunStoppedError("stopped on request")
         reporter.end("download")
-
-
-def started_at(value: datetime | None) -> datetime:
-    return value or datetime.now(UTC)

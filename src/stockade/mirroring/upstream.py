@@ -20,6 +20,7 @@ from stockade.mirroring.inputs import (
 from stockade.mirroring.sources import RepodataFetch, Validators, open_source
 from stockade.policies.engine import (
     EvaluationContext,
+    LinkScriptLookup,
     Reason,
     VulnerabilityLookup,
     evaluate_subdirs,
@@ -94,6 +95,16 @@ class UpstreamSnapshot:
             self.parsed[subdir] = parse_repodata(subdir, data)
             del data
         return self.parsed
+
+
+def upstream_files(parsed: dict[str, UpstreamSubdir]) -> dict[str, str]:
+    """filename -> sha256 of every upstream record that has one."""
+    return {
+        fn: rec["sha256"]
+        for up in parsed.values()
+        for fn, rec in up.records.items()
+        if isinstance(rec.get("sha256"), str)
+    }
 
 
 def fetch_upstream(
@@ -174,9 +185,11 @@ def evaluate_upstream(
     snapshot: UpstreamSnapshot,
     vulnerabilities: VulnerabilityLookup,
     now: datetime,
+    *,
+    link_scripts: LinkScriptLookup | None = None,
 ) -> Verdict:
     parsed = snapshot.load()
-    return evaluate_records(job, parsed, vulnerabilities, now)
+    return evaluate_records(job, parsed, vulnerabilities, now, link_scripts=link_scripts)
 
 
 def evaluate_records(
@@ -184,6 +197,8 @@ def evaluate_records(
     parsed: dict[str, UpstreamSubdir],
     vulnerabilities: VulnerabilityLookup,
     now: datetime,
+    *,
+    link_scripts: LinkScriptLookup | None = None,
 ) -> Verdict:
     pre: dict[str, dict[str, list[Reason]]] = {}
     records: dict[str, dict[str, dict[str, Any]]] = {}
@@ -204,6 +219,7 @@ def evaluate_records(
         vulnerabilities=vulnerabilities,
         signatures=FileSet(signed),
         verdicts=FileSet(job.malicious),
+        **({"link_scripts": link_scripts} if link_scripts is not None else {}),
     )
     gc_was = gc.isenabled()
     gc.disable()  # millions of small objects and no cycles: collection passes cost, not save

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import re
+import tarfile
+import zipfile
 from pathlib import Path
 
+import zstandard
 from sqlalchemy import select
 
 from stockade.auth.principal import Principal
@@ -44,3 +49,44 @@ def test_active_file_mirror(container: Container, admin: Principal, testdata: Pa
     outcome = container.mirror_sync().execute(run_id)
     assert outcome is not None
     assert outcome.summary == "unchanged"
+
+
+def test_link_scripts_are_read_from_downloaded_files(
+    container: Container, admin: Principal, testdata: Path
+) -> None:
+    """Repodata does not tell link scripts: an active run reads the files it downloaded."""
+    source = (testdata / "channels" / "test-recipes").resolve().as_uri()
+    with transaction(container.factory) as session:
+        MirrorService(session, container.secrets).create(
+            admin, "scripted", MirrorSpec(source=source, mode="active", subdirs=["noarch"])
+        )
+        PolicyService(session).create(admin, "no-scripts", {"no_link_scripts": True})
+        PolicyService(session).assign(admin, "no-scripts", mirror="scripted")
+        run_id = RunService(session, container.secrets).request(admin, "scripted").id
+    outcome = container.mirror_sync().execute(run_id)
+    assert outcome is not None
+    assert outcome.state == RunState.COMPLETED, outcome.summary
+    with container.factory() as session:
+        kept = set(session.scalars(select(Artifact.filename)).all())
+    recipes = testdata / "channels" / "test-recipes" / "noarch"
+    scripted = {p.name for p in recipes.glob("*.conda") if _has_link_script(p)}
+    assert len(scripted) >= 3, "the test data changed: too few packages with link scripts"
+    assert not scripted & kept
+    assert "dependency-1.0-0.conda" in kept
+    assert outcome.counts["excluded_by_reason"].get("no-scripts: no_link_scripts") == len(scripted)
+
+
+LINK_SCRIPT = re.compile(r"(^|/)\.[^/]+-(pre-link|post-link|pre-unlink)\.(sh|bat)$")
+
+
+def _has_link_script(path: Path) -> bool:
+    """Independently of the product: list the payload members of a .conda file."""
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not (member.startswith("pkg-") and member.endswith(".tar.zst")):
+                continue
+            raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(archive.read(member)))
+            with tarfile.open(fileobj=raw, mode="r|") as tar:
+                if any(LINK_SCRIPT.search(info.name) for info in tar):
+                    return True
+    return False

@@ -1,0 +1,96 @@
+"""What is inside mirrored packages, for the criteria that need it (link scripts, SPEC §6).
+
+Repodata does not say whether a package has pre-link, post-link or pre-unlink scripts; the archive
+does. Packages whose contents we already read (uploaded, or mirrored before) are known from
+``package_contents``; in active mode the files a run downloads are read after the download (the
+same untrusted-archive reader as uploads) and the policies are applied again with what they hold.
+In passive mode a file not stored yet is unknown until it is fetched: the criterion keeps it
+(documented in the admin guide).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stockade.channels.models import PackageContent
+from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
+from stockade.core.clock import now_ms
+from stockade.core.errors import StockadeError
+from stockade.db.upsert import insert_ignore
+from stockade.storage.interfaces import BlobStore
+
+log = logging.getLogger("stockade.mirroring")
+CHUNK = 2000
+
+
+@dataclass
+class KnownLinkScripts:
+    """``LinkScriptLookup`` over filenames: True/False when known, None when not."""
+
+    by_filename: dict[str, bool] = field(default_factory=dict)
+
+    def has_link_scripts(self, filename: str) -> bool | None:
+        return self.by_filename.get(filename)
+
+
+def known_link_scripts(session: Session, files: dict[str, str]) -> KnownLinkScripts:
+    """``files``: filename -> sha256. Looks their contents up where we have read them."""
+    by_sha: dict[str, bool] = {}
+    shas = sorted(set(files.values()))
+    for start in range(0, len(shas), CHUNK):
+        chunk = shas[start : start + CHUNK]
+        for sha, scripts in session.execute(
+            select(PackageContent.sha256, PackageContent.link_scripts).where(
+                PackageContent.sha256.in_(chunk)
+            )
+        ).all():
+            by_sha[sha] = bool(scripts)
+    return KnownLinkScripts({fn: by_sha[sha] for fn, sha in files.items() if sha in by_sha})
+
+
+def read_downloaded(
+    session: Session,
+    blobs: BlobStore,
+    limits: ValidationLimits,
+    files: Iterable[tuple[str, str]],
+    known: KnownLinkScripts,
+) -> list[str]:
+    """Read each downloaded ``(filename, sha256)`` not known yet, record its contents, and add
+    what it says to ``known``. Returns the filenames that could not be read (with a warning)."""
+    unreadable: list[str] = []
+    for filename, sha256 in files:
+        if filename in known.by_filename:
+            continue
+        path = blobs.local_path(sha256)
+        if path is None:
+            continue
+        try:
+            info = inspect_package(path, filename, limits=limits, now_ms=now_ms())
+        except StockadeError as exc:
+            log.warning("mirrored %s cannot be read: %s", filename, exc.detail)
+            unreadable.append(filename)
+            continue
+        _store(session, sha256, info)
+        known.by_filename[filename] = bool(info.link_scripts)
+    return unreadable
+
+
+def _store(session: Session, sha256: str, info: PackageInfo) -> None:
+    content = {
+        "sha256": sha256,
+        "index_json": info.index,
+        "about_json": info.about,
+        "run_exports_json": info.run_exports,
+        "paths_json": [
+            {"path": p.path, "type": p.path_type, "size": p.size, "sha256": p.sha256}
+            for p in info.paths
+        ],
+        "link_scripts": info.link_scripts,
+        "unpacked_size": info.unpacked_size,
+    }
+    insert_ignore(session, PackageContent, content, ["sha256"])
