@@ -162,7 +162,8 @@ class PublicationService:
                     PackageContent.about_json,
                     PackageContent.run_exports_json,
                 )
-                .join(PackageContent, PackageContent.sha256 == Artifact.sha256)
+                # Mirrored records have no content read yet (passive files are not even stored).
+                .outerjoin(PackageContent, PackageContent.sha256 == Artifact.sha256)
                 .where(Artifact.channel_id == channel_id)
             ).all()
             subdirs = session.scalars(
