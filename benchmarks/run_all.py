@@ -23,6 +23,7 @@ BENCHMARKS = {
     "serving": "bench_serving.py",
     "upload": "bench_upload.py",
     "auth": "bench_auth.py",
+    "mirror-download": "bench_mirror_download.py",
 }
 
 

@@ -154,7 +154,9 @@ class MirrorSettings(BaseModel):
         default=60.0, gt=0, description="a running run without a heartbeat this long is taken over"
     )
     heartbeat_s: float = Field(default=5.0, gt=0)
-    scheduler_poll_s: float = Field(default=20.0, gt=0, description="how often schedules are checked")
+    scheduler_poll_s: float = Field(
+        default=20.0, gt=0, description="how often schedules are checked"
+    )
     timeout_s: float = Field(default=60.0, gt=0, description="upstream connect/read timeout")
 
 

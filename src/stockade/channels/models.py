@@ -74,6 +74,10 @@ class Artifact(Base):
         Index("ix_artifacts_name", "name"),
         Index("ix_artifacts_channel_name", "channel_id", "name"),
         Index("ix_artifacts_sha256", "sha256"),
+        # What a mirror run asks of its channel each time: names not brought by a mirror (the
+        # dependency-confusion guard) and malicious files, without reading every row.
+        Index("ix_artifacts_channel_source_name", "channel_id", "source", "name"),
+        Index("ix_artifacts_channel_scan", "channel_id", "scan_status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -3,9 +3,11 @@ dependency-confusion guard protects, and the lookups the criteria read (SPEC §5
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import msgpack
@@ -22,6 +24,8 @@ Record = dict[str, Any]
 GUARD_POLICY = "guard"
 INTEGRITY_POLICY = "integrity"
 CONFLICT_POLICY = "conflict"
+#: Where an artifact's bytes came from other than a mirror (``Artifact.source``).
+LOCAL_SOURCES = ("upload", "copy", "import")
 
 
 @dataclass
@@ -100,7 +104,7 @@ def guarded_names(session: Session, channel_id: int, companions: Iterable[str]) 
     return set(
         session.scalars(
             select(Artifact.name)
-            .where(Artifact.channel_id.in_(channel_ids), Artifact.source != "mirror")
+            .where(Artifact.channel_id.in_(channel_ids), Artifact.source.in_(LOCAL_SOURCES))
             .distinct()
         ).all()
     )
@@ -164,4 +168,21 @@ def unpack_exclusions(data: bytes) -> dict[str, list[Reason]]:
 
 
 def digest(*parts: Any) -> str:
-    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    """A stable digest of JSON-able parts (sets are sorted: their order varies between processes)."""
+    return hashlib.sha256(
+        orjson.dumps(_stable(parts), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    ).hexdigest()
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return sorted((_stable(v) for v in value), key=repr)
+    if isinstance(value, list | tuple):
+        return [_stable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _stable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _stable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -144,7 +144,7 @@ def job_for_mirror(
     chosen = mirror_policies(session, mirror) if policies is None else policies
     guarded = guarded_names(session, channel.id, mirror.companions or [])
     allowed = list(mirror.allowed_names or [])
-    definitions = [(p.name, repr(p)) for p in chosen]
+    definitions = list(chosen)  # dataclasses: digested field by field, sets sorted
     return MirrorJob(
         run_id=run_id,
         attempt=attempt,

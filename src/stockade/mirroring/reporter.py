@@ -152,8 +152,8 @@ class RunReporter:
                 asked = runs.heartbeat(
                     session, self.run_id, self.owner, steps=steps, counts=counts, logs=lines
                 )
-        except Exception:
-            log.warning("mirror run %s: heartbeat failed", self.run_id, exc_info=True)
+        except Exception:  # noqa: BLE001 (a busy database must not end the run: next beat retries)
+            log.warning("mirror run %s: heartbeat failed (database busy?), retrying", self.run_id)
             with self._lock:
                 self._logs[:0] = lines
             return

@@ -237,4 +237,6 @@ def run_logs(
         lines = RunService(session, container.secrets).logs(
             principal, run_id, after_id=after, limit=limit
         )
-        return [RunLogPublic(id=ln.id, at=ln.at, level=ln.level, message=ln.message) for ln in lines]
+        return [
+            RunLogPublic(id=ln.id, at=ln.at, level=ln.level, message=ln.message) for ln in lines
+        ]
