@@ -82,7 +82,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=600_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="60,000 records, 3 rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.records, args.rounds = 60_000, 3
 
     from stockade.auth.service import UserService
     from stockade.container import Container

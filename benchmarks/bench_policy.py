@@ -301,7 +301,7 @@ def generate(path: Path, records: int, seed: int = 4) -> dict[str, Any]:
     # Side tables a mirror run reads from the database: vulnerabilities and link-script facts.
     all_recs = list(packages.items()) + list(packages_conda.items())
     nv = sorted({(r["name"], r["version"]) for _, r in all_recs})
-    statuses = ["active", "active", "reported", "mitigated", "not_affected", "rejected"]
+    statuses = ["active", "active", "reported", "mitigated", "cleared", "disputed"]
     vulns = [
         [n, v, [[round(rng.uniform(2.0, 10.0), 1), rng.choice(statuses)] for _ in range(rng.randint(1, 3))]]
         for n, v in rng.sample(nv, min(3000, len(nv) // 10))

@@ -24,6 +24,8 @@ BENCHMARKS = {
     "upload": "bench_upload.py",
     "auth": "bench_auth.py",
     "mirror-download": "bench_mirror_download.py",
+    "policy": "bench_policy.py",
+    "mirror-nochange": "bench_mirror_nochange.py",
 }
 
 

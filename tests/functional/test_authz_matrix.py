@@ -1046,6 +1046,7 @@ def _page_rules() -> Iterator[Case]:
     audit = "/admin/audit"
     yield page(audit, permission(P.AUDIT_READ, 200), req("GET", audit))
     yield post(f"{audit}/verify", permission(P.AUDIT_READ, 200), form(f"{audit}/verify"))
+    yield from _mirror_page_rules()
 
 
 def _mirror_api_rules() -> Iterator[Case]:
@@ -1103,6 +1104,88 @@ def _mirror_api_rules() -> Iterator[Case]:
     yield Case("POST", f"{pol}/dry-run", on_channel(MIRRORED, READ, 200), draft)
     why = req("GET", f"{pol}/explain?channel={MIRRORED}&spec=python")
     yield Case("GET", f"{pol}/explain", on_channel(MIRRORED, READ, 200), why)
+
+
+def check_mirror_listing(w: World, p: str, response: httpx.Response) -> None:
+    shown = HOLE_MIRROR in response.text
+    assert shown == (level(p, SECRET) >= READ), f"{HOLE_MIRROR} shown on the page: {shown}"
+
+
+def mirror_settings_form(w: World, _p: str) -> Req:
+    data = {"source": w.hole_url, "mode": "passive", "subdirs": "noarch", "concurrency": "4"}
+    return Req("POST", f"/mirrors/{w.new_mirror()}", data={**data, "enabled": "yes"})
+
+
+def run_stop_form(w: World, _p: str) -> Req:
+    mirror = w.new_mirror()
+    run = w.call("POST", f"{API}/mirrors/{mirror}/runs")["id"]
+    return Req("POST", f"/mirrors/{mirror}/runs/{run}/stop", data={})
+
+
+def _mirror_page_rules() -> Iterator[Case]:
+    """The mirror and policy pages: the rules of the API behind them, as pages and forms."""
+
+    def page(path: str, expect: Expect, build: Build, **kw: Any) -> Case:
+        return Case("GET", path, expect, build, surface="page", **kw)
+
+    def post(path: str, expect: Expect, build: Build, **kw: Any) -> Case:
+        return Case("POST", path, expect, build, surface="form", **kw)
+
+    mirrors = "/mirrors"
+    yield page(mirrors, anyone(200), req("GET", mirrors), check=check_mirror_listing)
+    made = lambda w, _p: Req(  # noqa: E731
+        "POST", mirrors, data={"name": w.unique("m"), "source": w.hole_url, "subdirs": "noarch"}
+    )
+    yield post(mirrors, permission(P.CHANNEL_CREATE, 303), made)
+    one = f"{mirrors}/{{name}}"
+    read = on_channel(MIRRORED, READ, 200, sign_in=False)
+    yield page(one, read, req("GET", f"{mirrors}/{FILES_MIRROR}"))
+    why = req("GET", f"{mirrors}/{FILES_MIRROR}?spec=python&subdir=noarch")
+    yield page(one, read, why, label="explain")
+    manage = on_channel(SECRET, MANAGE, 303)
+    yield post(one, manage, mirror_settings_form)
+    run_now = lambda w, _p: Req("POST", f"{mirrors}/{w.new_mirror()}/run", data={})  # noqa: E731
+    yield post(f"{one}/run", manage, run_now)
+    gone = lambda w, _p: Req(  # noqa: E731
+        "POST", f"{mirrors}/{w.new_mirror()}/delete", data={"confirm": "yes"}
+    )
+    yield post(f"{one}/delete", manage, gone)
+    run = f"{one}/runs/{{run_id}}"
+    shown = lambda w, _p: Req("GET", f"{mirrors}/{HOLE_MIRROR}/runs/{w.hole_run}")  # noqa: E731
+    yield page(run, on_channel(SECRET, READ, 200, sign_in=False), shown)
+    yield post(f"{run}/stop", manage, run_stop_form)
+    # policies: global permissions; previews also need read on the channel
+    pol = "/policies"
+    yield page(pol, permission(P.POLICY_READ, 200), req("GET", pol))
+    yield page(f"{pol}/new", permission(P.POLICY_WRITE, 200), req("GET", f"{pol}/new"))
+    created = lambda w, _p: Req(  # noqa: E731
+        "POST", f"{pol}/new", data={"name": w.unique("p"), "exclude_specs": "python"}
+    )
+    yield post(f"{pol}/new", permission(P.POLICY_WRITE, 303), created)
+    draft = form(f"{pol}/new", action="preview", preview_channel=MIRRORED, keep_latest="1")
+    yield post(f"{pol}/new", permission(P.POLICY_WRITE, 200), draft, label="preview")
+    named = f"{pol}/{{name}}"
+    yield page(named, permission(P.POLICY_READ, 200), req("GET", f"{pol}/{POLICY}"))
+    saved = lambda w, _p: Req(  # noqa: E731
+        "POST", f"{pol}/{w.new_policy()}", data={"description": "changed", "keep_latest": "2"}
+    )
+    yield post(named, permission(P.POLICY_WRITE, 303), saved)
+    stored = form(f"{pol}/{POLICY}", action="preview", preview_channel=MIRRORED, keep_latest="1")
+    yield post(named, permission(P.POLICY_READ, 200), stored, label="preview")
+    dropped = lambda w, _p: Req(  # noqa: E731
+        "POST", f"{pol}/{w.new_policy()}/delete", data={"confirm": "yes"}
+    )
+    yield post(f"{named}/delete", permission(P.POLICY_MANAGE, 303), dropped)
+    assigned = lambda w, _p: Req(  # noqa: E731
+        "POST", f"{pol}/{w.new_policy()}/assign", data={"target": f"channel:{MIRRORED}"}
+    )
+    yield post(f"{named}/assign", permission(P.POLICY_READ, 303), assigned)
+    unassigned = lambda w, _p: Req(  # noqa: E731
+        "POST",
+        f"{pol}/{w.new_policy(assigned=MIRRORED)}/unassign",
+        data={"target": f"channel:{MIRRORED}"},
+    )
+    yield post(f"{named}/unassign", permission(P.POLICY_MANAGE, 303), unassigned)
 
 
 def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:

@@ -57,9 +57,8 @@ class SetMode(StrEnum):
     NOT_IN = "not_in"
 
 
-CVE_STATUSES: frozenset[str] = frozenset(
-    {"reported", "active", "mitigated", "not_affected", "rejected"}
-)
+#: Curation statuses of a vulnerability on a package (SPEC §7): ``reported`` until curated.
+CVE_STATUSES: frozenset[str] = frozenset({"reported", "active", "mitigated", "cleared", "disputed"})
 DEFAULT_CVE_STATUSES: frozenset[str] = frozenset({"active", "reported"})
 
 

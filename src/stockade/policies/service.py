@@ -31,6 +31,8 @@ from stockade.policies.model import Policy
 from stockade.policies.models import PolicyAssignment, PolicyRow
 
 NAME_MAX = 128
+#: Names that are paths of the API and the web UI (``/policies/explain``, ``/policies/new``).
+RESERVED_NAMES = frozenset({"new", "explain", "dry-run"})
 # The mirrors table belongs to the mirroring domain, a layer above: names and ids only.
 _MIRRORS = table("mirrors", column("id"), column("name"), column("channel_id"))
 
@@ -53,6 +55,12 @@ def _check_name(name: str) -> str:
     ):
         raise InvalidInputError(
             f"policy names are 1-{NAME_MAX} printable characters without spaces or slashes",
+            code="policy:invalid-name",
+            field="name",
+        )
+    if clean.lower() in RESERVED_NAMES:
+        raise InvalidInputError(
+            f"{clean!r} is reserved; choose another policy name",
             code="policy:invalid-name",
             field="name",
         )

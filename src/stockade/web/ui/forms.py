@@ -49,6 +49,16 @@ NOTICES = {
     "privacy-changed": "The channel's access was changed.",
     "grant-saved": "The grant was saved.",
     "grant-removed": "The grant was removed.",
+    "mirror-created": "The mirror was created; run it now or wait for its schedule.",
+    "mirror-updated": "The mirror's settings were saved.",
+    "mirror-deleted": "The mirror was deleted, and the records it had brought in removed.",
+    "run-started": "A run was queued.",
+    "run-stopped": "The run was asked to stop.",
+    "policy-created": "The policy was created; assign it to a channel or a mirror to apply it.",
+    "policy-updated": "The policy was saved; it applies from the next run.",
+    "policy-deleted": "The policy was deleted.",
+    "policy-assigned": "The policy was assigned; it applies from the next run.",
+    "policy-unassigned": "The policy was unassigned.",
 }
 
 

@@ -13,6 +13,7 @@ from stockade.channels.browse import BrowseService
 from stockade.channels.service import ChannelService
 from stockade.container import Container
 from stockade.core.errors import NotFoundError
+from stockade.mirroring.service import MirrorService
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.package_view import build_details, select_build
 from stockade.web.ui.render import base_url, guarded, render
@@ -160,5 +161,11 @@ def _channel(
             "pages": max(1, -(-listing.total // PAGE_SIZE)),
             "conda_url": _conda_url(request, channel.name),
             "base": base_url(request),
+            "mirrors": [
+                m.name
+                for m in MirrorService(session, container.secrets).list_visible(
+                    principal, channel=channel.name
+                )
+            ],
         }
         return render(request, "channel.html", context)

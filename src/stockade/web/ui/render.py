@@ -28,6 +28,8 @@ CSP = (
     "frame-ancestors 'none'; base-uri 'none'"
 )
 PAGE_HEADERS = {"content-security-policy": CSP, "cache-control": "no-store"}
+# Pages with live parts load scripts from /static (never inline) that call the API of this origin.
+SCRIPT_CSP = "; script-src 'self'; connect-src 'self'"
 
 
 def human_size(value: int | None) -> str:
@@ -77,7 +79,15 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def render(request: Request, name: str, context: dict[str, Any], *, status: int = 200) -> Response:
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+    scripts: tuple[str, ...] = (),
+) -> Response:
+    """Draw a page; ``scripts`` are files under ``/static`` the page loads (CSP allows only them)."""
     templates: Jinja2Templates = request.app.state.ui_templates
     principal: Principal = getattr(request.state, "principal", ANONYMOUS)
     csrf = session_csrf(request) if principal.via == "session" else None
@@ -86,11 +96,14 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
         "csrf_token": csrf,
         "search_query": "",
         "current_path": request.url.path,
+        "page_scripts": scripts,
         **context,
     }
-    return templates.TemplateResponse(
-        request, name, page, status_code=status, headers=page_headers(request)
-    )
+    headers = page_headers(request)
+    if scripts:
+        csp = headers["content-security-policy"] + SCRIPT_CSP
+        headers = {**headers, "content-security-policy": csp}
+    return templates.TemplateResponse(request, name, page, status_code=status, headers=headers)
 
 
 def page_headers(request: Request) -> dict[str, str]:

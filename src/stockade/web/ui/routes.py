@@ -12,7 +12,11 @@ from stockade.web.ui import (
     admin_roles,
     audit_page,
     channel_members,
+    mirror_page,
+    mirror_runs,
+    mirrors,
     pages,
+    policies,
     service_accounts,
     signin,
 )
@@ -26,5 +30,7 @@ def install_ui(app: FastAPI) -> None:
     app.include_router(signin.router)
     for identity in (account, admin, service_accounts, admin_groups, admin_roles, audit_page):
         app.include_router(identity.router)
+    for mirroring in (mirrors, mirror_page, mirror_runs, policies):
+        app.include_router(mirroring.router)
     app.include_router(channel_members.router)  # before pages: `/channels/{name:path}` takes all
     app.include_router(pages.router)
