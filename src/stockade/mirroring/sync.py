@@ -90,7 +90,7 @@ class MirrorSync:
         with transaction(self.factory) as session:
             if not runs.claim(session, run_id, self.owner, stale_after=stale):
                 return None
-            job = load_job(session, run_id, self.secrets)
+            job = load_job(session, run_id, self.secrets, self.settings.timeout_s)
         steps = ["fetch", "evaluate", "plan", "publish"]
         if job.mode == MirrorMode.ACTIVE:
             steps.insert(3, "download")
