@@ -99,7 +99,7 @@ class Container:
             self.blobs,
             self.secrets,
             self.settings.mirror,
-            vulnerabilities=self.vulnerabilities,
+            vulnerabilities=lambda: self.vulnerabilities,
             limits=self.limits,
             on_change=self.notify_changes,
         )

@@ -152,6 +152,12 @@ class FileSet:
         return filename in self.files
 
 
+def vulnerability_version(lookup: object) -> str:
+    """What identifies the vulnerability data a run used ("" when the lookup cannot say)."""
+    version = getattr(lookup, "version", None)
+    return str(version()) if callable(version) else ""
+
+
 # ------------------------------------------------------------------------------- exclusion blobs
 
 

@@ -29,6 +29,7 @@ from stockade.db.engine import transaction
 from stockade.mirroring import runs
 from stockade.mirroring.contents import KnownLinkScripts, known_link_scripts, read_downloaded
 from stockade.mirroring.errors import LeaseLostError, RunStoppedError, ShuttingDownError
+from stockade.mirroring.inputs import vulnerability_version
 from stockade.mirroring.models import MirrorMode, RunState
 from stockade.mirroring.plan import MirrorJob, Plan, apply_plan, build_plan, load_job
 from stockade.mirroring.reporter import RunReporter
@@ -66,7 +67,7 @@ class MirrorSync:
         secrets: SecretBox,
         settings: MirrorSettings,
         *,
-        vulnerabilities: VulnerabilityLookup,
+        vulnerabilities: VulnerabilityLookup | Callable[[], VulnerabilityLookup],
         limits: ValidationLimits | None = None,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
@@ -75,10 +76,16 @@ class MirrorSync:
         self.blobs = blobs
         self.secrets = secrets
         self.settings = settings
-        self.vulnerabilities = vulnerabilities
+        self._vulnerabilities = vulnerabilities
         self.on_change = on_change
         self.owner = worker_id()
         self.shutdown = threading.Event()
+
+    @property
+    def vulnerabilities(self) -> VulnerabilityLookup:
+        """The vulnerability data now (a provider is asked each time: the data may be replaced)."""
+        source = self._vulnerabilities
+        return source() if callable(source) else source
 
     def close(self) -> None:
         """Ask running runs to let go at their next safe point (the process is stopping)."""
@@ -91,6 +98,8 @@ class MirrorSync:
             if not runs.claim(session, run_id, self.owner, stale_after=stale):
                 return None
             job = load_job(session, run_id, self.secrets, self.settings.timeout_s)
+        if any(p.cve_score or p.uncurated_cves for p in job.policies):
+            job.vulnerability_version = vulnerability_version(self.vulnerabilities)
         steps = ["fetch", "evaluate", "plan", "publish"]
         if job.mode == MirrorMode.ACTIVE:
             steps.insert(3, "download")

@@ -202,6 +202,8 @@ def evaluate_records(
 ) -> Verdict:
     pre: dict[str, dict[str, list[Reason]]] = {}
     records: dict[str, dict[str, dict[str, Any]]] = {}
+    # A signature in the upstream repodata proves nothing until it is verified against trusted
+    # keys (content trust, SPEC §8): "signed only" keeps no record yet, rather than trusting it.
     signed: set[str] = set()
     upstream = 0
     for subdir, up in parsed.items():
@@ -213,7 +215,6 @@ def evaluate_records(
         records[subdir] = (
             {fn: r for fn, r in up.records.items() if fn not in blocked} if blocked else up.records
         )
-        signed |= up.signed
     context = EvaluationContext(
         now=now,
         vulnerabilities=vulnerabilities,

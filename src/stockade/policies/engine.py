@@ -42,6 +42,7 @@ Semantics (decisions documented here, tested in ``tests/unit/policies``):
 from __future__ import annotations
 
 import gc
+import hashlib
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -112,6 +113,11 @@ class InMemoryVulnerabilities:
 
     def has_uncurated(self, name: str, version: str) -> bool:
         return any(st == "reported" for _, st in self.scores.get((name, version), ()))
+
+    def version(self) -> str:
+        """Changes whenever the data does: mirror runs compare it to know nothing changed."""
+        data = repr(sorted((k, sorted(v)) for k, v in self.scores.items()))
+        return hashlib.sha256(data.encode()).hexdigest()
 
 
 @dataclass
