@@ -173,19 +173,24 @@ class UploadService:
         staged, info = upload.staged, upload.info
         blob = {"sha256": staged.sha256, "size": staged.size, "md5": staged.md5, "kind": "package"}
         insert_ignore(self.session, Blob, blob, ["sha256"])
-        content = {
-            "sha256": staged.sha256,
-            "index_json": info.index,
-            "about_json": info.about,
-            "run_exports_json": info.run_exports,
-            "paths_json": [
-                {"path": p.path, "type": p.path_type, "size": p.size, "sha256": p.sha256}
-                for p in info.paths
-            ],
-            "link_scripts": info.link_scripts,
-            "unpacked_size": info.unpacked_size,
-        }
-        insert_ignore(self.session, PackageContent, content, ["sha256"])
+        record_content(self.session, staged.sha256, info)
+
+
+def record_content(session: Session, sha256: str, info: PackageInfo) -> None:
+    """What we read from a package's ``info/``, once per sha256 (shared by every copy)."""
+    content = {
+        "sha256": sha256,
+        "index_json": info.index,
+        "about_json": info.about,
+        "run_exports_json": info.run_exports,
+        "paths_json": [
+            {"path": p.path, "type": p.path_type, "size": p.size, "sha256": p.sha256}
+            for p in info.paths
+        ],
+        "link_scripts": info.link_scripts,
+        "unpacked_size": info.unpacked_size,
+    }
+    insert_ignore(session, PackageContent, content, ["sha256"])
 
 
 def _short(value: object, limit: int = 256) -> str | None:

@@ -18,10 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import PackageContent
-from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
+from stockade.channels.upload import record_content
+from stockade.conda.archive import ValidationLimits, inspect_package
 from stockade.core.clock import now_ms
 from stockade.core.errors import StockadeError
-from stockade.db.upsert import insert_ignore
 from stockade.storage.interfaces import BlobStore
 
 log = logging.getLogger("stockade.mirroring")
@@ -75,22 +75,6 @@ def read_downloaded(
             log.warning("mirrored %s cannot be read: %s", filename, exc.detail)
             unreadable.append(filename)
             continue
-        _store(session, sha256, info)
+        record_content(session, sha256, info)
         known.by_filename[filename] = bool(info.link_scripts)
     return unreadable
-
-
-def _store(session: Session, sha256: str, info: PackageInfo) -> None:
-    content = {
-        "sha256": sha256,
-        "index_json": info.index,
-        "about_json": info.about,
-        "run_exports_json": info.run_exports,
-        "paths_json": [
-            {"path": p.path, "type": p.path_type, "size": p.size, "sha256": p.sha256}
-            for p in info.paths
-        ],
-        "link_scripts": info.link_scripts,
-        "unpacked_size": info.unpacked_size,
-    }
-    insert_ignore(session, PackageContent, content, ["sha256"])
