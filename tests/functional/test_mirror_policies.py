@@ -373,6 +373,8 @@ def apply_policy(
         found = why(m, sd, fn)
         assert found["kept"] is True and found["reasons"] == [], found
         assert found["in_channel"] is True, found
+    saved = why(m, *sorted(excepted)[0])
+    assert any(e.startswith(f"{name}: ") for e in saved["exceptions"]), saved
     return run
 
 

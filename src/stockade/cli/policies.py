@@ -326,6 +326,8 @@ def explain(
         out.print(f"{e['subdir']}/{e['filename']} ({e['mirror']}): {state}, {present}")
         for r in e["reasons"]:
             out.print(f"    {r['policy']}: {r['criterion']}: {r['detail']}", highlight=False)
+        for exception in e.get("exceptions", []):
+            out.print(f"    kept by the exception {exception}", highlight=False)
 
 
 def _summary(definition: dict[str, Any]) -> str:

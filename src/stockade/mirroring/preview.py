@@ -86,6 +86,7 @@ class Explanation:
     kept: bool
     in_channel: bool
     reasons: list[Reason]
+    exceptions: list[str] = field(default_factory=list)  # "policy: spec" exceptions it matches
 
 
 class PreviewService:
@@ -183,6 +184,9 @@ class PreviewService:
         found: list[Explanation] = []
         for mirror in mirrors:
             job = job_for_mirror(self.session, mirror, self.secrets)
+            excepting = [
+                (f"{p.name}: {text}", _Matcher(text)) for p in job.policies for text in p.exceptions
+            ]
             parsed = self._parsed(job)
             verdict = evaluate_records(job, parsed, self.vulnerabilities, self.now)
             current = self._current(mirror)
@@ -195,7 +199,13 @@ class PreviewService:
                     reasons = verdict.excluded.get(sd, {}).get(fn, [])
                     found.append(
                         Explanation(
-                            mirror.name, sd, fn, not reasons, fn in current.get(sd, set()), reasons
+                            mirror.name,
+                            sd,
+                            fn,
+                            not reasons,
+                            fn in current.get(sd, set()),
+                            reasons,
+                            [label for label, m in excepting if m.matches(rec, sd)],
                         )
                     )
         return sorted(found, key=lambda e: (e.mirror, e.subdir, e.filename))

@@ -93,11 +93,12 @@ class RunReporter:
                 if entry["state"] == "pending":
                     entry["state"] = "skipped"
 
-    def fail_current(self) -> None:
+    def fail_current(self, state: str = "failed") -> None:
+        """End the running step(s) as ``state`` (``failed``, or ``stopped`` after a stop)."""
         with self._lock:
             for entry in self.steps:
                 if entry["state"] == "running":
-                    entry["state"] = "failed"
+                    entry["state"] = state
 
     def count(self, key: str, value: Any) -> None:
         with self._lock:

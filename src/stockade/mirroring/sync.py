@@ -128,6 +128,7 @@ class MirrorSync:
         except RunStoppedError:
             outcome = RunOutcome(RunState.STOPPED, "stopped on request; the index is unchanged")
             reporter.skip_rest()
+            reporter.fail_current("stopped")
             reporter.log(outcome.summary, "warning")
         except StockadeError as exc:
             outcome = RunOutcome(RunState.FAILED, exc.detail)

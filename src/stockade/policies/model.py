@@ -7,6 +7,7 @@ Everything here is an immutable value, validated on construction. Invalid input 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,7 @@ class SetMode(StrEnum):
 
 
 #: Curation statuses of a vulnerability on a package (SPEC §7): ``reported`` until curated.
+SUBDIR_RE = re.compile(r"^(noarch|[a-z0-9]+-[a-z0-9_]+)$")
 CVE_STATUSES: frozenset[str] = frozenset({"reported", "active", "mitigated", "cleared", "disputed"})
 DEFAULT_CVE_STATUSES: frozenset[str] = frozenset({"active", "reported"})
 
@@ -171,9 +173,13 @@ class Policy:
         if self.platforms is not None:
             if isinstance(self.platforms, str):
                 raise _invalid("platforms", "expected a list of subdirs, not a single string")
-            plats = tuple(p.strip() for p in self.platforms)
-            if any(not p for p in plats):
-                raise _invalid("platforms", "subdir names must be non-empty")
+            plats = tuple(str(p).strip() for p in self.platforms)
+            for plat in plats:
+                if not SUBDIR_RE.match(plat):
+                    raise _invalid(
+                        "platforms",
+                        f"{plat!r} is not a conda subdir (like linux-64, osx-arm64, noarch)",
+                    )
             object.__setattr__(self, "platforms", plats)
         if self.licenses is not None:
             if isinstance(self.licenses, str):
@@ -210,6 +216,11 @@ class Policy:
                 raise _invalid("keep_latest", f"must be at least 1, got {self.keep_latest}")
         if self.cve_score is not None and not isinstance(self.cve_score, CveScore):
             raise _invalid("cve_score", "must be a CveScore")
+        if self.include_dependencies and not self.only_specs:
+            raise _invalid(
+                "include_dependencies",
+                "adds the dependencies of what only_specs keeps: give only_specs too",
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Policy:

@@ -227,3 +227,8 @@ class ExplanationPublic(BaseModel):
     kept: bool
     in_channel: bool
     reasons: list[ReasonPublic]
+    exceptions: list[str] = Field(
+        default_factory=list,
+        description="the policy exceptions it matches (`policy: spec`): they keep it whatever "
+        "that policy's criteria say",
+    )

@@ -121,6 +121,7 @@ def explain(
             filename=e.filename,
             kept=e.kept,
             in_channel=e.in_channel,
+            exceptions=e.exceptions,
             reasons=[
                 ReasonPublic(policy=r.policy, criterion=r.criterion, detail=r.detail)
                 for r in e.reasons
