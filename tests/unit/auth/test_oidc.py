@@ -7,6 +7,7 @@ functional tests run the same code against a real provider (``tests/functional/t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -366,18 +367,22 @@ def test_audience_defaults_to_the_client_id() -> None:
 
 
 @pytest.mark.parametrize(
-    ("claims", "reason"),
+    ("changes", "reason"),
     [
-        (access_claims(aud="other-api"), "audience"),
-        (access_claims(aud=None), "aud"),
-        (access_claims(iss="https://evil.test"), "another provider"),
-        (access_claims(exp=int(time.time()) - 120), "expired"),
-        (access_claims(exp=None), "exp"),
-        (access_claims(nbf=int(time.time()) + 600), "not valid yet"),
-        (access_claims(typ="ID", aud="stockade-api"), "ID token"),
+        (lambda now: {"aud": "other-api"}, "audience"),
+        (lambda now: {"aud": None}, "aud"),
+        (lambda now: {"iss": "https://evil.test"}, "another provider"),
+        (lambda now: {"exp": now - 120}, "expired"),
+        (lambda now: {"exp": None}, "exp"),
+        (lambda now: {"nbf": now + 600}, "not valid yet"),
+        (lambda now: {"typ": "ID", "aud": "stockade-api"}, "ID token"),
     ],
 )
-def test_bad_access_tokens_are_refused(claims: dict[str, Any], reason: str) -> None:
+def test_bad_access_tokens_are_refused(
+    changes: Callable[[int], dict[str, Any]], reason: str
+) -> None:
+    # Claims are made when the test runs, not at collection: a long suite must not expire them.
+    claims = access_claims(**changes(int(time.time())))
     assert reason in refused(verifier_for(FakeProvider()), sign(claims))
 
 
