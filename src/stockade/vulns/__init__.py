@@ -1,0 +1,1 @@
+"""Vulnerability intelligence (SPEC §7): feeds, name mapping, matching, curation, reports."""
