@@ -82,12 +82,22 @@ class RunService:
             counts={},
             steps=[],
         )
-        self.session.add(run)
+        self.session.flush()  # what came before, outside the savepoint
         try:
+            # Added inside the savepoint: begin_nested() flushes pending rows first, and a
+            # duplicate must roll back only the savepoint (PostgreSQL aborts the transaction).
             with self.session.begin_nested():
+                self.session.add(run)
                 self.session.flush()
         except IntegrityError:  # another request made one at the same moment
-            raise RunActiveError(f"mirror {mirror.name!r} already has a run in progress") from None
+            winner = self.active_run(mirror.id)
+            if winner is None:
+                raise RunActiveError(
+                    f"mirror {mirror.name!r} already has a run in progress"
+                ) from None
+            raise RunActiveError(
+                f"mirror {mirror.name!r} already has run {winner.id} {winner.state}", run=winner.id
+            ) from None
         return run
 
     def stop(self, principal: Principal, run_id: int) -> MirrorRun:

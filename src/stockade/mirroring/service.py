@@ -174,9 +174,12 @@ class MirrorService:
         )
         self._apply(principal, mirror, spec)
         mirror.next_run_at = next_run(mirror.schedule)
-        self.session.add(mirror)
+        self.session.flush()  # what came before, outside the savepoint
         try:
+            # Added inside the savepoint: begin_nested() flushes pending rows first, and a
+            # duplicate must roll back only the savepoint (PostgreSQL aborts the transaction).
             with self.session.begin_nested():
+                self.session.add(mirror)
                 self.session.flush()
         except IntegrityError:
             raise MirrorExistsError(f"mirror {name!r} already exists", field="name") from None

@@ -172,9 +172,10 @@ class PolicyService:
             definition=_clean_definition(definition),
             created_by_id=principal.user_id,
         )
-        self.session.add(row)
         try:
-            self.session.flush()
+            with self.session.begin_nested():  # a duplicate rolls back only the savepoint
+                self.session.add(row)
+                self.session.flush()
         except IntegrityError:
             raise PolicyExistsError(f"policy {name!r} already exists", field="name") from None
         AuditLog(self.session).record(
