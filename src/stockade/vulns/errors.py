@@ -1,0 +1,52 @@
+"""Errors of the vulnerability domain.
+
+Every error names what failed: a feed error the record (``CVE-2024-1234``, ``PYSEC-2021-76``) and the
+field (``affected[0].ranges[1].events``), a vector error the vector, a name-map error the entry.
+"""
+
+from __future__ import annotations
+
+from stockade.conda.errors import printable
+from stockade.core.errors import InvalidInputError
+
+
+class FeedError(InvalidInputError):
+    """A feed document or one of its records breaks the feed's format."""
+
+    code = "vulns:bad-feed"
+    title = "Invalid vulnerability feed"
+
+    def __init__(self, detail: str, *, record: str | None = None, field: str | None = None) -> None:
+        where = ", ".join(
+            part
+            for part in (
+                f"record {printable(record)}" if record else "",
+                f"field {field}" if field else "",
+            )
+            if part
+        )
+        super().__init__(f"{where}: {detail}" if where else detail)
+        self.record = record
+        self.field = field
+        if record is not None:
+            self.extra["record"] = printable(record)
+        if field is not None:
+            self.extra["field"] = field
+
+
+class InvalidVectorError(InvalidInputError):
+    """A CVSS vector string the scoring library rejects, or of an unknown CVSS version."""
+
+    code = "vulns:bad-vector"
+    title = "Invalid CVSS vector"
+
+    def __init__(self, vector: str, reason: str) -> None:
+        super().__init__(f"CVSS vector {printable(vector)!r}: {reason}", vector=printable(vector))
+        self.vector = vector
+
+
+class NameMapError(InvalidInputError):
+    """A name-map entry or import file that cannot be read."""
+
+    code = "vulns:bad-name-map"
+    title = "Invalid name map"
