@@ -156,7 +156,9 @@ def delete(name: str, yes: bool = typer.Option(False, "--yes", help="do not ask"
 @mirror_app.command("run")
 def run(
     name: str,
-    now: bool = typer.Option(True, "--now/--queue", help="start at once (default)"),
+    now: bool = typer.Option(
+        False, "--now", help="start at once (what a run always does; accepted for scripts)"
+    ),
     follow: bool = typer.Option(False, "--follow", "-f", help="show live progress until it ends"),
 ) -> None:
     """Start a run now (202); with --follow, watch it with progress bars until it ends."""
