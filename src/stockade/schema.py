@@ -11,6 +11,7 @@ from stockade.db.base import Base
 from stockade.mirroring import models as mirror_models
 from stockade.policies import models as policy_models
 from stockade.storage import models as storage_models
+from stockade.vulns import models as vuln_models
 
 metadata = Base.metadata
 
@@ -24,4 +25,5 @@ __all__ = [
     "policy_models",
     "schedule_models",
     "storage_models",
+    "vuln_models",
 ]

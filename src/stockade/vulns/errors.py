@@ -7,7 +7,7 @@ field (``affected[0].ranges[1].events``), a vector error the vector, a name-map 
 from __future__ import annotations
 
 from stockade.conda.errors import printable
-from stockade.core.errors import InvalidInputError
+from stockade.core.errors import ConflictError, InvalidInputError, NotFoundError
 
 
 class FeedError(InvalidInputError):
@@ -50,3 +50,22 @@ class NameMapError(InvalidInputError):
 
     code = "vulns:bad-name-map"
     title = "Invalid name map"
+
+
+class VulnerabilityNotFoundError(NotFoundError):
+    code = "vulns:not-found"
+
+
+class FeedNotFoundError(NotFoundError):
+    code = "vulns:feed-not-found"
+
+
+class FeedExistsError(ConflictError):
+    code = "vulns:feed-exists"
+
+
+class FeedFetchError(InvalidInputError):
+    """A feed URL that cannot be fetched (network, HTTP status, missing file)."""
+
+    code = "vulns:fetch-failed"
+    title = "Feed fetch failed"

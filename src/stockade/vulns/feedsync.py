@@ -1,0 +1,254 @@
+"""Feeds: configure, fetch conditionally, parse, store, match (SPEC §7).
+
+A feed URL is ``https://`` (one document, fetched with ``If-None-Match`` / ``If-Modified-Since``
+from the last answer's ``ETag`` / ``Last-Modified``; a 304 is "unchanged") or ``file://`` (a file,
+or a folder whose feed files are read recursively in path order: ``.json``, ``.yaml`` and ``.yml``
+for OSV, ``.json`` for NVD pages and CVE 5 records). The content's sha256 (of every file's path and
+bytes for a folder) is kept: the same content again is "unchanged" without parsing.
+
+A document that does not parse is counted in ``failed`` with its error in the feed's
+``last_error``; the others are stored. One attempt per sync: the schedule is the retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from stockade.audit.service import AuditLog, Target
+from stockade.auth.access import AccessService
+from stockade.auth.permissions import Permission
+from stockade.auth.principal import Principal
+from stockade.core.clock import utcnow
+from stockade.core.errors import InvalidInputError
+from stockade.db.engine import transaction
+from stockade.vulns.errors import FeedError, FeedExistsError, FeedFetchError, FeedNotFoundError
+from stockade.vulns.feeds import parse_cve5, parse_nvd, parse_osv
+from stockade.vulns.matcher import Matcher
+from stockade.vulns.model import Vulnerability
+from stockade.vulns.models import DEFAULT_FEED_SCHEDULE, FeedFormat, VulnFeed
+from stockade.vulns.security import SecurityReader
+from stockade.vulns.store import VulnStore
+
+__all__ = ["FeedService", "FeedSync", "Fetched", "SyncCounts", "fetch"]
+
+_PARSERS: dict[str, Callable[[bytes], list[Vulnerability]]] = {
+    FeedFormat.OSV.value: parse_osv,
+    FeedFormat.NVD.value: parse_nvd,
+    FeedFormat.CVE5.value: parse_cve5,
+}
+_SUFFIXES = {
+    FeedFormat.OSV.value: (".json", ".yaml", ".yml"),
+    FeedFormat.NVD.value: (".json",),
+    FeedFormat.CVE5.value: (".json",),
+}
+_TIMEOUT = 120.0
+_ERRORS_KEPT = 20
+
+
+@dataclass
+class Fetched:
+    documents: list[tuple[str, bytes]] = field(default_factory=list)
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for name, data in self.documents:
+            h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        return h.hexdigest()
+
+
+@dataclass
+class SyncCounts:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    withdrawn: int = 0
+    failed: int = 0
+    matches_added: int = 0
+    matches_removed: int = 0
+    matches_restatused: int = 0
+    not_modified: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def fetch(
+    url: str,
+    fmt: str,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    client: httpx.Client | None = None,
+) -> Fetched:
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return _read_path(Path(url2pathname(parts.path)), fmt)
+    if parts.scheme != "https":
+        raise FeedFetchError(f"feed URLs are https:// or file://, not {url!r}")
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    owned = client is None
+    http = client or httpx.Client(follow_redirects=True, timeout=_TIMEOUT)
+    try:
+        response = http.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise FeedFetchError(f"fetching {url}: {exc}") from exc
+    finally:
+        if owned:
+            http.close()
+    if response.status_code == httpx.codes.NOT_MODIFIED:
+        return Fetched(etag=etag, last_modified=last_modified, not_modified=True)
+    if response.status_code >= httpx.codes.BAD_REQUEST:
+        raise FeedFetchError(f"fetching {url}: HTTP {response.status_code}")
+    return Fetched(
+        [(parts.path.rsplit("/", 1)[-1] or "feed", response.content)],
+        etag=response.headers.get("ETag"),
+        last_modified=response.headers.get("Last-Modified"),
+    )
+
+
+def _read_path(path: Path, fmt: str) -> Fetched:
+    if path.is_file():
+        return Fetched([(path.name, path.read_bytes())])
+    if not path.is_dir():
+        raise FeedFetchError(f"feed path {path} does not exist")
+    suffixes = _SUFFIXES[fmt]
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+    )
+    return Fetched([(p.relative_to(path).as_posix(), p.read_bytes()) for p in files])
+
+
+def parse_documents(fmt: str, fetched: Fetched, counts: SyncCounts) -> list[Vulnerability]:
+    parse = _PARSERS[fmt]
+    found: list[Vulnerability] = []
+    for name, data in fetched.documents:
+        try:
+            found += parse(data)
+        except FeedError as exc:
+            counts.failed += 1
+            if len(counts.errors) < _ERRORS_KEPT:
+                counts.errors.append(f"{name}: {exc.detail}")
+    return found
+
+
+class FeedSync:
+    """Runs a feed sync: fetch outside any transaction, then store and match in one."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        security: SecurityReader | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.factory = factory
+        self.security = security
+        self.client = client
+
+    def sync_feed(self, feed_id: int) -> SyncCounts:
+        with self.factory() as session:
+            feed = session.get(VulnFeed, feed_id)
+            if feed is None:
+                raise FeedNotFoundError(f"feed {feed_id} not found")
+            url, fmt, etag, modified = feed.url, feed.format, feed.etag, feed.last_modified
+            known_sha = feed.content_sha256
+        counts = SyncCounts()
+        try:
+            fetched = fetch(url, fmt, etag=etag, last_modified=modified, client=self.client)
+        except FeedFetchError as exc:
+            self._finish(feed_id, "failed", exc.detail)
+            raise
+        sha = fetched.sha256() if not fetched.not_modified else known_sha
+        if fetched.not_modified or sha == known_sha:
+            counts.not_modified = True
+            self._finish(feed_id, "unchanged", None)
+            return counts
+        vulns = parse_documents(fmt, fetched, counts)
+        with transaction(self.factory) as session:
+            store = VulnStore(session)
+            result = store.upsert(vulns, feed_id=feed_id)
+            matched = Matcher(session, security=self.security, store=store).match_vulnerabilities(
+                result.touched
+            )
+            feed = session.get(VulnFeed, feed_id)
+            if feed is not None:
+                feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
+                feed.content_sha256 = sha
+                _status(feed, "ok" if not counts.failed else "partial", "\n".join(counts.errors))
+        counts.new, counts.changed = len(result.new), len(result.changed)
+        counts.unchanged, counts.withdrawn = result.unchanged, len(result.withdrawn)
+        counts.matches_added, counts.matches_removed = matched.added, matched.removed
+        counts.matches_restatused = matched.restatused
+        return counts
+
+    def _finish(self, feed_id: int, status: str, error: str | None) -> None:
+        with transaction(self.factory) as session:
+            feed = session.get(VulnFeed, feed_id)
+            if feed is not None:
+                _status(feed, status, error)
+
+
+def _status(feed: VulnFeed, status: str, error: str | None) -> None:
+    feed.last_sync_at = utcnow()
+    feed.last_status = status
+    feed.last_error = error or None
+
+
+class FeedService:
+    """Feed configuration; ``cve:manage`` to add one."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.access = AccessService(session)
+
+    def find(self, name: str) -> VulnFeed | None:
+        return self.session.scalar(select(VulnFeed).where(VulnFeed.name == name))
+
+    def create(
+        self,
+        principal: Principal,
+        name: str,
+        url: str,
+        fmt: str,
+        *,
+        schedule: str = DEFAULT_FEED_SCHEDULE,
+    ) -> VulnFeed:
+        self.access.require(principal, Permission.CVE_MANAGE)
+        clean = name.strip()
+        if not clean or len(clean) > 128 or not clean.isprintable() or "/" in clean:
+            raise InvalidInputError("feed names are 1-128 printable characters", field="name")
+        if fmt not in _PARSERS:
+            raise InvalidInputError(f"format must be one of {', '.join(_PARSERS)}", field="format")
+        if urlsplit(url).scheme not in ("https", "file"):
+            raise InvalidInputError("feed URLs are https:// or file://", field="url")
+        row = VulnFeed(name=clean, url=url, format=fmt, schedule=schedule)
+        try:
+            with self.session.begin_nested():
+                self.session.add(row)
+                self.session.flush()
+        except IntegrityError:
+            raise FeedExistsError(f"feed {clean!r} already exists", field="name") from None
+        AuditLog(self.session).record(
+            "cve.feed.create",
+            principal,
+            Target("vuln_feed", clean, row.id),
+            after={"url": url, "format": fmt, "schedule": schedule},
+        )
+        return row

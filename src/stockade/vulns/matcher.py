@@ -1,0 +1,380 @@
+"""Advisories against artifacts, both ways, with the status of each match (SPEC §7).
+
+A match ``(advisory, artifact)`` exists when an affected entry of the advisory names a product that
+the name map turns into the artifact's conda name, and :func:`~stockade.vulns.ranges.affects` says
+the artifact's version is affected. Every channel is searched: matches are per artifact.
+
+The status of a match, first rule that applies:
+
+1. the latest curation (highest id) for the advisory, the artifact's package name and its exact
+   version, whose ``builds`` glob is unset or matches the artifact's build string (``fnmatch``,
+   case-sensitive): that curation's status, origin ``curation``;
+2. the artifact's ``info/security.json`` lists the advisory's id or one of its aliases in
+   ``vulns_mitigated``: ``mitigated``, origin ``security-json``;
+3. else ``reported``, origin ``auto``.
+
+Statuses are derived, never stored as the only copy of a decision: re-syncing a feed or re-matching
+an artifact recomputes them from the curation history, so a curated ``cleared`` survives, and a new
+build of a version curated ``active`` for chosen builds only is ``reported``.
+
+Two entry points: :meth:`Matcher.match_vulnerabilities` (new or changed advisories against all
+artifacts of their target names) and :meth:`Matcher.match_artifacts` (new artifacts against the
+advisories targeting their names, via ``vuln_targets``). Both reconcile the stored matches of what
+they were given: missing ones are added, stale ones deleted, changed statuses updated, and the
+per-artifact summaries of every touched artifact recomputed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from stockade.channels.models import Artifact
+from stockade.core.clock import utcnow
+from stockade.vulns.model import Affected, severity_band
+from stockade.vulns.models import (
+    ArtifactVulnSummary,
+    Curation,
+    MatchStatus,
+    StatusOrigin,
+    VulnMatch,
+    VulnTarget,
+)
+from stockade.vulns.models import Vulnerability as VulnRow
+from stockade.vulns.names import NameMap
+from stockade.vulns.ranges import affects
+from stockade.vulns.security import SecurityReader
+from stockade.vulns.store import VulnStore, chunked, load
+
+__all__ = ["OPEN_STATUSES", "Advisory", "MatchCounts", "Matcher", "load_advisories"]
+
+#: Statuses whose score counts in an artifact's summary: the vulnerability (still) applies.
+OPEN_STATUSES = frozenset({MatchStatus.REPORTED.value, MatchStatus.ACTIVE.value})
+
+
+@dataclass
+class MatchCounts:
+    added: int = 0
+    removed: int = 0
+    restatused: int = 0
+
+    def __iadd__(self, other: MatchCounts) -> MatchCounts:
+        self.added += other.added
+        self.removed += other.removed
+        self.restatused += other.restatused
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    id: int
+    name: str
+    version: str
+    build: str
+    sha256: str
+    filename: str
+
+
+@dataclass
+class Advisory:
+    """A stored advisory ready to match: its affected entries grouped by conda name."""
+
+    row_id: int
+    vuln_id: str
+    ids: frozenset[str]  # id and aliases, upper-cased
+    best_score: float | None
+    by_name: dict[str, list[Affected]] = field(default_factory=dict)
+    _seen: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    def affects(self, name: str, version: str) -> bool:
+        key = (name, version)
+        known = self._seen.get(key)
+        if known is None:
+            entries = self.by_name.get(name, ())
+            known = self._seen[key] = any(affects(a, version) for a in entries)
+        return known
+
+
+def load_advisories(session: Session, row_ids: Iterable[int], names: NameMap) -> list[Advisory]:
+    """Advisories by row id; a withdrawn one has no names (it matches nothing)."""
+    found: list[Advisory] = []
+    for part in chunked(sorted(set(row_ids))):
+        for row in session.scalars(select(VulnRow).where(VulnRow.id.in_(part))):
+            vuln = load(row)
+            advisory = Advisory(
+                row.id,
+                row.vuln_id,
+                frozenset(i.upper() for i in vuln.ids),
+                row.best_score,
+            )
+            if not vuln.is_withdrawn:
+                for affected in vuln.affected:
+                    for name in names.conda_names_for(affected):
+                        advisory.by_name.setdefault(name, []).append(affected)
+            found.append(advisory)
+    return found
+
+
+def _ref(row: Any) -> ArtifactRef:
+    return ArtifactRef(row[0], row[1], row[2], row[3], row[4], row[5])
+
+
+_ARTIFACT_COLUMNS = (
+    Artifact.id,
+    Artifact.name,
+    Artifact.version,
+    Artifact.build,
+    Artifact.sha256,
+    Artifact.filename,
+)
+
+
+class StatusResolver:
+    """The status of a match per the module docstring; curations loaded in bulk."""
+
+    def __init__(self, session: Session, security: SecurityReader | None) -> None:
+        self.session = session
+        self.security = security
+        self._curations: dict[tuple[int, str, str], list[tuple[str | None, str]]] = {}
+
+    def load(self, vuln_row_ids: Iterable[int], names: Iterable[str]) -> None:
+        self._curations.clear()
+        wanted = sorted(set(names))
+        if not wanted:
+            return
+        grouped: dict[tuple[int, str, str], list[tuple[str | None, str]]] = defaultdict(list)
+        for part in chunked(sorted(set(vuln_row_ids))):
+            for name_part in chunked(wanted):
+                query = (
+                    select(
+                        Curation.vulnerability_id,
+                        Curation.package,
+                        Curation.version,
+                        Curation.builds,
+                        Curation.status,
+                    )
+                    .where(Curation.vulnerability_id.in_(part), Curation.package.in_(name_part))
+                    .order_by(Curation.id.desc())
+                )
+                for vid, package, version, builds, status in self.session.execute(query):
+                    grouped[(vid, package, version)].append((builds, status))
+        self._curations = dict(grouped)
+
+    def status(self, advisory: Advisory, artifact: ArtifactRef) -> tuple[str, str]:
+        key = (advisory.row_id, artifact.name, artifact.version)
+        for builds, status in self._curations.get(key, ()):
+            if builds is None or fnmatchcase(artifact.build, builds):
+                return status, StatusOrigin.CURATION.value
+        if self.security is not None and advisory.ids & self.security(
+            artifact.sha256, artifact.filename
+        ):
+            return MatchStatus.MITIGATED.value, StatusOrigin.SECURITY_JSON.value
+        return MatchStatus.REPORTED.value, StatusOrigin.AUTO.value
+
+
+class Matcher:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        security: SecurityReader | None = None,
+        store: VulnStore | None = None,
+    ) -> None:
+        self.session = session
+        self.store = store or VulnStore(session)
+        self.resolver = StatusResolver(session, security)
+
+    def match_vulnerabilities(self, vuln_row_ids: Sequence[int]) -> MatchCounts:
+        """Re-match advisories (new, changed, withdrawn) against every artifact of their names."""
+        counts = MatchCounts()
+        names = self.store.name_map()
+        for part in chunked(sorted(set(vuln_row_ids)), 200):
+            advisories = load_advisories(self.session, part, names)
+            wanted = sorted({n for a in advisories for n in a.by_name})
+            artifacts = self._artifacts_named(wanted)
+            existing = self._existing(VulnMatch.vulnerability_id.in_(part))
+            counts += self._reconcile(advisories, artifacts, existing)
+        return counts
+
+    def match_artifacts(self, artifact_ids: Sequence[int]) -> MatchCounts:
+        """Match artifacts against the advisories targeting their names (learning their purls)."""
+        counts = MatchCounts()
+        learned = self.store.learn_from_metadata(artifact_ids)
+        retargeted = self.store.retarget_for(learned)
+        if retargeted:  # the names they newly target may have older artifacts too
+            counts += self.match_vulnerabilities(retargeted)
+        names = self.store.name_map()
+        for part in chunked(sorted(set(artifact_ids))):
+            artifacts = [
+                _ref(r)
+                for r in self.session.execute(
+                    select(*_ARTIFACT_COLUMNS).where(Artifact.id.in_(part))
+                )
+            ]
+            wanted = sorted({a.name for a in artifacts})
+            vids: set[int] = set()
+            for name_part in chunked(wanted):
+                vids.update(
+                    self.session.scalars(
+                        select(VulnTarget.vulnerability_id).where(
+                            VulnTarget.conda_name.in_(name_part)
+                        )
+                    )
+                )
+            advisories = load_advisories(self.session, vids, names)
+            existing = self._existing(VulnMatch.artifact_id.in_(part))
+            counts += self._reconcile(advisories, artifacts, existing)
+        return counts
+
+    def restatus(self, vuln_row_id: int, package: str, version: str) -> MatchCounts:
+        """Recompute the statuses of one advisory's matches on ``package`` ``version``."""
+        names = self.store.name_map()
+        advisories = load_advisories(self.session, [vuln_row_id], names)
+        query = (
+            select(*_ARTIFACT_COLUMNS)
+            .join(VulnMatch, VulnMatch.artifact_id == Artifact.id)
+            .where(
+                VulnMatch.vulnerability_id == vuln_row_id,
+                Artifact.name == package,
+                Artifact.version == version,
+            )
+        )
+        artifacts = [_ref(r) for r in self.session.execute(query)]
+        if not advisories or not artifacts:
+            return MatchCounts()
+        existing = self._existing(
+            VulnMatch.vulnerability_id == vuln_row_id,
+            VulnMatch.artifact_id.in_([a.id for a in artifacts]),
+        )
+        return self._reconcile(advisories, artifacts, existing)
+
+    def _existing(self, *where: ColumnElement[bool]) -> list[tuple[int, int, int]]:
+        query = select(VulnMatch.id, VulnMatch.vulnerability_id, VulnMatch.artifact_id)
+        return [(m, v, a) for m, v, a in self.session.execute(query.where(*where))]
+
+    def _artifacts_named(self, names: Sequence[str]) -> list[ArtifactRef]:
+        found: list[ArtifactRef] = []
+        for part in chunked(names):
+            query = select(*_ARTIFACT_COLUMNS).where(Artifact.name.in_(part))
+            found += [_ref(r) for r in self.session.execute(query)]
+        return found
+
+    def _reconcile(
+        self,
+        advisories: list[Advisory],
+        artifacts: list[ArtifactRef],
+        existing: Sequence[tuple[int, int, int]],
+    ) -> MatchCounts:
+        """Make the stored matches among ``existing`` equal to what the advisories say now."""
+        by_name: dict[str, list[ArtifactRef]] = defaultdict(list)
+        for artifact in artifacts:
+            by_name[artifact.name].append(artifact)
+        self.resolver.load((a.row_id for a in advisories), by_name)
+        wanted: dict[tuple[int, int], tuple[str, str]] = {}
+        for advisory in advisories:
+            for name in advisory.by_name:
+                for artifact in by_name.get(name, ()):
+                    if advisory.affects(name, artifact.version):
+                        key = (advisory.row_id, artifact.id)
+                        wanted[key] = self.resolver.status(advisory, artifact)
+        return self._write(wanted, existing)
+
+    def _write(
+        self,
+        wanted: dict[tuple[int, int], tuple[str, str]],
+        existing: Sequence[tuple[int, int, int]],
+    ) -> MatchCounts:
+        counts = MatchCounts()
+        have = {(vid, aid): mid for mid, vid, aid in existing}
+        stale = [mid for key, mid in have.items() if key not in wanted]
+        touched = {key[1] for key in have if key not in wanted}
+        for part in chunked(stale):
+            self.session.execute(delete(VulnMatch).where(VulnMatch.id.in_(part)))
+        counts.removed = len(stale)
+        current = self._statuses([mid for key, mid in have.items() if key in wanted])
+        changes: dict[tuple[str, str], list[int]] = defaultdict(list)
+        now = utcnow()
+        new_rows: list[dict[str, object]] = []
+        for key, (status, origin) in wanted.items():
+            mid = have.get(key)
+            if mid is None:
+                new_rows.append(
+                    {
+                        "vulnerability_id": key[0],
+                        "artifact_id": key[1],
+                        "status": status,
+                        "status_origin": origin,
+                        "matched_at": now,
+                        "updated_at": now,
+                    }
+                )
+                touched.add(key[1])
+            elif current.get(mid) != (status, origin):
+                changes[(status, origin)].append(mid)
+                touched.add(key[1])
+        for part in chunked(new_rows):
+            self.session.execute(insert(VulnMatch), list(part))
+        counts.added = len(new_rows)
+        for (status, origin), ids in changes.items():
+            for part in chunked(ids):
+                self.session.execute(
+                    update(VulnMatch)
+                    .where(VulnMatch.id.in_(part))
+                    .values(status=status, status_origin=origin, updated_at=now)
+                )
+            counts.restatused += len(ids)
+        if touched:
+            self.refresh_summaries(sorted(touched))
+            self.store.bump()
+        return counts
+
+    def _statuses(self, match_ids: list[int]) -> dict[int, tuple[str, str]]:
+        found: dict[int, tuple[str, str]] = {}
+        for part in chunked(match_ids):
+            query = select(VulnMatch.id, VulnMatch.status, VulnMatch.status_origin).where(
+                VulnMatch.id.in_(part)
+            )
+            found.update({mid: (s, o) for mid, s, o in self.session.execute(query)})
+        return found
+
+    def refresh_summaries(self, artifact_ids: Sequence[int]) -> None:
+        """Recompute :class:`ArtifactVulnSummary` rows (none for an artifact without matches)."""
+        for part in chunked(artifact_ids):
+            query = (
+                select(VulnMatch.artifact_id, VulnMatch.status, VulnRow.best_score)
+                .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
+                .where(VulnMatch.artifact_id.in_(part))
+            )
+            gathered: dict[int, list[tuple[str, float | None]]] = defaultdict(list)
+            for aid, status, score in self.session.execute(query):
+                gathered[aid].append((status, score))
+            self.session.execute(
+                delete(ArtifactVulnSummary).where(ArtifactVulnSummary.artifact_id.in_(part))
+            )
+            rows = [summary_row(aid, matches) for aid, matches in gathered.items()]
+            if rows:
+                self.session.execute(insert(ArtifactVulnSummary), rows)
+
+
+def summary_row(artifact_id: int, matches: list[tuple[str, float | None]]) -> dict[str, object]:
+    """Highest score among open matches, its band, the most severe status, counts per status."""
+    counts: dict[str, int] = defaultdict(int)
+    for status, _ in matches:
+        counts[status] += 1
+    scores = [s for status, s in matches if status in OPEN_STATUSES and s is not None]
+    best = max(scores) if scores else None
+    worst = max((MatchStatus(s) for s in counts), key=lambda s: s.rank)
+    return {
+        "artifact_id": artifact_id,
+        "max_score": best,
+        "severity": severity_band(best).value if best is not None else None,
+        "worst_status": worst.value,
+        "counts": dict(counts),
+        "updated_at": utcnow(),
+    }

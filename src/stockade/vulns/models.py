@@ -1,0 +1,215 @@
+"""Tables of vulnerability intelligence (SPEC §7): feeds, advisories, the name map, matches, curation.
+
+- :class:`VulnFeed`: a feed URL (``https://`` or ``file://``), its format and schedule, and what the
+  last conditional fetch saw (``etag``, ``last_modified``, ``content_sha256``).
+- :class:`Vulnerability`: one advisory as the feed stated it, stored by ``vuln_id``. The JSON
+  columns use the serialisation of ``vulns.serial`` (round-trips to :class:`vulns.model.Vulnerability`);
+  ``digest`` hashes that serialisation, so a re-sync skips unchanged records.
+- :class:`VulnTarget`: the conda names an advisory can affect, through the name map; the reverse index
+  the incremental matcher reads (new artifact of name ``x``: advisories targeting ``x``).
+- :class:`NameMapEntry`: one identifier (a purl or ``vendor:product``) of a conda name, by origin
+  (``shipped`` table, package ``metadata``, ``admin``).
+- :class:`VulnMatch`: an advisory affecting an artifact, with its curation status and where the
+  status came from.
+- :class:`Curation`: append-only decisions of curators per advisory, package and version, optionally
+  narrowed to builds (an ``fnmatch`` glob).
+- :class:`ArtifactVulnSummary`: per-artifact figures (highest score, its severity, most severe
+  status, counts per status), kept apart from ``artifacts`` so that table stays lean.
+- :class:`VulnState`: one row whose ``revision`` grows whenever advisories, matches or curations
+  change; the policy engine's lookup reports it as its data version.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from stockade.core.clock import utcnow
+from stockade.db.base import Base, JSONType, UTCDateTime
+
+DEFAULT_FEED_SCHEDULE = "0 * * * *"  # hourly
+
+
+class FeedFormat(StrEnum):
+    OSV = "osv"
+    NVD = "nvd"
+    CVE5 = "cve5"
+
+
+class MatchStatus(StrEnum):
+    """SPEC §7 curation statuses; :attr:`rank` orders them from least to most severe."""
+
+    CLEARED = "cleared"
+    MITIGATED = "mitigated"
+    DISPUTED = "disputed"
+    REPORTED = "reported"
+    ACTIVE = "active"
+
+    @property
+    def rank(self) -> int:
+        return list(MatchStatus).index(self)
+
+
+class StatusOrigin(StrEnum):
+    AUTO = "auto"  # matched, nothing else known: ``reported``
+    CURATION = "curation"  # a curator's decision covers the artifact
+    SECURITY_JSON = "security-json"  # the package's info/security.json lists it as mitigated
+
+
+class NameOrigin(StrEnum):
+    SHIPPED = "shipped"
+    METADATA = "metadata"
+    ADMIN = "admin"
+
+
+class VulnFeed(Base):
+    __tablename__ = "vuln_feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    schedule: Mapped[str] = mapped_column(String(128), default=DEFAULT_FEED_SCHEDULE)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    etag: Mapped[str | None] = mapped_column(String(512))
+    last_modified: Mapped[str | None] = mapped_column(String(128))
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status: Mapped[str | None] = mapped_column(String(16))  # ok | unchanged | failed
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Vulnerability(Base):
+    __tablename__ = "vulnerabilities"
+    __table_args__ = (Index("ix_vulnerabilities_severity", "severity", "best_score"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vuln_id: Mapped[str] = mapped_column(String(128), unique=True)
+    source: Mapped[str] = mapped_column(String(16))  # osv | nvd | cve5
+    feed_id: Mapped[int | None] = mapped_column(
+        ForeignKey("vuln_feeds.id", ondelete="SET NULL"), index=True
+    )
+    aliases: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[str] = mapped_column(Text, default="")
+    published: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    modified: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    withdrawn: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    scores: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    best_score: Mapped[float | None] = mapped_column(Float)
+    severity: Mapped[str | None] = mapped_column(String(16))
+    cwes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    references: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    affected: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    kev: Mapped[bool] = mapped_column(Boolean, default=False)
+    epss: Mapped[float | None] = mapped_column(Float)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class VulnTarget(Base):
+    __tablename__ = "vuln_targets"
+    __table_args__ = (
+        UniqueConstraint("vulnerability_id", "conda_name"),
+        Index("ix_vuln_targets_conda_name", "conda_name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vulnerability_id: Mapped[int] = mapped_column(
+        ForeignKey("vulnerabilities.id", ondelete="CASCADE")
+    )
+    conda_name: Mapped[str] = mapped_column(String(256))
+
+
+class NameMapEntry(Base):
+    __tablename__ = "vuln_name_map"
+    __table_args__ = (UniqueConstraint("conda_name", "identifier"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conda_name: Mapped[str] = mapped_column(String(256))
+    identifier: Mapped[str] = mapped_column(String(512))  # pkg:... purl, or vendor:product
+    origin: Mapped[str] = mapped_column(String(16))  # shipped | metadata | admin
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class VulnMatch(Base):
+    __tablename__ = "vuln_matches"
+    __table_args__ = (
+        UniqueConstraint("vulnerability_id", "artifact_id"),
+        Index("ix_vuln_matches_artifact", "artifact_id", "status"),
+        Index("ix_vuln_matches_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vulnerability_id: Mapped[int] = mapped_column(
+        ForeignKey("vulnerabilities.id", ondelete="CASCADE")
+    )
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=MatchStatus.REPORTED.value)
+    status_origin: Mapped[str] = mapped_column(String(16), default=StatusOrigin.AUTO.value)
+    matched_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Curation(Base):
+    """One decision; never updated. The latest (highest id) whose selector covers a build wins."""
+
+    __tablename__ = "vuln_curations"
+    __table_args__ = (
+        Index("ix_vuln_curations_selector", "vulnerability_id", "package", "version"),
+        Index("ix_vuln_curations_package", "package", "version"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vulnerability_id: Mapped[int] = mapped_column(
+        ForeignKey("vulnerabilities.id", ondelete="CASCADE")
+    )
+    package: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(128))
+    builds: Mapped[str | None] = mapped_column(String(256))  # fnmatch glob; None: every build
+    status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ArtifactVulnSummary(Base):
+    """Per artifact; no row means no match. ``counts`` maps each status to its number of matches."""
+
+    __tablename__ = "artifact_vuln_summaries"
+    __table_args__ = (Index("ix_artifact_vuln_summaries_score", "max_score"),)
+
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_score: Mapped[float | None] = mapped_column(Float)
+    severity: Mapped[str | None] = mapped_column(String(16))
+    worst_status: Mapped[str] = mapped_column(String(16))
+    counts: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class VulnState(Base):
+    """A single row (id 1); ``revision`` grows with every change that can alter a lookup answer."""
+
+    __tablename__ = "vuln_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)

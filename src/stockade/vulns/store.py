@@ -1,0 +1,281 @@
+"""Advisories and the name map in the database: upsert by id, targets, the data revision.
+
+:meth:`VulnStore.upsert` stores parsed :class:`~stockade.vulns.model.Vulnerability` values by
+``vuln_id``; a record whose serialisation digest is unchanged is skipped (no write, no re-match).
+For each new or changed record the conda names it can affect (:class:`VulnTarget`) are recomputed
+from the name map. The name map is read from ``vuln_name_map``: the shipped table is seeded there on
+first use, package metadata adds ``purls`` of ``info/index.json``, and an admin's entries for a
+conda name replace the others of that name (the layering of ``vulns.names``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from stockade.channels.models import Artifact, PackageContent
+from stockade.vulns.errors import NameMapError
+from stockade.vulns.model import Vulnerability
+from stockade.vulns.models import NameMapEntry, NameOrigin, VulnState, VulnTarget
+from stockade.vulns.models import Vulnerability as VulnRow
+from stockade.vulns.names import NameEntry, NameMap, entry_from_index, load_shipped
+from stockade.vulns.serial import digest, record_fields, vulnerability_from_fields
+
+__all__ = ["UpsertResult", "VulnStore", "chunked", "insert_ignore_many"]
+
+CHUNK = 500
+
+
+def chunked(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def insert_ignore_many(
+    session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str]
+) -> None:
+    """INSERT … ON CONFLICT DO NOTHING for many rows, on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    for part in chunked(rows):
+        session.execute(
+            insert(model).values(list(part)).on_conflict_do_nothing(index_elements=keys)
+        )
+
+
+@dataclass
+class UpsertResult:
+    """Row ids of what an upsert changed; ``unchanged`` counts skipped records."""
+
+    new: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)
+    withdrawn: list[int] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def touched(self) -> list[int]:
+        return [*self.new, *self.changed]
+
+
+class VulnStore:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._name_map: NameMap | None = None
+
+    # ------------------------------------------------------------------------------ name map
+
+    def name_map(self) -> NameMap:
+        """The merged name map from ``vuln_name_map`` (seeding the shipped table on first use)."""
+        if self._name_map is None:
+            self.seed_shipped()
+            rows = self.session.execute(
+                select(NameMapEntry.conda_name, NameMapEntry.identifier, NameMapEntry.origin)
+            ).all()
+            self._name_map = build_name_map(rows)
+        return self._name_map
+
+    def seed_shipped(self) -> bool:
+        """Copy ``name_map.json`` into the table when no shipped row is there; True if it did."""
+        present = self.session.scalar(
+            select(NameMapEntry.id).where(NameMapEntry.origin == NameOrigin.SHIPPED.value).limit(1)
+        )
+        if present is not None:
+            return False
+        rows = [
+            {"conda_name": e.conda, "identifier": i, "origin": e.source, "note": e.note}
+            for e in load_shipped().entries()
+            for i in (*e.purls, *e.cpes)
+        ]
+        insert_ignore_many(self.session, NameMapEntry, rows, ["conda_name", "identifier"])
+        return True
+
+    def learn_from_metadata(self, artifact_ids: Sequence[int]) -> set[str]:
+        """Add the ``purls`` of the artifacts' ``info/index.json``; the conda names that gained one."""
+        known = {(n, i) for n, i, _ in self._rows_for_artifacts(artifact_ids)}
+        new_rows: list[dict[str, Any]] = []
+        for part in chunked(list(artifact_ids)):
+            query = (
+                select(PackageContent.index_json)
+                .join(Artifact, Artifact.sha256 == PackageContent.sha256)
+                .where(Artifact.id.in_(part))
+            )
+            for (index,) in self.session.execute(query):
+                entry = entry_from_index(index) if isinstance(index, dict) else None
+                if entry is None:
+                    continue
+                for purl in entry.purls:
+                    if (entry.conda, purl) in known:
+                        continue
+                    known.add((entry.conda, purl))
+                    new_rows.append(
+                        {
+                            "conda_name": entry.conda,
+                            "identifier": purl,
+                            "origin": NameOrigin.METADATA.value,
+                            "note": "purls of info/index.json",
+                        }
+                    )
+        insert_ignore_many(self.session, NameMapEntry, new_rows, ["conda_name", "identifier"])
+        if new_rows:
+            self._name_map = None
+        return {r["conda_name"] for r in new_rows}
+
+    def _rows_for_artifacts(self, artifact_ids: Sequence[int]) -> list[tuple[str, str, str]]:
+        names: set[str] = set()
+        for part in chunked(list(artifact_ids)):
+            names.update(self.session.scalars(select(Artifact.name).where(Artifact.id.in_(part))))
+        found: list[tuple[str, str, str]] = []
+        for part in chunked(sorted(names)):
+            found += [
+                (r[0], r[1], r[2])
+                for r in self.session.execute(
+                    select(
+                        NameMapEntry.conda_name, NameMapEntry.identifier, NameMapEntry.origin
+                    ).where(NameMapEntry.conda_name.in_(part))
+                )
+            ]
+        return found
+
+    # ---------------------------------------------------------------------------- advisories
+
+    def upsert(self, vulns: Iterable[Vulnerability], *, feed_id: int | None = None) -> UpsertResult:
+        """Store records by id (the last of a repeated id wins); targets of changed ones renewed."""
+        by_id = {v.id: v for v in vulns}
+        result = UpsertResult()
+        existing: dict[str, tuple[int, str]] = {}
+        for part in chunked(sorted(by_id)):
+            query = select(VulnRow.id, VulnRow.vuln_id, VulnRow.digest).where(
+                VulnRow.vuln_id.in_(part)
+            )
+            for row_id, vuln_id, old_digest in self.session.execute(query):
+                existing[vuln_id] = (row_id, old_digest)
+        names = self.name_map()
+        for vuln_id, vuln in by_id.items():
+            fields = record_fields(vuln)
+            new_digest = digest(fields)
+            known = existing.get(vuln_id)
+            if known is not None and known[1] == new_digest:
+                result.unchanged += 1
+                continue
+            if known is None:
+                row = VulnRow(**fields, digest=new_digest, feed_id=feed_id)
+                self.session.add(row)
+                self.session.flush()
+                row_id = row.id
+                result.new.append(row_id)
+            else:
+                row_id = known[0]
+                self.session.execute(
+                    update(VulnRow)
+                    .where(VulnRow.id == row_id)
+                    .values(**fields, digest=new_digest, feed_id=feed_id)
+                )
+                result.changed.append(row_id)
+            if vuln.is_withdrawn:
+                result.withdrawn.append(row_id)
+            self.set_targets(row_id, vuln, names)
+        if result.new or result.changed:
+            self.bump()
+        return result
+
+    def set_targets(self, row_id: int, vuln: Vulnerability, names: NameMap) -> set[str]:
+        """Replace the advisory's targets; a withdrawn advisory targets nothing."""
+        self.session.execute(delete(VulnTarget).where(VulnTarget.vulnerability_id == row_id))
+        targets = set() if vuln.is_withdrawn else targets_of(vuln, names)
+        if targets:
+            self.session.add_all(
+                VulnTarget(vulnerability_id=row_id, conda_name=n) for n in sorted(targets)
+            )
+        return targets
+
+    def retarget_for(self, conda_names: set[str]) -> list[int]:
+        """Advisories that newly target one of ``conda_names`` (after the name map grew)."""
+        if not conda_names:
+            return []
+        names = self.name_map()
+        gained: list[int] = []
+        query = select(VulnRow).where(VulnRow.withdrawn.is_(None)).execution_options(yield_per=500)
+        for row in self.session.scalars(query):
+            vuln = load(row)
+            wanted = targets_of(vuln, names) & conda_names
+            if not wanted:
+                continue
+            have = set(
+                self.session.scalars(
+                    select(VulnTarget.conda_name).where(
+                        VulnTarget.vulnerability_id == row.id,
+                        VulnTarget.conda_name.in_(sorted(wanted)),
+                    )
+                )
+            )
+            for name in sorted(wanted - have):
+                self.session.add(VulnTarget(vulnerability_id=row.id, conda_name=name))
+                gained.append(row.id)
+        return sorted(set(gained))
+
+    def bump(self) -> None:
+        """Advance the data revision (``VulnState``), creating its row on first use."""
+        changed = self.session.execute(
+            update(VulnState).where(VulnState.id == 1).values(revision=VulnState.revision + 1)
+        )
+        if not getattr(changed, "rowcount", 0):
+            insert_ignore_many(self.session, VulnState, [{"id": 1, "revision": 1}], ["id"])
+
+
+def revision(session: Session) -> int:
+    return session.scalar(select(VulnState.revision).where(VulnState.id == 1)) or 0
+
+
+def load(row: VulnRow) -> Vulnerability:
+    """The model value of a stored row."""
+    return vulnerability_from_fields(
+        {c: getattr(row, c) for c in ("vuln_id", "source", *_MODEL_COLUMNS)}
+    )
+
+
+_MODEL_COLUMNS = (
+    "aliases",
+    "summary",
+    "details",
+    "published",
+    "modified",
+    "withdrawn",
+    "scores",
+    "cwes",
+    "references",
+    "affected",
+)
+
+
+def targets_of(vuln: Vulnerability, names: NameMap) -> set[str]:
+    found: set[str] = set()
+    for affected in vuln.affected:
+        found |= names.conda_names_for(affected)
+    return found
+
+
+def build_name_map(rows: Iterable[Any]) -> NameMap:
+    """A :class:`NameMap` from ``(conda_name, identifier, origin)`` rows: admin rows replace."""
+    grouped: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for conda, identifier, origin in rows:
+        grouped[conda][origin].append(identifier)
+    entries: list[NameEntry] = []
+    for conda, by_origin in grouped.items():
+        if NameOrigin.ADMIN.value in by_origin:
+            identifiers, source = by_origin[NameOrigin.ADMIN.value], NameOrigin.ADMIN.value
+        else:
+            identifiers = [i for values in by_origin.values() for i in values]
+            source = next(iter(by_origin))
+        try:
+            entries.append(NameEntry.build(conda, identifiers, source=source))
+        except NameMapError:  # one bad stored row must not hide the others
+            continue
+    return NameMap(entries)

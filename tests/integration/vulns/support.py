@@ -1,0 +1,95 @@
+"""Helpers of the vulnerability integration tests: artifacts, feed folders, syncs, reads."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+
+from stockade.auth.principal import Principal
+from stockade.channels.models import Artifact, Channel
+from stockade.container import Container
+from stockade.db.engine import transaction
+from stockade.vulns.feedsync import FeedService, FeedSync, SyncCounts
+from stockade.vulns.matcher import Matcher
+from stockade.vulns.models import Vulnerability as VulnRow
+from stockade.vulns.models import VulnMatch
+from tests.integration.conftest import make_channel
+
+VULNS = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "vulns"
+
+
+def osv_folder(tmp_path: Path, *packages: str) -> Path:
+    """A copy of some package folders of ``osv-pypi`` (so tests may edit records)."""
+    target = tmp_path / "osv"
+    for package in packages:
+        shutil.copytree(VULNS / "osv-pypi" / package, target / package)
+    return target
+
+
+def add_feed(container: Container, admin: Principal, name: str, url: str, fmt: str) -> int:
+    with transaction(container.factory) as session:
+        return FeedService(session).create(admin, name, url, fmt).id
+
+
+def sync(container: Container, feed_id: int) -> SyncCounts:
+    return FeedSync(container.factory).sync_feed(feed_id)
+
+
+def channel_id(container: Container, admin: Principal, name: str = "internal") -> int:
+    with container.factory() as session:
+        found = session.scalar(select(Channel.id).where(Channel.name == name))
+    if found is not None:
+        return found
+    make_channel(container, admin, name)
+    return channel_id(container, admin, name)
+
+
+def add_artifacts(
+    container: Container,
+    channel: int,
+    items: list[tuple[str, str, str]],
+    *,
+    match: bool = True,
+) -> list[int]:
+    """Artifact rows for ``(name, version, build)`` (no blob), matched like a new upload."""
+    ids: list[int] = []
+    with transaction(container.factory) as session:
+        for name, version, build in items:
+            filename = f"{name}-{version}-{build}.conda"
+            digest = hashlib.sha256(filename.encode()).hexdigest()
+            row = Artifact(
+                channel_id=channel,
+                subdir="noarch",
+                filename=filename,
+                name=name,
+                version=version,
+                build=build,
+                format="conda",
+                sha256=digest,
+                md5=digest[:32],
+                size=1,
+                record_json=b"{}",
+                indexed_timestamp=0,
+            )
+            session.add(row)
+            session.flush()
+            ids.append(row.id)
+        if match:
+            Matcher(session).match_artifacts(ids)
+    return ids
+
+
+def matches(container: Container) -> dict[tuple[str, str, str, str], str]:
+    """``(vuln_id, name, version, build) -> status`` of every stored match."""
+    with container.factory() as session:
+        query = (
+            select(
+                VulnRow.vuln_id, Artifact.name, Artifact.version, Artifact.build, VulnMatch.status
+            )
+            .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
+            .join(Artifact, Artifact.id == VulnMatch.artifact_id)
+        )
+        return {(v, n, ver, b): s for v, n, ver, b, s in session.execute(query)}
