@@ -14,10 +14,12 @@ from stockade.jobs.publisher import PublisherThread
 from stockade.jobs.queue import JobQueue
 from stockade.jobs.recurring import recurring_jobs
 from stockade.jobs.scheduler import SchedulerThread
+from stockade.jobs.vulns import FeedHousekeeper
 from stockade.settings import Settings
 from stockade.web.api import audit as audit_api
 from stockade.web.api import auth as auth_api
 from stockade.web.api import channels as channels_api
+from stockade.web.api import cves as cves_api
 from stockade.web.api import files as files_api
 from stockade.web.api import ldap as ldap_api
 from stockade.web.api import members as members_api
@@ -44,6 +46,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     queue = JobQueue(container)
     queue.install()
     housekeeper = MirrorHousekeeper(container)
+    feeds = FeedHousekeeper(container)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -55,10 +58,12 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
             scheduler.start()
             consumer.start()
             housekeeper.start()
+            feeds.start()
         try:
             yield
         finally:
             if consumer is not None:
+                feeds.stop()
                 housekeeper.stop()
                 queue.close()
                 consumer.stop()
@@ -80,15 +85,19 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         container.blobs, BytesCache(), settings.x_accel_redirect
     )
     install_error_handlers(app)
-    app.include_router(auth_api.router, prefix=API)
-    app.include_router(users_api.router, prefix=API)
-    app.include_router(audit_api.router, prefix=API)
-    app.include_router(ldap_api.router, prefix=API)
-    app.include_router(members_api.router, prefix=API)
-    app.include_router(files_api.router, prefix=API)
-    app.include_router(mirrors_api.router, prefix=API)
-    app.include_router(policies_api.router, prefix=API)
-    app.include_router(channels_api.router, prefix=API)
+    for api in (
+        auth_api,
+        users_api,
+        audit_api,
+        ldap_api,
+        members_api,
+        files_api,
+        mirrors_api,
+        policies_api,
+        cves_api,
+        channels_api,
+    ):
+        app.include_router(api.router, prefix=API)
     app.router.routes.extend(conda_routes)
 
     @app.get("/healthz", include_in_schema=False)

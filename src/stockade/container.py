@@ -21,6 +21,7 @@ from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLooku
 from stockade.settings import Settings
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.interfaces import BlobStore
+from stockade.vulns.lookup import DbVulnerabilityLookup
 
 
 @dataclass
@@ -37,11 +38,14 @@ class Container:
     secrets: SecretBox
     passive: PassiveFetcher
     change_listeners: list[Callable[[], None]] = field(default_factory=list)
-    # Until the vulnerability issue lands, no vulnerability is known (the CVE criteria keep all).
+    # What the policy engine's CVE criteria ask; ``build`` gives the database's answer.
     vulnerabilities: VulnerabilityLookup = field(default_factory=InMemoryVulnerabilities)
     # Set by the edge that owns a job queue (serve, worker); without one, runs wait for a worker
-    # to find them pending.
+    # to find them pending, feed syncs wait for their schedule, and new artifacts are matched by
+    # the next sync of a feed that changed.
     dispatch_run: Callable[[int], None] = lambda _run_id: None
+    dispatch_feed_sync: Callable[[int], None] = lambda _feed_id: None
+    dispatch_match: Callable[[list[int]], None] = lambda _artifact_ids: None
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -91,6 +95,7 @@ class Container:
             authenticator,
             secrets,
             passive,
+            vulnerabilities=DbVulnerabilityLookup(read_factory),
         )
 
     def mirror_sync(self) -> MirrorSync:

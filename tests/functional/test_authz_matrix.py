@@ -39,6 +39,7 @@ the fixtures (token secrets, passwords, session cookies).
 from __future__ import annotations
 
 import base64
+import json
 import re
 import socket
 import time
@@ -1106,6 +1107,93 @@ def _mirror_api_rules() -> Iterator[Case]:
     yield Case("GET", f"{pol}/explain", on_channel(MIRRORED, READ, 200), why)
 
 
+MATRIX_CVE = "MATRIX-CVE-1"  # an OSV advisory of the package in matrix-secret
+_CVE_FEEDS: dict[str, str] = {}
+
+
+def _feed_folder(w: World, name: str) -> Path:
+    folder = w.workdir / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def new_feed(w: World) -> str:
+    """A feed of an empty folder, made by the admin."""
+    name = w.unique("feed")
+    url = _feed_folder(w, "empty-feed").as_uri()
+    w.call("POST", f"{API}/cve/feeds", json={"name": name, "url": url, "format": "osv"})
+    return name
+
+
+def matrix_feed(w: World) -> str:
+    """One feed holding ``MATRIX_CVE`` (of dependency 1.0), synced once."""
+    known = _CVE_FEEDS.get(w.live.url)
+    if known is not None:
+        return known
+    folder = _feed_folder(w, "matrix-feed")
+    record = {
+        "id": MATRIX_CVE,
+        "modified": "2024-01-01T00:00:00Z",
+        "summary": "an advisory of the matrix package",
+        "affected": [{"package": {"ecosystem": "conda", "name": KEPT_NAME}, "versions": ["1.0"]}],
+    }
+    (folder / f"{MATRIX_CVE}.json").write_text(json.dumps(record))
+    name = w.unique("feed")
+    w.call("POST", f"{API}/cve/feeds", json={"name": name, "url": folder.as_uri(), "format": "osv"})
+    location = f"{API}/cve/feeds/{name}"
+    w.call("POST", f"{location}/sync")
+    deadline = time.monotonic() + 60
+    while w.call("GET", location)["last_status"] == "queued":
+        assert time.monotonic() < deadline, "the matrix feed sync did not end"
+        time.sleep(0.05)
+    _CVE_FEEDS[w.live.url] = name
+    return name
+
+
+def _cve_api_rules() -> Iterator[Case]:
+    """Vulnerabilities are global (cve:read to read, cve:write to curate, cve:manage for feeds);
+    matches show only on channels the caller can read (checked in test_cves_api.py)."""
+    feeds = f"{API}/cve/feeds"
+    yield Case("GET", feeds, permission(P.CVE_READ, 200), req("GET", feeds))
+    create = lambda w, _p: Req(  # noqa: E731
+        "POST",
+        feeds,
+        json={
+            "name": w.unique("feed"),
+            "url": _feed_folder(w, "empty-feed").as_uri(),
+            "format": "osv",
+        },
+    )
+    yield Case("POST", feeds, permission(P.CVE_MANAGE, 201), create)
+    one = f"{feeds}/{{name}}"
+    show = lambda w, _p: Req("GET", f"{feeds}/{matrix_feed(w)}")  # noqa: E731
+    yield Case("GET", one, permission(P.CVE_READ, 200), show)
+    change = lambda w, _p: Req(  # noqa: E731
+        "PATCH", f"{feeds}/{matrix_feed(w)}", json={"schedule": "0 * * * *"}
+    )
+    yield Case("PATCH", one, permission(P.CVE_MANAGE, 200), change)
+    drop = lambda w, _p: Req("DELETE", f"{feeds}/{new_feed(w)}")  # noqa: E731
+    yield Case("DELETE", one, permission(P.CVE_MANAGE, 204), drop)
+    sync = lambda w, _p: Req("POST", f"{feeds}/{new_feed(w)}/sync")  # noqa: E731
+    yield Case("POST", f"{one}/sync", permission(P.CVE_MANAGE, 202), sync)
+    cves = f"{API}/cves"
+    yield Case("GET", cves, permission(P.CVE_READ, 200), req("GET", cves))
+    cve = f"{cves}/{{vuln_id}}"
+
+    def advisory(suffix: str = "", method: str = "GET", **kw: Any) -> Build:
+        def build(w: World, _p: str) -> Req:
+            matrix_feed(w)
+            return Req(method, f"{cves}/{MATRIX_CVE}{suffix}", **kw)
+
+        return build
+
+    yield Case("GET", cve, permission(P.CVE_READ, 200), advisory())
+    body = {"package": KEPT_NAME, "version": "1.0", "status": "cleared", "note": "matrix"}
+    curate = advisory("/curations", "POST", json=body)
+    yield Case("POST", f"{cve}/curations", permission(P.CVE_WRITE, 201), curate)
+    yield Case("GET", f"{cve}/curations", permission(P.CVE_READ, 200), advisory("/curations"))
+
+
 def check_mirror_listing(w: World, p: str, response: httpx.Response) -> None:
     shown = HOLE_MIRROR in response.text
     assert shown == (level(p, SECRET) >= READ), f"{HOLE_MIRROR} shown on the page: {shown}"
@@ -1195,7 +1283,9 @@ def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
     return rules
 
 
-RULES = _index([*_api_rules(), *_mirror_api_rules(), *_conda_rules(), *_page_rules()])
+RULES = _index(
+    [*_api_rules(), *_mirror_api_rules(), *_cve_api_rules(), *_conda_rules(), *_page_rules()]
+)
 
 
 # -- the routes of the application ---------------------------------------------------------------

@@ -7,6 +7,8 @@ one unassigned), checked first by a dry run, then by a run; the channel's publis
 ``repodata.json`` must equal the set each test computes on its own, with a plain loop over the
 upstream records (py-rattler's ``MatchSpec``/``Version`` for spec and version semantics; the policy
 engine is never called). Every policy carries an exception that must override its criterion.
+The CVE criteria read real vulnerability data: OSV advisories the tests write into a ``file://``
+feed for the mirrored names and versions, synced and curated through the API (``KnownVulns``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from typing import Any
 import pytest
 from rattler import BuildString, MatchSpec, PackageRecord, Version
 
-from stockade.policies.engine import InMemoryVulnerabilities
 from tests.conftest import PG_URL, backends
 from tests.support.mirror_api import (
+    admin,
     assign,
     dry_run,
     explain,
@@ -231,6 +233,97 @@ def license_ok(rec: dict[str, Any], families: set[str], mode: str) -> bool:
 # ------------------------------------------------------------------------------------ fixtures
 
 
+# CVSS 3.1 vectors of the base scores the tests use (scored with the `cvss` library).
+VECTORS = {
+    2.0: "CVSS:3.1/AV:N/AC:H/PR:H/UI:R/S:U/C:L/I:N/A:N",
+    5.0: "CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:C/C:L/I:N/A:N",
+    7.0: "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:L/A:L",
+    7.5: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N",
+    8.1: "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:H/I:H/A:N",
+    9.8: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+    9.9: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:L/A:L",
+    10.0: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H",
+}
+
+
+@dataclass
+class KnownVulns:
+    """The tests' own record of the vulnerability data, ``scores[(name, version)] = [(score,
+    status), ...]``, made real: each pair is one OSV advisory (written into a ``file://`` feed
+    folder, synced through the API) for that exact conda version, and a status other than
+    ``reported`` is a curation of that version through the API."""
+
+    live: LiveServer
+    folder: Path
+    scores: dict[tuple[str, str], list[tuple[float, str]]] = field(default_factory=dict)
+    feed: str | None = None
+
+    def update(self, entries: dict[tuple[str, str], list[tuple[float, str]]]) -> None:
+        curations: list[tuple[str, str, str, str]] = []
+        for (name, version), pairs in entries.items():
+            known = self.scores.get((name, version))
+            if known is not None:
+                assert sorted(known) == sorted(pairs), f"{name} {version} changed: {known}"
+                continue
+            self.scores[(name, version)] = list(pairs)
+            for i, (score, status) in enumerate(pairs):
+                vid = f"STK-TEST-{re.sub(r'[^A-Za-z0-9]', '-', name)}-{version}-{i}"
+                self._write(vid, name, version, score)
+                if status != "reported":
+                    curations.append((vid, name, version, status))
+        self._sync()
+        client = admin(self.live)
+        for vid, name, version, status in curations:
+            body = {"package": name, "version": version, "status": status, "note": "test data"}
+            response = client.post(f"/api/v1/cves/{vid}/curations", json=body)
+            assert response.status_code == 201, response.text
+
+    def _write(self, vid: str, name: str, version: str, score: float) -> None:
+        record = {
+            "id": vid,
+            "modified": "2024-01-01T00:00:00Z",
+            "summary": f"test advisory of {name} {version}",
+            "severity": [{"type": "CVSS_V3", "score": VECTORS[score]}],
+            "affected": [
+                {
+                    "package": {"ecosystem": "conda", "name": name, "purl": f"pkg:conda/{name}"},
+                    "versions": [version],
+                }
+            ],
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"{vid}.json").write_text(json.dumps(record))
+
+    def _sync(self) -> None:
+        client = admin(self.live)
+        if self.feed is None:
+            self.feed = unique("test-feed")
+            body = {"name": self.feed, "url": self.folder.as_uri(), "format": "osv"}
+            response = client.post("/api/v1/cve/feeds", json=body)
+            assert response.status_code == 201, response.text
+        response = client.post(f"/api/v1/cve/feeds/{self.feed}/sync")
+        assert response.status_code == 202, response.text
+        deadline = time.monotonic() + 120
+        while True:
+            feed = client.get(response.headers["location"]).json()
+            if feed["last_status"] != "queued":
+                break
+            assert time.monotonic() < deadline, feed
+            time.sleep(0.05)
+        assert feed["last_status"] == "ok", feed
+
+
+_KNOWN: dict[str, KnownVulns] = {}
+
+
+def known_vulns(live: LiveServer, root: Path) -> KnownVulns:
+    """One record per server (every mirror of the server sees the same data)."""
+    found = _KNOWN.get(live.url)
+    if found is None:
+        found = _KNOWN[live.url] = KnownVulns(live, root.parent / unique("osv-feed"))
+    return found
+
+
 @dataclass
 class Mirrored:
     live: LiveServer
@@ -238,8 +331,8 @@ class Mirrored:
     channel: str
     up: Records
     subdirs: list[str]
+    vulns: KnownVulns
     policy: str | None = None  # the one assigned now
-    vulns: InMemoryVulnerabilities = field(default_factory=InMemoryVulnerabilities)
 
 
 @pytest.fixture(scope="module", params=backends())
@@ -258,8 +351,7 @@ def _mirrored(live: LiveServer, root: Path, layout: dict[str, Path | None]) -> M
     up = lay_out(root, layout)
     subdirs = list(layout)
     mirror = make_mirror(live, source=root.as_uri(), mode="passive", subdirs=subdirs)
-    vulns = live.container.vulnerabilities
-    assert isinstance(vulns, InMemoryVulnerabilities)
+    vulns = known_vulns(live, root)
     return Mirrored(live, mirror["name"], mirror["channel"], up, subdirs, vulns=vulns)
 
 
@@ -618,7 +710,7 @@ def _first(m: Mirrored, name: str, version: str) -> tuple[str, str]:
 
 def test_cve_score(r_mirror: Mirrored) -> None:
     m = r_mirror
-    m.vulns.scores.update(
+    m.vulns.update(
         {
             ("r-base", "3.4.3"): [(7.0, "active")],  # not > 7
             ("r-rcpp", "0.12.17"): [(9.8, "reported")],
@@ -654,12 +746,12 @@ def test_cve_score(r_mirror: Mirrored) -> None:
 
 def test_uncurated_cves(r_mirror: Mirrored) -> None:
     m = r_mirror
-    m.vulns.scores.update(
+    m.vulns.update(
         {
             ("r-rcpp", "0.12.17"): [(9.8, "reported")],
             ("r-data.table", "1.11.4"): [(8.1, "active"), (2.0, "reported")],
             ("r-base", "3.4.3"): [(7.0, "active")],
-            ("r-mass", "7.3_49"): [(1.0, "reported")],
+            ("r-mass", "7.3_49"): [(2.0, "reported")],
         }
     )
     exceptions = ["r-mass"]
@@ -694,7 +786,7 @@ def test_new_vulnerability_data_takes_effect_at_the_next_run(r_mirror: Mirrored)
     version = m.up["linux-64"][sorted(target)[0]]["version"]
     hit = {fn for fn in target if m.up["linux-64"][fn]["version"] == version}
     assert hit <= set(published_names(m.live, m.channel, ["linux-64"])["linux-64"])
-    m.vulns.scores[("r-plyr", version)] = [(5.0, "reported")]
+    m.vulns.update({("r-plyr", version): [(5.0, "reported")]})
     run = run_mirror(m.live, m.mirror, channel=m.channel)
     assert run["summary"] != "unchanged", run
     assert run["counts"]["removed"] == len(hit), run["counts"]
@@ -704,8 +796,6 @@ def test_new_vulnerability_data_takes_effect_at_the_next_run(r_mirror: Mirrored)
 
 def test_cve_statuses_of_the_spec_are_accepted(live: LiveServer) -> None:
     """SPEC §7 curation statuses are reported, active, mitigated, cleared, disputed."""
-    from tests.support.mirror_api import admin
-
     for statuses in (["cleared"], ["disputed"], ["mitigated", "active"]):
         body = {
             "name": unique("cve"),

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from stockade.cli import account, channels, identity, ldap, mirrors, policies, server, upload
+from stockade.cli import (
+    account,
+    channels,
+    cves,
+    identity,
+    ldap,
+    mirrors,
+    policies,
+    server,
+    upload,
+)
 from stockade.cli.client import CliError, fail
 
 app = typer.Typer(
@@ -31,6 +41,7 @@ app.command("conda-config")(account.conda_config)
 app.add_typer(channels.channel_app, name="channel")
 app.add_typer(mirrors.mirror_app, name="mirror")
 app.add_typer(policies.policy_app, name="policy")
+app.add_typer(cves.cve_app, name="cve")
 app.command()(upload.upload)
 app.command()(channels.copy)
 app.command()(channels.move)

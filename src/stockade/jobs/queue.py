@@ -16,8 +16,12 @@ from huey.consumer import Consumer
 
 from stockade.container import Container
 from stockade.core.context import Origin, origin
+from stockade.db.engine import transaction
+from stockade.jobs import vulns
+from stockade.mirroring.models import RunState
 
 log = logging.getLogger("stockade.jobs")
+MATCH_BATCH = 5000
 
 
 def build_huey(container: Container) -> Huey:
@@ -49,11 +53,34 @@ class JobQueue:
                 outcome = sync.execute(run_id)
             if outcome is not None:
                 log.info("mirror run %s: %s (%s)", run_id, outcome.state, outcome.summary)
+            if outcome is not None and outcome.state == RunState.COMPLETED:
+                with transaction(container.factory) as session:
+                    added = vulns.mirror_run_artifacts(session, run_id)
+                if added:
+                    self.enqueue_match(added)
+
+        def sync_feed(feed_id: int) -> None:
+            with origin(Origin(channel="job")):
+                vulns.sync_feed(container, feed_id)
+
+        def match_artifacts(artifact_ids: list[int]) -> None:
+            with origin(Origin(channel="job")):
+                vulns.match_artifacts(container, artifact_ids)
 
         self._run_mirror: Any = self.huey.task(name="run_mirror")(run_mirror)
+        self._sync_feed: Any = self.huey.task(name="sync_feed")(sync_feed)
+        self._match_artifacts: Any = self.huey.task(name="match_artifacts")(match_artifacts)
 
     def enqueue_mirror_run(self, run_id: int) -> None:
         self._run_mirror(run_id)
+
+    def enqueue_feed_sync(self, feed_id: int) -> None:
+        self._sync_feed(feed_id)
+
+    def enqueue_match(self, artifact_ids: list[int]) -> None:
+        """Match new artifacts, in parts so that one job stays short."""
+        for start in range(0, len(artifact_ids), MATCH_BATCH):
+            self._match_artifacts(list(artifact_ids[start : start + MATCH_BATCH]))
 
     def close(self) -> None:
         """Running jobs let go at their next safe point (they resume in another worker)."""
@@ -62,6 +89,8 @@ class JobQueue:
     def install(self) -> None:
         """Make the container's services enqueue through this queue."""
         self.container.dispatch_run = self.enqueue_mirror_run
+        self.container.dispatch_feed_sync = self.enqueue_feed_sync
+        self.container.dispatch_match = self.enqueue_match
 
     def consumer(self, *, embedded: bool) -> Consumer:
         jobs = self.container.settings.jobs

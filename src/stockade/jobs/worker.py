@@ -8,6 +8,7 @@ from stockade.jobs.publisher import PublisherThread
 from stockade.jobs.queue import JobQueue
 from stockade.jobs.recurring import recurring_jobs
 from stockade.jobs.scheduler import SchedulerThread
+from stockade.jobs.vulns import FeedHousekeeper
 
 
 def run_worker(container: Container) -> None:
@@ -21,13 +22,16 @@ def run_worker(container: Container) -> None:
     queue = JobQueue(container)
     queue.install()
     housekeeper = MirrorHousekeeper(container)
+    feeds = FeedHousekeeper(container)
     publisher.start()
     scheduler.start()
     housekeeper.start()
+    feeds.start()
     try:
         queue.consumer(embedded=False).run()
     finally:
         queue.close()
+        feeds.stop()
         housekeeper.stop()
         scheduler.stop()
         publisher.stop()

@@ -13,13 +13,15 @@ A document that does not parse is counted in ``failed`` with its error in the fe
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import httpx
+from croniter import croniter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,7 +41,14 @@ from stockade.vulns.models import DEFAULT_FEED_SCHEDULE, FeedFormat, VulnFeed
 from stockade.vulns.security import SecurityReader
 from stockade.vulns.store import VulnStore
 
-__all__ = ["FeedService", "FeedSync", "Fetched", "SyncCounts", "fetch"]
+__all__ = [
+    "FeedService",
+    "FeedSync",
+    "Fetched",
+    "SyncCounts",
+    "fetch",
+    "record_sync_failure",
+]
 
 _PARSERS: dict[str, Callable[[bytes], list[Vulnerability]]] = {
     FeedFormat.OSV.value: parse_osv,
@@ -205,6 +214,14 @@ class FeedSync:
                 _status(feed, status, error)
 
 
+def record_sync_failure(factory: sessionmaker[Session], feed_id: int, error: str) -> None:
+    """Mark a sync that ended with an error outside the fetch (a store or match failure)."""
+    with transaction(factory) as session:
+        feed = session.get(VulnFeed, feed_id)
+        if feed is not None:
+            _status(feed, "failed", error)
+
+
 def _status(feed: VulnFeed, status: str, error: str | None) -> None:
     feed.last_sync_at = utcnow()
     feed.last_status = status
@@ -212,7 +229,11 @@ def _status(feed: VulnFeed, status: str, error: str | None) -> None:
 
 
 class FeedService:
-    """Feed configuration; ``cve:manage`` to add one."""
+    """Feed configuration: ``cve:read`` to see feeds, ``cve:manage`` to change or sync them.
+
+    A feed's first scheduled sync is at the schedule's next time after it is created (or enabled,
+    or its schedule changed); :meth:`request_sync` marks it ``queued`` for the edge to enqueue.
+    """
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -220,6 +241,17 @@ class FeedService:
 
     def find(self, name: str) -> VulnFeed | None:
         return self.session.scalar(select(VulnFeed).where(VulnFeed.name == name))
+
+    def list_all(self, principal: Principal) -> Sequence[VulnFeed]:
+        self.access.require(principal, Permission.CVE_READ)
+        return self.session.scalars(select(VulnFeed).order_by(VulnFeed.name)).all()
+
+    def get(self, principal: Principal, name: str) -> VulnFeed:
+        self.access.require(principal, Permission.CVE_READ)
+        row = self.find(name)
+        if row is None:
+            raise FeedNotFoundError(f"feed {name!r} not found")
+        return row
 
     def create(
         self,
@@ -229,16 +261,21 @@ class FeedService:
         fmt: str,
         *,
         schedule: str = DEFAULT_FEED_SCHEDULE,
+        enabled: bool = True,
     ) -> VulnFeed:
         self.access.require(principal, Permission.CVE_MANAGE)
         clean = name.strip()
         if not clean or len(clean) > 128 or not clean.isprintable() or "/" in clean:
             raise InvalidInputError("feed names are 1-128 printable characters", field="name")
-        if fmt not in _PARSERS:
-            raise InvalidInputError(f"format must be one of {', '.join(_PARSERS)}", field="format")
-        if urlsplit(url).scheme not in ("https", "file"):
-            raise InvalidInputError("feed URLs are https:// or file://", field="url")
-        row = VulnFeed(name=clean, url=url, format=fmt, schedule=schedule)
+        _check_fields(url, fmt, schedule)
+        row = VulnFeed(
+            name=clean,
+            url=url,
+            format=fmt,
+            schedule=schedule,
+            enabled=enabled,
+            next_run_at=_next_run(schedule) if enabled else None,
+        )
         try:
             with self.session.begin_nested():
                 self.session.add(row)
@@ -249,6 +286,78 @@ class FeedService:
             "cve.feed.create",
             principal,
             Target("vuln_feed", clean, row.id),
-            after={"url": url, "format": fmt, "schedule": schedule},
+            after={"url": url, "format": fmt, "schedule": schedule, "enabled": enabled},
         )
         return row
+
+    def update(
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        url: str | None = None,
+        fmt: str | None = None,
+        schedule: str | None = None,
+        enabled: bool | None = None,
+    ) -> VulnFeed:
+        self.access.require(principal, Permission.CVE_MANAGE)
+        row = self.get(principal, name)
+        before = _state(row)
+        new_url, new_fmt = url or row.url, fmt or row.format
+        new_schedule = schedule if schedule is not None else row.schedule
+        _check_fields(new_url, new_fmt, new_schedule)
+        if (new_url, new_fmt) != (row.url, row.format):  # another source: fetch it in full
+            row.etag = row.last_modified = row.content_sha256 = None
+        row.url, row.format, row.schedule = new_url, new_fmt, new_schedule
+        if enabled is not None:
+            row.enabled = enabled
+        if schedule is not None or enabled is not None:
+            row.next_run_at = _next_run(row.schedule) if row.enabled else None
+        self.session.flush()
+        AuditLog(self.session).record(
+            "cve.feed.update",
+            principal,
+            Target("vuln_feed", row.name, row.id),
+            before=before,
+            after=_state(row),
+        )
+        return row
+
+    def delete(self, principal: Principal, name: str) -> None:
+        """Remove the feed; its advisories stay (``feed_id`` set to null)."""
+        self.access.require(principal, Permission.CVE_MANAGE)
+        row = self.get(principal, name)
+        AuditLog(self.session).record(
+            "cve.feed.delete", principal, Target("vuln_feed", row.name, row.id), before=_state(row)
+        )
+        self.session.delete(row)
+        self.session.flush()
+
+    def request_sync(self, principal: Principal, name: str) -> VulnFeed:
+        """Mark the feed ``queued``; the caller enqueues the sync after the commit."""
+        self.access.require(principal, Permission.CVE_MANAGE)
+        row = self.get(principal, name)
+        row.last_status = "queued"
+        row.last_error = None
+        self.session.flush()
+        AuditLog(self.session).record(
+            "cve.feed.sync", principal, Target("vuln_feed", row.name, row.id)
+        )
+        return row
+
+
+def _next_run(schedule: str) -> datetime:
+    return croniter(schedule, utcnow()).get_next(datetime)
+
+
+def _check_fields(url: str, fmt: str, schedule: str) -> None:
+    if fmt not in _PARSERS:
+        raise InvalidInputError(f"format must be one of {', '.join(_PARSERS)}", field="format")
+    if urlsplit(url).scheme not in ("https", "file") or len(url) > 4096 or not url.isprintable():
+        raise InvalidInputError("feed URLs are https:// or file://", field="url")
+    if len(schedule) > 128 or not croniter.is_valid(schedule):
+        raise InvalidInputError(f"not a cron expression: {schedule!r}", field="schedule")
+
+
+def _state(row: VulnFeed) -> dict[str, object]:
+    return {"url": row.url, "format": row.format, "schedule": row.schedule, "enabled": row.enabled}

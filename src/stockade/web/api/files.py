@@ -115,6 +115,7 @@ async def upload_files(
         _finish_uploads, container, principal, channel, staged, force=force, expected_subdir=subdir
     )
     container.notify_changes()
+    container.dispatch_match([a.id for a, _ in rows])
     base = base_url(request)
     return UploadResult(uploaded=[artifact_public(a, ch, base) for a, ch in rows])
 
@@ -155,6 +156,7 @@ async def put_file(
         expected_subdir=subdir,
     )
     container.notify_changes()
+    container.dispatch_match([a.id for a, _ in rows])
     artifact, name = rows[0]
     return artifact_public(artifact, name, base_url(request))
 
@@ -237,7 +239,9 @@ def copy_files(
             skip_existing=body.skip_existing,
         )
         public = [artifact_public(a, body.target, base_url(request)) for a in result.artifacts]
+        copied = [a.id for a in result.artifacts]
     container.notify_changes()
+    container.dispatch_match(copied)  # a move keeps no match: its rows are new ones
     return BulkResult(artifacts=public, skipped=result.skipped)
 
 

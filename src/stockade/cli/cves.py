@@ -1,0 +1,261 @@
+"""cve feed add|list|show|update|delete, cve sync, cve list|show|curate|history."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.status import Status
+from rich.table import Column, Table
+
+from stockade.cli.client import ApiClient, client, fail
+
+out = Console()
+cve_app = typer.Typer(help="Vulnerabilities: feeds, matches, curation.", no_args_is_help=True)
+feed_app = typer.Typer(help="Vulnerability feeds (NVD, CVE 5, OSV).", no_args_is_help=True)
+cve_app.add_typer(feed_app, name="feed")
+SYNC_POLL_S = 0.5
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _feed_line(feed: dict[str, Any]) -> str:
+    status = feed["last_status"] or "never synced"
+    when = (feed["last_sync_at"] or "")[:19]
+    return (
+        f"feed [bold]{feed['name']}[/bold] ({feed['format']}) {feed['url']}: {status}"
+        f"{' at ' + when if when else ''}; {feed['advisories']} advisories"
+    )
+
+
+@feed_app.command("add")
+def feed_add(
+    name: str,
+    url: str = typer.Option(..., help="file:///folder, file:///file.json or https://…"),
+    fmt: str = typer.Option(..., "--format", help="osv | nvd | cve5"),
+    schedule: str = typer.Option("0 * * * *", help="cron expression (default hourly)"),
+    disabled: bool = typer.Option(False, "--disabled", help="add it without a schedule"),
+) -> None:
+    """Add a feed. It syncs at its schedule; `stockade cve sync NAME` syncs it now."""
+    body = {"name": name, "url": url, "format": fmt, "schedule": schedule, "enabled": not disabled}
+    data = client().post("/cve/feeds", json=body)
+    out.print(_feed_line(data), highlight=False)
+
+
+@feed_app.command("list")
+def feed_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Feeds with their last sync."""
+    data = client().get("/cve/feeds")
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("name", "format", "url", "schedule", "last sync", "status", "advisories")
+    for f in data:
+        table.add_row(
+            f["name"],
+            f["format"],
+            f["url"],
+            f["schedule"] if f["enabled"] else "disabled",
+            (f["last_sync_at"] or "")[:19],
+            f["last_status"] or "",
+            str(f["advisories"]),
+        )
+    out.print(table)
+
+
+@feed_app.command("show")
+def feed_show(name: str) -> None:
+    """One feed, as JSON."""
+    _print_json(client().get(f"/cve/feeds/{name}"))
+
+
+@feed_app.command("update")
+def feed_update(
+    name: str,
+    url: str | None = typer.Option(None),
+    fmt: str | None = typer.Option(None, "--format"),
+    schedule: str | None = typer.Option(None),
+    enabled: bool | None = typer.Option(None, "--enabled/--disabled"),
+) -> None:
+    """Change a feed."""
+    body = {
+        k: v
+        for k, v in {"url": url, "format": fmt, "schedule": schedule, "enabled": enabled}.items()
+        if v is not None
+    }
+    out.print(_feed_line(client().patch(f"/cve/feeds/{name}", json=body)), highlight=False)
+
+
+@feed_app.command("delete")
+def feed_delete(name: str) -> None:
+    """Remove a feed (its advisories stay)."""
+    client().delete(f"/cve/feeds/{name}")
+    out.print(f"feed {name} deleted", highlight=False)
+
+
+def follow_sync(api: ApiClient, name: str, timeout_s: float = 3600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    with Status(f"syncing {name}…", console=out):
+        while True:
+            feed: dict[str, Any] = api.get(f"/cve/feeds/{name}")
+            if feed["last_status"] != "queued":
+                return feed
+            if time.monotonic() > deadline:
+                fail(f"feed {name}: the sync did not end within {timeout_s:.0f}s")
+            time.sleep(SYNC_POLL_S)
+
+
+@cve_app.command("sync")
+def sync(
+    name: str,
+    follow: bool = typer.Option(False, "--follow", "-f", help="wait until the sync ends"),
+) -> None:
+    """Sync a feed now; with --follow, wait and print the outcome (exit 1 if it failed)."""
+    api = client()
+    api.post(f"/cve/feeds/{name}/sync")
+    out.print(f"sync of feed [bold]{name}[/bold] queued", highlight=False)
+    if not follow:
+        return
+    feed = follow_sync(api, name)
+    out.print(_feed_line(feed), highlight=False)
+    if feed["last_error"]:
+        out.print(feed["last_error"], highlight=False, markup=False)
+    if feed["last_status"] == "failed":
+        raise typer.Exit(1)
+
+
+@cve_app.command("list")
+def list_cves(
+    channel: str | None = typer.Option(None, help="only advisories matching this channel"),
+    package: str | None = typer.Option(None, help="only advisories matching this conda name"),
+    severity: str | None = typer.Option(None, help="comma-separated: low,medium,high,critical"),
+    status: str | None = typer.Option(None, help="comma-separated match statuses"),
+    kev: bool | None = typer.Option(None, "--kev/--no-kev"),
+    query: str | None = typer.Option(None, "--query", "-q", help="id, alias or summary text"),
+    limit: int = typer.Option(100, min=1, max=10_000, help="rows at most"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Vulnerabilities; with --channel/--package/--status, the matched versions on each row."""
+    params: dict[str, Any] = {
+        "channel": channel,
+        "package": package,
+        "severity": _csv(severity),
+        "status": _csv(status),
+        "kev": None if kev is None else str(kev).lower(),
+        "q": query,
+    }
+    rows = _pages(client(), {k: v for k, v in params.items() if v is not None}, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("aliases", "score", "severity", "matched", "summary")
+    table.columns.insert(0, Column("id", no_wrap=True))
+    for r in rows:
+        matched = ", ".join(
+            f"{p['name']} {p['version']} ({p['status']})" for p in r["packages"] or []
+        )
+        table.add_row(
+            r["id"],
+            ", ".join(r["aliases"][:3]),
+            "" if r["best_score"] is None else f"{r['best_score']:.1f}",
+            r["severity"] or "",
+            matched,
+            (r["summary"] or "")[:80],
+        )
+    out.print(table)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _pages(api: ApiClient, params: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """Rows up to ``limit``, page after page (the API sends the next cursor as a header)."""
+    rows: list[dict[str, Any]] = []
+    after: str | None = "0"
+    base = api.profile.url + "/api/v1"
+    with httpx.Client(base_url=base, headers=api.headers, timeout=api.timeout) as http:
+        while after is not None and len(rows) < limit:
+            size = min(500, limit - len(rows))
+            try:
+                response = http.get("/cves", params={**params, "after": after, "limit": size})
+            except httpx.HTTPError as exc:
+                fail(f"cannot reach {api.profile.url}: {exc.__class__.__name__}")
+            rows += ApiClient.decode(response)
+            after = response.headers.get("x-next-cursor")
+    return rows[:limit]
+
+
+@cve_app.command("show")
+def show(vuln_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """An advisory: scores, CWEs, references, ranges, and the artifacts it affects."""
+    data = client().get(f"/cves/{vuln_id}")
+    if as_json:
+        _print_json(data)
+        return
+    score = "" if data["best_score"] is None else f" {data['best_score']:.1f} {data['severity']}"
+    out.print(f"[bold]{data['id']}[/bold]{score}", highlight=False)
+    if data["aliases"]:
+        out.print(f"aliases: {', '.join(data['aliases'])}", highlight=False)
+    if data["summary"]:
+        out.print(data["summary"], highlight=False, markup=False)
+    for s in data["scores"]:
+        out.print(
+            f"  CVSS {s.get('version')}: {s.get('base_score')} {s.get('vector')}", markup=False
+        )
+    if data["cwes"]:
+        out.print(f"CWEs: {', '.join(data['cwes'])}", highlight=False)
+    table = Table("channel", "subdir", "filename", "version", "build", "status")
+    for a in data["artifacts"]:
+        table.add_row(
+            a["channel"], a["subdir"], a["filename"], a["version"], a["build"], a["status"]
+        )
+    out.print(table if data["artifacts"] else "no matched artifact in channels you can read")
+
+
+@cve_app.command("curate")
+def curate(
+    vuln_id: str,
+    package: str = typer.Option(..., help="conda package name"),
+    version: str = typer.Option(..., help="exact version"),
+    status: str = typer.Option(..., help="active | mitigated | cleared | disputed | reported"),
+    note: str = typer.Option(..., help="why (kept in the history)"),
+    builds: str | None = typer.Option(None, help="glob of build strings (default: every build)"),
+) -> None:
+    """Set the status of a vulnerability for a package version (or some of its builds)."""
+    body = {"package": package, "version": version, "status": status, "note": note}
+    if builds is not None:
+        body["builds"] = builds
+    data = client().post(f"/cves/{vuln_id}/curations", json=body)
+    which = f" builds {data['builds']}" if data["builds"] else ""
+    out.print(
+        f"{data['vulnerability']}: {data['package']} {data['version']}{which} → {data['status']}",
+        highlight=False,
+    )
+
+
+@cve_app.command("history")
+def history(vuln_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every curation decision on a vulnerability, oldest first."""
+    data = client().get(f"/cves/{vuln_id}/curations")
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("at", "by", "package", "version", "builds", "status", "note")
+    for c in data:
+        table.add_row(
+            c["created_at"][:19],
+            c["created_by"] or "",
+            c["package"],
+            c["version"],
+            c["builds"] or "*",
+            c["status"],
+            c["note"],
+        )
+    out.print(table)

@@ -1,0 +1,153 @@
+"""Vulnerability jobs: feed syncs and artifact matching (queued by id), and the feed schedule.
+
+- :func:`sync_feed` fetches, stores and matches one feed (``vulns.feedsync``); a failure of any
+  kind is recorded on the feed row (``last_status`` ``failed``), so a caller polling the feed
+  always sees the sync end.
+- :func:`match_artifacts` matches new artifacts (uploads, copies) against the stored advisories.
+- :func:`mirror_run_artifacts` finds what a completed mirror run added: the artifacts of the
+  mirror created since the run was created (a cheap indexed query; the run's apply step does not
+  hand its ids back).
+- :class:`FeedHousekeeper` hands due feeds to the queue; taking a due feed is a conditional update
+  of ``vuln_feeds.next_run_at`` (as ``take_due_mirrors`` does), so each due time is taken once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+from croniter import croniter
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from stockade.channels.models import Artifact
+from stockade.container import Container
+from stockade.core.clock import utcnow
+from stockade.core.errors import StockadeError
+from stockade.db.engine import transaction
+from stockade.mirroring.models import MirrorRun
+from stockade.vulns.feedsync import FeedSync, SyncCounts, record_sync_failure
+from stockade.vulns.matcher import MatchCounts, Matcher
+from stockade.vulns.models import VulnFeed
+from stockade.vulns.security import BlobSecurityReader
+
+log = logging.getLogger("stockade.jobs")
+
+__all__ = [
+    "FeedHousekeeper",
+    "match_artifacts",
+    "mirror_run_artifacts",
+    "next_feed_run",
+    "sync_feed",
+    "take_due_feeds",
+]
+
+
+def next_feed_run(schedule: str, after: datetime) -> datetime:
+    return croniter(schedule, after).get_next(datetime)
+
+
+def sync_feed(container: Container, feed_id: int) -> SyncCounts | None:
+    """Sync one feed; None when it failed (the failure is on the feed row)."""
+    syncer = FeedSync(container.factory, security=BlobSecurityReader(container.blobs))
+    try:
+        counts = syncer.sync_feed(feed_id)
+    except StockadeError as exc:  # fetch errors are recorded by the sync itself
+        log.warning("feed %s: sync failed: %s", feed_id, exc.detail)
+        record_sync_failure(container.factory, feed_id, exc.detail)
+        return None
+    except Exception as exc:
+        log.exception("feed %s: sync failed", feed_id)
+        record_sync_failure(container.factory, feed_id, f"internal error: {exc.__class__.__name__}")
+        return None
+    log.info(
+        "feed %s: %s new, %s changed, %s unchanged, %s failed; matches +%s -%s",
+        feed_id,
+        counts.new,
+        counts.changed,
+        counts.unchanged,
+        counts.failed,
+        counts.matches_added,
+        counts.matches_removed,
+    )
+    return counts
+
+
+def match_artifacts(container: Container, artifact_ids: Sequence[int]) -> MatchCounts:
+    if not artifact_ids:
+        return MatchCounts()
+    security = BlobSecurityReader(container.blobs)
+    with transaction(container.factory) as session:
+        counts = Matcher(session, security=security).match_artifacts(list(artifact_ids))
+    log.info("matched %s artifacts: %s matches added", len(artifact_ids), counts.added)
+    return counts
+
+
+def mirror_run_artifacts(session: Session, run_id: int) -> list[int]:
+    """Artifacts of the run's mirror created since the run was (what its apply step added)."""
+    run = session.get(MirrorRun, run_id)
+    if run is None:
+        return []
+    query = select(Artifact.id).where(
+        Artifact.mirror_id == run.mirror_id, Artifact.created_at >= run.created_at
+    )
+    return list(session.scalars(query))
+
+
+def take_due_feeds(session: Session, now: datetime | None = None) -> list[int]:
+    """Enabled feeds whose next run is due, each moved on to its next time (conditionally)."""
+    now = now or utcnow()
+    due = session.execute(
+        select(VulnFeed.id, VulnFeed.schedule, VulnFeed.next_run_at).where(
+            VulnFeed.enabled.is_(True),
+            VulnFeed.next_run_at.is_not(None),
+            VulnFeed.next_run_at <= now,
+        )
+    ).all()
+    taken: list[int] = []
+    for feed_id, schedule, was in due:
+        result = session.execute(
+            update(VulnFeed)
+            .where(VulnFeed.id == feed_id, VulnFeed.next_run_at == was)
+            .values(next_run_at=next_feed_run(schedule, now), last_status="queued")
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            taken.append(feed_id)
+    return taken
+
+
+class FeedHousekeeper:
+    """A thread beside the mirror housekeeper: due feed syncs go to the queue."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.poll_s = container.settings.mirror.scheduler_poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="stockade-feed-schedule", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("feed housekeeping failed")
+            self._stop.wait(self.poll_s)
+
+    def tick(self) -> list[int]:
+        with transaction(self.container.factory) as session:
+            due = take_due_feeds(session)
+        for feed_id in due:
+            self.container.dispatch_feed_sync(feed_id)
+        return due
