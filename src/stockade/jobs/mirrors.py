@@ -4,11 +4,11 @@ hand runs left behind (a dead worker's, or a lost queue message's) to the queue 
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 
 from stockade.container import Container
 from stockade.db.engine import transaction
+from stockade.jobs.ticker import Ticker
 from stockade.mirroring import runs
 from stockade.mirroring.errors import RunActiveError
 from stockade.mirroring.models import Mirror
@@ -16,30 +16,13 @@ from stockade.mirroring.models import Mirror
 log = logging.getLogger("stockade.jobs")
 
 
-class MirrorHousekeeper:
+class MirrorHousekeeper(Ticker):
+    name = "stockade-mirror-schedule"
+
     def __init__(self, container: Container) -> None:
         self.container = container
         self.settings = container.settings.mirror
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name="stockade-mirror-schedule", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:
-                log.exception("mirror housekeeping failed")
-            self._stop.wait(self.settings.scheduler_poll_s)
+        super().__init__(self.settings.scheduler_poll_s)
 
     def tick(self) -> list[int]:
         """One pass; returns the run ids handed to the queue."""

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -27,6 +26,7 @@ from stockade.container import Container
 from stockade.core.clock import utcnow
 from stockade.core.errors import StockadeError
 from stockade.db.engine import transaction
+from stockade.jobs.ticker import Ticker
 from stockade.mirroring.models import MirrorRun
 from stockade.vulns.feedsync import FeedSync, SyncCounts, record_sync_failure
 from stockade.vulns.matcher import MatchCounts, Matcher
@@ -118,32 +118,14 @@ def take_due_feeds(session: Session, now: datetime | None = None) -> list[int]:
     return taken
 
 
-class FeedHousekeeper:
+class FeedHousekeeper(Ticker):
     """A thread beside the mirror housekeeper: due feed syncs go to the queue."""
+
+    name = "stockade-feed-schedule"
 
     def __init__(self, container: Container) -> None:
         self.container = container
-        self.poll_s = container.settings.mirror.scheduler_poll_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name="stockade-feed-schedule", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:
-                log.exception("feed housekeeping failed")
-            self._stop.wait(self.poll_s)
+        super().__init__(container.settings.mirror.scheduler_poll_s)
 
     def tick(self) -> list[int]:
         with transaction(self.container.factory) as session:
