@@ -40,24 +40,20 @@ def _cve(value: str | None, statuses: str | None) -> dict[str, Any] | None:
     return cve
 
 
-def _definition(
-    file: Path | None,
-    platforms: str | None,
-    platforms_not: str | None,
-    licenses: str | None,
-    licenses_not: str | None,
-    only_spec: list[str] | None,
-    exclude_spec: list[str] | None,
-    except_: list[str] | None,
-    date_from: str | None,
-    date_to: str | None,
-    cooldown_days: float | None,
-    cve_score: str | None,
-    cve_statuses: str | None,
-    flags: dict[str, bool | None],
-    keep_latest: int | None,
-) -> dict[str, Any]:
+#: Criteria given as on/off switches: an unset switch leaves the criterion as it is.
+FLAGS = (
+    "uncurated_cves",
+    "signed_only",
+    "no_link_scripts",
+    "include_dependencies",
+    "prune_unsatisfiable",
+)
+
+
+def _definition(o: dict[str, Any]) -> dict[str, Any]:
+    """The policy definition the criterion options of ``create``/``update`` (``o``) describe."""
     data: dict[str, Any] = {}
+    file: Path | None = o["file"]
     if file is not None:
         try:
             loaded = json.loads(file.read_text())
@@ -66,33 +62,27 @@ def _definition(
         if not isinstance(loaded, dict):
             fail(f"{file}: a policy definition is a JSON object")
         data.update(loaded)
-    if platforms and platforms_not:
-        fail("give --platforms or --platforms-not, not both")
-    if platforms or platforms_not:
-        data["platforms"] = _csv(platforms or platforms_not)
-        data["platforms_mode"] = "in" if platforms else "not_in"
-    if licenses and licenses_not:
-        fail("give --licenses or --licenses-not, not both")
-    if licenses or licenses_not:
-        data["licenses"] = _csv(licenses or licenses_not)
-        data["licenses_mode"] = "in" if licenses else "not_in"
-    for key, value in (
-        ("only_specs", only_spec),
-        ("exclude_specs", exclude_spec),
-        ("exceptions", except_),
+    for key in ("platforms", "licenses"):
+        kept, dropped = o[key], o[f"{key}_not"]
+        if kept and dropped:
+            fail(f"give --{key} or --{key}-not, not both")
+        if kept or dropped:
+            data[key] = _csv(kept or dropped)
+            data[f"{key}_mode"] = "in" if kept else "not_in"
+    for key, option in (
+        ("only_specs", "only_spec"),
+        ("exclude_specs", "exclude_spec"),
+        ("exceptions", "except_"),
     ):
-        if value:
-            data[key] = value
-    for key, scalar in (
-        ("date_from", date_from),
-        ("date_to", date_to),
-        ("cooldown_days", cooldown_days),
-        ("keep_latest", keep_latest),
-        ("cve_score", _cve(cve_score, cve_statuses)),
-    ):
-        if scalar is not None:
-            data[key] = scalar
-    data.update({k: v for k, v in flags.items() if v is not None})
+        if o[option]:
+            data[key] = o[option]
+    for key in ("date_from", "date_to", "cooldown_days", "keep_latest"):
+        if o[key] is not None:
+            data[key] = o[key]
+    cve = _cve(o["cve_score"], o["cve_statuses"])
+    if cve is not None:
+        data["cve_score"] = cve
+    data.update({k: o[k] for k in FLAGS if o[k] is not None})
     return data
 
 
@@ -150,17 +140,7 @@ def create(
     prune_unsatisfiable: bool | None = PRUNE,
 ) -> None:
     """Create a policy. It applies once assigned to a channel or a mirror (`policy assign`)."""
-    flags = {
-        "uncurated_cves": uncurated_cves,
-        "signed_only": signed_only,
-        "no_link_scripts": no_link_scripts,
-        "include_dependencies": include_dependencies,
-        "prune_unsatisfiable": prune_unsatisfiable,
-    }
-    definition = _definition(
-        file, platforms, platforms_not, licenses, licenses_not, only_spec, exclude_spec,
-        except_, date_from, date_to, cooldown_days, cve_score, cve_statuses, flags, keep_latest,
-    )  # fmt: skip
+    definition = _definition(locals())
     data = client().post(
         "/policies", json={"name": name, "description": description, "definition": definition}
     )
@@ -194,17 +174,7 @@ def update(
     prune_unsatisfiable: bool | None = PRUNE,
 ) -> None:
     """Change a policy: the options given are merged into its definition (or replace it)."""
-    flags = {
-        "uncurated_cves": uncurated_cves,
-        "signed_only": signed_only,
-        "no_link_scripts": no_link_scripts,
-        "include_dependencies": include_dependencies,
-        "prune_unsatisfiable": prune_unsatisfiable,
-    }
-    changes = _definition(
-        file, platforms, platforms_not, licenses, licenses_not, only_spec, exclude_spec,
-        except_, date_from, date_to, cooldown_days, cve_score, cve_statuses, flags, keep_latest,
-    )  # fmt: skip
+    changes = _definition(locals())
     api = client()
     definition = {} if replace else dict(api.get(f"/policies/{name}")["definition"])
     definition.update(changes)

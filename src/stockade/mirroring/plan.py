@@ -29,7 +29,7 @@ from stockade.mirroring.inputs import (
     pack_exclusions,
 )
 from stockade.mirroring.models import Mirror, MirrorRun, MirrorSubdirState
-from stockade.mirroring.sources import SourceConfig, open_source
+from stockade.mirroring.sources import SourceConfig, open_source, redact_url
 from stockade.policies.engine import Reason
 from stockade.policies.model import Policy
 from stockade.policies.service import PolicyService
@@ -80,7 +80,7 @@ class MirrorJob:
     def describe(self) -> str:
         policies = ", ".join(p.name for p in self.policies) or "no policy"
         return (
-            f"{self.mode} mirror of {open_source(self.source).describe()} into "
+            f"{self.mode} mirror of {redact_url(self.source.url)} into "
             f"{self.channel_name!r} ({', '.join(self.subdirs)}; {policies})"
         )
 

@@ -167,7 +167,7 @@ class MirrorSync:
                 reporter.count(key, value)
             reporter.log("upstream, policies and guard unchanged since the last run: nothing to do")
             return RunOutcome(RunState.COMPLETED, "unchanged", counts)
-        reporter.begin("evaluate", snapshot.record_count())
+        reporter.begin("evaluate")
         links = self._known_links(job, snapshot)
         verdict = evaluate_upstream(job, snapshot, self.vulnerabilities, now, link_scripts=links)
         reporter.end("evaluate")

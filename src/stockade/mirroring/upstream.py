@@ -76,9 +76,6 @@ class UpstreamSnapshot:
             "unchanged_upstream": True,
         }
 
-    def record_count(self) -> int | None:
-        return None
-
     def load(self) -> dict[str, UpstreamSubdir]:
         """Parse every subdir's repodata (once), dropping the raw bytes as soon as parsed."""
         for subdir, fetched in self.subdirs.items():

@@ -9,8 +9,10 @@ from urllib.parse import urlsplit
 
 from croniter import croniter
 
+from stockade.core.errors import InvalidInputError
 from stockade.mirroring.errors import InvalidMirrorError
 from stockade.mirroring.models import MirrorMode
+from stockade.mirroring.sources import SourceConfig, open_source
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SUBDIR_RE = re.compile(r"^(noarch|[a-z0-9]+-[a-z0-9_]+)$")
@@ -28,39 +30,29 @@ def check_name(name: str) -> str:
 
 
 def check_source(url: str) -> str:
-    """``https://``, ``http://`` or ``file://`` URL of a conda channel (no credentials in it)."""
+    """``https://``, ``http://`` or ``file://`` URL of a conda channel (no credentials in it).
+
+    The scheme, host and path rules are the sources' own (:func:`open_source`); a mirror adds that
+    credentials go in its token, never in the URL, and that the URL has no query.
+    """
     if not isinstance(url, str) or not url.strip():
         raise InvalidMirrorError("source: give the upstream channel URL", field="source")
     url = url.strip().rstrip("/")
     try:
+        open_source(SourceConfig(url)).close()
         parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises ValueError on a bad port)
-    except ValueError as exc:
-        raise InvalidMirrorError(f"source: not a valid URL ({exc})", field="source") from None
-    if parts.scheme in ("http", "https"):
-        if not parts.hostname:
-            raise InvalidMirrorError("source: the URL has no host", field="source")
-        if parts.username or parts.password:
-            raise InvalidMirrorError(
-                "source: do not put credentials in the URL; give them as the mirror's token",
-                code="mirror:credentials-in-url",
-                field="source",
-            )
-        if parts.query or parts.fragment:
-            raise InvalidMirrorError("source: no query or fragment, please", field="source")
-        return url
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise InvalidMirrorError(
-                "source: a file URL names an absolute folder: file:///srv/channels/name",
-                field="source",
-            )
-        return url
-    raise InvalidMirrorError(
-        f"source: unsupported scheme {parts.scheme or '(none)'!r}; use https://, http:// or "
-        "file://",
-        field="source",
-    )
+    except (InvalidInputError, ValueError) as exc:
+        detail = exc.detail if isinstance(exc, InvalidInputError) else str(exc)
+        raise InvalidMirrorError(f"source: {detail}", field="source") from None
+    if parts.username or parts.password:
+        raise InvalidMirrorError(
+            "source: do not put credentials in the URL; give them as the mirror's token",
+            code="mirror:credentials-in-url",
+            field="source",
+        )
+    if parts.query:
+        raise InvalidMirrorError("source: no query, please", field="source")
+    return url
 
 
 def is_local_source(url: str) -> bool:
