@@ -17,6 +17,10 @@
   status, counts per status), kept apart from ``artifacts`` so that table stays lean.
 - :class:`VulnState`: one row whose ``revision`` grows whenever advisories, matches or curations
   change; the policy engine's lookup reports it as its data version.
+- :class:`VulnEnrichment`: what the CISA KEV catalogue and EPSS say of a CVE id, kept apart from
+  the advisories so it applies to an advisory (by id or alias) whichever arrives first.
+- :class:`Webhook` and :class:`WebhookDelivery`: a channel's notification endpoints, and an outbox
+  of calls written in the same transaction as the change they announce, retried until delivered.
 """
 
 from __future__ import annotations
@@ -47,6 +51,21 @@ class FeedFormat(StrEnum):
     OSV = "osv"
     NVD = "nvd"
     CVE5 = "cve5"
+    KEV = "kev"  # CISA Known Exploited Vulnerabilities catalogue (enrichment)
+    EPSS = "epss"  # FIRST EPSS scores, CSV (enrichment)
+    BUNDLE = "bundle"  # Stockade's own cve.zip
+
+
+class WebhookEvent(StrEnum):
+    MATCHED = "vulnerability.matched"  # a new match in the channel
+    ACTIVE = "vulnerability.active"  # a match in the channel turned ``active``
+    PING = "ping"  # sent on request, to try an endpoint
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # gave up after the last attempt
 
 
 class MatchStatus(StrEnum):
@@ -213,3 +232,59 @@ class VulnState(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class VulnEnrichment(Base):
+    """KEV and EPSS figures of one CVE id; applied to advisories whose id or aliases name it."""
+
+    __tablename__ = "vuln_enrichments"
+
+    cve_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kev: Mapped[bool] = mapped_column(Boolean, default=False)
+    kev_date_added: Mapped[str | None] = mapped_column(String(32))
+    kev_due_date: Mapped[str | None] = mapped_column(String(32))
+    kev_ransomware: Mapped[str | None] = mapped_column(String(32))
+    epss: Mapped[float | None] = mapped_column(Float)
+    epss_percentile: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Webhook(Base):
+    """An endpoint a channel's owners registered; the secret signs each call (stored encrypted)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One call to make (the outbox): written with the change it announces, sent after commit."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), index=True
+    )
+    delivery_id: Mapped[str] = mapped_column(String(36), unique=True)  # uuid4, sent as a header
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status_code: Mapped[int | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
