@@ -63,6 +63,8 @@ class PackageContent(Base):
     paths_json: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     link_scripts: Mapped[list[str]] = mapped_column(JSONType, default=list)
     unpacked_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # ``vulns_mitigated`` of info/security.json; None: read before it was kept (look in the blob)
+    vulns_mitigated: Mapped[list[str] | None] = mapped_column(JSONType)
 
 
 class Artifact(Base):

@@ -189,6 +189,7 @@ def record_content(session: Session, sha256: str, info: PackageInfo) -> None:
         ],
         "link_scripts": info.link_scripts,
         "unpacked_size": info.unpacked_size,
+        "vulns_mitigated": list(info.vulns_mitigated),
     }
     insert_ignore(session, PackageContent, content, ["sha256"])
 

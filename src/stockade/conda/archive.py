@@ -48,6 +48,7 @@ from stockade.conda.metadata import (
     KEPT,
     PATHS,
     RUN_EXPORTS,
+    SECURITY,
     check_identity,
     check_index_fields,
     check_paths,
@@ -58,6 +59,7 @@ from stockade.conda.metadata import (
     is_payload,
     link_scripts,
     load_object,
+    mitigated_ids,
     parse_files,
     parse_paths,
 )
@@ -195,7 +197,7 @@ class _Scan:
             self.index = index
             return
         decode_text(data, path)
-        if path in KEPT:
+        if path in KEPT or path == SECURITY:
             self.info_data[path] = data
 
     def require_index(self) -> dict[str, Any]:
@@ -240,6 +242,7 @@ class _Scan:
             paths=paths,
             link_scripts=link_scripts(self.records, index["name"]),
             unpacked_size=self.unpacked,
+            vulns_mitigated=mitigated_ids(self.info_data.get(SECURITY)),
         )
 
 

@@ -25,6 +25,7 @@ ABOUT: Final = "info/about.json"
 RUN_EXPORTS: Final = "info/run_exports.json"
 PATHS: Final = "info/paths.json"
 FILES: Final = "info/files"
+SECURITY: Final = "info/security.json"  # vulns_mitigated (SPEC §7); read leniently, never rejected
 KEPT: Final = frozenset({INDEX, ABOUT, RUN_EXPORTS, PATHS, FILES})
 
 _TOP_LEVEL_JSON_RE: Final = re.compile(r"info/[^/]+\.json")
@@ -44,6 +45,23 @@ _KINDS_OF_TYPE: Final[Mapping[str, tuple[str, ...]]] = {
     "softlink": ("symlink",),
     "directory": ("dir",),
 }
+
+
+def mitigated_ids(data: bytes | None) -> tuple[str, ...]:
+    """The ids in ``vulns_mitigated`` of an ``info/security.json`` (upper-cased, sorted).
+
+    A missing or malformed document or field mitigates nothing; it never fails a package.
+    """
+    if data is None:
+        return ()
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return ()
+    listed = doc.get("vulns_mitigated") if isinstance(doc, dict) else None
+    if not isinstance(listed, list):
+        return ()
+    return tuple(sorted({v.strip().upper() for v in listed if isinstance(v, str) and v.strip()}))
 
 
 def is_checked_text(path: str) -> bool:

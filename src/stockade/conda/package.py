@@ -52,3 +52,4 @@ class PackageInfo:
     paths: list[PathEntry]  # info/paths.json entries, or derived from info/files (or the members)
     link_scripts: list[str]  # members conda runs at (un)link: bin/.NAME-post-link.sh, ...
     unpacked_size: int  # total bytes of the regular files of the package
+    vulns_mitigated: tuple[str, ...] = ()  # info/security.json ``vulns_mitigated``, upper-cased

@@ -9,6 +9,7 @@ feed states. Any rejection becomes :class:`InvalidVectorError`, which names the 
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 
 import cvss as cvss_lib
 
@@ -46,7 +47,11 @@ def base_score(vector: str, version: CvssVersion | str | None = None) -> float:
     found = vector_version(vector)
     if version is not None and found not in _accepted_versions(vector, version):
         raise InvalidVectorError(vector, f"stated as CVSS {version} but written as CVSS {found}")
-    text = vector.strip()
+    return _computed(vector.strip(), found)
+
+
+@lru_cache(maxsize=8192)  # feeds repeat a few thousand vectors across their records
+def _computed(text: str, found: CvssVersion) -> float:
     if found is CvssVersion.V2 and text.startswith("(") and text.endswith(")"):
         text = text[1:-1]  # NVD's old feeds wrapped v2 vectors in parentheses
     try:
@@ -57,7 +62,7 @@ def base_score(vector: str, version: CvssVersion | str | None = None) -> float:
         else:
             raw = cvss_lib.CVSS3(text).base_score
     except cvss_lib.CVSSError as exc:
-        raise InvalidVectorError(vector, str(exc)) from exc
+        raise InvalidVectorError(text, str(exc)) from exc
     return round(float(raw), 1)
 
 

@@ -1,8 +1,9 @@
 """``info/security.json`` of a stored package: the vulnerabilities its build mitigates (SPEC §7).
 
-``PackageContent`` does not keep ``security.json``, so :class:`BlobSecurityReader` reads it from the
-package archive in the blob store, once per sha256 (the answer is cached for the reader's life). The
-file's shape::
+Package reading keeps ``vulns_mitigated`` in ``package_contents`` (:func:`stored_mitigations` reads
+it in bulk). Contents recorded before that column existed have ``NULL`` there: for those,
+:class:`BlobSecurityReader` reads the file from the package archive in the blob store, once per
+sha256 (the answer is cached for the reader's life). The file's shape::
 
     {"vulns_mitigated": ["CVE-2024-1234", "GHSA-xxxx-xxxx-xxxx"]}
 
@@ -12,14 +13,20 @@ malformed field all mean "nothing mitigated".
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
-import orjson
 from conda_package_streaming.package_streaming import stream_conda_info
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from stockade.channels.models import PackageContent
+from stockade.conda.metadata import mitigated_ids as _listed
 from stockade.storage.interfaces import BlobStore
 
-__all__ = ["BlobSecurityReader", "SecurityReader", "mitigated_ids"]
+__all__ = ["BlobSecurityReader", "SecurityReader", "mitigated_ids", "stored_mitigations"]
+
+_CHUNK = 500
 
 _MEMBER = "info/security.json"
 _MAX_BYTES = 1 << 20
@@ -31,14 +38,21 @@ class SecurityReader(Protocol):
 
 def mitigated_ids(document: bytes) -> frozenset[str]:
     """The ids in ``vulns_mitigated`` of a ``security.json`` document (upper-cased)."""
-    try:
-        doc = orjson.loads(document)
-    except orjson.JSONDecodeError:
-        return frozenset()
-    listed = doc.get("vulns_mitigated") if isinstance(doc, dict) else None
-    if not isinstance(listed, list):
-        return frozenset()
-    return frozenset(v.strip().upper() for v in listed if isinstance(v, str) and v.strip())
+    return frozenset(_listed(document))
+
+
+def stored_mitigations(session: Session, sha256s: Iterable[str]) -> dict[str, frozenset[str]]:
+    """What package reading kept, by sha256; absent: unknown (no content row, or read before)."""
+    wanted = sorted(set(sha256s))
+    found: dict[str, frozenset[str]] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        query = select(PackageContent.sha256, PackageContent.vulns_mitigated).where(
+            PackageContent.sha256.in_(wanted[start : start + _CHUNK]),
+            PackageContent.vulns_mitigated.is_not(None),
+        )
+        for sha, listed in session.execute(query):
+            found[sha] = frozenset(listed or ())
+    return found
 
 
 class BlobSecurityReader:
