@@ -26,6 +26,7 @@ BENCHMARKS = {
     "mirror-download": "bench_mirror_download.py",
     "policy": "bench_policy.py",
     "mirror-nochange": "bench_mirror_nochange.py",
+    "vuln-match": "bench_vuln_match.py",
 }
 
 
