@@ -6,8 +6,8 @@ issue's examples speak in CVE ids, so every place that takes an id (the API's ``
 curation, the CLI) resolves it here:
 
 1. an advisory whose ``vuln_id`` is the id (case-insensitive; ids are upper-case by convention);
-2. else the advisories listing it among their ``aliases``, the one from NVD or CVE JSON 5 first
-   (the CVE record itself), then by id; :func:`find_all` returns them all.
+2. else the advisories listing it among their ``aliases``, by id; :func:`find_all` returns them
+   all, :func:`find_vulnerability` the first.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from sqlalchemy.orm import Session
 from stockade.vulns.models import Vulnerability as VulnRow
 
 __all__ = ["find_all", "find_vulnerability"]
-
-_PREFERRED_SOURCES = ("nvd", "cve5")
 
 
 def _normal(vuln_id: str) -> str:
@@ -41,9 +39,8 @@ def find_all(session: Session, vuln_id: str) -> list[VulnRow]:
     own = session.scalar(select(VulnRow).where(func.upper(VulnRow.vuln_id) == wanted))
     if own is not None:
         return [own]
-    rows = list(session.scalars(select(VulnRow).where(_has_alias(session, wanted))))
-    rows.sort(key=lambda r: (r.source not in _PREFERRED_SOURCES, r.vuln_id))
-    return rows
+    query = select(VulnRow).where(_has_alias(session, wanted)).order_by(VulnRow.vuln_id)
+    return list(session.scalars(query))
 
 
 def _has_alias(session: Session, alias: str) -> ColumnElement[bool]:
