@@ -15,17 +15,21 @@ from stockade.jobs.queue import JobQueue
 from stockade.jobs.recurring import recurring_jobs
 from stockade.jobs.scheduler import SchedulerThread
 from stockade.jobs.vulns import FeedHousekeeper
+from stockade.jobs.webhooks import WebhookHousekeeper
 from stockade.settings import Settings
 from stockade.web.api import audit as audit_api
 from stockade.web.api import auth as auth_api
 from stockade.web.api import channels as channels_api
+from stockade.web.api import cve_admin as cve_admin_api
 from stockade.web.api import cves as cves_api
 from stockade.web.api import files as files_api
 from stockade.web.api import ldap as ldap_api
 from stockade.web.api import members as members_api
 from stockade.web.api import mirrors as mirrors_api
 from stockade.web.api import policies as policies_api
+from stockade.web.api import reports as reports_api
 from stockade.web.api import users as users_api
+from stockade.web.api import webhooks as webhooks_api
 from stockade.web.channel.responses import BlobResponder, BytesCache
 from stockade.web.channel.routes import routes as conda_routes
 from stockade.web.errors import install_error_handlers
@@ -47,6 +51,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     queue.install()
     housekeeper = MirrorHousekeeper(container)
     feeds = FeedHousekeeper(container)
+    hooks = WebhookHousekeeper(container)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -59,10 +64,12 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
             consumer.start()
             housekeeper.start()
             feeds.start()
+            hooks.start()
         try:
             yield
         finally:
             if consumer is not None:
+                hooks.stop()
                 feeds.stop()
                 housekeeper.stop()
                 queue.close()
@@ -95,6 +102,9 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         mirrors_api,
         policies_api,
         cves_api,
+        cve_admin_api,
+        webhooks_api,  # before channels_api: its /channels/{channel:path} routes catch all
+        reports_api,  # before channels_api, likewise
         channels_api,
     ):
         app.include_router(api.router, prefix=API)

@@ -46,6 +46,9 @@ class Container:
     dispatch_run: Callable[[int], None] = lambda _run_id: None
     dispatch_feed_sync: Callable[[int], None] = lambda _feed_id: None
     dispatch_match: Callable[[list[int]], None] = lambda _artifact_ids: None
+    # Webhook deliveries (by row id) to send; without a queue the webhook housekeeper of a worker
+    # finds them due.
+    dispatch_webhooks: Callable[[list[int]], None] = lambda _delivery_ids: None
 
     @classmethod
     def build(cls, settings: Settings) -> Container:

@@ -160,6 +160,28 @@ class MirrorSettings(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0, description="upstream connect/read timeout")
 
 
+class WebhookSettings(BaseModel):
+    """Calls to channel webhooks (SPEC §7 notifications): timeout, retries and their spacing."""
+
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="connect/read timeout")
+    max_attempts: int = Field(default=8, ge=1, le=50, description="calls before giving up")
+    backoff_s: list[float] = Field(
+        default_factory=lambda: [30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0],
+        min_length=1,
+        description="wait after the 1st, 2nd, … failed call (the last repeats)",
+    )
+    poll_s: float = Field(
+        default=15.0, gt=0, le=3600, description="how often due retries are looked for"
+    )
+
+    @field_validator("backoff_s")
+    @classmethod
+    def _check_backoff(cls, value: list[float]) -> list[float]:
+        if any(v < 0 for v in value):
+            raise ValueError("waits are seconds, zero or more")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -192,6 +214,7 @@ class Settings(BaseSettings):
     oidc: OidcSettings = OidcSettings()
     jobs: JobSettings = JobSettings()
     mirror: MirrorSettings = MirrorSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

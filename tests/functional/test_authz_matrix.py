@@ -1048,6 +1048,7 @@ def _page_rules() -> Iterator[Case]:
     yield page(audit, permission(P.AUDIT_READ, 200), req("GET", audit))
     yield post(f"{audit}/verify", permission(P.AUDIT_READ, 200), form(f"{audit}/verify"))
     yield from _mirror_page_rules()
+    yield from _cve_page_rules()
 
 
 def _mirror_api_rules() -> Iterator[Case]:
@@ -1192,6 +1193,149 @@ def _cve_api_rules() -> Iterator[Case]:
     curate = advisory("/curations", "POST", json=body)
     yield Case("POST", f"{cve}/curations", permission(P.CVE_WRITE, 201), curate)
     yield Case("GET", f"{cve}/curations", permission(P.CVE_READ, 200), advisory("/curations"))
+    yield from _cve_admin_rules()
+
+
+def _feed_zip() -> bytes:
+    """A zip of one OSV record (of the matrix package): an import body."""
+    import io
+    import zipfile
+
+    record = {"id": "MATRIX-IMPORT-1", "modified": "2024-01-01T00:00:00Z", "affected": []}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("MATRIX-IMPORT-1.json", json.dumps(record))
+    return buffer.getvalue()
+
+
+def new_name_entry(w: World) -> int:
+    """An admin name-map entry, made by the admin."""
+    body = {"conda_name": w.unique("nm"), "identifier": "matrix:product"}
+    return int(w.call("POST", f"{API}/cve/name-map", json=body)["entry"]["id"])
+
+
+def _cve_admin_rules() -> Iterator[Case]:
+    """Imports, export and name-map changes need cve:manage; the name map reads with cve:read."""
+    imports = f"{API}/cve/imports?format=osv"
+    body = _feed_zip()
+    yield Case(
+        "POST",
+        f"{API}/cve/imports",
+        permission(P.CVE_MANAGE, 200),
+        req("POST", imports, content=body),
+    )
+    yield Case(
+        "GET", f"{API}/cve/export", permission(P.CVE_MANAGE, 200), req("GET", f"{API}/cve/export")
+    )
+    names = f"{API}/cve/name-map"
+    yield Case("GET", names, permission(P.CVE_READ, 200), req("GET", names))
+    add = lambda w, _p: Req(  # noqa: E731
+        "POST", names, json={"conda_name": w.unique("nm"), "identifier": "pkg:pypi/matrix"}
+    )
+    yield Case("POST", names, permission(P.CVE_MANAGE, 201), add)
+    drop = lambda w, _p: Req("DELETE", f"{names}/{new_name_entry(w)}")  # noqa: E731
+    yield Case("DELETE", f"{names}/{{entry_id}}", permission(P.CVE_MANAGE, 200), drop)
+    load = lambda w, _p: Req(  # noqa: E731
+        "POST",
+        f"{names}/import",
+        content=f"conda,identifier\n{w.unique('nm')},pkg:pypi/m\n".encode(),
+    )
+    yield Case("POST", f"{names}/import", permission(P.CVE_MANAGE, 200), load)
+
+
+def _cve_page_rules() -> Iterator[Case]:
+    """The vulnerability pages: the API's rules (cve:read, cve:write to curate); the package
+    tab also needs read on the channel (404 without it, checked first)."""
+
+    def advisory(suffix: str = "", method: str = "GET", **kw: Any) -> Build:
+        def build(w: World, _p: str) -> Req:
+            matrix_feed(w)
+            return Req(method, f"/cves/{MATRIX_CVE}{suffix}", **kw)
+
+        return build
+
+    def tab(p: str) -> Outcome:
+        seen = on_channel(SECRET, READ, 200)(p)
+        return seen if seen != 200 else permission(P.CVE_READ, 200)(p)
+
+    yield Case("GET", "/cves", permission(P.CVE_READ, 200), req("GET", "/cves"), surface="page")
+    cve = "/cves/{vuln_id}"
+    yield Case("GET", cve, permission(P.CVE_READ, 200), advisory(), surface="page")
+    body = {"package": KEPT_NAME, "version": "1.0", "status": "cleared", "note": "matrix"}
+    curate = advisory("/curations", "POST", data=body)
+    yield Case("POST", f"{cve}/curations", permission(P.CVE_WRITE, 303), curate, surface="form")
+
+    def shown(w: World, _p: str) -> Req:
+        matrix_feed(w)
+        return Req("GET", f"/channels/{SECRET}/packages/{KEPT_NAME}/vulnerabilities")
+
+    path = "/channels/{name:path}/packages/{package}/vulnerabilities"
+    yield Case("GET", path, tab, shown, surface="page")
+
+
+def _report_api_rules() -> Iterator[Case]:
+    """Reports read channels: whoever can read them, anonymous too for public channels; a
+    channel the caller cannot read does not exist (checked in test_reports_api.py)."""
+    read = on_channel(SECRET, READ, 200)
+    env = {"specs": [KEPT_NAME], "channels": [SECRET]}
+    yield Case("POST", f"{API}/reports/env", read, req("POST", f"{API}/reports/env", json=env))
+    ch = f"{API}/channels/{{channel:path}}"
+    pkg = f"{API}/channels/{SECRET}/packages/{KEPT_NAME}"
+    one = "version=1.0&build=0&subdir=noarch"
+    yield Case("GET", f"{ch}/packages/{{name}}/tree", read, req("GET", f"{pkg}/tree?{one}"))
+    sbom = req("GET", f"{pkg}/sbom?{one}&format=spdx")
+    yield Case("GET", f"{ch}/packages/{{name}}/sbom", read, sbom)
+    listed = req("GET", f"{API}/channels/{SECRET}/vulnerabilities")
+    yield Case("GET", f"{ch}/vulnerabilities", read, listed, label="private")
+    public = on_channel(OPEN, READ, 200, sign_in=False)
+    shown = req("GET", f"{API}/channels/{OPEN}/vulnerabilities?format=csv")
+    yield Case("GET", f"{ch}/vulnerabilities", public, shown, label="public")
+
+
+_WEBHOOKS: dict[str, int] = {}
+CLOSED_HOOK = "http://127.0.0.1:9/matrix"  # refused at once: the calls fail without waiting
+
+
+def new_webhook(w: World) -> int:
+    """A webhook of matrix-secret, made by the admin."""
+    made = w.call("POST", f"{API}/channels/{SECRET}/webhooks", json={"url": CLOSED_HOOK})
+    return int(made["id"])
+
+
+def matrix_webhook(w: World) -> int:
+    known = _WEBHOOKS.get(w.live.url)
+    if known is None:
+        known = _WEBHOOKS[w.live.url] = new_webhook(w)
+    return known
+
+
+def _webhook_api_rules() -> Iterator[Case]:
+    """A channel's webhooks are its managers' (owner, manage grant, admin), whatever the call."""
+    hooks = f"{API}/channels/{{channel:path}}/webhooks"
+    manage = on_channel(SECRET, MANAGE, 200)
+    at = f"{API}/channels/{SECRET}/webhooks"
+    yield Case("GET", hooks, manage, req("GET", at))
+    body = {"url": CLOSED_HOOK, "events": ["vulnerability.active"]}
+    yield Case("POST", hooks, on_channel(SECRET, MANAGE, 201), req("POST", at, json=body))
+    one = f"{hooks}/{{webhook_id}}"
+
+    def shared(method: str, suffix: str = "", **kw: Any) -> Build:
+        return lambda w, _p: Req(method, f"{at}/{matrix_webhook(w)}{suffix}", **kw)
+
+    yield Case("GET", one, manage, shared("GET"))
+    yield Case("PATCH", one, manage, shared("PATCH", json={"description": "matrix"}))
+    drop = lambda w, _p: Req("DELETE", f"{at}/{new_webhook(w)}")  # noqa: E731
+    yield Case("DELETE", one, on_channel(SECRET, MANAGE, 204), drop)
+    yield Case("POST", f"{one}/ping", on_channel(SECRET, MANAGE, 202), shared("POST", "/ping"))
+    yield Case("GET", f"{one}/deliveries", manage, shared("GET", "/deliveries"))
+
+    def redeliver(w: World, _p: str) -> Req:
+        hook = matrix_webhook(w)
+        delivery = w.call("POST", f"{at}/{hook}/ping")["delivery_id"]
+        return Req("POST", f"{at}/{hook}/deliveries/{delivery}/redeliver")
+
+    again = f"{one}/deliveries/{{delivery_id}}/redeliver"
+    yield Case("POST", again, on_channel(SECRET, MANAGE, 202), redeliver)
 
 
 def check_mirror_listing(w: World, p: str, response: httpx.Response) -> None:
@@ -1284,7 +1428,15 @@ def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
 
 
 RULES = _index(
-    [*_api_rules(), *_mirror_api_rules(), *_cve_api_rules(), *_conda_rules(), *_page_rules()]
+    [
+        *_api_rules(),
+        *_mirror_api_rules(),
+        *_cve_api_rules(),
+        *_webhook_api_rules(),
+        *_report_api_rules(),
+        *_conda_rules(),
+        *_page_rules(),
+    ]
 )
 
 

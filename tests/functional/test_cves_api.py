@@ -243,6 +243,16 @@ def test_a_private_channel_never_shows_to_non_readers(world: World) -> None:
     is_problem(world.client(world.nobody).get(f"/api/v1/cves/{ADVISORY}"), 403)
 
 
+def test_a_cve_id_finds_the_advisory_aliasing_it(world: World) -> None:
+    """Users speak CVE ids; the OSV PyPI record is ``PYSEC-2021-76`` with that CVE as an alias."""
+    by_alias = world.live.admin.get("/api/v1/cves/cve-2021-21330")
+    assert by_alias.status_code == 200, by_alias.text
+    assert by_alias.json()["id"] == ADVISORY
+    history = world.live.admin.get("/api/v1/cves/CVE-2021-21330/curations")
+    assert history.status_code == 200, history.text
+    is_problem(world.live.admin.get("/api/v1/cves/CVE-1999-0000"), 404)
+
+
 def test_a_new_upload_and_a_copy_are_matched(world: World) -> None:
     expected = listed("aiohttp", "3.7.2")
     assert ADVISORY in expected

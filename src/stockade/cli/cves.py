@@ -1,22 +1,31 @@
-"""cve feed add|list|show|update|delete, cve sync, cve list|show|curate|history."""
+"""cve feed add|list|show|update|delete, cve sync, cve list|show|curate|history,
+cve import|export, cve names list|add|remove|import."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.status import Status
 from rich.table import Column, Table
 
-from stockade.cli.client import ApiClient, client, fail
+from stockade.cli.client import ApiClient, client, describe_problem, fail
+from stockade.vulns.bundle import detect_format
 
 out = Console()
 cve_app = typer.Typer(help="Vulnerabilities: feeds, matches, curation.", no_args_is_help=True)
-feed_app = typer.Typer(help="Vulnerability feeds (NVD, CVE 5, OSV).", no_args_is_help=True)
+feed_app = typer.Typer(
+    help="Vulnerability feeds (NVD, CVE 5, OSV; KEV, EPSS; cve.zip).", no_args_is_help=True
+)
 cve_app.add_typer(feed_app, name="feed")
 SYNC_POLL_S = 0.5
 
@@ -38,7 +47,7 @@ def _feed_line(feed: dict[str, Any]) -> str:
 def feed_add(
     name: str,
     url: str = typer.Option(..., help="file:///folder, file:///file.json or https://…"),
-    fmt: str = typer.Option(..., "--format", help="osv | nvd | cve5"),
+    fmt: str = typer.Option(..., "--format", help="osv | nvd | cve5 | kev | epss | bundle"),
     schedule: str = typer.Option("0 * * * *", help="cron expression (default hourly)"),
     disabled: bool = typer.Option(False, "--disabled", help="add it without a schedule"),
 ) -> None:
@@ -259,3 +268,213 @@ def history(vuln_id: str, as_json: bool = typer.Option(False, "--json")) -> None
             c["note"],
         )
     out.print(table)
+
+
+# ------------------------------------------------------------------------- import, export, names
+
+names_app = typer.Typer(help="The name map: conda names to purls and CPE vendor:product.")
+cve_app.add_typer(names_app, name="names")
+_FEED_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def _zip_folder(folder: Path, target: Path) -> int:
+    """The feed files of ``folder`` (recursively, no hidden ones) into the zip ``target``."""
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in _FEED_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as out:
+        for path in files:
+            out.write(path, path.relative_to(folder).as_posix())
+    return len(files)
+
+
+def _detect(path: Path) -> str | None:
+    if path.is_dir():
+        for item in sorted(path.rglob("*")):
+            if item.is_file() and item.suffix.lower() in _FEED_SUFFIXES:
+                found = detect_format(item.name, item.read_bytes())
+                if found in ("osv", "nvd", "cve5"):
+                    return found
+        return None
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head == b"PK\x03\x04":
+        return None  # a zip: the server tells a cve.zip (manifest) from a zip of feed files
+    return detect_format(path.name, path.read_bytes())
+
+
+def _send(api: ApiClient, url: str, path: Path, params: dict[str, str]) -> Any:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    size = path.stat().st_size
+    with Progress(*columns, console=out, transient=True) as progress:
+        task = progress.add_task(f"uploading {path.name}", total=size)
+
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as fh:
+                while block := fh.read(1 << 20):
+                    progress.update(task, advance=len(block))
+                    yield block
+
+        return api.request(
+            "POST",
+            url,
+            params=params,
+            content=chunks(),
+            headers={"content-type": "application/zip", "content-length": str(size)},
+        )
+
+
+@cve_app.command("import")
+def import_cves(
+    path: Path = typer.Argument(..., help="a cve.zip, a folder of feed files, or one feed file"),
+    fmt: str | None = typer.Option(None, "--format", help="bundle | osv | nvd | cve5 (detected)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Import vulnerability data through the server, all or nothing, and match it."""
+    if not path.exists():
+        fail(f"{path}: no such file or folder")
+    if fmt is not None and fmt not in ("bundle", "osv", "nvd", "cve5"):
+        fail("--format is bundle, osv, nvd or cve5")
+    fmt = fmt or _detect(path)
+    if path.is_file() and path.suffix.lower() != ".zip" and fmt in (None, "bundle"):
+        fail(f"{path.name}: cannot tell its feed format; pass --format osv|nvd|cve5")
+    api = client()
+    params = {"format": fmt} if fmt else {}
+    with tempfile.TemporaryDirectory(prefix="stockade-import-") as folder:
+        body = path
+        if path.is_dir() or path.suffix.lower() != ".zip":
+            body = Path(folder) / "feeds.zip"
+            if path.is_dir():
+                if not _zip_folder(path, body):
+                    fail(f"{path}: no feed file (.json, .yaml, .yml) in this folder")
+            else:
+                with zipfile.ZipFile(body, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+                    zout.write(path, path.name)
+        result = _send(api, "/cve/imports", body, params)
+    if as_json:
+        _print_json(result)
+        return
+    out.print(
+        f"imported {result['format']}: {result['added']} added, {result['updated']} updated, "
+        f"{result['unchanged']} unchanged; {result['enrichment']} KEV/EPSS rows, "
+        f"{result['name_map']} name-map entries; matches +{result['matches_added']} "
+        f"-{result['matches_removed']}",
+        highlight=False,
+    )
+
+
+@cve_app.command("export")
+def export_cves(file: Path = typer.Argument(..., help="where to write the cve.zip")) -> None:
+    """Write every advisory, KEV/EPSS and the admin name map as a cve.zip (for an air gap)."""
+    api = client()
+    target = file.parent / f".{file.name}.part"
+    try:
+        with (
+            httpx.Client(
+                base_url=api.profile.url + "/api/v1", headers=api.headers, timeout=api.timeout
+            ) as http,
+            http.stream("GET", "/cve/export") as response,
+        ):
+            if response.status_code >= 400:
+                response.read()
+                fail(describe_problem(response))
+            with target.open("wb") as fh:
+                for block in response.iter_bytes(1 << 20):
+                    fh.write(block)
+    except httpx.HTTPError as exc:
+        target.unlink(missing_ok=True)
+        fail(f"cannot reach {api.profile.url}: {exc.__class__.__name__}")
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        fail(f"{file}: {exc.strerror}")
+    target.replace(file)
+    out.print(f"wrote {file} ({file.stat().st_size} bytes)", highlight=False)
+
+
+def _entry_line(entry: dict[str, Any]) -> str:
+    what = "suppresses" if entry["suppressed"] else "maps"
+    return f"#{entry['id']} {entry['conda_name']} {what} {entry['identifier']} ({entry['origin']})"
+
+
+@names_app.command("list")
+def names_list(
+    package: str | None = typer.Option(None, "--package", help="conda name"),
+    identifier: str | None = typer.Option(None, help="purl or vendor:product"),
+    origin: str | None = typer.Option(None, help="shipped | metadata | admin"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Name-map entries (every page)."""
+    api = client()
+    params = {
+        k: v
+        for k, v in {"conda_name": package, "identifier": identifier, "origin": origin}.items()
+        if v
+    }
+    rows: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = api.get("/cve/name-map", params={**params, "after": after, "limit": 1000})
+        rows += page
+        if len(page) < 1000:
+            break
+        after = page[-1]["id"]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "conda name", "identifier", "origin", "note")
+    for r in rows:
+        shown = ("not " if r["suppressed"] else "") + r["identifier"]
+        table.add_row(str(r["id"]), r["conda_name"], shown, r["origin"], r["note"])
+    out.print(table)
+
+
+@names_app.command("add")
+def names_add(
+    conda_name: str,
+    identifier: str = typer.Argument(..., help="pkg:pypi/torch or vendor:product"),
+    note: str = typer.Option("", help="why"),
+) -> None:
+    """Map a conda name to a purl or CPE vendor:product (matching follows at once)."""
+    body = {"conda_name": conda_name, "identifier": identifier, "note": note}
+    data = client().post("/cve/name-map", json=body)
+    out.print(f"{_entry_line(data['entry'])}; matches +{data['matches_added']}", highlight=False)
+
+
+@names_app.command("remove")
+def names_remove(entry_id: int) -> None:
+    """Remove an admin entry, or suppress a shipped or learned one."""
+    data = client().delete(f"/cve/name-map/{entry_id}")
+    if data["removed"]:
+        out.print(f"entry #{entry_id} removed; matches -{data['matches_removed']}", highlight=False)
+    else:
+        out.print(
+            f"{_entry_line(data['entry'])}; matches -{data['matches_removed']}", highlight=False
+        )
+
+
+@names_app.command("import")
+def names_import(
+    file: Path = typer.Argument(..., help="CSV (conda,identifier,note) or JSON"),
+) -> None:
+    """Add every entry of a file, all or nothing (each bad row is named)."""
+    if not file.is_file():
+        fail(f"{file}: not a file")
+    data = client().post(
+        "/cve/name-map/import",
+        content=file.read_bytes(),
+        headers={"content-type": "application/octet-stream"},
+    )
+    out.print(
+        f"{data['added']} entries added ({data['already_there']} already there); "
+        f"matches +{data['matches_added']} -{data['matches_removed']}",
+        highlight=False,
+    )

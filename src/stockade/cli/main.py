@@ -12,8 +12,10 @@ from stockade.cli import (
     ldap,
     mirrors,
     policies,
+    reports,
     server,
     upload,
+    webhooks,
 )
 from stockade.cli.client import CliError, fail
 
@@ -42,6 +44,8 @@ app.add_typer(channels.channel_app, name="channel")
 app.add_typer(mirrors.mirror_app, name="mirror")
 app.add_typer(policies.policy_app, name="policy")
 app.add_typer(cves.cve_app, name="cve")
+app.add_typer(webhooks.webhook_app, name="webhook")
+app.add_typer(reports.report_app, name="report")
 app.command()(upload.upload)
 app.command()(channels.copy)
 app.command()(channels.move)

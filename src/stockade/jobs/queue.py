@@ -17,7 +17,7 @@ from huey.consumer import Consumer
 from stockade.container import Container
 from stockade.core.context import Origin, origin
 from stockade.db.engine import transaction
-from stockade.jobs import vulns
+from stockade.jobs import vulns, webhooks
 from stockade.mirroring.models import RunState
 
 log = logging.getLogger("stockade.jobs")
@@ -69,7 +69,13 @@ class JobQueue:
 
         self._run_mirror: Any = self.huey.task(name="run_mirror")(run_mirror)
         self._sync_feed: Any = self.huey.task(name="sync_feed")(sync_feed)
+
+        def deliver_webhook(delivery_row_id: int) -> None:
+            with origin(Origin(channel="job")):
+                webhooks.deliver(container, delivery_row_id)
+
         self._match_artifacts: Any = self.huey.task(name="match_artifacts")(match_artifacts)
+        self._deliver_webhook: Any = self.huey.task(name="deliver_webhook")(deliver_webhook)
 
     def enqueue_mirror_run(self, run_id: int) -> None:
         self._run_mirror(run_id)
@@ -82,6 +88,11 @@ class JobQueue:
         for start in range(0, len(artifact_ids), MATCH_BATCH):
             self._match_artifacts(list(artifact_ids[start : start + MATCH_BATCH]))
 
+    def enqueue_webhooks(self, delivery_ids: list[int]) -> None:
+        """One job per delivery: a slow endpoint holds up only its own calls."""
+        for delivery_id in delivery_ids:
+            self._deliver_webhook(delivery_id)
+
     def close(self) -> None:
         """Running jobs let go at their next safe point (they resume in another worker)."""
         self.sync.close()
@@ -91,6 +102,7 @@ class JobQueue:
         self.container.dispatch_run = self.enqueue_mirror_run
         self.container.dispatch_feed_sync = self.enqueue_feed_sync
         self.container.dispatch_match = self.enqueue_match
+        self.container.dispatch_webhooks = self.enqueue_webhooks
 
     def consumer(self, *, embedded: bool) -> Consumer:
         jobs = self.container.settings.jobs

@@ -27,6 +27,7 @@ from stockade.core.clock import utcnow
 from stockade.core.errors import StockadeError
 from stockade.db.engine import transaction
 from stockade.jobs.ticker import Ticker
+from stockade.jobs.webhooks import dispatch_due
 from stockade.mirroring.models import MirrorRun
 from stockade.vulns.feedsync import FeedSync, SyncCounts, record_sync_failure
 from stockade.vulns.matcher import MatchCounts, Matcher
@@ -72,6 +73,8 @@ def sync_feed(container: Container, feed_id: int) -> SyncCounts | None:
         counts.matches_added,
         counts.matches_removed,
     )
+    if counts.matches_added or counts.matches_restatused:
+        dispatch_due(container)  # the webhook deliveries the sync wrote, and any other due one
     return counts
 
 
@@ -81,6 +84,8 @@ def match_artifacts(container: Container, artifact_ids: Sequence[int]) -> MatchC
     security = BlobSecurityReader(container.blobs)
     with transaction(container.factory) as session:
         counts = Matcher(session, security=security).match_artifacts(list(artifact_ids))
+    if counts.deliveries:
+        container.dispatch_webhooks(counts.deliveries)
     log.info("matched %s artifacts: %s matches added", len(artifact_ids), counts.added)
     return counts
 

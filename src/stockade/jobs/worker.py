@@ -9,6 +9,7 @@ from stockade.jobs.queue import JobQueue
 from stockade.jobs.recurring import recurring_jobs
 from stockade.jobs.scheduler import SchedulerThread
 from stockade.jobs.vulns import FeedHousekeeper
+from stockade.jobs.webhooks import WebhookHousekeeper
 
 
 def run_worker(container: Container) -> None:
@@ -23,14 +24,17 @@ def run_worker(container: Container) -> None:
     queue.install()
     housekeeper = MirrorHousekeeper(container)
     feeds = FeedHousekeeper(container)
+    hooks = WebhookHousekeeper(container)
     publisher.start()
     scheduler.start()
     housekeeper.start()
     feeds.start()
+    hooks.start()
     try:
         queue.consumer(embedded=False).run()
     finally:
         queue.close()
+        hooks.stop()
         feeds.stop()
         housekeeper.stop()
         scheduler.stop()

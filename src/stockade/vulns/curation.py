@@ -3,7 +3,9 @@
 Decisions are appended, never changed (:class:`~stockade.vulns.models.Curation`): the history is the
 table. The latest decision whose selector covers a build decides its status (``vulns.matcher``).
 ``curate`` needs ``cve:write``, a non-blank note, and writes a ``cve.curate`` audit event with the
-status before (the previous decision for the same selector, if any) and after.
+status before (the previous decision for the same selector, if any) and after. Matches it turns
+``active`` are announced to the channels' webhooks in the same transaction (``vulns.matcher``);
+the returned counts list the deliveries, which the caller dispatches after its commit.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.core.errors import InvalidInputError
 from stockade.vulns.errors import VulnerabilityNotFoundError
+from stockade.vulns.ids import find_vulnerability
 from stockade.vulns.matcher import MatchCounts, Matcher
 from stockade.vulns.models import Curation, MatchStatus
 from stockade.vulns.models import Vulnerability as VulnRow
@@ -78,7 +81,8 @@ class CurationService:
         return row, counts
 
     def find(self, vuln_id: str) -> VulnRow:
-        row = self.session.scalar(select(VulnRow).where(VulnRow.vuln_id == vuln_id.strip()))
+        """The advisory by its id, else by an alias (a CVE id finds the PYSEC record aliasing it)."""
+        row = find_vulnerability(self.session, vuln_id)
         if row is None:
             raise VulnerabilityNotFoundError(f"vulnerability {vuln_id!r} not found")
         return row

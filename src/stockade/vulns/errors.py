@@ -69,3 +69,11 @@ class FeedFetchError(InvalidInputError):
 
     code = "vulns:fetch-failed"
     title = "Feed fetch failed"
+
+
+class WebhookNotFoundError(NotFoundError):
+    code = "webhook:not-found"
+
+
+class DeliveryNotFoundError(NotFoundError):
+    code = "webhook:delivery-not-found"

@@ -8,17 +8,18 @@ bytes for a folder) is kept: the same content again is "unchanged" without parsi
 
 A document that does not parse is counted in ``failed`` with its error in the feed's
 ``last_error``; the others are stored. One attempt per sync: the schedule is the retry.
+
+Formats ``kev`` and ``epss`` are enrichment (``vulns.enrich``): the document replaces the set
+known, all or nothing. Format ``bundle`` is a ``cve.zip`` (``vulns.bundle``): a ``file://`` path
+or an ``https://`` URL of the zip, fetched to a temporary file, verified, imported whole.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import httpx
 from croniter import croniter
@@ -31,10 +32,13 @@ from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.core.clock import utcnow
-from stockade.core.errors import InvalidInputError
+from stockade.core.errors import InvalidInputError, StockadeError
 from stockade.db.engine import transaction
+from stockade.vulns.bundle import import_bundle
+from stockade.vulns.enrich import EPSS_COLUMNS, KEV_COLUMNS, Enrichments, parse_epss, parse_kev
 from stockade.vulns.errors import FeedError, FeedExistsError, FeedFetchError, FeedNotFoundError
 from stockade.vulns.feeds import parse_cve5, parse_nvd, parse_osv
+from stockade.vulns.fetching import Fetched, fetch, fetch_file
 from stockade.vulns.matcher import Matcher
 from stockade.vulns.model import Vulnerability
 from stockade.vulns.models import DEFAULT_FEED_SCHEDULE, FeedFormat, VulnFeed
@@ -55,27 +59,12 @@ _PARSERS: dict[str, Callable[[bytes], list[Vulnerability]]] = {
     FeedFormat.NVD.value: parse_nvd,
     FeedFormat.CVE5.value: parse_cve5,
 }
-_SUFFIXES = {
-    FeedFormat.OSV.value: (".json", ".yaml", ".yml"),
-    FeedFormat.NVD.value: (".json",),
-    FeedFormat.CVE5.value: (".json",),
+_ENRICHMENT = {
+    FeedFormat.KEV.value: (parse_kev, KEV_COLUMNS),
+    FeedFormat.EPSS.value: (parse_epss, EPSS_COLUMNS),
 }
-_TIMEOUT = 120.0
+_FORMATS = tuple(f.value for f in FeedFormat)
 _ERRORS_KEPT = 20
-
-
-@dataclass
-class Fetched:
-    documents: list[tuple[str, bytes]] = field(default_factory=list)
-    etag: str | None = None
-    last_modified: str | None = None
-    not_modified: bool = False
-
-    def sha256(self) -> str:
-        h = hashlib.sha256()
-        for name, data in self.documents:
-            h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-        return h.hexdigest()
 
 
 @dataclass
@@ -88,60 +77,9 @@ class SyncCounts:
     matches_added: int = 0
     matches_removed: int = 0
     matches_restatused: int = 0
+    enriched: int = 0  # kev/epss: entries in the document
     not_modified: bool = False
     errors: list[str] = field(default_factory=list)
-
-
-def fetch(
-    url: str,
-    fmt: str,
-    *,
-    etag: str | None = None,
-    last_modified: str | None = None,
-    client: httpx.Client | None = None,
-) -> Fetched:
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return _read_path(Path(url2pathname(parts.path)), fmt)
-    if parts.scheme != "https":
-        raise FeedFetchError(f"feed URLs are https:// or file://, not {url!r}")
-    headers = {}
-    if etag:
-        headers["If-None-Match"] = etag
-    if last_modified:
-        headers["If-Modified-Since"] = last_modified
-    owned = client is None
-    http = client or httpx.Client(follow_redirects=True, timeout=_TIMEOUT)
-    try:
-        response = http.get(url, headers=headers)
-    except httpx.HTTPError as exc:
-        raise FeedFetchError(f"fetching {url}: {exc}") from exc
-    finally:
-        if owned:
-            http.close()
-    if response.status_code == httpx.codes.NOT_MODIFIED:
-        return Fetched(etag=etag, last_modified=last_modified, not_modified=True)
-    if response.status_code >= httpx.codes.BAD_REQUEST:
-        raise FeedFetchError(f"fetching {url}: HTTP {response.status_code}")
-    return Fetched(
-        [(parts.path.rsplit("/", 1)[-1] or "feed", response.content)],
-        etag=response.headers.get("ETag"),
-        last_modified=response.headers.get("Last-Modified"),
-    )
-
-
-def _read_path(path: Path, fmt: str) -> Fetched:
-    if path.is_file():
-        return Fetched([(path.name, path.read_bytes())])
-    if not path.is_dir():
-        raise FeedFetchError(f"feed path {path} does not exist")
-    suffixes = _SUFFIXES[fmt]
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
-    )
-    return Fetched([(p.relative_to(path).as_posix(), p.read_bytes()) for p in files])
 
 
 def parse_documents(fmt: str, fetched: Fetched, counts: SyncCounts) -> list[Vulnerability]:
@@ -178,6 +116,8 @@ class FeedSync:
                 raise FeedNotFoundError(f"feed {feed_id} not found")
             url, fmt, etag, modified = feed.url, feed.format, feed.etag, feed.last_modified
             known_sha = feed.content_sha256
+        if fmt == FeedFormat.BUNDLE.value:
+            return self._sync_bundle(feed_id, url, etag, modified, known_sha)
         counts = SyncCounts()
         try:
             fetched = fetch(url, fmt, etag=etag, last_modified=modified, client=self.client)
@@ -189,6 +129,8 @@ class FeedSync:
             counts.not_modified = True
             self._finish(feed_id, "unchanged", None)
             return counts
+        if fmt in _ENRICHMENT:
+            return self._sync_enrichment(feed_id, fmt, fetched, sha, counts)
         vulns = parse_documents(fmt, fetched, counts)
         with transaction(self.factory) as session:
             store = VulnStore(session)
@@ -205,6 +147,65 @@ class FeedSync:
         counts.unchanged, counts.withdrawn = result.unchanged, len(result.withdrawn)
         counts.matches_added, counts.matches_removed = matched.added, matched.removed
         counts.matches_restatused = matched.restatused
+        return counts
+
+    def _sync_enrichment(
+        self, feed_id: int, fmt: str, fetched: Fetched, sha: str | None, counts: SyncCounts
+    ) -> SyncCounts:
+        parse, columns = _ENRICHMENT[fmt]
+        rows: dict[str, dict[str, object]] = {}
+        try:
+            for name, data in fetched.documents:
+                try:
+                    rows.update(parse(data))
+                except FeedError as exc:
+                    raise FeedError(f"{name}: {exc.detail}") from None
+            with transaction(self.factory) as session:
+                enrich = Enrichments(session)
+                changed = enrich.apply(enrich.replace(columns, rows))
+                if changed:
+                    VulnStore(session).bump()
+                feed = session.get(VulnFeed, feed_id)
+                if feed is not None:
+                    feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
+                    feed.content_sha256 = sha
+                    _status(feed, "ok", None)
+        except FeedError as exc:
+            self._finish(feed_id, "failed", exc.detail)
+            raise
+        counts.enriched, counts.changed = len(rows), len(changed)
+        return counts
+
+    def _sync_bundle(
+        self,
+        feed_id: int,
+        url: str,
+        etag: str | None,
+        modified: str | None,
+        known_sha: str | None,
+    ) -> SyncCounts:
+        counts = SyncCounts()
+        try:
+            with fetch_file(url, etag=etag, last_modified=modified, client=self.client) as got:
+                if got.not_modified or got.sha256 == known_sha:
+                    counts.not_modified = True
+                    self._finish(feed_id, "unchanged", None)
+                    return counts
+                with transaction(self.factory) as session:
+                    assert got.path is not None
+                    done = import_bundle(session, got.path, feed_id=feed_id, security=self.security)
+                    feed = session.get(VulnFeed, feed_id)
+                    if feed is not None:
+                        feed.etag, feed.last_modified = got.etag, got.last_modified
+                        feed.content_sha256 = got.sha256
+                        _status(feed, "ok", None)
+        except StockadeError as exc:
+            self._finish(feed_id, "failed", exc.detail)
+            raise
+        counts.new, counts.changed, counts.unchanged = done.added, done.updated, done.unchanged
+        counts.withdrawn, counts.enriched = done.withdrawn, done.enrichment
+        counts.matches_added, counts.matches_removed = done.matches_added, done.matches_removed
+        counts.matches_restatused = done.matches_restatused
         return counts
 
     def _finish(self, feed_id: int, status: str, error: str | None) -> None:
@@ -351,8 +352,8 @@ def _next_run(schedule: str) -> datetime:
 
 
 def _check_fields(url: str, fmt: str, schedule: str) -> None:
-    if fmt not in _PARSERS:
-        raise InvalidInputError(f"format must be one of {', '.join(_PARSERS)}", field="format")
+    if fmt not in _FORMATS:
+        raise InvalidInputError(f"format must be one of {', '.join(_FORMATS)}", field="format")
     if urlsplit(url).scheme not in ("https", "file") or len(url) > 4096 or not url.isprintable():
         raise InvalidInputError("feed URLs are https:// or file://", field="url")
     if len(schedule) > 128 or not croniter.is_valid(schedule):

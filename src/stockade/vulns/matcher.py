@@ -22,6 +22,12 @@ artifacts of their target names) and :meth:`Matcher.match_artifacts` (new artifa
 advisories targeting their names, via ``vuln_targets``). Both reconcile the stored matches of what
 they were given: missing ones are added, stale ones deleted, changed statuses updated, and the
 per-artifact summaries of every touched artifact recomputed.
+
+Notifications (SPEC §7): in the same transaction, new open matches and matches turned ``active``
+are written to the webhook outbox (``vulns.webhook_outbox.enqueue_events``), one delivery per
+webhook, event, advisory and channel. The channels' webhooks are read once per matcher, and only
+when something is to be announced; ``MatchCounts.deliveries`` lists the deliveries written, for
+the caller to dispatch after its commit.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact
@@ -45,12 +53,14 @@ from stockade.vulns.models import (
     StatusOrigin,
     VulnMatch,
     VulnTarget,
+    WebhookEvent,
 )
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.names import NameMap
 from stockade.vulns.ranges import affects
-from stockade.vulns.security import SecurityReader
+from stockade.vulns.security import SecurityReader, stored_mitigations
 from stockade.vulns.store import VulnStore, chunked, load
+from stockade.vulns.webhook_outbox import WebhookIndex, enqueue_events
 
 __all__ = ["OPEN_STATUSES", "Advisory", "MatchCounts", "Matcher", "load_advisories"]
 
@@ -63,11 +73,14 @@ class MatchCounts:
     added: int = 0
     removed: int = 0
     restatused: int = 0
+    #: Webhook deliveries written with these matches: the caller dispatches them after commit.
+    deliveries: list[int] = field(default_factory=list)
 
     def __iadd__(self, other: MatchCounts) -> MatchCounts:
         self.added += other.added
         self.removed += other.removed
         self.restatused += other.restatused
+        self.deliveries += other.deliveries
         return self
 
 
@@ -79,6 +92,8 @@ class ArtifactRef:
     build: str
     sha256: str
     filename: str
+    channel_id: int
+    subdir: str
 
 
 @dataclass
@@ -122,7 +137,7 @@ def load_advisories(session: Session, row_ids: Iterable[int], names: NameMap) ->
 
 
 def _ref(row: Any) -> ArtifactRef:
-    return ArtifactRef(row[0], row[1], row[2], row[3], row[4], row[5])
+    return ArtifactRef(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 _ARTIFACT_COLUMNS = (
@@ -132,6 +147,8 @@ _ARTIFACT_COLUMNS = (
     Artifact.build,
     Artifact.sha256,
     Artifact.filename,
+    Artifact.channel_id,
+    Artifact.subdir,
 )
 
 
@@ -142,6 +159,11 @@ class StatusResolver:
         self.session = session
         self.security = security
         self._curations: dict[tuple[int, str, str], list[tuple[str | None, str]]] = {}
+        self._stored: dict[str, frozenset[str]] = {}
+
+    def load_mitigations(self, artifacts: Iterable[ArtifactRef]) -> None:
+        """``vulns_mitigated`` as package reading kept it, for these artifacts' contents."""
+        self._stored = stored_mitigations(self.session, (a.sha256 for a in artifacts))
 
     def load(self, vuln_row_ids: Iterable[int], names: Iterable[str]) -> None:
         self._curations.clear()
@@ -171,9 +193,10 @@ class StatusResolver:
         for builds, status in self._curations.get(key, ()):
             if builds is None or fnmatchcase(artifact.build, builds):
                 return status, StatusOrigin.CURATION.value
-        if self.security is not None and advisory.ids & self.security(
-            artifact.sha256, artifact.filename
-        ):
+        mitigated = self._stored.get(artifact.sha256)
+        if mitigated is None and self.security is not None:  # contents read before it was kept
+            mitigated = self.security(artifact.sha256, artifact.filename)
+        if mitigated and advisory.ids & mitigated:
             return MatchStatus.MITIGATED.value, StatusOrigin.SECURITY_JSON.value
         return MatchStatus.REPORTED.value, StatusOrigin.AUTO.value
 
@@ -189,6 +212,7 @@ class Matcher:
         self.session = session
         self.store = store or VulnStore(session)
         self.resolver = StatusResolver(session, security)
+        self._hooks: WebhookIndex | None = None  # loaded on the first new match or activation
 
     def match_vulnerabilities(self, vuln_row_ids: Sequence[int]) -> MatchCounts:
         """Re-match advisories (new, changed, withdrawn) against every artifact of their names."""
@@ -276,6 +300,8 @@ class Matcher:
         for artifact in artifacts:
             by_name[artifact.name].append(artifact)
         self.resolver.load((a.row_id for a in advisories), by_name)
+        targeted = {name for advisory in advisories for name in advisory.by_name}
+        self.resolver.load_mitigations(a for a in artifacts if a.name in targeted)
         wanted: dict[tuple[int, int], tuple[str, str]] = {}
         for advisory in advisories:
             for name in advisory.by_name:
@@ -283,12 +309,13 @@ class Matcher:
                     if advisory.affects(name, artifact.version):
                         key = (advisory.row_id, artifact.id)
                         wanted[key] = self.resolver.status(advisory, artifact)
-        return self._write(wanted, existing)
+        return self._write(wanted, existing, {a.id: a for a in artifacts})
 
     def _write(
         self,
         wanted: dict[tuple[int, int], tuple[str, str]],
         existing: Sequence[tuple[int, int, int]],
+        refs: dict[int, ArtifactRef],
     ) -> MatchCounts:
         counts = MatchCounts()
         have = {(vid, aid): mid for mid, vid, aid in existing}
@@ -301,6 +328,8 @@ class Matcher:
         changes: dict[tuple[str, str], list[int]] = defaultdict(list)
         now = utcnow()
         new_rows: list[dict[str, object]] = []
+        created: list[tuple[tuple[int, int], str]] = []  # new matches, for webhooks
+        activated: list[tuple[int, int]] = []  # matches turned active, for webhooks
         for key, (status, origin) in wanted.items():
             mid = have.get(key)
             if mid is None:
@@ -314,12 +343,14 @@ class Matcher:
                         "updated_at": now,
                     }
                 )
+                created.append((key, status))
                 touched.add(key[1])
             elif current.get(mid) != (status, origin):
                 changes[(status, origin)].append(mid)
                 touched.add(key[1])
-        for part in chunked(new_rows):
-            self.session.execute(insert(VulnMatch), list(part))
+                if status == MatchStatus.ACTIVE.value and current.get(mid, ("",))[0] != status:
+                    activated.append(key)
+        _insert_ignoring_duplicates(self.session, new_rows)
         counts.added = len(new_rows)
         for (status, origin), ids in changes.items():
             for part in chunked(ids):
@@ -332,7 +363,35 @@ class Matcher:
         if touched:
             self.refresh_summaries(sorted(touched))
             self.store.bump()
+        if created or activated:
+            counts.deliveries += self._announce(created, activated, refs)
         return counts
+
+    def _announce(
+        self,
+        created: list[tuple[tuple[int, int], str]],
+        activated: list[tuple[int, int]],
+        refs: dict[int, ArtifactRef],
+    ) -> list[int]:
+        """Webhook deliveries, in this transaction: new open matches, and matches turned active.
+
+        A match that starts out cleared, mitigated or disputed (a curation or the package's
+        ``security.json`` already decided) is not announced as new.
+        """
+        if self._hooks is None:
+            self._hooks = WebhookIndex.load(self.session)
+        if not self._hooks:
+            return []
+        matched = [
+            (vid, refs[aid], status)
+            for (vid, aid), status in created
+            if status in OPEN_STATUSES and aid in refs
+        ]
+        active = [
+            (vid, refs[aid], MatchStatus.ACTIVE.value) for vid, aid in activated if aid in refs
+        ]
+        ids = enqueue_events(self.session, self._hooks, WebhookEvent.MATCHED, matched)
+        return ids + enqueue_events(self.session, self._hooks, WebhookEvent.ACTIVE, active)
 
     def _statuses(self, match_ids: list[int]) -> dict[int, tuple[str, str]]:
         found: dict[int, tuple[str, str]] = {}
@@ -354,12 +413,42 @@ class Matcher:
             gathered: dict[int, list[tuple[str, float | None]]] = defaultdict(list)
             for aid, status, score in self.session.execute(query):
                 gathered[aid].append((status, score))
-            self.session.execute(
-                delete(ArtifactVulnSummary).where(ArtifactVulnSummary.artifact_id.in_(part))
-            )
+            gone = [aid for aid in part if aid not in gathered]
+            if gone:
+                self.session.execute(
+                    delete(ArtifactVulnSummary).where(ArtifactVulnSummary.artifact_id.in_(gone))
+                )
             rows = [summary_row(aid, matches) for aid, matches in gathered.items()]
             if rows:
-                self.session.execute(insert(ArtifactVulnSummary), rows)
+                _upsert_summaries(self.session, rows)
+
+
+def _dialect_insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, object]]) -> None:
+    """New matches in one executemany (Core, no ORM bookkeeping); a row another transaction has
+    inserted meanwhile (a feed sync and an upload's matching at once) is left as it is."""
+    if not rows:
+        return
+    table = VulnMatch.__table__
+    statement = _dialect_insert(session)(table).on_conflict_do_nothing(
+        index_elements=["vulnerability_id", "artifact_id"]
+    )
+    connection = session.connection()
+    for part in chunked(rows, 5000):
+        connection.execute(statement, list(part))
+
+
+def _upsert_summaries(session: Session, rows: list[dict[str, object]]) -> None:
+    table = ArtifactVulnSummary.__table__
+    statement = _dialect_insert(session)(table)
+    columns = ("max_score", "severity", "worst_status", "counts", "updated_at")
+    statement = statement.on_conflict_do_update(
+        index_elements=["artifact_id"], set_={c: statement.excluded[c] for c in columns}
+    )
+    session.connection().execute(statement, rows)
 
 
 def summary_row(artifact_id: int, matches: list[tuple[str, float | None]]) -> dict[str, object]:

@@ -10,8 +10,10 @@ Three layers make the map, later ones winning (:meth:`NameMap.merged`):
 2. entries from package metadata, added to what is there: ``purls`` in ``info/index.json``
    (:func:`entry_from_index`) and the PyPI name of a python package when it differs from the conda
    name (:func:`entry_from_python`);
-3. admin entries, which replace the entry of their conda name (an entry with no identifiers maps the
-   name to nothing).
+3. admin entries. In the database (``VulnStore.name_map``) they add to the others, and an admin
+   row ``!identifier`` takes that identifier away from its conda name; :meth:`NameMap.merged`
+   with ``replace_entries`` replaces an entry whole (an entry with no identifiers maps the name to
+   nothing).
 
 Defaults without any entry: ``pkg:conda/<x>`` is conda ``x``; ``pkg:pypi/<x>`` is conda ``x`` (PEP
 503 normalised, with ``-``, ``_`` and ``.`` spellings as candidates) unless an entry claims that
@@ -62,9 +64,13 @@ __all__ = [
     "parse_json_entries",
     "purl_for",
     "pypi_normalise",
+    "python_dist_name",
 ]
 
 _SEPARATORS = re.compile(r"[-_.]+")
+_DIST_INFO = re.compile(
+    r"(?:^|/)site-packages/([^/]+)\.(?:dist-info|egg-info)(?:/|$)", re.IGNORECASE
+)
 _PURL_TYPES = {
     "pypi": "pypi",
     "npm": "npm",
@@ -311,6 +317,31 @@ def entry_from_python(conda: str, pypi_name: str) -> NameEntry | None:
     if pypi_normalise(pypi_name) == pypi_normalise(conda):
         return None
     return NameEntry.build(conda, [f"pkg:pypi/{pypi_name}"], source="metadata")
+
+
+def python_dist_name(index: Mapping[str, Any], paths: Iterable[Any]) -> str | None:
+    """The PyPI name of a python package: the one distribution its ``site-packages`` holds.
+
+    Only for a package that is ``noarch: python`` or depends on ``python``, and only when exactly
+    one ``*.dist-info`` / ``*.egg-info`` name is found (None otherwise: no guessing).
+    """
+    depends = index.get("depends")
+    deps = depends if isinstance(depends, list) else []
+    on_python = index.get("noarch") == "python" or any(
+        isinstance(d, str) and d.split()[0:1] == ["python"] for d in deps
+    )
+    if not on_python:
+        return None
+    found: set[str] = set()
+    for item in paths:
+        path = item.get("path") if isinstance(item, Mapping) else item
+        if not isinstance(path, str):
+            continue
+        match = _DIST_INFO.search(path)
+        if match:
+            found.add(pypi_normalise(match.group(1).split("-", 1)[0]))
+    found.discard("")
+    return found.pop() if len(found) == 1 else None
 
 
 @lru_cache(maxsize=1)

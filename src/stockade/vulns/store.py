@@ -4,33 +4,47 @@
 ``vuln_id``; a record whose serialisation digest is unchanged is skipped (no write, no re-match).
 For each new or changed record the conda names it can affect (:class:`VulnTarget`) are recomputed
 from the name map. The name map is read from ``vuln_name_map``: the shipped table is seeded there on
-first use, package metadata adds ``purls`` of ``info/index.json``, and an admin's entries for a
-conda name replace the others of that name (the layering of ``vulns.names``).
+first use, package metadata adds ``purls`` of ``info/index.json`` (and the PyPI name of a python
+package's ``*.dist-info`` folder when it declares no purls and differs from the conda name), and an
+admin's entries add to the others. An admin row whose identifier starts with ``!`` suppresses that
+identifier of its conda name (how an admin overrides a shipped or learned mapping, without
+deleting the row a later seed would bring back). Advisories take the KEV/EPSS figures known for
+their ids when stored (``vulns.enrich``).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Text, cast, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact, PackageContent
+from stockade.vulns.enrich import Enrichments
 from stockade.vulns.errors import NameMapError
 from stockade.vulns.model import Vulnerability
 from stockade.vulns.models import NameMapEntry, NameOrigin, VulnState, VulnTarget
 from stockade.vulns.models import Vulnerability as VulnRow
-from stockade.vulns.names import NameEntry, NameMap, entry_from_index, load_shipped
+from stockade.vulns.names import (
+    NameEntry,
+    NameMap,
+    entry_from_index,
+    entry_from_python,
+    load_shipped,
+    python_dist_name,
+)
 from stockade.vulns.serial import digest, record_fields, vulnerability_from_fields
 
-__all__ = ["UpsertResult", "VulnStore", "chunked", "insert_ignore_many"]
+__all__ = ["SUPPRESS", "UpsertResult", "VulnStore", "chunked", "insert_ignore_many"]
 
 CHUNK = 500
+SUPPRESS = "!"  # an admin row ``!identifier`` takes that identifier away from its conda name
 
 
 def chunked(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -82,6 +96,10 @@ class VulnStore:
             self._name_map = build_name_map(rows)
         return self._name_map
 
+    def invalidate_name_map(self) -> None:
+        """Forget the cached map (after the table changed in this session)."""
+        self._name_map = None
+
     def seed_shipped(self) -> bool:
         """Copy ``name_map.json`` into the table when no shipped row is there; True if it did."""
         present = self.session.scalar(
@@ -98,29 +116,28 @@ class VulnStore:
         return True
 
     def learn_from_metadata(self, artifact_ids: Sequence[int]) -> set[str]:
-        """Add the ``purls`` of the artifacts' ``info/index.json``; the conda names that gained one."""
+        """Add what the artifacts' metadata says: the ``purls`` of ``info/index.json``, else the
+        PyPI name of a python package (its one ``*.dist-info``) when it differs from the conda
+        name. The conda names that gained an identifier."""
         known = {(n, i) for n, i, _ in self._rows_for_artifacts(artifact_ids)}
         new_rows: list[dict[str, Any]] = []
         for part in chunked(list(artifact_ids)):
             query = (
-                select(PackageContent.index_json)
+                select(PackageContent.index_json, PackageContent.paths_json)
                 .join(Artifact, Artifact.sha256 == PackageContent.sha256)
                 .where(Artifact.id.in_(part))
             )
-            for (index,) in self.session.execute(query):
-                entry = entry_from_index(index) if isinstance(index, dict) else None
-                if entry is None:
-                    continue
-                for purl in entry.purls:
-                    if (entry.conda, purl) in known:
+            for index, paths in self.session.execute(query):
+                for conda, purl, note in _learned(index, paths):
+                    if (conda, purl) in known:
                         continue
-                    known.add((entry.conda, purl))
+                    known.add((conda, purl))
                     new_rows.append(
                         {
-                            "conda_name": entry.conda,
+                            "conda_name": conda,
                             "identifier": purl,
                             "origin": NameOrigin.METADATA.value,
-                            "note": "purls of info/index.json",
+                            "note": note,
                         }
                     )
         insert_ignore_many(self.session, NameMapEntry, new_rows, ["conda_name", "identifier"])
@@ -183,6 +200,7 @@ class VulnStore:
                 result.withdrawn.append(row_id)
             self.set_targets(row_id, vuln, names)
         if result.new or result.changed:
+            Enrichments(self.session).apply_rows(result.touched)
             self.bump()
         return result
 
@@ -203,6 +221,10 @@ class VulnStore:
         names = self.name_map()
         gained: list[int] = []
         query = select(VulnRow).where(VulnRow.withdrawn.is_(None)).execution_options(yield_per=500)
+        tokens = _tokens(conda_names, names)
+        if tokens:  # a cheap superset first: the affected entries must mention one of them
+            text = func.lower(cast(VulnRow.affected, Text))
+            query = query.where(or_(*(text.contains(t, autoescape=True) for t in tokens)))
         for row in self.session.scalars(query):
             vuln = load(row)
             wanted = targets_of(vuln, names) & conda_names
@@ -263,19 +285,62 @@ def targets_of(vuln: Vulnerability, names: NameMap) -> set[str]:
 
 
 def build_name_map(rows: Iterable[Any]) -> NameMap:
-    """A :class:`NameMap` from ``(conda_name, identifier, origin)`` rows: admin rows replace."""
+    """A :class:`NameMap` from ``(conda_name, identifier, origin)`` rows: every origin adds, an
+    admin ``!identifier`` row takes ``identifier`` away from its conda name."""
     grouped: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for conda, identifier, origin in rows:
         grouped[conda][origin].append(identifier)
     entries: list[NameEntry] = []
     for conda, by_origin in grouped.items():
-        if NameOrigin.ADMIN.value in by_origin:
-            identifiers, source = by_origin[NameOrigin.ADMIN.value], NameOrigin.ADMIN.value
-        else:
-            identifiers = [i for values in by_origin.values() for i in values]
-            source = next(iter(by_origin))
+        admin = by_origin.get(NameOrigin.ADMIN.value, [])
+        hidden = {i[len(SUPPRESS) :] for i in admin if i.startswith(SUPPRESS)}
+        identifiers = [
+            i
+            for values in by_origin.values()
+            for i in values
+            if not i.startswith(SUPPRESS) and i not in hidden
+        ]
+        source = NameOrigin.ADMIN.value if admin else next(iter(by_origin))
         try:
             entries.append(NameEntry.build(conda, identifiers, source=source))
         except NameMapError:  # one bad stored row must not hide the others
             continue
     return NameMap(entries)
+
+
+def _tokens(conda_names: Iterable[str], names: NameMap) -> list[str]:
+    """Words one of which an advisory's ``affected`` JSON must contain to map to a name: the
+    longest part of the conda name and of each identifier's name or product. Empty (no
+    filtering) when one is not plain ASCII (JSON may escape it)."""
+    found: set[str] = set()
+    for conda in conda_names:
+        entry = names.identifiers(conda)
+        words = [conda, *(p.rsplit("/", 1)[-1] for p in entry.purls)]
+        words += [c.split(":", 1)[-1] for c in entry.cpes]
+        for word in words:
+            parts = [p for p in re.split(r"[-_.:/@]+", word.lower()) if p]
+            if not parts or not word.isascii():
+                return []
+            found.add(max(parts, key=len))
+    return sorted(found)
+
+
+def _learned(index: Any, paths: Any) -> list[tuple[str, str, str]]:
+    """``(conda_name, purl, note)`` the metadata of one package gives."""
+    if not isinstance(index, dict):
+        return []
+    entry = entry_from_index(index)
+    if entry is not None:
+        return [(entry.conda, p, "purls of info/index.json") for p in entry.purls]
+    dist = python_dist_name(index, paths if isinstance(paths, list) else [])
+    conda = index.get("name")
+    # declared purls, even unreadable ones, rule out a guess beside them
+    if dist is None or not isinstance(conda, str) or index.get("purls"):
+        return []
+    try:
+        python = entry_from_python(conda, dist)
+    except NameMapError:
+        python = None
+    return (
+        [(python.conda, p, "PyPI name of its *.dist-info") for p in python.purls] if python else []
+    )

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import null as sql_null
+from sqlalchemy import select, update
 
 from stockade.audit.models import AuditEvent
 from stockade.auth.principal import Principal
-from stockade.channels.models import Artifact
+from stockade.channels.models import Artifact, PackageContent
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
@@ -167,9 +168,11 @@ def test_summary_per_artifact(container: Container, admin: Principal, tmp_path: 
     assert summary.counts == {"reported": len(scored) - 1, "active": 1}
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["kept-on-upload", "read-from-blob"])
 def test_security_json_marks_mitigated(
-    container: Container, admin: Principal, tmp_path: Path
+    container: Container, admin: Principal, tmp_path: Path, kept: bool
 ) -> None:
+    """Package reading keeps ``vulns_mitigated``; contents read before that fall back to the blob."""
     _synced(container, admin, tmp_path)
     channel_id(container, admin)
     security = b'{"vulns_mitigated": ["CVE-2021-21330"]}'  # an alias of PYSEC-2021-76
@@ -182,7 +185,18 @@ def test_security_json_marks_mitigated(
     add_package(container, admin, "internal", build_conda(tmp_path, spec))
     with transaction(container.factory) as session:
         ids = list(session.scalars(select(Artifact.id).where(Artifact.build == "patched_0")))
-        Matcher(session, security=BlobSecurityReader(container.blobs)).match_artifacts(ids)
+        sha = session.scalar(select(Artifact.sha256).where(Artifact.build == "patched_0"))
+        content = session.get(PackageContent, sha)
+        assert content is not None
+        assert content.vulns_mitigated == ["CVE-2021-21330"]
+        if not kept:  # as recorded before the column existed
+            session.execute(
+                update(PackageContent)
+                .where(PackageContent.sha256 == sha)
+                .values(vulns_mitigated=sql_null())
+            )
+        reader = None if kept else BlobSecurityReader(container.blobs)
+        Matcher(session, security=reader).match_artifacts(ids)
         origin = session.scalar(
             select(VulnMatch.status_origin).where(VulnMatch.status == "mitigated")
         )

@@ -9,10 +9,11 @@ channel's packages never show through the vulnerability list or an advisory's pa
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from stockade.auth.access import AccessService
@@ -21,8 +22,17 @@ from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.models import Artifact
 from stockade.channels.service import ChannelService
+from stockade.core.errors import InvalidInputError
+from stockade.vulns.curation import CurationService
 from stockade.vulns.errors import VulnerabilityNotFoundError
-from stockade.vulns.models import Curation, MatchStatus, VulnFeed, VulnMatch
+from stockade.vulns.ids import find_vulnerability
+from stockade.vulns.models import (
+    ArtifactVulnSummary,
+    Curation,
+    MatchStatus,
+    VulnFeed,
+    VulnMatch,
+)
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.store import chunked
 from stockade.web.api.cve_schemas import (
@@ -33,7 +43,21 @@ from stockade.web.api.cve_schemas import (
     VulnerabilitySummary,
 )
 
-__all__ = ["VulnFilters", "curation_public", "list_vulnerabilities", "show_vulnerability"]
+__all__ = [
+    "ArtifactFigures",
+    "ArtifactVuln",
+    "MatchStats",
+    "VulnFilters",
+    "VulnListRow",
+    "check_known_version",
+    "curation_history",
+    "curation_public",
+    "list_most_severe",
+    "list_vulnerabilities",
+    "package_figures",
+    "package_vulnerabilities",
+    "show_vulnerability",
+]
 
 ARTIFACTS_SHOWN = 5000
 
@@ -74,17 +98,9 @@ def _match_conditions(
     return where
 
 
-def list_vulnerabilities(
-    session: Session,
-    principal: Principal,
-    filters: VulnFilters,
-    *,
-    after: int,
-    limit: int,
-) -> tuple[list[VulnerabilitySummary], int | None]:
-    """A page of advisories in row order after ``after``; the last row id for the next page."""
-    AccessService(session).require(principal, Permission.CVE_READ)
-    query = select(VulnRow).where(VulnRow.id > after).order_by(VulnRow.id).limit(limit)
+def _filtered(filters: VulnFilters, where: Sequence[ColumnElement[bool]]) -> Select[VulnRow]:
+    """Advisories the filters select, unordered; ``where``: the match conditions, if any."""
+    query = select(VulnRow)
     if filters.severity:
         query = query.where(VulnRow.severity.in_(list(filters.severity)))
     if filters.kev is not None:
@@ -98,33 +114,49 @@ def list_vulnerabilities(
                 cast(VulnRow.aliases, String).icontains(text, autoescape=True),
             )
         )
-    where: list[ColumnElement[bool]] = []
-    if filters.by_match:
-        channels = readable_channels(session, principal, filters.channel)
-        where = _match_conditions(filters, list(channels))
+    if where:
         matched = (
             select(VulnMatch.vulnerability_id)
             .join(Artifact, Artifact.id == VulnMatch.artifact_id)
             .where(*where)
         )
         query = query.where(VulnRow.id.in_(matched))
+    return query
+
+
+def _summary(row: VulnRow, packages: list[MatchedPackage] | None) -> VulnerabilitySummary:
+    return VulnerabilitySummary(
+        id=row.vuln_id,
+        aliases=list(row.aliases or []),
+        summary=row.summary,
+        best_score=row.best_score,
+        severity=row.severity,
+        kev=row.kev,
+        withdrawn=row.withdrawn is not None,
+        published=row.published,
+        modified=row.modified,
+        packages=packages,
+    )
+
+
+def list_vulnerabilities(
+    session: Session,
+    principal: Principal,
+    filters: VulnFilters,
+    *,
+    after: int,
+    limit: int,
+) -> tuple[list[VulnerabilitySummary], int | None]:
+    """A page of advisories in row order after ``after``; the last row id for the next page."""
+    AccessService(session).require(principal, Permission.CVE_READ)
+    where: list[ColumnElement[bool]] = []
+    if filters.by_match:
+        channels = readable_channels(session, principal, filters.channel)
+        where = _match_conditions(filters, list(channels))
+    query = _filtered(filters, where).where(VulnRow.id > after).order_by(VulnRow.id).limit(limit)
     rows = session.scalars(query).all()
     packages = _packages(session, [r.id for r in rows], where) if filters.by_match else {}
-    found = [
-        VulnerabilitySummary(
-            id=r.vuln_id,
-            aliases=list(r.aliases or []),
-            summary=r.summary,
-            best_score=r.best_score,
-            severity=r.severity,
-            kev=r.kev,
-            withdrawn=r.withdrawn is not None,
-            published=r.published,
-            modified=r.modified,
-            packages=packages.get(r.id, []) if filters.by_match else None,
-        )
-        for r in rows
-    ]
+    found = [_summary(r, packages.get(r.id, []) if filters.by_match else None) for r in rows]
     return found, rows[-1].id if len(rows) == limit else None
 
 
@@ -151,7 +183,8 @@ def _packages(
 
 
 def find(session: Session, vuln_id: str) -> VulnRow:
-    row = session.scalar(select(VulnRow).where(VulnRow.vuln_id == vuln_id.strip()))
+    """By id, else by alias (``vulns.ids``): ``/cves/CVE-2021-21330`` shows ``PYSEC-2021-76``."""
+    row = find_vulnerability(session, vuln_id)
     if row is None:
         raise VulnerabilityNotFoundError(f"vulnerability {vuln_id!r} not found")
     return row
@@ -227,3 +260,238 @@ def curation_public(session: Session, vuln_id: str, row: Curation) -> CurationPu
         created_by=user.username if user else None,
         created_at=row.created_at,
     )
+
+
+# ------------------------------------------------------------------ read models of the web pages
+
+#: CVSS versions from the most to the least preferred, as ``Vulnerability.best_score`` picks them.
+CVSS_PREFERENCE = ("4.0", "3.1", "3.0", "2.0")
+NO_SCORE = -1.0  # sorts advisories without a CVSS vector below every scored one
+
+
+def blurb(row: VulnRow, limit: int = 200) -> str:
+    """The advisory's summary, else the start of its details (many OSV records have no summary)."""
+    text = row.summary.strip() or " ".join(row.details.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def best_version(scores: Sequence[dict[str, Any]] | None) -> str | None:
+    """The CVSS version the best score comes from (v4, else v3.1, v3.0, v2)."""
+    versions = {str(s.get("version")) for s in scores or []}
+    return next((v for v in CVSS_PREFERENCE if v in versions), None)
+
+
+@dataclass(frozen=True)
+class MatchStats:
+    """An advisory's matches among what the caller can read (and the filters select)."""
+
+    artifacts: int = 0
+    channels: int = 0
+    worst_status: str | None = None
+
+
+@dataclass(frozen=True)
+class VulnListRow:
+    summary: VulnerabilitySummary
+    blurb: str
+    best_version: str | None
+    stats: MatchStats
+
+
+@dataclass(frozen=True)
+class SeverityCursor:
+    """Where a page of the most-severe-first list ends: the score (or NO_SCORE) and row id."""
+
+    score: float
+    row_id: int
+
+    def encode(self) -> str:
+        return f"{self.score!r}_{self.row_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> SeverityCursor:
+        score, sep, row_id = text.partition("_")
+        try:
+            if not sep or not row_id.isascii() or not row_id.isdigit() or len(row_id) > 18:
+                raise ValueError(text)
+            value = float(score)
+            if not NO_SCORE <= value <= 10.0:
+                raise ValueError(text)
+        except ValueError:
+            raise InvalidInputError(
+                "the page cursor is not valid; start again from the first page", field="after"
+            ) from None
+        return cls(value, int(row_id))
+
+
+def list_most_severe(
+    session: Session,
+    principal: Principal,
+    filters: VulnFilters,
+    *,
+    after: str | None,
+    limit: int,
+) -> tuple[list[VulnListRow], str | None]:
+    """A page of advisories, the highest best score first (unscored last), each with its matches
+    in the channels the caller can read; the cursor of the next page."""
+    AccessService(session).require(principal, Permission.CVE_READ)
+    channels = readable_channels(session, principal, filters.channel)
+    where = _match_conditions(filters, list(channels))
+    score = func.coalesce(VulnRow.best_score, NO_SCORE)
+    query = _filtered(filters, where if filters.by_match else [])
+    if after:
+        cursor = SeverityCursor.decode(after)
+        query = query.where(
+            or_(score < cursor.score, and_(score == cursor.score, VulnRow.id > cursor.row_id))
+        )
+    rows = session.scalars(query.order_by(score.desc(), VulnRow.id).limit(limit)).all()
+    stats = _stats(session, [r.id for r in rows], where)
+    found = [
+        VulnListRow(
+            _summary(r, None), blurb(r), best_version(r.scores), stats.get(r.id, MatchStats())
+        )
+        for r in rows
+    ]
+    if len(rows) < limit:
+        return found, None
+    last = rows[-1]
+    next_score = last.best_score if last.best_score is not None else NO_SCORE
+    return found, SeverityCursor(next_score, last.id).encode()
+
+
+def _stats(
+    session: Session, row_ids: list[int], where: list[ColumnElement[bool]]
+) -> dict[int, MatchStats]:
+    per_status: dict[int, dict[str, int]] = defaultdict(dict)
+    channels: dict[int, int] = {}
+    for part in chunked(row_ids):
+        ids = list(part)
+        by_status = (
+            select(VulnMatch.vulnerability_id, VulnMatch.status, func.count())
+            .join(Artifact, Artifact.id == VulnMatch.artifact_id)
+            .where(VulnMatch.vulnerability_id.in_(ids), *where)
+            .group_by(VulnMatch.vulnerability_id, VulnMatch.status)
+        )
+        for vid, status, count in session.execute(by_status):
+            per_status[vid][status] = count
+        by_channel = (
+            select(VulnMatch.vulnerability_id, func.count(func.distinct(Artifact.channel_id)))
+            .join(Artifact, Artifact.id == VulnMatch.artifact_id)
+            .where(VulnMatch.vulnerability_id.in_(ids), *where)
+            .group_by(VulnMatch.vulnerability_id)
+        )
+        for vid, count in session.execute(by_channel):
+            channels[vid] = count
+    return {
+        vid: MatchStats(
+            artifacts=sum(counts.values()),
+            channels=channels.get(vid, 0),
+            worst_status=worst_of(counts),
+        )
+        for vid, counts in per_status.items()
+    }
+
+
+def worst_of(statuses: Iterable[str]) -> str | None:
+    """The most severe of some statuses (``active`` > ``reported`` > ``disputed`` > …)."""
+    known = [MatchStatus(s) for s in statuses if s in MatchStatus.__members__.values()]
+    return max(known, key=lambda s: s.rank).value if known else None
+
+
+def curation_history(session: Session, principal: Principal, vuln_id: str) -> list[CurationPublic]:
+    """Every decision on an advisory, oldest first (``cve:read``)."""
+    rows = CurationService(session).history(principal, vuln_id)
+    return [curation_public(session, vuln_id.strip(), r) for r in rows]
+
+
+def check_known_version(session: Session, principal: Principal, package: str, version: str) -> None:
+    """Refuse a package or version that no channel the caller can read holds."""
+    name, ver = package.strip().lower(), version.strip()
+    if not name or not ver:
+        return  # the curation's own checks name the missing field
+    channels = list(readable_channels(session, principal))
+    versions = select(Artifact.version).where(
+        Artifact.name == name, Artifact.channel_id.in_(channels)
+    )
+    if session.scalar(versions.limit(1)) is None:
+        raise InvalidInputError(
+            f"no package named {name!r} in the channels you can read", field="package"
+        )
+    if session.scalar(versions.where(Artifact.version == ver).limit(1)) is None:
+        raise InvalidInputError(
+            f"{name} has no version {ver!r} in the channels you can read", field="version"
+        )
+
+
+@dataclass(frozen=True)
+class ArtifactVuln:
+    """One advisory matching one build of a package."""
+
+    artifact_id: int
+    vuln_id: str
+    summary: str  # or the start of the details
+    best_score: float | None
+    best_version: str | None
+    severity: str | None
+    kev: bool
+    withdrawn: bool
+    status: str
+    status_origin: str
+
+
+@dataclass(frozen=True)
+class ArtifactFigures:
+    """``artifact_vuln_summaries``: highest score, its severity, most severe status, counts."""
+
+    max_score: float | None
+    severity: str | None
+    worst_status: str
+    counts: dict[str, int]
+
+
+def package_figures(
+    session: Session, principal: Principal, channel: str, package: str
+) -> dict[int, ArtifactFigures]:
+    """Per-artifact figures of a package's builds in a channel, by artifact id."""
+    AccessService(session).require(principal, Permission.CVE_READ)
+    ids = list(readable_channels(session, principal, channel))
+    query = (
+        select(ArtifactVulnSummary)
+        .join(Artifact, Artifact.id == ArtifactVulnSummary.artifact_id)
+        .where(Artifact.channel_id.in_(ids), Artifact.name == package)
+    )
+    return {
+        s.artifact_id: ArtifactFigures(s.max_score, s.severity, s.worst_status, dict(s.counts))
+        for s in session.scalars(query)
+    }
+
+
+def package_vulnerabilities(
+    session: Session, principal: Principal, channel: str, package: str
+) -> list[ArtifactVuln]:
+    """Every advisory matching a build of a package in a channel, the highest score first."""
+    AccessService(session).require(principal, Permission.CVE_READ)
+    ids = list(readable_channels(session, principal, channel))
+    query = (
+        select(VulnMatch.artifact_id, VulnMatch.status, VulnMatch.status_origin, VulnRow)
+        .join(Artifact, Artifact.id == VulnMatch.artifact_id)
+        .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
+        .where(Artifact.channel_id.in_(ids), Artifact.name == package)
+        .order_by(func.coalesce(VulnRow.best_score, NO_SCORE).desc(), VulnRow.vuln_id)
+        .limit(ARTIFACTS_SHOWN)
+    )
+    return [
+        ArtifactVuln(
+            artifact_id=artifact_id,
+            vuln_id=row.vuln_id,
+            summary=blurb(row),
+            best_score=row.best_score,
+            best_version=best_version(row.scores),
+            severity=row.severity,
+            kev=row.kev,
+            withdrawn=row.withdrawn is not None,
+            status=status,
+            status_origin=origin,
+        )
+        for artifact_id, status, origin, row in session.execute(query)
+    ]

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from stockade.web.api.schemas import Strict
 
-FeedFormatLiteral = Literal["osv", "nvd", "cve5"]
+FeedFormatLiteral = Literal["osv", "nvd", "cve5", "kev", "epss", "bundle"]
 StatusLiteral = Literal["reported", "active", "mitigated", "cleared", "disputed"]
 SeverityLiteral = Literal["none", "low", "medium", "high", "critical"]
 

@@ -177,7 +177,7 @@ def curate(
     it covers take its status at once."""
     security = BlobSecurityReader(container.blobs)
     with transaction(container.factory) as session:
-        row, _counts = CurationService(session, security=security).curate(
+        row, counts = CurationService(session, security=security).curate(
             principal,
             vuln_id,
             body.package,
@@ -186,7 +186,9 @@ def curate(
             body.note,
             builds=body.builds,
         )
-        return curation_public(session, vuln_id.strip(), row)
+        public = curation_public(session, vuln_id.strip(), row)
+    container.dispatch_webhooks(counts.deliveries)  # matches turned active: after the commit
+    return public
 
 
 @router.get("/cves/{vuln_id}/curations", response_model=list[CurationPublic])

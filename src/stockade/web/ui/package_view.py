@@ -1,4 +1,5 @@
-"""What the package page shows about the selected build: record, about, files, link scripts."""
+"""What the package page shows: the selected build (record, about, files, link scripts) and, on
+its vulnerability tab, the advisories matching each version and build."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from stockade.channels.browse import PackageNotFoundError
 from stockade.channels.models import Artifact, PackageContent
 from stockade.conda.repodata import decode_record
 from stockade.core.errors import InvalidInputError
+from stockade.web.api.cve_queries import ArtifactVuln, worst_of
 from stockade.web.ui.render import safe_url
 
 MAX_PATHS = 500
@@ -102,3 +104,56 @@ def build_details(artifact: Artifact, content: PackageContent | None) -> BuildDe
         unpacked_size=content.unpacked_size if content else None,
         link_scripts=list(content.link_scripts) if content and content.link_scripts else [],
     )
+
+
+# ------------------------------------------------------------------------- the vulnerability tab
+
+
+@dataclass(frozen=True)
+class BuildStatus:
+    """An advisory's status on one build, and where it came from (auto, curation, security-json)."""
+
+    artifact: Artifact
+    status: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class AdvisoryOnVersion:
+    """An advisory matching builds of one version; ``worst``: the most severe of their statuses."""
+
+    vuln: ArtifactVuln
+    builds: list[BuildStatus]
+    worst: str
+
+
+@dataclass(frozen=True)
+class VersionVulns:
+    version: str
+    advisories: list[AdvisoryOnVersion]
+
+
+def vulns_by_version(builds: list[Artifact], found: list[ArtifactVuln]) -> list[VersionVulns]:
+    """Matches grouped by version (in the order of ``builds``: newest first), then advisory (in
+    the order found: highest score first), each listing its builds."""
+    by_id = {a.id: a for a in builds}
+    grouped: dict[str, dict[str, tuple[ArtifactVuln, list[BuildStatus]]]] = {}
+    for match in found:
+        artifact = by_id.get(match.artifact_id)
+        if artifact is None:
+            continue
+        per_version = grouped.setdefault(artifact.version, {})
+        _, statuses = per_version.setdefault(match.vuln_id, (match, []))
+        statuses.append(BuildStatus(artifact, match.status, match.status_origin))
+    versions = list(dict.fromkeys(a.version for a in builds))
+    return [
+        VersionVulns(
+            version,
+            [
+                AdvisoryOnVersion(vuln, statuses, worst_of(s.status for s in statuses) or "")
+                for vuln, statuses in grouped[version].values()
+            ],
+        )
+        for version in versions
+        if version in grouped
+    ]

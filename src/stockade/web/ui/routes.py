@@ -12,11 +12,14 @@ from stockade.web.ui import (
     admin_roles,
     audit_page,
     channel_members,
+    cve_page,
+    cves,
     mirror_page,
     mirror_runs,
     mirrors,
     pages,
     policies,
+    report_page,
     service_accounts,
     signin,
 )
@@ -33,4 +36,8 @@ def install_ui(app: FastAPI) -> None:
     for mirroring in (mirrors, mirror_page, mirror_runs, policies):
         app.include_router(mirroring.router)
     app.include_router(channel_members.router)  # before pages: `/channels/{name:path}` takes all
+    # before pages too: the package page's `…/packages/{package}/vulnerabilities` tab
+    app.include_router(cves.router)
+    app.include_router(cve_page.router)
+    app.include_router(report_page.router)
     app.include_router(pages.router)

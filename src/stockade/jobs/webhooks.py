@@ -1,0 +1,149 @@
+"""Webhook delivery: the job that makes one call, and the housekeeper that finds due ones.
+
+:func:`deliver` claims a delivery (``vulns.webhook_outbox.claim``: a conditional update, so two
+workers never send the same attempt), POSTs its JSON body outside any transaction, and records
+the outcome: a 2xx answer is ``delivered``; any other answer, a redirect (never followed), a
+connection error or a timeout (``webhooks.timeout_s``) is retried after ``webhooks.backoff_s``
+until ``webhooks.max_attempts`` calls have failed, then ``failed``.
+
+Headers: ``Content-Type: application/json``, ``User-Agent: Stockade-Webhook/1``,
+``X-Stockade-Event``, ``X-Stockade-Delivery`` (the delivery's uuid), ``X-Stockade-Timestamp``
+(unix seconds) and ``X-Stockade-Signature: sha256=<hex HMAC-SHA256 of "{timestamp}.{body}">``
+keyed by the webhook's secret.
+
+:class:`WebhookHousekeeper` hands due deliveries (retries whose time came, deliveries whose
+dispatch was lost, claims of a worker that died) to the queue every ``webhooks.poll_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from stockade.container import Container
+from stockade.core.errors import ConfigurationError
+from stockade.db.engine import transaction
+from stockade.jobs.ticker import Ticker
+from stockade.vulns.models import WebhookEvent
+from stockade.vulns.webhook_outbox import (
+    USER_AGENT,
+    Claimed,
+    claim,
+    due_deliveries,
+    record_outcome,
+    signature,
+)
+
+log = logging.getLogger("stockade.jobs")
+
+__all__ = ["WebhookHousekeeper", "deliver", "dispatch_due", "request_for"]
+
+#: How long past the timeout a claimed attempt stays ours before it is due again.
+LEASE_MARGIN_S = 60.0
+
+
+def request_for(
+    claimed: Claimed, secret: str, public_url: str | None
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a call (the body is signed as sent)."""
+    payload: dict[str, Any] = dict(claimed.payload)
+    vuln = payload.get("vulnerability")
+    if isinstance(vuln, dict) and "id" in vuln:
+        page = f"/cves/{vuln['id']}"
+        payload["url"] = f"{public_url.rstrip('/')}{page}" if public_url else page
+    body = orjson.dumps(payload)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Stockade-Event": claimed.event,
+        "X-Stockade-Delivery": claimed.delivery_id,
+        "X-Stockade-Timestamp": str(timestamp),
+        "X-Stockade-Signature": signature(secret, timestamp, body),
+    }
+    return body, headers
+
+
+def deliver(container: Container, row_id: int, client: httpx.Client | None = None) -> str:
+    """One attempt at a delivery; returns the state written, ``""`` if it was not ours to send."""
+    settings = container.settings.webhooks
+    with transaction(container.factory) as session:
+        claimed = claim(session, row_id, lease_s=settings.timeout_s + LEASE_MARGIN_S)
+    if claimed is None:
+        return ""
+    status_code: int | None = None
+    error: str | None = None
+    give_up = False
+    if not claimed.enabled and claimed.event != WebhookEvent.PING.value:
+        error, give_up = "the webhook is disabled", True
+    else:
+        try:
+            secret = container.secrets.decrypt(claimed.secret_encrypted)
+        except ConfigurationError as exc:
+            error, give_up = exc.detail, True
+        else:
+            status_code, error = _post(claimed, secret, container, client)
+    with transaction(container.factory) as session:
+        state = record_outcome(
+            session,
+            claimed,
+            status_code=status_code,
+            error=error,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+            give_up=give_up,
+        )
+    log.info(
+        "webhook delivery %s (%s) attempt %s: %s",
+        claimed.delivery_id,
+        claimed.event,
+        claimed.attempt,
+        state or "superseded",
+    )
+    return state
+
+
+def _post(
+    claimed: Claimed, secret: str, container: Container, client: httpx.Client | None
+) -> tuple[int | None, str | None]:
+    body, headers = request_for(claimed, secret, container.settings.public_url)
+    timeout = container.settings.webhooks.timeout_s
+    try:
+        if client is not None:
+            response = client.post(claimed.url, content=body, headers=headers, timeout=timeout)
+        else:
+            with httpx.Client(follow_redirects=False, timeout=timeout) as http:
+                response = http.post(claimed.url, content=body, headers=headers)
+    except httpx.TimeoutException:
+        return None, f"no answer within {timeout:g} s"
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError, OSError) as exc:
+        return None, f"{exc.__class__.__name__}: {str(exc)[:200]}"
+    if 200 <= response.status_code < 300:
+        return response.status_code, None
+    return response.status_code, f"HTTP {response.status_code}"
+
+
+def dispatch_due(container: Container) -> list[int]:
+    """Hand every due delivery to the queue; returns their ids."""
+    with container.factory() as session:
+        due = due_deliveries(session)
+    if due:
+        container.dispatch_webhooks(due)
+    return due
+
+
+class WebhookHousekeeper(Ticker):
+    """A thread beside the feed housekeeper: due deliveries and retries go to the queue."""
+
+    name = "stockade-webhooks"
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        super().__init__(container.settings.webhooks.poll_s)
+
+    def tick(self) -> list[int]:
+        return dispatch_due(self.container)

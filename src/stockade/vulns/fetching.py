@@ -1,0 +1,170 @@
+"""Fetching feed documents: ``https://`` conditionally, or ``file://`` files and folders.
+
+A ``https://`` URL is one document, fetched with ``If-None-Match`` / ``If-Modified-Since`` from the
+last answer's ``ETag`` / ``Last-Modified``; a 304 is "not modified". A ``file://`` URL is a file,
+or a folder whose feed files (by the format's suffixes) are read recursively in path order.
+:func:`fetch_file` fetches one large file (a ``cve.zip``) to disk instead of memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import httpx
+
+from stockade.vulns.errors import FeedFetchError
+from stockade.vulns.models import FeedFormat
+
+__all__ = ["SUFFIXES", "Fetched", "FetchedFile", "fetch", "fetch_file"]
+
+SUFFIXES = {
+    FeedFormat.OSV.value: (".json", ".yaml", ".yml"),
+    FeedFormat.NVD.value: (".json",),
+    FeedFormat.CVE5.value: (".json",),
+    FeedFormat.KEV.value: (".json",),
+    FeedFormat.EPSS.value: (".csv", ".gz"),
+    FeedFormat.BUNDLE.value: (".zip",),
+}
+_TIMEOUT = 120.0
+
+
+@dataclass
+class Fetched:
+    documents: list[tuple[str, bytes]] = field(default_factory=list)
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for name, data in self.documents:
+            h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        return h.hexdigest()
+
+
+def fetch(
+    url: str,
+    fmt: str,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    client: httpx.Client | None = None,
+) -> Fetched:
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return _read_path(Path(url2pathname(parts.path)), fmt)
+    if parts.scheme != "https":
+        raise FeedFetchError(f"feed URLs are https:// or file://, not {url!r}")
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    owned = client is None
+    http = client or httpx.Client(follow_redirects=True, timeout=_TIMEOUT)
+    try:
+        response = http.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise FeedFetchError(f"fetching {url}: {exc}") from exc
+    finally:
+        if owned:
+            http.close()
+    if response.status_code == httpx.codes.NOT_MODIFIED:
+        return Fetched(etag=etag, last_modified=last_modified, not_modified=True)
+    if response.status_code >= httpx.codes.BAD_REQUEST:
+        raise FeedFetchError(f"fetching {url}: HTTP {response.status_code}")
+    return Fetched(
+        [(parts.path.rsplit("/", 1)[-1] or "feed", response.content)],
+        etag=response.headers.get("ETag"),
+        last_modified=response.headers.get("Last-Modified"),
+    )
+
+
+def _read_path(path: Path, fmt: str) -> Fetched:
+    if path.is_file():
+        return Fetched([(path.name, path.read_bytes())])
+    if not path.is_dir():
+        raise FeedFetchError(f"feed path {path} does not exist")
+    suffixes = SUFFIXES[fmt]
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+    )
+    return Fetched([(p.relative_to(path).as_posix(), p.read_bytes()) for p in files])
+
+
+@dataclass
+class FetchedFile:
+    path: Path | None
+    sha256: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+
+
+@contextmanager
+def fetch_file(
+    url: str,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    client: httpx.Client | None = None,
+) -> Iterator[FetchedFile]:
+    """One file (a ``cve.zip``) from ``file://`` in place, or from ``https://`` streamed to a
+    temporary file (removed afterwards), fetched conditionally; its sha256 computed."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        path = Path(url2pathname(parts.path))
+        if not path.is_file():
+            raise FeedFetchError(f"{path} is not a file (a bundle feed names one cve.zip)")
+        yield FetchedFile(path, _file_sha256(path))
+        return
+    if parts.scheme != "https":
+        raise FeedFetchError(f"feed URLs are https:// or file://, not {url!r}")
+    headers = {
+        k: v for k, v in (("If-None-Match", etag), ("If-Modified-Since", last_modified)) if v
+    }
+    owned = client is None
+    http = client or httpx.Client(follow_redirects=True, timeout=_TIMEOUT)
+    with tempfile.TemporaryDirectory(prefix="stockade-feed-") as folder:
+        target = Path(folder) / "cve.zip"
+        try:
+            with http.stream("GET", url, headers=headers) as response:
+                if response.status_code == httpx.codes.NOT_MODIFIED:
+                    yield FetchedFile(None, None, etag, last_modified, not_modified=True)
+                    return
+                if response.status_code >= httpx.codes.BAD_REQUEST:
+                    raise FeedFetchError(f"fetching {url}: HTTP {response.status_code}")
+                digest = hashlib.sha256()
+                with target.open("wb") as fh:
+                    for block in response.iter_bytes(1 << 20):
+                        digest.update(block)
+                        fh.write(block)
+                got = FetchedFile(
+                    target,
+                    digest.hexdigest(),
+                    response.headers.get("ETag"),
+                    response.headers.get("Last-Modified"),
+                )
+        except httpx.HTTPError as exc:
+            raise FeedFetchError(f"fetching {url}: {exc}") from exc
+        finally:
+            if owned:
+                http.close()
+        yield got
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,575 @@
+"""Vulnerability reports (SPEC §7): of an environment (a :class:`~stockade.vulns.trees.Tree`) and
+of a channel; JSON and CSV renderings.
+
+A finding is one stored match (``vuln_matches``) of a package of the environment, with the
+advisory's id, aliases, summary, best score and its CVSS version, severity band, KEV flag, the
+match's curation status and the shortest path from a root. Only ``reported`` and ``active``
+findings count, as in the per-artifact summaries (``matcher.OPEN_STATUSES``); ``cleared``,
+``mitigated`` and ``disputed`` ones are listed with ``counts: false`` and left out of the summary's
+severity counts, of the highest score and of each package's own and reachable scores.
+
+Per package, the report shows its own highest score beside the highest score reachable through its
+dependencies, with the advisory and the path to the package that carries it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stockade.auth.principal import Principal
+from stockade.channels.models import Artifact
+from stockade.channels.models import Channel as ChannelRow
+from stockade.core.clock import utcnow
+from stockade.core.errors import InvalidInputError
+from stockade.vulns.envfiles import EnvironmentInput, packages_for
+from stockade.vulns.matcher import OPEN_STATUSES
+from stockade.vulns.models import Vulnerability as VulnRow
+from stockade.vulns.models import VulnMatch
+from stockade.vulns.store import chunked
+from stockade.vulns.trees import Node, Tree, TreeBuilder, channel_name_of, check_platform
+
+__all__ = [
+    "ChannelReport",
+    "EnvironmentReport",
+    "Finding",
+    "Reachable",
+    "channel_report",
+    "csv_cell",
+    "environment_report",
+    "render_csv",
+    "render_json",
+]
+
+_VERSIONS = ("4.0", "3.1", "3.0", "2.0")
+FINDING_COLUMNS = (
+    "vuln_id",
+    "aliases",
+    "summary",
+    "score",
+    "cvss_version",
+    "severity",
+    "kev",
+    "status",
+    "counts",
+    "package",
+    "version",
+    "build",
+    "channel",
+    "subdir",
+    "filename",
+    "path",
+)
+
+
+@dataclass
+class Finding:
+    vuln_id: str
+    aliases: list[str]
+    summary: str
+    score: float | None
+    cvss_version: str | None
+    severity: str | None
+    kev: bool
+    status: str
+    counts: bool
+    package: str
+    version: str
+    build: str
+    channel: str | None
+    subdir: str | None
+    filename: str | None
+    path: list[str]
+
+
+@dataclass
+class Reachable:
+    score: float
+    severity: str | None
+    vuln_id: str
+    package: str
+    path: list[str]
+
+
+@dataclass
+class PackageEntry:
+    name: str
+    version: str
+    build: str
+    channel: str | None
+    subdir: str | None
+    filename: str | None
+    sha256: str | None
+    md5: str | None
+    license: str | None
+    known: bool
+    path: list[str]
+    depends: list[str]
+    score: float | None = None
+    severity: str | None = None
+    reachable: Reachable | None = None
+    note: str | None = None
+
+
+@dataclass
+class Summary:
+    packages: int
+    unknown: int
+    findings: int
+    by_severity: dict[str, int]
+    by_status: dict[str, int]
+    highest: Reachable | None
+
+
+@dataclass
+class EnvironmentReport:
+    kind: str
+    platform: str
+    channels: list[str]
+    ignored_channels: list[str]
+    roots: list[str]
+    generated_at: str
+    summary: Summary
+    packages: list[PackageEntry]
+    findings: list[Finding]
+    notes: list[str] = field(default_factory=list)
+    name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Advisory:
+    vuln_id: str
+    aliases: list[str]
+    summary: str
+    score: float | None
+    cvss_version: str | None
+    severity: str | None
+    kev: bool
+
+
+def _cvss_version(row: VulnRow) -> str | None:
+    if row.best_score is None:
+        return None
+    versions = {str(s.get("version")) for s in row.scores or []}
+    return next((v for v in _VERSIONS if v in versions), None)
+
+
+def _advisory(row: VulnRow) -> _Advisory:
+    return _Advisory(
+        vuln_id=row.vuln_id,
+        aliases=list(row.aliases or []),
+        summary=row.summary,
+        score=row.best_score,
+        cvss_version=_cvss_version(row),
+        severity=row.severity,
+        kev=row.kev,
+    )
+
+
+def matches_of(
+    session: Session, artifact_ids: Sequence[int]
+) -> dict[int, list[tuple[_Advisory, str]]]:
+    """Artifact id -> [(advisory, match status)], withdrawn advisories left out."""
+    found: dict[int, list[tuple[_Advisory, str]]] = defaultdict(list)
+    for part in chunked(sorted(set(artifact_ids))):
+        query = (
+            select(VulnMatch.artifact_id, VulnMatch.status, VulnRow)
+            .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
+            .where(VulnMatch.artifact_id.in_(list(part)), VulnRow.withdrawn.is_(None))
+        )
+        for artifact_id, status, row in session.execute(query):
+            found[artifact_id].append((_advisory(row), status))
+    return found
+
+
+def environment_report(
+    session: Session,
+    tree: Tree,
+    *,
+    kind: str,
+    ignored_channels: Iterable[str] = (),
+    notes: Iterable[str] = (),
+    name: str | None = None,
+) -> EnvironmentReport:
+    paths = tree.paths()
+    matches = matches_of(session, [n.artifact_id for n in tree.nodes.values() if n.artifact_id])
+    findings: list[Finding] = []
+    own: dict[str, tuple[float, str, str | None]] = {}  # name -> (score, vuln id, severity)
+    for node in sorted(tree.nodes.values(), key=lambda n: n.name):
+        for advisory, status in sorted(
+            matches.get(node.artifact_id or -1, []), key=lambda m: m[0].vuln_id
+        ):
+            counts = status in OPEN_STATUSES
+            findings.append(_finding(node, advisory, status, counts, paths[node.name]))
+            if counts and advisory.score is not None:
+                best = own.get(node.name)
+                if best is None or advisory.score > best[0]:
+                    own[node.name] = (advisory.score, advisory.vuln_id, advisory.severity)
+    findings.sort(key=lambda f: (-(f.score or -1), f.vuln_id, f.package))
+    packages = [_entry(tree, node, paths[node.name], own) for node in _ordered(tree, paths)]
+    return EnvironmentReport(
+        kind=kind,
+        platform=tree.platform,
+        channels=list(tree.channels),
+        ignored_channels=list(ignored_channels),
+        roots=list(tree.roots),
+        generated_at=utcnow().isoformat(),
+        summary=_summary(packages, findings, paths, own),
+        packages=packages,
+        findings=findings,
+        notes=[*notes, *tree.notes],
+        name=name,
+    )
+
+
+def _ordered(tree: Tree, paths: dict[str, list[str]]) -> list[Node]:
+    return sorted(tree.nodes.values(), key=lambda n: (len(paths[n.name]), n.name))
+
+
+def _finding(
+    node: Node, advisory: _Advisory, status: str, counts: bool, path: list[str]
+) -> Finding:
+    return Finding(
+        vuln_id=advisory.vuln_id,
+        aliases=advisory.aliases,
+        summary=advisory.summary,
+        score=advisory.score,
+        cvss_version=advisory.cvss_version,
+        severity=advisory.severity,
+        kev=advisory.kev,
+        status=status,
+        counts=counts,
+        package=node.name,
+        version=node.version,
+        build=node.build,
+        channel=node.channel,
+        subdir=node.subdir,
+        filename=node.filename,
+        path=list(path),
+    )
+
+
+def reachable_from(
+    tree: Tree, start: str, own: dict[str, tuple[float, str, str | None]]
+) -> Reachable | None:
+    """The highest score among ``start`` and everything it depends on, with the path to it."""
+    best: Reachable | None = None
+    for name, path in tree.reach(start).items():
+        mine = own.get(name)
+        if mine is None:
+            continue
+        better = best is None or mine[0] > best.score
+        if not better and best is not None and mine[0] == best.score:
+            better = len(path) < len(best.path)
+        if better:
+            best = Reachable(mine[0], mine[2], mine[1], name, list(path))
+    return best
+
+
+def _entry(
+    tree: Tree, node: Node, path: list[str], own: dict[str, tuple[float, str, str | None]]
+) -> PackageEntry:
+    mine = own.get(node.name)
+    return PackageEntry(
+        name=node.name,
+        version=node.version,
+        build=node.build,
+        channel=node.channel,
+        subdir=node.subdir,
+        filename=node.filename,
+        sha256=node.sha256,
+        md5=node.md5,
+        license=node.license,
+        known=node.known,
+        path=list(path),
+        depends=list(tree.edges.get(node.name, [])),
+        score=mine[0] if mine else None,
+        severity=mine[2] if mine else None,
+        reachable=reachable_from(tree, node.name, own),
+        note=node.note if not node.known else None,
+    )
+
+
+def _summary(
+    packages: list[PackageEntry],
+    findings: list[Finding],
+    paths: dict[str, list[str]],
+    own: dict[str, tuple[float, str, str | None]],
+) -> Summary:
+    severity = Counter(f.severity or "unscored" for f in findings if f.counts)
+    status = Counter(f.status for f in findings)
+    highest: Reachable | None = None
+    for name, (score, vuln_id, band) in sorted(own.items()):
+        path = paths[name]
+        if highest is None or (score, -len(path)) > (highest.score, -len(highest.path)):
+            highest = Reachable(score, band, vuln_id, name, list(path))
+    return Summary(
+        packages=len(packages),
+        unknown=sum(1 for p in packages if not p.known),
+        findings=len(findings),
+        by_severity=dict(sorted(severity.items())),
+        by_status=dict(sorted(status.items())),
+        highest=highest,
+    )
+
+
+# ------------------------------------------------------------------------------- channel
+
+
+CHANNEL_COLUMNS = (
+    "channel",
+    "subdir",
+    "filename",
+    "package",
+    "version",
+    "build",
+    "vuln_id",
+    "aliases",
+    "summary",
+    "score",
+    "cvss_version",
+    "severity",
+    "kev",
+    "status",
+    "status_origin",
+    "counts",
+)
+
+
+@dataclass
+class ChannelReport:
+    channel: str
+    generated_at: str
+    artifacts: int
+    by_severity: dict[str, int]
+    by_status: dict[str, int]
+    rows: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def channel_report(session: Session, channel: ChannelRow) -> ChannelReport:
+    """One row per (artifact, vulnerability) of every matched artifact of the channel."""
+    query = (
+        select(
+            Artifact.subdir,
+            Artifact.filename,
+            Artifact.name,
+            Artifact.version,
+            Artifact.build,
+            VulnMatch.status,
+            VulnMatch.status_origin,
+            VulnRow,
+        )
+        .join(VulnMatch, VulnMatch.artifact_id == Artifact.id)
+        .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
+        .where(Artifact.channel_id == channel.id, VulnRow.withdrawn.is_(None))
+        .order_by(Artifact.subdir, Artifact.filename, VulnRow.vuln_id)
+    )
+    rows: list[dict[str, Any]] = []
+    artifacts: set[tuple[str, str]] = set()
+    for subdir, filename, name, version, build, status, origin, vuln in session.execute(query):
+        advisory = _advisory(vuln)
+        artifacts.add((subdir, filename))
+        rows.append(
+            {
+                "channel": channel.name,
+                "subdir": subdir,
+                "filename": filename,
+                "package": name,
+                "version": version,
+                "build": build,
+                "vuln_id": advisory.vuln_id,
+                "aliases": advisory.aliases,
+                "summary": advisory.summary,
+                "score": advisory.score,
+                "cvss_version": advisory.cvss_version,
+                "severity": advisory.severity,
+                "kev": advisory.kev,
+                "status": status,
+                "status_origin": origin,
+                "counts": status in OPEN_STATUSES,
+            }
+        )
+    return ChannelReport(
+        channel=channel.name,
+        generated_at=utcnow().isoformat(),
+        artifacts=len(artifacts),
+        by_severity=dict(
+            sorted(Counter(r["severity"] or "unscored" for r in rows if r["counts"]).items())
+        ),
+        by_status=dict(sorted(Counter(r["status"] for r in rows).items())),
+        rows=rows,
+    )
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def render_json(report: EnvironmentReport | ChannelReport) -> bytes:
+    return orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2)
+
+
+def csv_cell(value: object) -> object:
+    """Spreadsheets run cells starting with = + - @ (and tab, CR) as formulas: quote them."""
+    if isinstance(value, list):
+        value = "; ".join(str(v) for v in value)
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def render_csv(report: EnvironmentReport | ChannelReport) -> bytes:
+    """Findings one per row; an environment's unknown packages follow with status ``unknown``."""
+    out = io.StringIO()
+    if isinstance(report, ChannelReport):
+        writer = csv.DictWriter(out, fieldnames=CHANNEL_COLUMNS)
+        writer.writeheader()
+        for row in report.rows:
+            writer.writerow({k: csv_cell(row[k]) for k in CHANNEL_COLUMNS})
+        return out.getvalue().encode()
+    writer = csv.DictWriter(out, fieldnames=FINDING_COLUMNS)
+    writer.writeheader()
+    for finding in report.findings:
+        row = asdict(finding)
+        row["path"] = " -> ".join(finding.path)
+        writer.writerow({k: csv_cell(row[k]) for k in FINDING_COLUMNS})
+    for package in report.packages:
+        if package.known:
+            continue
+        unknown = dict.fromkeys(FINDING_COLUMNS, "") | {
+            "status": "unknown",
+            "package": package.name,
+            "version": package.version,
+            "build": package.build,
+            "subdir": package.subdir or "",
+            "filename": package.filename or "",
+            "summary": package.note or "not in the chosen channels",
+            "path": " -> ".join(package.path),
+            "counts": False,
+        }
+        writer.writerow({k: csv_cell(v) for k, v in unknown.items()})
+    return out.getvalue().encode()
+
+
+# ---------------------------------------------------------------------------- orchestration
+
+
+class NoChannelError(InvalidInputError):
+    code = "report:no-channel"
+    title = "No channel to report against"
+
+
+def report_environment(
+    session: Session,
+    principal: Principal,
+    env: EnvironmentInput,
+    *,
+    channels: Sequence[str] = (),
+    platform: str | None = None,
+) -> EnvironmentReport:
+    """Resolve ``env`` against channels the principal can read and report on it.
+
+    ``channels`` (names, or URLs of our ``/conda/NAME``) must each be readable (else "not
+    found"); without them, the file's own channels that exist here and are readable are used,
+    the others reported as ignored. Lock files then fall back to every readable channel.
+    """
+    builder = TreeBuilder(session, principal)
+    ignored: list[str] = []
+    notes = list(env.notes)
+    if channels:
+        chosen = [builder.readable(channel_name_of(c) or c) for c in channels]
+    else:
+        chosen, ignored = builder.pick(env.channels)
+    if not chosen and env.pinned:
+        chosen = builder.readable_all()
+        notes.append("no channel given: every channel you can read was searched")
+    if not chosen:
+        raise NoChannelError(
+            "none of the environment's channels is here: pass channel=NAME",
+            ignored=ignored,
+        )
+    target = _platform(env, platform)
+    if env.pinned:
+        tree = builder.pin(packages_for(env, target), chosen, target)
+    else:
+        tree = builder.solve(env.specs, chosen, target)
+    return environment_report(
+        session, tree, kind=env.kind, ignored_channels=ignored, notes=notes, name=env.name
+    )
+
+
+def _platform(env: EnvironmentInput, platform: str | None) -> str:
+    if platform:
+        check_platform(platform)
+        if env.pinned and env.platforms and platform not in env.platforms:
+            raise InvalidInputError(
+                f"the file locks no packages for {platform}; it has {', '.join(env.platforms)}",
+                code="report:bad-platform",
+                field="platform",
+            )
+        return platform
+    if env.platforms:
+        return check_platform("linux-64" if "linux-64" in env.platforms else env.platforms[0])
+    return "linux-64"
+
+
+@dataclass
+class PackageTree:
+    """One artifact's tree: its own highest score beside the highest reachable one."""
+
+    channel: str
+    name: str
+    version: str
+    build: str
+    subdir: str
+    score: float | None
+    severity: str | None
+    reachable: Reachable | None
+    solve_error: str | None
+    report: EnvironmentReport
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def package_tree(
+    session: Session,
+    principal: Principal,
+    channel: str,
+    name: str,
+    version: str,
+    build: str,
+    subdir: str,
+    *,
+    platform: str | None = None,
+) -> PackageTree:
+    tree, error = TreeBuilder(session, principal).artifact_tree(
+        channel, name, version, build, subdir, platform=platform
+    )
+    report = environment_report(session, tree, kind="package", name=f"{name}-{version}-{build}")
+    root = next(p for p in report.packages if p.name == tree.roots[0])
+    return PackageTree(
+        channel=channel,
+        name=root.name,
+        version=root.version,
+        build=root.build,
+        subdir=subdir,
+        score=root.score,
+        severity=root.severity,
+        reachable=root.reachable,
+        solve_error=error,
+        report=report,
+    )

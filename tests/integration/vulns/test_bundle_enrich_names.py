@@ -1,0 +1,572 @@
+"""KEV/EPSS enrichment, the cve.zip bundle (export, verified atomic import) and name-map edits.
+
+Advisories are the real ones of ``../shared/testdata/vulns``: OSV PyPI ``aiohttp`` (PYSEC-2021-76,
+alias CVE-2021-21330; affected before 3.7.4) and NVD CVE-2022-43782 (``atlassian:crowd``, no
+shipped mapping; affected 3.0.0-4.4.4 and 5.0.0-5.0.3, ends exclusive). KEV and EPSS documents
+are small ones in the real formats, naming those CVE ids.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import ssl
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from stockade.auth.principal import Principal
+from stockade.channels.models import Artifact
+from stockade.container import Container
+from stockade.db.engine import transaction
+from stockade.db.migrate import upgrade
+from stockade.settings import load_settings
+from stockade.vulns import bundle as bundle_module
+from stockade.vulns.bundle import export_bundle, import_bundle, import_zip
+from stockade.vulns.bundlefile import BundleError, BundleLimits, BundleTooLargeError
+from stockade.vulns.errors import FeedError, NameMapError
+from stockade.vulns.feedsync import FeedSync
+from stockade.vulns.matcher import Matcher
+from stockade.vulns.models import NameMapEntry, VulnEnrichment, VulnMatch, VulnTarget
+from stockade.vulns.models import Vulnerability as VulnRow
+from stockade.vulns.namemap import NameMapService
+from stockade.vulns.store import VulnStore, revision
+from tests.conftest import PG_URL
+from tests.factories.packages import PackageSpec, build_conda, file
+from tests.integration.conftest import add_package
+from tests.integration.vulns.support import (
+    VULNS,
+    add_artifacts,
+    add_feed,
+    channel_id,
+    matches,
+    osv_folder,
+    sync,
+)
+from tests.support.server import fresh_database
+from tests.support.upstream import Upstream, self_signed_cert, server_tls_context
+
+PYSEC = "PYSEC-2021-76"
+CVE = "CVE-2021-21330"  # PYSEC-2021-76's alias
+NVD_ID = "CVE-2022-43782"  # atlassian:crowd
+
+
+def kev_doc(*cves: str) -> bytes:
+    return json.dumps(
+        {
+            "title": "CISA Catalog of Known Exploited Vulnerabilities",
+            "catalogVersion": "2024.01.01",
+            "dateReleased": "2024-01-01T00:00:00.000Z",
+            "count": len(cves),
+            "vulnerabilities": [
+                {
+                    "cveID": c,
+                    "vendorProject": "aio-libs",
+                    "product": "aiohttp",
+                    "vulnerabilityName": "open redirect",
+                    "dateAdded": "2023-05-01",
+                    "shortDescription": "…",
+                    "requiredAction": "Apply updates.",
+                    "dueDate": "2023-05-22",
+                    "knownRansomwareCampaignUse": "Unknown",
+                    "notes": "",
+                    "cwes": ["CWE-601"],
+                }
+                for c in cves
+            ],
+        }
+    ).encode()
+
+
+def epss_doc(rows: dict[str, tuple[float, float]]) -> bytes:
+    lines = [
+        "#model_version:v2023.03.01,score_date:2024-01-01T00:00:00+0000",
+        "cve,epss,percentile",
+    ]
+    lines += [f"{c},{e},{p}" for c, (e, p) in rows.items()]
+    return gzip.compress(("\n".join(lines) + "\n").encode())
+
+
+def advisory(container: Container, vuln_id: str) -> VulnRow:
+    with container.factory() as session:
+        row = session.scalar(select(VulnRow).where(VulnRow.vuln_id == vuln_id))
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def nvd_page(tmp_path: Path, vuln_id: str = NVD_ID) -> Path:
+    """A one-record NVD API page holding the real record ``vuln_id`` of ``cves-2023.json``."""
+    page = json.loads((VULNS / "nvd-api-2.0" / "cves-2023.json").read_text())
+    page["vulnerabilities"] = [v for v in page["vulnerabilities"] if v["cve"]["id"] == vuln_id]
+    page["resultsPerPage"] = page["totalResults"] = 1
+    folder = tmp_path / "nvd"
+    folder.mkdir(exist_ok=True)
+    (folder / "page.json").write_text(json.dumps(page))
+    return folder
+
+
+def counts(container: Container) -> dict[str, int]:
+    with container.factory() as session:
+        return {
+            name: session.scalar(select(func.count()).select_from(model)) or 0
+            for name, model in (
+                ("vulns", VulnRow),
+                ("targets", VulnTarget),
+                ("matches", VulnMatch),
+                ("names", NameMapEntry),
+                ("enrichment", VulnEnrichment),
+            )
+        } | {"revision": revision(session)}
+
+
+# ---------------------------------------------------------------------------------- KEV, EPSS
+
+
+def test_kev_and_epss_from_files_flag_the_advisory_by_alias(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    sync(
+        container,
+        add_feed(container, admin, "pypa", osv_folder(tmp_path, "aiohttp").as_uri(), "osv"),
+    )
+    kev_file, epss_file = tmp_path / "kev.json", tmp_path / "epss_scores-2024-01-01.csv.gz"
+    kev_file.write_bytes(kev_doc(CVE, "CVE-2099-0001"))
+    epss_file.write_bytes(epss_doc({CVE: (0.42, 0.97), "CVE-2099-0002": (0.01, 0.1)}))
+    kev = add_feed(container, admin, "kev", kev_file.as_uri(), "kev")
+    epss = add_feed(container, admin, "epss", epss_file.as_uri(), "epss")
+    before = counts(container)["revision"]
+
+    done = sync(container, kev)
+    assert (done.enriched, done.changed) == (2, 1)
+    sync(container, epss)
+
+    row = advisory(container, PYSEC)
+    assert row.kev is True and row.epss == pytest.approx(0.42)
+    assert counts(container)["revision"] > before
+    assert advisory(container, "PYSEC-2023-120").kev is False
+    with container.factory() as session:
+        kept = session.get(VulnEnrichment, CVE)
+        assert kept is not None and kept.kev_due_date == "2023-05-22"
+        assert kept.epss_percentile == pytest.approx(0.97)
+
+    kev_file.write_bytes(kev_doc("CVE-2099-0001"))  # dropped from the catalogue
+    assert sync(container, kev).changed == 1
+    row = advisory(container, PYSEC)
+    assert row.kev is False and row.epss == pytest.approx(0.42)  # the EPSS score stays
+    assert sync(container, kev).not_modified
+
+
+def test_enrichment_known_first_applies_to_advisories_stored_later(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    (tmp_path / "kev.json").write_bytes(kev_doc(CVE))
+    sync(container, add_feed(container, admin, "kev", (tmp_path / "kev.json").as_uri(), "kev"))
+    assert counts(container)["vulns"] == 0
+    sync(
+        container,
+        add_feed(container, admin, "pypa", osv_folder(tmp_path, "aiohttp").as_uri(), "osv"),
+    )
+    assert advisory(container, PYSEC).kev is True
+
+
+def test_a_broken_kev_document_changes_nothing(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    sync(
+        container,
+        add_feed(container, admin, "pypa", osv_folder(tmp_path, "aiohttp").as_uri(), "osv"),
+    )
+    path = tmp_path / "kev.json"
+    path.write_bytes(kev_doc(CVE))
+    feed = add_feed(container, admin, "kev", path.as_uri(), "kev")
+    sync(container, feed)
+    broken = json.loads(kev_doc(CVE))
+    broken["vulnerabilities"].append({"cveID": "not-a-cve"})
+    path.write_text(json.dumps(broken))
+    with pytest.raises(FeedError, match=r"vulnerabilities\[1\]\.cveID"):
+        sync(container, feed)
+    assert advisory(container, PYSEC).kev is True
+    (tmp_path / "e.csv").write_text("cve,epss,percentile\nCVE-2021-21330,1.5,0.2\n")
+    epss = add_feed(container, admin, "epss", (tmp_path / "e.csv").as_uri(), "epss")
+    with pytest.raises(FeedError, match="line 2: epss must be between 0 and 1"):
+        sync(container, epss)
+    assert advisory(container, PYSEC).epss is None
+
+
+def test_kev_over_https_is_fetched_conditionally(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    sync(
+        container,
+        add_feed(container, admin, "pypa", osv_folder(tmp_path, "aiohttp").as_uri(), "osv"),
+    )
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "known_exploited_vulnerabilities.json").write_bytes(kev_doc(CVE))
+    cert, key = self_signed_cert(tmp_path)
+    with (
+        Upstream(served, ssl_context=server_tls_context(cert, key)) as up,
+        httpx.Client(verify=ssl.create_default_context(cafile=cert)) as client,
+    ):
+        url = f"{up.url}/known_exploited_vulnerabilities.json"
+        feed = add_feed(container, admin, "kev", url, "kev")
+        first = FeedSync(container.factory, client=client).sync_feed(feed)
+        again = FeedSync(container.factory, client=client).sync_feed(feed)
+        deadline = time.monotonic() + 10  # the server logs a request after answering it
+        while len(up.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        statuses = [r.status for r in up.requests]
+    assert first.changed == 1 and not first.not_modified
+    assert again.not_modified
+    assert statuses == [200, 304]
+    assert advisory(container, PYSEC).kev is True
+
+
+# --------------------------------------------------------------------------------------- bundle
+
+
+@pytest.fixture
+def other(container: Container, tmp_path: Path) -> Iterator[Container]:
+    """A second, empty Stockade of the same backend (the air-gapped side)."""
+    backend = "postgresql" if container.engine.dialect.name == "postgresql" else "sqlite"
+    data = tmp_path / "other"
+    data.mkdir()
+    with fresh_database(backend, data, PG_URL) as url:
+        upgrade(url)
+        built = Container.build(load_settings(data_dir=data, database_url=url))
+        built.bootstrap()
+        yield built
+        built.close()
+
+
+def _stocked(container: Container, admin: Principal, tmp_path: Path) -> None:
+    """Advisories of both kinds, KEV/EPSS, and an admin name-map entry."""
+    sync(
+        container,
+        add_feed(container, admin, "pypa", osv_folder(tmp_path, "aiohttp").as_uri(), "osv"),
+    )
+    sync(container, add_feed(container, admin, "nvd", nvd_page(tmp_path).as_uri(), "nvd"))
+    (tmp_path / "kev.json").write_bytes(kev_doc(CVE))
+    sync(container, add_feed(container, admin, "kev", (tmp_path / "kev.json").as_uri(), "kev"))
+    with transaction(container.factory) as session:
+        NameMapService(session).add(admin, "crowd", "atlassian:crowd", "NVD spelling")
+
+
+def test_bundle_round_trip_to_a_fresh_stockade(
+    container: Container, other: Container, admin: Principal, tmp_path: Path
+) -> None:
+    _stocked(container, admin, tmp_path)
+    versions = [("crowd", "4.4.3", "0"), ("crowd", "4.4.4", "0"), ("aiohttp", "3.7.3", "0")]
+    add_artifacts(container, channel_id(container, admin), versions)
+    out = tmp_path / "cve.zip"
+    with container.factory() as session:
+        exported = export_bundle(session, out)
+    assert exported.vulnerabilities == counts(container)["vulns"] == 10
+    assert exported.name_map == 1 and exported.enrichment == 1
+    assert not list(tmp_path.glob(".cve-*"))  # the temporary file was renamed
+
+    add_artifacts(other, channel_id(other, admin_of(other)), versions, match=False)
+    with transaction(other.factory) as session:
+        done = import_bundle(session, out)
+    assert (done.added, done.updated, done.name_map, done.enrichment) == (10, 0, 1, 1)
+    assert matches(other) == matches(container)
+    assert ("CVE-2022-43782", "crowd", "4.4.3", "0") in matches(other)
+    assert ("CVE-2022-43782", "crowd", "4.4.4", "0") not in matches(other)
+    assert advisory(other, PYSEC).kev is True
+    source, copy = advisory(container, NVD_ID), advisory(other, NVD_ID)
+    assert (copy.affected, copy.scores, copy.digest) == (
+        source.affected,
+        source.scores,
+        source.digest,
+    )
+
+    with transaction(other.factory) as session:  # again: idempotent
+        again = import_bundle(session, out)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 10)
+
+
+def admin_of(container: Container) -> Principal:
+    from stockade.auth.service import UserService
+
+    with transaction(container.factory) as session:
+        users = UserService(session)
+        return users.principal_for(users.get_by_name("admin"), via="password")
+
+
+def test_a_failure_midway_leaves_the_database_as_it_was(
+    container: Container, admin: Principal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stocked(container, admin, tmp_path)
+    out = tmp_path / "cve.zip"
+    with container.factory() as session:
+        export_bundle(session, out)
+    fresh = tmp_path / "fresh"
+    folder = osv_folder(fresh, "jinja2")
+    sync(container, add_feed(container, admin, "jinja", folder.as_uri(), "osv"))
+    # a bundle with changed records and new ones: edit every advisory's summary
+    edited = tmp_path / "edited.zip"
+    rewrite(out, edited, lambda rec: {**rec, "summary": "edited"})
+    before, rows_before = counts(container), advisory(container, PYSEC).summary
+
+    def boom(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(bundle_module, "_replace_enrichment", boom)  # after the upserts
+    with pytest.raises(RuntimeError), transaction(container.factory) as session:
+        import_bundle(session, edited)
+    assert counts(container) == before
+    assert advisory(container, PYSEC).summary == rows_before != "edited"
+
+
+def rewrite(source: Path, target: Path, change: Any) -> None:
+    """A valid bundle whose advisory records went through ``change`` (manifest recomputed)."""
+    import hashlib
+
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        manifest = json.loads(zin.read("manifest.json"))
+        for name in zin.namelist():
+            if name == "manifest.json":
+                continue
+            data = zin.read(name)
+            if name.startswith("vulnerabilities/"):
+                lines = [json.dumps(change(json.loads(x))) for x in data.splitlines() if x]
+                data = "\n".join(lines).encode()
+            manifest["files"][name] = {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+            }
+            zout.writestr(name, data)
+        zout.writestr("manifest.json", json.dumps(manifest))
+
+
+def _zip(path: Path, members: dict[str, bytes], *, manifest: dict[str, Any] | None = None) -> Path:
+    import hashlib
+
+    with zipfile.ZipFile(path, "w") as out:
+        files = {
+            n: {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)} for n, d in members.items()
+        }
+        doc = manifest or {"format": "stockade-cve-bundle", "format_version": 1, "files": files}
+        out.writestr("manifest.json", json.dumps(doc))
+        for name, data in members.items():
+            out.writestr(name, data)
+    return path
+
+
+RECORD = json.dumps({"vuln_id": "TEST-1", "source": "osv", "affected": []}).encode()
+
+
+BROKEN: list[tuple[dict[str, bytes], str]] = [
+    ({"../evil.jsonl": RECORD}, "unsafe member name"),
+    ({"/abs/vulnerabilities/x.jsonl": RECORD}, "unsafe member name"),
+    ({"vulnerabilities\\x.jsonl": RECORD}, "unsafe member name"),
+    ({"vulnerabilities/x.jsonl": b"{not json"}, "vulnerabilities/x.jsonl: line 1: not JSON"),
+    ({"vulnerabilities/x.jsonl": b'{"source": "osv"}'}, "line 1: not an advisory record"),
+    ({"other.txt": b"hello"}, "other.txt: not a file a CVE bundle holds"),
+]
+
+
+def test_unsafe_or_broken_bundles_are_refused(container: Container, tmp_path: Path) -> None:
+    before = counts(container)
+    for number, (members, message) in enumerate(BROKEN):
+        path = _zip(tmp_path / f"cve-{number}.zip", {"vulnerabilities/ok.jsonl": RECORD, **members})
+        with (
+            pytest.raises(BundleError, match=re.escape(message)),
+            transaction(container.factory) as session,
+        ):
+            import_bundle(session, path)
+        assert counts(container) == before, message
+
+
+def test_bundle_checks_before_reading(container: Container, tmp_path: Path) -> None:
+    def refused(path: Path, kind: type[Exception], message: str, **kw: Any) -> None:
+        with pytest.raises(kind, match=message), transaction(container.factory) as session:
+            import_bundle(session, path, **kw)
+
+    good = _zip(tmp_path / "good.zip", {"vulnerabilities/a.jsonl": RECORD})
+    refused(
+        good,
+        BundleTooLargeError,
+        "unpacks to more than 100 bytes",
+        limits=BundleLimits(max_total=100),
+    )
+    refused(good, BundleTooLargeError, "members, over 1", limits=BundleLimits(max_members=1))
+    tampered = tmp_path / "tampered.zip"
+    rewrite_raw(good, tampered, "vulnerabilities/a.jsonl", RECORD.replace(b"TEST-1", b"TEST-2"))
+    refused(tampered, BundleError, "a.jsonl: sha256 differs from the manifest")
+    future = _zip(
+        tmp_path / "v2.zip",
+        {},
+        manifest={"format": "stockade-cve-bundle", "format_version": 2, "files": {}},
+    )
+    refused(future, BundleError, "format_version 2 is not supported")
+    (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04 not really")
+    refused(tmp_path / "junk.zip", BundleError, "not a zip file")
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(link, "w") as out:
+        info = zipfile.ZipInfo("vulnerabilities/a.jsonl")
+        info.external_attr = (0o120777) << 16
+        out.writestr(info, "/etc/passwd")
+    refused(link, BundleError, "symbolic links are refused")
+    twice = tmp_path / "twice.zip"
+    with zipfile.ZipFile(twice, "w") as out:
+        out.writestr("vulnerabilities/a.jsonl", RECORD)
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            out.writestr("vulnerabilities/a.jsonl", RECORD)
+    refused(twice, BundleError, "holds this name twice")
+    unlisted = _zip(
+        tmp_path / "unlisted.zip",
+        {},
+        manifest={"format": "stockade-cve-bundle", "format_version": 1, "files": {}},
+    )
+    with zipfile.ZipFile(unlisted, "a") as out:
+        out.writestr("vulnerabilities/b.jsonl", RECORD)
+    refused(unlisted, BundleError, "b.jsonl: in the zip but not listed in the manifest")
+    assert counts(container)["vulns"] == 0
+
+
+def rewrite_raw(source: Path, target: Path, name: str, data: bytes) -> None:
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for item in zin.namelist():
+            zout.writestr(item, data if item == name else zin.read(item))
+
+
+def test_a_zip_of_feed_files_is_imported_whole_or_not_at_all(
+    container: Container, tmp_path: Path
+) -> None:
+    folder = osv_folder(tmp_path, "aiohttp")
+    feeds = tmp_path / "feeds.zip"
+    with zipfile.ZipFile(feeds, "w") as out:
+        for path in sorted(folder.rglob("*.yaml")):
+            out.write(path, path.relative_to(folder).as_posix())
+    with transaction(container.factory) as session:
+        done = import_zip(session, feeds)  # format detected: osv
+    assert (done.format, done.added) == ("osv", 9)
+    with zipfile.ZipFile(feeds, "a") as out:
+        out.writestr("aiohttp/broken.yaml", "id: [unclosed")
+    before = counts(container)
+    with (
+        pytest.raises(BundleError, match=r"aiohttp/broken\.yaml: not a valid osv document"),
+        transaction(container.factory) as session,
+    ):
+        import_zip(session, feeds, "osv")
+    assert counts(container) == before
+
+
+def test_a_bundle_feed_over_file_url(
+    container: Container, other: Container, admin: Principal, tmp_path: Path
+) -> None:
+    _stocked(container, admin, tmp_path)
+    out = tmp_path / "cve.zip"
+    with container.factory() as session:
+        export_bundle(session, out)
+    feed = add_feed(other, admin_of(other), "gap", out.as_uri(), "bundle")
+    first = FeedSync(other.factory).sync_feed(feed)
+    again = FeedSync(other.factory).sync_feed(feed)
+    assert first.new == 10 and again.not_modified
+    assert advisory(other, PYSEC).feed_id == feed
+
+
+# ------------------------------------------------------------------------------------ name map
+
+
+def test_an_admin_mapping_makes_an_nvd_record_match(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    versions = ["2.9.0", "3.0.0", "4.4.3", "4.4.4", "5.0.2", "5.0.3"]
+    add_artifacts(container, channel_id(container, admin), [("crowd", v, "0") for v in versions])
+    sync(container, add_feed(container, admin, "nvd", nvd_page(tmp_path).as_uri(), "nvd"))
+    assert matches(container) == {}
+    rev = counts(container)["revision"]
+
+    with transaction(container.factory) as session:
+        row, done = NameMapService(session).add(admin, "Crowd", "cpe:2.3:a:atlassian:crowd:*:*")
+        assert (row.conda_name, row.identifier, row.origin) == ("crowd", "atlassian:crowd", "admin")
+    assert done.added == 3
+    found = {v for (_, _, v, _) in matches(container)}
+    assert found == {"3.0.0", "4.4.3", "5.0.2"}
+    assert counts(container)["revision"] > rev
+
+    with transaction(container.factory) as session:
+        NameMapService(session).remove(admin, row.id)
+    assert matches(container) == {}
+    with container.factory() as session:
+        assert session.scalar(select(func.count()).select_from(VulnTarget)) == 0
+
+
+def test_suppressing_a_shipped_entry_and_importing(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    add_artifacts(container, channel_id(container, admin), [("aiohttp-x", "3.7.3", "0")])
+    sync(
+        container,
+        add_feed(container, admin, "pypa", osv_folder(tmp_path, "aiohttp").as_uri(), "osv"),
+    )
+    csv_text = "conda,identifier,note\naiohttp-x,pkg:pypi/aiohttp,fork\n"
+    with transaction(container.factory) as session:
+        added, known, done = NameMapService(session).import_file(admin, csv_text.encode())
+    assert (added, known) == (1, 0) and done.added > 0
+    assert (PYSEC, "aiohttp-x", "3.7.3", "0") in matches(container)
+
+    bad = "conda,identifier\nok-name,pkg:pypi/ok\nBad Name!,pkg:pypi/x\nfine,nonsense\n"
+    before = counts(container)
+    with pytest.raises(NameMapError) as info, transaction(container.factory) as session:
+        NameMapService(session).import_file(admin, bad.encode())
+    assert "line 3" in info.value.detail and "line 4" in info.value.detail
+    assert "line 2" not in info.value.detail
+    assert counts(container) == before
+
+    with transaction(container.factory) as session:  # shipped: openssl -> openssl:openssl
+        service = NameMapService(session)
+        shipped = service.list(admin, conda_name="openssl", origin="shipped")
+        assert [r.identifier for r in shipped] == ["openssl:openssl"]
+        hidden, _ = service.remove(admin, shipped[0].id)
+        assert hidden.identifier == "!openssl:openssl" and hidden.origin == "admin"
+        store = VulnStore(session)
+        assert "openssl" not in store.name_map().conda_names_for_cpe("openssl:openssl")
+        service.remove(admin, hidden.id)
+        store.invalidate_name_map()
+        assert "openssl" in store.name_map().conda_names_for_cpe("openssl:openssl")
+
+
+def test_the_pypi_name_of_a_python_package_is_learned(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    channel_id(container, admin)
+
+    def upload(name: str, dist: str, depends: tuple[str, ...], **extra: Any) -> None:
+        payload = (
+            file(f"site-packages/{dist}-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\n"),
+            file(f"site-packages/{dist}/__init__.py", b""),
+        )
+        spec = PackageSpec(
+            name=name, version="1.0", build="py_0", depends=depends, payload=payload, **extra
+        )
+        folder = tmp_path / name
+        folder.mkdir()
+        add_package(container, admin, "internal", build_conda(folder, spec))
+
+    upload("pytorch-x", "torch_x", ("python >=3.8",), index_extra={"noarch": "python"})
+    upload("same-name", "same_name", ("python",))
+    upload("no-python", "other_dist", ("libzlib",))
+    upload("declared", "else_dist", ("python",), index_extra={"purls": ["pkg:pypi/declared-x"]})
+    with transaction(container.factory) as session:
+        ids = list(session.scalars(select(Artifact.id)))
+        Matcher(session).match_artifacts(ids)
+    with container.factory() as session:
+        rows = {
+            (r.conda_name, r.identifier)
+            for r in session.scalars(select(NameMapEntry).where(NameMapEntry.origin == "metadata"))
+        }
+        assert rows == {("pytorch-x", "pkg:pypi/torch-x"), ("declared", "pkg:pypi/declared-x")}
+        names = VulnStore(session).name_map()
+        assert names.conda_names_for_purl("pkg:pypi/torch-x") == {"pytorch-x"}
+        assert "same-name" in names.conda_names_for_purl("pkg:pypi/same-name")

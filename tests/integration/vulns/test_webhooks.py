@@ -1,0 +1,355 @@
+"""Webhook notifications (SPEC §7): the outbox the matcher writes, and the calls the job makes.
+
+Real advisories (``osv-pypi/aiohttp``), real databases (SQLite and PostgreSQL), a real HTTP
+receiver (``tests/support/webhook_receiver.py``). The expected advisories of a version are read
+from the stored matches, so these tests check what is announced, not what matches.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from stockade.auth.principal import Principal
+from stockade.container import Container
+from stockade.core.clock import utcnow
+from stockade.db.engine import transaction
+from stockade.jobs.vulns import sync_feed
+from stockade.jobs.webhooks import deliver, request_for
+from stockade.settings import WebhookSettings
+from stockade.vulns.curation import CurationService
+from stockade.vulns.matcher import Matcher
+from stockade.vulns.models import Vulnerability as VulnRow
+from stockade.vulns.models import WebhookDelivery
+from stockade.vulns.webhook_outbox import Claimed, claim, signature
+from stockade.vulns.webhooks import WebhookService, WebhookSpec
+from tests.integration.vulns.support import (
+    add_artifacts,
+    add_feed,
+    channel_id,
+    matches,
+    osv_folder,
+    sync,
+)
+from tests.support.webhook_receiver import Receiver, receiving
+
+ADVISORY = "PYSEC-2021-76"  # aiohttp: introduced 0, fixed 3.7.4
+NOWHERE = "http://127.0.0.1:9/hook"  # never called in the outbox tests
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving() as found:
+        yield found
+
+
+def add_hook(
+    container: Container,
+    admin: Principal,
+    channel: str,
+    url: str = NOWHERE,
+    **spec: Any,
+) -> tuple[int, str]:
+    with transaction(container.factory) as session:
+        hook, secret = WebhookService(session, container.secrets).create(
+            admin, channel, WebhookSpec(url=url, **spec)
+        )
+        return hook.id, secret
+
+
+def synced(container: Container, admin: Principal, tmp_path: Path, package: str) -> None:
+    """A feed of the package's real advisories, synced."""
+    folder = osv_folder(tmp_path / package, package).as_uri()
+    sync(container, add_feed(container, admin, package, folder, "osv"))
+
+
+def deliveries(container: Container) -> list[WebhookDelivery]:
+    with container.factory() as session:
+        rows = session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def ping(container: Container, admin: Principal, channel: str, hook_id: int) -> int:
+    with transaction(container.factory) as session:
+        return WebhookService(session, container.secrets).ping(admin, channel, hook_id).id
+
+
+def make_due(container: Container, row_id: int) -> None:
+    with transaction(container.factory) as session:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == row_id)
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def row(container: Container, row_id: int) -> WebhookDelivery:
+    with container.factory() as session:
+        found = session.get(WebhookDelivery, row_id)
+        assert found is not None
+        session.expunge(found)
+        return found
+
+
+def advisories_of(container: Container, version: str, build: str) -> set[str]:
+    return {v for (v, n, ver, b), _ in matches(container).items() if (ver, b) == (version, build)}
+
+
+# -- the outbox ------------------------------------------------------------------------------
+
+
+def test_new_matches_write_grouped_deliveries_in_their_transaction(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    internal = channel_id(container, admin, "internal")
+    quiet = channel_id(container, admin, "quiet")  # no webhook listening to new matches
+    hook_id, _ = add_hook(container, admin, "internal")
+    # on the quiet channel: a disabled webhook, and one that wants only "active"
+    add_hook(container, admin, "quiet", enabled=False)
+    add_hook(container, admin, "quiet", events=["vulnerability.active"])
+    synced(container, admin, tmp_path, "aiohttp")
+    ids = add_artifacts(
+        container, internal, [("aiohttp", "3.7.3", "0"), ("aiohttp", "3.7.3", "1")], match=False
+    )
+    ids += add_artifacts(container, quiet, [("aiohttp", "3.7.3", "2")], match=False)
+
+    # rolled back with the matches: nothing was announced
+    with container.factory() as session:
+        counts = Matcher(session).match_artifacts(ids)
+        assert counts.added > 0 and counts.deliveries
+        pending = session.scalars(select(WebhookDelivery.id)).all()
+        assert sorted(pending) == sorted(counts.deliveries)
+        session.rollback()
+    assert deliveries(container) == []
+
+    with transaction(container.factory) as session:
+        counts = Matcher(session).match_artifacts(ids)
+    found = deliveries(container)
+    assert sorted(d.id for d in found) == sorted(counts.deliveries)
+    expected = advisories_of(container, "3.7.3", "0")
+    assert ADVISORY in expected
+    # one delivery per advisory, listing both builds of the channel; none for the quiet channel
+    assert sorted(d.payload["vulnerability"]["id"] for d in found) == sorted(expected)
+    for d in found:
+        assert d.webhook_id == hook_id and d.event == "vulnerability.matched"
+        assert d.state == "pending" and d.attempts == 0
+        assert d.payload["channel"] == "internal" and d.payload["event"] == d.event
+        assert d.payload["delivery_id"] == d.delivery_id
+        assert d.payload["status"] == "reported"
+        assert [(a["filename"], a["subdir"]) for a in d.payload["artifacts"]] == [
+            ("aiohttp-3.7.3-0.conda", "noarch"),
+            ("aiohttp-3.7.3-1.conda", "noarch"),
+        ]
+    one = next(d for d in found if d.payload["vulnerability"]["id"] == ADVISORY)
+    vuln = one.payload["vulnerability"]
+    assert set(vuln) == {"id", "aliases", "summary", "severity", "score", "kev"}
+    with container.factory() as session:
+        stored = session.scalar(select(VulnRow).where(VulnRow.vuln_id == ADVISORY))
+        assert stored is not None
+        assert vuln["aliases"] == stored.aliases and stored.aliases
+        assert vuln["summary"] == stored.summary and vuln["score"] == stored.best_score
+        assert vuln["severity"] == stored.severity and vuln["kev"] is False
+
+    # matching again adds nothing, and so announces nothing
+    with transaction(container.factory) as session:
+        assert Matcher(session).match_artifacts(ids).deliveries == []
+    assert len(deliveries(container)) == len(found)
+
+
+def test_a_feed_sync_announces_and_dispatches(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    internal = channel_id(container, admin, "internal")
+    quiet = channel_id(container, admin, "quiet")
+    # no webhook at all: matching announces nothing
+    synced(container, admin, tmp_path, "bleach")
+    ids = add_artifacts(container, quiet, [("bleach", "3.1.0", "0")], match=False)
+    with transaction(container.factory) as session:
+        counts = Matcher(session).match_artifacts(ids)
+    assert counts.added > 0 and counts.deliveries == []
+    add_hook(container, admin, "internal", events=["vulnerability.matched"])
+    add_artifacts(container, internal, [("aiohttp", "3.7.3", "0")], match=False)
+    dispatched: list[int] = []
+    container.dispatch_webhooks = dispatched.extend
+    feed_id = add_feed(container, admin, "f", osv_folder(tmp_path, "aiohttp").as_uri(), "osv")
+    counts = sync_feed(container, feed_id)
+    assert counts is not None and counts.matches_added > 0
+    found = deliveries(container)
+    assert found and sorted(dispatched) == sorted(d.id for d in found)
+    assert {d.payload["vulnerability"]["id"] for d in found} == advisories_of(
+        container, "3.7.3", "0"
+    )
+
+
+def test_a_curation_to_active_announces_once(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    internal = channel_id(container, admin, "internal")
+    synced(container, admin, tmp_path, "aiohttp")
+    add_artifacts(
+        container,
+        internal,
+        [("aiohttp", "3.7.3", "0"), ("aiohttp", "3.7.3", "1"), ("aiohttp", "3.7.2", "0")],
+    )
+    hook_id, _ = add_hook(container, admin, "internal", events=["vulnerability.active"])
+
+    def curate(status: str) -> list[int]:
+        with transaction(container.factory) as session:
+            _, counts = CurationService(session).curate(
+                admin, ADVISORY, "aiohttp", "3.7.3", status, "checked"
+            )
+        return counts.deliveries
+
+    made = curate("active")
+    found = deliveries(container)
+    assert [d.id for d in found] == made and len(made) == 1
+    payload = found[0].payload
+    assert found[0].event == "vulnerability.active" and found[0].webhook_id == hook_id
+    assert payload["status"] == "active" and payload["vulnerability"]["id"] == ADVISORY
+    assert [a["build"] for a in payload["artifacts"]] == ["0", "1"]  # 3.7.2 was not curated
+    assert {a["version"] for a in payload["artifacts"]} == {"3.7.3"}
+    assert curate("active") == []  # already active: no change, no call
+    assert curate("cleared") == []
+    assert len(curate("active")) == 1  # active again
+
+
+# -- the calls -------------------------------------------------------------------------------
+
+
+def test_a_delivered_call_is_signed_with_the_secret(
+    container: Container, admin: Principal, tmp_path: Path, receiver: Receiver
+) -> None:
+    internal = channel_id(container, admin, "internal")
+    _, secret = add_hook(container, admin, "internal", url=f"{receiver.url}/hook")
+    synced(container, admin, tmp_path, "aiohttp")
+    add_artifacts(container, internal, [("aiohttp", "3.7.3", "0")])
+    target = next(d for d in deliveries(container) if d.payload["vulnerability"]["id"] == ADVISORY)
+    assert deliver(container, target.id) == "delivered"
+    (call,) = receiver.on("/hook")
+    assert call.verifies(secret)
+    assert not call.verifies(secret + "x")
+    assert call.headers["content-type"] == "application/json"
+    assert call.headers["user-agent"] == "Stockade-Webhook/1"
+    assert call.headers["x-stockade-event"] == "vulnerability.matched"
+    assert call.headers["x-stockade-delivery"] == target.delivery_id
+    assert call.headers["x-stockade-timestamp"].isdigit()
+    body = call.json
+    assert body["delivery_id"] == target.delivery_id and body["channel"] == "internal"
+    assert body["vulnerability"]["id"] == ADVISORY
+    assert body["url"] == f"/cves/{ADVISORY}"  # no public_url set: the path
+    # with a public URL, the advisory's page under it; the signature covers the body as sent
+    claimed = Claimed(target.id, target.delivery_id, target.event, target.payload, 1, "", "", True)
+    sent, headers = request_for(claimed, secret, "https://stockade.example/")
+    assert json.loads(sent)["url"] == f"https://stockade.example/cves/{ADVISORY}"
+    timestamp = int(headers["X-Stockade-Timestamp"])
+    assert headers["X-Stockade-Signature"] == signature(secret, timestamp, sent)
+    done = row(container, target.id)
+    assert done.state == "delivered" and done.attempts == 1 and done.last_status_code == 200
+    assert done.delivered_at is not None and done.next_attempt_at is None
+    assert deliver(container, target.id) == ""  # delivered: never sent again
+    assert len(receiver.on("/hook")) == 1
+
+
+def test_failed_calls_are_retried_with_backoff_then_given_up(
+    container: Container, admin: Principal, receiver: Receiver
+) -> None:
+    container.settings.webhooks = WebhookSettings(max_attempts=3, backoff_s=[30, 120])
+    channel_id(container, admin, "internal")
+    hook_id, secret = add_hook(container, admin, "internal", url=f"{receiver.url}/flaky")
+    receiver.script("/flaky", [500, 503])
+    delivery = ping(container, admin, "internal", hook_id)
+
+    before = utcnow()
+    assert deliver(container, delivery) == "pending"
+    first = row(container, delivery)
+    assert first.attempts == 1 and first.last_status_code == 500
+    assert first.last_error == "HTTP 500"
+    assert first.next_attempt_at is not None
+    assert first.next_attempt_at >= before + timedelta(seconds=30)
+    assert deliver(container, delivery) == ""  # not due yet: no call
+    assert len(receiver.on("/flaky")) == 1
+
+    make_due(container, delivery)
+    before = utcnow()
+    assert deliver(container, delivery) == "pending"
+    second = row(container, delivery)
+    assert second.attempts == 2 and second.last_status_code == 503
+    assert second.next_attempt_at is not None
+    assert second.next_attempt_at >= before + timedelta(seconds=120)
+
+    make_due(container, delivery)
+    assert deliver(container, delivery) == "delivered"
+    third = row(container, delivery)
+    assert third.attempts == 3 and third.last_status_code == 200 and third.last_error is None
+    calls = receiver.on("/flaky")
+    assert [c.status for c in calls] == [500, 503, 200]
+    assert {c.headers["x-stockade-delivery"] for c in calls} == {third.delivery_id}
+    assert all(c.verifies(secret) and c.event == "ping" for c in calls)
+
+    # always failing: failed after max_attempts, then never tried again
+    receiver.script("/flaky", [500, 500, 500, 500])
+    doomed = ping(container, admin, "internal", hook_id)
+    for _ in range(2):
+        assert deliver(container, doomed) == "pending"
+        make_due(container, doomed)
+    assert deliver(container, doomed) == "failed"
+    gone = row(container, doomed)
+    assert gone.state == "failed" and gone.attempts == 3 and gone.next_attempt_at is None
+    make_due(container, doomed)
+    assert deliver(container, doomed) == ""
+
+    # a redirect is not followed; an endpoint that does not answer is a failure
+    moved, _ = add_hook(container, admin, "internal", url=f"{receiver.url}/moved")
+    receiver.script("/moved", [302])
+    delivery = ping(container, admin, "internal", moved)
+    assert deliver(container, delivery) == "pending"  # a redirect is not followed
+    assert row(container, delivery).last_status_code == 302
+    assert [c.path for c in receiver.calls][-1] == "/moved"
+
+    closed, _ = add_hook(container, admin, "internal", url=NOWHERE)
+    delivery = ping(container, admin, "internal", closed)
+    assert deliver(container, delivery) == "pending"
+    failed = row(container, delivery)
+    assert failed.last_status_code is None and failed.last_error
+
+
+def test_a_claim_is_taken_once(container: Container, admin: Principal, receiver: Receiver) -> None:
+    channel_id(container, admin, "internal")
+    hook_id, _ = add_hook(container, admin, "internal", url=f"{receiver.url}/once")
+    delivery = ping(container, admin, "internal", hook_id)
+    with transaction(container.factory) as session:
+        first = claim(session, delivery, lease_s=60)
+    with transaction(container.factory) as session:
+        assert claim(session, delivery, lease_s=60) is None  # taken (and not due until the lease)
+    assert first is not None and first.attempt == 1
+
+    # racing workers: one call
+    delivery = ping(container, admin, "internal", hook_id)
+    start = threading.Barrier(4)
+    results: list[str] = []
+
+    def worker() -> None:
+        start.wait()
+        results.append(deliver(container, delivery))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == ["", "", "", "delivered"]
+    assert len(receiver.on("/once")) == 1
+
+    # deleting the webhook drops its deliveries
+    ping(container, admin, "internal", hook_id)
+    with transaction(container.factory) as session:
+        WebhookService(session, container.secrets).delete(admin, "internal", hook_id)
+    assert deliveries(container) == []
