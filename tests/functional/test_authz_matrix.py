@@ -1290,6 +1290,11 @@ def _report_api_rules() -> Iterator[Case]:
     public = on_channel(OPEN, READ, 200, sign_in=False)
     shown = req("GET", f"{API}/channels/{OPEN}/vulnerabilities?format=csv")
     yield Case("GET", f"{ch}/vulnerabilities", public, shown, label="public")
+    # the page: a form that changes nothing, open to anyone (session forms carry the CSRF token,
+    # checked in test_reports_api.py); a private channel needs read, as in the API
+    yield Case("GET", "/reports/env", anyone(200), req("GET", "/reports/env"), surface="page")
+    page = req("POST", "/reports/env", data={"specs": KEPT_NAME, "channel": SECRET})
+    yield Case("POST", "/reports/env", read, page, surface="page")
 
 
 _WEBHOOKS: dict[str, int] = {}

@@ -92,6 +92,7 @@ def pypi_normalise(name: str) -> str:
     return _SEPARATORS.sub("-", name.strip()).lower()
 
 
+@lru_cache(maxsize=65536)  # feeds name the same packages over and over; parsing a purl is slow
 def normalise_purl(purl: str) -> str:
     """``pkg:type/namespace/name`` without version, qualifiers or subpath; PyPI names normalised."""
     try:
@@ -120,6 +121,7 @@ def normalise_cpe(value: str) -> str:
     return ":".join(parts)
 
 
+@lru_cache(maxsize=65536)
 def purl_for(ecosystem: str, name: str) -> str | None:
     """The purl of an OSV ecosystem package (``PyPI``, ``requests`` -> ``pkg:pypi/requests``)."""
     kind = _PURL_TYPES.get(ecosystem.split(":", maxsplit=1)[0].strip().lower())

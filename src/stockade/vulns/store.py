@@ -20,12 +20,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, or_, select, update
+from sqlalchemy import Text, cast, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact, PackageContent
+from stockade.core.clock import utcnow
 from stockade.vulns.enrich import Enrichments
 from stockade.vulns.errors import NameMapError
 from stockade.vulns.model import Vulnerability
@@ -175,6 +176,10 @@ class VulnStore:
             for row_id, vuln_id, old_digest in self.session.execute(query):
                 existing[vuln_id] = (row_id, old_digest)
         names = self.name_map()
+        new_rows: list[dict[str, Any]] = []
+        new_vulns: list[Vulnerability] = []
+        changed_rows: list[dict[str, Any]] = []
+        targets: dict[int, set[str]] = {}
         for vuln_id, vuln in by_id.items():
             fields = record_fields(vuln)
             new_digest = digest(fields)
@@ -182,27 +187,54 @@ class VulnStore:
             if known is not None and known[1] == new_digest:
                 result.unchanged += 1
                 continue
+            row = {**fields, "digest": new_digest, "feed_id": feed_id}
             if known is None:
-                row = VulnRow(**fields, digest=new_digest, feed_id=feed_id)
-                self.session.add(row)
-                self.session.flush()
-                row_id = row.id
-                result.new.append(row_id)
-            else:
-                row_id = known[0]
-                self.session.execute(
-                    update(VulnRow)
-                    .where(VulnRow.id == row_id)
-                    .values(**fields, digest=new_digest, feed_id=feed_id)
-                )
-                result.changed.append(row_id)
+                new_rows.append(row)
+                new_vulns.append(vuln)
+                continue
+            row_id = known[0]
+            changed_rows.append({"id": row_id, **row, "updated_at": utcnow()})
+            result.changed.append(row_id)
             if vuln.is_withdrawn:
                 result.withdrawn.append(row_id)
-            self.set_targets(row_id, vuln, names)
+            targets[row_id] = set() if vuln.is_withdrawn else targets_of(vuln, names)
+        for part in chunked(changed_rows):  # ORM bulk UPDATE by primary key: one executemany
+            self.session.execute(update(VulnRow), list(part))
+        for row_id, vuln in zip(self._insert_new(new_rows), new_vulns, strict=True):
+            result.new.append(row_id)
+            if vuln.is_withdrawn:
+                result.withdrawn.append(row_id)
+            targets[row_id] = set() if vuln.is_withdrawn else targets_of(vuln, names)
+        self._replace_targets(targets, fresh=set(result.new))
         if result.new or result.changed:
             Enrichments(self.session).apply_rows(result.touched)
             self.bump()
         return result
+
+    def _insert_new(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert advisories in bulk; their row ids in the order given."""
+        if not rows:
+            return []
+        now = utcnow()
+        statement = insert(VulnRow).returning(VulnRow.id, sort_by_parameter_order=True)
+        ids: list[int] = []
+        for part in chunked(rows, 1000):
+            values = [{"kev": False, "created_at": now, "updated_at": now, **r} for r in part]
+            ids += list(self.session.scalars(statement, values))
+        return ids
+
+    def _replace_targets(self, targets: dict[int, set[str]], *, fresh: set[int]) -> None:
+        """Targets of these advisories become ``targets`` (new advisories have none to delete)."""
+        old = sorted(row_id for row_id in targets if row_id not in fresh)
+        for part in chunked(old):
+            self.session.execute(delete(VulnTarget).where(VulnTarget.vulnerability_id.in_(part)))
+        rows = [
+            {"vulnerability_id": row_id, "conda_name": name}
+            for row_id, names in targets.items()
+            for name in sorted(names)
+        ]
+        for part in chunked(rows, 5000):
+            self.session.execute(insert(VulnTarget), list(part))
 
     def set_targets(self, row_id: int, vuln: Vulnerability, names: NameMap) -> set[str]:
         """Replace the advisory's targets; a withdrawn advisory targets nothing."""

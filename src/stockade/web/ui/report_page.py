@@ -25,14 +25,14 @@ from starlette.responses import Response
 from stockade.auth.principal import Principal
 from stockade.channels.service import ChannelService
 from stockade.container import Container
-from stockade.core.errors import InvalidInputError, StockadeError, TooLargeError
+from stockade.core.errors import ErrorKind, InvalidInputError, StockadeError, TooLargeError
 from stockade.vulns.envfiles import EnvironmentInput, parse_environment_file, parse_specs
 from stockade.vulns.reports import EnvironmentReport, report_environment
 from stockade.vulns.trees import PLATFORMS
 from stockade.web.api.reports import MAX_BODY, rendered
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.csrf import FIELD, require_session_token
-from stockade.web.ui.render import PAGE_ERRORS, error_page, render, sentence
+from stockade.web.ui.render import PAGE_ERRORS, error_page, login_redirect, render, sentence
 
 router = APIRouter(include_in_schema=False)
 PAGE = "/reports/env"
@@ -148,6 +148,8 @@ async def report_submit(
         env = _environment(typed, data, filename)
         report = await run_in_threadpool(_report, container, principal, env, typed)
     except StockadeError as exc:
+        if exc.kind is ErrorKind.UNAUTHENTICATED and principal.is_anonymous:
+            return login_redirect(request)  # a channel that needs signing in, as pages do
         status, title = PAGE_ERRORS.get(exc.kind, (400, exc.title))
         if typed is None or exc.code == "csrf:invalid":
             return error_page(request, status, title, exc.detail)
