@@ -273,6 +273,15 @@ def test_specs_report_names_the_path(world: World) -> None:
     assert report["summary"]["by_status"]["reported"] >= 1
 
 
+def test_specs_are_read_as_conda_reads_them(world: World) -> None:
+    """``name version`` (a space, no operator) and ``name=version`` are what people type."""
+    for spec in ("app 1.0", "app=1.0", "app ==1.0 0"):
+        body = {"specs": [spec], "channels": [world.open]}
+        r = world.live.client().post("/api/v1/reports/env", json=body)
+        assert r.status_code == 200, (spec, r.text)
+        assert finding(r.json())["path"] == PATH
+
+
 @pytest.mark.parametrize("kind", sorted(FILES))
 def test_file_reports_name_the_path(world: World, kind: str) -> None:
     name, make = FILES[kind]

@@ -55,7 +55,7 @@ MAX_PACKAGES = 20000
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _NAME_END = re.compile(r"[\s=<>!~\[(,;]")
 _ARCHIVE = (".conda", ".tar.bz2")
-_SPEC_ERRORS = (
+SPEC_ERRORS = (
     InvalidMatchSpecError,
     InvalidPackageNameError,
     InvalidVersionError,
@@ -121,7 +121,7 @@ def _check_spec(spec: str, kind: str) -> str:
         raise EnvironmentFileError(kind, f"empty or overlong spec {text[:60]!r}")
     try:
         MatchSpec(text)
-    except _SPEC_ERRORS as exc:
+    except SPEC_ERRORS as exc:
         raise EnvironmentFileError(kind, f"invalid spec {text!r}: {exc}") from None
     return text
 
@@ -181,7 +181,7 @@ def _looks_like_spec_list(text: str) -> bool:
     for line in lines[:50]:
         try:
             MatchSpec(line)
-        except _SPEC_ERRORS:
+        except SPEC_ERRORS:
             return False
     return True
 

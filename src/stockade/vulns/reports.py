@@ -92,7 +92,7 @@ class Finding:
 
 @dataclass
 class Reachable:
-    score: float
+    score: float | None  # None: only advisories without a CVSS vector are reachable
     severity: str | None
     vuln_id: str
     package: str
@@ -205,16 +205,16 @@ def environment_report(
     paths = tree.paths()
     matches = matches_of(session, [n.artifact_id for n in tree.nodes.values() if n.artifact_id])
     findings: list[Finding] = []
-    own: dict[str, tuple[float, str, str | None]] = {}  # name -> (score, vuln id, severity)
+    own: dict[str, tuple[float | None, str, str | None]] = {}  # name -> (score, vuln id, severity)
     for node in sorted(tree.nodes.values(), key=lambda n: n.name):
         for advisory, status in sorted(
             matches.get(node.artifact_id or -1, []), key=lambda m: m[0].vuln_id
         ):
             counts = status in OPEN_STATUSES
             findings.append(_finding(node, advisory, status, counts, paths[node.name]))
-            if counts and advisory.score is not None:
+            if counts:
                 best = own.get(node.name)
-                if best is None or advisory.score > best[0]:
+                if best is None or _rank(advisory.score) > _rank(best[0]):
                     own[node.name] = (advisory.score, advisory.vuln_id, advisory.severity)
     findings.sort(key=lambda f: (-(f.score or -1), f.vuln_id, f.package))
     packages = [_entry(tree, node, paths[node.name], own) for node in _ordered(tree, paths)]
@@ -260,17 +260,23 @@ def _finding(
     )
 
 
+def _rank(score: float | None) -> float:
+    """Scores order findings; an open finding without a score still outranks none at all."""
+    return -1.0 if score is None else score
+
+
 def reachable_from(
-    tree: Tree, start: str, own: dict[str, tuple[float, str, str | None]]
+    tree: Tree, start: str, own: dict[str, tuple[float | None, str, str | None]]
 ) -> Reachable | None:
-    """The highest score among ``start`` and everything it depends on, with the path to it."""
+    """The highest score among ``start`` and everything it depends on, with the path to it
+    (an unscored open finding when nothing reachable has a score)."""
     best: Reachable | None = None
     for name, path in tree.reach(start).items():
         mine = own.get(name)
         if mine is None:
             continue
-        better = best is None or mine[0] > best.score
-        if not better and best is not None and mine[0] == best.score:
+        better = best is None or _rank(mine[0]) > _rank(best.score)
+        if not better and best is not None and _rank(mine[0]) == _rank(best.score):
             better = len(path) < len(best.path)
         if better:
             best = Reachable(mine[0], mine[2], mine[1], name, list(path))
@@ -278,7 +284,7 @@ def reachable_from(
 
 
 def _entry(
-    tree: Tree, node: Node, path: list[str], own: dict[str, tuple[float, str, str | None]]
+    tree: Tree, node: Node, path: list[str], own: dict[str, tuple[float | None, str, str | None]]
 ) -> PackageEntry:
     mine = own.get(node.name)
     return PackageEntry(
@@ -305,14 +311,18 @@ def _summary(
     packages: list[PackageEntry],
     findings: list[Finding],
     paths: dict[str, list[str]],
-    own: dict[str, tuple[float, str, str | None]],
+    own: dict[str, tuple[float | None, str, str | None]],
 ) -> Summary:
     severity = Counter(f.severity or "unscored" for f in findings if f.counts)
     status = Counter(f.status for f in findings)
     highest: Reachable | None = None
     for name, (score, vuln_id, band) in sorted(own.items()):
         path = paths[name]
-        if highest is None or (score, -len(path)) > (highest.score, -len(highest.path)):
+        mine, theirs = (
+            (_rank(score), -len(path)),
+            ((_rank(highest.score), -len(highest.path)) if highest else None),
+        )
+        if theirs is None or mine > theirs:
             highest = Reachable(score, band, vuln_id, name, list(path))
     return Summary(
         packages=len(packages),

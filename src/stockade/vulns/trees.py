@@ -32,6 +32,7 @@ from rattler import (
     BuildString,
     Channel,
     GenericVirtualPackage,
+    MatchSpec,
     PackageName,
     SparseRepoData,
     Version,
@@ -51,7 +52,7 @@ from stockade.channels.service import ChannelService, channel_ref
 from stockade.conda.patches import apply_patches
 from stockade.conda.repodata import build_repodata_json, decode_record, encode_record
 from stockade.core.errors import InvalidInputError
-from stockade.vulns.envfiles import LockedPackage, dependency_name
+from stockade.vulns.envfiles import SPEC_ERRORS, LockedPackage, dependency_name
 from stockade.vulns.store import chunked
 
 __all__ = [
@@ -306,8 +307,12 @@ class TreeBuilder:
 
     @staticmethod
     def _run_solver(specs: Sequence[str], sparse: list[SparseRepoData], platform: str) -> list[Any]:
+        try:  # parsed as the input was checked (lenient, like conda: ``jinja2 2.10``)
+            parsed = [MatchSpec(spec) for spec in specs]
+        except SPEC_ERRORS as exc:
+            raise InvalidInputError(f"invalid spec: {exc}", field="specs") from None
         solving = solve_with_sparse_repodata(
-            list(specs),
+            parsed,
             sparse,
             virtual_packages=virtual_packages(platform),
             timeout=SOLVE_TIMEOUT,

@@ -133,3 +133,30 @@ def test_channel_report_rows(container: Container, admin: Principal, world: str)
     assert {r["package"] for r in report.rows} == {"aiohttp"} and report.artifacts == 1
     text = render_csv(report).decode()
     assert text.splitlines()[0].startswith("channel,subdir,filename")
+
+
+def test_unscored_advisories_are_still_reachable(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    """PyPI's own advisories carry no CVSS vector: a dependency on flask 0.12.2 (three such
+    advisories of ``osv-pypi/flask``) still shows, unscored, with its path."""
+    make_channel(container, admin, "web")
+    for spec in (
+        PackageSpec(name="site", version="1.0", build="0", depends=("flask 0.12.2",)),
+        PackageSpec(name="flask", version="0.12.2", build="py_0"),
+    ):
+        folder = tmp_path / spec.name
+        folder.mkdir()
+        add_package(container, admin, "web", build_conda(folder, spec))
+    sync(
+        container, add_feed(container, admin, "pypa", osv_folder(tmp_path, "flask").as_uri(), "osv")
+    )
+    with container.factory() as session:
+        tree = package_tree(session, admin, "web", "site", "1.0", "0", "noarch")
+    assert tree.score is None
+    assert tree.reachable is not None
+    assert tree.reachable.score is None
+    assert tree.reachable.path == ["site", "flask"]
+    assert tree.reachable.vuln_id.startswith("PYSEC-")
+    assert tree.report.summary.highest is not None
+    assert tree.report.summary.highest.path == ["site", "flask"]
