@@ -214,6 +214,14 @@ def pixi_lock(w: World) -> bytes:
         },
         "packages": [
             {
+                "pypi": "https://files.pythonhosted.org/packages/x/click-8.1.7.whl",
+                "name": "click",
+                "version": "8.1.7",
+                "sha256": "2" * 64,
+            },
+        ]
+        + [
+            {
                 "conda": w.url(k),
                 "sha256": w.built[k].sha256,
                 "md5": w.built[k].md5,

@@ -21,13 +21,15 @@ file states (used only for packages we do not hold). Nothing here touches the da
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from rattler import MatchSpec
+from rattler import LockFile, MatchSpec
 from rattler.exceptions import (
     InvalidMatchSpecError,
     InvalidPackageNameError,
@@ -463,60 +465,53 @@ def packages_for(env: EnvironmentInput, platform: str) -> list[LockedPackage]:
 
 
 def _pixi(text: str) -> EnvironmentInput:
+    """A ``pixi.lock``, read by rattler's own lock-file reader (every version pixi writes)."""
     kind = "pixi"
     doc = _mapping(kind, _yaml(kind, text), "the document")
-    version = doc.get("version")
-    if version not in (5, 6):
-        raise EnvironmentFileError(kind, f"version {version!r}; versions 5 and 6 are read")
-    envs = _mapping(kind, doc.get("environments") or {}, "environments")
-    if not envs:
+    if not isinstance(doc.get("version"), int):
+        raise EnvironmentFileError(kind, "no lock-file 'version'")
+    with tempfile.TemporaryDirectory(prefix="stockade-pixi-") as folder:
+        path = Path(folder) / "pixi.lock"
+        path.write_text(text, encoding="utf-8")
+        try:
+            lock = LockFile.from_path(path)
+        except Exception as exc:  # noqa: BLE001 - rattler's parse errors carry no common base
+            message = " ".join(str(exc).split())[:500]
+            raise EnvironmentFileError(kind, f"rattler cannot read it: {message}") from None
+    names = [name for name, _ in lock.environments()]
+    if not names:
         raise EnvironmentFileError(kind, "no environments")
-    env_name = "default" if "default" in envs else str(next(iter(envs)))
-    env = _mapping(kind, envs[env_name], f"environments.{env_name}")
-    described: dict[str, Mapping[str, Any]] = {}
-    for i, entry in enumerate(_list(kind, doc.get("packages"), "packages")):
-        item = _mapping(kind, entry, f"packages[{i}]")
-        url = item.get("conda") or (item.get("url") if item.get("kind") == "conda" else None)
-        if isinstance(url, str):
-            described[url.strip()] = item
-    by_platform = _mapping(kind, env.get("packages") or {}, f"environments.{env_name}.packages")
+    env_name = "default" if "default" in names else names[0]
+    env = lock.environment(env_name)
+    if env is None:  # pragma: no cover - listed just above
+        raise EnvironmentFileError(kind, f"no environment {env_name!r}")
     packages: list[tuple[str, LockedPackage]] = []
     skipped = 0
-    for platform, entries in by_platform.items():
-        for i, entry in enumerate(_list(kind, entries, f"packages.{platform}")):
-            where = f"environments.{env_name}.packages.{platform}[{i}]"
-            item = _mapping(kind, entry, where)
-            url = item.get("conda")
-            if not isinstance(url, str):
-                skipped += 1  # pypi entries
-                continue
-            info = described.get(url.strip(), {})
-            packages.append((str(platform), _pixi_package(kind, url, info, where)))
+    for platform in env.platforms():
+        for record in env.conda_repodata_records_for_platform(platform) or []:
+            packages.append((str(platform), _pixi_package(kind, record)))
+        skipped += len(env.pypi_packages_for_platform(platform) or [])
     if not packages:
         raise EnvironmentFileError(kind, f"environment {env_name!r} has no conda packages")
     notes = [f"{skipped} pypi package(s) are not checked"] if skipped else []
-    if len(envs) > 1:
-        notes.append(f"environment {env_name!r} of {len(envs)} is reported")
-    channels = _channel_urls(kind, env.get("channels"))
+    if len(names) > 1:
+        notes.append(f"environment {env_name!r} of {len(names)} is reported")
+    channels = [str(channel) for channel in env.channels()]  # a LockChannel prints its URL
     return _by_platform(kind, packages, [], channels, notes)
 
 
-def _pixi_package(kind: str, url: str, info: Mapping[str, Any], where: str) -> LockedPackage:
-    depends = info.get("depends") or []
-    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
-        raise EnvironmentFileError(kind, f"{where}: 'depends' must be a list of strings")
+def _pixi_package(kind: str, record: Any) -> LockedPackage:
     found = _from_url(
         kind,
-        url,
-        sha256=_digest(kind, info.get("sha256"), 64, f"{where}: sha256"),
-        md5=_digest(kind, info.get("md5"), 32, f"{where}: md5"),
-        depends=tuple(depends),
+        str(record.url),
+        sha256=record.sha256.hex() if record.sha256 else None,
+        md5=record.md5.hex() if record.md5 else None,
+        depends=tuple(str(d) for d in record.depends),
     )
-    # v5 (and v6 when the file name does not tell) spell the identity out
     return replace(
         found,
-        name=str(info.get("name") or found.name).lower(),
-        version=str(info.get("version") or found.version),
-        build=str(info.get("build") or found.build),
-        subdir=str(info.get("subdir") or found.subdir),
+        name=record.name.normalized,
+        version=str(record.version),
+        build=str(record.build),
+        subdir=str(record.subdir or found.subdir),
     )

@@ -82,13 +82,16 @@ package:
     assert any("pip" in n for n in env.notes)
 
 
-@pytest.mark.parametrize("version", [5, 6])
+@pytest.mark.parametrize("version", [4, 5, 6])
 def test_pixi_lock(version: int) -> None:
+    wheel = "https://files.pythonhosted.org/click.whl"
     described = (
         f"- kind: conda\n  name: openssl\n  version: 3.0.1\n  build: h0_0\n  subdir: linux-64\n"
         f"  url: {URL}\n  sha256: {SHA}\n  depends: [ca-certificates]\n"
-        if version == 5
+        f"- kind: pypi\n  name: click\n  version: 8.1.7\n  url: {wheel}\n  sha256: {SHA}\n"
+        if version in (4, 5)
         else f"- conda: {URL}\n  sha256: {SHA}\n  depends: [ca-certificates]\n"
+        f"- pypi: {wheel}\n  name: click\n  version: 8.1.7\n  sha256: {SHA}\n"
     )
     text = f"""version: {version}
 environments:
@@ -97,7 +100,7 @@ environments:
     packages:
       linux-64:
       - conda: {URL}
-      - pypi: https://files.pythonhosted.org/click.whl
+      - pypi: {wheel}
 packages:
 {described}"""
     env = parse_environment_file(text.encode(), "pixi.lock")
@@ -109,6 +112,8 @@ packages:
         SHA,
         ("ca-certificates",),
     )
+    assert env.channels == ("https://repo.example/conda/team/internal/",)
+    assert any("1 pypi package" in note for note in env.notes)
 
 
 def test_detection_by_content() -> None:
