@@ -37,6 +37,7 @@ from rattler.exceptions import (
     InvalidVersionSpecError,
 )
 
+from stockade.core import yamlsafe
 from stockade.core.errors import InvalidInputError
 
 __all__ = [
@@ -218,7 +219,11 @@ def parse_environment_file(
 
 def _yaml(kind: str, text: str, *, strict: bool = True) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yamlsafe.load(text)
+    except yamlsafe.YamlRefusedError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise EnvironmentFileError(kind, f"{exc.problem}{where}") from None
     except yaml.YAMLError as exc:
         if not strict:
             return None
@@ -289,7 +294,11 @@ def _environment(text: str) -> EnvironmentInput:
 
 def _from_url(kind: str, url: str, **extra: Any) -> LockedPackage:
     """A package from its URL: ``…/<channel>/<subdir>/<name>-<version>-<build>.<ext>``."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError as exc:
+        raise EnvironmentFileError(kind, f"not a package URL: {url[:200]!r} ({exc})") from None
     if parts.scheme not in ("http", "https", "file") or not parts.path:
         raise EnvironmentFileError(kind, f"not a package URL: {url[:200]!r}")
     segments = [unquote(s) for s in parts.path.split("/") if s]

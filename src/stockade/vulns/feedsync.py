@@ -354,7 +354,11 @@ def _next_run(schedule: str) -> datetime:
 def _check_fields(url: str, fmt: str, schedule: str) -> None:
     if fmt not in _FORMATS:
         raise InvalidInputError(f"format must be one of {', '.join(_FORMATS)}", field="format")
-    if urlsplit(url).scheme not in ("https", "file") or len(url) > 4096 or not url.isprintable():
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:  # "Invalid IPv6 URL" and the like
+        scheme = ""
+    if scheme not in ("https", "file") or len(url) > 4096 or not url.isprintable():
         raise InvalidInputError("feed URLs are https:// or file://", field="url")
     if len(schedule) > 128 or not croniter.is_valid(schedule):
         raise InvalidInputError(f"not a cron expression: {schedule!r}", field="schedule")

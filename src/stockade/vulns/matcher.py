@@ -59,7 +59,7 @@ from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.names import NameMap
 from stockade.vulns.ranges import affects
 from stockade.vulns.security import SecurityReader, stored_mitigations
-from stockade.vulns.store import VulnStore, chunked, load
+from stockade.vulns.store import VulnStore, chunked, load, lock_writers
 from stockade.vulns.webhook_outbox import WebhookIndex, enqueue_events
 
 __all__ = ["OPEN_STATUSES", "Advisory", "MatchCounts", "Matcher", "load_advisories"]
@@ -112,8 +112,17 @@ class Advisory:
         known = self._seen.get(key)
         if known is None:
             entries = self.by_name.get(name, ())
-            known = self._seen[key] = any(affects(a, version) for a in entries)
+            known = self._seen[key] = any(_affects(a, version) for a in entries)
         return known
+
+
+def _affects(affected: Affected, version: str) -> bool:
+    """:func:`affects`, where a malformed stored range affects nothing instead of failing the
+    whole batch of artifacts being matched (one bad record must not hide the others)."""
+    try:
+        return affects(affected, version)
+    except (ValueError, TypeError, AttributeError):
+        return False
 
 
 def load_advisories(session: Session, row_ids: Iterable[int], names: NameMap) -> list[Advisory]:
@@ -212,10 +221,17 @@ class Matcher:
         self.session = session
         self.store = store or VulnStore(session)
         self.resolver = StatusResolver(session, security)
+        self._locked = False
         self._hooks: WebhookIndex | None = None  # loaded on the first new match or activation
+
+    def _one_writer(self) -> None:
+        if not self._locked:
+            lock_writers(self.session)  # see store.lock_writers
+        self._locked = True
 
     def match_vulnerabilities(self, vuln_row_ids: Sequence[int]) -> MatchCounts:
         """Re-match advisories (new, changed, withdrawn) against every artifact of their names."""
+        self._one_writer()
         counts = MatchCounts()
         names = self.store.name_map()
         for part in chunked(sorted(set(vuln_row_ids)), 200):
@@ -228,6 +244,7 @@ class Matcher:
 
     def match_artifacts(self, artifact_ids: Sequence[int]) -> MatchCounts:
         """Match artifacts against the advisories targeting their names (learning their purls)."""
+        self._one_writer()
         counts = MatchCounts()
         learned = self.store.learn_from_metadata(artifact_ids)
         retargeted = self.store.retarget_for(learned)
@@ -258,6 +275,7 @@ class Matcher:
 
     def restatus(self, vuln_row_id: int, package: str, version: str) -> MatchCounts:
         """Recompute the statuses of one advisory's matches on ``package`` ``version``."""
+        self._one_writer()
         names = self.store.name_map()
         advisories = load_advisories(self.session, [vuln_row_id], names)
         query = (

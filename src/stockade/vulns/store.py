@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, insert, or_, select, update
+from sqlalchemy import Text, cast, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -46,6 +46,21 @@ __all__ = ["SUPPRESS", "UpsertResult", "VulnStore", "chunked", "insert_ignore_ma
 
 CHUNK = 500
 SUPPRESS = "!"  # an admin row ``!identifier`` takes that identifier away from its conda name
+
+
+_LOCK_KEY = 0x5354_4B56  # "STKV"
+
+
+def lock_writers(session: Session) -> None:
+    """Writers of vulnerability data run one at a time on PostgreSQL.
+
+    A transaction-scoped advisory lock (re-entrant, released at commit or rollback), taken
+    before the first write: two transactions adding matches to one artifact would each recompute
+    its summary without the other's match, and taking it before any row lock keeps writers from
+    deadlocking on ``vuln_state``. SQLite serialises writers already.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
 
 
 def chunked(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -166,6 +181,7 @@ class VulnStore:
 
     def upsert(self, vulns: Iterable[Vulnerability], *, feed_id: int | None = None) -> UpsertResult:
         """Store records by id (the last of a repeated id wins); targets of changed ones renewed."""
+        lock_writers(self.session)
         by_id = {v.id: v for v in vulns}
         result = UpsertResult()
         existing: dict[str, tuple[int, str]] = {}
@@ -277,6 +293,7 @@ class VulnStore:
 
     def bump(self) -> None:
         """Advance the data revision (``VulnState``), creating its row on first use."""
+        lock_writers(self.session)
         changed = self.session.execute(
             update(VulnState).where(VulnState.id == 1).values(revision=VulnState.revision + 1)
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from stockade.channels.patching import instructions_for
 from stockade.channels.service import ChannelService, channel_ref
 from stockade.conda.patches import apply_patches
 from stockade.conda.repodata import build_repodata_json, decode_record, encode_record
-from stockade.core.errors import InvalidInputError
+from stockade.core.errors import InvalidInputError, TooManyRequestsError
 from stockade.vulns.envfiles import SPEC_ERRORS, LockedPackage, dependency_name
 from stockade.vulns.store import chunked
 
@@ -77,6 +78,18 @@ PLATFORMS = (
     "noarch",
 )
 SOLVE_TIMEOUT = timedelta(seconds=60)
+#: Solves running at once in this process; more wait up to SOLVE_WAIT_S, then get a 429.
+#: (Reports are open to anonymous callers; a solve may take seconds of CPU.)
+MAX_SOLVES = 4
+SOLVE_WAIT_S = 10.0
+_SOLVES = threading.BoundedSemaphore(MAX_SOLVES)
+
+
+class SolverBusyError(TooManyRequestsError):
+    code = "report:busy"
+    title = "The solver is busy"
+
+
 MAX_NAMES = 20000
 _BASE = "https://stockade.invalid/conda/"  # never fetched: it only tells records apart
 _ARCHSPEC = {
@@ -311,6 +324,18 @@ class TreeBuilder:
             parsed = [MatchSpec(spec) for spec in specs]
         except SPEC_ERRORS as exc:
             raise InvalidInputError(f"invalid spec: {exc}", field="specs") from None
+        if not _SOLVES.acquire(timeout=SOLVE_WAIT_S):
+            raise SolverBusyError(
+                f"{MAX_SOLVES} environments are being solved already; try again shortly",
+                retry_after=5,
+            )
+        try:
+            return TreeBuilder._solve(parsed, sparse, platform)
+        finally:
+            _SOLVES.release()
+
+    @staticmethod
+    def _solve(parsed: list[MatchSpec], sparse: list[SparseRepoData], platform: str) -> list[Any]:
         solving = solve_with_sparse_repodata(
             parsed,
             sparse,

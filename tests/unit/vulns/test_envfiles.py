@@ -152,3 +152,31 @@ def test_specs_and_small_helpers() -> None:
     assert channel_name_of("https://h/conda/t/stk_x/a/b/") == "a/b"
     assert channel_name_of("https://conda.anaconda.org/conda-forge") is None
     assert csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and csv_cell(["a", "b"]) == "a; b"
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "expected"),
+    [
+        # the "billion laughs": nine levels of nine aliases each
+        (
+            b"a0: &a0 [x, x, x, x, x, x, x, x, x]\n"
+            + b"".join(
+                f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n".encode() for i in range(1, 9)
+            )
+            + b"name: *a8\ndependencies: [numpy]\n",
+            "environment.yml",
+            "aliases",
+        ),
+        (
+            b"dependencies: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+            "environment.yml",
+            "nested|neither",
+        ),
+        (b"@EXPLICIT\nhttps://h:99999/conda/c/linux-64/a-1-0.conda\n", "env.txt", "(?i)port"),
+        (b"@EXPLICIT\nhttps://[::1/conda/c/linux-64/a-1-0.conda\n", "env.txt", "IPv6"),
+    ],
+    ids=["aliases", "deep", "port", "ipv6"],
+)
+def test_hostile_files_are_refused_with_a_reason(data: bytes, name: str, expected: str) -> None:
+    with pytest.raises(EnvironmentFileError, match=expected):
+        parse_environment_file(data, name)

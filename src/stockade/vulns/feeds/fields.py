@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 import yaml
 
+from stockade.core import yamlsafe
 from stockade.vulns.cvss import score_vector
 from stockade.vulns.errors import FeedError, InvalidVectorError
 from stockade.vulns.model import CvssVersion, Score
@@ -27,7 +28,6 @@ FeedInput = bytes | str | Mapping[str, Any] | list[Any]
 WarningKind = Literal["ignored", "invalid"]
 _T = TypeVar("_T", bound=Hashable)
 _CWE = re.compile(r"CWE-\d+")
-_YAML_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +85,8 @@ def decode(data: FeedInput, *, yaml_allowed: bool = False) -> Any:
         if not yaml_allowed:
             raise FeedError(f"not JSON: {exc}") from exc
     try:
-        # BaseLoader keeps every scalar a string: versions like 1.10 must not become floats.
-        return yaml.load(raw, Loader=_YAML_LOADER)  # noqa: S506 - BaseLoader builds no objects
+        # every scalar stays a string: versions like 1.10 must not become floats
+        return yamlsafe.load(raw, strings_only=True)
     except yaml.YAMLError as exc:
         raise FeedError(f"neither JSON nor YAML: {exc}") from exc
 

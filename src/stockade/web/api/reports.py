@@ -112,7 +112,8 @@ def rendered(report: EnvironmentReport | ChannelReport, fmt: str, stem: str) -> 
     return Response(body, media_type=MEDIA[fmt], headers=headers)
 
 
-async def _body(request: Request) -> bytes:
+async def read_bounded(request: Request) -> bytes:
+    """The request body, refused (413) past MAX_BODY whether or not it declared a length."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
         raise TooLargeError(f"the request body is larger than {MAX_BODY} bytes")
@@ -195,7 +196,7 @@ async def environment_report_endpoint(
             "send multipart/form-data (an environment file) or application/json (specs)",
             code="report:media-type",
         )
-    body = await _body(request)
+    body = await read_bounded(request)
     if content_type == "multipart/form-data":
         env, channels, chosen = await _from_form(request, body)
     else:

@@ -29,7 +29,7 @@ from stockade.core.errors import ErrorKind, InvalidInputError, StockadeError, To
 from stockade.vulns.envfiles import EnvironmentInput, parse_environment_file, parse_specs
 from stockade.vulns.reports import EnvironmentReport, report_environment
 from stockade.vulns.trees import PLATFORMS
-from stockade.web.api.reports import MAX_BODY, rendered
+from stockade.web.api.reports import MAX_BODY, read_bounded, rendered
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.csrf import FIELD, require_session_token
 from stockade.web.ui.render import PAGE_ERRORS, error_page, login_redirect, render, sentence
@@ -75,11 +75,13 @@ def report_form(request: Request, principal: CurrentPrincipal, container: Contai
 
 
 async def _read_form(request: Request) -> tuple[dict[str, Any], bytes | None, str | None]:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise TooLargeError(f"the form is larger than {MAX_BODY // (1024 * 1024)} MiB")
+    body = await read_bounded(request)  # chunked bodies too: never more than MAX_BODY on disk
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
     try:
-        form = await request.form(max_files=1, max_fields=80)
+        form = await Request(request.scope, receive).form(max_files=1, max_fields=80)
     except (MultiPartException, HTTPException, ValueError, KeyError) as exc:
         raise InvalidInputError(
             f"the form cannot be read: {getattr(exc, 'detail', exc)}", code="report:bad-body"
