@@ -163,7 +163,12 @@ class MirrorSettings(BaseModel):
 class WebhookSettings(BaseModel):
     """Calls to channel webhooks (SPEC §7 notifications): timeout, retries and their spacing."""
 
-    timeout_s: float = Field(default=10.0, gt=0, le=120, description="connect/read timeout")
+    timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="time a whole call may take, from resolving the host",
+    )
     max_attempts: int = Field(default=8, ge=1, le=50, description="calls before giving up")
     backoff_s: list[float] = Field(
         default_factory=lambda: [30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0],
@@ -172,6 +177,11 @@ class WebhookSettings(BaseModel):
     )
     poll_s: float = Field(
         default=15.0, gt=0, le=3600, description="how often due retries are looked for"
+    )
+    allow_loopback: bool = Field(
+        default=False,
+        description="let webhooks call loopback addresses (127.0.0.0/8, ::1); link-local, "
+        "unspecified and multicast addresses stay refused",
     )
 
     @field_validator("backoff_s")

@@ -3,7 +3,8 @@ server calls a real HTTP receiver (signed), curation to ``active`` calls again, 
 is retried until it answers, and the API guards the secret and the channel.
 
 The server runs with small retry waits (``webhooks.backoff_s``, ``webhooks.poll_s``) so that the
-retries happen within the test; nothing asserts on time.
+retries happen within the test; nothing asserts on time. The receiver listens on 127.0.0.1, so
+the server allows loopback destinations (``webhooks.allow_loopback``), which are refused by default.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ OSV_PYPI = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / 
 ADVISORY = "PYSEC-2021-76"  # aiohttp: introduced 0, fixed 3.7.4
 FILENAME = "aiohttp-3.7.3-0.conda"
 API = "/api/v1"
+REFUSED = "webhook:refused-destination"
 
 
 def unique(prefix: str) -> str:
@@ -82,7 +84,7 @@ def world(
     tmp = tmp_path_factory.mktemp("webhooks-work")
     folder = tmp / "osv"
     shutil.copytree(OSV_PYPI / "aiohttp", folder / "aiohttp")
-    fast = {"backoff_s": [0.2], "poll_s": 0.2, "timeout_s": 5}
+    fast = {"backoff_s": [0.2], "poll_s": 0.2, "timeout_s": 5, "allow_loopback": True}
     with (
         receiving() as receiver,
         fresh_database(request.param, data_dir, PG_URL) as db_url,
@@ -215,6 +217,31 @@ def test_bad_input_is_a_problem_and_changes_nothing(
     before = world.owner.get(world.hooks()).json()
     is_problem(world.owner.post(world.hooks(), json=body), 422, code)
     assert world.owner.get(world.hooks()).json() == before
+
+
+def test_loopback_is_allowed_here_but_not_link_local(world: World) -> None:
+    before = world.owner.get(world.hooks()).json()
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://0.0.0.0/"):
+        is_problem(world.owner.post(world.hooks(), json={"url": url}), 422, REFUSED)
+    assert world.owner.get(world.hooks()).json() == before
+    r = world.owner.post(world.hooks(), json={"url": "http://127.0.0.1:9/hook"})
+    assert r.status_code == 201, r.text
+    assert world.owner.delete(r.json()["href"]).status_code == 204
+
+
+def test_loopback_and_link_local_are_refused_by_default(tmp_path: Path) -> None:
+    with (
+        fresh_database("sqlite", tmp_path, None) as db_url,
+        run_server(tmp_path, db_url) as live,
+    ):
+        hooks = f"{API}/channels/{live.new_channel()}/webhooks"
+        hook = f"{hooks}/1"
+        for url in ("http://127.0.0.1/", "http://169.254.169.254/", "http://localhost:8080/x"):
+            is_problem(live.admin.post(hooks, json={"url": url}), 422, REFUSED)
+        assert live.admin.get(hooks).json() == []
+        r = live.admin.post(hooks, json={"url": "http://192.168.10.20/hook"})  # the LAN is fine
+        assert r.status_code == 201, r.text
+        is_problem(live.admin.patch(hook, json={"url": "http://127.0.0.2/"}), 422, REFUSED)
 
 
 def test_unknown_webhooks_and_deliveries_are_404(world: World) -> None:

@@ -3,6 +3,8 @@
 Each path answers ``200`` unless told otherwise: :meth:`Receiver.script` sets the statuses its
 next calls get (``[500, 500]``: fails twice, then 200 again). :meth:`Receiver.wait` blocks until
 calls matching a predicate have arrived (or fails the test after a timeout).
+:meth:`Receiver.misbehave` makes a path answer badly: a huge body, or an answer dripped one byte at
+a time; the call records how many bytes of the answer the receiver managed to send.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Call:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     status: int  # what the receiver answered
+    sent: int = 0  # bytes of the answer written (a misbehaving answer: until the caller hung up)
 
     @property
     def json(self) -> dict[str, Any]:
@@ -50,6 +53,7 @@ class Receiver:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self._scripts: dict[str, list[int]] = {}
+        self._behaviours: dict[str, str] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         receiver = self
@@ -58,6 +62,13 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                behaviour = receiver._behaviours.get(self.path)
+                if behaviour is not None:
+                    sent = receiver._misbehave(self, behaviour)
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    receiver._record(Call(self.path, headers, body, 200, sent))
+                    self.close_connection = True
+                    return
                 status = receiver._next_status(self.path)
                 self.send_response(status)
                 if 300 <= status < 400:
@@ -78,6 +89,40 @@ class Receiver:
     def script(self, path: str, statuses: list[int]) -> None:
         with self._lock:
             self._scripts[path] = list(statuses)
+
+    def misbehave(self, path: str, behaviour: str) -> None:
+        """Answer calls to ``path`` badly: ``huge`` (a 200 announcing and sending 300 MB),
+        ``drip-body`` (a 200 whose 1 MB body comes one byte every 50 ms), ``drip-headers`` (the
+        status line and headers one byte every 50 ms)."""
+        assert behaviour in ("huge", "drip-body", "drip-headers")
+        self._behaviours[path] = behaviour
+
+    @staticmethod
+    def _misbehave(handler: BaseHTTPRequestHandler, behaviour: str) -> int:
+        size = 300 * 1024 * 1024 if behaviour == "huge" else 1024 * 1024
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nX-Pad: {'a' * 2000}\r\n\r\n"
+        sent = 0
+        try:
+            if behaviour == "drip-headers":
+                for byte in head.encode():
+                    handler.wfile.write(bytes([byte]))
+                    handler.wfile.flush()
+                    sent += 1
+                    time.sleep(0.05)
+                return sent
+            handler.wfile.write(head.encode())
+            handler.wfile.flush()
+            sent = len(head)
+            chunk = b"x" * (64 * 1024) if behaviour == "huge" else b"x"
+            while sent - len(head) < size:
+                handler.wfile.write(chunk)
+                handler.wfile.flush()
+                sent += len(chunk)
+                if behaviour == "drip-body":
+                    time.sleep(0.05)
+        except OSError:  # the caller hung up
+            pass
+        return sent
 
     def _next_status(self, path: str) -> int:
         with self._lock:

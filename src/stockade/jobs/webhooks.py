@@ -3,8 +3,16 @@
 :func:`deliver` claims a delivery (``vulns.webhook_outbox.claim``: a conditional update, so two
 workers never send the same attempt), POSTs its JSON body outside any transaction, and records
 the outcome: a 2xx answer is ``delivered``; any other answer, a redirect (never followed), a
-connection error or a timeout (``webhooks.timeout_s``) is retried after ``webhooks.backoff_s``
-until ``webhooks.max_attempts`` calls have failed, then ``failed``.
+connection error or a timeout is retried after ``webhooks.backoff_s`` until
+``webhooks.max_attempts`` calls have failed, then ``failed``.
+
+A call is bounded: ``webhooks.timeout_s`` is the budget of the whole call (resolving, connecting,
+sending, the answer's headers), enforced on every socket operation, so a receiver that drips its
+answer cannot hold a worker past it; of the answer's body at most :data:`BODY_MAX` bytes are read
+(undecoded) and the rest is dropped with the connection. The call connects only to addresses that
+``vulns.webhook_outbox.refused_address`` allows: the host is resolved, every address checked, and
+the connection made to a checked address (no second resolution); a refused destination fails the
+delivery at once with the reason as its ``last_error``.
 
 Headers: ``Content-Type: application/json``, ``User-Agent: Stockade-Webhook/1``,
 ``X-Stockade-Event``, ``X-Stockade-Delivery`` (the delivery's uuid), ``X-Stockade-Timestamp``
@@ -18,9 +26,12 @@ dispatch was lost, claims of a worker that died) to the queue every ``webhooks.p
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import time
 from typing import Any
 
+import httpcore
 import httpx
 import orjson
 
@@ -35,15 +46,25 @@ from stockade.vulns.webhook_outbox import (
     claim,
     due_deliveries,
     record_outcome,
+    refused_address,
     signature,
 )
 
 log = logging.getLogger("stockade.jobs")
 
-__all__ = ["WebhookHousekeeper", "deliver", "dispatch_due", "request_for"]
+__all__ = [
+    "GuardedBackend",
+    "RefusedDestinationError",
+    "WebhookHousekeeper",
+    "deliver",
+    "dispatch_due",
+    "request_for",
+]
 
 #: How long past the timeout a claimed attempt stays ours before it is due again.
 LEASE_MARGIN_S = 60.0
+#: The most of an answer's body read (and dropped): the status code is what counts.
+BODY_MAX = 64 * 1024
 
 
 def request_for(
@@ -68,7 +89,7 @@ def request_for(
     return body, headers
 
 
-def deliver(container: Container, row_id: int, client: httpx.Client | None = None) -> str:
+def deliver(container: Container, row_id: int) -> str:
     """One attempt at a delivery; returns the state written, ``""`` if it was not ours to send."""
     settings = container.settings.webhooks
     with transaction(container.factory) as session:
@@ -86,7 +107,10 @@ def deliver(container: Container, row_id: int, client: httpx.Client | None = Non
         except ConfigurationError as exc:
             error, give_up = exc.detail, True
         else:
-            status_code, error = _post(claimed, secret, container, client)
+            try:
+                status_code, error = _post(claimed, secret, container)
+            except RefusedDestinationError as exc:
+                error, give_up = str(exc), True
     with transaction(container.factory) as session:
         state = record_outcome(
             session,
@@ -107,24 +131,168 @@ def deliver(container: Container, row_id: int, client: httpx.Client | None = Non
     return state
 
 
-def _post(
-    claimed: Claimed, secret: str, container: Container, client: httpx.Client | None
-) -> tuple[int | None, str | None]:
+def _post(claimed: Claimed, secret: str, container: Container) -> tuple[int | None, str | None]:
+    """Make the call within the budget; the status code and the error to record."""
     body, headers = request_for(claimed, secret, container.settings.public_url)
-    timeout = container.settings.webhooks.timeout_s
+    settings = container.settings.webhooks
+    budget = settings.timeout_s
+    backend = GuardedBackend(time.monotonic() + budget, allow_loopback=settings.allow_loopback)
     try:
-        if client is not None:
-            response = client.post(claimed.url, content=body, headers=headers, timeout=timeout)
-        else:
-            with httpx.Client(follow_redirects=False, timeout=timeout) as http:
-                response = http.post(claimed.url, content=body, headers=headers)
+        with (
+            httpx.Client(
+                transport=_transport(backend),
+                follow_redirects=False,
+                timeout=httpx.Timeout(budget),
+                trust_env=False,  # no proxy: the destination checked is the one called
+            ) as http,
+            http.stream("POST", claimed.url, content=body, headers=headers) as response,
+        ):
+            _drain(response)
     except httpx.TimeoutException:
-        return None, f"no answer within {timeout:g} s"
+        return None, f"no answer within {budget:g} s"
     except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError, OSError) as exc:
         return None, f"{exc.__class__.__name__}: {str(exc)[:200]}"
     if 200 <= response.status_code < 300:
         return response.status_code, None
     return response.status_code, f"HTTP {response.status_code}"
+
+
+def _drain(response: httpx.Response) -> int:
+    """Read at most :data:`BODY_MAX` bytes of the body, as sent (no decompression); the count.
+
+    The answer is its status code: a body that is too long, too slow or broken does not change it.
+    """
+    read = 0
+    try:
+        for chunk in response.iter_raw(16 * 1024):
+            read += len(chunk)
+            if read >= BODY_MAX:
+                break
+    except (httpx.HTTPError, httpx.StreamError, OSError):
+        pass
+    return read
+
+
+def _transport(backend: GuardedBackend) -> httpx.HTTPTransport:
+    """httpx's transport over a connection pool whose sockets are opened by ``backend``."""
+    transport = httpx.HTTPTransport()
+    # httpx has no parameter for the network backend of its pool: the pool is replaced by the
+    # same pool (TLS verified as httpx does it) with ours.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=1,
+        network_backend=backend,
+    )
+    return transport
+
+
+class RefusedDestinationError(Exception):
+    """The host of a webhook is, or resolves to, an address webhooks may not call."""
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """Opens the call's connections: checked destinations only, and every operation on the
+    socket bounded by what is left of the call's budget (``deadline``, a ``time.monotonic()``)."""
+
+    def __init__(
+        self,
+        deadline: float,
+        *,
+        allow_loopback: bool = False,
+        inner: httpcore.NetworkBackend | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.allow_loopback = allow_loopback
+        self.inner = inner or httpcore.SyncBackend()
+
+    def left(self, timeout: float | None, error: type[Exception]) -> float:
+        """The time an operation may take: its own timeout, within the budget."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise error("the call's time is up")
+        return left if timeout is None else min(timeout, left)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        addresses = self.resolve(host, port)
+        for address in addresses:
+            reason = refused_address(address, allow_loopback=self.allow_loopback)
+            if reason is not None:
+                where = reason if address == host else f"{host} resolves to {reason}"
+                raise RefusedDestinationError(f"refused destination: {where}")
+        last: Exception | None = None
+        for address in addresses:  # all checked: connect to one of them, not to the name
+            try:
+                stream = self.inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=self.left(timeout, httpcore.ConnectTimeout),
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore.ConnectError as exc:
+                last = exc
+                continue
+            return _BoundedStream(stream, self)
+        raise last or httpcore.ConnectError(f"{host} has no address")
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
+        addresses: list[str] = []
+        for info in found:
+            address = str(info[4][0])
+            if address not in addresses:
+                addresses.append(address)
+        self.left(None, httpcore.ConnectTimeout)
+        return addresses
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        raise RefusedDestinationError("refused destination: a unix socket")
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+
+class _BoundedStream(httpcore.NetworkStream):
+    """A connection whose reads and writes end with the call's budget."""
+
+    def __init__(self, inner: httpcore.NetworkStream, backend: GuardedBackend) -> None:
+        self.inner = inner
+        self.backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.inner.read(max_bytes, self.backend.left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, self.backend.left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        tls = self.inner.start_tls(
+            ssl_context, server_hostname, self.backend.left(timeout, httpcore.ConnectTimeout)
+        )
+        return _BoundedStream(tls, self.backend)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
 
 
 def dispatch_due(container: Container) -> list[int]:

@@ -9,6 +9,9 @@ behind (retries, lost queue messages).
 Sending is the job's (``stockade.jobs.webhooks``); what it needs of the database is here:
 :func:`claim` takes a due delivery with a conditional update (one sender per attempt, even with
 many workers), :func:`record_outcome` stores what the call gave and when to try again.
+:func:`refused_address` is the destination policy: loopback, link-local, unspecified and multicast
+addresses are never called (loopback only with ``webhooks.allow_loopback``); private LAN addresses
+are (on-premises receivers, docs/adr/0009).
 
 The body is signed as ``sha256=HMAC-SHA256(secret, f"{timestamp}.{body}")`` (:func:`signature`).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -42,6 +46,7 @@ __all__ = [
     "enqueue_events",
     "new_delivery",
     "record_outcome",
+    "refused_address",
     "retry_delay",
     "signature",
 ]
@@ -227,6 +232,35 @@ def ping_payload(delivery_id: str, now: datetime, channel: str, webhook_id: int)
 
 # -- sending -------------------------------------------------------------------------------------
 
+#: "This network" (0.0.0.0/8): 0.0.0.0 reaches the local host on Linux.
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+
+def refused_address(address: str, *, allow_loopback: bool = False) -> str | None:
+    """Why a webhook may not call this IP address, or None when it may.
+
+    Refused: loopback (127.0.0.0/8, ::1; allowed with ``allow_loopback``), link-local
+    (169.254.0.0/16 with the cloud metadata services, fe80::/10), unspecified and "this network"
+    (0.0.0.0/8, ::) and multicast, also when written as IPv4-mapped IPv6 (``::ffff:127.0.0.1``).
+    Private LAN addresses are allowed: receivers on premises are internal systems.
+    A value that is not an IP address is refused.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone (fe80::1%eth0) aside
+    except ValueError:
+        return f"{address!r} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None if allow_loopback else f"{ip} is a loopback address"
+    if ip.is_link_local:
+        return f"{ip} is a link-local address"
+    if ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK):
+        return f"{ip} is an unspecified address"
+    if ip.is_multicast:
+        return f"{ip} is a multicast address"
+    return None
+
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     """``sha256=`` and the hex HMAC-SHA256 of ``b"{timestamp}." + body`` keyed by the secret."""
@@ -266,6 +300,9 @@ class Claimed:
     url: str
     secret_encrypted: str
     enabled: bool
+    #: The lease the claim wrote (``next_attempt_at``): the claim's token. A redelivery, or a later
+    #: claim, writes another value, so the outcome of this attempt is then no longer recorded.
+    lease_until: datetime | None = None
 
 
 def claim(
@@ -275,9 +312,11 @@ def claim(
 
     The update is conditional on the attempt count read, so of two workers racing for the same
     attempt exactly one changes the row; the winner pushes ``next_attempt_at`` past the call's
-    timeout, so a worker that dies mid-call leaves it due again later.
+    timeout, so a worker that dies mid-call leaves it due again later. That lease is the claim's
+    token (:attr:`Claimed.lease_until`).
     """
     now = now or utcnow()
+    lease_until = now + timedelta(seconds=lease_s)
     row = session.execute(
         select(
             WebhookDelivery.attempts,
@@ -304,7 +343,7 @@ def claim(
             WebhookDelivery.state == DeliveryState.PENDING.value,
             WebhookDelivery.attempts == row.attempts,
         )
-        .values(attempts=row.attempts + 1, next_attempt_at=now + timedelta(seconds=lease_s))
+        .values(attempts=row.attempts + 1, next_attempt_at=lease_until)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
         return None
@@ -317,6 +356,7 @@ def claim(
         row.url,
         row.secret_encrypted,
         row.enabled,
+        lease_until,
     )
 
 
@@ -333,8 +373,10 @@ def record_outcome(
 ) -> str:
     """Store an attempt's result: ``delivered`` (2xx), ``pending`` again later, or ``failed``.
 
-    Conditional on the attempt still being ours (a redelivery resets the count): returns the state
-    written, or ``""`` when the row moved on meanwhile.
+    Conditional on the attempt still being ours: the attempt count and the lease the claim wrote
+    are unchanged. A redelivery meanwhile (which counts attempts afresh and makes the row due now)
+    or a later claim changes the lease, so a stale attempt never records over a newer one. Returns
+    the state written, or ``""`` when the row moved on meanwhile.
     """
     now = now or utcnow()
     ok = status_code is not None and 200 <= status_code < 300 and error is None
@@ -355,6 +397,7 @@ def record_outcome(
             WebhookDelivery.id == claimed.id,
             WebhookDelivery.state == DeliveryState.PENDING.value,
             WebhookDelivery.attempts == claimed.attempt,
+            WebhookDelivery.next_attempt_at == claimed.lease_until,
         )
         .values(**values)
     )

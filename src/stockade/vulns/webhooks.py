@@ -4,17 +4,21 @@ Whoever may manage the channel (its owner, a ``manage`` grant, an admin) may lis
 remove and ping its webhooks and read their deliveries; to anyone else who can read the channel
 it is 403, to those who cannot it does not exist (404).
 
-A webhook has an ``http(s)`` URL (no credentials in it, at most :data:`URL_MAX` characters), the
-events it wants (``vulnerability.matched``, ``vulnerability.active``) and a secret that signs each
-call. The secret is given or generated, stored encrypted (``SecretBox``), returned once when set
-and never again; audit events record that it changed, never its value.
+A webhook has an ``http(s)`` URL (no credentials in it, at most :data:`URL_MAX` characters) whose
+host is not a loopback, link-local, unspecified or multicast address, nor resolves to one
+(:func:`check_destination`; loopback is allowed with ``webhooks.allow_loopback``), the events
+it wants (``vulnerability.matched``, ``vulnerability.active``) and a secret that signs each call.
+The secret is given or generated, stored encrypted (``SecretBox``), returned once when set and
+never again; audit events record that it changed, never its value.
 
 The outbox itself (what a match writes, claiming and retrying) is ``vulns.webhook_outbox``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import secrets as random_secrets
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,12 +37,13 @@ from stockade.core.errors import InvalidInputError
 from stockade.core.secrets import SecretBox
 from stockade.vulns.errors import DeliveryNotFoundError, WebhookNotFoundError
 from stockade.vulns.models import DeliveryState, Webhook, WebhookDelivery, WebhookEvent
-from stockade.vulns.webhook_outbox import new_delivery, ping_payload
+from stockade.vulns.webhook_outbox import new_delivery, ping_payload, refused_address
 
 __all__ = [
     "EVENTS",
     "WebhookService",
     "WebhookSpec",
+    "check_destination",
     "check_events",
     "check_secret",
     "check_url",
@@ -89,6 +94,40 @@ def check_url(url: str) -> str:
             "the url must not have a #fragment", code="webhook:bad-url", field="url"
         )
     return value
+
+
+def check_destination(url: str, *, allow_loopback: bool = False) -> str:
+    """A checked URL (:func:`check_url`) whose host may be called (``refused_address``).
+
+    A literal IP address is checked as it is; a name is resolved and refused if any of its
+    addresses is. A name that does not resolve (yet) is accepted: every call resolves it again
+    and checks the addresses it connects to.
+    """
+    host = urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        addresses = _resolve(host)
+    else:
+        addresses = [host]
+    for address in addresses:
+        reason = refused_address(address, allow_loopback=allow_loopback)
+        if reason is not None:
+            where = reason if address == host else f"{host} resolves to {reason}"
+            raise InvalidInputError(
+                f"webhooks may not call this host: {where}",
+                code="webhook:refused-destination",
+                field="url",
+            )
+    return url
+
+
+def _resolve(host: str) -> list[str]:
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return sorted({str(info[4][0]) for info in found})
 
 
 def check_events(events: Iterable[str] | None) -> list[str]:
@@ -144,14 +183,20 @@ class WebhookSpec:
 
 
 class WebhookService:
-    def __init__(self, session: Session, secrets: SecretBox) -> None:
+    def __init__(
+        self, session: Session, secrets: SecretBox, *, allow_loopback: bool = False
+    ) -> None:
         self.session = session
         self.secrets = secrets
         self.channels = ChannelService(session)
+        self.allow_loopback = allow_loopback  # ``webhooks.allow_loopback``
 
     def channel(self, principal: Principal, name: str) -> Channel:
         """The channel if the principal may manage it (404 hidden, 403 below manage)."""
         return self.channels.get(principal, name, Permission.CHANNEL_MANAGE)
+
+    def _check_url(self, url: str) -> str:
+        return check_destination(check_url(url), allow_loopback=self.allow_loopback)
 
     def list(self, principal: Principal, channel_name: str) -> tuple[Channel, Sequence[Webhook]]:
         channel = self.channel(principal, channel_name)
@@ -170,7 +215,7 @@ class WebhookService:
     ) -> tuple[Webhook, str]:
         """Add a webhook; returns it with its secret in clear (shown once)."""
         channel = self.channel(principal, channel_name)
-        url = check_url(spec.url or "")
+        url = self._check_url(spec.url or "")
         events = check_events(spec.events)
         description = _check_description(spec.description)
         secret = check_secret(spec.secret) if spec.secret is not None else _generate()
@@ -201,7 +246,7 @@ class WebhookService:
         channel, hook = self.get(principal, channel_name, hook_id)
         before = _state(hook)
         if spec.url is not None:
-            hook.url = check_url(spec.url)
+            hook.url = self._check_url(spec.url)
         if spec.events is not None:
             hook.events = check_events(spec.events)
         if spec.description is not None:
@@ -270,7 +315,11 @@ class WebhookService:
     def redeliver(
         self, principal: Principal, channel_name: str, hook_id: int, delivery_id: str
     ) -> WebhookDelivery:
-        """Send a delivery again (same id and body): pending now, its attempts counted afresh."""
+        """Send a delivery again (same id and body): pending now, its attempts counted afresh.
+
+        The row is due now with a new ``next_attempt_at``; an attempt still in flight no longer
+        owns the row (its claim's lease changed), so its outcome is not recorded over this one.
+        """
         channel, hook = self.get(principal, channel_name, hook_id)
         row = self.session.scalar(
             select(WebhookDelivery).where(

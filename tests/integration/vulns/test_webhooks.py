@@ -20,15 +20,22 @@ from sqlalchemy import select, update
 from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.clock import utcnow
+from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
 from stockade.jobs.vulns import sync_feed
-from stockade.jobs.webhooks import deliver, request_for
+from stockade.jobs.webhooks import BODY_MAX, deliver, request_for
 from stockade.settings import WebhookSettings
 from stockade.vulns.curation import CurationService
 from stockade.vulns.matcher import Matcher
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.models import WebhookDelivery
-from stockade.vulns.webhook_outbox import Claimed, claim, signature
+from stockade.vulns.webhook_outbox import (
+    Claimed,
+    claim,
+    record_outcome,
+    refused_address,
+    signature,
+)
 from stockade.vulns.webhooks import WebhookService, WebhookSpec
 from tests.integration.vulns.support import (
     add_artifacts,
@@ -50,6 +57,12 @@ def receiver() -> Iterator[Receiver]:
         yield found
 
 
+@pytest.fixture(autouse=True)
+def loopback_receivers(container: Container) -> None:
+    """The receivers of these tests listen on 127.0.0.1: allowed here, refused by default."""
+    container.settings.webhooks = WebhookSettings(allow_loopback=True)
+
+
 def add_hook(
     container: Container,
     admin: Principal,
@@ -58,9 +71,10 @@ def add_hook(
     **spec: Any,
 ) -> tuple[int, str]:
     with transaction(container.factory) as session:
-        hook, secret = WebhookService(session, container.secrets).create(
-            admin, channel, WebhookSpec(url=url, **spec)
+        service = WebhookService(
+            session, container.secrets, allow_loopback=container.settings.webhooks.allow_loopback
         )
+        hook, secret = service.create(admin, channel, WebhookSpec(url=url, **spec))
         return hook.id, secret
 
 
@@ -261,7 +275,9 @@ def test_a_delivered_call_is_signed_with_the_secret(
 def test_failed_calls_are_retried_with_backoff_then_given_up(
     container: Container, admin: Principal, receiver: Receiver
 ) -> None:
-    container.settings.webhooks = WebhookSettings(max_attempts=3, backoff_s=[30, 120])
+    container.settings.webhooks = WebhookSettings(
+        max_attempts=3, backoff_s=[30, 120], allow_loopback=True
+    )
     channel_id(container, admin, "internal")
     hook_id, secret = add_hook(container, admin, "internal", url=f"{receiver.url}/flaky")
     receiver.script("/flaky", [500, 503])
@@ -353,3 +369,176 @@ def test_a_claim_is_taken_once(container: Container, admin: Principal, receiver:
     with transaction(container.factory) as session:
         WebhookService(session, container.secrets).delete(admin, "internal", hook_id)
     assert deliveries(container) == []
+
+
+def test_a_call_reads_little_of_the_answer_and_ends_within_its_budget(
+    container: Container, admin: Principal, receiver: Receiver
+) -> None:
+    container.settings.webhooks = WebhookSettings(timeout_s=1.5, allow_loopback=True)
+    channel_id(container, admin, "internal")
+
+    def attempt(path: str, behaviour: str) -> tuple[str, WebhookDelivery, int]:
+        receiver.misbehave(path, behaviour)
+        hook_id, _ = add_hook(container, admin, "internal", url=f"{receiver.url}{path}")
+        delivery = ping(container, admin, "internal", hook_id)
+        state = deliver(container, delivery)
+        # the receiver records the call once it could no longer send: the caller hung up
+        (call,) = receiver.wait(lambda c: c.path == path)
+        return state, row(container, delivery), call.sent
+
+    # 300 MB announced: the status counts, the body is not read beyond a small bound
+    state, done, sent = attempt("/huge", "huge")
+    assert state == "delivered" and done.last_status_code == 200 and done.last_error is None
+    assert sent < 300 * 1024 * 1024 // 10  # hung up after BODY_MAX (and the socket buffers)
+    assert BODY_MAX <= 64 * 1024
+
+    # a body dripped a byte at a time: the status counts, the call ends with its budget
+    state, done, sent = attempt("/drip-body", "drip-body")
+    assert state == "delivered" and done.last_status_code == 200
+    assert sent < 1024 * 1024  # the 1 MB body was never all sent
+
+    # headers dripped a byte at a time: no answer within the budget, retried later
+    state, done, sent = attempt("/drip-headers", "drip-headers")
+    assert state == "pending" and done.attempts == 1 and done.last_status_code is None
+    assert done.last_error == "no answer within 1.5 s"
+    assert sent < 2000  # the headers were never all sent
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.9.8.7", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("fe80::1%eth0", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("0.1.2.3", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("10.1.2.3", None),
+        ("172.16.0.9", None),
+        ("192.168.1.20", None),
+        ("fd00::5", None),
+        ("93.184.215.14", None),
+    ],
+)
+def test_the_destination_policy(address: str, refused: str | None) -> None:
+    reason = refused_address(address)
+    assert (reason is None) if refused is None else (reason is not None and refused in reason)
+    if refused == "loopback":
+        assert refused_address(address, allow_loopback=True) is None
+    elif refused is not None:
+        assert refused_address(address, allow_loopback=True) is not None
+
+
+def test_refused_destinations_at_creation_and_at_delivery(
+    container: Container, admin: Principal, receiver: Receiver
+) -> None:
+    channel_id(container, admin, "internal")
+
+    def create(url: str, allow_loopback: bool) -> None:
+        with transaction(container.factory) as session:
+            WebhookService(session, container.secrets, allow_loopback=allow_loopback).create(
+                admin, "internal", WebhookSpec(url=url)
+            )
+
+    refused = [
+        "http://127.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8080/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+        "http://localhost:8080/",  # a name resolving to loopback
+    ]
+    for url in refused:
+        with pytest.raises(InvalidInputError) as caught:
+            create(url, allow_loopback=False)
+        assert caught.value.code == "webhook:refused-destination", url
+    create("http://127.0.0.1/hook", allow_loopback=True)
+    with pytest.raises(InvalidInputError, match="link-local"):
+        create("http://169.254.169.254/", allow_loopback=True)
+    create("http://10.20.30.40/hook", allow_loopback=False)  # the LAN is allowed
+    create("http://no-such-host.invalid/hook", allow_loopback=False)  # checked when called
+    # an update is checked too
+    hook_id, _ = add_hook(container, admin, "internal", url="http://10.0.0.1/")
+    with transaction(container.factory) as session, pytest.raises(InvalidInputError):
+        WebhookService(session, container.secrets).update(
+            admin, "internal", hook_id, WebhookSpec(url="http://169.254.169.254/")
+        )
+
+    # at delivery, on the addresses resolved: a refused destination fails at once, uncalled
+    container.settings.webhooks = WebhookSettings(allow_loopback=False)
+    port = receiver.url.rsplit(":", 1)[1]
+    for url, reason in (
+        (f"{receiver.url}/direct", "refused destination: 127.0.0.1 is a loopback address"),
+        (f"http://localhost:{port}/named", "refused destination: localhost resolves to"),
+    ):
+        with transaction(container.factory) as session:  # as stored before the policy
+            hook = WebhookService(session, container.secrets, allow_loopback=True).create(
+                admin, "internal", WebhookSpec(url=url)
+            )[0]
+            hook_id = hook.id
+        delivery = ping(container, admin, "internal", hook_id)
+        assert deliver(container, delivery) == "failed"
+        done = row(container, delivery)
+        assert done.last_error is not None and done.last_error.startswith(reason), done.last_error
+        assert done.last_status_code is None and done.attempts == 1
+    assert receiver.calls == []
+    # allowed again: the same receiver is called
+    container.settings.webhooks = WebhookSettings(allow_loopback=True)
+    assert deliver(container, ping(container, admin, "internal", hook_id)) == "delivered"
+    assert [c.path for c in receiver.calls] == ["/named"]
+
+
+def test_a_stale_attempt_does_not_record_over_a_redelivery(
+    container: Container, admin: Principal, receiver: Receiver
+) -> None:
+    settings = container.settings.webhooks
+    channel_id(container, admin, "internal")
+    hook_id, _ = add_hook(container, admin, "internal", url=f"{receiver.url}/again")
+    delivery = ping(container, admin, "internal", hook_id)
+    delivery_id = row(container, delivery).delivery_id
+
+    def redeliver() -> None:
+        with transaction(container.factory) as session:
+            WebhookService(session, container.secrets).redeliver(
+                admin, "internal", hook_id, delivery_id
+            )
+
+    def outcome(claimed: Claimed, status_code: int, error: str | None = None) -> str:
+        with transaction(container.factory) as session:
+            return record_outcome(
+                session,
+                claimed,
+                status_code=status_code,
+                error=error,
+                max_attempts=settings.max_attempts,
+                backoff_s=settings.backoff_s,
+            )
+
+    with transaction(container.factory) as session:
+        stale = claim(session, delivery, lease_s=60)
+    assert stale is not None and stale.attempt == 1
+    # redelivered while the first attempt is in flight: due now, attempts counted afresh
+    redeliver()
+    assert outcome(stale, 500, "HTTP 500") == ""  # no longer its attempt
+    with transaction(container.factory) as session:
+        fresh = claim(session, delivery, lease_s=60)
+    assert fresh is not None and fresh.attempt == stale.attempt == 1  # the same count...
+    assert outcome(stale, 500, "HTTP 500") == ""  # ...yet the stale attempt still loses
+    current = row(container, delivery)
+    assert current.state == "pending" and current.last_error is None
+    assert current.attempts == 1
+    assert outcome(fresh, 200) == "delivered"
+    done = row(container, delivery)
+    assert done.state == "delivered" and done.last_status_code == 200
+    # the whole way, through the job: redelivered once delivered, sent again
+    redeliver()
+    assert deliver(container, delivery) == "delivered"
+    assert len(receiver.on("/again")) == 1  # the two claims above were never sent
+    assert outcome(fresh, 500, "HTTP 500") == ""
+    assert row(container, delivery).state == "delivered"

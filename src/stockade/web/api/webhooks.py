@@ -72,7 +72,9 @@ def delivery_public(row: WebhookDelivery) -> DeliveryPublic:
 
 
 def _service(session: Session, container: Container) -> WebhookService:
-    return WebhookService(session, container.secrets)
+    return WebhookService(
+        session, container.secrets, allow_loopback=container.settings.webhooks.allow_loopback
+    )
 
 
 @router.get(HOOKS, response_model=list[WebhookPublic])
