@@ -266,3 +266,74 @@ def test_names_cli(world: World, cli: Any) -> None:
     bad = world.tmp / "names.csv"
     bad.write_text("conda,identifier\nx,pkg:pypi/x\nx,not-a-cpe\n")
     assert "line 3" in cli(world.target, "cve", "names", "import", str(bad), code=1)
+
+
+def _bundle(members: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> bytes:
+    """A ``cve.zip`` with a correct manifest for ``members``."""
+    import hashlib
+
+    files = {
+        n: {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)} for n, d in members.items()
+    }
+    manifest = {"format": "stockade-cve-bundle", "format_version": 1, "files": files}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("manifest.json", json.dumps(manifest))
+        for name, data in members.items():
+            bundle.writestr(name, data, compress_type=method)
+    return buffer.getvalue()
+
+
+def test_untrusted_bundle_contents_are_problems(world: World) -> None:
+    """Bad records, a wrong score, other compression methods and an oversized CSV field are 422
+    problems naming where they are, never a server error; nothing changes."""
+    admin = world.target.admin
+    before = admin.get("/api/v1/cves?limit=500").json()
+    vector = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+    good = {"vuln_id": "TEST-OK", "source": "osv", "affected": []}
+    records = [
+        ({"vuln_id": "TEST-1", "source": "osv", "published": "2024-01-01"}, "timezone offset"),
+        ({"vuln_id": "TEST-1", "source": "osv", "kev": "no"}, "unknown key(s): kev"),
+        (
+            {"vuln_id": "TEST-1", "source": "osv", "affected": [{"ranges": [{"end": 5}]}]},
+            "affected[0].ranges[0].end must be a version string",
+        ),
+        (
+            {
+                "vuln_id": "TEST-1",
+                "source": "osv",
+                "scores": [{"version": "3.1", "vector": vector, "base_score": 2.0}],
+            },
+            "base_score 2.0 is not the 9.8 its vector gives",
+        ),
+    ]
+    for record, message in records:
+        body = b"\n".join(json.dumps(r).encode() for r in (good, record))
+        r = admin.post("/api/v1/cve/imports", content=_bundle({"vulnerabilities/a.jsonl": body}))
+        is_problem(r, 422, "vulns:bad-bundle")
+        problem = r.json()
+        assert message in problem["detail"], problem
+        assert (problem["member"], problem["record"], problem["line"]) == (
+            "vulnerabilities/a.jsonl",
+            "TEST-1",
+            2,
+        )
+    packed = _bundle({"vulnerabilities/a.jsonl": json.dumps(good).encode()}, zipfile.ZIP_BZIP2)
+    r = admin.post("/api/v1/cve/imports", content=packed)
+    is_problem(r, 422, "vulns:bad-bundle")
+    assert "compressed with bzip2" in r.json()["detail"]
+    assert admin.get("/api/v1/cves?limit=500").json() == before
+
+    names = admin.get("/api/v1/cve/name-map", params={"origin": "admin", "limit": 1000}).json()
+    csv_body = "conda,identifier,note\nbig,pkg:pypi/big," + "n" * 140_000 + "\n"
+    r = admin.post("/api/v1/cve/name-map/import", content=csv_body.encode())
+    is_problem(r, 422, "vulns:bad-name-map")
+    assert r.json()["detail"].startswith("line 2: not readable CSV")
+    long_note = {"entries": [{"conda": "big", "identifier": "pkg:pypi/big", "note": "n" * 1001}]}
+    r = admin.post(
+        "/api/v1/cve/imports", content=_bundle({"name_map.json": json.dumps(long_note).encode()})
+    )
+    is_problem(r, 422, "vulns:bad-bundle")
+    assert "the note is longer than 1000 characters" in r.json()["detail"]
+    after = admin.get("/api/v1/cve/name-map", params={"origin": "admin", "limit": 1000}).json()
+    assert after == names

@@ -14,12 +14,19 @@ The format is documented in ``docs/formats.md`` ("CVE bundle (cve.zip)"). In sho
   (``!identifier`` suppressions included), added to the map.
 
 An import checks every member before it touches the database: no absolute path, ``..``,
-backslash or drive letter, no symlink, no duplicate or encrypted member, at most
+backslash or drive letter, no symlink, no duplicate or encrypted member, only stored or deflate
+members, at most
 ``max_members`` members and ``max_total`` bytes unpacked, a known ``format_version``, every file
 listed in the manifest present with its size and sha256 and nothing unlisted. It then stores
 everything in the caller's transaction and matches what changed; any error leaves the database as
-it was (the caller rolls back). A zip of feed files (``osv``, ``nvd``, ``cve5``, the CLI's folder
-import) goes through the same member checks, and every document must parse.
+it was (the caller rolls back). Records are not trusted: :func:`_vulnerability` checks every field
+of an advisory (types, enum values, dates with an offset) and recomputes each score from its
+vector, refusing a record that states another; enrichment rows and name-map entries (notes at most
+``NOTE_MAX``) are checked likewise. Any error in reading a record is a :class:`BundleError` naming
+the member, line (index) and record.
+
+A zip of feed files (``osv``, ``nvd``, ``cve5``, the CLI's folder import) goes through the same
+member checks, and every document must parse.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy.orm import Session
@@ -53,20 +61,23 @@ from stockade.vulns.bundlefile import (
     read_member,
     verified,
 )
+from stockade.vulns.cvss import score_vector
 from stockade.vulns.enrich import EPSS_COLUMNS, KEV_COLUMNS, Enrichments, is_cve
-from stockade.vulns.errors import FeedError, NameMapError
+from stockade.vulns.errors import FeedError, InvalidVectorError, NameMapError
 from stockade.vulns.feeds import parse_cve5, parse_nvd, parse_osv
 from stockade.vulns.matcher import Matcher
-from stockade.vulns.model import Vulnerability
-from stockade.vulns.namemap import (
-    NameRow,
-    apply_name_rows,
-    clean_conda_name,
-    clean_identifier,
-    retarget_names,
+from stockade.vulns.model import (
+    Affected,
+    CvssVersion,
+    RangeKind,
+    Reference,
+    Score,
+    Status,
+    VersionRange,
+    Vulnerability,
 )
+from stockade.vulns.namemap import NameRow, apply_name_rows, name_row, retarget_names
 from stockade.vulns.security import SecurityReader
-from stockade.vulns.serial import record_fields, vulnerability_from_fields
 from stockade.vulns.store import UpsertResult, VulnStore
 
 __all__ = [
@@ -240,32 +251,245 @@ def _vulnerabilities(path: str, data: bytes) -> list[Vulnerability]:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise BundleError(f"line {number}: not JSON: {exc}", member=path) from None
-        for raw in doc if isinstance(doc, list) else [doc]:
+        listed = doc if isinstance(doc, list) else [doc]
+        for index, raw in enumerate(listed):
             try:
                 found.append(_vulnerability(raw))
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise BundleError(
-                    f"line {number}: not an advisory record ({exc.__class__.__name__}: {exc})",
-                    member=path,
-                ) from None
+            except Exception as exc:  # noqa: BLE001 - whatever a record breaks, it is the bundle's
+                where = index if len(listed) > 1 else None
+                raise _record_error(path, number, where, raw, exc) from None
     return found
 
 
+def _record_error(path: str, line: int, index: int | None, raw: Any, exc: Exception) -> BundleError:
+    """The bundle error for a bad record: the member, its line (and index in a list), its id."""
+    where = f"line {line}" + (f", record [{index}]" if index is not None else "")
+    vuln_id = raw.get("vuln_id") if isinstance(raw, dict) else None
+    named = isinstance(vuln_id, str) and 0 < len(vuln_id) <= 128 and vuln_id.isprintable()
+    reason = str(exc) if isinstance(exc, _RecordError) else f"{exc.__class__.__name__}: {exc}"
+    if isinstance(exc, InvalidVectorError):
+        reason = exc.detail
+    error = BundleError(
+        f"{where}: not an advisory record" + (f" ({vuln_id})" if named else "") + f": {reason}",
+        member=path,
+    )
+    error.extra["line"] = line
+    if index is not None:
+        error.extra["index"] = index
+    if named:
+        error.extra["record"] = vuln_id
+    return error
+
+
+# ---------------------------------------------------------------------- advisory record checks
+
+
+class _RecordError(ValueError):
+    """A record that breaks the advisory representation; the message names the field."""
+
+
+_RECORD_KEYS = frozenset(
+    {"vuln_id", "source", "aliases", "summary", "details", *_DATES}
+    | {"scores", "cwes", "references", "affected"}
+)
+_DERIVED_KEYS = frozenset({"best_score", "severity"})  # recomputed from the scores, ignored
+_SCORE_KEYS = frozenset({"version", "vector", "base_score", "source", "stated_score"})
+_REFERENCE_KEYS = frozenset({"url", "tags"})
+_AFFECTED_TEXTS = ("ecosystem", "name", "purl", "vendor", "product")
+_AFFECTED_KEYS = frozenset({*_AFFECTED_TEXTS, "cpes", "ranges", "versions", "default_status"})
+_RANGE_KEYS = frozenset({"kind", "start", "start_inclusive", "end", "end_inclusive", "status"})
+_SCORE_TOLERANCE = 0.05  # scores are written with one decimal
+_E = TypeVar("_E", bound=StrEnum)
+
+
 def _vulnerability(raw: Any) -> Vulnerability:
-    if not isinstance(raw, dict):
-        raise TypeError("a record is an object")
-    vuln_id, source = raw.get("vuln_id"), raw.get("source")
+    """A :class:`Vulnerability` from one bundle record, every field checked (``docs/formats.md``):
+    no unknown key, each value of its type, dates with an offset, and every score's base score
+    recomputed from its vector (a record stating another score is refused)."""
+    record = _object(raw, "the record")
+    _known_keys(record, _RECORD_KEYS | _DERIVED_KEYS, "the record")
+    vuln_id, source = record.get("vuln_id"), record.get("source")
     if not isinstance(vuln_id, str) or not vuln_id.strip() or len(vuln_id) > 128:
-        raise ValueError("vuln_id must be 1-128 characters")
-    if not isinstance(source, str) or len(source) > 16:
-        raise ValueError("source must be a short string")
-    fields = dict(raw)
-    for key in _DATES:
-        value = fields.get(key)
-        fields[key] = datetime.fromisoformat(value) if isinstance(value, str) else None
-    vuln = vulnerability_from_fields(fields)
-    record_fields(vuln)  # every score and range must serialise back
-    return vuln
+        raise _RecordError("vuln_id must be a string of 1-128 characters")
+    if not isinstance(source, str) or not source.strip() or len(source) > 16:
+        raise _RecordError("source must be a string of 1-16 characters")
+    return Vulnerability(
+        id=vuln_id,
+        source=source,
+        aliases=_texts(record, "aliases", ""),
+        summary=_text(record, "summary", "") or "",
+        details=_text(record, "details", "") or "",
+        published=_date(record, "published"),
+        modified=_date(record, "modified"),
+        withdrawn=_date(record, "withdrawn"),
+        scores=tuple(
+            _score(item, f"scores[{i}]") for i, item in enumerate(_list(record, "scores", ""))
+        ),
+        cwes=_texts(record, "cwes", ""),
+        references=tuple(
+            _reference(item, f"references[{i}]")
+            for i, item in enumerate(_list(record, "references", ""))
+        ),
+        affected=tuple(
+            _affected(item, f"affected[{i}]")
+            for i, item in enumerate(_list(record, "affected", ""))
+        ),
+    )
+
+
+def _score(raw: Any, where: str) -> Score:
+    item = _object(raw, where)
+    _known_keys(item, _SCORE_KEYS, where)
+    version, vector = item.get("version"), item.get("vector")
+    if not isinstance(version, str) or version not in {v.value for v in CvssVersion}:
+        raise _RecordError(f"{where}.version must be one of 2.0, 3.0, 3.1, 4.0")
+    if not isinstance(vector, str) or not vector.strip():
+        raise _RecordError(f"{where}.vector must be a CVSS vector string")
+    stated_base = _number(item, "base_score", where, required=True)
+    stated = _number(item, "stated_score", where)
+    score = score_vector(
+        vector, version=version, source=_text(item, "source", where) or "", stated_score=stated
+    )
+    if score.version.value != version:
+        raise _RecordError(f"{where}.version {version} but the vector is CVSS {score.version}")
+    if stated_base is None or abs(stated_base - score.base_score) > _SCORE_TOLERANCE:
+        raise _RecordError(
+            f"{where}.base_score {stated_base} is not the {score.base_score} its vector gives"
+        )
+    return score
+
+
+def _reference(raw: Any, where: str) -> Reference:
+    item = _object(raw, where)
+    _known_keys(item, _REFERENCE_KEYS, where)
+    url = _text(item, "url", where)
+    if not url:
+        raise _RecordError(f"{where}.url must be a non-empty string")
+    return Reference(url, _texts(item, "tags", where))
+
+
+def _affected(raw: Any, where: str) -> Affected:
+    item = _object(raw, where)
+    _known_keys(item, _AFFECTED_KEYS, where)
+    texts = {key: _text(item, key, where) for key in _AFFECTED_TEXTS}
+    return Affected(
+        ecosystem=texts["ecosystem"],
+        name=texts["name"],
+        purl=texts["purl"],
+        vendor=texts["vendor"],
+        product=texts["product"],
+        cpes=_texts(item, "cpes", where),
+        ranges=tuple(
+            _range(r, f"{where}.ranges[{i}]") for i, r in enumerate(_list(item, "ranges", where))
+        ),
+        versions=_texts(item, "versions", where, versions=True),
+        default_status=_choice(item, "default_status", where, Status, Status.UNAFFECTED),
+    )
+
+
+def _range(raw: Any, where: str) -> VersionRange:
+    item = _object(raw, where)
+    _known_keys(item, _RANGE_KEYS, where)
+    return VersionRange(
+        kind=_choice(item, "kind", where, RangeKind, RangeKind.ECOSYSTEM),
+        start=_version(item, "start", where),
+        start_inclusive=_flag(item, "start_inclusive", where, default=True),
+        end=_version(item, "end", where),
+        end_inclusive=_flag(item, "end_inclusive", where, default=False),
+        status=_choice(item, "status", where, Status, Status.AFFECTED),
+    )
+
+
+def _path(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _object(raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _RecordError(f"{where} must be an object")
+    return raw
+
+
+def _known_keys(item: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(str(k) for k in item if k not in allowed)
+    if unknown:
+        raise _RecordError(f"{where} has unknown key(s): {', '.join(unknown[:5])}")
+
+
+def _text(item: dict[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _RecordError(f"{_path(where, key)} must be a string or null")
+    return value
+
+
+def _list(item: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = item.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _RecordError(f"{_path(where, key)} must be a list")
+    return value
+
+
+def _texts(
+    item: dict[str, Any], key: str, where: str, *, versions: bool = False
+) -> tuple[str, ...]:
+    values = _list(item, key, where)
+    for index, value in enumerate(values):
+        if not isinstance(value, str) or (versions and not value.strip()):
+            kind = "version strings" if versions else "strings"
+            raise _RecordError(f"{_path(where, key)}[{index}]: the list holds {kind} only")
+    return tuple(values)
+
+
+def _version(item: dict[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise _RecordError(f"{_path(where, key)} must be a version string or null")
+    return value
+
+
+def _flag(item: dict[str, Any], key: str, where: str, *, default: bool) -> bool:
+    value = item.get(key, default)
+    if not isinstance(value, bool):
+        raise _RecordError(f"{_path(where, key)} must be true or false")
+    return value
+
+
+def _number(item: dict[str, Any], key: str, where: str, *, required: bool = False) -> float | None:
+    value = item.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10:
+        raise _RecordError(f"{_path(where, key)} must be a number between 0 and 10")
+    return float(value)
+
+
+def _choice(item: dict[str, Any], key: str, where: str, kind: type[_E], default: _E) -> _E:
+    value = item.get(key, default.value)
+    if not isinstance(value, str) or value not in {v.value for v in kind}:
+        allowed = ", ".join(v.value for v in kind)
+        raise _RecordError(f"{_path(where, key)} must be one of {allowed}")
+    return kind(value)
+
+
+def _date(item: dict[str, Any], key: str) -> datetime | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _RecordError(f"{key} must be an ISO 8601 date string or null")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _RecordError(f"{key} is not an ISO 8601 date: {value[:40]!r}") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise _RecordError(f"{key} needs a timezone offset: {value[:40]!r}")
+    return parsed
+
+
+# ------------------------------------------------------------------------ name map, enrichment
 
 
 def _name_rows(data: bytes) -> list[NameRow]:
@@ -282,13 +506,9 @@ def _name_rows(data: bytes) -> list[NameRow]:
             if not isinstance(raw, dict):
                 raise NameMapError("an entry is an object")
             note = raw.get("note")
-            rows.append(
-                NameRow(
-                    clean_conda_name(str(raw.get("conda", ""))),
-                    clean_identifier(str(raw.get("identifier", ""))),
-                    note if isinstance(note, str) else "",
-                )
-            )
+            if note is not None and not isinstance(note, str):
+                raise NameMapError("'note' must be a string")
+            rows.append(name_row(raw.get("conda"), raw.get("identifier"), note))
         except NameMapError as exc:
             raise BundleError(f"entries[{index}]: {exc.detail}", member=NAME_MAP) from None
     return rows
@@ -308,7 +528,10 @@ def _enrichment_rows(data: bytes) -> list[dict[str, Any]]:
         ok = isinstance(cve, str) and is_cve(cve)
         for key in EPSS_COLUMNS:
             value = raw.get(key) if isinstance(raw, dict) else None
-            ok = ok and (value is None or (isinstance(value, int | float) and 0 <= value <= 1))
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and (value is None or (number and 0 <= value <= 1))
+        kev = raw.get("kev") if isinstance(raw, dict) else None
+        ok = ok and (kev is None or isinstance(kev, bool))
         for key in KEV_COLUMNS[1:]:
             value = raw.get(key) if isinstance(raw, dict) else None
             ok = ok and (value is None or (isinstance(value, str) and len(value) <= 32))

@@ -1,9 +1,11 @@
 """The ``cve.zip`` file: its names, safe reading of uploaded zips, its manifest.
 
 :func:`members` refuses, before anything is read: absolute names, ``..`` or empty parts,
-backslashes and drive letters, symbolic links, encrypted members, a name present twice, more
-than ``max_members`` members, a member above ``max_member`` or a total above ``max_total`` bytes
-unpacked (zip bombs). :func:`read_member` never returns more bytes than a member declares.
+backslashes and drive letters, symbolic links, encrypted members, members compressed other than
+stored or deflate, a name present twice, more than ``max_members`` members, a member above
+``max_member`` or a total above ``max_total`` bytes unpacked (zip bombs). :func:`read_member` never
+returns more bytes than a member declares, and turns any failure to decompress into
+:class:`BundleError`.
 :func:`read_manifest` checks the manifest against the zip (format, version, every listed file
 present with its size, nothing unlisted); :func:`verified` reads a file and checks its sha256.
 The format is documented in ``docs/formats.md`` ("CVE bundle (cve.zip)").
@@ -15,7 +17,6 @@ import hashlib
 import re
 import stat
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _READ = 1 << 20
+_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+_OTHER_METHODS = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 9: "deflate64"}
 
 
 class BundleError(InvalidInputError):
@@ -107,6 +110,12 @@ def members(archive: zipfile.ZipFile, limits: BundleLimits) -> dict[str, zipfile
             raise BundleError("symbolic links are refused", member=info.filename)
         if info.flag_bits & 0x1:
             raise BundleError("encrypted members are refused", member=info.filename)
+        if info.compress_type not in _METHODS:
+            method = _OTHER_METHODS.get(info.compress_type, f"method {info.compress_type}")
+            raise BundleError(
+                f"compressed with {method}: only stored and deflate members are accepted",
+                member=info.filename,
+            )
         if info.is_dir():
             continue
         if info.filename in found:
@@ -136,15 +145,19 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
                 if size > info.file_size:
                     raise BundleError("more bytes than the zip declares", member=info.filename)
                 chunks.append(block)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-        raise BundleError(f"cannot be read: {exc}", member=info.filename) from None
+    except BundleError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to unpack untrusted bytes is the zip's
+        raise BundleError(
+            f"cannot be read ({exc.__class__.__name__}: {exc})", member=info.filename
+        ) from None
     return b"".join(chunks)
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise BundleError(f"not a zip file: {exc}") from None
 
 

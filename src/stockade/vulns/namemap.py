@@ -50,6 +50,7 @@ __all__ = [
     "apply_name_rows",
     "clean_conda_name",
     "clean_identifier",
+    "name_row",
     "parse_name_rows",
 ]
 
@@ -96,7 +97,9 @@ def clean_identifier(value: str) -> str:
     return SUPPRESS + clean if hidden else clean
 
 
-def _row(conda: Any, identifier: Any, note: Any) -> NameRow:
+def name_row(conda: Any, identifier: Any, note: Any) -> NameRow:
+    """One admin row from untrusted values (an import file, a ``cve.zip``): names checked and
+    normalised, the note at most :data:`NOTE_MAX` characters."""
     if not isinstance(conda, str) or not isinstance(identifier, str):
         raise NameMapError("needs 'conda' and 'identifier' strings")
     text = note if isinstance(note, str) else ""
@@ -124,17 +127,21 @@ def parse_name_rows(data: bytes) -> list[NameRow]:
 
 def _csv_rows(text: str) -> tuple[list[NameRow], list[str]]:
     reader = csv.DictReader(io.StringIO(text))
-    fields = {f.strip().lower() for f in reader.fieldnames or ()}
-    if not {"conda", "identifier"} <= fields:
-        raise NameMapError("line 1: a CSV name map has a header with 'conda' and 'identifier'")
     rows: list[NameRow] = []
     errors: list[str] = []
-    for raw in reader:
-        item = {(k or "").strip().lower(): v for k, v in raw.items()}
-        try:
-            rows.append(_row(item.get("conda"), item.get("identifier"), item.get("note")))
-        except NameMapError as exc:
-            errors.append(f"line {reader.line_num}: {exc.detail}")
+    try:
+        fields = {f.strip().lower() for f in reader.fieldnames or ()}
+        if not {"conda", "identifier"} <= fields:
+            raise NameMapError("line 1: a CSV name map has a header with 'conda' and 'identifier'")
+        for raw in reader:
+            item = {(k or "").strip().lower(): v for k, v in raw.items()}
+            try:
+                rows.append(name_row(item.get("conda"), item.get("identifier"), item.get("note")))
+            except NameMapError as exc:
+                errors.append(f"line {reader.line_num}: {exc.detail}")
+    except csv.Error as exc:  # a field over the csv module's limit, a NUL byte, ...
+        line = max(reader.reader.line_num, 1)  # the DictReader's own count lags a failed row
+        raise NameMapError(f"line {line}: not readable CSV: {exc}") from None
     return rows, errors
 
 
@@ -160,7 +167,7 @@ def _json_entry(raw: Any) -> list[NameRow]:
     if not isinstance(raw, Mapping):
         raise NameMapError("an entry is an object")
     if "identifier" in raw:
-        return [_row(raw.get("conda"), raw.get("identifier"), raw.get("note"))]
+        return [name_row(raw.get("conda"), raw.get("identifier"), raw.get("note"))]
     identifiers: list[Any] = []
     for key in ("purls", "cpes"):
         values = raw.get(key, [])
@@ -169,7 +176,7 @@ def _json_entry(raw: Any) -> list[NameRow]:
         identifiers += values
     if not identifiers:
         raise NameMapError("an entry has an 'identifier', or 'purls'/'cpes' lists")
-    return [_row(raw.get("conda"), i, raw.get("note")) for i in identifiers]
+    return [name_row(raw.get("conda"), i, raw.get("note")) for i in identifiers]
 
 
 def apply_name_rows(
@@ -255,7 +262,7 @@ class NameMapService:
         self, principal: Principal, conda_name: str, identifier: str, note: str = ""
     ) -> tuple[NameMapEntry, MatchCounts]:
         self.access.require(principal, Permission.CVE_MANAGE)
-        row = _row(conda_name, identifier, note)
+        row = name_row(conda_name, identifier, note)
         self.store.seed_shipped()
         existing = self._find(row.conda, row.identifier)
         if existing is not None:

@@ -570,3 +570,245 @@ def test_the_pypi_name_of_a_python_package_is_learned(
         names = VulnStore(session).name_map()
         assert names.conda_names_for_purl("pkg:pypi/torch-x") == {"pytorch-x"}
         assert "same-name" in names.conda_names_for_purl("pkg:pypi/same-name")
+
+
+# ------------------------------------------------------------------- untrusted bundle contents
+
+VECTOR = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"  # 9.8
+GOOD: dict[str, Any] = {
+    "vuln_id": "TEST-2",
+    "source": "osv",
+    "aliases": ["CVE-2099-0002"],
+    "summary": "a test advisory",
+    "details": "details",
+    "published": "2024-01-01T00:00:00+00:00",
+    "modified": "2024-01-02T10:00:00Z",
+    "withdrawn": None,
+    "scores": [{"version": "3.1", "vector": VECTOR, "base_score": 9.8, "source": "osv"}],
+    "cwes": ["CWE-79"],
+    "references": [{"url": "https://example.org/x", "tags": ["WEB"]}],
+    "affected": [
+        {
+            "ecosystem": "PyPI",
+            "name": "example",
+            "purl": "pkg:pypi/example",
+            "ranges": [{"kind": "ecosystem", "start": "1.0", "end": "1.5"}],
+            "versions": ["0.9"],
+        }
+    ],
+}
+
+
+def _affected(**change: Any) -> dict[str, Any]:
+    return {**GOOD, "affected": [{**GOOD["affected"][0], **change}]}
+
+
+def _scored(**change: Any) -> dict[str, Any]:
+    return {**GOOD, "scores": [{**GOOD["scores"][0], **change}]}
+
+
+BAD_RECORDS: list[tuple[dict[str, Any], str]] = [
+    ({**GOOD, "kev": "no"}, "the record has unknown key(s): kev"),
+    ({**GOOD, "summary": {}}, "summary must be a string or null"),
+    ({**GOOD, "aliases": [1]}, "aliases[0]: the list holds strings only"),
+    ({**GOOD, "aliases": "CVE-2099-0002"}, "aliases must be a list"),
+    ({**GOOD, "published": "2024-01-01T00:00:00"}, "published needs a timezone offset"),
+    ({**GOOD, "modified": "yesterday"}, "modified is not an ISO 8601 date"),
+    ({**GOOD, "withdrawn": 1700000000}, "withdrawn must be an ISO 8601 date string or null"),
+    ({**GOOD, "source": ""}, "source must be a string of 1-16 characters"),
+    ({**GOOD, "references": [{"url": 5}]}, "references[0].url must be a string or null"),
+    ({**GOOD, "affected": ["PyPI"]}, "affected[0] must be an object"),
+    (_affected(ranges=[{"end": 5}]), "affected[0].ranges[0].end must be a version string"),
+    (_affected(ranges=[{"start": ""}]), "affected[0].ranges[0].start must be a version string"),
+    (_affected(ranges=[{"end_inclusive": "false"}]), "end_inclusive must be true or false"),
+    (_affected(ranges=[{"kind": "git"}]), "ranges[0].kind must be one of ecosystem, semver"),
+    (_affected(ranges=[{"events": []}]), "ranges[0] has unknown key(s): events"),
+    (_affected(ranges={"end": "1"}), "affected[0].ranges must be a list"),
+    (_affected(versions=[1]), "affected[0].versions[0]: the list holds version strings only"),
+    (_affected(cpes=[None]), "affected[0].cpes[0]: the list holds strings only"),
+    (_affected(default_status="maybe"), "default_status must be one of affected"),
+    (_affected(name=["x"]), "affected[0].name must be a string or null"),
+    (_scored(base_score=5.0), "scores[0].base_score 5.0 is not the 9.8 its vector gives"),
+    (_scored(base_score="9.8"), "scores[0].base_score must be a number between 0 and 10"),
+    (_scored(base_score=None), "scores[0].base_score must be a number"),
+    (_scored(vector="CVSS:3.1/AV:N"), "CVSS vector 'CVSS:3.1/AV:N'"),
+    (_scored(vector="nonsense"), "not a CVSS vector"),
+    (_scored(version="3.0"), "stated as CVSS 3.0 but written as CVSS 3.1"),
+    (_scored(version=3.1), "scores[0].version must be one of"),
+    (_scored(stated_score=True), "scores[0].stated_score must be a number"),
+    (_scored(severity="high"), "scores[0] has unknown key(s): severity"),
+]
+
+
+def _bundle_of(path: Path, *records: Any) -> Path:
+    lines = b"\n".join(json.dumps(r).encode() for r in records)
+    return _zip(path, {"vulnerabilities/000001.jsonl": lines})
+
+
+def test_a_checked_record_is_stored_with_scores_computed(
+    container: Container, tmp_path: Path
+) -> None:
+    good = {**GOOD, "best_score": 1.0, "severity": "low"}  # derived: ignored, recomputed
+    with transaction(container.factory) as session:
+        done = import_bundle(session, _bundle_of(tmp_path / "good.zip", good))
+    assert done.added == 1
+    row = advisory(container, "TEST-2")
+    assert (row.best_score, row.severity) == (9.8, "critical")
+    assert row.published is not None and row.published.utcoffset() is not None
+
+
+def test_every_bad_record_is_a_bundle_error_naming_member_and_record(
+    container: Container, tmp_path: Path
+) -> None:
+    before = counts(container)
+    for number, (record, message) in enumerate(BAD_RECORDS):
+        # a good record first: the bad one is on line 2
+        path = _bundle_of(tmp_path / f"bad-{number}.zip", {**GOOD, "vuln_id": "TEST-OK"}, record)
+        with (
+            pytest.raises(BundleError, match=re.escape(message)) as info,
+            transaction(container.factory) as session,
+        ):
+            import_bundle(session, path)
+        detail = info.value.detail
+        assert detail.startswith(
+            "vulnerabilities/000001.jsonl: line 2: not an advisory record (TEST-2): "
+        ), detail
+        assert info.value.extra == {
+            "member": "vulnerabilities/000001.jsonl",
+            "line": 2,
+            "record": "TEST-2",
+        }
+        assert counts(container) == before, message
+
+
+def test_a_bad_record_in_a_json_list_is_named_by_its_index(
+    container: Container, tmp_path: Path
+) -> None:
+    records = [GOOD, {**GOOD, "vuln_id": "TEST-3", "cwes": [79]}, 7]
+    path = _zip(tmp_path / "list.zip", {"vulnerabilities/list.json": json.dumps(records).encode()})
+    with pytest.raises(BundleError) as info, transaction(container.factory) as session:
+        import_bundle(session, path)
+    assert info.value.detail == (
+        "vulnerabilities/list.json: line 1, record [1]: not an advisory record (TEST-3): "
+        "cwes[0]: the list holds strings only"
+    )
+    assert info.value.extra["index"] == 1 and info.value.extra["record"] == "TEST-3"
+    path = _zip(tmp_path / "seven.zip", {"vulnerabilities/list.json": b"[7, 8]"})
+    with (
+        pytest.raises(BundleError, match=r"record \[0\]: not an advisory record: the record must"),
+        transaction(container.factory) as session,
+    ):
+        import_bundle(session, path)
+    assert counts(container)["vulns"] == 0
+
+
+def test_enrichment_and_name_map_rows_are_checked(container: Container, tmp_path: Path) -> None:
+    before = counts(container)
+    cases: list[tuple[str, Any, str]] = [
+        ("enrichment.json", {"rows": [{"cve_id": CVE, "kev": "no"}]}, "rows[0] is not an"),
+        ("enrichment.json", {"rows": [{"cve_id": CVE, "epss": True}]}, "rows[0] is not an"),
+        (
+            "name_map.json",
+            {"entries": [{"conda": "crowd", "identifier": "atlassian:crowd", "note": "x" * 1001}]},
+            "name_map.json: entries[0]: the note is longer than 1000 characters",
+        ),
+        (
+            "name_map.json",
+            {"entries": [{"conda": "crowd", "identifier": "atlassian:crowd", "note": 5}]},
+            "entries[0]: 'note' must be a string",
+        ),
+        (
+            "name_map.json",
+            {"entries": [{"conda": 5, "identifier": "atlassian:crowd"}]},
+            "entries[0]: needs 'conda' and 'identifier' strings",
+        ),
+    ]
+    for number, (member, doc, message) in enumerate(cases):
+        path = _zip(
+            tmp_path / f"side-{number}.zip",
+            {"vulnerabilities/a.jsonl": RECORD, member: json.dumps(doc).encode()},
+        )
+        with (
+            pytest.raises(BundleError, match=re.escape(message)),
+            transaction(container.factory) as session,
+        ):
+            import_bundle(session, path)
+        assert counts(container) == before, message
+    note = {"conda": "crowd", "identifier": "atlassian:crowd", "note": "y" * 1000}  # at the limit
+    path = _zip(
+        tmp_path / "note-ok.zip", {"name_map.json": json.dumps({"entries": [note]}).encode()}
+    )
+    with transaction(container.factory) as session:
+        assert import_bundle(session, path).name_map == 1
+
+
+def _compressed(path: Path, method: int) -> Path:
+    """A bundle whose advisory member is compressed with ``method``."""
+    import hashlib
+
+    data = b"\n".join([RECORD] * 50)
+    files = {
+        "vulnerabilities/a.jsonl": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    }
+    manifest = {"format": "stockade-cve-bundle", "format_version": 1, "files": files}
+    with zipfile.ZipFile(path, "w") as out:
+        out.writestr("manifest.json", json.dumps(manifest))
+        out.writestr("vulnerabilities/a.jsonl", data, compress_type=method)
+    return path
+
+
+def _corrupt(path: Path, name: str) -> None:
+    """Overwrite the middle of ``name``'s compressed bytes."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    raw = bytearray(path.read_bytes())
+    offset = info.header_offset
+    start = offset + 30 + int.from_bytes(raw[offset + 26 : offset + 28], "little")
+    start += int.from_bytes(raw[offset + 28 : offset + 30], "little")
+    for i in range(start + 4, start + info.compress_size - 2):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def test_only_stored_and_deflate_members_are_read(container: Container, tmp_path: Path) -> None:
+    from stockade.vulns.bundlefile import read_member
+
+    for method, label in ((zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "LZMA")):
+        path = _compressed(tmp_path / f"{label}.zip", method)
+        with (
+            pytest.raises(
+                BundleError,
+                match=f"a.jsonl: compressed with {label}: only stored and deflate members",
+            ),
+            transaction(container.factory) as session,
+        ):
+            import_zip(session, path)
+        _corrupt(path, "vulnerabilities/a.jsonl")  # read anyway: any decompression error
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("vulnerabilities/a.jsonl")
+            with pytest.raises(BundleError, match=r"a\.jsonl: cannot be read \("):
+                read_member(archive, info)
+    deflated = _compressed(tmp_path / "deflate.zip", zipfile.ZIP_DEFLATED)
+    with transaction(container.factory) as session:
+        assert import_bundle(session, deflated).added == 1
+    _corrupt(deflated, "vulnerabilities/a.jsonl")
+    with (
+        pytest.raises(BundleError, match=r"a\.jsonl: cannot be read \("),
+        transaction(container.factory) as session,
+    ):
+        import_bundle(session, deflated)
+
+
+def test_a_csv_field_over_the_csv_limit_is_a_name_map_error(
+    container: Container, admin: Principal
+) -> None:
+    before = counts(container)
+    body = "conda,identifier,note\nok,pkg:pypi/ok,fine\nx,pkg:pypi/x," + "n" * 140_000 + "\n"
+    with pytest.raises(NameMapError) as info, transaction(container.factory) as session:
+        NameMapService(session).import_file(admin, body.encode())
+    assert info.value.detail.startswith("line 3: not readable CSV: field larger than field limit")
+    long_note = "conda,identifier,note\nx,pkg:pypi/x," + "n" * 1001 + "\n"
+    with pytest.raises(NameMapError, match="line 2: the note is longer than 1000"):
+        with transaction(container.factory) as session:
+            NameMapService(session).import_file(admin, long_note.encode())
+    assert counts(container) == before
