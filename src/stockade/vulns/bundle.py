@@ -11,7 +11,8 @@ The format is documented in ``docs/formats.md`` ("CVE bundle (cve.zip)"). In sho
 - ``enrichment.json`` (optional): ``{"rows": [{"cve_id", "kev", "kev_date_added", "kev_due_date",
   "kev_ransomware", "epss", "epss_percentile"}]}``, a snapshot that replaces the KEV/EPSS known;
 - ``name_map.json`` (optional): ``{"entries": [{"conda", "identifier", "note"}]}``, admin entries
-  (``!identifier`` suppressions included), added to the map.
+  (``!identifier`` suppressions included), added to the map;
+- ``curations.json`` (optional): the curation decisions (``vulns.bundle_curations``).
 
 An import checks every member before it touches the database: no absolute path, ``..``,
 backslash or drive letter, no symlink, no duplicate or encrypted member, only stored or deflate
@@ -47,6 +48,7 @@ from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.core.errors import InvalidInputError
+from stockade.vulns.bundle_curations import CURATIONS, import_decisions
 from stockade.vulns.bundle_export import ExportCounts, export_bundle
 from stockade.vulns.bundlefile import (
     ENRICHMENT,
@@ -112,10 +114,12 @@ class ImportCounts:
     files: int = 0
     enrichment: int = 0
     name_map: int = 0
+    curations: int = 0
     matches_added: int = 0
     matches_removed: int = 0
     matches_restatused: int = 0
     touched: list[int] = field(default_factory=list, repr=False)
+    curated_by: list[str | None] = field(default_factory=list, repr=False)  # for the audit
 
     def add(self, result: UpsertResult) -> None:
         self.added += len(result.new)
@@ -127,6 +131,7 @@ class ImportCounts:
     def public(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("touched")
+        out.pop("curated_by")
         return out
 
 
@@ -192,7 +197,11 @@ def _import_bundle(
         rows_e = _enrichment_rows(verified(archive, found, manifest, ENRICHMENT))
         counts.enrichment = len(rows_e)
         _replace_enrichment(session, store, rows_e)
-    _match(session, store, counts, names, security)
+    matcher = _match(session, store, counts, names, security)
+    if CURATIONS in manifest.files:
+        data = verified(archive, found, manifest, CURATIONS)
+        counts.curations, restatused, counts.curated_by = import_decisions(session, data, matcher)
+        counts.matches_restatused += restatused.restatused
     return counts
 
 
@@ -229,15 +238,17 @@ def _match(
     counts: ImportCounts,
     names: set[str],
     security: SecurityReader | None,
-) -> None:
+) -> Matcher:
     if names:  # advisories already stored that the new entries concern
         renamed = retarget_names(session, store, names, security)
         counts.matches_added += renamed.added
         counts.matches_removed += renamed.removed
-    matched = Matcher(session, security=security, store=store).match_vulnerabilities(counts.touched)
+    matcher = Matcher(session, security=security, store=store)
+    matched = matcher.match_vulnerabilities(counts.touched)
     counts.matches_added += matched.added
     counts.matches_removed += matched.removed
     counts.matches_restatused += matched.restatused
+    return matcher
 
 
 def _vulnerabilities(path: str, data: bytes) -> list[Vulnerability]:
@@ -608,7 +619,14 @@ class BundleService:
         self.require(principal)
         counts = import_zip(self.session, path, fmt, security=self.security, limits=limits)
         AuditLog(self.session).record(
-            "cve.import", principal, Target("cve_import", counts.format), details=counts.public()
+            "cve.import",
+            principal,
+            Target("cve_import", counts.format),
+            details={
+                **counts.public(),
+                # who decided, on the side the bundle came from (no account here)
+                "curated_by": sorted({b for b in counts.curated_by if b}),
+            },
         )
         return counts
 

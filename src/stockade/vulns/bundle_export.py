@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.core.clock import utcnow
+from stockade.vulns.bundle_curations import CURATIONS, export_decisions
 from stockade.vulns.bundlefile import ENRICHMENT, FORMAT, FORMAT_VERSION, MANIFEST, NAME_MAP
 from stockade.vulns.enrich import Enrichments
 from stockade.vulns.models import NameMapEntry, NameOrigin
@@ -41,6 +42,7 @@ class ExportCounts:
     vulnerabilities: int = 0
     enrichment: int = 0
     name_map: int = 0
+    curations: int = 0
     files: int = 0
     size: int = 0
     sha256: str = ""
@@ -70,6 +72,10 @@ def export_bundle(session: Session, out_path: Path, *, producer: str = "stockade
             if names:
                 counts.name_map = len(names)
                 _put(archive, files, NAME_MAP, orjson.dumps({"entries": names}))
+            decisions = export_decisions(session)
+            if decisions:
+                counts.curations = len(decisions)
+                _put(archive, files, CURATIONS, orjson.dumps({"decisions": decisions}))
             manifest = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -80,6 +86,7 @@ def export_bundle(session: Session, out_path: Path, *, producer: str = "stockade
                     "vulnerabilities": counts.vulnerabilities,
                     "enrichment": counts.enrichment,
                     "name_map": counts.name_map,
+                    "curations": counts.curations,
                 },
             }
             _put(archive, {}, MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

@@ -47,6 +47,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ENRICHMENT = "enrichment.json"
 NAME_MAP = "name_map.json"
+CURATIONS = "curations.json"
 _VULN_FILE = re.compile(r"^vulnerabilities/[A-Za-z0-9._-]+\.(jsonl|json)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -194,7 +195,7 @@ def read_manifest(archive: zipfile.ZipFile, found: dict[str, zipfile.ZipInfo]) -
     files: dict[str, tuple[str, int]] = {}
     for path, meta in listed.items():
         check_name(path)
-        if not (_VULN_FILE.match(path) or path in (ENRICHMENT, NAME_MAP)):
+        if not (_VULN_FILE.match(path) or path in (ENRICHMENT, NAME_MAP, CURATIONS)):
             raise BundleError("not a file a CVE bundle holds", member=path)
         sha = meta.get("sha256") if isinstance(meta, dict) else None
         size = meta.get("size") if isinstance(meta, dict) else None

@@ -6,9 +6,10 @@ the artifact's version is affected. Every channel is searched: matches are per a
 
 The status of a match, first rule that applies:
 
-1. the latest curation (highest id) for the advisory, the artifact's package name and its exact
-   version, whose ``builds`` glob is unset or matches the artifact's build string (``fnmatch``,
-   case-sensitive): that curation's status, origin ``curation``;
+1. the latest curation (by its time, then id; imported decisions keep theirs) for the advisory,
+   the artifact's package name and its exact version, whose ``builds`` glob is unset or matches
+   the artifact's build string (``fnmatch``, case-sensitive): that curation's status, origin
+   ``curation``;
 2. the artifact's ``info/security.json`` lists the advisory's id or one of its aliases in
    ``vulns_mitigated``: ``mitigated``, origin ``security-json``;
 3. else ``reported``, origin ``auto``.
@@ -191,7 +192,7 @@ class StatusResolver:
                         Curation.status,
                     )
                     .where(Curation.vulnerability_id.in_(part), Curation.package.in_(name_part))
-                    .order_by(Curation.id.desc())
+                    .order_by(Curation.created_at.desc(), Curation.id.desc())
                 )
                 for vid, package, version, builds, status in self.session.execute(query):
                     grouped[(vid, package, version)].append((builds, status))

@@ -188,7 +188,8 @@ class VulnMatch(Base):
 
 
 class Curation(Base):
-    """One decision; never updated. The latest (highest id) whose selector covers a build wins."""
+    """One decision; never updated. The latest (``created_at``, then id) whose selector covers a
+    build wins; decisions imported from a ``cve.zip`` keep the time they were made."""
 
     __tablename__ = "vuln_curations"
     __table_args__ = (

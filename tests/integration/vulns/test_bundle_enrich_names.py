@@ -31,6 +31,7 @@ from stockade.settings import load_settings
 from stockade.vulns import bundle as bundle_module
 from stockade.vulns.bundle import export_bundle, import_bundle, import_zip
 from stockade.vulns.bundlefile import BundleError, BundleLimits, BundleTooLargeError
+from stockade.vulns.curation import CurationService
 from stockade.vulns.errors import FeedError, NameMapError
 from stockade.vulns.feedsync import FeedSync
 from stockade.vulns.matcher import Matcher
@@ -266,18 +267,25 @@ def test_bundle_round_trip_to_a_fresh_stockade(
     _stocked(container, admin, tmp_path)
     versions = [("crowd", "4.4.3", "0"), ("crowd", "4.4.4", "0"), ("aiohttp", "3.7.3", "0")]
     add_artifacts(container, channel_id(container, admin), versions)
+    with transaction(container.factory) as session:  # curated knowledge crosses the gap too
+        curations = CurationService(session)
+        curations.curate(admin, PYSEC, "aiohttp", "3.7.3", "active", "confirmed by security")
+        curations.curate(admin, NVD_ID, "crowd", "4.4.3", "cleared", "not deployed", builds="0")
     out = tmp_path / "cve.zip"
     with container.factory() as session:
         exported = export_bundle(session, out)
     assert exported.vulnerabilities == counts(container)["vulns"] == 10
-    assert exported.name_map == 1 and exported.enrichment == 1
+    assert exported.name_map == 1 and exported.enrichment == 1 and exported.curations == 2
     assert not list(tmp_path.glob(".cve-*"))  # the temporary file was renamed
 
     add_artifacts(other, channel_id(other, admin_of(other)), versions, match=False)
     with transaction(other.factory) as session:
         done = import_bundle(session, out)
     assert (done.added, done.updated, done.name_map, done.enrichment) == (10, 0, 1, 1)
-    assert matches(other) == matches(container)
+    assert done.curations == 2
+    assert matches(other) == matches(container)  # statuses included: active, cleared
+    assert matches(other)[(PYSEC, "aiohttp", "3.7.3", "0")] == "active"
+    assert matches(other)[(NVD_ID, "crowd", "4.4.3", "0")] == "cleared"
     assert ("CVE-2022-43782", "crowd", "4.4.3", "0") in matches(other)
     assert ("CVE-2022-43782", "crowd", "4.4.4", "0") not in matches(other)
     assert advisory(other, PYSEC).kev is True
@@ -291,6 +299,18 @@ def test_bundle_round_trip_to_a_fresh_stockade(
     with transaction(other.factory) as session:  # again: idempotent
         again = import_bundle(session, out)
     assert (again.added, again.updated, again.unchanged) == (0, 0, 10)
+    assert again.curations == 0
+
+    # a decision made here later than the bundle's stays the one that counts
+    with transaction(other.factory) as session:
+        CurationService(session).curate(
+            admin_of(other), PYSEC, "aiohttp", "3.7.3", "mitigated", "patched here"
+        )
+    with transaction(container.factory) as session:
+        export_bundle(session, out)
+    with transaction(other.factory) as session:
+        import_bundle(session, out)
+    assert matches(other)[(PYSEC, "aiohttp", "3.7.3", "0")] == "mitigated"
 
 
 def admin_of(container: Container) -> Principal:
@@ -727,6 +747,37 @@ def test_enrichment_and_name_map_rows_are_checked(container: Container, tmp_path
         path = _zip(
             tmp_path / f"side-{number}.zip",
             {"vulnerabilities/a.jsonl": RECORD, member: json.dumps(doc).encode()},
+        )
+        with (
+            pytest.raises(BundleError, match=re.escape(message)),
+            transaction(container.factory) as session,
+        ):
+            import_bundle(session, path)
+        assert counts(container) == before, message
+    decision = {
+        "vuln_id": "TEST-1",
+        "package": "aiohttp",
+        "version": "3.7.3",
+        "builds": None,
+        "status": "cleared",
+        "note": "n/a",
+        "by": "alice",
+        "at": "2026-01-02T03:04:05+00:00",
+    }
+    bad_decisions: list[tuple[dict[str, Any], str]] = [
+        ({**decision, "vuln_id": "NOPE-1"}, "decisions[0]: no advisory 'NOPE-1'"),
+        ({**decision, "status": "fine"}, "decisions[0]: status must be one of"),
+        ({**decision, "note": ""}, "decisions[0]: note must be a non-empty string"),
+        ({**decision, "at": "2026-01-02T03:04:05"}, "decisions[0]: at must be an ISO 8601"),
+        ({**decision, "extra": 1}, "decisions[0]: unknown field(s) extra"),
+    ]
+    for number, (bad, message) in enumerate(bad_decisions):
+        path = _zip(
+            tmp_path / f"decision-{number}.zip",
+            {
+                "vulnerabilities/a.jsonl": RECORD,
+                "curations.json": json.dumps({"decisions": [bad]}).encode(),
+            },
         )
         with (
             pytest.raises(BundleError, match=re.escape(message)),

@@ -18,6 +18,7 @@ class CveImportResult(BaseModel):
     files: int = Field(description="files read from the zip")
     enrichment: int = Field(description="KEV/EPSS rows of the bundle")
     name_map: int = Field(description="name-map entries added")
+    curations: int = Field(default=0, description="curation decisions added (cve.zip)")
     matches_added: int
     matches_removed: int
     matches_restatused: int
