@@ -12,35 +12,25 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from typer.testing import CliRunner
 
-from stockade.cli.main import app
 from tests.conftest import PG_URL, backends
-from tests.factories.packages import PackageSpec, build_conda
 from tests.functional.test_identity_api import is_problem, make_user, token_for
+from tests.support.cves import VULNS, cli_for, osv_folder, run_cli, sync_feed, upload
 from tests.support.server import LiveServer, fresh_database, run_server
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("cve-admin-api")]
 
-VULNS = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "vulns"
 NVD_ID = "CVE-2022-43782"
 PYSEC = "PYSEC-2021-76"
 PACKAGES = [("aiohttp", "3.7.3"), ("crowd", "4.4.3"), ("crowd", "4.4.4")]
 UPLOAD_LIMIT = 2 * 1024**2
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -52,31 +42,10 @@ class World:
     tmp: Path
 
 
-def wait_sync(client: httpx.Client, name: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        feed: dict[str, Any] = client.get(f"/api/v1/cve/feeds/{name}").json()
-        if feed["last_status"] != "queued":
-            return feed
-        time.sleep(0.1)
-    raise AssertionError(f"feed {name} did not sync")
-
-
-def add_feed(live: LiveServer, url: str, fmt: str) -> dict[str, Any]:
-    name = unique(fmt)
-    r = live.admin.post("/api/v1/cve/feeds", json={"name": name, "url": url, "format": fmt})
-    assert r.status_code == 201, r.text
-    assert live.admin.post(f"/api/v1/cve/feeds/{name}/sync").status_code == 202
-    return wait_sync(live.admin, name)
-
-
 def stock(live: LiveServer, tmp: Path) -> str:
     channel = live.new_channel("public", "cve-admin")
     for name, version in PACKAGES:
-        folder = tmp / unique("pkg")
-        folder.mkdir()
-        path = build_conda(folder, PackageSpec(name=name, version=version, build="0"))
-        assert live.upload(channel, path).status_code == 201
+        upload(live, channel, tmp, name, version, "0")
     return channel
 
 
@@ -105,9 +74,8 @@ def world(
         run_server(two, url_two, upload={"max_archive_size": UPLOAD_LIMIT}) as target,
     ):
         source_channel, target_channel = stock(source, tmp), stock(target, tmp)
-        shutil.copytree(VULNS / "osv-pypi" / "aiohttp", tmp / "osv" / "aiohttp")
-        assert add_feed(source, (tmp / "osv").as_uri(), "osv")["last_status"] == "ok"
-        assert add_feed(source, nvd_folder(tmp).as_uri(), "nvd")["last_status"] == "ok"
+        assert sync_feed(source, osv_folder(tmp, "aiohttp").as_uri(), "osv")["last_status"] == "ok"
+        assert sync_feed(source, nvd_folder(tmp).as_uri(), "nvd")["last_status"] == "ok"
         yield World(source, target, source_channel, target_channel, tmp)
 
 
@@ -119,16 +87,8 @@ def matched(live: LiveServer, channel: str) -> set[tuple[str, str, str]]:
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.setenv("STOCKADE_PROFILE", str(tmp_path / "profile.toml"))
-    monkeypatch.setenv("COLUMNS", "200")
-
     def run(live: LiveServer, *args: str, code: int = 0) -> str:
-        monkeypatch.setenv("STOCKADE_URL", live.url)
-        monkeypatch.setenv("STOCKADE_TOKEN", live.admin_token)
-        result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        assert "Traceback" not in result.output
-        return result.output
+        return run_cli(cli_for(monkeypatch, tmp_path, live), *args, code=code)
 
     return run
 
@@ -180,7 +140,7 @@ def test_kev_feed_flags_the_advisory(world: World) -> None:
         return
     entry = {"cveID": "CVE-2021-21330", "dateAdded": "2023-05-01", "dueDate": "2023-05-22"}
     kev.write_text(json.dumps({"catalogVersion": "1", "count": 1, "vulnerabilities": [entry]}))
-    assert add_feed(world.source, kev.as_uri(), "kev")["last_status"] == "ok"
+    assert sync_feed(world.source, kev.as_uri(), "kev")["last_status"] == "ok"
     flagged = world.source.admin.get("/api/v1/cves", params={"kev": "true"}).json()
     assert [r["id"] for r in flagged] == [PYSEC]
 

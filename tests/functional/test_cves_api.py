@@ -10,9 +10,7 @@ A private channel's artifacts never show to a caller who cannot read the channel
 
 from __future__ import annotations
 
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,21 +21,25 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from stockade.cli.main import app
 from tests.conftest import PG_URL, backends
-from tests.factories.packages import PackageSpec, build_conda
 from tests.functional.test_identity_api import is_problem, make_user, token_for
+from tests.support.cves import (
+    OSV_PYPI,
+    cli_for,
+    grant_cves,
+    osv_folder,
+    sync_osv_folder,
+    unique,
+    upload,
+    wait_sync,
+)
+from tests.support.cves import run_cli as run
 from tests.support.server import LiveServer, fresh_database, run_server
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("cves-api")]
 
-OSV_PYPI = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "vulns" / "osv-pypi"
 PACKAGES = ("aiohttp", "bleach")
 ADVISORY = "PYSEC-2021-76"  # aiohttp: introduced 0, fixed 3.7.4
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def advisories() -> dict[str, dict[str, Any]]:
@@ -78,32 +80,10 @@ class World:
         return self.live.client(token)
 
 
-def wait_sync(client: httpx.Client, location: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        feed: dict[str, Any] = client.get(location).json()
-        if feed["last_status"] != "queued":
-            return feed
-        time.sleep(0.1)
-    raise AssertionError(f"the sync at {location} did not end in {timeout}s")
-
-
-def upload(live: LiveServer, channel: str, tmp: Path, name: str, version: str, build: str) -> None:
-    folder = tmp / unique("pkg")
-    folder.mkdir()
-    path = build_conda(folder, PackageSpec(name=name, version=version, build=build))
-    response = live.upload(channel, path)
-    assert response.status_code == 201, response.text
-
-
 def role_user(live: LiveServer, level: str | None) -> str:
     user = make_user(live)
     if level is not None:
-        role = unique("cve-role")
-        r = live.admin.post("/api/v1/roles", json={"name": role, "permissions": {"cves": level}})
-        assert r.status_code == 201, r.text
-        r = live.admin.post(f"/api/v1/roles/{role}/assignments", json={"user": user})
-        assert r.status_code == 200, r.text
+        grant_cves(live, user, level)
     return token_for(live, user)
 
 
@@ -113,9 +93,7 @@ def world(
 ) -> Iterator[World]:
     data_dir = tmp_path_factory.mktemp(f"cves-{request.param}")
     tmp = tmp_path_factory.mktemp("cves-work")
-    folder = tmp / "osv"
-    for package in PACKAGES:
-        shutil.copytree(OSV_PYPI / package, folder / package)
+    folder = osv_folder(tmp, *PACKAGES)
     with (
         fresh_database(request.param, data_dir, PG_URL) as db_url,
         run_server(data_dir, db_url) as live,
@@ -124,15 +102,7 @@ def world(
         upload(live, open_, tmp, "aiohttp", "3.7.3", "0")
         upload(live, open_, tmp, "aiohttp", "3.7.4", "0")
         upload(live, secret, tmp, "aiohttp", "3.7.3", "1")
-        feed = unique("pypa")
-        body = {"name": feed, "url": folder.as_uri(), "format": "osv"}
-        r = live.admin.post("/api/v1/cve/feeds", json=body)
-        assert r.status_code == 201, r.text
-        r = live.admin.post(f"/api/v1/cve/feeds/{feed}/sync")
-        assert r.status_code == 202, r.text
-        assert r.json()["last_status"] == "queued"
-        synced = wait_sync(live.admin, r.headers["location"])
-        assert synced["last_status"] == "ok", synced
+        feed = sync_osv_folder(live, folder)["name"]
         yield World(
             live,
             open_,
@@ -330,18 +300,7 @@ def test_bad_input_is_a_problem(world: World) -> None:
 
 @pytest.fixture
 def cli(world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    monkeypatch.setenv("STOCKADE_PROFILE", str(tmp_path / "profile.toml"))
-    monkeypatch.setenv("STOCKADE_URL", world.live.url)
-    monkeypatch.setenv("STOCKADE_TOKEN", world.live.admin_token)
-    monkeypatch.setenv("COLUMNS", "200")
-    return CliRunner()
-
-
-def run(cli: CliRunner, *args: str, code: int = 0) -> str:
-    result = cli.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    return result.output
+    return cli_for(monkeypatch, tmp_path, world.live)
 
 
 def test_the_cli(world: World, cli: CliRunner) -> None:

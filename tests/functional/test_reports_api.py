@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +26,15 @@ from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 from typer.testing import CliRunner
 
-from stockade.cli.main import app
 from tests.conftest import PG_URL, backends
-from tests.factories.packages import PackageSpec, build_conda
+from tests.factories.packages import PackageSpec
 from tests.functional.test_identity_api import is_problem, make_user, token_for
+from tests.support.cves import cli_for, osv_folder, sync_osv_folder, unique, upload_package
+from tests.support.cves import run_cli as run
 from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("reports-api")]
 
-OSV_PYPI = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "vulns" / "osv-pypi"
 ADVISORY = "PYSEC-2021-76"  # aiohttp: introduced 0, fixed 3.7.4
 PATH = ["app", "mid", "aiohttp"]
 PACKAGES = (
@@ -67,10 +64,6 @@ def cyclonedx_errors(text: str) -> list[str]:
     return [e.message for e in validator.iter_errors(json.loads(text))]
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 @dataclass
 class Built:
     filename: str
@@ -91,24 +84,13 @@ class World:
         return f"{self.live.url}/conda/{channel or self.open}/noarch/{self.built[key].filename}"
 
 
-def wait_sync(client: httpx.Client, location: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        feed: dict[str, Any] = client.get(location).json()
-        if feed["last_status"] != "queued":
-            return feed
-        time.sleep(0.1)
-    raise AssertionError(f"the sync at {location} did not end in {timeout}s")
-
-
 @pytest.fixture(scope="module", params=backends())
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
     data_dir = tmp_path_factory.mktemp(f"reports-{request.param}")
     tmp = tmp_path_factory.mktemp("reports-work")
-    folder = tmp / "osv"
-    shutil.copytree(OSV_PYPI / "aiohttp", folder / "aiohttp")
+    folder = osv_folder(tmp, "aiohttp")
     with (
         fresh_database(request.param, data_dir, PG_URL) as db_url,
         run_server(data_dir, db_url) as live,
@@ -116,23 +98,13 @@ def world(
         open_, secret = live.new_channel("public", "rep-open"), live.new_channel("private", "rep-x")
         built: dict[str, Built] = {}
         for spec in PACKAGES:
-            out = tmp / unique("pkg")
-            out.mkdir()
-            path = build_conda(out, spec)
+            path = upload_package(live, open_, tmp, spec)
             data = path.read_bytes()
             built[f"{spec.name}-{spec.version}"] = Built(
                 path.name, hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
             )
-            response = live.upload(open_, path)
-            assert response.status_code == 201, response.text
-        secret_pkg = build_conda(tmp, PackageSpec(name="hidden", version="1.0", build="0"))
-        assert live.upload(secret, secret_pkg).status_code == 201
-        feed = unique("pypa")
-        body = {"name": feed, "url": folder.as_uri(), "format": "osv"}
-        assert live.admin.post("/api/v1/cve/feeds", json=body).status_code == 201
-        r = live.admin.post(f"/api/v1/cve/feeds/{feed}/sync")
-        assert r.status_code == 202, r.text
-        assert wait_sync(live.admin, r.headers["location"])["last_status"] == "ok"
+        upload_package(live, secret, tmp, PackageSpec(name="hidden", version="1.0", build="0"))
+        sync_osv_folder(live, folder)
         stranger = token_for(live, make_user(live))
         yield World(live, open_, secret, built, stranger, tmp)
 
@@ -445,18 +417,7 @@ def test_bad_inputs_are_problems(world: World) -> None:
 
 @pytest.fixture
 def cli(world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    monkeypatch.setenv("STOCKADE_PROFILE", str(tmp_path / "profile.toml"))
-    monkeypatch.setenv("STOCKADE_URL", world.live.url)
-    monkeypatch.setenv("STOCKADE_TOKEN", world.live.admin_token)
-    monkeypatch.setenv("COLUMNS", "200")
-    return CliRunner()
-
-
-def run(cli: CliRunner, *args: str, code: int = 0) -> str:
-    result = cli.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    return result.output
+    return cli_for(monkeypatch, tmp_path, world.live)
 
 
 def test_the_cli(world: World, cli: CliRunner, tmp_path: Path) -> None:

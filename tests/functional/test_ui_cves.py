@@ -11,8 +11,6 @@ browser without JavaScript would.
 from __future__ import annotations
 
 import re
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import unescape
@@ -24,28 +22,17 @@ import yaml
 
 from stockade.web.ui import cves as cves_module
 from tests.conftest import PG_URL, backends
-from tests.functional.test_cves_api import (
-    ADVISORY,
-    OSV_PYPI,
-    PACKAGES,
-    advisories,
-    listed,
-    upload,
-    wait_sync,
-)
+from tests.functional.test_cves_api import ADVISORY, PACKAGES, advisories, listed
 from tests.functional.test_identity_api import PASSWORD, make_user
 from tests.functional.test_ui import CHROMIUM_ARGS, assert_html, csrf_of, sign_in
 from tests.functional.test_ui_mirrors import form_error
+from tests.support.cves import grant_cves, osv_folder, sync_osv_folder, upload
 from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("ui-cves")]
 
 MARKUP = "UI-MARKUP-1"  # the made-up advisory
 ROW_RE = re.compile(r'<tr data-id="([^"]+)"')
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def markup_advisory() -> dict[str, object]:
@@ -88,11 +75,7 @@ class World:
 def role_user(live: LiveServer, level: str | None) -> str:
     user = make_user(live)
     if level is not None:
-        role = unique("ui-cve")
-        r = live.admin.post("/api/v1/roles", json={"name": role, "permissions": {"cves": level}})
-        assert r.status_code == 201, r.text
-        r = live.admin.post(f"/api/v1/roles/{role}/assignments", json={"user": user})
-        assert r.status_code == 200, r.text
+        grant_cves(live, user, level)
     return user
 
 
@@ -102,9 +85,7 @@ def world(
 ) -> Iterator[World]:
     data_dir = tmp_path_factory.mktemp(f"ui-cves-{request.param}")
     tmp = tmp_path_factory.mktemp("ui-cves-work")
-    folder = tmp / "osv"
-    for package in PACKAGES:
-        shutil.copytree(OSV_PYPI / package, folder / package)
+    folder = osv_folder(tmp, *PACKAGES)
     (folder / "made-up").mkdir()
     (folder / "made-up" / f"{MARKUP}.yaml").write_text(yaml.safe_dump(markup_advisory()))
     with (
@@ -115,12 +96,7 @@ def world(
         upload(live, open_, tmp, "aiohttp", "3.7.3", "0")
         upload(live, open_, tmp, "aiohttp", "3.7.4", "0")
         upload(live, secret, tmp, "aiohttp", "3.7.3", "1")
-        feed = unique("pypa")
-        body = {"name": feed, "url": folder.as_uri(), "format": "osv"}
-        assert live.admin.post("/api/v1/cve/feeds", json=body).status_code == 201
-        r = live.admin.post(f"/api/v1/cve/feeds/{feed}/sync")
-        assert r.status_code == 202, r.text
-        assert wait_sync(live.admin, r.headers["location"])["last_status"] == "ok"
+        sync_osv_folder(live, folder)
         yield World(
             live,
             open_,

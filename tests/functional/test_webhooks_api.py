@@ -9,7 +9,6 @@ the server allows loopback destinations (``webhooks.allow_loopback``), which are
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,26 +18,19 @@ from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from stockade.cli.main import app
 from tests.conftest import PG_URL, backends
-from tests.factories.packages import PackageSpec, build_conda
 from tests.functional.test_identity_api import is_problem, make_user, token_for
+from tests.support.cves import cli_for, osv_folder, run_cli, sync_osv_folder, unique, upload
 from tests.support.server import LiveServer, fresh_database, run_server
 from tests.support.webhook_receiver import Call, Receiver, receiving
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("webhooks-api")]
 
-OSV_PYPI = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "vulns" / "osv-pypi"
 ADVISORY = "PYSEC-2021-76"  # aiohttp: introduced 0, fixed 3.7.4
 FILENAME = "aiohttp-3.7.3-0.conda"
 API = "/api/v1"
 REFUSED = "webhook:refused-destination"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -57,16 +49,6 @@ class World:
         return f"{API}/channels/{channel or self.channel}/webhooks"
 
 
-def wait_sync(client: httpx.Client, location: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        feed: dict[str, Any] = client.get(location).json()
-        if feed["last_status"] != "queued":
-            return feed
-        time.sleep(0.1)
-    raise AssertionError(f"the sync at {location} did not end in {timeout}s")
-
-
 def about(event: str, path: str, vuln: str | None = None) -> Any:
     def match(call: Call) -> bool:
         if call.path != path or call.event != event:
@@ -82,8 +64,7 @@ def world(
 ) -> Iterator[World]:
     data_dir = tmp_path_factory.mktemp(f"webhooks-{request.param}")
     tmp = tmp_path_factory.mktemp("webhooks-work")
-    folder = tmp / "osv"
-    shutil.copytree(OSV_PYPI / "aiohttp", folder / "aiohttp")
+    folder = osv_folder(tmp, "aiohttp")
     fast = {"backoff_s": [0.2], "poll_s": 0.2, "timeout_s": 5, "allow_loopback": True}
     with (
         receiving() as receiver,
@@ -105,17 +86,8 @@ def world(
         r = owner.post(hooks, json={**body, "secret": "a-given-secret-of-the-owner"})
         assert r.status_code == 201, r.text
         flaky = r.json()
-        package = build_conda(tmp, PackageSpec(name="aiohttp", version="3.7.3", build="0"))
-        r = live.upload(channel, package)
-        assert r.status_code == 201, r.text
-        feed = unique("pypa")
-        r = live.admin.post(
-            f"{API}/cve/feeds", json={"name": feed, "url": folder.as_uri(), "format": "osv"}
-        )
-        assert r.status_code == 201, r.text
-        r = live.admin.post(f"{API}/cve/feeds/{feed}/sync")
-        assert r.status_code == 202, r.text
-        assert wait_sync(live.admin, r.headers["location"])["last_status"] == "ok"
+        upload(live, channel, tmp, "aiohttp", "3.7.3", "0")
+        sync_osv_folder(live, folder)
         yield World(live, receiver, channel, private, owner, outsider, main, flaky, tmp)
 
 
@@ -318,17 +290,10 @@ def test_routes_of_a_sub_channel(world: World) -> None:
 def test_the_cli(world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import json
 
-    monkeypatch.setenv("STOCKADE_PROFILE", str(tmp_path / "profile.toml"))
-    monkeypatch.setenv("STOCKADE_URL", world.live.url)
-    monkeypatch.setenv("STOCKADE_TOKEN", world.live.admin_token)
-    monkeypatch.setenv("COLUMNS", "200")
-    cli = CliRunner()
+    cli = cli_for(monkeypatch, tmp_path, world.live)
 
     def run(*args: str, code: int = 0, stdin: str | None = None) -> str:
-        result = cli.invoke(app, list(args), input=stdin, catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        assert "Traceback" not in result.output
-        return result.output
+        return run_cli(cli, *args, code=code, stdin=stdin)
 
     url = f"{world.receiver.url}/cli"
     out = run("webhook", "add", world.channel, "--url", url, "--event", "vulnerability.active")
