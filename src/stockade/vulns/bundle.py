@@ -57,6 +57,7 @@ from stockade.vulns.bundlefile import (
     BundleError,
     BundleLimits,
     BundleTooLargeError,
+    listed_in,
     members,
     open_zip,
     read_manifest,
@@ -504,13 +505,7 @@ def _date(item: dict[str, Any], key: str) -> datetime | None:
 
 
 def _name_rows(data: bytes) -> list[NameRow]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BundleError(f"not JSON: {exc}", member=NAME_MAP) from None
-    listed = doc.get("entries") if isinstance(doc, dict) else None
-    if not isinstance(listed, list):
-        raise BundleError("needs an 'entries' list", member=NAME_MAP)
+    listed = listed_in(data, NAME_MAP, "entries")
     rows: list[NameRow] = []
     for index, raw in enumerate(listed):
         try:
@@ -526,13 +521,7 @@ def _name_rows(data: bytes) -> list[NameRow]:
 
 
 def _enrichment_rows(data: bytes) -> list[dict[str, Any]]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BundleError(f"not JSON: {exc}", member=ENRICHMENT) from None
-    listed = doc.get("rows") if isinstance(doc, dict) else None
-    if not isinstance(listed, list):
-        raise BundleError("needs a 'rows' list", member=ENRICHMENT)
+    listed = listed_in(data, ENRICHMENT, "rows")
     rows: list[dict[str, Any]] = []
     for index, raw in enumerate(listed):
         cve = raw.get("cve_id") if isinstance(raw, dict) else None

@@ -19,12 +19,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.auth.models import User
-from stockade.vulns.bundlefile import CURATIONS, BundleError
+from stockade.vulns.bundlefile import CURATIONS, BundleError, listed_in
 from stockade.vulns.curation import CURATED_STATUSES, GLOB_MAX, NOTE_MAX
 from stockade.vulns.matcher import MatchCounts, Matcher
 from stockade.vulns.models import Curation
@@ -105,13 +104,7 @@ def import_decisions(
 
 
 def _decisions(data: bytes) -> list[dict[str, Any]]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BundleError(f"not JSON: {exc}", member=CURATIONS) from None
-    listed = doc.get("decisions") if isinstance(doc, dict) else None
-    if not isinstance(listed, list):
-        raise BundleError("expected {'decisions': [...]}", member=CURATIONS)
+    listed = listed_in(data, CURATIONS, "decisions")
     return [_decision(item, index) for index, item in enumerate(listed)]
 
 

@@ -19,6 +19,7 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -67,6 +68,18 @@ class BundleError(InvalidInputError):
         super().__init__(f"{member}: {detail}" if member else detail)
         if member is not None:
             self.extra["member"] = member
+
+
+def listed_in(data: bytes, member: str, key: str) -> list[Any]:
+    """The list under ``key`` of a JSON member (``{"rows": [...]}``), or a :class:`BundleError`."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BundleError(f"not JSON: {exc}", member=member) from None
+    listed = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(listed, list):
+        raise BundleError(f"needs a {key!r} list", member=member)
+    return listed
 
 
 class BundleTooLargeError(TooLargeError):
