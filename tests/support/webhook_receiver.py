@@ -70,13 +70,14 @@ class Receiver:
                     self.close_connection = True
                     return
                 status = receiver._next_status(self.path)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                # recorded before answering: a caller that got the answer finds the call listed
+                receiver._record(Call(self.path, headers, body, status))
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                receiver._record(Call(self.path, headers, body, status))
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
