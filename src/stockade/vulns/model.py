@@ -145,11 +145,6 @@ class VersionRange:
             and self.end_inclusive
         )
 
-    @property
-    def unbounded(self) -> bool:
-        """True when the range covers every version."""
-        return self.start is None and self.end is None
-
 
 @dataclass(frozen=True, slots=True)
 class Affected:

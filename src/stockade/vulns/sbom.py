@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -45,9 +44,8 @@ from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
 from stockade.vulns.reports import EnvironmentReport, Finding, PackageEntry
 
-__all__ = ["FORMATS", "cyclonedx_json", "purl_of", "spdx_json"]
+__all__ = ["cyclonedx_json", "purl_of", "spdx_json"]
 
-FORMATS = ("cyclonedx", "spdx")
 TOOL = "stockade"
 _METHOD = {
     "2.0": VulnerabilityScoreSource.CVSS_V2,
@@ -222,11 +220,3 @@ def spdx_json(report: EnvironmentReport, *, name: str = "environment") -> bytes:
     out = io.StringIO()
     write_document_to_stream(spdx_document(report, name=name), out, validate=True)
     return out.getvalue().encode()
-
-
-def render_sbom(report: EnvironmentReport, fmt: str, *, name: str = "environment") -> bytes:
-    return cyclonedx_json(report, name=name) if fmt == "cyclonedx" else spdx_json(report, name=name)
-
-
-def formats() -> Iterable[str]:
-    return FORMATS

@@ -28,7 +28,7 @@ from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError, TooLargeError
 from stockade.db.engine import transaction
-from stockade.storage.staging import StagedFile, StagingWriter
+from stockade.storage.staging import StagedFile
 from stockade.vulns.bundle import BundleService, ImportCounts
 from stockade.vulns.models import NameMapEntry
 from stockade.vulns.namemap import NameMapService
@@ -41,6 +41,7 @@ from stockade.web.api.cve_admin_schemas import (
     NameMapEntryPublic,
     NameMapImportResult,
 )
+from stockade.web.api.files import stage_body
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
 router = APIRouter(tags=["vulnerabilities"])
@@ -67,14 +68,7 @@ async def _stage(request: Request, container: Container, name: str, limit: int) 
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise TooLargeError(f"{name}: larger than the {limit}-byte upload limit", code="too-large")
-    writer = StagingWriter(container.blobs.staging_dir(), name, max_size=limit)
-    try:
-        async for chunk in request.stream():
-            writer.write(chunk)
-    except BaseException:
-        writer.abort()
-        raise
-    staged = writer.finish()
+    staged = await stage_body(request, container, name, limit)
     if not staged.size:
         staged.discard()
         raise InvalidInputError(f"send the {name} as the request body", field="body")

@@ -120,6 +120,20 @@ async def upload_files(
     return UploadResult(uploaded=[artifact_public(a, ch, base) for a, ch in rows])
 
 
+async def stage_body(
+    request: Request, container: Container, name: str, max_size: int
+) -> StagedFile:
+    """The request body streamed into the staging area (refused past ``max_size``)."""
+    writer = StagingWriter(container.blobs.staging_dir(), name, max_size=max_size)
+    try:
+        async for chunk in request.stream():
+            writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish()
+
+
 @router.put(
     "/channels/{channel:path}/files/{filename}", response_model=ArtifactPublic, status_code=201
 )
@@ -135,16 +149,7 @@ async def put_file(
 ) -> ArtifactPublic:
     """Streamed upload of one file; the body is the archive. ``sha256`` is checked if given."""
     await run_in_threadpool(_check_target, container, principal, channel)
-    writer = StagingWriter(
-        container.blobs.staging_dir(), filename, max_size=container.limits.max_archive_size
-    )
-    try:
-        async for chunk in request.stream():
-            writer.write(chunk)
-    except BaseException:
-        writer.abort()
-        raise
-    staged = writer.finish()
+    staged = await stage_body(request, container, filename, container.limits.max_archive_size)
     rows = await run_in_threadpool(
         _finish_uploads,
         container,
