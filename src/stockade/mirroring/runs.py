@@ -101,15 +101,29 @@ class RunService:
         return run
 
     def stop(self, principal: Principal, run_id: int) -> MirrorRun:
+        """Stop a pending run at once; ask a running one to stop before its next step that
+        changes anything (it ends ``stopped`` with nothing applied)."""
         run = self._visible(principal, run_id, Permission.MIRROR_WRITE)
         if run.state in FINAL_STATES:
             raise RunFinishedError(f"run {run_id} already ended ({run.state})")
+        values: dict[str, Any] = {"stop_requested": True}
         if run.state == RunState.PENDING:
-            run.state = RunState.STOPPED.value
-            run.finished_at = utcnow()
-            run.summary = "stopped before it started"
-        run.stop_requested = True
-        self.session.flush()
+            values.update(
+                state=RunState.STOPPED.value,
+                finished_at=utcnow(),
+                summary="stopped before it started",
+            )
+        # Conditional on the state read: a run that moved on meanwhile is not marked.
+        marked = self.session.execute(
+            update(MirrorRun)
+            .where(MirrorRun.id == run.id, MirrorRun.state == run.state)
+            .values(**values)
+        ).rowcount  # type: ignore[attr-defined]
+        self.session.refresh(run)
+        if not marked:
+            if run.state in FINAL_STATES:
+                raise RunFinishedError(f"run {run_id} already ended ({run.state})")
+            return self.stop(principal, run_id)  # pending became running: ask again
         mirror = self.session.get(Mirror, run.mirror_id)
         AuditLog(self.session).record(
             "mirror.stop",
@@ -233,6 +247,39 @@ def heartbeat(
             ],
         )
     return bool(session.scalar(select(MirrorRun.stop_requested).where(MirrorRun.id == run_id)))
+
+
+def stop_asked(session: Session, run_id: int, owner: str) -> bool | None:
+    """Whether a stop was asked for the run now (read from the database, not the last heartbeat);
+    None if this worker no longer holds it."""
+    row = session.execute(
+        select(MirrorRun.stop_requested, MirrorRun.lease_owner, MirrorRun.state).where(
+            MirrorRun.id == run_id
+        )
+    ).one_or_none()
+    if row is None or row.lease_owner != owner or row.state != RunState.RUNNING.value:
+        return None
+    return bool(row.stop_requested)
+
+
+def hold_for_apply(session: Session, run_id: int, owner: str) -> bool | None:
+    """In the transaction that applies a run's result: renew the lease only if no stop was asked
+    (the row stays locked until the commit on PostgreSQL, so a stop waits for it). True: go on;
+    False: a stop was asked; None: the lease is lost."""
+    result = session.execute(
+        update(MirrorRun)
+        .where(
+            MirrorRun.id == run_id,
+            MirrorRun.lease_owner == owner,
+            MirrorRun.state == RunState.RUNNING.value,
+            MirrorRun.stop_requested.is_(False),
+        )
+        .values(heartbeat_at=utcnow())
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        return True
+    asked = stop_asked(session, run_id, owner)
+    return None if asked is None else False
 
 
 def finish(

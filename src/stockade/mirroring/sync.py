@@ -80,6 +80,8 @@ class MirrorSync:
         self.on_change = on_change
         self.owner = worker_id()
         self.shutdown = threading.Event()
+        #: Called with (run id, step) just before each step's stop check (a hook for tests).
+        self.before_step: Callable[[int, str], None] = lambda run_id, step: None
 
     @property
     def vulnerabilities(self) -> VulnerabilityLookup:
@@ -154,11 +156,24 @@ class MirrorSync:
             )
         return outcome
 
+    def _checkpoint(self, job: MirrorJob, reporter: RunReporter, step: str) -> None:
+        """Before a step that changes anything: end here if a stop was asked. Read from the
+        database now, not from the last heartbeat (a short run would finish before that)."""
+        self.before_step(job.run_id, step)
+        reporter.check()
+        with self.factory() as session:
+            asked = runs.stop_asked(session, job.run_id, self.owner)
+        if asked is None:
+            raise LeaseLostError(f"run {job.run_id} was taken over by another worker")
+        if asked:
+            raise RunStoppedError("stopped on request")
+
     def _run(self, job: MirrorJob, reporter: RunReporter) -> RunOutcome:
+        self._checkpoint(job, reporter, "fetch")
         reporter.begin("fetch", len(job.subdirs))
         snapshot = fetch_upstream(job, self.blobs, reporter)
         reporter.end("fetch")
-        reporter.check()
+        self._checkpoint(job, reporter, "evaluate")
         now = utcnow()
         if snapshot.unchanged(job, now):
             reporter.skip_rest()
@@ -175,7 +190,7 @@ class MirrorSync:
         reporter.count("kept", verdict.kept)
         reporter.count("excluded", verdict.excluded_count)
         reporter.count("excluded_by_reason", verdict.by_reason)
-        reporter.check()
+        self._checkpoint(job, reporter, "plan")
         reporter.begin("plan")
         with transaction(self.factory) as session:
             plan = build_plan(session, job, verdict)
@@ -186,14 +201,16 @@ class MirrorSync:
             f"{verdict.upstream} upstream records, {verdict.kept} kept: "
             f"{len(plan.add)} to add, {len(plan.remove)} to remove, {len(plan.change)} changed"
         )
-        reporter.check()
         if job.mode == MirrorMode.ACTIVE:
+            self._checkpoint(job, reporter, "download")
             self._download(job, plan, reporter)
-            reporter.check()
             if links is not None:
+                self._checkpoint(job, reporter, "recheck")
                 verdict, plan = self._recheck_links(job, snapshot, plan, links, now, reporter)
+        self._checkpoint(job, reporter, "publish")
         reporter.begin("publish")
         with transaction(self.factory) as session:
+            self._hold(session, job)
             apply_plan(session, job, plan, verdict, snapshot, self.blobs)
         reporter.end("publish")
         self.on_change()
@@ -205,6 +222,14 @@ class MirrorSync:
             summary += f"; {len(plan.failed)} files failed"
         reporter.log(summary)
         return RunOutcome(RunState.COMPLETED, summary, reporter.snapshot()[1])
+
+    def _hold(self, session: Session, job: MirrorJob) -> None:
+        """In the switching transaction: the last stop check, on the locked run row."""
+        held = runs.hold_for_apply(session, job.run_id, self.owner)
+        if held is None:
+            raise LeaseLostError(f"run {job.run_id} was taken over by another worker")
+        if not held:
+            raise RunStoppedError("stopped on request")
 
     def _known_links(self, job: MirrorJob, snapshot: UpstreamSnapshot) -> KnownLinkScripts | None:
         if not any(p.no_link_scripts for p in job.policies):
