@@ -30,6 +30,7 @@ from stockade.web.api import policies as policies_api
 from stockade.web.api import reports as reports_api
 from stockade.web.api import users as users_api
 from stockade.web.api import webhooks as webhooks_api
+from stockade.web.bodies import install_body_limit
 from stockade.web.channel.responses import BlobResponder, BytesCache
 from stockade.web.channel.routes import routes as conda_routes
 from stockade.web.errors import install_error_handlers
@@ -117,6 +118,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.include_router(sso.router)
     install_ui(app)
     RequestContextMiddleware.configure(hsts=settings.auth.secure_cookies)
+    install_body_limit(app, settings.server.max_body_size)  # innermost: 413s are problems
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(TokenPathMiddleware)

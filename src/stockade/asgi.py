@@ -1,7 +1,8 @@
 """A module-level factory for ASGI servers that start the app themselves (several workers).
 
     stockade db upgrade        # once, before the workers start: they do not migrate
-    uvicorn stockade.asgi:app --factory --workers 2 --loop uvloop --http httptools
+    uvicorn stockade.asgi:app --factory --workers 2 --loop uvloop \
+        --http stockade.web.serving:HttpToolsWithDeadline
 
 Each worker process calls :func:`app`, which reads the settings (``STOCKADE_*`` env and the TOML
 file) and builds its own container, exactly as ``stockade serve`` does for its single process.
@@ -17,9 +18,11 @@ from stockade.app import create_app
 from stockade.core.logging import configure_logging
 from stockade.settings import load_settings
 from stockade.web.middleware import CondaFastPath
+from stockade.web.serving import prepare_server
 
 
 def app() -> ASGIApp:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    prepare_server(settings)  # private files, spools in the data folder, the header deadline
     return CondaFastPath(create_app(settings))

@@ -56,7 +56,9 @@ class Container:
         engine = make_engine(settings.db_url)
         factory = make_session_factory(engine)
         read_factory = make_session_factory(engine, readonly=True)
-        blobs = FilesystemBlobStore(settings.blob_dir)
+        blobs = FilesystemBlobStore(
+            settings.blob_dir, group_readable=settings.x_accel_redirect is not None
+        )
         locator = IndexLocator(read_factory, blobs)
         publisher = PublicationService(
             factory,

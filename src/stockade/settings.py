@@ -30,11 +30,34 @@ class UploadSettings(BaseModel):
     """Caps applied to every uploaded archive (SPEC §3)."""
 
     max_archive_size: int = Field(default=4 * 1024**3, gt=0)
+    max_request_size: int | None = Field(
+        default=None,
+        gt=0,
+        description="largest multipart upload request (all its files); default: "
+        "max_archive_size plus 1 MiB",
+    )
     max_unpacked_size: int = Field(default=16 * 1024**3, gt=0)
     max_ratio: float = Field(default=200.0, gt=1)
     max_info_size: int = Field(default=64 * 1024**2, gt=0)
     max_members: int = Field(default=500_000, gt=0)
     future_tolerance_s: int = Field(default=24 * 3600, ge=0)
+
+
+class ServerSettings(BaseModel):
+    """Limits of the HTTP server (SPEC §11, §12)."""
+
+    max_body_size: int = Field(
+        default=32 * 1024**2,
+        gt=0,
+        description="largest request body other than uploads (JSON, forms, reports), bytes",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="seconds a client has to send a request's headers (new or kept-alive "
+        "connection) before it is closed",
+    )
 
 
 class PublicationSettings(BaseModel):
@@ -218,6 +241,7 @@ class Settings(BaseSettings):
         default=None, description="Internal nginx location serving the blob store, e.g. /_blobs/"
     )
     upload: UploadSettings = UploadSettings()
+    server: ServerSettings = ServerSettings()
     publication: PublicationSettings = PublicationSettings()
     auth: AuthSettings = AuthSettings()
     ldap: LdapSettings = LdapSettings()

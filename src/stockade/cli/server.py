@@ -27,7 +27,13 @@ def serve(
     port: int | None = typer.Option(None, help="Port [STOCKADE_PORT]"),
     workers: int = typer.Option(1, min=1, max=64, help="Worker processes (each also publishes)"),
 ) -> None:
-    """Migrate the database, create the first admin if needed, and serve."""
+    """Migrate the database, create the first admin if needed, and serve.
+
+    The data folder is made private at each start (folder 0700, database, key and blobs 0600;
+    an older, world-readable folder is tightened). Request bodies are limited
+    (server.max_body_size; uploads: upload.max_archive_size, upload.max_request_size) and a
+    client must send a request's headers within server.header_timeout_s.
+    """
     import uvicorn
 
     from stockade.app import create_app
@@ -35,12 +41,15 @@ def serve(
     from stockade.core.logging import configure_logging
     from stockade.db.migrate import upgrade
     from stockade.web.middleware import CondaFastPath
+    from stockade.web.serving import HttpToolsWithDeadline, prepare_server
 
     settings = settings_or_exit(host=host, port=port)
     configure_logging(settings.log_level, settings.log_format)
+    prepare_server(settings)
     upgrade(settings.db_url)
     container = Container.build(settings)
     first = container.bootstrap()
+    prepare_server(settings)  # the files the first start just made: explicit modes too
     url = settings.base_url
     if first is not None:
         out.print(f"\n[bold]First start.[/bold] Sign in at {url}/ as [bold]{first.username}[/bold]")
@@ -58,9 +67,11 @@ def serve(
     }
     if workers > 1:
         container.close()  # each worker process builds its own from the same settings
-        uvicorn.run("stockade.asgi:app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        http = "stockade.web.serving:HttpToolsWithDeadline"  # the deadline is set by asgi:app
+        uvicorn.run("stockade.asgi:app", factory=True, workers=workers, http=http, **options)  # type: ignore[arg-type]
         return
-    uvicorn.run(CondaFastPath(create_app(settings, container)), **options)  # type: ignore[arg-type]
+    app = CondaFastPath(create_app(settings, container))
+    uvicorn.run(app, http=HttpToolsWithDeadline, **options)  # type: ignore[arg-type]
 
 
 def worker(
@@ -77,11 +88,13 @@ def worker(
     from stockade.core.logging import configure_logging
     from stockade.db.migrate import upgrade
     from stockade.jobs.worker import run_worker
+    from stockade.web.serving import prepare_server
 
     settings = settings_or_exit()
     if threads is not None:
         settings.jobs.workers = threads
     configure_logging(settings.log_level, settings.log_format)
+    prepare_server(settings)
     upgrade(settings.db_url)
     container = Container.build(settings)
     queue = "Redis" if settings.jobs.redis_url else f"SQLite ({settings.data_dir / 'jobs.db'})"

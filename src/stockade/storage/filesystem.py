@@ -11,15 +11,32 @@ from pathlib import Path
 from typing import BinaryIO
 
 from stockade.storage.errors import BlobIntegrityError, BlobNotFoundError
+from stockade.storage.permissions import GROUP_DIR, GROUP_FILE, PRIVATE_DIR, PRIVATE_FILE
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class FilesystemBlobStore:
-    def __init__(self, root: Path) -> None:
+    """Blobs are ``0600`` in ``0700`` folders (``storage/permissions.py``); with
+    ``group_readable`` (nginx serving them by X-Accel-Redirect) ``0640`` in ``0750`` folders.
+    Staging files are always ``0600``, until stored."""
+
+    def __init__(self, root: Path, *, group_readable: bool = False) -> None:
         self.root = root
+        self._dir_mode = GROUP_DIR if group_readable else PRIVATE_DIR
+        self._file_mode = GROUP_FILE if group_readable else PRIVATE_FILE
         self._tmp = root / "tmp"
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._make_dir(root)
+        self._make_dir(self._tmp, mode=PRIVATE_DIR)
+
+    def _make_dir(self, path: Path, mode: int | None = None) -> None:
+        """Create ``path`` (and missing parents under the root) with an explicit mode."""
+        if path.is_dir():
+            return
+        if path != self.root and not path.parent.is_dir():
+            self._make_dir(path.parent)
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, self._dir_mode if mode is None else mode)
 
     def path_for(self, sha256: str) -> Path:
         if not _SHA256.match(sha256):
@@ -34,12 +51,10 @@ class FilesystemBlobStore:
         if target.exists():
             path.unlink(missing_ok=True)
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dir(target.parent)
         with path.open("rb") as fh:
             os.fsync(fh.fileno())
-        # Readable by the group and others (nginx serving X-Accel-Redirect); the data folder's
-        # own permissions decide who can reach it. Staging files are created 0600.
-        os.chmod(path, 0o644)
+        os.chmod(path, self._file_mode)
         os.replace(path, target)  # atomic: the real name only ever holds complete bytes
         _fsync_dir(target.parent)
 

@@ -41,7 +41,7 @@ from stockade.web.api.cve_admin_schemas import (
     NameMapEntryPublic,
     NameMapImportResult,
 )
-from stockade.web.api.files import stage_body
+from stockade.web.bodies import stage_body
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
 router = APIRouter(tags=["vulnerabilities"])

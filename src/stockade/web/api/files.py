@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
@@ -19,7 +18,7 @@ from stockade.container import Container
 from stockade.core.errors import InvalidInputError
 from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
-from stockade.storage.staging import StagedFile, StagingWriter, stage_stream
+from stockade.storage.staging import StagedFile
 from stockade.web.api.channels import base_url
 from stockade.web.api.presenters import artifact_public
 from stockade.web.api.schemas import (
@@ -31,6 +30,7 @@ from stockade.web.api.schemas import (
     Selection,
     UploadResult,
 )
+from stockade.web.bodies import MULTIPART_SLACK, read_staged_form, stage_body
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
 router = APIRouter(tags=["files"])
@@ -85,32 +85,7 @@ async def upload_files(
     subdir: Annotated[str | None, Query(description="refuse packages of another subdir")] = None,
 ) -> UploadResult:
     await run_in_threadpool(_check_target, container, principal, channel)
-    form = await request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=100)
-    uploads = [v for k, v in form.multi_items() if k == "files" and isinstance(v, UploadFile)]
-    if not uploads:
-        raise InvalidInputError(
-            "send one or more package files in `files` form fields",
-            code="upload:no-files",
-            field="files",
-        )
-    staged: list[StagedFile] = []
-    try:
-        for upload in uploads:
-            staged.append(
-                await run_in_threadpool(
-                    stage_stream,
-                    upload.file,
-                    container.blobs.staging_dir(),
-                    upload.filename or "",
-                    max_size=container.limits.max_archive_size,
-                )
-            )
-    except BaseException:
-        for s in staged:
-            s.discard()
-        raise
-    finally:
-        await form.close()
+    staged = await _staged_files(request, container)
     rows = await run_in_threadpool(
         _finish_uploads, container, principal, channel, staged, force=force, expected_subdir=subdir
     )
@@ -120,18 +95,27 @@ async def upload_files(
     return UploadResult(uploaded=[artifact_public(a, ch, base) for a, ch in rows])
 
 
-async def stage_body(
-    request: Request, container: Container, name: str, max_size: int
-) -> StagedFile:
-    """The request body streamed into the staging area (refused past ``max_size``)."""
-    writer = StagingWriter(container.blobs.staging_dir(), name, max_size=max_size)
-    try:
-        async for chunk in request.stream():
-            writer.write(chunk)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.finish()
+async def _staged_files(request: Request, container: Container) -> list[StagedFile]:
+    """The ``files`` parts of a multipart body, staged in the data folder (bounded as read)."""
+    limits = container.settings.upload
+    form = await read_staged_form(
+        request,
+        container.blobs.staging_dir(),
+        max_file_size=limits.max_archive_size,
+        max_request_size=limits.max_request_size or limits.max_archive_size + MULTIPART_SLACK,
+        max_files=MAX_FILES_PER_REQUEST,
+    )
+    staged = [s for name, s in form.files if name == "files"]
+    for name, other in form.files:
+        if name != "files":
+            other.discard()
+    if not staged:
+        raise InvalidInputError(
+            "send one or more package files in `files` form fields",
+            code="upload:no-files",
+            field="files",
+        )
+    return staged
 
 
 @router.put(
