@@ -124,7 +124,7 @@ def test_token_is_shown_once_listed_with_last_use_and_revoked(live_server: LiveS
     )
     issued = r.json()
     assert (
-        r.status_code == 201 and issued["token"].startswith("stk_") and issued["kind"] == "personal"
+        r.status_code == 201 and issued["token"].startswith("stk-") and issued["kind"] == "personal"
     )
     secret = issued["token"]
     assert live_server.client(secret).get("/api/v1/whoami").json()["username"] == name
@@ -445,15 +445,32 @@ def test_lockout_and_rate_limit(own_server: LiveServer) -> None:
     assert int(limited.headers["retry-after"]) > 0
     # the right password is also held back while the address is limited
     assert client.get("/api/v1/whoami", auth=(name, PASSWORD)).status_code == 429
-    own_server.container.authenticator.limiter.clear()
+    forget_address_limits(own_server)
     for _ in range(5):
         client.get("/api/v1/whoami", auth=(name, f"wrong-{uuid.uuid4().hex}"))
-    own_server.container.authenticator.limiter.clear()
-    # 10 failures lock the account, whatever the address
+    forget_address_limits(own_server)
+    # 10 failures lock this name from this address, and say so the same way for any name
     r = client.get("/api/v1/whoami", auth=(name, PASSWORD))
     is_problem(r, 401, "auth:locked")
+    for _ in range(10):
+        client.get("/api/v1/whoami", auth=("no-such-account", f"wrong-{uuid.uuid4().hex}"))
+        forget_address_limits(own_server)
+    ghost = client.get("/api/v1/whoami", auth=("no-such-account", PASSWORD))
+    is_problem(ghost, 401, "auth:locked")
+    assert ghost.json()["detail"] == r.json()["detail"]
+    assert "exist" not in r.json()["detail"]
     events = own_server.admin.get("/api/v1/audit", params={"type": "auth.failed"}).json()["events"]
     assert len(events) >= 10 and all(e["outcome"] == "failure" for e in events)
+
+
+def forget_address_limits(live: LiveServer) -> None:
+    """Drop the per-address counts (kept in the database), keeping those per name and address."""
+    from sqlalchemy import delete
+
+    from stockade.auth.models import SignInFailures
+
+    with live.container.factory.begin() as session:
+        session.execute(delete(SignInFailures).where(SignInFailures.key.startswith("ip:")))
 
 
 def test_no_secret_reaches_logs_errors_or_redirects(
@@ -491,7 +508,7 @@ def test_no_secret_reaches_logs_errors_or_redirects(
     logging.getLogger().setLevel("INFO")
     handler.setStream(previous)  # type: ignore[arg-type]
     logged = printed.getvalue()
-    assert "/t/***/" in logged or "stk_***" in logged  # the requests were logged, scrubbed
+    assert "/t/***/" in logged or "stk-***" in logged  # the requests were logged, scrubbed
     for secret in secrets:
         assert secret not in logged
         for body in bodies:

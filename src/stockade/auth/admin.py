@@ -43,6 +43,7 @@ from stockade.auth.principal import Principal
 from stockade.auth.secrets import verify_password
 from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
+from stockade.core.clock import utcnow
 from stockade.core.errors import AuthenticationError, InvalidInputError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
@@ -72,6 +73,8 @@ class UserChanges:
     is_active: bool | None = None
     password: str | None = None
     current_password: str | None = None  # needed to change one's own password
+    revoke_tokens: bool = False  # with a new password: revoke every token of the account too
+    keep_session: str | None = None  # the cookie of the session making the change (kept)
 
 
 class PrincipalAdmin:
@@ -137,7 +140,7 @@ class PrincipalAdmin:
                 self._check_current_password(user, changes.current_password)
         else:
             self.access.require(self.actor, Permission.USER_WRITE)
-            self._require_power_over(user, "change")
+            self.require_power_over(user, "change")
         before = user_state(user)
         if user.source != "local" and (changes.password or changes.email is not None):
             raise ManagedElsewhereError(
@@ -160,10 +163,14 @@ class PrincipalAdmin:
             if user.kind == "service":
                 raise InvalidInputError("service accounts have no password", field="password")
             self.users.set_password(user, changes.password)
-            if not self_service:  # a reset: whoever was signed in as them is signed out
-                SessionService(self.session, hours=1).end_all(user.id)
+            # whoever else was signed in as them is signed out (on a reset: everyone)
+            keep = changes.keep_session if self_service else None
+            SessionService(self.session, hours=1).end_all(user.id, keep=keep)
+        revoked = self._revoke_all_tokens(user) if changes.password and changes.revoke_tokens else 0
         after = user_state(user)
-        details = {"password_changed": True} if changes.password else None
+        details = (
+            {"password_changed": True, "tokens_revoked": revoked} if changes.password else None
+        )
         self.audit.record(
             "user.update",
             self.actor,
@@ -175,12 +182,28 @@ class PrincipalAdmin:
         self.session.flush()
         return user
 
+    def _revoke_all_tokens(self, user: User) -> int:
+        """Revoke every live token of ``user`` (with a password change); returns how many."""
+        live = self.session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        ).all()
+        now = utcnow()
+        for token in live:
+            token.revoked_at = now
+            self.audit.record(
+                "token.revoke",
+                self.actor,
+                Target("token", token.name, token.id),
+                details={"owner": user.username, "prefix": token.display_prefix},
+            )
+        return len(live)
+
     def delete_user(self, username: str) -> None:
         self.access.require(self.actor, Permission.USER_MANAGE)
         user = self.users.get_by_name(username)
         if user.id == self.actor.user_id:
             raise InvalidInputError("you cannot delete your own account", field="username")
-        self._require_power_over(user, "delete")
+        self.require_power_over(user, "delete")
         if self._is_last_admin(user):
             raise InvalidInputError("the last administrator cannot be deleted", field="username")
         before = user_state(user)
@@ -228,15 +251,14 @@ class PrincipalAdmin:
             self.access.require(self.actor, Permission.USER_MANAGE)
             if user.kind != "service" and not self.actor.is_admin:
                 raise AccessDeniedError("tokens for other people can only be made by an admin")
-            self._require_power_over(user, "create tokens for")
+            self.require_power_over(user, "create tokens for")
         if not user.is_active:
             raise InvalidInputError(f"user {username!r} is disabled", field="username")
         return user
 
     def record_wrong_password(self) -> None:
-        """Count a wrong current password towards the actor's lockout, and audit it."""
+        """Audit a wrong current password (the edge counts it towards the lock)."""
         user = self.users.get_by_name(self.actor.username)
-        self.users.count_failure(user)
         self.audit.record(
             "auth.failed",
             self.actor,
@@ -248,7 +270,6 @@ class PrincipalAdmin:
     def _check_current_password(self, user: User, current: str | None) -> None:
         if user.source != "local":
             raise ManagedElsewhereError(f"your password is managed by {user.source}")
-        self.users.check_not_locked(user)
         if not current or not verify_password(user.password_hash, current):
             raise InvalidInputError(
                 "the current password is wrong",
@@ -268,18 +289,24 @@ class PrincipalAdmin:
                 code="role:escalation",
             )
 
-    def _require_power_over(self, user: User, action: str) -> None:
-        """Acting as someone (password, tokens) or removing them needs all the power they have."""
+    def require_power_over(self, user: User, action: str) -> None:
+        """Acting on someone's account (password, disable, tokens, sessions, groups, roles) or
+        removing it needs all the power they have: an admin's account, only an admin."""
         if self.actor.is_admin:
             return
-        target = self.users.principal_for(user, via="check")
-        if "admin" in target.roles:
-            raise AccessDeniedError(
-                f"only an admin can {action} {user.username!r}", code="user:escalation"
-            )
+        target = self._require_not_admin(user, action)
         self._require_holds(target.permissions, f"{action} {user.username!r}")
         owned = self._owned_channels(user.id)
         self._require_channel_levels({**dict(target.grants), **dict.fromkeys(owned, Level.MANAGE)})
+
+    def _require_not_admin(self, user: User, action: str) -> Principal:
+        """An admin's account (roles, groups, tokens, sessions, password) is an admin's business."""
+        target = self.users.principal_for(user, via="check")
+        if "admin" in target.roles and not self.actor.is_admin:
+            raise AccessDeniedError(
+                f"only an admin can {action} {user.username!r}", code="user:escalation"
+            )
+        return target
 
     def _owned_channels(self, user_id: int | None) -> set[int]:
         """Ids of the channels a user owns (channels sit above auth: plain SQL on their table)."""
@@ -413,6 +440,7 @@ class PrincipalAdmin:
         group = self._local_group(group_name)
         self._require_power_over_group(group)
         user = self.users.get_by_name(username)
+        self._require_not_admin(user, "change the groups of")
         exists = self.session.scalar(
             select(GroupMember.id).where(
                 GroupMember.group_id == group.id, GroupMember.user_id == user.id
@@ -433,6 +461,7 @@ class PrincipalAdmin:
         group = self._local_group(group_name)
         self._require_power_over_group(group)
         user = self.users.get_by_name(username)
+        self._require_not_admin(user, "change the groups of")
         result = self.session.execute(
             delete(GroupMember).where(
                 GroupMember.group_id == group.id, GroupMember.user_id == user.id
@@ -583,7 +612,9 @@ class PrincipalAdmin:
         if (user is None) == (group is None):
             raise InvalidInputError("name exactly one of user or group", field="user")
         if user is not None:
-            return self.users.get_by_name(user).id, None, {"user": user}
+            holder = self.users.get_by_name(user)
+            self._require_not_admin(holder, "change the roles of")
+            return holder.id, None, {"user": user}
         assert group is not None
         return None, self.get_group(group).id, {"group": group}
 

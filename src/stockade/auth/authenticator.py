@@ -1,5 +1,9 @@
 """Turn presented credentials into a principal, with a short in-memory cache for hot paths.
 
+The cache is per process, but its invalidation is not: ``forget_all`` bumps a counter row in the
+database (``auth/revision.py``) that every process reads at least every
+``REVISION_CHECK_SECONDS``, so a revoked token stops working on every worker within a second.
+
 Credentials come from the edge already extracted: a token (URL ``/t/TOKEN/``, ``Bearer``, or basic
 auth password), a username and password, or a web session cookie. Wrong credentials raise; no
 credentials give the anonymous principal.
@@ -23,6 +27,7 @@ from stockade.auth.identity import ExternalIdentity, IdentityService
 from stockade.auth.models import User
 from stockade.auth.principal import ANONYMOUS, Principal
 from stockade.auth.ratelimit import AttemptLimiter
+from stockade.auth.revision import bump_revision, current_revision
 from stockade.auth.secrets import hash_secret, looks_like_token
 from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
@@ -32,6 +37,9 @@ from stockade.core.errors import AuthenticationError
 from stockade.db.engine import transaction
 
 CACHE_SECONDS = 15.0
+REVISION_CHECK_SECONDS = 1.0  # how stale another process's revocation may be seen here
+MAX_NAME = 256
+MAX_PASSWORD = 1024
 
 
 @dataclass(frozen=True)
@@ -41,10 +49,13 @@ class Credentials:
     password: str | None = None
     session_cookie: str | None = None
     ip: str | None = None
+    malformed: bool = (
+        False  # an Authorization header that could not be read: refused, not anonymous
+    )
 
     @property
     def empty(self) -> bool:
-        return not (self.token or self.username or self.session_cookie)
+        return not (self.token or self.username or self.session_cookie or self.malformed)
 
 
 class PasswordDirectory(Protocol):
@@ -101,14 +112,24 @@ class Authenticator:
         self.session_hours = session_hours
         self.directory = directory
         self.bearer = bearer
-        self.limiter = AttemptLimiter(login_attempts_per_minute)
+        self.limiter = AttemptLimiter(factory, per_minute=login_attempts_per_minute)
         self._cache: dict[str, tuple[float, Principal | AuthenticationError]] = {}
         self._lock = threading.Lock()
+        self._revision: int | None = None
+        self._revision_read_at = float("-inf")
 
     def forget_all(self) -> None:
-        """Drop cached principals (after a revocation, a password change, a role change)."""
+        """Drop cached principals here and in every other process (after a revocation, a
+        password change, a user disabled or deleted, a role or group change).
+
+        Call it after the change committed: other processes may cache again as soon as they see
+        the new revision."""
+        with transaction(self.factory) as session:
+            revision = bump_revision(session)
         with self._lock:
             self._cache.clear()
+            self._revision = revision
+            self._revision_read_at = time.monotonic()
 
     def cached_token(self, token: str) -> Principal | None:
         """``cached`` for a bare token (the conda fast path's common case)."""
@@ -127,6 +148,7 @@ class Authenticator:
             return ANONYMOUS
         key = self._cache_key(creds)
         now = time.monotonic()
+        self._follow_revision(now)
         hit = self._lookup(key, now)
         if hit is not None:
             return hit
@@ -138,8 +160,25 @@ class Authenticator:
         self._remember(key, now, principal)
         return principal
 
+    def _follow_revision(self, now: float) -> None:
+        """Read the shared revision when ours is older than a second; drop the cache if it moved."""
+        if now - self._revision_read_at < REVISION_CHECK_SECONDS:
+            return
+        with self.factory() as session:
+            revision = current_revision(session)
+        with self._lock:
+            if revision != self._revision:
+                self._cache.clear()
+            self._revision = revision
+            self._revision_read_at = now
+
     def _lookup(self, key: str, now: float) -> Principal | None:
-        """A live cache entry: the principal, or the remembered failure raised again."""
+        """A live cache entry: the principal, or the remembered failure raised again.
+
+        Nothing counts as cached once the shared revision has not been read for a second: the
+        caller then goes the slow way (``authenticate``), which reads it."""
+        if now - self._revision_read_at >= REVISION_CHECK_SECONDS:
+            return None
         hit = self._cache.get(key)
         if hit is None or hit[0] <= now:
             return None
@@ -155,6 +194,8 @@ class Authenticator:
 
     @staticmethod
     def _cache_key(creds: Credentials) -> str:
+        if creds.malformed:
+            return "m:"
         if creds.token:
             return _token_key(creds.token)
         if creds.session_cookie:
@@ -162,11 +203,15 @@ class Authenticator:
         return "p:" + hash_secret(f"{creds.username}\0{creds.password}")
 
     def _resolve(self, creds: Credentials) -> Principal:
+        if creds.malformed:
+            exc = InvalidCredentialsError("the Authorization header could not be read")
+            self._record_failure("basic", None, exc)
+            raise exc
         token = creds.token
         if token is None and creds.password and looks_like_token(creds.password):
             token = creds.password  # conda's basic auth with the token as password
         if token is None and creds.username and looks_like_token(creds.username):
-            token = creds.username  # https://stk_…@host/…: the token as the user name
+            token = creds.username  # https://stk-…@host/…: the token as the user name
         if token is not None and self.bearer is not None and looks_like_jwt(token):
             return self._bearer_principal(token)
         if token is not None:
@@ -208,60 +253,63 @@ class Authenticator:
     ) -> Principal:
         """Check a password (local, or the directory's); every outcome is audited.
 
-        Failed attempts are committed (they feed the per-account lockout) before raising, and
-        count towards the per-address limit.
+        Failures are counted in the database (per address, and per name and address) before
+        raising; the answer is the same whether or not the account exists.
         """
-        self.limiter.check(ip)
+        self.limiter.check(username, ip)
         failure: AuthenticationError | None = None
+        principal: Principal | None = None
         with transaction(self.factory) as session:
-            users = UserService(session)
-            existing = session.scalar(select(User).where(User.username == username))
-            use_directory = self.directory is not None and (
-                existing is None or existing.source == "ldap"
-            )
+            use_directory = False
             try:
-                if use_directory:
-                    user = self._directory_login(session, username, password, existing)
-                    via = "ldap"
-                else:
-                    user = users.authenticate_password(username, password)
-                    via = "password"
-                AuditLog(session).record(
-                    "auth.login",
-                    _Who(user.id, user.username, user.kind, via),
-                    Target("user", user.username, user.id),
-                    details={"method": via if method == "password" else method},
+                if not _usable(username, MAX_NAME) or not _usable(password, MAX_PASSWORD):
+                    raise InvalidCredentialsError("wrong username or password")
+                existing = session.scalar(select(User).where(User.username == username))
+                use_directory = self.directory is not None and (
+                    existing is None or existing.source == "ldap"
                 )
-                return users.principal_for(user, via=via)
+                principal = self._check_password(session, username, password, existing, method)
             except AuthenticationError as exc:
                 failure = exc
                 AuditLog(session).record(
                     "auth.failed",
                     _Who(None, "anonymous", "anonymous", method),
-                    Target("user", "stk_***" if looks_like_token(username) else username[:256]),
+                    Target("user", _shown_name(username)),
                     outcome="failure",
                     details={"method": "ldap" if use_directory else method, "reason": exc.code},
                 )
-        self.limiter.failed(ip)
-        raise failure
+        if failure is not None or principal is None:
+            self.limiter.failed(username, ip)
+            raise failure or InvalidCredentialsError("wrong username or password")
+        self.limiter.succeeded(username, ip)
+        return principal
+
+    def _check_password(
+        self, session: Session, username: str, password: str, existing: User | None, method: str
+    ) -> Principal:
+        users = UserService(session)
+        if self.directory is not None and (existing is None or existing.source == "ldap"):
+            user = self._directory_login(session, username, password, existing)
+            via = "ldap"
+        else:
+            user = users.authenticate_password(username, password)
+            via = "password"
+        AuditLog(session).record(
+            "auth.login",
+            _Who(user.id, user.username, user.kind, via),
+            Target("user", user.username, user.id),
+            details={"method": via if method == "password" else method},
+        )
+        return users.principal_for(user, via=via)
 
     def _directory_login(
         self, session: Session, username: str, password: str, existing: User | None
     ) -> User:
-        """Sign in through the directory; the lock and failure count follow the account the
-        directory resolves to, whatever spelling of the name was typed."""
+        """Sign in through the directory (the lock, per name and address, was checked before)."""
         assert self.directory is not None
-        users = UserService(session)
         identities = IdentityService(session)
         known = existing or identities.find_by_name("ldap", username)
-        if known is not None:
-            users.check_not_locked(known)
-        try:
-            identity = self.directory.authenticate(username, password)
-        except InvalidCredentialsError:
-            if known is not None:
-                users.count_failure(known)
-            raise
+        identity = self.directory.authenticate(username, password)
         if identity is None:
             # Removed from the directory: disable at once, but only after checking the account's
             # own entry (a name typed differently must not disable anyone).
@@ -275,13 +323,9 @@ class Authenticator:
                 assert known is not None
                 identities.disable_missing_user(known, "not found in ldap")
             raise InvalidCredentialsError("wrong username or password")
-        linked = identities.find(identity)
-        if linked is not None and linked is not known:
-            users.check_not_locked(linked)
         user = identities.upsert(identity, group_roles=self.directory.group_roles)
         if not user.is_active:
             raise InvalidCredentialsError("wrong username or password")  # do not reveal why
-        user.failed_logins = 0
         user.last_login_at = utcnow()
         return user
 
@@ -294,6 +338,18 @@ class Authenticator:
                 outcome="failure",
                 details={"method": method, "reason": exc.code},
             )
+
+
+def _usable(value: str, limit: int) -> bool:
+    """Whether a typed name or password can be looked up at all (no NUL, a sane length)."""
+    return len(value) <= limit and "\x00" not in value
+
+
+def _shown_name(username: str) -> str:
+    """The typed name as the audit log may keep it: never a token, no control characters."""
+    if looks_like_token(username):
+        return "stk-***"
+    return "".join(c if c.isprintable() else "?" for c in username[:MAX_NAME])
 
 
 @dataclass(frozen=True)

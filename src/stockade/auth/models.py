@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from stockade.core.clock import utcnow
@@ -166,3 +166,29 @@ class ChannelGrant(Base):
     level: Mapped[str] = mapped_column(String(16))  # read | write | manage
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class SignInFailures(Base):
+    """Failed sign-ins, counted in the database so that every process and replica shares them.
+
+    ``key`` is ``ip:ADDRESS`` (the per-address limit per minute) or ``acct:SHA256`` (one account
+    name from one address: the 15-minute lock). Names are kept only as hashes: people type
+    passwords into the name field.
+    """
+
+    __tablename__ = "signin_throttle"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuthRevision(Base):
+    """A counter (one row) bumped whenever credentials cached by any process may be stale:
+    a token revoked, a user disabled or deleted, a password, role or group changed."""
+
+    __tablename__ = "auth_revision"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import string
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-TOKEN_PREFIX = "stk_"  # noqa: S105 (a public prefix, not a secret)
+TOKEN_PREFIX = "stk-"  # noqa: S105 (a public prefix, not a secret)
+LEGACY_TOKEN_PREFIX = "stk_"  # noqa: S105 (tokens issued before 0.x; still accepted)
+TOKEN_PREFIXES = (TOKEN_PREFIX, LEGACY_TOKEN_PREFIX)
+# [A-Za-z0-9] only: conda finds a URL token with ``/t/([a-zA-Z0-9-]*)`` (SPEC §4).
+TOKEN_ALPHABET = string.ascii_letters + string.digits
+TOKEN_LENGTH = 43  # 43 characters of 62: 256 bits
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # A fixed hash to verify against when the user does not exist, so timing does not reveal it.
 _DUMMY_HASH = _hasher.hash("stockade-dummy-password")
@@ -27,12 +33,15 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 
 def new_token() -> str:
-    """``stk_`` + 43 url-safe characters (256 bits): recognisable by secret scanners."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+    """``stk-`` + 43 letters and digits (256 bits): recognisable by secret scanners, and
+    whole in every URL form a conda client parses (no ``_``, which conda's token pattern stops at).
+    """
+    return TOKEN_PREFIX + "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
 
 
 def looks_like_token(value: str) -> bool:
-    return value.startswith(TOKEN_PREFIX) and 20 <= len(value) <= 128
+    """A Stockade token: ``stk-…`` (issued now) or ``stk_…`` (issued before; still accepted)."""
+    return value.startswith(TOKEN_PREFIXES) and 20 <= len(value) <= 128
 
 
 def hash_secret(secret: str) -> str:

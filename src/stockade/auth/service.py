@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
 from types import MappingProxyType
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from stockade.auth.errors import (
-    AccountLockedError,
     InvalidCredentialsError,
     UserExistsError,
     UserNotFoundError,
@@ -33,8 +31,6 @@ from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
-MAX_FAILED_LOGINS = 10
-LOCKOUT = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -120,27 +116,13 @@ class UserService:
     def list_users(self) -> list[User]:
         return list(self.session.scalars(select(User).order_by(User.username)).all())
 
-    def check_not_locked(self, user: User) -> None:
-        if user.locked_until is not None and user.locked_until > utcnow():
-            raise AccountLockedError("too many failed sign-ins; try again later")
-
-    def count_failure(self, user: User) -> None:
-        user.failed_logins += 1
-        if user.failed_logins >= MAX_FAILED_LOGINS:
-            user.locked_until = utcnow() + LOCKOUT
-            user.failed_logins = 0
-
     def authenticate_password(self, username: str, password: str) -> User:
-        """Check a password; count failures and lock the account for a while after too many."""
+        """Check a password (failures are counted by ``auth/ratelimit.py``, per name and address,
+        the same for names that exist and names that do not)."""
         user = self.session.scalar(select(User).where(User.username == username))
-        if user is not None:
-            self.check_not_locked(user)
         ok = verify_password(user.password_hash if user else None, password)
         if user is None or not ok or not user.is_active:
-            if user is not None:
-                self.count_failure(user)
             raise InvalidCredentialsError("wrong username or password")
-        user.failed_logins = 0
         user.last_login_at = utcnow()
         return user
 

@@ -52,6 +52,10 @@ class SessionService:
             delete(WebSession).where(WebSession.session_hash == hash_secret(cookie))
         )
 
-    def end_all(self, user_id: int) -> None:
-        """Sign a user out everywhere (disabled, password reset)."""
-        self.session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+    def end_all(self, user_id: int, *, keep: str | None = None) -> None:
+        """Sign a user out everywhere (disabled, password changed or reset), except the session
+        whose cookie is ``keep`` (the one changing its own password)."""
+        stmt = delete(WebSession).where(WebSession.user_id == user_id)
+        if keep:
+            stmt = stmt.where(WebSession.session_hash != hash_secret(keep))
+        self.session.execute(stmt)

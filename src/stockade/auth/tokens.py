@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
+from stockade.auth.admin import PrincipalAdmin
 from stockade.auth.errors import AccessDeniedError, InvalidCredentialsError, TokenNotFoundError
 from stockade.auth.models import ApiToken, User
 from stockade.auth.permissions import Level, Permission, parse_scope
@@ -93,7 +94,8 @@ class TokenService:
         )
 
     def revoke(self, principal: Principal, token_id: int) -> ApiToken:
-        """Revoke one of the principal's tokens (admins: anyone's)."""
+        """Revoke one of the principal's tokens (``users:manage``: those of anyone it has all the
+        power of; admins: anyone's)."""
         restricted = principal.scopes is not None or principal.resources is not None
         if restricted and token_id != principal.token_id:
             raise AccessDeniedError(
@@ -104,6 +106,11 @@ class TokenService:
         may_manage = principal.is_admin or principal.has(Permission.USER_MANAGE)
         if token is None or (token.user_id != principal.user_id and not may_manage):
             raise TokenNotFoundError(f"token {token_id} not found")
+        if token.user_id != principal.user_id:
+            # users:manage is not enough for the tokens of someone more powerful (an admin)
+            PrincipalAdmin(self.session, principal).require_power_over(
+                token.user, "revoke the tokens of"
+            )
         if token.revoked_at is None:
             token.revoked_at = utcnow()
             AuditLog(self.session).record(

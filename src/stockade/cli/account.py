@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +17,8 @@ from stockade.cli.client import ApiClient, CliError, client, describe_problem, f
 from stockade.cli.profile import Profile, forget_profile, load_profile, save_profile
 
 out = Console()
+# conda reads a URL token with ``/t/([a-zA-Z0-9-]*)`` (conda/common/url.py, split_anaconda_token)
+CONDA_URL_TOKEN = re.compile(r"[A-Za-z0-9-]+")
 err_console = Console(stderr=True)
 token_app = typer.Typer(help="Personal API tokens.", no_args_is_help=True)
 
@@ -149,7 +152,11 @@ def token_revoke(token_id: int) -> None:
 
 def conda_config(
     file: Path = typer.Option(Path.home() / ".condarc", "--file", "-f", help="Where to write"),
-    with_token: bool = typer.Option(False, "--with-token", help="Put the profile's token in URLs"),
+    with_token: bool = typer.Option(
+        False,
+        "--with-token",
+        help="Put the profile's token in URLs (channel_alias HOST/t/TOKEN/conda; needs a stk- token)",
+    ),
     channel: list[str] = typer.Option([], "--channel", "-c", help="Channels to list, in order"),
     stdout: bool = typer.Option(False, "--stdout", help="Print instead of writing"),
 ) -> None:
@@ -161,6 +168,12 @@ def conda_config(
     if with_token:
         if not profile.token:
             fail("the profile has no token")
+        if not CONDA_URL_TOKEN.fullmatch(profile.token):
+            fail(
+                "this token has characters conda cannot read in a URL (an older stk_ token): "
+                "create a new one (`stockade token create NAME`), `stockade login` with it, "
+                "then run this again"
+            )
         alias = f"{profile.url}/t/{profile.token}/conda"
     lines = [f"channel_alias: {alias}"]
     if channel:

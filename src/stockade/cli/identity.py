@@ -101,19 +101,34 @@ def user_update(
     email: str | None = typer.Option(None),
     display_name: str | None = typer.Option(None),
     reset_password: bool = typer.Option(False, "--reset-password", help="Prompt for a new one"),
+    revoke_tokens: bool = typer.Option(
+        False, "--revoke-tokens", help="With --reset-password: also revoke all the user's tokens"
+    ),
 ) -> None:
-    """Change a user's email, display name or password."""
+    """Change a user's email, display name or password.
+
+    A new password ends the user's other web sessions (a reset by an admin: all of them). For your
+    own password you are asked for the current one.
+    """
     body: dict[str, Any] = {}
     if email is not None:
         body["email"] = email
     if display_name is not None:
         body["display_name"] = display_name
+    if revoke_tokens and not reset_password:
+        fail("--revoke-tokens goes with --reset-password")
+    api = client()
     if reset_password:
+        if api.get("/whoami").get("username") == username:
+            body["current_password"] = getpass.getpass("current password: ")
         body["password"] = getpass.getpass("new password: ")
+        body["revoke_tokens"] = revoke_tokens
     if not body:
         fail("nothing to change: give --email, --display-name or --reset-password")
-    client().patch(f"/users/{username}", json=body)
+    api.patch(f"/users/{username}", json=body)
     out.print(f"user {username} updated")
+    if revoke_tokens:
+        out.print("its tokens were revoked (yours too, if this was your account: log in again)")
 
 
 @user_app.command("disable")

@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 import structlog
 
-TOKEN_RE = re.compile(r"stk_[A-Za-z0-9_\-]{8,}")
+TOKEN_RE = re.compile(r"(stk[-_])[A-Za-z0-9_\-]{8,}")  # stk-… (now) and stk_… (before)
 URL_TOKEN_RE = re.compile(r"/t/[^/\s]+/")
 SECRET_KEYS = {"password", "token", "secret", "authorization", "cookie"}
 
 
 def scrub(text: str) -> str:
-    return URL_TOKEN_RE.sub("/t/***/", TOKEN_RE.sub("stk_***", text))
+    return URL_TOKEN_RE.sub("/t/***/", TOKEN_RE.sub(r"\1***", text))
 
 
 def _scrub_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -41,9 +41,9 @@ def credentials_from_scope(scope: Scope) -> Credentials:
             return Credentials(token=rest, ip=ip)
         if scheme == "basic" and rest:
             try:
-                decoded = base64.b64decode(rest, validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                return Credentials(username="", password="", ip=ip)  # fails as wrong credentials
+                decoded = base64.b64decode(rest.encode("latin-1"), validate=True).decode()
+            except (binascii.Error, ValueError):  # not base64, not UTF-8, non-ASCII bytes
+                return Credentials(malformed=True, ip=ip)  # refused (401), never anonymous
             username, _, password = decoded.partition(":")
             return Credentials(username=username, password=password, ip=ip)
     if cookie:

@@ -47,7 +47,7 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 def get_signed_in(principal: CurrentPrincipal) -> Principal:
     if principal.is_anonymous:
-        raise AuthenticationError("sign in, or pass a token (Authorization: Bearer stk_…)")
+        raise AuthenticationError("sign in, or pass a token (Authorization: Bearer stk-…)")
     return principal
 
 

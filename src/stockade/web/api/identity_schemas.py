@@ -79,6 +79,11 @@ class UserUpdate(Strict):
     current_password: str | None = Field(
         default=None, max_length=1024, description="required to change your own password"
     )
+    revoke_tokens: bool = Field(
+        default=False,
+        description="with a new password: also revoke every API token of the account "
+        "(its other sessions end in any case)",
+    )
 
 
 class UserPublic(BaseModel):

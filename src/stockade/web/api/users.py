@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import func, select
 
 from stockade.auth.admin import PrincipalAdmin, UserChanges, role_permissions
@@ -28,6 +28,7 @@ from stockade.web.api.identity_schemas import (
     UserPublic,
     UserUpdate,
 )
+from stockade.web.credentials import credentials_from
 from stockade.web.deps import ContainerDep, SignedIn
 
 router = APIRouter(tags=["users"])
@@ -102,15 +103,23 @@ def show_user(username: str, principal: SignedIn, container: ContainerDep) -> Us
 
 @router.patch("/users/{username}", response_model=UserDetail)
 def update_user(
-    username: str, body: UserUpdate, principal: SignedIn, container: ContainerDep
+    username: str, body: UserUpdate, request: Request, principal: SignedIn, container: ContainerDep
 ) -> UserDetail:
+    """Change a user. A new password ends the account's other sessions (a reset: all of them);
+    ``revoke_tokens`` revokes its API tokens too."""
+    creds = credentials_from(request)
     changes = UserChanges(
         email=body.email,
         display_name=body.display_name,
         is_active=body.is_active,
         password=body.password,
         current_password=body.current_password,
+        revoke_tokens=body.revoke_tokens,
+        keep_session=creds.session_cookie if principal.via == "session" else None,
     )
+    own_password = body.password is not None and username == principal.username
+    if own_password:
+        container.authenticator.limiter.check(principal.username, creds.ip)
     try:
         with transaction(container.factory) as session:
             admin = PrincipalAdmin(session, principal)
@@ -119,6 +128,7 @@ def update_user(
         if exc.code == "user:wrong-password":  # the change rolled back; the failure still counts
             with transaction(container.factory) as session:
                 PrincipalAdmin(session, principal).record_wrong_password()
+            container.authenticator.limiter.failed(principal.username, creds.ip)
         raise
     container.authenticator.forget_all()
     return detail

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 from starlette.responses import Response
@@ -16,6 +18,7 @@ from stockade.auth.tokens import TokenService
 from stockade.container import Container
 from stockade.core.errors import AuthenticationError, InvalidInputError
 from stockade.db.engine import transaction
+from stockade.web.credentials import credentials_from
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.forms import (
     MAX_FIELD,
@@ -95,20 +98,28 @@ def _redraw(request: Request, container: Container, principal: Principal) -> Red
     return redraw
 
 
-def _set_password(container: Container, principal: Principal, current: str, new: str) -> bool:
-    """Change the principal's own password; False (counted and audited) if ``current`` is wrong."""
+def _set_password(
+    container: Container, principal: Principal, request: Request, new: Changed
+) -> bool:
+    """Change the principal's own password, ending its other sessions (and, if asked, revoking
+    its tokens); False (counted and audited) if the current password is wrong."""
+    creds = credentials_from(request)
+    limiter = container.authenticator.limiter
+    limiter.check(principal.username, creds.ip)
     with transaction(container.factory) as session:
         users = UserService(session)
         user = users.get_by_name(principal.username)
-        users.check_not_locked(user)
         if user.source != "local" or user.kind != "user":
             raise InvalidInputError(f"your password is managed by {user.source}")
-        if verify_password(user.password_hash, current):
-            PrincipalAdmin(session, principal).update_user(
-                user.username, UserChanges(password=new, current_password=current)
+        if verify_password(user.password_hash, new.current):
+            changes = UserChanges(
+                password=new.password,
+                current_password=new.current,
+                revoke_tokens=new.revoke_tokens,
+                keep_session=creds.session_cookie,
             )
+            PrincipalAdmin(session, principal).update_user(user.username, changes)
             return True
-        users.count_failure(user)  # committed: wrong guesses count towards the lockout
         AuditLog(session).record(
             "auth.failed",
             principal,
@@ -116,7 +127,15 @@ def _set_password(container: Container, principal: Principal, current: str, new:
             outcome="failure",
             details={"method": "password-change", "reason": WrongPasswordError.code},
         )
-        return False
+    limiter.failed(principal.username, creds.ip)  # wrong guesses count towards the lock
+    return False
+
+
+@dataclass(frozen=True)
+class Changed:
+    current: str
+    password: str
+    revoke_tokens: bool
 
 
 @router.post(f"{PAGE}/password")
@@ -127,6 +146,7 @@ def change_password(
     current_password: FormText = "",
     new_password: FormText = "",
     confirm_password: FormText = "",
+    revoke_tokens: FormText = "",
     csrf_token: FormText = "",
 ) -> Response:
     def change() -> Response:
@@ -134,10 +154,11 @@ def change_password(
             raise InvalidInputError("the new password and its confirmation differ")
         if not current_password or len(new_password) > MAX_FIELD:
             raise InvalidInputError("enter your current password and a new one")
-        if not _set_password(container, principal, current_password, new_password):
+        new = Changed(current_password, new_password, revoke_tokens == "yes")
+        if not _set_password(container, principal, request, new):
             raise WrongPasswordError("the current password is wrong")
         container.authenticator.forget_all()
-        return done(PAGE, "password-changed")
+        return done(PAGE, "password-changed-tokens" if new.revoke_tokens else "password-changed")
 
     return submit(
         request,

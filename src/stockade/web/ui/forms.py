@@ -27,7 +27,9 @@ FormList = Annotated[list[str], Form()]
 MAX_FIELD = 1024
 
 NOTICES = {
-    "password-changed": "Your password was changed.",
+    "password-changed": "Your password was changed and your other sessions ended.",
+    "password-changed-tokens": "Your password was changed, your other sessions ended and "
+    "your API tokens were revoked.",
     "token-revoked": "The token was revoked; it no longer works.",
     "user-created": "The user was created.",
     "user-updated": "The user was updated.",

@@ -9,6 +9,7 @@ from starlette.responses import RedirectResponse, Response
 
 from stockade.audit.service import AuditLog, Target
 from stockade.auth.principal import Principal
+from stockade.auth.secrets import TOKEN_PREFIXES
 from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
 from stockade.container import Container
@@ -39,7 +40,7 @@ def safe_next(value: str | None) -> str:
         return "/"
     if any(ord(c) < 0x20 for c in value) or value.startswith(("/login", "/logout")):
         return "/"
-    if value.startswith(("/t/", "/conda/t/")) or "stk_" in value:
+    if value.startswith(("/t/", "/conda/t/")) or any(p in value for p in TOKEN_PREFIXES):
         return "/"  # never carry a token through a sign-in form or a redirect
     return value
 

@@ -1,0 +1,172 @@
+"""Sign-in throttling and credential caches are shared by every process (ARCHITECTURE: "No
+per-process state that matters"): two containers on one database stand for two workers."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from stockade.auth import authenticator as authenticator_module
+from stockade.auth.authenticator import Credentials
+from stockade.auth.models import SignInFailures, User
+from stockade.auth.principal import Principal
+from stockade.auth.ratelimit import LOCKED_MESSAGE, account_key, address_key
+from stockade.auth.service import UserService
+from stockade.auth.tokens import TokenService
+from stockade.container import Container
+from stockade.core.errors import AuthenticationError, TooManyRequestsError
+from stockade.db.engine import transaction
+from stockade.settings import load_settings
+
+PASSWORD = "correct-horse-battery"
+HOME = "192.0.2.10"
+ATTACKER = "198.51.100.7"
+
+
+@pytest.fixture
+def other(container: Container) -> Iterator[Container]:
+    """A second process on the same database (its own in-memory caches)."""
+    settings = load_settings(
+        data_dir=container.settings.data_dir, database_url=container.settings.database_url
+    )
+    built = Container.build(settings)
+    yield built
+    built.close()
+
+
+def make_user(container: Container, name: str, *, admin: bool = False) -> None:
+    with transaction(container.factory) as session:
+        UserService(session).create_user(name, PASSWORD, admin=admin)
+
+
+def fail_times(container: Container, name: str, ip: str, times: int) -> list[str]:
+    codes = []
+    for i in range(times):
+        with pytest.raises(AuthenticationError) as info:
+            container.authenticator.password_principal(name, f"wrong-{i}", ip=ip)
+        codes.append(info.value.code)
+    return codes
+
+
+def test_ten_failures_lock_a_name_from_that_address_only(container: Container) -> None:
+    make_user(container, "root-ish", admin=True)
+    fail_times(container, "root-ish", ATTACKER, 10)
+    with pytest.raises(AuthenticationError) as locked:
+        container.authenticator.password_principal("root-ish", PASSWORD, ip=ATTACKER)
+    assert locked.value.code == "auth:locked"
+    # the attacker cannot lock the admin out: from the admin's own address, the password works
+    principal = container.authenticator.password_principal("root-ish", PASSWORD, ip=HOME)
+    assert principal.is_admin
+
+
+def test_a_lock_says_nothing_about_whether_the_account_exists(container: Container) -> None:
+    make_user(container, "real-person")
+    answers = []
+    for name, ip in (("real-person", ATTACKER), ("nobody-by-this-name", "198.51.100.8")):
+        fail_times(container, name, ip, 10)
+        with pytest.raises(AuthenticationError) as locked:
+            container.authenticator.password_principal(name, PASSWORD, ip=ip)
+        answers.append((locked.value.code, str(locked.value)))
+    assert answers[0] == answers[1] == ("auth:locked", LOCKED_MESSAGE)
+
+
+def test_the_lock_is_one_name_whatever_its_spelling(container: Container) -> None:
+    assert account_key("Alice ", ATTACKER) == account_key("alice", ATTACKER)
+    assert account_key("alice", ATTACKER) != account_key("alice", HOME)
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff:1")  # one /64
+    assert address_key("::ffff:10.0.0.1") == address_key("10.0.0.1")
+
+
+def test_locks_and_limits_are_shared_by_processes(container: Container, other: Container) -> None:
+    make_user(container, "shared-lock")
+    fail_times(container, "shared-lock", ATTACKER, 10)  # all on the first process
+    with pytest.raises(AuthenticationError) as locked:
+        other.authenticator.password_principal("shared-lock", PASSWORD, ip=ATTACKER)
+    assert locked.value.code == "auth:locked"
+    # the per-address limit too: the first process's failures count on the second
+    per_minute = container.settings.auth.login_attempts_per_minute
+    make_user(container, "someone-else")
+    for i in range(per_minute):
+        with contextlib.suppress(AuthenticationError):
+            container.authenticator.password_principal(f"guess-{i}", "x" * 8, ip="203.0.113.5")
+    with pytest.raises(TooManyRequestsError):
+        other.authenticator.password_principal("someone-else", PASSWORD, ip="203.0.113.5")
+    with container.factory() as session:  # names are never stored, only hashes
+        keys = list(session.scalars(select(SignInFailures.key)))
+    assert keys and not any("guess" in k or "shared-lock" in k for k in keys)
+
+
+def test_odd_names_and_passwords_fail_as_wrong_credentials(container: Container) -> None:
+    make_user(container, "plain")
+    for name, password in (("pl\x00ain", PASSWORD), ("plain", "pass\x00word"), ("p" * 5000, "x")):
+        with pytest.raises(AuthenticationError) as info:
+            container.authenticator.password_principal(name, password, ip=HOME)
+        assert info.value.code == "auth:invalid-credentials"
+    malformed = Credentials(malformed=True, ip=HOME)
+    assert not malformed.empty
+    with pytest.raises(AuthenticationError):
+        container.authenticator.authenticate(malformed)
+
+
+def issue(container: Container, name: str) -> tuple[str, int]:
+    make_user(container, name)
+    with transaction(container.factory) as session:
+        user = session.scalars(select(User).where(User.username == name)).one()
+        issued = TokenService(session, max_days=30).create(user.id, "t", 5)
+        return issued.secret, issued.record.id
+
+
+def admin_principal(container: Container) -> Principal:
+    with transaction(container.factory) as session:
+        users = UserService(session)
+        return users.principal_for(users.get_by_name("admin"), via="password")
+
+
+def test_a_revocation_on_one_process_is_seen_by_the_others(
+    container: Container, other: Container
+) -> None:
+    secret, token_id = issue(container, "revoked-elsewhere")
+    creds = Credentials(token=secret, ip=HOME)
+    assert other.authenticator.authenticate(creds).username == "revoked-elsewhere"
+    assert other.authenticator.cached(creds) is not None  # cached for the next 15 s
+    with transaction(container.factory) as session:
+        TokenService(session, max_days=30).revoke(admin_principal(container), token_id)
+    container.authenticator.forget_all()
+    time.sleep(authenticator_module.REVISION_CHECK_SECONDS + 0.1)
+    assert other.authenticator.cached(creds) is None  # the fast path goes to check again
+    with pytest.raises(AuthenticationError):
+        other.authenticator.authenticate(creds)
+
+
+@pytest.mark.parametrize("change", ["disable", "delete", "password", "role"])
+def test_account_changes_reach_other_processes(
+    container: Container, other: Container, change: str
+) -> None:
+    secret, _ = issue(container, f"changed-{change}")
+    creds = Credentials(token=secret, ip=HOME)
+    before = other.authenticator.authenticate(creds)
+    assert not before.is_admin
+    from stockade.auth.admin import PrincipalAdmin, UserChanges
+
+    with transaction(container.factory) as session:
+        admin = PrincipalAdmin(session, admin_principal(container))
+        name = f"changed-{change}"
+        if change == "disable":
+            admin.update_user(name, UserChanges(is_active=False))
+        elif change == "delete":
+            admin.delete_user(name)
+        elif change == "password":
+            admin.update_user(name, UserChanges(password="another-password-1", revoke_tokens=True))
+        else:
+            admin.assign("admin", user=name)
+    container.authenticator.forget_all()
+    time.sleep(authenticator_module.REVISION_CHECK_SECONDS + 0.1)
+    if change == "role":
+        assert other.authenticator.authenticate(creds).is_admin
+    else:
+        with pytest.raises(AuthenticationError):
+            other.authenticator.authenticate(creds)
