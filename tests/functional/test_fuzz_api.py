@@ -3,7 +3,10 @@
 Every operation of the document gets generated requests, valid and invalid (schemathesis'
 positive and negative data), sent to a live server of its own (the admin's calls delete and
 change things at random, so no other test may share it), once with the admin's token and once
-with no credentials at all. The document is the application's own, read at collection time so
+with no credentials at all; and once more with the admin's token aimed at objects that exist
+(``test_fuzz_existing_objects``: a path's channel, mirror, policy, group or role replaced by one
+the fixture made, so generated bodies reach the code past the lookup, e.g. a mirror update with
+``null`` fields). The document is the application's own, read at collection time so
 each operation is its own test; ``test_the_live_server_serves_this_document`` makes sure it is
 exactly what the server publishes at ``/api/v1/openapi.json``.
 
@@ -81,6 +84,8 @@ class FuzzServer:
     live: LiveServer
     token: str
     channel: str
+    #: Existing objects by path prefix, for the ``existing`` mode (``/mirrors/`` -> a mirror).
+    names: dict[str, str]
 
     @property
     def url(self) -> str:
@@ -107,7 +112,28 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzServer
         channel = live.new_channel(prefix="fuzz")
         package = TESTDATA / "channels" / "test-recipes" / "noarch" / "dependency-1.0-0.conda"
         assert live.upload(channel, package).status_code == 201
-        yield FuzzServer(live, live.admin_token, channel)
+        yield FuzzServer(live, live.admin_token, channel, _existing_objects(live, channel))
+
+
+def _existing_objects(live: LiveServer, channel: str) -> dict[str, str]:
+    """A mirror, a policy, a group and a role for the ``existing`` mode's requests to reach."""
+    source = (TESTDATA / "channels" / "test-recipes").as_uri()
+    creations = [
+        ("/api/v1/mirrors", {"name": "fuzz-mirror", "source": source, "channel": "fuzz-mirror"}),
+        ("/api/v1/policies", {"name": "fuzz-policy"}),
+        ("/api/v1/groups", {"name": "fuzz-group"}),
+        ("/api/v1/roles", {"name": "fuzz-role"}),
+    ]
+    for path, body in creations:
+        response = live.admin.post(path, json=body)
+        assert response.status_code == 201, f"{path}: {response.text}"
+    return {
+        "/api/v1/mirrors/": "fuzz-mirror",
+        "/api/v1/policies/": "fuzz-policy",
+        "/api/v1/groups/": "fuzz-group",
+        "/api/v1/roles/": "fuzz-role",
+        "/api/v1/channels/": channel,
+    }
 
 
 def test_the_live_server_serves_this_document(fuzz_server: FuzzServer) -> None:
@@ -210,9 +236,43 @@ def cases(operation: Any) -> st.SearchStrategy[Any]:
     )
 
 
+def aim_at_existing(case: Any, server: FuzzServer) -> None:
+    """Path parameters naming a channel, mirror, policy, group or role name an existing one, so
+    that generated bodies and queries reach the code past the lookup (random names give 404)."""
+    parameters = case.path_parameters or {}
+    if "channel" in parameters:
+        parameters["channel"] = server.channel
+    if "name" in parameters:
+        for prefix, name in server.names.items():
+            if case.path.startswith(prefix):
+                parameters["name"] = name
+
+
+#: Operations whose path names an object ``aim_at_existing`` can point at (not deletions: the
+#: objects must survive for the other operations).
+AIMED = [
+    op
+    for op in OPERATIONS
+    if op.method.upper() != "DELETE"
+    and ("{channel}" in op.path or ("{name}" in op.path and "/cve/" not in op.path))
+    and not op.path.endswith(("/freeze", "/unfreeze"))
+]
+
+
+@pytest.mark.parametrize("operation", AIMED, ids=[op.label for op in AIMED])
+def test_fuzz_existing_objects(operation: Any, fuzz_server: FuzzServer) -> None:
+    """The admin's generated requests against objects that exist (``null`` fields of a mirror
+    update, say, are only reached on a mirror that exists)."""
+    run_fuzz(operation, "admin", fuzz_server, aim=True)
+
+
 @pytest.mark.parametrize("principal", ["admin", "anonymous"])
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
 def test_fuzz(operation: Any, principal: str, fuzz_server: FuzzServer) -> None:
+    run_fuzz(operation, principal, fuzz_server, aim=False)
+
+
+def run_fuzz(operation: Any, principal: str, fuzz_server: FuzzServer, *, aim: bool) -> None:
     @settings(
         max_examples=MAX_EXAMPLES,
         deadline=None,
@@ -222,6 +282,8 @@ def test_fuzz(operation: Any, principal: str, fuzz_server: FuzzServer) -> None:
     )
     @given(case=cases(operation))
     def fuzz(case: Any) -> None:
+        if aim:
+            aim_at_existing(case, fuzz_server)
         response = case.call(base_url=fuzz_server.url, headers=fuzz_server.headers(principal))
         if response.status_code == 401 and principal == "admin":  # it revoked its own token
             fuzz_server.renew_admin_token()
