@@ -8,7 +8,9 @@ and their names (``package:<rule>``):
 - ``filename``: the upload name is not ``name-version-build.conda|.tar.bz2``;
 - ``format``: not a real ``.conda`` (an uncompressed zip of ``metadata.json``,
   ``info-<stem>.tar.zst`` and ``pkg-<stem>.tar.zst``) or ``.tar.bz2``; empty, truncated, corrupt;
-- ``missing-index``, ``index-json``, ``info-json``, ``encoding``: ``info/`` metadata;
+- ``missing-index``, ``index-json``, ``info-json``, ``encoding``: ``info/`` metadata (every
+  ``index.json`` field, :mod:`stockade.conda.records`; keys the server owns, such as ``url``,
+  ``fn``, ``channel``, ``md5``, ``sha256`` and ``size``, are dropped from it);
 - ``name``, ``version``, ``build``, ``subdir``: CEP 26; ``filename-mismatch``, ``subdir-mismatch``,
   ``future-timestamp``: the index against the upload;
 - ``path-traversal``, ``unsafe-path``, ``link-escape``, ``special-file``, ``duplicate-member``:
@@ -52,6 +54,7 @@ from stockade.conda.metadata import (
     check_identity,
     check_index_fields,
     check_paths,
+    check_run_exports,
     check_timestamp,
     decode_text,
     entry_for,
@@ -65,6 +68,7 @@ from stockade.conda.metadata import (
 )
 from stockade.conda.names import parse_filename
 from stockade.conda.package import PackageInfo, PathEntry, ValidationLimits
+from stockade.conda.records import without_server_keys
 from stockade.conda.tarstream import (
     CHUNK,
     Budget,
@@ -194,7 +198,7 @@ class _Scan:
             check_index_fields(index)
             check_identity(index, self.expected, self.expected_subdir)
             check_timestamp(index, self.now_ms, self.budget.limits.future_tolerance_s)
-            self.index = index
+            self.index = without_server_keys(index)
             return
         decode_text(data, path)
         if path in KEPT or path == SECURITY:
@@ -226,6 +230,7 @@ class _Scan:
         index = self.require_index()
         about = self._optional_object(ABOUT)
         run_exports = self._optional_object(RUN_EXPORTS)
+        check_run_exports(run_exports)
         check_links(self.records)
         paths = self._paths()
         return PackageInfo(

@@ -13,6 +13,7 @@ ISO 8601 with an explicit ``+00:00`` offset (older Pythons' ``fromisoformat`` re
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,9 +22,12 @@ from typing import Any
 
 import orjson
 
+log = logging.getLogger(__name__)
+
 CHANNELDATA_VERSION = 1
 RUN_EXPORTS_VERSION = 1
 _MS_THRESHOLD = 253402300799  # 9999-12-31 in seconds: anything larger is milliseconds
+_MAX_TIMESTAMP_MS = 253402300799999  # 9999-12-31 in milliseconds: anything larger is invalid
 
 #: About fields of a channeldata entry: the newest version's value wins when it has one.
 ABOUT_FIELDS = (
@@ -43,6 +47,7 @@ ABOUT_FIELDS = (
     "keywords",
     "recipe_origin",
 )
+_LIST_FIELDS = frozenset({"tags", "identifiers", "keywords"})
 #: Boolean flags of a channeldata entry: true if any build has it.
 FLAG_FIELDS = (
     "binary_prefix",
@@ -59,9 +64,11 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def to_seconds(timestamp: float | None) -> int:
-    """A conda timestamp (seconds or milliseconds) in whole seconds; 0 when absent."""
-    if not timestamp:
+def to_seconds(timestamp: object) -> int:
+    """A conda timestamp (seconds or milliseconds) in whole seconds; 0 when absent or invalid."""
+    if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or timestamp <= 0:
+        return 0
+    if timestamp > _MAX_TIMESTAMP_MS:
         return 0
     value = int(timestamp)
     return value // 1000 if value > _MS_THRESHOLD else value
@@ -157,10 +164,42 @@ class ChannelRecord:
     flags: frozenset[str] = frozenset()  # members of FLAG_FIELDS true for this artifact
 
 
+def channel_record(
+    subdir: str,
+    record_json: bytes,
+    about: Mapping[str, Any] | None,
+    run_exports: Mapping[str, Any] | None,
+) -> ChannelRecord | None:
+    """A stored artifact as channeldata sees it; None (with a warning) when its stored record
+    is not a JSON object, so that one bad row never stops the channel's channeldata."""
+    try:
+        record = orjson.loads(record_json)
+    except orjson.JSONDecodeError as exc:
+        record = exc
+    if not isinstance(record, dict):
+        log.warning("%s: a record that is not a JSON object left out of channeldata", subdir)
+        return None
+    return ChannelRecord(
+        subdir=subdir,
+        record=record,
+        about=about if isinstance(about, Mapping) else {},
+        run_exports=run_exports if isinstance(run_exports, Mapping) and run_exports else None,
+    )
+
+
 def _about_value(item: ChannelRecord, key: str) -> Any:
     # The record (maybe patched) wins over about.json, as in conda-index.
-    value = item.record.get(key)
-    return value if value else item.about.get(key)
+    value = _usable(key, item.record.get(key))
+    return value if value else _usable(key, item.about.get(key))
+
+
+def _usable(key: str, value: Any) -> Any:
+    """An about value of the type channeldata readers expect (strings; lists of strings for
+    ``tags``, ``identifiers``, ``keywords``), else None: a stray type is left out, not copied."""
+    if key in _LIST_FIELDS:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return value if ok else None
+    return value if isinstance(value, str) else None
 
 
 def _fold(summary: ChannelPackageSummary, item: ChannelRecord) -> None:
@@ -181,25 +220,39 @@ def _fold(summary: ChannelPackageSummary, item: ChannelRecord) -> None:
 
 
 def summarize_packages(
-    records: Iterable[ChannelRecord], *, version_key: Callable[[str], Any]
+    records: Iterable[ChannelRecord],
+    *,
+    version_key: Callable[[str], Any],
+    skipped: list[str] | None = None,
 ) -> list[ChannelPackageSummary]:
     """Aggregate artifacts into channeldata entries, one per package name.
 
     Artifacts are folded from oldest to newest (``version_key`` of the version, then timestamp),
-    so the newest version names the entry and supplies each about field it has.
+    so the newest version names the entry and supplies each about field it has. A record without
+    a string name, or whose version ``version_key`` cannot read (stored before validation was
+    complete), is left out with a warning (and a line in ``skipped``) rather than failing the
+    whole channel.
     """
-    by_name: dict[str, list[ChannelRecord]] = {}
+    by_name: dict[str, list[tuple[Any, ChannelRecord]]] = {}
     for item in records:
-        by_name.setdefault(str(item.record["name"]), []).append(item)
+        name, version = item.record.get("name"), item.record.get("version")
+        try:
+            if not isinstance(name, str) or not name or not isinstance(version, str):
+                raise ValueError("no name or version")
+            key = version_key(version)
+        except Exception as exc:  # noqa: BLE001 - version_key is any parser (rattler's raise own)
+            why = f"{item.subdir}: record {name!r} {version!r} left out of channeldata: {exc}"
+            log.warning("%s", why[:500])
+            if skipped is not None:
+                skipped.append(why[:500])
+            continue
+        by_name.setdefault(name, []).append((key, item))
     summaries = []
     for name in sorted(by_name):
-        items = sorted(
-            by_name[name],
-            key=lambda it: (
-                version_key(str(it.record["version"])),
-                to_seconds(it.record.get("timestamp")),
-            ),
+        keyed = sorted(
+            by_name[name], key=lambda kv: (kv[0], to_seconds(kv[1].record.get("timestamp")))
         )
+        items = [item for _, item in keyed]
         summary = ChannelPackageSummary(name=name, version=str(items[0].record["version"]))
         for item in items:
             _fold(summary, item)

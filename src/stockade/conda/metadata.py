@@ -1,16 +1,18 @@
 """The metadata in ``info/``: index.json, about.json, run_exports.json, paths.json and files.
 
 Rules: every top-level ``info/*.json`` (and ``info/files``) is UTF-8 (``package:encoding``);
-``info/index.json`` is a JSON object with ``name``, ``version``, ``build``, ``build_number`` (int),
-``subdir``, and well-typed ``depends``, ``constrains`` and ``timestamp`` when present
-(``package:index-json``); the other JSON files are objects of the expected shape
-(``package:info-json``); ``info/paths.json`` agrees with the members (``package:paths-mismatch``).
+``info/index.json`` is a JSON object whose every field follows conda's and rattler's schema
+(:mod:`stockade.conda.records`; ``package:index-json`` naming the field, ``package:version`` for a
+version rattler cannot read), with ``subdir`` required; keys the server owns (``url``, ``fn``,
+``channel``, ``md5``, ``sha256``, ``size``, ...) are dropped, not checked; the other JSON files
+are objects of the expected shape (``package:info-json``); ``info/paths.json`` agrees with the
+members (``package:paths-mismatch``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -19,6 +21,7 @@ from stockade.conda.errors import PackageValidationError, printable
 from stockade.conda.members import MemberRecord
 from stockade.conda.names import validate_build, validate_name, validate_subdir, validate_version
 from stockade.conda.package import PathEntry
+from stockade.conda.records import record_problem, run_exports_problem, without_server_keys
 
 INDEX: Final = "info/index.json"
 ABOUT: Final = "info/about.json"
@@ -33,13 +36,12 @@ _LINK_SCRIPT_RE: Final = re.compile(
     r"(?:bin|Scripts|python-scripts)/\.(?P<name>.+)-(?:pre-link|post-link|pre-unlink)\.(?:sh|bat)"
 )
 _SECONDS_BELOW: Final = 10**11  # older packages give the timestamp in seconds
-_REQUIRED: Final[tuple[tuple[str, type, str], ...]] = (
-    ("name", str, "a string"),
-    ("version", str, "a string"),
-    ("build", str, "a string"),
-    ("build_number", int, "an integer"),
-    ("subdir", str, "a string"),
-)
+_CEP26: Final[Mapping[str, Callable[[object], str]]] = {
+    "name": validate_name,
+    "version": validate_version,
+    "build": validate_build,
+    "subdir": validate_subdir,
+}
 _KINDS_OF_TYPE: Final[Mapping[str, tuple[str, ...]]] = {
     "hardlink": ("file", "hardlink"),
     "softlink": ("symlink",),
@@ -92,35 +94,31 @@ def load_object(data: bytes, member: str, *, rule: str) -> dict[str, Any]:
     return value
 
 
-def _index_error(detail: str, field: str) -> PackageValidationError:
-    return PackageValidationError("index-json", detail, member=INDEX, field=field)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def check_index_fields(index: Mapping[str, Any]) -> None:
-    """Check the fields of ``info/index.json`` for presence, type and CEP 26."""
-    for field, kind, kind_name in _REQUIRED:
-        if field not in index:
-            raise _index_error(f"{INDEX} has no {field!r}", field)
-        value = index[field]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise _index_error(f"{field!r} in {INDEX} must be {kind_name}", field)
-    if index["build_number"] < 0:
-        raise _index_error("'build_number' must not be negative", "build_number")
-    for field in ("depends", "constrains"):
-        value = index.get(field, [])
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise _index_error(f"{field!r} in {INDEX} must be a list of strings", field)
-    timestamp = index.get("timestamp", 0)
-    if not _is_number(timestamp) or timestamp < 0:
-        raise _index_error("'timestamp' must be a non-negative number", "timestamp")
-    validate_name(index["name"])
-    validate_version(index["version"])
-    validate_build(index["build"])
-    validate_subdir(index["subdir"])
+    """Check every field of ``info/index.json``: CEP 26 for the name, version, build and subdir
+    (``package:<field>``), then presence, type and conda's and rattler's parsers for every field
+    (:mod:`stockade.conda.records`; ``package:index-json``, ``package:version`` for a version
+    rattler cannot read)."""
+    for field, validate in _CEP26.items():
+        if isinstance(index.get(field), str):
+            validate(index[field])
+    problem = record_problem(without_server_keys(index), require_subdir=True)
+    if problem is not None:
+        unreadable_version = problem.field == "version" and isinstance(index.get("version"), str)
+        rule = "version" if unreadable_version else "index-json"
+        shown = "" if problem.field == "record" else f"{problem.field!r} "
+        raise PackageValidationError(
+            rule, f"{shown}in {INDEX} {problem.detail}", member=INDEX, field=problem.field
+        )
+
+
+def check_run_exports(run_exports: Mapping[str, Any]) -> None:
+    """``info/run_exports.json``: an object of lists of strings (``package:info-json``)."""
+    problem = run_exports_problem(dict(run_exports))
+    if problem is not None:
+        raise PackageValidationError(
+            "info-json", f"{RUN_EXPORTS} {problem}", member=RUN_EXPORTS, field="run_exports"
+        )
 
 
 def check_identity(

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact, Channel
+from stockade.conda.records import record_problem, upstream_record
 from stockade.core.errors import InvalidInputError
 from stockade.policies.engine import Reason
 
@@ -59,7 +60,7 @@ def parse_repodata(subdir: str, data: bytes) -> UpstreamSubdir:
             )
         for filename, record in part.items():
             if isinstance(record, dict) and _safe_filename(filename):
-                records[filename] = record
+                records[filename] = upstream_record(record)
     info = doc.get("info")
     base_url = info.get("base_url") if isinstance(info, dict) else None
     base_url = base_url if isinstance(base_url, str) else None
@@ -80,7 +81,9 @@ def _safe_filename(filename: str) -> bool:
 
 
 def integrity_problems(upstream: UpstreamSubdir) -> dict[str, list[Reason]]:
-    """Records we cannot take: no sha256 to check downloads against, or no name/version."""
+    """Records we cannot take: no sha256 to check downloads against, or a field that breaks
+    conda's or rattler's schema (``stockade.conda.records``: one bad record must not break
+    the channel's index, trees or reports)."""
     problems: dict[str, list[Reason]] = {}
     for filename, rec in upstream.records.items():
         sha = rec.get("sha256")
@@ -88,8 +91,10 @@ def integrity_problems(upstream: UpstreamSubdir) -> dict[str, list[Reason]]:
             problems[filename] = [
                 Reason(INTEGRITY_POLICY, "sha256", "upstream record has no sha256")
             ]
-        elif not isinstance(rec.get("name"), str) or not isinstance(rec.get("version"), str):
-            problems[filename] = [Reason(INTEGRITY_POLICY, "record", "no name or version")]
+        elif (problem := record_problem(rec)) is not None:
+            problems[filename] = [
+                Reason(INTEGRITY_POLICY, "record", f"upstream record is invalid: {problem}")
+            ]
     return problems
 
 

@@ -8,7 +8,8 @@ relationships, with the roots ``DESCRIBES``-d by the document). CycloneDX also c
 findings as ``vulnerabilities`` with a rating (score, severity, CVSS method) and the affected
 component; the curation status of a finding is its ``analysis.state`` (``cleared`` ->
 ``not_affected``, ``mitigated`` -> ``resolved``, ``active`` -> ``exploitable``, otherwise
-``in_triage``).
+``in_triage``). The report's notes (such as a record left out because it is invalid) are
+CycloneDX ``metadata.properties`` named ``stockade:note`` and the SPDX creator comment.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def cyclonedx_json(report: EnvironmentReport, *, name: str = "environment") -> b
     bom.metadata.component = Component(
         name=report.name or name, type=ComponentType.APPLICATION, bom_ref="root"
     )
+    for note in report.notes:  # e.g. a record left out because it is invalid
+        bom.metadata.properties.add(Property(name="stockade:note", value=note))
     components = {p.name: _component(p) for p in report.packages}
     for component in components.values():
         bom.components.add(component)
@@ -200,6 +203,7 @@ def spdx_document(report: EnvironmentReport, *, name: str = "environment") -> Do
         document_namespace=f"https://stockade.invalid/spdx/{uuid.uuid4()}",
         creators=[Actor(ActorType.TOOL, TOOL)],
         created=created,
+        creator_comment="\n".join(report.notes) or None,  # e.g. a record left out as invalid
     )
     relationships = [
         Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, ids[r])

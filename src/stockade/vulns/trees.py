@@ -51,6 +51,7 @@ from stockade.channels.models import Channel as ChannelRow
 from stockade.channels.patching import instructions_for
 from stockade.channels.service import ChannelService, channel_ref
 from stockade.conda.patches import apply_patches
+from stockade.conda.records import RecordProblem, decoded_problem, record_problem, without_nulls
 from stockade.conda.repodata import build_repodata_json, decode_record, encode_record
 from stockade.core.errors import InvalidInputError, TooManyRequestsError
 from stockade.vulns.envfiles import SPEC_ERRORS, LockedPackage, dependency_name
@@ -218,6 +219,23 @@ class _Row:
     sha256: str
     md5: str
     record: dict[str, Any]
+    raw: bytes = b""  # the stored record, until decoded
+
+
+class SkippedRecords:
+    """Stored records a tree left out because they are invalid, said once each in its notes."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, str] = {}
+
+    def add(self, row: _Row, problem: RecordProblem) -> None:
+        self._seen.setdefault(
+            row.artifact_id,
+            f"{row.subdir}/{row.filename} was left out: its record is invalid ({problem})",
+        )
+
+    def notes(self) -> list[str]:
+        return sorted(self._seen.values())
 
 
 class TreeBuilder:
@@ -227,6 +245,9 @@ class TreeBuilder:
         self.session = session
         self.principal = principal
         self.channels = ChannelService(session)
+        #: Records left out because they are invalid (stored before validation was complete):
+        #: said in the tree's notes instead of failing the whole tree.
+        self.skipped = SkippedRecords()
 
     # ----------------------------------------------------------------------- channels
 
@@ -314,6 +335,7 @@ class TreeBuilder:
             roots=list(roots if roots is not None else _spec_roots(specs, nodes)),
             nodes=nodes,
             channels=[c.name for c in channels],
+            notes=self.skipped.notes(),
         )
         tree.link()
         return tree
@@ -378,15 +400,39 @@ class TreeBuilder:
                     Artifact.name.in_(list(part)),
                 )
                 for aid, cid, subdir, fn, name, sha, md5, rec in self.session.execute(query):
-                    batch.append(_Row(aid, cid, subdir, fn, name, sha, md5, decode_record(rec)))
+                    batch.append(_Row(aid, cid, subdir, fn, name, sha, md5, {}, rec))
             pending = set()
-            for row in _patched(batch, patches):
+            for row in self._valid(_patched(self._decoded(batch), patches)):
                 found[(row.channel_id, row.subdir)][row.filename] = row
                 for dep in row.record.get("depends") or ():
                     dep_name = dependency_name(str(dep))
                     if dep_name and not dep_name.startswith("__") and dep_name not in seen:
                         pending.add(dep_name)
         return found
+
+    def _decoded(self, rows: list[_Row]) -> list[_Row]:
+        """Rows whose stored bytes are a JSON object (the others noted and left out)."""
+        out: list[_Row] = []
+        for row in rows:
+            try:
+                row.record, row.raw = decode_record(row.raw), b""
+            except (ValueError, InvalidInputError):  # orjson.JSONDecodeError is a ValueError
+                self.skipped.add(row, RecordProblem("record", "is not a JSON object"))
+                continue
+            out.append(row)
+        return out
+
+    def _valid(self, rows: list[_Row]) -> list[_Row]:
+        """Rows whose (patched) record conda and rattler can read (the others noted)."""
+        out: list[_Row] = []
+        for row in rows:
+            problem = record_problem(row.record)
+            if problem is not None:
+                self.skipped.add(row, problem)
+                continue
+            row.record = without_nulls(row.record)
+            out.append(row)
+        return out
 
     def _patches(
         self, ids: list[int], subdirs: list[str]
@@ -422,7 +468,7 @@ class TreeBuilder:
         tree.link()
         depended = {d for deps in tree.edges.values() for d in deps}
         tree.roots = [n for n in nodes if n not in depended]
-        tree.notes = notes
+        tree.notes = notes + self.skipped.notes()
         return tree
 
     def _candidates(
@@ -445,11 +491,15 @@ class TreeBuilder:
                 Artifact.version,
                 Artifact.build,
             ).where(Artifact.channel_id.in_(ids), Artifact.name.in_(list(part)))
+            rows: list[_Row] = []
+            keys: dict[int, tuple[str, str, str]] = {}
             for aid, cid, sd, fn, name, sha, md5, rec, version, build in self.session.execute(
                 query
             ):
-                row = _Row(aid, cid, sd, fn, name, sha, md5, decode_record(rec))
-                found[(name, version, build)].append(row)
+                rows.append(_Row(aid, cid, sd, fn, name, sha, md5, {}, rec))
+                keys[aid] = (name, version, build)
+            for row in self._valid(self._decoded(rows)):
+                found[keys[row.artifact_id]].append(row)
         return found
 
     # ------------------------------------------------------------------ one artifact
@@ -483,28 +533,46 @@ class TreeBuilder:
                 f"{name} {version} {build} ({subdir}) not found in channel {channel!r}"
             )
         target = subdir if subdir != "noarch" else check_platform(platform or "linux-64")
+        record, problem = decoded_problem(row.record_json)
+        if record is None:
+            why = f"{row.subdir}/{row.filename} has an invalid record ({problem})"
+            return _alone(row, home.name, target, (), note=why), why
         channels = [home, *(c for c in self.readable_all() if c.id != home.id)]
         spec = f"{row.name} =={row.version} {row.build}"
         try:
             return self.solve([spec], channels, target, roots=[row.name]), None
-        except UnsatisfiableError as exc:
-            record = decode_record(row.record_json)
-            alone = Node(
-                name=row.name,
-                version=row.version,
-                build=row.build,
-                subdir=row.subdir,
-                channel=home.name,
-                filename=row.filename,
-                sha256=row.sha256,
-                md5=row.md5,
-                license=row.license,
-                depends=tuple(record.get("depends") or ()),
-                artifact_id=row.id,
-            )
-            tree = Tree(target, [row.name], {row.name: alone}, channels=[home.name])
-            tree.link()
-            return tree, exc.detail
+        except InvalidInputError as exc:  # unsatisfiable, or a spec rattler cannot read
+            depends = tuple(record.get("depends") or ())
+            return _alone(row, home.name, target, depends, notes=self.skipped.notes()), exc.detail
+
+
+def _alone(
+    row: Artifact,
+    channel: str,
+    platform: str,
+    depends: tuple[str, ...],
+    *,
+    note: str | None = None,
+    notes: list[str] | None = None,
+) -> Tree:
+    """The tree of one artifact by itself (its dependencies could not be solved)."""
+    node = Node(
+        name=row.name,
+        version=row.version,
+        build=row.build,
+        subdir=row.subdir,
+        channel=channel,
+        filename=row.filename,
+        sha256=row.sha256,
+        md5=row.md5,
+        license=row.license,
+        depends=depends,
+        artifact_id=row.id,
+    )
+    tree = Tree(platform, [row.name], {row.name: node}, channels=[channel])
+    tree.notes = [note] if note else list(notes or [])
+    tree.link()
+    return tree
 
 
 # ------------------------------------------------------------------------------ helpers

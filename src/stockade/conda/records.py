@@ -1,0 +1,387 @@
+"""The schema of a package record: ``info/index.json`` and the repodata record made from it.
+
+One definition for every way a record enters (upload, mirror ingest) and every reader of stored
+records (trees, reports, SBOMs, channeldata, pages). It follows conda's ``PackageRecord``
+(``conda/models/records.py``) where conda and rattler (``rattler_conda_types::PackageRecord`` /
+``IndexJson``) agree, and rattler where rattler is stricter, since a record rattler cannot read
+makes rattler clients (pixi, mamba 2, py-rattler) drop the whole subdir:
+
+- ``name``, ``build``: non-empty strings; ``version``: parses as ``rattler.Version``;
+- ``build_number``: an integer in ``[0, 2**31)``; ``timestamp``: an integer (ms, or s when small)
+  in ``[0, year 9999]`` (rattler refuses floats);
+- ``subdir``: ``noarch`` or ``os-arch``; ``arch``, ``platform``, ``license``,
+  ``license_family``, ``features``, ``python_site_packages_path`` (relative, no ``..``):
+  strings or null;
+- ``depends``, ``constrains``: lists of strings, each a ``rattler.MatchSpec`` (lenient, as the
+  solver reads repodata); ``track_features``: a string or a list of strings; ``purls``: a list
+  of ``pkg:`` URLs; ``flags``: a list of strings; ``extra_depends``: an object of such lists;
+- ``noarch``: ``"python"``, ``"generic"``, ``""``, a boolean or null (conda's legacy forms);
+- ``md5``/``sha256``/``legacy_bz2_md5``: lowercase hex of 32/64/32 digits; ``size``,
+  ``legacy_bz2_size``, ``indexed_timestamp``: non-negative integers;
+- ``run_exports`` (old ``index.json`` files): an object of lists of strings, or a list of strings.
+
+:func:`record_problem` gives the first problem of a record (or None); :func:`check_index` raises
+it for an ``index.json``. :data:`SERVER_KEYS` are keys a package's ``index.json`` must not set in
+the repodata record (the server computes or owns them); :func:`without_server_keys` drops them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+
+import orjson
+from rattler import IndexJson, MatchSpec, Version
+
+#: Keys of a repodata record the server sets itself; a package's ``index.json`` never sets them.
+SERVER_KEYS: Final = frozenset(
+    {
+        "url",
+        "fn",
+        "file_name",
+        "channel",
+        "schannel",
+        "auth",
+        "priority",
+        "md5",
+        "sha256",
+        "size",
+        "legacy_bz2_md5",
+        "legacy_bz2_size",
+        "indexed_timestamp",
+        "attestations_sha256",
+        "signatures",
+    }
+)
+#: Keys an upstream repodata record may not bring into our channel (it is served from our URLs).
+UPSTREAM_DROPPED_KEYS: Final = frozenset({"url", "fn", "file_name", "channel", "schannel", "auth"})
+
+MAX_BUILD_NUMBER: Final = 2**31 - 1  # the artifacts table's column
+MAX_TIMESTAMP_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_FIELD_LENGTH: Final = 4096
+_SUBDIR_RE: Final = re.compile(r"noarch|[a-z0-9]+-[a-z0-9]+")
+_HEX_RE: Final = re.compile(r"[0-9a-f]+")
+_NOARCH: Final = frozenset({"python", "generic", ""})
+
+Check = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    """What is wrong with a record: the field and a sentence about it."""
+
+    field: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.detail}"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@lru_cache(maxsize=65536)
+def version_problem(text: str) -> str | None:
+    """Why rattler cannot read ``text`` as a version, or None."""
+    try:
+        Version(text)
+    except Exception as exc:  # noqa: BLE001 - rattler raises its own exception types
+        return f"{_shown(text)} is not a version rattler can read ({_first_line(exc)})"
+    return None
+
+
+@lru_cache(maxsize=262144)
+def spec_problem(text: str) -> str | None:
+    """Why rattler cannot read ``text`` as a match spec (leniently, as repodata is read)."""
+    try:
+        MatchSpec(text)
+    except Exception as exc:  # noqa: BLE001 - rattler raises its own exception types
+        return f"{_shown(text)} is not a match spec ({_first_line(exc)})"
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _string(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string, not {_kind(value)}"
+    if len(value) > MAX_FIELD_LENGTH:
+        return f"is longer than {MAX_FIELD_LENGTH} characters"
+    return None
+
+
+def _nonempty(value: Any) -> str | None:
+    return _string(value) or (None if value.strip() else "must not be empty")
+
+
+def _optional_string(value: Any) -> str | None:
+    return None if value is None else _string(value)
+
+
+def _version(value: Any) -> str | None:
+    return _nonempty(value) or version_problem(value)
+
+
+def _subdir(value: Any) -> str | None:
+    problem = _string(value)
+    if problem is None and (len(value) > 32 or _SUBDIR_RE.fullmatch(value) is None):
+        return f"{_shown(value)} is not 'noarch' or '<os>-<arch>'"
+    return problem
+
+
+def _int_in(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        if not _is_int(value):
+            return f"must be an integer, not {_kind(value)}"
+        if not low <= value <= high:
+            return f"{value} is out of range ({low} to {high})"
+        return None
+
+    return check
+
+
+def _timestamp(value: Any) -> str | None:
+    if value is None:
+        return None
+    return _int_in(0, MAX_TIMESTAMP_MS)(value)
+
+
+def _hex(length: int) -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str) or len(value) != length or not _HEX_RE.fullmatch(value):
+            return f"must be {length} lowercase hex digits"
+        return None
+
+    return check
+
+
+def _strings(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"must be a list of strings, not {_kind(value)}"
+    for position, item in enumerate(value):
+        problem = _string(item)
+        if problem is not None:
+            return f"item {position} {problem}"
+    return None
+
+
+def _specs(value: Any) -> str | None:
+    problem = _strings(value)
+    if problem is not None:
+        return problem
+    for position, item in enumerate(value):
+        problem = spec_problem(item)
+        if problem is not None:
+            return f"item {position}: {problem}"
+    return None
+
+
+def _features(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return _optional_string(value)
+    return _strings(value)
+
+
+def _noarch(value: Any) -> str | None:
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and value in _NOARCH):
+        return None
+    return f"must be 'python', 'generic' (or a boolean), not {_shown(value)}"
+
+
+def _purls(value: Any) -> str | None:
+    problem = _strings(value)
+    if problem is None and not all(item.startswith("pkg:") for item in value):
+        return "every purl must be a 'pkg:' URL"
+    return problem
+
+
+def _extra_depends(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"must be an object of match spec lists, not {_kind(value)}"
+    for key, specs in value.items():
+        problem = _specs(specs)
+        if problem is not None:
+            return f"{key!r}: {problem}"
+    return None
+
+
+def _site_packages(value: Any) -> str | None:
+    problem = _optional_string(value)
+    if problem is None and value is not None:
+        parts = value.replace("\\", "/").split("/")
+        if value.startswith(("/", "\\")) or ":" in value or ".." in parts:
+            return "must be a relative path inside the environment"
+    return problem
+
+
+def run_exports_problem(value: Any) -> str | None:
+    """Why ``value`` is not a ``run_exports`` object (``info/run_exports.json``), or None."""
+    return _run_exports(value)
+
+
+def _run_exports(value: Any) -> str | None:
+    if isinstance(value, list):
+        return _strings(value)
+    if not isinstance(value, dict):
+        return f"must be an object of lists of strings, not {_kind(value)}"
+    for key, specs in value.items():
+        problem = _strings(specs)
+        if problem is not None:
+            return f"{key!r}: {problem}"
+    return None
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string", int: "an integer"}.get(
+        type(value), "a number"
+    )
+
+
+_REQUIRED: Final[dict[str, Check]] = {
+    "name": _nonempty,
+    "version": _version,
+    "build": _nonempty,
+    "build_number": _int_in(0, MAX_BUILD_NUMBER),
+}
+_OPTIONAL: Final[dict[str, Check]] = {
+    "subdir": _subdir,
+    "arch": _optional_string,
+    "platform": _optional_string,
+    "depends": _specs,
+    "constrains": _specs,
+    "track_features": _features,
+    "features": _optional_string,
+    "noarch": _noarch,
+    "license": _optional_string,
+    "license_family": _optional_string,
+    "timestamp": _timestamp,
+    "python_site_packages_path": _site_packages,
+    "purls": _purls,
+    "flags": _strings,
+    "extra_depends": _extra_depends,
+    "run_exports": _run_exports,
+    "md5": _hex(32),
+    "sha256": _hex(64),
+    "legacy_bz2_md5": _hex(32),
+    "size": _int_in(0, 2**63 - 1),
+    "legacy_bz2_size": _int_in(0, 2**63 - 1),
+    "indexed_timestamp": _timestamp,
+}
+
+
+def record_problem(record: object, *, require_subdir: bool = False) -> RecordProblem | None:
+    """The first problem of a repodata record or ``index.json`` (fields in a fixed order).
+
+    A null field counts as absent, as conda reads it; pass records through
+    :func:`without_nulls` before storing or serving them (rattler refuses some nulls).
+    """
+    if not isinstance(record, Mapping):
+        return RecordProblem("record", f"must be a JSON object, not {_kind(record)}")
+    record = without_nulls(record)
+    for field, check in _REQUIRED.items():
+        if field not in record:
+            return RecordProblem(field, "is missing")
+        problem = check(record[field])
+        if problem is not None:
+            return RecordProblem(field, problem)
+    if require_subdir and "subdir" not in record:
+        return RecordProblem("subdir", "is missing")
+    for field, check in _OPTIONAL.items():
+        if field not in record:
+            continue
+        problem = check(record[field])
+        if problem is not None:
+            return RecordProblem(field, problem)
+    return _rattler_problem(record)
+
+
+def _rattler_problem(record: Mapping[str, Any]) -> RecordProblem | None:
+    """What rattler's own ``IndexJson`` reader refuses that the checks above let through."""
+    try:
+        IndexJson.from_str(
+            orjson.dumps({k: v for k, v in record.items() if k != "run_exports"}).decode()
+        )
+    except TypeError as exc:  # orjson: an integer beyond 64 bits
+        return RecordProblem("record", f"cannot be written as JSON ({exc})")
+    except Exception as exc:  # noqa: BLE001 - rattler raises its own exception types
+        return RecordProblem("record", f"rattler cannot read it: {_first_line(exc)}")
+    return None
+
+
+def decoded_problem(data: bytes) -> tuple[dict[str, Any] | None, RecordProblem | None]:
+    """Decode stored record bytes and check them: ``(record without nulls, None)`` or
+    ``(None, problem)``."""
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return None, RecordProblem("record", f"is not valid JSON ({exc})")
+    problem = record_problem(record)
+    return (None, problem) if problem is not None else (without_nulls(record), None)
+
+
+def without_nulls(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` without its null fields (conda-index and rattler-index leave them out)."""
+    return {key: value for key, value in record.items() if value is not None}
+
+
+def without_server_keys(index: Mapping[str, Any]) -> dict[str, Any]:
+    """``index`` without :data:`SERVER_KEYS`: what a package may say about itself."""
+    return {key: value for key, value in index.items() if key not in SERVER_KEYS}
+
+
+def upstream_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An upstream repodata record as we keep it: without null fields and without keys that
+    would point clients elsewhere (:data:`UPSTREAM_DROPPED_KEYS`)."""
+    return {
+        key: value
+        for key, value in record.items()
+        if value is not None and key not in UPSTREAM_DROPPED_KEYS
+    }
+
+
+class RecordChecker:
+    """Checks stored record bytes before they are published, remembering the valid ones.
+
+    Stored records are immutable bytes: a publication checks only those it has not seen valid
+    before (by the bytes' hash, this process only), so republishing a large subdir costs a hash
+    per record, not a parse.
+    """
+
+    def __init__(self, max_remembered: int = 2_000_000) -> None:
+        self._valid: set[int] = set()
+        self._max = max_remembered
+
+    def problem(self, data: bytes) -> RecordProblem | None:
+        key = hash(data)
+        if key in self._valid:
+            return None
+        _, problem = decoded_problem(data)
+        if problem is None:
+            if len(self._valid) >= self._max:
+                self._valid.clear()
+            self._valid.add(key)
+        return problem
+
+    def invalid(self, records: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+        """filename -> why, for each of ``(filename, record bytes)`` that must not be served."""
+        found: dict[str, str] = {}
+        for filename, data in records:
+            problem = self.problem(data)
+            if problem is not None:
+                found[filename] = f"{filename} left out: its record is invalid ({problem})"
+        return found

@@ -1,0 +1,153 @@
+"""One bad record already stored (from before index.json was fully validated) breaks nothing.
+
+A row is inserted straight into ``artifacts`` beside a good ``aiohttp`` (bypassing validation, as
+rows stored by older versions were). Every reader of stored records must leave that one record
+out and say so, never fail: package trees (of a dependent and of the bad artifact itself),
+environment reports from specs and from a lock file in every format (JSON, CSV, CycloneDX, SPDX),
+the channel report, ``channeldata.json`` and the publication of the subdir's repodata.
+On the code before this fix each of the trees and reports raised (rattler refused the whole
+subdir) and ``channeldata.json`` could not be built again for the channel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from stockade.auth.principal import Principal
+from stockade.channels.models import Artifact, Channel, SubdirIndex
+from stockade.container import Container
+from stockade.db.engine import transaction
+from stockade.vulns.envfiles import LockedPackage, parse_environment_file
+from stockade.vulns.reports import (
+    channel_report,
+    package_tree,
+    render_csv,
+    render_json,
+    report_environment,
+)
+from stockade.vulns.sbom import cyclonedx_json, spdx_json
+from stockade.vulns.trees import TreeBuilder
+from tests.factories.packages import PackageSpec, build_conda
+from tests.integration.conftest import add_package, make_channel
+from tests.integration.vulns.support import add_feed, osv_folder, sync
+
+ADVISORY = "PYSEC-2021-76"
+BAD_FILE = "aiohttp-9.0-bad.conda"
+
+#: What a package could carry before this fix (each rejected by rattler or by our types).
+BAD_RECORDS: dict[str, tuple[str, bytes]] = {
+    "version 1..2": ("1..2", b'{"version": "1..2"}'),
+    "noarch list": ("9.0", b'{"noarch": ["x"]}'),
+    "license object": ("9.0", b'{"license": {}}'),
+    "depends string": ("9.0", b'{"depends": "python"}'),
+    "bad match spec": ("9.0", b'{"depends": ["foo >=>1"]}'),
+    "timestamp 1e40": ("9.0", b'{"timestamp": 1e40}'),
+    "not json": ("9.0", b"{not json"),
+}
+
+
+@pytest.fixture
+def world(container: Container, admin: Principal, tmp_path: Path) -> str:
+    make_channel(container, admin, "internal")
+    for spec in (
+        PackageSpec(name="app", version="1.0", build="0", depends=("mid",)),
+        PackageSpec(name="mid", version="1.0", build="0", depends=("aiohttp",)),
+        PackageSpec(name="aiohttp", version="3.7.3", build="0"),
+    ):
+        folder = tmp_path / spec.name
+        folder.mkdir()
+        add_package(container, admin, "internal", build_conda(folder, spec))
+    feed = add_feed(container, admin, "pypa", osv_folder(tmp_path, "aiohttp").as_uri(), "osv")
+    sync(container, feed)
+    container.publisher.run_pending()
+    return "internal"
+
+
+def insert_bad_row(container: Container, version: str, patch: bytes) -> None:
+    """A copy of the good aiohttp row with a broken record, inserted without any validation."""
+    with transaction(container.factory) as session:
+        good = session.scalar(select(Artifact).where(Artifact.name == "aiohttp"))
+        assert good is not None
+        record = orjson.loads(good.record_json)
+        try:
+            record |= orjson.loads(patch)
+            record_json = orjson.dumps(record)
+        except orjson.JSONDecodeError:
+            record_json = patch
+        values: dict[str, Any] = {
+            c.name: getattr(good, c.name) for c in Artifact.__table__.columns if c.name != "id"
+        }
+        values |= {"filename": BAD_FILE, "version": version, "build": "bad"}
+        values |= {"record_json": record_json, "sha256": "f" * 64}
+        session.add(Artifact(**values))
+        index = session.scalar(select(SubdirIndex).where(SubdirIndex.subdir == "noarch"))
+        assert index is not None
+        index.requested_rev += 1
+
+
+def said(notes: list[str]) -> bool:
+    return any(BAD_FILE in note for note in notes)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_one_bad_record_breaks_no_surface(
+    container: Container, admin: Principal, world: str, case: str
+) -> None:
+    version, patch = BAD_RECORDS[case]
+    insert_bad_row(container, version, patch)
+    with container.factory() as session:
+        tree = package_tree(session, admin, world, "app", "1.0", "0", "noarch")
+        assert tree.solve_error is None and said(tree.report.notes)
+        assert [f.path for f in tree.report.findings if f.vuln_id == ADVISORY] == [
+            ["app", "mid", "aiohttp"]
+        ]
+        env = parse_environment_file(b"channels: [internal]\ndependencies: [app]\n", "env.yml")
+        solved = report_environment(session, admin, env)
+        locked = TreeBuilder(session, admin).pin(
+            [LockedPackage(name="aiohttp", version="3.7.3", build="0", subdir="noarch")],
+            [TreeBuilder(session, admin).readable(world)],
+            "linux-64",
+        )
+        itself = package_tree(session, admin, world, "aiohttp", version, "bad", "noarch")
+        channel = session.scalar(select(Channel).where(Channel.name == world))
+        assert channel is not None
+        rows = channel_report(session, channel)
+    assert said(solved.notes) and {p.name for p in solved.packages} == {"app", "mid", "aiohttp"}
+    assert said(locked.notes) and locked.nodes["aiohttp"].known
+    assert itself.solve_error is not None and BAD_FILE in itself.solve_error
+    assert said(itself.report.notes)
+    for report in (solved, tree.report, itself.report):
+        for render in (render_json, render_csv, cyclonedx_json, spdx_json):
+            assert render(report)
+    assert render_csv(rows) and render_json(rows)
+    assert b"stockade:note" in cyclonedx_json(solved) and BAD_FILE.encode() in spdx_json(solved)
+
+
+@pytest.mark.parametrize("case", ["version 1..2", "not json", "timestamp 1e40"])
+def test_channeldata_and_repodata_publish_around_a_bad_record(
+    container: Container, admin: Principal, world: str, case: str
+) -> None:
+    version, patch = BAD_RECORDS[case]
+    insert_bad_row(container, version, patch)
+    container.publisher.run_pending()
+    with container.factory() as session:
+        channel = session.scalar(select(Channel).where(Channel.name == world))
+        assert channel is not None
+        channel_id = channel.id
+    container.publisher.publish_channeldata(channel_id)
+    with container.factory() as session:
+        channel = session.get(Channel, channel_id)
+        index = session.scalar(select(SubdirIndex).where(SubdirIndex.subdir == "noarch"))
+        assert channel is not None and channel.channeldata_sha256 and index is not None
+        assert index.published_rev == index.requested_rev
+        channeldata = orjson.loads(container.blobs.read_bytes(channel.channeldata_sha256))
+        repodata = orjson.loads(container.blobs.read_bytes(index.repodata_sha256 or ""))
+    assert channeldata["packages"]["aiohttp"]["version"] == "3.7.3"
+    assert set(channeldata["packages"]) == {"app", "mid", "aiohttp"}
+    assert BAD_FILE not in repodata["packages.conda"]  # never published to clients
+    assert "aiohttp-3.7.3-0.conda" in repodata["packages.conda"]
