@@ -7,7 +7,7 @@ kept-alive connection that starts a request and stops is no better). Neither h11
 offer one. ``HeaderDeadline`` adds it to both of uvicorn's protocols: a timer armed when the
 connection opens and again when each response is complete; when it fires and no request is being
 handled (its headers never completed), the connection is closed. A request whose headers arrived
-in time is never cut off by it. See docs/adr/0010-request-limits.md.
+in time is never cut off by it. See docs/adr/0011-request-limits-and-header-deadline.md.
 
 ``stockade serve`` passes ``HttpToolsWithDeadline`` to uvicorn (``H11WithDeadline`` for h11);
 ``configure_header_timeout`` sets the deadline for the process (each worker process sets it from
