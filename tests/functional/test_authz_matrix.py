@@ -84,7 +84,7 @@ KEPT_NAME = "dependency"
 KEPT = "dependency-1.0-0.conda"  # from ../shared/testdata/channels/test-recipes/noarch
 PASSWORD = "matrix-password-1"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
-TOKEN_RE = re.compile(r"stk_[A-Za-z0-9_-]{8,}")  # keeps secrets out of failure messages
+TOKEN_RE = re.compile(r"stk[-_][A-Za-z0-9_-]{8,}")  # keeps secrets out of failure messages
 LOGIN = "sign-in redirect"  # 303 to /login: what pages answer anonymous callers instead of 401
 
 NONE, READ, WRITE, MANAGE = Level.NONE, Level.READ, Level.WRITE, Level.MANAGE

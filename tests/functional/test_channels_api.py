@@ -68,7 +68,7 @@ def test_tokens_create_list_revoke(live_server: LiveServer) -> None:
     created = http.post("/api/v1/tokens", json={"name": "ci", "expires_in_days": 7})
     assert created.status_code == 201
     token = created.json()["token"]
-    assert token.startswith("stk_")
+    assert token.startswith("stk-")
     listed = http.get("/api/v1/tokens").json()
     assert any(t["id"] == created.json()["id"] and "token" not in t for t in listed)
     assert live_server.client(token).get("/api/v1/whoami").json()["username"] == "admin"

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from stockade.cli.main import app
 from tests.support.server import ADMIN_PASSWORD, LiveServer
+from tests.unit.auth.test_token_format import split_anaconda_token
 
 pytestmark = pytest.mark.functional
 
@@ -35,7 +36,7 @@ def test_login_create_upload_show(
     out = run(cli, "login", live_server.url, "-u", "admin", "-p", ADMIN_PASSWORD)
     assert "signed in" in out and "admin" in out
     profile = (tmp_path / "profile.toml").read_text()
-    assert "stk_" in profile and oct((tmp_path / "profile.toml").stat().st_mode)[-3:] == "600"
+    assert "stk-" in profile and oct((tmp_path / "profile.toml").stat().st_mode)[-3:] == "600"
     name = f"cli-{uuid.uuid4().hex[:8]}"
     assert "created" in run(cli, "channel", "create", name, "--privacy", "private")
     files = [
@@ -48,7 +49,13 @@ def test_login_create_upload_show(
     assert "dependent-2.0-0.conda" in run(cli, "channel", "files", name)
     assert name in run(cli, "channel", "list")
     condarc = run(cli, "conda-config", "--stdout", "--with-token", "-c", name)
-    assert f"channel_alias: {live_server.url}/t/stk_" in condarc and f"  - {name}" in condarc
+    assert f"channel_alias: {live_server.url}/t/stk-" in condarc and f"  - {name}" in condarc
+    alias = condarc.split("channel_alias: ")[1].split()[0]
+    token = profile.split("stk-")[1].split('"')[0]
+    assert split_anaconda_token(f"{alias}/{name}") == (
+        f"{live_server.url}/conda/{name}",
+        f"stk-{token}",
+    )
     run(cli, "remove", name, "noarch/dependent-1.0-0.conda")
     out = run(cli, "channel", "files", name)
     assert "dependent-1.0-0.conda" not in out
@@ -61,7 +68,7 @@ def test_token_commands(
     monkeypatch.setenv("STOCKADE_TOKEN", live_server.admin_token)
     out = run(cli, "token", "create", "from-cli", "-e", "3")
     secret = out.strip().splitlines()[-1]
-    assert secret.startswith("stk_")
+    assert secret.startswith("stk-")
     listing = run(cli, "token", "list")
     assert "from-cli" in listing and secret not in listing
     token_id = re.search(r"token (\d+) \(from-cli\)", out).group(1)  # type: ignore[union-attr]
@@ -89,3 +96,14 @@ def test_errors_are_messages_not_tracebacks(
     monkeypatch.setenv("STOCKADE_TOKEN", "stk_wrongwrongwrongwrongwrong")
     out = run(cli, "whoami", code=1)
     assert "error:" in out and "stk_wrong" not in out
+
+
+def test_conda_config_refuses_a_token_conda_would_cut(
+    cli: CliRunner, live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older ``stk_`` token still signs in, but conda cannot read it from a URL (issue 11)."""
+    monkeypatch.setenv("STOCKADE_URL", live_server.url)
+    monkeypatch.setenv("STOCKADE_TOKEN", "stk_old_token_with_underscores_0123456789abcdef")
+    out = run(cli, "conda-config", "--stdout", "--with-token", code=1)
+    assert "error:" in out and "token create" in out and "stk_old" not in out
+    assert "channel_alias" in run(cli, "conda-config", "--stdout")  # without the token: fine

@@ -56,7 +56,7 @@ def test_users_groups_roles_and_grants(
     )
     out = run(cli, "token", "create", "ci", "--user", account, "-c", f"{channel}=write")
     secret = out.strip().splitlines()[-1]
-    assert secret.startswith("stk_") and "resource token" in out
+    assert secret.startswith("stk-") and "resource token" in out
     listing = run(cli, "token", "list", "--user", account)
     assert "resource" in listing and secret not in listing
     monkeypatch.setenv("STOCKADE_TOKEN", secret)

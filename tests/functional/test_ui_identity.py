@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.functional
 
-SECRET_RE = re.compile(r"stk_[A-Za-z0-9_-]{20,}")
+SECRET_RE = re.compile(r"stk[-_][A-Za-z0-9_-]{20,}")
 ADMIN_PAGES = (
     "/admin",
     "/admin/users",
