@@ -80,6 +80,16 @@ def test_mirror_with_a_policy_from_the_cli(cli: CliRunner) -> None:
     shown = json.loads(run(cli, "mirror", "show", mirror, "--json"))
     assert shown["policies"] == [policy] and shown["mode"] == "active"
 
+    # A dry run reads the last run's upstream records, never the upstream: none yet.
+    out = refused(cli, "policy", "dry-run", policy, "--channel", mirror, code="mirror:no-snapshot")
+    assert "no snapshot yet" in out
+
+    out = run(cli, "mirror", "run", mirror, "--follow")
+    assert "completed" in out and "upstream=" in out and "kept=" in out
+    runs = json.loads(run(cli, "mirror", "runs", mirror, "--json"))
+    assert len(runs) == 1 and runs[0]["state"] == "completed"
+    run_id = str(runs[0]["id"])
+
     out = run(cli, "policy", "dry-run", policy, "--channel", mirror)
     assert mirror in out and "kept" in out and "would add" in out
     preview = json.loads(run(cli, "policy", "dry-run", policy, "--channel", mirror, "--json"))
@@ -88,13 +98,8 @@ def test_mirror_with_a_policy_from_the_cli(cli: CliRunner) -> None:
     for reason, n in totals["by_reason"].items():
         assert re.search(rf"{re.escape(reason)}\s.*\b{n}\b", out), (reason, out)
     assert totals["upstream"] == totals["kept"] + totals["excluded"]
-
-    out = run(cli, "mirror", "run", mirror, "--follow")
-    assert "completed" in out and "upstream=" in out and "kept=" in out
-    runs = json.loads(run(cli, "mirror", "runs", mirror, "--json"))
-    assert len(runs) == 1 and runs[0]["state"] == "completed"
-    run_id = str(runs[0]["id"])
     assert runs[0]["counts"]["kept"] == totals["kept"]
+    assert totals["would_add"] == totals["would_remove"] == 0, "the run did just that"
     assert run_id in run(cli, "mirror", "runs", mirror)
     assert "attempt 1 on" in run(cli, "mirror", "logs", run_id)
 

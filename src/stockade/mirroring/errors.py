@@ -1,4 +1,10 @@
-from stockade.core.errors import ConflictError, InvalidInputError, NotFoundError, StockadeError
+from stockade.core.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    StockadeError,
+    TooManyRequestsError,
+)
 
 
 class MirrorNotFoundError(NotFoundError):
@@ -41,3 +47,13 @@ class ShuttingDownError(StockadeError):
     """Raised inside a run when its process shuts down: the run is released for another worker."""
 
     code = "mirror:shutdown"
+
+
+class NoSnapshotError(ConflictError):
+    """Dry runs and explain read the last run's upstream snapshot; this mirror has none yet."""
+
+    code = "mirror:no-snapshot"
+
+
+class PreviewBusyError(TooManyRequestsError):
+    code = "policy:busy"

@@ -54,6 +54,7 @@ class SubdirStateView:
     kept_count: int
     base_url: str | None
     exclusions_sha256: str | None
+    fetched_at: datetime | None = None
 
 
 @dataclass
@@ -102,6 +103,7 @@ def state_views(session: Session, mirror_id: int) -> dict[str, SubdirStateView]:
             r.kept_count,
             r.base_url,
             r.exclusions_sha256,
+            r.fetched_at,
         )
         for r in rows
     }

@@ -21,6 +21,7 @@ from stockade.audit.service import AuditLog, Target
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.core.clock import utcnow
+from stockade.core.errors import AuthenticationError
 from stockade.core.secrets import SecretBox
 from stockade.mirroring.errors import (
     MirrorNotFoundError,
@@ -171,16 +172,20 @@ class RunService:
         )
 
     def _visible(self, principal: Principal, run_id: int, permission: Permission) -> MirrorRun:
+        """The run, if ``principal`` may do ``permission`` on its mirror. A run of a mirror you
+        cannot see looks like one that does not exist: 401 anonymous, 404 signed in (run ids
+        are sequential: any difference would list the hidden ones)."""
         run = self.session.get(MirrorRun, run_id)
-        if run is None:
-            raise RunNotFoundError(f"run {run_id} not found")
-        mirror = self.session.get(Mirror, run.mirror_id)
-        assert mirror is not None
-        try:
-            self.mirrors.get(principal, mirror.name, permission)
-        except MirrorNotFoundError:
-            raise RunNotFoundError(f"run {run_id} not found") from None
-        return run
+        mirror = self.session.get(Mirror, run.mirror_id) if run is not None else None
+        if run is not None and mirror is not None:
+            try:
+                self.mirrors.get(principal, mirror.name, permission)
+                return run
+            except (MirrorNotFoundError, AuthenticationError):
+                pass
+        if principal.is_anonymous:
+            raise AuthenticationError(f"run {run_id}: sign in or pass a token to see it")
+        raise RunNotFoundError(f"run {run_id} not found")
 
 
 # ------------------------------------------------------------------------------ used by workers

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -26,6 +26,7 @@ from stockade.channels.models import Artifact, Channel
 from stockade.channels.publishing import request_publications
 from stockade.channels.service import ChannelService, channel_ref
 from stockade.core.clock import utcnow
+from stockade.core.errors import AuthenticationError
 from stockade.core.secrets import SecretBox
 from stockade.mirroring import validation as check
 from stockade.mirroring.errors import (
@@ -66,7 +67,10 @@ class MirrorSpec:
 def next_run(schedule: str | None, after: datetime | None = None) -> datetime | None:
     if not schedule:
         return None
-    result: datetime = croniter(schedule, after or utcnow()).get_next(datetime)
+    try:
+        result: datetime = croniter(schedule, after or utcnow()).get_next(datetime)
+    except (CroniterError, ValueError, OverflowError):  # stored before schedules were checked
+        return None
     return result
 
 
@@ -100,16 +104,21 @@ class MirrorService:
         return self.session.scalar(select(Mirror).where(Mirror.name == name))
 
     def get(self, principal: Principal, name: str, permission: Permission) -> Mirror:
+        """The mirror, if ``principal`` may do ``permission`` on its channel. A mirror of a
+        channel you cannot see looks like one that does not exist (the channel rule): 401 for
+        anonymous callers, 404 for signed-in ones, same message either way."""
         mirror = self.find(name)
-        if mirror is None:
-            raise MirrorNotFoundError(f"mirror {name!r} not found")
-        channel = self.session.get(Channel, mirror.channel_id)
-        assert channel is not None
-        try:
-            self.access.require_channel(principal, permission, channel_ref(channel))
-        except ChannelHiddenError:  # a mirror of a channel you cannot see does not exist for you
-            raise MirrorNotFoundError(f"mirror {name!r} not found") from None
-        return mirror
+        if mirror is not None:
+            try:
+                self.access.require_channel(
+                    principal, permission, channel_ref(self.channel_of(mirror))
+                )
+                return mirror
+            except (ChannelHiddenError, AuthenticationError):
+                pass
+        if principal.is_anonymous:
+            raise AuthenticationError(f"mirror {name!r}: sign in or pass a token to see it")
+        raise MirrorNotFoundError(f"mirror {name!r} not found")
 
     def channel_of(self, mirror: Mirror) -> Channel:
         channel = self.session.get(Channel, mirror.channel_id)

@@ -27,8 +27,9 @@ from stockade.core.errors import StockadeError
 from stockade.core.secrets import SecretBox
 from stockade.db.engine import transaction
 from stockade.mirroring import runs
-from stockade.mirroring.contents import KnownLinkScripts, known_link_scripts, read_downloaded
+from stockade.mirroring.contents import KnownLinkScripts, read_downloaded
 from stockade.mirroring.errors import LeaseLostError, RunStoppedError, ShuttingDownError
+from stockade.mirroring.evaluation import evaluate_job
 from stockade.mirroring.inputs import vulnerability_version
 from stockade.mirroring.models import MirrorMode, RunState
 from stockade.mirroring.plan import MirrorJob, Plan, apply_plan, build_plan, load_job
@@ -37,9 +38,7 @@ from stockade.mirroring.upstream import (
     UpstreamSnapshot,
     Verdict,
     evaluate_records,
-    evaluate_upstream,
     fetch_upstream,
-    upstream_files,
 )
 from stockade.policies.engine import VulnerabilityLookup
 from stockade.settings import MirrorSettings
@@ -183,8 +182,8 @@ class MirrorSync:
             reporter.log("upstream, policies and guard unchanged since the last run: nothing to do")
             return RunOutcome(RunState.COMPLETED, "unchanged", counts)
         reporter.begin("evaluate")
-        links = self._known_links(job, snapshot)
-        verdict = evaluate_upstream(job, snapshot, self.vulnerabilities, now, link_scripts=links)
+        with self.factory() as session:  # the evaluation dry runs and explain share
+            verdict, links = evaluate_job(session, job, snapshot.load(), self.vulnerabilities, now)
         reporter.end("evaluate")
         reporter.count("upstream", verdict.upstream)
         reporter.count("kept", verdict.kept)
@@ -206,7 +205,9 @@ class MirrorSync:
             self._download(job, plan, reporter)
             if links is not None:
                 self._checkpoint(job, reporter, "recheck")
-                verdict, plan = self._recheck_links(job, snapshot, plan, links, now, reporter)
+                verdict, plan = self._recheck_links(
+                    job, snapshot, verdict, plan, links, now, reporter
+                )
         self._checkpoint(job, reporter, "publish")
         reporter.begin("publish")
         with transaction(self.factory) as session:
@@ -231,16 +232,11 @@ class MirrorSync:
         if not held:
             raise RunStoppedError("stopped on request")
 
-    def _known_links(self, job: MirrorJob, snapshot: UpstreamSnapshot) -> KnownLinkScripts | None:
-        if not any(p.no_link_scripts for p in job.policies):
-            return None
-        with self.factory() as session:
-            return known_link_scripts(session, upstream_files(snapshot.load()))
-
     def _recheck_links(
         self,
         job: MirrorJob,
         snapshot: UpstreamSnapshot,
+        verdict: Verdict,
         plan: Plan,
         links: KnownLinkScripts,
         now: datetime,
@@ -248,10 +244,13 @@ class MirrorSync:
     ) -> tuple[Verdict, Plan]:
         """Read the files just downloaded, then apply the policies again knowing their link
         scripts (the files stay stored; the records that now fail are not published)."""
+        # Every kept file whose scripts are unknown: the ones just downloaded, and the ones a
+        # run before downloaded when no policy asked about link scripts yet.
         fetched = [
-            (fn, str(plan.records[(sd, fn)]["sha256"]))
-            for sd, fn in [*plan.add, *plan.change]
-            if (sd, fn) in plan.records
+            (fn, str(rec["sha256"]))
+            for kept in verdict.kept_records.values()
+            for fn, rec in kept.items()
+            if links.has_link_scripts(fn) is None and isinstance(rec.get("sha256"), str)
         ]
         with transaction(self.factory) as session:
             unreadable = read_downloaded(session, self.blobs, self.limits, fetched, links)

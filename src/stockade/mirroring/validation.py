@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from stockade.core.errors import InvalidInputError
 from stockade.mirroring.errors import InvalidMirrorError
@@ -97,6 +98,13 @@ def check_schedule(schedule: str | None) -> str | None:
             f"schedule: {schedule!r} is not a cron expression with 5 fields (e.g. '0 2 * * *')",
             field="schedule",
         )
+    try:
+        croniter(value).get_next(datetime)
+    except (CroniterError, ValueError, OverflowError):  # valid syntax that never fires
+        raise InvalidMirrorError(
+            f"schedule: {schedule!r} never fires (no such date, e.g. February 31st)",
+            field="schedule",
+        ) from None
     return value
 
 

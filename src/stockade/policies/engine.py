@@ -13,6 +13,8 @@ Semantics (decisions documented here, tested in ``tests/unit/policies``):
      cannot be proven to be inside). Timestamps > 1e11 are milliseconds (as conda reads them).
    - ``cooldown_days``: a record without ``timestamp`` passes (repodata older than timestamps).
    - ``no_link_scripts``: a record whose link scripts are unknown (lookup returns ``None``) is kept.
+   - ``signed_only``: no signature is verified yet (SPEC §8 comes later), so no record passes; new
+     policies cannot ask for it (:func:`stockade.policies.service.refuse_unmet_criteria`).
 3. ``keep_latest`` N: among the records that passed step 2, the N newest distinct versions of each name
    (rattler ``Version`` ordering, per subdir) are kept, with all their builds.
 4. Exceptions of the policy clear every reason of this policy for the records they match.
@@ -447,12 +449,7 @@ def _per_record(  # noqa: PLR0912, PLR0915  # the hot loop: one pass, criteria i
                 lr = (
                     None
                     if lic.passes(alts, fams, lic_mode)
-                    else reason(
-                        "licenses",
-                        f"{lic.describe(alts)} not allowed"
-                        if lic_mode is SetMode.NOT_IN
-                        else f"{lic.describe(alts)} not in {', '.join(sorted(fams))}",
-                    )
+                    else reason("licenses", lic.refusal(alts, fams, lic_mode))
                 )
                 lic_cache[key] = lr
             if lr is not None:

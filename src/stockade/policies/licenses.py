@@ -179,3 +179,21 @@ def passes(alternatives: Alternatives, families: frozenset[str], mode: SetMode) 
 def describe(alternatives: Iterable[frozenset[str]]) -> str:
     """``gpl3``, ``mit or apache``, ``bsd and mit`` — for reasons."""
     return " or ".join(" and ".join(sorted(alt)) for alt in alternatives)
+
+
+def refusal(alternatives: Alternatives, families: frozenset[str], mode: SetMode) -> str:
+    """Why a licence fails a ``licenses`` criterion, naming only the families that fail it
+    (under ``not_in`` the listed families each alternative has, under ``in`` the families each
+    alternative has that are not listed), then the whole licence when it says more."""
+    if mode is SetMode.NOT_IN:
+        bad = describe(_unique([alt & families for alt in alternatives]))
+        text = f"{bad} not allowed"
+    else:
+        bad = describe(_unique([alt - families for alt in alternatives]))
+        text = f"{bad} not in {', '.join(sorted(families))}"
+    whole = describe(alternatives)
+    return text if whole == bad else f"{text} (licence: {whole})"
+
+
+def _unique(sets: Iterable[frozenset[str]]) -> list[frozenset[str]]:
+    return list(dict.fromkeys(s for s in sets if s))

@@ -20,11 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
-from stockade.auth.access import AccessService
+from stockade.auth.access import AccessService, ChannelHiddenError
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.models import Channel
-from stockade.channels.service import ChannelService
+from stockade.channels.service import ChannelService, channel_ref
 from stockade.core.errors import InvalidInputError, NotFoundError
 from stockade.policies.errors import PolicyExistsError, PolicyNotFoundError
 from stockade.policies.model import Policy
@@ -43,6 +43,28 @@ def parse_definition(name: str, definition: Mapping[str, Any]) -> Policy:
         raise InvalidInputError("a policy definition is a JSON object", field="definition")
     data = {k: v for k, v in definition.items() if k not in ("name", "description")}
     return Policy.from_dict({"name": name, **data})
+
+
+#: Criteria no record can meet yet, refused in new and changed definitions (a stored one still
+#: evaluates: it keeps nothing, each exclusion saying why).
+UNMET_CRITERIA = {
+    "signed_only": "signatures are not verified yet (content trust comes in a later release), "
+    "so no record could pass it and the channel would be emptied; leave it out for now",
+}
+
+
+def refuse_unmet_criteria(definition: Mapping[str, Any]) -> None:
+    for key, why in UNMET_CRITERIA.items():
+        if isinstance(definition, Mapping) and definition.get(key):
+            raise InvalidInputError(f"{key}: {why}", code="policy:unmet-criterion", field=key)
+
+
+def parse_new_definition(name: str, definition: Mapping[str, Any]) -> Policy:
+    """A definition being written or tried as a draft: as :func:`parse_definition`, and criteria
+    that nothing can meet yet are refused."""
+    policy = parse_definition(name, definition)
+    refuse_unmet_criteria(definition)
+    return policy
 
 
 def _check_name(name: str) -> str:
@@ -108,27 +130,53 @@ class PolicyService:
     def policy_of(self, row: PolicyRow) -> Policy:
         return parse_definition(row.name, row.definition)
 
-    def assignments(self, policy_ids: Sequence[int] | None = None) -> list[AssignmentView]:
+    def assignments(
+        self, principal: Principal, policy_ids: Sequence[int] | None = None
+    ) -> list[AssignmentView]:
+        """Where the policies are assigned, as far as ``principal`` may see: an assignment to a
+        channel (or a mirror of a channel) the caller cannot read is left out, so listings never
+        name hidden channels or mirrors."""
         query = (
-            select(PolicyRow.name, Channel.name, PolicyAssignment.mirror_id)
+            select(PolicyRow.name, PolicyAssignment.channel_id, PolicyAssignment.mirror_id)
             .join(PolicyRow, PolicyRow.id == PolicyAssignment.policy_id)
-            .outerjoin(Channel, Channel.id == PolicyAssignment.channel_id)
             .order_by(PolicyRow.name, PolicyAssignment.id)
         )
         if policy_ids is not None:
             query = query.where(PolicyAssignment.policy_id.in_(policy_ids))
         rows = self.session.execute(query).all()
         ids = [m for _, _, m in rows if m is not None]
-        names: dict[int, str] = (
-            dict(
-                self.session.execute(
-                    select(_MIRRORS.c.id, _MIRRORS.c.name).where(_MIRRORS.c.id.in_(ids))
+        mirrors: dict[int, tuple[str, int]] = (
+            {
+                mid: (name, cid)
+                for mid, name, cid in self.session.execute(
+                    select(_MIRRORS.c.id, _MIRRORS.c.name, _MIRRORS.c.channel_id).where(
+                        _MIRRORS.c.id.in_(ids)
+                    )
                 ).all()
-            )
+            }
             if ids
             else {}
         )
-        return [AssignmentView(p, c, names.get(m) if m is not None else None) for p, c, m in rows]
+        found: list[AssignmentView] = []
+        for policy, channel_id, mirror_id in rows:
+            if mirror_id is not None:
+                mirror_name, feeds = mirrors.get(mirror_id, (None, None))
+                channel = self._readable(principal, feeds, Permission.MIRROR_READ)
+                if channel is not None and mirror_name is not None:
+                    found.append(AssignmentView(policy, None, mirror_name))
+                continue
+            channel = self._readable(principal, channel_id, Permission.CHANNEL_READ)
+            if channel is not None:
+                found.append(AssignmentView(policy, channel.name, None))
+        return found
+
+    def _readable(
+        self, principal: Principal, channel_id: int | None, permission: Permission
+    ) -> Channel | None:
+        channel = self.session.get(Channel, channel_id) if channel_id is not None else None
+        if channel is None or not self.access.can(principal, permission, channel_ref(channel)):
+            return None
+        return channel
 
     def usage(self, policy_id: int) -> int:
         return int(
@@ -163,7 +211,7 @@ class PolicyService:
     ) -> PolicyRow:
         self.access.require(principal, Permission.POLICY_WRITE)
         name = _check_name(name)
-        parse_definition(name, definition)
+        parse_new_definition(name, definition)
         if self.find(name) is not None:
             raise PolicyExistsError(f"policy {name!r} already exists", field="name")
         row = PolicyRow(
@@ -198,7 +246,7 @@ class PolicyService:
         row = self.get(principal, name)
         before = {"definition": row.definition, "description": row.description}
         if definition is not None:
-            parse_definition(row.name, definition)
+            parse_new_definition(row.name, definition)
             row.definition = _clean_definition(definition)
         if description is not None:
             row.description = description
@@ -310,8 +358,12 @@ class PolicyService:
             .join(Channel, Channel.id == _MIRRORS.c.channel_id)
             .where(_MIRRORS.c.name == mirror)
         ).first()
+        hidden = NotFoundError(f"mirror {mirror!r} not found", code="mirror:not-found")
         if found_mirror is None:
-            raise NotFoundError(f"mirror {mirror!r} not found", code="mirror:not-found")
+            raise hidden
         mirror_id, channel_name = found_mirror
-        self.channels.get(principal, channel_name, Permission.POLICY_MANAGE)
+        try:
+            self.channels.get(principal, channel_name, Permission.POLICY_MANAGE)
+        except ChannelHiddenError:  # a hidden mirror looks like a missing one (no channel name)
+            raise hidden from None
         return None, mirror_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from stockade.web.api.schemas import PrivacyLiteral, Strict
 
@@ -13,6 +13,11 @@ ModeLiteral = Literal["active", "passive"]
 RunStateLiteral = Literal["pending", "running", "completed", "failed", "stopped"]
 CurationStatus = Literal["active", "reported", "mitigated", "cleared", "disputed"]
 DEFAULT_STATUSES: tuple[CurationStatus, ...] = ("active", "reported")
+
+
+#: Fields a mirror always has: leaving them out keeps them, null is refused (422 naming it).
+#: (``token``, ``schedule``, ``proxy`` and ``ca_bundle`` may be null: that clears them.)
+NOT_NULL = ("mode", "subdirs", "concurrency", "enabled", "companions", "allowed_names", "source")
 
 
 class MirrorFields(Strict):
@@ -32,6 +37,17 @@ class MirrorFields(Strict):
     enabled: bool | None = None
     companions: list[str] | None = Field(default=None, max_length=256)
     allowed_names: list[str] | None = Field(default=None, max_length=10_000)
+
+    @field_validator(*NOT_NULL, mode="before", check_fields=False)
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        """Leave a field out to keep it; ``null`` is not a value for these (it was read as
+        "off" or failed later)."""
+        if value is None:
+            raise ValueError(
+                f"{info.field_name} cannot be null (leave it out for the current or default value)"
+            )
+        return value
 
 
 class MirrorCreate(MirrorFields):
@@ -199,11 +215,22 @@ class SubdirPreviewPublic(BaseModel):
     would_remove: int
     add_samples: list[str]
     remove_samples: list[str]
+    undecided: int = Field(
+        default=0,
+        description="kept records whose link scripts are unknown until their file is downloaded",
+    )
+    undecided_samples: list[str] = Field(default_factory=list)
 
 
 class MirrorPreviewPublic(BaseModel):
     mirror: str
     policies: list[str]
+    snapshot: bool = Field(
+        description="whether the mirror has a last run's upstream records to preview (upstream "
+        "is never fetched for a preview)"
+    )
+    snapshot_at: datetime | None = Field(description="when that run fetched the upstream")
+    notes: list[str] = Field(default_factory=list)
     totals: dict[str, Any]
     subdirs: list[SubdirPreviewPublic]
 
@@ -232,3 +259,7 @@ class ExplanationPublic(BaseModel):
         description="the policy exceptions it matches (`policy: spec`): they keep it whatever "
         "that policy's criteria say",
     )
+    evaluated_at: datetime | None = Field(
+        default=None, description="when the last run, whose reasons these are, fetched upstream"
+    )
+    notes: list[str] = Field(default_factory=list)

@@ -29,7 +29,8 @@ from stockade.web.api.mirror_schemas import (
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
 router = APIRouter(tags=["mirrors"])
-RunId = Annotated[int, Path(ge=1, le=2**62)]
+RUN_ID_MAX = 2**31 - 1  # mirror_runs.id is a 32-bit integer column
+RunId = Annotated[int, Path(ge=1, le=RUN_ID_MAX)]
 API = "/api/v1"
 
 
@@ -160,7 +161,7 @@ def list_runs(
     name: str,
     principal: CurrentPrincipal,
     container: ContainerDep,
-    before: int | None = Query(default=None, ge=1, le=2**62),
+    before: int | None = Query(default=None, ge=1, le=RUN_ID_MAX),
     limit: int = Query(default=20, ge=1, le=200),
 ) -> list[RunPublic]:
     with container.read_factory() as session:

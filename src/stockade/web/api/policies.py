@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
+from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.db.engine import transaction
 from stockade.mirroring.preview import MirrorPreview, PreviewService
 from stockade.policies.models import PolicyRow
-from stockade.policies.service import PolicyService, parse_definition
+from stockade.policies.service import PolicyService, parse_new_definition
 from stockade.web.api.mirror_schemas import (
     AssignmentCreate,
     AssignmentPublic,
@@ -28,14 +29,14 @@ from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 router = APIRouter(tags=["policies"])
 
 
-def policy_public(service: PolicyService, row: PolicyRow) -> PolicyPublic:
+def policy_public(service: PolicyService, row: PolicyRow, principal: Principal) -> PolicyPublic:
     return PolicyPublic(
         name=row.name,
         description=row.description,
         definition=dict(row.definition),
         assignments=[
             AssignmentPublic(policy=a.policy, channel=a.channel, mirror=a.mirror)
-            for a in service.assignments([row.id])
+            for a in service.assignments(principal, [row.id])
         ],
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -46,6 +47,9 @@ def preview_public(preview: MirrorPreview) -> MirrorPreviewPublic:
     return MirrorPreviewPublic(
         mirror=preview.mirror,
         policies=preview.policies,
+        snapshot=preview.snapshot,
+        snapshot_at=preview.snapshot_at,
+        notes=preview.notes,
         totals=preview.totals(),
         subdirs=[
             SubdirPreviewPublic.model_validate(s, from_attributes=True) for s in preview.subdirs
@@ -66,7 +70,7 @@ def _preview_service(session: object, container: Container) -> PreviewService:
 def list_policies(principal: CurrentPrincipal, container: ContainerDep) -> list[PolicyPublic]:
     with container.read_factory() as session:
         service = PolicyService(session)
-        return [policy_public(service, r) for r in service.list_all(principal)]
+        return [policy_public(service, r, principal) for r in service.list_all(principal)]
 
 
 @router.post("/policies", response_model=PolicyPublic, status_code=201)
@@ -76,23 +80,25 @@ def create_policy(body: PolicyCreate, principal: SignedIn, container: ContainerD
         row = service.create(
             principal, body.name, body.definition.as_dict(), description=body.description
         )
-        return policy_public(service, row)
+        return policy_public(service, row, principal)
 
 
 @router.post("/policies/dry-run", response_model=DryRunPublic)
 def dry_run_draft(
     body: DraftDryRunRequest, principal: CurrentPrincipal, container: ContainerDep
 ) -> DryRunPublic:
-    """What the channel's mirrors would keep with a draft policy added (the editor's preview);
-    without a definition, what the next run would do with the current policies."""
+    """What the channel's mirrors would keep with a draft policy added (the editor's preview;
+    needs write access to the channel); without a definition, what the next run would do with
+    the current policies (read access). Reads the last run's upstream records, never the
+    upstream: 409 when no mirror of the channel has completed a run."""
     candidate = (
-        parse_definition(body.name, body.definition.as_dict())
+        parse_new_definition(body.name, body.definition.as_dict())
         if body.definition is not None
         else None
     )
     with container.read_factory() as session:
         previews = _preview_service(session, container).dry_run(
-            principal, body.channel, candidate, mirror=body.mirror
+            principal, body.channel, candidate, mirror=body.mirror, draft=candidate is not None
         )
     return DryRunPublic(
         channel=body.channel,
@@ -109,7 +115,8 @@ def explain(
     spec: str = Query(min_length=1, max_length=1000, examples=["numpy 1.26.4"]),
     subdir: str | None = Query(default=None, max_length=64),
 ) -> list[ExplanationPublic]:
-    """Why each upstream record matching ``spec`` is or is not in the channel."""
+    """Why each upstream record matching ``spec`` is or is not in the channel: the reasons the
+    last run stored. 409 when no mirror of the channel has completed a run."""
     with container.read_factory() as session:
         found = _preview_service(session, container).explain(
             principal, channel, spec, subdir=subdir
@@ -122,6 +129,8 @@ def explain(
             kept=e.kept,
             in_channel=e.in_channel,
             exceptions=e.exceptions,
+            evaluated_at=e.evaluated_at,
+            notes=e.notes,
             reasons=[
                 ReasonPublic(policy=r.policy, criterion=r.criterion, detail=r.detail)
                 for r in e.reasons
@@ -135,7 +144,7 @@ def explain(
 def show_policy(name: str, principal: CurrentPrincipal, container: ContainerDep) -> PolicyPublic:
     with container.read_factory() as session:
         service = PolicyService(session)
-        return policy_public(service, service.get(principal, name))
+        return policy_public(service, service.get(principal, name), principal)
 
 
 @router.patch("/policies/{name}", response_model=PolicyPublic)
@@ -150,7 +159,7 @@ def update_policy(
             definition=body.definition.as_dict() if body.definition is not None else None,
             description=body.description,
         )
-        return policy_public(service, row)
+        return policy_public(service, row, principal)
 
 
 @router.delete("/policies/{name}", status_code=204)

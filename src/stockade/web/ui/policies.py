@@ -23,7 +23,7 @@ from stockade.container import Container
 from stockade.core.errors import InvalidInputError, StockadeError
 from stockade.db.engine import transaction
 from stockade.mirroring.service import MirrorService
-from stockade.policies.service import PolicyService, parse_definition
+from stockade.policies.service import PolicyService, parse_new_definition
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.admin_common import confirmed
 from stockade.web.ui.forms import (
@@ -65,7 +65,7 @@ def policies_page(request: Request, container: Container, principal: Principal) 
         service = PolicyService(session)
         rows = service.list_all(principal)
         where: dict[str, list[str]] = {}
-        for a in service.assignments():
+        for a in service.assignments(principal):
             label = f"channel {a.channel}" if a.channel else f"mirror {a.mirror}"
             where.setdefault(a.policy, []).append(label)
         context = {
@@ -128,7 +128,7 @@ def editor_page(
             access.require(principal, Permission.POLICY_WRITE)
         else:
             row = service.get(principal, name)
-            assignments = service.assignments([row.id])
+            assignments = service.assignments(principal, [row.id])
             form = form or form_of(row.name, row.description, row.definition)
         channels = mirrored_channels(session, container, principal)
         context: dict[str, Any] = {
@@ -175,9 +175,13 @@ def run_preview(
         channel = clean(form.preview_channel, 512)
         if not channel:
             raise InvalidInputError("pick a channel to preview the policy on", field="channel")
-        candidate = parse_definition(name or clean(form.name, 128) or DRAFT, definition_of(form))
+        candidate = parse_new_definition(
+            name or clean(form.name, 128) or DRAFT, definition_of(form)
+        )
         with container.read_factory() as session:
-            previews = preview_service(session, container).dry_run(principal, channel, candidate)
+            previews = preview_service(session, container).dry_run(
+                principal, channel, candidate, draft=True
+            )
     except StockadeError as exc:
         error = FormError(labelled(sentence(exc.detail)), 400, "policy")
         return editor_page(request, container, principal, name, form=form, error=error)

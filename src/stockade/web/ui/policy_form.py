@@ -29,7 +29,11 @@ SET_MODES = (("in", "in"), ("not_in", "not in"))
 OPERATORS = (">=", ">")
 FLAGS = (
     ("uncurated_cves", "Drop records with a vulnerability still being curated (reported)"),
-    ("signed_only", "Keep only records with a valid signature or attestation"),
+    (
+        "signed_only",
+        "Keep only records with a valid signature or attestation (not available yet: "
+        "signatures are not verified, so it is refused)",
+    ),
     ("no_link_scripts", "Drop packages with pre-link, post-link or pre-unlink scripts"),
     ("include_dependencies", "With “only specs”: also keep the dependencies they need"),
     ("prune_unsatisfiable", "Drop records whose dependencies no kept record satisfies"),
@@ -250,6 +254,7 @@ def preview_view(previews: list[MirrorPreview]) -> list[dict[str, Any]]:
             "mirror": p.mirror,
             "policies": p.policies,
             "totals": p.totals(),
+            "notes": p.notes,
             "samples": _samples(p),
             "add_samples": [f"{s.subdir}/{f}" for s in p.subdirs for f in s.add_samples][:10],
             "remove_samples": [f"{s.subdir}/{f}" for s in p.subdirs for f in s.remove_samples][:10],

@@ -127,6 +127,7 @@
       });
       part.appendChild(table);
     }
+    (m.notes || []).forEach(function (note) { part.appendChild(el("p", "note", note)); });
     var adds = listOf(m, "add_samples");
     if (adds.length) { part.appendChild(el("p", "samples", "Would add: " + adds.join(", "))); }
     var removes = listOf(m, "remove_samples");

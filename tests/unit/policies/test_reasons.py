@@ -1,0 +1,63 @@
+"""Reason texts name what failed, never what was allowed (issue 11: "gpl2 and gpl3 not allowed"
+under ``--licenses-not gpl3,agpl``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from stockade.core.errors import InvalidInputError
+from stockade.policies import licenses as lic
+from stockade.policies.engine import EvaluationContext, evaluate
+from stockade.policies.model import Policy, SetMode
+from stockade.policies.service import parse_definition, parse_new_definition
+
+CTX = EvaluationContext(now=datetime(2024, 6, 1, tzinfo=UTC))
+
+
+def _reasons(policy: Policy, **record: Any) -> list[str]:
+    rec = {"name": "x", "version": "1", "build": "0", "build_number": 0, "depends": [], **record}
+    ev = evaluate([policy], {"x-1-0.conda": rec}, subdir="linux-64", context=CTX)
+    return [r.detail for r in ev.excluded.get("x-1-0.conda", [])]
+
+
+@pytest.mark.parametrize(
+    ("licence", "expected"),
+    [
+        ("GPL-2.0-only AND GPL-3.0-only", "gpl3 not allowed (licence: gpl2 and gpl3)"),
+        ("GPL-3.0-only", "gpl3 not allowed"),
+        ("AGPL-3.0-only OR GPL-3.0-only", "agpl or gpl3 not allowed"),
+        ("MIT AND GPL-3.0-only", "gpl3 not allowed (licence: gpl3 and mit)"),
+    ],
+)
+def test_not_in_names_only_the_refused_families(licence: str, expected: str) -> None:
+    policy = Policy(name="p", licenses={"gpl3", "agpl"}, licenses_mode=SetMode.NOT_IN)
+    [detail] = _reasons(policy, license=licence)
+    assert detail == expected
+    assert "gpl2" not in detail.split(" (")[0]
+
+
+def test_in_names_only_the_families_outside_the_list() -> None:
+    policy = Policy(name="p", licenses={"mit", "bsd"}, licenses_mode=SetMode.IN)
+    [detail] = _reasons(policy, license="MIT AND GPL-3.0-only")
+    assert detail == "gpl3 not in bsd, mit (licence: gpl3 and mit)"
+    assert _reasons(policy, license="MIT") == []
+
+
+def test_refusal_every_alternative_counted_once() -> None:
+    alts = lic.family_alternatives(None, "GPL-3.0-only OR (GPL-3.0-only AND MIT)")
+    text = lic.refusal(alts, frozenset({"gpl3"}), SetMode.NOT_IN)
+    assert text.startswith("gpl3 not allowed")
+
+
+@pytest.mark.parametrize("definition", [{"signed_only": True}, {"signed_only": 1}])
+def test_signed_only_is_refused_in_new_definitions(definition: dict[str, Any]) -> None:
+    """No signature is verified yet: a new or changed policy cannot ask for one (issue 11, 12)."""
+    with pytest.raises(InvalidInputError) as caught:
+        parse_new_definition("p", {**definition, "keep_latest": 1})
+    assert caught.value.extra["field"] == "signed_only"
+    assert "not verified" in caught.value.detail
+    parse_new_definition("p", {"signed_only": False, "keep_latest": 1})
+    parse_definition("stored", {"signed_only": True})  # an older stored one still loads
