@@ -102,7 +102,7 @@ def check_index_fields(index: Mapping[str, Any]) -> None:
     for field, validate in _CEP26.items():
         if isinstance(index.get(field), str):
             validate(index[field])
-    problem = record_problem(without_server_keys(index), require_subdir=True)
+    problem = record_problem(without_server_keys(index), require_subdir=True, with_rattler=True)
     if problem is not None:
         unreadable_version = problem.field == "version" and isinstance(index.get("version"), str)
         rule = "version" if unreadable_version else "index-json"

@@ -63,7 +63,6 @@ MAX_BUILD_NUMBER: Final = 2**31 - 1  # the artifacts table's column
 MAX_TIMESTAMP_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_FIELD_LENGTH: Final = 4096
 _SUBDIR_RE: Final = re.compile(r"noarch|[a-z0-9]+-[a-z0-9]+")
-_HEX_RE: Final = re.compile(r"[0-9a-f]+")
 _NOARCH: Final = frozenset({"python", "generic", ""})
 
 Check = Callable[[Any], "str | None"]
@@ -159,28 +158,32 @@ def _timestamp(value: Any) -> str | None:
 
 def _hex(length: int) -> Check:
     def check(value: Any) -> str | None:
-        if not isinstance(value, str) or len(value) != length or not _HEX_RE.fullmatch(value):
-            return f"must be {length} lowercase hex digits"
-        return None
+        if type(value) is str and len(value) == length:
+            try:
+                if bytes.fromhex(value).hex() == value:
+                    return None
+            except ValueError:
+                pass
+        return f"must be {length} lowercase hex digits"
 
     return check
 
 
 def _strings(value: Any) -> str | None:
-    if not isinstance(value, list):
+    if type(value) is not list:
         return f"must be a list of strings, not {_kind(value)}"
     for position, item in enumerate(value):
-        problem = _string(item)
-        if problem is not None:
-            return f"item {position} {problem}"
+        if type(item) is not str or len(item) > MAX_FIELD_LENGTH:
+            return f"item {position} {_string(item)}"
     return None
 
 
 def _specs(value: Any) -> str | None:
-    problem = _strings(value)
-    if problem is not None:
-        return problem
+    if type(value) is not list:
+        return f"must be a list of strings, not {_kind(value)}"
     for position, item in enumerate(value):
+        if type(item) is not str or len(item) > MAX_FIELD_LENGTH:
+            return f"item {position} {_string(item)}"
         problem = spec_problem(item)
         if problem is not None:
             return f"item {position}: {problem}"
@@ -281,33 +284,40 @@ _OPTIONAL: Final[dict[str, Check]] = {
     "size": _int_in(0, 2**63 - 1),
     "legacy_bz2_size": _int_in(0, 2**63 - 1),
     "indexed_timestamp": _timestamp,
+    "attestations_sha256": _hex(64),
 }
 
 
-def record_problem(record: object, *, require_subdir: bool = False) -> RecordProblem | None:
-    """The first problem of a repodata record or ``index.json`` (fields in a fixed order).
+def record_problem(
+    record: object, *, require_subdir: bool = False, with_rattler: bool = False
+) -> RecordProblem | None:
+    """The first problem of a repodata record or ``index.json`` (required fields first, then the
+    others in the record's order), or None.
 
     A null field counts as absent, as conda reads it; pass records through
     :func:`without_nulls` before storing or serving them (rattler refuses some nulls).
+    ``with_rattler`` also runs rattler's own ``IndexJson`` reader on it (a few microseconds: for
+    uploads; the checks above already refuse everything that reader refuses).
     """
     if not isinstance(record, Mapping):
         return RecordProblem("record", f"must be a JSON object, not {_kind(record)}")
-    record = without_nulls(record)
     for field, check in _REQUIRED.items():
-        if field not in record:
+        value = record.get(field)
+        if value is None:
             return RecordProblem(field, "is missing")
-        problem = check(record[field])
+        problem = check(value)
         if problem is not None:
             return RecordProblem(field, problem)
-    if require_subdir and "subdir" not in record:
+    if require_subdir and record.get("subdir") is None:
         return RecordProblem("subdir", "is missing")
-    for field, check in _OPTIONAL.items():
-        if field not in record:
+    for field, value in record.items():
+        check = _OPTIONAL.get(field)
+        if check is None or value is None:
             continue
-        problem = check(record[field])
+        problem = check(value)
         if problem is not None:
             return RecordProblem(field, problem)
-    return _rattler_problem(record)
+    return _rattler_problem(without_nulls(record)) if with_rattler else None
 
 
 def _rattler_problem(record: Mapping[str, Any]) -> RecordProblem | None:
@@ -344,9 +354,12 @@ def without_server_keys(index: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in index.items() if key not in SERVER_KEYS}
 
 
-def upstream_record(record: Mapping[str, Any]) -> dict[str, Any]:
+def upstream_record(record: dict[str, Any]) -> dict[str, Any]:
     """An upstream repodata record as we keep it: without null fields and without keys that
-    would point clients elsewhere (:data:`UPSTREAM_DROPPED_KEYS`)."""
+    would point clients elsewhere (:data:`UPSTREAM_DROPPED_KEYS`). The record itself when it
+    has neither (the common case: no copy)."""
+    if not (record.keys() & UPSTREAM_DROPPED_KEYS) and None not in record.values():
+        return record
     return {
         key: value
         for key, value in record.items()
