@@ -311,10 +311,10 @@ def record_problem(
     if require_subdir and record.get("subdir") is None:
         return RecordProblem("subdir", "is missing")
     for field, value in record.items():
-        check = _OPTIONAL.get(field)
-        if check is None or value is None:
+        optional = _OPTIONAL.get(field)
+        if optional is None or value is None:
             continue
-        problem = check(value)
+        problem = optional(value)
         if problem is not None:
             return RecordProblem(field, problem)
     return _rattler_problem(without_nulls(record)) if with_rattler else None
