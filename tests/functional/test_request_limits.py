@@ -188,3 +188,14 @@ def test_a_body_within_the_limits_still_works(small: LiveServer, testdata: Path)
         **{"content-type": "application/json"},
     )
     assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_ui_report_page_past_the_body_limit(small: LiveServer, chunked: bool) -> None:
+    body, content_type = _multipart(("environment.yml", b"dependencies:\n" + b"  - x\n" * 500))
+    with httpx.Client(base_url=small.url, timeout=30) as client:
+        content: bytes | Iterator[bytes] = _chunked(body) if chunked else body
+        response = client.post(
+            "/reports/env", content=content, headers={"content-type": content_type}
+        )
+    _assert_too_large(response)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from stockade.storage.permissions import PRIVATE_DIR, PRIVATE_FILE
 from tests.conftest import TESTDATA
-from tests.support.process import ServerProcess, server_process
+from tests.support.process import STOCKADE, ServerProcess, server_process
 from tests.support.server import fresh_database
 
 pytestmark = pytest.mark.functional
@@ -142,3 +143,16 @@ def test_a_request_whose_headers_arrived_is_not_cut_off(served: ServerProcess) -
         sock.sendall(b"}")
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+
+
+def test_db_upgrade_creates_a_private_database(tmp_path: Path) -> None:
+    """The documented ``stockade db upgrade`` before the first start does not leave a 0644 file."""
+    data = tmp_path / "fresh"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE_")}
+    env["STOCKADE_DATA_DIR"] = str(data)
+    done = subprocess.run(
+        [str(STOCKADE), "db", "upgrade"], env=env, capture_output=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert _mode(data) == PRIVATE_DIR
+    assert _mode(data / "stockade.db") == PRIVATE_FILE

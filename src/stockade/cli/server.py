@@ -106,8 +106,10 @@ def worker(
 def db_upgrade() -> None:
     """Apply all migrations (Alembic) to the configured database."""
     from stockade.db.migrate import upgrade
+    from stockade.web.serving import prepare_server
 
     settings = settings_or_exit()
+    prepare_server(settings)  # a database this creates is private (0600), as with serve
     upgrade(settings.db_url)
     out.print("database is up to date")
 
@@ -116,8 +118,10 @@ def db_upgrade() -> None:
 def db_check() -> None:
     """Fail if the models and the migrations disagree (drift)."""
     from stockade.db.migrate import check, upgrade
+    from stockade.web.serving import prepare_server
 
     settings = settings_or_exit()
+    prepare_server(settings)
     upgrade(settings.db_url)
     drift = check(settings.db_url)
     if drift:
@@ -135,8 +139,10 @@ def admin_create(
     from stockade.container import Container
     from stockade.db.engine import transaction
     from stockade.db.migrate import upgrade
+    from stockade.web.serving import prepare_server
 
     settings = settings_or_exit()
+    prepare_server(settings)
     upgrade(settings.db_url)
     container = Container.build(settings)
     try:
