@@ -17,6 +17,7 @@ from stockade.jobs.scheduler import SchedulerThread
 from stockade.jobs.vulns import FeedHousekeeper
 from stockade.jobs.webhooks import WebhookHousekeeper
 from stockade.settings import Settings
+from stockade.web import health
 from stockade.web.api import audit as audit_api
 from stockade.web.api import auth as auth_api
 from stockade.web.api import channels as channels_api
@@ -114,6 +115,8 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
         return JSONResponse({"status": "ok"})
+
+    app.include_router(health.router)  # /readyz: database reachable, failing publications
 
     app.include_router(sso.router)
     install_ui(app)

@@ -181,6 +181,12 @@ class MirrorSettings(BaseModel):
         default=20.0, gt=0, description="how often schedules are checked"
     )
     timeout_s: float = Field(default=60.0, gt=0, description="upstream connect/read timeout")
+    previews_per_minute_anonymous: int = Field(
+        default=30, ge=1, description="dry runs and explanations per client address per minute"
+    )
+    previews_per_minute_user: int = Field(
+        default=120, ge=1, description="dry runs and explanations per signed-in user per minute"
+    )
 
 
 class WebhookSettings(BaseModel):

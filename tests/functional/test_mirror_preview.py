@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import PG_URL
 from tests.support.mirror_api import (
     API,
     admin,
@@ -31,7 +32,7 @@ from tests.support.mirror_api import (
     unique,
 )
 from tests.support.mirror_data import TEST_RECIPES
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, fresh_database, run_server
 from tests.support.upstream import Upstream
 
 pytestmark = [pytest.mark.functional]
@@ -149,3 +150,30 @@ def test_dry_run_explain_and_run_agree_on_link_scripts(
     assert [r["criterion"] for r in entry["reasons"]] == ["no_link_scripts"]
     [entry] = _explain(client, channel, "dependency 1.0").json()
     assert entry["kept"] is True and entry["in_channel"] is True
+
+
+@pytest.fixture(scope="module")
+def tight(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server allowing 2 previews a minute to an anonymous address, 3 to a user."""
+    data_dir = tmp_path_factory.mktemp(f"preview-throttle-{backend}")
+    limits = {"previews_per_minute_anonymous": 2, "previews_per_minute_user": 3}
+    with (
+        fresh_database(backend, data_dir, PG_URL) as db_url,
+        run_server(data_dir, db_url, mirror=limits) as live,
+    ):
+        yield live
+
+
+def test_previews_are_rate_limited_per_caller(tight: LiveServer) -> None:
+    mirror = make_mirror(tight, source=TEST_RECIPES.as_uri(), subdirs=["noarch"])
+    channel = mirror["channel"]
+    anonymous = tight.client()
+    answers = [_explain(anonymous, channel, "dependency").status_code for _ in range(2)]
+    assert answers == [409, 409]  # counted, even without a snapshot
+    for refused in (_explain(anonymous, channel, "dependency"), _preview(anonymous, channel)):
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "policy:busy"
+        assert int(refused.headers["Retry-After"]) >= 1
+    client = admin(tight)  # its own allowance
+    answers = [_preview(client, channel).status_code for _ in range(4)]
+    assert answers == [409, 409, 409, 429]

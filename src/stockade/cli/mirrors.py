@@ -45,7 +45,9 @@ def create(
     concurrency: int | None = typer.Option(None, min=1, max=64, help="downloads at once"),
     companions: str | None = typer.Option(None, help="local channels guarded against confusion"),
     allow: str | None = typer.Option(None, help="package names allowed past that guard"),
-    privacy: str = typer.Option("public", help="privacy of the channel if it is created"),
+    privacy: str | None = typer.Option(
+        None, help="privacy of a channel it creates (default public; a subchannel: its parent's)"
+    ),
 ) -> None:
     """Create a mirror (and its channel if needed). Runs follow the schedule; `run` starts one."""
     body = _fields(

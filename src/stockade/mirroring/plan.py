@@ -188,6 +188,7 @@ class Current:
     id: int
     sha256: str
     record_json: bytes
+    indexed_timestamp: int
 
 
 @dataclass
@@ -242,14 +243,15 @@ class Plan:
 def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
     plan = Plan(base_urls=dict(verdict.base_urls))
     mine: dict[tuple[str, str], Current] = {
-        (sd, fn): Current(aid, sha, rec)
-        for aid, sd, fn, sha, rec in session.execute(
+        (sd, fn): Current(aid, sha, rec, indexed)
+        for aid, sd, fn, sha, rec, indexed in session.execute(
             select(
                 Artifact.id,
                 Artifact.subdir,
                 Artifact.filename,
                 Artifact.sha256,
                 Artifact.record_json,
+                Artifact.indexed_timestamp,
             ).where(Artifact.channel_id == job.channel_id, Artifact.mirror_id == job.mirror_id)
         ).all()
     }
@@ -264,7 +266,7 @@ def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
     }
     for subdir, kept in verdict.kept_records.items():
         excluded = verdict.excluded.setdefault(subdir, {})
-        for filename, rec in kept.items():
+        for filename, upstream in kept.items():
             key = (subdir, filename)
             if key in others:
                 plan.conflicts[key] = others[key]
@@ -272,9 +274,12 @@ def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
                     Reason(CONFLICT_POLICY, "exists", f"already in the channel ({others[key]})")
                 ]
                 continue
+            current = mine.pop(key, None)
+            # CEP 47: set once, when the record first enters the channel, and kept across runs
+            indexed = current.indexed_timestamp if current is not None else now_ms()
+            rec = {**upstream, "indexed_timestamp": indexed}
             encoded = encode_record(rec)
             plan.records[key] = rec
-            current = mine.pop(key, None)
             if current is None:
                 plan.add[key] = encoded
             elif current.record_json != encoded:
@@ -312,7 +317,7 @@ def _row(
         "timestamp_ms": int(ts if ts > 1e11 else ts * 1000)
         if isinstance(ts, int | float)
         else None,
-        "indexed_timestamp": now_ms(),
+        "indexed_timestamp": rec.get("indexed_timestamp") or now_ms(),
         "license": str(license_)[:256] if license_ else None,
         "summary": None,
         "source": "mirror",

@@ -15,14 +15,12 @@ record is or is not in the channel (SPEC §6). Nothing is changed, and nothing i
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rattler import BuildString, MatchSpec, PackageRecord
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -43,19 +41,16 @@ from stockade.mirroring.evaluation import (
     needs_link_scripts,
     undecided,
 )
-from stockade.mirroring.inputs import UpstreamSubdir, unpack_exclusions
+from stockade.mirroring.inputs import unpack_exclusions
+from stockade.mirroring.matching import SpecMatcher
 from stockade.mirroring.models import Mirror, MirrorMode
 from stockade.mirroring.plan import MirrorJob, build_plan, job_for_mirror, mirror_policies
-from stockade.mirroring.sources import Validators
-from stockade.mirroring.upstream import FetchedSubdir, UpstreamSnapshot
+from stockade.mirroring.snapshots import StoredSnapshot, last_snapshot
 from stockade.policies.engine import Reason, VulnerabilityLookup
 from stockade.policies.model import Policy
 from stockade.storage.interfaces import BlobStore
 
 SAMPLES = 10
-_CACHE_SIZE = 4
-_parsed_cache: OrderedDict[tuple[str, ...], dict[str, UpstreamSubdir]] = OrderedDict()
-_cache_lock = threading.Lock()
 #: Previews evaluating at once in this process; more wait up to PREVIEW_WAIT_S, then get a 429.
 #: (Explain and dry runs of stored policies are open to readers of public channels.)
 MAX_PREVIEWS = 2
@@ -136,15 +131,6 @@ class Explanation:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Stored:
-    """The upstream records of a mirror's last completed run."""
-
-    parsed: dict[str, UpstreamSubdir]
-    fetched_at: datetime | None
-    missing: list[str]
-
-
 class PreviewService:
     def __init__(
         self,
@@ -154,7 +140,10 @@ class PreviewService:
         vulnerabilities: VulnerabilityLookup,
         *,
         now: datetime | None = None,
+        throttle: Callable[[Principal], None] | None = None,
     ) -> None:
+        """``throttle``: counts one preview for the caller (429 over its allowance)."""
+        self.throttle = throttle
         self.session = session
         self.blobs = blobs
         self.secrets = secrets
@@ -197,6 +186,8 @@ class PreviewService:
         row, mirrors = self.mirrors_of(principal, channel, mirror)
         if draft:
             self._require_draft(principal, row)
+        if self.throttle is not None:
+            self.throttle(principal)
         with preview_slot():
             previews = [self._preview(m, candidate) for m in mirrors]
         if not any(p.snapshot for p in previews):
@@ -269,8 +260,10 @@ class PreviewService:
     ) -> list[Explanation]:
         """Every upstream record of the channel's mirrors matching ``spec``, kept or not, and why:
         the reasons the last run stored (what the channel holds), from that run's records."""
-        matcher = _Matcher(spec)
+        matcher = SpecMatcher(spec)
         _row, mirrors = self.mirrors_of(principal, channel)
+        if self.throttle is not None:
+            self.throttle(principal)
         found: list[Explanation] = []
         any_snapshot = False
         with preview_slot():
@@ -289,8 +282,8 @@ class PreviewService:
         self,
         mirror: Mirror,
         job: MirrorJob,
-        stored: _Stored,
-        matcher: _Matcher,
+        stored: StoredSnapshot,
+        matcher: SpecMatcher,
         subdir: str | None,
     ) -> list[Explanation]:
         matched = [
@@ -304,7 +297,7 @@ class PreviewService:
             return []
         reasons = self._last_reasons(job, stored)
         excepting = [
-            (f"{p.name}: {text}", _Matcher(text)) for p in job.policies for text in p.exceptions
+            (f"{p.name}: {text}", SpecMatcher(text)) for p in job.policies for text in p.exceptions
         ]
         unknown = self._unknown_links(job, matched)
         current = self._current(mirror)
@@ -326,7 +319,9 @@ class PreviewService:
             )
         return found
 
-    def _last_reasons(self, job: MirrorJob, stored: _Stored) -> dict[str, dict[str, list[Reason]]]:
+    def _last_reasons(
+        self, job: MirrorJob, stored: StoredSnapshot
+    ) -> dict[str, dict[str, list[Reason]]]:
         """The exclusions the last run stored, per subdir (evaluated again only where a run
         stored none: data from before exclusions were kept)."""
         out: dict[str, dict[str, list[Reason]]] = {}
@@ -353,43 +348,8 @@ class PreviewService:
         known = known_link_scripts(self.session, files)
         return {fn for _, fn, _ in matched if known.has_link_scripts(fn) is None}
 
-    def _stored(self, job: MirrorJob) -> _Stored | None:
-        """The last run's upstream records of the mirror's subdirs; None if it has none."""
-        snapshot: dict[str, FetchedSubdir] = {}
-        missing: list[str] = []
-        fetched_at: datetime | None = None
-        for subdir in job.subdirs:
-            state = job.states.get(subdir)
-            if state is None or not state.raw_sha256 or not self.blobs.exists(state.raw_sha256):
-                missing.append(subdir)
-                continue
-            validators = Validators(
-                state.etag, state.last_modified, state.variant, state.raw_sha256
-            )
-            snapshot[subdir] = FetchedSubdir(
-                subdir, state.raw_sha256, state.variant or "", validators, True
-            )
-            if state.fetched_at and (fetched_at is None or state.fetched_at < fetched_at):
-                fetched_at = state.fetched_at
-        if not snapshot:
-            return None
-        return _Stored(self._parsed(snapshot, job), fetched_at, missing)
-
-    def _parsed(
-        self, snapshot: dict[str, FetchedSubdir], job: MirrorJob
-    ) -> dict[str, UpstreamSubdir]:
-        key = tuple(f"{sd}:{f.raw_sha256}" for sd, f in sorted(snapshot.items()))
-        with _cache_lock:
-            cached = _parsed_cache.get(key)
-            if cached is not None:
-                _parsed_cache.move_to_end(key)
-                return cached
-        parsed = UpstreamSnapshot(snapshot, "", dict(job.states), self.blobs).load()
-        with _cache_lock:
-            _parsed_cache[key] = parsed
-            while len(_parsed_cache) > _CACHE_SIZE:
-                _parsed_cache.popitem(last=False)
-        return parsed
+    def _stored(self, job: MirrorJob) -> StoredSnapshot | None:
+        return last_snapshot(job, self.blobs)
 
     def _current(self, mirror: Mirror) -> dict[str, set[str]]:
         current: dict[str, set[str]] = {}
@@ -432,35 +392,3 @@ def _no_snapshot(channel: str, mirrors: list[Mirror]) -> str:
         "Dry runs and explain read the last run's upstream records and never fetch the "
         "upstream: run the mirror first."
     )
-
-
-class _Matcher:
-    """A user's MatchSpec (``numpy 1.26.4``, ``numpy >=1.26``, ``numpy=1.26.4=py311*``)."""
-
-    def __init__(self, text: str) -> None:
-        try:
-            self.spec = MatchSpec(text.strip(), strict=False, exact_names_only=False)
-        except Exception as exc:  # noqa: BLE001  (rattler raises several types; all mean "bad spec")
-            raise InvalidInputError(
-                f"not a package spec: {text!r} ({exc})", code="policy:bad-spec", field="spec"
-            ) from None
-        pkg = self.spec.name.as_package_name()
-        self.name = pkg.normalized if pkg is not None else None
-
-    def matches(self, rec: dict[str, Any], subdir: str) -> bool:
-        if self.name is not None and rec.get("name") != self.name:
-            return False
-        try:
-            return bool(
-                self.spec.matches(
-                    PackageRecord(
-                        name=str(rec.get("name", "")),
-                        version=str(rec.get("version", "0")),
-                        build=BuildString(str(rec.get("build", ""))),
-                        build_number=int(rec.get("build_number", 0) or 0),
-                        subdir=str(rec.get("subdir") or subdir),
-                    )
-                )
-            )
-        except Exception:  # noqa: BLE001  (a record rattler cannot represent does not match)
-            return False

@@ -159,7 +159,7 @@ class MirrorService:
         spec: MirrorSpec,
         *,
         channel: str | None = None,
-        privacy: str = "public",
+        privacy: str | None = None,
     ) -> Mirror:
         name = check.check_name(name)
         if self.find(name) is not None:

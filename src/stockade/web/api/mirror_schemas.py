@@ -58,7 +58,10 @@ class MirrorCreate(MirrorFields):
     channel: str | None = Field(
         default=None, max_length=512, description="target channel (default: the mirror's name)"
     )
-    privacy: PrivacyLiteral = Field(default="public", description="when the channel is created")
+    privacy: PrivacyLiteral | None = Field(
+        default=None,
+        description="when the channel is created: default public, or its parent's for a subchannel",
+    )
 
 
 class MirrorUpdate(MirrorFields):

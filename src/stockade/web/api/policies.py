@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.db.engine import transaction
 from stockade.mirroring.preview import MirrorPreview, PreviewService
+from stockade.mirroring.throttle import take_preview_turn
 from stockade.policies.models import PolicyRow
 from stockade.policies.service import PolicyService, parse_new_definition
 from stockade.web.api.mirror_schemas import (
@@ -57,12 +58,17 @@ def preview_public(preview: MirrorPreview) -> MirrorPreviewPublic:
     )
 
 
-def _preview_service(session: object, container: Container) -> PreviewService:
+def _preview_service(session: object, container: Container, request: Request) -> PreviewService:
+    """Previews are counted per caller in the database (shared by every process): 429 over."""
+    ip = request.client.host if request.client else None
     return PreviewService(
         session,  # type: ignore[arg-type]
         container.blobs,
         container.secrets,
         container.vulnerabilities,
+        throttle=lambda principal: take_preview_turn(
+            container.factory, principal, ip, container.settings.mirror
+        ),
     )
 
 
@@ -85,7 +91,10 @@ def create_policy(body: PolicyCreate, principal: SignedIn, container: ContainerD
 
 @router.post("/policies/dry-run", response_model=DryRunPublic)
 def dry_run_draft(
-    body: DraftDryRunRequest, principal: CurrentPrincipal, container: ContainerDep
+    body: DraftDryRunRequest,
+    principal: CurrentPrincipal,
+    container: ContainerDep,
+    request: Request,
 ) -> DryRunPublic:
     """What the channel's mirrors would keep with a draft policy added (the editor's preview;
     needs write access to the channel); without a definition, what the next run would do with
@@ -97,7 +106,7 @@ def dry_run_draft(
         else None
     )
     with container.read_factory() as session:
-        previews = _preview_service(session, container).dry_run(
+        previews = _preview_service(session, container, request).dry_run(
             principal, body.channel, candidate, mirror=body.mirror, draft=candidate is not None
         )
     return DryRunPublic(
@@ -111,6 +120,7 @@ def dry_run_draft(
 def explain(
     principal: CurrentPrincipal,
     container: ContainerDep,
+    request: Request,
     channel: str = Query(min_length=1, max_length=512),
     spec: str = Query(min_length=1, max_length=1000, examples=["numpy 1.26.4"]),
     subdir: str | None = Query(default=None, max_length=64),
@@ -118,7 +128,7 @@ def explain(
     """Why each upstream record matching ``spec`` is or is not in the channel: the reasons the
     last run stored. 409 when no mirror of the channel has completed a run."""
     with container.read_factory() as session:
-        found = _preview_service(session, container).explain(
+        found = _preview_service(session, container, request).explain(
             principal, channel, spec, subdir=subdir
         )
     return [
@@ -196,14 +206,18 @@ def unassign_policy(
 
 @router.post("/policies/{name}/dry-run", response_model=DryRunPublic)
 def dry_run(
-    name: str, body: DryRunRequest, principal: CurrentPrincipal, container: ContainerDep
+    name: str,
+    body: DryRunRequest,
+    principal: CurrentPrincipal,
+    container: ContainerDep,
+    request: Request,
 ) -> DryRunPublic:
     """What the channel's mirrors would keep with this policy assigned: counts per reason,
     samples, and what would be added and removed."""
     with container.read_factory() as session:
         service = PolicyService(session)
         candidate = service.policy_of(service.get(principal, name))
-        previews = _preview_service(session, container).dry_run(
+        previews = _preview_service(session, container, request).dry_run(
             principal, body.channel, candidate, mirror=body.mirror
         )
     return DryRunPublic(

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.requests import Request
 
 from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
@@ -25,6 +26,7 @@ from stockade.mirroring.models import ACTIVE_STATES, Mirror, MirrorRun, MirrorRu
 from stockade.mirroring.preview import PreviewService
 from stockade.mirroring.runs import RunService
 from stockade.mirroring.service import MirrorService
+from stockade.mirroring.throttle import take_preview_turn
 from stockade.web.ui.forms import path_part
 
 MIRRORS = "/mirrors"
@@ -218,8 +220,20 @@ def visible_mirrors(session: Session, container: Container, principal: Principal
     return MirrorService(session, container.secrets).list_visible(principal)
 
 
-def preview_service(session: Session, container: Container) -> PreviewService:
-    return PreviewService(session, container.blobs, container.secrets, container.vulnerabilities)
+def preview_service(
+    session: Session, container: Container, request: Request | None = None
+) -> PreviewService:
+    """With ``request``: previews are counted per caller, as over the API (429 over)."""
+    ip = request.client.host if request is not None and request.client else None
+    return PreviewService(
+        session,
+        container.blobs,
+        container.secrets,
+        container.vulnerabilities,
+        throttle=(lambda p: take_preview_turn(container.factory, p, ip, container.settings.mirror))
+        if request
+        else None,
+    )
 
 
 def whole_number(value: str, field: str, *, low: int, high: int) -> int | None:

@@ -94,7 +94,7 @@ def explain(
     if not spec:
         return None
     try:
-        found = preview_service(session, container).explain(
+        found = preview_service(session, container, request).explain(
             principal, channel, spec, subdir=subdir or None
         )
     except StockadeError as exc:

@@ -179,7 +179,7 @@ def run_preview(
             name or clean(form.name, 128) or DRAFT, definition_of(form)
         )
         with container.read_factory() as session:
-            previews = preview_service(session, container).dry_run(
+            previews = preview_service(session, container, request).dry_run(
                 principal, channel, candidate, draft=True
             )
     except StockadeError as exc:
