@@ -17,12 +17,18 @@ from stockade.core.errors import AuthenticationError, NotFoundError
 
 @dataclass(frozen=True)
 class ChannelRef:
-    """What access decisions need to know about a channel."""
+    """What access decisions need to know about a channel.
+
+    ``privacy`` is the effective privacy: the strictest along the channel's path (a subchannel is
+    never more open than its parent). ``lineage`` holds ``(id, owner id)`` of every ancestor:
+    owning or being granted a parent counts for its subchannels too.
+    """
 
     id: int
     name: str
     privacy: str
     owner_id: int | None
+    lineage: tuple[tuple[int, int | None], ...] = ()
 
 
 class ChannelHiddenError(NotFoundError):
@@ -99,11 +105,13 @@ class AccessService:
         public = Level.READ if channel.privacy == Privacy.PUBLIC else Level.NONE
         if principal.is_anonymous:
             return public
-        if "admin" in principal.roles or principal.user_id == channel.owner_id:
+        owners = {channel.owner_id, *(owner for _, owner in channel.lineage)} - {None}
+        if "admin" in principal.roles or principal.user_id in owners:
             level = Level.MANAGE
         else:
             level = max(
                 Level.READ if channel.privacy == Privacy.AUTHENTICATED else public,
+                *(principal.grants.get(i, Level.NONE) for i, _ in channel.lineage),
                 principal.grants.get(channel.id, Level.NONE),
                 _role_floor(principal, permission),
             )

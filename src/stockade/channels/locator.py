@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.auth.access import ChannelRef
 from stockade.channels.models import Artifact, Channel, SubdirIndex, SubdirShard
+from stockade.channels.privacy import channel_ref
 from stockade.conda.repodata import compress_bz2
 from stockade.db.engine import transaction
 from stockade.storage.interfaces import BlobStore
@@ -107,8 +108,8 @@ class IndexLocator:
         with self.factory() as session:
             row = session.scalar(select(Channel).where(Channel.name == name))
             value = None
-            if row is not None:
-                ref = ChannelRef(row.id, row.name, row.privacy, row.owner_id)
+            if row is not None:  # effective privacy: the strictest along the path
+                ref = channel_ref(row, session)
                 value = ChannelFiles(ref, row.channeldata_sha256, row.notices_sha256)
         self._channels.put(name, value)
         return value

@@ -155,6 +155,16 @@ class SubdirIndex(Base):
     record_count: Mapped[int] = mapped_column(default=0)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_owner: Mapped[str | None] = mapped_column(String(64))  # informational: who publishes
+    # The last publication that failed (cleared by the next success): why, which revision, how
+    # many times in a row, and when the publisher tries again (backing off); a newer change
+    # (``requested_rev > failed_rev``) is tried at once.
+    failure: Mapped[str | None] = mapped_column(Text)
+    failed_rev: Mapped[int | None] = mapped_column(BigInteger)
+    failures: Mapped[int] = mapped_column(default=0)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What the last publication had to leave out to publish at all (stored patches it skipped).
+    warnings: Mapped[list[str]] = mapped_column(JSONType, default=list)
 
 
 class SubdirShard(Base):

@@ -7,6 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stockade.audit.service import AuditLog, Target
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.models import Channel, Notice
@@ -16,6 +17,14 @@ from stockade.conda.channeldata import NoticeLevel, build_notices_json
 from stockade.core.clock import utcnow
 from stockade.core.errors import NotFoundError
 from stockade.storage.interfaces import BlobStore
+
+
+def _state(notice: Notice) -> dict[str, object]:
+    return {"message": notice.message, "level": notice.level, "expires_at": notice.expires_at}
+
+
+def _target(channel: Channel, notice: Notice) -> Target:
+    return Target("notice", f"{channel.name}#{notice.id}", notice.id)
 
 
 class NoticeService:
@@ -46,6 +55,9 @@ class NoticeService:
         self.session.add(notice)
         self.session.flush()
         self._publish(channel)
+        AuditLog(self.session).record(
+            "notice.create", principal, _target(channel, notice), after=_state(notice)
+        )
         return notice
 
     def delete(self, principal: Principal, channel_name: str, notice_id: int) -> None:
@@ -53,6 +65,9 @@ class NoticeService:
         notice = self.session.get(Notice, notice_id)
         if notice is None or notice.channel_id != channel.id:
             raise NotFoundError(f"notice {notice_id} not found", code="notice:not-found")
+        AuditLog(self.session).record(
+            "notice.delete", principal, _target(channel, notice), before=_state(notice)
+        )
         self.session.delete(notice)
         self.session.flush()
         self._publish(channel)

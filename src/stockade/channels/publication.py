@@ -9,6 +9,7 @@ the new ``repodata.json``, ``.zst``, shard index and ``run_exports.json`` togeth
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -30,7 +31,12 @@ from stockade.channels.models import (
     SubdirIndex,
     SubdirShard,
 )
-from stockade.channels.patching import instructions_for
+from stockade.channels.publication_state import (
+    clear_failure,
+    due_for_retry,
+    record_failure,
+    safe_instructions,
+)
 from stockade.conda.channeldata import (
     ChannelRecord,
     build_channeldata_json,
@@ -45,6 +51,8 @@ from stockade.core.clock import utcnow
 from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
 from stockade.storage.interfaces import BlobStore
+
+log = logging.getLogger("stockade.publisher")
 
 SHARD_GRACE = timedelta(days=7)
 #: Above this many unknown packages, one join reads every run_exports of the subdir at once.
@@ -61,6 +69,7 @@ class BuiltIndex:
     record_count: int
     shards: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (fingerprint, sha)
     gone: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)  # stored patches left out
 
 
 @dataclass
@@ -106,7 +115,8 @@ class PublicationService:
         self._run_exports_of: dict[str, dict[str, object]] = {}
 
     def pending(self) -> list[int]:
-        """Subdir index ids with unpublished changes, in channels that are not frozen."""
+        """Subdir index ids with unpublished changes, in channels that are not frozen, leaving
+        out failed ones still backing off (unless changed since)."""
         with transaction(self.factory) as session:
             return list(
                 session.scalars(
@@ -115,6 +125,7 @@ class PublicationService:
                     .where(
                         SubdirIndex.requested_rev > SubdirIndex.published_rev,
                         Channel.frozen.is_(False),
+                        due_for_retry(utcnow()),
                     )
                     .order_by(SubdirIndex.id)
                 ).all()
@@ -150,7 +161,10 @@ class PublicationService:
                 continue
             del self._channeldata_due[channel_id]
             started = time.monotonic()
-            self.publish_channeldata(channel_id)
+            try:
+                self.publish_channeldata(channel_id)
+            except Exception:  # one channel's channeldata never stops the others
+                log.exception("channeldata.json of channel id %s failed", channel_id)
             self._channeldata_last[channel_id] = (time.monotonic(), time.monotonic() - started)
 
     def publish_channeldata(self, channel_id: int) -> None:
@@ -194,9 +208,14 @@ class PublicationService:
             if target is None:
                 return None
             channel_id, subdir, rev = target
-            built = self._build(index_id, channel_id, subdir, rev)
-            crash_point("publication:after-blobs")
-            self._switch(index_id, built)
+            try:
+                built = self._build(index_id, channel_id, subdir, rev)
+                crash_point("publication:after-blobs")
+                self._switch(index_id, built)
+            except Exception as exc:  # noqa: BLE001 - recorded on the subdir; others go on
+                with transaction(self.factory) as session:
+                    record_failure(session, index_id, rev, exc)
+                return None
         if self.on_published is not None:
             self.on_published(channel_id, subdir)
         return channel_id
@@ -237,10 +256,11 @@ class PublicationService:
         names = {filename: name for filename, name, _, _ in rows}
         tar_bz2 = {fn: rec for fn, _, rec, _ in rows if fn.endswith(".tar.bz2")}
         conda = {fn: rec for fn, _, rec, _ in rows if fn.endswith(".conda")}
+        removed: list[str] = []
+        warnings: list[str] = []
         if patches:
-            tar_bz2, conda, removed = apply_patches(tar_bz2, conda, instructions_for(patches))
-        else:
-            removed = []
+            instructions, warnings = safe_instructions(patches)
+            tar_bz2, conda, removed = apply_patches(tar_bz2, conda, instructions)
         repodata = build_repodata_json(subdir, tar_bz2.items(), conda.items(), removed)
         built = BuiltIndex(
             rev=rev,
@@ -249,6 +269,7 @@ class PublicationService:
             shard_index="",
             run_exports="",
             record_count=len(tar_bz2) + len(conda),
+            warnings=warnings,
         )
         # Hashing, compressing and writing (fsync) release the GIL: they run in threads while
         # this one builds the shards.
@@ -336,6 +357,7 @@ class PublicationService:
             row.published_rev = max(row.published_rev, built.rev)
             row.published_at = utcnow()
             row.lease_owner = None
+            clear_failure(row, built.warnings)
             self._store_shards(session, index_id, built)
 
     @staticmethod

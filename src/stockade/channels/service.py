@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
-from stockade.auth.access import AccessService, ChannelRef
+from stockade.auth.access import AccessService
 from stockade.auth.models import ChannelGrant, User
 from stockade.auth.permissions import Level, Permission, Privacy
 from stockade.auth.principal import Principal
@@ -17,8 +17,24 @@ from stockade.auth.service import UserService
 from stockade.channels.errors import ChannelExistsError, ChannelNotFoundError
 from stockade.channels.models import Artifact, Channel, SubdirIndex
 from stockade.channels.naming import validate_channel_name
+from stockade.channels.privacy import (
+    channel_ref,
+    descendants,
+    rank,
+    refs_for,
+    require_not_looser,
+    strictest,
+)
 from stockade.channels.publishing import request_publication, request_publications
 from stockade.core.errors import AuthenticationError, InvalidInputError, NotFoundError
+
+__all__ = [  # channel_ref lives in channels.privacy; callers take it from here too
+    "ChannelChanges",
+    "ChannelService",
+    "channel_ref",
+    "check_token_resources",
+    "parse_privacy",
+]
 
 
 @dataclass(frozen=True)
@@ -47,12 +63,6 @@ def _state(channel: Channel) -> dict[str, object]:
     }
 
 
-def channel_ref(channel: Channel) -> ChannelRef:
-    return ChannelRef(
-        id=channel.id, name=channel.name, privacy=channel.privacy, owner_id=channel.owner_id
-    )
-
-
 class ChannelService:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -74,14 +84,20 @@ class ChannelService:
         principal: Principal,
         name: str,
         *,
-        privacy: str = "public",
+        privacy: str | None = None,
         description: str | None = None,
     ) -> Channel:
+        """Create a channel; a subchannel takes its parent's (effective) privacy by default and
+        may be stricter, never looser."""
         segments = validate_channel_name(name)
-        privacy_value = parse_privacy(privacy)
+        privacy_value = parse_privacy(privacy) if privacy is not None else Privacy.PUBLIC
         parent: Channel | None = None
         if len(segments) > 1:
             parent = self.get(principal, "/".join(segments[:-1]), Permission.SUBCHANNEL_CREATE)
+            inherited = channel_ref(parent).privacy
+            if privacy is None:
+                privacy_value = Privacy(inherited)
+            require_not_looser(name, privacy_value, inherited)
         else:
             self.access.require(principal, Permission.CHANNEL_CREATE)
         if self.find(name) is not None:
@@ -106,10 +122,9 @@ class ChannelService:
         if prefix:
             query = query.where(Channel.name.startswith(prefix, autoescape=True))
         channels = self.session.scalars(query).all()
+        refs = refs_for(self.session, channels)
         return [
-            c
-            for c in channels
-            if self.access.channel_level(principal, channel_ref(c)) >= Level.READ
+            c for c in channels if self.access.channel_level(principal, refs[c.id]) >= Level.READ
         ]
 
     def update(self, principal: Principal, name: str, changes: ChannelChanges) -> Channel:
@@ -117,8 +132,9 @@ class ChannelService:
         before = _state(channel)
         if changes.description is not None:
             channel.description = changes.description
+        tightened: list[tuple[Channel, str]] = []
         if changes.privacy is not None:
-            channel.privacy = parse_privacy(changes.privacy).value
+            tightened = self._change_privacy(channel, parse_privacy(changes.privacy))
         if changes.frozen is not None and changes.frozen != channel.frozen:
             channel.frozen = changes.frozen
             if not channel.frozen:  # publish what accumulated while frozen
@@ -133,7 +149,33 @@ class ChannelService:
                 before=before,
                 after=after,
             )
+        for child, old in tightened:
+            AuditLog(self.session).record(
+                "channel.update",
+                principal,
+                Target("channel", child.name, child.id),
+                before={"privacy": old},
+                after={"privacy": child.privacy},
+                details={"reason": f"parent {name!r} became {channel.privacy}"},
+            )
         return channel
+
+    def _change_privacy(self, channel: Channel, privacy: Privacy) -> list[tuple[Channel, str]]:
+        """Set the privacy; refuse looser than the parent; tighten looser subchannels.
+
+        Returns the subchannels tightened, with their former privacy.
+        """
+        if channel.parent_id is not None:
+            parent = self.session.get(Channel, channel.parent_id)
+            if parent is not None:
+                require_not_looser(channel.name, privacy, channel_ref(parent).privacy)
+        channel.privacy = privacy.value
+        tightened: list[tuple[Channel, str]] = []
+        for child in descendants(self.session, channel):
+            if rank(child.privacy) < rank(privacy):
+                tightened.append((child, child.privacy))
+                child.privacy = strictest([child.privacy, privacy]).value
+        return tightened
 
     def delete(self, principal: Principal, name: str) -> None:
         channel = self.get(principal, name, Permission.CHANNEL_MANAGE)

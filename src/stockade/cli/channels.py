@@ -23,7 +23,10 @@ def _print_json(data: object) -> None:
 @channel_app.command("create")
 def create(
     name: str,
-    privacy: str = typer.Option("public", help=PRIVACY_HELP),
+    privacy: str | None = typer.Option(
+        None,
+        help=f"{PRIVACY_HELP}; default public, or the parent's for a subchannel (never looser)",
+    ),
     description: str | None = typer.Option(None),
 ) -> None:
     """Create a channel (``parent/child`` makes a subchannel)."""

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from stockade.auth.permissions import Permission
 from stockade.channels.models import SubdirIndex
 from stockade.channels.notices import NoticeService
+from stockade.channels.publication_state import failing_publications
 from stockade.channels.service import ChannelChanges, ChannelService
 from stockade.db.engine import transaction
 from stockade.web.api.presenters import channel_public, subdir_public
@@ -124,7 +125,9 @@ def show_channel(
     with container.read_factory() as session:
         service = ChannelService(session)
         row = service.get(principal, channel, Permission.CHANNEL_READ)
-        return channel_public(row, base_url(request), service.stats(row))
+        public = channel_public(row, base_url(request), service.stats(row))
+        public.failing_subdirs = [f.subdir for f in failing_publications(session, [row.id])]
+        return public
 
 
 @router.patch("/channels/{channel:path}", response_model=ChannelPublic)

@@ -51,4 +51,9 @@ def subdir_public(row: SubdirIndex) -> SubdirPublic:
         record_count=row.record_count,
         published_at=row.published_at,
         pending=row.requested_rev > row.published_rev,
+        failure=row.failure,
+        failures=row.failures or 0,
+        failing_since=row.failed_at,
+        retry_at=row.retry_at,
+        warnings=list(row.warnings or []),
     )

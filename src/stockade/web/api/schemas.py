@@ -36,7 +36,8 @@ class Strict(BaseModel):
 
 class ChannelCreate(Strict):
     name: str = Field(min_length=1, max_length=512)
-    privacy: PrivacyLiteral = "public"
+    # None: public, or the parent's privacy for a subchannel (which is never looser than it)
+    privacy: PrivacyLiteral | None = None
     description: str | None = Field(default=None, max_length=10_000)
 
 
@@ -53,6 +54,17 @@ class SubdirPublic(BaseModel):
     record_count: int
     published_at: datetime | None
     pending: bool
+    failure: str | None = Field(
+        default=None, description="why the last publication failed; null once one succeeds"
+    )
+    failures: int = Field(default=0, description="failed publications in a row")
+    failing_since: datetime | None = None
+    retry_at: datetime | None = Field(
+        default=None, description="next try (sooner when the subdir changes)"
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="what the last publication left out (invalid patches)"
+    )
 
 
 class ChannelPublic(BaseModel):
@@ -67,6 +79,10 @@ class ChannelPublic(BaseModel):
     url: str
     artifact_count: int | None = None
     total_size: int | None = None
+    failing_subdirs: list[str] | None = Field(
+        default=None,
+        description="subdirs whose last publication failed (see /subdirs for why); on show only",
+    )
 
 
 class ArtifactPublic(BaseModel):

@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.browse import BrowseService
+from stockade.channels.publication_state import failing_publications
 from stockade.channels.service import ChannelService
 from stockade.container import Container
 from stockade.core.errors import NotFoundError
@@ -161,6 +162,7 @@ def _channel(
             "pages": max(1, -(-listing.total // PAGE_SIZE)),
             "conda_url": _conda_url(request, channel.name),
             "base": base_url(request),
+            "failing": failing_publications(session, [channel.id]),
             "mirrors": [
                 m.name
                 for m in MirrorService(session, container.secrets).list_visible(
