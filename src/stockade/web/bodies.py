@@ -15,7 +15,10 @@ upload leaves no partial file behind.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from fastapi import FastAPI
@@ -145,8 +148,15 @@ class _StagingSink:
 class _StagingParser(MultiPartParser):
     """Starlette's parser, with file parts written to the staging folder instead of /tmp."""
 
-    def __init__(self, request: Request, staging: Any, max_file_size: int, **limits: Any) -> None:
-        super().__init__(request.headers, request.stream(), **limits)
+    def __init__(
+        self,
+        headers: Headers,
+        stream: AsyncGenerator[bytes, None],
+        staging: Path,
+        max_file_size: int,
+        **limits: Any,
+    ) -> None:
+        super().__init__(headers, stream, **limits)
         self.staging = staging
         self.max_file_size = max_file_size
         self.sinks: list[_StagingSink] = []
@@ -178,7 +188,7 @@ class _StagingParser(MultiPartParser):
 
 async def read_staged_form(
     request: Request,
-    staging: Any,
+    staging: Path,
     *,
     max_file_size: int,
     max_request_size: int,
@@ -188,17 +198,24 @@ async def read_staged_form(
     """A ``multipart/form-data`` body, files staged; an empty form for other content types.
 
     Each file is refused past ``max_file_size`` and the whole body past ``max_request_size``
-    (413), as they are read; a malformed body is a 400. Nothing is left behind on failure.
+    (413), as they are read; a malformed or truncated body is a 422. Nothing is left behind on
+    failure.
     """
     allow_body(request, max_request_size)
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         return StagedForm()
-    parser = _StagingParser(
-        request, staging, max_file_size, max_files=max_files, max_fields=max_fields
-    )
     try:
-        form = await parser.parse()
+        async with aclosing(request.stream()) as stream:
+            parser = _StagingParser(
+                request.headers,
+                stream,
+                staging,
+                max_file_size,
+                max_files=max_files,
+                max_fields=max_fields,
+            )
+            form = await parser.parse()
     except MultiPartException as exc:
         raise InvalidInputError(
             f"the multipart body cannot be read: {exc.message}", code="request:bad-multipart"
