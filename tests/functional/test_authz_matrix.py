@@ -627,10 +627,11 @@ def show_self(w: World, p: str) -> Req:
 
 
 def patch_self(w: World, p: str) -> Req:
-    """Set one's own password to what it already is: a no-op when allowed, telling when not."""
+    """Change one's own display name: harmless when allowed, telling when not. (Not the password:
+    a new password ends the user's other sessions, which later form cells sign in with; the
+    password form below covers that, keeping its own session.)"""
     user = w.user_of(p)
-    same = password_of(user)
-    return Req("PATCH", f"{API}/users/{user}", json={"password": same, "current_password": same})
+    return Req("PATCH", f"{API}/users/{user}", json={"display_name": f"{user} (self)"})
 
 
 def per_user(method: str, suffix: str = "", **kwargs: Any) -> Build:
