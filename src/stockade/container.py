@@ -87,7 +87,13 @@ class Container:
             settings.secret_key.get_secret_value() if settings.secret_key else None,
             settings.data_dir,
         )
-        passive = PassiveFetcher(factory, blobs, secrets, timeout_s=settings.mirror.timeout_s)
+        passive = PassiveFetcher(
+            factory,
+            blobs,
+            secrets,
+            timeout_s=settings.mirror.timeout_s,
+            outbound=settings.outbound.policy(),
+        )
         return cls(
             settings,
             engine,
@@ -112,6 +118,7 @@ class Container:
             vulnerabilities=lambda: self.vulnerabilities,
             limits=self.limits,
             on_change=self.notify_changes,
+            outbound=self.settings.outbound.policy(),
         )
 
     def bootstrap(self) -> FirstAdmin | None:

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stockade.core.errors import ConfigurationError
+from stockade.core.outbound import OutboundPolicy
 
 
 class UploadSettings(BaseModel):
@@ -221,6 +222,46 @@ class WebhookSettings(BaseModel):
         return value
 
 
+class OutboundSettings(BaseModel):
+    """What the server may call: mirror sources and proxies, feeds, webhooks, OpenID provider
+    (docs/adr/0010). Loopback, link-local, unspecified and multicast addresses are refused, and so
+    are private ones (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10…) unless allowed here."""
+
+    allow_loopback: bool = Field(
+        default=False, description="let outbound requests reach loopback (127.0.0.0/8, ::1)"
+    )
+    allow_private: bool = Field(
+        default=False,
+        description="let outbound requests reach private and other non-global addresses "
+        "(on-premises upstreams, feeds, webhook receivers)",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names and networks (CIDR) opened one by one, e.g. "
+        "['artifactory.corp', '10.1.2.0/24']; link-local addresses only this way",
+    )
+    proxy: str | None = Field(
+        default=None,
+        description="HTTP(S) proxy of outbound requests that name none (environment proxy "
+        "variables are not used)",
+    )
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value or None
+
+    def policy(self) -> OutboundPolicy:
+        return OutboundPolicy(
+            allow_loopback=self.allow_loopback,
+            allow_private=self.allow_private,
+            allowed_hosts=tuple(self.allowed_hosts),
+            proxy=self.proxy,
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -255,6 +296,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     mirror: MirrorSettings = MirrorSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    outbound: OutboundSettings = OutboundSettings()
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

@@ -204,14 +204,15 @@ def test_loopback_is_allowed_here_but_not_link_local(world: World) -> None:
 def test_loopback_and_link_local_are_refused_by_default(tmp_path: Path) -> None:
     with (
         fresh_database("sqlite", tmp_path, None) as db_url,
-        run_server(tmp_path, db_url) as live,
+        # the LAN only when an admin allows it (docs/adr/0010); loopback stays refused
+        run_server(tmp_path, db_url, outbound={"allow_private": True}) as live,
     ):
         hooks = f"{API}/channels/{live.new_channel()}/webhooks"
         hook = f"{hooks}/1"
         for url in ("http://127.0.0.1/", "http://169.254.169.254/", "http://localhost:8080/x"):
             is_problem(live.admin.post(hooks, json={"url": url}), 422, REFUSED)
         assert live.admin.get(hooks).json() == []
-        r = live.admin.post(hooks, json={"url": "http://192.168.10.20/hook"})  # the LAN is fine
+        r = live.admin.post(hooks, json={"url": "http://192.168.10.20/hook"})  # allowed LAN
         assert r.status_code == 201, r.text
         is_problem(live.admin.patch(hook, json={"url": "http://127.0.0.2/"}), 422, REFUSED)
 

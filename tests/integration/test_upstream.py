@@ -24,7 +24,7 @@ from tests.support.mirror_data import (
     copy_test_recipes,
     download_items,
 )
-from tests.support.upstream import Upstream, self_signed_cert, server_tls_context
+from tests.support.upstream import Upstream, local_config, self_signed_cert, server_tls_context
 
 TOKEN = "stk_upstream_secret_0123456789"
 
@@ -45,7 +45,7 @@ def blobs(tmp_path: Path) -> FilesystemBlobStore:
 
 def test_conditional_get_is_answered_304(channel: UpstreamChannel) -> None:
     with Upstream(channel.root) as up:
-        source = open_source(SourceConfig(up.url))
+        source = open_source(local_config(up.url))
         first = source.fetch_repodata("linux-64", None)
         again = source.fetch_repodata("linux-64", first.validators)
         source.close()
@@ -73,7 +73,7 @@ def test_real_records_are_kept_with_new_hashes(channel: UpstreamChannel) -> None
 def test_fallback_to_json_and_missing_subdir(tmp_path: Path) -> None:
     plain = build_channel(R_LINUX_64, tmp_path / "up", limit=3, zst=False)
     with Upstream(plain.root) as up:
-        source = open_source(SourceConfig(up.url + "/"))
+        source = open_source(local_config(up.url + "/"))
         fetch = source.fetch_repodata("linux-64", None)
         noarch = source.fetch_repodata("noarch", None)
         with pytest.raises(UpstreamError) as info:
@@ -87,13 +87,13 @@ def test_fallback_to_json_and_missing_subdir(tmp_path: Path) -> None:
 
 def test_token_is_required_and_never_shown(channel: UpstreamChannel, tmp_path: Path) -> None:
     with Upstream(channel.root, require_token=TOKEN) as up:
-        anonymous = open_source(SourceConfig(up.url))
+        anonymous = open_source(local_config(up.url))
         with pytest.raises(UpstreamError) as info:
             anonymous.fetch_repodata("linux-64", None)
-        wrong = open_source(SourceConfig(up.url, token="stk_wrong_token_abcdefgh"))
+        wrong = open_source(local_config(up.url, token="stk_wrong_token_abcdefgh"))
         with pytest.raises(UpstreamError) as wrong_info:
             wrong.fetch_repodata("linux-64", None)
-        source = open_source(SourceConfig(up.url, token=TOKEN))
+        source = open_source(local_config(up.url, token=TOKEN))
         assert source.fetch_repodata("linux-64", None).raw
         name, record = next(iter(channel.records.items()))
         path = source.fetch_file(
@@ -111,7 +111,7 @@ def test_token_is_required_and_never_shown(channel: UpstreamChannel, tmp_path: P
 def test_passive_fetch_rejects_a_corrupted_file(channel: UpstreamChannel, tmp_path: Path) -> None:
     name, record = next(iter(channel.records.items()))
     with Upstream(channel.root, corrupt={f"linux-64/{name}"}) as up:
-        source = open_source(SourceConfig(up.url))
+        source = open_source(local_config(up.url))
         with pytest.raises(ChecksumMismatchError) as info:
             source.fetch_file(
                 "linux-64", name, tmp_path, sha256=record["sha256"], size=record["size"]
@@ -124,7 +124,7 @@ def test_passive_fetch_rejects_a_corrupted_file(channel: UpstreamChannel, tmp_pa
 
 def test_proxy_is_used(channel: UpstreamChannel, blobs: FilesystemBlobStore) -> None:
     with Upstream(channel.root) as proxy:
-        config = SourceConfig("http://mirror.invalid/", proxy=proxy.url)
+        config = local_config("http://mirror.invalid/", proxy=proxy.url)
         source = open_source(config)
         assert source.fetch_repodata("linux-64", None).raw
         source.close()
@@ -140,17 +140,17 @@ def test_https_with_a_ca_bundle(
 ) -> None:
     cert, key = self_signed_cert(tmp_path)
     with Upstream(channel.root, ssl_context=server_tls_context(cert, key)) as up:
-        untrusted = open_source(SourceConfig(up.url))
+        untrusted = open_source(local_config(up.url))
         with pytest.raises(UpstreamError) as info:
             untrusted.fetch_repodata("linux-64", None)
-        config = SourceConfig(up.url, ca_bundle=cert)
+        config = local_config(up.url, ca_bundle=cert)
         trusted = open_source(config)
         assert trusted.fetch_repodata("linux-64", None).raw
         for s in (untrusted, trusted):
             s.close()
         items = download_items(channel.root, "linux-64", up.url)[:4]
         assert Downloader(config, blobs).download_all(items).done == 4
-        refused = Downloader(SourceConfig(up.url), FilesystemBlobStore(tmp_path / "b2"))
+        refused = Downloader(local_config(up.url), FilesystemBlobStore(tmp_path / "b2"))
         failed = refused.download_all(items[:1]).failed
     assert info.value.code == "mirror:upstream-tls"
     assert [r.code for r in failed] == ["mirror:upstream-tls"]
@@ -165,10 +165,10 @@ def test_download_all_then_resume_downloads_nothing_twice(
     with Upstream(channel.root) as up:
         items = download_items(channel.root, "linux-64", up.url)
         results: list[DownloadResult] = []
-        summary = Downloader(SourceConfig(up.url), blobs, concurrency=4).download_all(
+        summary = Downloader(local_config(up.url), blobs, concurrency=4).download_all(
             items[:40], on_result=results.append
         )
-        resumed = Downloader(SourceConfig(up.url), blobs, concurrency=4).download_all(items)
+        resumed = Downloader(local_config(up.url), blobs, concurrency=4).download_all(items)
     assert (summary.done, summary.skipped, summary.failed) == (40, 0, [])
     assert len(results) == 40
     assert (resumed.done, resumed.skipped) == (len(items) - 40, 40)
@@ -185,7 +185,7 @@ def test_corrupted_file_is_rejected_and_retries_after_500s(
     bad, flaky, hopeless = (f"linux-64/{n}" for n in names[:3])
     with Upstream(channel.root, corrupt={bad}, fail_times={flaky: 2, hopeless: 9}) as up:
         items = download_items(channel.root, "linux-64", up.url)[:10]
-        summary = Downloader(SourceConfig(up.url), blobs, retries=3, backoff_s=0.01).download_all(
+        summary = Downloader(local_config(up.url), blobs, retries=3, backoff_s=0.01).download_all(
             items
         )
     assert summary.done == 8
@@ -207,7 +207,7 @@ def test_should_stop_ends_the_run_quickly(
     with Upstream(channel.root, throttle_bps=2_000) as up:  # ~0.2 s per file
         items = download_items(channel.root, "linux-64", up.url)
         started = time.monotonic()
-        summary = Downloader(SourceConfig(up.url), blobs, concurrency=2).download_all(
+        summary = Downloader(local_config(up.url), blobs, concurrency=2).download_all(
             items, on_result=results.append, should_stop=lambda: len(results) >= 2
         )
         elapsed = time.monotonic() - started
@@ -243,5 +243,5 @@ def test_real_channel_over_http(tmp_path: Path, blobs: FilesystemBlobStore) -> N
     with Upstream(root) as up:
         for subdir in ("noarch", "linux-fake"):
             items = download_items(root, subdir, up.url)
-            summary = Downloader(SourceConfig(up.url), blobs).download_all(items)
+            summary = Downloader(local_config(up.url), blobs).download_all(items)
             assert (summary.done, summary.failed) == (len(items), [])

@@ -120,6 +120,9 @@ def run_server(data_dir: Path, db_url: str, **overrides: Any) -> Iterator[LiveSe
     # Every test client signs in from 127.0.0.1: keep the per-address limit out of their way
     # (tests of the limit pass their own value).
     overrides.setdefault("auth", {"login_attempts_per_minute": 10_000})
+    # Test upstreams, feeds, webhook receivers and OpenID providers run on 127.0.0.1: loopback is
+    # refused by default (docs/adr/0010), so live servers allow it unless a test says otherwise.
+    overrides.setdefault("outbound", {"allow_loopback": True})
     settings = load_settings(
         data_dir=data_dir,
         database_url=db_url,

@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from stockade.core.outbound import OutboundPolicy
+from stockade.mirroring.sources import SourceConfig
+
 BLOCK = 64 * 1024
 
 
@@ -271,3 +274,13 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
+
+
+#: The outbound policy of tests whose upstream is this server on 127.0.0.1: loopback is refused
+#: by default (docs/adr/0010), so every such test allows it explicitly.
+LOOPBACK = OutboundPolicy(allow_loopback=True)
+
+
+def local_config(url: str, **options: Any) -> SourceConfig:
+    """A SourceConfig for an upstream on loopback (this server)."""
+    return SourceConfig(url, outbound=LOOPBACK, **options)

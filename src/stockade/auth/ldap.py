@@ -49,6 +49,7 @@ from stockade.auth.ldap_groups import (
 )
 from stockade.auth.models import User
 from stockade.core.errors import ConfigurationError, StockadeError, UnavailableError
+from stockade.core.urls import URLParseError, parse_url, redact_url
 from stockade.db.engine import transaction
 from stockade.settings import LdapSettings
 
@@ -131,11 +132,18 @@ class LdapDirectory:
         if not settings.url:
             raise ConfigurationError("ldap.url is not set", code="ldap:not-configured")
         url = settings.url.strip()
-        if not url.lower().startswith(("ldap://", "ldaps://")):
-            raise ConfigurationError(f"ldap.url must start with ldap:// or ldaps://, not {url!r}")
+        try:  # parsed once (stockade.core.urls): scheme and host decided on the parsed form
+            parsed = parse_url(url)
+        except URLParseError as exc:
+            raise ConfigurationError(f"ldap.url is not a URL ({exc})") from None
+        if parsed.scheme not in ("ldap", "ldaps") or not parsed.host or parsed.has_userinfo:
+            raise ConfigurationError(
+                f"ldap.url must be ldap://host or ldaps://host (the bind user and password are "
+                f"settings of their own), not {redact_url(url)!r}"
+            )
         self.settings = settings
         self.url = url
-        self.use_ssl = url.lower().startswith("ldaps://")
+        self.use_ssl = parsed.scheme == "ldaps"
 
     @property
     def group_roles(self) -> Mapping[str, Sequence[str]]:

@@ -4,6 +4,10 @@
 points to, caches both, and checks JWT signatures with them (an unknown ``kid`` refetches the
 keys once, at most every :data:`JWKS_MIN_REFRESH_S` seconds). :func:`check_claims` checks the
 registered claims. Only asymmetric signatures are accepted: never ``none``, never HMAC.
+
+Calls pass the outbound guard (``stockade.core.outbound``): the configured issuer's host is
+allowed (an administrator named it in the settings), any other host the discovery document names
+(``jwks_uri``, the token endpoint) must pass the ``[outbound]`` policy. Redirects are not followed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ from joserfc.errors import (
 from joserfc.jwk import KeySet
 
 from stockade.core.errors import UnavailableError
+from stockade.core.outbound import (
+    ClientOptions,
+    OutboundPolicy,
+    RefusedDestinationError,
+    guarded_client,
+)
+from stockade.core.urls import URLParseError, parse_url
 from stockade.settings import OidcSettings
 
 SIGNING_ALGORITHMS = (
@@ -65,20 +76,29 @@ class ProviderMetadata:
     """
 
     def __init__(
-        self, settings: OidcSettings, *, transport: httpx.BaseTransport | None = None
+        self,
+        settings: OidcSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         if not settings.issuer:
             raise ValueError("OIDC is not configured: oidc.issuer is empty")
         self.configured_issuer = settings.issuer
-        self.http = httpx.Client(
+        try:
+            issuer_host = parse_url(settings.issuer).host
+        except URLParseError as exc:
+            raise ValueError(f"oidc.issuer is not a URL ({exc})") from None
+        options = ClientOptions(
             timeout=settings.http_timeout_s,
             verify=_tls(settings),
-            transport=transport,
             follow_redirects=False,
             headers={"accept": "application/json"},
             # Few calls (keys and metadata are cached): no idle connections left to leak.
             limits=httpx.Limits(max_keepalive_connections=0),
         )
+        policy = (outbound or OutboundPolicy()).allowing(issuer_host)
+        self.http = guarded_client(policy, options, transport=transport)
         self._lock = threading.Lock()
         self._metadata: dict[str, Any] | None = None
         self._metadata_at = 0.0
@@ -98,7 +118,13 @@ class ProviderMetadata:
 
     def endpoint(self, name: str) -> str | None:
         value = self.metadata().get(name)
-        return value if isinstance(value, str) and value.startswith(("https:", "http:")) else None
+        if not isinstance(value, str):
+            return None
+        try:
+            scheme = parse_url(value).scheme  # parsed once: the scheme decided on its parsed form
+        except URLParseError:
+            return None
+        return value if scheme in ("https", "http") else None
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return self._call("GET", url, **kwargs)
@@ -109,7 +135,7 @@ class ProviderMetadata:
     def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             return self.http.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RefusedDestinationError) as exc:
             raise UnavailableError(
                 f"the OpenID provider {self.configured_issuer} cannot be reached "
                 f"({type(exc).__name__})",

@@ -39,8 +39,12 @@ def create(
     mode: str = typer.Option("passive", help="active (download during the run) | passive"),
     subdirs: str = typer.Option("linux-64,noarch", help="comma-separated subdirs"),
     schedule: str = typer.Option("0 0 * * *", help="cron expression; '' for manual runs only"),
-    token: str | None = typer.Option(None, help="token of another Stockade (sent as Bearer)"),
-    proxy: str | None = typer.Option(None, help="HTTP(S) proxy for this mirror"),
+    token: str | None = typer.Option(
+        None, help="upstream token (sent as Bearer to the source's origin only)"
+    ),
+    proxy: str | None = typer.Option(
+        None, help="HTTP(S) proxy; its user:password is stored encrypted, never shown"
+    ),
     ca_bundle: str | None = typer.Option(None, help="CA file on the server to verify TLS with"),
     concurrency: int | None = typer.Option(None, min=1, max=64, help="downloads at once"),
     companions: str | None = typer.Option(None, help="local channels guarded against confusion"),
@@ -75,12 +79,16 @@ def create(
 @mirror_app.command("update")
 def update(
     name: str,
-    source: str | None = typer.Option(None),
+    source: str | None = typer.Option(
+        None, help="another origin drops the stored token unless --token is given too"
+    ),
     mode: str | None = typer.Option(None),
     subdirs: str | None = typer.Option(None, help="comma-separated subdirs"),
     schedule: str | None = typer.Option(None, help="cron expression; '' for manual runs only"),
     token: str | None = typer.Option(None, help="new token; '' clears it"),
-    proxy: str | None = typer.Option(None, help="'' clears it"),
+    proxy: str | None = typer.Option(
+        None, help="'' clears it; a new proxy drops the stored token unless --token is given"
+    ),
     ca_bundle: str | None = typer.Option(None, help="'' clears it"),
     concurrency: int | None = typer.Option(None, min=1, max=64),
     enabled: bool | None = typer.Option(None, "--enabled/--disabled"),

@@ -52,7 +52,11 @@ def next_feed_run(schedule: str, after: datetime) -> datetime:
 
 def sync_feed(container: Container, feed_id: int) -> SyncCounts | None:
     """Sync one feed; None when it failed (the failure is on the feed row)."""
-    syncer = FeedSync(container.factory, security=BlobSecurityReader(container.blobs))
+    syncer = FeedSync(
+        container.factory,
+        security=BlobSecurityReader(container.blobs),
+        outbound=container.settings.outbound.policy(),
+    )
     try:
         counts = syncer.sync_feed(feed_id)
     except StockadeError as exc:  # fetch errors are recorded by the sync itself

@@ -9,10 +9,12 @@ connection error or a timeout is retried after ``webhooks.backoff_s`` until
 A call is bounded: ``webhooks.timeout_s`` is the budget of the whole call (resolving, connecting,
 sending, the answer's headers), enforced on every socket operation, so a receiver that drips its
 answer cannot hold a worker past it; of the answer's body at most :data:`BODY_MAX` bytes are read
-(undecoded) and the rest is dropped with the connection. The call connects only to addresses that
-``vulns.webhook_outbox.refused_address`` allows: the host is resolved, every address checked, and
-the connection made to a checked address (no second resolution); a refused destination fails the
-delivery at once with the reason as its ``last_error``.
+(undecoded) and the rest is dropped with the connection. The call passes the one outbound guard
+(``stockade.core.outbound.GuardedBackend``, the ``[outbound]`` policy with loopback also allowed by
+``webhooks.allow_loopback``): the host is resolved, every address checked, and the connection made
+to a checked address (no second resolution); a refused destination fails the delivery at once
+with the reason as its ``last_error``. A connection that fails is recorded as "cannot be reached",
+never with the system's reason (that would tell the state of ports).
 
 Headers: ``Content-Type: application/json``, ``User-Agent: Stockade-Webhook/1``,
 ``X-Stockade-Event``, ``X-Stockade-Delivery`` (the delivery's uuid), ``X-Stockade-Timestamp``
@@ -26,8 +28,6 @@ dispatch was lost, claims of a worker that died) to the queue every ``webhooks.p
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import time
 from typing import Any
 
@@ -37,6 +37,7 @@ import orjson
 
 from stockade.container import Container
 from stockade.core.errors import ConfigurationError
+from stockade.core.outbound import GuardedBackend, RefusedDestinationError
 from stockade.db.engine import transaction
 from stockade.jobs.ticker import Ticker
 from stockade.vulns.models import WebhookEvent
@@ -46,7 +47,6 @@ from stockade.vulns.webhook_outbox import (
     claim,
     due_deliveries,
     record_outcome,
-    refused_address,
     signature,
 )
 
@@ -136,7 +136,8 @@ def _post(claimed: Claimed, secret: str, container: Container) -> tuple[int | No
     body, headers = request_for(claimed, secret, container.settings.public_url)
     settings = container.settings.webhooks
     budget = settings.timeout_s
-    backend = GuardedBackend(time.monotonic() + budget, allow_loopback=settings.allow_loopback)
+    policy = container.settings.outbound.policy().with_loopback(settings.allow_loopback)
+    backend = GuardedBackend(policy, deadline=time.monotonic() + budget)
     try:
         with (
             httpx.Client(
@@ -151,7 +152,8 @@ def _post(claimed: Claimed, secret: str, container: Container) -> tuple[int | No
     except httpx.TimeoutException:
         return None, f"no answer within {budget:g} s"
     except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError, OSError) as exc:
-        return None, f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        log.info("webhook delivery %s: %s", claimed.delivery_id, str(exc)[:200])
+        return None, "the receiver cannot be reached"
     if 200 <= response.status_code < 300:
         return response.status_code, None
     return response.status_code, f"HTTP {response.status_code}"
@@ -184,115 +186,6 @@ def _transport(backend: GuardedBackend) -> httpx.HTTPTransport:
         network_backend=backend,
     )
     return transport
-
-
-class RefusedDestinationError(Exception):
-    """The host of a webhook is, or resolves to, an address webhooks may not call."""
-
-
-class GuardedBackend(httpcore.NetworkBackend):
-    """Opens the call's connections: checked destinations only, and every operation on the
-    socket bounded by what is left of the call's budget (``deadline``, a ``time.monotonic()``)."""
-
-    def __init__(
-        self,
-        deadline: float,
-        *,
-        allow_loopback: bool = False,
-        inner: httpcore.NetworkBackend | None = None,
-    ) -> None:
-        self.deadline = deadline
-        self.allow_loopback = allow_loopback
-        self.inner = inner or httpcore.SyncBackend()
-
-    def left(self, timeout: float | None, error: type[Exception]) -> float:
-        """The time an operation may take: its own timeout, within the budget."""
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise error("the call's time is up")
-        return left if timeout is None else min(timeout, left)
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        addresses = self.resolve(host, port)
-        for address in addresses:
-            reason = refused_address(address, allow_loopback=self.allow_loopback)
-            if reason is not None:
-                where = reason if address == host else f"{host} resolves to {reason}"
-                raise RefusedDestinationError(f"refused destination: {where}")
-        last: Exception | None = None
-        for address in addresses:  # all checked: connect to one of them, not to the name
-            try:
-                stream = self.inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=self.left(timeout, httpcore.ConnectTimeout),
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except httpcore.ConnectError as exc:
-                last = exc
-                continue
-            return _BoundedStream(stream, self)
-        raise last or httpcore.ConnectError(f"{host} has no address")
-
-    def resolve(self, host: str, port: int) -> list[str]:
-        try:
-            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
-        addresses: list[str] = []
-        for info in found:
-            address = str(info[4][0])
-            if address not in addresses:
-                addresses.append(address)
-        self.left(None, httpcore.ConnectTimeout)
-        return addresses
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        raise RefusedDestinationError("refused destination: a unix socket")
-
-    def sleep(self, seconds: float) -> None:
-        self.inner.sleep(seconds)
-
-
-class _BoundedStream(httpcore.NetworkStream):
-    """A connection whose reads and writes end with the call's budget."""
-
-    def __init__(self, inner: httpcore.NetworkStream, backend: GuardedBackend) -> None:
-        self.inner = inner
-        self.backend = backend
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self.inner.read(max_bytes, self.backend.left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self.inner.write(buffer, self.backend.left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        tls = self.inner.start_tls(
-            ssl_context, server_hostname, self.backend.left(timeout, httpcore.ConnectTimeout)
-        )
-        return _BoundedStream(tls, self.backend)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self.inner.get_extra_info(info)
 
 
 def dispatch_due(container: Container) -> list[int]:

@@ -23,11 +23,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
+from stockade.core.outbound import guarded_async_client
+from stockade.core.urls import URLParseError, parse_url, redact_url
 from stockade.mirroring.http_fetch import STOP_POLL_S, HttpRun
 from stockade.mirroring.sources import FileSource, SourceConfig, http_client_options
 from stockade.mirroring.transfer import (
@@ -40,7 +42,6 @@ from stockade.mirroring.transfer import (
     TransferStoppedError,
     copy_verified,
     failure_result,
-    redact_url,
 )
 from stockade.storage.interfaces import BlobStore
 
@@ -65,9 +66,12 @@ class Downloader:
         self._concurrency = max(1, concurrency)
         self._retry = RetryPolicy(retries=retries, backoff_s=backoff_s)
         self._transport = transport
-        is_file = urlsplit(config.url).scheme == "file"
+        try:
+            is_file = parse_url(config.url).scheme == "file"
+        except URLParseError:
+            is_file = False  # the http(s) client refuses it
         self._files = FileSource(config) if is_file else None
-        self._options = {} if is_file else http_client_options(config)
+        self._options = None if is_file else http_client_options(config)
 
     def download_all(
         self,
@@ -103,8 +107,9 @@ class Downloader:
             stop=stop,
         )
         try:
-            async with httpx.AsyncClient(
-                **self._options, limits=limits, transport=self._transport
+            options = replace(self._options or http_client_options(self._config), limits=limits)
+            async with guarded_async_client(
+                self._config.outbound, options, transport=self._transport
             ) as client:
                 await run.run(client)
         finally:

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from stockade.core.outbound import RefusedDestinationError
+from stockade.core.urls import redact_url
 from stockade.mirroring.transfer import (
     CHUNK,
     DownloadItem,
@@ -30,7 +32,7 @@ from stockade.mirroring.transfer import (
     VerifyingSink,
     failure_result,
     is_transient_status,
-    redact_url,
+    refused_error,
     status_error,
     transport_error,
 )
@@ -167,6 +169,8 @@ class HttpRun:
         while True:
             try:
                 return await self._fetch_once(client, item, attempt)
+            except RefusedDestinationError as exc:
+                raise refused_error(exc, item.url) from None
             except httpx.TransportError as exc:
                 if not self._retry.should_retry(attempt, exc):
                     raise transport_error(exc, item.url, self._secrets) from None

@@ -60,11 +60,16 @@ class Mirror(Base):
     source_url: Mapped[str] = mapped_column(Text)
     # Sent upstream, so it cannot be hashed: encrypted with the server's secret key (SecretBox).
     source_token_enc: Mapped[str | None] = mapped_column(Text)
+    # The origin (scheme://host:port) the token was given for: it is sent there only, and
+    # dropped when the source moves to another origin or the proxy changes (docs/adr/0010).
+    source_token_origin: Mapped[str | None] = mapped_column(Text)
     mode: Mapped[str] = mapped_column(String(16), default=MirrorMode.PASSIVE.value)
     subdirs: Mapped[list[str]] = mapped_column(JSONType, default=list)
     # None: manual runs only. (No column default: an explicit None must stay None.)
     schedule: Mapped[str | None] = mapped_column(String(128))
-    proxy: Mapped[str | None] = mapped_column(Text)
+    proxy: Mapped[str | None] = mapped_column(Text)  # without credentials
+    # The proxy's ``user:password`` (percent-encoded), encrypted like the token.
+    proxy_auth_enc: Mapped[str | None] = mapped_column(Text)
     ca_bundle: Mapped[str | None] = mapped_column(Text)
     concurrency: Mapped[int] = mapped_column(default=8)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.core.errors import StockadeError, UnavailableError
+from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
 from stockade.mirroring.models import Mirror, MirrorSubdirState
 from stockade.mirroring.plan import source_config
@@ -41,11 +42,13 @@ class PassiveFetcher:
         secrets: SecretBox,
         *,
         timeout_s: float = 60.0,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.factory = factory
         self.blobs = blobs
         self.secrets = secrets
         self.timeout_s = timeout_s
+        self.outbound = outbound  # the [outbound] policy (None: the strict default)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._upstreams: dict[int, _Upstream] = {}
@@ -101,7 +104,7 @@ class PassiveFetcher:
                 raise UnavailableError(
                     "the mirror this file came from is gone", code="mirror:not-found"
                 )
-            config = source_config(mirror, self.secrets, self.timeout_s)
+            config = source_config(mirror, self.secrets, self.timeout_s, self.outbound)
             base_urls: dict[str, str | None] = dict(
                 session.execute(
                     select(MirrorSubdirState.subdir, MirrorSubdirState.base_url).where(

@@ -18,8 +18,11 @@ from stockade.channels.publishing import request_publications
 from stockade.conda.repodata import encode_record
 from stockade.core.clock import now_ms, utcnow
 from stockade.core.faults import crash_point
+from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
+from stockade.core.urls import origin_of
 from stockade.db.upsert import insert_ignore
+from stockade.mirroring.credentials import proxy_url
 from stockade.mirroring.downloader import DownloadItem
 from stockade.mirroring.inputs import (
     CONFLICT_POLICY,
@@ -121,13 +124,22 @@ def mirror_policies(session: Session, mirror: Mirror) -> list[Policy]:
     return result
 
 
-def source_config(mirror: Mirror, secrets: SecretBox, timeout_s: float = 60.0) -> SourceConfig:
+def source_config(
+    mirror: Mirror,
+    secrets: SecretBox,
+    timeout_s: float = 60.0,
+    outbound: OutboundPolicy | None = None,
+) -> SourceConfig:
+    """How to reach the mirror's upstream: the token bound to the origin it was given for, the
+    proxy with its decrypted credentials, the outbound policy (strict when not given)."""
     return SourceConfig(
         url=mirror.source_url,
         token=secrets.decrypt(mirror.source_token_enc) if mirror.source_token_enc else None,
-        proxy=mirror.proxy,
+        token_origin=mirror.source_token_origin or origin_of(mirror.source_url),
+        proxy=proxy_url(mirror, secrets),
         ca_bundle=Path(mirror.ca_bundle) if mirror.ca_bundle else None,
         timeout_s=timeout_s,
+        outbound=outbound or OutboundPolicy(),
     )
 
 
@@ -140,6 +152,7 @@ def job_for_mirror(
     attempt: int = 0,
     policies: list[Policy] | None = None,
     timeout_s: float = 60.0,
+    outbound: OutboundPolicy | None = None,
 ) -> MirrorJob:
     channel = session.get(Channel, mirror.channel_id)
     assert channel is not None
@@ -157,7 +170,7 @@ def job_for_mirror(
         mode=mirror.mode,
         subdirs=list(mirror.subdirs),
         concurrency=mirror.concurrency,
-        source=source_config(mirror, secrets, timeout_s),
+        source=source_config(mirror, secrets, timeout_s, outbound),
         policies=chosen,
         policy_digest=digest(definitions),
         guarded=guarded,
@@ -169,14 +182,24 @@ def job_for_mirror(
 
 
 def load_job(
-    session: Session, run_id: int, secrets: SecretBox, timeout_s: float = 60.0
+    session: Session,
+    run_id: int,
+    secrets: SecretBox,
+    timeout_s: float = 60.0,
+    outbound: OutboundPolicy | None = None,
 ) -> MirrorJob:
     run = session.get(MirrorRun, run_id)
     assert run is not None
     mirror = session.get(Mirror, run.mirror_id)
     assert mirror is not None
     return job_for_mirror(
-        session, mirror, secrets, run_id=run_id, attempt=run.attempt, timeout_s=timeout_s
+        session,
+        mirror,
+        secrets,
+        run_id=run_id,
+        attempt=run.attempt,
+        timeout_s=timeout_s,
+        outbound=outbound,
     )
 
 

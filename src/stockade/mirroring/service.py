@@ -2,8 +2,12 @@
 
 Rights: reading a mirror needs ``mirror:read`` on its channel (a channel reader); creating,
 changing and deleting need ``mirror:manage`` on it (the channel's managers, or a role with
-``mirrors=manage``). A ``file://`` source or a CA bundle names a path on the server, so those need
-the global ``mirror:manage`` permission (an administrator's), not only rights on the channel.
+``mirrors=manage``). A ``file://`` source (in any spelling: ``FILE:``) or a CA bundle names a
+path on the server, so those need the global ``mirror:manage`` permission (an administrator's),
+not only rights on the channel; that is checked before the path is looked at, so others learn
+nothing of the server's files. Upstream URLs and proxies pass the outbound policy
+(``[outbound]``, docs/adr/0010); stored credentials stay bound to what they were given for
+(``mirroring.credentials``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from stockade.channels.publishing import request_publications
 from stockade.channels.service import ChannelService, channel_ref
 from stockade.core.clock import utcnow
 from stockade.core.errors import AuthenticationError
+from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
+from stockade.core.urls import redact_url
+from stockade.mirroring import credentials
 from stockade.mirroring import validation as check
 from stockade.mirroring.errors import (
     InvalidMirrorError,
@@ -75,14 +82,15 @@ def next_run(schedule: str | None, after: datetime | None = None) -> datetime | 
 
 
 def state_of(mirror: Mirror) -> dict[str, Any]:
-    """What the audit log records of a mirror (never the token)."""
+    """What the audit log records of a mirror (never the token nor the proxy's password)."""
     return {
-        "source": mirror.source_url,
+        "source": redact_url(mirror.source_url),
         "has_token": mirror.source_token_enc is not None,
         "mode": mirror.mode,
         "subdirs": list(mirror.subdirs),
         "schedule": mirror.schedule,
-        "proxy": mirror.proxy,
+        "proxy": redact_url(mirror.proxy) if mirror.proxy else None,
+        "has_proxy_credentials": credentials.has_proxy_credentials(mirror),
         "ca_bundle": mirror.ca_bundle,
         "concurrency": mirror.concurrency,
         "enabled": mirror.enabled,
@@ -91,10 +99,20 @@ def state_of(mirror: Mirror) -> dict[str, Any]:
     }
 
 
+def _shown_unchanged(given: Any, stored: str | None) -> bool:
+    if not isinstance(given, str) or not stored:
+        return False
+    shown = redact_url(stored)
+    return shown != stored and given.strip().rstrip("/") == shown.rstrip("/")
+
+
 class MirrorService:
-    def __init__(self, session: Session, secrets: SecretBox) -> None:
+    def __init__(
+        self, session: Session, secrets: SecretBox, outbound: OutboundPolicy | None = None
+    ) -> None:
         self.session = session
         self.secrets = secrets
+        self.outbound = outbound  # None: destinations are checked when a run connects only
         self.access = AccessService(session)
         self.channels = ChannelService(session)
 
@@ -201,7 +219,7 @@ class MirrorService:
         mirror = self.get(principal, name, Permission.MIRROR_MANAGE)
         before = state_of(mirror)
         old_schedule = mirror.schedule
-        self._apply(principal, mirror, spec)
+        change = self._apply(principal, mirror, spec)
         if mirror.schedule != old_schedule:
             mirror.next_run_at = next_run(mirror.schedule)
         self.session.flush()
@@ -211,6 +229,7 @@ class MirrorService:
             Target("mirror", name, mirror.id),
             before=before,
             after=state_of(mirror),
+            details=change.details(),
         )
         return mirror
 
@@ -244,27 +263,58 @@ class MirrorService:
         self.session.flush()
         return int(removed or 0)
 
-    def _apply(self, principal: Principal, mirror: Mirror, spec: MirrorSpec) -> None:  # noqa: PLR0912
+    def _apply(
+        self, principal: Principal, mirror: Mirror, spec: MirrorSpec
+    ) -> credentials.CredentialChange:
         given = spec.given()
+        change = self._apply_upstream(principal, mirror, given)
+        self._apply_settings(principal, mirror, given)
+        return change
+
+    def _apply_upstream(
+        self, principal: Principal, mirror: Mirror, given: dict[str, Any]
+    ) -> credentials.CredentialChange:
+        """Source, proxy, CA bundle and token: rights first, then the values (docs/adr/0010)."""
+        if given.get("ca_bundle"):  # before the path is looked at: no probing of server files
+            self._require_global(principal, "a CA bundle is a file on the server")
+        if "ca_bundle" in given:
+            mirror.ca_bundle = check.check_ca_bundle(given["ca_bundle"])
+        if "source" in given and _shown_unchanged(given["source"], mirror.source_url):
+            del given["source"]  # the redacted URL as shown, sent back: the stored one stays
         if "source" in given:
-            mirror.source_url = check.check_source(given["source"])
-            if check.is_local_source(mirror.source_url):
+            if check.is_local_source(str(given["source"] or "")):
                 self._require_global(principal, "a file:// source reads the server's disk")
+            mirror.source_url = check.check_source(given["source"])
+            self._check_destination(principal, mirror.source_url, "source")
+        proxy_changed = proxy_dropped = False
+        if "proxy" in given:
+            proxy, userinfo = check.check_proxy(given["proxy"])
+            if proxy is not None:
+                self._check_destination(principal, proxy, "proxy")
+            proxy_changed = proxy != mirror.proxy or (
+                userinfo is not None and not userinfo.endswith(":" + credentials.REDACTED)
+            )
+            proxy_dropped = credentials.set_proxy(mirror, self.secrets, proxy, userinfo)
+        token_dropped = False
         if "token" in given:
-            token = given["token"]
-            mirror.source_token_enc = self.secrets.encrypt(token) if token else None
+            credentials.set_token(mirror, self.secrets, given["token"])
+        elif not credentials.token_still_bound(mirror, proxy_changed=proxy_changed):
+            credentials.set_token(mirror, self.secrets, None)
+            token_dropped = True
+        return credentials.CredentialChange(token_dropped, proxy_dropped)
+
+    def _check_destination(self, principal: Principal, url: str, field: str) -> None:
+        if self.outbound is not None:
+            detail = self.access.allowed(principal, Permission.MIRROR_MANAGE)
+            check.check_destination(url, self.outbound, field, detail=detail)
+
+    def _apply_settings(self, principal: Principal, mirror: Mirror, given: dict[str, Any]) -> None:
         if "mode" in given:
             mirror.mode = check.check_mode(given["mode"])
         if "subdirs" in given:
             mirror.subdirs = check.check_subdirs(given["subdirs"])
         if "schedule" in given:
             mirror.schedule = check.check_schedule(given["schedule"])
-        if "proxy" in given:
-            mirror.proxy = check.check_proxy(given["proxy"])
-        if "ca_bundle" in given:
-            mirror.ca_bundle = check.check_ca_bundle(given["ca_bundle"])
-            if mirror.ca_bundle:
-                self._require_global(principal, "a CA bundle is a file on the server")
         if "concurrency" in given:
             mirror.concurrency = check.check_concurrency(given["concurrency"])
         if "enabled" in given:

@@ -4,10 +4,13 @@
 another Stockade with a token) or a :class:`FileSource` (``file://``: a channel folder). Both take
 the upstream's patched ``repodata.json``, never ``repodata_from_packages.json``.
 
-Secrets: the token is sent as ``Authorization: Bearer`` only to the source's own origin (never to a
-CEP 15 ``base_url`` on another host; httpx drops it on a redirect to another origin), and is never
-logged nor put in an error message or :meth:`describe`. URLs shown are redacted (userinfo password,
-``/t/<token>/`` segments, secret-looking query values).
+Secrets: the token is sent as ``Authorization: Bearer`` only to the origin it was given for
+(``token_origin``: never to a CEP 15 ``base_url`` on another host, nor after a redirect to another
+origin, nor to a new source the mirror was moved to), and is never logged nor put in an error
+message or :meth:`describe`. URLs shown are redacted (``stockade.core.urls.redact_url``).
+
+Every HTTP connection passes the outbound guard (``stockade.core.outbound``) with
+``config.outbound``: the address connected to, on every redirect hop.
 """
 
 from __future__ import annotations
@@ -17,15 +20,21 @@ import logging
 import ssl
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Protocol
 from urllib.request import url2pathname
 
 import httpx
 
 from stockade.core.errors import InvalidInputError
+from stockade.core.outbound import (
+    ClientOptions,
+    OutboundPolicy,
+    RefusedDestinationError,
+    guarded_client,
+)
+from stockade.core.urls import URLParseError, parse_url, redact_url
 from stockade.mirroring.transfer import (
     ChecksumMismatchError,
     RetryPolicy,
@@ -36,7 +45,7 @@ from stockade.mirroring.transfer import (
     copy_verified,
     decompress_zst,
     is_transient_status,
-    redact_url,
+    refused_error,
     resolve_file_url,
     status_error,
     transport_error,
@@ -71,6 +80,8 @@ class SourceConfig:
     proxy: str | None = None  # HTTP(S) proxy URL for this mirror
     ca_bundle: Path | None = None  # CA file to verify TLS with (else the system default)
     timeout_s: float = 60.0
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # strict by default
+    token_origin: str | None = None  # the origin the token was given for (default: url's)
 
     def __repr__(self) -> str:  # the dataclass repr would show the token
         return f"SourceConfig(url={redact_url(self.url)!r}, token={'***' if self.token else None})"
@@ -80,7 +91,10 @@ class SourceConfig:
         found = [self.token] if self.token else []
         for url in (self.url, self.proxy):
             if url:
-                password = urlsplit(url).password
+                try:
+                    password = parse_url(url).password
+                except URLParseError:
+                    continue
                 if password:
                     found.append(password)
         return tuple(found)
@@ -141,18 +155,17 @@ def _bad(config: SourceConfig, reason: str) -> InvalidInputError:
 def open_source(config: SourceConfig) -> UpstreamSource:
     """The source for ``config.url``'s scheme; InvalidInputError(mirror:bad-source) otherwise."""
     try:
-        parts = urlsplit(config.url)
-        port = parts.port  # raises ValueError on a malformed port
-    except ValueError:
-        raise _bad(config, "malformed URL") from None
+        parts = parse_url(config.url)
+    except URLParseError as exc:
+        raise _bad(config, f"malformed URL ({exc})") from None
     if config.timeout_s <= 0:
         raise _bad(config, "timeout must be positive")
     if parts.scheme in ("http", "https"):
-        if not parts.hostname or parts.fragment or (port is not None and port == 0):
+        if not parts.host or parts.fragment or parts.port == 0:
             raise _bad(config, "an http(s) channel URL needs a host and no fragment")
         return HttpSource(config)
     if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        if parts.host not in ("", "localhost") or not parts.path.startswith("/"):
             raise _bad(config, "a file:// URL needs an absolute local path")
         return FileSource(config)
     raise _bad(config, "the URL must start with http://, https:// or file://")
@@ -162,39 +175,52 @@ def open_source(config: SourceConfig) -> UpstreamSource:
 
 
 class BearerSameOrigin(httpx.Auth):
-    """``Authorization: Bearer`` on requests to the source's origin only."""
+    """``Authorization: Bearer`` on requests to the origin the token was given for only."""
 
-    def __init__(self, token: str, url: str) -> None:
+    def __init__(self, token: str, origin: str) -> None:
         self._header = f"Bearer {token}"
-        self._origin = _origin(httpx.URL(url))
+        self._origin = origin
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if _origin(request.url) == self._origin:
+        try:
+            same = parse_url(str(request.url)).origin == self._origin
+        except URLParseError:
+            same = False
+        if same:
             request.headers["authorization"] = self._header
         yield request
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    default = {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host, url.port or default
+def bearer_for(config: SourceConfig) -> BearerSameOrigin | None:
+    """The token's auth, bound to its origin; None without a token, or when the source is no
+    longer the origin the token was given for (it is not sent anywhere then)."""
+    if not config.token:
+        return None
+    try:
+        origin = parse_url(config.url).origin
+    except URLParseError:
+        return None
+    if config.token_origin is not None and config.token_origin != origin:
+        return None
+    return BearerSameOrigin(config.token, origin)
 
 
-def http_client_options(config: SourceConfig) -> dict[str, Any]:
-    """Keyword arguments for ``httpx.Client`` / ``AsyncClient``: proxy, TLS, timeout, token."""
+def http_client_options(config: SourceConfig) -> ClientOptions:
+    """How ``guarded_client`` / ``guarded_async_client`` are built: proxy, TLS, timeout, token."""
     verify: ssl.SSLContext | bool = True
     if config.ca_bundle is not None:
         try:
             verify = ssl.create_default_context(cafile=str(config.ca_bundle))
         except (OSError, ssl.SSLError) as exc:
             raise _bad(config, f"cannot read the CA bundle {config.ca_bundle}: {exc}") from None
-    return {
-        "proxy": config.proxy,
-        "verify": verify,
-        "timeout": httpx.Timeout(config.timeout_s),
-        "follow_redirects": True,
-        "headers": {"user-agent": USER_AGENT},
-        "auth": BearerSameOrigin(config.token, config.url) if config.token else None,
-    }
+    return ClientOptions(
+        proxy=config.proxy,
+        verify=verify,
+        timeout=httpx.Timeout(config.timeout_s),
+        follow_redirects=True,
+        headers={"user-agent": USER_AGENT},
+        auth=bearer_for(config),
+    )
 
 
 class HttpSource:
@@ -217,7 +243,9 @@ class HttpSource:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(**self._options, transport=self._transport)
+            self._client = guarded_client(
+                self._config.outbound, self._options, transport=self._transport
+            )
         return self._client
 
     def close(self) -> None:
@@ -227,7 +255,7 @@ class HttpSource:
 
     def file_url(self, subdir: str, filename: str, base_url: str | None = None) -> str:
         url = resolve_file_url(self._base, subdir, filename, base_url)
-        if urlsplit(url).scheme not in ("http", "https"):
+        if _scheme(url) not in ("http", "https"):
             raise UpstreamError(
                 f"{self.describe()}/{subdir}: base_url {redact_url(url)} is not http(s)",
                 code="mirror:bad-repodata",
@@ -270,6 +298,8 @@ class HttpSource:
         while True:
             try:
                 response = self._http().get(url, headers=headers)
+            except RefusedDestinationError as exc:
+                raise refused_error(exc, url) from None
             except httpx.TransportError as exc:
                 if not self._retry.should_retry(attempt, exc):
                     raise transport_error(exc, url, self._config.secrets()) from None
@@ -296,6 +326,8 @@ class HttpSource:
         while True:
             try:
                 return self._stream_once(target, dest_dir, sha256, size, attempt)
+            except RefusedDestinationError as exc:
+                raise refused_error(exc, target) from None
             except httpx.TransportError as exc:
                 if not self._retry.should_retry(attempt, exc):
                     raise transport_error(exc, target, self._config.secrets()) from None
@@ -324,6 +356,13 @@ class HttpSource:
                 raise
 
 
+def _scheme(url: str) -> str:
+    try:
+        return parse_url(url).scheme
+    except URLParseError:
+        return ""
+
+
 def _conditional_headers(previous: Validators | None, variant: str) -> dict[str, str]:
     headers: dict[str, str] = {}
     if previous is not None and previous.variant == variant:
@@ -343,7 +382,7 @@ class FileSource:
     def __init__(self, config: SourceConfig) -> None:
         self._config = config
         self._url = config.url.rstrip("/")
-        self.root = Path(url2pathname(urlsplit(self._url).path)).resolve()
+        self.root = Path(url2pathname(parse_url(self._url).path)).resolve()
 
     def describe(self) -> str:
         return redact_url(self._url)
@@ -356,9 +395,17 @@ class FileSource:
 
     def path_for_url(self, url: str) -> Path:
         """The local path of a ``file://`` URL, refused outside the channel folder."""
-        parts = urlsplit(url)
-        path = Path(url2pathname(parts.path)).resolve()
-        if parts.scheme != "file" or not path.is_relative_to(self.root):
+        try:
+            parts = parse_url(url)
+            path = Path(url2pathname(parts.path)).resolve()
+        except URLParseError:
+            parts, path = None, None
+        if (
+            parts is None
+            or path is None
+            or parts.scheme != "file"
+            or not path.is_relative_to(self.root)
+        ):
             raise UpstreamError(
                 f"{self.describe()}: {redact_url(url)} is outside the channel folder",
                 code="mirror:bad-repodata",

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stockade.conda.archive import ValidationLimits
 from stockade.core.clock import utcnow
 from stockade.core.errors import StockadeError
+from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
 from stockade.db.engine import transaction
 from stockade.mirroring import runs
@@ -69,6 +70,7 @@ class MirrorSync:
         vulnerabilities: VulnerabilityLookup | Callable[[], VulnerabilityLookup],
         limits: ValidationLimits | None = None,
         on_change: Callable[[], None] = lambda: None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.limits = limits or ValidationLimits()
         self.factory = factory
@@ -77,6 +79,7 @@ class MirrorSync:
         self.settings = settings
         self._vulnerabilities = vulnerabilities
         self.on_change = on_change
+        self.outbound = outbound  # the [outbound] policy (None: the strict default)
         self.owner = worker_id()
         self.shutdown = threading.Event()
         #: Called with (run id, step) just before each step's stop check (a hook for tests).
@@ -98,7 +101,7 @@ class MirrorSync:
         with transaction(self.factory) as session:
             if not runs.claim(session, run_id, self.owner, stale_after=stale):
                 return None
-            job = load_job(session, run_id, self.secrets, self.settings.timeout_s)
+            job = load_job(session, run_id, self.secrets, self.settings.timeout_s, self.outbound)
         if any(p.cve_score or p.uncurated_cves for p in job.policies):
             job.vulnerability_version = vulnerability_version(self.vulnerabilities)
         steps = ["fetch", "evaluate", "plan", "publish"]

@@ -4,24 +4,26 @@ and a temporary file that hashes what is written to it and checks the result."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import re
 import ssl
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin
 
 import httpx
 import zstandard
 
 from stockade.core.errors import ErrorKind, InvalidInputError, StockadeError
-from stockade.core.logging import scrub
+from stockade.core.outbound import RefusedDestinationError
+from stockade.core.urls import redact_text, redact_url
+
+log = logging.getLogger("stockade.mirroring")
 
 CHUNK = 1 << 20
-_SECRET_PARAM = re.compile(r"(?i)token|key|secret|password|passwd|sig|auth|credential")
 
 
 class UpstreamError(StockadeError):
@@ -82,32 +84,8 @@ def resolve_file_url(channel_url: str, subdir: str, filename: str, base_url: str
     return subdir_url + quote(filename, safe="+!=,~")
 
 
-def redact_url(url: str) -> str:
-    """``url`` fit for display: no userinfo password (a lone user name is taken for a token),
-    no ``/t/<token>/`` segment, no value of a secret-looking query parameter."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<malformed url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if has_password else f"***@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*"
-        )
-    return scrub(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
-
-
 def scrub_secrets(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return scrub(text)
+    return redact_text(text, secrets)
 
 
 def status_error(status: int, url: str, secrets: tuple[str, ...] = ()) -> UpstreamError:
@@ -128,12 +106,29 @@ def _is_tls(exc: BaseException) -> bool:
 
 
 def transport_error(exc: BaseException, url: str, secrets: tuple[str, ...] = ()) -> UpstreamError:
+    """What a run says when the upstream cannot be reached: TLS, or "unreachable", never why
+    (refused, reset, timed out: that would tell a channel reader which internal ports are
+    open). The reason goes to the server log for administrators."""
     shown = scrub_secrets(redact_url(url), secrets)
     tls = _is_tls(exc) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
     code = "mirror:upstream-tls" if tls else "mirror:upstream-unreachable"
-    what = "TLS verification failed" if tls else "unreachable"
-    reason = scrub_secrets(str(exc), secrets)[:300] or type(exc).__name__
-    return UpstreamError(f"{shown}: {what} ({reason})", code=code, url=shown)
+    what = "TLS verification failed" if tls else "cannot be reached"
+    log.warning(
+        "upstream %s: %s (%s)",
+        shown,
+        what,
+        scrub_secrets(str(exc), secrets)[:300] or type(exc).__name__,
+    )
+    return UpstreamError(f"{shown}: {what}", code=code, url=shown)
+
+
+def refused_error(exc: RefusedDestinationError, url: str) -> UpstreamError:
+    """A connection the outbound guard refused (the reason to the server log only)."""
+    shown = redact_url(url)
+    log.warning("upstream %s: %s", shown, exc)
+    return UpstreamError(
+        f"{shown}: {RefusedDestinationError.public}", code="mirror:refused-destination", url=shown
+    )
 
 
 # --------------------------------------------------------------------------------- retries

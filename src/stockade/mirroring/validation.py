@@ -6,11 +6,12 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from croniter import CroniterError, croniter
 
 from stockade.core.errors import InvalidInputError
+from stockade.core.outbound import OutboundPolicy, RefusedDestinationError, refused_destination
+from stockade.core.urls import ParsedURL, URLParseError, parse_url, split_userinfo
 from stockade.mirroring.errors import InvalidMirrorError
 from stockade.mirroring.models import MirrorMode
 from stockade.mirroring.sources import SourceConfig, open_source
@@ -31,33 +32,65 @@ def check_name(name: str) -> str:
 
 
 def check_source(url: str) -> str:
-    """``https://``, ``http://`` or ``file://`` URL of a conda channel (no credentials in it).
+    """``https://``, ``http://`` or ``file://`` URL of a conda channel (no credentials in it),
+    returned normalized (scheme and host lower-case, no trailing ``/``).
 
-    The scheme, host and path rules are the sources' own (:func:`open_source`); a mirror adds that
-    credentials go in its token, never in the URL, and that the URL has no query.
+    The URL is parsed once (:func:`stockade.core.urls.parse_url`) and every rule decides on the
+    parsed form: ``FILE:///x`` is a ``file`` URL. The scheme, host and path rules are the sources'
+    own (:func:`open_source`); a mirror adds that credentials go in its token, never in the URL,
+    and that the URL has no query. Nothing here touches the disk.
     """
     if not isinstance(url, str) or not url.strip():
         raise InvalidMirrorError("source: give the upstream channel URL", field="source")
-    url = url.strip().rstrip("/")
-    try:
-        open_source(SourceConfig(url)).close()
-        parts = urlsplit(url)
-    except (InvalidInputError, ValueError) as exc:
-        detail = exc.detail if isinstance(exc, InvalidInputError) else str(exc)
-        raise InvalidMirrorError(f"source: {detail}", field="source") from None
-    if parts.username or parts.password:
+    parsed = _parse(url, "source")
+    if parsed.has_userinfo:
         raise InvalidMirrorError(
             "source: do not put credentials in the URL; give them as the mirror's token",
             code="mirror:credentials-in-url",
             field="source",
         )
-    if parts.query:
+    if parsed.query:
         raise InvalidMirrorError("source: no query, please", field="source")
-    return url
+    normalized = parsed.unsplit().rstrip("/")
+    try:
+        open_source(SourceConfig(normalized)).close()
+    except InvalidInputError as exc:
+        raise InvalidMirrorError(f"source: {exc.detail}", field="source") from None
+    if parsed.scheme == "file":  # file://localhost/x is file:///x
+        normalized = "file://" + parsed.path.rstrip("/")
+    return normalized
+
+
+def _parse(url: str, field: str) -> ParsedURL:
+    try:
+        return parse_url(url)
+    except URLParseError as exc:
+        raise InvalidMirrorError(f"{field}: {exc}", field=field) from None
 
 
 def is_local_source(url: str) -> bool:
-    return url.startswith("file:")
+    """True for a ``file:`` URL in any spelling (``FILE:``, ``File:``) or one that cannot be
+    parsed (treated as the stricter case)."""
+    try:
+        return parse_url(url).scheme == "file"
+    except URLParseError:
+        return True
+
+
+def check_destination(url: str, policy: OutboundPolicy, field: str, *, detail: bool) -> None:
+    """Refuse an http(s) URL whose host the outbound policy refuses (checked again on every
+    connection). ``detail``: say why (to an administrator); others learn only that it is refused."""
+    parsed = _parse(url, field)
+    if parsed.scheme not in ("http", "https"):
+        return
+    reason = refused_destination(parsed.host, policy, parsed.effective_port)
+    if reason is not None:
+        why = f": {reason}" if detail else ""
+        raise InvalidMirrorError(
+            f"{field}: this host is {RefusedDestinationError.public}{why}",
+            code="mirror:refused-destination",
+            field=field,
+        )
 
 
 def check_mode(mode: str) -> str:
@@ -108,18 +141,23 @@ def check_schedule(schedule: str | None) -> str | None:
     return value
 
 
-def check_proxy(proxy: str | None) -> str | None:
-    if not proxy:
-        return None
-    parts = urlsplit(proxy)
-    if parts.scheme not in ("http", "https", "socks5", "socks5h") or not parts.hostname:
-        raise InvalidMirrorError(
-            "proxy: an http://, https:// or socks5:// URL with a host", field="proxy"
-        )
-    return proxy
+def check_proxy(proxy: str | None) -> tuple[str | None, str | None]:
+    """An ``http://`` or ``https://`` proxy URL with a host: the URL without its credentials, and
+    the credentials (``user:password``, percent-encoded) to store encrypted, or None."""
+    if not proxy or not proxy.strip():
+        return None, None
+    parsed = _parse(proxy, "proxy")
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidMirrorError("proxy: an http:// or https:// URL with a host", field="proxy")
+    if parsed.path.strip("/") or parsed.query or parsed.fragment:
+        raise InvalidMirrorError("proxy: scheme, host and port only", field="proxy")
+    _, userinfo = split_userinfo(proxy.strip())
+    return parsed.unsplit().rstrip("/"), userinfo
 
 
 def check_ca_bundle(path: str | None) -> str | None:
+    """An absolute path to a file on the server; call it only once the caller may name server
+    files (an administrator), as the answer says whether the file exists."""
     if not path:
         return None
     candidate = Path(path)

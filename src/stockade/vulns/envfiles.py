@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import yaml
 from rattler import LockFile, MatchSpec
@@ -39,6 +39,7 @@ from rattler.exceptions import (
 
 from stockade.core import yamlsafe
 from stockade.core.errors import InvalidInputError
+from stockade.core.urls import URLParseError, parse_url, redact_url
 
 __all__ = [
     "KINDS",
@@ -294,17 +295,20 @@ def _environment(text: str) -> EnvironmentInput:
 
 def _from_url(kind: str, url: str, **extra: Any) -> LockedPackage:
     """A package from its URL: ``…/<channel>/<subdir>/<name>-<version>-<build>.<ext>``."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises ValueError on a port out of range
-    except ValueError as exc:
-        raise EnvironmentFileError(kind, f"not a package URL: {url[:200]!r} ({exc})") from None
+    try:  # parsed once (stockade.core.urls); errors show the URL redacted
+        parts = parse_url(url)
+    except URLParseError as exc:
+        raise EnvironmentFileError(
+            kind, f"not a package URL: {redact_url(url.strip())[:200]!r} ({exc})"
+        ) from None
     if parts.scheme not in ("http", "https", "file") or not parts.path:
-        raise EnvironmentFileError(kind, f"not a package URL: {url[:200]!r}")
+        raise EnvironmentFileError(kind, f"not a package URL: {redact_url(url.strip())[:200]!r}")
     segments = [unquote(s) for s in parts.path.split("/") if s]
     filename = segments[-1] if segments else ""
     if not filename.endswith(_ARCHIVE) or len(segments) < 2:
-        raise EnvironmentFileError(kind, f"not a package URL (.conda or .tar.bz2): {url[:200]!r}")
+        raise EnvironmentFileError(
+            kind, f"not a package URL (.conda or .tar.bz2): {redact_url(url.strip())[:200]!r}"
+        )
     stem = filename.removesuffix(".conda").removesuffix(".tar.bz2")
     pieces = stem.rsplit("-", 2)
     if len(pieces) != 3 or not all(pieces):
@@ -328,9 +332,10 @@ def _from_url(kind: str, url: str, **extra: Any) -> LockedPackage:
 
 
 def _without_secrets(url: str) -> str:
-    parts = urlsplit(url.strip())
+    """The URL without userinfo, query and fragment, its ``/t/<token>/`` segment blanked."""
+    parts = parse_url(url)
     path = re.sub(r"/t/[^/]+/", "/t/<token>/", parts.path)
-    host = parts.hostname or ""
+    host = f"[{parts.host}]" if ":" in parts.host else parts.host
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{path}"
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import httpx
 from croniter import croniter
@@ -33,6 +32,8 @@ from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError, StockadeError
+from stockade.core.outbound import OutboundPolicy
+from stockade.core.urls import URLParseError, parse_url, redact_url
 from stockade.db.engine import transaction
 from stockade.vulns.bundle import import_bundle
 from stockade.vulns.enrich import EPSS_COLUMNS, KEV_COLUMNS, Enrichments, parse_epss, parse_kev
@@ -104,10 +105,12 @@ class FeedSync:
         *,
         security: SecurityReader | None = None,
         client: httpx.Client | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.factory = factory
         self.security = security
         self.client = client
+        self.outbound = outbound  # the [outbound] policy (None: the strict default)
 
     def sync_feed(self, feed_id: int) -> SyncCounts:
         with self.factory() as session:
@@ -120,7 +123,14 @@ class FeedSync:
             return self._sync_bundle(feed_id, url, etag, modified, known_sha)
         counts = SyncCounts()
         try:
-            fetched = fetch(url, fmt, etag=etag, last_modified=modified, client=self.client)
+            fetched = fetch(
+                url,
+                fmt,
+                etag=etag,
+                last_modified=modified,
+                client=self.client,
+                outbound=self.outbound,
+            )
         except FeedFetchError as exc:
             self._finish(feed_id, "failed", exc.detail)
             raise
@@ -186,7 +196,9 @@ class FeedSync:
     ) -> SyncCounts:
         counts = SyncCounts()
         try:
-            with fetch_file(url, etag=etag, last_modified=modified, client=self.client) as got:
+            with fetch_file(
+                url, etag=etag, last_modified=modified, client=self.client, outbound=self.outbound
+            ) as got:
                 if got.not_modified or got.sha256 == known_sha:
                     counts.not_modified = True
                     self._finish(feed_id, "unchanged", None)
@@ -287,7 +299,7 @@ class FeedService:
             "cve.feed.create",
             principal,
             Target("vuln_feed", clean, row.id),
-            after={"url": url, "format": fmt, "schedule": schedule, "enabled": enabled},
+            after={"url": redact_url(url), "format": fmt, "schedule": schedule, "enabled": enabled},
         )
         return row
 
@@ -304,6 +316,8 @@ class FeedService:
         self.access.require(principal, Permission.CVE_MANAGE)
         row = self.get(principal, name)
         before = _state(row)
+        if url is not None and url.strip() == redact_url(row.url) != row.url:
+            url = None  # the redacted URL as shown, sent back: the stored one (and its key) stays
         new_url, new_fmt = url or row.url, fmt or row.format
         new_schedule = schedule if schedule is not None else row.schedule
         _check_fields(new_url, new_fmt, new_schedule)
@@ -355,8 +369,8 @@ def _check_fields(url: str, fmt: str, schedule: str) -> None:
     if fmt not in _FORMATS:
         raise InvalidInputError(f"format must be one of {', '.join(_FORMATS)}", field="format")
     try:
-        scheme = urlsplit(url).scheme
-    except ValueError:  # "Invalid IPv6 URL" and the like
+        scheme = parse_url(url).scheme  # parsed once, decided on the normalized scheme
+    except URLParseError:
         scheme = ""
     if scheme not in ("https", "file") or len(url) > 4096 or not url.isprintable():
         raise InvalidInputError("feed URLs are https:// or file://", field="url")
@@ -365,4 +379,9 @@ def _check_fields(url: str, fmt: str, schedule: str) -> None:
 
 
 def _state(row: VulnFeed) -> dict[str, object]:
-    return {"url": row.url, "format": row.format, "schedule": row.schedule, "enabled": row.enabled}
+    return {
+        "url": redact_url(row.url),  # an API key in the query is not recorded
+        "format": row.format,
+        "schedule": row.schedule,
+        "enabled": row.enabled,
+    }

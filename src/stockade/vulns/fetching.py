@@ -1,5 +1,9 @@
 """Fetching feed documents: ``https://`` conditionally, or ``file://`` files and folders.
 
+Every ``https://`` request passes the outbound guard (``stockade.core.outbound``, the
+``[outbound]`` policy): the address connected to, on every redirect hop. Errors name the URL
+redacted (an API key in a query is not shown) and not why a connection failed.
+
 A ``https://`` URL is one document, fetched with ``If-None-Match`` / ``If-Modified-Since`` from the
 last answer's ``ETag`` / ``Last-Modified``; a 304 is "not modified". A ``file://`` URL is a file,
 or a folder whose feed files (by the format's suffixes) are read recursively in path order.
@@ -9,16 +13,23 @@ or a folder whose feed files (by the format's suffixes) are read recursively in 
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import httpx
 
+from stockade.core.outbound import (
+    ClientOptions,
+    OutboundPolicy,
+    RefusedDestinationError,
+    guarded_client,
+)
+from stockade.core.urls import ParsedURL, URLParseError, parse_url, redact_url
 from stockade.vulns.errors import FeedFetchError
 from stockade.vulns.models import FeedFormat
 
@@ -33,6 +44,7 @@ SUFFIXES = {
     FeedFormat.BUNDLE.value: (".zip",),
 }
 _TIMEOUT = 120.0
+log = logging.getLogger("stockade.vulns")
 
 
 @dataclass
@@ -56,30 +68,29 @@ def fetch(
     etag: str | None = None,
     last_modified: str | None = None,
     client: httpx.Client | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> Fetched:
-    parts = urlsplit(url)
+    parts = _parse(url)
     if parts.scheme == "file":
         return _read_path(Path(url2pathname(parts.path)), fmt)
-    if parts.scheme != "https":
-        raise FeedFetchError(f"feed URLs are https:// or file://, not {url!r}")
     headers = {}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     owned = client is None
-    http = client or httpx.Client(follow_redirects=True, timeout=_TIMEOUT)
+    http = client or _client(outbound)
     try:
         response = http.get(url, headers=headers)
-    except httpx.HTTPError as exc:
-        raise FeedFetchError(f"fetching {url}: {exc}") from exc
+    except (httpx.HTTPError, RefusedDestinationError) as exc:
+        raise _fetch_error(url, exc) from None
     finally:
         if owned:
             http.close()
     if response.status_code == httpx.codes.NOT_MODIFIED:
         return Fetched(etag=etag, last_modified=last_modified, not_modified=True)
     if response.status_code >= httpx.codes.BAD_REQUEST:
-        raise FeedFetchError(f"fetching {url}: HTTP {response.status_code}")
+        raise FeedFetchError(f"fetching {redact_url(url)}: HTTP {response.status_code}")
     return Fetched(
         [(parts.path.rsplit("/", 1)[-1] or "feed", response.content)],
         etag=response.headers.get("ETag"),
@@ -117,23 +128,22 @@ def fetch_file(
     etag: str | None = None,
     last_modified: str | None = None,
     client: httpx.Client | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> Iterator[FetchedFile]:
     """One file (a ``cve.zip``) from ``file://`` in place, or from ``https://`` streamed to a
     temporary file (removed afterwards), fetched conditionally; its sha256 computed."""
-    parts = urlsplit(url)
+    parts = _parse(url)
     if parts.scheme == "file":
         path = Path(url2pathname(parts.path))
         if not path.is_file():
             raise FeedFetchError(f"{path} is not a file (a bundle feed names one cve.zip)")
         yield FetchedFile(path, _file_sha256(path))
         return
-    if parts.scheme != "https":
-        raise FeedFetchError(f"feed URLs are https:// or file://, not {url!r}")
     headers = {
         k: v for k, v in (("If-None-Match", etag), ("If-Modified-Since", last_modified)) if v
     }
     owned = client is None
-    http = client or httpx.Client(follow_redirects=True, timeout=_TIMEOUT)
+    http = client or _client(outbound)
     with tempfile.TemporaryDirectory(prefix="stockade-feed-") as folder:
         target = Path(folder) / "cve.zip"
         try:
@@ -142,7 +152,7 @@ def fetch_file(
                     yield FetchedFile(None, None, etag, last_modified, not_modified=True)
                     return
                 if response.status_code >= httpx.codes.BAD_REQUEST:
-                    raise FeedFetchError(f"fetching {url}: HTTP {response.status_code}")
+                    raise FeedFetchError(f"fetching {redact_url(url)}: HTTP {response.status_code}")
                 digest = hashlib.sha256()
                 with target.open("wb") as fh:
                     for block in response.iter_bytes(1 << 20):
@@ -154,12 +164,38 @@ def fetch_file(
                     response.headers.get("ETag"),
                     response.headers.get("Last-Modified"),
                 )
-        except httpx.HTTPError as exc:
-            raise FeedFetchError(f"fetching {url}: {exc}") from exc
+        except (httpx.HTTPError, RefusedDestinationError) as exc:
+            raise _fetch_error(url, exc) from None
         finally:
             if owned:
                 http.close()
         yield got
+
+
+def _parse(url: str) -> ParsedURL:
+    """The feed URL parsed once: ``https`` or ``file`` in any spelling, decided on the parsed
+    scheme."""
+    try:
+        parts = parse_url(url)
+    except URLParseError as exc:
+        raise FeedFetchError(f"not a feed URL ({exc})") from None
+    if parts.scheme not in ("https", "file"):
+        raise FeedFetchError(f"feed URLs are https:// or file://, not {redact_url(url)!r}")
+    return parts
+
+
+def _client(outbound: OutboundPolicy | None) -> httpx.Client:
+    options = ClientOptions(timeout=_TIMEOUT, follow_redirects=True)
+    return guarded_client(outbound or OutboundPolicy(), options)
+
+
+def _fetch_error(url: str, exc: Exception) -> FeedFetchError:
+    """Which URL failed and whether the policy refused it, never how a connection failed
+    (refused, reset, timed out would tell the state of internal ports): that goes to the log."""
+    refused = isinstance(exc, RefusedDestinationError)
+    why = RefusedDestinationError.public if refused else "cannot be reached"
+    log.warning("feed %s: %s (%s)", redact_url(url), why, str(exc)[:300])
+    return FeedFetchError(f"fetching {redact_url(url)}: {why}")
 
 
 def _file_sha256(path: Path) -> str:

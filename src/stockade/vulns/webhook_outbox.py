@@ -10,8 +10,9 @@ Sending is the job's (``stockade.jobs.webhooks``); what it needs of the database
 :func:`claim` takes a due delivery with a conditional update (one sender per attempt, even with
 many workers), :func:`record_outcome` stores what the call gave and when to try again.
 :func:`refused_address` is the destination policy: loopback, link-local, unspecified and multicast
-addresses are never called (loopback only with ``webhooks.allow_loopback``); private LAN addresses
-are (on-premises receivers, docs/adr/0009).
+addresses are never called (loopback only with ``webhooks.allow_loopback`` or
+``outbound.allow_loopback``); private LAN addresses only with ``outbound.allow_private`` or
+``outbound.allowed_hosts`` (docs/adr/0010, which replaces 0009's "private addresses are allowed").
 
 The body is signed as ``sha256=HMAC-SHA256(secret, f"{timestamp}.{body}")`` (:func:`signature`).
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from stockade.channels.models import Channel
 from stockade.core.clock import utcnow
+from stockade.core.outbound import OutboundPolicy
 from stockade.vulns.models import DeliveryState, Webhook, WebhookDelivery, WebhookEvent
 from stockade.vulns.models import Vulnerability as VulnRow
 
@@ -232,34 +233,21 @@ def ping_payload(delivery_id: str, now: datetime, channel: str, webhook_id: int)
 
 # -- sending -------------------------------------------------------------------------------------
 
-#: "This network" (0.0.0.0/8): 0.0.0.0 reaches the local host on Linux.
-_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
-
-def refused_address(address: str, *, allow_loopback: bool = False) -> str | None:
-    """Why a webhook may not call this IP address, or None when it may.
+def refused_address(
+    address: str, *, allow_loopback: bool = False, allow_private: bool = False
+) -> str | None:
+    """Why a webhook may not call this IP address, or None when it may: the outbound policy
+    (:class:`stockade.core.outbound.OutboundPolicy`, docs/adr/0010) with these allowances.
 
     Refused: loopback (127.0.0.0/8, ::1; allowed with ``allow_loopback``), link-local
     (169.254.0.0/16 with the cloud metadata services, fe80::/10), unspecified and "this network"
-    (0.0.0.0/8, ::) and multicast, also when written as IPv4-mapped IPv6 (``::ffff:127.0.0.1``).
-    Private LAN addresses are allowed: receivers on premises are internal systems.
+    (0.0.0.0/8, ::), multicast, and private and other non-global addresses (allowed with
+    ``allow_private``), also when written as IPv4-mapped IPv6 (``::ffff:127.0.0.1``).
     A value that is not an IP address is refused.
     """
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone (fe80::1%eth0) aside
-    except ValueError:
-        return f"{address!r} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return None if allow_loopback else f"{ip} is a loopback address"
-    if ip.is_link_local:
-        return f"{ip} is a link-local address"
-    if ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK):
-        return f"{ip} is an unspecified address"
-    if ip.is_multicast:
-        return f"{ip} is a multicast address"
-    return None
+    policy = OutboundPolicy(allow_loopback=allow_loopback, allow_private=allow_private)
+    return policy.refused(address)
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:

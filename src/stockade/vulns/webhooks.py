@@ -5,24 +5,25 @@ remove and ping its webhooks and read their deliveries; to anyone else who can r
 it is 403, to those who cannot it does not exist (404).
 
 A webhook has an ``http(s)`` URL (no credentials in it, at most :data:`URL_MAX` characters) whose
-host is not a loopback, link-local, unspecified or multicast address, nor resolves to one
-(:func:`check_destination`; loopback is allowed with ``webhooks.allow_loopback``), the events
+host the outbound policy allows (:func:`check_destination`, ``stockade.core.outbound``: not a
+loopback, link-local, unspecified, multicast or private address, nor a name resolving to one;
+loopback is allowed with ``webhooks.allow_loopback``, private ones with ``outbound.allow_private``
+or ``outbound.allowed_hosts``), the events
 it wants (``vulnerability.matched``, ``vulnerability.active``) and a secret that signs each call.
 The secret is given or generated, stored encrypted (``SecretBox``), returned once when set and
-never again; audit events record that it changed, never its value.
+never again; audit events record that it changed, never its value. The secret only signs the
+calls (receivers get a signature, never the secret), so it is not bound to the URL: moving the
+webhook to another URL sends signatures there, which is what the channel's managers asked for.
 
 The outbox itself (what a match writes, claiming and retrying) is ``vulns.webhook_outbox``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import secrets as random_secrets
-import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,10 +35,12 @@ from stockade.channels.models import Channel
 from stockade.channels.service import ChannelService
 from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
+from stockade.core.outbound import OutboundPolicy, refused_destination
 from stockade.core.secrets import SecretBox
+from stockade.core.urls import URLParseError, parse_url
 from stockade.vulns.errors import DeliveryNotFoundError, WebhookNotFoundError
 from stockade.vulns.models import DeliveryState, Webhook, WebhookDelivery, WebhookEvent
-from stockade.vulns.webhook_outbox import new_delivery, ping_payload, refused_address
+from stockade.vulns.webhook_outbox import new_delivery, ping_payload
 
 __all__ = [
     "EVENTS",
@@ -71,19 +74,19 @@ def check_url(url: str) -> str:
             "the url has spaces or control characters", code="webhook:bad-url", field="url"
         )
     try:
-        parts = urlsplit(value)
-        host, _port = parts.hostname, parts.port  # port: a ValueError when out of range
-    except ValueError:
+        parts = parse_url(value, max_length=URL_MAX)  # parsed once, decided on the parsed form
+    except URLParseError:
         raise InvalidInputError(
             "the url cannot be parsed", code="webhook:bad-url", field="url"
         ) from None
-    if parts.scheme.lower() not in ("http", "https"):
+    host = parts.host
+    if parts.scheme not in ("http", "https"):
         raise InvalidInputError(
             "the url must start with http:// or https://", code="webhook:bad-url", field="url"
         )
     if not host:
         raise InvalidInputError("the url names no host", code="webhook:bad-url", field="url")
-    if parts.username is not None or parts.password is not None:
+    if parts.has_userinfo:
         raise InvalidInputError(
             "the url must not carry credentials (user:password@): the calls are signed instead",
             code="webhook:bad-url",
@@ -96,38 +99,24 @@ def check_url(url: str) -> str:
     return value
 
 
-def check_destination(url: str, *, allow_loopback: bool = False) -> str:
-    """A checked URL (:func:`check_url`) whose host may be called (``refused_address``).
+def check_destination(
+    url: str, *, allow_loopback: bool = False, policy: OutboundPolicy | None = None
+) -> str:
+    """A checked URL (:func:`check_url`) whose host the outbound policy allows.
 
     A literal IP address is checked as it is; a name is resolved and refused if any of its
     addresses is. A name that does not resolve (yet) is accepted: every call resolves it again
     and checks the addresses it connects to.
     """
-    host = urlsplit(url).hostname or ""
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        addresses = _resolve(host)
-    else:
-        addresses = [host]
-    for address in addresses:
-        reason = refused_address(address, allow_loopback=allow_loopback)
-        if reason is not None:
-            where = reason if address == host else f"{host} resolves to {reason}"
-            raise InvalidInputError(
-                f"webhooks may not call this host: {where}",
-                code="webhook:refused-destination",
-                field="url",
-            )
+    chosen = (policy or OutboundPolicy()).with_loopback(allow_loopback)
+    reason = refused_destination(parse_url(url).host, chosen)
+    if reason is not None:
+        raise InvalidInputError(
+            f"webhooks may not call this host: {reason}",
+            code="webhook:refused-destination",
+            field="url",
+        )
     return url
-
-
-def _resolve(host: str) -> list[str]:
-    try:
-        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return []
-    return sorted({str(info[4][0]) for info in found})
 
 
 def check_events(events: Iterable[str] | None) -> list[str]:
@@ -184,19 +173,25 @@ class WebhookSpec:
 
 class WebhookService:
     def __init__(
-        self, session: Session, secrets: SecretBox, *, allow_loopback: bool = False
+        self,
+        session: Session,
+        secrets: SecretBox,
+        *,
+        allow_loopback: bool = False,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.session = session
         self.secrets = secrets
         self.channels = ChannelService(session)
-        self.allow_loopback = allow_loopback  # ``webhooks.allow_loopback``
+        # ``[outbound]``, with loopback also allowed by ``webhooks.allow_loopback``
+        self.policy = (outbound or OutboundPolicy()).with_loopback(allow_loopback)
 
     def channel(self, principal: Principal, name: str) -> Channel:
         """The channel if the principal may manage it (404 hidden, 403 below manage)."""
         return self.channels.get(principal, name, Permission.CHANNEL_MANAGE)
 
     def _check_url(self, url: str) -> str:
-        return check_destination(check_url(url), allow_loopback=self.allow_loopback)
+        return check_destination(check_url(url), policy=self.policy)
 
     def list(self, principal: Principal, channel_name: str) -> tuple[Channel, Sequence[Webhook]]:
         channel = self.channel(principal, channel_name)

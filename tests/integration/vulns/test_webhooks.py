@@ -21,6 +21,7 @@ from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
+from stockade.core.outbound import OutboundPolicy
 from stockade.db.engine import transaction
 from stockade.jobs.vulns import sync_feed
 from stockade.jobs.webhooks import BODY_MAX, deliver, request_for
@@ -419,10 +420,11 @@ def test_a_call_reads_little_of_the_answer_and_ends_within_its_budget(
         ("::", "unspecified"),
         ("224.0.0.1", "multicast"),
         ("ff02::1", "multicast"),
-        ("10.1.2.3", None),
-        ("172.16.0.9", None),
-        ("192.168.1.20", None),
-        ("fd00::5", None),
+        ("10.1.2.3", "private"),
+        ("172.16.0.9", "private"),
+        ("192.168.1.20", "private"),
+        ("fd00::5", "private"),
+        ("100.64.0.1", "private"),
         ("93.184.215.14", None),
     ],
 )
@@ -431,8 +433,12 @@ def test_the_destination_policy(address: str, refused: str | None) -> None:
     assert (reason is None) if refused is None else (reason is not None and refused in reason)
     if refused == "loopback":
         assert refused_address(address, allow_loopback=True) is None
+    elif refused == "private":  # on-premises receivers: an admin allows them (docs/adr/0010)
+        assert refused_address(address, allow_private=True) is None
+        assert refused_address(address, allow_loopback=True) is not None
     elif refused is not None:
         assert refused_address(address, allow_loopback=True) is not None
+        assert refused_address(address, allow_private=True) is not None
 
 
 def test_refused_destinations_at_creation_and_at_delivery(
@@ -461,10 +467,16 @@ def test_refused_destinations_at_creation_and_at_delivery(
     create("http://127.0.0.1/hook", allow_loopback=True)
     with pytest.raises(InvalidInputError, match="link-local"):
         create("http://169.254.169.254/", allow_loopback=True)
-    create("http://10.20.30.40/hook", allow_loopback=False)  # the LAN is allowed
+    with pytest.raises(InvalidInputError, match="private"):  # the LAN: when an admin allows it
+        create("http://10.20.30.40/hook", allow_loopback=False)
+    with transaction(container.factory) as session:
+        lan = OutboundPolicy(allow_private=True)
+        WebhookService(session, container.secrets, outbound=lan).create(
+            admin, "internal", WebhookSpec(url="http://10.20.30.40/hook")
+        )
     create("http://no-such-host.invalid/hook", allow_loopback=False)  # checked when called
     # an update is checked too
-    hook_id, _ = add_hook(container, admin, "internal", url="http://10.0.0.1/")
+    hook_id, _ = add_hook(container, admin, "internal", url="http://93.184.215.14/")
     with transaction(container.factory) as session, pytest.raises(InvalidInputError):
         WebhookService(session, container.secrets).update(
             admin, "internal", hook_id, WebhookSpec(url="http://169.254.169.254/")

@@ -111,11 +111,11 @@ def test_open_source_refuses_a_missing_ca_bundle(tmp_path: Path) -> None:
 
 def test_client_options_carry_proxy_timeout_and_auth() -> None:
     options = http_client_options(SourceConfig(BASE, token=TOKEN, proxy="http://proxy:3128"))
-    assert options["proxy"] == "http://proxy:3128"
-    assert options["timeout"] == httpx.Timeout(60.0)
-    assert options["auth"] is not None
-    assert options["verify"] is True
-    assert http_client_options(SourceConfig(BASE))["auth"] is None
+    assert options.proxy == "http://proxy:3128"
+    assert options.timeout == httpx.Timeout(60.0)
+    assert options.auth is not None
+    assert options.verify is True
+    assert http_client_options(SourceConfig(BASE)).auth is None
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
 from stockade.vulns.curation import CurationService
 from stockade.vulns.feedsync import FeedService
@@ -49,7 +50,7 @@ def feed_public(session: Session, feed: VulnFeed) -> FeedPublic:
     count = session.scalar(select(func.count()).where(VulnRow.feed_id == feed.id)) or 0
     return FeedPublic(
         name=feed.name,
-        url=feed.url,
+        url=redact_url(feed.url),  # an API key in the query is not shown
         format=feed.format,
         schedule=feed.schedule,
         enabled=feed.enabled,

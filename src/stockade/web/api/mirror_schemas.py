@@ -110,7 +110,8 @@ class MirrorPublic(BaseModel):
     subdirs: list[str]
     schedule: str | None
     next_run_at: datetime | None
-    proxy: str | None
+    proxy: str | None = Field(description="without its credentials (stored encrypted)")
+    has_proxy_credentials: bool = False
     ca_bundle: str | None
     concurrency: int
     enabled: bool

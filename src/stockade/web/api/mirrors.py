@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 from stockade.auth.permissions import Permission
 from stockade.channels.models import Channel
 from stockade.container import Container
+from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
+from stockade.mirroring.credentials import has_proxy_credentials
 from stockade.mirroring.inputs import unpack_exclusions
 from stockade.mirroring.models import Mirror, MirrorRun, MirrorSubdirState
 from stockade.mirroring.plan import mirror_policies
@@ -60,13 +62,14 @@ def mirror_public(session: Session, mirror: Mirror, last: MirrorRun | None) -> M
     return MirrorPublic(
         name=mirror.name,
         channel=channel.name,
-        source=mirror.source_url,
+        source=redact_url(mirror.source_url),
         has_token=mirror.source_token_enc is not None,
         mode=mirror.mode,
         subdirs=list(mirror.subdirs),
         schedule=mirror.schedule,
         next_run_at=mirror.next_run_at if mirror.enabled else None,
-        proxy=mirror.proxy,
+        proxy=redact_url(mirror.proxy) if mirror.proxy else None,
+        has_proxy_credentials=has_proxy_credentials(mirror),
         ca_bundle=mirror.ca_bundle,
         concurrency=mirror.concurrency,
         enabled=mirror.enabled,
@@ -87,7 +90,7 @@ def _spec(body: MirrorCreate | MirrorUpdate) -> MirrorSpec:
 
 
 def _service(session: Session, container: Container) -> MirrorService:
-    return MirrorService(session, container.secrets)
+    return MirrorService(session, container.secrets, container.settings.outbound.policy())
 
 
 @router.get("/mirrors", response_model=list[MirrorPublic])

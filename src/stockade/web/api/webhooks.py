@@ -73,7 +73,10 @@ def delivery_public(row: WebhookDelivery) -> DeliveryPublic:
 
 def _service(session: Session, container: Container) -> WebhookService:
     return WebhookService(
-        session, container.secrets, allow_loopback=container.settings.webhooks.allow_loopback
+        session,
+        container.secrets,
+        allow_loopback=container.settings.webhooks.allow_loopback,
+        outbound=container.settings.outbound.policy(),
     )
 
 

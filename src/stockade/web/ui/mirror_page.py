@@ -19,6 +19,8 @@ from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.errors import StockadeError
+from stockade.core.urls import redact_url
+from stockade.mirroring.credentials import has_proxy_credentials
 from stockade.mirroring.inputs import unpack_exclusions
 from stockade.mirroring.models import Mirror, MirrorRunLog, MirrorSubdirState
 from stockade.mirroring.runs import RunService
@@ -120,13 +122,14 @@ def current_run(
 
 def settings_of(service: MirrorService, mirror: Mirror) -> dict[str, Any]:
     return {
-        "source": mirror.source_url,
+        "source": redact_url(mirror.source_url),
         "has_token": mirror.source_token_enc is not None,
         "mode": mirror.mode,
         "subdirs": ", ".join(mirror.subdirs),
         "schedule": mirror.schedule or "",
         "next_run_at": mirror.next_run_at if mirror.enabled and mirror.schedule else None,
-        "proxy": mirror.proxy or "",
+        "proxy": redact_url(mirror.proxy) if mirror.proxy else "",
+        "has_proxy_credentials": has_proxy_credentials(mirror),
         "ca_bundle": mirror.ca_bundle or "",
         "concurrency": str(mirror.concurrency),
         "enabled": mirror.enabled,

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.container import Container
+from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
 from stockade.mirroring.models import Mirror
 from stockade.mirroring.runs import RunService
@@ -107,11 +108,11 @@ def update_spec(mirror: Mirror, form: MirrorForm) -> MirrorSpec:
         "ca_bundle": _optional(form.ca_bundle),
         "enabled": form.enabled == "yes",
     }
-    current = {
-        "source": mirror.source_url,
+    current = {  # as the form shows them (redacted): an unchanged field is not sent
+        "source": redact_url(mirror.source_url),
         "mode": mirror.mode,
         "schedule": mirror.schedule,
-        "proxy": mirror.proxy,
+        "proxy": redact_url(mirror.proxy) if mirror.proxy else None,
         "ca_bundle": mirror.ca_bundle,
         "enabled": mirror.enabled,
     }
@@ -143,7 +144,7 @@ def mirrors_page(
 ) -> Response:
     channel = clean(request.query_params.get("channel", ""), 512)
     with container.read_factory() as session:
-        service = MirrorService(session, container.secrets)
+        service = MirrorService(session, container.secrets, container.settings.outbound.policy())
         mirrors = service.list_visible(principal, channel=channel or None)
         ids = [m.id for m in mirrors]
         last, completed = service.last_runs(ids), last_completed(session, ids)
@@ -186,7 +187,7 @@ def create_mirror(
 
     def change() -> Response:
         with transaction(container.factory) as session:
-            MirrorService(session, container.secrets).create(
+            MirrorService(session, container.secrets, container.settings.outbound.policy()).create(
                 principal, name, create_spec(form), channel=clean(form.channel, 512) or None
             )
         container.notify_changes()
@@ -251,7 +252,9 @@ def update_mirror(
 ) -> Response:
     def change() -> Response:
         with transaction(container.factory) as session:
-            service = MirrorService(session, container.secrets)
+            service = MirrorService(
+                session, container.secrets, container.settings.outbound.policy()
+            )
             mirror = service.get(principal, name, Permission.MIRROR_MANAGE)
             service.update(principal, name, update_spec(mirror, form))
         return done(mirror_url(name), "mirror-updated")
@@ -314,7 +317,9 @@ def delete_mirror(
     def change() -> Response:
         confirmed(confirm, f"mirror {name!r}")
         with transaction(container.factory) as session:
-            MirrorService(session, container.secrets).delete(principal, name)
+            MirrorService(session, container.secrets, container.settings.outbound.policy()).delete(
+                principal, name
+            )
         container.notify_changes()
         return done(MIRRORS, "mirror-deleted")
 

@@ -19,6 +19,7 @@ from starlette.templating import Jinja2Templates
 
 from stockade.auth.principal import ANONYMOUS, Principal
 from stockade.core.errors import ErrorKind, StockadeError
+from stockade.core.urls import redact_url
 from stockade.web.ui.csrf import session_csrf
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -72,6 +73,7 @@ def build_templates() -> Jinja2Templates:
     env.filters["when"] = when
     env.filters["path"] = lambda value: quote(str(value), safe="/")
     env.filters["q"] = lambda value: quote(str(value), safe="")
+    env.filters["redact_url"] = redact_url  # the one redaction of URLs (stockade.core.urls)
     return Jinja2Templates(env=env)
 
 
