@@ -390,6 +390,23 @@ class RecordChecker:
             self._valid.add(key)
         return problem
 
+    def revert_invalid(self, before: Mapping[str, bytes], after: dict[str, bytes]) -> list[str]:
+        """Where patching made a record invalid (``after``, from ``before``), put back the
+        unpatched record; a warning for each. Untouched records (the same bytes object) cost
+        nothing."""
+        warnings: list[str] = []
+        for filename, data in after.items():
+            old = before.get(filename)
+            if old is None or data is old:
+                continue
+            problem = self.problem(data)
+            if problem is not None:
+                after[filename] = old
+                warnings.append(
+                    f"patch of {filename} not applied: the patched record is invalid ({problem})"
+                )
+        return warnings
+
     def invalid(self, records: Iterable[tuple[str, bytes]]) -> dict[str, str]:
         """filename -> why, for each of ``(filename, record bytes)`` that must not be served."""
         found: dict[str, str] = {}

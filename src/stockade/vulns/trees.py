@@ -50,10 +50,16 @@ from stockade.channels.models import Artifact, RepodataPatch
 from stockade.channels.models import Channel as ChannelRow
 from stockade.channels.patching import instructions_for
 from stockade.channels.service import ChannelService, channel_ref
-from stockade.conda.patches import apply_patches
-from stockade.conda.records import RecordProblem, decoded_problem, record_problem, without_nulls
+from stockade.conda.patches import PatchInstructions, apply_patches
+from stockade.conda.records import (
+    RecordChecker,
+    RecordProblem,
+    decoded_problem,
+    record_problem,
+    without_nulls,
+)
 from stockade.conda.repodata import build_repodata_json, decode_record, encode_record
-from stockade.core.errors import InvalidInputError, TooManyRequestsError
+from stockade.core.errors import InvalidInputError, StockadeError, TooManyRequestsError
 from stockade.vulns.envfiles import SPEC_ERRORS, LockedPackage, dependency_name
 from stockade.vulns.store import chunked
 
@@ -227,6 +233,7 @@ class SkippedRecords:
 
     def __init__(self) -> None:
         self._seen: dict[int, str] = {}
+        self._notes: set[str] = set()
 
     def add(self, row: _Row, problem: RecordProblem) -> None:
         self._seen.setdefault(
@@ -234,8 +241,11 @@ class SkippedRecords:
             f"{row.subdir}/{row.filename} was left out: its record is invalid ({problem})",
         )
 
+    def note(self, text: str) -> None:
+        self._notes.add(text)
+
     def notes(self) -> list[str]:
-        return sorted(self._seen.values())
+        return sorted({*self._seen.values(), *self._notes})
 
 
 class TreeBuilder:
@@ -402,7 +412,7 @@ class TreeBuilder:
                 for aid, cid, subdir, fn, name, sha, md5, rec in self.session.execute(query):
                     batch.append(_Row(aid, cid, subdir, fn, name, sha, md5, {}, rec))
             pending = set()
-            for row in self._valid(_patched(self._decoded(batch), patches)):
+            for row in self._valid(_patched(self._decoded(batch), patches, self.skipped)):
                 found[(row.channel_id, row.subdir)][row.filename] = row
                 for dep in row.record.get("depends") or ():
                     dep_name = dependency_name(str(dep))
@@ -606,8 +616,14 @@ def _spec_roots(specs: Sequence[str], nodes: dict[str, Node]) -> list[str]:
     return [n for n in dict.fromkeys(dependency_name(s) for s in specs) if n in nodes]
 
 
-def _patched(rows: list[_Row], patches: dict[tuple[int, str], list[RepodataPatch]]) -> list[_Row]:
-    """``rows`` with their channel subdir's patches applied; removed records left out."""
+def _patched(
+    rows: list[_Row],
+    patches: dict[tuple[int, str], list[RepodataPatch]],
+    skipped: SkippedRecords,
+) -> list[_Row]:
+    """``rows`` with their channel subdir's patches applied, as publication applies them (a
+    stored patch that no longer validates, or that would make a record invalid, is not
+    applied and is noted); removed records left out."""
     by_key: dict[tuple[int, str], list[_Row]] = defaultdict(list)
     for row in rows:
         by_key[(row.channel_id, row.subdir)].append(row)
@@ -620,14 +636,38 @@ def _patched(rows: list[_Row], patches: dict[tuple[int, str], list[RepodataPatch
         encoded = {r.filename: encode_record(r.record) for r in group}
         tar_bz2 = {fn: rec for fn, rec in encoded.items() if fn.endswith(".tar.bz2")}
         conda = {fn: rec for fn, rec in encoded.items() if fn.endswith(".conda")}
-        tar_bz2, conda, removed = apply_patches(tar_bz2, conda, instructions_for(wanted))
-        records = {**tar_bz2, **conda}
+        patched_tar_bz2, patched_conda, removed = apply_patches(
+            tar_bz2, conda, _instructions(wanted, skipped)
+        )
+        checker = RecordChecker()
+        for note in checker.revert_invalid(tar_bz2, patched_tar_bz2) + checker.revert_invalid(
+            conda, patched_conda
+        ):
+            skipped.note(note)
+        records = {**patched_tar_bz2, **patched_conda}
         for row in group:
             if row.filename in removed or row.filename not in records:
                 continue
             row.record = decode_record(records[row.filename])
             out.append(row)
     return out
+
+
+def _instructions(patches: list[RepodataPatch], skipped: SkippedRecords) -> PatchInstructions:
+    """The patches' instructions, leaving out (and noting) stored ones that no longer validate."""
+    try:
+        return instructions_for(patches)
+    except StockadeError:
+        pass
+    good: list[RepodataPatch] = []
+    for patch in patches:
+        try:
+            instructions_for([patch])
+        except StockadeError as exc:
+            skipped.note(f"patch of {patch.subdir}/{patch.filename} not applied: {exc.detail}")
+            continue
+        good.append(patch)
+    return instructions_for(good)
 
 
 def _repodata(subdir: str, group: dict[str, _Row]) -> bytes:

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from stockade.auth.principal import Principal
-from stockade.channels.models import Artifact, Channel, SubdirIndex
+from stockade.channels.models import Artifact, Channel, RepodataPatch, SubdirIndex
 from stockade.container import Container
 from stockade.db.engine import transaction
 from stockade.vulns.envfiles import LockedPackage, parse_environment_file
@@ -151,3 +151,42 @@ def test_channeldata_and_repodata_publish_around_a_bad_record(
     assert set(channeldata["packages"]) == {"app", "mid", "aiohttp"}
     assert BAD_FILE not in repodata["packages.conda"]  # never published to clients
     assert "aiohttp-3.7.3-0.conda" in repodata["packages.conda"]
+
+
+@pytest.mark.parametrize(
+    "changes", [{"version": "1..2"}, {"depends": ["foo >=>1"]}, {"license": {"x": 1}}]
+)
+def test_a_patch_that_would_break_a_record_is_not_applied(
+    container: Container, admin: Principal, world: str, changes: dict[str, Any]
+) -> None:
+    """Stored before patch values were checked: publication and trees keep the unpatched record
+    and say why (the published subdir's warnings, the tree's notes)."""
+    with transaction(container.factory) as session:
+        channel = session.scalar(select(Channel).where(Channel.name == world))
+        good = session.scalar(select(Artifact).where(Artifact.name == "aiohttp"))
+        index = session.scalar(select(SubdirIndex).where(SubdirIndex.subdir == "noarch"))
+        assert channel is not None and good is not None and index is not None
+        session.add(
+            RepodataPatch(
+                channel_id=channel.id, subdir="noarch", filename=good.filename, changes=changes
+            )
+        )
+        index.requested_rev += 1
+    container.publisher.run_pending()
+    with container.factory() as session:
+        index = session.scalar(select(SubdirIndex).where(SubdirIndex.subdir == "noarch"))
+        assert index is not None and index.published_rev == index.requested_rev
+        repodata = orjson.loads(container.blobs.read_bytes(index.repodata_sha256 or ""))
+        warnings = list(index.warnings or [])
+        tree = package_tree(session, admin, world, "app", "1.0", "0", "noarch")
+    published = repodata["packages.conda"]["aiohttp-3.7.3-0.conda"]
+    assert published["version"] == "3.7.3" and "foo >=>1" not in published.get("depends", [])
+    assert any(said_patch(w) for w in warnings), warnings
+    assert tree.solve_error is None and {p.name for p in tree.report.packages} >= {"aiohttp"}
+    assert any(said_patch(n) for n in tree.report.notes), tree.report.notes
+
+
+def said_patch(text: str) -> bool:
+    """Publication and trees say the patch was left out ("skipped" when the patch itself no
+    longer validates, "not applied" when it would make the record invalid)."""
+    return "patch of" in text and "aiohttp-3.7.3-0.conda" in text
