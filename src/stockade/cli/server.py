@@ -22,6 +22,16 @@ def settings_or_exit(**overrides: object) -> Settings:
         fail(exc.detail)
 
 
+def private_files(settings: Settings) -> None:
+    """The data folder made private, spools moved into it (``web/serving.prepare_server``)."""
+    from stockade.web.serving import prepare_server
+
+    try:
+        prepare_server(settings)
+    except StockadeError as exc:
+        fail(exc.detail)
+
+
 def serve(
     host: str | None = typer.Option(None, help="Address to listen on [STOCKADE_HOST]"),
     port: int | None = typer.Option(None, help="Port [STOCKADE_PORT]"),
@@ -41,15 +51,15 @@ def serve(
     from stockade.core.logging import configure_logging
     from stockade.db.migrate import upgrade
     from stockade.web.middleware import CondaFastPath
-    from stockade.web.serving import HttpToolsWithDeadline, prepare_server
+    from stockade.web.serving import HttpToolsWithDeadline
 
     settings = settings_or_exit(host=host, port=port)
     configure_logging(settings.log_level, settings.log_format)
-    prepare_server(settings)
+    private_files(settings)
     upgrade(settings.db_url)
     container = Container.build(settings)
     first = container.bootstrap()
-    prepare_server(settings)  # the files the first start just made: explicit modes too
+    private_files(settings)  # the files the first start just made: explicit modes too
     url = settings.base_url
     if first is not None:
         out.print(f"\n[bold]First start.[/bold] Sign in at {url}/ as [bold]{first.username}[/bold]")
@@ -88,13 +98,12 @@ def worker(
     from stockade.core.logging import configure_logging
     from stockade.db.migrate import upgrade
     from stockade.jobs.worker import run_worker
-    from stockade.web.serving import prepare_server
 
     settings = settings_or_exit()
     if threads is not None:
         settings.jobs.workers = threads
     configure_logging(settings.log_level, settings.log_format)
-    prepare_server(settings)
+    private_files(settings)
     upgrade(settings.db_url)
     container = Container.build(settings)
     queue = "Redis" if settings.jobs.redis_url else f"SQLite ({settings.data_dir / 'jobs.db'})"
@@ -106,10 +115,9 @@ def worker(
 def db_upgrade() -> None:
     """Apply all migrations (Alembic) to the configured database."""
     from stockade.db.migrate import upgrade
-    from stockade.web.serving import prepare_server
 
     settings = settings_or_exit()
-    prepare_server(settings)  # a database this creates is private (0600), as with serve
+    private_files(settings)  # a database this creates is private (0600), as with serve
     upgrade(settings.db_url)
     out.print("database is up to date")
 
@@ -118,10 +126,9 @@ def db_upgrade() -> None:
 def db_check() -> None:
     """Fail if the models and the migrations disagree (drift)."""
     from stockade.db.migrate import check, upgrade
-    from stockade.web.serving import prepare_server
 
     settings = settings_or_exit()
-    prepare_server(settings)
+    private_files(settings)
     upgrade(settings.db_url)
     drift = check(settings.db_url)
     if drift:
@@ -139,10 +146,9 @@ def admin_create(
     from stockade.container import Container
     from stockade.db.engine import transaction
     from stockade.db.migrate import upgrade
-    from stockade.web.serving import prepare_server
 
     settings = settings_or_exit()
-    prepare_server(settings)
+    private_files(settings)
     upgrade(settings.db_url)
     container = Container.build(settings)
     try:

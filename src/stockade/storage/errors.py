@@ -8,3 +8,10 @@ class BlobNotFoundError(NotFoundError):
 class BlobIntegrityError(StockadeError):
     code = "blob:integrity"
     title = "Stored bytes do not match their hash"
+
+
+class DataFolderError(StockadeError):
+    """The data folder cannot be created or made private (another owner, a read-only mount)."""
+
+    code = "storage:data-folder"
+    title = "Data folder not usable"

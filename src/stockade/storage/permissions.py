@@ -5,7 +5,8 @@ encrypts stored credentials, the blobs and temporary spools. ``stockade serve`` 
 call ``secure_data_dir`` at start: the process umask becomes ``077`` (every file it creates after
 that is ``0600``, every folder ``0700``), the data folder is made ``0700`` and the files directly in
 it ``0600``, and an existing folder whose blobs were left readable by others (``0644`` before this
-rule) is tightened once, file by file. Code that creates files also sets their mode explicitly
+rule) is tightened once, file by file (and blobs are set group-readable, or private again, when
+``x_accel_redirect`` is switched on or off). Code that creates files also sets their mode explicitly
 (``PRIVATE_FILE``), so an embedding that skips ``secure_data_dir`` still gets private blobs.
 
 With ``x_accel_redirect`` (nginx serves the blobs), blobs and their folders are group-readable
@@ -17,6 +18,8 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+
+from stockade.storage.errors import DataFolderError
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
@@ -33,8 +36,24 @@ def restrict_umask() -> None:
 def secure_data_dir(
     data_dir: Path, *, blob_dir: Path, extra_files: tuple[Path, ...] = (), group_blobs: bool = False
 ) -> None:
-    """Create or tighten the data folder (see the module's docstring)."""
+    """Create or tighten the data folder (see the module's docstring).
+
+    Raises ``DataFolderError`` naming the path when it cannot (another owner, read-only).
+    """
     restrict_umask()
+    try:
+        _secure(data_dir, blob_dir, extra_files, group_blobs)
+    except OSError as exc:
+        where = exc.filename or data_dir
+        raise DataFolderError(
+            f"{where}: cannot make the data folder private ({exc.strerror}); run Stockade as "
+            "the user that owns it"
+        ) from None
+
+
+def _secure(
+    data_dir: Path, blob_dir: Path, extra_files: tuple[Path, ...], group_blobs: bool
+) -> None:
     data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(data_dir, GROUP_DIR if group_blobs else PRIVATE_DIR)
     for entry in data_dir.iterdir():
@@ -44,15 +63,36 @@ def secure_data_dir(
         if path.is_file() and not path.is_symlink():
             _tighten(path, PRIVATE_FILE)
     dir_mode, file_mode = (GROUP_DIR, GROUP_FILE) if group_blobs else (PRIVATE_DIR, PRIVATE_FILE)
-    blob_dir.mkdir(mode=dir_mode, parents=True, exist_ok=True)
-    for folder in (blob_dir, *(e for e in data_dir.iterdir() if e.is_dir() and e != blob_dir)):
-        blobs = folder == blob_dir
-        wanted = (dir_mode, file_mode) if blobs else (PRIVATE_DIR, PRIVATE_FILE)
-        # Folders made since this rule are private from the start: only older ones are walked.
-        if not folder.is_symlink() and (
-            _loose(folder, wanted[0]) or _loose(folder / "tmp", wanted[0])
-        ):
-            tighten_tree(folder, dir_mode=wanted[0], file_mode=wanted[1])
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    staging = blob_dir / "tmp"
+    if _mode(blob_dir) != dir_mode or _loose(staging, PRIVATE_DIR):
+        # An older folder (0644 blobs), or x_accel_redirect switched on or off: every blob gets
+        # the mode it should have. The root is set last, so an interrupted walk runs again.
+        _set_tree(blob_dir, dir_mode=dir_mode, file_mode=file_mode, skip=staging)
+        if staging.is_dir():
+            tighten_tree(staging, dir_mode=PRIVATE_DIR, file_mode=PRIVATE_FILE)
+        os.chmod(blob_dir, dir_mode)
+    # Other folders (locks, spools): private. Folders made since this rule are private from the
+    # start: only older ones are walked.
+    for folder in data_dir.iterdir():
+        if _is_dir(folder) and folder != blob_dir and _loose(folder, PRIVATE_DIR):
+            tighten_tree(folder, dir_mode=PRIVATE_DIR, file_mode=PRIVATE_FILE)
+
+
+def _is_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _set_tree(root: Path, *, dir_mode: int, file_mode: int, skip: Path) -> None:
+    """Exactly ``dir_mode`` for the folders under ``root`` and ``file_mode`` for the files."""
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        dirs[:] = [d for d in dirs if base / d != skip and not (base / d).is_symlink()]
+        for name in dirs:
+            os.chmod(base / name, dir_mode)
+        for name in files:
+            if not (base / name).is_symlink():
+                os.chmod(base / name, file_mode)
 
 
 def tighten_tree(root: Path, *, dir_mode: int, file_mode: int) -> None:
@@ -66,6 +106,10 @@ def tighten_tree(root: Path, *, dir_mode: int, file_mode: int) -> None:
         for name in files:
             if not (base / name).is_symlink():
                 _tighten(base / name, file_mode)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def _loose(path: Path, allowed: int) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from stockade.storage.errors import DataFolderError
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.permissions import secure_data_dir
 from stockade.storage.staging import StagingWriter
@@ -79,3 +80,49 @@ def test_an_existing_world_readable_data_folder_is_tightened(
     assert _mode(blob.parent) == (0o750 if group_blobs else 0o700)
     assert _mode(data / "locks") == 0o700
     assert _mode(data / "locks" / "publish-1.lock") == 0o600
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_switching_x_accel_redirect_on_and_off_sets_the_blob_modes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = FilesystemBlobStore(data / "blobs")
+    blob = store.path_for(store.put_bytes(b"content"))
+    leftover = StagingWriter(store.staging_dir(), "x", max_size=10)
+    old = os.umask(0o022)
+    try:
+        secure_data_dir(data, blob_dir=data / "blobs", group_blobs=True)
+        assert (_mode(data), _mode(data / "blobs"), _mode(blob.parent), _mode(blob)) == (
+            0o750,
+            0o750,
+            0o750,
+            0o640,
+        )
+        assert _mode(store.staging_dir()) == 0o700  # staging stays private
+        assert _mode(leftover.path) == 0o600
+        secure_data_dir(data, blob_dir=data / "blobs", group_blobs=False)
+        assert (_mode(data), _mode(data / "blobs"), _mode(blob.parent), _mode(blob)) == (
+            0o700,
+            0o700,
+            0o700,
+            0o600,
+        )
+    finally:
+        os.umask(old)
+        leftover.abort()
+
+
+def test_a_folder_that_cannot_be_made_private_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: object, _mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    old = os.umask(0o022)
+    try:
+        monkeypatch.setattr(os, "chmod", refuse)
+        with pytest.raises(DataFolderError) as caught:
+            secure_data_dir(tmp_path / "data", blob_dir=tmp_path / "data" / "blobs")
+    finally:
+        os.umask(old)
+    assert str(tmp_path / "data") in caught.value.detail
+    assert "Operation not permitted" in caught.value.detail
