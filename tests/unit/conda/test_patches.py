@@ -456,3 +456,43 @@ def test_merged_equals_applying_layers_in_sequence() -> None:
         _decoded(seq_conda),
         seq_removed,
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"timestamp": 10**40}, "timestamp"),  # issue 11: wedged publication for good
+        ({"timestamp": -1}, "timestamp"),
+        ({"timestamp": True}, "timestamp"),
+        ({"timestamp": 1.0e12}, "timestamp"),
+        ({"noarch": "yes"}, "noarch"),
+        ({"revoked": "true"}, "revoked"),
+        ({"arch": 64}, "arch"),
+        ({"run_exports": {"weak": "x"}}, "run_exports"),
+        ({"extra_depends": {"test": [1]}}, "extra_depends"),
+        ({"x": -(2**63) - 1}, "x"),
+        ({"x": {"y": float("inf")}}, "x"),
+        ({"x": [[[[[[[[[[1]]]]]]]]]]}, "x"),
+        ({"x": "a" * 10_001}, "x"),
+    ],
+)
+def test_patch_values_are_checked_like_repodata_records(
+    changes: dict[str, object], field: str
+) -> None:
+    for section, fn in (("packages", "a-1-0.tar.bz2"), ("packages.conda", "a-1-0.conda")):
+        with pytest.raises(InvalidInputError) as error:
+            PatchInstructions.from_json({section: {fn: changes}})
+        assert error.value.code == "patch:invalid"
+        assert error.value.extra["field"] == field
+        assert repr(field) in error.value.detail
+
+
+def test_patch_values_within_range_are_accepted() -> None:
+    changes = {
+        "timestamp": 253_402_300_799_999,
+        "noarch": "python",
+        "run_exports": {"weak": ["zlib >=1.3"]},
+        "x_custom": {"n": 2**63 - 1, "f": 1.5, "l": ["a", None, True]},
+    }
+    doc = PatchInstructions.from_json({"packages.conda": {"a-1-0.conda": changes}})
+    assert doc.packages_conda["a-1-0.conda"] == changes
