@@ -190,3 +190,21 @@ def test_channel_documents_and_pages(world: World) -> None:
                 params={"build": f"noarch/{filename}"},
             )
         )
+
+
+def test_ui_pages_around_the_bad_records(world: World) -> None:
+    """The channel page, search, the package's vulnerability tab (which resolves the trees of the
+    newest builds: the bad ones among them) and the environment report page."""
+    client = world.live.client()
+    ok(client.get(f"/channels/{world.channel}"))
+    ok(client.get("/search", params={"q": "aiohttp"}))
+    tab = ok(world.live.admin.get(f"/channels/{world.channel}/packages/aiohttp/vulnerabilities"))
+    assert "cannot resolve" in tab.text  # the bad builds, alone, with the reason as the title
+    page = ok(
+        client.post(
+            "/reports/env",
+            data={"specs": "app\n", "channel": world.channel, "format": "page"},
+            files={"file": ("", b"", "application/octet-stream")},
+        )
+    )
+    assert "aiohttp-9.0-bad.conda" in page.text  # the note
