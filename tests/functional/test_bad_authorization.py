@@ -111,3 +111,18 @@ def test_a_readable_header_still_works_after_all_that(server: LiveServer) -> Non
     r = server.client().get("/api/v1/whoami", headers={"authorization": good})
     assert r.status_code == 200 and r.json()["admin"] is True
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_odd_characters_in_the_sign_in_form_are_wrong_credentials(server: LiveServer) -> None:
+    client = server.client()
+    for username, password in (
+        ("ad\x00min", "x" * 8),
+        ("admin", "pass\x00word"),
+        ("\u00e9", "\u00fc" * 9),
+    ):
+        page = client.get("/login")
+        csrf = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+        form = {"username": username, "password": password, "csrf_token": csrf}
+        response = client.post("/login", data=form)
+        assert response.status_code == 401, (username, response.status_code)
+        assert "wrong username or password" in response.text.lower()

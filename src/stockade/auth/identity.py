@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from stockade.audit.service import SYSTEM, AuditLog, Target
 from stockade.auth.errors import InvalidCredentialsError
 from stockade.auth.models import Group, GroupMember, Role, RoleAssignment, User
+from stockade.auth.revision import bump_revision
 from stockade.core.clock import utcnow
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
@@ -107,6 +108,7 @@ class IdentityService:
                 # the source decides, except over an account an administrator disabled here
                 user.is_active = identity.active
                 user.disabled_reason = None if identity.active else f"disabled in {identity.source}"
+                bump_revision(self.session)
             after = _user_state(user)
             if before != after:
                 AuditLog(self.session).record(
@@ -218,6 +220,7 @@ class IdentityService:
     def disable_missing_user(self, user: User, reason: str) -> None:
         user.is_active = False
         user.disabled_reason = reason
+        bump_revision(self.session)  # every process drops what it cached for this user
         AuditLog(self.session).record(
             "user.disable",
             SYSTEM,

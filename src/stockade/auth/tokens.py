@@ -14,6 +14,7 @@ from stockade.auth.errors import AccessDeniedError, InvalidCredentialsError, Tok
 from stockade.auth.models import ApiToken, User
 from stockade.auth.permissions import Level, Permission, parse_scope
 from stockade.auth.principal import Principal
+from stockade.auth.revision import bump_revision
 from stockade.auth.secrets import hash_secret, looks_like_token, new_token
 from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
@@ -113,6 +114,7 @@ class TokenService:
             )
         if token.revoked_at is None:
             token.revoked_at = utcnow()
+            bump_revision(self.session)  # with the revocation: no process keeps it cached
             AuditLog(self.session).record(
                 "token.revoke",
                 principal,

@@ -170,3 +170,28 @@ def test_account_changes_reach_other_processes(
     else:
         with pytest.raises(AuthenticationError):
             other.authenticator.authenticate(creds)
+
+
+@pytest.mark.parametrize("change", ["token revoked", "removed from the directory"])
+def test_changes_made_by_services_alone_reach_every_process(
+    container: Container, other: Container, change: str
+) -> None:
+    """The revision moves in the same transaction as the change: no edge has to remember to call
+    ``forget_all`` (a directory sync job, a sign-in that finds the user gone)."""
+    from stockade.auth.identity import IdentityService
+
+    name = "svc-" + change.split(maxsplit=1)[0]
+    secret, token_id = issue(container, name)
+    creds = Credentials(token=secret, ip=HOME)
+    assert other.authenticator.authenticate(creds).username == name
+    with transaction(container.factory) as session:
+        if change == "token revoked":
+            TokenService(session, max_days=30).revoke(admin_principal(container), token_id)
+        else:
+            user = session.scalars(select(User).where(User.username == name)).one()
+            IdentityService(session).disable_missing_user(user, "not found in ldap")
+    time.sleep(authenticator_module.REVISION_CHECK_SECONDS + 0.1)
+    with pytest.raises(AuthenticationError):
+        other.authenticator.authenticate(creds)
+    with pytest.raises(AuthenticationError):
+        container.authenticator.authenticate(creds)  # the process that made it, too
