@@ -259,4 +259,7 @@ def _valid_until(
                     soonest = ts
     if soonest is None:
         return None
-    return datetime.fromtimestamp(soonest, UTC) + timedelta(days=cooldown)
+    try:
+        return datetime.fromtimestamp(soonest, UTC) + timedelta(days=cooldown)
+    except (OverflowError, ValueError, OSError):  # a timestamp near year 9999: no shortcut date
+        return None

@@ -95,7 +95,10 @@ def _as_utc(value: datetime | None, field_name: str) -> datetime | None:
     if not isinstance(value, datetime):
         raise _invalid(field_name, f"expected a datetime, got {type(value).__name__}")
     # A naive datetime is read as UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise _invalid(field_name, f"{value.isoformat()} is out of range in UTC") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,3 +61,13 @@ def test_signed_only_is_refused_in_new_definitions(definition: dict[str, Any]) -
     assert "not verified" in caught.value.detail
     parse_new_definition("p", {"signed_only": False, "keep_latest": 1})
     parse_definition("stored", {"signed_only": True})  # an older stored one still loads
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("date_from", "0001-01-01T00:00:00+14:00"), ("date_to", "9999-12-31T23:59:59-14:00")],
+)
+def test_dates_out_of_range_in_utc_name_the_field(field: str, value: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        parse_new_definition("p", {field: value})
+    assert caught.value.extra["field"] == field
