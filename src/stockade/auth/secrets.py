@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 TOKEN_PREFIX = "stk-"  # noqa: S105 (a public prefix, not a secret)
-LEGACY_TOKEN_PREFIX = "stk_"  # noqa: S105 (tokens issued before 0.x; still accepted)
+LEGACY_TOKEN_PREFIX = "stk_"  # noqa: S105 (tokens issued before issue 11; still accepted)
 TOKEN_PREFIXES = (TOKEN_PREFIX, LEGACY_TOKEN_PREFIX)
 # [A-Za-z0-9] only: conda finds a URL token with ``/t/([a-zA-Z0-9-]*)`` (SPEC §4).
 TOKEN_ALPHABET = string.ascii_letters + string.digits
