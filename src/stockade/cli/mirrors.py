@@ -184,7 +184,8 @@ def run(
 
 @mirror_app.command("stop")
 def stop(run_id: int) -> None:
-    """Stop a run: at once if pending, at its next safe point if running."""
+    """Stop a run: at once if pending; if running, before its next step that changes anything
+    (it ends `stopped` and the channel stays as it was)."""
     data = client().post(f"/runs/{run_id}/stop")
     out.print(f"run {run_id}: {data['state']}{' (stop asked)' if data['stop_requested'] else ''}")
 

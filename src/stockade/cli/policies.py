@@ -252,7 +252,11 @@ def dry_run(
     mirror: str | None = typer.Option(None, help="only this mirror of the channel"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """What the channel would hold with this policy: counts per reason, would add/remove."""
+    """What the channel would hold with this policy: counts per reason, would add/remove.
+
+    Reads the upstream records of each mirror's last run (never the upstream): a mirror that has
+    not run yet has no snapshot. Records whose link scripts only a download tells are counted as
+    undecided."""
     data = client().post(f"/policies/{name}/dry-run", json={"channel": channel, "mirror": mirror})
     if as_json:
         print(json.dumps(data, indent=2))
@@ -263,7 +267,10 @@ def dry_run(
             f"[bold]{preview['mirror']}[/bold] (policies: {', '.join(preview['policies'])}): "
             f"{totals['kept']} of {totals['upstream']} kept, {totals['excluded']} excluded; "
             f"would add {totals['would_add']}, would remove {totals['would_remove']}"
+            + (f"; {totals['undecided']} undecided" if totals.get("undecided") else "")
         )
+        for note in preview.get("notes", []):
+            out.print(f"  note: {note}", highlight=False)
         table = Table("excluded by", "records", "for example")
         samples: dict[str, list[str]] = {}
         for sd in preview["subdirs"]:
@@ -281,7 +288,8 @@ def explain(
     subdir: str | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Why records matching SPEC are, or are not, in the channel."""
+    """Why records matching SPEC are, or are not, in the channel: the reasons the mirrors' last
+    run stored (nothing is fetched; before a first run there is no snapshot)."""
     params = {"channel": channel, "spec": spec}
     if subdir:
         params["subdir"] = subdir
@@ -303,6 +311,8 @@ def explain(
             out.print(f"    {r['policy']}: {r['criterion']}: {r['detail']}", highlight=False)
         for exception in e.get("exceptions", []):
             out.print(f"    kept by the exception {exception}", highlight=False)
+        for note in e.get("notes", []):
+            out.print(f"    note: {note}", highlight=False)
 
 
 def _summary(definition: dict[str, Any]) -> str:
