@@ -91,11 +91,18 @@ def test_a_stored_bad_patch_does_not_wedge_publication(
                 revoked=True,
             )
         )
+        session.add(  # a filename no patch may name: left out entirely
+            RepodataPatch(channel_id=channel_id, subdir="noarch", filename="x.zip", revoked=True)
+        )
         PatchService(session).set(admin, "team", "noarch", "other-1.0-0.conda", changes={})
     assert container.publisher.run_pending() == 1
     row = _row(container, "team", "noarch")
     assert row.published_rev == row.requested_rev and row.failure is None
-    assert row.warnings and "pkg-1.0-0.conda" in row.warnings[0] and "timestamp" in row.warnings[0]
+    warnings = sorted(row.warnings)
+    assert len(warnings) == 2
+    assert "pkg-1.0-0.conda: its field changes were left out" in warnings[0]
+    assert "timestamp" in warnings[0]
+    assert "x.zip: it was left out" in warnings[1]
     record = _record(container, "team")
     assert record["revoked"] is True  # the revocation of the bad patch still applies
     assert record["timestamp"] != 10**40 and "zlib" not in record["depends"]

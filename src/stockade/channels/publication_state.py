@@ -102,23 +102,34 @@ def clear_failure(row: SubdirIndex, warnings: list[str]) -> None:
 
 
 def safe_instructions(patches: list[RepodataPatch]) -> tuple[PatchInstructions, list[str]]:
-    """The subdir's patch instructions, leaving out the field changes of stored patches that
-    no longer validate (written before values were checked); their revoke and remove still
-    apply. Returns the instructions and one warning per patch left out."""
+    """The subdir's patch instructions, leaving out stored patches that no longer validate
+    (written before values were checked): only their field changes when their revoke and
+    remove still apply, else the whole patch. Returns the instructions and one warning per
+    patch left out."""
     good: list[RepodataPatch] = []
     warnings: list[str] = []
     for patch in patches:
-        try:
-            instructions_for([patch])
-        except StockadeError as exc:
-            warnings.append(f"patch of {patch.filename} skipped: {exc.detail}")
-            safe = RepodataPatch(
-                filename=patch.filename, changes={}, revoked=patch.revoked, removed=patch.removed
-            )
-            good.append(safe)
-        else:
+        problem = _problem(patch)
+        if problem is None:
             good.append(patch)
+            continue
+        flags = RepodataPatch(
+            filename=patch.filename, changes={}, revoked=patch.revoked, removed=patch.removed
+        )
+        kept = _problem(flags) is None and (patch.revoked or patch.removed)
+        if kept:
+            good.append(flags)
+        what = "its field changes were" if kept else "it was"
+        warnings.append(f"patch of {patch.filename}: {what} left out: {problem}")
     return instructions_for(good), warnings
+
+
+def _problem(patch: RepodataPatch) -> str | None:
+    try:
+        instructions_for([patch])
+    except StockadeError as exc:
+        return exc.detail
+    return None
 
 
 def failing_publications(
