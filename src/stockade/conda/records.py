@@ -6,7 +6,9 @@ records (trees, reports, SBOMs, channeldata, pages). It follows conda's ``Packag
 ``IndexJson``) agree, and rattler where rattler is stricter, since a record rattler cannot read
 makes rattler clients (pixi, mamba 2, py-rattler) drop the whole subdir:
 
-- ``name``, ``build``: non-empty strings; ``version``: parses as ``rattler.Version``;
+- ``name``: ASCII letters, digits, ``-``, ``_``, ``.`` (rattler's ``PackageName``; uploads:
+  CEP 26); ``build``: no space, slash or control character; ``version``: parses as
+  ``rattler.Version``; at most 256, 256 and 128 characters (the artifacts table's columns);
 - ``build_number``: an integer in ``[0, 2**31)``; ``timestamp``: an integer (ms, or s when small)
   in ``[0, year 9999]`` (rattler refuses floats);
 - ``subdir``: ``noarch`` or ``os-arch``; ``arch``, ``platform``, ``license``,
@@ -64,6 +66,12 @@ MAX_TIMESTAMP_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_FIELD_LENGTH: Final = 4096
 _SUBDIR_RE: Final = re.compile(r"noarch|[a-z0-9]+-[a-z0-9]+")
 _NOARCH: Final = frozenset({"python", "generic", ""})
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]+")  # rattler's PackageName (CEP 26 for uploads)
+_BUILD_RE: Final = re.compile(r"[^\s/\\\x00-\x1f\x7f]+")
+#: The artifacts table's columns (a longer value would be cut there, and disagree).
+MAX_NAME_LENGTH: Final = 256
+MAX_VERSION_LENGTH: Final = 128
+MAX_BUILD_LENGTH: Final = 256
 
 Check = Callable[[Any], "str | None"]
 
@@ -128,8 +136,29 @@ def _optional_string(value: Any) -> str | None:
     return None if value is None else _string(value)
 
 
+def _limited(value: Any, limit: int) -> str | None:
+    problem = _nonempty(value)
+    if problem is None and len(value) > limit:
+        return f"is longer than {limit} characters"
+    return problem
+
+
+def _name(value: Any) -> str | None:
+    problem = _limited(value, MAX_NAME_LENGTH)
+    if problem is None and _NAME_RE.fullmatch(value) is None:
+        return f"{_shown(value)} is not a package name (ASCII letters, digits, '-', '_', '.')"
+    return problem
+
+
 def _version(value: Any) -> str | None:
-    return _nonempty(value) or version_problem(value)
+    return _limited(value, MAX_VERSION_LENGTH) or version_problem(value)
+
+
+def _build(value: Any) -> str | None:
+    problem = _limited(value, MAX_BUILD_LENGTH)
+    if problem is None and _BUILD_RE.fullmatch(value) is None:
+        return f"{_shown(value)} has a space, a slash or a control character"
+    return problem
 
 
 def _subdir(value: Any) -> str | None:
@@ -256,9 +285,9 @@ def _kind(value: object) -> str:
 
 
 _REQUIRED: Final[dict[str, Check]] = {
-    "name": _nonempty,
+    "name": _name,
     "version": _version,
-    "build": _nonempty,
+    "build": _build,
     "build_number": _int_in(0, MAX_BUILD_NUMBER),
 }
 _OPTIONAL: Final[dict[str, Check]] = {

@@ -47,12 +47,19 @@ GOOD: dict[str, Any] = {
 HOSTILE: list[tuple[str, Any]] = [
     ("name", ""),
     ("name", 5),
+    ("name", "a/b"),
+    ("name", "A b"),
+    ("name", "x\u00e9"),
+    ("name", "a" * 300),
     ("version", "1..2"),
     ("version", "1.*"),
     ("version", ""),
     ("version", ["1"]),
+    ("version", "1." * 100 + "1"),
     ("build", ""),
     ("build", {}),
+    ("build", "a b"),
+    ("build", "../x"),
     ("build_number", -1),
     ("build_number", 1.5),
     ("build_number", "1"),
@@ -165,12 +172,17 @@ def _rattler_reads(record: dict[str, Any], tmp_path: Path) -> bool:
 
 
 #: Hostile values rattler's reader loads although they break something else: empty names and
-#: builds, numbers beyond our tables, a negative timestamp, upper-case hex (our downloads compare
-#: lower-case digests), paths leaving the environment (CEP 17), and match specs rattler reads
-#: only when solving (the package is then never installable: see the test below).
+#: builds, builds with a space or slash (no match spec can name them), values beyond our
+#: tables' columns, a negative timestamp, upper-case hex (our downloads compare lower-case
+#: digests), paths leaving the environment (CEP 17), and match specs rattler reads only when
+#: solving (the package is then never installable: see the test below).
 LOADED_BY_RATTLER: list[tuple[str, Any]] = [
     ("name", ""),
+    ("name", "a" * 300),
     ("build", ""),
+    ("build", "a b"),
+    ("build", "../x"),
+    ("version", "1." * 100 + "1"),
     ("build_number", 2**40),
     ("subdir", "Linux-64"),
     ("depends", ["foo >=>1"]),
