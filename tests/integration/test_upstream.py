@@ -245,3 +245,24 @@ def test_real_channel_over_http(tmp_path: Path, blobs: FilesystemBlobStore) -> N
             items = download_items(root, subdir, up.url)
             summary = Downloader(local_config(up.url), blobs).download_all(items)
             assert (summary.done, summary.failed) == (len(items), [])
+
+
+def test_the_outbound_guard_refuses_loopback_by_default(
+    channel: UpstreamChannel, blobs: FilesystemBlobStore
+) -> None:
+    """Sources, downloads and redirects connect only where the policy allows (docs/adr/0010):
+    the default refuses loopback in every spelling, and says so without telling why."""
+    with Upstream(channel.root) as up:
+        port = up.url.rsplit(":", 1)[1]
+        for host in ("127.0.0.1", "127.1", "localhost", "[::ffff:127.0.0.1]"):
+            source = open_source(SourceConfig(f"http://{host}:{port}"))
+            with pytest.raises(UpstreamError) as caught:
+                source.fetch_repodata("linux-64", None)
+            source.close()
+            assert caught.value.code == "mirror:refused-destination"
+            assert "loopback" not in caught.value.detail
+        items = download_items(channel.root, "linux-64", up.url)[:2]
+        summary = Downloader(SourceConfig(up.url), blobs).download_all(items)
+        assert summary.done == 0
+        assert {f.code for f in summary.failed} == {"mirror:refused-destination"}
+        assert up.requests == []

@@ -94,6 +94,8 @@ class ServerProcess:
             "STOCKADE_LOG_FORMAT": "json",
             "STOCKADE_LOG_LEVEL": "warning",
             "STOCKADE_PUBLICATION__COALESCE_MS": "20",
+            # test upstreams run on 127.0.0.1, refused by default (docs/adr/0010)
+            "STOCKADE_OUTBOUND__ALLOW_LOOPBACK": "true",
             **self.env,
             **env,
         }

@@ -17,24 +17,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import ssl
 import time
-from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.request import url2pathname
 
 import httpx
 
-from stockade.core.errors import InvalidInputError
 from stockade.core.outbound import (
-    ClientOptions,
-    OutboundPolicy,
     RefusedDestinationError,
     guarded_client,
 )
 from stockade.core.urls import URLParseError, parse_url, redact_url
+from stockade.mirroring.source_config import (
+    SourceConfig,
+    bad_source,
+    http_client_options,
+)
 from stockade.mirroring.transfer import (
     ChecksumMismatchError,
     RetryPolicy,
@@ -70,34 +70,6 @@ log = logging.getLogger("stockade.mirroring")
 ZST = "repodata.json.zst"
 JSON = "repodata.json"
 VARIANTS = (ZST, JSON)
-USER_AGENT = "stockade-mirror/1"
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    url: str  # "https://host/path/channel", "http://…", or "file:///abs/channel/folder"
-    token: str | None = None  # sent as "Authorization: Bearer <token>"; never logged nor shown
-    proxy: str | None = None  # HTTP(S) proxy URL for this mirror
-    ca_bundle: Path | None = None  # CA file to verify TLS with (else the system default)
-    timeout_s: float = 60.0
-    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # strict by default
-    token_origin: str | None = None  # the origin the token was given for (default: url's)
-
-    def __repr__(self) -> str:  # the dataclass repr would show the token
-        return f"SourceConfig(url={redact_url(self.url)!r}, token={'***' if self.token else None})"
-
-    def secrets(self) -> tuple[str, ...]:
-        """Strings that must never appear in a message (token, passwords of the URLs)."""
-        found = [self.token] if self.token else []
-        for url in (self.url, self.proxy):
-            if url:
-                try:
-                    password = parse_url(url).password
-                except URLParseError:
-                    continue
-                if password:
-                    found.append(password)
-        return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -148,79 +120,26 @@ class UpstreamSource(Protocol):
 # --------------------------------------------------------------------------------- validation
 
 
-def _bad(config: SourceConfig, reason: str) -> InvalidInputError:
-    return InvalidInputError(f"{redact_url(config.url)}: {reason}", code="mirror:bad-source")
-
-
 def open_source(config: SourceConfig) -> UpstreamSource:
     """The source for ``config.url``'s scheme; InvalidInputError(mirror:bad-source) otherwise."""
     try:
         parts = parse_url(config.url)
     except URLParseError as exc:
-        raise _bad(config, f"malformed URL ({exc})") from None
+        raise bad_source(config, f"malformed URL ({exc})") from None
     if config.timeout_s <= 0:
-        raise _bad(config, "timeout must be positive")
+        raise bad_source(config, "timeout must be positive")
     if parts.scheme in ("http", "https"):
         if not parts.host or parts.fragment or parts.port == 0:
-            raise _bad(config, "an http(s) channel URL needs a host and no fragment")
+            raise bad_source(config, "an http(s) channel URL needs a host and no fragment")
         return HttpSource(config)
     if parts.scheme == "file":
         if parts.host not in ("", "localhost") or not parts.path.startswith("/"):
-            raise _bad(config, "a file:// URL needs an absolute local path")
+            raise bad_source(config, "a file:// URL needs an absolute local path")
         return FileSource(config)
-    raise _bad(config, "the URL must start with http://, https:// or file://")
+    raise bad_source(config, "the URL must start with http://, https:// or file://")
 
 
 # --------------------------------------------------------------------------------- http
-
-
-class BearerSameOrigin(httpx.Auth):
-    """``Authorization: Bearer`` on requests to the origin the token was given for only."""
-
-    def __init__(self, token: str, origin: str) -> None:
-        self._header = f"Bearer {token}"
-        self._origin = origin
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        try:
-            same = parse_url(str(request.url)).origin == self._origin
-        except URLParseError:
-            same = False
-        if same:
-            request.headers["authorization"] = self._header
-        yield request
-
-
-def bearer_for(config: SourceConfig) -> BearerSameOrigin | None:
-    """The token's auth, bound to its origin; None without a token, or when the source is no
-    longer the origin the token was given for (it is not sent anywhere then)."""
-    if not config.token:
-        return None
-    try:
-        origin = parse_url(config.url).origin
-    except URLParseError:
-        return None
-    if config.token_origin is not None and config.token_origin != origin:
-        return None
-    return BearerSameOrigin(config.token, origin)
-
-
-def http_client_options(config: SourceConfig) -> ClientOptions:
-    """How ``guarded_client`` / ``guarded_async_client`` are built: proxy, TLS, timeout, token."""
-    verify: ssl.SSLContext | bool = True
-    if config.ca_bundle is not None:
-        try:
-            verify = ssl.create_default_context(cafile=str(config.ca_bundle))
-        except (OSError, ssl.SSLError) as exc:
-            raise _bad(config, f"cannot read the CA bundle {config.ca_bundle}: {exc}") from None
-    return ClientOptions(
-        proxy=config.proxy,
-        verify=verify,
-        timeout=httpx.Timeout(config.timeout_s),
-        follow_redirects=True,
-        headers={"user-agent": USER_AGENT},
-        auth=bearer_for(config),
-    )
 
 
 class HttpSource:
