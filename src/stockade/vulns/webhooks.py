@@ -37,7 +37,7 @@ from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
 from stockade.core.outbound import OutboundPolicy, refused_destination
 from stockade.core.secrets import SecretBox
-from stockade.core.urls import URLParseError, parse_url
+from stockade.core.urls import URLParseError, parse_url, redact_url
 from stockade.vulns.errors import DeliveryNotFoundError, WebhookNotFoundError
 from stockade.vulns.models import DeliveryState, Webhook, WebhookDelivery, WebhookEvent
 from stockade.vulns.webhook_outbox import new_delivery, ping_payload
@@ -351,9 +351,9 @@ def _target(channel: Channel, hook: Webhook) -> Target:
 
 
 def _state(hook: Webhook) -> dict[str, Any]:
-    """What the audit log keeps of a webhook: never its secret."""
+    """What the audit log keeps of a webhook: never its secret, the URL redacted."""
     return {
-        "url": hook.url,
+        "url": redact_url(hook.url),
         "events": list(hook.events or []),
         "enabled": hook.enabled,
         "description": hook.description,

@@ -172,3 +172,11 @@ def test_through_a_proxy_the_target_is_checked_too(servers: tuple[_Server, _Serv
     ):
         client.get("http://169.254.169.254/latest/meta-data/")
     assert internal.hits == ["http://no-such-host.invalid/p"]
+
+
+def test_a_refused_proxy_is_never_connected(servers: tuple[_Server, _Server]) -> None:
+    internal, _ = servers
+    options = ClientOptions(proxy=f"http://user:pw@{internal.url.removeprefix('http://')}")
+    with guarded_client(STRICT, options) as client, pytest.raises(RefusedDestinationError):
+        client.get("http://93.184.215.14/p")
+    assert internal.hits == []
