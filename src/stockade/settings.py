@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from pydantic import (
     BaseModel,
     Field,
@@ -122,6 +122,10 @@ class LdapSettings(BaseModel):
             return None
         if not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a cron expression (like '*/30 * * * *')")
+        try:
+            croniter(value.strip()).get_next(float)
+        except (CroniterError, ValueError, OverflowError):  # valid syntax, no such date
+            raise ValueError(f"{value!r} never fires (no such date)") from None
         return value.strip()
 
     @property

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
-from croniter import croniter
+from croniter import CroniterError, croniter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -376,6 +376,10 @@ def _check_fields(url: str, fmt: str, schedule: str) -> None:
         raise InvalidInputError("feed URLs are https:// or file://", field="url")
     if len(schedule) > 128 or not croniter.is_valid(schedule):
         raise InvalidInputError(f"not a cron expression: {schedule!r}", field="schedule")
+    try:
+        _next_run(schedule)
+    except (CroniterError, ValueError, OverflowError):  # valid syntax, no such date (Feb 31st)
+        raise InvalidInputError(f"schedule {schedule!r} never fires", field="schedule") from None
 
 
 def _state(row: VulnFeed) -> dict[str, object]:
