@@ -30,6 +30,7 @@ class User(Base):
     external_id: Mapped[str | None] = mapped_column(String(512))  # LDAP DN, OIDC subject
     password_hash: Mapped[str | None] = mapped_column(String(256))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # no longer read: failed sign-ins are counted per name and address in ``signin_throttle``
     failed_logins: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -104,8 +104,6 @@ class UserService:
         if len(password) < 8:
             raise WeakPasswordError("password must have at least 8 characters", field="password")
         user.password_hash = hash_password(password)
-        user.failed_logins = 0
-        user.locked_until = None
 
     def get_by_name(self, username: str) -> User:
         user = self.session.scalar(select(User).where(User.username == username))
