@@ -59,6 +59,7 @@ def _conda_paths(channel: str) -> list[str]:
         f"/conda/{channel}/channeldata.json",
         f"/conda/{channel}/notices.json",
         f"/t/stk-not-a-token/conda/{channel}/noarch/repodata.json",
+        f"/conda/t/stk-not-a-token/{channel}/noarch/repodata.json",
     ]
 
 
