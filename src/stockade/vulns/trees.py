@@ -48,20 +48,14 @@ from stockade.auth.principal import Principal
 from stockade.channels.errors import ArtifactNotFoundError
 from stockade.channels.models import Artifact, RepodataPatch
 from stockade.channels.models import Channel as ChannelRow
-from stockade.channels.patching import instructions_for
 from stockade.channels.service import ChannelService, channel_ref
-from stockade.conda.patches import PatchInstructions, apply_patches
 from stockade.conda.records import (
-    RecordChecker,
-    RecordProblem,
     decoded_problem,
-    record_problem,
-    without_nulls,
 )
-from stockade.conda.repodata import build_repodata_json, decode_record, encode_record
-from stockade.core.errors import InvalidInputError, StockadeError, TooManyRequestsError
+from stockade.core.errors import InvalidInputError, TooManyRequestsError
 from stockade.vulns.envfiles import SPEC_ERRORS, LockedPackage, dependency_name
 from stockade.vulns.store import chunked
+from stockade.vulns.tree_records import Row, SkippedRecords, patched, repodata
 
 __all__ = [
     "PLATFORMS",
@@ -215,39 +209,6 @@ class Tree:
                     queue.append(dep)
 
 
-@dataclass
-class _Row:
-    artifact_id: int
-    channel_id: int
-    subdir: str
-    filename: str
-    name: str
-    sha256: str
-    md5: str
-    record: dict[str, Any]
-    raw: bytes = b""  # the stored record, until decoded
-
-
-class SkippedRecords:
-    """Stored records a tree left out because they are invalid, said once each in its notes."""
-
-    def __init__(self) -> None:
-        self._seen: dict[int, str] = {}
-        self._notes: set[str] = set()
-
-    def add(self, row: _Row, problem: RecordProblem) -> None:
-        self._seen.setdefault(
-            row.artifact_id,
-            f"{row.subdir}/{row.filename} was left out: its record is invalid ({problem})",
-        )
-
-    def note(self, text: str) -> None:
-        self._notes.add(text)
-
-    def notes(self) -> list[str]:
-        return sorted({*self._seen.values(), *self._notes})
-
-
 class TreeBuilder:
     """Builds trees against channels the principal can read."""
 
@@ -302,7 +263,7 @@ class TreeBuilder:
         check_platform(platform)
         subdirs = list(dict.fromkeys([platform, "noarch"]))
         rows = self._closure(channels, subdirs, {dependency_name(s) for s in specs})
-        by_url: dict[str, _Row] = {}
+        by_url: dict[str, Row] = {}
         with tempfile.TemporaryDirectory(prefix="stockade-solve-") as tmp:
             sparse: list[SparseRepoData] = []
             for channel in channels:
@@ -312,7 +273,7 @@ class TreeBuilder:
                         continue
                     base = f"{_BASE}{channel.name}/"
                     path = Path(tmp) / f"{channel.id}-{subdir}.json"
-                    path.write_bytes(_repodata(subdir, group))
+                    path.write_bytes(repodata(subdir, group))
                     sparse.append(SparseRepoData(Channel(base), subdir, str(path)))
                     by_url.update({f"{base}{subdir}/{r.filename}": r for r in group.values()})
             if not sparse:
@@ -382,9 +343,9 @@ class TreeBuilder:
 
     def _closure(
         self, channels: Sequence[ChannelRow], subdirs: list[str], names: set[str]
-    ) -> dict[tuple[int, str], dict[str, _Row]]:
+    ) -> dict[tuple[int, str], dict[str, Row]]:
         """The (patched) records of ``names`` and of every name they depend on, transitively."""
-        found: dict[tuple[int, str], dict[str, _Row]] = defaultdict(dict)
+        found: dict[tuple[int, str], dict[str, Row]] = defaultdict(dict)
         ids = [c.id for c in channels]
         seen: set[str] = set()
         pending = {n for n in names if not n.startswith("__")}
@@ -393,7 +354,7 @@ class TreeBuilder:
             seen |= pending
             if len(seen) > MAX_NAMES:
                 raise InvalidInputError(f"the environment names more than {MAX_NAMES} packages")
-            batch: list[_Row] = []
+            batch: list[Row] = []
             for part in chunked(sorted(pending)):
                 query = select(
                     Artifact.id,
@@ -410,39 +371,17 @@ class TreeBuilder:
                     Artifact.name.in_(list(part)),
                 )
                 for aid, cid, subdir, fn, name, sha, md5, rec in self.session.execute(query):
-                    batch.append(_Row(aid, cid, subdir, fn, name, sha, md5, {}, rec))
+                    batch.append(Row(aid, cid, subdir, fn, name, sha, md5, {}, rec))
             pending = set()
-            for row in self._valid(_patched(self._decoded(batch), patches, self.skipped)):
+            for row in self.skipped.valid(
+                patched(self.skipped.decoded(batch), patches, self.skipped)
+            ):
                 found[(row.channel_id, row.subdir)][row.filename] = row
                 for dep in row.record.get("depends") or ():
                     dep_name = dependency_name(str(dep))
                     if dep_name and not dep_name.startswith("__") and dep_name not in seen:
                         pending.add(dep_name)
         return found
-
-    def _decoded(self, rows: list[_Row]) -> list[_Row]:
-        """Rows whose stored bytes are a JSON object (the others noted and left out)."""
-        out: list[_Row] = []
-        for row in rows:
-            try:
-                row.record, row.raw = decode_record(row.raw), b""
-            except (ValueError, InvalidInputError):  # orjson.JSONDecodeError is a ValueError
-                self.skipped.add(row, RecordProblem("record", "is not a JSON object"))
-                continue
-            out.append(row)
-        return out
-
-    def _valid(self, rows: list[_Row]) -> list[_Row]:
-        """Rows whose (patched) record conda and rattler can read (the others noted)."""
-        out: list[_Row] = []
-        for row in rows:
-            problem = record_problem(row.record)
-            if problem is not None:
-                self.skipped.add(row, problem)
-                continue
-            row.record = without_nulls(row.record)
-            out.append(row)
-        return out
 
     def _patches(
         self, ids: list[int], subdirs: list[str]
@@ -483,8 +422,8 @@ class TreeBuilder:
 
     def _candidates(
         self, packages: Sequence[LockedPackage], ids: list[int]
-    ) -> dict[tuple[str, str, str], list[_Row]]:
-        found: dict[tuple[str, str, str], list[_Row]] = defaultdict(list)
+    ) -> dict[tuple[str, str, str], list[Row]]:
+        found: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
         if not ids:
             return found
         names = sorted({p.name for p in packages})
@@ -501,14 +440,14 @@ class TreeBuilder:
                 Artifact.version,
                 Artifact.build,
             ).where(Artifact.channel_id.in_(ids), Artifact.name.in_(list(part)))
-            rows: list[_Row] = []
+            rows: list[Row] = []
             keys: dict[int, tuple[str, str, str]] = {}
             for aid, cid, sd, fn, name, sha, md5, rec, version, build in self.session.execute(
                 query
             ):
-                rows.append(_Row(aid, cid, sd, fn, name, sha, md5, {}, rec))
+                rows.append(Row(aid, cid, sd, fn, name, sha, md5, {}, rec))
                 keys[aid] = (name, version, build)
-            for row in self._valid(self._decoded(rows)):
+            for row in self.skipped.valid(self.skipped.decoded(rows)):
                 found[keys[row.artifact_id]].append(row)
         return found
 
@@ -616,72 +555,12 @@ def _spec_roots(specs: Sequence[str], nodes: dict[str, Node]) -> list[str]:
     return [n for n in dict.fromkeys(dependency_name(s) for s in specs) if n in nodes]
 
 
-def _patched(
-    rows: list[_Row],
-    patches: dict[tuple[int, str], list[RepodataPatch]],
-    skipped: SkippedRecords,
-) -> list[_Row]:
-    """``rows`` with their channel subdir's patches applied, as publication applies them (a
-    stored patch that no longer validates, or that would make a record invalid, is not
-    applied and is noted); removed records left out."""
-    by_key: dict[tuple[int, str], list[_Row]] = defaultdict(list)
-    for row in rows:
-        by_key[(row.channel_id, row.subdir)].append(row)
-    out: list[_Row] = []
-    for key, group in by_key.items():
-        wanted = patches.get(key)
-        if not wanted:
-            out += group
-            continue
-        encoded = {r.filename: encode_record(r.record) for r in group}
-        tar_bz2 = {fn: rec for fn, rec in encoded.items() if fn.endswith(".tar.bz2")}
-        conda = {fn: rec for fn, rec in encoded.items() if fn.endswith(".conda")}
-        patched_tar_bz2, patched_conda, removed = apply_patches(
-            tar_bz2, conda, _instructions(wanted, skipped)
-        )
-        checker = RecordChecker()
-        for note in checker.revert_invalid(tar_bz2, patched_tar_bz2) + checker.revert_invalid(
-            conda, patched_conda
-        ):
-            skipped.note(note)
-        records = {**patched_tar_bz2, **patched_conda}
-        for row in group:
-            if row.filename in removed or row.filename not in records:
-                continue
-            row.record = decode_record(records[row.filename])
-            out.append(row)
-    return out
-
-
-def _instructions(patches: list[RepodataPatch], skipped: SkippedRecords) -> PatchInstructions:
-    """The patches' instructions, leaving out (and noting) stored ones that no longer validate."""
-    try:
-        return instructions_for(patches)
-    except StockadeError:
-        pass
-    good: list[RepodataPatch] = []
-    for patch in patches:
-        try:
-            instructions_for([patch])
-        except StockadeError as exc:
-            skipped.note(f"patch of {patch.subdir}/{patch.filename} not applied: {exc.detail}")
-            continue
-        good.append(patch)
-    return instructions_for(good)
-
-
-def _repodata(subdir: str, group: dict[str, _Row]) -> bytes:
-    tar_bz2 = [(fn, encode_record(r.record)) for fn, r in group.items() if fn.endswith(".tar.bz2")]
-    conda = [(fn, encode_record(r.record)) for fn, r in group.items() if fn.endswith(".conda")]
-    return build_repodata_json(subdir, tar_bz2, conda, [])
-
-
 def _choose(
     pkg: LockedPackage,
-    options: list[_Row],
+    options: list[Row],
     names_of: dict[int, str],
     rank: dict[int, int],
-) -> tuple[_Row | None, str | None]:
+) -> tuple[Row | None, str | None]:
     """The artifact a locked package is: same subdir, the sha256 when given, its channel first."""
     fitting = [r for r in options if pkg.subdir in (None, r.subdir)]
     if pkg.sha256:
@@ -692,7 +571,7 @@ def _choose(
     if not fitting:
         return None, None
 
-    def order(row: _Row) -> tuple[int, int, int]:
+    def order(row: Row) -> tuple[int, int, int]:
         return (
             0 if names_of[row.channel_id] == pkg.channel else 1,
             0 if row.filename == pkg.filename else 1,
@@ -703,7 +582,7 @@ def _choose(
 
 
 def _pinned_node(
-    pkg: LockedPackage, row: _Row | None, names_of: dict[int, str], note: str | None
+    pkg: LockedPackage, row: Row | None, names_of: dict[int, str], note: str | None
 ) -> Node:
     if row is None:
         return Node(
