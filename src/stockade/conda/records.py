@@ -317,6 +317,60 @@ _OPTIONAL: Final[dict[str, Check]] = {
 }
 
 
+_QUICK_STRINGS: Final = frozenset({"license", "license_family", "arch", "platform", "features"})
+_QUICK_SPECS: Final = frozenset({"depends", "constrains"})
+_QUICK_INTS: Final = {"size": 2**63 - 1, "timestamp": MAX_TIMESTAMP_MS}
+_QUICK_HEX: Final = {"md5": 32, "sha256": 64}
+_QUICK_NOARCH: Final = frozenset({"python", "generic", ""})
+_CHECKED_BELOW: Final = frozenset({"name", "version", "build", "build_number", "subdir"})
+
+
+def _quick_field(key: str, value: Any) -> bool:  # noqa: PLR0911 - one return per field kind
+    """True when ``value`` is certainly a valid ``key`` (the common fields only)."""
+    if key in _QUICK_SPECS:
+        return type(value) is list and all(
+            type(item) is str and len(item) <= MAX_FIELD_LENGTH and spec_problem(item) is None
+            for item in value
+        )
+    if key in _QUICK_STRINGS:
+        return type(value) is str and len(value) <= MAX_FIELD_LENGTH
+    if key in _QUICK_INTS:
+        return type(value) is int and 0 <= value <= _QUICK_INTS[key]
+    if key in _QUICK_HEX:
+        return _hex(_QUICK_HEX[key])(value) is None
+    if key == "noarch":
+        return type(value) is bool or (type(value) is str and value in _QUICK_NOARCH)
+    if key == "track_features":
+        return type(value) is str and len(value) <= MAX_FIELD_LENGTH
+    return key in _CHECKED_BELOW or key not in _OPTIONAL
+
+
+def _plainly_valid(record: Mapping[str, Any], *, require_subdir: bool) -> bool:
+    """A quick "valid" for the common record (mirror ingest reads hundreds of thousands);
+    False means "look closer": :func:`record_problem` then finds the problem, if any."""
+    if require_subdir and record.get("subdir") is None:
+        return False
+    for key, value in record.items():
+        if value is not None and not _quick_field(key, value):
+            return False
+    name, version, build = record.get("name"), record.get("version"), record.get("build")
+    number, subdir = record.get("build_number"), record.get("subdir")
+    return (
+        type(name) is str
+        and 0 < len(name) <= MAX_NAME_LENGTH
+        and _NAME_RE.fullmatch(name) is not None
+        and type(version) is str
+        and 0 < len(version) <= MAX_VERSION_LENGTH
+        and version_problem(version) is None
+        and type(build) is str
+        and 0 < len(build) <= MAX_BUILD_LENGTH
+        and _BUILD_RE.fullmatch(build) is not None
+        and type(number) is int
+        and 0 <= number <= MAX_BUILD_NUMBER
+        and (subdir is None or _subdir(subdir) is None)
+    )
+
+
 def record_problem(
     record: object, *, require_subdir: bool = False, with_rattler: bool = False
 ) -> RecordProblem | None:
@@ -330,6 +384,15 @@ def record_problem(
     """
     if not isinstance(record, Mapping):
         return RecordProblem("record", f"must be a JSON object, not {_kind(record)}")
+    if not with_rattler and _plainly_valid(record, require_subdir=require_subdir):
+        return None
+    problem = _field_problem(record, require_subdir=require_subdir)
+    if problem is None and with_rattler:
+        return _rattler_problem(without_nulls(record))
+    return problem
+
+
+def _field_problem(record: Mapping[str, Any], *, require_subdir: bool) -> RecordProblem | None:
     for field, check in _REQUIRED.items():
         value = record.get(field)
         if value is None:
@@ -341,12 +404,10 @@ def record_problem(
         return RecordProblem("subdir", "is missing")
     for field, value in record.items():
         optional = _OPTIONAL.get(field)
-        if optional is None or value is None:
-            continue
-        problem = optional(value)
+        problem = None if optional is None or value is None else optional(value)
         if problem is not None:
             return RecordProblem(field, problem)
-    return _rattler_problem(without_nulls(record)) if with_rattler else None
+    return None
 
 
 def _rattler_problem(record: Mapping[str, Any]) -> RecordProblem | None:

@@ -21,6 +21,8 @@ from rattler.exceptions import SolverError
 from stockade.conda.records import (
     SERVER_KEYS,
     RecordChecker,
+    _field_problem,
+    _plainly_valid,
     decoded_problem,
     record_problem,
     upstream_record,
@@ -260,3 +262,15 @@ def test_checker_remembers_valid_records_only() -> None:
     for n in range(3):
         assert checker.problem(orjson.dumps(GOOD | {"build_number": n})) is None
     assert len(checker._valid) <= 2
+
+
+@pytest.mark.parametrize(("field", "value"), HOSTILE)
+def test_the_quick_path_never_passes_a_hostile_record(field: str, value: Any) -> None:
+    assert not _plainly_valid(GOOD | {field: value}, require_subdir=False)
+    assert not _plainly_valid({k: v for k, v in GOOD.items() if k != "subdir"}, require_subdir=True)
+
+
+def test_the_quick_path_agrees_with_the_full_check_on_real_records() -> None:
+    for name, record in _real_records():
+        quick = _plainly_valid(record, require_subdir=False)
+        assert not quick or _field_problem(record, require_subdir=False) is None, name
