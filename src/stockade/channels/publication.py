@@ -38,14 +38,15 @@ from stockade.channels.publication_state import (
     safe_instructions,
 )
 from stockade.conda.channeldata import (
-    ChannelRecord,
     build_channeldata_json,
     build_run_exports_json,
+    channel_record,
     summarize_packages,
 )
 from stockade.conda.names import parse_filename
 from stockade.conda.patches import apply_patches
-from stockade.conda.repodata import build_repodata_json, compress_zst, decode_record
+from stockade.conda.records import RecordChecker
+from stockade.conda.repodata import build_repodata_json, compress_zst
 from stockade.conda.shards import build_shard, build_shard_index
 from stockade.core.clock import utcnow
 from stockade.core.faults import crash_point
@@ -113,6 +114,8 @@ class PublicationService:
         # sha256 -> run_exports of that package content (immutable, so never stale): a
         # publication reads only the run_exports of packages it has not seen before.
         self._run_exports_of: dict[str, dict[str, object]] = {}
+        # Records stored invalid (before index.json was fully validated) are never published.
+        self._records = RecordChecker()
 
     def pending(self) -> list[int]:
         """Subdir index ids with unpublished changes, in channels that are not frozen, leaving
@@ -183,14 +186,11 @@ class PublicationService:
             subdirs = session.scalars(
                 select(SubdirIndex.subdir).where(SubdirIndex.channel_id == channel_id)
             ).all()
+        # A stored record that is not JSON is left out (with a warning), never fatal.
         records = [
-            ChannelRecord(
-                subdir=sd,
-                record=decode_record(rec),
-                about=about or {},
-                run_exports=run_exports or None,
-            )
+            record
             for sd, rec, about, run_exports in rows
+            if (record := channel_record(sd, rec, about, run_exports)) is not None
         ]
         summaries = summarize_packages(records, version_key=Version)
         sha = self.blobs.put_bytes(build_channeldata_json(summaries, subdirs))
@@ -253,14 +253,21 @@ class PublicationService:
             }
             shas = {fn: sha for fn, _, _, sha in rows}
             run_exports = self._run_exports(session, channel_id, subdir, shas)
+        invalid = self._records.invalid((fn, rec) for fn, _, rec, _ in rows)
+        rows = [row for row in rows if row[0] not in invalid]
         names = {filename: name for filename, name, _, _ in rows}
         tar_bz2 = {fn: rec for fn, _, rec, _ in rows if fn.endswith(".tar.bz2")}
         conda = {fn: rec for fn, _, rec, _ in rows if fn.endswith(".conda")}
         removed: list[str] = []
-        warnings: list[str] = []
+        warnings: list[str] = list(invalid.values())
         if patches:
-            instructions, warnings = safe_instructions(patches)
-            tar_bz2, conda, removed = apply_patches(tar_bz2, conda, instructions)
+            instructions, left_out = safe_instructions(patches)
+            warnings += left_out
+            patched_tar_bz2, patched_conda, removed = apply_patches(tar_bz2, conda, instructions)
+            # a patch that would make a record unreadable (``version: 1..2``) is not applied
+            warnings += self._records.revert_invalid(tar_bz2, patched_tar_bz2)
+            warnings += self._records.revert_invalid(conda, patched_conda)
+            tar_bz2, conda = patched_tar_bz2, patched_conda
         repodata = build_repodata_json(subdir, tar_bz2.items(), conda.items(), removed)
         built = BuiltIndex(
             rev=rev,
