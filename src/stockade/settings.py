@@ -306,7 +306,7 @@ class Settings(BaseSettings):
     def _secure_cookies_behind_https(self) -> Settings:
         """An https public URL means browsers reach us over TLS: cookies are Secure unless the
         administrator said otherwise."""
-        https = (self.public_url or "").startswith("https://")
+        https = (self.public_url or "").strip().lower().startswith("https://")  # HTTPS:// too
         if https and "secure_cookies" not in self.auth.model_fields_set:
             self.auth = self.auth.model_copy(update={"secure_cookies": True})
         return self
