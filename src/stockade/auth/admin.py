@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import and_, delete, func, not_, select, text
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
@@ -215,6 +215,14 @@ class PrincipalAdmin:
 
     def _is_last_admin(self, user: User) -> bool:
         """Whether ``user`` is the only active admin (directly or through a group)."""
+        active = self._active_admin_ids()
+        return user.id in active and len(active) <= 1
+
+    def _active_admin_ids(
+        self, *, group_id: int | None = None, member_id: int | None = None
+    ) -> set[int]:
+        """Active holders of the admin role (directly or through a group), leaving out what
+        group ``group_id`` gives (to ``member_id`` only, when given)."""
         admin = self.users.role("admin")
         direct = select(RoleAssignment.user_id).where(
             RoleAssignment.role_id == admin.id, RoleAssignment.user_id.is_not(None)
@@ -224,13 +232,25 @@ class PrincipalAdmin:
             .join(RoleAssignment, RoleAssignment.group_id == GroupMember.group_id)
             .where(RoleAssignment.role_id == admin.id)
         )
+        if group_id is not None:
+            left_out = GroupMember.group_id == group_id
+            if member_id is not None:
+                left_out = and_(left_out, GroupMember.user_id == member_id)
+            via_group = via_group.where(not_(left_out))
         holders = set(self.session.scalars(direct)) | set(self.session.scalars(via_group))
-        active = set(
+        return set(
             self.session.scalars(
                 select(User.id).where(User.id.in_(holders), User.is_active.is_(True))
             )
         )
-        return user.id in active and len(active) <= 1
+
+    def _require_admin_left(self, group_id: int, member_id: int | None = None) -> None:
+        """Refuse a group change (delete, admin role taken off, member removed) that would
+        leave the server without an active administrator."""
+        if self._active_admin_ids() and not self._active_admin_ids(
+            group_id=group_id, member_id=member_id
+        ):
+            raise InvalidInputError("that would leave no active administrator", field="group")
 
     def tokens_of(self, username: str) -> list[ApiToken]:
         self._require_unrestricted("list tokens")
@@ -423,6 +443,8 @@ class PrincipalAdmin:
     def delete_group(self, name: str) -> None:
         self.access.require(self.actor, Permission.USER_WRITE)
         group = self.get_group(name)
+        self._require_power_over_group(group)  # deleting it takes its roles and grants away
+        self._require_admin_left(group.id)
         members = self.session.scalar(
             select(func.count()).select_from(GroupMember).where(GroupMember.group_id == group.id)
         )
@@ -462,6 +484,7 @@ class PrincipalAdmin:
         self._require_power_over_group(group)
         user = self.users.get_by_name(username)
         self._require_not_admin(user, "change the groups of")
+        self._require_admin_left(group.id, user.id)
         result = self.session.execute(
             delete(GroupMember).where(
                 GroupMember.group_id == group.id, GroupMember.user_id == user.id
@@ -594,6 +617,8 @@ class PrincipalAdmin:
             holder = self.session.get(User, user_id)
             if holder is not None and self._is_last_admin(holder):
                 raise InvalidInputError("the last administrator keeps the admin role", field="user")
+        if role.name == "admin" and group_id is not None:
+            self._require_admin_left(group_id)
         stmt = delete(RoleAssignment).where(RoleAssignment.role_id == role.id)
         stmt = stmt.where(
             RoleAssignment.user_id == user_id
