@@ -208,3 +208,23 @@ def test_ui_pages_around_the_bad_records(world: World) -> None:
         )
     )
     assert "aiohttp-9.0-bad.conda" in page.text  # the note
+
+
+HOSTILE_LOCKS: dict[str, bytes] = {
+    "explicit.txt": b"@EXPLICIT\nhttps://example.invalid/conda/x/noarch/we%20ird-1..2-0.conda\n"
+    b"https://example.invalid/conda/x/noarch/a-b-c-d-e.tar.bz2#" + b"0" * 32 + b"\n",
+    "conda-lock.yml": b"version: 1\nmetadata: {platforms: [linux-64], channels: []}\npackage:\n"
+    b"- {name: x, version: '1..2', manager: conda, platform: linux-64,"
+    b" url: 'https://example.invalid/noarch/x-1..2-0.conda', hash: {md5: '" + b"0" * 32 + b"'},"
+    b" dependencies: {y: {a: 1}, z: '>=>1'}}\n",
+}
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "cyclonedx", "spdx"])
+@pytest.mark.parametrize("name", sorted(HOSTILE_LOCKS))
+def test_hostile_lock_files_never_fail_a_report(world: World, name: str, fmt: str) -> None:
+    """Locked packages we do not hold carry what the file says (odd versions, odd dependency
+    values): every format renders them."""
+    files = {"file": (name, HOSTILE_LOCKS[name], "text/plain")}
+    params = {"format": fmt, "channel": world.channel, "platform": "linux-64"}
+    ok(world.live.client().post("/api/v1/reports/env", files=files, params=params))
