@@ -152,4 +152,4 @@ def _bearer(settings: Settings) -> BearerVerifier | None:
         return None
     from stockade.auth.oidc import OidcBearerVerifier
 
-    return OidcBearerVerifier(settings.oidc)
+    return OidcBearerVerifier(settings.oidc, outbound=settings.outbound.policy())

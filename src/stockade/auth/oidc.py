@@ -31,6 +31,7 @@ from stockade.auth.errors import InvalidCredentialsError
 from stockade.auth.identity import ExternalGroup, ExternalIdentity
 from stockade.auth.oidc_discovery import ProviderMetadata, TokenRejectedError, check_claims
 from stockade.core.errors import InvalidInputError, UnavailableError
+from stockade.core.outbound import OutboundPolicy
 from stockade.settings import OidcSettings
 
 MAX_GROUPS = 500
@@ -130,13 +131,14 @@ class OidcClient:
         redirect_uri: str,
         *,
         transport: httpx.BaseTransport | None = None,
+        outbound: OutboundPolicy | None = None,  # the [outbound] policy (docs/adr/0010)
     ) -> None:
         if not settings.enabled:
             raise ValueError("OIDC is not configured: set oidc.issuer and oidc.client_id")
         self.settings = settings
         self.client_id: str = settings.client_id or ""
         self.redirect_uri = redirect_uri
-        self.provider = ProviderMetadata(settings, transport=transport)
+        self.provider = ProviderMetadata(settings, transport=transport, outbound=outbound)
 
     def begin(self) -> AuthRequest:
         """A new authorization request: fresh state, nonce and PKCE verifier (S256)."""
@@ -313,13 +315,17 @@ class OidcBearerVerifier:
     """Checks the provider's JWT access tokens on the API (``Authorization: Bearer eyJ…``)."""
 
     def __init__(
-        self, settings: OidcSettings, *, transport: httpx.BaseTransport | None = None
+        self,
+        settings: OidcSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        outbound: OutboundPolicy | None = None,  # the [outbound] policy (docs/adr/0010)
     ) -> None:
         if not settings.enabled:
             raise ValueError("OIDC is not configured: set oidc.issuer and oidc.client_id")
         self.settings = settings
         self.audiences: list[str] = list(settings.api_audience) or [settings.client_id or ""]
-        self.provider = ProviderMetadata(settings, transport=transport)
+        self.provider = ProviderMetadata(settings, transport=transport, outbound=outbound)
 
     @property
     def group_roles(self) -> Mapping[str, Sequence[str]]:

@@ -108,7 +108,11 @@ def get_oidc_client(request: Request) -> OidcClient | None:
             clients = request.app.state.oidc_clients = {}
         client = clients.get(redirect_uri)
         if client is None:
-            client = clients[redirect_uri] = OidcClient(container.settings.oidc, redirect_uri)
+            client = clients[redirect_uri] = OidcClient(
+                container.settings.oidc,
+                redirect_uri,
+                outbound=container.settings.outbound.policy(),
+            )
         return client
 
 
