@@ -15,6 +15,7 @@ from stockade.channels.publication import PublicationService
 from stockade.conda.archive import ValidationLimits
 from stockade.core.secrets import SecretBox
 from stockade.db.engine import make_engine, make_session_factory, transaction
+from stockade.mirroring.credentials import seal_legacy_proxies
 from stockade.mirroring.passive import PassiveFetcher
 from stockade.mirroring.sync import MirrorSync
 from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLookup
@@ -122,9 +123,11 @@ class Container:
         )
 
     def bootstrap(self) -> FirstAdmin | None:
-        """Built-in roles, and the first admin when there are no users yet."""
+        """Built-in roles, the first admin when there are no users yet, and proxy credentials
+        stored in clear by an earlier version sealed (docs/adr/0010)."""
         password = self.settings.admin_password
         with transaction(self.factory) as session:
+            seal_legacy_proxies(session, self.secrets)
             return UserService(session).ensure_first_admin(
                 self.settings.admin_username, password.get_secret_value() if password else None
             )

@@ -15,8 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from stockade.core.secrets import SecretBox
-from stockade.core.urls import origin_of
+from stockade.core.urls import origin_of, split_userinfo
 from stockade.mirroring.errors import InvalidMirrorError
 from stockade.mirroring.models import Mirror
 
@@ -31,6 +34,20 @@ def proxy_url(mirror: Mirror, secrets: SecretBox) -> str | None:
         return mirror.proxy  # none, or a row written before they were encrypted (0006)
     scheme, _, rest = mirror.proxy.partition("://")
     return f"{scheme}://{secrets.decrypt(mirror.proxy_auth_enc)}@{rest}"
+
+
+def seal_legacy_proxies(session: Session, secrets: SecretBox) -> int:
+    """Proxy credentials stored in clear before migration 0006, stored encrypted apart now (the
+    migration has no key; the server does this at start). Returns how many were sealed."""
+    sealed = 0
+    query = select(Mirror).where(Mirror.proxy.contains("@"), Mirror.proxy_auth_enc.is_(None))
+    for mirror in session.scalars(query):
+        assert mirror.proxy is not None
+        clean, userinfo = split_userinfo(mirror.proxy)
+        mirror.proxy = clean
+        mirror.proxy_auth_enc = secrets.encrypt(userinfo) if userinfo else None
+        sealed += 1
+    return sealed
 
 
 def has_proxy_credentials(mirror: Mirror) -> bool:
@@ -103,6 +120,7 @@ __all__ = [
     "CredentialChange",
     "has_proxy_credentials",
     "proxy_url",
+    "seal_legacy_proxies",
     "set_proxy",
     "set_token",
     "token_still_bound",
