@@ -2,8 +2,8 @@
 
 The token of every existing mirror is bound to the origin of its source as it is now. Proxy
 credentials already stored in clear in ``mirrors.proxy`` cannot be encrypted here (the key is the
-server's, not the migration's): they keep working, are never shown (redacted), and are stored
-encrypted the next time the mirror's proxy is set (docs/adr/0010).
+server's, not the migration's): they are never shown (redacted), and the server stores them
+encrypted apart when it starts (``mirroring.credentials.seal_legacy_proxies``, docs/adr/0010).
 
 Revision ID: 0006
 Revises: 0005
