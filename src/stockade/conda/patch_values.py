@@ -7,6 +7,7 @@ A value outside these broke publication for good (issue 11: ``{"timestamp": 10**
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,9 @@ _STRING_FIELDS = frozenset(
     {"features", "license", "license_family", "arch", "platform", "python_site_packages_path"}
 )
 _DEPENDS_MAP_FIELDS = frozenset({"extra_depends", "experimental_extra_depends"})
+#: NUL (PostgreSQL stores no NUL in text) and UTF-16 surrogates (a JSON ``\ud800`` escape left
+#: alone: not text, no encoder writes it).
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def _is_timestamp(value: Any) -> bool:
@@ -41,6 +45,8 @@ def _scalar_problem(value: Any) -> str | None:
         return "holds a number that is not finite"
     if isinstance(value, str) and len(value) > MAX_STRING_LENGTH:
         return "holds a string that is too long"
+    if isinstance(value, str) and _NOT_TEXT.search(value):
+        return "holds a string with a NUL or a lone surrogate"
     if value is not None and type(value) not in (bool, int, float, str):
         return f"holds a value of type {type(value).__name__}"
     return None
@@ -56,6 +62,8 @@ def _json_problem(value: Any, depth: int) -> str | None:
         return f"holds more than {MAX_ITEMS} items"
     if isinstance(value, dict) and not all(isinstance(k, str) for k in value):
         return "has an object key that is not a string"
+    if isinstance(value, dict) and any(_NOT_TEXT.search(k) for k in value):
+        return "has an object key with a NUL or a lone surrogate"
     items = value.values() if isinstance(value, dict) else value
     return next((p for p in (_json_problem(item, depth - 1) for item in items) if p), None)
 

@@ -75,6 +75,10 @@ PROTECTED_FIELDS = frozenset(
 )
 
 
+#: As long as the patches table's filename column (a longer name is no stored file's).
+MAX_FILENAME_LENGTH = 512
+
+
 class PatchInvalidError(InvalidInputError):
     code = "patch:invalid"
     title = "Invalid patch instructions"
@@ -169,7 +173,8 @@ def _parse_record_patches(value: Any, section: str, suffix: str) -> dict[str, di
 
 
 def _check_filename(filename: Any, section: str, suffix: str | None) -> None:
-    if not isinstance(filename, str) or not filename or "/" in filename or "\\" in filename:
+    named = isinstance(filename, str) and 0 < len(filename) <= MAX_FILENAME_LENGTH
+    if not named or not filename.isprintable() or "/" in filename or "\\" in filename:
         raise _fail(f"{section}: {filename!r} is not a package filename", field=section)
     allowed = (suffix,) if suffix else (TAR_BZ2, CONDA)
     if not filename.endswith(allowed):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -10,9 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 PrivacyLiteral = Literal["public", "authenticated", "private"]
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a JSON "\\ud800" escape left alone: not text
+
+
 def _reject_nul(value: Any, where: str) -> None:
     if isinstance(value, str) and "\x00" in value:
         raise ValueError(f"{where or 'value'} contains a NUL character")
+    if isinstance(value, str) and _LONE_SURROGATE.search(value):
+        raise ValueError(f"{where or 'value'} contains a lone surrogate (not text)")
     if isinstance(value, dict):
         for key, item in value.items():
             _reject_nul(key, where)
@@ -23,7 +29,8 @@ def _reject_nul(value: Any, where: str) -> None:
 
 
 class Strict(BaseModel):
-    """Request bodies: unknown fields are refused, and so is NUL anywhere in a string."""
+    """Request bodies: unknown fields are refused, and so are NUL and lone surrogates anywhere
+    in a string."""
 
     model_config = ConfigDict(extra="forbid")
 
