@@ -161,6 +161,8 @@ class IdentityService:
             self.session.add(GroupMember(group_id=group_id, user_id=user.id, source=source))
         for group_id in current.keys() - wanted:
             self.session.delete(current[group_id])
+        if wanted != current.keys():
+            bump_revision(self.session)  # the user's roles and grants moved: in every process
         self.session.flush()
 
     def ensure_group(
@@ -202,6 +204,8 @@ class IdentityService:
                 )
         for name in existing.keys() - names:
             self.session.delete(existing[name])
+        if (names & roles.keys()) != existing.keys():
+            bump_revision(self.session)  # its members' roles moved: in every process
         self.session.flush()
 
     def disable_missing(

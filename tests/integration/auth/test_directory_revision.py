@@ -1,0 +1,58 @@
+"""A directory (LDAP sync or sign-in, OIDC sign-in) taking a user out of a group that gives a role
+moves the credential revision in the same transaction, like a revocation: no other process keeps
+the user's cached power (review of issue 11, cross-process cache)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from stockade.auth import authenticator as authenticator_module
+from stockade.auth.authenticator import Credentials
+from stockade.auth.identity import ExternalGroup, ExternalIdentity, IdentityService
+from stockade.auth.tokens import TokenService
+from stockade.container import Container
+from stockade.db.engine import transaction
+from stockade.settings import load_settings
+
+OPS = ExternalGroup("cn=ops,ou=groups,dc=example,dc=org", "ops")
+GROUP_ROLES = {"ops": ["admin"]}
+
+
+@pytest.fixture
+def other(container: Container) -> Iterator[Container]:
+    """A second process on the same database (its own in-memory caches)."""
+    settings = load_settings(
+        data_dir=container.settings.data_dir, database_url=container.settings.database_url
+    )
+    built = Container.build(settings)
+    yield built
+    built.close()
+
+
+def sync(
+    container: Container, groups: tuple[ExternalGroup, ...], roles: dict[str, list[str]]
+) -> int:
+    identity = ExternalIdentity("ldap", "uid=dora,dc=example,dc=org", "dora", groups=groups)
+    with transaction(container.factory) as session:
+        user = IdentityService(session).upsert(identity, group_roles=roles)
+        return user.id
+
+
+@pytest.mark.parametrize("change", ["left the group", "mapping dropped"])
+def test_losing_a_role_through_the_directory_reaches_every_process(
+    container: Container, other: Container, change: str
+) -> None:
+    user_id = sync(container, (OPS,), GROUP_ROLES)
+    with transaction(container.factory) as session:
+        secret = TokenService(session, max_days=30).create(user_id, "t", 5).secret
+    creds = Credentials(token=secret, ip="192.0.2.10")
+    assert "admin" in other.authenticator.authenticate(creds).roles  # cached for 15 s
+    if change == "left the group":
+        sync(container, (), GROUP_ROLES)
+    else:
+        sync(container, (OPS,), {})
+    time.sleep(authenticator_module.REVISION_CHECK_SECONDS + 0.1)
+    assert "admin" not in other.authenticator.authenticate(creds).roles
