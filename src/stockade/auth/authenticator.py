@@ -152,12 +152,13 @@ class Authenticator:
         hit = self._lookup(key, now)
         if hit is not None:
             return hit
+        seen = self._revision  # what was read may be stale once the revision moves
         try:
             principal = self._resolve(creds)
         except AuthenticationError as exc:
-            self._remember(key, now, exc)
+            self._remember(key, now, exc, seen)
             raise
-        self._remember(key, now, principal)
+        self._remember(key, now, principal, seen)
         return principal
 
     def _follow_revision(self, now: float) -> None:
@@ -186,8 +187,14 @@ class Authenticator:
             raise hit[1]
         return hit[1]
 
-    def _remember(self, key: str, now: float, value: Principal | AuthenticationError) -> None:
+    def _remember(
+        self, key: str, now: float, value: Principal | AuthenticationError, seen: int | None
+    ) -> None:
+        """Cache ``value`` unless the revision moved while it was read (a change committed
+        meanwhile, here or in another process, may have made it stale)."""
         with self._lock:
+            if self._revision != seen:
+                return
             if len(self._cache) > 50_000:
                 self._cache.clear()
             self._cache[key] = (now + CACHE_SECONDS, value)

@@ -12,8 +12,11 @@ import pytest
 from stockade.auth import authenticator as authenticator_module
 from stockade.auth.authenticator import Credentials
 from stockade.auth.identity import ExternalGroup, ExternalIdentity, IdentityService
+from stockade.auth.principal import Principal
+from stockade.auth.service import UserService
 from stockade.auth.tokens import TokenService
 from stockade.container import Container
+from stockade.core.errors import AuthenticationError
 from stockade.db.engine import transaction
 from stockade.settings import load_settings
 
@@ -56,3 +59,36 @@ def test_losing_a_role_through_the_directory_reaches_every_process(
         sync(container, (OPS,), {})
     time.sleep(authenticator_module.REVISION_CHECK_SECONDS + 0.1)
     assert "admin" not in other.authenticator.authenticate(creds).roles
+
+
+def test_a_credential_read_before_a_revocation_is_not_cached_after_it(
+    container: Container, other: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolution that read the database before another process revoked the token, and ended
+    after this process saw the new revision, must not be remembered as current."""
+    user_id = sync(container, (), {})
+    with transaction(container.factory) as session:
+        issued = TokenService(session, max_days=30).create(user_id, "t", 5)
+    creds = Credentials(token=issued.secret, ip="192.0.2.10")
+    authenticator = other.authenticator
+    resolve = authenticator._resolve
+
+    def slow_resolve(given: Credentials) -> Principal:
+        found = resolve(given)  # read before the revocation below
+        with transaction(container.factory) as session:
+            TokenService(session, max_days=30).revoke(admin_of(container), issued.record.id)
+        authenticator._revision_read_at = float("-inf")  # another request follows the revision
+        authenticator._follow_revision(time.monotonic())
+        return found
+
+    monkeypatch.setattr(authenticator, "_resolve", slow_resolve)
+    assert authenticator.authenticate(creds).user_id == user_id  # it was valid when read
+    monkeypatch.setattr(authenticator, "_resolve", resolve)
+    with pytest.raises(AuthenticationError):
+        authenticator.authenticate(creds)
+
+
+def admin_of(container: Container) -> Principal:
+    with transaction(container.factory) as session:
+        users = UserService(session)
+        return users.principal_for(users.get_by_name("admin"), via="password")
