@@ -961,6 +961,9 @@ def _page_rules() -> Iterator[Case]:
     yield free("GET", "/api/docs", 200, req("GET", "/api/docs"))
     yield free("GET", "/docs/oauth2-redirect", 200, req("GET", "/docs/oauth2-redirect"))
     yield free("GET", "/healthz", 200, req("GET", "/healthz"))
+    # failing publications: counted for everyone, listed for the channels the caller may read
+    # (it reads credentials: wrong ones are a 401 there too)
+    yield Case("GET", "/readyz", anyone(200), req("GET", "/readyz"))
     yield free("GET", "/static", 200, req("GET", "/static/forms.css"))
     # sign-in, sign-out, single sign-on (not configured on this server: 404)
     yield page("/login", lambda p: 200 if p == ANON else 303, req("GET", "/login"))
