@@ -291,6 +291,8 @@ class PolicyService:
             )
         )
         if exists is None:
+            # a policy stored before such criteria were refused is not spread to more mirrors
+            refuse_unmet_criteria(row.definition)
             self.session.add(
                 PolicyAssignment(
                     policy_id=row.id,
