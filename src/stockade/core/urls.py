@@ -89,6 +89,8 @@ def parse_url(url: str, *, max_length: int = 4096) -> ParsedURL:
         raise URLParseError(f"a URL is 1 to {max_length} characters")
     if not value.isprintable() or any(c.isspace() or c == "\\" for c in value):
         raise URLParseError("the URL has spaces, backslashes or control characters")
+    if "%00" in value:  # a NUL once decoded (a path, a host): never a real URL
+        raise URLParseError("the URL has an encoded NUL")
     if not _SCHEME_RE.match(value):
         raise URLParseError("the URL has no scheme (like https://)")
     try:
@@ -151,7 +153,8 @@ def redact_url(url: str) -> str:
     no ``/t/<token>/`` segment, no value of a secret-looking query parameter."""
     try:
         parts = urlsplit(url)
-    except ValueError:
+        url.encode("utf-8")  # a lone surrogate cannot be shown (nor logged)
+    except (ValueError, UnicodeError):
         return "<malformed url>"
     netloc = parts.netloc
     if "@" in netloc:

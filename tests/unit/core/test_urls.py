@@ -78,3 +78,10 @@ def test_redact_text_redacts_every_url_and_given_secret() -> None:
     text = "failed: http://u:hunter2@proxy:3128 then https://h/t/stk-abcdefgh12345678/c; key=XYZ"
     shown = redact_text(text, ("XYZ",))
     assert "hunter2" not in shown and "stk-abcdefgh12345678" not in shown and "XYZ" not in shown
+
+
+@pytest.mark.parametrize("url", ["file:///srv/%00/etc", "http://h/%00", "https://h/\ud800"])
+def test_nul_and_surrogates_are_refused(url: str) -> None:
+    with pytest.raises(URLParseError):
+        parse_url(url)
+    assert redact_url("https://h/\ud800") == "<malformed url>"
