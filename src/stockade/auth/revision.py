@@ -2,8 +2,9 @@
 
 Each process caches resolved credentials for a few seconds (``auth/authenticator.py``). Whatever
 can make a cached answer wrong (a token revoked, a user disabled or deleted, a password, role or
-group membership changed) bumps this counter; every process reads it at least once a second and
-drops its cache when it moved. One row, so reading it is as cheap as a query can be.
+group membership changed, a channel and its grants deleted) bumps this counter; every process
+reads it at least once a second and drops its cache when it moved. One row, so reading it is as
+cheap as a query can be.
 """
 
 from __future__ import annotations

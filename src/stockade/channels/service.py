@@ -13,6 +13,7 @@ from stockade.auth.access import AccessService
 from stockade.auth.models import ChannelGrant, User
 from stockade.auth.permissions import Level, Permission, Privacy
 from stockade.auth.principal import Principal
+from stockade.auth.revision import bump_revision
 from stockade.auth.service import UserService
 from stockade.channels.errors import ChannelExistsError, ChannelNotFoundError
 from stockade.channels.models import Artifact, Channel, SubdirIndex
@@ -191,6 +192,9 @@ class ChannelService:
         for child in sorted(children, key=lambda c: -len(c.name)):
             self._delete_rows(child)
         self._delete_rows(channel)
+        # Principals cache their grants by channel id, and SQLite gives a deleted row's id to the
+        # next channel: every process drops them with this transaction.
+        bump_revision(self.session)
 
     def _delete_rows(self, channel: Channel) -> None:
         # Blobs stay: others may share them; `stockade fsck` collects orphans.

@@ -1,6 +1,7 @@
-"""A directory (LDAP sync or sign-in, OIDC sign-in) taking a user out of a group that gives a role
-moves the credential revision in the same transaction, like a revocation: no other process keeps
-the user's cached power (review of issue 11, cross-process cache)."""
+"""Cached principals never outlive what they were computed from, in any process (review of
+issue 11, cross-process cache): a directory (LDAP sync or sign-in, OIDC sign-in) taking a user
+out of a group that gives a role, a channel deleted (its grants, whose id SQLite reuses), and a
+revocation that lands while a credential is being read all move the revision in time."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 from stockade.auth import authenticator as authenticator_module
 from stockade.auth.authenticator import Credentials
 from stockade.auth.identity import ExternalGroup, ExternalIdentity, IdentityService
+from stockade.auth.permissions import Level
 from stockade.auth.principal import Principal
 from stockade.auth.service import UserService
 from stockade.auth.tokens import TokenService
+from stockade.channels.members import MemberService
+from stockade.channels.service import ChannelService
 from stockade.container import Container
 from stockade.core.errors import AuthenticationError
 from stockade.db.engine import transaction
@@ -92,3 +96,32 @@ def admin_of(container: Container) -> Principal:
     with transaction(container.factory) as session:
         users = UserService(session)
         return users.principal_for(users.get_by_name("admin"), via="password")
+
+
+def test_a_deleted_channels_grants_do_not_open_the_next_channel_with_its_id(
+    container: Container, other: Container
+) -> None:
+    """SQLite hands a deleted row's id to the next row: a grant cached with the principal must
+    not open the channel that takes the deleted channel's id."""
+    admin = admin_of(container)
+    with transaction(container.factory) as session:
+        UserService(session).create_user("member", "correct-horse-battery")
+        UserService(session).create_user("newcomer", "correct-horse-battery")
+        old = ChannelService(session).create(admin, "old-team", privacy="private")
+        old_id = old.id
+    with transaction(container.factory) as session:
+        MemberService(session).grant(admin, "old-team", "manage", user="member")
+        member = UserService(session).get_by_name("member")
+        secret = TokenService(session, max_days=30).create(member.id, "t", 5).secret
+    creds = Credentials(token=secret, ip="192.0.2.10")
+    assert other.authenticator.authenticate(creds).grants.get(old_id) == Level.MANAGE
+    with transaction(container.factory) as session:
+        ChannelService(session).delete(admin, "old-team")
+    with transaction(container.factory) as session:
+        users = UserService(session)
+        newcomer = users.principal_for(users.get_by_name("newcomer"), via="password")
+        new_id = ChannelService(session).create(newcomer, "fresh", privacy="private").id
+    if new_id != old_id:
+        pytest.skip("this database does not reuse ids (PostgreSQL sequences)")
+    time.sleep(authenticator_module.REVISION_CHECK_SECONDS + 0.1)
+    assert other.authenticator.authenticate(creds).grants.get(new_id) is None
