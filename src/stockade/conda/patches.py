@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockade.conda.patch_values import MAX_KEY_LENGTH, value_problem
+from stockade.conda.records import ARTIFACT_FACT_KEYS
 from stockade.conda.repodata import decode_record, encode_record
 from stockade.core.errors import InvalidInputError
 
@@ -65,13 +66,8 @@ PROTECTED_FIELDS = frozenset(
         "fn",
         "url",
         "channel",
-        "md5",
-        "sha256",
-        "size",
-        "legacy_bz2_md5",
-        "legacy_bz2_size",
-        "indexed_timestamp",
     }
+    | ARTIFACT_FACT_KEYS
 )
 
 

@@ -38,6 +38,10 @@ from typing import Any, Final
 import orjson
 from rattler import IndexJson, MatchSpec, Version
 
+#: Keys of a repodata record that vouch for the artifact's bytes (the server computes them).
+ARTIFACT_FACT_KEYS: Final = frozenset(
+    {"md5", "sha256", "size", "legacy_bz2_md5", "legacy_bz2_size", "indexed_timestamp"}
+)
 #: Keys of a repodata record the server sets itself; a package's ``index.json`` never sets them.
 SERVER_KEYS: Final = frozenset(
     {
@@ -48,15 +52,10 @@ SERVER_KEYS: Final = frozenset(
         "schannel",
         "auth",
         "priority",
-        "md5",
-        "sha256",
-        "size",
-        "legacy_bz2_md5",
-        "legacy_bz2_size",
-        "indexed_timestamp",
         "attestations_sha256",
         "signatures",
     }
+    | ARTIFACT_FACT_KEYS
 )
 #: Keys an upstream repodata record may not bring into our channel (it is served from our URLs).
 UPSTREAM_DROPPED_KEYS: Final = frozenset({"url", "fn", "file_name", "channel", "schannel", "auth"})
@@ -198,25 +197,25 @@ def _hex(length: int) -> Check:
     return check
 
 
-def _strings(value: Any) -> str | None:
+def _string_list(value: Any, item_check: Check | None = None) -> str | None:
+    """The first problem of a list of strings, each also passing ``item_check`` if given."""
     if type(value) is not list:
         return f"must be a list of strings, not {_kind(value)}"
     for position, item in enumerate(value):
         if type(item) is not str or len(item) > MAX_FIELD_LENGTH:
             return f"item {position} {_string(item)}"
-    return None
-
-
-def _specs(value: Any) -> str | None:
-    if type(value) is not list:
-        return f"must be a list of strings, not {_kind(value)}"
-    for position, item in enumerate(value):
-        if type(item) is not str or len(item) > MAX_FIELD_LENGTH:
-            return f"item {position} {_string(item)}"
-        problem = spec_problem(item)
+        problem = None if item_check is None else item_check(item)
         if problem is not None:
             return f"item {position}: {problem}"
     return None
+
+
+def _strings(value: Any) -> str | None:
+    return _string_list(value)
+
+
+def _specs(value: Any) -> str | None:
+    return _string_list(value, spec_problem)
 
 
 def _features(value: Any) -> str | None:
@@ -241,8 +240,13 @@ def _purls(value: Any) -> str | None:
 def _extra_depends(value: Any) -> str | None:
     if not isinstance(value, dict):
         return f"must be an object of match spec lists, not {_kind(value)}"
-    for key, specs in value.items():
-        problem = _specs(specs)
+    return _each_value(value, _specs)
+
+
+def _each_value(value: dict[Any, Any], check: Check) -> str | None:
+    """The first problem of an object's values, named by its key."""
+    for key, item in value.items():
+        problem = check(item)
         if problem is not None:
             return f"{key!r}: {problem}"
     return None
@@ -267,11 +271,7 @@ def _run_exports(value: Any) -> str | None:
         return _strings(value)
     if not isinstance(value, dict):
         return f"must be an object of lists of strings, not {_kind(value)}"
-    for key, specs in value.items():
-        problem = _strings(specs)
-        if problem is not None:
-            return f"{key!r}: {problem}"
-    return None
+    return _each_value(value, _strings)
 
 
 def _kind(value: object) -> str:
