@@ -1,8 +1,9 @@
 """``/readyz``: is this instance able to serve? Cheap enough for a load balancer to poll.
 
 503 when the database cannot be reached. Failing publications do not make the instance unready
-(every replica would be drained for one bad subdir): they are counted, and listed with their
-reason for the channels the caller may read.
+(every replica would be drained for one bad subdir): those of the channels the caller may read
+are counted and listed with their reason (anonymous callers: public channels). Nothing about a
+channel the caller cannot read shows, not even in the count or the status.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def readyz(principal: CurrentPrincipal, container: ContainerDep) -> JSONResponse
         if f.channel_id in readable
     ]
     body = {
-        "status": "degraded" if failing else "ok",
+        "status": "degraded" if shown else "ok",
         "database": "ok",
-        "failing_publications": len(failing),
+        "failing_publications": len(shown),
         "publications": shown,
     }
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
