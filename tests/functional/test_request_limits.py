@@ -77,12 +77,14 @@ def _multipart(*files: tuple[str, bytes]) -> tuple[bytes, str]:
     return request.read(), request.headers["content-type"]
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
-def test_multipart_file_past_the_archive_limit(small: LiveServer, chunked: bool) -> None:
-    channel = small.new_channel(prefix="mp")
-    body, content_type = _multipart(("big-1.0-0.conda", b"x" * (ARCHIVE_LIMIT + 1)))
+def _assert_multipart_refused(
+    live: LiveServer, chunked: bool, files: list[tuple[str, bytes]], code: str
+) -> None:
+    """A multipart upload of ``files`` is a 413 with ``code`` and leaves nothing spooled."""
+    channel = live.new_channel(prefix="mp")
+    body, content_type = _multipart(*files)
     response = _send(
-        small,
+        live,
         "POST",
         f"/api/v1/channels/{channel}/files",
         body,
@@ -90,27 +92,21 @@ def test_multipart_file_past_the_archive_limit(small: LiveServer, chunked: bool)
         **{"content-type": content_type},
     )
     _assert_too_large(response)
-    assert response.json()["code"] == "package:archive-size"
-    _assert_nothing_spooled(small)
+    assert response.json()["code"] == code
+    _assert_nothing_spooled(live)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_multipart_file_past_the_archive_limit(small: LiveServer, chunked: bool) -> None:
+    files = [("big-1.0-0.conda", b"x" * (ARCHIVE_LIMIT + 1))]
+    _assert_multipart_refused(small, chunked, files, "package:archive-size")
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
 def test_multipart_request_past_the_request_limit(small: LiveServer, chunked: bool) -> None:
     """Each file is under the archive limit, all of them together are not."""
-    channel = small.new_channel(prefix="mp")
     files = [(f"f{i}-1.0-0.conda", b"y" * (ARCHIVE_LIMIT - 100)) for i in range(3)]
-    body, content_type = _multipart(*files)
-    response = _send(
-        small,
-        "POST",
-        f"/api/v1/channels/{channel}/files",
-        body,
-        chunked,
-        **{"content-type": content_type},
-    )
-    _assert_too_large(response)
-    assert response.json()["code"] == "request:too-large"
-    _assert_nothing_spooled(small)
+    _assert_multipart_refused(small, chunked, files, "request:too-large")
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
