@@ -3,6 +3,11 @@
 Concurrent first requests for the same file share one fetch (a lock per sha256 in this process;
 between processes the content-addressed store makes a duplicate fetch harmless). The bytes are
 checked against the record's sha256 before they are stored or served.
+
+A mirror's upstream settings are cached for ``CONFIG_TTL_S`` under the mirror's id *and* its
+``created_at``/``updated_at`` (read with one primary-key query per fetch): an edited mirror, or a
+new mirror that took a deleted one's id (SQLite reuses the highest id), never fetches through the
+old source, token or proxy.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +38,7 @@ class _Upstream:
     config: SourceConfig
     base_urls: dict[str, str | None]
     loaded_at: float
+    version: tuple[datetime, datetime]  # the mirror's created_at, updated_at when loaded
 
 
 class PassiveFetcher:
@@ -95,23 +102,41 @@ class PassiveFetcher:
         self.fetches += 1
 
     def _upstream(self, mirror_id: int) -> _Upstream:
-        known = self._upstreams.get(mirror_id)
-        if known is not None and time.monotonic() - known.loaded_at < CONFIG_TTL_S:
-            return known
         with self.factory() as session:
-            mirror = session.get(Mirror, mirror_id)
-            if mirror is None:
+            stamp = session.execute(
+                select(Mirror.created_at, Mirror.updated_at).where(Mirror.id == mirror_id)
+            ).first()
+            if stamp is None:
+                self._upstreams.pop(mirror_id, None)
                 raise UnavailableError(
                     "the mirror this file came from is gone", code="mirror:not-found"
                 )
-            config = source_config(mirror, self.secrets, self.timeout_s, self.outbound)
-            base_urls: dict[str, str | None] = dict(
-                session.execute(
-                    select(MirrorSubdirState.subdir, MirrorSubdirState.base_url).where(
-                        MirrorSubdirState.mirror_id == mirror_id
-                    )
-                ).all()
-            )
-        upstream = _Upstream(config, base_urls, time.monotonic())
+            version = (stamp.created_at, stamp.updated_at)
+            known = self._upstreams.get(mirror_id)
+            if (
+                known is not None
+                and known.version == version
+                and time.monotonic() - known.loaded_at < CONFIG_TTL_S
+            ):
+                return known
+            upstream = self._load(session, mirror_id, version)
         self._upstreams[mirror_id] = upstream
         return upstream
+
+    def _load(
+        self, session: Session, mirror_id: int, version: tuple[datetime, datetime]
+    ) -> _Upstream:
+        mirror = session.get(Mirror, mirror_id)
+        if mirror is None:
+            raise UnavailableError(
+                "the mirror this file came from is gone", code="mirror:not-found"
+            )
+        config = source_config(mirror, self.secrets, self.timeout_s, self.outbound)
+        base_urls: dict[str, str | None] = dict(
+            session.execute(
+                select(MirrorSubdirState.subdir, MirrorSubdirState.base_url).where(
+                    MirrorSubdirState.mirror_id == mirror_id
+                )
+            ).all()
+        )
+        return _Upstream(config, base_urls, time.monotonic(), version)
