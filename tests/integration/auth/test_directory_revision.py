@@ -6,7 +6,6 @@ revocation that lands while a credential is being read all move the revision in 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,21 +21,9 @@ from stockade.channels.service import ChannelService
 from stockade.container import Container
 from stockade.core.errors import AuthenticationError
 from stockade.db.engine import transaction
-from stockade.settings import load_settings
 
 OPS = ExternalGroup("cn=ops,ou=groups,dc=example,dc=org", "ops")
 GROUP_ROLES = {"ops": ["admin"]}
-
-
-@pytest.fixture
-def other(container: Container) -> Iterator[Container]:
-    """A second process on the same database (its own in-memory caches)."""
-    settings = load_settings(
-        data_dir=container.settings.data_dir, database_url=container.settings.database_url
-    )
-    built = Container.build(settings)
-    yield built
-    built.close()
 
 
 def sync(
@@ -66,7 +53,7 @@ def test_losing_a_role_through_the_directory_reaches_every_process(
 
 
 def test_a_credential_read_before_a_revocation_is_not_cached_after_it(
-    container: Container, other: Container, monkeypatch: pytest.MonkeyPatch
+    container: Container, other: Container, admin: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A resolution that read the database before another process revoked the token, and ended
     after this process saw the new revision, must not be remembered as current."""
@@ -80,7 +67,7 @@ def test_a_credential_read_before_a_revocation_is_not_cached_after_it(
     def slow_resolve(given: Credentials) -> Principal:
         found = resolve(given)  # read before the revocation below
         with transaction(container.factory) as session:
-            TokenService(session, max_days=30).revoke(admin_of(container), issued.record.id)
+            TokenService(session, max_days=30).revoke(admin, issued.record.id)
         authenticator._revision_read_at = float("-inf")  # another request follows the revision
         authenticator._follow_revision(time.monotonic())
         return found
@@ -92,18 +79,11 @@ def test_a_credential_read_before_a_revocation_is_not_cached_after_it(
         authenticator.authenticate(creds)
 
 
-def admin_of(container: Container) -> Principal:
-    with transaction(container.factory) as session:
-        users = UserService(session)
-        return users.principal_for(users.get_by_name("admin"), via="password")
-
-
 def test_a_deleted_channels_grants_do_not_open_the_next_channel_with_its_id(
-    container: Container, other: Container
+    container: Container, other: Container, admin: Principal
 ) -> None:
     """SQLite hands a deleted row's id to the next row: a grant cached with the principal must
     not open the channel that takes the deleted channel's id."""
-    admin = admin_of(container)
     with transaction(container.factory) as session:
         UserService(session).create_user("member", "correct-horse-battery")
         UserService(session).create_user("newcomer", "correct-horse-battery")

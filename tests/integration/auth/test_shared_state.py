@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -20,22 +19,10 @@ from stockade.auth.tokens import TokenService
 from stockade.container import Container
 from stockade.core.errors import AuthenticationError, TooManyRequestsError
 from stockade.db.engine import transaction
-from stockade.settings import load_settings
 
 PASSWORD = "correct-horse-battery"
 HOME = "192.0.2.10"
 ATTACKER = "198.51.100.7"
-
-
-@pytest.fixture
-def other(container: Container) -> Iterator[Container]:
-    """A second process on the same database (its own in-memory caches)."""
-    settings = load_settings(
-        data_dir=container.settings.data_dir, database_url=container.settings.database_url
-    )
-    built = Container.build(settings)
-    yield built
-    built.close()
 
 
 def make_user(container: Container, name: str, *, admin: bool = False) -> None:
@@ -120,21 +107,15 @@ def issue(container: Container, name: str) -> tuple[str, int]:
         return issued.secret, issued.record.id
 
 
-def admin_principal(container: Container) -> Principal:
-    with transaction(container.factory) as session:
-        users = UserService(session)
-        return users.principal_for(users.get_by_name("admin"), via="password")
-
-
 def test_a_revocation_on_one_process_is_seen_by_the_others(
-    container: Container, other: Container
+    container: Container, other: Container, admin: Principal
 ) -> None:
     secret, token_id = issue(container, "revoked-elsewhere")
     creds = Credentials(token=secret, ip=HOME)
     assert other.authenticator.authenticate(creds).username == "revoked-elsewhere"
     assert other.authenticator.cached(creds) is not None  # cached for the next 15 s
     with transaction(container.factory) as session:
-        TokenService(session, max_days=30).revoke(admin_principal(container), token_id)
+        TokenService(session, max_days=30).revoke(admin, token_id)
     container.authenticator.forget_all()
     time.sleep(authenticator_module.REVISION_CHECK_SECONDS + 0.1)
     assert other.authenticator.cached(creds) is None  # the fast path goes to check again
@@ -144,7 +125,7 @@ def test_a_revocation_on_one_process_is_seen_by_the_others(
 
 @pytest.mark.parametrize("change", ["disable", "delete", "password", "role"])
 def test_account_changes_reach_other_processes(
-    container: Container, other: Container, change: str
+    container: Container, other: Container, admin: Principal, change: str
 ) -> None:
     secret, _ = issue(container, f"changed-{change}")
     creds = Credentials(token=secret, ip=HOME)
@@ -153,16 +134,18 @@ def test_account_changes_reach_other_processes(
     from stockade.auth.admin import PrincipalAdmin, UserChanges
 
     with transaction(container.factory) as session:
-        admin = PrincipalAdmin(session, admin_principal(container))
+        principals = PrincipalAdmin(session, admin)
         name = f"changed-{change}"
         if change == "disable":
-            admin.update_user(name, UserChanges(is_active=False))
+            principals.update_user(name, UserChanges(is_active=False))
         elif change == "delete":
-            admin.delete_user(name)
+            principals.delete_user(name)
         elif change == "password":
-            admin.update_user(name, UserChanges(password="another-password-1", revoke_tokens=True))
+            principals.update_user(
+                name, UserChanges(password="another-password-1", revoke_tokens=True)
+            )
         else:
-            admin.assign("admin", user=name)
+            principals.assign("admin", user=name)
     container.authenticator.forget_all()
     time.sleep(authenticator_module.REVISION_CHECK_SECONDS + 0.1)
     if change == "role":
@@ -174,7 +157,7 @@ def test_account_changes_reach_other_processes(
 
 @pytest.mark.parametrize("change", ["token revoked", "removed from the directory"])
 def test_changes_made_by_services_alone_reach_every_process(
-    container: Container, other: Container, change: str
+    container: Container, other: Container, admin: Principal, change: str
 ) -> None:
     """The revision moves in the same transaction as the change: no edge has to remember to call
     ``forget_all`` (a directory sync job, a sign-in that finds the user gone)."""
@@ -186,7 +169,7 @@ def test_changes_made_by_services_alone_reach_every_process(
     assert other.authenticator.authenticate(creds).username == name
     with transaction(container.factory) as session:
         if change == "token revoked":
-            TokenService(session, max_days=30).revoke(admin_principal(container), token_id)
+            TokenService(session, max_days=30).revoke(admin, token_id)
         else:
             user = session.scalars(select(User).where(User.username == name)).one()
             IdentityService(session).disable_missing_user(user, "not found in ldap")
