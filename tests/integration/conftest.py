@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from stockade.auth.principal import Principal
 from stockade.auth.service import UserService
+from stockade.channels.models import Channel, SubdirIndex
 from stockade.channels.service import ChannelService
 from stockade.channels.upload import UploadService, validate_upload
 from stockade.container import Container
@@ -40,6 +42,18 @@ def admin(container: Container) -> Principal:
 def make_channel(container: Container, admin: Principal, name: str) -> None:
     with transaction(container.factory) as session:
         ChannelService(session).create(admin, name)
+
+
+def index_row(container: Container, channel: str, subdir: str) -> SubdirIndex:
+    """The publication row of ``channel``'s ``subdir`` (it must exist)."""
+    with container.read_factory() as session:
+        row = session.scalar(
+            select(SubdirIndex)
+            .join(Channel, Channel.id == SubdirIndex.channel_id)
+            .where(Channel.name == channel, SubdirIndex.subdir == subdir)
+        )
+        assert row is not None
+        return row
 
 
 def add_package(container: Container, admin: Principal, channel: str, path: Path) -> None:

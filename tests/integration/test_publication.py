@@ -11,24 +11,13 @@ from sqlalchemy import select, update
 
 from stockade.auth.principal import Principal
 from stockade.channels.locks import PublicationLocks
-from stockade.channels.models import Channel, SubdirIndex, SubdirShard
+from stockade.channels.models import Channel, SubdirShard
 from stockade.channels.publication import PublicationService
 from stockade.conda.shards import read_shard_index
 from stockade.container import Container
 from stockade.db.engine import transaction
 from tests.factories.packages import PackageSpec, build
-from tests.integration.conftest import add_package, make_channel
-
-
-def index_row(container: Container, channel: str, subdir: str) -> SubdirIndex:
-    with container.read_factory() as session:
-        row = session.scalar(
-            select(SubdirIndex)
-            .join(Channel, Channel.id == SubdirIndex.channel_id)
-            .where(Channel.name == channel, SubdirIndex.subdir == subdir)
-        )
-        assert row is not None
-        return row
+from tests.integration.conftest import add_package, index_row, make_channel
 
 
 def published_names(container: Container, channel: str, subdir: str = "noarch") -> set[str]:

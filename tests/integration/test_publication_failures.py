@@ -21,24 +21,13 @@ from stockade.conda.patches import PatchInvalidError
 from stockade.container import Container
 from stockade.db.engine import transaction
 from tests.factories.packages import PackageSpec, build
-from tests.integration.conftest import add_package, make_channel
+from tests.integration.conftest import add_package, index_row, make_channel
 
 FILE = "pkg-1.0-0.conda"
 
 
-def _row(container: Container, channel: str, subdir: str) -> SubdirIndex:
-    with container.read_factory() as session:
-        row = session.scalar(
-            select(SubdirIndex)
-            .join(Channel, Channel.id == SubdirIndex.channel_id)
-            .where(Channel.name == channel, SubdirIndex.subdir == subdir)
-        )
-        assert row is not None
-        return row
-
-
 def _record(container: Container, channel: str, subdir: str = "noarch") -> dict[str, Any]:
-    row = _row(container, channel, subdir)
+    row = index_row(container, channel, subdir)
     assert row.repodata_sha256 is not None
     data = orjson.loads(container.blobs.read_bytes(row.repodata_sha256))
     return dict(data["packages.conda"][FILE])
@@ -96,7 +85,7 @@ def test_a_stored_bad_patch_does_not_wedge_publication(
         )
         PatchService(session).set(admin, "team", "noarch", "other-1.0-0.conda", changes={})
     assert container.publisher.run_pending() == 1
-    row = _row(container, "team", "noarch")
+    row = index_row(container, "team", "noarch")
     assert row.published_rev == row.requested_rev and row.failure is None
     warnings = sorted(row.warnings)
     assert len(warnings) == 2
@@ -133,14 +122,14 @@ def test_a_failing_publication_is_recorded_backs_off_and_blocks_nothing(
     with caplog.at_level(logging.WARNING, logger="stockade.publisher"):
         container.publisher.run_pending()
         container.publisher.run_pending()  # backing off: not tried again
-    failing = _row(container, "team", "linux-64")
+    failing = index_row(container, "team", "linux-64")
     assert failing.failure == "OverflowError: int too big to convert"
     assert failing.failures == 1 and failing.retry_at is not None
     assert failing.published_rev < failing.requested_rev
     assert sum(1 for r in caplog.records if r.exc_info) == 1  # one traceback, not one per poll
     # the rest of the channel and other channels published
     for channel, subdir in (("team", "noarch"), ("other", "noarch")):
-        row = _row(container, channel, subdir)
+        row = index_row(container, channel, subdir)
         assert row.published_rev == row.requested_rev
     with container.read_factory() as session:
         listed = failing_publications(session)
@@ -151,14 +140,14 @@ def test_a_failing_publication_is_recorded_backs_off_and_blocks_nothing(
     )
     with caplog.at_level(logging.WARNING, logger="stockade.publisher"):
         container.publisher.run_pending()
-    assert _row(container, "team", "linux-64").failures == 2
+    assert index_row(container, "team", "linux-64").failures == 2
     assert sum(1 for r in caplog.records if r.exc_info) == 1
     # fixed: the next try publishes and clears the failure
     monkeypatch.setattr(PublicationService, "_build", real)
     with transaction(container.factory) as session:
         session.execute(update(SubdirIndex).values(retry_at=None))
     container.publisher.run_pending()
-    fixed = _row(container, "team", "linux-64")
+    fixed = index_row(container, "team", "linux-64")
     assert fixed.failure is None and fixed.failures == 0
     assert fixed.published_rev == fixed.requested_rev
 
