@@ -2,8 +2,9 @@
 
 Each job's next run lives in ``scheduled_jobs``; taking a due job is one conditional row update,
 so any number of replicas may run this thread and each due run happens once. A job that fails is
-recorded (status and message) and runs again at its next time. Until the job-queue issue brings
-Huey (ADR 0004), recurring jobs run here.
+recorded (status and message) and runs again at its next time. A job whose schedule never fires
+or is not valid cron (``core.cron.next_fire`` gives None) is skipped with one warning; the others
+keep running. Until the job-queue issue brings Huey (ADR 0004), recurring jobs run here.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from croniter import croniter
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.core.clock import utcnow
 from stockade.core.context import Origin, origin
+from stockade.core.cron import BadScheduleWarner, next_fire
 from stockade.db import schedules
 from stockade.db.engine import transaction
 
@@ -35,8 +36,9 @@ class Job:
     lease: timedelta = timedelta(minutes=30)
 
 
-def next_time(schedule: str, after: datetime) -> datetime:
-    return croniter(schedule, after).get_next(datetime)
+def next_time(schedule: str, after: datetime) -> datetime | None:
+    """The job's next run; None when its schedule never fires or is not cron."""
+    return next_fire(schedule, after)
 
 
 class SchedulerThread:
@@ -47,6 +49,7 @@ class SchedulerThread:
         self.jobs = jobs
         self.poll_s = poll_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._bad = BadScheduleWarner(log)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stockade-scheduler", daemon=True)
 
@@ -61,9 +64,9 @@ class SchedulerThread:
         now = utcnow()
         with transaction(self.factory) as session:
             for job in self.jobs:
-                schedules.ensure_schedule(
-                    session, job.name, job.schedule, next_time(job.schedule, now)
-                )
+                when = self._next(job, now)
+                if when is not None:
+                    schedules.ensure_schedule(session, job.name, job.schedule, when)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -81,15 +84,20 @@ class SchedulerThread:
                     log.exception("scheduler: checking %s failed", job.name)
             self._stop.wait(self.poll_s)
 
+    def _next(self, job: Job, now: datetime) -> datetime | None:
+        when = next_time(job.schedule, now)
+        if when is None:
+            self._bad.warn(f"scheduled job {job.name}", job.schedule)
+        return when
+
     def run_if_due(self, job: Job) -> bool:
         now = utcnow()
+        when = self._next(job, now)
+        if when is None:
+            return False
         with transaction(self.factory) as session:
             claimed = schedules.claim_due(
-                session,
-                job.name,
-                self.owner,
-                lease=job.lease,
-                next_run_at=next_time(job.schedule, now),
+                session, job.name, self.owner, lease=job.lease, next_run_at=when
             )
         if not claimed:
             return False

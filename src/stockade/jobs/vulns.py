@@ -9,6 +9,9 @@
   hand its ids back).
 - :class:`FeedHousekeeper` hands due feeds to the queue; taking a due feed is a conditional update
   of ``vuln_feeds.next_run_at`` (as ``take_due_mirrors`` does), so each due time is taken once.
+  A feed whose stored schedule never fires or is not cron (stored before schedules were checked)
+  is not queued: its ``next_run_at`` is cleared and the reason recorded on the row, with one
+  warning; the other feeds keep their schedule.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from croniter import croniter
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact
 from stockade.container import Container
 from stockade.core.clock import utcnow
+from stockade.core.cron import log_bad_schedule, next_fire
 from stockade.core.errors import StockadeError
 from stockade.db.engine import transaction
 from stockade.jobs.ticker import Ticker
@@ -46,8 +49,9 @@ __all__ = [
 ]
 
 
-def next_feed_run(schedule: str, after: datetime) -> datetime:
-    return croniter(schedule, after).get_next(datetime)
+def next_feed_run(schedule: str, after: datetime) -> datetime | None:
+    """The feed's next run; None when its schedule never fires or is not cron."""
+    return next_fire(schedule, after)
 
 
 def sync_feed(container: Container, feed_id: int) -> SyncCounts | None:
@@ -117,14 +121,33 @@ def take_due_feeds(session: Session, now: datetime | None = None) -> list[int]:
     ).all()
     taken: list[int] = []
     for feed_id, schedule, was in due:
+        when = next_feed_run(schedule, now)
+        if when is None:
+            _unschedule(session, feed_id, schedule, was)
+            continue
         result = session.execute(
             update(VulnFeed)
             .where(VulnFeed.id == feed_id, VulnFeed.next_run_at == was)
-            .values(next_run_at=next_feed_run(schedule, now), last_status="queued")
+            .values(next_run_at=when, last_status="queued")
         )
         if result.rowcount:  # type: ignore[attr-defined]
             taken.append(feed_id)
     return taken
+
+
+def _unschedule(session: Session, feed_id: int, schedule: str, was: datetime | None) -> None:
+    """A feed whose schedule cannot fire: off the schedule until it is changed, and why."""
+    result = session.execute(
+        update(VulnFeed)
+        .where(VulnFeed.id == feed_id, VulnFeed.next_run_at == was)
+        .values(
+            next_run_at=None,
+            last_status="failed",
+            last_error=f"schedule {schedule!r} is not a cron expression that fires: set another",
+        )
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        log_bad_schedule(log, f"feed {feed_id}", schedule)  # once: it is no longer due
 
 
 class FeedHousekeeper(Ticker):
