@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -16,7 +17,8 @@ from stockade.vulns.feedsync import FeedService, FeedSync, SyncCounts
 from stockade.vulns.matcher import Matcher
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.models import VulnMatch
-from tests.integration.conftest import make_channel
+from tests.factories.packages import PackageSpec, build_conda
+from tests.integration.conftest import add_package, make_channel
 
 VULNS = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "vulns"
 
@@ -36,6 +38,26 @@ def add_feed(container: Container, admin: Principal, name: str, url: str, fmt: s
 
 def sync(container: Container, feed_id: int) -> SyncCounts:
     return FeedSync(container.factory).sync_feed(feed_id)
+
+
+def channel_with_advisories(
+    container: Container,
+    admin: Principal,
+    tmp_path: Path,
+    channel: str,
+    specs: Iterable[PackageSpec],
+    advised: str,
+) -> str:
+    """Channel ``channel`` with ``specs`` uploaded and the real OSV advisories of the PyPI
+    package ``advised`` synced as a feed ``pypa``; the channel's name."""
+    make_channel(container, admin, channel)
+    for spec in specs:
+        folder = tmp_path / spec.name
+        folder.mkdir()
+        add_package(container, admin, channel, build_conda(folder, spec))
+    feed = add_feed(container, admin, "pypa", osv_folder(tmp_path, advised).as_uri(), "osv")
+    sync(container, feed)
+    return channel
 
 
 def channel_id(container: Container, admin: Principal, name: str = "internal") -> int:

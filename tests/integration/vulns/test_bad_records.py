@@ -32,9 +32,8 @@ from stockade.vulns.reports import (
 )
 from stockade.vulns.sbom import cyclonedx_json, spdx_json
 from stockade.vulns.trees import TreeBuilder
-from tests.factories.packages import PackageSpec, build_conda
-from tests.integration.conftest import add_package, make_channel
-from tests.integration.vulns.support import add_feed, osv_folder, sync
+from tests.factories.packages import PackageSpec
+from tests.integration.vulns.support import channel_with_advisories
 
 ADVISORY = "PYSEC-2021-76"
 BAD_FILE = "aiohttp-9.0-bad.conda"
@@ -53,19 +52,14 @@ BAD_RECORDS: dict[str, tuple[str, bytes]] = {
 
 @pytest.fixture
 def world(container: Container, admin: Principal, tmp_path: Path) -> str:
-    make_channel(container, admin, "internal")
-    for spec in (
+    specs = (
         PackageSpec(name="app", version="1.0", build="0", depends=("mid",)),
         PackageSpec(name="mid", version="1.0", build="0", depends=("aiohttp",)),
         PackageSpec(name="aiohttp", version="3.7.3", build="0"),
-    ):
-        folder = tmp_path / spec.name
-        folder.mkdir()
-        add_package(container, admin, "internal", build_conda(folder, spec))
-    feed = add_feed(container, admin, "pypa", osv_folder(tmp_path, "aiohttp").as_uri(), "osv")
-    sync(container, feed)
+    )
+    channel = channel_with_advisories(container, admin, tmp_path, "internal", specs, "aiohttp")
     container.publisher.run_pending()
-    return "internal"
+    return channel
 
 
 def insert_bad_row(container: Container, version: str, patch: bytes) -> None:

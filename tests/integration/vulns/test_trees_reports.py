@@ -25,9 +25,8 @@ from stockade.vulns.reports import (
     report_environment,
 )
 from stockade.vulns.trees import TreeBuilder, UnsatisfiableError
-from tests.factories.packages import PackageSpec, build_conda
-from tests.integration.conftest import add_package, make_channel
-from tests.integration.vulns.support import add_feed, osv_folder, sync
+from tests.factories.packages import PackageSpec
+from tests.integration.vulns.support import channel_with_advisories
 
 ADVISORY = "PYSEC-2021-76"
 PATH = ["app", "mid", "aiohttp"]
@@ -35,19 +34,13 @@ PATH = ["app", "mid", "aiohttp"]
 
 @pytest.fixture
 def world(container: Container, admin: Principal, tmp_path: Path) -> str:
-    make_channel(container, admin, "internal")
-    for spec in (
+    specs = (
         PackageSpec(name="app", version="1.0", build="0", depends=("mid", "tool")),
         PackageSpec(name="mid", version="1.0", build="0", depends=("aiohttp 3.7.3",)),
         PackageSpec(name="tool", version="1.0", build="0", depends=("mid",)),
         PackageSpec(name="aiohttp", version="3.7.3", build="0"),
-    ):
-        folder = tmp_path / spec.name
-        folder.mkdir()
-        add_package(container, admin, "internal", build_conda(folder, spec))
-    feed = add_feed(container, admin, "pypa", osv_folder(tmp_path, "aiohttp").as_uri(), "osv")
-    sync(container, feed)
-    return "internal"
+    )
+    return channel_with_advisories(container, admin, tmp_path, "internal", specs, "aiohttp")
 
 
 def test_solved_tree_paths_and_reachable_scores(
@@ -140,17 +133,11 @@ def test_unscored_advisories_are_still_reachable(
 ) -> None:
     """PyPI's own advisories carry no CVSS vector: a dependency on flask 0.12.2 (three such
     advisories of ``osv-pypi/flask``) still shows, unscored, with its path."""
-    make_channel(container, admin, "web")
-    for spec in (
+    specs = (
         PackageSpec(name="site", version="1.0", build="0", depends=("flask 0.12.2",)),
         PackageSpec(name="flask", version="0.12.2", build="py_0"),
-    ):
-        folder = tmp_path / spec.name
-        folder.mkdir()
-        add_package(container, admin, "web", build_conda(folder, spec))
-    sync(
-        container, add_feed(container, admin, "pypa", osv_folder(tmp_path, "flask").as_uri(), "osv")
     )
+    channel_with_advisories(container, admin, tmp_path, "web", specs, "flask")
     with container.factory() as session:
         tree = package_tree(session, admin, "web", "site", "1.0", "0", "noarch")
     assert tree.score is None
