@@ -7,6 +7,7 @@ The object is built once by the edges (CLI, server) and passed in; nothing reads
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -59,6 +60,24 @@ class ServerSettings(BaseModel):
         description="seconds a client has to send a request's headers (new or kept-alive "
         "connection) before it is closed",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (uvicorn's forwarded_allow_ips); [] believes none",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        checked = []
+        for item in (entry.strip() for entry in value):
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or network") from None
+            checked.append(item)
+        return checked
 
 
 class PublicationSettings(BaseModel):

@@ -43,6 +43,10 @@ def serve(
     an older, world-readable folder is tightened). Request bodies are limited
     (server.max_body_size; uploads: upload.max_archive_size, upload.max_request_size) and a
     client must send a request's headers within server.header_timeout_s.
+
+    X-Forwarded-For and X-Forwarded-Proto are believed only from server.trusted_proxies
+    (addresses or CIDR networks; default 127.0.0.1 and ::1; [] for none), with one worker or
+    --workers N: the client address they give is what sign-in throttling and the access log use.
     """
     import uvicorn
 
@@ -51,7 +55,7 @@ def serve(
     from stockade.core.logging import configure_logging
     from stockade.db.migrate import upgrade
     from stockade.web.middleware import CondaFastPath
-    from stockade.web.serving import HttpToolsWithDeadline
+    from stockade.web.serving import HttpToolsWithDeadline, uvicorn_options
 
     settings = settings_or_exit(host=host, port=port)
     configure_logging(settings.log_level, settings.log_format)
@@ -68,20 +72,14 @@ def serve(
         else:
             out.print("  with the password from STOCKADE_ADMIN_PASSWORD")
     out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
-    options = {
-        "host": settings.host,
-        "port": settings.port,
-        "access_log": False,  # ours is in RequestContextMiddleware
-        "log_config": None,
-        "timeout_graceful_shutdown": 10,
-    }
+    options = uvicorn_options(settings)  # the same for every worker process
     if workers > 1:
         container.close()  # each worker process builds its own from the same settings
         http = "stockade.web.serving:HttpToolsWithDeadline"  # the deadline is set by asgi:app
-        uvicorn.run("stockade.asgi:app", factory=True, workers=workers, http=http, **options)  # type: ignore[arg-type]
+        uvicorn.run("stockade.asgi:app", factory=True, workers=workers, http=http, **options)
         return
     app = CondaFastPath(create_app(settings, container))
-    uvicorn.run(app, http=HttpToolsWithDeadline, **options)  # type: ignore[arg-type]
+    uvicorn.run(app, http=HttpToolsWithDeadline, **options)
 
 
 def worker(

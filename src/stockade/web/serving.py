@@ -12,6 +12,11 @@ in time is never cut off by it. See docs/adr/0011-request-limits-and-header-dead
 ``stockade serve`` passes ``HttpToolsWithDeadline`` to uvicorn (``H11WithDeadline`` for h11);
 ``configure_header_timeout`` sets the deadline for the process (each worker process sets it from
 its own settings, in ``stockade.asgi``).
+
+:func:`uvicorn_options` are the options ``stockade serve`` gives uvicorn, with one worker or
+several (uvicorn hands its configuration to each worker process): among them the reverse proxies
+whose ``X-Forwarded-For``/``-Proto`` are believed (``server.trusted_proxies``), which decide the
+client address that sign-in throttling, preview limits and the access log see.
 """
 
 from __future__ import annotations
@@ -77,6 +82,21 @@ class HttpToolsWithDeadline(HeaderDeadline, HttpToolsProtocol):
 
 class H11WithDeadline(HeaderDeadline, H11Protocol):  # type: ignore[misc]  # mixin typed on httptools
     """The same on h11."""
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for this configuration (the app, protocol and workers aside)."""
+    proxies = settings.server.trusted_proxies
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,  # ours is in RequestContextMiddleware
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+        # uvicorn's default trusts loopback, or whatever FORWARDED_ALLOW_IPS says: ours is explicit
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": list(proxies),
+    }
 
 
 def configure_header_timeout(seconds: float) -> None:
