@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Update, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,7 +37,7 @@ from stockade.mirroring.models import (
     MirrorRunLog,
     RunState,
 )
-from stockade.mirroring.service import MirrorService, next_run
+from stockade.mirroring.service import MirrorService, next_run, not_visible
 
 LOG_PAGE = 500
 
@@ -183,12 +183,28 @@ class RunService:
                 return run
             except (MirrorNotFoundError, AuthenticationError):
                 pass
-        if principal.is_anonymous:
-            raise AuthenticationError(f"run {run_id}: sign in or pass a token to see it")
-        raise RunNotFoundError(f"run {run_id} not found")
+        raise not_visible(principal, f"run {run_id}", RunNotFoundError)
 
 
 # ------------------------------------------------------------------------------ used by workers
+
+
+def _update_held(run_id: int, owner: str, *more: ColumnElement[bool]) -> Update:
+    """An update of the run that applies only while ``owner`` holds it running."""
+    return update(MirrorRun).where(
+        MirrorRun.id == run_id,
+        MirrorRun.lease_owner == owner,
+        MirrorRun.state == RunState.RUNNING.value,
+        *more,
+    )
+
+
+def _silent_running(since: datetime) -> ColumnElement[bool]:
+    """A running run whose worker has not sent a heartbeat since ``since`` (or never)."""
+    return and_(
+        MirrorRun.state == RunState.RUNNING.value,
+        or_(MirrorRun.heartbeat_at.is_(None), MirrorRun.heartbeat_at < since),
+    )
 
 
 def claim(session: Session, run_id: int, owner: str, *, stale_after: timedelta) -> bool:
@@ -201,13 +217,7 @@ def claim(session: Session, run_id: int, owner: str, *, stale_after: timedelta) 
             MirrorRun.stop_requested.is_(False),
             or_(
                 MirrorRun.state == RunState.PENDING.value,
-                and_(
-                    MirrorRun.state == RunState.RUNNING.value,
-                    or_(
-                        MirrorRun.heartbeat_at.is_(None),
-                        MirrorRun.heartbeat_at < now - stale_after,
-                    ),
-                ),
+                _silent_running(now - stale_after),
             ),
         )
         .values(
@@ -233,13 +243,7 @@ def heartbeat(
     """Save progress and renew the lease. Returns whether a stop was asked, None if the lease is
     lost (another worker took the run over)."""
     result = session.execute(
-        update(MirrorRun)
-        .where(
-            MirrorRun.id == run_id,
-            MirrorRun.lease_owner == owner,
-            MirrorRun.state == RunState.RUNNING.value,
-        )
-        .values(heartbeat_at=utcnow(), steps=steps, counts=counts)
+        _update_held(run_id, owner).values(heartbeat_at=utcnow(), steps=steps, counts=counts)
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return None
@@ -272,14 +276,9 @@ def hold_for_apply(session: Session, run_id: int, owner: str) -> bool | None:
     (the row stays locked until the commit on PostgreSQL, so a stop waits for it). True: go on;
     False: a stop was asked; None: the lease is lost."""
     result = session.execute(
-        update(MirrorRun)
-        .where(
-            MirrorRun.id == run_id,
-            MirrorRun.lease_owner == owner,
-            MirrorRun.state == RunState.RUNNING.value,
-            MirrorRun.stop_requested.is_(False),
+        _update_held(run_id, owner, MirrorRun.stop_requested.is_(False)).values(
+            heartbeat_at=utcnow()
         )
-        .values(heartbeat_at=utcnow())
     )
     if result.rowcount:  # type: ignore[attr-defined]
         return True
@@ -309,15 +308,7 @@ def finish(
         values["steps"] = steps
     if counts is not None:
         values["counts"] = counts
-    result = session.execute(
-        update(MirrorRun)
-        .where(
-            MirrorRun.id == run_id,
-            MirrorRun.lease_owner == owner,
-            MirrorRun.state == RunState.RUNNING.value,
-        )
-        .values(**values)
-    )
+    result = session.execute(_update_held(run_id, owner).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -342,13 +333,7 @@ def runs_to_resume(
             .where(
                 MirrorRun.stop_requested.is_(False),
                 or_(
-                    and_(
-                        MirrorRun.state == RunState.RUNNING.value,
-                        or_(
-                            MirrorRun.heartbeat_at.is_(None),
-                            MirrorRun.heartbeat_at < now - stale_after,
-                        ),
-                    ),
+                    _silent_running(now - stale_after),
                     and_(
                         MirrorRun.state == RunState.PENDING.value,
                         MirrorRun.created_at < now - pending_after,

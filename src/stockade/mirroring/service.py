@@ -30,7 +30,7 @@ from stockade.channels.models import Artifact, Channel
 from stockade.channels.publishing import request_publications
 from stockade.channels.service import ChannelService, channel_ref
 from stockade.core.clock import utcnow
-from stockade.core.errors import AuthenticationError
+from stockade.core.errors import AuthenticationError, NotFoundError
 from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
 from stockade.core.urls import redact_url
@@ -69,6 +69,16 @@ class MirrorSpec:
             for f in fields(self)
             if getattr(self, f.name) is not UNSET
         }
+
+
+def not_visible(
+    principal: Principal, subject: str, not_found: type[NotFoundError]
+) -> AuthenticationError | NotFoundError:
+    """What a caller who may not see ``subject`` is told: the same as for one that does not
+    exist (401 for anonymous callers, 404 for signed-in ones)."""
+    if principal.is_anonymous:
+        return AuthenticationError(f"{subject}: sign in or pass a token to see it")
+    return not_found(f"{subject} not found")
 
 
 def next_run(schedule: str | None, after: datetime | None = None) -> datetime | None:
@@ -134,9 +144,7 @@ class MirrorService:
                 return mirror
             except (ChannelHiddenError, AuthenticationError):
                 pass
-        if principal.is_anonymous:
-            raise AuthenticationError(f"mirror {name!r}: sign in or pass a token to see it")
-        raise MirrorNotFoundError(f"mirror {name!r} not found")
+        raise not_visible(principal, f"mirror {name!r}", MirrorNotFoundError)
 
     def channel_of(self, mirror: Mirror) -> Channel:
         channel = self.session.get(Channel, mirror.channel_id)
