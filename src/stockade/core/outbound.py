@@ -342,14 +342,19 @@ def guarded_client(
         _request_check(policy, proxy is not None, request)
 
     return httpx.Client(
-        transport=transport,
-        timeout=opts.timeout,
-        follow_redirects=opts.follow_redirects,
-        headers=dict(opts.headers or {}),
-        auth=opts.auth,
-        trust_env=False,  # no proxy from the environment: the destination checked is called
-        event_hooks={"request": [hook]},
+        transport=transport, event_hooks={"request": [hook]}, **_client_options(opts)
     )
+
+
+def _client_options(opts: ClientOptions) -> dict[str, Any]:
+    """What a guarded client (sync or async) takes from ``opts``."""
+    return {
+        "timeout": opts.timeout,
+        "follow_redirects": opts.follow_redirects,
+        "headers": dict(opts.headers or {}),
+        "auth": opts.auth,
+        "trust_env": False,  # no proxy from the environment: the destination checked is called
+    }
 
 
 def guarded_async_client(
@@ -373,11 +378,5 @@ def guarded_async_client(
             await anyio.to_thread.run_sync(_request_check, policy, True, request)
 
     return httpx.AsyncClient(
-        transport=transport,
-        timeout=opts.timeout,
-        follow_redirects=opts.follow_redirects,
-        headers=dict(opts.headers or {}),
-        auth=opts.auth,
-        trust_env=False,
-        event_hooks={"request": [hook]},
+        transport=transport, event_hooks={"request": [hook]}, **_client_options(opts)
     )
