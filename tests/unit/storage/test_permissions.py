@@ -65,14 +65,8 @@ def test_an_existing_world_readable_data_folder_is_tightened(
     outside.write_bytes(b"")
     for path in (data, blob.parent, blob.parent.parent, data / "blobs", data / "locks"):
         os.chmod(path, 0o755)
-    old = os.umask(0o022)
-    try:
-        secure_data_dir(
-            data, blob_dir=data / "blobs", extra_files=(outside,), group_blobs=group_blobs
-        )
-        assert os.umask(0o022) == 0o077  # what the process creates from now on is private
-    finally:
-        os.umask(old)
+    secure_data_dir(data, blob_dir=data / "blobs", extra_files=(outside,), group_blobs=group_blobs)
+    assert os.umask(0o022) == 0o077  # what the process creates from now on is private
     assert _mode(data) == (0o750 if group_blobs else 0o700)
     assert _mode(data / "stockade.db") == 0o600
     assert _mode(outside) == 0o600
@@ -88,41 +82,27 @@ def test_switching_x_accel_redirect_on_and_off_sets_the_blob_modes(tmp_path: Pat
     store = FilesystemBlobStore(data / "blobs")
     blob = store.path_for(store.put_bytes(b"content"))
     leftover = StagingWriter(store.staging_dir(), "x", max_size=10)
-    old = os.umask(0o022)
+    modes = [data, data / "blobs", blob.parent, blob]
     try:
         secure_data_dir(data, blob_dir=data / "blobs", group_blobs=True)
-        assert (_mode(data), _mode(data / "blobs"), _mode(blob.parent), _mode(blob)) == (
-            0o750,
-            0o750,
-            0o750,
-            0o640,
-        )
+        assert [_mode(path) for path in modes] == [0o750, 0o750, 0o750, 0o640]
         assert _mode(store.staging_dir()) == 0o700  # staging stays private
         assert _mode(leftover.path) == 0o600
         secure_data_dir(data, blob_dir=data / "blobs", group_blobs=False)
-        assert (_mode(data), _mode(data / "blobs"), _mode(blob.parent), _mode(blob)) == (
-            0o700,
-            0o700,
-            0o700,
-            0o600,
-        )
+        assert [_mode(path) for path in modes] == [0o700, 0o700, 0o700, 0o600]
     finally:
-        os.umask(old)
         leftover.abort()
 
 
+@pytest.mark.usefixtures("loose_umask")
 def test_a_folder_that_cannot_be_made_private_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def refuse(path: object, _mode: int) -> None:
         raise PermissionError(1, "Operation not permitted", str(path))
 
-    old = os.umask(0o022)
-    try:
-        monkeypatch.setattr(os, "chmod", refuse)
-        with pytest.raises(DataFolderError) as caught:
-            secure_data_dir(tmp_path / "data", blob_dir=tmp_path / "data" / "blobs")
-    finally:
-        os.umask(old)
+    monkeypatch.setattr(os, "chmod", refuse)
+    with pytest.raises(DataFolderError) as caught:
+        secure_data_dir(tmp_path / "data", blob_dir=tmp_path / "data" / "blobs")
     assert str(tmp_path / "data") in caught.value.detail
     assert "Operation not permitted" in caught.value.detail
