@@ -98,20 +98,20 @@ def _shown(value: object) -> str:
 @lru_cache(maxsize=65536)
 def version_problem(text: str) -> str | None:
     """Why rattler cannot read ``text`` as a version, or None."""
-    try:
-        Version(text)
-    except Exception as exc:  # noqa: BLE001 - rattler raises its own exception types
-        return f"{_shown(text)} is not a version rattler can read ({_first_line(exc)})"
-    return None
+    return _parse_problem(Version, text, "a version rattler can read")
 
 
 @lru_cache(maxsize=262144)
 def spec_problem(text: str) -> str | None:
     """Why rattler cannot read ``text`` as a match spec (leniently, as repodata is read)."""
+    return _parse_problem(MatchSpec, text, "a match spec")
+
+
+def _parse_problem(parse: Callable[[str], object], text: str, what: str) -> str | None:
     try:
-        MatchSpec(text)
+        parse(text)
     except Exception as exc:  # noqa: BLE001 - rattler raises its own exception types
-        return f"{_shown(text)} is not a match spec ({_first_line(exc)})"
+        return f"{_shown(text)} is not {what} ({_first_line(exc)})"
     return None
 
 
