@@ -18,28 +18,16 @@ from stockade.db.engine import transaction
 from stockade.mirroring import runs
 from stockade.mirroring.models import MirrorRun, MirrorSubdirState, RunState
 from stockade.mirroring.runs import RunService
-from stockade.mirroring.service import MirrorService, MirrorSpec
-from stockade.policies.service import PolicyService
+from tests.integration.mirroring.support import no_scripts_run
 
 STEPS = ["fetch", "evaluate", "plan", "download", "recheck", "publish"]
-
-
-def _mirror(container: Container, admin: Principal, testdata: Path) -> int:
-    source = (testdata / "channels" / "test-recipes").resolve().as_uri()
-    with transaction(container.factory) as session:
-        MirrorService(session, container.secrets).create(
-            admin, "stoppable", MirrorSpec(source=source, mode="active", subdirs=["noarch"])
-        )
-        PolicyService(session).create(admin, "no-scripts", {"no_link_scripts": True})
-        PolicyService(session).assign(admin, "no-scripts", mirror="stoppable")
-        return RunService(session, container.secrets).request(admin, "stoppable").id
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_stop_before_a_step_applies_nothing(
     container: Container, admin: Principal, testdata: Path, step: str
 ) -> None:
-    run_id = _mirror(container, admin, testdata)
+    run_id = no_scripts_run(container, admin, testdata, "stoppable")
     sync = container.mirror_sync()
     seen: list[str] = []
 
@@ -67,7 +55,7 @@ def test_stop_before_a_step_applies_nothing(
 def test_without_a_stop_the_same_run_completes(
     container: Container, admin: Principal, testdata: Path
 ) -> None:
-    run_id = _mirror(container, admin, testdata)
+    run_id = no_scripts_run(container, admin, testdata, "stoppable")
     sync = container.mirror_sync()
     seen: list[str] = []
     sync.before_step = lambda rid, name: seen.append(name)
@@ -83,7 +71,7 @@ def test_the_switching_transaction_refuses_a_stopped_run(
     container: Container, admin: Principal, testdata: Path
 ) -> None:
     """The last check sits in the transaction that applies the result, on the run's row."""
-    run_id = _mirror(container, admin, testdata)
+    run_id = no_scripts_run(container, admin, testdata, "stoppable")
     with transaction(container.factory) as session:
         assert runs.claim(session, run_id, "me", stale_after=runs.timedelta(seconds=60))
     with transaction(container.factory) as session:

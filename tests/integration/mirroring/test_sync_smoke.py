@@ -19,6 +19,7 @@ from stockade.mirroring.models import MirrorRun, RunState
 from stockade.mirroring.runs import RunService
 from stockade.mirroring.service import MirrorService, MirrorSpec
 from stockade.policies.service import PolicyService
+from tests.integration.mirroring.support import no_scripts_run
 
 
 def test_active_file_mirror(container: Container, admin: Principal, testdata: Path) -> None:
@@ -55,14 +56,7 @@ def test_link_scripts_are_read_from_downloaded_files(
     container: Container, admin: Principal, testdata: Path
 ) -> None:
     """Repodata does not tell link scripts: an active run reads the files it downloaded."""
-    source = (testdata / "channels" / "test-recipes").resolve().as_uri()
-    with transaction(container.factory) as session:
-        MirrorService(session, container.secrets).create(
-            admin, "scripted", MirrorSpec(source=source, mode="active", subdirs=["noarch"])
-        )
-        PolicyService(session).create(admin, "no-scripts", {"no_link_scripts": True})
-        PolicyService(session).assign(admin, "no-scripts", mirror="scripted")
-        run_id = RunService(session, container.secrets).request(admin, "scripted").id
+    run_id = no_scripts_run(container, admin, testdata, "scripted")
     outcome = container.mirror_sync().execute(run_id)
     assert outcome is not None
     assert outcome.state == RunState.COMPLETED, outcome.summary
