@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,8 +33,21 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@contextmanager
+def own_server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, label: str, **overrides: Any
+) -> Iterator[LiveServer]:
+    """A live server on a fresh ``backend`` database and data folder ``<label>-<backend>``,
+    with settings ``overrides`` (as :func:`run_server` takes them)."""
+    data_dir = tmp_path_factory.mktemp(f"{label}-{backend}")
+    with (
+        fresh_database(backend, data_dir, PG_URL) as db_url,
+        run_server(data_dir, db_url, **overrides) as live,
+    ):
+        yield live
+
+
 @pytest.fixture(scope="session")
 def live_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data_dir = tmp_path_factory.mktemp(f"server-{backend}")
-    with fresh_database(backend, data_dir, PG_URL) as db_url, run_server(data_dir, db_url) as live:
+    with own_server(backend, tmp_path_factory, "server") as live:
         yield live

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PG_URL
-from tests.support.server import LiveServer, fresh_database, run_server
+from tests.conftest import own_server
+from tests.support.server import LiveServer
 
 pytestmark = pytest.mark.functional
 
@@ -39,11 +39,9 @@ HEADERS = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[LiveServer]:
     """A server of its own: these failures count against the test client's address."""
-    data_dir = tmp_path_factory.mktemp(f"badauth-{backend}")
-    with (
-        fresh_database(backend, data_dir, PG_URL) as db_url,
-        run_server(data_dir, db_url, auth={"login_attempts_per_minute": 1000}) as live,
-    ):
+    with own_server(
+        backend, tmp_path_factory, "badauth", auth={"login_attempts_per_minute": 1000}
+    ) as live:
         yield live
 
 

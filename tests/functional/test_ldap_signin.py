@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stockade.cli.main import app
-from tests.conftest import PG_URL
-from tests.support.server import LiveServer, fresh_database, run_server
+from tests.conftest import own_server
+from tests.support.server import LiveServer
 from tests.support.slapd import PEOPLE, SERVICE_PASSWORD, Person, Slapd, run_slapd
 
 pytestmark = pytest.mark.functional
@@ -33,12 +33,8 @@ def ldap_server(
     slapd: Slapd, backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """A server whose users come from slapd (StartTLS, checked against the test CA)."""
-    data_dir = tmp_path_factory.mktemp(f"ldap-server-{backend}")
     ldap = slapd.settings(start_tls=True, group_roles=ROLE_MAP, sync_schedule=None)
-    with (
-        fresh_database(backend, data_dir, PG_URL) as db_url,
-        run_server(data_dir, db_url, ldap=ldap) as live,
-    ):
+    with own_server(backend, tmp_path_factory, "ldap-server", ldap=ldap) as live:
         yield live
 
 

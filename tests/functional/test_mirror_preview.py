@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PG_URL
+from tests.conftest import own_server
 from tests.support.mirror_api import (
     API,
     admin,
@@ -32,7 +32,7 @@ from tests.support.mirror_api import (
     unique,
 )
 from tests.support.mirror_data import TEST_RECIPES
-from tests.support.server import LiveServer, fresh_database, run_server
+from tests.support.server import LiveServer
 from tests.support.upstream import Upstream
 
 pytestmark = [pytest.mark.functional]
@@ -155,12 +155,8 @@ def test_dry_run_explain_and_run_agree_on_link_scripts(
 @pytest.fixture(scope="module")
 def tight(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server allowing 2 previews a minute to an anonymous address, 3 to a user."""
-    data_dir = tmp_path_factory.mktemp(f"preview-throttle-{backend}")
     limits = {"previews_per_minute_anonymous": 2, "previews_per_minute_user": 3}
-    with (
-        fresh_database(backend, data_dir, PG_URL) as db_url,
-        run_server(data_dir, db_url, mirror=limits) as live,
-    ):
+    with own_server(backend, tmp_path_factory, "preview-throttle", mirror=limits) as live:
         yield live
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from stockade.core.clock import utcnow
 from stockade.jobs.mirrors import MirrorHousekeeper
 from stockade.mirroring.models import Mirror, MirrorRun
-from tests.conftest import PG_URL
+from tests.conftest import own_server
 from tests.support.mirror_data import TEST_RECIPES
 from tests.support.mirror_runs import (
     RecordPool,
@@ -40,7 +40,7 @@ from tests.support.mirror_runs import (
     wait_for,
     wait_run,
 )
-from tests.support.server import LiveServer, free_port, fresh_database, run_server
+from tests.support.server import LiveServer, free_port
 from tests.support.upstream import Upstream
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
@@ -50,21 +50,13 @@ DELAY_S = 0.3  # the upstream pauses this long after each package body
 
 @pytest.fixture(scope="module")
 def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data_dir = tmp_path_factory.mktemp(f"mirror-runs-{backend}")
-    with (
-        fresh_database(backend, data_dir, PG_URL) as db_url,
-        run_server(data_dir, db_url, mirror={"heartbeat_s": 0.2}) as live,
-    ):
+    with own_server(backend, tmp_path_factory, "mirror-runs", mirror={"heartbeat_s": 0.2}) as live:
         yield live
 
 
 @pytest.fixture(scope="module")
 def idle(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data_dir = tmp_path_factory.mktemp(f"mirror-idle-{backend}")
-    with (
-        fresh_database(backend, data_dir, PG_URL) as db_url,
-        run_server(data_dir, db_url, embedded_worker=False) as live,
-    ):
+    with own_server(backend, tmp_path_factory, "mirror-idle", embedded_worker=False) as live:
         yield live
 
 
