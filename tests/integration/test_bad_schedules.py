@@ -20,6 +20,9 @@ from stockade.db import schedules
 from stockade.db.engine import transaction
 from stockade.jobs.scheduler import Job, SchedulerThread
 from stockade.jobs.vulns import FeedHousekeeper
+from stockade.mirroring import runs
+from stockade.mirroring.models import Mirror
+from stockade.mirroring.service import MirrorService, MirrorSpec
 from stockade.vulns.models import VulnFeed
 from tests.integration.vulns.support import add_feed, osv_folder
 
@@ -84,3 +87,30 @@ def test_a_recurring_job_with_a_bad_schedule_is_skipped_once(
         assert schedules.get(session, "bad") is None
     warnings = [r for r in caplog.records if r.name == "stockade.scheduler"]
     assert len(warnings) == 1 and "0 0 31 2 *" in warnings[0].getMessage()
+
+
+def test_a_mirror_with_a_bad_stored_schedule_runs_once_and_says_why(
+    container: Container, admin: Principal, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "upstream" / "noarch"
+    folder.mkdir(parents=True)
+    (folder / "repodata.json").write_text('{"packages": {}}')
+    ids = []
+    with transaction(container.factory) as session:
+        for name in ("good", "bad"):
+            spec = MirrorSpec(source=folder.parent.as_uri(), subdirs=["noarch"])
+            ids.append(MirrorService(session, container.secrets).create(admin, name, spec).id)
+    good, bad = ids
+    with transaction(container.factory) as session:
+        session.execute(update(Mirror).values(next_run_at=utcnow() - timedelta(minutes=1)))
+        session.execute(update(Mirror).where(Mirror.id == bad).values(schedule="0 0 31 2 *"))
+    with caplog.at_level(logging.WARNING, logger="stockade.mirroring"):
+        with transaction(container.factory) as session:
+            assert sorted(runs.take_due_mirrors(session)) == sorted(ids)
+        with transaction(container.factory) as session:
+            assert runs.take_due_mirrors(session) == []
+    warnings = [r for r in caplog.records if r.name == "stockade.mirroring.runs"]
+    assert len(warnings) == 1 and "0 0 31 2 *" in warnings[0].getMessage()
+    with container.factory() as session:
+        assert session.get(Mirror, bad).next_run_at is None  # type: ignore[union-attr]
+        assert session.get(Mirror, good).next_run_at > utcnow()  # type: ignore[union-attr,operator]

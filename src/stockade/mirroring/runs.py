@@ -8,6 +8,7 @@ whose heartbeat went stale is taken over by the next worker that claims it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from stockade.audit.service import AuditLog, Target
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.core.clock import utcnow
+from stockade.core.cron import log_bad_schedule
 from stockade.core.errors import AuthenticationError
 from stockade.core.secrets import SecretBox
 from stockade.mirroring.errors import (
@@ -40,6 +42,8 @@ from stockade.mirroring.models import (
 from stockade.mirroring.service import MirrorService, next_run, not_visible
 
 LOG_PAGE = 500
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -359,11 +363,14 @@ def take_due_mirrors(session: Session, now: datetime | None = None) -> list[int]
     ).all()
     taken: list[int] = []
     for mirror_id, schedule, was in due:
+        following = next_run(schedule, now)
         result = session.execute(
             update(Mirror)
             .where(Mirror.id == mirror_id, Mirror.next_run_at == was)
-            .values(next_run_at=next_run(schedule, now))
+            .values(next_run_at=following)
         )
         if result.rowcount:  # type: ignore[attr-defined]
             taken.append(mirror_id)
+            if following is None:  # runs this once, then is off the schedule: say why
+                log_bad_schedule(log, f"mirror {mirror_id}", schedule or "")
     return taken

@@ -16,7 +16,6 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from croniter import CroniterError, croniter
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -30,6 +29,7 @@ from stockade.channels.models import Artifact, Channel
 from stockade.channels.publishing import request_publications
 from stockade.channels.service import ChannelService, channel_ref
 from stockade.core.clock import utcnow
+from stockade.core.cron import next_fire
 from stockade.core.errors import AuthenticationError, NotFoundError
 from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
@@ -82,13 +82,9 @@ def not_visible(
 
 
 def next_run(schedule: str | None, after: datetime | None = None) -> datetime | None:
-    if not schedule:
-        return None
-    try:
-        result: datetime = croniter(schedule, after or utcnow()).get_next(datetime)
-    except (CroniterError, ValueError, OverflowError):  # stored before schedules were checked
-        return None
-    return result
+    """The mirror's next scheduled run (None: no schedule, or one stored before schedules were
+    checked that croniter refuses or that never fires)."""
+    return next_fire(schedule, after or utcnow())
 
 
 def state_of(mirror: Mirror) -> dict[str, Any]:
