@@ -181,7 +181,10 @@ def test_kill_mid_download_resumes_without_refetching(
     assert not again & sent_before, f"fetched again after the restart: {sorted(again)[:5]}"
     assert not again & set(old), "records the channel already had were downloaded"
     fetched = set(package_downloads(upstream, run_start))
-    assert to_fetch <= fetched
+    # A body the server had read whole when it was killed may not be logged as sent (the
+    # upstream's last write failed on the reset connection): its blob was stored before the kill.
+    unlogged = to_fetch - fetched
+    assert all(new[f] in stored for f in unlogged), f"never fetched: {sorted(unlogged)[:5]}"
     counts = run["counts"]
     assert isinstance(counts, dict)
     assert counts["files_present"] >= len(sent_before)
