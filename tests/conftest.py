@@ -13,7 +13,7 @@ import pytest
 from tests.support.server import LiveServer, fresh_database, run_server
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTDATA = ROOT.parent / "shared" / "testdata"
+TESTDATA = ROOT / "tests" / "data"  # the one path to the test data (tests/data/PROVENANCE.md)
 PG_URL = os.environ.get("STOCKADE_TEST_PG_URL")
 
 
@@ -24,7 +24,7 @@ def backends() -> list[str]:
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     if not TESTDATA.is_dir():
-        pytest.fail(f"shared test data not found at {TESTDATA}")
+        pytest.fail(f"test data not found at {TESTDATA}")
     return TESTDATA
 
 

@@ -12,7 +12,7 @@ One live server (SQLite) is set up through the API as the admin:
   (write), ``manager`` (manage), ``owner`` (created the channels), ``outsider`` (write on the
   public channel only), ``leaver`` (read, then disabled), ``bystander`` (the target of changes);
 - channels ``matrix-secret`` and ``matrix-vault`` (private, same grants), ``matrix-open``
-  (public) and ``matrix-members`` (authenticated); one real package from the shared test data
+  (public) and ``matrix-members`` (authenticated); one real package from the test data
   in ``matrix-secret``.
 
 The principals: ``anonymous``; personal tokens of ``reader``, ``writer``, ``manager``, ``owner``
@@ -81,7 +81,7 @@ FILES_MIRROR = "matrix-files"  # file:// test-recipes into matrix-mirrored, run 
 HOLE_MIRROR = "matrix-hole"  # into matrix-secret, from an upstream that never answers
 POLICY = "matrix-policy"
 KEPT_NAME = "dependency"
-KEPT = "dependency-1.0-0.conda"  # from ../shared/testdata/channels/test-recipes/noarch
+KEPT = "dependency-1.0-0.conda"  # from tests/data/channels/test-recipes/noarch
 PASSWORD = "matrix-password-1"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 TOKEN_RE = re.compile(r"stk[-_][A-Za-z0-9_-]{8,}")  # keeps secrets out of failure messages

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from stockade.channels.models import Artifact, Channel, SubdirIndex
 from stockade.db.engine import transaction
-from tests.conftest import PG_URL, backends
+from tests.conftest import PG_URL, TESTDATA, backends
 from tests.factories.packages import PackageSpec, build_conda
 from tests.support.cves import unique, upload_package
 from tests.support.server import LiveServer, fresh_database, run_server
@@ -42,7 +42,7 @@ HOSTILE_UPLOADS: list[tuple[PackageSpec, str]] = [
     (PackageSpec(name="evil", index_extra={"build_number": 2**40}), "build_number"),
     (PackageSpec(name="evil", index_extra={"timestamp": 1e40}), "timestamp"),
 ]
-TESTDATA_BAD = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "bad"
+TESTDATA_BAD = TESTDATA / "bad"
 
 
 @dataclass

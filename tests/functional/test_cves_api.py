@@ -1,7 +1,7 @@
 """Vulnerabilities over HTTP and the CLI: feeds, sync as a job, matches, curation, visibility.
 
 A ``file://`` folder of real OSV PyPI advisories (``aiohttp`` and ``bleach`` of
-``../shared/testdata/vulns/osv-pypi``) is a feed; packages named and versioned as the advisories
+``tests/data/vulns/osv-pypi``) is a feed; packages named and versioned as the advisories
 say are built with the package factory and uploaded to a public and a private channel. The
 expected matches are read from the advisories' own explicit ``versions`` lists here (the matcher
 is never asked): a version listed is matched, the version an advisory names as ``fixed`` is not.

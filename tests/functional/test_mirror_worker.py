@@ -3,7 +3,7 @@ any number of ``stockade serve`` replicas and ``stockade worker`` processes).
 
 The web server runs no jobs (``embedded_worker = false``); a ``stockade worker`` subprocess with
 the same database and data folder takes the run from the queue (Redis, or the SQLite queue under
-the shared data folder), runs it, and publishes the channel's index. The run's log names the
+the test data folder), runs it, and publishes the channel's index. The run's log names the
 worker's process, not the test's.
 """
 

@@ -1,7 +1,7 @@
 """Vulnerability reports over HTTP and the CLI: environments, package trees, channels, SBOMs.
 
 Packages are built in the test: ``app`` depends on ``mid``, ``mid`` on ``aiohttp 3.7.3``, which the
-real OSV PyPI advisory ``PYSEC-2021-76`` of ``../shared/testdata/vulns/osv-pypi`` affects (introduced
+real OSV PyPI advisory ``PYSEC-2021-76`` of ``tests/data/vulns/osv-pypi`` affects (introduced
 0, fixed 3.7.4). The OSV folder is synced as a feed, so the match is the product's own. Each input
 kind (specs, ``environment.yml``, an explicit URL list, a conda-lock v1 file, a pixi.lock v6) is
 reported through the API and through the CLI; the finding's path must be ``app -> mid -> aiohttp``.

@@ -1,7 +1,7 @@
 """The vulnerability pages (SPEC §7): the list, an advisory's page with curation, the package tab.
 
 The feed is a ``file://`` folder of real OSV PyPI advisories (``aiohttp`` and ``bleach`` of
-``../shared/testdata/vulns/osv-pypi``) plus one made-up advisory whose text carries markup and a
+``tests/data/vulns/osv-pypi``) plus one made-up advisory whose text carries markup and a
 ``javascript:`` link, to show they are never rendered. ``aiohttp`` 3.7.3 and 3.7.4 are uploaded to
 a public channel and 3.7.3 (another build) to a private one. Expected matches come from the
 advisories' own ``versions`` lists. One test drives Debian's Chromium; the others post forms as a

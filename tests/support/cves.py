@@ -20,10 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from stockade.cli.main import app
+from tests.conftest import TESTDATA
 from tests.factories.packages import PackageSpec, build_conda
 from tests.support.server import LiveServer
 
-VULNS = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "vulns"
+VULNS = TESTDATA / "vulns"
 OSV_PYPI = VULNS / "osv-pypi"
 
 

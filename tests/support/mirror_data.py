@@ -29,9 +29,9 @@ from typing import Any
 import zstandard
 
 from stockade.mirroring.downloader import DownloadItem
+from tests.conftest import TESTDATA
 from tests.factories.packages import PackageSpec, build_conda, build_tar_bz2, file
 
-TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
 R_LINUX_64 = TESTDATA / "repodata" / "r-linux-64" / "repodata.json"
 PYTORCH_LINUX_64 = TESTDATA / "repodata" / "pytorch-linux-64" / "repodata.json"
 TEST_RECIPES = TESTDATA / "channels" / "test-recipes"

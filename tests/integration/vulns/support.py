@@ -17,10 +17,11 @@ from stockade.vulns.feedsync import FeedService, FeedSync, SyncCounts
 from stockade.vulns.matcher import Matcher
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.models import VulnMatch
+from tests.conftest import TESTDATA
 from tests.factories.packages import PackageSpec, build_conda
 from tests.integration.conftest import add_package, make_channel
 
-VULNS = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "vulns"
+VULNS = TESTDATA / "vulns"
 
 
 def osv_folder(tmp_path: Path, *packages: str) -> Path:

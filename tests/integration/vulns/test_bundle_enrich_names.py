@@ -1,6 +1,6 @@
 """KEV/EPSS enrichment, the cve.zip bundle (export, verified atomic import) and name-map edits.
 
-Advisories are the real ones of ``../shared/testdata/vulns``: OSV PyPI ``aiohttp`` (PYSEC-2021-76,
+Advisories are the real ones of ``tests/data/vulns``: OSV PyPI ``aiohttp`` (PYSEC-2021-76,
 alias CVE-2021-21330; affected before 3.7.4) and NVD CVE-2022-43782 (``atlassian:crowd``, no
 shipped mapping; affected 3.0.0-4.4.4 and 5.0.0-5.0.3, ends exclusive). KEV and EPSS documents
 are small ones in the real formats, naming those CVE ids.

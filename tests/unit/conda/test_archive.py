@@ -17,6 +17,7 @@ from stockade.conda.archive import PackageInfo, PathEntry, ValidationLimits, ins
 from stockade.conda.errors import PackageTooLargeError, PackageValidationError
 from stockade.conda.tarstream import QUADRATIC_PAX
 from stockade.core.errors import ErrorKind, StockadeError
+from tests.conftest import TESTDATA
 from tests.factories.packages import (
     DEFAULT_TIMESTAMP,
     Entry,
@@ -37,7 +38,6 @@ from tests.factories.packages import (
     zstd,
 )
 
-TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
 LIMITS = ValidationLimits()
 NOW_MS = DEFAULT_TIMESTAMP + 1000
 LATER_MS = 4_000_000_000_000  # after every real package of the test data (year 2096)
@@ -132,7 +132,7 @@ def test_real_package_details() -> None:
     assert PathEntry("site-packages/flask/app.py", "hardlink", None, None) in flask.paths
 
 
-# The broken packages of the shared test data ------------------------------------------------------
+# The broken packages of the test data -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ from stockade.conda.channeldata import (
     summarize_packages,
     to_seconds,
 )
+from tests.conftest import TESTDATA
 
-TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
 HOTFIX = TESTDATA / "channels" / "index-hotfix"
 
 

@@ -17,8 +17,8 @@ from stockade.conda.patches import (
 )
 from stockade.conda.repodata import build_repodata_json, decode_record, encode_record
 from stockade.core.errors import InvalidInputError
+from tests.conftest import TESTDATA
 
-TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
 PATCH_DIR = TESTDATA / "repodata" / "patch-linux-64"
 HOTFIX_DIR = TESTDATA / "channels" / "index-hotfix" / "osx-64"
 CROSS_310 = "cross-python_emscripten-32-3.10.1-h60d57d3_8"

@@ -28,8 +28,8 @@ from stockade.conda.records import (
     upstream_record,
     without_server_keys,
 )
+from tests.conftest import TESTDATA
 
-TESTDATA = Path(__file__).parents[3] / ".." / "shared" / "testdata"
 GOOD: dict[str, Any] = {
     "name": "demo",
     "version": "1.0",

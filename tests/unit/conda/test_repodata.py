@@ -1,4 +1,4 @@
-"""Tests of stockade.conda.repodata against real repodata documents (../shared/testdata)."""
+"""Tests of stockade.conda.repodata against real repodata documents (tests/data)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from stockade.conda.repodata import (
     encode_record,
 )
 from stockade.core.errors import InvalidInputError
+from tests.conftest import TESTDATA
 
-TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
 REAL_REPODATA = [
     TESTDATA / "channels" / "test-recipes" / "noarch" / "repodata.json",
     TESTDATA / "channels" / "test-recipes" / "linux-fake" / "repodata.json",

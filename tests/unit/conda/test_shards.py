@@ -28,8 +28,8 @@ from stockade.conda.shards import (
     shard_names,
 )
 from stockade.core.errors import InvalidInputError
+from tests.conftest import TESTDATA
 
-TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
 NOARCH = TESTDATA / "channels" / "test-recipes" / "noarch"
 PATCH_REPODATA = TESTDATA / "repodata" / "patch-linux-64" / "repodata_from_packages.json"
 R_REPODATA = TESTDATA / "repodata" / "r-linux-64" / "repodata.json"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,12 +23,11 @@ from stockade.policies.engine import (
     timestamp_seconds,
 )
 from stockade.policies.model import CveScore, Policy, SetMode
+from tests.conftest import TESTDATA
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 CTX = EvaluationContext(now=NOW)
-REPODATA = Path(__file__).resolve().parents[4] / "shared" / "testdata" / "repodata"
-if not REPODATA.exists():
-    REPODATA = Path("/work/shared/testdata/repodata")
+REPODATA = TESTDATA / "repodata"
 
 
 def rec(name: str, version: str, build: str = "0", **kw: Any) -> tuple[str, dict[str, Any]]:

@@ -1,14 +1,14 @@
-"""The real feed data in ``../shared/testdata/vulns/`` (rows ``vulns/`` of its PROVENANCE.md)."""
+"""The real feed data in ``tests/data/vulns/`` (rows ``vulns/`` of its PROVENANCE.md)."""
 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from stockade.vulns.feeds import parse_cve5, parse_nvd, parse_osv
 from stockade.vulns.model import Vulnerability
+from tests.conftest import TESTDATA
 
-VULNS = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "vulns"
+VULNS = TESTDATA / "vulns"
 OSV_PYPI = sorted((VULNS / "osv-pypi").glob("*/*.yaml"))
 OSV_GITHUB = sorted((VULNS / "osv-github").glob("*.json"))
 NVD_PAGES = [
