@@ -8,53 +8,67 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from stockade.cli.client import ApiClient, CliError, client, describe_problem, fail
+from stockade.cli.client import ApiClient, CliError, client, fail
 from stockade.cli.profile import Profile, forget_profile, load_profile, save_profile
 
 out = Console()
 # conda reads a URL token with ``/t/([a-zA-Z0-9-]*)`` (conda/common/url.py, split_anaconda_token)
 CONDA_URL_TOKEN = re.compile(r"[A-Za-z0-9-]+")
+# path segments that start a Stockade URL below the base: conda channels, the API, conda token URLs
+KNOWN_SUFFIXES = ("conda", "api", "t")
+TOKEN_IN_URL = re.compile(r"/t/[^/?#]+")
 err_console = Console(stderr=True)
 token_app = typer.Typer(help="Personal API tokens.", no_args_is_help=True)
 
 
 def login(
-    url: str = typer.Argument(..., help="The server, e.g. http://127.0.0.1:8000"),
+    url: str = typer.Argument(
+        ..., help="The server's base URL, e.g. http://127.0.0.1:8000 (not …/conda or …/api)"
+    ),
     username: str | None = typer.Option(None, "--username", "-u"),
     password: str | None = typer.Option(None, "--password", "-p", help="Prompted when omitted"),
     token: str | None = typer.Option(None, "--token", help="Use an existing token instead"),
     expires_in_days: int = typer.Option(90, help="Lifetime of the token created for this CLI"),
 ) -> None:
     """Sign in and store a profile (server URL and a token made for this CLI)."""
-    url = url.rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        fail(f"{url!r} is not an http(s) URL")
+    url = base_url(url)
     if token is None:
         username = username or input("username: ")
         password = password or getpass.getpass("password: ")
-        try:
-            response = httpx.post(
-                f"{url}/api/v1/tokens",
-                json={"name": f"cli@{os.uname().nodename}", "expires_in_days": expires_in_days},
-                auth=(username, password),
-                timeout=30,
-            )
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach {url}: {exc.__class__.__name__}")
-        if response.status_code != 201:
-            fail(describe_problem(response))
-        token = response.json()["token"]
+        created = ApiClient(Profile(url, None), timeout=30).request(
+            "POST",
+            "/tokens",
+            json={"name": f"cli@{os.uname().nodename}", "expires_in_days": expires_in_days},
+            auth=(username, password),
+        )
+        token = created["token"]
     who = ApiClient(Profile(url, token)).get("/whoami")
     if who["anonymous"]:
         fail("the server did not accept the token")
     path = save_profile(Profile(url, token))
     out.print(f"signed in to {url} as [bold]{who['username']}[/bold] (profile: {path})")
+
+
+def base_url(url: str) -> str:
+    """The server's base URL from what the user typed: ``/conda``, ``/api``, ``/t/TOKEN`` and
+    anything after them are cut off, with a note; anything else that is not http(s) fails."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        fail(f"{url!r} is not an http(s) URL: give the server's base URL, e.g. http://host:8000")
+    segments = parts.path.split("/")
+    cut = next((i for i, s in enumerate(segments) if s in KNOWN_SUFFIXES), len(segments))
+    base = f"{parts.scheme}://{parts.netloc}{'/'.join(segments[:cut])}".rstrip("/")
+    if cut < len(segments) or parts.query or parts.fragment:
+        err_console.print(
+            f"note: using {base}, the server's base URL (not {TOKEN_IN_URL.sub('/t/…', url)})",
+            markup=False,
+            highlight=False,
+        )
+    return base
 
 
 def logout() -> None:

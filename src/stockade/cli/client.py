@@ -39,7 +39,7 @@ class ApiClient:
             with httpx.Client(base_url=base, headers=self.headers, timeout=self.timeout) as http:
                 response = http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach {self.profile.url}: {exc.__class__.__name__}") from None
+            raise CliError(unreachable(self.profile.url, exc)) from None
         return self.decode(response)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -55,9 +55,10 @@ class ApiClient:
             with httpx.Client(base_url=base, headers=self.headers, timeout=self.timeout) as http:
                 response = http.get(path, **kwargs)
         except httpx.HTTPError as exc:
-            fail(f"cannot reach {self.profile.url}: {exc.__class__.__name__}")
-        if response.status_code >= 400:
-            fail(describe_problem(response))
+            fail(unreachable(self.profile.url, exc))
+        problem = answer_problem(response)
+        if problem:
+            fail(problem)
         return response.content
 
     @staticmethod
@@ -66,7 +67,10 @@ class ApiClient:
             raise CliError(describe_problem(response))
         if response.status_code == 204 or not response.content:
             return None
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise CliError(not_stockade(response)) from None
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
@@ -88,11 +92,84 @@ def describe_problem(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:200]}"
+        body = None
+    if not isinstance(body, dict):
+        return not_stockade(response)
     detail = body.get("detail") or body.get("title") or "request failed"
     where = [f"{k}={body[k]}" for k in ("member", "field") if body.get(k)]
     suffix = f" ({', '.join(where)})" if where else ""
     return f"{detail}{suffix} [HTTP {response.status_code}, {body.get('code', 'error')}]"
+
+
+def answer_problem(response: httpx.Response) -> str | None:
+    """What is wrong with a raw (non-JSON) answer: a problem, or a web page instead of the API's."""
+    if response.status_code >= 400:
+        return describe_problem(response)
+    if response.headers.get("content-type", "").startswith("text/html"):
+        return not_stockade(response)
+    return None
+
+
+def not_stockade(response: httpx.Response) -> str:
+    """An answer that is not the Stockade API's JSON: most often a URL that is not the base URL."""
+    url = str(response.request.url).split("?")[0]
+    base = url.split("/api/v1")[0]
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    if response.status_code in (502, 503, 504):
+        return (
+            f"{url} answered {status} ({kind}): a proxy answered for the Stockade server at "
+            f"{base}, which is not answering: is it running?"
+        )
+    return (
+        f"{url} answered {status} ({kind}), not the Stockade API: is {base} the server's base "
+        "URL? Give the URL you open in a browser, e.g. http://host:8000 (without /conda or /api)"
+    )
+
+
+def unreachable(url: str, exc: httpx.HTTPError) -> str:
+    """Why ``url`` could not be reached, in words, with what to check; never a traceback."""
+    return f"cannot reach the Stockade server at {url}: {_cause(exc)}"
+
+
+# words in an exception chain → what went wrong and what to check
+_CAUSES = (
+    (
+        ("certificate", "ssl", "tls", "wrong version number"),
+        "TLS error ({error}): if the server speaks plain HTTP use http://; if its certificate is "
+        "signed by your own CA, point SSL_CERT_FILE at that CA's certificate",
+    ),
+    (
+        ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo"),
+        "host name not found (DNS): check the spelling of the host",
+    ),
+    (("refused",), "connection refused: is the server running, and on this host and port?"),
+)
+
+
+def _cause(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer in time (timed out): are the host and port right, and the server up?"
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return "not a valid http(s) URL: write it like http://host:8000"
+    text = " ".join(str(e) for e in _chain(exc)).lower()
+    for words, message in _CAUSES:
+        if any(w in text for w in words):
+            return message.format(error=_first_line(exc))
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection or did not answer in HTTP"
+    return f"{exc.__class__.__name__}: {_first_line(exc)}"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [exc.__class__.__name__])[0][:200]
 
 
 def client() -> ApiClient:

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.status import Status
 from rich.table import Column, Table
 
-from stockade.cli.client import ApiClient, client, describe_problem, fail
+from stockade.cli.client import ApiClient, CliError, answer_problem, client, fail, unreachable
 from stockade.vulns.bundle import detect_format
 
 out = Console()
@@ -195,8 +195,11 @@ def _pages(api: ApiClient, params: dict[str, Any], limit: int) -> list[dict[str,
             try:
                 response = http.get("/cves", params={**params, "after": after, "limit": size})
             except httpx.HTTPError as exc:
-                fail(f"cannot reach {api.profile.url}: {exc.__class__.__name__}")
-            rows += ApiClient.decode(response)
+                fail(unreachable(api.profile.url, exc))
+            try:
+                rows += ApiClient.decode(response)
+            except CliError as exc:
+                fail(str(exc))
             after = response.headers.get("x-next-cursor")
     return rows[:limit]
 
@@ -384,15 +387,15 @@ def export_cves(file: Path = typer.Argument(..., help="where to write the cve.zi
             ) as http,
             http.stream("GET", "/cve/export") as response,
         ):
-            if response.status_code >= 400:
+            if response.status_code >= 400 or "html" in response.headers.get("content-type", ""):
                 response.read()
-                fail(describe_problem(response))
+                fail(answer_problem(response) or "no answer")
             with target.open("wb") as fh:
                 for block in response.iter_bytes(1 << 20):
                     fh.write(block)
     except httpx.HTTPError as exc:
         target.unlink(missing_ok=True)
-        fail(f"cannot reach {api.profile.url}: {exc.__class__.__name__}")
+        fail(unreachable(api.profile.url, exc))
     except OSError as exc:
         target.unlink(missing_ok=True)
         fail(f"{file}: {exc.strerror}")

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import typer
 
-from stockade.cli.client import ApiClient, client, describe_problem, fail
+from stockade.cli.client import ApiClient, answer_problem, client, fail, unreachable
 
 report_app = typer.Typer(
     help="Vulnerability reports of environments, packages and channels; SBOMs.",
@@ -25,9 +25,10 @@ def _send(api: ApiClient, method: str, path: str, **kwargs: Any) -> bytes:
         with httpx.Client(base_url=base, headers=api.headers, timeout=api.timeout) as http:
             response = http.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
-        fail(f"cannot reach {api.profile.url}: {exc.__class__.__name__}")
-    if response.status_code >= 400:
-        fail(describe_problem(response))
+        fail(unreachable(api.profile.url, exc))
+    problem = answer_problem(response)
+    if problem:
+        fail(problem)
     return response.content
 
 
