@@ -374,14 +374,19 @@ class _TomlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = config_path()
-        if path is None:
-            return {}
-        try:
-            with path.open("rb") as fh:
-                return tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
+        return config_file_values()
+
+
+def config_file_values() -> dict[str, Any]:
+    """The values the TOML file sets ({} without a file); `config check` says which came from it."""
+    path = config_path()
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
 
 
 def config_path() -> Path | None:

@@ -157,12 +157,19 @@ def admin_create(
     out.print(f"administrator {username!r} created")
 
 
+def render_url(url: str) -> str:
+    from stockade.cli.config_view import URL_PASSWORD
+
+    return URL_PASSWORD.sub(r"\g<head>:***@", url)
+
+
 @config_app.command("check")
 def config_check() -> None:
-    """Validate the configuration and print the effective settings (secrets hidden)."""
+    """Validate the configuration and print the effective settings as TOML, each with where it
+    came from (file, env STOCKADE_…, default); secrets are shown as ***."""
+    from stockade.cli.config_view import render
+
     settings = settings_or_exit()
-    for key, value in settings.model_dump(mode="json").items():
-        shown = "***" if "password" in key and value else value
-        out.print(f"{key} = {shown}", highlight=False)
-    out.print(f"database: {settings.db_url.split('@')[-1]}")
+    print(render(settings), end="")
+    print(f"# database: {render_url(settings.db_url)}")
     out.print("[green]configuration is valid[/green]")
