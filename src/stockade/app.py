@@ -34,9 +34,14 @@ from stockade.web.api import webhooks as webhooks_api
 from stockade.web.bodies import install_body_limit
 from stockade.web.channel.responses import BlobResponder, BytesCache
 from stockade.web.channel.routes import routes as conda_routes
+from stockade.web.docs import install_docs
 from stockade.web.errors import install_error_handlers
 from stockade.web.guards import ControlCharacterGuard
-from stockade.web.middleware import RequestContextMiddleware, TokenPathMiddleware
+from stockade.web.middleware import (
+    HeadAsGetMiddleware,
+    RequestContextMiddleware,
+    TokenPathMiddleware,
+)
 from stockade.web.ui import sso
 from stockade.web.ui.routes import install_ui
 
@@ -84,7 +89,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         version="0.1.0",
         description="Secure, on-premise conda package repository",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # stockade.web.docs serves it with no CDN
         openapi_url=f"{API}/openapi.json",
         redoc_url=None,
     )
@@ -119,9 +124,11 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.include_router(health.router)  # /readyz: database reachable, failing publications
 
     app.include_router(sso.router)
+    install_docs(app)
     install_ui(app)
     RequestContextMiddleware.configure(hsts=settings.auth.secure_cookies)
     install_body_limit(app, settings.server.max_body_size)  # innermost: 413s are problems
+    app.add_middleware(HeadAsGetMiddleware)  # HEAD on every GET route
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(TokenPathMiddleware)

@@ -965,6 +965,8 @@ def _page_rules() -> Iterator[Case]:
     # (it reads credentials: wrong ones are a 401 there too)
     yield Case("GET", "/readyz", anyone(200), req("GET", "/readyz"))
     yield free("GET", "/static", 200, req("GET", "/static/forms.css"))
+    yield free("GET", "/static/swagger-ui", 200, req("GET", "/static/swagger-ui/swagger-ui.css"))
+    yield free("GET", "/favicon.ico", 200, req("GET", "/favicon.ico"))
     # sign-in, sign-out, single sign-on (not configured on this server: 404)
     yield page("/login", lambda p: 200 if p == ANON else 303, req("GET", "/login"))
     yield free("POST", "/login", 303, login_form)  # the form's credentials are what counts

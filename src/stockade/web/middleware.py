@@ -15,6 +15,7 @@ import random
 import time
 from typing import Any
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockade.core.context import Origin, set_origin
@@ -178,3 +179,39 @@ def _log_access(scope: Scope, status: dict[str, Any], started: float, request_id
         "request_id": request_id,
     }
     _access_logger.info(render_access(fields))
+
+
+class HeadAsGetMiddleware:
+    """``HEAD`` answers like ``GET`` on every route that only declares ``GET``, with no body.
+
+    FastAPI's ``@get`` routes (unlike Starlette's ``Route``) refuse ``HEAD`` with 405. A ``HEAD``
+    request that no route takes as it is but a route takes as ``GET`` runs as ``GET``; the answer
+    keeps its status and headers (``content-length`` included) and drops its body. Routes that
+    answer ``HEAD`` themselves (static files, the conda endpoints) are left alone.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or not _get_only(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
+def _get_only(scope: Scope) -> bool:
+    """Whether routing would refuse this ``HEAD`` request but take it as a ``GET``."""
+    as_get = {**scope, "method": "GET"}
+    routes = scope["app"].router.routes
+    if any(route.matches(scope)[0] is Match.FULL for route in routes):
+        return False
+    return any(route.matches(as_get)[0] is Match.FULL for route in routes)
