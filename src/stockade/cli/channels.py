@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stockade.cli.client import client
+from stockade.cli.text import shorten
 
 out = Console()
 channel_app = typer.Typer(help="Channels.", no_args_is_help=True)
@@ -50,7 +51,7 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
             c["privacy"],
             "yes" if c["frozen"] else "",
             c["owner"] or "",
-            (c["description"] or "")[:60],
+            shorten(c["description"], 60),
         )
     out.print(table)
 

@@ -19,6 +19,7 @@ from rich.status import Status
 from rich.table import Column, Table
 
 from stockade.cli.client import ApiClient, CliError, answer_problem, client, fail, unreachable
+from stockade.cli.text import shorten
 from stockade.vulns.bundle import detect_format
 
 out = Console()
@@ -175,7 +176,7 @@ def list_cves(
             "" if r["best_score"] is None else f"{r['best_score']:.1f}",
             r["severity"] or "",
             matched,
-            (r["summary"] or "")[:80],
+            shorten(r["summary"], 80),
         )
     out.print(table)
 

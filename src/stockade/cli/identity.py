@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from stockade.cli.client import client, fail
+from stockade.cli.text import shorten
 
 out = Console()
 user_app = typer.Typer(help="Users (local, LDAP, OIDC) and service accounts.", no_args_is_help=True)
@@ -178,7 +179,7 @@ def group_list(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     table = Table("name", "source", "members", "description")
     for g in data:
-        table.add_row(g["name"], g["source"], str(g["members"]), (g["description"] or "")[:60])
+        table.add_row(g["name"], g["source"], str(g["members"]), shorten(g["description"], 60))
     out.print(table)
 
 
@@ -423,7 +424,7 @@ def _change(event: dict[str, Any]) -> str:
 
 def _short(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:39] + "…"
+    return shorten(text, 40)
 
 
 @audit_app.command("export")

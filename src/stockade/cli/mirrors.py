@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from stockade.cli.client import ApiClient, client, fail
+from stockade.cli.text import shorten
 
 out = Console()
 mirror_app = typer.Typer(help="Mirrors of upstream channels.", no_args_is_help=True)
@@ -133,7 +134,7 @@ def list_(
             m["mode"],
             m["schedule"] or "manual",
             m["source"],
-            f"{last['state']} {last['summary'] or ''}"[:60] if last else "never",
+            shorten(f"{last['state']} {last['summary'] or ''}", 60) if last else "never",
         )
     out.print(table)
 
@@ -212,7 +213,7 @@ def runs(
             str(c.get("added", "")),
             str(c.get("removed", "")),
             str(c.get("changed", "")),
-            (r["summary"] or "")[:60],
+            r["summary"] or "",
         )
     out.print(table)
 
@@ -272,13 +273,10 @@ def follow_run(api: ApiClient, run_id: int) -> dict[str, Any]:
                     )
                 total = step["total"]
                 done = step["done"]
-                if step["state"] in ("done", "skipped") and not total:
+                state = step_state(data, step)
+                if state in ("done", "skipped") and not total:
                     total, done = 1, 1
-                info = (
-                    step["state"]
-                    if total is None or step["state"] != "running"
-                    else f"{done}/{total}"
-                )
+                info = state if total is None or state != "running" else f"{done}/{total}"
                 progress.update(task, total=total, completed=done, info=info)
             for line in api.get(f"/runs/{run_id}/logs", params={"after": after}):
                 after = line["id"]
@@ -315,3 +313,14 @@ def _print_run(run: dict[str, Any]) -> None:
             out.print(f"    {n:>7}  {reason}", highlight=False)
     if run["error"]:
         out.print(f"  [red]{run['error']}[/red]", highlight=False)
+    if run["state"] != "completed" and run.get("steps"):
+        steps = ", ".join(f"{s['label']} {step_state(run, s)}" for s in run["steps"])
+        out.print(f"  steps: {steps}", highlight=False)
+
+
+def step_state(run: dict[str, Any], step: dict[str, Any]) -> str:
+    """A step still "pending" in a run that has ended never ran: skipped (older servers kept
+    them pending after a failure)."""
+    if run["state"] in FINAL and step["state"] == "pending":
+        return "skipped"
+    return str(step["state"])

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stockade.cli.client import client, fail
+from stockade.cli.text import shorten
 
 out = Console()
 policy_app = typer.Typer(
@@ -202,7 +203,10 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     table = Table("name", "criteria", "assigned to", "description")
     for p in data:
         table.add_row(
-            p["name"], _summary(p["definition"]), _where(p["assignments"]), p["description"][:40]
+            p["name"],
+            _summary(p["definition"]),
+            _where(p["assignments"]),
+            shorten(p["description"], 40),
         )
     out.print(table)
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stockade.cli.client import client, fail
+from stockade.cli.text import shorten
 
 out = Console()
 webhook_app = typer.Typer(
@@ -100,7 +101,7 @@ def list_(channel: str, as_json: bool = typer.Option(False, "--json")) -> None:
             h["url"],
             ", ".join(h["events"]),
             "yes" if h["enabled"] else "no",
-            h["description"][:40],
+            shorten(h["description"], 40),
         )
     out.print(table)
 
@@ -191,7 +192,7 @@ def deliveries(
             d["event"],
             d["state"],
             str(d["attempts"]),
-            last[:50],
+            shorten(last, 50),
             d["created_at"][:19],
         )
     out.print(table)

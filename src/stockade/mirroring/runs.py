@@ -308,8 +308,10 @@ def finish(
         "error": error[:8000] if error else None,
         "lease_owner": None,
     }
-    if steps is not None:
-        values["steps"] = steps
+    if steps is not None:  # a step still pending when the run ends never ran: skipped
+        values["steps"] = [
+            {**s, "state": "skipped"} if s["state"] == "pending" else s for s in steps
+        ]
     if counts is not None:
         values["counts"] = counts
     result = session.execute(_update_held(run_id, owner).values(**values))
