@@ -45,7 +45,9 @@ def login(
             json={"name": f"cli@{os.uname().nodename}", "expires_in_days": expires_in_days},
             auth=(username, password),
         )
-        token = created["token"]
+        token = created.get("token") if isinstance(created, dict) else None
+        if not token:
+            fail(f"{url} answered without a token: is it a Stockade server?")
     who = ApiClient(Profile(url, token)).get("/whoami")
     if who["anonymous"]:
         fail("the server did not accept the token")
