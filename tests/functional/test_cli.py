@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stockade.cli.main import app
+from tests.support.cli import run
 from tests.support.server import ADMIN_PASSWORD, LiveServer
 from tests.unit.auth.test_token_format import split_anaconda_token
 
@@ -22,12 +22,6 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.delenv("STOCKADE_URL", raising=False)
     monkeypatch.delenv("STOCKADE_TOKEN", raising=False)
     return CliRunner()
-
-
-def run(cli: CliRunner, *args: str, code: int = 0) -> str:
-    result = cli.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result.output
 
 
 def test_login_create_upload_show(

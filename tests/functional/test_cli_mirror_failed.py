@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stockade.cli.main import app
+from tests.support.cli import admin_cli, run
 from tests.support.mirror_data import TEST_RECIPES
 from tests.support.server import LiveServer
 
@@ -21,17 +21,7 @@ pytestmark = pytest.mark.functional
 
 @pytest.fixture
 def cli(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    monkeypatch.setenv("STOCKADE_PROFILE", str(tmp_path / "profile.toml"))
-    monkeypatch.setenv("STOCKADE_URL", live_server.url)
-    monkeypatch.setenv("STOCKADE_TOKEN", live_server.admin_token)
-    return CliRunner()
-
-
-def run(cli: CliRunner, *args: str, code: int = 0) -> str:
-    result = cli.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    return result.output
+    return admin_cli(live_server, monkeypatch, tmp_path)
 
 
 def test_failed_run_skips_later_steps(

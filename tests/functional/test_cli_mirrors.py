@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stockade.cli.main import app
+from tests.support.cli import admin_cli, run
 from tests.support.mirror_data import TEST_RECIPES
 from tests.support.server import LiveServer
 
@@ -27,18 +27,7 @@ PROBLEM = re.compile(r"\[HTTP 4\d\d, [a-z0-9_-]+(:[a-z0-9_-]+)*\]")
 
 @pytest.fixture
 def cli(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    monkeypatch.setenv("STOCKADE_PROFILE", str(tmp_path / "profile.toml"))
-    monkeypatch.setenv("STOCKADE_URL", live_server.url)
-    monkeypatch.setenv("STOCKADE_TOKEN", live_server.admin_token)
-    monkeypatch.setenv("COLUMNS", "200")  # rich tables: one line per row
-    return CliRunner()
-
-
-def run(cli: CliRunner, *args: str, code: int = 0) -> str:
-    result = cli.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    return result.output
+    return admin_cli(live_server, monkeypatch, tmp_path, columns=200)  # one line per table row
 
 
 def refused(cli: CliRunner, *args: str, code: str | None = None) -> str:

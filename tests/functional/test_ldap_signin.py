@@ -11,8 +11,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from stockade.cli.main import app
 from tests.conftest import own_server
+from tests.support.cli import run
 from tests.support.server import LiveServer
 from tests.support.slapd import PEOPLE, SERVICE_PASSWORD, Person, Slapd, run_slapd
 
@@ -93,12 +93,6 @@ def token_of(server: LiveServer, username: str, password: str) -> str:
     assert response.status_code == 201, response.text
     token: str = response.json()["token"]
     return token
-
-
-def run(cli: CliRunner, *args: str, code: int = 0) -> str:
-    result = cli.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result.output
 
 
 # --- signing in --------------------------------------------------------------------------------
