@@ -8,6 +8,7 @@ subdir). Before the fix each of the trees, SBOMs and reports answered 500.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +180,13 @@ def test_channel_documents_and_pages(world: World) -> None:
     subdirs = ok(world.live.admin.get(f"/api/v1/channels/{world.channel}/subdirs")).json()
     warnings = " ".join(w for s in subdirs for w in s.get("warnings", []))
     assert all(filename in warnings for filename, _, _ in BAD_ROWS)
-    channeldata = ok(client.get(f"/conda/{world.channel}/channeldata.json")).json()
+    # channeldata.json is built after the subdirs' indexes (wait_published sees only those)
+    deadline = time.monotonic() + 30
+    while True:
+        channeldata = ok(client.get(f"/conda/{world.channel}/channeldata.json")).json()
+        if "aiohttp" in channeldata["packages"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert channeldata["packages"]["aiohttp"]["version"] == "3.7.3"
     page = ok(client.get(f"/channels/{world.channel}/packages/aiohttp"))
     assert "3.7.3" in page.text
