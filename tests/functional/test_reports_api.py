@@ -421,13 +421,13 @@ def cli(world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRun
 
 
 def test_the_cli(world: World, cli: CliRunner, tmp_path: Path) -> None:
-    out = run(cli, "report", "env", "--spec", "app", "--channel", world.open)
+    out = run(cli, "report", "env", "--spec", "app", "--channel", world.open, "--json")
     assert finding(json.loads(out))["path"] == PATH
     for kind, (name, make) in sorted(FILES.items()):
         path = tmp_path / name
         path.write_bytes(make(world))
         out = run(
-            cli, "report", "env", str(path), "--channel", world.open, "--platform", "linux-64"
+            cli, "report", "env", str(path), "-c", world.open, "--platform", "linux-64", "--json"
         )
         report = json.loads(out)
         assert report["kind"] == kind and finding(report)["path"] == PATH, kind
@@ -448,9 +448,8 @@ def test_the_cli(world: World, cli: CliRunner, tmp_path: Path) -> None:
     assert cyclonedx_errors(target.read_text()) == []
     csv_out = run(cli, "report", "channel", world.open, "--format", "csv")
     assert ADVISORY in csv_out
-    tree = json.loads(
-        run(cli, "report", "package", world.open, "app", "--version", "1.0", "--build", "0")
-    )
+    package = ("report", "package", world.open, "app", "--version", "1.0", "--build", "0")
+    tree = json.loads(run(cli, *package, "--json"))
     assert tree["reachable"]["path"] == PATH
     bad = tmp_path / "bad.yml"
     bad.write_bytes(b"nothing: here\n")

@@ -3,7 +3,6 @@ cve import|export, cve names list|add|remove|import."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 import zipfile
@@ -17,8 +16,12 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.status import Status
 from rich.table import Column, Table
+from rich.text import Text
 
 from stockade.cli.client import ApiClient, CliError, answer_problem, client, fail, unreachable
+from stockade.cli.cve_view import print_advisory, print_feed
+from stockade.cli.output import NONE, AsJson, print_json, score_cell, table
+from stockade.cli.report_view import severity_text
 from stockade.cli.text import shorten
 from stockade.vulns.bundle import detect_format
 
@@ -32,7 +35,7 @@ SYNC_POLL_S = 0.5
 
 
 def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    print_json(data)
 
 
 def _feed_line(feed: dict[str, Any]) -> str:
@@ -51,9 +54,17 @@ def feed_add(
     fmt: str = typer.Option(..., "--format", help="osv | nvd | cve5 | kev | epss | bundle"),
     schedule: str = typer.Option("0 * * * *", help="cron expression (default hourly)"),
     disabled: bool = typer.Option(False, "--disabled", help="add it without a schedule"),
+    check: bool = typer.Option(
+        True,
+        "--check/--no-check",
+        help="check the source first (exists, answers with something of the format); "
+        "--no-check for a source that is offline on purpose",
+    ),
 ) -> None:
-    """Add a feed. It syncs at its schedule; `stockade cve sync NAME` syncs it now."""
+    """Add a feed. Its source is checked first: one the server cannot read is refused and
+    nothing is added. It syncs at its schedule; `stockade cve sync NAME` syncs it now."""
     body = {"name": name, "url": url, "format": fmt, "schedule": schedule, "enabled": not disabled}
+    body["check"] = check
     data = client().post("/cve/feeds", json=body)
     out.print(_feed_line(data), highlight=False)
 
@@ -80,9 +91,13 @@ def feed_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @feed_app.command("show")
-def feed_show(name: str) -> None:
-    """One feed, as JSON."""
-    _print_json(client().get(f"/cve/feeds/{name}"))
+def feed_show(name: str, as_json: AsJson = False) -> None:
+    """One feed: its source, schedule, last sync and error, advisories."""
+    data = client().get(f"/cve/feeds/{name}")
+    if as_json:
+        _print_json(data)
+        return
+    print_feed(data)
 
 
 @feed_app.command("update")
@@ -92,13 +107,18 @@ def feed_update(
     fmt: str | None = typer.Option(None, "--format"),
     schedule: str | None = typer.Option(None),
     enabled: bool | None = typer.Option(None, "--enabled/--disabled"),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="check a new URL or format first, as `feed add` does"
+    ),
 ) -> None:
-    """Change a feed."""
+    """Change a feed (a new URL or format is checked first, unless --no-check)."""
     body = {
         k: v
         for k, v in {"url": url, "format": fmt, "schedule": schedule, "enabled": enabled}.items()
         if v is not None
     }
+    if not check:
+        body["check"] = False
     out.print(_feed_line(client().patch(f"/cve/feeds/{name}", json=body)), highlight=False)
 
 
@@ -164,21 +184,19 @@ def list_cves(
     if as_json:
         _print_json(rows)
         return
-    table = Table("aliases", "score", "severity", "matched", "summary")
-    table.columns.insert(0, Column("id", no_wrap=True))
+    grid = table(Column("advisory", no_wrap=True), "score", "severity", "matched", "summary")
     for r in rows:
         matched = ", ".join(
             f"{p['name']} {p['version']} ({p['status']})" for p in r["packages"] or []
         )
-        table.add_row(
-            r["id"],
-            ", ".join(r["aliases"][:3]),
-            "" if r["best_score"] is None else f"{r['best_score']:.1f}",
-            r["severity"] or "",
-            matched,
-            shorten(r["summary"], 80),
+        grid.add_row(
+            Text(r["id"]).append("".join(f"\n{a}" for a in r["aliases"][:3]), style="dim"),
+            score_cell(r["best_score"]),
+            severity_text(r["severity"]),
+            matched or NONE,
+            shorten(r["summary"], 60) or NONE,  # the start of the details when no summary
         )
-    out.print(table)
+    out.print(grid)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -207,29 +225,13 @@ def _pages(api: ApiClient, params: dict[str, Any], limit: int) -> list[dict[str,
 
 @cve_app.command("show")
 def show(vuln_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """An advisory: scores, CWEs, references, ranges, and the artifacts it affects."""
+    """An advisory: scores, dates, CWEs, summary and details, references, affected ranges, and the
+    artifacts it affects."""
     data = client().get(f"/cves/{vuln_id}")
     if as_json:
         _print_json(data)
         return
-    score = "" if data["best_score"] is None else f" {data['best_score']:.1f} {data['severity']}"
-    out.print(f"[bold]{data['id']}[/bold]{score}", highlight=False)
-    if data["aliases"]:
-        out.print(f"aliases: {', '.join(data['aliases'])}", highlight=False)
-    if data["summary"]:
-        out.print(data["summary"], highlight=False, markup=False)
-    for s in data["scores"]:
-        out.print(
-            f"  CVSS {s.get('version')}: {s.get('base_score')} {s.get('vector')}", markup=False
-        )
-    if data["cwes"]:
-        out.print(f"CWEs: {', '.join(data['cwes'])}", highlight=False)
-    table = Table("channel", "subdir", "filename", "version", "build", "status")
-    for a in data["artifacts"]:
-        table.add_row(
-            a["channel"], a["subdir"], a["filename"], a["version"], a["build"], a["status"]
-        )
-    out.print(table if data["artifacts"] else "no matched artifact in channels you can read")
+    print_advisory(data)
 
 
 @cve_app.command("curate")

@@ -30,6 +30,7 @@ from stockade.channels.models import Artifact
 from stockade.channels.models import Channel as ChannelRow
 from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
+from stockade.vulns.display import display_summary
 from stockade.vulns.envfiles import EnvironmentInput, packages_for
 from stockade.vulns.matcher import OPEN_STATUSES
 from stockade.vulns.models import Vulnerability as VulnRow
@@ -169,7 +170,7 @@ def _advisory(row: VulnRow) -> _Advisory:
     return _Advisory(
         vuln_id=row.vuln_id,
         aliases=list(row.aliases or []),
-        summary=row.summary,
+        summary=display_summary(row.summary, row.details),
         score=row.best_score,
         cvss_version=_cvss_version(row),
         severity=row.severity,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from stockade.core.errors import InvalidInputError
+from stockade.vulns.display import spell_range
 from stockade.web.api.cve_queries import SeverityCursor, best_version, worst_of
 from stockade.web.api.cve_schemas import AffectedArtifact
-from stockade.web.ui.cve_page import group_artifacts, note_text, spell_range
+from stockade.web.ui.cve_page import group_artifacts, note_text
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from stockade.channels.browse import version_key
 from stockade.container import Container
 from stockade.db.engine import transaction
 from stockade.vulns.curation import CurationService
+from stockade.vulns.display import product_name, spell_range
 from stockade.vulns.model import severity_band
 from stockade.vulns.security import BlobSecurityReader
 from stockade.web.api.cve_queries import (
@@ -124,30 +125,9 @@ def _score(raw: dict[str, Any]) -> ScoreView:
     )
 
 
-def spell_range(raw: dict[str, Any]) -> str:
-    """A stored range as the feed stated it: ``>=0, <3.7.4`` (``ecosystem`` kind left unsaid)."""
-    parts = []
-    if raw.get("start") is not None:
-        parts.append((">=" if raw.get("start_inclusive", True) else ">") + str(raw["start"]))
-    if raw.get("end") is not None:
-        parts.append(("<=" if raw.get("end_inclusive", False) else "<") + str(raw["end"]))
-    text = ", ".join(parts) or "every version"
-    if raw.get("kind", "ecosystem") != "ecosystem":
-        text += f" ({raw['kind']})"
-    if raw.get("status", "affected") != "affected":
-        text += f": {raw['status']}"
-    return text
-
-
 def _affected(raw: dict[str, Any]) -> AffectedView:
-    if raw.get("vendor") and raw.get("product"):
-        product = f"{raw['vendor']}:{raw['product']}"
-    else:
-        product = " ".join(str(raw[k]) for k in ("ecosystem", "name") if raw.get(k))
-    if raw.get("purl") and not product:
-        product = str(raw["purl"])
     return AffectedView(
-        product=product or "(unnamed product)",
+        product=product_name(raw),
         cpes=[str(c) for c in raw.get("cpes", [])],
         ranges=[spell_range(r) for r in raw.get("ranges", []) if isinstance(r, dict)],
         versions=[str(v) for v in raw.get("versions", [])],
