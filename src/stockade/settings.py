@@ -285,6 +285,35 @@ class OutboundSettings(BaseModel):
         )
 
 
+class ScanningSettings(BaseModel):
+    """Malware scanning (SPEC §8): admins' YARA rules and ClamAV through clamd."""
+
+    yara_rules_dir: Path | None = Field(
+        default=None,
+        description="a folder of the organisation's own YARA rules (*.yar, *.yara), compiled with "
+        "the shipped ones; a rule that fails to compile holds every scan until it is fixed",
+    )
+    yara_max_member_bytes: int = Field(
+        default=16 * 1024**2,
+        ge=1024,
+        description="bytes of one member YARA scans (the rest is not)",
+    )
+    yara_timeout_s: int = Field(default=60, ge=1, le=3600, description="YARA time per member")
+    clamd: str | None = Field(
+        default=None,
+        description="ClamAV daemon, unix:///run/clamav/clamd.ctl or tcp://127.0.0.1:3310; "
+        "unset: no ClamAV scan",
+    )
+    clamd_timeout_s: float = Field(default=30.0, gt=0, le=600, description="clamd time per member")
+
+    @field_validator("clamd")
+    @classmethod
+    def _check_clamd(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("unix://", "tcp://")):
+            raise ValueError("must start with unix:// or tcp://")
+        return value or None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -320,6 +349,7 @@ class Settings(BaseSettings):
     mirror: MirrorSettings = MirrorSettings()
     webhooks: WebhookSettings = WebhookSettings()
     outbound: OutboundSettings = OutboundSettings()
+    scanning: ScanningSettings = ScanningSettings()
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

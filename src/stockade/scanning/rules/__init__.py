@@ -1,0 +1,1 @@
+"""The YARA rules shipped with Stockade (``*.yar``), read by :mod:`stockade.scanning.scanners.yara`."""
