@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 
 START_TIMEOUT = 60.0
+DEFAULT_BINARY = "/usr/sbin/clamd"
 TEST_STRING = b"STOCKADE-CLAMAV-TEST-STRING-3f9c1e"
 TEST_SIGNATURE = "Stockade.Test.String"
 HASH_BLOB = b"a harmless blob that the test hash signature names\n"
@@ -61,7 +62,7 @@ def default_signatures() -> Signatures:
 
 
 def clamd_binary() -> str | None:
-    candidate = os.environ.get("STOCKADE_TEST_CLAMD") or "/usr/sbin/clamd"
+    candidate = os.environ.get("STOCKADE_TEST_CLAMD") or DEFAULT_BINARY
     return candidate if os.access(candidate, os.X_OK) else shutil.which("clamd")
 
 
@@ -82,8 +83,9 @@ def write_database(folder: Path, signatures: Signatures) -> None:
         f"{hashlib.sha256(data).hexdigest()}:{len(data)}:{name}\n"
         for name, data in signatures.hashes.items()
     )
-    (folder / "stockade-test.ndb").write_text(ndb)
-    (folder / "stockade-test.hsb").write_text(hsb)
+    for name, text in (("stockade-test.ndb", ndb), ("stockade-test.hsb", hsb)):
+        if text:  # clamd refuses an empty database file
+            (folder / name).write_text(text)
 
 
 def write_config(folder: Path) -> Path:

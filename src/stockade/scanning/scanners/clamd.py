@@ -199,7 +199,7 @@ class ClamdScanner:
         return (
             Finding(
                 scanner=self.name,
-                rule=f"clamav:{signature}",
+                rule=f"clamd:{signature}",
                 verdict=Verdict.SUSPICIOUS if suspicious else Verdict.MALICIOUS,
                 member=member.path,
                 evidence=f"ClamAV signature {signature}",

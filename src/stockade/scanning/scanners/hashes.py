@@ -208,7 +208,8 @@ def _versions(where: str, entry: Mapping[str, Any]) -> frozenset[str] | None:
         raise OsvRecordError(f"{where}.versions: a list of strings is required")
     if not isinstance(ranges, list):
         raise OsvRecordError(f"{where}.ranges: a list is required")
-    if not listed or any(_open_range(where, r) for r in ranges):
+    open_ranges = [_open_range(where, r) for r in ranges]  # each range checked
+    if not listed or any(open_ranges):
         return None  # no list (only ranges, or nothing): every version, fail closed
     return frozenset(listed)
 
