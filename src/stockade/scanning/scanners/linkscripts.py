@@ -1,0 +1,249 @@
+"""Link-script and activation-script analysis (SPEC §8).
+
+Which members: the scripts conda runs for a package, and nothing else.
+
+- link scripts, run by conda at install and removal: ``bin/.<name>-{pre-link,post-link,
+  pre-unlink}.sh`` (``/bin/bash`` on Linux and macOS), ``Scripts/.<name>-<action>.bat``
+  (``%COMSPEC% /c`` on Windows), and ``python-scripts/.<name>-<action>.{sh,bat}`` of a
+  ``noarch: python`` package (conda moves them to ``bin/`` or ``Scripts/``);
+- activation scripts, sourced by every ``conda activate``: every file in
+  ``etc/conda/activate.d/`` and ``etc/conda/deactivate.d/`` (``.sh``, ``.csh``, ``.fish``,
+  ``.xsh``, ``.bat``, ``.ps1``, ...).
+
+The copies under ``info/recipe/`` are not run by anything and are not scanned.
+
+How: each script is normalized into logical lines (:mod:`.shelltext`: continuations joined,
+comments dropped, quoting tricks undone, simple variables expanded), then matched against the rule
+table (:mod:`.linkrules`); writes are found from redirections and the arguments of file-writing
+commands and judged by their target. Known limits: values computed at run time, variables set in
+another file, functions or aliases that rename a command, code assembled by string operations in
+an interpreter, and downloads saved under a name built at run time are not followed; a pattern
+quoted inside an ``echo`` still matches (a false positive we accept: no benign link script prints
+``curl ... | sh``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+from stockade.scanning.interfaces import Finding, Member, ScanSubject, Verdict
+from stockade.scanning.scanners import linkrules
+from stockade.scanning.scanners.linkrules import (
+    ABSOLUTE_TARGET,
+    ALL_ARG_WRITERS,
+    ALLOWED_TARGET,
+    FETCH,
+    LAST_ARG_WRITERS,
+    LINE_RULES,
+    PARENT_SEGMENT,
+    SENSITIVE_ONLY,
+    SENSITIVE_TARGETS,
+    SINK,
+    WRITE_OUTSIDE_PREFIX,
+)
+from stockade.scanning.scanners.shelltext import dialect_of, logical_lines
+
+NAME: Final = "link-script"
+_LOGIC_REVISION: Final = "1"
+EVIDENCE_CHARS: Final = 200
+FETCH_EXECUTE: Final = "link-script:fetch-execute"
+
+_LINK_SCRIPT: Final = re.compile(
+    r"^(?:bin|Scripts|python-scripts)/\.[^/]+-(?:pre-link|post-link|pre-unlink)\.(?:sh|bat)$"
+)
+_ACTIVATION: Final = re.compile(r"^etc/conda/(?:activate|deactivate)\.d/[^/]+$")
+_REDIRECT: Final = re.compile(
+    r"(?<![<>&\w=-])(?:\d|&)?>>?[|!]?\s*(?!&)(\"[^\"]*\"|'[^']*'|[^\s;&|<>()]+)"
+)
+_SEGMENT_SPLIT: Final = re.compile(
+    r"\s*(?:;|&&|\|\||(?<![>&])\|(?!\|)|(?<![>&<\d])&(?![>&])|\$\(|`|\bthen\b|\bdo\b)\s*"
+)
+_PREFIX_WORDS: Final = frozenset(
+    {
+        "sudo",
+        "doas",
+        "env",
+        "command",
+        "exec",
+        "nohup",
+        "time",
+        "if",
+        "else",
+        "elif",
+        "!",
+        "{",
+        "(",
+        "@",
+        "call",
+        "builtin",
+    }
+)
+_VALUE_OPTIONS: Final = frozenset({"-m", "-o", "-g", "-S", "--mode", "--owner", "--group"})
+_PS_TARGET_OPTIONS: Final = frozenset(
+    {"-destination", "-path", "-filepath", "-literalpath", "--target-directory", "-t"}
+)
+_CMD_SWITCH: Final = re.compile(r"^/[A-Za-z?]{1,3}(?::\S*)?$")
+_DOWNLOAD_TO: Final = re.compile(
+    rf"{FETCH}[^\n]*?(?:\s-outfile|\s--output(?:-document)?[= ]|\s-[oO]|\s>)\s*[\"']?"
+    r"([^\s\"';|&>]+)",
+    re.IGNORECASE,
+)
+_NON_PRINTABLE: Final = re.compile(r"[^\x20-\x7e]")
+
+
+def _fingerprint() -> str:
+    table = linkrules.table_fingerprint() + _DOWNLOAD_TO.pattern + _REDIRECT.pattern
+    digest = hashlib.sha256(table.encode()).hexdigest()[:12]
+    return f"{_LOGIC_REVISION}+{digest}"
+
+
+def evidence(text: str) -> str:
+    """A short printable excerpt of ``text`` for a finding."""
+    return _NON_PRINTABLE.sub("?", text.strip())[:EVIDENCE_CHARS]
+
+
+def is_script(path: str) -> bool:
+    """Whether conda runs ``path`` at install, removal or activation."""
+    return _LINK_SCRIPT.match(path) is not None or _ACTIVATION.match(path) is not None
+
+
+def _clean_token(token: str) -> str:
+    return token.strip("\"'();{}`").rstrip(",")
+
+
+def _command_words(segment: str) -> list[str]:
+    """The words of one command, without redirections and leading ``sudo``/``VAR=x`` words."""
+    try:
+        words = shlex.split(segment, posix=False)
+    except ValueError:
+        words = segment.split()
+    tokens = [token for token in (_clean_token(w) for w in words if ">" not in w) if token]
+    while tokens and (tokens[0].lower() in _PREFIX_WORDS or re.match(r"^\w+=", tokens[0])):
+        tokens = tokens[1:]
+    return tokens
+
+
+def _split_arguments(
+    command: str, arguments: list[str], cmd_dialect: bool
+) -> tuple[list[str], list[str]]:
+    """(files named by an option such as ``-Destination`` or ``of=``, positional arguments)."""
+    named: list[str] = []
+    positional: list[str] = []
+    pending = ""
+    for token in arguments:
+        lowered = token.lower()
+        if pending:
+            if pending == "target":
+                named.append(token)
+            pending = ""
+        elif lowered in _PS_TARGET_OPTIONS:
+            pending = "target"
+        elif lowered in _VALUE_OPTIONS:
+            pending = "value"
+        elif lowered.startswith("--target-directory="):
+            named.append(token.split("=", 1)[1])
+        elif lowered.startswith("of=") and command == "dd":
+            named.append(token[3:])
+        elif not (token.startswith("-") or (cmd_dialect and _CMD_SWITCH.match(token))):
+            positional.append(token)
+    return named, positional
+
+
+def _command_targets(segment: str, cmd_dialect: bool) -> tuple[list[str], bool]:
+    """Files the command of ``segment`` writes, and whether they count for the prefix check."""
+    tokens = _command_words(segment)
+    if not tokens:
+        return [], False
+    command = tokens[0].rsplit("/", 1)[-1].rsplit("\\", 1)[-1].lower().removesuffix(".exe")
+    if command == "sed" and not any(t.startswith(("-i", "--in-place")) for t in tokens[1:]):
+        return [], False
+    named, positional = _split_arguments(command, tokens[1:], cmd_dialect)
+    if command in SENSITIVE_ONLY:
+        return named + positional, False
+    if command in LAST_ARG_WRITERS:
+        return named or positional[-1:], True
+    if command in ALL_ARG_WRITERS or command == "dd":
+        return named + (positional if command != "mklink" else positional[:1]), True
+    return [], False
+
+
+def write_targets(line: str, cmd_dialect: bool) -> Iterator[tuple[str, bool]]:
+    """Every file ``line`` writes, with whether it counts for the outside-the-prefix check."""
+    for match in _REDIRECT.finditer(line):
+        yield _clean_token(match.group(1)), True
+    for segment in _SEGMENT_SPLIT.split(line):
+        targets, counts = _command_targets(segment, cmd_dialect)
+        for target in targets:
+            yield target, counts
+
+
+def judge_target(target: str) -> tuple[str, Verdict] | None:
+    """The rule a write to ``target`` breaks, if any."""
+    for rule, pattern in SENSITIVE_TARGETS:
+        if pattern.search(target):
+            return rule, Verdict.MALICIOUS
+    if PARENT_SEGMENT.search(target):
+        return WRITE_OUTSIDE_PREFIX, Verdict.SUSPICIOUS
+    if ALLOWED_TARGET.match(target):
+        return None
+    if ABSOLUTE_TARGET.match(target):
+        return WRITE_OUTSIDE_PREFIX, Verdict.SUSPICIOUS
+    return None
+
+
+def _fetch_execute(lines: list[str]) -> str | None:
+    """A line that runs (or makes runnable) a file an earlier line downloaded."""
+    for number, line in enumerate(lines):
+        for match in _DOWNLOAD_TO.finditer(line):
+            name = re.escape(match.group(1))
+            runs = re.compile(
+                rf"chmod\s+[^\n]*\+?[0-7]*x[^\n]*{name}|(?:^|[;&|]\s*|{SINK}(?:\s+-\w+)*\s+|"
+                rf"start-process\s+|\bstart\s+|\bcall\s+)[\"']?(?:\./)?{name}(?:[\s\"';]|$)",
+                re.IGNORECASE,
+            )
+            rest = [line[match.end() :], *lines[number + 1 :]]
+            for later in rest:
+                if runs.search(later):
+                    return later
+    return None
+
+
+class LinkScriptScanner:
+    """Finds hostile commands in link and activation scripts (rules in :mod:`.linkrules`)."""
+
+    name: Final = NAME
+    version: Final = _fingerprint()
+
+    def wants(self, path: str) -> bool:
+        return is_script(path)
+
+    def scan_member(self, subject: ScanSubject, member: Member) -> Iterable[Finding]:
+        lines = logical_lines(member.data, member.path)
+        cmd_dialect = dialect_of(member.path) == "cmd"
+        found: dict[str, Finding] = {}
+
+        def add(rule: str, verdict: Verdict, line: str, what: str) -> None:
+            if rule not in found:
+                found[rule] = Finding(
+                    NAME, rule, verdict, member.path, evidence(line), {"reason": what}
+                )
+
+        for line in lines:
+            for rule in LINE_RULES:
+                if rule.rule not in found and rule.pattern.search(line):
+                    add(rule.rule, rule.verdict, line, rule.what)
+            for target, counts in write_targets(line, cmd_dialect):
+                judged = judge_target(target)
+                if judged is not None and (counts or judged[1] is Verdict.MALICIOUS):
+                    add(judged[0], judged[1], line, f"writes {evidence(target)}")
+        executed = _fetch_execute(lines)
+        if executed is not None:
+            add(FETCH_EXECUTE, Verdict.MALICIOUS, executed, "runs a file it downloaded")
+        return sorted(found.values(), key=lambda f: (-f.verdict.rank, f.rule))
+
+    def finish(self, subject: ScanSubject) -> Iterable[Finding]:
+        return ()

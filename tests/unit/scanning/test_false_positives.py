@@ -1,0 +1,68 @@
+"""False-positive rate 0: every real package in the test data is clean for the project's scanners.
+
+Every ``.conda`` and ``.tar.bz2`` under the repository's test data (``tests/data``; its ``bad/``
+folder holds broken archives, not packages) and under the shared test data beside the repository
+when it is there, is scanned through the engine by the link-script, Python and names scanners,
+with every test-data package name as the organisation's internal names too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stockade.scanning.engine import scan_archive
+from tests.conftest import ROOT, TESTDATA
+from tests.support.hostile import own_scanners, read_index, subject_for
+
+SHARED_TESTDATA = ROOT.parent / "shared" / "testdata"
+SUFFIXES = (".conda", ".tar.bz2")
+
+
+def real_packages(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.name.endswith(SUFFIXES) and "bad" not in path.relative_to(root).parts
+    )
+
+
+REPO_PACKAGES = real_packages(TESTDATA)
+SHARED_PACKAGES = real_packages(SHARED_TESTDATA)
+
+
+@pytest.fixture(scope="module")
+def internal_names() -> frozenset[str]:
+    return frozenset(str(read_index(path)["name"]) for path in REPO_PACKAGES)
+
+
+def test_the_repository_has_real_packages() -> None:
+    assert len(REPO_PACKAGES) >= 40
+    assert any(path.name.startswith("link-scripts-") for path in REPO_PACKAGES)
+
+
+@pytest.mark.parametrize("path", REPO_PACKAGES, ids=lambda path: str(path.relative_to(TESTDATA)))
+def test_repository_package_is_clean(path: Path, internal_names: frozenset[str]) -> None:
+    report = scan_archive(path, subject_for(path, internal_names), own_scanners())
+    assert report.errors == {}
+    assert report.findings == []
+
+
+@pytest.mark.skipif(not SHARED_PACKAGES, reason="no shared test data beside the repository")
+@pytest.mark.parametrize(
+    "path", SHARED_PACKAGES, ids=lambda path: str(path.relative_to(SHARED_TESTDATA))
+)
+def test_shared_package_is_clean(path: Path, internal_names: frozenset[str]) -> None:
+    report = scan_archive(path, subject_for(path, internal_names), own_scanners())
+    assert report.errors == {}
+    assert report.findings == []
+
+
+def test_scripts_of_real_packages_are_seen() -> None:
+    """The clean result is not for want of looking: real link scripts reach the scanner."""
+    path = TESTDATA / "packages" / "link-scripts-0.1.0-h4616a5c_0.conda"
+    report = scan_archive(path, subject_for(path), own_scanners())
+    assert report.members >= 4
