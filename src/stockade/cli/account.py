@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from stockade.cli.client import ApiClient, CliError, client, fail
+from stockade.cli.output import NONE, AsJson, print_json, table, when
 from stockade.cli.profile import Profile, forget_profile, load_profile, save_profile
 
 out = Console()
@@ -78,9 +78,12 @@ def logout() -> None:
     out.print("profile removed" if forget_profile() else "no profile stored")
 
 
-def whoami() -> None:
+def whoami(as_json: AsJson = False) -> None:
     """Show who the CLI acts as."""
     who = client().get("/whoami")
+    if as_json:
+        print_json(who)
+        return
     out.print(f"{who['username']}{' (admin)' if who['admin'] else ''} via {who['via']}")
     if who.get("groups"):
         out.print(f"groups: {', '.join(who['groups'])}")
@@ -139,24 +142,29 @@ def token_create(
 @token_app.command("list")
 def token_list(
     user: str | None = typer.Option(None, "--user", "-u", help="Admins: someone else's tokens"),
+    as_json: AsJson = False,
 ) -> None:
     """List tokens (never their secrets) with their last use."""
-    table = Table("id", "name", "kind", "prefix", "limits", "expires", "last used", "state")
     params = {"user": user} if user else {}
-    for t in client().get("/tokens", params=params):
+    data = client().get("/tokens", params=params)
+    if as_json:
+        print_json(data)
+        return
+    grid = table("id", "name", "kind", "prefix", "limits", "expires", "last used", "state")
+    for t in data:
         limits = ", ".join(t["scopes"]) or ", ".join(f"{k}={v}" for k, v in t["resources"].items())
         state = "revoked" if t["revoked_at"] else "active" if t["active"] else "expired"
-        table.add_row(
+        grid.add_row(
             str(t["id"]),
             t["name"],
             t["kind"],
             t["prefix"] + "…",
-            limits or "-",
-            t["expires_at"][:19],
-            (t["last_used_at"] or "-")[:19],
+            limits or NONE,
+            when(t["expires_at"]),
+            when(t["last_used_at"]),
             state,
         )
-    out.print(table)
+    out.print(grid)
 
 
 @token_app.command("revoke")

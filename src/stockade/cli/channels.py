@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from stockade.cli.client import client
+from stockade.cli.output import NONE, AsJson, key_values, out, print_json, table, when
 from stockade.cli.text import shorten
 
-out = Console()
 channel_app = typer.Typer(help="Channels.", no_args_is_help=True)
 
 PRIVACY_HELP = "public | authenticated | private"
 
 
 def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    print_json(data)
 
 
 @channel_app.command("create")
@@ -44,16 +40,16 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _print_json(data)
         return
-    table = Table("name", "privacy", "frozen", "owner", "description")
+    grid = table("name", "privacy", "frozen", "owner", "description")
     for c in data:
-        table.add_row(
+        grid.add_row(
             c["name"],
             c["privacy"],
             "yes" if c["frozen"] else "",
-            c["owner"] or "",
+            c["owner"] or NONE,
             shorten(c["description"], 60),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @channel_app.command("show")
@@ -65,22 +61,31 @@ def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _print_json({**data, "subdirs": subdirs})
         return
-    out.print(
-        f"[bold]{data['name']}[/bold]  {data['privacy']}{'  FROZEN' if data['frozen'] else ''}"
+    key_values(
+        data["name"],
+        [
+            ("privacy", data["privacy"]),
+            ("kind", data["kind"]),
+            ("frozen", "yes: changes wait until unfrozen" if data["frozen"] else "no"),
+            ("url", data["url"]),
+            ("owner", data["owner"]),
+            ("description", data["description"] or None),
+            ("packages", data["artifact_count"]),
+            ("bytes", data["total_size"]),
+            ("failing subdirs", data.get("failing_subdirs") or None),
+            ("created", when(data["created_at"])),
+        ],
     )
-    out.print(
-        f"url: {data['url']}   packages: {data['artifact_count']}   bytes: {data['total_size']}"
-    )
-    table = Table("subdir", "records", "published rev", "pending", "published at")
+    grid = table("subdir", "records", "published rev", "pending", "published at")
     for s in subdirs:
-        table.add_row(
+        grid.add_row(
             s["subdir"],
             str(s["record_count"]),
             str(s["published_rev"]),
             "yes" if s["pending"] else "",
-            (s["published_at"] or "-")[:19],
+            when(s["published_at"]),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @channel_app.command("update")
@@ -122,14 +127,21 @@ def unfreeze(name: str) -> None:
 
 @channel_app.command("files")
 def files(
-    name: str, subdir: str | None = None, package: str | None = typer.Option(None, "--name")
+    name: str,
+    subdir: str | None = None,
+    package: str | None = typer.Option(None, "--name"),
+    as_json: AsJson = False,
 ) -> None:
-    """List a channel's package files."""
-    table = Table("subdir", "filename", "size", "sha256")
+    """List a channel's package files (the first 1,000)."""
     params = {k: v for k, v in {"subdir": subdir, "name": package}.items() if v}
-    for a in client().get(f"/channels/{name}/files", params={**params, "limit": 1000}):
-        table.add_row(a["subdir"], a["filename"], str(a["size"]), a["sha256"][:16] + "…")
-    out.print(table)
+    data = client().get(f"/channels/{name}/files", params={**params, "limit": 1000})
+    if as_json:
+        _print_json(data)
+        return
+    grid = table("subdir", "filename", "size", "sha256")
+    for a in data:
+        grid.add_row(a["subdir"], a["filename"], str(a["size"]), a["sha256"][:16] + "…")
+    out.print(grid)
 
 
 def _selection(

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.status import Status
-from rich.table import Column, Table
+from rich.table import Column
 from rich.text import Text
 
 from stockade.cli.client import ApiClient, CliError, answer_problem, client, fail, unreachable
@@ -76,9 +76,9 @@ def feed_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _print_json(data)
         return
-    table = Table("name", "format", "url", "schedule", "last sync", "status", "advisories")
+    grid = table("name", "format", "url", "schedule", "last sync", "status", "advisories")
     for f in data:
-        table.add_row(
+        grid.add_row(
             f["name"],
             f["format"],
             f["url"],
@@ -87,7 +87,7 @@ def feed_list(as_json: bool = typer.Option(False, "--json")) -> None:
             f["last_status"] or "",
             str(f["advisories"]),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @feed_app.command("show")
@@ -262,9 +262,9 @@ def history(vuln_id: str, as_json: bool = typer.Option(False, "--json")) -> None
     if as_json:
         _print_json(data)
         return
-    table = Table("at", "by", "package", "version", "builds", "status", "note")
+    grid = table("at", "by", "package", "version", "builds", "status", "note")
     for c in data:
-        table.add_row(
+        grid.add_row(
             c["created_at"][:19],
             c["created_by"] or "",
             c["package"],
@@ -273,7 +273,7 @@ def history(vuln_id: str, as_json: bool = typer.Option(False, "--json")) -> None
             c["status"],
             c["note"],
         )
-    out.print(table)
+    out.print(grid)
 
 
 # ------------------------------------------------------------------------- import, export, names
@@ -436,11 +436,11 @@ def names_list(
     if as_json:
         _print_json(rows)
         return
-    table = Table("id", "conda name", "identifier", "origin", "note")
+    grid = table("id", "conda name", "identifier", "origin", "note")
     for r in rows:
         shown = ("not " if r["suppressed"] else "") + r["identifier"]
-        table.add_row(str(r["id"]), r["conda_name"], shown, r["origin"], r["note"])
-    out.print(table)
+        grid.add_row(str(r["id"]), r["conda_name"], shown, r["origin"], r["note"])
+    out.print(grid)
 
 
 @names_app.command("add")

@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from stockade.cli import output
 from stockade.cli.client import client, fail
+from stockade.cli.output import AsJson, key_values, print_json, table, when
 from stockade.cli.text import shorten
 
-out = Console()
+out = output.out
 user_app = typer.Typer(help="Users (local, LDAP, OIDC) and service accounts.", no_args_is_help=True)
 group_app = typer.Typer(help="Groups and their members.", no_args_is_help=True)
 role_app = typer.Typer(help="Built-in and custom roles, and who holds them.", no_args_is_help=True)
@@ -28,7 +30,7 @@ CATEGORIES = (
 
 
 def _json(data: object) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    print_json(data)
 
 
 def _yes(value: bool) -> str:
@@ -50,18 +52,18 @@ def user_list(
     if as_json:
         _json(data)
         return
-    table = Table("username", "kind", "source", "email", "admin", "active", "last sign-in")
+    grid = table("username", "kind", "source", "email", "admin", "active", "last sign-in")
     for u in data:
-        table.add_row(
-            u["username"],
+        grid.add_row(
+            Text(u["username"]),
             u["kind"],
             u["source"],
-            u["email"] or "",
+            Text(u["email"] or ""),
             _yes(u["is_admin"]),
             "yes" if u["is_active"] else "[red]disabled[/red]",
-            (u["last_login_at"] or "-")[:19],
+            when(u["last_login_at"]),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @user_app.command("show")
@@ -71,12 +73,19 @@ def user_show(username: str, as_json: bool = typer.Option(False, "--json")) -> N
     if as_json:
         _json(u)
         return
-    out.print(f"[bold]{u['username']}[/bold] ({u['kind']}, {u['source']})")
-    out.print(f"email: {u['email'] or '-'}   active: {u['is_active']}")
-    if u["disabled_reason"]:
-        out.print(f"disabled: {u['disabled_reason']}")
-    out.print(f"groups: {', '.join(u['groups']) or '-'}")
-    out.print(f"roles: {', '.join(u['roles']) or '-'}")
+    key_values(
+        u["username"],
+        [
+            ("kind", f"{u['kind']} ({u['source']})"),
+            ("email", u["email"]),
+            ("admin", u.get("is_admin")),
+            ("active", u["is_active"]),
+            ("disabled", u["disabled_reason"] or None),
+            ("groups", u["groups"]),
+            ("roles", u["roles"]),
+            ("last sign-in", when(u.get("last_login_at"))),
+        ],
+    )
 
 
 @user_app.command("create")
@@ -177,10 +186,10 @@ def group_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _json(data)
         return
-    table = Table("name", "source", "members", "description")
+    grid = table("name", "source", "members", "description")
     for g in data:
-        table.add_row(g["name"], g["source"], str(g["members"]), shorten(g["description"], 60))
-    out.print(table)
+        grid.add_row(g["name"], g["source"], str(g["members"]), shorten(g["description"], 60))
+    out.print(grid)
 
 
 @group_app.command("show")
@@ -189,10 +198,19 @@ def group_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None
     if as_json:
         _json(g)
         return
-    out.print(f"[bold]{g['name']}[/bold] ({g['source']}) {g['description'] or ''}")
-    out.print(f"roles: {', '.join(g['roles']) or '-'}")
-    for m in g["member_list"]:
-        out.print(f"  {m['username']}" + (f" ({m['source']})" if m["source"] != "local" else ""))
+    members = [
+        m["username"] + (f" ({m['source']})" if m["source"] != "local" else "")
+        for m in g["member_list"]
+    ]
+    key_values(
+        g["name"],
+        [
+            ("source", g["source"]),
+            ("description", g["description"] or None),
+            ("roles", g["roles"]),
+            ("members", members),
+        ],
+    )
 
 
 @group_app.command("create")
@@ -246,11 +264,11 @@ def role_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _json(data)
         return
-    table = Table("name", "built in", "levels", "description")
+    grid = table("name", "built in", "levels", "description")
     for r in data:
         levels = ", ".join(f"{c}={v}" for c, v in r["levels"].items() if v != "none")
-        table.add_row(r["name"], _yes(r["builtin"]), levels or "-", r["description"] or "")
-    out.print(table)
+        grid.add_row(r["name"], _yes(r["builtin"]), levels or "-", r["description"] or "")
+    out.print(grid)
 
 
 @role_app.command("show")
@@ -259,12 +277,19 @@ def role_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _json(r)
         return
-    out.print(f"[bold]{r['name']}[/bold]{' (built in)' if r['builtin'] else ''}")
-    out.print(f"permissions: {', '.join(r['permissions']) or '-'}")
-    for h in r["holders"]:
-        out.print(
-            f"  {h['kind']} {h['name']}" + (f" ({h['source']})" if h["source"] != "local" else "")
-        )
+    holders = [
+        f"{h['kind']} {h['name']}" + (f" ({h['source']})" if h["source"] != "local" else "")
+        for h in r["holders"]
+    ]
+    key_values(
+        r["name"],
+        [
+            ("built in", r["builtin"]),
+            ("description", r.get("description") or None),
+            ("permissions", r["permissions"]),
+            ("held by", holders),
+        ],
+    )
 
 
 @role_app.command("create")
@@ -445,9 +470,14 @@ def audit_export(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(as_json: AsJson = False) -> None:
     """Check the hash chain of the whole log; exit 1 at the first broken event."""
     report = client().get("/audit/verify")
+    if as_json:
+        _json(report)
+        if not report["ok"]:
+            raise typer.Exit(1)
+        return
     if report["ok"]:
         out.print(
             f"audit chain intact: {report['checked']} events, head {report['head'][:16]}…"

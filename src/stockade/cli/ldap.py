@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
 from rich.console import Console
 
 from stockade.cli.client import client
+from stockade.cli.output import print_json
 
 out = Console(highlight=False, soft_wrap=True)
 app = typer.Typer(
@@ -40,7 +40,7 @@ def check_connection(
     """Bind to the directory as the server does, and count its users and groups."""
     data = client().post("/ldap/test", json={"username": user})
     if as_json:
-        print(json.dumps(data, indent=2))
+        print_json(data)
         return
     out.print(
         f"connected to {data['url']} as {data['bound_as']} (TLS: {data['tls']}) "
@@ -58,7 +58,7 @@ def sync_now(as_json: bool = typer.Option(False, "--json")) -> None:
     """Import users and groups from the directory now; users it no longer has are disabled."""
     data = client().post("/ldap/sync")
     if as_json:
-        print(json.dumps(data, indent=2))
+        print_json(data)
         return
     out.print(
         f"synchronized {data['users']} users and {data['groups']} groups: "

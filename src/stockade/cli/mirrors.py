@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from stockade.cli.client import ApiClient, client, fail
+from stockade.cli.output import AsJson, key_values, print_json, table, when
 from stockade.cli.text import shorten
 
 out = Console()
@@ -21,7 +21,7 @@ FINAL = ("completed", "failed", "stopped")
 
 
 def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    print_json(data)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -146,11 +146,23 @@ def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _print_json(data)
         return
-    out.print(f"[bold]{data['name']}[/bold] → channel {data['channel']}  ({data['mode']})")
-    out.print(f"source: {data['source']}{'  (token set)' if data['has_token'] else ''}")
-    out.print(f"subdirs: {', '.join(data['subdirs'])}   concurrency: {data['concurrency']}")
-    out.print(f"schedule: {data['schedule'] or 'manual'}   next run: {data['next_run_at'] or '-'}")
-    out.print(f"policies: {', '.join(data['policies']) or 'none (everything is kept)'}")
+    key_values(
+        data["name"],
+        [
+            ("channel", data["channel"]),
+            ("mode", data["mode"]),
+            ("source", data["source"] + ("  (token set)" if data["has_token"] else "")),
+            ("proxy", data.get("proxy")),
+            ("subdirs", data["subdirs"]),
+            ("concurrency", data["concurrency"]),
+            ("schedule", data["schedule"] or "manual"),
+            ("next run", when(data["next_run_at"])),
+            ("enabled", data.get("enabled")),
+            ("companions", data.get("companions") or None),
+            ("allowed names", data.get("allowed_names") or None),
+            ("policies", data["policies"] or "none (everything is kept)"),
+        ],
+    )
     if data["last_run"]:
         _print_run(data["last_run"])
 
@@ -244,15 +256,19 @@ def exclusions(
     package: str | None = typer.Option(None, help="only this package name"),
     subdir: str | None = typer.Option(None),
     limit: int = typer.Option(100, min=1, max=5000),
+    as_json: AsJson = False,
 ) -> None:
     """Records the last run left out, with the rule that excluded each."""
     data = client().get(
         f"/mirrors/{name}/exclusions", params=_fields(package=package, subdir=subdir, limit=limit)
     )
+    if as_json:
+        _print_json(data)
+        return
+    grid = table("file", "excluded by")
     for row in data:
-        out.print(f"{row['subdir']}/{row['filename']}", highlight=False)
-        for reason in row["reasons"]:
-            out.print(f"    {reason}", highlight=False)
+        grid.add_row(f"{row['subdir']}/{row['filename']}", "\n".join(row["reasons"]))
+    out.print(grid if data else "no record excluded")
 
 
 def follow_run(api: ApiClient, run_id: int) -> dict[str, Any]:

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from stockade.cli.client import client, fail
+from stockade.cli.output import AsJson, key_values, out, print_json, table
 from stockade.cli.text import shorten
 
-out = Console()
 policy_app = typer.Typer(
     help="Policies: which upstream records mirrors keep.", no_args_is_help=True
 )
@@ -198,26 +197,35 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """List policies and where they apply."""
     data = client().get("/policies")
     if as_json:
-        print(json.dumps(data, indent=2))
+        print_json(data)
         return
-    table = Table("name", "criteria", "assigned to", "description")
+    grid = table("name", "criteria", "assigned to", "description")
     for p in data:
-        table.add_row(
+        grid.add_row(
             p["name"],
             _summary(p["definition"]),
             _where(p["assignments"]),
             shorten(p["description"], 40),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @policy_app.command("show")
-def show(name: str) -> None:
-    """A policy's definition (JSON) and assignments."""
+def show(name: str, as_json: AsJson = False) -> None:
+    """A policy: its criteria, one per line, and where it is assigned."""
     data = client().get(f"/policies/{name}")
-    out.print(f"[bold]{data['name']}[/bold]  {data['description']}")
-    out.print(f"assigned to: {_where(data['assignments']) or 'nothing yet'}")
-    print(json.dumps(data["definition"], indent=2))
+    if as_json:
+        print_json(data)
+        return
+    criteria = [(key, _criterion(value)) for key, value in sorted(data["definition"].items())]
+    key_values(
+        data["name"],
+        [
+            ("description", data["description"] or None),
+            ("assigned to", _where(data["assignments"]) or "nothing yet"),
+            *(criteria or [("criteria", "none (keeps everything)")]),
+        ],
+    )
 
 
 @policy_app.command("delete")
@@ -263,7 +271,7 @@ def dry_run(
     undecided."""
     data = client().post(f"/policies/{name}/dry-run", json={"channel": channel, "mirror": mirror})
     if as_json:
-        print(json.dumps(data, indent=2))
+        print_json(data)
         return
     for preview in data["mirrors"]:
         totals = preview["totals"]
@@ -299,7 +307,7 @@ def explain(
         params["subdir"] = subdir
     data = client().get("/policies/explain", params=params)
     if as_json:
-        print(json.dumps(data, indent=2))
+        print_json(data)
         return
     if not data:
         out.print(f"no upstream record of {channel!r}'s mirrors matches {spec!r}")
@@ -317,6 +325,11 @@ def explain(
             out.print(f"    kept by the exception {exception}", highlight=False)
         for note in e.get("notes", []):
             out.print(f"    note: {note}", highlight=False)
+
+
+def _criterion(value: object) -> str:
+    """A criterion's setting: text as is, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
 
 
 def _summary(definition: dict[str, Any]) -> str:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from stockade.cli.client import client, fail
+from stockade.cli.output import key_values, out, print_json, table, when
 from stockade.cli.text import shorten
 
-out = Console()
 webhook_app = typer.Typer(
     help="Webhooks of a channel: calls on new vulnerability matches and on matches turned active.",
     no_args_is_help=True,
@@ -23,7 +20,7 @@ EVENTS = ("vulnerability.matched", "vulnerability.active")
 
 
 def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    print_json(data)
 
 
 def _path(channel: str, hook_id: int | None = None) -> str:
@@ -94,16 +91,16 @@ def list_(channel: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _print_json(data)
         return
-    table = Table("id", "url", "events", "enabled", "description")
+    grid = table("id", "url", "events", "enabled", "description")
     for h in data:
-        table.add_row(
+        grid.add_row(
             str(h["id"]),
             h["url"],
             ", ".join(h["events"]),
             "yes" if h["enabled"] else "no",
             shorten(h["description"], 40),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @webhook_app.command("show")
@@ -113,11 +110,16 @@ def show(channel: str, hook_id: int, as_json: bool = typer.Option(False, "--json
     if as_json:
         _print_json(data)
         return
-    out.print(f"[bold]{data['id']}[/bold] of {data['channel']}: {data['url']}")
-    out.print(f"events: {', '.join(data['events'])}   enabled: {data['enabled']}")
-    out.print(f"created {data['created_at'][:19]} by {data['created_by'] or '-'}")
-    if data["description"]:
-        out.print(data["description"])
+    key_values(
+        f"webhook {data['id']} of {data['channel']}",
+        [
+            ("url", data["url"]),
+            ("events", data["events"]),
+            ("enabled", data["enabled"]),
+            ("description", data["description"] or None),
+            ("created", f"{when(data['created_at'])} by {data['created_by'] or '-'}"),
+        ],
+    )
 
 
 @webhook_app.command("update")
@@ -184,18 +186,18 @@ def deliveries(
     if as_json:
         _print_json(data)
         return
-    table = Table("delivery", "event", "state", "attempts", "last", "created")
+    grid = table("delivery", "event", "state", "attempts", "last", "created")
     for d in data:
         last = d["last_error"] or (str(d["last_status_code"]) if d["last_status_code"] else "-")
-        table.add_row(
+        grid.add_row(
             d["delivery_id"],
             d["event"],
             d["state"],
             str(d["attempts"]),
             shorten(last, 50),
-            d["created_at"][:19],
+            when(d["created_at"]),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @webhook_app.command("redeliver")
