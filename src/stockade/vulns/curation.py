@@ -1,7 +1,9 @@
 """Curators' decisions: a status per advisory and package version, optionally for chosen builds.
 
 Decisions are appended, never changed (:class:`~stockade.vulns.models.Curation`): the history is the
-table. The latest decision whose selector covers a build decides its status (``vulns.matcher``).
+table. A decision is kept on the record curated and applies to every record of its alias group
+(``vulns.aliases``): clearing ``CVE-2018-1000656`` for flask 0.12.2 clears ``PYSEC-2018-66`` too.
+The latest decision whose selector covers a build decides its status (``vulns.matcher``).
 ``curate`` needs ``cve:write``, a non-blank note, and writes a ``cve.curate`` audit event with the
 status before (the previous decision for the same selector, if any) and after. Matches it turns
 ``active`` are announced to the channels' webhooks in the same transaction (``vulns.matcher``);
@@ -20,6 +22,7 @@ from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.core.errors import InvalidInputError
+from stockade.vulns.aliases import group_rows
 from stockade.vulns.errors import VulnerabilityNotFoundError
 from stockade.vulns.ids import find_vulnerability
 from stockade.vulns.matcher import MatchCounts, Matcher
@@ -90,10 +93,12 @@ class CurationService:
     def latest(
         self, vuln_row_id: int, package: str, version: str, builds: str | None
     ) -> Curation | None:
+        """The last decision for this selector on any record of the advisory's alias group."""
+        rows = group_rows(self.session, [vuln_row_id]).get(vuln_row_id, [vuln_row_id])
         query = (
             select(Curation)
             .where(
-                Curation.vulnerability_id == vuln_row_id,
+                Curation.vulnerability_id.in_(rows),
                 Curation.package == package,
                 Curation.version == version,
                 Curation.builds.is_(None) if builds is None else Curation.builds == builds,
@@ -104,10 +109,11 @@ class CurationService:
         return self.session.scalar(query)
 
     def history(self, principal: Principal, vuln_id: str) -> Sequence[Curation]:
-        """Every decision on an advisory, oldest first."""
+        """Every decision on an advisory and on the records aliasing it, oldest first."""
         self.access.require(principal, Permission.CVE_READ)
         vuln = self.find(vuln_id)
-        query = select(Curation).where(Curation.vulnerability_id == vuln.id).order_by(Curation.id)
+        rows = group_rows(self.session, [vuln.id]).get(vuln.id, [vuln.id])
+        query = select(Curation).where(Curation.vulnerability_id.in_(rows)).order_by(Curation.id)
         return self.session.scalars(query).all()
 
 

@@ -9,11 +9,13 @@ answered from two sources, and every ``(score, status)`` pair of both counts:
 - stored matches of the artifacts with that name and version, in their own statuses (a curation for
   chosen builds, or ``security.json``, decide those).
 
-``max_score`` is the highest CVSS best score among pairs in the asked statuses (advisories without a
-CVSS vector have no score and are left out of it); ``has_uncurated`` is true when any pair is
-``reported``. Data is loaded per name, once, and kept until :meth:`version` sees the revision of
-``vuln_state`` change (every store, match and curation write advances it); call :meth:`version`
-before a run, as mirror runs do, to see fresh data.
+``max_score`` is the highest CVSS best score among pairs in the asked statuses, each advisory
+scored as its alias group (``vulns.aliases``: ``PYSEC-2018-66`` takes the NVD score of
+``CVE-2018-1000656``), and a curation of any id of a group applies to all of them (advisories
+whose group carries no CVSS vector have no score and are left out of it); ``has_uncurated`` is
+true when any pair is ``reported``. Data is loaded per name, once, and kept until
+:meth:`version` sees the revision of ``vuln_state`` change (every store, match and curation write
+advances it); call :meth:`version` before a run, as mirror runs do, to see fresh data.
 """
 
 from __future__ import annotations
@@ -45,17 +47,18 @@ class _NameData:
             )
         )
         self.advisories: list[Advisory] = load_advisories(session, vids, names) if vids else []
-        self.curated: dict[tuple[int, str], str] = {}
+        self.curated: dict[tuple[str, str], str] = {}  # (alias group, version) -> status
         query = (
-            select(Curation.vulnerability_id, Curation.version, Curation.status)
+            select(VulnRow.alias_group, Curation.version, Curation.status)
+            .join(VulnRow, VulnRow.id == Curation.vulnerability_id)
             .where(Curation.package == name, Curation.builds.is_(None))
-            .order_by(Curation.id)
+            .order_by(Curation.created_at, Curation.id)
         )
-        for vid, version, status in session.execute(query):
-            self.curated[(vid, version)] = status  # later rows win
+        for group, version, status in session.execute(query):
+            self.curated[(group, version)] = status  # later rows win
         self.matched: dict[str, _Pairs] = defaultdict(list)
         query_matches = (
-            select(Artifact.version, VulnMatch.status, VulnRow.best_score)
+            select(Artifact.version, VulnMatch.status, VulnRow.group_score)
             .join(VulnMatch, VulnMatch.artifact_id == Artifact.id)
             .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
             .where(Artifact.name == name)
@@ -67,7 +70,7 @@ class _NameData:
         found = list(self.matched.get(version, ()))
         for advisory in self.advisories:
             if advisory.affects(name, version):
-                status = self.curated.get((advisory.row_id, version), MatchStatus.REPORTED.value)
+                status = self.curated.get((advisory.group, version), MatchStatus.REPORTED.value)
                 found.append((advisory.best_score, status))
         return found
 

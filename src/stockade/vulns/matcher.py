@@ -46,9 +46,9 @@ from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact
 from stockade.core.clock import utcnow
-from stockade.vulns.model import Affected, severity_band
+from stockade.vulns.aliases import group_ids, group_rows, once_per_group
+from stockade.vulns.model import Affected
 from stockade.vulns.models import (
-    ArtifactVulnSummary,
     Curation,
     MatchStatus,
     StatusOrigin,
@@ -61,12 +61,17 @@ from stockade.vulns.names import NameMap
 from stockade.vulns.ranges import affects
 from stockade.vulns.security import SecurityReader, stored_mitigations
 from stockade.vulns.store import VulnStore, chunked, load, lock_writers
+from stockade.vulns.summaries import OPEN_STATUSES, refresh_summaries, summary_row
 from stockade.vulns.webhook_outbox import WebhookIndex, enqueue_events
 
-__all__ = ["OPEN_STATUSES", "Advisory", "MatchCounts", "Matcher", "load_advisories"]
-
-#: Statuses whose score counts in an artifact's summary: the vulnerability (still) applies.
-OPEN_STATUSES = frozenset({MatchStatus.REPORTED.value, MatchStatus.ACTIVE.value})
+__all__ = [
+    "OPEN_STATUSES",
+    "Advisory",
+    "MatchCounts",
+    "Matcher",
+    "load_advisories",
+    "summary_row",
+]
 
 
 @dataclass
@@ -103,8 +108,9 @@ class Advisory:
 
     row_id: int
     vuln_id: str
-    ids: frozenset[str]  # id and aliases, upper-cased
-    best_score: float | None
+    ids: frozenset[str]  # ids and aliases of every record of its alias group, upper-cased
+    best_score: float | None  # the alias group's score
+    group: str = ""  # ``alias_group``: curations of any record of the group apply
     by_name: dict[str, list[Affected]] = field(default_factory=dict)
     _seen: dict[tuple[str, str], bool] = field(default_factory=dict)
 
@@ -130,13 +136,16 @@ def load_advisories(session: Session, row_ids: Iterable[int], names: NameMap) ->
     """Advisories by row id; a withdrawn one has no names (it matches nothing)."""
     found: list[Advisory] = []
     for part in chunked(sorted(set(row_ids))):
-        for row in session.scalars(select(VulnRow).where(VulnRow.id.in_(part))):
+        rows = session.scalars(select(VulnRow).where(VulnRow.id.in_(part))).all()
+        shared = group_ids(session, {r.alias_group for r in rows})
+        for row in rows:
             vuln = load(row)
             advisory = Advisory(
                 row.id,
                 row.vuln_id,
-                frozenset(i.upper() for i in vuln.ids),
-                row.best_score,
+                frozenset(i.upper() for i in vuln.ids) | shared.get(row.alias_group, frozenset()),
+                row.group_score,
+                row.alias_group,
             )
             if not vuln.is_withdrawn:
                 for affected in vuln.affected:
@@ -168,30 +177,32 @@ class StatusResolver:
     def __init__(self, session: Session, security: SecurityReader | None) -> None:
         self.session = session
         self.security = security
-        self._curations: dict[tuple[int, str, str], list[tuple[str | None, str]]] = {}
+        self._curations: dict[tuple[str, str, str], list[tuple[str | None, str]]] = {}
         self._stored: dict[str, frozenset[str]] = {}
 
     def load_mitigations(self, artifacts: Iterable[ArtifactRef]) -> None:
         """``vulns_mitigated`` as package reading kept it, for these artifacts' contents."""
         self._stored = stored_mitigations(self.session, (a.sha256 for a in artifacts))
 
-    def load(self, vuln_row_ids: Iterable[int], names: Iterable[str]) -> None:
+    def load(self, groups: Iterable[str], names: Iterable[str]) -> None:
+        """Curations of every record of these alias groups, for these package names."""
         self._curations.clear()
         wanted = sorted(set(names))
         if not wanted:
             return
-        grouped: dict[tuple[int, str, str], list[tuple[str | None, str]]] = defaultdict(list)
-        for part in chunked(sorted(set(vuln_row_ids))):
+        grouped: dict[tuple[str, str, str], list[tuple[str | None, str]]] = defaultdict(list)
+        for part in chunked(sorted(set(groups))):
             for name_part in chunked(wanted):
                 query = (
                     select(
-                        Curation.vulnerability_id,
+                        VulnRow.alias_group,
                         Curation.package,
                         Curation.version,
                         Curation.builds,
                         Curation.status,
                     )
-                    .where(Curation.vulnerability_id.in_(part), Curation.package.in_(name_part))
+                    .join(VulnRow, VulnRow.id == Curation.vulnerability_id)
+                    .where(VulnRow.alias_group.in_(part), Curation.package.in_(name_part))
                     .order_by(Curation.created_at.desc(), Curation.id.desc())
                 )
                 for vid, package, version, builds, status in self.session.execute(query):
@@ -199,7 +210,7 @@ class StatusResolver:
         self._curations = dict(grouped)
 
     def status(self, advisory: Advisory, artifact: ArtifactRef) -> tuple[str, str]:
-        key = (advisory.row_id, artifact.name, artifact.version)
+        key = (advisory.group, artifact.name, artifact.version)
         for builds, status in self._curations.get(key, ()):
             if builds is None or fnmatchcase(artifact.build, builds):
                 return status, StatusOrigin.CURATION.value
@@ -241,6 +252,8 @@ class Matcher:
             artifacts = self._artifacts_named(wanted)
             existing = self._existing(VulnMatch.vulnerability_id.in_(part))
             counts += self._reconcile(advisories, artifacts, existing)
+            # the group's score may have moved (a new alias carries a better one): recount
+            self.refresh_summaries(sorted({aid for _, _, aid in existing}))
         return counts
 
     def match_artifacts(self, artifact_ids: Sequence[int]) -> MatchCounts:
@@ -275,24 +288,27 @@ class Matcher:
         return counts
 
     def restatus(self, vuln_row_id: int, package: str, version: str) -> MatchCounts:
-        """Recompute the statuses of one advisory's matches on ``package`` ``version``."""
+        """Recompute the statuses of the matches on ``package`` ``version`` of an advisory and
+        of every record of its alias group (a curation of one id decides them all)."""
         self._one_writer()
         names = self.store.name_map()
-        advisories = load_advisories(self.session, [vuln_row_id], names)
+        rows = group_rows(self.session, [vuln_row_id]).get(vuln_row_id, [vuln_row_id])
+        advisories = load_advisories(self.session, rows, names)
         query = (
             select(*_ARTIFACT_COLUMNS)
             .join(VulnMatch, VulnMatch.artifact_id == Artifact.id)
             .where(
-                VulnMatch.vulnerability_id == vuln_row_id,
+                VulnMatch.vulnerability_id.in_(rows),
                 Artifact.name == package,
                 Artifact.version == version,
             )
+            .distinct()
         )
         artifacts = [_ref(r) for r in self.session.execute(query)]
         if not advisories or not artifacts:
             return MatchCounts()
         existing = self._existing(
-            VulnMatch.vulnerability_id == vuln_row_id,
+            VulnMatch.vulnerability_id.in_(rows),
             VulnMatch.artifact_id.in_([a.id for a in artifacts]),
         )
         return self._reconcile(advisories, artifacts, existing)
@@ -318,7 +334,7 @@ class Matcher:
         by_name: dict[str, list[ArtifactRef]] = defaultdict(list)
         for artifact in artifacts:
             by_name[artifact.name].append(artifact)
-        self.resolver.load((a.row_id for a in advisories), by_name)
+        self.resolver.load((a.group for a in advisories), by_name)
         targeted = {name for advisory in advisories for name in advisory.by_name}
         self.resolver.load_mitigations(a for a in artifacts if a.name in targeted)
         wanted: dict[tuple[int, int], tuple[str, str]] = {}
@@ -395,20 +411,21 @@ class Matcher:
         """Webhook deliveries, in this transaction: new open matches, and matches turned active.
 
         A match that starts out cleared, mitigated or disputed (a curation or the package's
-        ``security.json`` already decided) is not announced as new.
+        ``security.json`` already decided) is not announced as new, nor a match of a record whose
+        alias group already matched the artifact; each is announced under its group's primary.
         """
         if self._hooks is None:
             self._hooks = WebhookIndex.load(self.session)
         if not self._hooks:
             return []
-        matched = [
-            (vid, refs[aid], status)
-            for (vid, aid), status in created
-            if status in OPEN_STATUSES and aid in refs
-        ]
-        active = [
-            (vid, refs[aid], MatchStatus.ACTIVE.value) for vid, aid in activated if aid in refs
-        ]
+        opened = [(key, s) for key, s in created if s in OPEN_STATUSES and key[1] in refs]
+        # records that alias each other are one vulnerability: announced once, as their group
+        first = once_per_group(self.session, [key for key, _ in opened], skip_known=True)
+        matched = [(first[key], refs[key[1]], s) for key, s in opened if key in first]
+        turned = once_per_group(
+            self.session, [key for key in activated if key[1] in refs], skip_known=False
+        )
+        active = [(vid, refs[key[1]], MatchStatus.ACTIVE.value) for key, vid in turned.items()]
         ids = enqueue_events(self.session, self._hooks, WebhookEvent.MATCHED, matched)
         return ids + enqueue_events(self.session, self._hooks, WebhookEvent.ACTIVE, active)
 
@@ -422,24 +439,8 @@ class Matcher:
         return found
 
     def refresh_summaries(self, artifact_ids: Sequence[int]) -> None:
-        """Recompute :class:`ArtifactVulnSummary` rows (none for an artifact without matches)."""
-        for part in chunked(artifact_ids):
-            query = (
-                select(VulnMatch.artifact_id, VulnMatch.status, VulnRow.best_score)
-                .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
-                .where(VulnMatch.artifact_id.in_(part))
-            )
-            gathered: dict[int, list[tuple[str, float | None]]] = defaultdict(list)
-            for aid, status, score in self.session.execute(query):
-                gathered[aid].append((status, score))
-            gone = [aid for aid in part if aid not in gathered]
-            if gone:
-                self.session.execute(
-                    delete(ArtifactVulnSummary).where(ArtifactVulnSummary.artifact_id.in_(gone))
-                )
-            rows = [summary_row(aid, matches) for aid, matches in gathered.items()]
-            if rows:
-                _upsert_summaries(self.session, rows)
+        """Recompute the per-artifact summaries (``vulns.summaries``)."""
+        refresh_summaries(self.session, artifact_ids)
 
 
 def _dialect_insert(session: Session) -> Any:
@@ -458,31 +459,3 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, object]])
     connection = session.connection()
     for part in chunked(rows, 5000):
         connection.execute(statement, list(part))
-
-
-def _upsert_summaries(session: Session, rows: list[dict[str, object]]) -> None:
-    table = ArtifactVulnSummary.__table__
-    statement = _dialect_insert(session)(table)
-    columns = ("max_score", "severity", "worst_status", "counts", "updated_at")
-    statement = statement.on_conflict_do_update(
-        index_elements=["artifact_id"], set_={c: statement.excluded[c] for c in columns}
-    )
-    session.connection().execute(statement, rows)
-
-
-def summary_row(artifact_id: int, matches: list[tuple[str, float | None]]) -> dict[str, object]:
-    """Highest score among open matches, its band, the most severe status, counts per status."""
-    counts: dict[str, int] = defaultdict(int)
-    for status, _ in matches:
-        counts[status] += 1
-    scores = [s for status, s in matches if status in OPEN_STATUSES and s is not None]
-    best = max(scores) if scores else None
-    worst = max((MatchStatus(s) for s in counts), key=lambda s: s.rank)
-    return {
-        "artifact_id": artifact_id,
-        "max_score": best,
-        "severity": severity_band(best).value if best is not None else None,
-        "worst_status": worst.value,
-        "counts": dict(counts),
-        "updated_at": utcnow(),
-    }

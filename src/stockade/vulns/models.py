@@ -5,6 +5,9 @@
 - :class:`Vulnerability`: one advisory as the feed stated it, stored by ``vuln_id``. The JSON
   columns use the serialisation of ``vulns.serial`` (round-trips to :class:`vulns.model.Vulnerability`);
   ``digest`` hashes that serialisation, so a re-sync skips unchanged records.
+  ``alias_group``, ``group_score``, ``group_severity`` and ``score_source`` are the merged view of
+  the records that alias each other (``vulns.aliases``), recomputed whenever one of them changes.
+- :class:`VulnAliasId`: every id of an advisory, the index alias groups are found by.
 - :class:`VulnTarget`: the conda names an advisory can affect, through the name map; the reverse index
   the incremental matcher reads (new artifact of name ``x``: advisories targeting ``x``).
 - :class:`NameMapEntry`: one identifier (a purl or ``vendor:product``) of a conda name, by origin
@@ -115,7 +118,11 @@ class VulnFeed(Base):
 
 class Vulnerability(Base):
     __tablename__ = "vulnerabilities"
-    __table_args__ = (Index("ix_vulnerabilities_severity", "severity", "best_score"),)
+    __table_args__ = (
+        Index("ix_vulnerabilities_severity", "severity", "best_score"),
+        Index("ix_vulnerabilities_alias_group", "alias_group"),
+        Index("ix_vulnerabilities_group_severity", "group_severity", "group_score"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     vuln_id: Mapped[str] = mapped_column(String(128), unique=True)
@@ -138,6 +145,11 @@ class Vulnerability(Base):
     kev: Mapped[bool] = mapped_column(Boolean, default=False)
     epss: Mapped[float | None] = mapped_column(Float)
     digest: Mapped[str] = mapped_column(String(64))
+    # The merged view of its alias group (``vulns.aliases``), kept when records are stored:
+    alias_group: Mapped[str] = mapped_column(String(128), default="")  # the group's primary id
+    group_score: Mapped[float | None] = mapped_column(Float)  # the best score of any member
+    group_severity: Mapped[str | None] = mapped_column(String(16))
+    score_source: Mapped[str | None] = mapped_column(String(128))  # the member it came from
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -154,6 +166,19 @@ class VulnTarget(Base):
         ForeignKey("vulnerabilities.id", ondelete="CASCADE")
     )
     conda_name: Mapped[str] = mapped_column(String(256))
+
+
+class VulnAliasId(Base):
+    """Every id of a live advisory (its own and its aliases, upper-cased): how alias groups are
+    found without reading the JSON of every record (``vulns.aliases``)."""
+
+    __tablename__ = "vuln_alias_ids"
+    __table_args__ = (Index("ix_vuln_alias_ids_alias", "alias"),)
+
+    vulnerability_id: Mapped[int] = mapped_column(
+        ForeignKey("vulnerabilities.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(128), primary_key=True)
 
 
 class NameMapEntry(Base):

@@ -30,12 +30,13 @@ from stockade.channels.models import Artifact
 from stockade.channels.models import Channel as ChannelRow
 from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
+from stockade.vulns.aliases import group_spellings, merged_aliases, source_versions
 from stockade.vulns.display import display_summary
 from stockade.vulns.envfiles import EnvironmentInput, packages_for
-from stockade.vulns.matcher import OPEN_STATUSES
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.models import VulnMatch
 from stockade.vulns.store import chunked
+from stockade.vulns.summaries import OPEN_STATUSES, worse
 from stockade.vulns.trees import Node, Tree, TreeBuilder, channel_name_of, check_platform
 
 __all__ = [
@@ -50,13 +51,13 @@ __all__ = [
     "render_json",
 ]
 
-_VERSIONS = ("4.0", "3.1", "3.0", "2.0")
 FINDING_COLUMNS = (
     "vuln_id",
     "aliases",
     "summary",
     "score",
     "cvss_version",
+    "score_source",
     "severity",
     "kev",
     "status",
@@ -78,6 +79,7 @@ class Finding:
     summary: str
     score: float | None
     cvss_version: str | None
+    score_source: str | None
     severity: str | None
     kev: bool
     status: str
@@ -150,47 +152,73 @@ class EnvironmentReport:
 
 @dataclass
 class _Advisory:
+    """The merged view of an alias group (``vulns.aliases``): its primary id, every other id,
+    the group's score and the record it came from."""
+
     vuln_id: str
     aliases: list[str]
     summary: str
     score: float | None
     cvss_version: str | None
+    score_source: str | None
     severity: str | None
     kev: bool
 
 
-def _cvss_version(row: VulnRow) -> str | None:
-    if row.best_score is None:
-        return None
-    versions = {str(s.get("version")) for s in row.scores or []}
-    return next((v for v in _VERSIONS if v in versions), None)
+def _advisories(session: Session, rows: Sequence[VulnRow]) -> dict[int, _Advisory]:
+    spelled = group_spellings(session, {r.alias_group for r in rows})
+    versions = source_versions(session, rows)
+    return {
+        row.id: _Advisory(
+            vuln_id=row.alias_group,
+            aliases=merged_aliases(row.alias_group, [], spelled.get(row.alias_group, [])),
+            summary=display_summary(row.summary, row.details),
+            score=row.group_score,
+            cvss_version=versions.get(row.id),
+            score_source=row.score_source,
+            severity=row.group_severity,
+            kev=row.kev,
+        )
+        for row in rows
+    }
 
 
-def _advisory(row: VulnRow) -> _Advisory:
-    return _Advisory(
-        vuln_id=row.vuln_id,
-        aliases=list(row.aliases or []),
-        summary=display_summary(row.summary, row.details),
-        score=row.best_score,
-        cvss_version=_cvss_version(row),
-        severity=row.severity,
-        kev=row.kev,
-    )
+def _once_per_group(
+    found: Sequence[tuple[int, VulnRow, str, str]],
+) -> dict[tuple[int, str], tuple[VulnRow, str, str]]:
+    """``(artifact id, row, status, origin)`` -> one entry per artifact and alias group: the
+    primary record if it matched, with the most severe status of the group's matches (and that
+    match's status origin)."""
+    kept: dict[tuple[int, str], tuple[VulnRow, str, str]] = {}
+    for artifact_id, row, status, origin in found:
+        key = (artifact_id, row.alias_group)
+        seen = kept.get(key)
+        if seen is None:
+            kept[key] = (row, status, origin)
+            continue
+        best = row if row.vuln_id == row.alias_group else seen[0]
+        kept[key] = (best, status, origin) if worse(status, seen[1]) else (best, *seen[1:])
+    return kept
 
 
 def matches_of(
     session: Session, artifact_ids: Sequence[int]
 ) -> dict[int, list[tuple[_Advisory, str]]]:
-    """Artifact id -> [(advisory, match status)], withdrawn advisories left out."""
-    found: dict[int, list[tuple[_Advisory, str]]] = defaultdict(list)
+    """Artifact id -> [(vulnerability, match status)], each alias group once, withdrawn
+    advisories left out."""
+    rows: list[tuple[int, VulnRow, str, str]] = []
     for part in chunked(sorted(set(artifact_ids))):
         query = (
             select(VulnMatch.artifact_id, VulnMatch.status, VulnRow)
             .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
             .where(VulnMatch.artifact_id.in_(list(part)), VulnRow.withdrawn.is_(None))
         )
-        for artifact_id, status, row in session.execute(query):
-            found[artifact_id].append((_advisory(row), status))
+        rows += [(aid, row, status, "") for aid, status, row in session.execute(query)]
+    kept = _once_per_group(rows)
+    advisories = _advisories(session, [row for row, *_ in kept.values()])
+    found: dict[int, list[tuple[_Advisory, str]]] = defaultdict(list)
+    for (artifact_id, _), (row, status, _origin) in kept.items():
+        found[artifact_id].append((advisories[row.id], status))
     return found
 
 
@@ -247,6 +275,7 @@ def _finding(
         summary=advisory.summary,
         score=advisory.score,
         cvss_version=advisory.cvss_version,
+        score_source=advisory.score_source,
         severity=advisory.severity,
         kev=advisory.kev,
         status=status,
@@ -350,6 +379,7 @@ CHANNEL_COLUMNS = (
     "summary",
     "score",
     "cvss_version",
+    "score_source",
     "severity",
     "kev",
     "status",
@@ -374,25 +404,21 @@ class ChannelReport:
 def channel_report(session: Session, channel: ChannelRow) -> ChannelReport:
     """One row per (artifact, vulnerability) of every matched artifact of the channel."""
     query = (
-        select(
-            Artifact.subdir,
-            Artifact.filename,
-            Artifact.name,
-            Artifact.version,
-            Artifact.build,
-            VulnMatch.status,
-            VulnMatch.status_origin,
-            VulnRow,
-        )
+        select(Artifact, VulnMatch.status, VulnMatch.status_origin, VulnRow)
         .join(VulnMatch, VulnMatch.artifact_id == Artifact.id)
         .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
         .where(Artifact.channel_id == channel.id, VulnRow.withdrawn.is_(None))
-        .order_by(Artifact.subdir, Artifact.filename, VulnRow.vuln_id)
     )
+    matched = session.execute(query).all()
+    by_id = {a.id: a for a, *_ in matched}
+    kept = _once_per_group([(a.id, row, st, origin) for a, st, origin, row in matched])
+    advisories = _advisories(session, [row for row, *_ in kept.values()])
     rows: list[dict[str, Any]] = []
     artifacts: set[tuple[str, str]] = set()
-    for subdir, filename, name, version, build, status, origin, vuln in session.execute(query):
-        advisory = _advisory(vuln)
+    for (aid, _), (vuln, status, origin) in kept.items():
+        artifact, advisory = by_id[aid], advisories[vuln.id]
+        subdir, filename = artifact.subdir, artifact.filename
+        name, version, build = artifact.name, artifact.version, artifact.build
         artifacts.add((subdir, filename))
         rows.append(
             {
@@ -407,6 +433,7 @@ def channel_report(session: Session, channel: ChannelRow) -> ChannelReport:
                 "summary": advisory.summary,
                 "score": advisory.score,
                 "cvss_version": advisory.cvss_version,
+                "score_source": advisory.score_source,
                 "severity": advisory.severity,
                 "kev": advisory.kev,
                 "status": status,
@@ -414,6 +441,7 @@ def channel_report(session: Session, channel: ChannelRow) -> ChannelReport:
                 "counts": status in OPEN_STATUSES,
             }
         )
+    rows.sort(key=lambda r: (r["subdir"], r["filename"], r["vuln_id"]))
     return ChannelReport(
         channel=channel.name,
         generated_at=utcnow().isoformat(),

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact, PackageContent
 from stockade.core.clock import utcnow
+from stockade.vulns.aliases import AliasIndex
 from stockade.vulns.enrich import Enrichments
 from stockade.vulns.errors import NameMapError
 from stockade.vulns.model import Vulnerability
@@ -89,10 +90,13 @@ class UpsertResult:
     changed: list[int] = field(default_factory=list)
     withdrawn: list[int] = field(default_factory=list)
     unchanged: int = 0
+    #: Records stored before whose alias group's figures moved (a new alias, a better score)
+    regrouped: list[int] = field(default_factory=list)
 
     @property
     def touched(self) -> list[int]:
-        return [*self.new, *self.changed]
+        """Rows to re-match: new, changed, and regrouped (statuses and summaries follow groups)."""
+        return [*self.new, *self.changed, *self.regrouped]
 
 
 class VulnStore:
@@ -196,6 +200,7 @@ class VulnStore:
         new_vulns: list[Vulnerability] = []
         changed_rows: list[dict[str, Any]] = []
         targets: dict[int, set[str]] = {}
+        stored: dict[int, Vulnerability] = {}
         for vuln_id, vuln in by_id.items():
             fields = record_fields(vuln)
             new_digest = digest(fields)
@@ -209,6 +214,7 @@ class VulnStore:
                 new_vulns.append(vuln)
                 continue
             row_id = known[0]
+            stored[row_id] = vuln
             changed_rows.append({"id": row_id, **row, "updated_at": utcnow()})
             result.changed.append(row_id)
             if vuln.is_withdrawn:
@@ -218,10 +224,13 @@ class VulnStore:
             self.session.execute(update(VulnRow), list(part))
         for row_id, vuln in zip(self._insert_new(new_rows), new_vulns, strict=True):
             result.new.append(row_id)
+            stored[row_id] = vuln
             if vuln.is_withdrawn:
                 result.withdrawn.append(row_id)
             targets[row_id] = set() if vuln.is_withdrawn else targets_of(vuln, names)
         self._replace_targets(targets, fresh=set(result.new))
+        mine = set(stored)
+        result.regrouped = [r for r in AliasIndex(self.session).update(stored) if r not in mine]
         if result.new or result.changed:
             Enrichments(self.session).apply_rows(result.touched)
             self.bump()
@@ -235,7 +244,9 @@ class VulnStore:
         statement = insert(VulnRow).returning(VulnRow.id, sort_by_parameter_order=True)
         ids: list[int] = []
         for part in chunked(rows, 1000):
-            values = [{"kev": False, "created_at": now, "updated_at": now, **r} for r in part]
+            values = [
+                {**_alone(r), "kev": False, "created_at": now, "updated_at": now, **r} for r in part
+            ]
             ids += list(self.session.scalars(statement, values))
         return ids
 
@@ -299,6 +310,17 @@ class VulnStore:
         )
         if not getattr(changed, "rowcount", 0):
             insert_ignore_many(self.session, VulnState, [{"id": 1, "revision": 1}], ["id"])
+
+
+def _alone(fields: dict[str, Any]) -> dict[str, Any]:
+    """Group figures of a record on its own (``AliasIndex.update`` then merges it)."""
+    scored = fields.get("best_score") is not None
+    return {
+        "alias_group": fields["vuln_id"],
+        "group_score": fields.get("best_score"),
+        "group_severity": fields.get("severity"),
+        "score_source": fields["vuln_id"] if scored else None,
+    }
 
 
 def revision(session: Session) -> int:

@@ -35,6 +35,8 @@ from sqlalchemy.orm import Session
 from stockade.channels.models import Channel
 from stockade.core.clock import utcnow
 from stockade.core.outbound import OutboundPolicy
+from stockade.vulns.aliases import group_spellings, merged_aliases
+from stockade.vulns.display import display_summary
 from stockade.vulns.models import DeliveryState, Webhook, WebhookDelivery, WebhookEvent
 from stockade.vulns.models import Vulnerability as VulnRow
 
@@ -162,25 +164,22 @@ def _channel_names(session: Session, ids: set[int]) -> dict[int, str]:
 
 
 def _vulnerabilities(session: Session, ids: set[int]) -> dict[int, dict[str, Any]]:
-    query = select(
-        VulnRow.id,
-        VulnRow.vuln_id,
-        VulnRow.aliases,
-        VulnRow.summary,
-        VulnRow.severity,
-        VulnRow.best_score,
-        VulnRow.kev,
-    ).where(VulnRow.id.in_(sorted(ids)))
+    """The merged view of each advisory's alias group (``vulns.aliases``)."""
+    rows = session.scalars(select(VulnRow).where(VulnRow.id.in_(sorted(ids)))).all()
+    spelled = group_spellings(session, {r.alias_group for r in rows})
     return {
-        row_id: {
-            "id": vid,
-            "aliases": list(aliases or []),
-            "summary": summary or "",
-            "severity": severity,
-            "score": score,
-            "kev": bool(kev),
+        row.id: {
+            "id": row.vuln_id,
+            "aliases": merged_aliases(
+                row.vuln_id, row.aliases or [], spelled.get(row.alias_group, [])
+            ),
+            "summary": display_summary(row.summary, row.details),
+            "severity": row.group_severity,
+            "score": row.group_score,
+            "score_source": row.score_source,
+            "kev": bool(row.kev),
         }
-        for row_id, vid, aliases, summary, severity, score, kev in session.execute(query)
+        for row in rows
     }
 
 

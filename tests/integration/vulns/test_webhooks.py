@@ -165,7 +165,7 @@ def test_new_matches_write_grouped_deliveries_in_their_transaction(
         ]
     one = next(d for d in found if d.payload["vulnerability"]["id"] == ADVISORY)
     vuln = one.payload["vulnerability"]
-    assert set(vuln) == {"id", "aliases", "summary", "severity", "score", "kev"}
+    assert set(vuln) == {"id", "aliases", "summary", "severity", "score", "score_source", "kev"}
     with container.factory() as session:
         stored = session.scalar(select(VulnRow).where(VulnRow.vuln_id == ADVISORY))
         assert stored is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, String, and_, cast, func, or_, select
@@ -23,6 +23,7 @@ from stockade.auth.principal import Principal
 from stockade.channels.models import Artifact
 from stockade.channels.service import ChannelService
 from stockade.core.errors import InvalidInputError
+from stockade.vulns.aliases import group_spellings, merged_aliases, source_versions
 from stockade.vulns.curation import CurationService
 from stockade.vulns.display import SUMMARY_LIMIT, display_summary
 from stockade.vulns.errors import VulnerabilityNotFoundError
@@ -100,38 +101,48 @@ def _match_conditions(
 
 
 def _filtered(filters: VulnFilters, where: Sequence[ColumnElement[bool]]) -> Select[VulnRow]:
-    """Advisories the filters select, unordered; ``where``: the match conditions, if any."""
-    query = select(VulnRow)
+    """Advisories the filters select, unordered; ``where``: the match conditions, if any.
+
+    One row per alias group (its primary record, ``vulns.aliases``): the severity is the group's,
+    and the other conditions hold when they hold for any record of the group."""
+    query = select(VulnRow).where(VulnRow.vuln_id == VulnRow.alias_group)
     if filters.severity:
-        query = query.where(VulnRow.severity.in_(list(filters.severity)))
+        query = query.where(VulnRow.group_severity.in_(list(filters.severity)))
     if filters.kev is not None:
-        query = query.where(VulnRow.kev.is_(filters.kev))
+        known = select(VulnRow.alias_group).where(VulnRow.kev.is_(True))
+        in_kev = VulnRow.alias_group.in_(known)
+        query = query.where(in_kev if filters.kev else ~in_kev)
     if filters.q:
         text = filters.q.strip()
-        query = query.where(
+        said = select(VulnRow.alias_group).where(
             or_(
                 VulnRow.vuln_id.icontains(text, autoescape=True),
                 VulnRow.summary.icontains(text, autoescape=True),
                 cast(VulnRow.aliases, String).icontains(text, autoescape=True),
             )
         )
+        query = query.where(VulnRow.alias_group.in_(said))
     if where:
         matched = (
-            select(VulnMatch.vulnerability_id)
+            select(VulnRow.alias_group)
+            .join(VulnMatch, VulnMatch.vulnerability_id == VulnRow.id)
             .join(Artifact, Artifact.id == VulnMatch.artifact_id)
             .where(*where)
         )
-        query = query.where(VulnRow.id.in_(matched))
+        query = query.where(VulnRow.alias_group.in_(matched))
     return query
 
 
-def _summary(row: VulnRow, packages: list[MatchedPackage] | None) -> VulnerabilitySummary:
+def _summary(
+    row: VulnRow, packages: list[MatchedPackage] | None, spelled: dict[str, list[str]]
+) -> VulnerabilitySummary:
     return VulnerabilitySummary(
         id=row.vuln_id,
-        aliases=list(row.aliases or []),
+        aliases=merged_aliases(row.vuln_id, row.aliases or [], spelled.get(row.alias_group, [])),
         summary=display_summary(row.summary, row.details),
-        best_score=row.best_score,
-        severity=row.severity,
+        best_score=row.group_score,
+        severity=row.group_severity,
+        score_source=row.score_source,
         kev=row.kev,
         withdrawn=row.withdrawn is not None,
         published=row.published,
@@ -156,20 +167,27 @@ def list_vulnerabilities(
         where = _match_conditions(filters, list(channels))
     query = _filtered(filters, where).where(VulnRow.id > after).order_by(VulnRow.id).limit(limit)
     rows = session.scalars(query).all()
-    packages = _packages(session, [r.id for r in rows], where) if filters.by_match else {}
-    found = [_summary(r, packages.get(r.id, []) if filters.by_match else None) for r in rows]
+    groups = [r.alias_group for r in rows]
+    packages = _packages(session, groups, where) if filters.by_match else {}
+    spelled = group_spellings(session, groups)
+    found = [
+        _summary(r, packages.get(r.alias_group, []) if filters.by_match else None, spelled)
+        for r in rows
+    ]
     return found, rows[-1].id if len(rows) == limit else None
 
 
 def _packages(
-    session: Session, row_ids: list[int], where: list[ColumnElement[bool]]
-) -> dict[int, list[MatchedPackage]]:
-    worst: dict[int, dict[tuple[str, str], MatchStatus]] = defaultdict(dict)
-    for part in chunked(row_ids):
+    session: Session, groups: list[str], where: list[ColumnElement[bool]]
+) -> dict[str, list[MatchedPackage]]:
+    """Alias group -> the package versions any of its records matched, worst status each."""
+    worst: dict[str, dict[tuple[str, str], MatchStatus]] = defaultdict(dict)
+    for part in chunked(groups):
         query = (
-            select(VulnMatch.vulnerability_id, Artifact.name, Artifact.version, VulnMatch.status)
+            select(VulnRow.alias_group, Artifact.name, Artifact.version, VulnMatch.status)
+            .join(VulnMatch, VulnMatch.vulnerability_id == VulnRow.id)
             .join(Artifact, Artifact.id == VulnMatch.artifact_id)
-            .where(VulnMatch.vulnerability_id.in_(list(part)), *where)
+            .where(VulnRow.alias_group.in_(list(part)), *where)
         )
         for vid, name, version, status in session.execute(query):
             now, seen = MatchStatus(status), worst[vid].get((name, version))
@@ -192,11 +210,48 @@ def find(session: Session, vuln_id: str) -> VulnRow:
 
 
 def show_vulnerability(session: Session, principal: Principal, vuln_id: str) -> VulnerabilityPublic:
+    """The record ``vuln_id`` names, with the merged view of its alias group: the group's score
+    (and which record it came from), every id, and the artifacts any of its records matched."""
     AccessService(session).require(principal, Permission.CVE_READ)
     row = find(session, vuln_id)
+    records = session.scalars(
+        select(VulnRow.vuln_id)
+        .where(VulnRow.alias_group == row.alias_group)
+        .order_by(VulnRow.vuln_id)
+    ).all()
+    spelled = group_spellings(session, [row.alias_group]).get(row.alias_group, [])
+    feed = session.get(VulnFeed, row.feed_id) if row.feed_id is not None else None
+    return VulnerabilityPublic(
+        id=row.vuln_id,
+        source=row.source,
+        feed=feed.name if feed else None,
+        aliases=merged_aliases(row.vuln_id, row.aliases or [], spelled),
+        group=list(records),
+        summary=row.summary,
+        details=row.details,
+        published=row.published,
+        modified=row.modified,
+        withdrawn=row.withdrawn,
+        best_score=row.group_score,
+        severity=row.group_severity,
+        score_source=row.score_source,
+        kev=row.kev,
+        epss=row.epss,
+        scores=list(row.scores or []),
+        cwes=list(row.cwes or []),
+        references=list(row.references or []),
+        affected=list(row.affected or []),
+        artifacts=_group_artifacts(session, principal, row.alias_group),
+    )
+
+
+def _group_artifacts(session: Session, principal: Principal, group: str) -> list[AffectedArtifact]:
+    """Artifacts the records of an alias group match in readable channels, once each (the most
+    severe status of the group's matches on it)."""
     channels = readable_channels(session, principal)
     query = (
         select(
+            Artifact.id,
             Artifact.channel_id,
             Artifact.subdir,
             Artifact.filename,
@@ -207,45 +262,26 @@ def show_vulnerability(session: Session, principal: Principal, vuln_id: str) -> 
             VulnMatch.status_origin,
         )
         .join(VulnMatch, VulnMatch.artifact_id == Artifact.id)
-        .where(VulnMatch.vulnerability_id == row.id, Artifact.channel_id.in_(list(channels)))
+        .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
+        .where(VulnRow.alias_group == group, Artifact.channel_id.in_(list(channels)))
         .order_by(Artifact.channel_id, Artifact.subdir, Artifact.filename)
         .limit(ARTIFACTS_SHOWN)
     )
-    artifacts = [
-        AffectedArtifact(
-            channel=channels[cid],
-            subdir=subdir,
-            filename=filename,
-            name=name,
-            version=version,
-            build=build,
-            status=status,
-            status_origin=origin,
-        )
-        for cid, subdir, filename, name, version, build, status, origin in session.execute(query)
-    ]
-    artifacts.sort(key=lambda a: (a.channel, a.subdir, a.filename))
-    feed = session.get(VulnFeed, row.feed_id) if row.feed_id is not None else None
-    return VulnerabilityPublic(
-        id=row.vuln_id,
-        source=row.source,
-        feed=feed.name if feed else None,
-        aliases=list(row.aliases or []),
-        summary=row.summary,
-        details=row.details,
-        published=row.published,
-        modified=row.modified,
-        withdrawn=row.withdrawn,
-        best_score=row.best_score,
-        severity=row.severity,
-        kev=row.kev,
-        epss=row.epss,
-        scores=list(row.scores or []),
-        cwes=list(row.cwes or []),
-        references=list(row.references or []),
-        affected=list(row.affected or []),
-        artifacts=artifacts,
-    )
+    found: dict[int, AffectedArtifact] = {}
+    for aid, cid, subdir, filename, name, version, build, status, origin in session.execute(query):
+        seen = found.get(aid)
+        if seen is None or MatchStatus(status).rank > MatchStatus(seen.status).rank:
+            found[aid] = AffectedArtifact(
+                channel=channels[cid],
+                subdir=subdir,
+                filename=filename,
+                name=name,
+                version=version,
+                build=build,
+                status=status,
+                status_origin=origin,
+            )
+    return sorted(found.values(), key=lambda a: (a.channel, a.subdir, a.filename))
 
 
 def curation_public(session: Session, vuln_id: str, row: Curation) -> CurationPublic:
@@ -337,7 +373,7 @@ def list_most_severe(
     AccessService(session).require(principal, Permission.CVE_READ)
     channels = readable_channels(session, principal, filters.channel)
     where = _match_conditions(filters, list(channels))
-    score = func.coalesce(VulnRow.best_score, NO_SCORE)
+    score = func.coalesce(VulnRow.group_score, NO_SCORE)
     query = _filtered(filters, where if filters.by_match else [])
     if after:
         cursor = SeverityCursor.decode(after)
@@ -345,50 +381,51 @@ def list_most_severe(
             or_(score < cursor.score, and_(score == cursor.score, VulnRow.id > cursor.row_id))
         )
     rows = session.scalars(query.order_by(score.desc(), VulnRow.id).limit(limit)).all()
-    stats = _stats(session, [r.id for r in rows], where)
+    groups = [r.alias_group for r in rows]
+    stats = _stats(session, groups, where)
+    spelled = group_spellings(session, groups)
+    versions = source_versions(session, rows)
     found = [
         VulnListRow(
-            _summary(r, None), blurb(r), best_version(r.scores), stats.get(r.id, MatchStats())
+            _summary(r, None, spelled),
+            blurb(r),
+            versions.get(r.id),
+            stats.get(r.alias_group, MatchStats()),
         )
         for r in rows
     ]
     if len(rows) < limit:
         return found, None
     last = rows[-1]
-    next_score = last.best_score if last.best_score is not None else NO_SCORE
+    next_score = last.group_score if last.group_score is not None else NO_SCORE
     return found, SeverityCursor(next_score, last.id).encode()
 
 
 def _stats(
-    session: Session, row_ids: list[int], where: list[ColumnElement[bool]]
-) -> dict[int, MatchStats]:
-    per_status: dict[int, dict[str, int]] = defaultdict(dict)
-    channels: dict[int, int] = {}
-    for part in chunked(row_ids):
-        ids = list(part)
-        by_status = (
-            select(VulnMatch.vulnerability_id, VulnMatch.status, func.count())
+    session: Session, groups: list[str], where: list[ColumnElement[bool]]
+) -> dict[str, MatchStats]:
+    """Alias group -> its matches: each artifact once (in the worst status of the group's
+    matches on it), and the channels they are in."""
+    worst: dict[str, dict[int, str]] = defaultdict(dict)
+    channels: dict[str, set[int]] = defaultdict(set)
+    for part in chunked(groups):
+        query = (
+            select(VulnRow.alias_group, Artifact.id, Artifact.channel_id, VulnMatch.status)
+            .join(VulnMatch, VulnMatch.vulnerability_id == VulnRow.id)
             .join(Artifact, Artifact.id == VulnMatch.artifact_id)
-            .where(VulnMatch.vulnerability_id.in_(ids), *where)
-            .group_by(VulnMatch.vulnerability_id, VulnMatch.status)
+            .where(VulnRow.alias_group.in_(list(part)), *where)
         )
-        for vid, status, count in session.execute(by_status):
-            per_status[vid][status] = count
-        by_channel = (
-            select(VulnMatch.vulnerability_id, func.count(func.distinct(Artifact.channel_id)))
-            .join(Artifact, Artifact.id == VulnMatch.artifact_id)
-            .where(VulnMatch.vulnerability_id.in_(ids), *where)
-            .group_by(VulnMatch.vulnerability_id)
-        )
-        for vid, count in session.execute(by_channel):
-            channels[vid] = count
+        for group, aid, channel_id, status in session.execute(query):
+            channels[group].add(channel_id)
+            seen = worst[group].get(aid)
+            worst[group][aid] = worst_of([status, seen] if seen else [status]) or status
     return {
-        vid: MatchStats(
-            artifacts=sum(counts.values()),
-            channels=channels.get(vid, 0),
-            worst_status=worst_of(counts),
+        group: MatchStats(
+            artifacts=len(per),
+            channels=len(channels[group]),
+            worst_status=worst_of(per.values()),
         )
-        for vid, counts in per_status.items()
+        for group, per in worst.items()
     }
 
 
@@ -469,7 +506,8 @@ def package_figures(
 def package_vulnerabilities(
     session: Session, principal: Principal, channel: str, package: str
 ) -> list[ArtifactVuln]:
-    """Every advisory matching a build of a package in a channel, the highest score first."""
+    """Every vulnerability matching a build of a package in a channel, the highest score first:
+    records that alias each other once per build, under their group's primary id."""
     AccessService(session).require(principal, Permission.CVE_READ)
     ids = list(readable_channels(session, principal, channel))
     query = (
@@ -477,21 +515,35 @@ def package_vulnerabilities(
         .join(Artifact, Artifact.id == VulnMatch.artifact_id)
         .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
         .where(Artifact.channel_id.in_(ids), Artifact.name == package)
-        .order_by(func.coalesce(VulnRow.best_score, NO_SCORE).desc(), VulnRow.vuln_id)
+        .order_by(
+            func.coalesce(VulnRow.group_score, NO_SCORE).desc(),
+            VulnRow.alias_group,
+            VulnRow.vuln_id != VulnRow.alias_group,  # the primary record first
+            VulnRow.vuln_id,
+        )
         .limit(ARTIFACTS_SHOWN)
     )
-    return [
-        ArtifactVuln(
+    found: dict[tuple[int, str], ArtifactVuln] = {}
+    matched = session.execute(query).all()
+    versions = source_versions(session, [row for *_, row in matched])
+    for artifact_id, status, origin, row in matched:
+        seen = found.get((artifact_id, row.alias_group))
+        if seen is not None:
+            if MatchStatus(status).rank > MatchStatus(seen.status).rank:
+                found[(artifact_id, row.alias_group)] = replace(
+                    seen, status=status, status_origin=origin
+                )
+            continue
+        found[(artifact_id, row.alias_group)] = ArtifactVuln(
             artifact_id=artifact_id,
-            vuln_id=row.vuln_id,
+            vuln_id=row.alias_group,
             summary=blurb(row),
-            best_score=row.best_score,
-            best_version=best_version(row.scores),
-            severity=row.severity,
+            best_score=row.group_score,
+            best_version=versions.get(row.id),
+            severity=row.group_severity,
             kev=row.kev,
             withdrawn=row.withdrawn is not None,
             status=status,
             status_origin=origin,
         )
-        for artifact_id, status, origin, row in session.execute(query)
-    ]
+    return list(found.values())

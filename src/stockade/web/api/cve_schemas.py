@@ -22,6 +22,11 @@ class FeedCreate(Strict):
     format: FeedFormatLiteral
     schedule: str = Field(default="0 * * * *", min_length=1, max_length=128, description="cron")
     enabled: bool = True
+    check: bool = Field(
+        default=True,
+        description="check the source first (the file or folder exists, the URL answers with "
+        "something of the format); false for a source that is offline on purpose",
+    )
 
 
 class FeedUpdate(Strict):
@@ -29,6 +34,9 @@ class FeedUpdate(Strict):
     format: FeedFormatLiteral | None = None
     schedule: str | None = Field(default=None, min_length=1, max_length=128)
     enabled: bool | None = None
+    check: bool = Field(
+        default=True, description="check a new URL or format first, as when adding a feed"
+    )
 
 
 class FeedPublic(BaseModel):
@@ -40,9 +48,13 @@ class FeedPublic(BaseModel):
     next_run_at: datetime | None
     last_sync_at: datetime | None
     last_status: str | None = Field(
-        description="queued (a sync is asked for or running), ok, partial, unchanged or failed"
+        description="queued (a sync is asked for or running), ok, partial, unchanged, failed "
+        "or unreachable (no answer: host unknown, no connection, timeout)"
     )
     last_error: str | None
+    unreachable_since: datetime | None = Field(
+        default=None, description="while unreachable: the first attempt that found it so"
+    )
     advisories: int = Field(description="advisories stored from this feed")
     created_at: datetime
     href: str
@@ -60,8 +72,13 @@ class VulnerabilitySummary(BaseModel):
     id: str
     aliases: list[str]
     summary: str
-    best_score: float | None
+    best_score: float | None = Field(
+        description="the best score of any record of its alias group (records aliasing it)"
+    )
     severity: SeverityLiteral | None
+    score_source: str | None = Field(
+        default=None, description="the id of the record the score comes from"
+    )
     kev: bool
     withdrawn: bool
     published: datetime | None
@@ -86,14 +103,23 @@ class VulnerabilityPublic(BaseModel):
     id: str
     source: str
     feed: str | None
-    aliases: list[str]
+    aliases: list[str] = Field(description="its aliases and every id of its alias group")
+    group: list[str] = Field(
+        default_factory=list,
+        description="the stored records that are this one vulnerability (they alias each other)",
+    )
     summary: str
     details: str
     published: datetime | None
     modified: datetime | None
     withdrawn: datetime | None
-    best_score: float | None
+    best_score: float | None = Field(
+        description="the best score of any record of its group; its own are under scores"
+    )
     severity: SeverityLiteral | None
+    score_source: str | None = Field(
+        default=None, description="the id of the record the score comes from"
+    )
     kev: bool
     epss: float | None
     scores: list[dict[str, Any]]
