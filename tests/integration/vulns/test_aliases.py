@@ -16,6 +16,7 @@ from stockade.container import Container
 from stockade.db.engine import transaction
 from stockade.policies.engine import EvaluationContext, evaluate
 from stockade.policies.model import CveScore, Policy
+from stockade.settings import WebhookSettings
 from stockade.vulns.curation import CurationService
 from stockade.vulns.lookup import DbVulnerabilityLookup
 from stockade.vulns.models import ArtifactVulnSummary
@@ -36,6 +37,7 @@ from tests.integration.vulns.support import (
     osv_folder,
     sync,
 )
+from tests.integration.vulns.test_webhooks import add_hook, deliveries
 
 NVD = VULNS / "nvd-api-2.0" / "cves-pypi-aliases.json"
 GROUPS = {  # PYSEC advisory -> (the CVE it aliases, the NVD score, the conda package)
@@ -173,3 +175,33 @@ def test_cve_score_policy_excludes_the_flask_build(
     result = evaluate([policy], records, subdir="noarch", context=context)
     assert result.kept == {"flask-3.0.0-py_0.conda"}
     assert lookup.max_score("flask", "0.12.2", frozenset({"active"})) == 7.5
+
+
+def test_webhooks_announce_a_group_once(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    """The NVD record of a CVE already announced through its PYSEC advisory is no new match;
+    confirming the group announces one activation, under the group's primary id."""
+    chan = channel_id(container, admin)
+    add_artifacts(container, chan, [FLASK], match=False)
+    container.settings.webhooks = WebhookSettings(allow_loopback=True)  # never called here
+    add_hook(container, admin, "internal", events=["vulnerability.matched", "vulnerability.active"])
+    folder = osv_folder(tmp_path, "flask")
+    sync(container, add_feed(container, admin, "pypa", folder.as_uri(), "osv"))
+    announced = [d.payload["vulnerability"]["id"] for d in deliveries(container)]
+    assert "PYSEC-2018-66" in announced
+    sync(container, add_feed(container, admin, "nvd", NVD.as_uri(), "nvd"))
+    after = deliveries(container)
+    assert [d.payload["vulnerability"]["id"] for d in after] == announced  # nothing new
+    with transaction(container.factory) as session:
+        CurationService(session).curate(
+            admin, "CVE-2018-1000656", *FLASK[:2], "active", "the JSON decoder is reachable"
+        )
+    (active,) = [d for d in deliveries(container) if d.event == "vulnerability.active"]
+    vuln = active.payload["vulnerability"]
+    assert (vuln["id"], vuln["score"], vuln["score_source"]) == (
+        "PYSEC-2018-66",
+        7.5,
+        "CVE-2018-1000656",
+    )
+    assert "CVE-2018-1000656" in vuln["aliases"] and len(active.payload["artifacts"]) == 1
