@@ -295,3 +295,19 @@ def test_version_changes_with_any_rule_and_with_yara(tmp_path: Path) -> None:
     assert with_admin != base
     (tmp_path / "acme.yar").write_text(ADMIN_RULE.replace("ACME", "ACMF"))
     assert YaraScanner.from_settings(tmp_path).version not in (base, with_admin)
+
+
+def test_rules_kept_elsewhere_are_compiled_after_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "acme.yar").write_text(ADMIN_RULE)
+    extra = [
+        RuleSource("rule db-marker", 'rule db_marker { strings: $a = "DB-MARK-9" condition: $a }')
+    ]
+    scanner = YaraScanner.from_settings(tmp_path, extra=extra)
+    assert scanner.origins[-2:] == [str(tmp_path / "acme.yar"), "rule db-marker"]
+    data = b"DB-MARK-9 ACME-INTERNAL-DO-NOT-SHIP"
+    found = sorted(f.rule for f in scanner.scan_member(SUBJECT, _member(data)))
+    assert found == ["yara:acme_internal_marker", "yara:db_marker"]
+    assert scanner.version != YaraScanner.from_settings(tmp_path).version
+    broken = YaraScanner.from_settings(None, extra=[RuleSource("rule bad", "rule bad {")])
+    with pytest.raises(ScannerUnavailableError, match="rules rule bad: syntax error"):
+        list(broken.scan_member(SUBJECT, _member(b"x")))

@@ -222,14 +222,20 @@ class YaraScanner:
         cls,
         rules_dir: Path | None,
         *,
+        extra: Sequence[RuleSource] = (),
         max_bytes: int = DEFAULT_MAX_BYTES,
         timeout_s: int = DEFAULT_TIMEOUT_S,
     ) -> YaraScanner:
-        """The shipped rules plus those in ``rules_dir`` (``[scanning] yara_rules_dir``)."""
+        """The shipped rules, those in ``rules_dir`` (``[scanning] yara_rules_dir``), then
+        ``extra`` (rules kept elsewhere, e.g. added with ``stockade scan rules add``).
+
+        Never raises: an unreadable folder or a broken rule is raised on use (fail closed).
+        """
         sources = shipped_sources()
         try:
             if rules_dir is not None:
                 sources += admin_sources(rules_dir)
+            sources += extra
         except YaraRuleError as exc:
             scanner = cls(sources, max_bytes=max_bytes, timeout_s=timeout_s)
             scanner._error = str(exc)
