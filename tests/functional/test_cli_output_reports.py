@@ -83,6 +83,18 @@ def test_report_env_is_a_summary_with_a_findings_table(world: World, cli: CliRun
     assert len(out.splitlines()) < 60  # the old default was 200 lines of JSON
 
 
+def test_report_env_of_a_file_names_its_ignored_channels(
+    world: World, cli: CliRunner, tmp_path: Path
+) -> None:
+    env = tmp_path / "environment.yml"
+    channels = [f"{world.live.url}/conda/{world.channel}", "conda-forge", "[red]x[/red]"]
+    env.write_text(json.dumps({"name": "demo", "channels": channels, "dependencies": ["app"]}))
+    out = run(cli, "report", "env", str(env))
+    flat = " ".join(out.split())
+    assert flat.startswith("demo linux-64") and ADVISORY in flat
+    assert "ignored channels: conda-forge, [red]x[/red]" in flat  # shown as text, not markup
+
+
 def test_report_env_json_is_the_api_json_indented(world: World, cli: CliRunner) -> None:
     out = run(cli, "report", "env", "--spec", "app", "-c", world.channel, "--json")
     assert out.startswith("{\n  ")

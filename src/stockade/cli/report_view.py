@@ -51,7 +51,9 @@ def print_environment(report: dict[str, Any]) -> None:
         )
     )
     if report.get("ignored_channels"):
-        out.print(f"ignored channels: {cell(report['ignored_channels'])}", highlight=False)
+        out.print(
+            f"ignored channels: {cell(report['ignored_channels'])}", highlight=False, markup=False
+        )
     print_findings(report["findings"])
     missing = [p for p in report["packages"] if not p["known"]]
     if missing:
