@@ -16,6 +16,7 @@ from stockade.scanning.scanners.hashes import (
     KnownBadList,
     MaliciousRecord,
     OsvRecordError,
+    known_bad_list,
     parse_osv_malicious,
 )
 from tests.support.hostile import HostileCase, subject_for
@@ -244,3 +245,33 @@ def test_parsed_records_feed_the_scanner() -> None:
         "version": "*",
         "source": "MAL-2026-1234",
     }
+
+
+def test_a_snapshot_from_advisories_through_a_name_map() -> None:
+    records = [
+        *parse_osv_malicious(_record()),
+        MaliciousRecord("MAL-2026-7", "PyPI", "Evil_Lib", frozenset({"1.0", "1.1"}), frozenset()),
+        MaliciousRecord("MAL-2026-8", "npm", "left-pad-evil", None, frozenset()),
+        MaliciousRecord("MAL-2026-9", "PyPI", "evil_lib", frozenset({"1.0"}), frozenset()),
+    ]
+    conda = {
+        ("PyPI", "reqeusts-toolbelt"): ["reqeusts-toolbelt"],
+        ("PyPI", "Evil_Lib"): ["evil-lib"],
+    }
+    conda[("PyPI", "evil_lib")] = ["Evil-Lib"]
+    snapshot = known_bad_list(
+        records, lambda eco, name: conda.get((eco, name), []), sha256s=[SHA_B]
+    )
+    assert snapshot.sha256s == {SHA_A, SHA_B}
+    assert snapshot.packages == {
+        ("reqeusts-toolbelt", None),
+        ("evil-lib", "1.0"),
+        ("evil-lib", "1.1"),
+    }
+    assert snapshot.labels["evil-lib==1.0"] == "MAL-2026-7, MAL-2026-9"
+    assert snapshot.labels[SHA_A] == "MAL-2026-1234"
+    scanner = HashListScanner(snapshot)
+    [finding] = scanner.finish(_subject("evil-lib", "1.1"))
+    assert finding.details["source"] == "MAL-2026-7"
+    assert list(scanner.finish(_subject("evil-lib", "2.0"))) == []
+    assert list(scanner.finish(_subject("left-pad-evil", "1.0"))) == []

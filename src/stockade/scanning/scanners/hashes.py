@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ __all__ = [
     "KnownBadList",
     "MaliciousRecord",
     "OsvRecordError",
+    "known_bad_list",
     "parse_osv_malicious",
 ]
 
@@ -154,6 +155,41 @@ class MaliciousRecord:
     versions: frozenset[str] | None
     sha256s: frozenset[str]
     summary: str = ""
+
+
+def known_bad_list(
+    records: Iterable[MaliciousRecord],
+    conda_names: Callable[[str, str], Iterable[str]],
+    *,
+    sha256s: Iterable[str] = (),
+) -> KnownBadList:
+    """The snapshot for :class:`HashListScanner` from parsed advisories.
+
+    ``conda_names(ecosystem, name)`` gives the conda names of an advisory's package (the caller's
+    name map: ``PyPI``/``requests`` -> ``{"requests"}``; none: the advisory is not about conda).
+    Versions are kept as the advisory spells them; every hash it gives is listed; ``sha256s`` adds
+    hashes from other lists. Labels name the advisories (several joined by ``, ``).
+    """
+    hashes = {h for h in (_normalise_hash(s) for s in sha256s) if h}
+    packages: set[tuple[str, str | None]] = set()
+    labels: dict[str, set[str]] = {}
+    for record in records:
+        for sha in record.sha256s:
+            hashes.add(sha)
+            labels.setdefault(sha, set()).add(record.advisory)
+        for conda in {n.strip().lower() for n in conda_names(record.ecosystem, record.name)}:
+            versions: Iterable[str | None] = (
+                [None] if record.versions is None else sorted(record.versions)
+            )
+            for version in versions:
+                packages.add((conda, version))
+                key = conda if version is None else f"{conda}=={version}"
+                labels.setdefault(key, set()).add(record.advisory)
+    return KnownBadList(
+        sha256s=frozenset(hashes),
+        packages=frozenset(packages),
+        labels={key: ", ".join(sorted(ids)) for key, ids in labels.items()},
+    )
 
 
 def _is_malicious(record: Mapping[str, Any]) -> bool:
