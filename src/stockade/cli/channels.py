@@ -34,7 +34,7 @@ def create(
 
 
 @channel_app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json")) -> None:
+def list_(as_json: AsJson = False) -> None:
     """List the channels you can read."""
     data = client().get("/channels")
     if as_json:
@@ -53,7 +53,7 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @channel_app.command("show")
-def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(name: str, as_json: AsJson = False) -> None:
     """Show a channel and the publication state of its subdirs."""
     api = client()
     data = api.get(f"/channels/{name}")

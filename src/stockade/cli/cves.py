@@ -70,7 +70,7 @@ def feed_add(
 
 
 @feed_app.command("list")
-def feed_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def feed_list(as_json: AsJson = False) -> None:
     """Feeds with their last sync."""
     data = client().get("/cve/feeds")
     if as_json:
@@ -169,7 +169,7 @@ def list_cves(
     kev: bool | None = typer.Option(None, "--kev/--no-kev"),
     query: str | None = typer.Option(None, "--query", "-q", help="id, alias or summary text"),
     limit: int = typer.Option(100, min=1, max=10_000, help="rows at most"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """Vulnerabilities; with --channel/--package/--status, the matched versions on each row."""
     params: dict[str, Any] = {
@@ -224,7 +224,7 @@ def _pages(api: ApiClient, params: dict[str, Any], limit: int) -> list[dict[str,
 
 
 @cve_app.command("show")
-def show(vuln_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(vuln_id: str, as_json: AsJson = False) -> None:
     """An advisory: scores, dates, CWEs, summary and details, references, affected ranges, and the
     artifacts it affects."""
     data = client().get(f"/cves/{vuln_id}")
@@ -256,7 +256,7 @@ def curate(
 
 
 @cve_app.command("history")
-def history(vuln_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def history(vuln_id: str, as_json: AsJson = False) -> None:
     """Every curation decision on a vulnerability, oldest first."""
     data = client().get(f"/cves/{vuln_id}/curations")
     if as_json:
@@ -343,7 +343,7 @@ def _send(api: ApiClient, url: str, path: Path, params: dict[str, str]) -> Any:
 def import_cves(
     path: Path = typer.Argument(..., help="a cve.zip, a folder of feed files, or one feed file"),
     fmt: str | None = typer.Option(None, "--format", help="bundle | osv | nvd | cve5 (detected)"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """Import vulnerability data through the server, all or nothing, and match it."""
     if not path.exists():
@@ -416,7 +416,7 @@ def names_list(
     package: str | None = typer.Option(None, "--package", help="conda name"),
     identifier: str | None = typer.Option(None, help="purl or vendor:product"),
     origin: str | None = typer.Option(None, help="shipped | metadata | admin"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """Name-map entries (every page)."""
     api = client()

@@ -44,7 +44,7 @@ def _yes(value: bool) -> str:
 def user_list(
     kind: str | None = typer.Option(None, help="user | service"),
     query: str | None = typer.Option(None, "--query", "-q", help="part of the username"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """List users and service accounts."""
     params = {k: v for k, v in {"kind": kind, "q": query}.items() if v}
@@ -67,7 +67,7 @@ def user_list(
 
 
 @user_app.command("show")
-def user_show(username: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def user_show(username: str, as_json: AsJson = False) -> None:
     """A user with their groups and roles."""
     u = client().get(f"/users/{username}")
     if as_json:
@@ -181,7 +181,7 @@ def service_create(
 
 
 @group_app.command("list")
-def group_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def group_list(as_json: AsJson = False) -> None:
     data = client().get("/groups")
     if as_json:
         _json(data)
@@ -193,7 +193,7 @@ def group_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @group_app.command("show")
-def group_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def group_show(name: str, as_json: AsJson = False) -> None:
     g = client().get(f"/groups/{name}")
     if as_json:
         _json(g)
@@ -259,7 +259,7 @@ def _levels(items: list[str]) -> dict[str, str]:
 
 
 @role_app.command("list")
-def role_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def role_list(as_json: AsJson = False) -> None:
     data = client().get("/roles")
     if as_json:
         _json(data)
@@ -272,7 +272,7 @@ def role_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @role_app.command("show")
-def role_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def role_show(name: str, as_json: AsJson = False) -> None:
     r = client().get(f"/roles/{name}")
     if as_json:
         _json(r)
@@ -383,7 +383,7 @@ def audit_query(
     since: str | None = typer.Option(None, help="ISO date/time"),
     until: str | None = typer.Option(None, help="ISO date/time"),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=100_000),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """Audit events, newest first."""
     params = {

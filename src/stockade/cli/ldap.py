@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from stockade.cli.client import client
-from stockade.cli.output import print_json
+from stockade.cli.output import AsJson, print_json
 
 out = Console(highlight=False, soft_wrap=True)
 app = typer.Typer(
@@ -35,7 +35,7 @@ def check_connection(
     user: str | None = typer.Option(
         None, "--user", "-u", help="Also look this user up and show their groups"
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """Bind to the directory as the server does, and count its users and groups."""
     data = client().post("/ldap/test", json={"username": user})
@@ -54,7 +54,7 @@ def check_connection(
 
 
 @app.command("sync")
-def sync_now(as_json: bool = typer.Option(False, "--json")) -> None:
+def sync_now(as_json: AsJson = False) -> None:
     """Import users and groups from the directory now; users it no longer has are disabled."""
     data = client().post("/ldap/sync")
     if as_json:

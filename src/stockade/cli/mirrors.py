@@ -117,9 +117,7 @@ def update(
 
 
 @mirror_app.command("list")
-def list_(
-    channel: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json")
-) -> None:
+def list_(channel: str | None = typer.Option(None), as_json: AsJson = False) -> None:
     """List the mirrors of channels you can read."""
     data = client().get("/mirrors", params=_fields(channel=channel))
     if as_json:
@@ -140,7 +138,7 @@ def list_(
 
 
 @mirror_app.command("show")
-def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(name: str, as_json: AsJson = False) -> None:
     """Show a mirror, its policies and its last run."""
     data = client().get(f"/mirrors/{name}")
     if as_json:
@@ -207,7 +205,7 @@ def stop(run_id: int) -> None:
 def runs(
     name: str,
     limit: int = typer.Option(20, min=1, max=200),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """A mirror's runs, newest first."""
     data = client().get(f"/mirrors/{name}/runs", params={"limit": limit})

@@ -193,7 +193,7 @@ def update(
 
 
 @policy_app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json")) -> None:
+def list_(as_json: AsJson = False) -> None:
     """List policies and where they apply."""
     data = client().get("/policies")
     if as_json:
@@ -262,7 +262,7 @@ def dry_run(
     name: str,
     channel: str = typer.Option(..., help="the channel whose mirrors to evaluate"),
     mirror: str | None = typer.Option(None, help="only this mirror of the channel"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """What the channel would hold with this policy: counts per reason, would add/remove.
 
@@ -298,7 +298,7 @@ def explain(
     spec: str = typer.Argument(..., help="e.g. 'numpy 1.26.4' or 'numpy >=1.26'"),
     channel: str = typer.Option(..., help="the channel to ask about"),
     subdir: str | None = typer.Option(None),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """Why records matching SPEC are, or are not, in the channel: the reasons the mirrors' last
     run stored (nothing is fetched; before a first run there is no snapshot)."""

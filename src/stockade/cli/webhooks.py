@@ -9,7 +9,7 @@ from urllib.parse import quote
 import typer
 
 from stockade.cli.client import client, fail
-from stockade.cli.output import key_values, out, print_json, table, when
+from stockade.cli.output import AsJson, key_values, out, print_json, table, when
 from stockade.cli.text import shorten
 
 webhook_app = typer.Typer(
@@ -63,7 +63,7 @@ def add(
         False, "--secret-stdin", help="read the signing secret from stdin (default: generated)"
     ),
     disabled: bool = typer.Option(False, "--disabled", help="add it switched off"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """Add a webhook to a channel you manage; prints its secret once."""
     body: dict[str, Any] = {"url": url, "description": description, "enabled": not disabled}
@@ -85,7 +85,7 @@ def add(
 
 
 @webhook_app.command("list")
-def list_(channel: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def list_(channel: str, as_json: AsJson = False) -> None:
     """The webhooks of a channel (needs manage on it)."""
     data = client().get(_path(channel))
     if as_json:
@@ -104,7 +104,7 @@ def list_(channel: str, as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @webhook_app.command("show")
-def show(channel: str, hook_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(channel: str, hook_id: int, as_json: AsJson = False) -> None:
     """One webhook (never its secret)."""
     data = client().get(_path(channel, hook_id))
     if as_json:
@@ -179,7 +179,7 @@ def deliveries(
     channel: str,
     hook_id: int,
     limit: int = typer.Option(20, min=1, max=500),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """Recent deliveries, newest first, with the outcome of their last attempt."""
     data = client().get(f"{_path(channel, hook_id)}/deliveries", params={"limit": limit})
