@@ -369,3 +369,17 @@ def test_rules_kept_elsewhere_are_compiled_after_the_folder(tmp_path: Path) -> N
 def test_variants_are_found(scanner: YaraScanner, text: str, rule: str) -> None:
     rules = [f.rule for f in scanner.scan_member(SUBJECT, _member(text.encode()))]
     assert f"yara:stockade_{rule}" in rules
+
+
+def test_an_admin_global_rule_cannot_silence_the_shipped_rules(tmp_path: Path) -> None:
+    (tmp_path / "mute.yar").write_text("global rule mute { condition: false }\n")
+    scanner = YaraScanner.from_settings(tmp_path)
+    data = b"stratum+tcp://pool.example.net:3333"
+    assert [f.rule for f in scanner.scan_member(SUBJECT, _member(data))] == [
+        "yara:stockade_miner_stratum_url"
+    ]
+
+
+def test_validate_rules_refuses_a_huge_file() -> None:
+    error = validate_rules("// x\n" * 300_000, origin="big.yar")
+    assert error is not None and "larger than" in str(error)

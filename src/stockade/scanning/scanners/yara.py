@@ -165,7 +165,7 @@ def _rule_line(text: str, identifier: str) -> int | None:
 def validate_rules(text: str, *, origin: str = "rules") -> YaraRuleError | None:
     """Why ``text`` cannot be added as a rule file (with its line), or None when it can."""
     try:
-        source = RuleSource(origin, text)
+        source = RuleSource(origin, _decode(origin, text.encode("utf-8", errors="replace")))
         _check_meta(source, _compile_one(source))
     except YaraRuleError as exc:
         return exc
