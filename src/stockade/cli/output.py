@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich import box
@@ -23,11 +22,11 @@ from rich.text import Text
 __all__ = [
     "NONE",
     "AsJson",
-    "Format",
     "cell",
     "key_values",
     "out",
     "print_json",
+    "print_lines",
     "score_cell",
     "table",
     "when",
@@ -42,13 +41,6 @@ AsJson = Annotated[
     bool,
     typer.Option("--json", help="Print the API's JSON (indented; stable for scripts)."),
 ]
-
-
-class Format(StrEnum):
-    """``--format`` of commands that print data: a Rich rendering or the API's JSON."""
-
-    TABLE = "table"
-    JSON = "json"
 
 
 def print_json(data: object) -> None:
@@ -112,17 +104,3 @@ def print_lines(lines: Sequence[str]) -> None:
     """Plain lines, never read as Rich markup."""
     for line in lines:
         out.print(line, markup=False, highlight=False)
-
-
-def choose(fmt: Format | None, as_json: bool, default: Format = Format.TABLE) -> Format:
-    """``--json`` is ``--format json``; neither is ``default``."""
-    if as_json:
-        return Format.JSON
-    return fmt or default
-
-
-def echo_any(data: Any, as_json: bool) -> bool:
-    """Print ``data`` as JSON when ``--json`` was given; True when it was printed."""
-    if as_json:
-        print_json(data)
-    return as_json
