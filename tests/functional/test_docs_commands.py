@@ -41,7 +41,8 @@ from tests.factories.packages import PackageSpec, build_conda
 from tests.support import warm_cli
 from tests.support.server import ADMIN_PASSWORD, LiveServer
 
-pytestmark = pytest.mark.functional
+# README and the user guide share one server, in order: keep the module on one worker.
+pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.xdist_group("docs-commands")]
 
 README = ROOT / "README.md"
 USER_GUIDE = ROOT / "docs" / "user-guide.md"
@@ -261,8 +262,8 @@ def workspace(folder: Path, url: str) -> Path:
 def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docs]:
     home = tmp_path_factory.mktemp("docs-home")
     with (
-        own_server("sqlite", tmp_path_factory, "docs") as live,
         warm_cli.start(tmp_path_factory.mktemp("docs-cli"), reader_env(home), ROOT) as shim,
+        own_server("sqlite", tmp_path_factory, "docs") as live,
     ):
         work = workspace(tmp_path_factory.mktemp("docs-work"), live.url)
         yield Docs(live, home, work, shim)
@@ -285,13 +286,26 @@ def test_readme_quick_start_runs_as_written(after_readme: Docs) -> None:
 
 
 def test_user_guide_runs_as_written(after_readme: Docs) -> None:
-    after_readme.run_all(USER_GUIDE, after_readme.work)
-    admin = after_readme.live.admin
+    docs = after_readme
+    docs.run_all(USER_GUIDE, docs.work)
+    admin = docs.live.admin
+
+    def files(channel: str) -> set[str]:
+        listed = admin.get(f"/api/v1/channels/{channel}/files").text
+        return {
+            n for n in ("mypkg-0.9-0", "mypkg-1.0-0", "oldpkg-1.0-0", "app-1.0-0") if n in listed
+        }
+
+    assert files("team") == {"mypkg-1.0-0", "app-1.0-0"}  # oldpkg moved, mypkg <1.0 removed
+    assert files("prod") == {"mypkg-1.0-0"}
+    assert files("archive") == {"oldpkg-1.0-0"}
     assert admin.get("/api/v1/channels/team").json()["privacy"] == "authenticated"
-    assert admin.get("/api/v1/channels/archive").status_code == 200
+    assert admin.get("/api/v1/channels/team/nightly").status_code == 404
+    for output in ("report.csv", "sbom.cdx.json", "sbom.spdx.json", "team.csv", "app.spdx.json"):
+        assert (docs.work / output).stat().st_size > 0, output
 
 
-def test_every_block_is_tagged_and_every_skip_rule_is_used() -> None:
+def test_every_block_is_tagged_and_every_rule_is_used() -> None:
     untagged = [
         f"{path.name}:{start - 1}"
         for path in (README, USER_GUIDE)
@@ -302,4 +316,6 @@ def test_every_block_is_tagged_and_every_skip_rule_is_used() -> None:
     every = commands(README) + commands(USER_GUIDE)
     assert len(every) > 30, "the documents' commands were not found"
     unused = [reason for rule, reason in SKIP if not any(rule.search(c.text) for c in every)]
-    assert not unused, f"skip rules that skip nothing: {unused}"
+    unused += [p for p in SUBSTITUTIONS if not any(p in c.text for c in every)]
+    unused += [a for a in ANSWERS if not any(c.text.startswith(a) for c in every)]
+    assert not unused, f"skip rules, placeholders or answers that nothing uses: {unused}"

@@ -16,16 +16,25 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 SHIM = """#!{python} -S
-import json, os, socket, struct, sys
+import json, os, socket, struct, sys, time
 conn = socket.socket(socket.AF_UNIX)
-conn.connect({path!r})
+deadline = time.monotonic() + 60  # the fork server may still be importing the CLI
+while True:
+    try:
+        conn.connect({path!r})
+        break
+    except (FileNotFoundError, ConnectionRefusedError):
+        if os.path.exists({path!r} + ".failed"):
+            sys.exit(open({path!r} + ".failed").read())
+        if time.monotonic() > deadline:
+            sys.exit("stockade shim: the fork server did not start")
+        time.sleep(0.05)
 request = {{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}
 socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
 conn.shutdown(socket.SHUT_WR)
@@ -57,12 +66,7 @@ def start(folder: Path, env: dict[str, str], root: Path) -> Iterator[Path]:
         start_new_session=True,  # no terminal: getpass reads from the command's stdin
     )
     try:
-        deadline = time.monotonic() + 60
-        while not path.exists():
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the stockade fork server did not start")
-            time.sleep(0.05)
-        yield bin_dir
+        yield bin_dir  # the shim waits for the socket: the import overlaps the caller's setup
     finally:
         server.terminate()
         server.wait(10)
@@ -70,7 +74,11 @@ def start(folder: Path, env: dict[str, str], root: Path) -> Iterator[Path]:
 
 def serve(path: str) -> None:
     """Import the CLI, then run each request in a forked child."""
-    from stockade.cli.main import main  # imported once, before forking: the point of this
+    try:
+        from stockade.cli.main import main  # imported once, before forking: the point of this
+    except BaseException:
+        Path(path + ".failed").write_text(traceback.format_exc())  # the shims fail at once
+        raise
 
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path + ".tmp")
