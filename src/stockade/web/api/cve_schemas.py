@@ -71,7 +71,9 @@ class MatchedPackage(BaseModel):
 class VulnerabilitySummary(BaseModel):
     id: str
     aliases: list[str]
-    summary: str
+    summary: str = Field(
+        description="the advisory's summary, else the start of its details (vulns.display)"
+    )
     best_score: float | None = Field(
         description="the best score of any record of its alias group (records aliasing it)"
     )
