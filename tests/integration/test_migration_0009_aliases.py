@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from stockade.db.migrate import upgrade
 from tests.conftest import PG_URL, backends
@@ -43,8 +43,12 @@ def test_upgrade_groups_stored_aliases(backend: str, tmp_path: Path) -> None:
                         "t": "2026-01-01 00:00:00+00:00",
                     },
                 )
-        upgrade(url)
+            _matched_twice(conn)
+        upgrade(url, "0009")
         with engine.begin() as conn:
+            summary = conn.execute(
+                text("SELECT counts, max_score, severity FROM artifact_vuln_summaries")
+            ).one()
             got = {
                 r[0]: tuple(r[1:])
                 for r in conn.execute(
@@ -55,6 +59,7 @@ def test_upgrade_groups_stored_aliases(backend: str, tmp_path: Path) -> None:
                 )
             }
             indexed = conn.execute(text("SELECT count(*) FROM vuln_alias_ids")).scalar()
+            kept = conn.execute(text("SELECT count(*) FROM vuln_matches")).scalar()
         engine.dispose()
         # the primary: the smallest id that is not a CVE id
         merged = ("GHSA-562c-5r94-xh97", 7.5, "high", "CVE-2018-1000656")
@@ -66,3 +71,46 @@ def test_upgrade_groups_stored_aliases(backend: str, tmp_path: Path) -> None:
             "PYSEC-2099-2": ("PYSEC-2099-2", 9.9, "critical", "PYSEC-2099-2"),
         }
         assert indexed == 3 + 1 + 2 + 1  # the live records' ids and aliases
+        assert kept == 2  # no table rebuilt under the matches (SQLite cascades on DROP TABLE)
+        counts = summary[0] if isinstance(summary[0], dict) else json.loads(summary[0])
+        assert (counts, summary[1], summary[2]) == ({"reported": 1}, 7.5, "high")  # was 2
+
+
+T = "2026-01-01 00:00:00+00:00"
+
+
+def _matched_twice(conn: Connection) -> None:
+    """An artifact matched by PYSEC-2018-66 and by CVE-2018-1000656, counted twice (as before)."""
+    conn.execute(
+        text(
+            "INSERT INTO channels (name, privacy, kind, frozen, created_at, updated_at) "
+            "VALUES ('internal', 'public', 'local', false, :t, :t)"
+        ),
+        {"t": T},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO artifacts (channel_id, subdir, filename, name, version, build, "
+            "build_number, format, sha256, md5, size, record_json, indexed_timestamp, source, "
+            "scan_status, created_at) SELECT id, 'noarch', 'flask-0.12.2-py_0.conda', 'flask', "
+            "'0.12.2', 'py_0', 0, 'conda', :sha, :md5, 1, :rec, 0, 'upload', 'clean', :t "
+            "FROM channels"
+        ),
+        {"sha": "0" * 64, "md5": "0" * 32, "rec": b"{}", "t": T},
+    )
+    for vuln_id in ("PYSEC-2018-66", "CVE-2018-1000656"):
+        conn.execute(
+            text(
+                "INSERT INTO vuln_matches (vulnerability_id, artifact_id, status, status_origin, "
+                "matched_at, updated_at) SELECT v.id, a.id, 'reported', 'auto', :t, :t "
+                "FROM vulnerabilities v, artifacts a WHERE v.vuln_id = :v"
+            ),
+            {"v": vuln_id, "t": T},
+        )
+    conn.execute(
+        text(
+            "INSERT INTO artifact_vuln_summaries (artifact_id, max_score, severity, worst_status, "
+            "counts, updated_at) SELECT id, 7.5, 'high', 'reported', :c, :t FROM artifacts"
+        ),
+        {"c": json.dumps({"reported": 2}), "t": T},
+    )

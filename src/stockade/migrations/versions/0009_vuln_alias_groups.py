@@ -40,8 +40,10 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_vulnerabilities_group_severity", ["group_severity", "group_score"], unique=False
         )
-    with op.batch_alter_table("vulnerabilities", schema=None) as batch_op:
-        batch_op.alter_column("alias_group", server_default=None)
+    if op.get_bind().dialect.name != "sqlite":
+        # (on SQLite, dropping a default rebuilds the table, and dropping the old table with
+        # foreign keys on would cascade to every match, target and curation: the default stays)
+        op.alter_column("vulnerabilities", "alias_group", server_default=None)
     op.create_table(
         "vuln_alias_ids",
         sa.Column("vulnerability_id", sa.Integer(), nullable=False),
