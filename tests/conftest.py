@@ -15,6 +15,9 @@ from tests.support.server import LiveServer, fresh_database, run_server
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "tests" / "data"  # the one path to the test data (tests/data/PROVENANCE.md)
 PG_URL = os.environ.get("STOCKADE_TEST_PG_URL")
+# No test fetches the internet's default vulnerability feeds: servers and containers built from
+# Settings() start without them; a test that wants them passes vulns={"default_feeds": True}.
+os.environ.setdefault("STOCKADE_VULNS__DEFAULT_FEEDS", "false")
 
 
 def backends() -> list[str]:

@@ -285,6 +285,35 @@ class OutboundSettings(BaseModel):
         )
 
 
+DEFAULT_FEED_NAMES = ("nvd", "osv-pypi", "cisa-kev", "epss")  # stockade.vulns.default_feeds
+
+
+class VulnSettings(BaseModel):
+    """Vulnerability intelligence: the default feeds a fresh install creates (SPEC §7)."""
+
+    default_feeds: bool = Field(
+        default=True,
+        description="on first start, add the default feeds (NVD API 2.0, OSV PyPI, CISA KEV, "
+        "EPSS; hourly); false on air-gapped sites",
+    )
+    default_feed_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="another URL for a default feed, by name (nvd, osv-pypi, cisa-kev, epss), "
+        "e.g. an internal copy; read when the defaults are added",
+    )
+
+    @field_validator("default_feed_urls")
+    @classmethod
+    def _check_feed_names(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(DEFAULT_FEED_NAMES))
+        if unknown:
+            raise ValueError(f"no default feed {unknown[0]!r} ({', '.join(DEFAULT_FEED_NAMES)})")
+        for name, url in value.items():
+            if not url.strip().lower().startswith(("https://", "file://")):
+                raise ValueError(f"{name}: feed URLs are https:// or file://")
+        return value
+
+
 class ScanningSettings(BaseModel):
     """Malware scanning (SPEC §8): admins' YARA rules and ClamAV through clamd."""
 
@@ -350,6 +379,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     outbound: OutboundSettings = OutboundSettings()
     scanning: ScanningSettings = ScanningSettings()
+    vulns: VulnSettings = VulnSettings()
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

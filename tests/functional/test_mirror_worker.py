@@ -97,6 +97,7 @@ def worker_process(
             "STOCKADE_LOG_LEVEL": "info",
             "STOCKADE_MIRROR__HEARTBEAT_S": "0.5",
             "STOCKADE_PUBLICATION__COALESCE_MS": "20",
+            "STOCKADE_VULNS__DEFAULT_FEEDS": "false",  # no internet feeds in tests
             "PYTHONPYCACHEPREFIX": str(PYCACHE),
         }
     )

@@ -231,12 +231,15 @@ def drive_feed(c: Ctx, method: str) -> None:
     admin = c.live.admin
     name = new_name("feed")
     keyed = f"https://nvd.example.invalid/feed.json?apiKey={SECRET}"
-    made = admin.post(f"{API}/cve/feeds", json={"name": name, "url": keyed, "format": "nvd"})
+    body = {"name": name, "url": keyed, "format": "nvd", "check": False}  # no such host
+    made = admin.post(f"{API}/cve/feeds", json=body)
     assert made.status_code == 201, made.text
+    checked = admin.post(f"{API}/cve/feeds", json={**body, "name": new_name("feed"), "check": True})
+    assert checked.status_code == 422, checked.text  # the source check names the URL redacted
     if method == "PATCH":
-        made = admin.patch(f"{API}/cve/feeds/{name}", json={"url": keyed + "&x=1"})
+        made = admin.patch(f"{API}/cve/feeds/{name}", json={"url": keyed + "&x=1", "check": False})
         assert made.status_code == 200, made.text
-    shown_nowhere(c.live, SECRET, made, admin.get(f"{API}/cve/feeds"))
+    shown_nowhere(c.live, SECRET, made, checked, admin.get(f"{API}/cve/feeds"))
 
     # a plain user cannot name a server file in any spelling; nobody names another scheme
     def send(client: httpx.Client, url: str) -> httpx.Response:

@@ -96,6 +96,8 @@ class ServerProcess:
             "STOCKADE_PUBLICATION__COALESCE_MS": "20",
             # test upstreams run on 127.0.0.1, refused by default (docs/adr/0010)
             "STOCKADE_OUTBOUND__ALLOW_LOOPBACK": "true",
+            # no test fetches the internet's default feeds (a test turns them on with env)
+            "STOCKADE_VULNS__DEFAULT_FEEDS": "false",
             **self.env,
             **env,
         }

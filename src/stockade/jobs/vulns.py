@@ -1,8 +1,9 @@
 """Vulnerability jobs: feed syncs and artifact matching (queued by id), and the feed schedule.
 
 - :func:`sync_feed` fetches, stores and matches one feed (``vulns.feedsync``); a failure of any
-  kind is recorded on the feed row (``last_status`` ``failed``), so a caller polling the feed
-  always sees the sync end.
+  kind is recorded on the feed row (``last_status`` ``failed``, or ``unreachable`` when the host
+  gave no answer: logged once, not at every retry, see ``vulns.feed_state``), so a caller polling
+  the feed always sees the sync end.
 - :func:`match_artifacts` matches new artifacts (uploads, copies) against the stored advisories.
 - :func:`mirror_run_artifacts` finds what a completed mirror run added: the artifacts of the
   mirror created since the run was created (a cheap indexed query; the run's apply step does not
@@ -11,7 +12,9 @@
   of ``vuln_feeds.next_run_at`` (as ``take_due_mirrors`` does), so each due time is taken once.
   A feed whose stored schedule never fires or is not cron (stored before schedules were checked)
   is not queued: its ``next_run_at`` is cleared and the reason recorded on the row, with one
-  warning; the other feeds keep their schedule.
+  warning; the other feeds keep their schedule. A due unreachable feed keeps its status while
+  it is retried. When it starts, it adds the default feeds on the first start of an installation
+  (``vulns.default_feeds``, ``[vulns] default_feeds``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact
@@ -32,12 +35,20 @@ from stockade.db.engine import transaction
 from stockade.jobs.ticker import Ticker
 from stockade.jobs.webhooks import dispatch_due
 from stockade.mirroring.models import MirrorRun
+from stockade.vulns.default_feeds import seed_default_feeds
+from stockade.vulns.errors import FeedUnreachableError
+from stockade.vulns.feed_state import FeedStatus
 from stockade.vulns.feedsync import FeedSync, SyncCounts, record_sync_failure
 from stockade.vulns.matcher import MatchCounts, Matcher
 from stockade.vulns.models import VulnFeed
 from stockade.vulns.security import BlobSecurityReader
 
 log = logging.getLogger("stockade.jobs")
+# a scheduled retry of an unreachable feed keeps showing ``unreachable`` (and its since-time)
+_QUEUED_UNLESS_UNREACHABLE = case(
+    (VulnFeed.last_status == FeedStatus.UNREACHABLE.value, FeedStatus.UNREACHABLE.value),
+    else_=FeedStatus.QUEUED.value,
+)
 
 __all__ = [
     "FeedHousekeeper",
@@ -63,6 +74,8 @@ def sync_feed(container: Container, feed_id: int) -> SyncCounts | None:
     )
     try:
         counts = syncer.sync_feed(feed_id)
+    except FeedUnreachableError:  # recorded on the feed, logged once (vulns.feed_state)
+        return None
     except StockadeError as exc:  # fetch errors are recorded by the sync itself
         log.warning("feed %s: sync failed: %s", feed_id, exc.detail)
         record_sync_failure(container.factory, feed_id, exc.detail)
@@ -128,7 +141,7 @@ def take_due_feeds(session: Session, now: datetime | None = None) -> list[int]:
         result = session.execute(
             update(VulnFeed)
             .where(VulnFeed.id == feed_id, VulnFeed.next_run_at == was)
-            .values(next_run_at=when, last_status="queued")
+            .values(next_run_at=when, last_status=_QUEUED_UNLESS_UNREACHABLE)
         )
         if result.rowcount:  # type: ignore[attr-defined]
             taken.append(feed_id)
@@ -158,6 +171,14 @@ class FeedHousekeeper(Ticker):
     def __init__(self, container: Container) -> None:
         self.container = container
         super().__init__(container.settings.mirror.scheduler_poll_s)
+
+    def start(self) -> None:
+        """Add the default feeds on the first start (``[vulns] default_feeds``), then schedule."""
+        try:
+            seed_default_feeds(self.container.factory, self.container.settings.vulns)
+        except Exception:  # the feeds can be added by hand; the schedule must run
+            log.exception("adding the default vulnerability feeds failed")
+        super().start()
 
     def tick(self) -> list[int]:
         with transaction(self.container.factory) as session:

@@ -71,6 +71,26 @@ class FeedFetchError(InvalidInputError):
     title = "Feed fetch failed"
 
 
+class FeedUnreachableError(FeedFetchError):
+    """The feed's host gave no answer (name not resolved, no connection, timeout): the feed shows
+    ``unreachable`` (``vulns.feed_state``), not ``failed``."""
+
+    code = "vulns:feed-unreachable"
+    title = "Feed unreachable"
+
+    def __init__(self, detail: str, *, reason: str = "") -> None:
+        super().__init__(detail)
+        self.reason = reason  # how the connection failed: for the log, never for the API
+
+
+class FeedSourceError(InvalidInputError):
+    """A feed source checked at creation (``vulns.feed_check``) that cannot be used: the reason is
+    in ``detail``, the URL redacted."""
+
+    code = "vulns:feed-source-check"
+    title = "Feed source cannot be used"
+
+
 class WebhookNotFoundError(NotFoundError):
     code = "webhook:not-found"
 

@@ -37,7 +37,14 @@ from stockade.core.urls import URLParseError, parse_url, redact_url
 from stockade.db.engine import transaction
 from stockade.vulns.bundle import import_bundle
 from stockade.vulns.enrich import EPSS_COLUMNS, KEV_COLUMNS, Enrichments, parse_epss, parse_kev
-from stockade.vulns.errors import FeedError, FeedExistsError, FeedFetchError, FeedNotFoundError
+from stockade.vulns.errors import (
+    FeedError,
+    FeedExistsError,
+    FeedFetchError,
+    FeedNotFoundError,
+    FeedUnreachableError,
+)
+from stockade.vulns.feed_state import record_unreachable, set_status, unreachable_since
 from stockade.vulns.feeds import parse_cve5, parse_nvd, parse_osv
 from stockade.vulns.fetching import Fetched, fetch, fetch_file
 from stockade.vulns.matcher import Matcher
@@ -51,6 +58,7 @@ __all__ = [
     "FeedSync",
     "Fetched",
     "SyncCounts",
+    "check_fields",
     "fetch",
     "record_sync_failure",
 ]
@@ -132,7 +140,7 @@ class FeedSync:
                 outbound=self.outbound,
             )
         except FeedFetchError as exc:
-            self._finish(feed_id, "failed", exc.detail)
+            self._failed(feed_id, exc)
             raise
         sha = fetched.sha256() if not fetched.not_modified else known_sha
         if fetched.not_modified or sha == known_sha:
@@ -212,13 +220,19 @@ class FeedSync:
                         feed.content_sha256 = got.sha256
                         _status(feed, "ok", None)
         except StockadeError as exc:
-            self._finish(feed_id, "failed", exc.detail)
+            self._failed(feed_id, exc)
             raise
         counts.new, counts.changed, counts.unchanged = done.added, done.updated, done.unchanged
         counts.withdrawn, counts.enriched = done.withdrawn, done.enrichment
         counts.matches_added, counts.matches_removed = done.matches_added, done.matches_removed
         counts.matches_restatused = done.matches_restatused
         return counts
+
+    def _failed(self, feed_id: int, exc: StockadeError) -> None:
+        if isinstance(exc, FeedUnreachableError):
+            record_unreachable(self.factory, feed_id, exc)  # one warning, then silence
+        else:
+            self._finish(feed_id, "failed", exc.detail)
 
     def _finish(self, feed_id: int, status: str, error: str | None) -> None:
         with transaction(self.factory) as session:
@@ -236,9 +250,7 @@ def record_sync_failure(factory: sessionmaker[Session], feed_id: int, error: str
 
 
 def _status(feed: VulnFeed, status: str, error: str | None) -> None:
-    feed.last_sync_at = utcnow()
-    feed.last_status = status
-    feed.last_error = error or None
+    set_status(feed, status, error)
 
 
 class FeedService:
@@ -280,7 +292,7 @@ class FeedService:
         clean = name.strip()
         if not clean or len(clean) > 128 or not clean.isprintable() or "/" in clean:
             raise InvalidInputError("feed names are 1-128 printable characters", field="name")
-        _check_fields(url, fmt, schedule)
+        check_fields(url, fmt, schedule)
         row = VulnFeed(
             name=clean,
             url=url,
@@ -320,7 +332,7 @@ class FeedService:
             url = None  # the redacted URL as shown, sent back: the stored one (and its key) stays
         new_url, new_fmt = url or row.url, fmt or row.format
         new_schedule = schedule if schedule is not None else row.schedule
-        _check_fields(new_url, new_fmt, new_schedule)
+        check_fields(new_url, new_fmt, new_schedule)
         if (new_url, new_fmt) != (row.url, row.format):  # another source: fetch it in full
             row.etag = row.last_modified = row.content_sha256 = None
         row.url, row.format, row.schedule = new_url, new_fmt, new_schedule
@@ -352,8 +364,9 @@ class FeedService:
         """Mark the feed ``queued``; the caller enqueues the sync after the commit."""
         self.access.require(principal, Permission.CVE_MANAGE)
         row = self.get(principal, name)
+        if unreachable_since(row.last_status, row.last_error, row.last_sync_at) is None:
+            row.last_error = None  # an unreachable feed's error stays: its streak goes on
         row.last_status = "queued"
-        row.last_error = None
         self.session.flush()
         AuditLog(self.session).record(
             "cve.feed.sync", principal, Target("vuln_feed", row.name, row.id)
@@ -365,7 +378,7 @@ def _next_run(schedule: str) -> datetime:
     return croniter(schedule, utcnow()).get_next(datetime)
 
 
-def _check_fields(url: str, fmt: str, schedule: str) -> None:
+def check_fields(url: str, fmt: str, schedule: str) -> None:
     if fmt not in _FORMATS:
         raise InvalidInputError(f"format must be one of {', '.join(_FORMATS)}", field="format")
     try:

@@ -6,15 +6,19 @@ redacted (an API key in a query is not shown) and not why a connection failed.
 
 A ``https://`` URL is one document, fetched with ``If-None-Match`` / ``If-Modified-Since`` from the
 last answer's ``ETag`` / ``Last-Modified``; a 304 is "not modified". A ``file://`` URL is a file,
-or a folder whose feed files (by the format's suffixes) are read recursively in path order.
+or a folder whose feed files (by the format's suffixes) are read recursively in path order. An
+OSV file that is a zip (osv.dev's ``<ecosystem>/all.zip``) is its ``.json``/``.yaml`` members.
+A host that gives no answer is :class:`FeedUnreachableError` (the feed shows ``unreachable``).
 :func:`fetch_file` fetches one large file (a ``cve.zip``) to disk instead of memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,10 +34,11 @@ from stockade.core.outbound import (
     guarded_client,
 )
 from stockade.core.urls import ParsedURL, URLParseError, parse_url, redact_url
-from stockade.vulns.errors import FeedFetchError
+from stockade.vulns.bundlefile import BundleError, BundleLimits, members, read_member
+from stockade.vulns.errors import FeedFetchError, FeedUnreachableError
 from stockade.vulns.models import FeedFormat
 
-__all__ = ["SUFFIXES", "Fetched", "FetchedFile", "fetch", "fetch_file"]
+__all__ = ["SUFFIXES", "Fetched", "FetchedFile", "fetch", "fetch_file", "parse_feed_url"]
 
 SUFFIXES = {
     FeedFormat.OSV.value: (".json", ".yaml", ".yml"),
@@ -44,6 +49,8 @@ SUFFIXES = {
     FeedFormat.BUNDLE.value: (".zip",),
 }
 _TIMEOUT = 120.0
+_ZIP_MAGIC = b"PK\x03\x04"
+_NO_ANSWER = (httpx.TimeoutException, httpx.NetworkError, httpx.ProxyError)  # unreachable
 log = logging.getLogger("stockade.vulns")
 
 
@@ -70,7 +77,7 @@ def fetch(
     client: httpx.Client | None = None,
     outbound: OutboundPolicy | None = None,
 ) -> Fetched:
-    parts = _parse(url)
+    parts = parse_feed_url(url)
     if parts.scheme == "file":
         return _read_path(Path(url2pathname(parts.path)), fmt)
     headers = {}
@@ -92,15 +99,34 @@ def fetch(
     if response.status_code >= httpx.codes.BAD_REQUEST:
         raise FeedFetchError(f"fetching {redact_url(url)}: HTTP {response.status_code}")
     return Fetched(
-        [(parts.path.rsplit("/", 1)[-1] or "feed", response.content)],
+        _documents(parts.path.rsplit("/", 1)[-1] or "feed", response.content, fmt),
         etag=response.headers.get("ETag"),
         last_modified=response.headers.get("Last-Modified"),
     )
 
 
+def _documents(name: str, data: bytes, fmt: str) -> list[tuple[str, bytes]]:
+    """One fetched file as documents: an OSV zip (``PyPI/all.zip`` of osv.dev) is its members of
+    the format's suffixes, read with the safe zip reader; anything else is one document."""
+    if fmt != FeedFormat.OSV or not data.startswith(_ZIP_MAGIC):
+        return [(name, data)]
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            found = members(archive, BundleLimits())
+            return [
+                (f"{name}/{member}", read_member(archive, info))
+                for member, info in sorted(found.items())
+                if member.lower().endswith(SUFFIXES[fmt]) and not member.startswith(".")
+            ]
+    except zipfile.BadZipFile as exc:
+        raise FeedFetchError(f"{name}: not a zip file ({exc})") from None
+    except BundleError as exc:
+        raise FeedFetchError(f"{name}: {exc.detail}") from None
+
+
 def _read_path(path: Path, fmt: str) -> Fetched:
     if path.is_file():
-        return Fetched([(path.name, path.read_bytes())])
+        return Fetched(_documents(path.name, path.read_bytes(), fmt))
     if not path.is_dir():
         raise FeedFetchError(f"feed path {path} does not exist")
     suffixes = SUFFIXES[fmt]
@@ -132,7 +158,7 @@ def fetch_file(
 ) -> Iterator[FetchedFile]:
     """One file (a ``cve.zip``) from ``file://`` in place, or from ``https://`` streamed to a
     temporary file (removed afterwards), fetched conditionally; its sha256 computed."""
-    parts = _parse(url)
+    parts = parse_feed_url(url)
     if parts.scheme == "file":
         path = Path(url2pathname(parts.path))
         if not path.is_file():
@@ -172,7 +198,7 @@ def fetch_file(
         yield got
 
 
-def _parse(url: str) -> ParsedURL:
+def parse_feed_url(url: str) -> ParsedURL:
     """The feed URL parsed once: ``https`` or ``file`` in any spelling, decided on the parsed
     scheme."""
     try:
@@ -192,10 +218,16 @@ def _client(outbound: OutboundPolicy | None) -> httpx.Client:
 def _fetch_error(url: str, exc: Exception) -> FeedFetchError:
     """Which URL failed and whether the policy refused it, never how a connection failed
     (refused, reset, timed out would tell the state of internal ports): that goes to the log."""
-    refused = isinstance(exc, RefusedDestinationError)
-    why = RefusedDestinationError.public if refused else "cannot be reached"
-    log.warning("feed %s: %s (%s)", redact_url(url), why, str(exc)[:300])
-    return FeedFetchError(f"fetching {redact_url(url)}: {why}")
+    if isinstance(exc, RefusedDestinationError):
+        why = RefusedDestinationError.public
+        log.warning("feed %s: %s (%s)", redact_url(url), why, str(exc)[:300])
+        return FeedFetchError(f"fetching {redact_url(url)}: {why}")
+    if not isinstance(exc, _NO_ANSWER):  # an answer that is not HTTP, too many redirects…
+        log.warning("feed %s: no usable answer (%s)", redact_url(url), str(exc)[:300])
+        return FeedFetchError(f"fetching {redact_url(url)}: no usable answer")
+    # no answer: the sync marks the feed unreachable and logs it once (vulns.feed_state)
+    reason = f"{exc.__class__.__name__}: {redact_url(str(exc))[:300]}"
+    return FeedUnreachableError(f"fetching {redact_url(url)}: cannot be reached", reason=reason)
 
 
 def _file_sha256(path: Path) -> str:

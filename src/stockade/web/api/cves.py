@@ -2,7 +2,8 @@
 
 A sync runs as a job: ``POST /cve/feeds/{name}/sync`` answers 202 with the feed, its
 ``last_status`` set to ``queued``, and a ``Location`` of the feed; poll it until ``last_status``
-is no longer ``queued`` (``ok``, ``partial``, ``unchanged`` or ``failed`` with ``last_error``).
+is no longer ``queued`` (``ok``, ``partial``, ``unchanged``, ``failed`` with ``last_error``, or
+``unreachable`` with ``unreachable_since``).
 The package tab of the UI is ``GET /cves?channel=C&package=P``.
 """
 
@@ -17,6 +18,8 @@ from sqlalchemy.orm import Session
 from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
 from stockade.vulns.curation import CurationService
+from stockade.vulns.feed_check import authorize_source, changed_source, check_feed_source
+from stockade.vulns.feed_state import unreachable_since
 from stockade.vulns.feedsync import FeedService
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.models import VulnFeed
@@ -58,6 +61,7 @@ def feed_public(session: Session, feed: VulnFeed) -> FeedPublic:
         last_sync_at=feed.last_sync_at,
         last_status=feed.last_status,
         last_error=feed.last_error,
+        unreachable_since=unreachable_since(feed.last_status, feed.last_error, feed.last_sync_at),
         advisories=count,
         created_at=feed.created_at,
         href=f"{API}/cve/feeds/{feed.name}",
@@ -72,7 +76,12 @@ def list_feeds(principal: CurrentPrincipal, container: ContainerDep) -> list[Fee
 
 @router.post("/cve/feeds", response_model=FeedPublic, status_code=201)
 def create_feed(body: FeedCreate, principal: SignedIn, container: ContainerDep) -> FeedPublic:
-    """Add a feed; it syncs at its schedule's next time, or now with ``…/sync``."""
+    """Add a feed; it syncs at its schedule's next time, or now with ``…/sync``. Its source is
+    checked first unless ``check`` is false: 422 ``vulns:feed-source-check`` says what is wrong."""
+    if body.check:
+        with container.read_factory() as session:
+            authorize_source(session, principal, body.url, body.format)
+        check_feed_source(body.url, body.format, outbound=container.settings.outbound.policy())
     with transaction(container.factory) as session:
         feed = FeedService(session).create(
             principal,
@@ -95,6 +104,11 @@ def show_feed(name: FeedName, principal: CurrentPrincipal, container: ContainerD
 def update_feed(
     name: FeedName, body: FeedUpdate, principal: SignedIn, container: ContainerDep
 ) -> FeedPublic:
+    if body.check and (body.url is not None or body.format is not None):
+        with container.read_factory() as session:
+            source = changed_source(session, principal, name, body.url, body.format)
+        if source is not None:
+            check_feed_source(*source, outbound=container.settings.outbound.policy())
     with transaction(container.factory) as session:
         feed = FeedService(session).update(
             principal,

@@ -22,7 +22,9 @@ from stockade.channels.browse import BrowseService
 from stockade.channels.service import ChannelService
 from stockade.container import Container
 from stockade.core.errors import NotFoundError, StockadeError
-from stockade.vulns.models import MatchStatus
+from stockade.vulns.feed_state import unreachable_since
+from stockade.vulns.feedsync import FeedService
+from stockade.vulns.models import MatchStatus, VulnFeed
 from stockade.vulns.reports import PackageTree, package_tree
 from stockade.web.api.cve_queries import (
     VulnFilters,
@@ -103,12 +105,14 @@ def cves_page(
 ) -> Response:
     error: FormError | None = None
     rows: list[Any] = []
+    feeds: list[dict[str, Any]] = []
     following: str | None = None
     with container.read_factory() as session:
         try:
             rows, following = list_most_severe(
                 session, principal, filters.query(), after=after or None, limit=PAGE_SIZE
             )
+            feeds = [feed_row(f) for f in FeedService(session).list_all(principal)]
         except StockadeError as exc:
             if exc.kind not in FILTER_ERRORS:
                 raise  # no cve:read: the error page (or sign-in)
@@ -116,6 +120,7 @@ def cves_page(
     context = {
         "title": "Vulnerabilities",
         "rows": rows,
+        "feeds": feeds,
         "filters": filters,
         "severities": SEVERITIES,
         "statuses": STATUSES,
@@ -125,6 +130,20 @@ def cves_page(
         "notice": None,
     }
     return render(request, "cves.html", context, status=error.status if error else 200)
+
+
+def feed_row(feed: VulnFeed) -> dict[str, Any]:
+    """A feed as the page lists it: its state, with the time since when it is unreachable."""
+    return {
+        "name": feed.name,
+        "format": feed.format,
+        "enabled": feed.enabled,
+        "status": feed.last_status or "never synced",
+        "last_sync_at": feed.last_sync_at,
+        "unreachable_since": unreachable_since(
+            feed.last_status, feed.last_error, feed.last_sync_at
+        ),
+    }
 
 
 FILTER_ERRORS = {kind for kind, (status, _) in PAGE_ERRORS.items() if status in (400, 404)}
