@@ -9,13 +9,8 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
 from stockade.container import Container
-from stockade.jobs.mirrors import MirrorHousekeeper
-from stockade.jobs.publisher import PublisherThread
 from stockade.jobs.queue import JobQueue
-from stockade.jobs.recurring import recurring_jobs
-from stockade.jobs.scheduler import SchedulerThread
-from stockade.jobs.vulns import FeedHousekeeper
-from stockade.jobs.webhooks import WebhookHousekeeper
+from stockade.jobs.runtime import BackgroundRuntime
 from stockade.settings import Settings
 from stockade.web import health
 from stockade.web.api import audit as audit_api
@@ -50,39 +45,23 @@ API = "/api/v1"
 
 def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
     container = container or Container.build(settings)
-    publisher = PublisherThread(
-        container.publisher, coalesce_s=settings.publication.coalesce_ms / 1000
-    )
-    scheduler = SchedulerThread(container.factory, recurring_jobs(container))
     queue = JobQueue(container)
     queue.install()
-    housekeeper = MirrorHousekeeper(container)
-    feeds = FeedHousekeeper(container)
-    hooks = WebhookHousekeeper(container)
+    runtime = BackgroundRuntime(container, queue)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         consumer = queue.consumer(embedded=True) if settings.embedded_worker else None
         if consumer is not None:
-            container.change_listeners.append(publisher.notify)
-            publisher.start()
-            publisher.notify()
-            scheduler.start()
+            runtime.start()
             consumer.start()
-            housekeeper.start()
-            feeds.start()
-            hooks.start()
         try:
             yield
         finally:
             if consumer is not None:
-                hooks.stop()
-                feeds.stop()
-                housekeeper.stop()
+                runtime.stop()
                 queue.close()
                 consumer.stop()
-                scheduler.stop()
-                publisher.stop()
 
     app = FastAPI(
         title="Stockade",

@@ -19,6 +19,8 @@ from stockade.mirroring.credentials import seal_legacy_proxies
 from stockade.mirroring.passive import PassiveFetcher
 from stockade.mirroring.sync import MirrorSync
 from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLookup
+from stockade.scanning.registry import ScannerRegistry
+from stockade.scanning.service import ScanRunner
 from stockade.settings import Settings
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.interfaces import BlobStore
@@ -38,6 +40,8 @@ class Container:
     authenticator: Authenticator
     secrets: SecretBox
     passive: PassiveFetcher
+    scanners: ScannerRegistry
+    scans: ScanRunner
     change_listeners: list[Callable[[], None]] = field(default_factory=list)
     # What the policy engine's CVE criteria ask; ``build`` gives the database's answer.
     vulnerabilities: VulnerabilityLookup = field(default_factory=InMemoryVulnerabilities)
@@ -95,6 +99,16 @@ class Container:
             timeout_s=settings.mirror.timeout_s,
             outbound=settings.outbound.policy(),
         )
+        scanners = ScannerRegistry(settings.scanning, factory)
+        changes: list[Callable[[], None]] = []
+        scans = ScanRunner(
+            factory,
+            blobs,
+            scanners.current,
+            limits=limits,
+            workers=settings.scanning.workers,
+            on_change=lambda: _call_all(changes),
+        )
         return cls(
             settings,
             engine,
@@ -107,6 +121,9 @@ class Container:
             authenticator,
             secrets,
             passive,
+            scanners,
+            scans,
+            change_listeners=changes,
             vulnerabilities=DbVulnerabilityLookup(read_factory),
         )
 
@@ -139,7 +156,13 @@ class Container:
             listener()
 
     def close(self) -> None:
+        self.scans.close()
         self.engine.dispose()
+
+
+def _call_all(listeners: list[Callable[[], None]]) -> None:
+    for listener in listeners:
+        listener()
 
 
 def _directory(settings: Settings) -> PasswordDirectory | None:

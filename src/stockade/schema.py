@@ -10,6 +10,7 @@ from stockade.db import schedules as schedule_models
 from stockade.db.base import Base
 from stockade.mirroring import models as mirror_models
 from stockade.policies import models as policy_models
+from stockade.scanning import models as scanning_models
 from stockade.storage import models as storage_models
 from stockade.vulns import models as vuln_models
 
@@ -23,6 +24,7 @@ __all__ = [
     "metadata",
     "mirror_models",
     "policy_models",
+    "scanning_models",
     "schedule_models",
     "storage_models",
     "vuln_models",

@@ -334,6 +334,16 @@ class ScanningSettings(BaseModel):
         "unset: no ClamAV scan",
     )
     clamd_timeout_s: float = Field(default=30.0, gt=0, le=600, description="clamd time per member")
+    workers: int = Field(
+        default=2, ge=1, le=64, description="packages scanned at once by each server or worker"
+    )
+    first_fetch_wait_s: float = Field(
+        default=20.0,
+        ge=0,
+        le=300,
+        description="how long a passive mirror's first download waits for the file's verdict "
+        "before answering 503 with Retry-After",
+    )
 
     @field_validator("clamd")
     @classmethod

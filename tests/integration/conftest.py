@@ -20,6 +20,7 @@ from stockade.settings import load_settings
 from stockade.storage.staging import stage_stream
 from tests.conftest import PG_URL, backends
 from tests.support.server import fresh_database
+from tests.support.settle import scan_all
 
 
 @pytest.fixture(params=backends())
@@ -64,3 +65,5 @@ def add_package(container: Container, admin: Principal, channel: str, path: Path
     container.blobs.put_file(staged.path, staged.sha256)
     with transaction(container.factory) as session:
         UploadService(session, container.blobs).record(admin, channel, upload, force=False)
+    # Held until its verdict (the default "hold until clean"): scan it as the scanner thread would.
+    scan_all(container)

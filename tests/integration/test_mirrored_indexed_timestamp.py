@@ -15,6 +15,7 @@ from stockade.db.engine import transaction
 from stockade.mirroring.models import MirrorSubdirState, RunState
 from stockade.mirroring.runs import RunService
 from stockade.mirroring.service import MirrorService, MirrorSpec
+from tests.support.settle import settle
 
 
 def _run(container: Container, admin: Principal, mirror: str) -> None:
@@ -48,7 +49,7 @@ def test_mirrored_records_carry_a_stable_indexed_timestamp(
     assert first
     for indexed, record in first.values():
         assert record["indexed_timestamp"] == indexed > 1_600_000_000_000  # ms, set by us
-    container.publisher.run_pending()
+    settle(container)
     with container.read_factory() as session:
         sha = session.scalar(
             select(SubdirIndex.repodata_sha256)

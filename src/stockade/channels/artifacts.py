@@ -14,8 +14,10 @@ from stockade.audit.service import AuditLog, Target
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.errors import ArtifactExistsError, ArtifactNotFoundError
+from stockade.channels.intake import ScanReason, admit
 from stockade.channels.models import Artifact, Channel
 from stockade.channels.publishing import request_publications
+from stockade.channels.scanstate import ArtifactSource
 from stockade.channels.service import ChannelService
 from stockade.core.errors import InvalidInputError
 
@@ -186,8 +188,9 @@ class ArtifactService:
         columns = {
             c.key: getattr(artifact, c.key)
             for c in Artifact.__table__.columns
-            if c.key not in ("id", "channel_id", "created_at", "source")
+            if c.key not in ("id", "channel_id", "created_at", "source", "scan_status", "servable")
         }
-        clone = Artifact(**columns, channel_id=target.id, source="copy")
-        self.session.add(clone)
-        return clone
+        clone = Artifact(**columns, source=ArtifactSource.COPY)
+        # A copy is scanned again in its new channel (its rules may be newer than the source's
+        # verdict); the scanner reuses a current verdict for the same bytes at once.
+        return admit(self.session, clone, target, reason=ScanReason.COPY, request=False)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stockade.auth.access import ChannelRef
 from stockade.channels.models import Artifact, Channel, SubdirIndex, SubdirShard
 from stockade.channels.privacy import channel_ref
+from stockade.channels.scanstate import ScanStatus
 from stockade.conda.repodata import compress_bz2
 from stockade.db.engine import transaction
 from stockade.storage.interfaces import BlobStore
@@ -75,6 +76,8 @@ class ArtifactPointer:
     mirror_id: int | None = None  # a mirrored record: its file may have to be fetched first
     subdir: str = ""
     filename: str = ""
+    id: int = 0
+    unfetched: bool = False  # a passive record: fetched and scanned before it is served
 
 
 class IndexLocator:
@@ -137,17 +140,30 @@ class IndexLocator:
         with self.factory() as session:
             row = session.execute(
                 select(
-                    Artifact.sha256, Artifact.size, Artifact.created_at, Artifact.mirror_id
+                    Artifact.sha256,
+                    Artifact.size,
+                    Artifact.created_at,
+                    Artifact.mirror_id,
+                    Artifact.id,
+                    Artifact.scan_status,
                 ).where(
                     Artifact.channel_id == channel_id,
                     Artifact.subdir == subdir,
                     Artifact.filename == filename,
+                    Artifact.servable.is_(True),  # the one rule (channels/scanstate.py)
                 )
             ).first()
         if row is None:
             return None
         return ArtifactPointer(
-            row.sha256, row.size, row.created_at.timestamp(), row.mirror_id, subdir, filename
+            row.sha256,
+            row.size,
+            row.created_at.timestamp(),
+            row.mirror_id,
+            subdir,
+            filename,
+            row.id,
+            row.scan_status == ScanStatus.UNFETCHED,
         )
 
     def has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:

@@ -41,6 +41,12 @@ class Channel(Base):
     kind: Mapped[str] = mapped_column(String(16), default="local")  # local | mirror
     frozen: Mapped[bool] = mapped_column(Boolean, default=False)
     channeldata_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Malware scanning (SPEC §8, ``channels/scanstate.py``): what a new upload is until its verdict
+    # (``hold`` or ``serve-first`` for trusted CI), and whether suspicious files and files the
+    # scanners could not judge are served or held.
+    scan_uploads: Mapped[str] = mapped_column(String(16), default="hold")
+    scan_suspicious: Mapped[str] = mapped_column(String(16), default="serve")
+    scan_errors: Mapped[str] = mapped_column(String(16), default="hold")
     notices_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
@@ -80,6 +86,7 @@ class Artifact(Base):
         # dependency-confusion guard) and malicious files, without reading every row.
         Index("ix_artifacts_channel_source_name", "channel_id", "source", "name"),
         Index("ix_artifacts_channel_scan", "channel_id", "scan_status"),
+        Index("ix_artifacts_channel_servable", "channel_id", "subdir", "servable"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -106,7 +113,10 @@ class Artifact(Base):
     mirror_id: Mapped[int | None] = mapped_column(
         ForeignKey("mirrors.id", ondelete="SET NULL"), index=True
     )
-    scan_status: Mapped[str] = mapped_column(String(16), default="not-scanned")
+    scan_status: Mapped[str] = mapped_column(String(16), default="pending")  # ScanStatus
+    # The one rule every read path asks (``channels/scanstate.py`` keeps it up to date): whether
+    # the record may be listed in an index and its file downloaded.
+    servable: Mapped[bool] = mapped_column(Boolean, default=False)
     signature: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -204,3 +214,22 @@ class Notice(Base):
     level: Mapped[str] = mapped_column(String(16), default="info")  # info | warning | critical
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ScanRequest(Base):
+    """An intent row: this artifact must be scanned (written in the transaction that admitted it).
+
+    The scanner claims a row with a lease (``leased_until``), so a crash leaves the row to be taken
+    again; the row is deleted in the transaction that records the verdict.
+    """
+
+    __tablename__ = "scan_requests"
+
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(String(32))  # ScanReason
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))

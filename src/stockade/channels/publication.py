@@ -181,7 +181,7 @@ class PublicationService:
                 )
                 # Mirrored records have no content read yet (passive files are not even stored).
                 .outerjoin(PackageContent, PackageContent.sha256 == Artifact.sha256)
-                .where(Artifact.channel_id == channel_id)
+                .where(Artifact.channel_id == channel_id, Artifact.servable.is_(True))
             ).all()
             subdirs = session.scalars(
                 select(SubdirIndex.subdir).where(SubdirIndex.channel_id == channel_id)
@@ -233,7 +233,11 @@ class PublicationService:
         with transaction(self.factory) as session:
             rows = session.execute(
                 select(Artifact.filename, Artifact.name, Artifact.record_json, Artifact.sha256)
-                .where(Artifact.channel_id == channel_id, Artifact.subdir == subdir)
+                .where(
+                    Artifact.channel_id == channel_id,
+                    Artifact.subdir == subdir,
+                    Artifact.servable.is_(True),  # the one rule (channels/scanstate.py)
+                )
                 .order_by(Artifact.filename)
             ).all()
             patches = list(

@@ -17,7 +17,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from stockade.channels.models import Channel, RepodataPatch, SubdirIndex
+from stockade.channels.models import Artifact, Channel, RepodataPatch, ScanRequest, SubdirIndex
 from stockade.channels.patching import instructions_for
 from stockade.conda.patches import PatchInstructions
 from stockade.core.clock import utcnow
@@ -163,3 +163,20 @@ def count_failing(session: Session) -> int:
         session.scalar(select(func.count(SubdirIndex.id)).where(SubdirIndex.failure.is_not(None)))
         or 0
     )
+
+
+def subdir_states(session: Session, channel_id: int) -> list[tuple[SubdirIndex, int]]:
+    """Each subdir index of the channel with how many of its files wait for a scan verdict
+    before they can be published (held, with a scan request)."""
+    rows = session.scalars(
+        select(SubdirIndex).where(SubdirIndex.channel_id == channel_id).order_by(SubdirIndex.subdir)
+    ).all()
+    waiting = dict(
+        session.execute(
+            select(Artifact.subdir, func.count())
+            .join(ScanRequest, ScanRequest.artifact_id == Artifact.id)
+            .where(Artifact.channel_id == channel_id, Artifact.servable.is_(False))
+            .group_by(Artifact.subdir)
+        ).all()
+    )
+    return [(row, int(waiting.get(row.subdir, 0))) for row in rows]

@@ -17,8 +17,10 @@ from stockade.audit.service import AuditLog, Target
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.errors import ArtifactExistsError, ChecksumMismatchError
+from stockade.channels.intake import ScanReason, admit
 from stockade.channels.models import Artifact, PackageContent
-from stockade.channels.publishing import request_publication, request_publications
+from stockade.channels.publishing import request_publications
+from stockade.channels.scanstate import ArtifactSource
 from stockade.channels.service import ChannelService
 from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
 from stockade.conda.repodata import encode_record
@@ -149,13 +151,10 @@ class UploadService:
             indexed_timestamp=indexed,
             license=_short(info.index.get("license")),
             summary=_short(info.about.get("summary"), 4000),
-            source="upload",
+            source=ArtifactSource.UPLOAD,
             uploaded_by_id=principal.user_id,
         )
-        self.session.add(artifact)
-        if request:
-            request_publication(self.session, channel.id, info.subdir)
-        self.session.flush()
+        admit(self.session, artifact, channel, reason=ScanReason.UPLOAD, request=request)
         AuditLog(self.session).record(
             "artifact.upload",
             principal,

@@ -13,3 +13,14 @@ def insert_ignore(session: Session, model: Any, values: dict[str, Any], keys: li
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
+
+
+def insert_ignore_many(
+    session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str]
+) -> None:
+    """:func:`insert_ignore` for many rows in one statement."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(model).values(rows).on_conflict_do_nothing(index_elements=keys))

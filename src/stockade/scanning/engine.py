@@ -132,8 +132,10 @@ class _Run:
             self.report.findings.extend(found)
 
 
-def _components(path: Path, stem: str, run: _Run) -> None:
-    if path.name.endswith(".conda"):
+def _components(path: Path, filename: str, run: _Run) -> None:
+    """Read the archive at ``path`` (a blob: its name says nothing) as ``filename`` says."""
+    stem = _stem(filename)
+    if filename.endswith(".conda"):
         with zipfile.ZipFile(path) as archive:
             for component in ("info", "pkg"):
                 with archive.open(f"{component}-{stem}.tar.zst") as raw:
@@ -170,7 +172,7 @@ def scan_archive(
     limits = limits or ValidationLimits()
     run = _Run(subject, scanners, member_cap, Budget(limits, max(path.stat().st_size, 1)))
     try:
-        _components(path, _stem(subject.filename), run)
+        _components(path, subject.filename, run)
     except (PackageValidationError, OSError, EOFError, KeyError, ValueError) as exc:
         run.report.errors["structure"] = _reason(exc)
         return run.report

@@ -34,6 +34,7 @@ from stockade.vulns.sbom import cyclonedx_json, spdx_json
 from stockade.vulns.trees import TreeBuilder
 from tests.factories.packages import PackageSpec
 from tests.integration.vulns.support import channel_with_advisories
+from tests.support.settle import settle
 
 ADVISORY = "PYSEC-2021-76"
 BAD_FILE = "aiohttp-9.0-bad.conda"
@@ -58,7 +59,7 @@ def world(container: Container, admin: Principal, tmp_path: Path) -> str:
         PackageSpec(name="aiohttp", version="3.7.3", build="0"),
     )
     channel = channel_with_advisories(container, admin, tmp_path, "internal", specs, "aiohttp")
-    container.publisher.run_pending()
+    settle(container)
     return channel
 
 
@@ -128,7 +129,7 @@ def test_channeldata_and_repodata_publish_around_a_bad_record(
 ) -> None:
     version, patch = BAD_RECORDS[case]
     insert_bad_row(container, version, patch)
-    container.publisher.run_pending()
+    settle(container)
     with container.factory() as session:
         channel = session.scalar(select(Channel).where(Channel.name == world))
         assert channel is not None
@@ -166,7 +167,7 @@ def test_a_patch_that_would_break_a_record_is_not_applied(
             )
         )
         index.requested_rev += 1
-    container.publisher.run_pending()
+    settle(container)
     with container.factory() as session:
         index = session.scalar(select(SubdirIndex).where(SubdirIndex.subdir == "noarch"))
         assert index is not None and index.published_rev == index.requested_rev

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import select
 
 from stockade.auth.permissions import Permission
-from stockade.channels.models import SubdirIndex
 from stockade.channels.notices import NoticeService
-from stockade.channels.publication_state import failing_publications
+from stockade.channels.publication_state import failing_publications, subdir_states
 from stockade.channels.service import ChannelChanges, ChannelService
 from stockade.db.engine import transaction
 from stockade.web.api.presenters import channel_public, subdir_public
@@ -63,10 +61,7 @@ def list_subdirs(
 ) -> list[SubdirPublic]:
     with container.read_factory() as session:
         row = ChannelService(session).get(principal, channel, Permission.CHANNEL_READ)
-        rows = session.scalars(
-            select(SubdirIndex).where(SubdirIndex.channel_id == row.id).order_by(SubdirIndex.subdir)
-        ).all()
-        return [subdir_public(r) for r in rows]
+        return [subdir_public(r, scanning) for r, scanning in subdir_states(session, row.id)]
 
 
 @router.get("/channels/{channel:path}/notices", response_model=list[NoticePublic])

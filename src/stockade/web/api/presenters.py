@@ -43,14 +43,15 @@ def artifact_public(artifact: Artifact, channel_name: str, base_url: str) -> Art
     )
 
 
-def subdir_public(row: SubdirIndex) -> SubdirPublic:
+def subdir_public(row: SubdirIndex, scanning: int = 0) -> SubdirPublic:
     return SubdirPublic(
         subdir=row.subdir,
         requested_rev=row.requested_rev,
         published_rev=row.published_rev,
         record_count=row.record_count,
         published_at=row.published_at,
-        pending=row.requested_rev > row.published_rev,
+        pending=row.requested_rev > row.published_rev or scanning > 0,
+        scanning=scanning,
         failure=row.failure,
         failures=row.failures or 0,
         failing_since=row.failed_at,

@@ -60,7 +60,10 @@ class SubdirPublic(BaseModel):
     published_rev: int
     record_count: int
     published_at: datetime | None
-    pending: bool
+    pending: bool = Field(
+        description="a publication is due, or files wait for their scan verdict to be published"
+    )
+    scanning: int = Field(default=0, description="files held until their scan verdict")
     failure: str | None = Field(
         default=None, description="why the last publication failed; null once one succeeds"
     )

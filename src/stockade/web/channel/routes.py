@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -22,10 +23,11 @@ from starlette.types import Receive, Scope, Send
 from stockade.auth.access import AccessService, ChannelRef
 from stockade.auth.permissions import Level, Permission, Privacy
 from stockade.auth.principal import Principal
-from stockade.channels.locator import ChannelFiles, IndexPointer
+from stockade.channels.locator import ArtifactPointer, ChannelFiles, IndexPointer
 from stockade.conda.repodata import empty_repodata_json
 from stockade.container import Container
 from stockade.core.errors import StockadeError
+from stockade.scanning.gate import FetchedOutcome, verdict_for_fetched
 from stockade.web.channel.responses import IMMUTABLE, BlobResponder, RequestInfo
 from stockade.web.credentials import credentials_from_scope
 from stockade.web.errors import error_response, problem
@@ -48,6 +50,9 @@ log = structlog.get_logger("stockade.web")
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+RETRY_AFTER_S = 5  # seconds a client waits for a first-fetched file's verdict
 
 
 def _not_found(what: str) -> Response:
@@ -235,15 +240,10 @@ class CondaApp:
         artifact = await anyio.to_thread.run_sync(self.locator.artifact, ref.id, subdir, filename)
         if artifact is None:
             return _not_found(f"{subdir}/{filename}")
-        if artifact.mirror_id is not None and not self.container.blobs.exists(artifact.sha256):
-            await anyio.to_thread.run_sync(
-                self.container.passive.ensure,
-                artifact.mirror_id,
-                subdir,
-                filename,
-                artifact.sha256,
-                artifact.size or None,
-            )
+        if artifact.unfetched:
+            refused = await self._first_fetch(artifact)
+            if refused is not None:
+                return refused
         ctype = "application/octet-stream" if filename.endswith(".conda") else "application/x-bzip2"
         await self.responder.respond(
             send,
@@ -254,6 +254,39 @@ class CondaApp:
             content_type=ctype,
             in_memory=False,
         )
+        return None
+
+    async def _first_fetch(self, artifact: ArtifactPointer) -> Response | None:
+        """A passive record: fetch its file, then wait for its verdict before serving it."""
+        if artifact.mirror_id is not None and not self.container.blobs.exists(artifact.sha256):
+            await anyio.to_thread.run_sync(
+                self.container.passive.ensure,
+                artifact.mirror_id,
+                artifact.subdir,
+                artifact.filename,
+                artifact.sha256,
+                artifact.size or None,
+            )
+        outcome = await anyio.to_thread.run_sync(
+            partial(
+                verdict_for_fetched,
+                self.container.factory,
+                self.container.scans,
+                artifact.id,
+                wait_s=self.container.settings.scanning.first_fetch_wait_s,
+            )
+        )
+        where = f"{artifact.subdir}/{artifact.filename}"
+        if outcome == FetchedOutcome.WAIT:
+            return problem(
+                503,
+                "Being scanned",
+                f"{where} was fetched and is being scanned; try again in a few seconds",
+                code="scan:pending",
+                retry_after=RETRY_AFTER_S,
+            )
+        if outcome == FetchedOutcome.REFUSE:
+            return _not_found(where)
         return None
 
     async def _index_file(

@@ -1,0 +1,139 @@
+"""The one door in: every artifact enters a channel here (upload, copy, mirror, air-gap import).
+
+In the caller's transaction, :func:`admit` and :func:`admit_rows` insert the rows with their scan
+state and servability (:mod:`stockade.channels.scanstate`), write a :class:`ScanRequest` intent row
+for each artifact whose bytes are here (so a crash never loses a scan: the row is there or the
+artifact is not), and ask for the publication of the touched subdirs. What is not servable yet is
+left out of that publication and published when its verdict makes it servable.
+
+A passive mirror's records enter as ``unfetched``: listed, no bytes; :func:`admit_fetched` moves
+one to ``pending`` (with its request) when its file is first fetched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from stockade.channels.models import Artifact, Channel, ScanRequest
+from stockade.channels.publishing import request_publications
+from stockade.channels.scanstate import ScanStatus, is_servable
+from stockade.core.clock import utcnow
+from stockade.db.upsert import insert_ignore_many
+
+
+class ScanReason(StrEnum):
+    UPLOAD = "upload"
+    COPY = "copy"
+    MIRROR = "mirror"
+    PASSIVE_FETCH = "passive-fetch"
+    IMPORT = "import"
+    MANUAL = "manual"
+    RULES_CHANGED = "rules-changed"
+    UNSCANNED = "unscanned"  # found by the housekeeper without a verdict or a request
+
+
+_CHUNK = 500
+
+
+def admit(
+    session: Session,
+    artifact: Artifact,
+    channel: Channel,
+    *,
+    reason: ScanReason,
+    request: bool = True,
+) -> Artifact:
+    """Add one artifact (its bytes are stored) as ``pending``, with its scan request."""
+    artifact.channel_id = channel.id
+    artifact.scan_status = ScanStatus.PENDING
+    artifact.servable = is_servable(ScanStatus.PENDING, channel)
+    session.add(artifact)
+    session.flush()
+    queue_scans(session, [artifact.id], reason)
+    if request:
+        request_publications(session, [(channel.id, artifact.subdir)])
+    return artifact
+
+
+def admit_rows(
+    session: Session,
+    channel: Channel,
+    rows: Sequence[dict[str, Any]],
+    *,
+    stored: bool,
+    reason: ScanReason,
+) -> list[int]:
+    """Bulk-insert artifact rows (a mirror run). ``stored``: their bytes are here (active mode)
+    and each is queued for its scan; otherwise they enter ``unfetched`` (passive mode)."""
+    status = ScanStatus.PENDING if stored else ScanStatus.UNFETCHED
+    servable = is_servable(status, channel)
+    ids: list[int] = []
+    for start in range(0, len(rows), _CHUNK):
+        chunk = [
+            {**row, "scan_status": status, "servable": servable}
+            for row in rows[start : start + _CHUNK]
+        ]
+        session.execute(insert(Artifact), chunk)
+        keys = [(r["subdir"], r["filename"]) for r in chunk]
+        ids.extend(_ids(session, channel.id, keys))
+    if stored:
+        queue_scans(session, ids, reason)
+    request_publications(session, {(channel.id, r["subdir"]) for r in rows})
+    return ids
+
+
+def readmit(session: Session, artifact_id: int, *, stored: bool, reason: ScanReason) -> None:
+    """A mirrored record whose file changed: its old verdict says nothing about the new bytes."""
+    artifact = session.get(Artifact, artifact_id)
+    if artifact is None:
+        return
+    channel = session.get(Channel, artifact.channel_id)
+    status = ScanStatus.PENDING if stored else ScanStatus.UNFETCHED
+    artifact.scan_status = status
+    artifact.servable = channel is not None and is_servable(status, channel)
+    if stored:
+        queue_scans(session, [artifact_id], reason)
+
+
+def admit_fetched(session: Session, artifact_id: int) -> bool:
+    """A passive record's file was fetched: it is ``pending`` until its verdict (True if moved)."""
+    moved = session.execute(
+        update(Artifact)
+        .where(Artifact.id == artifact_id, Artifact.scan_status == ScanStatus.UNFETCHED)
+        .values(scan_status=ScanStatus.PENDING, servable=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if moved:
+        queue_scans(session, [artifact_id], ScanReason.PASSIVE_FETCH)
+    return bool(moved)
+
+
+def queue_scans(session: Session, artifact_ids: Iterable[int], reason: ScanReason) -> int:
+    """Ask for a scan of each artifact (an existing request is kept). The status is not touched:
+    a rescan does not take a served package away while it runs."""
+    now = utcnow()
+    rows = [
+        {"artifact_id": aid, "reason": str(reason), "requested_at": now, "attempts": 0}
+        for aid in artifact_ids
+    ]
+    for start in range(0, len(rows), _CHUNK):
+        insert_ignore_many(session, ScanRequest, rows[start : start + _CHUNK], ["artifact_id"])
+    return len(rows)
+
+
+def _ids(session: Session, channel_id: int, keys: list[tuple[str, str]]) -> list[int]:
+    subdirs = {sd for sd, _ in keys}
+    names = {fn for _, fn in keys}
+    wanted = set(keys)
+    rows = session.execute(
+        select(Artifact.id, Artifact.subdir, Artifact.filename).where(
+            Artifact.channel_id == channel_id,
+            Artifact.subdir.in_(subdirs),
+            Artifact.filename.in_(names),
+        )
+    ).all()
+    return [r.id for r in rows if (r.subdir, r.filename) in wanted]

@@ -1,0 +1,193 @@
+"""Scanning artifacts: claim scan requests, scan outside any transaction, record the verdict.
+
+``ScanRunner.run_pending`` is what the background scanner calls: it takes a lease on a batch of
+:class:`~stockade.channels.models.ScanRequest` rows (a conditional update, safe across replicas),
+scans them in a bounded thread pool, and records each verdict in its own transaction, which also
+deletes the request, sets the artifact's status and servability (one rule,
+:mod:`stockade.channels.scanstate`) and asks for a publication when that changed. A process killed
+mid-scan leaves the request, whose lease runs out: the artifact is scanned again, and was never
+servable in between (unless its channel serves uploads first).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from stockade.channels.models import Artifact, Channel, PackageContent, ScanRequest
+from stockade.channels.scanstate import ArtifactSource
+from stockade.conda.package import ValidationLimits
+from stockade.core.clock import utcnow
+from stockade.core.faults import crash_point
+from stockade.db.engine import transaction
+from stockade.scanning.engine import ScanReport, scan_archive
+from stockade.scanning.interfaces import ScanSubject
+from stockade.scanning.recording import ScannerSet, record_missing, record_report, reuse_result
+from stockade.storage.interfaces import BlobStore
+
+log = logging.getLogger("stockade.scanning")
+
+LEASE = timedelta(minutes=10)
+MAX_ATTEMPTS = 5
+NAMES_TTL_S = 60.0
+
+
+@dataclass(frozen=True)
+class _Job:
+    artifact_id: int
+    sha256: str
+    filename: str
+    subject: ScanSubject
+
+
+class ScanRunner:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        blobs: BlobStore,
+        scanners: Callable[[], ScannerSet],
+        *,
+        limits: ValidationLimits,
+        workers: int = 2,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.factory = factory
+        self.blobs = blobs
+        self.scanners = scanners
+        self.limits = limits
+        self.workers = max(1, workers)
+        self.on_change = on_change
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"[:64]
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stockade-scan")
+        self._names: frozenset[str] = frozenset()
+        self._names_at = -NAMES_TTL_S
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def run_pending(self, batch: int = 32) -> int:
+        """Scan up to ``batch`` requested artifacts; returns how many verdicts were recorded."""
+        claimed = self._claim(batch)
+        if not claimed:
+            return 0
+        current = self.scanners()
+        recorded = sum(self._pool.map(lambda aid: self._one(aid, current), claimed))
+        if recorded:
+            self.on_change()
+        return recorded
+
+    def scan_now(self, artifact_id: int) -> None:
+        """Scan one artifact in this thread (a passive mirror's first fetch waits for it)."""
+        if self._claim_one(artifact_id) and self._one(artifact_id, self.scanners()):
+            self.on_change()
+
+    def _claim(self, batch: int) -> list[int]:
+        now = utcnow()
+        with self.factory() as session:
+            candidates = session.scalars(
+                select(ScanRequest.artifact_id)
+                .where(or_(ScanRequest.leased_until.is_(None), ScanRequest.leased_until < now))
+                .order_by(ScanRequest.requested_at, ScanRequest.artifact_id)
+                .limit(batch)
+            ).all()
+        return [aid for aid in candidates if self._claim_one(aid)]
+
+    def _claim_one(self, artifact_id: int) -> bool:
+        now = utcnow()
+        with transaction(self.factory) as session:
+            taken = session.execute(
+                update(ScanRequest)
+                .where(
+                    ScanRequest.artifact_id == artifact_id,
+                    or_(ScanRequest.leased_until.is_(None), ScanRequest.leased_until < now),
+                )
+                .values(
+                    leased_until=now + LEASE,
+                    lease_owner=self.owner,
+                    attempts=ScanRequest.attempts + 1,
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        return bool(taken)
+
+    def _one(self, artifact_id: int, current: ScannerSet) -> bool:
+        try:
+            return self._scan(artifact_id, current)
+        except Exception:
+            log.exception("scanning artifact %s failed; it stays held and is retried", artifact_id)
+            return False
+
+    def _scan(self, artifact_id: int, current: ScannerSet) -> bool:
+        job = self._job(artifact_id)
+        if job is None:
+            return False
+        with transaction(self.factory) as session:
+            if reuse_result(session, artifact_id, job.sha256, current):
+                return True
+        path = self.blobs.local_path(job.sha256)
+        if path is None or not self.blobs.exists(job.sha256):
+            with transaction(self.factory) as session:
+                return record_missing(session, artifact_id, job.sha256)
+        started = time.monotonic()
+        report = self._report(path, job, current)
+        crash_point("scan:before-record")
+        with transaction(self.factory) as session:
+            return record_report(
+                session,
+                artifact_id,
+                job.sha256,
+                report,
+                current,
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
+
+    def _report(self, path: Path, job: _Job, current: ScannerSet) -> ScanReport:
+        return scan_archive(path, job.subject, current.scanners, limits=self.limits)
+
+    def _internal_names(self, session: Session) -> frozenset[str]:
+        """Names published in local (not mirrored) channels, cached for a minute."""
+        if time.monotonic() - self._names_at > NAMES_TTL_S:
+            self._names = frozenset(
+                session.scalars(
+                    select(Artifact.name)
+                    .join(Channel, Channel.id == Artifact.channel_id)
+                    .where(Channel.kind == "local")
+                    .distinct()
+                    .limit(50_000)
+                ).all()
+            )
+            self._names_at = time.monotonic()
+        return self._names
+
+    def _job(self, artifact_id: int) -> _Job | None:
+        with self.factory() as session:
+            artifact = session.get(Artifact, artifact_id)
+            if artifact is None:
+                return None
+            request = session.get(ScanRequest, artifact_id)
+            if request is not None and request.attempts > MAX_ATTEMPTS:
+                log.warning("artifact %s failed to scan %s times", artifact_id, request.attempts)
+            content = session.get(PackageContent, artifact.sha256)
+            index = content.index_json if content is not None else {}
+            subject = ScanSubject(
+                filename=artifact.filename,
+                sha256=artifact.sha256,
+                size=artifact.size,
+                name=artifact.name,
+                subdir=artifact.subdir,
+                index=index,
+                # Dependency confusion: a mirrored name one edit away from an internal one.
+                known_names=self._internal_names(session)
+                if artifact.source == ArtifactSource.MIRROR
+                else frozenset(),
+            )
+            return _Job(artifact_id, artifact.sha256, artifact.filename, subject)
