@@ -52,9 +52,13 @@ def test_an_unreachable_feed_is_listed_with_since_when(
     assert feed["last_status"] == "unreachable", feed
     assert feed["unreachable_since"] == feed["last_sync_at"] is not None
     assert feed["last_error"].endswith("cannot be reached")
-    out = run(cli_for(monkeypatch, tmp_path, live_server), "cve", "feed", "list")
-    line = next(line for line in out.splitlines() if name in line)
+    cli = cli_for(monkeypatch, tmp_path, live_server)
+    line = next(line for line in run(cli, "cve", "feed", "list").splitlines() if name in line)
     assert "unreachable" in line
+    followed = run(cli, "cve", "sync", name, "--follow", code=1)  # not a success
+    assert "unreachable" in followed and "cannot be reached" in followed
+    again = live_server.admin.get(f"{FEEDS}/{name}").json()
+    assert again["unreachable_since"] == feed["unreachable_since"]  # the streak goes on
     page = live_server.admin.get("/cves")  # the UI lists the feeds with their state
     assert page.status_code == 200, page.text
     row = page.text.split(f'data-feed="{name}"', 1)[1].split("</tr>", 1)[0]

@@ -146,7 +146,8 @@ def sync(
     name: str,
     follow: bool = typer.Option(False, "--follow", "-f", help="wait until the sync ends"),
 ) -> None:
-    """Sync a feed now; with --follow, wait and print the outcome (exit 1 if it failed)."""
+    """Sync a feed now; with --follow, wait and print the outcome (exit 1 if it failed or its
+    source did not answer)."""
     api = client()
     api.post(f"/cve/feeds/{name}/sync")
     out.print(f"sync of feed [bold]{name}[/bold] queued", highlight=False)
@@ -156,7 +157,7 @@ def sync(
     out.print(_feed_line(feed), highlight=False)
     if feed["last_error"]:
         out.print(feed["last_error"], highlight=False, markup=False)
-    if feed["last_status"] == "failed":
+    if feed["last_status"] in ("failed", "unreachable"):
         raise typer.Exit(1)
 
 

@@ -160,7 +160,7 @@ class FeedSync:
             if feed is not None:
                 feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
                 feed.content_sha256 = sha
-                _status(feed, "ok" if not counts.failed else "partial", "\n".join(counts.errors))
+                set_status(feed, "ok" if not counts.failed else "partial", "\n".join(counts.errors))
         counts.new, counts.changed = len(result.new), len(result.changed)
         counts.unchanged, counts.withdrawn = result.unchanged, len(result.withdrawn)
         counts.matches_added, counts.matches_removed = matched.added, matched.removed
@@ -187,7 +187,7 @@ class FeedSync:
                 if feed is not None:
                     feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
                     feed.content_sha256 = sha
-                    _status(feed, "ok", None)
+                    set_status(feed, "ok", None)
         except FeedError as exc:
             self._finish(feed_id, "failed", exc.detail)
             raise
@@ -218,7 +218,7 @@ class FeedSync:
                     if feed is not None:
                         feed.etag, feed.last_modified = got.etag, got.last_modified
                         feed.content_sha256 = got.sha256
-                        _status(feed, "ok", None)
+                        set_status(feed, "ok", None)
         except StockadeError as exc:
             self._failed(feed_id, exc)
             raise
@@ -238,7 +238,7 @@ class FeedSync:
         with transaction(self.factory) as session:
             feed = session.get(VulnFeed, feed_id)
             if feed is not None:
-                _status(feed, status, error)
+                set_status(feed, status, error)
 
 
 def record_sync_failure(factory: sessionmaker[Session], feed_id: int, error: str) -> None:
@@ -246,11 +246,7 @@ def record_sync_failure(factory: sessionmaker[Session], feed_id: int, error: str
     with transaction(factory) as session:
         feed = session.get(VulnFeed, feed_id)
         if feed is not None:
-            _status(feed, "failed", error)
-
-
-def _status(feed: VulnFeed, status: str, error: str | None) -> None:
-    set_status(feed, status, error)
+            set_status(feed, "failed", error)
 
 
 class FeedService:
