@@ -23,6 +23,7 @@ from stockade.vulns.models import ArtifactVulnSummary
 from stockade.vulns.reports import channel_report, matches_of
 from stockade.web.api.cve_queries import (
     VulnFilters,
+    curation_history,
     list_most_severe,
     list_vulnerabilities,
     package_vulnerabilities,
@@ -141,8 +142,8 @@ def test_curating_the_cve_decides_the_pysec_match(
     assert found[("CVE-2018-1000656", *FLASK)] == "cleared"
     assert found[("PYSEC-2018-66", *FLASK)] == "cleared"
     with container.read_factory() as session:
-        history = CurationService(session).history(admin, "PYSEC-2018-66")
-        assert [c.status for c in history] == ["cleared"]
+        history = curation_history(session, admin, "PYSEC-2018-66")
+        assert [(c.vulnerability, c.status) for c in history] == [("CVE-2018-1000656", "cleared")]
         summary = session.get(ArtifactVulnSummary, flask)
         assert summary is not None and summary.counts.get("cleared") == 1
 

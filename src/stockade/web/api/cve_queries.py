@@ -285,10 +285,15 @@ def _group_artifacts(session: Session, principal: Principal, group: str) -> list
 
 
 def curation_public(session: Session, vuln_id: str, row: Curation) -> CurationPublic:
+    """``vulnerability``: the id asked for, or the id of the record the decision is kept on when
+    that is another record of its alias group (a decision on one id applies to all of them)."""
     user = session.get(User, row.created_by_id) if row.created_by_id is not None else None
+    asked = find_vulnerability(session, vuln_id)
+    record = session.get(VulnRow, row.vulnerability_id)
+    other = record is not None and (asked is None or asked.id != record.id)
     return CurationPublic(
         id=row.id,
-        vulnerability=vuln_id,
+        vulnerability=record.vuln_id if record is not None and other else vuln_id,
         package=row.package,
         version=row.version,
         builds=row.builds,
