@@ -62,8 +62,9 @@ def cell(value: object) -> str:
 
 
 def when(value: str | None) -> str:
-    """An ISO timestamp to the second (``2026-12-06T20:02:20``), or "-"."""
-    return value[:19] if value else NONE
+    """An ISO timestamp to the second, with a space that a narrow column can wrap at
+    (``2026-12-06 20:02:20``), or "-"."""
+    return value[:19].replace("T", " ") if value else NONE
 
 
 def score_cell(score: float | None) -> str:

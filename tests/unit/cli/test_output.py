@@ -126,3 +126,8 @@ def test_cells(value: object, shown: str) -> None:
 def test_counts_put_the_worst_severity_first() -> None:
     line = counts_line({"low": 1, "critical": 2, "unscored": 1}, {"active": 3, "cleared": 1})
     assert line == "2 critical, 1 low, 1 unscored; statuses: 3 active, 1 cleared"
+
+
+def test_times_wrap_at_a_space() -> None:
+    assert output.when("2026-12-06T20:02:20.123456+00:00") == "2026-12-06 20:02:20"
+    assert output.when(None) == "-"
