@@ -138,11 +138,17 @@ def _fake_clamd(answer: bytes | None) -> tuple[socket.socket, threading.Thread]:
         with conn:
             conn.settimeout(5)
             try:
-                conn.recv(65_536)
+                request = b""
+                while not request.endswith(b"\0\0\0\0"):  # the whole INSTREAM, then answer
+                    part = conn.recv(65_536)
+                    if not part:
+                        return
+                    request += part
                 if answer is not None:
                     conn.sendall(answer)
                 else:
-                    conn.recv(65_536)  # until the client gives up
+                    while conn.recv(65_536):  # read on, answer nothing, until the client gives up
+                        pass
             except OSError:
                 pass
 
