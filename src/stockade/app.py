@@ -24,6 +24,7 @@ from stockade.web.api import members as members_api
 from stockade.web.api import mirrors as mirrors_api
 from stockade.web.api import policies as policies_api
 from stockade.web.api import reports as reports_api
+from stockade.web.api import scanning as scanning_api
 from stockade.web.api import users as users_api
 from stockade.web.api import webhooks as webhooks_api
 from stockade.web.bodies import install_body_limit
@@ -89,6 +90,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         policies_api,
         cves_api,
         cve_admin_api,
+        scanning_api,
         webhooks_api,  # before channels_api: its /channels/{channel:path} routes catch all
         reports_api,  # before channels_api, likewise
         channels_api,

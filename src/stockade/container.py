@@ -20,11 +20,13 @@ from stockade.mirroring.passive import PassiveFetcher
 from stockade.mirroring.sync import MirrorSync
 from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLookup
 from stockade.scanning.registry import ScannerRegistry
+from stockade.scanning.scanners.hashes import HashListScanner, KnownBadList
 from stockade.scanning.service import ScanRunner
 from stockade.settings import Settings
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.interfaces import BlobStore
 from stockade.vulns.lookup import DbVulnerabilityLookup
+from stockade.vulns.malicious import known_bad_from_feeds, list_key
 
 
 @dataclass
@@ -99,7 +101,12 @@ class Container:
             timeout_s=settings.mirror.timeout_s,
             outbound=settings.outbound.policy(),
         )
-        scanners = ScannerRegistry(settings.scanning, factory)
+        scanners = ScannerRegistry(
+            settings.scanning,
+            factory,
+            extra=lambda: [HashListScanner(_known_bad(read_factory))],
+            extra_key=lambda: _known_bad_key(read_factory),
+        )
         changes: list[Callable[[], None]] = []
         scans = ScanRunner(
             factory,
@@ -158,6 +165,16 @@ class Container:
     def close(self) -> None:
         self.scans.close()
         self.engine.dispose()
+
+
+def _known_bad(factory: sessionmaker[Session]) -> KnownBadList:
+    with factory() as session:
+        return known_bad_from_feeds(session)
+
+
+def _known_bad_key(factory: sessionmaker[Session]) -> str:
+    with factory() as session:
+        return list_key(session)
 
 
 def _call_all(listeners: list[Callable[[], None]]) -> None:

@@ -32,6 +32,7 @@ class Category(StrEnum):
     ARTIFACTS = "artifacts"
     POLICIES = "policies"
     CVES = "cves"
+    SECURITY = "security"  # scan verdicts, the quarantine queue, scan rules
     USERS = "users"  # users and groups
     ROLES = "roles"
     AUDIT = "audit"
@@ -63,6 +64,8 @@ class Permission(StrEnum):
     CVE_READ = "cve:read"
     CVE_WRITE = "cve:write"
     CVE_MANAGE = "cve:manage"
+    SECURITY_READ = "security:read"
+    SECURITY_MANAGE = "security:manage"
     USER_READ = "user:read"
     USER_WRITE = "user:write"
     USER_MANAGE = "user:manage"
@@ -90,6 +93,7 @@ _NOUN_CATEGORY = {
     "artifact": Category.ARTIFACTS,
     "policy": Category.POLICIES,
     "cve": Category.CVES,
+    "security": Category.SECURITY,
     "user": Category.USERS,
     "role": Category.ROLES,
     "audit": Category.AUDIT,

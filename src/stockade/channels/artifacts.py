@@ -59,7 +59,9 @@ class ArtifactService:
         after_id: int = 0,
         limit: int = 100,
     ) -> list[Artifact]:
-        query = select(Artifact).where(Artifact.channel_id == channel.id, Artifact.id > after_id)
+        query = select(Artifact).where(
+            Artifact.channel_id == channel.id, Artifact.id > after_id, Artifact.servable.is_(True)
+        )
         if subdir:
             query = query.where(Artifact.subdir == subdir)
         if name:
@@ -72,6 +74,7 @@ class ArtifactService:
                 Artifact.channel_id == channel.id,
                 Artifact.subdir == subdir,
                 Artifact.filename == filename,
+                Artifact.servable.is_(True),  # held ones: the quarantine API only
             )
         )
         if artifact is None:
@@ -94,7 +97,9 @@ class ArtifactService:
 
     def _by_spec(self, channel: Channel, selection: Selection) -> list[Artifact]:
         query = select(Artifact).where(
-            Artifact.channel_id == channel.id, Artifact.name == selection.name
+            Artifact.channel_id == channel.id,
+            Artifact.name == selection.name,
+            Artifact.servable.is_(True),
         )
         if selection.subdir:
             query = query.where(Artifact.subdir == selection.subdir)

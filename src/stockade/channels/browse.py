@@ -110,7 +110,9 @@ class BrowseService:
         counts = dict(
             self.session.execute(
                 select(Artifact.channel_id, func.count(distinct(Artifact.name)))
-                .where(Artifact.channel_id.in_([c.id for c in channels]))
+                .where(
+                    Artifact.channel_id.in_([c.id for c in channels]), Artifact.servable.is_(True)
+                )
                 .group_by(Artifact.channel_id)
             ).all()
         )
@@ -129,7 +131,7 @@ class BrowseService:
         self, channel: Channel, *, contains: str | None = None, offset: int = 0, limit: int = 200
     ) -> PackageListing:
         """Package names of a channel in name order, one page, optionally filtered by substring."""
-        where = [Artifact.channel_id == channel.id]
+        where = [Artifact.channel_id == channel.id, Artifact.servable.is_(True)]
         if contains:
             where.append(Artifact.name.contains(contains.strip().lower(), autoescape=True))
         total = self.session.scalar(select(func.count(distinct(Artifact.name))).where(*where))
@@ -159,7 +161,11 @@ class BrowseService:
                 Artifact.build_number,
                 Artifact.summary,
                 Artifact.license,
-            ).where(Artifact.channel_id.in_(list(channel_ids)), Artifact.name.in_(list(names)))
+            ).where(
+                Artifact.channel_id.in_(list(channel_ids)),
+                Artifact.name.in_(list(names)),
+                Artifact.servable.is_(True),
+            )
         )
         grouped: dict[tuple[int, str], list[_Row]] = defaultdict(list)
         for channel_id, name, version, subdir, build_number, summary, license_ in result:
@@ -171,7 +177,11 @@ class BrowseService:
     def builds(self, channel: Channel, name: str) -> list[Artifact]:
         """Every build of a package in a channel, newest version first."""
         artifacts = self.session.scalars(
-            select(Artifact).where(Artifact.channel_id == channel.id, Artifact.name == name)
+            select(Artifact).where(
+                Artifact.channel_id == channel.id,
+                Artifact.name == name,
+                Artifact.servable.is_(True),
+            )
         ).all()
         if not artifacts:
             raise PackageNotFoundError(f"package {name!r} not found in channel {channel.name!r}")
@@ -203,6 +213,7 @@ class BrowseService:
             .where(
                 Artifact.channel_id.in_(list(channels)),
                 Artifact.name.contains(query, autoescape=True),
+                Artifact.servable.is_(True),
             )
             .group_by(Artifact.channel_id, Artifact.name)
             .order_by(rank, Artifact.name, Artifact.channel_id)

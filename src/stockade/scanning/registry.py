@@ -19,12 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from stockade.scanning.interfaces import Scanner
 from stockade.scanning.models import ScanRule
 from stockade.scanning.recording import ScannerSet
+from stockade.scanning.scanners.clamd import ClamdScanner
+from stockade.scanning.scanners.linkscripts import LinkScriptScanner
+from stockade.scanning.scanners.names import NameScanner
+from stockade.scanning.scanners.python import PythonScanner
 from stockade.scanning.scanners.yara import RuleSource, YaraScanner, admin_sources, shipped_sources
 from stockade.settings import ScanningSettings
 
 CHECK_S = 5.0
 
 Extra = Callable[[], Sequence[Scanner]]
+ExtraKey = Callable[[], str]
 
 
 class ScannerRegistry:
@@ -40,10 +45,12 @@ class ScannerRegistry:
         factory: sessionmaker[Session],
         *,
         extra: Extra | None = None,
+        extra_key: ExtraKey | None = None,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.extra = extra
+        self.extra_key = extra_key
         self._lock = threading.Lock()
         self._set: ScannerSet | None = None
         self._rules_key = ""
@@ -53,8 +60,9 @@ class ScannerRegistry:
         with self._lock:
             if self._set is None or time.monotonic() - self._checked > CHECK_S:
                 rules = self._db_rules()
+                extra = self.extra_key() if self.extra_key else ""
                 key = hashlib.sha256(
-                    "\0".join(f"{r.origin}\0{r.text}" for r in rules).encode()
+                    "\0".join([extra, *(f"{r.origin}\0{r.text}" for r in rules)]).encode()
                 ).hexdigest()
                 if self._set is None or key != self._rules_key:
                     self._set = ScannerSet.of(self._build(rules))
@@ -82,9 +90,14 @@ class ScannerRegistry:
 
 def builtin_scanners(settings: ScanningSettings, db_rules: Sequence[RuleSource]) -> list[Scanner]:
     """Every scanner shipped with Stockade, configured (clamd only where it is set)."""
-    from stockade.scanning.scanners.linkscripts import LinkScriptScanner
-
-    scanners: list[Scanner] = [LinkScriptScanner(), _yara(settings, db_rules)]
+    scanners: list[Scanner] = [
+        LinkScriptScanner(),
+        PythonScanner(),
+        NameScanner(),
+        _yara(settings, db_rules),
+    ]
+    if settings.clamd:
+        scanners.append(ClamdScanner(settings.clamd, timeout_s=settings.clamd_timeout_s))
     return scanners
 
 

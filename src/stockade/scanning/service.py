@@ -33,6 +33,7 @@ from stockade.db.engine import transaction
 from stockade.scanning.engine import ScanReport, scan_archive
 from stockade.scanning.interfaces import ScanSubject
 from stockade.scanning.recording import ScannerSet, record_missing, record_report, reuse_result
+from stockade.scanning.rescans import queue_outdated
 from stockade.storage.interfaces import BlobStore
 
 log = logging.getLogger("stockade.scanning")
@@ -40,6 +41,7 @@ log = logging.getLogger("stockade.scanning")
 LEASE = timedelta(minutes=10)
 MAX_ATTEMPTS = 5
 NAMES_TTL_S = 60.0
+SWEEP_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,20 @@ class ScanRunner:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stockade-scan")
         self._names: frozenset[str] = frozenset()
         self._names_at = -NAMES_TTL_S
+        self._swept_at = -SWEEP_S
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def run_pending(self, batch: int = 32) -> int:
-        """Scan up to ``batch`` requested artifacts; returns how many verdicts were recorded."""
+        """Scan up to ``batch`` requested artifacts; returns how many verdicts were recorded.
+
+        Every ``SWEEP_S`` it first queues artifacts whose verdict is out of date (rules changed)
+        or missing, a batch at a time."""
+        if time.monotonic() - self._swept_at > SWEEP_S:
+            self._swept_at = time.monotonic()
+            with transaction(self.factory) as session:
+                queue_outdated(session, self.scanners().fingerprint)
         claimed = self._claim(batch)
         if not claimed:
             return 0
