@@ -17,7 +17,6 @@ or an ``https://`` URL of the zip, fetched to a temporary file, verified, import
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
@@ -50,8 +49,10 @@ from stockade.vulns.fetching import Fetched, fetch, fetch_file
 from stockade.vulns.matcher import Matcher
 from stockade.vulns.model import Vulnerability
 from stockade.vulns.models import DEFAULT_FEED_SCHEDULE, FeedFormat, VulnFeed
+from stockade.vulns.nvd_api import NvdApiSync, is_nvd_api
 from stockade.vulns.security import SecurityReader
 from stockade.vulns.store import VulnStore
+from stockade.vulns.sync_counts import SyncCounts
 
 __all__ = [
     "FeedService",
@@ -73,22 +74,6 @@ _ENRICHMENT = {
     FeedFormat.EPSS.value: (parse_epss, EPSS_COLUMNS),
 }
 _FORMATS = tuple(f.value for f in FeedFormat)
-_ERRORS_KEPT = 20
-
-
-@dataclass
-class SyncCounts:
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    withdrawn: int = 0
-    failed: int = 0
-    matches_added: int = 0
-    matches_removed: int = 0
-    matches_restatused: int = 0
-    enriched: int = 0  # kev/epss: entries in the document
-    not_modified: bool = False
-    errors: list[str] = field(default_factory=list)
 
 
 def parse_documents(fmt: str, fetched: Fetched, counts: SyncCounts) -> list[Vulnerability]:
@@ -98,9 +83,7 @@ def parse_documents(fmt: str, fetched: Fetched, counts: SyncCounts) -> list[Vuln
         try:
             found += parse(data)
         except FeedError as exc:
-            counts.failed += 1
-            if len(counts.errors) < _ERRORS_KEPT:
-                counts.errors.append(f"{name}: {exc.detail}")
+            counts.document_failed(name, exc.detail)
     return found
 
 
@@ -114,11 +97,13 @@ class FeedSync:
         security: SecurityReader | None = None,
         client: httpx.Client | None = None,
         outbound: OutboundPolicy | None = None,
+        nvd_pause_s: float = 6.0,
     ) -> None:
         self.factory = factory
         self.security = security
         self.client = client
         self.outbound = outbound  # the [outbound] policy (None: the strict default)
+        self.nvd_pause_s = nvd_pause_s  # between two pages of the NVD API (vulns.nvd_api)
 
     def sync_feed(self, feed_id: int) -> SyncCounts:
         with self.factory() as session:
@@ -129,6 +114,8 @@ class FeedSync:
             known_sha = feed.content_sha256
         if fmt == FeedFormat.BUNDLE.value:
             return self._sync_bundle(feed_id, url, etag, modified, known_sha)
+        if is_nvd_api(url, fmt):
+            return self._sync_nvd_api(feed_id, url, modified)
         counts = SyncCounts()
         try:
             fetched = fetch(
@@ -227,6 +214,20 @@ class FeedSync:
         counts.matches_added, counts.matches_removed = done.matches_added, done.matches_removed
         counts.matches_restatused = done.matches_restatused
         return counts
+
+    def _sync_nvd_api(self, feed_id: int, url: str, since: str | None) -> SyncCounts:
+        api = NvdApiSync(
+            self.factory,
+            security=self.security,
+            client=self.client,
+            outbound=self.outbound,
+            pause_s=self.nvd_pause_s,
+        )
+        try:
+            return api.sync(feed_id, url, since)
+        except FeedFetchError as exc:
+            self._failed(feed_id, exc)
+            raise
 
     def _failed(self, feed_id: int, exc: StockadeError) -> None:
         if isinstance(exc, FeedUnreachableError):
