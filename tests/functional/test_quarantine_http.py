@@ -5,6 +5,7 @@ changes rescan; py-rattler never sees a quarantined package."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from tests.support.conda_client import solve_specs
 from tests.support.hostile import HOSTILE, HostileCase
 from tests.support.hostile_yara import HOSTILE_YARA
 from tests.support.server import LiveServer
+
+PASSWORD = "a-long-password-for-tests"
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("quarantine")]
 
@@ -207,3 +210,43 @@ def test_quarantine_input_errors_are_problems(live_server: LiveServer) -> None:
     for response, status in cases:
         assert response.status_code == status, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_serve_first_channels_serve_at_once_and_still_quarantine(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    case = _first("link-script")
+    channel = live_server.new_channel(prefix="q-ci")
+    bad = live_server.admin.patch(f"/api/v1/channels/{channel}", json={"scan_uploads": "always"})
+    assert bad.status_code == 422, bad.text
+    changed = live_server.admin.patch(
+        f"/api/v1/channels/{channel}", json={"scan_uploads": "serve-first"}
+    )
+    assert changed.status_code == 200 and changed.json()["scan_uploads"] == "serve-first"
+    hostile = case.build(tmp_path)
+    uploaded = live_server.upload(channel, hostile)
+    assert uploaded.status_code == 201, uploaded.text
+    (held,) = _wait_held(live_server, channel, 1)
+    assert held["status"] == "malicious" and held["servable"] is False
+    live_server.wait_published(channel)
+    assert hostile.name not in _names(_repodata(live_server, channel, held["subdir"]))
+    got = live_server.client().get(f"/conda/{channel}/{held['subdir']}/{hostile.name}")
+    assert got.status_code == 404
+
+
+def test_loosening_scan_settings_needs_security_manage(live_server: LiveServer) -> None:
+    name = f"u-{uuid.uuid4().hex[:8]}"
+    made = live_server.admin.post("/api/v1/users", json={"username": name, "password": PASSWORD})
+    assert made.status_code == 201, made.text
+    token = live_server.client().post(
+        "/api/v1/tokens", json={"name": "t", "expires_in_days": 5}, auth=(name, PASSWORD)
+    )
+    owner = live_server.client(token.json()["token"])
+    channel = f"own-{uuid.uuid4().hex[:8]}"
+    assert owner.post("/api/v1/channels", json={"name": channel}).status_code == 201
+    refused = owner.patch(f"/api/v1/channels/{channel}", json={"scan_errors": "serve"})
+    assert refused.status_code == 403, refused.text
+    assert owner.get(f"/api/v1/channels/{channel}").json()["scan_errors"] == "hold"
+    assert owner.get("/api/v1/quarantine").status_code == 403
+    same = owner.patch(f"/api/v1/channels/{channel}", json={"scan_errors": "hold"})
+    assert same.status_code == 200, same.text  # no change: no security permission needed

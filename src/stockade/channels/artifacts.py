@@ -17,7 +17,7 @@ from stockade.channels.errors import ArtifactExistsError, ArtifactNotFoundError
 from stockade.channels.intake import ScanReason, admit
 from stockade.channels.models import Artifact, Channel
 from stockade.channels.publishing import request_publications
-from stockade.channels.scanstate import ArtifactSource
+from stockade.channels.scanstate import ArtifactSource, listed_clause
 from stockade.channels.service import ChannelService
 from stockade.core.errors import InvalidInputError
 
@@ -60,7 +60,7 @@ class ArtifactService:
         limit: int = 100,
     ) -> list[Artifact]:
         query = select(Artifact).where(
-            Artifact.channel_id == channel.id, Artifact.id > after_id, Artifact.servable.is_(True)
+            Artifact.channel_id == channel.id, Artifact.id > after_id, listed_clause()
         )
         if subdir:
             query = query.where(Artifact.subdir == subdir)
@@ -74,7 +74,7 @@ class ArtifactService:
                 Artifact.channel_id == channel.id,
                 Artifact.subdir == subdir,
                 Artifact.filename == filename,
-                Artifact.servable.is_(True),  # held ones: the quarantine API only
+                listed_clause(),  # held ones: the quarantine API only
             )
         )
         if artifact is None:
@@ -99,7 +99,7 @@ class ArtifactService:
         query = select(Artifact).where(
             Artifact.channel_id == channel.id,
             Artifact.name == selection.name,
-            Artifact.servable.is_(True),
+            listed_clause(),
         )
         if selection.subdir:
             query = query.where(Artifact.subdir == selection.subdir)

@@ -78,6 +78,13 @@ def servable_clause(channel: Channel) -> ColumnElement[bool]:
     return or_(*terms)
 
 
+def listed_clause() -> ColumnElement[bool]:
+    """What management listings (files of a channel, copy/move/remove selections) show: servable
+    files and uploads still waiting for their verdict (their copies wait again), never files a
+    verdict holds or quarantined (those are the quarantine queue's)."""
+    return or_(Artifact.servable.is_(True), Artifact.scan_status == ScanStatus.PENDING)
+
+
 def set_status(session: Session, artifact: Artifact, status: ScanStatus) -> bool:
     """Set ``artifact``'s status and servability; ask for a publication when what is served
     changed. Returns whether servability changed."""

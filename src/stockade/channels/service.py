@@ -27,6 +27,7 @@ from stockade.channels.privacy import (
     strictest,
 )
 from stockade.channels.publishing import request_publication, request_publications
+from stockade.channels.scanstate import HoldOrServe, UploadScanMode, refresh_channel
 from stockade.core.errors import AuthenticationError, InvalidInputError, NotFoundError
 
 __all__ = [  # channel_ref lives in channels.privacy; callers take it from here too
@@ -43,6 +44,10 @@ class ChannelChanges:
     description: str | None = None
     privacy: str | None = None
     frozen: bool | None = None
+    # Scan settings (SPEC §8); changing them needs security:manage.
+    scan_uploads: str | None = None  # UploadScanMode
+    scan_suspicious: str | None = None  # HoldOrServe
+    scan_errors: str | None = None  # HoldOrServe
 
 
 def parse_privacy(value: str) -> Privacy:
@@ -56,11 +61,36 @@ def parse_privacy(value: str) -> Privacy:
         ) from None
 
 
+def scan_settings(changes: ChannelChanges) -> dict[str, str]:
+    """The scan settings ``changes`` sets, checked (422 naming the field otherwise)."""
+    wanted: dict[str, str] = {}
+    for key, allowed in (
+        ("scan_uploads", UploadScanMode),
+        ("scan_suspicious", HoldOrServe),
+        ("scan_errors", HoldOrServe),
+    ):
+        value = getattr(changes, key)
+        if value is None:
+            continue
+        if value not in {m.value for m in allowed}:
+            choices = ", ".join(m.value for m in allowed)
+            raise InvalidInputError(
+                f"{key} must be one of {choices} (got {value!r})",
+                code="channel:invalid-scan-setting",
+                field=key,
+            )
+        wanted[key] = value
+    return wanted
+
+
 def _state(channel: Channel) -> dict[str, object]:
     return {
         "privacy": channel.privacy,
         "description": channel.description,
         "frozen": channel.frozen,
+        "scan_uploads": channel.scan_uploads,
+        "scan_suspicious": channel.scan_suspicious,
+        "scan_errors": channel.scan_errors,
     }
 
 
@@ -140,6 +170,7 @@ class ChannelService:
             channel.frozen = changes.frozen
             if not channel.frozen:  # publish what accumulated while frozen
                 request_publications(self.session, [(channel.id, s) for s in self.subdirs(channel)])
+        self._change_scan_settings(principal, channel, changes)
         self.session.flush()
         after = _state(channel)
         if after != before:
@@ -160,6 +191,18 @@ class ChannelService:
                 details={"reason": f"parent {name!r} became {channel.privacy}"},
             )
         return channel
+
+    def _change_scan_settings(
+        self, principal: Principal, channel: Channel, changes: ChannelChanges
+    ) -> None:
+        wanted = scan_settings(changes)
+        if all(getattr(channel, key) == value for key, value in wanted.items()):
+            return
+        AccessService(self.session).require(principal, Permission.SECURITY_MANAGE)
+        for key, value in wanted.items():
+            setattr(channel, key, value)
+        self.session.flush()
+        refresh_channel(self.session, channel)
 
     def _change_privacy(self, channel: Channel, privacy: Privacy) -> list[tuple[Channel, str]]:
         """Set the privacy; refuse looser than the parent; tighten looser subchannels.

@@ -133,7 +133,14 @@ def update_channel(
     principal: SignedIn,
     container: ContainerDep,
 ) -> ChannelPublic:
-    changes = ChannelChanges(description=body.description, privacy=body.privacy, frozen=body.frozen)
+    changes = ChannelChanges(
+        description=body.description,
+        privacy=body.privacy,
+        frozen=body.frozen,
+        scan_uploads=body.scan_uploads,
+        scan_suspicious=body.scan_suspicious,
+        scan_errors=body.scan_errors,
+    )
     return _update(channel, changes, request, principal, container)
 
 

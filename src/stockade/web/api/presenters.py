@@ -21,6 +21,9 @@ def channel_public(
         url=f"{base_url}/conda/{channel.name}",
         artifact_count=stats[0] if stats else None,
         total_size=stats[1] if stats else None,
+        scan_uploads=channel.scan_uploads,
+        scan_suspicious=channel.scan_suspicious,
+        scan_errors=channel.scan_errors,
     )
 
 
@@ -39,6 +42,7 @@ def artifact_public(artifact: Artifact, channel_name: str, base_url: str) -> Art
         size=artifact.size,
         indexed_timestamp=artifact.indexed_timestamp,
         created_at=artifact.created_at,
+        scan_status=artifact.scan_status,
         url=f"{base_url}/conda/{channel_name}/{artifact.subdir}/{artifact.filename}",
     )
 

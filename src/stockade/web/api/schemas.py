@@ -52,6 +52,19 @@ class ChannelUpdate(Strict):
     privacy: PrivacyLiteral | None = None
     description: str | None = Field(default=None, max_length=10_000)
     frozen: bool | None = None
+    scan_uploads: Literal["hold", "serve-first"] | None = Field(
+        default=None,
+        description="new uploads: held until their verdict (hold), or served at once and "
+        "quarantined if malicious (serve-first, for trusted CI); needs security:manage",
+    )
+    scan_suspicious: Literal["hold", "serve"] | None = Field(
+        default=None, description="suspicious verdicts: held or served; needs security:manage"
+    )
+    scan_errors: Literal["hold", "serve"] | None = Field(
+        default=None,
+        description="files the scanners could not judge: held (fail closed) or served; "
+        "needs security:manage",
+    )
 
 
 class SubdirPublic(BaseModel):
@@ -89,6 +102,9 @@ class ChannelPublic(BaseModel):
     url: str
     artifact_count: int | None = None
     total_size: int | None = None
+    scan_uploads: str = "hold"
+    scan_suspicious: str = "serve"
+    scan_errors: str = "hold"
     failing_subdirs: list[str] | None = Field(
         default=None,
         description="subdirs whose last publication failed (see /subdirs for why); on show only",
@@ -109,6 +125,12 @@ class ArtifactPublic(BaseModel):
     size: int
     indexed_timestamp: int
     created_at: datetime
+    scan_status: str = Field(
+        default="clean",
+        description="pending (held until its verdict, unless the channel serves uploads first), "
+        "unfetched (a passive mirror's file, scanned on first download), clean, suspicious, "
+        "released",
+    )
     url: str
 
 
