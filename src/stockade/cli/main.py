@@ -12,7 +12,9 @@ from stockade.cli import (
     ldap,
     mirrors,
     policies,
+    quarantine,
     reports,
+    scan,
     server,
     upload,
     webhooks,
@@ -46,6 +48,8 @@ app.add_typer(policies.policy_app, name="policy")
 app.add_typer(cves.cve_app, name="cve")
 app.add_typer(webhooks.webhook_app, name="webhook")
 app.add_typer(reports.report_app, name="report")
+app.add_typer(quarantine.quarantine_app, name="quarantine")
+app.add_typer(scan.scan_app, name="scan")
 app.command()(upload.upload)
 app.command()(channels.copy)
 app.command()(channels.move)
