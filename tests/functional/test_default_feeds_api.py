@@ -54,7 +54,9 @@ def test_an_unreachable_feed_is_listed_with_since_when(
     assert feed["last_error"].endswith("cannot be reached")
     cli = cli_for(monkeypatch, tmp_path, live_server)
     line = next(line for line in run(cli, "cve", "feed", "list").splitlines() if name in line)
-    assert "unreachable" in line
+    since = feed["unreachable_since"][:19].replace("T", " ")
+    assert f"unreachable since {since}" in line
+    assert f"unreachable since {since}" in run(cli, "cve", "feed", "show", name)
     followed = run(cli, "cve", "sync", name, "--follow", code=1)  # not a success
     assert "unreachable" in followed and "cannot be reached" in followed
     again = live_server.admin.get(f"{FEEDS}/{name}").json()

@@ -104,6 +104,13 @@ def _artifacts(artifacts: list[dict[str, Any]]) -> None:
     out.print(grid)
 
 
+def feed_status(feed: dict[str, Any]) -> str:
+    """The feed's last status; an unreachable one says since when (its first failed attempt)."""
+    if feed.get("unreachable_since"):
+        return f"unreachable since {when(feed['unreachable_since'])}"
+    return str(feed.get("last_status") or "never synced")
+
+
 def print_feed(feed: dict[str, Any]) -> None:
     key_values(
         feed["name"],
@@ -113,7 +120,7 @@ def print_feed(feed: dict[str, Any]) -> None:
             ("schedule", feed.get("schedule") if feed.get("enabled") else "disabled"),
             ("next run", when(feed.get("next_run_at")) if feed.get("enabled") else None),
             ("last sync", when(feed.get("last_sync_at"))),
-            ("status", feed.get("last_status") or "never synced"),
+            ("status", feed_status(feed)),
             ("error", feed.get("last_error") or None),
             ("advisories", feed.get("advisories")),
         ],

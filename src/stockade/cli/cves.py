@@ -19,7 +19,7 @@ from rich.table import Column
 from rich.text import Text
 
 from stockade.cli.client import ApiClient, CliError, answer_problem, client, fail, unreachable
-from stockade.cli.cve_view import print_advisory, print_feed
+from stockade.cli.cve_view import feed_status, print_advisory, print_feed
 from stockade.cli.output import NONE, AsJson, print_json, score_cell, table
 from stockade.cli.report_view import severity_text
 from stockade.cli.text import shorten
@@ -84,7 +84,7 @@ def feed_list(as_json: AsJson = False) -> None:
             f["url"],
             f["schedule"] if f["enabled"] else "disabled",
             (f["last_sync_at"] or "")[:19],
-            f["last_status"] or "",
+            feed_status(f) if f["last_status"] else "",
             str(f["advisories"]),
         )
     out.print(grid)
