@@ -114,6 +114,7 @@ class Container:
             scanners.current,
             limits=limits,
             workers=settings.scanning.workers,
+            lease_s=settings.scanning.lease_s,
             on_change=lambda: _call_all(changes),
         )
         return cls(

@@ -337,6 +337,13 @@ class ScanningSettings(BaseModel):
     workers: int = Field(
         default=2, ge=1, le=64, description="packages scanned at once by each server or worker"
     )
+    lease_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="a scan's claim on its work, renewed while it runs; work of a process that "
+        "died is taken over once it runs out",
+    )
     first_fetch_wait_s: float = Field(
         default=20.0,
         ge=0,

@@ -44,7 +44,7 @@ def test_upgrade_groups_stored_aliases(backend: str, tmp_path: Path) -> None:
                     },
                 )
             _matched_twice(conn)
-        upgrade(url, "0009")
+        upgrade(url)
         with engine.begin() as conn:
             summary = conn.execute(
                 text("SELECT counts, max_score, severity FROM artifact_vuln_summaries")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,7 @@ from stockade.storage.interfaces import BlobStore
 
 log = logging.getLogger("stockade.scanning")
 
-LEASE = timedelta(minutes=10)
+DEFAULT_LEASE_S = 60.0
 MAX_ATTEMPTS = 5
 NAMES_TTL_S = 60.0
 SWEEP_S = 30.0
@@ -61,6 +62,7 @@ class ScanRunner:
         *,
         limits: ValidationLimits,
         workers: int = 2,
+        lease_s: float = DEFAULT_LEASE_S,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.factory = factory
@@ -69,6 +71,15 @@ class ScanRunner:
         self.limits = limits
         self.workers = max(1, workers)
         self.on_change = on_change
+        # A scan holds its request's lease, renewed while it runs (a long scan is not taken over);
+        # a process that dies stops renewing, and another takes the request once it runs out.
+        self.lease = timedelta(seconds=lease_s)
+        self._scanning: set[int] = set()
+        self._scanning_lock = threading.Lock()
+        self._renewer = threading.Thread(
+            target=self._renew, name="stockade-scan-lease", daemon=True
+        )
+        self._closed = threading.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"[:64]
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stockade-scan")
         self._names: frozenset[str] = frozenset()
@@ -76,7 +87,27 @@ class ScanRunner:
         self._swept_at = -SWEEP_S
 
     def close(self) -> None:
+        self._closed.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _renew(self) -> None:
+        while not self._closed.wait(self.lease.total_seconds() / 3):
+            with self._scanning_lock:
+                ids = sorted(self._scanning)
+            if not ids:
+                continue
+            try:
+                with transaction(self.factory) as session:
+                    session.execute(
+                        update(ScanRequest)
+                        .where(
+                            ScanRequest.artifact_id.in_(ids),
+                            ScanRequest.lease_owner == self.owner,
+                        )
+                        .values(leased_until=utcnow() + self.lease)
+                    )
+            except Exception:
+                log.exception("renewing scan leases failed; will retry")
 
     def run_pending(self, batch: int = 32) -> int:
         """Scan up to ``batch`` requested artifacts; returns how many verdicts were recorded.
@@ -122,7 +153,7 @@ class ScanRunner:
                     or_(ScanRequest.leased_until.is_(None), ScanRequest.leased_until < now),
                 )
                 .values(
-                    leased_until=now + LEASE,
+                    leased_until=now + self.lease,
                     lease_owner=self.owner,
                     attempts=ScanRequest.attempts + 1,
                 )
@@ -130,11 +161,18 @@ class ScanRunner:
         return bool(taken)
 
     def _one(self, artifact_id: int, current: ScannerSet) -> bool:
+        with self._scanning_lock:
+            if not self._renewer.is_alive() and not self._closed.is_set():
+                self._renewer.start()  # on first use: no thread for containers that never scan
+            self._scanning.add(artifact_id)
         try:
             return self._scan(artifact_id, current)
         except Exception:
             log.exception("scanning artifact %s failed; it stays held and is retried", artifact_id)
             return False
+        finally:
+            with self._scanning_lock:
+                self._scanning.discard(artifact_id)
 
     def _scan(self, artifact_id: int, current: ScannerSet) -> bool:
         job = self._job(artifact_id)

@@ -27,23 +27,25 @@ _TS = stockade.db.base.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("channels", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("scan_uploads", sa.String(16), nullable=False, server_default="hold")
-        )
-        batch_op.add_column(
-            sa.Column("scan_suspicious", sa.String(16), nullable=False, server_default="serve")
-        )
-        batch_op.add_column(
-            sa.Column("scan_errors", sa.String(16), nullable=False, server_default="hold")
-        )
-    with op.batch_alter_table("artifacts", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("servable", sa.Boolean(), nullable=False, server_default=sa.true())
-        )
-        batch_op.create_index(
-            "ix_artifacts_channel_servable", ["channel_id", "subdir", "servable"], unique=False
-        )
+    # Plain ALTER TABLE … ADD COLUMN (SQLite supports it with a constant default): a batch
+    # rebuild of ``artifacts`` on SQLite would drop the old table, and the foreign keys that
+    # cascade from it (vulnerability matches, summaries) would take their rows along.
+    op.add_column(
+        "channels", sa.Column("scan_uploads", sa.String(16), nullable=False, server_default="hold")
+    )
+    op.add_column(
+        "channels",
+        sa.Column("scan_suspicious", sa.String(16), nullable=False, server_default="serve"),
+    )
+    op.add_column(
+        "channels", sa.Column("scan_errors", sa.String(16), nullable=False, server_default="hold")
+    )
+    op.add_column(
+        "artifacts", sa.Column("servable", sa.Boolean(), nullable=False, server_default=sa.true())
+    )
+    op.create_index(
+        "ix_artifacts_channel_servable", "artifacts", ["channel_id", "subdir", "servable"]
+    )
     op.create_table(
         "scan_requests",
         sa.Column("artifact_id", sa.Integer(), nullable=False),
@@ -90,7 +92,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
-    op.execute("UPDATE artifacts SET scan_status = 'pending' WHERE scan_status = 'not-scanned'")
+    # Nothing was scanned before this version, whatever the column said.
+    op.execute("UPDATE artifacts SET scan_status = 'pending' WHERE scan_status <> 'malicious'")
+    op.execute("UPDATE artifacts SET servable = false WHERE scan_status = 'malicious'")
     op.execute(
         "INSERT INTO scan_requests (artifact_id, reason, requested_at, attempts) "
         "SELECT id, 'unscanned', CURRENT_TIMESTAMP, 0 FROM artifacts"
