@@ -11,7 +11,7 @@ from stockade.core.errors import InvalidInputError
 from stockade.mirroring.service import next_run
 from stockade.mirroring.validation import check_schedule
 from stockade.settings import LdapSettings
-from stockade.vulns.feedsync import _check_fields
+from stockade.vulns.feedsync import check_fields
 
 NEVER = ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4 *", "0 0 31 4,6,9,11 *"]
 
@@ -28,7 +28,7 @@ def test_mirror_schedule(schedule: str) -> None:
 @pytest.mark.parametrize("schedule", NEVER)
 def test_feed_schedule(schedule: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
-        _check_fields("https://example.org/feed.json", "osv", schedule)
+        check_fields("https://example.org/feed.json", "osv", schedule)
     assert caught.value.extra["field"] == "schedule"
 
 
@@ -40,5 +40,5 @@ def test_ldap_sync_schedule(schedule: str) -> None:
 
 def test_schedules_that_fire_are_kept() -> None:
     assert check_schedule(" 0  2 29 2 * ") == "0 2 29 2 *"  # leap days exist
-    _check_fields("https://example.org/feed.json", "osv", "0 * * * *")
+    check_fields("https://example.org/feed.json", "osv", "0 * * * *")
     assert LdapSettings(sync_schedule="*/30 * * * *").sync_schedule == "*/30 * * * *"
