@@ -407,7 +407,11 @@ def channel_report(session: Session, channel: ChannelRow) -> ChannelReport:
         select(Artifact, VulnMatch.status, VulnMatch.status_origin, VulnRow)
         .join(VulnMatch, VulnMatch.artifact_id == Artifact.id)
         .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
-        .where(Artifact.channel_id == channel.id, VulnRow.withdrawn.is_(None))
+        .where(
+            Artifact.channel_id == channel.id,
+            Artifact.servable.is_(True),  # quarantined: in no report
+            VulnRow.withdrawn.is_(None),
+        )
     )
     matched = session.execute(query).all()
     by_id = {a.id: a for a, *_ in matched}

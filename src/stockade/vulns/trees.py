@@ -369,6 +369,7 @@ class TreeBuilder:
                     Artifact.channel_id.in_(ids),
                     Artifact.subdir.in_(subdirs),
                     Artifact.name.in_(list(part)),
+                    Artifact.servable.is_(True),  # what clients can install, nothing held
                 )
                 for aid, cid, subdir, fn, name, sha, md5, rec in self.session.execute(query):
                     batch.append(Row(aid, cid, subdir, fn, name, sha, md5, {}, rec))
@@ -439,7 +440,11 @@ class TreeBuilder:
                 Artifact.record_json,
                 Artifact.version,
                 Artifact.build,
-            ).where(Artifact.channel_id.in_(ids), Artifact.name.in_(list(part)))
+            ).where(
+                Artifact.channel_id.in_(ids),
+                Artifact.name.in_(list(part)),
+                Artifact.servable.is_(True),
+            )
             rows: list[Row] = []
             keys: dict[int, tuple[str, str, str]] = {}
             for aid, cid, sd, fn, name, sha, md5, rec, version, build in self.session.execute(
@@ -475,6 +480,7 @@ class TreeBuilder:
                 Artifact.version == version,
                 Artifact.build == build,
                 Artifact.subdir == subdir,
+                Artifact.servable.is_(True),
             )
         )
         if row is None:

@@ -127,6 +127,7 @@ def _filtered(filters: VulnFilters, where: Sequence[ColumnElement[bool]]) -> Sel
             select(VulnRow.alias_group)
             .join(VulnMatch, VulnMatch.vulnerability_id == VulnRow.id)
             .join(Artifact, Artifact.id == VulnMatch.artifact_id)
+            .where(Artifact.servable.is_(True))  # quarantined: in no report
             .where(*where)
         )
         query = query.where(VulnRow.alias_group.in_(matched))
@@ -187,6 +188,7 @@ def _packages(
             select(VulnRow.alias_group, Artifact.name, Artifact.version, VulnMatch.status)
             .join(VulnMatch, VulnMatch.vulnerability_id == VulnRow.id)
             .join(Artifact, Artifact.id == VulnMatch.artifact_id)
+            .where(Artifact.servable.is_(True))  # quarantined: in no report
             .where(VulnRow.alias_group.in_(list(part)), *where)
         )
         for vid, name, version, status in session.execute(query):
@@ -263,7 +265,11 @@ def _group_artifacts(session: Session, principal: Principal, group: str) -> list
         )
         .join(VulnMatch, VulnMatch.artifact_id == Artifact.id)
         .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
-        .where(VulnRow.alias_group == group, Artifact.channel_id.in_(list(channels)))
+        .where(
+            VulnRow.alias_group == group,
+            Artifact.channel_id.in_(list(channels)),
+            Artifact.servable.is_(True),  # quarantined: in no report
+        )
         .order_by(Artifact.channel_id, Artifact.subdir, Artifact.filename)
         .limit(ARTIFACTS_SHOWN)
     )
@@ -418,6 +424,7 @@ def _stats(
             select(VulnRow.alias_group, Artifact.id, Artifact.channel_id, VulnMatch.status)
             .join(VulnMatch, VulnMatch.vulnerability_id == VulnRow.id)
             .join(Artifact, Artifact.id == VulnMatch.artifact_id)
+            .where(Artifact.servable.is_(True))  # quarantined: in no report
             .where(VulnRow.alias_group.in_(list(part)), *where)
         )
         for group, aid, channel_id, status in session.execute(query):
@@ -500,6 +507,7 @@ def package_figures(
     query = (
         select(ArtifactVulnSummary)
         .join(Artifact, Artifact.id == ArtifactVulnSummary.artifact_id)
+        .where(Artifact.servable.is_(True))
         .where(Artifact.channel_id.in_(ids), Artifact.name == package)
     )
     return {
@@ -518,6 +526,7 @@ def package_vulnerabilities(
     query = (
         select(VulnMatch.artifact_id, VulnMatch.status, VulnMatch.status_origin, VulnRow)
         .join(Artifact, Artifact.id == VulnMatch.artifact_id)
+        .where(Artifact.servable.is_(True))  # quarantined: in no report
         .join(VulnRow, VulnRow.id == VulnMatch.vulnerability_id)
         .where(Artifact.channel_id.in_(ids), Artifact.name == package)
         .order_by(
