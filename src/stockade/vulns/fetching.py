@@ -51,6 +51,7 @@ SUFFIXES = {
 _TIMEOUT = 120.0
 _ZIP_MAGIC = b"PK\x03\x04"
 _NO_ANSWER = (httpx.TimeoutException, httpx.NetworkError, httpx.ProxyError)  # unreachable
+_NO_HOST_ANSWER = (502, 503, 504)  # bad gateway, unavailable, gateway timeout: unreachable too
 log = logging.getLogger("stockade.vulns")
 
 
@@ -97,7 +98,7 @@ def fetch(
     if response.status_code == httpx.codes.NOT_MODIFIED:
         return Fetched(etag=etag, last_modified=last_modified, not_modified=True)
     if response.status_code >= httpx.codes.BAD_REQUEST:
-        raise FeedFetchError(f"fetching {redact_url(url)}: HTTP {response.status_code}")
+        raise _status_error(url, response.status_code)
     return Fetched(
         _documents(parts.path.rsplit("/", 1)[-1] or "feed", response.content, fmt),
         etag=response.headers.get("ETag"),
@@ -178,7 +179,7 @@ def fetch_file(
                     yield FetchedFile(None, None, etag, last_modified, not_modified=True)
                     return
                 if response.status_code >= httpx.codes.BAD_REQUEST:
-                    raise FeedFetchError(f"fetching {redact_url(url)}: HTTP {response.status_code}")
+                    raise _status_error(url, response.status_code)
                 digest = hashlib.sha256()
                 with target.open("wb") as fh:
                     for block in response.iter_bytes(1 << 20):
@@ -213,6 +214,17 @@ def parse_feed_url(url: str) -> ParsedURL:
 def _client(outbound: OutboundPolicy | None) -> httpx.Client:
     options = ClientOptions(timeout=_TIMEOUT, follow_redirects=True)
     return guarded_client(outbound or OutboundPolicy(), options)
+
+
+def _status_error(url: str, status: int) -> FeedFetchError:
+    """An HTTP error; a gateway that could not reach the host (a proxy's 502/504) or a host
+    that is down (503) is no answer from the feed: unreachable, retried without more warnings."""
+    if status in _NO_HOST_ANSWER:
+        reason = f"HTTP {status}"
+        return FeedUnreachableError(
+            f"fetching {redact_url(url)} (HTTP {status}): cannot be reached", reason=reason
+        )
+    return FeedFetchError(f"fetching {redact_url(url)}: HTTP {status}")
 
 
 def _fetch_error(url: str, exc: Exception) -> FeedFetchError:

@@ -21,6 +21,7 @@ from stockade.container import Container
 from stockade.core.clock import utcnow
 from stockade.core.outbound import ClientOptions, OutboundPolicy, guarded_client
 from stockade.db.engine import transaction
+from stockade.vulns.errors import FeedFetchError
 from stockade.vulns.feedsync import FeedService, FeedSync
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.models import VulnFeed
@@ -39,6 +40,7 @@ class FakeNvd:
     def __init__(self, tls: ssl.SSLContext) -> None:
         self.queries: list[dict[str, list[str]]] = []
         self.changed: list[dict[str, Any]] = []
+        self.status = 200  # another: answered with no body
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,8 +50,8 @@ class FakeNvd:
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 fake.queries.append(query)
-                body = json.dumps(fake.page(query)).encode()
-                self.send_response(200)
+                body = json.dumps(fake.page(query)).encode() if fake.status == 200 else b""
+                self.send_response(fake.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -131,3 +133,25 @@ def test_the_nvd_api_is_read_page_by_page_then_incrementally(
         syncer.sync_feed(feed_id)
         assert [q["startIndex"] for q in fake.queries] == [["0"], ["2"]]
         assert all("lastModStartDate" not in q for q in fake.queries)
+
+
+@pytest.mark.parametrize(
+    ("status", "state"), [(503, "unreachable"), (504, "unreachable"), (404, "failed")]
+)
+def test_a_host_that_is_down_is_unreachable_an_error_is_failed(
+    container: Container,
+    admin: Principal,
+    nvd: tuple[FakeNvd, ssl.SSLContext],
+    status: int,
+    state: str,
+) -> None:
+    fake, trust = nvd
+    fake.status = status
+    with transaction(container.factory) as session:
+        feed_id = FeedService(session).create(admin, "nvd", fake.url, "nvd").id
+    options = ClientOptions(verify=trust, timeout=10)
+    with guarded_client(OutboundPolicy(allow_loopback=True), options) as client:
+        with pytest.raises(FeedFetchError):
+            FeedSync(container.factory, client=client, nvd_pause_s=0).sync_feed(feed_id)
+    row = feed_row(container, feed_id)
+    assert row.last_status == state and f"HTTP {status}" in (row.last_error or "")
