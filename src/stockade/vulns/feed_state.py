@@ -3,7 +3,8 @@
 ``last_status`` is ``queued`` (a sync is asked for or running), ``ok``, ``partial`` (some documents
 did not parse), ``unchanged``, ``failed`` (an answer that cannot be used: HTTP error, missing file,
 refused by the outbound policy, bad document) or ``unreachable`` (no answer at all: the host name
-does not resolve, no connection, a timeout — an air-gapped site, or the network is down).
+does not resolve, no connection, a timeout — an air-gapped site, or the network is down; or HTTP
+502, 503, 504: a proxy that cannot reach the host, a host that is down).
 
 While a feed is unreachable, ``last_sync_at`` stays at the first attempt that found it so (the
 time it is unreachable *since*) and ``last_error`` names the URL; the scheduled retries change
