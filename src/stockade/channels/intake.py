@@ -101,11 +101,14 @@ def readmit(session: Session, artifact_id: int, *, stored: bool, reason: ScanRea
 
 
 def admit_fetched(session: Session, artifact_id: int) -> bool:
-    """A passive record's file was fetched: it is ``pending`` until its verdict (True if moved)."""
+    """A passive record's file was fetched: it is ``pending`` until its verdict (True if moved).
+
+    It stays listed (servable) meanwhile; its downloads wait for the verdict
+    (:mod:`stockade.scanning.gate`), and a bad verdict takes it out of the index."""
     moved = session.execute(
         update(Artifact)
         .where(Artifact.id == artifact_id, Artifact.scan_status == ScanStatus.UNFETCHED)
-        .values(scan_status=ScanStatus.PENDING, servable=False)
+        .values(scan_status=ScanStatus.PENDING)
     ).rowcount  # type: ignore[attr-defined]
     if moved:
         queue_scans(session, [artifact_id], ScanReason.PASSIVE_FETCH)

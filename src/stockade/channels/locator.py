@@ -77,7 +77,7 @@ class ArtifactPointer:
     subdir: str = ""
     filename: str = ""
     id: int = 0
-    unfetched: bool = False  # a passive record: fetched and scanned before it is served
+    unfetched: bool = False  # a mirrored record with no verdict: scanned before it is served
 
 
 class IndexLocator:
@@ -163,7 +163,10 @@ class IndexLocator:
             subdir,
             filename,
             row.id,
-            row.scan_status == ScanStatus.UNFETCHED,
+            # A mirrored file without its verdict yet: fetched if need be, then scanned, before
+            # it is served (an upload without one is not servable, unless serve-first).
+            row.mirror_id is not None
+            and row.scan_status in (ScanStatus.UNFETCHED, ScanStatus.PENDING),
         )
 
     def has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact, Channel
+from stockade.channels.scanstate import ScanStatus
 from stockade.conda.records import record_problem, upstream_record
 from stockade.core.errors import InvalidInputError
 from stockade.policies.engine import Reason
@@ -138,7 +139,7 @@ def malicious_files(session: Session, channel_id: int) -> set[str]:
     return set(
         session.scalars(
             select(Artifact.filename).where(
-                Artifact.channel_id == channel_id, Artifact.scan_status == "malicious"
+                Artifact.channel_id == channel_id, Artifact.scan_status == ScanStatus.MALICIOUS
             )
         ).all()
     )

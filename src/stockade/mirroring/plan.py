@@ -9,12 +9,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
+from stockade.channels.intake import ScanReason, admit_rows, readmit
 from stockade.channels.models import Artifact, Channel
 from stockade.channels.publishing import request_publications
+from stockade.channels.scanstate import ArtifactSource, ScanStatus
 from stockade.conda.repodata import encode_record
 from stockade.core.clock import now_ms, utcnow
 from stockade.core.faults import crash_point
@@ -31,14 +33,16 @@ from stockade.mirroring.inputs import (
     malicious_files,
     pack_exclusions,
 )
-from stockade.mirroring.models import Mirror, MirrorRun, MirrorSubdirState
+from stockade.mirroring.models import Mirror, MirrorMode, MirrorRun, MirrorSubdirState
 from stockade.mirroring.sources import SourceConfig, open_source, redact_url
+from stockade.mirroring.summaries import backfill_summaries
 from stockade.policies.engine import Reason
 from stockade.policies.model import Policy
 from stockade.policies.service import PolicyService
 from stockade.storage.interfaces import BlobStore
 
 if TYPE_CHECKING:
+    from stockade.mirroring.summaries import About
     from stockade.mirroring.upstream import UpstreamSnapshot, Verdict
 
 CHUNK = 2000
@@ -275,7 +279,14 @@ def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
                 Artifact.sha256,
                 Artifact.record_json,
                 Artifact.indexed_timestamp,
-            ).where(Artifact.channel_id == job.channel_id, Artifact.mirror_id == job.mirror_id)
+            ).where(
+                Artifact.channel_id == job.channel_id,
+                Artifact.mirror_id == job.mirror_id,
+                # Quarantined files stay in the queue (not served) until an admin decides; the
+                # policy engine excludes them from what the run keeps, and removing them would
+                # bring them back, and scan them again, on the next run.
+                Artifact.scan_status != ScanStatus.MALICIOUS,
+            )
         ).all()
     }
     others = {
@@ -320,10 +331,15 @@ def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
 
 
 def _row(
-    job: MirrorJob, subdir: str, filename: str, rec: dict[str, Any], encoded: bytes
+    job: MirrorJob,
+    subdir: str,
+    filename: str,
+    rec: dict[str, Any],
+    encoded: bytes,
+    about: About | None = None,
 ) -> dict[str, Any]:
     ts = rec.get("timestamp")
-    license_ = rec.get("license")
+    license_ = rec.get("license") or (about.license if about else None)
     return {
         "channel_id": job.channel_id,
         "subdir": subdir,
@@ -342,10 +358,9 @@ def _row(
         else None,
         "indexed_timestamp": rec.get("indexed_timestamp") or now_ms(),
         "license": str(license_)[:256] if license_ else None,
-        "summary": None,
-        "source": "mirror",
+        "summary": about.summary if about else None,  # mirroring.summaries
+        "source": ArtifactSource.MIRROR,
         "mirror_id": job.mirror_id,
-        "scan_status": "not-scanned",
         "created_at": utcnow(),
     }
 
@@ -364,19 +379,30 @@ def apply_plan(
     for chunk in _chunks(list(plan.remove.items())):
         session.execute(delete(Artifact).where(Artifact.id.in_([aid for _, aid in chunk])))
         touched.update(sd for (sd, _), _ in chunk)
+    stored = job.mode == MirrorMode.ACTIVE
     for (subdir, filename), (aid, encoded) in plan.change.items():
         rec = plan.records[(subdir, filename)]
-        values = _row(job, subdir, filename, rec, encoded)
+        values = _row(job, subdir, filename, rec, encoded, snapshot.about_for(rec))
+        if values["summary"] is None:  # not known this time: the one stored stays
+            values.pop("summary")
         for key in ("channel_id", "subdir", "filename", "source", "mirror_id", "created_at"):
             values.pop(key)
+        old_sha = session.scalar(select(Artifact.sha256).where(Artifact.id == aid))
         session.execute(update(Artifact).where(Artifact.id == aid).values(**values))
+        if old_sha != values["sha256"]:  # new bytes: the old verdict says nothing about them
+            readmit(session, aid, stored=stored, reason=ScanReason.MIRROR)
         touched.add(subdir)
     rows = [
-        _row(job, sd, fn, plan.records[(sd, fn)], encoded) for (sd, fn), encoded in plan.add.items()
+        _row(
+            job, sd, fn, plan.records[(sd, fn)], encoded, snapshot.about_for(plan.records[(sd, fn)])
+        )
+        for (sd, fn), encoded in plan.add.items()
     ]
-    for chunk in _chunks(rows):
-        session.execute(insert(Artifact), chunk)
-        touched.update(r["subdir"] for r in chunk)
+    channel = session.get(Channel, job.channel_id)
+    if rows and channel is not None:
+        admit_rows(session, channel, rows, stored=stored, reason=ScanReason.MIRROR)
+        touched.update(r["subdir"] for r in rows)
+    backfill_summaries(session, job.mirror_id, snapshot)  # records mirrored without one
     crash_point("mirror:before-commit")
     fingerprint = snapshot.fingerprint if not plan.failed else None
     _save_states(session, job, verdict, snapshot, exclusions, fingerprint)

@@ -49,8 +49,6 @@ def _outcome(factory: sessionmaker[Session], artifact_id: int) -> FetchedOutcome
         ).first()
     if row is None:
         return FetchedOutcome.REFUSE
-    if row.servable and row.scan_status != ScanStatus.UNFETCHED:
-        return FetchedOutcome.SERVE
     if row.scan_status in (ScanStatus.PENDING, ScanStatus.UNFETCHED):
         return FetchedOutcome.WAIT
-    return FetchedOutcome.REFUSE
+    return FetchedOutcome.SERVE if row.servable else FetchedOutcome.REFUSE
