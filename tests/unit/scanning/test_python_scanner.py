@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,11 @@ def test_hostile_package_is_found_through_the_engine(case: HostileCase, tmp_path
 
 def test_at_least_two_hostile_packages() -> None:
     assert len(PY_CASES) >= 2
+
+
+def test_huge_pth_file_is_read_whole_in_bounded_time() -> None:
+    lines = [f"import mod{number}" for number in range(20_000)]
+    text = "\n".join([*lines, "import os; exec(__import__('base64').b64decode('eA=='))"]) + "\n"
+    started = time.process_time()
+    assert rules(f"{SITE}/many.pth", text) == {"python:pth-exec-decoded": M}
+    assert time.process_time() - started < 10

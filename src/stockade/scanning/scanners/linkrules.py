@@ -15,7 +15,12 @@ from stockade.scanning.interfaces import Verdict
 _I: Final = re.IGNORECASE
 
 # A command word at the start of a pipeline stage: after a pipe, `sudo`, `env`, or a path to it.
-_RUNNER: Final = r"(?:(?:sudo|doas|env|command|exec|nohup)(?:\s+-\S+)*\s+)*(?:[\w./-]*/)?"
+# It starts a word (so a search tries it only at word starts: linear on any line), then an optional
+# path such as ``/usr/bin/``.
+_RUNNER: Final = (
+    r"(?<![^\s;&|(`'\"=])(?:(?:sudo|doas|env|command|exec|nohup)(?:\s+-\S+)*\s+)*"
+    r"(?:/?(?:[\w.-]+/)*)"
+)
 SHELLS: Final = r"(?:ba|z|da|k|c|tc|a|mk)?sh|fish|xonsh|busybox\s+sh"
 INTERPRETERS: Final = r"python[\d.]*|pypy[\d.]*|perl|ruby|node|nodejs|php|lua|Rscript|osascript"
 _PS_EXEC: Final = r"iex|invoke-expression"
@@ -44,18 +49,44 @@ _PY_NETWORK: Final = (
 _INLINE: Final = rf"(?<![\w.-])(?:{INTERPRETERS})(?:\s+-[\w-]+)*\s+-[ceE]\b"
 
 
+# In a pattern, "anything on the same line, then". A pattern is cut at its gaps and the parts are
+# searched for in order, each from where the previous one ended: linear in the line's length,
+# where one regular expression with ``[^\n]*`` would be quadratic on a hostile line.
+GAP: Final = "(?#gap)"
+
+
 @dataclass(frozen=True)
 class LineRule:
-    """A pattern that, found on one logical line of a script, gives a finding."""
+    """Patterns any of which, found on one logical line of a script, gives a finding."""
 
     rule: str
     verdict: Verdict
-    pattern: re.Pattern[str]
+    alternatives: tuple[tuple[re.Pattern[str], ...], ...]
     what: str
+
+    def search(self, line: str) -> bool:
+        """Whether one of the patterns is on ``line``."""
+        for parts in self.alternatives:
+            position = 0
+            for part in parts:
+                match = part.search(line, position)
+                if match is None:
+                    break
+                position = match.end()
+            else:
+                return True
+        return False
+
+    @property
+    def source(self) -> str:
+        return "|".join(GAP.join(p.pattern for p in parts) for parts in self.alternatives)
 
 
 def _rule(rule: str, verdict: Verdict, what: str, *patterns: str) -> LineRule:
-    return LineRule(f"link-script:{rule}", verdict, re.compile("|".join(patterns), _I), what)
+    alternatives = tuple(
+        tuple(re.compile(part, _I) for part in pattern.split(GAP)) for pattern in patterns
+    )
+    return LineRule(f"link-script:{rule}", verdict, alternatives, what)
 
 
 M, S = Verdict.MALICIOUS, Verdict.SUSPICIOUS
@@ -65,9 +96,9 @@ LINE_RULES: Final[tuple[LineRule, ...]] = (
         "fetch-pipe-shell",
         M,
         "downloads code and runs it through a shell or interpreter",
-        rf"{FETCH}[^\n]*{_PIPE}{SINK}",
-        rf"(?:{FETCH}|{_WEBCLIENT})[^\n]*{_PIPE}(?:{_PS_EXEC})\b",
-        rf"(?:\b(?:{_PS_EXEC})\b|\.invoke\(|scriptblock\]::create)[^\n]*(?:{FETCH}|{_WEBCLIENT})",
+        rf"{FETCH}(?#gap){_PIPE}{SINK}",
+        rf"(?:{FETCH}|{_WEBCLIENT})(?#gap){_PIPE}(?:{_PS_EXEC})\b",
+        rf"(?:\b(?:{_PS_EXEC})\b|\.invoke\(|scriptblock\]::create)(?#gap)(?:{FETCH}|{_WEBCLIENT})",
         rf"(?:\beval|\bsource|(?<![\w.])\.|{SINK}(?:\s+-\w+)*)\s+[\"']?\s*(?:\$\(|<\(|`)\s*{FETCH}",
         rf"{_RUNNER}(?:{SHELLS})\s+-c\s+[\"']?\s*(?:\$\(|`)\s*{FETCH}",
     ),
@@ -75,30 +106,30 @@ LINE_RULES: Final[tuple[LineRule, ...]] = (
         "inline-interpreter-fetch",
         M,
         "an inline interpreter program that reaches the network",
-        rf"{_INLINE}[^\n]*(?:{_PY_NETWORK})",
+        rf"{_INLINE}(?#gap)(?:{_PY_NETWORK})",
     ),
     _rule(
         "decode-exec",
         M,
         "decodes hidden data and runs it",
-        rf"(?:{_DECODERS})[^\n]*{_PIPE}{SINK}",
-        rf"(?:\beval|\bsource|(?<![\w.])\.|{SINK}(?:\s+-\w+)*)\s+[\"']?\s*(?:\$\(|<\(|`)[^\n]*(?:{_DECODERS})",
-        rf"{_INLINE}[^\n]*\b(?:exec|eval|compile)\s*\([^\n]*(?:{_PY_DECODE})",
+        rf"(?:{_DECODERS})(?#gap){_PIPE}{SINK}",
+        rf"(?:\beval|\bsource|(?<![\w.])\.|{SINK}(?:\s+-\w+)*)\s+[\"']?\s*(?:\$\(|<\(|`)(?#gap)(?:{_DECODERS})",
+        rf"{_INLINE}(?#gap)\b(?:exec|eval|compile)\s*\((?#gap)(?:{_PY_DECODE})",
         r"(?:powershell|pwsh)(?:\.exe)?\s+(?:-\w+\s+)*-e(?:nc|ncodedcommand)?\s+[A-Za-z0-9+/=]{16,}",
-        rf"frombase64string[^\n]*(?:\b(?:{_PS_EXEC})\b|\.invoke\(|scriptblock\]::create)",
-        rf"(?:\b(?:{_PS_EXEC})\b|\.invoke\(|scriptblock\]::create)[^\n]*frombase64string",
-        r"(?:perl|ruby)\s+(?:-\w+\s+)*-e\s+[^\n]*\beval\b[^\n]*(?:decode_base64|decode64|unpack)",
+        rf"frombase64string(?#gap)(?:\b(?:{_PS_EXEC})\b|\.invoke\(|scriptblock\]::create)",
+        rf"(?:\b(?:{_PS_EXEC})\b|\.invoke\(|scriptblock\]::create)(?#gap)frombase64string",
+        r"(?:perl|ruby)\s+(?:-\w+\s+)*-e\s+(?#gap)\beval\b(?#gap)(?:decode_base64|decode64|unpack)",
     ),
     _rule(
         "reverse-shell",
         M,
         "opens a shell for a remote party",
         r"/dev/(?:tcp|udp)/",
-        r"(?<![\w.-])(?:nc|ncat|netcat|nc\.traditional|nc\.openbsd)\s+[^\n]*(?<!\S)-[a-z]*[ec]\s",
-        rf"(?<![\w.-])(?:{SHELLS})\s+-i\b[^\n]*[<>]&",
-        r"\bsocat\b[^\n]*\b(?:exec|system):",
-        r"\bmkfifo\b[^\n]*\b(?:nc|ncat|netcat|telnet|openssl\s+s_client)\b",
-        r"socket[^\n]*connect[^\n]*(?:dup2|pty\.spawn|subprocess|/bin/(?:ba)?sh)",
+        r"(?<![\w.-])(?:nc|ncat|netcat|nc\.traditional|nc\.openbsd)\s+(?#gap)(?<!\S)-[a-z]*[ec]\s",
+        rf"(?<![\w.-])(?:{SHELLS})\s+-i\b(?#gap)[<>]&",
+        r"\bsocat\b(?#gap)\b(?:exec|system):",
+        r"\bmkfifo\b(?#gap)\b(?:nc|ncat|netcat|telnet|openssl\s+s_client)\b",
+        r"socket(?#gap)connect(?#gap)(?:dup2|pty\.spawn|subprocess|/bin/(?:ba)?sh)",
         r"net\.sockets\.tcpclient",
     ),
     _rule(
@@ -122,7 +153,8 @@ LINE_RULES: Final[tuple[LineRule, ...]] = (
         M,
         "grants elevated privileges (setuid, sudoers, capabilities)",
         r"\bchmod\s+(?:-\w+\s+)*(?:[ugoa]*[+=][rwxXt]*s|0?[2-7][0-7]{3}\b)",
-        r"/etc/sudoers|\bvisudo\b|\bsetcap\b|\busermod\s+[^\n]*-a?G\s*(?:sudo|wheel|admin)\b",
+        r"/etc/sudoers|\bvisudo\b|\bsetcap\b",
+        r"\busermod\s+(?#gap)-a?G\s*(?:sudo|wheel|admin)\b",
         r"/etc/ld\.so\.preload|/etc/(?:passwd|shadow)\b",
     ),
     _rule(
@@ -130,13 +162,14 @@ LINE_RULES: Final[tuple[LineRule, ...]] = (
         M,
         "turns off a security control",
         r"\bsetenforce\s+(?:0|permissive)\b|\bufw\s+disable\b|\bauditctl\s+-e\s*0\b",
-        r"\b(?:systemctl|service)\s+[^\n]*\b(?:stop|disable|mask|kill)\b[^\n]*"
+        r"\b(?:systemctl|service)\s+(?#gap)\b(?:stop|disable|mask|kill)\b(?#gap)"
         r"\b(?:auditd|apparmor|firewalld|ufw|clamav\S*|falcon-sensor|osqueryd|wazuh\S*|"
         r"ossec\S*|sysmon|rsyslog|syslog)\b",
         r"\bservice\s+(?:auditd|apparmor|firewalld|ufw)\s+stop\b",
         r"\biptables\s+(?:-\w+\s+)*-F\b|\bspctl\s+--master-disable\b|\bcsrutil\s+disable\b",
-        r"\bset-mppreference\b[^\n]*-disable\w*|\badd-mppreference\b[^\n]*-exclusion\w*",
-        r"\bnetsh\s+(?:adv)?firewall\s+[^\n]*\bstate\s+off\b",
+        r"\bset-mppreference\b(?#gap)-disable\w*",
+        r"\badd-mppreference\b(?#gap)-exclusion\w*",
+        r"\bnetsh\s+(?:adv)?firewall\s+(?#gap)\bstate\s+off\b",
         r"\bsc(?:\.exe)?\s+(?:stop|config|delete)\s+(?:windefend|wscsvc|mpssvc)\b",
         r"\bunset\s+HISTFILE\b|\bhistory\s+-c\b",
     ),
@@ -144,7 +177,7 @@ LINE_RULES: Final[tuple[LineRule, ...]] = (
         "network-fetch",
         S,
         "reaches the network at install or activation time",
-        rf"(?:^|[;&|(`]\s*|\$\(\s*|{_RUNNER}){FETCH}[^\n]*(?:https?|ftp|tftp)://",
+        rf"(?:^|[;&|(`]\s*|\$\(\s*|{_RUNNER}){FETCH}(?#gap)(?:https?|ftp|tftp)://",
         rf"{_WEBCLIENT}",
         r"\b(?:pip[\d.]*|conda|mamba|micromamba|npm|gem)\s+install\b",
         r"\bgit\s+clone\b|\bscp\s+\S+@",
@@ -237,7 +270,7 @@ SENSITIVE_ONLY: Final = frozenset({"chmod", "chown", "chgrp", "reg", "icacls", "
 
 def table_fingerprint() -> str:
     """Every pattern and verdict of this table, as one string to hash into the version."""
-    parts = [f"{r.rule}|{r.verdict}|{r.pattern.pattern}" for r in LINE_RULES]
+    parts = [f"{r.rule}|{r.verdict}|{r.source}" for r in LINE_RULES]
     parts += [f"{rule}|{pattern.pattern}" for rule, pattern in SENSITIVE_TARGETS]
     parts += [
         WRITE_OUTSIDE_PREFIX,

@@ -19,14 +19,16 @@ commands and judged by their target. Known limits: values computed at run time, 
 another file, functions or aliases that rename a command, code assembled by string operations in
 an interpreter, and downloads saved under a name built at run time are not followed; a pattern
 quoted inside an ``echo`` still matches (a false positive we accept: no benign link script prints
-``curl ... | sh``).
+``curl ... | sh``). A script over 256 KiB is read up to there and reported as
+``link-script:oversized`` (suspicious). Matching is linear in a line's length (patterns are cut
+at their gaps, command words are only tried at word starts), so a hostile script costs at most
+about a second of CPU.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import shlex
 from collections.abc import Iterable, Iterator
 from typing import Final
 
@@ -45,12 +47,16 @@ from stockade.scanning.scanners.linkrules import (
     SINK,
     WRITE_OUTSIDE_PREFIX,
 )
-from stockade.scanning.scanners.shelltext import dialect_of, logical_lines
+from stockade.scanning.scanners.shelltext import MAX_SCRIPT_CHARS, dialect_of, logical_lines
 
 NAME: Final = "link-script"
 _LOGIC_REVISION: Final = "1"
 EVIDENCE_CHARS: Final = 200
 FETCH_EXECUTE: Final = "link-script:fetch-execute"
+OVERSIZED: Final = "link-script:oversized"
+# Real link and activation scripts are a few kilobytes; one larger than this is not read past it
+# (its rules would cost seconds) and is reported instead.
+MAX_SCRIPT_BYTES: Final = MAX_SCRIPT_CHARS
 
 _LINK_SCRIPT: Final = re.compile(
     r"^(?:bin|Scripts|python-scripts)/\.[^/]+-(?:pre-link|post-link|pre-unlink)\.(?:sh|bat)$"
@@ -86,24 +92,42 @@ _VALUE_OPTIONS: Final = frozenset({"-m", "-o", "-g", "-S", "--mode", "--owner", 
 _PS_TARGET_OPTIONS: Final = frozenset(
     {"-destination", "-path", "-filepath", "-literalpath", "--target-directory", "-t"}
 )
+_WORD: Final = re.compile(r"\"[^\"]*\"|'[^']*'|\S+")  # quoted words stay whole
 _CMD_SWITCH: Final = re.compile(r"^/[A-Za-z?]{1,3}(?::\S*)?$")
-_DOWNLOAD_TO: Final = re.compile(
-    rf"{FETCH}[^\n]*?(?:\s-outfile|\s--output(?:-document)?[= ]|\s-[oO]|\s>)\s*[\"']?"
-    r"([^\s\"';|&>]+)",
+_FETCH_WORD: Final = re.compile(FETCH, re.IGNORECASE)
+_SAVED_AS: Final = re.compile(
+    r"(?:\s-outfile|\s--output(?:-document)?[= ]|\s-[oO]|\s>)\s*[\"']?([^\s\"';|&>]{1,512})",
     re.IGNORECASE,
 )
+# What stands before a file's name when it is run (or made runnable), in the 64 characters before.
+_RUN_BEFORE: Final = re.compile(
+    rf"(?:^|[;&|(]\s*|{SINK}(?:\s+-\w+)*\s+|start-process\s+|\bstart\s+|\bcall\s+|"
+    r"\bchmod\s+(?:[ugoa]*\+\w*x\w*|[0-7]?[0-7]*[1357][0-7]{2})\s+(?:\S+\s+)*?)[\"']?(?:\./)?$",
+    re.IGNORECASE,
+)
+_RUN_WINDOW: Final = 64
+MAX_RUN_CHECKS: Final = 256  # occurrences of a downloaded file's name looked at, per line
+_NAME_END: Final = frozenset({"", " ", '"', "'", ";", "&", "|", ")"})
+MAX_DOWNLOADS: Final = 16
 _NON_PRINTABLE: Final = re.compile(r"[^\x20-\x7e]")
 
 
 def _fingerprint() -> str:
-    table = linkrules.table_fingerprint() + _DOWNLOAD_TO.pattern + _REDIRECT.pattern
+    table = (
+        linkrules.table_fingerprint()
+        + OVERSIZED
+        + str(MAX_SCRIPT_BYTES)
+        + _SAVED_AS.pattern
+        + _RUN_BEFORE.pattern
+        + _REDIRECT.pattern
+    )
     digest = hashlib.sha256(table.encode()).hexdigest()[:12]
     return f"{_LOGIC_REVISION}+{digest}"
 
 
 def evidence(text: str) -> str:
     """A short printable excerpt of ``text`` for a finding."""
-    return _NON_PRINTABLE.sub("?", text.strip())[:EVIDENCE_CHARS]
+    return _NON_PRINTABLE.sub("?", text[: EVIDENCE_CHARS + 64].strip())[:EVIDENCE_CHARS]
 
 
 def is_script(path: str) -> bool:
@@ -117,10 +141,7 @@ def _clean_token(token: str) -> str:
 
 def _command_words(segment: str) -> list[str]:
     """The words of one command, without redirections and leading ``sudo``/``VAR=x`` words."""
-    try:
-        words = shlex.split(segment, posix=False)
-    except ValueError:
-        words = segment.split()
+    words = _WORD.findall(segment)
     tokens = [token for token in (_clean_token(w) for w in words if ">" not in w) if token]
     while tokens and (tokens[0].lower() in _PREFIX_WORDS or re.match(r"^\w+=", tokens[0])):
         tokens = tokens[1:]
@@ -195,20 +216,37 @@ def judge_target(target: str) -> tuple[str, Verdict] | None:
     return None
 
 
+def _downloads(lines: list[str]) -> Iterator[tuple[int, int, str]]:
+    """(line number, where the command ends, file name) of each download saved to a file."""
+    found = 0
+    for number, line in enumerate(lines):
+        fetch = _FETCH_WORD.search(line)
+        saved = _SAVED_AS.search(line, fetch.end()) if fetch else None
+        if saved is not None and found < MAX_DOWNLOADS:
+            found += 1
+            yield number, saved.end(), saved.group(1)
+
+
+def _runs(text: str, name: str) -> bool:
+    """Whether ``text`` runs, or makes runnable, the file ``name``."""
+    start = 0
+    checks = 0
+    while (index := text.find(name, start)) >= 0 and checks < MAX_RUN_CHECKS:
+        checks += 1
+        after = text[index + len(name) : index + len(name) + 1]
+        before = _RUN_BEFORE.search(text, max(0, index - _RUN_WINDOW), index)
+        if after in _NAME_END and before is not None:
+            return True
+        start = index + 1
+    return False
+
+
 def _fetch_execute(lines: list[str]) -> str | None:
     """A line that runs (or makes runnable) a file an earlier line downloaded."""
-    for number, line in enumerate(lines):
-        for match in _DOWNLOAD_TO.finditer(line):
-            name = re.escape(match.group(1))
-            runs = re.compile(
-                rf"chmod\s+[^\n]*\+?[0-7]*x[^\n]*{name}|(?:^|[;&|]\s*|{SINK}(?:\s+-\w+)*\s+|"
-                rf"start-process\s+|\bstart\s+|\bcall\s+)[\"']?(?:\./)?{name}(?:[\s\"';]|$)",
-                re.IGNORECASE,
-            )
-            rest = [line[match.end() :], *lines[number + 1 :]]
-            for later in rest:
-                if runs.search(later):
-                    return later
+    for number, end, name in _downloads(lines):
+        for later in [lines[number][end:], *lines[number + 1 :]]:
+            if _runs(later, name):
+                return later
     return None
 
 
@@ -234,12 +272,16 @@ class LinkScriptScanner:
 
         for line in lines:
             for rule in LINE_RULES:
-                if rule.rule not in found and rule.pattern.search(line):
+                if rule.rule not in found and rule.search(line):
                     add(rule.rule, rule.verdict, line, rule.what)
             for target, counts in write_targets(line, cmd_dialect):
                 judged = judge_target(target)
-                if judged is not None and (counts or judged[1] is Verdict.MALICIOUS):
+                if judged is None or judged[0] in found:
+                    continue
+                if counts or judged[1] is Verdict.MALICIOUS:
                     add(judged[0], judged[1], line, f"writes {evidence(target)}")
+        if member.size > MAX_SCRIPT_BYTES or member.truncated:
+            add(OVERSIZED, Verdict.SUSPICIOUS, f"{member.size} bytes", "too large to read whole")
         executed = _fetch_execute(lines)
         if executed is not None:
             add(FETCH_EXECUTE, Verdict.MALICIOUS, executed, "runs a file it downloaded")

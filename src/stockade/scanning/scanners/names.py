@@ -37,6 +37,7 @@ from stockade.scanning.interfaces import Finding, Member, ScanSubject, Verdict
 NAME: Final = "names"
 _LOGIC_REVISION: Final = "1"
 MIN_LENGTH: Final = 4
+MAX_LENGTH: Final = 128  # longer than any real name: not compared (and its deletions not built)
 POPULAR: Final = "names:lookalike-popular"
 INTERNAL: Final = "names:lookalike-internal"
 
@@ -105,7 +106,7 @@ class NameIndex:
         self.names: frozenset[str] = frozenset(name.lower() for name in names)
         self._by_key: dict[str, set[str]] = defaultdict(set)
         for name in self.names:
-            if len(name) < MIN_LENGTH:
+            if not MIN_LENGTH <= len(name) <= MAX_LENGTH:
                 continue
             key = skeleton(name)
             self._by_key[key].add(name)
@@ -115,7 +116,7 @@ class NameIndex:
     def lookalikes(self, name: str) -> list[str]:
         """The indexed names ``name`` imitates, closest first (none when it is one of them)."""
         name = name.lower()
-        if name in self.names or len(name) < MIN_LENGTH:
+        if name in self.names or not MIN_LENGTH <= len(name) <= MAX_LENGTH:
             return []
         key = skeleton(name)
         candidates: set[str] = set()
@@ -150,7 +151,9 @@ def _internal_index(names: frozenset[str]) -> NameIndex:
 
 
 def _fingerprint() -> str:
-    table = repr((sorted(_CONFUSABLES.items()), _MULTI, sorted(_DIGITS.items()), MIN_LENGTH))
+    table = repr(
+        (sorted(_CONFUSABLES.items()), _MULTI, sorted(_DIGITS.items()), MIN_LENGTH, MAX_LENGTH)
+    )
     digest = hashlib.sha256(_popular_bytes() + table.encode()).hexdigest()[:12]
     return f"{_LOGIC_REVISION}+{digest}"
 

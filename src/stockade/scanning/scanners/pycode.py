@@ -77,10 +77,14 @@ _PROCESS_QUALIFIED: Final = re.compile(
     r"pty\.spawn|commands\.\w+|ctypes\.\w+)$"
 )
 # The same capabilities by patterns, for text that does not parse.
-REGEX_EXEC_DECODED: Final = re.compile(
-    r"\b(?:exec|eval|compile)\s*\((?:[^\n]*?)(?:b64decode|b32decode|b85decode|decodebytes|"
-    r"unhexlify|fromhex|decompress|marshal\.loads|codecs\.decode)|\b(?:marshal|pickle)\.loads\s*\("
+# "Runs decoded data" is an exec call followed, on the same line, by a decode call: two searches,
+# so that a hostile line of many ``exec(`` stays linear.
+REGEX_EXEC_CALL: Final = re.compile(r"\b(?:exec|eval|compile)\s*\(")
+REGEX_DECODE_CALL: Final = re.compile(
+    r"(?:b64decode|b32decode|b85decode|decodebytes|unhexlify|fromhex|decompress|marshal\.loads|"
+    r"codecs\.decode)\s*\("
 )
+REGEX_LOADS_CODE: Final = re.compile(r"\b(?:marshal|pickle)\.loads\s*\(")
 REGEX_NETWORK: Final = re.compile(
     r"\b(?:urlopen|urlretrieve|requests\.(?:get|post|put|request)|httpx\.(?:get|post|request)|"
     r"socket\.(?:socket|create_connection)|HTTPS?Connection)\s*\("
@@ -213,22 +217,32 @@ def analyze_tree(tree: ast.AST, source: str, *, module_level_only: bool = False)
     return found
 
 
+def _runs_decoded(line: str) -> bool:
+    call = REGEX_EXEC_CALL.search(line)
+    if call is not None and REGEX_DECODE_CALL.search(line, call.end()) is not None:
+        return True
+    return REGEX_LOADS_CODE.search(line) is not None
+
+
 def analyze_text(text: str, *, module_level_only: bool = False) -> Capabilities:
-    """Capabilities by patterns, for code that does not parse (or is too large to)."""
-    if module_level_only:
-        text = "\n".join(line for line in text.splitlines() if line and not line[0].isspace())
+    """Capabilities by patterns, line by line, for code that does not parse (or is too large).
+
+    With ``module_level_only``, only lines that start in the first column count (a payload in an
+    indented block at module level is not seen this way: a limit of the fallback).
+    """
     found = Capabilities()
-    for attribute, pattern in (
-        ("exec_decoded", REGEX_EXEC_DECODED),
-        ("network", REGEX_NETWORK),
-        ("exec", REGEX_EXEC),
-        ("process", REGEX_PROCESS),
-    ):
-        match = pattern.search(text)
-        if match:
-            line_start = text.rfind("\n", 0, match.start()) + 1
-            line_end = text.find("\n", match.end())
-            setattr(found, attribute, text[line_start : line_end if line_end >= 0 else None])
+    for line in text.splitlines():
+        if module_level_only and (not line or line[0].isspace()):
+            continue
+        if not found.exec_decoded and _runs_decoded(line):
+            found.exec_decoded = line
+        for attribute, pattern in (
+            ("network", REGEX_NETWORK),
+            ("exec", REGEX_EXEC),
+            ("process", REGEX_PROCESS),
+        ):
+            if not getattr(found, attribute) and pattern.search(line):
+                setattr(found, attribute, line)
     return found
 
 

@@ -35,6 +35,7 @@ from stockade.scanning.scanners.linkscripts import evidence
 
 NAME: Final = "python"
 _LOGIC_REVISION: Final = "1"
+MAX_PARSED_PTH_LINES: Final = 1000  # real .pth files run a handful of lines
 _CUSTOMIZE: Final = frozenset({"sitecustomize.py", "usercustomize.py"})
 
 RULES: Final[dict[str, Verdict]] = {
@@ -52,11 +53,14 @@ RULES: Final[dict[str, Verdict]] = {
 def _fingerprint() -> str:
     parts = [f"{rule}|{verdict}" for rule, verdict in sorted(RULES.items())]
     parts += [
-        pycode.REGEX_EXEC_DECODED.pattern,
+        pycode.REGEX_EXEC_CALL.pattern,
+        pycode.REGEX_DECODE_CALL.pattern,
+        pycode.REGEX_LOADS_CODE.pattern,
         pycode.REGEX_NETWORK.pattern,
         pycode.REGEX_EXEC.pattern,
         pycode.REGEX_PROCESS.pattern,
         str(pycode.MAX_PARSE_BYTES),
+        str(MAX_PARSED_PTH_LINES),
     ]
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
     return f"{_LOGIC_REVISION}+{digest}"
@@ -137,8 +141,12 @@ class PythonScanner:
 
     def _pth(self, member: Member, text: str) -> list[Finding]:
         worst: Finding | None = None
-        for line in executed_pth_lines(text):
-            judged = _judged("python:pth", pycode.analyze(line), member, other=True)
+        lines = list(dict.fromkeys(executed_pth_lines(text)))  # each distinct line once
+        parsed = [pycode.analyze(line) for line in lines[:MAX_PARSED_PTH_LINES]]
+        if len(lines) > MAX_PARSED_PTH_LINES:  # not a real .pth file: the rest by patterns
+            parsed.append(pycode.analyze_text("\n".join(lines[MAX_PARSED_PTH_LINES:])))
+        for found in parsed:
+            judged = _judged("python:pth", found, member, other=True)
             if judged and (worst is None or judged.verdict.rank > worst.verdict.rank):
                 worst = judged
         return [worst] if worst else []
