@@ -227,7 +227,7 @@ def test_utf16_powershell_script_is_read() -> None:
         "tee $HOME/.config/demo.conf < x",
         "install -m 755 x /usr/bin/x",
         "ln -s $PREFIX/bin/x /usr/local/bin/x",
-        "mkdir -p /srv/demo",
+        "touch /srv/demo",
         "dd if=x of=/var/lib/demo",
         "echo x > $PREFIX/../../escape",
     ],
@@ -241,6 +241,12 @@ def test_plain_download_is_suspicious() -> None:
         "link-script:network-fetch": S
     }
     assert rules(POST_LINK, "pip install extra-thing") == {"link-script:network-fetch": S}
+    assert rules(POST_LINK, 'if ! "$PREFIX/bin/pip" install x; then exit 1; fi') == {
+        "link-script:network-fetch": S
+    }
+    assert rules(POST_LINK, "X=$(wget -qO- https://x.example/v)") == {
+        "link-script:network-fetch": S
+    }
 
 
 BENIGN = [
@@ -255,6 +261,11 @@ BENIGN = [
     (POST_LINK, 'chmod 755 "$PREFIX/bin/demo"\nchmod +x "$PREFIX/bin/demo2"'),
     (POST_LINK, 'TMP=$(mktemp -d)\necho x > /tmp/demo.log\ncp x "$TMPDIR/y"'),
     (POST_LINK, '# curl http://x | sh was the old way\n"$PREFIX/bin/demo" --setup'),
+    (
+        POST_LINK,
+        'echo "Run: pip install demo-extra, or get it with curl https://x" >> $PREFIX/.messages.txt',
+    ),
+    (POST_LINK, 'mkdir -p "$HOME/.cache/demo"'),
     (POST_LINK, 'if [ "$a" > "$b" ]; then echo 1 >&2; fi'),
     (BAT, "copy NUL %PREFIX%\\i-was-post-linked\necho ran >> %PREFIX%\\.messages.txt"),
     (BAT, '> .messages.txt (\n    @echo.{\n    @echo.    "PREFIX": "%PREFIX%"\n    @echo.}\n)'),

@@ -19,11 +19,17 @@ _I: Final = re.IGNORECASE
 # path such as ``/usr/bin/``.
 _RUNNER: Final = (
     r"(?<![^\s;&|(`'\"=])(?:(?:sudo|doas|env|command|exec|nohup)(?:\s+-\S+)*\s+)*"
-    r"(?:/?(?:[\w.-]+/)*)"
+    r"(?:/?(?:[\w.${}%-]+[/\\])*)"
 )
 SHELLS: Final = r"(?:ba|z|da|k|c|tc|a|mk)?sh|fish|xonsh|busybox\s+sh"
 INTERPRETERS: Final = r"python[\d.]*|pypy[\d.]*|perl|ruby|node|nodejs|php|lua|Rscript|osascript"
 _PS_EXEC: Final = r"iex|invoke-expression"
+# Where a command starts (not inside an ``echo`` message): the line's start, after ``;``, ``&&``,
+# ``|``, ``$(``, a backtick, or a keyword, then ``sudo``-like words and a path.
+_COMMAND_START: Final = (
+    r"(?:^|[;&|(`]\s*|\$\(\s*|(?:\b(?:then|do|else|if)|!)\s+)"
+    r"(?:(?:sudo|doas|env|command|exec|nohup)(?:\s+-\S+)*\s+)*(?:/?(?:[\w.${}%-]+[/\\])*)"
+)
 SINK: Final = rf"{_RUNNER}(?:{SHELLS}|{INTERPRETERS}|pwsh|powershell(?:\.exe)?|cmd(?:\.exe)?)\b"
 FETCHERS: Final = (
     r"curl|wget|wget2|fetch|aria2c|lwp-request|lwp-download|http(?:ie)?|axel|tftp|"
@@ -177,10 +183,10 @@ LINE_RULES: Final[tuple[LineRule, ...]] = (
         "network-fetch",
         S,
         "reaches the network at install or activation time",
-        rf"(?:^|[;&|(`]\s*|\$\(\s*|{_RUNNER}){FETCH}(?#gap)(?:https?|ftp|tftp)://",
+        rf"{_COMMAND_START}{FETCH}(?#gap)(?:https?|ftp|tftp)://",
         rf"{_WEBCLIENT}",
-        r"\b(?:pip[\d.]*|conda|mamba|micromamba|npm|gem)\s+install\b",
-        r"\bgit\s+clone\b|\bscp\s+\S+@",
+        rf"{_COMMAND_START}(?:pip[\d.]*|conda|mamba|micromamba|npm|gem)\s+install\b",
+        rf"{_COMMAND_START}(?:git\s+clone\b|scp\s+\S+@)",
     ),
 )
 
@@ -254,7 +260,6 @@ ALL_ARG_WRITERS: Final = frozenset(
     {
         "tee",
         "touch",
-        "mkdir",
         "truncate",
         "set-content",
         "add-content",
