@@ -15,6 +15,7 @@ from stockade.channels.service import ChannelService
 from stockade.container import Container
 from stockade.core.errors import NotFoundError
 from stockade.mirroring.service import MirrorService
+from stockade.scanning.verdicts import build_verdicts
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.package_view import build_details, select_build
 from stockade.web.ui.render import base_url, guarded, render
@@ -114,6 +115,7 @@ def _package(
             "package": package,
             "builds": builds,
             "details": details,
+            "verdicts": build_verdicts(session, builds),
             "conda_url": _conda_url(request, channel.name),
             "base": base_url(request),
         }

@@ -19,6 +19,7 @@ from stockade.web.ui import (
     mirrors,
     pages,
     policies,
+    quarantine_page,
     report_page,
     service_accounts,
     signin,
@@ -40,4 +41,5 @@ def install_ui(app: FastAPI) -> None:
     app.include_router(cves.router)
     app.include_router(cve_page.router)
     app.include_router(report_page.router)
+    app.include_router(quarantine_page.router)
     app.include_router(pages.router)
