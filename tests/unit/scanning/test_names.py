@@ -183,3 +183,9 @@ def test_absurdly_long_name_is_not_compared() -> None:
     started = time.perf_counter()
     assert findings("requests" * 5000) == []
     assert time.perf_counter() - started < 1.0
+
+
+def test_evidence_shows_homoglyphs_as_escapes() -> None:
+    (finding,) = findings("r\u0435quests")
+    assert "r\\u0435quests" in finding.evidence
+    assert finding.evidence.isascii()

@@ -160,7 +160,7 @@ def _fingerprint() -> str:
 
 def _finding(rule: str, name: str, other: str, where: str) -> Finding:
     kind = "looks like" if skeleton(name) == skeleton(other) else "is one edit from"
-    text = f"{name!r} {kind} the {where} package {other!r}"
+    text = f"{name!a} {kind} the {where} package {other!a}"  # escapes show homoglyphs
     return Finding(NAME, rule, Verdict.SUSPICIOUS, None, text[:200], {"imitates": other})
 
 
