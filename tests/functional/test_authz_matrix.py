@@ -1443,6 +1443,16 @@ def _mirror_page_rules() -> Iterator[Case]:
         data={"target": f"channel:{MIRRORED}"},
     )
     yield post(f"{named}/unassign", permission(P.POLICY_MANAGE, 303), unassigned)
+    # the quarantine queue: security:read to look, security:manage to release or delete (an id
+    # that does not exist: its holders get 404, everyone else is refused before the lookup)
+    held = "/quarantine/{artifact_id}"
+    gone = "/quarantine/999999999"
+    yield page("/quarantine", permission(P.SECURITY_READ, 200), req("GET", "/quarantine"))
+    yield page(held, permission(P.SECURITY_READ, 404), req("GET", gone))
+    release = form(f"{gone}/release", note="matrix")
+    yield post(f"{held}/release", permission(P.SECURITY_MANAGE, 404), release)
+    delete = form(f"{gone}/delete", note="matrix", confirm="yes")
+    yield post(f"{held}/delete", permission(P.SECURITY_MANAGE, 404), delete)
 
 
 def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
