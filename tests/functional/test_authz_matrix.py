@@ -1455,6 +1455,40 @@ def _mirror_page_rules() -> Iterator[Case]:
     yield post(f"{held}/delete", permission(P.SECURITY_MANAGE, 404), delete)
 
 
+def _scanning_api_rules() -> Iterator[Case]:
+    """The quarantine queue and scanning: security:read to look, security:manage to act. Ids and
+    names that do not exist: their holders get 404, everyone else is refused before the lookup."""
+    held = f"{API}/quarantine/{{artifact_id}}"
+    gone = f"{API}/quarantine/999999999"
+    yield Case(
+        "GET",
+        f"{API}/quarantine",
+        permission(P.SECURITY_READ, 200),
+        req("GET", f"{API}/quarantine"),
+    )
+    yield Case("GET", held, permission(P.SECURITY_READ, 404), req("GET", gone))
+    yield Case(
+        "GET", f"{held}/file", permission(P.SECURITY_MANAGE, 404), req("GET", f"{gone}/file")
+    )
+    release = req("POST", f"{gone}/release", json={"note": "matrix"})
+    yield Case("POST", f"{held}/release", permission(P.SECURITY_MANAGE, 404), release)
+    yield Case("DELETE", held, permission(P.SECURITY_MANAGE, 404), req("DELETE", gone))
+    rescan = req("POST", f"{API}/scans", json={"channel": SECRET})
+    yield Case("POST", f"{API}/scans", permission(P.SECURITY_MANAGE, 202), rescan)
+    status = req("GET", f"{API}/scans/status")
+    yield Case("GET", f"{API}/scans/status", permission(P.SECURITY_READ, 200), status)
+    rules = f"{API}/scan-rules"
+    yield Case("GET", rules, permission(P.SECURITY_READ, 200), req("GET", rules))
+    source = (
+        'rule matrix_never { meta: verdict = "suspicious" '
+        'strings: $s = "matrix-never-7c1f" condition: $s }'
+    )
+    added = lambda w, _p: Req("POST", rules, json={"name": w.unique("r"), "source": source})  # noqa: E731
+    yield Case("POST", rules, permission(P.SECURITY_MANAGE, 201), added)
+    missing = req("DELETE", f"{rules}/no-such-rule-set")
+    yield Case("DELETE", f"{rules}/{{name}}", permission(P.SECURITY_MANAGE, 404), missing)
+
+
 def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
     rules: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
@@ -1469,6 +1503,7 @@ RULES = _index(
         *_cve_api_rules(),
         *_webhook_api_rules(),
         *_report_api_rules(),
+        *_scanning_api_rules(),
         *_conda_rules(),
         *_page_rules(),
     ]
