@@ -5,6 +5,8 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 VENV := .venv
 export STOCKADE_DATA_DIR ?= $(CURDIR)/data
+# What a test run keeps to be looked at (screenshots of every UI page at phone and desktop width).
+export STOCKADE_TEST_ARTIFACTS_DIR ?= $(CURDIR)/test-artifacts
 
 .PHONY: install run test lint unit bench clean
 
@@ -41,4 +43,4 @@ bench: install
 	$(VENV)/bin/python benchmarks/run_all.py
 
 clean:
-	rm -rf .venv .tools data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .tools data .pytest_cache .mypy_cache .ruff_cache test-artifacts
