@@ -27,6 +27,7 @@ from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.interfaces import BlobStore
 from stockade.vulns.lookup import DbVulnerabilityLookup
 from stockade.vulns.malicious import known_bad_from_feeds, list_key
+from stockade.vulns.scan_webhooks import enqueue_scan_event
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Container:
             limits=limits,
             workers=settings.scanning.workers,
             lease_s=settings.scanning.lease_s,
+            notify_held=enqueue_scan_event,
             on_change=lambda: _call_all(changes),
         )
         return cls(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -55,6 +55,15 @@ class ScannerSet:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# Called in the verdict's transaction for a file newly quarantined or held: (session, artifact,
+# channel name, status, findings); the composition root plugs the webhook outbox in.
+HeldNotifier = Callable[[Session, Artifact, str, str, Sequence[dict[str, Any]]], object]
+
+
+def _no_notice(*_args: object) -> None:
+    return None
+
+
 _STATUS = {
     Verdict.CLEAN: ScanStatus.CLEAN,
     Verdict.SUSPICIOUS: ScanStatus.SUSPICIOUS,
@@ -77,7 +86,13 @@ def status_of(verdict: str, scan: ArtifactScan) -> ScanStatus:
     return status
 
 
-def reuse_result(session: Session, artifact_id: int, sha256: str, current: ScannerSet) -> bool:
+def reuse_result(
+    session: Session,
+    artifact_id: int,
+    sha256: str,
+    current: ScannerSet,
+    notify: HeldNotifier = _no_notice,
+) -> bool:
     """Take a verdict already made for the same bytes under the same rules (no rescan)."""
     fingerprint = current.fingerprint
     same = session.scalar(
@@ -99,7 +114,7 @@ def reuse_result(session: Session, artifact_id: int, sha256: str, current: Scann
     scan.scanned_at = utcnow()
     scan.duration_ms = 0
     scan.released_fingerprint = keep_release
-    return _apply(session, artifact_id, scan)
+    return _apply(session, artifact_id, scan, notify)
 
 
 def record_report(
@@ -110,6 +125,7 @@ def record_report(
     current: ScannerSet,
     *,
     duration_ms: int,
+    notify: HeldNotifier = _no_notice,
 ) -> bool:
     scan = _result_row(session, artifact_id, sha256)
     scan.verdict = "error" if report.failed else str(report.verdict)
@@ -120,7 +136,7 @@ def record_report(
     scan.scanned_at = utcnow()
     scan.duration_ms = duration_ms
     scan.bytes_read = report.bytes_read
-    return _apply(session, artifact_id, scan)
+    return _apply(session, artifact_id, scan, notify)
 
 
 def record_missing(session: Session, artifact_id: int, sha256: str) -> bool:
@@ -146,7 +162,7 @@ def _result_row(session: Session, artifact_id: int, sha256: str) -> ArtifactScan
     return scan
 
 
-def _apply(session: Session, artifact_id: int, scan: ArtifactScan) -> bool:
+def _apply(session: Session, artifact_id: int, scan: ArtifactScan, notify: HeldNotifier) -> bool:
     artifact = session.get(Artifact, artifact_id, with_for_update=True)
     if artifact is None or artifact.sha256 != scan.sha256:
         if scan in session.new:
@@ -160,12 +176,16 @@ def _apply(session: Session, artifact_id: int, scan: ArtifactScan) -> bool:
     if status in (ScanStatus.MALICIOUS, ScanStatus.ERROR, ScanStatus.SUSPICIOUS) and (
         previous != status
     ):
-        _event(session, artifact, scan, status)
+        channel = _event(session, artifact, scan, status)
+        if status == ScanStatus.MALICIOUS or not artifact.servable:
+            notify(session, artifact, channel, str(status), list(scan.findings or []))
     return True
 
 
-def _event(session: Session, artifact: Artifact, scan: ArtifactScan, status: ScanStatus) -> None:
+def _event(session: Session, artifact: Artifact, scan: ArtifactScan, status: ScanStatus) -> str:
+    """Record the audit event; returns the channel's name."""
     channel = session.get(Channel, artifact.channel_id)
+    name = channel.name if channel else "?"
     if status == ScanStatus.MALICIOUS:
         event = ScanEvent.QUARANTINE
     else:
@@ -173,7 +193,7 @@ def _event(session: Session, artifact: Artifact, scan: ArtifactScan, status: Sca
     AuditLog(session).record(
         event,
         None,
-        Target("channel", channel.name if channel else "?", artifact.channel_id),
+        Target("channel", name, artifact.channel_id),
         details={
             "file": f"{artifact.subdir}/{artifact.filename}",
             "sha256": artifact.sha256,
@@ -183,3 +203,4 @@ def _event(session: Session, artifact: Artifact, scan: ArtifactScan, status: Sca
             "errors": sorted(scan.errors)[:20],
         },
     )
+    return name

@@ -33,7 +33,13 @@ from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
 from stockade.scanning.engine import ScanReport, scan_archive
 from stockade.scanning.interfaces import ScanSubject
-from stockade.scanning.recording import ScannerSet, record_missing, record_report, reuse_result
+from stockade.scanning.recording import (
+    HeldNotifier,
+    ScannerSet,
+    record_missing,
+    record_report,
+    reuse_result,
+)
 from stockade.scanning.rescans import queue_outdated
 from stockade.storage.interfaces import BlobStore
 
@@ -64,6 +70,7 @@ class ScanRunner:
         workers: int = 2,
         lease_s: float = DEFAULT_LEASE_S,
         on_change: Callable[[], None] = lambda: None,
+        notify_held: HeldNotifier | None = None,
     ) -> None:
         self.factory = factory
         self.blobs = blobs
@@ -71,6 +78,7 @@ class ScanRunner:
         self.limits = limits
         self.workers = max(1, workers)
         self.on_change = on_change
+        self.notify_held: HeldNotifier = notify_held or (lambda *_args: None)
         # A scan holds its request's lease, renewed while it runs (a long scan is not taken over);
         # a process that dies stops renewing, and another takes the request once it runs out.
         self.lease = timedelta(seconds=lease_s)
@@ -179,7 +187,7 @@ class ScanRunner:
         if job is None:
             return False
         with transaction(self.factory) as session:
-            if reuse_result(session, artifact_id, job.sha256, current):
+            if reuse_result(session, artifact_id, job.sha256, current, self.notify_held):
                 return True
         path = self.blobs.local_path(job.sha256)
         if path is None or not self.blobs.exists(job.sha256):
@@ -196,6 +204,7 @@ class ScanRunner:
                 report,
                 current,
                 duration_ms=int((time.monotonic() - started) * 1000),
+                notify=self.notify_held,
             )
 
     def _report(self, path: Path, job: _Job, current: ScannerSet) -> ScanReport:

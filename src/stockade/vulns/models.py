@@ -62,6 +62,8 @@ class FeedFormat(StrEnum):
 class WebhookEvent(StrEnum):
     MATCHED = "vulnerability.matched"  # a new match in the channel
     ACTIVE = "vulnerability.active"  # a match in the channel turned ``active``
+    QUARANTINED = "artifact.quarantined"  # a file of the channel got a malicious verdict
+    HELD = "artifact.held"  # a suspicious or unjudged file the channel holds
     PING = "ping"  # sent on request, to try an endpoint
 
 

@@ -57,7 +57,12 @@ DESCRIPTION_MAX = 1000
 SECRET_MIN, SECRET_MAX = 16, 256
 DELIVERIES_MAX = 500
 #: What a webhook may subscribe to (``ping`` is sent on request only).
-EVENTS = (WebhookEvent.MATCHED.value, WebhookEvent.ACTIVE.value)
+EVENTS = (
+    WebhookEvent.MATCHED.value,
+    WebhookEvent.ACTIVE.value,
+    WebhookEvent.QUARANTINED.value,
+    WebhookEvent.HELD.value,
+)
 
 
 def check_url(url: str) -> str:

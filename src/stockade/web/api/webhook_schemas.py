@@ -9,8 +9,15 @@ from pydantic import BaseModel, Field
 
 from stockade.web.api.schemas import Strict
 
-EventLiteral = Literal["vulnerability.matched", "vulnerability.active"]
-ALL_EVENTS: tuple[EventLiteral, ...] = ("vulnerability.matched", "vulnerability.active")
+EventLiteral = Literal[
+    "vulnerability.matched", "vulnerability.active", "artifact.quarantined", "artifact.held"
+]
+ALL_EVENTS: tuple[EventLiteral, ...] = (
+    "vulnerability.matched",
+    "vulnerability.active",
+    "artifact.quarantined",
+    "artifact.held",
+)
 
 
 class WebhookCreate(Strict):
