@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from stockade.web.ui.render import TEMPLATES_DIR
+from tests.functional.test_cli_quarantine import hold
 from tests.functional.test_ui import PACKAGES, assert_html, browser, sign_in
 from tests.functional.test_ui_mirrors import create_mirror, run_now, wait_run
 from tests.support.cves import osv_folder, sync_osv_folder, unique
@@ -71,6 +72,7 @@ def things(
     sync_osv_folder(live_server, osv_folder(tmp_path_factory.mktemp("offline"), "aiohttp"))
     vuln = admin.get("/api/v1/cves").json()[0]["id"]
     live_server.wait_published(channel)
+    _, _, held = hold(live_server, tmp_path_factory.mktemp("held"))  # a quarantined package
     return {
         "/admin/users": "admin",
         "/admin/service-accounts": account,
@@ -82,6 +84,7 @@ def things(
         "package": "dependent",
         "run_id": str(run["id"]),
         "vuln_id": vuln,
+        "artifact_id": str(held["id"]),
     }
 
 
