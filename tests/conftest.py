@@ -44,7 +44,7 @@ def own_server(
     with settings ``overrides`` (as :func:`run_server` takes them)."""
     data_dir = tmp_path_factory.mktemp(f"{label}-{backend}")
     with (
-        fresh_database(backend, data_dir, PG_URL) as db_url,
+        fresh_database(backend, data_dir, PG_URL, migrated=True) as db_url,
         run_server(data_dir, db_url, **overrides) as live,
     ):
         yield live

@@ -15,7 +15,6 @@ from stockade.channels.service import ChannelService
 from stockade.channels.upload import UploadService, validate_upload
 from stockade.container import Container
 from stockade.db.engine import transaction
-from stockade.db.migrate import upgrade
 from stockade.settings import load_settings
 from stockade.storage.staging import stage_stream
 from tests.conftest import PG_URL, backends
@@ -25,8 +24,7 @@ from tests.support.settle import scan_all
 
 @pytest.fixture(params=backends())
 def container(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Container]:
-    with fresh_database(str(request.param), tmp_path, PG_URL) as url:
-        upgrade(url)
+    with fresh_database(str(request.param), tmp_path, PG_URL, migrated=True) as url:
         built = Container.build(load_settings(data_dir=tmp_path, database_url=url))
         built.bootstrap()
         yield built

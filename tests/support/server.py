@@ -23,6 +23,7 @@ from stockade.core.logging import configure_logging
 from stockade.db.migrate import upgrade
 from stockade.settings import Settings, load_settings
 from stockade.web.middleware import CondaFastPath
+from tests.support.templates import clone_sqlite, pg_template
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 
@@ -34,18 +35,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def fresh_database(backend: str, data_dir: Path, pg_url: str | None) -> Iterator[str]:
-    """A brand-new empty database of the given backend, dropped afterwards."""
+def fresh_database(
+    backend: str, data_dir: Path, pg_url: str | None, *, migrated: bool = False
+) -> Iterator[str]:
+    """A brand-new database of the given backend, dropped afterwards: empty, or with
+    ``migrated`` a clone of a migrated template (tests/support/templates.py)."""
     if backend == "sqlite":
-        yield f"sqlite:///{data_dir / 'stockade.db'}"
+        path = data_dir / "stockade.db"
+        if migrated:
+            clone_sqlite(path)
+        yield f"sqlite:///{path}"
         return
     assert pg_url is not None
     name = f"stockade_t_{uuid.uuid4().hex[:12]}"
+    template = f' TEMPLATE "{pg_template(pg_url)}"' if migrated else ""
     admin = create_engine(
         pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
     )
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"{template}'))
     base = pg_url.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
