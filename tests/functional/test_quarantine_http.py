@@ -85,6 +85,13 @@ def test_a_hostile_upload_is_quarantined_with_its_rule_and_never_served(
     subdir = held["subdir"]
     assert hostile.name not in _names(_repodata(live_server, channel, subdir))
     assert "dependency-1.0-0.conda" in _names(_repodata(live_server, channel, "noarch"))
+    shown_clean = live_server.client().get(
+        f"/api/v1/channels/{channel}/files/noarch/dependency-1.0-0.conda"
+    )
+    assert shown_clean.status_code == 200, shown_clean.text
+    scan = shown_clean.json()["scan"]
+    assert scan["verdict"] == "clean" and scan["findings"] == [] and scan["current"]
+    assert {"link-script", "python", "names", "yara", "hashes"} <= set(scan["versions"])
     # Every read path, for anonymous callers, owners and admins alike.
     anonymous = live_server.client()
     for client in (anonymous, live_server.admin):

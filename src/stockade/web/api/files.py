@@ -18,9 +18,11 @@ from stockade.container import Container
 from stockade.core.errors import InvalidInputError
 from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
+from stockade.scanning.models import ArtifactScan
 from stockade.storage.staging import StagedFile
 from stockade.web.api.channels import base_url
 from stockade.web.api.presenters import artifact_public
+from stockade.web.api.scanning import scan_public
 from stockade.web.api.schemas import (
     ArtifactPublic,
     BulkResult,
@@ -183,7 +185,12 @@ def show_file(
     with container.read_factory() as session:
         row = ChannelService(session).get(principal, channel, Permission.CHANNEL_READ)
         artifact = ArtifactService(session).get(row, subdir, filename)
-        return artifact_public(artifact, row.name, base_url(request))
+        public = artifact_public(artifact, row.name, base_url(request))
+        scan = session.get(ArtifactScan, artifact.id)
+        if scan is not None and scan.sha256 == artifact.sha256:
+            fingerprint = container.scanners.current().fingerprint
+            public.scan = scan_public(session, scan, fingerprint)
+        return public
 
 
 @router.delete("/channels/{channel:path}/files/{subdir}/{filename}", status_code=204)

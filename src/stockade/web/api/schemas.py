@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stockade.web.api.scan_schemas import ScanResultPublic
+
 PrivacyLiteral = Literal["public", "authenticated", "private"]
 
 
@@ -130,6 +132,9 @@ class ArtifactPublic(BaseModel):
         description="pending (held until its verdict, unless the channel serves uploads first), "
         "unfetched (a passive mirror's file, scanned on first download), clean, suspicious, "
         "released",
+    )
+    scan: ScanResultPublic | None = Field(
+        default=None, description="the scan's verdict, each finding and the scanners (on show)"
     )
     url: str
 
