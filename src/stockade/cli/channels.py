@@ -67,6 +67,11 @@ def show(name: str, as_json: AsJson = False) -> None:
             ("privacy", data["privacy"]),
             ("kind", data["kind"]),
             ("frozen", "yes: changes wait until unfrozen" if data["frozen"] else "no"),
+            (
+                "scanning",
+                f"uploads {data.get('scan_uploads', 'hold')}, suspicious "
+                f"{data.get('scan_suspicious', 'serve')}, errors {data.get('scan_errors', 'hold')}",
+            ),
             ("url", data["url"]),
             ("owner", data["owner"]),
             ("description", data["description"] or None),
@@ -78,11 +83,12 @@ def show(name: str, as_json: AsJson = False) -> None:
     )
     grid = table("subdir", "records", "published rev", "pending", "published at")
     for s in subdirs:
+        scanning = s.get("scanning") or 0
         grid.add_row(
             s["subdir"],
             str(s["record_count"]),
             str(s["published_rev"]),
-            "yes" if s["pending"] else "",
+            (f"{scanning} being scanned" if scanning else "yes") if s["pending"] else "",
             when(s["published_at"]),
         )
     out.print(grid)
@@ -93,11 +99,29 @@ def update(
     name: str,
     privacy: str | None = typer.Option(None, help=PRIVACY_HELP),
     description: str | None = typer.Option(None),
+    scan_uploads: str | None = typer.Option(
+        None,
+        help="new uploads: 'hold' until their scan verdict (default), or 'serve-first' (served "
+        "at once, quarantined if malicious: trusted CI); needs security:manage",
+    ),
+    scan_suspicious: str | None = typer.Option(
+        None, help="suspicious verdicts: 'serve' (default) or 'hold'; needs security:manage"
+    ),
+    scan_errors: str | None = typer.Option(
+        None,
+        help="files the scanners could not judge: 'hold' (default, fail closed) or 'serve'; "
+        "needs security:manage",
+    ),
 ) -> None:
-    """Change privacy or description."""
-    body = {
-        k: v for k, v in {"privacy": privacy, "description": description}.items() if v is not None
+    """Change privacy, description or scan settings."""
+    fields = {
+        "privacy": privacy,
+        "description": description,
+        "scan_uploads": scan_uploads,
+        "scan_suspicious": scan_suspicious,
+        "scan_errors": scan_errors,
     }
+    body = {k: v for k, v in fields.items() if v is not None}
     data = client().patch(f"/channels/{name}", json=body)
     out.print(f"channel {data['name']} updated ({data['privacy']})")
 
