@@ -178,6 +178,7 @@ def test_mistakes_exit_non_zero_with_a_message(cli: CliRunner) -> None:
     assert "say why" in local_error(cli, "quarantine", "release", "1", "--note", "  ")
     assert "exactly one" in local_error(cli, "scan", "--all", "--channel", "x")
     assert "exactly one" in local_error(cli, "scan", "--no-wait")
+    assert "without `status`" in local_error(cli, "scan", "--all", "status")
     bad = cli.invoke(app, ["quarantine", "show", "abc"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
 
