@@ -15,6 +15,7 @@ from stockade.channels.publication import PublicationService
 from stockade.conda.archive import ValidationLimits
 from stockade.core.secrets import SecretBox
 from stockade.db.engine import make_engine, make_session_factory, transaction
+from stockade.db.unit_of_work import set_on_change
 from stockade.mirroring.credentials import seal_legacy_proxies
 from stockade.mirroring.passive import PassiveFetcher
 from stockade.mirroring.sync import MirrorSync
@@ -136,6 +137,10 @@ class Container:
             change_listeners=changes,
             vulnerabilities=DbVulnerabilityLookup(read_factory),
         )
+
+    def __post_init__(self) -> None:
+        # After-commit work declared by services (db/unit_of_work.py) wakes the workers here.
+        set_on_change(self.factory, self.notify_changes)
 
     def mirror_sync(self) -> MirrorSync:
         return MirrorSync(

@@ -23,6 +23,7 @@ from stockade.channels.models import Artifact, Channel, ScanRequest
 from stockade.channels.publishing import request_publications
 from stockade.channels.scanstate import ScanStatus, is_servable
 from stockade.core.clock import utcnow
+from stockade.db.unit_of_work import changed
 from stockade.db.upsert import insert_ignore_many
 
 
@@ -125,6 +126,8 @@ def queue_scans(session: Session, artifact_ids: Iterable[int], reason: ScanReaso
     ]
     for start in range(0, len(rows), _CHUNK):
         insert_ignore_many(session, ScanRequest, rows[start : start + _CHUNK], ["artifact_id"])
+    if rows:
+        changed(session)  # the scanner wakes once this commits
     return len(rows)
 
 

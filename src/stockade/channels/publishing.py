@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import SubdirIndex
+from stockade.db.unit_of_work import changed
 from stockade.db.upsert import insert_ignore
 
 
@@ -27,6 +28,7 @@ def request_publication(session: Session, channel_id: int, subdir: str) -> None:
         .where(SubdirIndex.channel_id == channel_id, SubdirIndex.subdir == subdir)
         .values(requested_rev=SubdirIndex.requested_rev + 1)
     )
+    changed(session)  # the publisher wakes once this commits
 
 
 def request_publications(session: Session, targets: Iterable[tuple[int, str]]) -> None:

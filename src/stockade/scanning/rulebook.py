@@ -17,6 +17,7 @@ from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.core.errors import ConflictError, InvalidInputError, NotFoundError
+from stockade.db.unit_of_work import changed
 from stockade.scanning.models import ScanRule
 from stockade.scanning.recording import ScanEvent
 from stockade.scanning.scanners.yara import validate_rules
@@ -63,6 +64,7 @@ class RuleBook:
         rule = ScanRule(name=name, source=source, enabled=True, created_by_id=principal.user_id)
         self.session.add(rule)
         self.session.flush()
+        changed(self.session)  # scanners rebuilt, outdated verdicts queued
         AuditLog(self.session).record(
             ScanEvent.RULE_ADD, principal, Target("scan-rule", name, rule.id)
         )
@@ -78,3 +80,4 @@ class RuleBook:
         )
         self.session.delete(rule)
         self.session.flush()
+        changed(self.session)

@@ -91,7 +91,6 @@ async def upload_files(
     rows = await run_in_threadpool(
         _finish_uploads, container, principal, channel, staged, force=force, expected_subdir=subdir
     )
-    container.notify_changes()
     container.dispatch_match([a.id for a, _ in rows])
     base = base_url(request)
     return UploadResult(uploaded=[artifact_public(a, ch, base) for a, ch in rows])
@@ -146,7 +145,6 @@ async def put_file(
         expected_sha256=sha256,
         expected_subdir=subdir,
     )
-    container.notify_changes()
     container.dispatch_match([a.id for a, _ in rows])
     artifact, name = rows[0]
     return artifact_public(artifact, name, base_url(request))
@@ -201,7 +199,6 @@ def delete_file(
         ArtifactService(session).remove(
             principal, channel, SelectionSpec(files=[f"{subdir}/{filename}"])
         )
-    container.notify_changes()
     return Response(status_code=204)
 
 
@@ -216,7 +213,6 @@ def remove_files(
     with transaction(container.factory) as session:
         result = ArtifactService(session).remove(principal, channel, _spec(body))
         public = [artifact_public(a, channel, base_url(request)) for a in result.artifacts]
-    container.notify_changes()
     return BulkResult(artifacts=public, skipped=result.skipped)
 
 
@@ -236,7 +232,6 @@ def copy_files(
         )
         public = [artifact_public(a, body.target, base_url(request)) for a in result.artifacts]
         copied = [a.id for a in result.artifacts]
-    container.notify_changes()
     container.dispatch_match(copied)  # a move keeps no match: its rows are new ones
     return BulkResult(artifacts=public, skipped=result.skipped)
 
@@ -273,7 +268,6 @@ def set_patch(
             removed=body.removed,
         )
         public = PatchPublic.model_validate(patch, from_attributes=True)
-    container.notify_changes()
     return public
 
 
@@ -283,7 +277,6 @@ def clear_patch(
 ) -> Response:
     with transaction(container.factory) as session:
         PatchService(session).clear(principal, channel, subdir, filename)
-    container.notify_changes()
     return Response(status_code=204)
 
 
@@ -299,5 +292,4 @@ def import_patch_instructions(
         public = [
             PatchPublic.model_validate(p, from_attributes=True) for p in service.list(row, subdir)
         ]
-    container.notify_changes()
     return public

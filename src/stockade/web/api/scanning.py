@@ -113,7 +113,6 @@ def release_held(
     with transaction(container.factory) as session:
         held = QuarantineService(session).release(principal, artifact_id, body.note)
         public = held_public(session, held, fingerprint)
-    container.notify_changes()
     return public
 
 
@@ -126,7 +125,6 @@ def delete_held(
 ) -> Response:
     with transaction(container.factory) as session:
         QuarantineService(session).delete(principal, artifact_id, note)
-    container.notify_changes()
     return Response(status_code=204)
 
 
@@ -163,7 +161,6 @@ def rescan(body: RescanRequest, principal: SignedIn, container: ContainerDep) ->
         queued = request_rescan(
             session, principal, artifact_id=body.artifact_id, channel=body.channel
         )
-    container.notify_changes()
     return RescanQueued(queued=queued)
 
 
@@ -208,7 +205,6 @@ def add_rule(body: ScanRuleCreate, principal: SignedIn, container: ContainerDep)
     with transaction(container.factory) as session:
         public = rule_public(RuleBook(session).add(principal, body.name, body.source))
     container.scanners.invalidate()
-    container.notify_changes()
     return public
 
 
@@ -221,5 +217,4 @@ def remove_rule(
     with transaction(container.factory) as session:
         RuleBook(session).remove(principal, name)
     container.scanners.invalidate()
-    container.notify_changes()
     return Response(status_code=204)
