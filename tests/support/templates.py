@@ -39,6 +39,7 @@ def sqlite_template() -> Path:
 
 
 def clone_sqlite(target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(sqlite_template(), target)
 
 
