@@ -27,6 +27,7 @@ BENCHMARKS = {
     "policy": "bench_policy.py",
     "mirror-nochange": "bench_mirror_nochange.py",
     "vuln-match": "bench_vuln_match.py",
+    "scanning": "bench_scanning.py",
 }
 
 
