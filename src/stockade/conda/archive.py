@@ -32,7 +32,12 @@ from typing import Any, Final, Literal
 
 import zstandard
 
-from stockade.conda.condazip import check_central_directory, check_entries, check_metadata
+from stockade.conda.condazip import (
+    check_central_directory,
+    check_entries,
+    check_layout,
+    check_metadata,
+)
 from stockade.conda.errors import PackageTooLargeError, PackageValidationError
 from stockade.conda.members import (
     MemberKind,
@@ -265,6 +270,7 @@ def _read_conda(path: Path, stem: str, scan: _Scan) -> None:
     check_central_directory(path)
     with _format_errors("the .conda archive"), zipfile.ZipFile(path) as archive:
         check_entries(archive, stem, scan.budget)
+        check_layout(archive)
         check_metadata(archive)
         _read_component(archive, f"info-{stem}.tar.zst", "info", scan)
         scan.require_index()

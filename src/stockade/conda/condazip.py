@@ -88,6 +88,39 @@ def check_entries(archive: zipfile.ZipFile, stem: str, budget: Budget) -> None:
         raise PackageValidationError("format", f"the .conda archive has no {name}", member=name)
 
 
+_LOCAL = struct.Struct("<4s5H3L2H")  # local file header
+_DESCRIPTOR_SIGNATURE: Final = b"PK\x07\x08"
+
+
+def check_layout(archive: zipfile.ZipFile) -> None:
+    """The members follow each other from the first byte to the central directory, with nothing
+    between them. :mod:`zipfile` reads the central directory and skips anything else, but
+    streaming readers (rattler, mamba) read the local entries in order and extract every
+    ``.tar.zst`` they meet: a hidden entry before or between the listed ones would be installed
+    without having been validated or scanned."""
+    stream = archive.fp
+    if stream is None:
+        raise _format("the .conda zip is closed")
+    expected = 0
+    for entry in sorted(archive.infolist(), key=lambda e: e.header_offset):
+        if entry.header_offset != expected:
+            raise _format("the .conda zip has data before or between its members")
+        stream.seek(entry.header_offset)
+        header = stream.read(_LOCAL.size)
+        if len(header) != _LOCAL.size or header[:4] != b"PK\x03\x04":
+            raise _format("a .conda zip member has no local header")
+        name_size, extra_size = _LOCAL.unpack(header)[9:11]
+        expected = entry.header_offset + _LOCAL.size + name_size + extra_size
+        expected += entry.compress_size
+        if entry.flag_bits & 0x08:  # a data descriptor follows the data
+            stream.seek(expected)
+            signed = stream.read(4) == _DESCRIPTOR_SIGNATURE
+            zip64 = max(entry.compress_size, entry.file_size) >= 0xFFFFFFFF
+            expected += (4 if signed else 0) + (20 if zip64 else 12)
+    if expected != getattr(archive, "start_dir", expected):
+        raise _format("the .conda zip has data between its members and its central directory")
+
+
 def check_metadata(archive: zipfile.ZipFile) -> None:
     """``metadata.json`` declares the format version 2."""
     if archive.getinfo("metadata.json").file_size > MAX_METADATA_SIZE:

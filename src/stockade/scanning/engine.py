@@ -24,6 +24,7 @@ from typing import Final
 
 import zstandard
 
+from stockade.conda.condazip import check_layout
 from stockade.conda.errors import PackageValidationError
 from stockade.conda.members import normalize_path
 from stockade.conda.package import ValidationLimits
@@ -37,6 +38,7 @@ from stockade.scanning.interfaces import (
     Verdict,
     worst,
 )
+from stockade.scanning.links import PROBE_PATH, LinkAliases
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +83,47 @@ class _Run:
         self.member_cap = member_cap
         self.budget = budget
         self.report = ScanReport(versions=scanner_versions(scanners))
+        self.links = LinkAliases()  # what a link makes a path hold, shown after the last member
 
     def read_tar(self, tar: tarfile.TarFile, component: str) -> None:
         for info in iter_members(tar):
             self.budget.count_member()
+            if info.issym() or info.islnk():
+                self.links.link(
+                    normalize_path(info.name),
+                    info.linkname,
+                    symbolic=info.issym(),
+                    component=component,
+                )
+                continue
             if not info.isreg():
                 continue
             path = normalize_path(info.name)
+            self.links.file(path, info.size, info.mode, component)
             wanting = [
                 s for s in self.scanners if s.name not in self.report.errors and s.wants(path)
             ]
-            if not wanting:
+            if not wanting and not self.links.wants_content(info.size):
                 continue
             member = self._member(tar, info, path, component)
+            self.links.keep(path, member.data, info.size)
             for scanner in wanting:
                 self._call(scanner, partial(scanner.scan_member, self.subject, member))
+
+    def read_links(self) -> None:
+        """Paths that links create, shown to the path-specific scanners that want them."""
+        specific = [s for s in self.scanners if not s.wants(PROBE_PATH)]
+
+        def wanted(path: str) -> bool:
+            return any(s.wants(path) for s in specific)
+
+        for alias in self.links.aliases(wanted):
+            if isinstance(alias, Finding):
+                self.report.findings.append(alias)
+                continue
+            for scanner in specific:
+                if scanner.name not in self.report.errors and scanner.wants(alias.path):
+                    self._call(scanner, partial(scanner.scan_member, self.subject, alias))
 
     def _member(
         self, tar: tarfile.TarFile, info: tarfile.TarInfo, path: str, component: str
@@ -116,6 +144,7 @@ class _Run:
         )
 
     def finish(self) -> None:
+        self.read_links()
         for scanner in self.scanners:
             if scanner.name not in self.report.errors:
                 self._call(scanner, partial(scanner.finish, self.subject))
@@ -137,6 +166,7 @@ def _components(path: Path, filename: str, run: _Run) -> None:
     stem = _stem(filename)
     if filename.endswith(".conda"):
         with zipfile.ZipFile(path) as archive:
+            check_layout(archive)  # no hidden entry a streaming client would install unscanned
             for component in ("info", "pkg"):
                 with archive.open(f"{component}-{stem}.tar.zst") as raw:
                     reader = zstandard.ZstdDecompressor().stream_reader(

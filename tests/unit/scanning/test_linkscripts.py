@@ -27,7 +27,7 @@ def rules(path: str, text: str) -> dict[str, Verdict]:
 def test_is_a_scanner() -> None:
     scanner: Scanner = SCANNER
     assert scanner.name == "link-script"
-    assert scanner.version.startswith("1+")
+    assert scanner.version.startswith("2+")
     subject = ScanSubject("demo-1.0-0.conda", "0" * 64, 1, "demo", "noarch", {})
     assert list(scanner.finish(subject)) == []
 

@@ -50,7 +50,7 @@ from stockade.scanning.scanners.linkrules import (
 from stockade.scanning.scanners.shelltext import MAX_SCRIPT_CHARS, dialect_of, logical_lines
 
 NAME: Final = "link-script"
-_LOGIC_REVISION: Final = "1"
+_LOGIC_REVISION: Final = "2"  # 2: paths case-insensitive, links followed
 EVIDENCE_CHARS: Final = 200
 FETCH_EXECUTE: Final = "link-script:fetch-execute"
 OVERSIZED: Final = "link-script:oversized"
@@ -58,10 +58,12 @@ OVERSIZED: Final = "link-script:oversized"
 # (its rules would cost seconds) and is reported instead.
 MAX_SCRIPT_BYTES: Final = MAX_SCRIPT_CHARS
 
+# Case-insensitive: on Windows and macOS file systems ``BIN/.X-POST-LINK.SH`` is what conda runs.
 _LINK_SCRIPT: Final = re.compile(
-    r"^(?:bin|Scripts|python-scripts)/\.[^/]+-(?:pre-link|post-link|pre-unlink)\.(?:sh|bat)$"
+    r"^(?:bin|Scripts|python-scripts)/\.[^/]+-(?:pre-link|post-link|pre-unlink)\.(?:sh|bat)$",
+    re.IGNORECASE,
 )
-_ACTIVATION: Final = re.compile(r"^etc/conda/(?:activate|deactivate)\.d/[^/]+$")
+_ACTIVATION: Final = re.compile(r"^etc/conda/(?:activate|deactivate)\.d/[^/]+$", re.IGNORECASE)
 _REDIRECT: Final = re.compile(
     r"(?<![<>&\w=-])(?:\d|&)?>>?[|!]?\s*(?!&)(\"[^\"]*\"|'[^']*'|[^\s;&|<>()]+)"
 )
