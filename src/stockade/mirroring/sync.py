@@ -35,6 +35,7 @@ from stockade.mirroring.inputs import vulnerability_version
 from stockade.mirroring.models import MirrorMode, RunState
 from stockade.mirroring.plan import MirrorJob, Plan, apply_plan, build_plan, load_job
 from stockade.mirroring.reporter import RunReporter
+from stockade.mirroring.summaries import record_abouts
 from stockade.mirroring.upstream import (
     UpstreamSnapshot,
     Verdict,
@@ -211,6 +212,7 @@ class MirrorSync:
                 verdict, plan = self._recheck_links(
                     job, snapshot, verdict, plan, links, now, reporter
                 )
+            record_abouts(self.factory, self.blobs, self.limits, job, plan, snapshot)
         self._checkpoint(job, reporter, "publish")
         reporter.begin("publish")
         with transaction(self.factory) as session:

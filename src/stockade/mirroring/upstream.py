@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from stockade.core.clock import utcnow
 from stockade.mirroring.inputs import (
     FileSet,
     UpstreamSubdir,
@@ -17,7 +18,9 @@ from stockade.mirroring.inputs import (
     integrity_problems,
     parse_repodata,
 )
+from stockade.mirroring.models import MirrorMode
 from stockade.mirroring.sources import RepodataFetch, Validators, open_source
+from stockade.mirroring.summaries import About, channeldata_abouts
 from stockade.policies.engine import (
     EvaluationContext,
     LinkScriptLookup,
@@ -53,6 +56,16 @@ class UpstreamSnapshot:
     states: dict[str, SubdirStateView]
     blobs: BlobStore
     parsed: dict[str, UpstreamSubdir] = field(default_factory=dict)
+    #: Summaries (``mirroring.summaries``): by package name from the upstream's channeldata.json
+    #: (passive), by sha256 from the files' about.json (active, after the downloads).
+    abouts_by_name: dict[str, About] = field(default_factory=dict)
+    abouts_by_sha: dict[str, About] = field(default_factory=dict)
+
+    def about_for(self, record: dict[str, Any]) -> About | None:
+        """What is known of the package of ``record``: its file's about.json first."""
+        sha = record.get("sha256")
+        found = self.abouts_by_sha.get(sha) if isinstance(sha, str) else None
+        return found or self.abouts_by_name.get(str(record.get("name", "")))
 
     def unchanged(self, job: MirrorJob, now: datetime) -> bool:
         for subdir in job.subdirs:
@@ -127,7 +140,17 @@ def fetch_upstream(
         job.channel_id,
         job.vulnerability_version,
     )
-    return UpstreamSnapshot(fetched, fingerprint, dict(job.states), blobs)
+    snapshot = UpstreamSnapshot(fetched, fingerprint, dict(job.states), blobs)
+    if job.mode == MirrorMode.PASSIVE and not snapshot.unchanged(job, utcnow()):
+        snapshot.abouts_by_name = channeldata_abouts(job.source)
+        if reporter is not None:
+            found = len(snapshot.abouts_by_name)
+            reporter.log(
+                f"channeldata.json: summaries of {found} packages"
+                if found
+                else "no summaries in the upstream's channeldata.json (or none there)"
+            )
+    return snapshot
 
 
 def _fetch_one(
