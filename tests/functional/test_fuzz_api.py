@@ -119,7 +119,15 @@ def _existing_objects(live: LiveServer, channel: str) -> dict[str, str]:
     """A mirror, a policy, a group and a role for the ``existing`` mode's requests to reach."""
     source = (TESTDATA / "channels" / "test-recipes").as_uri()
     creations = [
-        ("/api/v1/mirrors", {"name": "fuzz-mirror", "source": source, "channel": "fuzz-mirror"}),
+        (
+            "/api/v1/mirrors",  # subdirs the channel has: the source is checked at creation
+            {
+                "name": "fuzz-mirror",
+                "source": source,
+                "channel": "fuzz-mirror",
+                "subdirs": ["noarch"],
+            },
+        ),
         ("/api/v1/policies", {"name": "fuzz-policy"}),
         ("/api/v1/groups", {"name": "fuzz-group"}),
         ("/api/v1/roles", {"name": "fuzz-role"}),

@@ -159,6 +159,7 @@ def test_mirror_into_a_subchannel_takes_the_parents_privacy(
             "team-mirror",
             MirrorSpec(source="https://conda.example.org/upstream", mode="passive"),
             channel="team/mirror",
+            verify_source=False,  # a made-up source
         )
     assert _privacy(container, "team/mirror") == "private"
     with transaction(container.factory) as session, pytest.raises(PrivacyLooserThanParentError):
@@ -168,4 +169,5 @@ def test_mirror_into_a_subchannel_takes_the_parents_privacy(
             MirrorSpec(source="https://conda.example.org/upstream", mode="passive"),
             channel="team/mirror2",
             privacy="public",
+            verify_source=False,
         )

@@ -53,8 +53,16 @@ def create(
     privacy: str | None = typer.Option(
         None, help="privacy of a channel it creates (default public; a subchannel: its parent's)"
     ),
+    check: bool = typer.Option(
+        True,
+        "--check/--no-check",
+        help="check that the source is a channel the server can reach (each subdir's "
+        "repodata.json); --no-check for a source that is offline on purpose",
+    ),
 ) -> None:
-    """Create a mirror (and its channel if needed). Runs follow the schedule; `run` starts one."""
+    """Create a mirror (and its channel if needed). The source is checked first: a channel
+    the server cannot reach is refused and nothing is created. Runs follow the schedule; `run`
+    starts one."""
     body = _fields(
         name=name,
         source=source,
@@ -69,6 +77,7 @@ def create(
         companions=_csv(companions),
         allowed_names=_csv(allow),
         privacy=privacy,
+        check=None if check else False,
     )
     data = client().post("/mirrors", json=body)
     out.print(

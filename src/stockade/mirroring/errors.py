@@ -19,6 +19,13 @@ class InvalidMirrorError(InvalidInputError):
     code = "mirror:invalid"
 
 
+class SourceCheckError(InvalidMirrorError):
+    """The source given for a new mirror is not a conda channel we can reach (checked at
+    creation unless asked not to)."""
+
+    code = "mirror:source-check"
+
+
 class RunNotFoundError(NotFoundError):
     code = "mirror:run-not-found"
 

@@ -26,6 +26,7 @@ from stockade.auth.errors import AccessDeniedError
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.models import Artifact, Channel
+from stockade.channels.naming import validate_channel_name
 from stockade.channels.publishing import request_publications
 from stockade.channels.service import ChannelService, channel_ref
 from stockade.core.clock import utcnow
@@ -43,6 +44,8 @@ from stockade.mirroring.errors import (
     RunActiveError,
 )
 from stockade.mirroring.models import ACTIVE_STATES, DEFAULT_SCHEDULE, Mirror, MirrorRun
+from stockade.mirroring.plan import source_config
+from stockade.mirroring.source_check import CHECK_TIMEOUT_S, check_source_reachable
 
 UNSET: Any = object()
 
@@ -182,7 +185,12 @@ class MirrorService:
         *,
         channel: str | None = None,
         privacy: str | None = None,
+        verify_source: bool = True,
     ) -> Mirror:
+        """Create the mirror, and its channel when none has the name. Nothing is written before
+        every check passed (rights, values, and unless ``verify_source`` is False the source
+        itself, :mod:`stockade.mirroring.source_check`), and the channel and the mirror are
+        flushed in the caller's one transaction: a failure leaves no channel behind."""
         name = check.check_name(name)
         if self.find(name) is not None:
             raise MirrorExistsError(f"mirror {name!r} already exists", field="name")
@@ -190,13 +198,12 @@ class MirrorService:
             raise InvalidMirrorError("source: give the upstream channel URL", field="source")
         target_name = channel or name
         target = self.channels.find(target_name)
-        if target is None:
-            target = self.channels.create(principal, target_name, privacy=privacy)
-            target.kind = "mirror"
-        self.access.require_channel(principal, Permission.MIRROR_MANAGE, channel_ref(target))
+        if target is not None:
+            self.access.require_channel(principal, Permission.MIRROR_MANAGE, channel_ref(target))
+        else:
+            self._require_channel_create(principal, target_name)
         mirror = Mirror(
             name=name,
-            channel_id=target.id,
             subdirs=["linux-64", "noarch"],
             schedule=DEFAULT_SCHEDULE,
             created_by_id=principal.user_id,
@@ -204,6 +211,16 @@ class MirrorService:
             allowed_names=[],
         )
         self._apply(principal, mirror, spec)
+        if verify_source:  # before anything is written: no lock is held while it connects
+            check_source_reachable(
+                source_config(mirror, self.secrets, CHECK_TIMEOUT_S, self.outbound),
+                mirror.subdirs,
+            )
+        if target is None:
+            target = self.channels.create(principal, target_name, privacy=privacy)
+            target.kind = "mirror"
+            self.access.require_channel(principal, Permission.MIRROR_MANAGE, channel_ref(target))
+        mirror.channel_id = target.id
         mirror.next_run_at = next_run(mirror.schedule)
         self.session.flush()  # what came before, outside the savepoint
         try:
@@ -218,6 +235,15 @@ class MirrorService:
             "mirror.create", principal, Target("mirror", name, mirror.id), after=state_of(mirror)
         )
         return mirror
+
+    def _require_channel_create(self, principal: Principal, channel: str) -> None:
+        """The rights ``ChannelService.create`` will ask for, asked before the source is
+        checked (so that nobody else learns through the check what the server can reach)."""
+        segments = validate_channel_name(channel)
+        if len(segments) > 1:
+            self.channels.get(principal, "/".join(segments[:-1]), Permission.SUBCHANNEL_CREATE)
+        else:
+            self.access.require(principal, Permission.CHANNEL_CREATE)
 
     def update(self, principal: Principal, name: str, spec: MirrorSpec) -> Mirror:
         mirror = self.get(principal, name, Permission.MIRROR_MANAGE)

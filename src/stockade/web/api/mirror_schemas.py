@@ -62,6 +62,11 @@ class MirrorCreate(MirrorFields):
         default=None,
         description="when the channel is created: default public, or its parent's for a subchannel",
     )
+    check: bool = Field(
+        default=True,
+        description="check that the source is a channel we can reach (each subdir's "
+        "repodata.json); false for a source that is offline on purpose",
+    )
 
 
 class MirrorUpdate(MirrorFields):

@@ -110,7 +110,12 @@ def create_mirror(body: MirrorCreate, principal: SignedIn, container: ContainerD
         spec = _spec(body)
         spec.source = body.source
         mirror = _service(session, container).create(
-            principal, body.name, spec, channel=body.channel, privacy=body.privacy
+            principal,
+            body.name,
+            spec,
+            channel=body.channel,
+            privacy=body.privacy,
+            verify_source=body.check,
         )
         public = mirror_public(session, mirror, None)
     container.notify_changes()

@@ -59,6 +59,7 @@ class MirrorForm(BaseModel):
     ca_bundle: str = ""
     concurrency: str = ""
     enabled: str = ""
+    no_check: str = ""  # checked: create without checking the source (offline on purpose)
     csrf_token: str = ""
 
     def shown_again(self) -> dict[str, str]:
@@ -188,7 +189,11 @@ def create_mirror(
     def change() -> Response:
         with transaction(container.factory) as session:
             MirrorService(session, container.secrets, container.settings.outbound.policy()).create(
-                principal, name, create_spec(form), channel=clean(form.channel, 512) or None
+                principal,
+                name,
+                create_spec(form),
+                channel=clean(form.channel, 512) or None,
+                verify_source=not form.no_check,
             )
         container.notify_changes()
         return done(mirror_url(name), "mirror-created")
