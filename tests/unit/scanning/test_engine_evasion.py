@@ -204,3 +204,14 @@ def test_a_hidden_zip_entry_is_refused_and_held(tmp_path: Path, between: bool) -
         _valid(path)
     report = scan_archive(path, subject_for(path), own_scanners())
     assert report.failed and "before or between" in report.errors["structure"]
+
+
+@pytest.mark.parametrize(
+    "member", [f"{SITE}/evil.pth", f"{SITE}/evil/__init__.py", f"{SITE}/sitecustomize.py"]
+)
+def test_a_payload_past_the_member_cap_does_not_pass_clean(tmp_path: Path, member: str) -> None:
+    padding = b"".join(b"#" + bytes([65 + i % 26]) * 60 + b"\n" for i in range(64))
+    path = _build(tmp_path, [file(member, padding + PTH)], "conda")
+    report = scan_archive(path, subject_for(path), own_scanners(), member_cap=1024)
+    assert report.verdict != Verdict.CLEAN, report.findings
+    assert report.findings[0].member == member

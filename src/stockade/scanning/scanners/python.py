@@ -47,6 +47,8 @@ RULES: Final[dict[str, Verdict]] = {
     "python:sitecustomize": Verdict.SUSPICIOUS,
     "python:init-exec-decoded": Verdict.MALICIOUS,
     "python:init-network": Verdict.MALICIOUS,
+    # Bigger than the engine keeps of a member: the rest, where a payload can sit, is unread.
+    "python:oversized": Verdict.SUSPICIOUS,
 }
 
 
@@ -124,6 +126,14 @@ class PythonScanner:
         return is_pth(path) or is_customize(path) or is_package_init(path)
 
     def scan_member(self, subject: ScanSubject, member: Member) -> Iterable[Finding]:
+        found = list(self._judge(member))
+        if member.truncated and not any(f.verdict == Verdict.MALICIOUS for f in found):
+            found.append(
+                _finding("python:oversized", member, f"{member.size} bytes", "too large to read")
+            )
+        return found
+
+    def _judge(self, member: Member) -> Iterable[Finding]:
         text = member.data.decode("utf-8", errors="replace")
         if is_pth(member.path):
             return self._pth(member, text)
