@@ -107,7 +107,9 @@ def test_active_mirror_takes_summaries_from_about_json(
             assert artifact.license == about["license"]
     summary = rows["dependent-2.0-0.conda"].summary
     assert summary == "Depends on co-built dependency output; generic pin/remove fixture"
-    # the channel pages and search read them
+    # the channel pages and search read them (once the files' scans let them be served)
+    while container.scans.run_pending():
+        pass
     with container.factory() as session:
         browse = BrowseService(session)
         ch = ChannelService(session).find("recipes")
