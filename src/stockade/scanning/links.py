@@ -7,8 +7,9 @@ to a directory holding the script. The engine shows members by their own path, a
 members with content, so :class:`LinkAliases` resolves each link inside the package (chains and
 linked directories included, as the file system would) and gives every path a link creates that a
 path-specific scanner (link scripts, Python) wants, with its target's content, once the archive is
-read. A target it cannot show (outside the package, too large to have been kept, a loop) at such a
-path is a ``suspicious`` finding: the scanners could not judge what that path will run.
+read. A target it cannot show (outside the package, in another package, too large to have been
+kept, a loop) at such a path is a ``malicious`` finding: what that path runs was never judged, a
+real package never links its link script elsewhere, and a ``suspicious`` one is served by default.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class LinkAliases:
             return Finding(
                 "structure",
                 UNRESOLVED_RULE,
-                Verdict.SUSPICIOUS,
+                Verdict.MALICIOUS,
                 alias,
                 f"{alias} is a link the scanners cannot follow (to {shown})"[:200],
                 {"reason": "a link at a path conda or Python runs, to content not read"},

@@ -128,10 +128,17 @@ def test_a_dot_slash_member_name_is_read_as_its_path(tmp_path: Path) -> None:
     assert "link-script:fetch-pipe-shell" in {f.rule for f in report.findings}
 
 
-def test_a_link_at_a_script_path_to_content_outside_the_package_holds_it(tmp_path: Path) -> None:
-    path = _build(tmp_path, [symlink(POST_LINK, "../../../../tmp/evil.sh")], "conda")
+@pytest.mark.parametrize(
+    "target",
+    ["../../../../tmp/evil.sh", "../share/otherpkg/payload.txt", ".evilpkg-post-link.sh"],
+    ids=["outside-the-prefix", "another-packages-file", "loop"],
+)
+def test_a_link_at_a_script_path_to_content_not_in_the_package_is_held(
+    tmp_path: Path, target: str
+) -> None:
+    path = _build(tmp_path, [symlink(POST_LINK, target)], "conda")
     report = scan_archive(path, subject_for(path), own_scanners())
-    assert report.verdict == Verdict.SUSPICIOUS
+    assert report.verdict == Verdict.MALICIOUS  # suspicious files are served by default
     (finding,) = [f for f in report.findings if f.rule == UNRESOLVED_RULE]
     assert finding.member == POST_LINK
 
@@ -207,11 +214,19 @@ def test_a_hidden_zip_entry_is_refused_and_held(tmp_path: Path, between: bool) -
 
 
 @pytest.mark.parametrize(
-    "member", [f"{SITE}/evil.pth", f"{SITE}/evil/__init__.py", f"{SITE}/sitecustomize.py"]
+    "member",
+    [
+        f"{SITE}/evil.pth",
+        f"{SITE}/evil/__init__.py",
+        f"{SITE}/sitecustomize.py",
+        POST_LINK,
+        "etc/conda/activate.d/evil.sh",
+    ],
 )
 def test_a_payload_past_the_member_cap_does_not_pass_clean(tmp_path: Path, member: str) -> None:
     padding = b"".join(b"#" + bytes([65 + i % 26]) * 60 + b"\n" for i in range(64))
-    path = _build(tmp_path, [file(member, padding + PTH)], "conda")
+    payload = PTH if "site-packages" in member else CURL
+    path = _build(tmp_path, [file(member, padding + payload)], "conda")
     report = scan_archive(path, subject_for(path), own_scanners(), member_cap=1024)
-    assert report.verdict != Verdict.CLEAN, report.findings
+    assert report.verdict == Verdict.MALICIOUS, report.findings  # suspicious would be served
     assert report.findings[0].member == member

