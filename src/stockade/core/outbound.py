@@ -15,6 +15,10 @@ refused; private and other non-global addresses (RFC 1918, fc00::/7, 100.64.0.0/
 too unless ``[outbound] allow_private``. ``allow_loopback`` opens loopback; ``allowed_hosts`` lists
 host names and networks (CIDR) an admin opened one by one. IPv4-mapped and NAT64 IPv6 forms are
 checked as the IPv4 address they carry.
+
+Bodies read whole (``client.get(...)``, ``.content``, every redirect hop's body) are capped at
+``ClientOptions.max_body`` bytes *decoded* (:class:`BodyTooLargeError`): a gzip bomb or an endless
+answer never fills the memory. Streamed bodies (``client.stream``) are their reader's to bound.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ import httpcore
 import httpx
 
 __all__ = [
+    "MAX_BODY",
     "AsyncGuardedBackend",
+    "BodyTooLargeError",
     "GuardedBackend",
     "OutboundPolicy",
     "RefusedDestinationError",
@@ -45,6 +51,7 @@ IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 SCHEMES = ("http", "https")
+MAX_BODY = 1 << 30  # bytes of a body read whole, decoded (repodata.json is a few hundred MB)
 
 
 class RefusedDestinationError(Exception):
@@ -297,6 +304,77 @@ class AsyncGuardedBackend(httpcore.AsyncNetworkBackend):
 # ------------------------------------------------------------------------------------ clients
 
 
+class BodyTooLargeError(httpx.ProtocolError):
+    """A body read whole that decodes to more than the client's ``max_body`` bytes: a transport
+    error (what callers already handle as "cannot be reached"), not one worth retrying."""
+
+
+class _CappedDecoder:
+    """httpx's content decoder of one response, failing past ``limit`` decoded bytes."""
+
+    def __init__(self, inner: Any, limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.size = 0
+
+    def _count(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise BodyTooLargeError(f"the answer is larger than {self.limit} bytes (decoded)")
+        return data
+
+    def decode(self, data: bytes) -> bytes:
+        return self._count(self.inner.decode(data))
+
+    def flush(self) -> bytes:
+        return self._count(self.inner.flush())
+
+
+def _cap(response: httpx.Response, limit: int | None) -> None:
+    """Cap what ``response``'s body decodes to (httpx has no parameter for it: its decoder is
+    wrapped; a test pins this)."""
+    if limit is not None and not isinstance(response._get_content_decoder(), _CappedDecoder):
+        response._decoder = _CappedDecoder(response._get_content_decoder(), limit)  # type: ignore[assignment]
+
+
+class _GuardedClient(httpx.Client):
+    """``httpx.Client`` whose bodies read whole (redirect hops too) are capped."""
+
+    max_body: int | None = MAX_BODY
+
+    def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        response = super().send(request, stream=True, **kwargs)
+        if not stream:
+            try:
+                _cap(response, self.max_body)
+                response.read()
+            except BaseException:
+                response.close()
+                raise
+        return response
+
+
+class _GuardedAsyncClient(httpx.AsyncClient):
+    """:class:`_GuardedClient` for asyncio."""
+
+    max_body: int | None = MAX_BODY
+
+    async def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        response = await super().send(request, stream=True, **kwargs)
+        if not stream:
+            try:
+                _cap(response, self.max_body)
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
+
+
 def _request_check(policy: OutboundPolicy, proxied: bool, request: httpx.Request) -> None:
     """Every request and redirect hop: http(s) only; through a proxy, the target checked too."""
     if request.url.scheme not in SCHEMES:
@@ -319,6 +397,7 @@ class ClientOptions:
     auth: httpx.Auth | None = None
     limits: httpx.Limits = field(default_factory=httpx.Limits)
     deadline: float | None = None
+    max_body: int | None = MAX_BODY  # decoded bytes of a body read whole (None: no cap)
 
 
 def guarded_client(
@@ -341,9 +420,17 @@ def guarded_client(
     def hook(request: httpx.Request) -> None:
         _request_check(policy, proxy is not None, request)
 
-    return httpx.Client(
-        transport=transport, event_hooks={"request": [hook]}, **_client_options(opts)
+    def capped(response: httpx.Response) -> None:  # a redirect hop's body is read whole too
+        if response.has_redirect_location:
+            _cap(response, opts.max_body)
+
+    client = _GuardedClient(
+        transport=transport,
+        event_hooks={"request": [hook], "response": [capped]},
+        **_client_options(opts),
     )
+    client.max_body = opts.max_body
+    return client
 
 
 def _client_options(opts: ClientOptions) -> dict[str, Any]:
@@ -377,6 +464,14 @@ def guarded_async_client(
         else:
             await anyio.to_thread.run_sync(_request_check, policy, True, request)
 
-    return httpx.AsyncClient(
-        transport=transport, event_hooks={"request": [hook]}, **_client_options(opts)
+    async def capped(response: httpx.Response) -> None:
+        if response.has_redirect_location:
+            _cap(response, opts.max_body)
+
+    client = _GuardedAsyncClient(
+        transport=transport,
+        event_hooks={"request": [hook], "response": [capped]},
+        **_client_options(opts),
     )
+    client.max_body = opts.max_body
+    return client

@@ -18,7 +18,7 @@ import httpx
 import zstandard
 
 from stockade.core.errors import ErrorKind, InvalidInputError, StockadeError
-from stockade.core.outbound import RefusedDestinationError
+from stockade.core.outbound import MAX_BODY, RefusedDestinationError
 from stockade.core.urls import redact_text, redact_url
 
 log = logging.getLogger("stockade.mirroring")
@@ -249,17 +249,30 @@ def copy_verified(
             raise
 
 
-def decompress_zst(raw: bytes) -> bytes:
-    """Every zstd frame of ``raw``, decompressed; UpstreamError(mirror:bad-repodata) if corrupt."""
+_ZST_STEP = 1024  # compressed bytes fed at once: at most ~32 MiB out, checked against the cap
+
+
+def decompress_zst(raw: bytes, limit: int = MAX_BODY) -> bytes:
+    """Every zstd frame of ``raw``, decompressed; UpstreamError(mirror:bad-repodata) if corrupt
+    or larger than ``limit`` bytes (a zstd bomb never fills the memory)."""
     out: list[bytes] = []
-    data = raw
+    data, size = raw, 0
     try:
         while data:
             frame = zstandard.ZstdDecompressor().decompressobj()
-            out.append(frame.decompress(data))
+            start = 0
+            while start < len(data) and not frame.eof:
+                out.append(frame.decompress(data[start : start + _ZST_STEP]))
+                start += _ZST_STEP
+                size += len(out[-1])
+                if size > limit:
+                    raise UpstreamError(
+                        f"repodata.json.zst decompresses to more than {limit} bytes",
+                        code="mirror:bad-repodata",
+                    )
             if not frame.eof:
                 raise UpstreamError("repodata.json.zst is truncated", code="mirror:bad-repodata")
-            data = frame.unused_data
+            data = frame.unused_data + data[start:]
     except zstandard.ZstdError as exc:
         raise UpstreamError(
             f"repodata.json.zst is not valid zstd ({exc})", code="mirror:bad-repodata"

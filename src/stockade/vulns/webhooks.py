@@ -35,7 +35,7 @@ from stockade.channels.models import Channel
 from stockade.channels.service import ChannelService
 from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
-from stockade.core.outbound import OutboundPolicy, refused_destination
+from stockade.core.outbound import OutboundPolicy, RefusedDestinationError, refused_destination
 from stockade.core.secrets import SecretBox
 from stockade.core.urls import URLParseError, parse_url, redact_url
 from stockade.vulns.errors import DeliveryNotFoundError, WebhookNotFoundError
@@ -105,19 +105,25 @@ def check_url(url: str) -> str:
 
 
 def check_destination(
-    url: str, *, allow_loopback: bool = False, policy: OutboundPolicy | None = None
+    url: str,
+    *,
+    allow_loopback: bool = False,
+    policy: OutboundPolicy | None = None,
+    detail: bool = False,
 ) -> str:
     """A checked URL (:func:`check_url`) whose host the outbound policy allows.
 
     A literal IP address is checked as it is; a name is resolved and refused if any of its
     addresses is. A name that does not resolve (yet) is accepted: every call resolves it again
-    and checks the addresses it connects to.
+    and checks the addresses it connects to. ``detail``: say why (to an administrator); others
+    learn only that it is refused, not which address an internal name resolves to.
     """
     chosen = (policy or OutboundPolicy()).with_loopback(allow_loopback)
     reason = refused_destination(parse_url(url).host, chosen)
     if reason is not None:
+        why = reason if detail else RefusedDestinationError.public
         raise InvalidInputError(
-            f"webhooks may not call this host: {reason}",
+            f"webhooks may not call this host: {why}",
             code="webhook:refused-destination",
             field="url",
         )
@@ -195,8 +201,8 @@ class WebhookService:
         """The channel if the principal may manage it (404 hidden, 403 below manage)."""
         return self.channels.get(principal, name, Permission.CHANNEL_MANAGE)
 
-    def _check_url(self, url: str) -> str:
-        return check_destination(check_url(url), policy=self.policy)
+    def _check_url(self, principal: Principal, url: str) -> str:
+        return check_destination(check_url(url), policy=self.policy, detail=principal.is_admin)
 
     def list(self, principal: Principal, channel_name: str) -> tuple[Channel, Sequence[Webhook]]:
         channel = self.channel(principal, channel_name)
@@ -215,7 +221,7 @@ class WebhookService:
     ) -> tuple[Webhook, str]:
         """Add a webhook; returns it with its secret in clear (shown once)."""
         channel = self.channel(principal, channel_name)
-        url = self._check_url(spec.url or "")
+        url = self._check_url(principal, spec.url or "")
         events = check_events(spec.events)
         description = _check_description(spec.description)
         secret = check_secret(spec.secret) if spec.secret is not None else _generate()
@@ -246,7 +252,7 @@ class WebhookService:
         channel, hook = self.get(principal, channel_name, hook_id)
         before = _state(hook)
         if spec.url is not None:
-            hook.url = self._check_url(spec.url)
+            hook.url = self._check_url(principal, spec.url)
         if spec.events is not None:
             hook.events = check_events(spec.events)
         if spec.description is not None:

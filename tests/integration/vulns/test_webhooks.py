@@ -485,10 +485,9 @@ def test_refused_destinations_at_creation_and_at_delivery(
     # at delivery, on the addresses resolved: a refused destination fails at once, uncalled
     container.settings.webhooks = WebhookSettings(allow_loopback=False)
     port = receiver.url.rsplit(":", 1)[1]
-    for url, reason in (
-        (f"{receiver.url}/direct", "refused destination: 127.0.0.1 is a loopback address"),
-        (f"http://localhost:{port}/named", "refused destination: localhost resolves to"),
-    ):
+    # the delivery (read by the channel's managers) says refused, not what the host resolves to
+    reason = "the receiver is refused by the server's outbound policy"
+    for url in (f"{receiver.url}/direct", f"http://localhost:{port}/named"):
         with transaction(container.factory) as session:  # as stored before the policy
             hook = WebhookService(session, container.secrets, allow_loopback=True).create(
                 admin, "internal", WebhookSpec(url=url)
@@ -497,7 +496,7 @@ def test_refused_destinations_at_creation_and_at_delivery(
         delivery = ping(container, admin, "internal", hook_id)
         assert deliver(container, delivery) == "failed"
         done = row(container, delivery)
-        assert done.last_error is not None and done.last_error.startswith(reason), done.last_error
+        assert done.last_error == reason, done.last_error
         assert done.last_status_code is None and done.attempts == 1
     assert receiver.calls == []
     # allowed again: the same receiver is called
