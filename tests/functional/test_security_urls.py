@@ -299,6 +299,17 @@ def drive_copy(c: Ctx, method: str) -> None:
         assert 400 <= answer.status_code < 500, answer.text
 
 
+def drive_scan_rules(c: Ctx, method: str) -> None:
+    """``source`` is YARA rule text, never fetched: a URL there is text that does not compile
+    (and a user without security:manage is refused before it is read)."""
+    for source in ("FILE:///etc/passwd", f"http://127.0.0.1:{c.port}/rules.yar"):
+        body = {"name": new_name("r"), "source": source}
+        refused = c.api.post(f"{API}/scan-rules", json=body)
+        assert refused.status_code == 403, refused.text
+        answer = c.live.admin.post(f"{API}/scan-rules", json=body)
+        assert answer.status_code == 422 and answer.json()["code"] == "scan-rule:invalid"
+
+
 def drive_password(c: Ctx, method: str, path: str) -> None:
     """A secret that is never sent anywhere: it must not come back nor reach the audit log."""
     user, secret = new_name("u"), "pw-" + SECRET
@@ -367,6 +378,7 @@ KNOWN: dict[str, Driver] = {
         c, m
     ),
     "POST /api/v1/copy": lambda c, m, p: drive_copy(c, m),
+    "POST /api/v1/scan-rules": lambda c, m, p: drive_scan_rules(c, m),
     "POST /api/v1/users": drive_password,
     "PATCH /api/v1/users/{username}": drive_password,
     "POST /admin/users": drive_password,
