@@ -11,11 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
-from stockade.auth.permissions import Permission
+from stockade.auth.permissions import Level, Permission
 from stockade.auth.principal import Principal
 from stockade.channels.errors import ArtifactExistsError, ArtifactNotFoundError
 from stockade.channels.intake import ScanReason, admit
 from stockade.channels.models import Artifact, Channel
+from stockade.channels.privacy import channel_ref
 from stockade.channels.publishing import request_publications
 from stockade.channels.scanstate import ArtifactSource, listed_clause
 from stockade.channels.service import ChannelService
@@ -50,6 +51,14 @@ class ArtifactService:
         self.session = session
         self.channels = ChannelService(session)
 
+    def sees_pending(self, principal: Principal, channel: Channel) -> bool:
+        """Files waiting for their verdict are shown to their channel's writers (uploaders and
+        managers) only; readers see what the index shows."""
+        level = self.channels.access.channel_level(
+            principal, channel_ref(channel), Permission.ARTIFACT_WRITE
+        )
+        return level >= Level.WRITE
+
     def list_files(
         self,
         channel: Channel,
@@ -58,9 +67,12 @@ class ArtifactService:
         name: str | None = None,
         after_id: int = 0,
         limit: int = 100,
+        with_pending: bool = False,
     ) -> list[Artifact]:
         query = select(Artifact).where(
-            Artifact.channel_id == channel.id, Artifact.id > after_id, listed_clause()
+            Artifact.channel_id == channel.id,
+            Artifact.id > after_id,
+            listed_clause(with_pending=with_pending),
         )
         if subdir:
             query = query.where(Artifact.subdir == subdir)
@@ -68,20 +80,24 @@ class ArtifactService:
             query = query.where(Artifact.name == name)
         return list(self.session.scalars(query.order_by(Artifact.id).limit(limit)).all())
 
-    def get(self, channel: Channel, subdir: str, filename: str) -> Artifact:
+    def get(
+        self, channel: Channel, subdir: str, filename: str, *, with_pending: bool = False
+    ) -> Artifact:
         artifact = self.session.scalar(
             select(Artifact).where(
                 Artifact.channel_id == channel.id,
                 Artifact.subdir == subdir,
                 Artifact.filename == filename,
-                listed_clause(),  # held ones: the quarantine API only
+                listed_clause(with_pending=with_pending),  # held ones: the quarantine API only
             )
         )
         if artifact is None:
             raise ArtifactNotFoundError(f"{subdir}/{filename} not found in {channel.name!r}")
         return artifact
 
-    def select(self, channel: Channel, selection: Selection) -> list[Artifact]:
+    def select(
+        self, channel: Channel, selection: Selection, *, with_pending: bool = False
+    ) -> list[Artifact]:
         selection.check()
         found: list[Artifact] = []
         for path in selection.files:
@@ -90,16 +106,18 @@ class ArtifactService:
                 raise InvalidInputError(
                     f"{path!r} is not subdir/filename", code="selection:bad-path", field="files"
                 )
-            found.append(self.get(channel, subdir, filename))
+            found.append(self.get(channel, subdir, filename, with_pending=with_pending))
         if selection.name:
-            found.extend(self._by_spec(channel, selection))
+            found.extend(self._by_spec(channel, selection, with_pending))
         return found
 
-    def _by_spec(self, channel: Channel, selection: Selection) -> list[Artifact]:
+    def _by_spec(
+        self, channel: Channel, selection: Selection, with_pending: bool
+    ) -> list[Artifact]:
         query = select(Artifact).where(
             Artifact.channel_id == channel.id,
             Artifact.name == selection.name,
-            listed_clause(),
+            listed_clause(with_pending=with_pending),
         )
         if selection.subdir:
             query = query.where(Artifact.subdir == selection.subdir)
@@ -118,7 +136,7 @@ class ArtifactService:
 
     def remove(self, principal: Principal, channel_name: str, selection: Selection) -> BulkResult:
         channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_MANAGE)
-        artifacts = self.select(channel, selection)
+        artifacts = self.select(channel, selection, with_pending=True)
         for artifact in artifacts:
             self.session.delete(artifact)
         request_publications(self.session, [(channel.id, a.subdir) for a in artifacts])
@@ -149,7 +167,9 @@ class ArtifactService:
             raise InvalidInputError("source and target are the same channel", code="copy:same")
         copied: list[Artifact] = []
         skipped: list[str] = []
-        for artifact in self.select(source, selection):
+        # A reader of the source copies what its index serves; its writers, their pending files.
+        pending = self.sees_pending(principal, source)
+        for artifact in self.select(source, selection, with_pending=pending):
             path = f"{artifact.subdir}/{artifact.filename}"
             if self._exists(target, artifact):
                 if not skip_existing:

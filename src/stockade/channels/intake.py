@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact, Channel, ScanRequest
 from stockade.channels.publishing import request_publications
-from stockade.channels.scanstate import ScanStatus, is_servable
+from stockade.channels.scanstate import ArtifactSource, ScanStatus, is_servable
 from stockade.core.clock import utcnow
 from stockade.db.unit_of_work import changed
 from stockade.db.upsert import insert_ignore_many
@@ -52,7 +52,7 @@ def admit(
     """Add one artifact (its bytes are stored) as ``pending``, with its scan request."""
     artifact.channel_id = channel.id
     artifact.scan_status = ScanStatus.PENDING
-    artifact.servable = is_servable(ScanStatus.PENDING, channel)
+    artifact.servable = is_servable(ScanStatus.PENDING, channel, artifact.source)
     session.add(artifact)
     session.flush()
     queue_scans(session, [artifact.id], reason)
@@ -72,11 +72,16 @@ def admit_rows(
     """Bulk-insert artifact rows (a mirror run). ``stored``: their bytes are here (active mode)
     and each is queued for its scan; otherwise they enter ``unfetched`` (passive mode)."""
     status = ScanStatus.PENDING if stored else ScanStatus.UNFETCHED
-    servable = is_servable(status, channel)
     ids: list[int] = []
     for start in range(0, len(rows), _CHUNK):
         chunk = [
-            {**row, "scan_status": status, "servable": servable}
+            {
+                **row,
+                "scan_status": status,
+                "servable": is_servable(
+                    status, channel, row.get("source") or ArtifactSource.MIRROR
+                ),
+            }
             for row in rows[start : start + _CHUNK]
         ]
         session.execute(insert(Artifact), chunk)
@@ -96,7 +101,7 @@ def readmit(session: Session, artifact_id: int, *, stored: bool, reason: ScanRea
     channel = session.get(Channel, artifact.channel_id)
     status = ScanStatus.PENDING if stored else ScanStatus.UNFETCHED
     artifact.scan_status = status
-    artifact.servable = channel is not None and is_servable(status, channel)
+    artifact.servable = channel is not None and is_servable(status, channel, artifact.source)
     if stored:
         queue_scans(session, [artifact_id], reason)
 

@@ -45,12 +45,17 @@ class HoldOrServe(StrEnum):
     SERVE = "serve"
 
 
+# Sources a "serve-first" channel serves before their verdict: its own uploads only.
+SERVED_FIRST = frozenset({ArtifactSource.UPLOAD})
+
 # Held in the quarantine queue: what an admin has to look at.
 QUARANTINE_STATES = frozenset({ScanStatus.MALICIOUS, ScanStatus.SUSPICIOUS, ScanStatus.ERROR})
 
 
-def is_servable(status: str, channel: Channel) -> bool:
-    """The rule. Malicious is never servable; the channel decides the grey cases."""
+def is_servable(status: str, channel: Channel, source: str) -> bool:
+    """The rule. Malicious is never servable; the channel decides the grey cases. Serving
+    before the verdict ("serve-first") is for the channel's own uploads (trusted CI): a copy or
+    an import of bytes judged elsewhere, or not judged yet, waits for its verdict here."""
     match status:
         case ScanStatus.CLEAN | ScanStatus.RELEASED | ScanStatus.UNFETCHED:
             return True
@@ -59,7 +64,7 @@ def is_servable(status: str, channel: Channel) -> bool:
         case ScanStatus.ERROR:
             return channel.scan_errors == HoldOrServe.SERVE
         case ScanStatus.PENDING:
-            return channel.scan_uploads == UploadScanMode.SERVE_FIRST
+            return channel.scan_uploads == UploadScanMode.SERVE_FIRST and source in SERVED_FIRST
         case _:
             return False
 
@@ -69,19 +74,30 @@ def servable_clause(channel: Channel) -> ColumnElement[bool]:
     terms: list[ColumnElement[bool]] = [
         Artifact.scan_status.in_([ScanStatus.CLEAN, ScanStatus.RELEASED, ScanStatus.UNFETCHED])
     ]
-    for status in (ScanStatus.SUSPICIOUS, ScanStatus.ERROR, ScanStatus.PENDING):
+    for status in (ScanStatus.SUSPICIOUS, ScanStatus.ERROR):
         terms.append(
             and_(
-                Artifact.scan_status == status, true() if is_servable(status, channel) else false()
+                Artifact.scan_status == status,
+                true() if is_servable(status, channel, ArtifactSource.UPLOAD) else false(),
+            )
+        )
+    if is_servable(ScanStatus.PENDING, channel, ArtifactSource.UPLOAD):
+        terms.append(
+            and_(
+                Artifact.scan_status == ScanStatus.PENDING,
+                Artifact.source.in_(sorted(SERVED_FIRST)),
             )
         )
     return or_(*terms)
 
 
-def listed_clause() -> ColumnElement[bool]:
+def listed_clause(*, with_pending: bool) -> ColumnElement[bool]:
     """What management listings (files of a channel, copy/move/remove selections) show: servable
-    files and uploads still waiting for their verdict (their copies wait again), never files a
-    verdict holds or quarantined (those are the quarantine queue's)."""
+    files and, for the channel's writers only (``with_pending``), uploads still waiting for their
+    verdict (their copies wait again); never files a verdict holds or quarantined (those are the
+    quarantine queue's). A reader sees no more than the index shows."""
+    if not with_pending:
+        return Artifact.servable.is_(True)
     return or_(Artifact.servable.is_(True), Artifact.scan_status == ScanStatus.PENDING)
 
 
@@ -89,7 +105,7 @@ def set_status(session: Session, artifact: Artifact, status: ScanStatus) -> bool
     """Set ``artifact``'s status and servability; ask for a publication when what is served
     changed. Returns whether servability changed."""
     channel = session.get(Channel, artifact.channel_id)
-    servable = channel is not None and is_servable(status, channel)
+    servable = channel is not None and is_servable(status, channel, artifact.source)
     changed = servable != artifact.servable
     artifact.scan_status = status
     artifact.servable = servable

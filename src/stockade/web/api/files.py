@@ -163,8 +163,14 @@ def list_files(
 ) -> list[ArtifactPublic]:
     with container.read_factory() as session:
         row = ChannelService(session).get(principal, channel, Permission.CHANNEL_READ)
-        artifacts = ArtifactService(session).list_files(
-            row, subdir=subdir, name=name, after_id=after, limit=limit
+        service = ArtifactService(session)
+        artifacts = service.list_files(
+            row,
+            subdir=subdir,
+            name=name,
+            after_id=after,
+            limit=limit,
+            with_pending=service.sees_pending(principal, row),
         )
         if artifacts:
             request.state.next_cursor = artifacts[-1].id
@@ -182,7 +188,10 @@ def show_file(
 ) -> ArtifactPublic:
     with container.read_factory() as session:
         row = ChannelService(session).get(principal, channel, Permission.CHANNEL_READ)
-        artifact = ArtifactService(session).get(row, subdir, filename)
+        service = ArtifactService(session)
+        artifact = service.get(
+            row, subdir, filename, with_pending=service.sees_pending(principal, row)
+        )
         public = artifact_public(artifact, row.name, base_url(request))
         scan = session.get(ArtifactScan, artifact.id)
         if scan is not None and scan.sha256 == artifact.sha256:
