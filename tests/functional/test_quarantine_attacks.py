@@ -19,10 +19,12 @@ from sqlalchemy import select, update
 
 from stockade.auth.authenticator import Credentials
 from stockade.channels.artifacts import ArtifactService, Selection
+from stockade.channels.intake import ScanReason, admit
 from stockade.channels.models import Artifact, Channel, ScanRequest
-from stockade.channels.scanstate import ScanStatus, set_status
+from stockade.channels.scanstate import ArtifactSource, ScanStatus, set_status
 from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
+from tests.factories.packages import PackageSpec, build_conda
 from tests.support.hostile import HOSTILE, HostileCase
 from tests.support.server import ADMIN_PASSWORD, LiveServer
 
@@ -390,3 +392,50 @@ def test_a_forced_replacement_while_scanned_gets_no_verdict_of_the_old_bytes(
             assert artifact is not None
             artifact.sha256 = old_sha
             set_status(session, artifact, ScanStatus.MALICIOUS)
+
+
+def test_a_verdict_is_not_lent_to_the_same_bytes_under_another_name(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """Hole found: a verdict was reused for the same bytes whatever they were scanned as. The
+    name checks judge the name a file is recorded under (a mirrored record's name is upstream's
+    repodata's, and only mirrored files are checked against internal names), so bytes uploaded
+    clean as ``harmless-tool`` lent their verdict to a mirrored record naming them
+    ``acme-billing-clent``, one letter from an internal package."""
+    case = next(c for c in HOSTILE if c.rule == "names:lookalike-internal")
+    internal = live_server.new_channel(prefix="qa-internal")
+    for known in sorted(case.known_names):
+        spec = PackageSpec(name=known, version="1.0", build="0", subdir="noarch")
+        folder = tmp_path / known
+        folder.mkdir()
+        assert live_server.upload(internal, build_conda(folder, spec)).status_code == 201
+    uploaded = live_server.new_channel(prefix="qa-harmless")
+    spec = PackageSpec(name=_unique("harmless"), version="1.0", build="0", subdir="noarch")
+    (tmp_path / "h").mkdir()
+    harmless = build_conda(tmp_path / "h", spec)
+    assert live_server.upload(uploaded, harmless).status_code == 201
+    upload_id = _artifact_id(live_server, uploaded, harmless.name)
+    assert _wait_status(live_server, upload_id) == ScanStatus.CLEAN
+    mirror = live_server.new_channel(prefix="qa-mirrored")
+    with transaction(live_server.container.factory) as session:
+        source = session.get(Artifact, upload_id)
+        target = session.scalar(select(Channel).where(Channel.name == mirror))
+        assert source is not None and target is not None
+        columns = {
+            c.key: getattr(source, c.key)
+            for c in Artifact.__table__.columns
+            if c.key not in ("id", "channel_id", "created_at", "source", "scan_status", "servable")
+        }
+        columns["name"] = case.name  # what the upstream record calls it
+        target.kind = "mirror"  # as a mirror's channel is (its names are not internal ones)
+        mirrored = admit(
+            session,
+            Artifact(**columns, source=ArtifactSource.MIRROR),
+            target,
+            reason=ScanReason.MIRROR,
+        )
+        mirrored_id = mirrored.id
+    live_server.container.scans._names_at = -1e9  # the internal names, read afresh
+    assert _wait_status(live_server, mirrored_id) == case.verdict
+    shown = live_server.admin.get(f"/api/v1/quarantine/{mirrored_id}").json()
+    assert case.rule in {f["rule"] for f in shown["scan"]["findings"]}

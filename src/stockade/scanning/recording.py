@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
 from stockade.channels.models import Artifact, Channel, ScanRequest
-from stockade.channels.scanstate import ScanStatus, set_status
+from stockade.channels.scanstate import ArtifactSource, ScanStatus, set_status
 from stockade.core.clock import utcnow
 from stockade.scanning.engine import ScanReport
 from stockade.scanning.interfaces import Finding, Scanner, Verdict
@@ -93,14 +93,26 @@ def reuse_result(
     current: ScannerSet,
     notify: HeldNotifier = _no_notice,
 ) -> bool:
-    """Take a verdict already made for the same bytes under the same rules (no rescan)."""
+    """Take a verdict already made for the same bytes under the same rules (no rescan).
+
+    Only from an artifact scanned as the same subject: the scanners judge the name it is
+    recorded under and, for a mirrored one, its likeness to internal names, so the same bytes
+    uploaded (no such check) must not lend their verdict to a mirrored copy, nor one name to
+    another."""
     fingerprint = current.fingerprint
+    artifact = session.get(Artifact, artifact_id)
+    if artifact is None:
+        return False
+    mirrored = Artifact.source == ArtifactSource.MIRROR
     same = session.scalar(
         select(ArtifactScan)
+        .join(Artifact, Artifact.id == ArtifactScan.artifact_id)
         .where(
             ArtifactScan.sha256 == sha256,
             ArtifactScan.fingerprint == fingerprint,
             ArtifactScan.verdict != "error",
+            Artifact.name == artifact.name,
+            mirrored if artifact.source == ArtifactSource.MIRROR else ~mirrored,
         )
         .order_by(ArtifactScan.artifact_id == artifact_id)  # another artifact's first
         .limit(1)
