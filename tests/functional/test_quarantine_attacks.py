@@ -439,3 +439,61 @@ def test_a_verdict_is_not_lent_to_the_same_bytes_under_another_name(
     assert _wait_status(live_server, mirrored_id) == case.verdict
     shown = live_server.admin.get(f"/api/v1/quarantine/{mirrored_id}").json()
     assert case.rule in {f["rule"] for f in shown["scan"]["findings"]}
+
+
+def test_a_channel_manager_cannot_erase_a_quarantined_file_by_uploading_over_it(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """Hole found: a forced upload of the same file name replaced any row "whatever its state",
+    so a channel manager (no ``security:manage``) deleted a quarantined file, its findings and
+    its place in the queue, by uploading something else under its name."""
+    case = _case()
+    channel = live_server.new_channel(prefix="qa-overwrite")
+    manager, manager_token = _user(live_server)
+    _grant(live_server, channel, manager, "manage")
+    hostile = case.build(tmp_path)
+    assert live_server.upload(channel, hostile, token=manager_token).status_code == 201
+    artifact_id = _artifact_id(live_server, channel, hostile.name)
+    assert _wait_status(live_server, artifact_id) == ScanStatus.MALICIOUS
+    for token in (manager_token, live_server.admin_token):
+        replaced = live_server.client(token).post(
+            f"/api/v1/channels/{channel}/files",
+            params={"force": "true"},
+            files=[("files", (hostile.name, hostile.read_bytes(), "application/octet-stream"))],
+        )
+        assert replaced.status_code == 409, replaced.text
+        assert replaced.json()["code"] == "artifact:held"
+    shown = live_server.admin.get(f"/api/v1/quarantine/{artifact_id}")
+    assert shown.status_code == 200 and shown.json()["status"] == "malicious"
+
+
+def test_a_pending_copy_stays_held_when_its_channel_turns_serve_first(
+    live_server: LiveServer,
+) -> None:
+    """Toggling scan_uploads (hold, serve-first, hold, serve-first) re-derives servability in
+    bulk (``refresh_channel``): a copy still waiting for its verdict is not served by it."""
+    source = live_server.new_channel(prefix="qa-toggle-src")
+    target = live_server.new_channel(prefix="qa-toggle-dst")
+    path = CLEAN / "dependency-1.0-0.conda"
+    assert live_server.upload(source, path).status_code == 201
+    source_id = _artifact_id(live_server, source, path.name)
+    _wait_status(live_server, source_id)
+    copied = live_server.admin.post(
+        "/api/v1/copy", json={"source": source, "target": target, "files": [f"noarch/{path.name}"]}
+    )
+    assert copied.status_code in (200, 201), copied.text
+    clone_id = _artifact_id(live_server, target, path.name)
+    _wait_status(live_server, clone_id)
+    _hold_pending(live_server, clone_id)
+    try:
+        for mode in ("serve-first", "hold", "serve-first"):
+            patched = live_server.admin.patch(
+                f"/api/v1/channels/{target}", json={"scan_uploads": mode}
+            )
+            assert patched.status_code == 200, patched.text
+            with live_server.container.factory() as session:
+                clone = session.get(Artifact, clone_id)
+                assert clone is not None and clone.servable is False, mode
+        _wait_unlisted(live_server, target, "noarch", path.name)
+    finally:
+        _release_pending(live_server, clone_id)

@@ -21,6 +21,13 @@ class ArtifactExistsError(ConflictError):
     code = "artifact:exists"
 
 
+class ArtifactHeldError(ConflictError):
+    """A file the scanners hold (quarantined, or held suspicious or unjudged) is not replaced
+    by an upload: only a security admin releases or deletes it (the quarantine queue)."""
+
+    code = "artifact:held"
+
+
 class ArtifactNotFoundError(NotFoundError):
     code = "artifact:not-found"
 

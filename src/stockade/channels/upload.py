@@ -16,11 +16,15 @@ from sqlalchemy.orm import Session
 from stockade.audit.service import AuditLog, Target
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
-from stockade.channels.errors import ArtifactExistsError, ChecksumMismatchError
+from stockade.channels.errors import (
+    ArtifactExistsError,
+    ArtifactHeldError,
+    ChecksumMismatchError,
+)
 from stockade.channels.intake import ScanReason, admit
 from stockade.channels.models import Artifact, PackageContent
 from stockade.channels.publishing import request_publications
-from stockade.channels.scanstate import ArtifactSource
+from stockade.channels.scanstate import QUARANTINE_STATES, ArtifactSource
 from stockade.channels.service import ChannelService
 from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
 from stockade.conda.repodata import encode_record
@@ -130,6 +134,12 @@ class UploadService:
                     field="filename",
                 )
             self.channels.get(principal, channel_name, Permission.CHANNEL_MANAGE)
+            if existing.scan_status in QUARANTINE_STATES and not existing.servable:
+                raise ArtifactHeldError(
+                    f"{info.subdir}/{info.filename} is held by the scanners: a security admin "
+                    "releases or deletes it (the quarantine queue)",
+                    field="filename",
+                )
             self.session.delete(existing)
             self.session.flush()
         self._ensure_blob_rows(upload)
