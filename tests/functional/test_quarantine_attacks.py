@@ -22,8 +22,10 @@ from stockade.channels.artifacts import ArtifactService, Selection
 from stockade.channels.intake import ScanReason, admit
 from stockade.channels.models import Artifact, Channel, ScanRequest
 from stockade.channels.scanstate import ArtifactSource, ScanStatus, set_status
+from stockade.conda.package import ValidationLimits
 from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
+from stockade.scanning.service import ScanRunner
 from tests.factories.packages import PackageSpec, build_conda
 from tests.support.hostile import HOSTILE, HostileCase
 from tests.support.server import ADMIN_PASSWORD, LiveServer
@@ -497,3 +499,78 @@ def test_a_pending_copy_stays_held_when_its_channel_turns_serve_first(
         _wait_unlisted(live_server, target, "noarch", path.name)
     finally:
         _release_pending(live_server, clone_id)
+
+
+def test_a_release_does_not_travel_with_a_copy(live_server: LiveServer, tmp_path: Path) -> None:
+    """A file released in one channel and copied to another is judged again there: the reused
+    verdict is malicious and the release (one channel's decision) stays behind."""
+    case = _case()
+    source = live_server.new_channel(prefix="qa-rel-src")
+    target = live_server.new_channel(prefix="qa-rel-dst")
+    hostile = case.build(tmp_path)
+    assert live_server.upload(source, hostile).status_code == 201
+    held_id = _artifact_id(live_server, source, hostile.name)
+    assert _wait_status(live_server, held_id) == ScanStatus.MALICIOUS
+    released = live_server.admin.post(
+        f"/api/v1/quarantine/{held_id}/release", json={"note": "reviewed for channel A only"}
+    )
+    assert released.status_code == 200, released.text
+    subdir = released.json()["subdir"]
+    copied = live_server.admin.post(
+        "/api/v1/copy",
+        json={"source": source, "target": target, "files": [f"{subdir}/{hostile.name}"]},
+    )
+    assert copied.status_code in (200, 201), copied.text
+    clone_id = _artifact_id(live_server, target, hostile.name)
+    assert _wait_status(live_server, clone_id) == ScanStatus.MALICIOUS
+    assert live_server.client().get(f"/conda/{target}/{subdir}/{hostile.name}").status_code == 404
+    assert live_server.client().get(f"/conda/{source}/{subdir}/{hostile.name}").status_code == 200
+
+
+def test_two_replicas_never_scan_one_request_at_once(live_server: LiveServer) -> None:
+    """Two scan runners on one database (two replicas): a request is claimed by one of them;
+    the other gets it only once the lease runs out."""
+    channel = live_server.new_channel(prefix="qa-replicas")
+    path = CLEAN / "dependency-1.0-0.conda"
+    assert live_server.upload(channel, path).status_code == 201
+    artifact_id = _artifact_id(live_server, channel, path.name)
+    _wait_status(live_server, artifact_id)
+    container = live_server.container
+    replicas = [
+        ScanRunner(
+            container.factory,
+            container.blobs,
+            container.scanners.current,
+            limits=ValidationLimits(),
+            lease_s=1,
+        )
+        for _ in range(2)
+    ]
+    try:
+        won = False
+        for _ in range(20):  # the live server's runner is a third replica and may win a round
+            with transaction(container.factory) as session:
+                session.merge(
+                    ScanRequest(
+                        artifact_id=artifact_id,
+                        reason="manual",
+                        requested_at=utcnow(),
+                        attempts=0,
+                        leased_until=None,
+                        lease_owner=None,
+                    )
+                )
+            claims = [r._claim_one(artifact_id) for r in replicas]
+            assert sum(claims) <= 1, claims  # never both
+            if sum(claims) == 1:
+                won = True
+                break
+            _wait_status(live_server, artifact_id)
+        assert won, "one of the two replicas should have claimed the request"
+        with container.factory() as session:
+            request = session.get(ScanRequest, artifact_id)
+            assert request is not None and request.lease_owner == replicas[0].owner
+    finally:
+        for replica in replicas:
+            replica.close()
+        _release_pending(live_server, artifact_id)
