@@ -187,6 +187,8 @@ def test_a_quarantined_file_is_refused_by_every_conda_form_and_credential(
         assert tree.status_code == 404 or hostile.name not in tree.text
         page = client.get(f"/channels/{channel}/packages/{case.name}")
         assert hostile.name not in page.text
+        found = client.get("/search", params={"q": case.name})
+        assert channel not in found.text
 
 
 def _hold_pending(live: LiveServer, artifact_id: int) -> None:
@@ -234,7 +236,7 @@ def test_a_pending_upload_in_a_hold_channel_is_served_nowhere(
     """Hold until clean: while a file waits for its verdict no conda form serves or names it,
     for anyone; only the channel's managers see it listed (it is theirs, and copyable)."""
     channel = live_server.new_channel(prefix="qa-pending")
-    _reader, reader_token = _user(live_server)
+    reader, reader_token = _user(live_server)
     manager, manager_token = _user(live_server)
     _grant(live_server, channel, manager, "manage")
     path = CLEAN / "dependency-2.0-0.conda"
@@ -255,6 +257,21 @@ def test_a_pending_upload_in_a_hold_channel_is_served_nowhere(
             assert client.get(shown).status_code == 404
             listed = client.get(f"/api/v1/channels/{channel}/files").json()
             assert path.name not in {f["filename"] for f in listed}
+        # A reader cannot take the unjudged file out through a copy into a channel of theirs.
+        mine = live_server.new_channel(prefix="qa-readers-own")
+        _grant(live_server, mine, reader, "manage")
+        taken = live_server.client(reader_token).post(
+            "/api/v1/copy",
+            json={"source": channel, "target": mine, "files": [f"noarch/{path.name}"]},
+        )
+        assert taken.status_code == 404, taken.text
+        by_name = live_server.client(reader_token).post(
+            "/api/v1/copy", json={"source": channel, "target": mine, "name": "dependency"}
+        )
+        assert by_name.status_code in (200, 201) and by_name.json()["artifacts"] == []
+        for client in (live_server.client(), live_server.client(reader_token)):
+            found = client.get("/search", params={"q": "dependency"})
+            assert channel not in found.text
         manager_view = live_server.client(manager_token).get(shown)
         assert manager_view.status_code == 200 and manager_view.json()["scan_status"] == "pending"
     finally:
