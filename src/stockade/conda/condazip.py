@@ -109,7 +109,10 @@ def check_layout(archive: zipfile.ZipFile) -> None:
         header = stream.read(_LOCAL.size)
         if len(header) != _LOCAL.size or header[:4] != b"PK\x03\x04":
             raise _format("a .conda zip member has no local header")
-        name_size, extra_size = _LOCAL.unpack(header)[9:11]
+        fields = _LOCAL.unpack(header)
+        if _disagrees(fields, entry):
+            raise _format("a .conda zip member's local header disagrees with the central directory")
+        name_size, extra_size = fields[9:11]
         expected = entry.header_offset + _LOCAL.size + name_size + extra_size
         expected += entry.compress_size
         if entry.flag_bits & 0x08:  # a data descriptor follows the data
@@ -119,6 +122,17 @@ def check_layout(archive: zipfile.ZipFile) -> None:
             expected += (4 if signed else 0) + (20 if zip64 else 12)
     if expected != getattr(archive, "start_dir", expected):
         raise _format("the .conda zip has data between its members and its central directory")
+
+
+def _disagrees(fields: tuple[int | bytes, ...], entry: zipfile.ZipInfo) -> bool:
+    """Whether a local header says something else than the central directory about how its
+    data is stored or how long it is (a streaming reader trusts the local header)."""
+    flags, method, crc, compressed, size = fields[2], fields[3], fields[6], fields[7], fields[8]
+    if method != entry.compress_type or (int(flags) ^ entry.flag_bits) & 0x08:
+        return True
+    if entry.flag_bits & 0x08 or compressed == 0xFFFFFFFF:  # sizes in a descriptor or zip64
+        return False
+    return (crc, compressed, size) != (entry.CRC, entry.compress_size, entry.file_size)
 
 
 def check_metadata(archive: zipfile.ZipFile) -> None:

@@ -244,3 +244,27 @@ def test_a_payload_past_the_member_cap_does_not_pass_clean(tmp_path: Path, membe
     report = scan_archive(path, subject_for(path), own_scanners(), member_cap=1024)
     assert report.verdict == Verdict.MALICIOUS, report.findings  # suspicious would be served
     assert report.findings[0].member == member
+
+
+@pytest.mark.parametrize("field", ["size", "method"])
+def test_a_local_header_that_disagrees_with_the_central_directory_is_refused(
+    tmp_path: Path, field: str
+) -> None:
+    """zipfile reads sizes and the method from the central directory; a streaming client reads
+    them from the local header: the two must say the same, or the client reads other bytes."""
+    import struct
+
+    spec = PackageSpec(name="zippkg", version="1.0", build="0", subdir="linux-64")
+    path = build_conda(tmp_path, spec)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        pkg = archive.getinfo(f"pkg-{spec.stem}.tar.zst")
+    if field == "size":  # the local header claims the data is shorter
+        struct.pack_into("<L", data, pkg.header_offset + 18, pkg.compress_size - 7)
+    else:  # the local header says deflated
+        struct.pack_into("<H", data, pkg.header_offset + 8, zipfile.ZIP_DEFLATED)
+    path.write_bytes(bytes(data))
+    with pytest.raises(PackageValidationError, match="local header disagrees"):
+        _valid(path)
+    report = scan_archive(path, subject_for(path), own_scanners())
+    assert report.failed and "local header disagrees" in report.errors["structure"]
