@@ -15,7 +15,7 @@ import hashlib
 import re
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Final, Protocol, Self
 
 from stockade.conda.errors import PackageTooLargeError, PackageValidationError
@@ -149,8 +149,12 @@ class _Replay:
         return None
 
 
-def check_pax_records(records: bytes) -> None:
-    """Check the records of a pax header strictly, in linear time, before tarfile parses them."""
+def check_pax_records(records: bytes) -> set[bytes]:
+    """Check the records of a pax header strictly, in linear time, before tarfile parses them;
+    returns its keys. A key given twice is refused: tar readers disagree on which one counts
+    (Python's tarfile takes the last ``path``, rattler's Rust reader the first), so the file
+    validated and scanned under one name would be installed under another."""
+    keys: set[bytes] = set()
     position = 0
     while position < len(records):
         if records[position] == 0 and not records[position:].strip(b"\x00"):
@@ -163,11 +167,32 @@ def check_pax_records(records: bytes) -> None:
         equals = records.find(b"=", space + 1, end)
         if equals < 0:
             raise PackageValidationError("format", "malformed pax header record")
-        if records[space + 1 : equals].startswith(b"GNU.sparse"):
+        key = records[space + 1 : equals]
+        if key.startswith(b"GNU.sparse"):
             raise PackageValidationError("special-file", "sparse files are not allowed")
+        if key in keys:
+            raise PackageValidationError("format", "a pax header gives the same key twice")
+        keys.add(key)
         position = end
     if QUADRATIC_PAX and _DIGIT_RUN_RE.search(records) is not None:
         raise PackageValidationError("format", "implausible pax header (a very long number)")
+    return keys
+
+
+_PAX_NAMES: Final = {b"path": "name", b"linkpath": "link"}
+_GNU_NAMES: Final = {tarfile.GNUTYPE_LONGNAME: "name", tarfile.GNUTYPE_LONGLINK: "link"}
+
+
+def _named_once(member: tarfile.TarInfo, fields: Iterable[str]) -> None:
+    """Refuse a member whose name (or link target) two extended headers give: tar readers
+    disagree on which counts (tarfile: the outer one; Rust's tar: a GNU long name first)."""
+    given: list[str] = vars(member).setdefault("_stockade_named", [])  # a GuardedTarInfo
+    for field in fields:
+        if field in given:
+            raise PackageValidationError(
+                "format", f"two extended tar headers give this member's {field}"
+            )
+        given.append(field)
 
 
 class GuardedTarInfo(tarfile.TarInfo):
@@ -198,15 +223,23 @@ class GuardedTarInfo(tarfile.TarInfo):
             tar.charge_pax(self.size)
         stream = tar.fileobj
         head = stream.read(-(-self.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
-        check_pax_records(head[: self.size])
+        keys = check_pax_records(head[: self.size])
         tar.fileobj = _Replay(head, stream)
         try:
             # tarfile's own pax parser, now fed the records checked above.
             parse = super()._proc_pax  # type: ignore[misc]  # private in typeshed
             result: tarfile.TarInfo = parse(tar)
-            return result
         finally:
             tar.fileobj = stream
+        if self.type != tarfile.XGLTYPE:
+            _named_once(result, [_PAX_NAMES[k] for k in sorted(keys) if k in _PAX_NAMES])
+        return result
+
+    def _proc_gnulong(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        parse = super()._proc_gnulong  # type: ignore[misc]  # private in typeshed
+        result: tarfile.TarInfo = parse(tar)
+        _named_once(result, [_GNU_NAMES[self.type]])
+        return result
 
 
 class GuardedTarFile(tarfile.TarFile):

@@ -268,3 +268,90 @@ def test_a_local_header_that_disagrees_with_the_central_directory_is_refused(
         _valid(path)
     report = scan_archive(path, subject_for(path), own_scanners())
     assert report.failed and "local header disagrees" in report.errors["structure"]
+
+
+def _pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n"
+    size = len(body) + 1
+    while len(str(size)) + len(body) != size:
+        size = len(str(size)) + len(body)
+    return f"{size}{body}".encode()
+
+
+def _raw_header(name: str, size: int, kind: bytes) -> bytes:
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size, info.type, info.mode = size, kind, 0o755
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def _padded(data: bytes) -> bytes:
+    return data + b"\0" * (-len(data) % 512)
+
+
+def _differential_tar_bz2(tmp_path: Path, headers: list[tuple[bytes, bytes]], seen: str) -> Path:
+    """A .tar.bz2 of a valid package plus one member described by ``headers`` (extended
+    headers: (type, body)), named differently by Python's tarfile and by Rust's tar."""
+    import bz2
+    import tarfile
+
+    spec = PackageSpec(
+        name="paxpkg",
+        version="1.0",
+        build="0",
+        subdir="linux-64",
+        payload=(file(seen, CURL),),  # info/paths.json lists it under the name tarfile sees
+    )
+    body = tar_bytes([*spec.info_entries()], end=False)
+    for kind, data in headers:
+        body += _raw_header("././@LongLink" if kind != tarfile.XHDTYPE else "pax", len(data), kind)
+        body += _padded(data)
+    body += _raw_header("plain.txt", len(CURL), tarfile.REGTYPE) + _padded(CURL) + b"\0" * 1024
+    path = tmp_path / f"{spec.stem}.tar.bz2"
+    path.write_bytes(bz2.compress(body))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["pax-path-twice", "pax-then-gnu-longname", "gnu-longname-then-pax", "gnu-longname-twice"],
+)
+def test_a_member_two_tar_readers_would_name_differently_is_refused(
+    tmp_path: Path, case: str
+) -> None:
+    """Python's tarfile (validation, the scanner) takes the last pax ``path`` and lets a pax
+    header override a GNU long name; rattler's Rust reader takes the first and prefers the GNU
+    name. Either way a file scanned as ``share/notes.txt`` was installed as a link script."""
+    import tarfile
+
+    script = "bin/.paxpkg-post-link.sh"
+    pax_twice = _pax_record("path", script) + _pax_record("path", "share/notes.txt")
+    long_name = (script + "\0").encode()
+    pax_notes = _pax_record("path", "share/notes.txt")
+    seen = {  # the name Python's tarfile gives the member
+        "pax-path-twice": "share/notes.txt",
+        "pax-then-gnu-longname": "share/notes.txt",
+        "gnu-longname-then-pax": script,
+        "gnu-longname-twice": script,
+    }[case]
+    headers = {
+        "pax-path-twice": [(tarfile.XHDTYPE, pax_twice)],
+        "pax-then-gnu-longname": [
+            (tarfile.XHDTYPE, pax_notes),
+            (tarfile.GNUTYPE_LONGNAME, long_name),
+        ],
+        "gnu-longname-then-pax": [
+            (tarfile.GNUTYPE_LONGNAME, long_name),
+            (tarfile.XHDTYPE, pax_notes),
+        ],
+        "gnu-longname-twice": [
+            (tarfile.GNUTYPE_LONGNAME, long_name),
+            (tarfile.GNUTYPE_LONGNAME, b"share/notes.txt\0"),
+        ],
+    }[case]
+    path = _differential_tar_bz2(tmp_path, headers, seen)
+    with pytest.raises(PackageValidationError, match=r"twice|two extended tar headers"):
+        _valid(path)
+    report = scan_archive(path, subject_for(path), own_scanners())
+    assert report.failed, report.findings
