@@ -25,6 +25,7 @@ from stockade.channels.scanstate import ArtifactSource, ScanStatus, set_status
 from stockade.conda.package import ValidationLimits
 from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
+from stockade.scanning.models import ArtifactScan
 from stockade.scanning.service import ScanRunner
 from tests.factories.packages import PackageSpec, build_conda
 from tests.support.hostile import HOSTILE, HostileCase
@@ -387,8 +388,11 @@ def test_a_forced_replacement_while_scanned_gets_no_verdict_of_the_old_bytes(
     # The "old" bytes are judged clean by a slow scan that finishes after the replacement.
     with transaction(live_server.container.factory) as session:
         artifact = session.get(Artifact, old_id)
-        assert artifact is not None
-        artifact.sha256 = "0" * 64  # as if replaced in place by other bytes
+        scan = session.get(ArtifactScan, old_id)
+        assert artifact is not None and scan is not None
+        # Replaced under the same id (SQLite reuses the highest id), the new bytes judged
+        # already, held as pending (say, waiting on a rescan) when the old scan finishes.
+        artifact.sha256 = scan.sha256 = "0" * 64
         set_status(session, artifact, ScanStatus.PENDING)
     try:
         with transaction(live_server.container.factory) as session:
@@ -405,11 +409,14 @@ def test_a_forced_replacement_while_scanned_gets_no_verdict_of_the_old_bytes(
             artifact = session.get(Artifact, old_id)
             assert artifact is not None and artifact.scan_status == ScanStatus.PENDING
             assert artifact.servable is False
+            kept = session.get(ArtifactScan, old_id)  # the new bytes' result is untouched
+            assert kept is not None and kept.sha256 == "0" * 64 and kept.verdict == "malicious"
     finally:
         with transaction(live_server.container.factory) as session:
             artifact = session.get(Artifact, old_id)
-            assert artifact is not None
-            artifact.sha256 = old_sha
+            scan = session.get(ArtifactScan, old_id)
+            assert artifact is not None and scan is not None
+            artifact.sha256 = scan.sha256 = old_sha
             set_status(session, artifact, ScanStatus.MALICIOUS)
 
 

@@ -101,8 +101,8 @@ def reuse_result(
     another."""
     fingerprint = current.fingerprint
     artifact = session.get(Artifact, artifact_id)
-    if artifact is None:
-        return False
+    if artifact is None or artifact.sha256 != sha256:
+        return False  # replaced since it was claimed: its own request judges the new bytes
     mirrored = Artifact.source == ArtifactSource.MIRROR
     same = session.scalar(
         select(ArtifactScan)
@@ -139,6 +139,8 @@ def record_report(
     duration_ms: int,
     notify: HeldNotifier = _no_notice,
 ) -> bool:
+    if not _still(session, artifact_id, sha256):
+        return False  # replaced while scanned: the new bytes' result row is left alone
     scan = _result_row(session, artifact_id, sha256)
     scan.verdict = "error" if report.failed else str(report.verdict)
     scan.findings = [finding_json(f) for f in report.findings]
@@ -161,6 +163,13 @@ def record_missing(session: Session, artifact_id: int, sha256: str) -> bool:
     status = ScanStatus.UNFETCHED if artifact.mirror_id is not None else ScanStatus.ERROR
     set_status(session, artifact, status)
     return True
+
+
+def _still(session: Session, artifact_id: int, sha256: str) -> bool:
+    """Whether the artifact still holds the bytes that were scanned (a forced upload replaces
+    a row, and SQLite may give the new row the old one's id)."""
+    current = session.scalar(select(Artifact.sha256).where(Artifact.id == artifact_id))
+    return current == sha256
 
 
 def _result_row(session: Session, artifact_id: int, sha256: str) -> ArtifactScan:
