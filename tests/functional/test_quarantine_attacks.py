@@ -366,6 +366,10 @@ def test_who_may_not_act_on_the_queue(live_server: LiveServer, tmp_path: Path) -
             assert response.headers["content-type"].startswith("application/problem+json")
         if token != reader_token:
             assert client.get("/api/v1/quarantine").status_code == 403
+    # Hole found: deleting the channel erased its quarantined files and their findings.
+    gone = live_server.client(owner_token).delete(f"/api/v1/channels/{channel}")
+    assert gone.status_code == 409, gone.text
+    assert gone.json()["code"] == "channel:holds-quarantined"
     shown = live_server.admin.get(f"/api/v1/quarantine/{artifact_id}").json()
     assert shown["status"] == "malicious" and shown["servable"] is False
 

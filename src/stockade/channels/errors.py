@@ -21,6 +21,12 @@ class ArtifactExistsError(ConflictError):
     code = "artifact:exists"
 
 
+class ChannelHoldsQuarantinedError(ConflictError):
+    """A channel with files in the quarantine queue is deleted by security staff only."""
+
+    code = "channel:holds-quarantined"
+
+
 class ArtifactHeldError(ConflictError):
     """A file the scanners hold (quarantined, or held suspicious or unjudged) is not replaced
     by an upload: only a security admin releases or deletes it (the quarantine queue)."""

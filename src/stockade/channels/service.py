@@ -15,7 +15,11 @@ from stockade.auth.permissions import Level, Permission, Privacy
 from stockade.auth.principal import Principal
 from stockade.auth.revision import bump_revision
 from stockade.auth.service import UserService
-from stockade.channels.errors import ChannelExistsError, ChannelNotFoundError
+from stockade.channels.errors import (
+    ChannelExistsError,
+    ChannelHoldsQuarantinedError,
+    ChannelNotFoundError,
+)
 from stockade.channels.models import Artifact, Channel, SubdirIndex
 from stockade.channels.naming import validate_channel_name
 from stockade.channels.privacy import (
@@ -27,7 +31,12 @@ from stockade.channels.privacy import (
     strictest,
 )
 from stockade.channels.publishing import request_publication, request_publications
-from stockade.channels.scanstate import HoldOrServe, UploadScanMode, refresh_channel
+from stockade.channels.scanstate import (
+    QUARANTINE_STATES,
+    HoldOrServe,
+    UploadScanMode,
+    refresh_channel,
+)
 from stockade.core.errors import AuthenticationError, InvalidInputError, NotFoundError
 
 __all__ = [  # channel_ref lives in channels.privacy; callers take it from here too
@@ -226,6 +235,7 @@ class ChannelService:
         children = self.session.scalars(
             select(Channel).where(Channel.name.startswith(name + "/", autoescape=True))
         ).all()
+        self._check_no_held(principal, [channel, *children])
         AuditLog(self.session).record(
             "channel.delete",
             principal,
@@ -238,6 +248,22 @@ class ChannelService:
         # Principals cache their grants by channel id, and SQLite gives a deleted row's id to the
         # next channel: every process drops them with this transaction.
         bump_revision(self.session)
+
+    def _check_no_held(self, principal: Principal, channels: Iterable[Channel]) -> None:
+        """Files the scanners hold are the quarantine queue's: deleting them with their channel
+        is for security staff (a channel manager would erase a quarantined file and its findings)."""
+        held = self.session.scalar(
+            select(func.count(Artifact.id)).where(
+                Artifact.channel_id.in_([c.id for c in channels]),
+                Artifact.scan_status.in_(sorted(QUARANTINE_STATES)),
+                Artifact.servable.is_(False),
+            )
+        )
+        if held and not self.access.allowed(principal, Permission.SECURITY_MANAGE):
+            raise ChannelHoldsQuarantinedError(
+                f"the channel holds {held} file(s) in the quarantine queue: a security admin "
+                "releases or deletes them, or deletes the channel"
+            )
 
     def _delete_rows(self, channel: Channel) -> None:
         # Blobs stay: others may share them; `stockade fsck` collects orphans.
