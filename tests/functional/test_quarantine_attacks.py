@@ -121,6 +121,18 @@ def _index_texts(client: httpx.Client, base: str, subdir: str) -> list[bytes]:
     return texts
 
 
+def _channeldata_names(client: httpx.Client, base: str, name: str, wait_s: float = 15) -> set[str]:
+    """The package names of channeldata.json, waiting (up to ``wait_s``) for ``name`` to leave
+    it: it is rebuilt after the indexes, rate-limited per channel (a small channel at once)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        r = client.get(f"{base}/channeldata.json")
+        names = set(r.json().get("packages", {})) if r.status_code == 200 else set()
+        if name not in names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.2)
+
+
 def _refused_everywhere(
     live: LiveServer, channel: str, subdir: str, filename: str, name: str, tokens: dict[str, str]
 ) -> None:
@@ -145,6 +157,7 @@ def _refused_everywhere(
         for text in _index_texts(client, base, subdir):
             assert filename.encode() not in text, who
             assert f'"name":"{name}"'.encode() not in text.replace(b" ", b""), who
+        assert name not in _channeldata_names(client, base, name), who
 
 
 def test_a_quarantined_file_is_refused_by_every_conda_form_and_credential(
