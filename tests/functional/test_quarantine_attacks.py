@@ -615,3 +615,29 @@ def test_two_replicas_never_scan_one_request_at_once(live_server: LiveServer) ->
         for replica in replicas:
             replica.close()
         _release_pending(live_server, artifact_id)
+
+
+def test_a_file_served_before_its_verdict_is_not_cacheable(live_server: LiveServer) -> None:
+    """Hole found: serve-first uploads were served, before their verdict, as ``public,
+    max-age=31536000, immutable``: a proxy or client cache kept a file that was quarantined
+    minutes later, for a year. Unjudged files are ``no-store``; judged ones stay immutable."""
+    channel = live_server.new_channel(prefix="qa-cache")
+    patched = live_server.admin.patch(
+        f"/api/v1/channels/{channel}", json={"scan_uploads": "serve-first"}
+    )
+    assert patched.status_code == 200, patched.text
+    path = CLEAN / "dependency-1.0-0.conda"
+    assert live_server.upload(channel, path).status_code == 201
+    artifact_id = _artifact_id(live_server, channel, path.name)
+    _wait_status(live_server, artifact_id)
+    url = f"/conda/{channel}/noarch/{path.name}"
+    judged = live_server.client().get(url)
+    assert judged.status_code == 200 and "immutable" in judged.headers["cache-control"]
+    _hold_pending(live_server, artifact_id)  # as it was before its verdict
+    try:
+        for method in ("GET", "HEAD"):
+            unjudged = live_server.client().request(method, url)
+            assert unjudged.status_code == 200, unjudged.text
+            assert unjudged.headers["cache-control"] == "no-store", method
+    finally:
+        _release_pending(live_server, artifact_id)

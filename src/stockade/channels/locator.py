@@ -78,6 +78,7 @@ class ArtifactPointer:
     filename: str = ""
     id: int = 0
     unfetched: bool = False  # a mirrored record with no verdict: scanned before it is served
+    pending: bool = False  # served before its verdict (serve-first): no cache may keep it
 
 
 class IndexLocator:
@@ -167,6 +168,7 @@ class IndexLocator:
             # it is served (an upload without one is not servable, unless serve-first).
             row.mirror_id is not None
             and row.scan_status in (ScanStatus.UNFETCHED, ScanStatus.PENDING),
+            row.scan_status in (ScanStatus.UNFETCHED, ScanStatus.PENDING),
         )
 
     def has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:

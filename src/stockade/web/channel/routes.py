@@ -43,6 +43,9 @@ INDEX_TYPES = {
 SHARD_RE = re.compile(r"^([0-9a-f]{64})\.msgpack\.zst$")
 EMPTY_NOARCH = empty_repodata_json("noarch")
 PRIVATE_IMMUTABLE = IMMUTABLE.replace("public", "private")
+# A file served before its verdict (serve-first) may be quarantined minutes later: no proxy or
+# client cache may keep it for a year as an immutable file.
+UNJUDGED = "no-store"
 #: A shard, once known in a subdir, stays servable for days (``SHARD_GRACE``): remember it a while.
 SHARD_MEMO_SECONDS = 60.0
 
@@ -245,12 +248,13 @@ class CondaApp:
             if refused is not None:
                 return refused
         ctype = "application/octet-stream" if filename.endswith(".conda") else "application/x-bzip2"
+        cache_control = PRIVATE_IMMUTABLE if private else IMMUTABLE
         await self.responder.respond(
             send,
             info,
             artifact.sha256,
             modified=artifact.created_at,
-            cache_control=PRIVATE_IMMUTABLE if private else IMMUTABLE,
+            cache_control=UNJUDGED if artifact.pending else cache_control,
             content_type=ctype,
             in_memory=False,
         )
