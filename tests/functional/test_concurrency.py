@@ -175,7 +175,14 @@ def test_same_filename_at_once_has_one_winner(server: ServerProcess, tmp_path: P
         with server.client() as client:
             shown = client.get(f"/api/v1/channels/{channel}/files/{subdir}/{filename}").json()
             assert shown["sha256"] == winner
+        # An upload is served only once its scan verdict is in (docs/adr/0012): wait for it, then
+        # what is served must be the winner's bytes (and its verdict, not a loser's).
+        server.wait_published(channel)
+        with server.client() as client:
+            shown = client.get(f"/api/v1/channels/{channel}/files/{subdir}/{filename}").json()
+            assert (shown["sha256"], shown["scan_status"]) == (winner, "clean")
             served = client.get(f"/conda/{channel}/{subdir}/{filename}")
+            assert served.status_code == 200, (served.status_code, served.text[:300], shown)
             assert hashlib.sha256(served.content).hexdigest() == winner
     server.wait_published(channel)
     with server.client() as client:
