@@ -6,11 +6,14 @@ import hashlib
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
 from stockade.auth.principal import Principal
+from stockade.channels.intake import ScanReason, admit_rows
 from stockade.channels.models import Artifact, Channel
+from stockade.channels.scanstate import ArtifactSource
 from stockade.container import Container
 from stockade.db.engine import transaction
 from stockade.vulns.feedsync import FeedService, FeedSync, SyncCounts
@@ -77,29 +80,37 @@ def add_artifacts(
     *,
     match: bool = True,
 ) -> list[int]:
-    """Artifact rows for ``(name, version, build)`` (no blob), matched like a new upload."""
-    ids: list[int] = []
+    """Artifact rows for ``(name, version, build)``, matched like a new upload.
+
+    They have no bytes, so they enter through the intake as a passive mirror's records do
+    (``unfetched``: listed and servable, nothing to scan until fetched)."""
+    rows: list[dict[str, Any]] = []
+    for name, version, build in items:
+        filename = f"{name}-{version}-{build}.conda"
+        digest = hashlib.sha256(filename.encode()).hexdigest()
+        rows.append(
+            {
+                "channel_id": channel,
+                "subdir": "noarch",
+                "filename": filename,
+                "name": name,
+                "version": version,
+                "build": build,
+                "format": "conda",
+                "sha256": digest,
+                "md5": digest[:32],
+                "size": 1,
+                "record_json": b"{}",
+                "indexed_timestamp": 0,
+                "source": ArtifactSource.MIRROR,
+            }
+        )
     with transaction(container.factory) as session:
-        for name, version, build in items:
-            filename = f"{name}-{version}-{build}.conda"
-            digest = hashlib.sha256(filename.encode()).hexdigest()
-            row = Artifact(
-                channel_id=channel,
-                subdir="noarch",
-                filename=filename,
-                name=name,
-                version=version,
-                build=build,
-                format="conda",
-                sha256=digest,
-                md5=digest[:32],
-                size=1,
-                record_json=b"{}",
-                indexed_timestamp=0,
-            )
-            session.add(row)
-            session.flush()
-            ids.append(row.id)
+        target = session.get_one(Channel, channel)
+        admitted = admit_rows(session, target, rows, stored=False, reason=ScanReason.MIRROR)
+        found = select(Artifact.filename, Artifact.id).where(Artifact.id.in_(admitted))
+        by_name: dict[str, int] = dict(session.execute(found).all())
+        ids = [by_name[row["filename"]] for row in rows]  # in the order of ``items``
         if match:
             Matcher(session).match_artifacts(ids)
     return ids
