@@ -105,7 +105,7 @@ class Container:
         )
         scanners = ScannerRegistry(
             settings.scanning,
-            factory,
+            read_factory,
             extra=lambda: [HashListScanner(_known_bad(read_factory))],
             extra_key=lambda: _known_bad_key(read_factory),
         )

@@ -118,6 +118,14 @@ def _blobs(server: ServerProcess) -> set[str]:
     return {p.name for p in (server.data_dir / "blobs").glob("??/??/*")}
 
 
+def _judged(server: ServerProcess, channel: str, since: float) -> bool:
+    """Whether every file of the channel has its scan verdict (fails after a while)."""
+    waiting = [a["filename"] for a in server.artifacts(channel) if a["scan_status"] != "clean"]
+    waited = time.monotonic() - since
+    assert waited < CONVERGENCE_S, f"not scanned {waited:.0f}s after the restart: {waiting}"
+    return not waiting
+
+
 def _published(server: ServerProcess, channel: str, since: float) -> bool:
     """Whether every subdir has published its last requested revision (fails after a while).
 
@@ -138,12 +146,15 @@ def _check_everything(server: ServerProcess, channel: str, expected: dict[str, s
     artifacts = server.artifacts(channel)
     assert {a["filename"]: a["sha256"] for a in artifacts} == expected
     with server.client() as client:
-        # What is published now must be whole, even while it lags behind the database.
-        check_channel(client, channel, artifacts, blob_dir=server.data_dir / "blobs", exact=False)
+        # What is published now must be whole, even while it lags behind the database; files
+        # still waiting for their scan verdict are not served yet (issue 13), so not fetched.
+        judged = [a for a in artifacts if a.get("scan_status") != "pending"]
+        check_channel(client, channel, judged, blob_dir=server.data_dir / "blobs", exact=False)
         since = time.monotonic()
-        while not _published(server, channel, since):
+        while not (_published(server, channel, since) and _judged(server, channel, since)):
             time.sleep(0.1)
-        check_channel(client, channel, artifacts, exact=True, download=False)
+        # Converged: every file has its verdict (the clean test data), is published and served.
+        check_channel(client, channel, server.artifacts(channel), exact=True)
 
 
 # -- 1. a crash between "blob stored" and "row committed" ----------------------------------------

@@ -36,6 +36,7 @@ from stockade.channels.publication_state import (
     due_for_retry,
     record_failure,
     safe_instructions,
+    scans_settled,
 )
 from stockade.conda.channeldata import (
     build_channeldata_json,
@@ -129,6 +130,7 @@ class PublicationService:
                         SubdirIndex.requested_rev > SubdirIndex.published_rev,
                         Channel.frozen.is_(False),
                         due_for_retry(utcnow()),
+                        scans_settled(utcnow()),
                     )
                     .order_by(SubdirIndex.id)
                 ).all()

@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from stockade.channels.models import Artifact, Channel, RepodataPatch, ScanRequest, SubdirIndex
 from stockade.channels.patching import instructions_for
+from stockade.channels.scanstate import ScanStatus
 from stockade.conda.patches import PatchInstructions
 from stockade.core.clock import utcnow
 from stockade.core.errors import StockadeError
@@ -180,3 +181,26 @@ def subdir_states(session: Session, channel_id: int) -> list[tuple[SubdirIndex, 
         ).all()
     )
     return [(row, int(waiting.get(row.subdir, 0))) for row in rows]
+
+
+# A subdir whose new files wait for their scan verdicts is published once they all have one, so
+# that a mirror run or a batch of uploads appears at once; never later than this after the oldest
+# of those requests (a stuck scan or a stream of uploads does not hold the other files back).
+SCAN_SETTLE = timedelta(seconds=60)
+
+
+def scans_settled(now: datetime) -> ColumnElement[bool]:
+    """For a query over :class:`SubdirIndex`: no held file of the subdir waits for its first
+    verdict, or one has waited longer than :data:`SCAN_SETTLE`."""
+    waiting = (
+        select(ScanRequest.requested_at)
+        .join(Artifact, Artifact.id == ScanRequest.artifact_id)
+        .where(
+            Artifact.channel_id == SubdirIndex.channel_id,
+            Artifact.subdir == SubdirIndex.subdir,
+            Artifact.servable.is_(False),
+            Artifact.scan_status == ScanStatus.PENDING,
+        )
+    )
+    overdue = waiting.where(ScanRequest.requested_at <= now - SCAN_SETTLE)
+    return or_(~waiting.exists(), overdue.exists())

@@ -124,8 +124,12 @@ class ScanRunner:
         or missing, a batch at a time."""
         if time.monotonic() - self._swept_at > SWEEP_S:
             self._swept_at = time.monotonic()
+            # The scanners first: building them reads the database, which must not wait on this
+            # process's own write transaction (SQLite takes the write lock at BEGIN).
+            fingerprint = self.scanners().fingerprint
             with transaction(self.factory) as session:
-                queue_outdated(session, self.scanners().fingerprint)
+                reclaim_dead_local(session, self.owner)
+                queue_outdated(session, fingerprint)
         claimed = self._claim(batch)
         if not claimed:
             return 0
@@ -248,3 +252,34 @@ class ScanRunner:
                 else frozenset(),
             )
             return _Job(artifact_id, artifact.sha256, artifact.filename, subject)
+
+
+def reclaim_dead_local(session: Session, me: str) -> int:
+    """Free the leases of scanner processes of this host that are gone (a crash, a kill): their
+    work is taken at once instead of when the lease runs out. Other hosts' leases run out."""
+    host = f"{socket.gethostname()}:"
+    owners = session.scalars(
+        select(ScanRequest.lease_owner)
+        .where(ScanRequest.leased_until > utcnow(), ScanRequest.lease_owner.startswith(host))
+        .distinct()
+    ).all()
+    dead = [o for o in owners if o is not None and o != me and not _alive(o)]
+    if not dead:
+        return 0
+    freed = session.execute(
+        update(ScanRequest)
+        .where(ScanRequest.lease_owner.in_(dead))
+        .values(leased_until=None, lease_owner=None)
+    ).rowcount  # type: ignore[attr-defined]
+    log.info("took over %s scans of stopped processes %s", freed, ", ".join(sorted(dead)))
+    return int(freed)
+
+
+def _alive(owner: str) -> bool:
+    try:
+        os.kill(int(owner.rsplit(":", 1)[1]), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError, OSError):
+        return True  # not ours to judge: its lease runs out
+    return True
