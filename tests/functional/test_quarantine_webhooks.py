@@ -15,9 +15,7 @@ from tests.support.webhook_receiver import receiving
 pytestmark = [pytest.mark.functional]
 
 
-def test_a_quarantine_is_delivered_to_the_channels_webhooks(
-    backend: str, tmp_path: Path
-) -> None:
+def test_a_quarantine_is_delivered_to_the_channels_webhooks(backend: str, tmp_path: Path) -> None:
     case = next(c for c in HOSTILE if c.scanner == "link-script" and c.verdict == "malicious")
     hostile = case.build(tmp_path)
     fast = {"backoff_s": [0.2], "poll_s": 0.2, "timeout_s": 5, "allow_loopback": True}
