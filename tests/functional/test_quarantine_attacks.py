@@ -215,7 +215,9 @@ def _hold_pending(live: LiveServer, artifact_id: int) -> None:
             ScanRequest(
                 artifact_id=artifact_id,
                 reason="manual",
-                requested_at=utcnow(),
+                # held longer than the publisher waits for verdicts (SCAN_SETTLE): the index is
+                # republished without it now, as it is once a stuck scan has waited that long
+                requested_at=utcnow() - timedelta(minutes=5),
                 attempts=0,
                 leased_until=utcnow() + timedelta(hours=1),
                 lease_owner="another-replica",

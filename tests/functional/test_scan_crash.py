@@ -9,10 +9,12 @@ hostile one quarantined.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import PG_URL, TESTDATA
@@ -54,14 +56,14 @@ def test_a_kill_between_intake_and_verdict_holds_then_scans_after_restart(
     clean = TESTDATA / "channels" / "test-recipes" / "noarch" / "dependency-1.0-0.conda"
     server.start(crash_at="scan:before-record", **LEASE)
     channel = server.new_channel("scan-crash")
-    with server.client() as client:
-        for path in (clean, hostile):
-            with path.open("rb") as fh:
-                answer = client.post(
-                    f"/api/v1/channels/{channel}/files", files={"files": (path.name, fh)}
-                )
+    with server.client() as client, clean.open("rb") as a, hostile.open("rb") as b:
+        files = [("files", (clean.name, a)), ("files", (hostile.name, b))]
+        # One request: both files are committed with their scan requests before any scan can
+        # start; the answer may or may not beat the crash of the scan that follows.
+        with contextlib.suppress(httpx.TransportError):
+            answer = client.post(f"/api/v1/channels/{channel}/files", files=files)
             assert answer.status_code == 201, answer.text
-            assert answer.json()["uploaded"][0]["scan_status"] == "pending"
+            assert {u["scan_status"] for u in answer.json()["uploaded"]} == {"pending"}
     assert server.wait_exit() == KILLED, server.log_tail()
 
     server.start(**LEASE)
