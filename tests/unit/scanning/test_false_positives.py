@@ -1,8 +1,7 @@
 """False-positive rate 0: every real package in the test data is clean for the project's scanners.
 
 Every ``.conda`` and ``.tar.bz2`` under the repository's test data (``tests/data``; its ``bad/``
-folder holds broken archives, not packages) and under the shared test data beside the repository
-when it is there, is scanned through the engine by the link-script, Python and names scanners,
+folder holds broken archives, not packages) is scanned through the engine by the link-script, Python and names scanners,
 with every test-data package name as the organisation's internal names too.
 """
 
@@ -18,10 +17,9 @@ from stockade.scanning.interfaces import Verdict
 from stockade.scanning.scanners import linkrules, linkscripts
 from stockade.scanning.scanners import names as names_scanner
 from stockade.scanning.scanners import python as python_scanner
-from tests.conftest import ROOT, TESTDATA
+from tests.conftest import TESTDATA
 from tests.support.hostile import HOSTILE, own_scanners, read_index, subject_for
 
-SHARED_TESTDATA = ROOT.parent / "shared" / "testdata"
 SUFFIXES = (".conda", ".tar.bz2")
 
 
@@ -36,7 +34,6 @@ def real_packages(root: Path) -> list[Path]:
 
 
 REPO_PACKAGES = real_packages(TESTDATA)
-SHARED_PACKAGES = real_packages(SHARED_TESTDATA)
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +48,6 @@ def test_the_repository_has_real_packages() -> None:
 
 @pytest.mark.parametrize("path", REPO_PACKAGES, ids=lambda path: str(path.relative_to(TESTDATA)))
 def test_repository_package_is_clean(path: Path, internal_names: frozenset[str]) -> None:
-    report = scan_archive(path, subject_for(path, internal_names), own_scanners())
-    assert report.errors == {}
-    assert report.findings == []
-
-
-@pytest.mark.skipif(not SHARED_PACKAGES, reason="no shared test data beside the repository")
-@pytest.mark.parametrize(
-    "path", SHARED_PACKAGES, ids=lambda path: str(path.relative_to(SHARED_TESTDATA))
-)
-def test_shared_package_is_clean(path: Path, internal_names: frozenset[str]) -> None:
     report = scan_archive(path, subject_for(path, internal_names), own_scanners())
     assert report.errors == {}
     assert report.findings == []

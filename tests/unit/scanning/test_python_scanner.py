@@ -82,7 +82,7 @@ REAL_PTH = {
         "sys.modules.setdefault('google', types.ModuleType('google'));mp = (m or []) and "
         "m.__dict__.setdefault('__path__',[]);(p not in mp) and mp.append(p)\n"
     ),
-    "paths.pth": "../shared\n# a comment\n\n   import os; os.system('not run: leading space')\n",
+    "paths.pth": "../vendored\n# a comment\n\n   import os; os.system('not run: leading space')\n",
 }
 
 

@@ -22,10 +22,7 @@ from tests.support.hostile import HostileCase, subject_for
 from tests.support.hostile_yara import HOSTILE_YARA
 
 ROOT = Path(__file__).resolve().parents[3]
-PACKAGE_DIRS = [
-    ROOT / "tests" / "data" / "packages",
-    ROOT.parent / "shared" / "testdata" / "packages",
-]
+PACKAGE_DIRS = [ROOT / "tests" / "data" / "packages"]  # the repository's copy (PROVENANCE.md)
 YARA_CASES = [c for c in HOSTILE_YARA if c.scanner == "yara"]
 SUBJECT = ScanSubject("demo-1.0-0.conda", "0" * 64, 1, "demo", "noarch", {})
 ADMIN_RULE = """
