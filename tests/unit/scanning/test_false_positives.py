@@ -1,8 +1,9 @@
 """False-positive rate 0: every real package in the test data is clean for the project's scanners.
 
 Every ``.conda`` and ``.tar.bz2`` under the repository's test data (``tests/data``; its ``bad/``
-folder holds broken archives, not packages) is scanned through the engine by the link-script, Python and names scanners,
-with every test-data package name as the organisation's internal names too.
+folder holds broken archives, not packages) is scanned through the engine by the link-script,
+Python and names scanners, with every test-data package name as the organisation's internal
+names too.
 """
 
 from __future__ import annotations
