@@ -23,6 +23,7 @@ from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLooku
 from stockade.scanning.registry import ScannerRegistry
 from stockade.scanning.scanners.hashes import HashListScanner, KnownBadList
 from stockade.scanning.service import ScanRunner
+from stockade.signing.records import RecordSigner
 from stockade.settings import Settings
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.interfaces import BlobStore
@@ -74,6 +75,7 @@ class Container:
             blobs,
             zstd_level=settings.publication.zstd_level,
             on_published=locator.invalidate,
+            signer=RecordSigner(factory, settings.signing, settings.data_dir),
         )
         upload = settings.upload
         limits = ValidationLimits(

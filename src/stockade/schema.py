@@ -11,6 +11,7 @@ from stockade.db.base import Base
 from stockade.mirroring import models as mirror_models
 from stockade.policies import models as policy_models
 from stockade.scanning import models as scanning_models
+from stockade.signing import models as signing_models
 from stockade.storage import models as storage_models
 from stockade.vulns import models as vuln_models
 
@@ -26,6 +27,7 @@ __all__ = [
     "policy_models",
     "scanning_models",
     "schedule_models",
+    "signing_models",
     "storage_models",
     "vuln_models",
 ]

@@ -360,6 +360,33 @@ class ScanningSettings(BaseModel):
         return value or None
 
 
+class SigningSettings(BaseModel):
+    """Content trust (SPEC §8): where the server finds the private key that signs records.
+
+    The database holds public metadata only. The server signs with the key file in
+    ``keys_dir`` whose public key the current key_mgr delegates pkg_mgr to, or with
+    ``signer_command`` (an HSM or a cloud KMS behind a small program: docs/formats/signing.md).
+    """
+
+    keys_dir: Path | None = Field(
+        default=None,
+        description="folder of key files (*.key, PEM, mode 0600); default DATA_DIR/keys",
+    )
+    passphrase_env: str = Field(
+        default="STOCKADE_SIGNING_PASSPHRASE",
+        description="environment variable holding the key files' passphrase (when they have one)",
+    )
+    signer_command: list[str] | None = Field(
+        default=None,
+        description="an external signer, started once per signing pass: it prints its public key "
+        "(64 hex) on a line, then answers each line of hex bytes with a line of hex signature",
+    )
+    signer_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    expiry_warning_days: int = Field(
+        default=30, ge=1, le=3650, description="warn this long before root or key_mgr expires"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -396,6 +423,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     outbound: OutboundSettings = OutboundSettings()
     scanning: ScanningSettings = ScanningSettings()
+    signing: SigningSettings = SigningSettings()
     vulns: VulnSettings = VulnSettings()
 
     @model_validator(mode="after")

@@ -48,6 +48,8 @@ class Channel(Base):
     scan_suspicious: Mapped[str] = mapped_column(String(16), default="serve")
     scan_errors: Mapped[str] = mapped_column(String(16), default="hold")
     notices_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Content trust (SPEC §8): every record the channel serves carries a pkg_mgr signature.
+    sign: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -117,7 +119,13 @@ class Artifact(Base):
     # The one rule every read path asks (``channels/scanstate.py`` keeps it up to date): whether
     # the record may be listed in an index and its file downloaded.
     servable: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The upstream's ``signatures`` entry of a mirrored record ({pubkey: {"signature": hex}}),
+    # kept while the record is what upstream signed; ``signature_status`` says what it proves
+    # (``signing/upstream.py``: verified, unverified, invalid, dropped) and ``signature_detail``
+    # why.
     signature: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    signature_status: Mapped[str | None] = mapped_column(String(16))
+    signature_detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -175,6 +183,10 @@ class SubdirIndex(Base):
     retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # What the last publication had to leave out to publish at all (stored patches it skipped).
     warnings: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # Signing of a signed channel's records: how many of this publication's records are signed
+    # so far, of how many (live while a publication signs; a whole channel signs once).
+    signing_done: Mapped[int] = mapped_column(default=0)
+    signing_total: Mapped[int] = mapped_column(default=0)
 
 
 class SubdirShard(Base):

@@ -31,6 +31,7 @@ from stockade.channels.models import (
     SubdirIndex,
     SubdirShard,
 )
+from stockade.channels.publication_signing import served_signatures, signing_inputs
 from stockade.channels.publication_state import (
     clear_failure,
     due_for_retry,
@@ -52,6 +53,7 @@ from stockade.conda.shards import build_shard, build_shard_index
 from stockade.core.clock import utcnow
 from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
+from stockade.signing.records import RecordSigner
 from stockade.storage.interfaces import BlobStore
 
 log = logging.getLogger("stockade.publisher")
@@ -81,11 +83,14 @@ class _NameGroup:
     tar_bz2: list[tuple[str, bytes]] = field(default_factory=list)
     conda: list[tuple[str, bytes]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    signatures: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         digest = hashlib.blake2b(digest_size=20)
         for fn, rec in sorted(self.tar_bz2) + sorted(self.conda):
             digest.update(fn.encode() + b"\0" + rec + b"\n")
+            for key, entry in sorted(self.signatures.get(fn, {}).items()):
+                digest.update(f"{key}:{entry.get('signature')}\n".encode())
         for fn in sorted(self.removed):
             digest.update(b"-" + fn.encode() + b"\n")
         return digest.hexdigest()
@@ -103,8 +108,10 @@ class PublicationService:
         zstd_level: int = 3,
         on_published: PublishedHook | None = None,
         locks: PublicationLocks | None = None,
+        signer: RecordSigner | None = None,
     ) -> None:
         self.factory = factory
+        self.signer = signer
         self.locks = locks or PublicationLocks(_engine_of(factory))
         self.blobs = blobs
         self.zstd_level = zstd_level
@@ -259,6 +266,7 @@ class PublicationService:
             }
             shas = {fn: sha for fn, _, _, sha in rows}
             run_exports = self._run_exports(session, channel_id, subdir, shas)
+            signing = signing_inputs(session, channel_id, subdir)
         invalid = self._records.invalid((fn, rec) for fn, _, rec, _ in rows)
         rows = [row for row in rows if row[0] not in invalid]
         names = {filename: name for filename, name, _, _ in rows}
@@ -274,7 +282,20 @@ class PublicationService:
             warnings += self._records.revert_invalid(tar_bz2, patched_tar_bz2)
             warnings += self._records.revert_invalid(conda, patched_conda)
             tar_bz2, conda = patched_tar_bz2, patched_conda
-        repodata = build_repodata_json(subdir, tar_bz2.items(), conda.items(), removed)
+        signatures: dict[str, dict[str, dict[str, str]]] = {}
+        if signing[0] or signing[1]:
+            signatures, left_out = served_signatures(
+                self.factory,
+                self.signer,
+                index_id,
+                signing,
+                {**tar_bz2, **conda},
+                {fn: rec for fn, _, rec, _ in rows},
+            )
+            warnings += left_out
+        repodata = build_repodata_json(
+            subdir, tar_bz2.items(), conda.items(), removed, signatures=signatures
+        )
         built = BuiltIndex(
             rev=rev,
             repodata="",
@@ -289,7 +310,7 @@ class PublicationService:
         with ThreadPoolExecutor(2, thread_name_prefix="publish") as pool:
             json_sha = pool.submit(self.blobs.put_bytes, repodata)
             zst_sha = pool.submit(self._put_zst, repodata)
-            self._build_shards(built, subdir, names, tar_bz2, conda, removed, known)
+            self._build_shards(built, subdir, names, (tar_bz2, conda, signatures), removed, known)
             built.repodata, built.repodata_zst = json_sha.result(), zst_sha.result()
         # CEP 12: every package of the unpatched index, with {} when it has no run_exports.
         built.run_exports = self.blobs.put_bytes(
@@ -329,12 +350,15 @@ class PublicationService:
         built: BuiltIndex,
         subdir: str,
         names: dict[str, str],
-        tar_bz2: dict[str, bytes],
-        conda: dict[str, bytes],
+        records: tuple[dict[str, bytes], dict[str, bytes], dict[str, dict[str, dict[str, str]]]],
         removed: list[str],
         known: dict[str, tuple[str, str]],
     ) -> None:
+        tar_bz2, conda, signatures = records
         groups: dict[str, _NameGroup] = defaultdict(_NameGroup)
+        for fn, entry in signatures.items():
+            if fn in names:
+                groups[names[fn]].signatures[fn] = entry
         for fn, rec in tar_bz2.items():
             groups[names[fn]].tar_bz2.append((fn, rec))
         for fn, rec in conda.items():
@@ -348,7 +372,9 @@ class PublicationService:
             if previous is not None and previous[0] == fingerprint:
                 sha = previous[1]
             else:
-                _digest, data = build_shard(group.tar_bz2, group.conda, group.removed)
+                _digest, data = build_shard(
+                    group.tar_bz2, group.conda, group.removed, group.signatures
+                )
                 sha = self.blobs.put_bytes(data)
             built.shards[name] = (fingerprint, sha)
             index[name] = bytes.fromhex(sha)

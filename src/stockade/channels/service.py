@@ -31,6 +31,7 @@ from stockade.channels.privacy import (
     strictest,
 )
 from stockade.channels.publishing import request_publication, request_publications
+from stockade.signing.chain import require_chain
 from stockade.channels.scanstate import (
     QUARANTINE_STATES,
     HoldOrServe,
@@ -57,6 +58,8 @@ class ChannelChanges:
     scan_uploads: str | None = None  # UploadScanMode
     scan_suspicious: str | None = None  # HoldOrServe
     scan_errors: str | None = None  # HoldOrServe
+    # Content trust (SPEC §8): sign every record the channel serves (needs the keys set up).
+    sign: bool | None = None
 
 
 def parse_privacy(value: str) -> Privacy:
@@ -100,6 +103,7 @@ def _state(channel: Channel) -> dict[str, object]:
         "scan_uploads": channel.scan_uploads,
         "scan_suspicious": channel.scan_suspicious,
         "scan_errors": channel.scan_errors,
+        "sign": channel.sign,
     }
 
 
@@ -180,6 +184,12 @@ class ChannelService:
             if not channel.frozen:  # publish what accumulated while frozen
                 request_publications(self.session, [(channel.id, s) for s in self.subdirs(channel)])
         self._change_scan_settings(principal, channel, changes)
+        if changes.sign is not None and changes.sign != channel.sign:
+            if changes.sign:
+                require_chain(self.session)  # 404 signing:not-set-up, saying what to run
+            channel.sign = changes.sign
+            # the publisher signs (or stops signing) every subdir, in the background
+            request_publications(self.session, [(channel.id, s) for s in self.subdirs(channel)])
         self.session.flush()
         after = _state(channel)
         if after != before:

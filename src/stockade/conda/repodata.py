@@ -66,6 +66,7 @@ def build_repodata_json(
     removed: Iterable[str],
     *,
     info_extra: Mapping[str, Any] | None = None,
+    signatures: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Assemble a ``repodata.json`` from stored (filename, record_json) pairs.
 
@@ -73,6 +74,8 @@ def build_repodata_json(
     they already are). The record bytes are embedded as they are, unparsed: they must be what
     :func:`encode_record` made. ``removed`` is deduplicated and sorted. ``info_extra`` adds keys
     to ``info`` (``subdir`` always wins); a ``base_url`` in it makes the document repodata v2.
+    ``signatures`` (filename -> {pubkey: {"signature": hex}}, conda-content-trust) is written
+    as the ``signatures`` section when not empty.
     """
     info: dict[str, Any] = dict(info_extra or {})
     info["subdir"] = subdir
@@ -84,6 +87,8 @@ def build_repodata_json(
         "removed": sorted(set(removed)),
         "repodata_version": version,
     }
+    if signatures:
+        document["signatures"] = dict(sorted(signatures.items()))
     return orjson.dumps(document)
 
 

@@ -129,8 +129,12 @@ def build_shard(
     tar_bz2: Iterable[tuple[str, bytes]],
     conda: Iterable[tuple[str, bytes]],
     removed: Iterable[str] = (),
+    signatures: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, bytes]:
     """Build one shard from (filename, record_json) pairs.
+
+    ``signatures`` (filename -> conda-content-trust entry) adds a ``signatures`` map, as
+    ``repodata.json`` carries it; each covers the record in its ``repodata.json`` (JSON) form.
 
     Returns ``(digest, data)``: ``data`` is the file to serve (zstd msgpack) and ``digest`` the
     32-byte SHA-256 of ``data``, which names it (see :func:`shard_filename`).
@@ -140,6 +144,8 @@ def build_shard(
         "packages.conda": {fn: _shard_record(fn, raw) for fn, raw in sorted(conda)},
         "removed": sorted(set(removed)),
     }
+    if signatures:
+        shard["signatures"] = dict(sorted(signatures.items()))
     data = _compress(_packb(shard))
     return hashlib.sha256(data).digest(), data
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -78,6 +79,10 @@ class Mirror(Base):
     companions: Mapped[list[str]] = mapped_column(JSONType, default=list)
     allowed_names: Mapped[list[str]] = mapped_column(JSONType, default=list)
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Content trust of the upstream (SPEC §8): the upstream's root metadata an admin trusts, and
+    # where its key_mgr.json is (default: the source URL's channel root).
+    trusted_root: Mapped[bytes | None] = mapped_column(LargeBinary)
+    signing_metadata_url: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -140,6 +140,7 @@ def update_channel(
         scan_uploads=body.scan_uploads,
         scan_suspicious=body.scan_suspicious,
         scan_errors=body.scan_errors,
+        sign=body.sign,
     )
     return _update(channel, changes, request, principal, container)
 

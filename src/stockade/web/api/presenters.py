@@ -24,6 +24,7 @@ def channel_public(
         scan_uploads=channel.scan_uploads,
         scan_suspicious=channel.scan_suspicious,
         scan_errors=channel.scan_errors,
+        sign=channel.sign,
     )
 
 
@@ -61,4 +62,6 @@ def subdir_public(row: SubdirIndex, scanning: int = 0) -> SubdirPublic:
         failing_since=row.failed_at,
         retry_at=row.retry_at,
         warnings=list(row.warnings or []),
+        signing_done=row.signing_done or 0,
+        signing_total=row.signing_total or 0,
     )

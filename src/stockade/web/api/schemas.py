@@ -67,6 +67,11 @@ class ChannelUpdate(Strict):
         description="files the scanners could not judge: held (fail closed) or served; "
         "needs security:manage",
     )
+    sign: bool | None = Field(
+        default=None,
+        description="sign every record the channel serves (conda-content-trust); the keys must "
+        "be set up (`stockade signing init`); the channel is signed in the background",
+    )
 
 
 class SubdirPublic(BaseModel):
@@ -90,6 +95,10 @@ class SubdirPublic(BaseModel):
     warnings: list[str] = Field(
         default_factory=list, description="what the last publication left out (invalid patches)"
     )
+    signing_done: int = Field(
+        default=0, description="records of a signed channel's subdir signed so far"
+    )
+    signing_total: int = Field(default=0, description="records it is signing (0: not signed)")
 
 
 class ChannelPublic(BaseModel):
@@ -107,6 +116,7 @@ class ChannelPublic(BaseModel):
     scan_uploads: str = "hold"
     scan_suspicious: str = "serve"
     scan_errors: str = "hold"
+    sign: bool = False
     failing_subdirs: list[str] | None = Field(
         default=None,
         description="subdirs whose last publication failed (see /subdirs for why); on show only",

@@ -1,0 +1,1 @@
+"""Content trust (SPEC §8): conda-content-trust keys, metadata and record signatures."""

@@ -1,0 +1,131 @@
+"""Signatures of the records a publication serves, made only for records not signed before.
+
+A record is found by the digest of its bytes as served (after patches): the process keeps the
+signatures it knows in memory, looks the rest up in ``record_signatures``, and signs only what is
+left (the canonical bytes are built for those alone). So publishing one upload into a signed
+subdir of 100,000 records signs one record, and a channel that turns signing on is signed once,
+in batches, with its progress on the subdir row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from stockade.db.engine import transaction
+from stockade.db.upsert import insert_ignore_many
+from stockade.settings import SigningSettings
+from stockade.signing.chain import load_chain
+from stockade.signing.errors import SignerUnavailableError
+from stockade.signing.format import record_bytes
+from stockade.signing.models import RecordSignature
+from stockade.signing.signers import Signer, open_signer
+
+log = logging.getLogger("stockade.signing")
+
+BATCH = 1000
+LOOKUP_CHUNK = 500
+CACHE_MAX = 2_000_000
+Progress = Callable[[int, int], None]
+SignatureMap = dict[str, dict[str, dict[str, str]]]  # filename -> {pubkey: {"signature": hex}}
+
+
+def digest_of(record_json: bytes) -> str:
+    return hashlib.blake2b(record_json, digest_size=16).hexdigest()
+
+
+class RecordSigner:
+    def __init__(
+        self, factory: sessionmaker[Session], settings: SigningSettings, data_dir: Path
+    ) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.data_dir = data_dir
+        self._known: dict[tuple[str, str], str] = {}  # (pubkey, digest) -> signature
+
+    def current_keys(self) -> list[str]:
+        with transaction(self.factory) as session:
+            chain = load_chain(session)
+        if chain is None:
+            raise SignerUnavailableError(
+                "the channel is signed but no signing keys are set up (`stockade signing init`)"
+            )
+        return chain.pkg_mgr_keys
+
+    def sign_records(
+        self, records: Iterable[tuple[str, bytes]], progress: Progress | None = None
+    ) -> SignatureMap:
+        """filename -> its signatures entry, for every (filename, served record bytes)."""
+        keys = self.current_keys()
+        items = [(fn, rec, digest_of(rec)) for fn, rec in records]
+        done: SignatureMap = {}
+        missing: list[tuple[str, bytes, str]] = []
+        for fn, rec, digest in items:
+            found = {k: s for k in keys if (s := self._known.get((k, digest))) is not None}
+            if len(found) == len(keys):
+                done[fn] = {k: {"signature": s} for k, s in found.items()}
+            else:
+                missing.append((fn, rec, digest))
+        if missing:
+            self._lookup(keys, {d for _, _, d in missing})
+            still = []
+            for fn, rec, digest in missing:
+                found = {k: s for k in keys if (s := self._known.get((k, digest))) is not None}
+                if found:
+                    done[fn] = {k: {"signature": s} for k, s in found.items()}
+                else:
+                    still.append((fn, rec, digest))
+            if still:
+                self._sign(keys, still, done, len(items), progress)
+        return done
+
+    def _lookup(self, keys: list[str], digests: set[str]) -> None:
+        wanted = sorted(digests)
+        with transaction(self.factory) as session:
+            for start in range(0, len(wanted), LOOKUP_CHUNK):
+                chunk = wanted[start : start + LOOKUP_CHUNK]
+                for key, digest, sig in session.execute(
+                    select(
+                        RecordSignature.pubkey, RecordSignature.digest, RecordSignature.signature
+                    ).where(RecordSignature.pubkey.in_(keys), RecordSignature.digest.in_(chunk))
+                ).all():
+                    self._remember(key, digest, sig)
+
+    def _remember(self, key: str, digest: str, signature: str) -> None:
+        if len(self._known) >= CACHE_MAX:
+            self._known.clear()
+        self._known[(key, digest)] = signature
+
+    def _sign(
+        self,
+        keys: list[str],
+        todo: list[tuple[str, bytes, str]],
+        done: SignatureMap,
+        total: int,
+        progress: Progress | None,
+    ) -> None:
+        signer: Signer = open_signer(self.settings, self.data_dir, keys)
+        last = 0.0
+        try:
+            for start in range(0, len(todo), BATCH):
+                batch = todo[start : start + BATCH]
+                sigs = signer.sign_many([record_bytes(rec) for _, rec, _ in batch])
+                rows = []
+                for (fn, _, digest), sig in zip(batch, sigs, strict=True):
+                    done[fn] = {signer.public_key: {"signature": sig}}
+                    self._remember(signer.public_key, digest, sig)
+                    rows.append({"pubkey": signer.public_key, "digest": digest, "signature": sig})
+                with transaction(self.factory) as session:
+                    insert_ignore_many(session, RecordSignature, rows, ["pubkey", "digest"])
+                if progress is not None and time.monotonic() - last > 1.0:
+                    progress(total - len(todo) + start + len(batch), total)
+                    last = time.monotonic()
+        finally:
+            signer.close()
+        log.info("signed %d records with pkg_mgr key %s…", len(todo), signer.public_key[:16])
