@@ -25,6 +25,7 @@ from stockade.web.api import mirrors as mirrors_api
 from stockade.web.api import policies as policies_api
 from stockade.web.api import reports as reports_api
 from stockade.web.api import scanning as scanning_api
+from stockade.web.api import signing as signing_api
 from stockade.web.api import users as users_api
 from stockade.web.api import webhooks as webhooks_api
 from stockade.web.bodies import install_body_limit
@@ -91,6 +92,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         cves_api,
         cve_admin_api,
         scanning_api,
+        signing_api,
         webhooks_api,  # before channels_api: its /channels/{channel:path} routes catch all
         reports_api,  # before channels_api, likewise
         channels_api,
@@ -105,6 +107,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.include_router(health.router)  # /readyz: database reachable, failing publications
 
     app.include_router(sso.router)
+    app.include_router(signing_api.files_router)  # /signing/N.root.json, key_mgr.json: public
     install_docs(app)
     install_ui(app)
     RequestContextMiddleware.configure(hsts=settings.auth.secure_cookies)

@@ -23,8 +23,8 @@ from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLooku
 from stockade.scanning.registry import ScannerRegistry
 from stockade.scanning.scanners.hashes import HashListScanner, KnownBadList
 from stockade.scanning.service import ScanRunner
-from stockade.signing.records import RecordSigner
 from stockade.settings import Settings
+from stockade.signing.records import RecordSigner
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.interfaces import BlobStore
 from stockade.vulns.lookup import DbVulnerabilityLookup

@@ -31,7 +31,6 @@ from stockade.channels.privacy import (
     strictest,
 )
 from stockade.channels.publishing import request_publication, request_publications
-from stockade.signing.chain import require_chain
 from stockade.channels.scanstate import (
     QUARANTINE_STATES,
     HoldOrServe,
@@ -39,6 +38,7 @@ from stockade.channels.scanstate import (
     refresh_channel,
 )
 from stockade.core.errors import AuthenticationError, InvalidInputError, NotFoundError
+from stockade.signing.chain import require_chain
 
 __all__ = [  # channel_ref lives in channels.privacy; callers take it from here too
     "ChannelChanges",

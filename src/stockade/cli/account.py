@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import typer
 from rich.console import Console
 
@@ -183,6 +184,18 @@ def conda_config(
     ),
     channel: list[str] = typer.Option([], "--channel", "-c", help="Channels to list, in order"),
     stdout: bool = typer.Option(False, "--stdout", help="Print instead of writing"),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Turn on conda's signature checks (extra_safety_checks, signing_metadata_url_base) "
+        "against this server's content-trust keys",
+    ),
+    trust_dir: Path | None = typer.Option(
+        None,
+        "--trust-dir",
+        help="With --verify: save the server's 1.root.json there (conda's av_data_dir, shown by "
+        "`conda info --json`); compare its fingerprint with `stockade signing status`",
+    ),
 ) -> None:
     """Write a .condarc that points conda, mamba and pixi at this server."""
     profile = load_profile()
@@ -204,6 +217,10 @@ def conda_config(
         lines.append("channels:")
         lines.extend(f"  - {c}" for c in channel)
         lines.append("default_channels: []")
+    if verify:
+        lines += ["extra_safety_checks: true", f"signing_metadata_url_base: {profile.url}/signing"]
+        if trust_dir is not None:
+            _save_root(profile.url, trust_dir)
     text = "\n".join(lines) + "\n"
     if stdout:
         print(text, end="")
@@ -212,6 +229,24 @@ def conda_config(
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     out.print(f"wrote {file}")
+
+
+def _save_root(url: str, folder: Path) -> None:
+    """Save the server's first root (conda chains from it to the newest by itself)."""
+    try:
+        response = httpx.get(f"{url}/signing/1.root.json", timeout=30)
+    except httpx.HTTPError as exc:
+        fail(f"cannot fetch {url}/signing/1.root.json: {exc}")
+    if response.status_code == 404:
+        fail("the server has no signing keys yet (`stockade signing init`)")
+    if response.status_code != 200:
+        fail(f"{url}/signing/1.root.json answered {response.status_code}")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "1.root.json").write_bytes(response.content)
+    keys = response.json().get("signed", {}).get("delegations", {}).get("root", {}).get("pubkeys")
+    out.print(
+        f"saved {folder / '1.root.json'} (root keys {', '.join(k[:16] + '…' for k in keys or [])})"
+    )
 
 
 __all__ = ["CliError", "conda_config", "login", "logout", "token_app", "whoami"]

@@ -72,6 +72,7 @@ def show(name: str, as_json: AsJson = False) -> None:
                 f"uploads {data.get('scan_uploads', 'hold')}, suspicious "
                 f"{data.get('scan_suspicious', 'serve')}, errors {data.get('scan_errors', 'hold')}",
             ),
+            ("signed", "yes (content trust)" if data.get("sign") else "no"),
             ("url", data["url"]),
             ("owner", data["owner"]),
             ("description", data["description"] or None),
@@ -112,9 +113,16 @@ def update(
         help="files the scanners could not judge: 'hold' (default, fail closed) or 'serve'; "
         "needs security:manage",
     ),
+    sign: bool | None = typer.Option(
+        None,
+        "--sign/--no-sign",
+        help="sign every record the channel serves (content trust; `stockade signing init` "
+        "first); the channel is signed in the background",
+    ),
 ) -> None:
-    """Change privacy, description or scan settings."""
-    fields = {
+    """Change privacy, description, scan settings or signing."""
+    fields: dict[str, object] = {
+        "sign": sign,
         "privacy": privacy,
         "description": description,
         "scan_uploads": scan_uploads,
@@ -123,7 +131,8 @@ def update(
     }
     body = {k: v for k, v in fields.items() if v is not None}
     data = client().patch(f"/channels/{name}", json=body)
-    out.print(f"channel {data['name']} updated ({data['privacy']})")
+    signed = ", signed" if data.get("sign") else ""
+    out.print(f"channel {data['name']} updated ({data['privacy']}{signed})")
 
 
 @channel_app.command("delete")

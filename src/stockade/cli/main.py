@@ -16,6 +16,7 @@ from stockade.cli import (
     reports,
     scan,
     server,
+    signing,
     upload,
     webhooks,
 )
@@ -50,6 +51,7 @@ app.add_typer(webhooks.webhook_app, name="webhook")
 app.add_typer(reports.report_app, name="report")
 app.add_typer(quarantine.quarantine_app, name="quarantine")
 app.add_typer(scan.scan_app, name="scan")
+app.add_typer(signing.signing_app, name="signing")
 app.command()(upload.upload)
 app.command()(channels.copy)
 app.command()(channels.move)

@@ -109,8 +109,8 @@ UNCURATED = typer.Option(
 SIGNED = typer.Option(
     None,
     "--signed-only/--no-signed-only",
-    help="refused for now: signatures are not verified yet (a later release), so no record "
-    "could pass; --no-signed-only clears it from an older policy",
+    help="keep only records whose upstream signature verifies against the mirror's trusted "
+    "root (`mirror update --trusted-root`); a mirror without one keeps nothing",
 )
 LINKS = typer.Option(
     None, "--no-link-scripts/--allow-link-scripts", help="drop packages with link scripts"

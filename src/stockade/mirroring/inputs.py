@@ -21,6 +21,12 @@ from stockade.channels.scanstate import ScanStatus
 from stockade.conda.records import record_problem, upstream_record
 from stockade.core.errors import InvalidInputError
 from stockade.policies.engine import Reason
+from stockade.signing.upstream import (
+    SignatureCheck,
+    SignatureStatus,
+    UpstreamTrust,
+    check_record,
+)
 
 Record = dict[str, Any]
 GUARD_POLICY = "guard"
@@ -37,7 +43,15 @@ class UpstreamSubdir:
     subdir: str
     records: dict[str, Record]
     base_url: str | None = None
-    signed: set[str] = field(default_factory=set)  # filenames with a `signatures` entry
+    #: filename -> the upstream's ``signatures`` entry ({pubkey: {"signature": hex}})
+    signatures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: filename -> why the record we keep is not the one upstream signed (only signed records)
+    changed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def signed(self) -> set[str]:
+        """Filenames with a ``signatures`` entry."""
+        return set(self.signatures)
 
 
 def parse_repodata(subdir: str, data: bytes) -> UpstreamSubdir:
@@ -52,6 +66,7 @@ def parse_repodata(subdir: str, data: bytes) -> UpstreamSubdir:
             f"upstream {subdir}/repodata.json is not a JSON object", code="mirror:bad-repodata"
         )
     records: dict[str, Record] = {}
+    altered: dict[str, str] = {}
     for section in ("packages", "packages.conda"):
         part = doc.get(section) or {}
         if not isinstance(part, dict):
@@ -61,13 +76,41 @@ def parse_repodata(subdir: str, data: bytes) -> UpstreamSubdir:
             )
         for filename, record in part.items():
             if isinstance(record, dict) and _safe_filename(filename):
-                records[filename] = upstream_record(record)
+                kept = records[filename] = upstream_record(record)
+                if kept is not record:
+                    altered[filename] = _why_changed(record, kept)
     info = doc.get("info")
     base_url = info.get("base_url") if isinstance(info, dict) else None
     base_url = base_url if isinstance(base_url, str) else None
-    signatures = doc.get("signatures")
-    signed = set(signatures) if isinstance(signatures, dict) else set()
-    return UpstreamSubdir(subdir, records, base_url, signed)
+    signatures = _signature_entries(doc.get("signatures"), records)
+    changed = {fn: why for fn, why in altered.items() if fn in signatures}
+    return UpstreamSubdir(subdir, records, base_url, signatures, changed)
+
+
+def _signature_entries(section: Any, records: Mapping[str, Record]) -> dict[str, dict[str, Any]]:
+    """The upstream's ``signatures`` entries of the records kept (others are ignored)."""
+    if not isinstance(section, dict):
+        return {}
+    return {
+        fn: entry
+        for fn, entry in section.items()
+        if fn in records and isinstance(entry, dict) and entry
+    }
+
+
+def _why_changed(record: Record, kept: Record) -> str:
+    """Why the record we keep differs from upstream's (``upstream_record`` left keys out)."""
+    gone = sorted(k for k in record if k not in kept)
+    named = sorted(k for k in gone if record[k] is not None)
+    nulls = sorted(k for k in gone if record[k] is None)
+    parts = []
+    if named:
+        parts.append(
+            f"the record names upstream URLs or files ({', '.join(named)}) that Stockade replaces"
+        )
+    if nulls:
+        parts.append(f"null fields ({', '.join(nulls)}) are left out")
+    return "; ".join(parts) + ": the record served is not the one upstream signed"
 
 
 def _safe_filename(filename: str) -> bool:
@@ -156,6 +199,49 @@ class FileSet:
 
     def is_malicious(self, filename: str) -> bool:
         return filename in self.files
+
+
+def signature_checks(
+    parsed: Mapping[str, UpstreamSubdir], trust: UpstreamTrust
+) -> dict[str, dict[str, SignatureCheck]]:
+    """subdir -> filename -> the state of each upstream signature (records with one)."""
+    out: dict[str, dict[str, SignatureCheck]] = {}
+    for subdir, up in parsed.items():
+        per: dict[str, SignatureCheck] = {}
+        for fn, entry in up.signatures.items():
+            check = check_record(up.records[fn], entry, up.changed.get(fn), trust)
+            if check is not None:
+                per[fn] = check
+        out[subdir] = per
+    return out
+
+
+@dataclass
+class SignatureStates:
+    """The policy engine's signature lookup (``signed_only``): verified, or why not. By filename,
+    as the engine asks; a filename in several subdirs is verified only if it is in each."""
+
+    checks: dict[str, SignatureCheck] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, checks: Mapping[str, Mapping[str, SignatureCheck]]) -> SignatureStates:
+        merged: dict[str, SignatureCheck] = {}
+        for per in checks.values():
+            for fn, check in per.items():
+                seen = merged.get(fn)
+                if seen is None or seen.status == SignatureStatus.VERIFIED:
+                    merged[fn] = check
+        return cls(merged)
+
+    def is_signed(self, filename: str) -> bool:
+        check = self.checks.get(filename)
+        return check is not None and check.status == SignatureStatus.VERIFIED
+
+    def why_unsigned(self, filename: str) -> str:
+        check = self.checks.get(filename)
+        if check is None:
+            return "no signature"
+        return f"upstream signature {check.status}: {check.detail}"
 
 
 def vulnerability_version(lookup: object) -> str:

@@ -83,6 +83,10 @@ class Mirror(Base):
     # where its key_mgr.json is (default: the source URL's channel root).
     trusted_root: Mapped[bytes | None] = mapped_column(LargeBinary)
     signing_metadata_url: Mapped[str | None] = mapped_column(Text)
+    # What the last run fetched of the upstream's trust metadata (root updates, key_mgr.json, or
+    # why not): dry runs and explain check records with it again, never fetching
+    # (``signing.upstream.stored_trust``).
+    upstream_trust: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

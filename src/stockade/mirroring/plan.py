@@ -39,6 +39,7 @@ from stockade.mirroring.summaries import backfill_summaries
 from stockade.policies.engine import Reason
 from stockade.policies.model import Policy
 from stockade.policies.service import PolicyService
+from stockade.signing.upstream import SignatureCheck, UpstreamTrust, stored_trust
 from stockade.storage.interfaces import BlobStore
 
 if TYPE_CHECKING:
@@ -84,6 +85,12 @@ class MirrorJob:
     malicious: set[str]
     states: dict[str, SubdirStateView]
     vulnerability_version: str = ""
+    # Content trust of the upstream (``mirroring.trust``): the root an admin trusts, where the
+    # upstream's metadata is, and what records are checked with: the last run's, checked again
+    # offline (dry runs, explain) until a run fetches it anew (``fetch_upstream``).
+    trusted_root: bytes | None = None
+    signing_metadata_url: str | None = None
+    trust: UpstreamTrust = field(default_factory=UpstreamTrust)
 
     def describe(self) -> str:
         policies = ", ".join(p.name for p in self.policies) or "no policy"
@@ -182,6 +189,9 @@ def job_for_mirror(
         guard_digest=digest(sorted(guarded - set(allowed))),
         malicious=malicious_files(session, channel.id),
         states=state_views(session, mirror.id),
+        trusted_root=mirror.trusted_root,
+        signing_metadata_url=mirror.signing_metadata_url,
+        trust=stored_trust(mirror.trusted_root, mirror.upstream_trust, utcnow()),
     )
 
 

@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING, Any
 from stockade.core.clock import utcnow
 from stockade.mirroring.inputs import (
     FileSet,
+    SignatureStates,
     UpstreamSubdir,
     digest,
     guard_reasons,
     integrity_problems,
     parse_repodata,
+    signature_checks,
 )
 from stockade.mirroring.models import MirrorMode
 from stockade.mirroring.sources import RepodataFetch, Validators, open_source
 from stockade.mirroring.summaries import About, channeldata_abouts
+from stockade.mirroring.trust import fetch_trust
 from stockade.policies.engine import (
     EvaluationContext,
     LinkScriptLookup,
@@ -29,6 +32,7 @@ from stockade.policies.engine import (
     evaluate_subdirs,
     timestamp_seconds,
 )
+from stockade.signing.upstream import SignatureCheck
 from stockade.storage.interfaces import BlobStore
 
 if TYPE_CHECKING:
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     from stockade.mirroring.reporter import RunReporter
 
 #: Bump when what a run makes of the same inputs changes, so a no-change shortcut is not taken.
-FORMAT = 1
+FORMAT = 2  # 2: upstream signatures kept, records they cover stored as upstream signed them
 
 
 @dataclass
@@ -131,6 +135,10 @@ def fetch_upstream(
                 reporter.log(f"{subdir}: {fetched[subdir].variant} {how}")
     finally:
         source.close()
+    # The run checks upstream signatures with what it fetches now (dry runs use the stored one).
+    job.trust = fetch_trust(
+        job.source, job.trusted_root, job.signing_metadata_url, utcnow(), reporter
+    )
     fingerprint = digest(
         FORMAT,
         {sd: f.raw_sha256 for sd, f in fetched.items()},
@@ -139,6 +147,7 @@ def fetch_upstream(
         job.mode,
         job.channel_id,
         job.vulnerability_version,
+        job.trust.digest(),
     )
     snapshot = UpstreamSnapshot(fetched, fingerprint, dict(job.states), blobs)
     if job.mode == MirrorMode.PASSIVE and not snapshot.unchanged(job, utcnow()):
@@ -182,6 +191,8 @@ class Verdict:
     base_urls: dict[str, str | None]
     upstream: int
     valid_until: datetime | None
+    #: subdir -> filename -> state of the upstream signature (records that have one)
+    signatures: dict[str, dict[str, SignatureCheck]] = field(default_factory=dict)
 
     @property
     def kept(self) -> int:
@@ -222,9 +233,8 @@ def evaluate_records(
 ) -> Verdict:
     pre: dict[str, dict[str, list[Reason]]] = {}
     records: dict[str, dict[str, dict[str, Any]]] = {}
-    # A signature in the upstream repodata proves nothing until it is verified against trusted
-    # keys (content trust, SPEC §8): "signed only" keeps no record yet, rather than trusting it.
-    signed: set[str] = set()
+    # An upstream signature counts only once verified against the mirror's trusted root (SPEC §8).
+    checks = signature_checks(parsed, job.trust)
     upstream = 0
     for subdir, up in parsed.items():
         upstream += len(up.records)
@@ -238,7 +248,7 @@ def evaluate_records(
     context = EvaluationContext(
         now=now,
         vulnerabilities=vulnerabilities,
-        signatures=FileSet(signed),
+        signatures=SignatureStates.of(checks),
         verdicts=FileSet(job.malicious),
         **({"link_scripts": link_scripts} if link_scripts is not None else {}),
     )
@@ -255,12 +265,11 @@ def evaluate_records(
         recs = records[subdir]
         kept[subdir] = {fn: recs[fn] for fn in evaluation.kept}
         excluded[subdir] = {**pre[subdir], **evaluation.excluded}
+    valid_until = _valid_until(job, parsed, excluded)
+    if job.trust.expires is not None and (valid_until is None or job.trust.expires < valid_until):
+        valid_until = job.trust.expires  # verified signatures stop verifying then
     return Verdict(
-        kept,
-        excluded,
-        {sd: up.base_url for sd, up in parsed.items()},
-        upstream,
-        _valid_until(job, parsed, excluded),
+        kept, excluded, {sd: up.base_url for sd, up in parsed.items()}, upstream, valid_until, checks
     )
 
 

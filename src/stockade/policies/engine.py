@@ -13,8 +13,11 @@ Semantics (decisions documented here, tested in ``tests/unit/policies``):
      cannot be proven to be inside). Timestamps > 1e11 are milliseconds (as conda reads them).
    - ``cooldown_days``: a record without ``timestamp`` passes (repodata older than timestamps).
    - ``no_link_scripts``: a record whose link scripts are unknown (lookup returns ``None``) is kept.
-   - ``signed_only``: no signature is verified yet (SPEC §8 comes later), so no record passes; new
-     policies cannot ask for it (:func:`stockade.policies.service.refuse_unmet_criteria`).
+   - ``signed_only``: keeps the records whose signature the lookup says is verified (a mirror's:
+     the upstream ``signatures`` entry checked against the mirror's trusted root, SPEC §8,
+     ``stockade.signing.upstream``); each other record's reason is the lookup's why not ("no
+     signature", "no trusted root configured for this mirror", "the signature does not match the
+     record", "key_mgr metadata expired on …").
 3. ``keep_latest`` N: among the records that passed step 2, the N newest distinct versions of each name
    (rattler ``Version`` ordering, per subdir) are kept, with all their builds.
 4. Exceptions of the policy clear every reason of this policy for the records they match.
@@ -85,6 +88,8 @@ MALICIOUS_POLICY = "scan"
 
 # --------------------------------------------------------------------------------------------- lookups
 
+UNSIGNED = "no valid signature or attestation"
+
 
 class VulnerabilityLookup(Protocol):
     def max_score(self, name: str, version: str, statuses: frozenset[str]) -> float | None: ...
@@ -93,6 +98,7 @@ class VulnerabilityLookup(Protocol):
 
 class SignatureLookup(Protocol):
     def is_signed(self, filename: str) -> bool: ...
+    def why_unsigned(self, filename: str) -> str: ...
 
 
 class LinkScriptLookup(Protocol):
@@ -128,6 +134,9 @@ class InMemorySignatures:
 
     def is_signed(self, filename: str) -> bool:
         return filename in self.signed
+
+    def why_unsigned(self, filename: str) -> str:
+        return UNSIGNED
 
 
 @dataclass
@@ -417,9 +426,13 @@ def _per_record(  # noqa: PLR0912, PLR0915  # the hot loop: one pass, criteria i
 
     vulnerable = _vulnerable(cp, uni, subdir, ctx, caches)
     is_signed: Callable[[str], bool] | None = None
+    why_unsigned: Callable[[str], str] | None = None
     if p.signed_only:
         sigs = ctx.signatures
-        is_signed = sigs.signed.__contains__ if type(sigs) is InMemorySignatures else sigs.is_signed
+        if type(sigs) is InMemorySignatures:
+            is_signed = sigs.signed.__contains__
+        else:
+            is_signed, why_unsigned = sigs.is_signed, sigs.why_unsigned
     has_scripts: Callable[[str], bool | None] | None = None
     if p.no_link_scripts:
         ls = ctx.link_scripts
@@ -434,7 +447,7 @@ def _per_record(  # noqa: PLR0912, PLR0915  # the hot loop: one pass, criteria i
     ):
         return out
 
-    signed_r = reason("signed_only", "no valid signature or attestation")
+    signed_r = reason("signed_only", UNSIGNED)
     scripts_r = reason("no_link_scripts", "has pre-link, post-link or pre-unlink scripts")
     for fn, rec in recs.items():
         new: list[Reason] | None = None
@@ -496,10 +509,11 @@ def _per_record(  # noqa: PLR0912, PLR0915  # the hot loop: one pass, criteria i
                 else:
                     new.extend(found)
         if is_signed is not None and not is_signed(fn):
+            sr = signed_r if why_unsigned is None else reason("signed_only", why_unsigned(fn))
             if new is None:
-                new = [signed_r]
+                new = [sr]
             else:
-                new.append(signed_r)
+                new.append(sr)
         if has_scripts is not None and has_scripts(fn):
             if new is None:
                 new = [scripts_r]

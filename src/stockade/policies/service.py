@@ -46,11 +46,9 @@ def parse_definition(name: str, definition: Mapping[str, Any]) -> Policy:
 
 
 #: Criteria no record can meet yet, refused in new and changed definitions (a stored one still
-#: evaluates: it keeps nothing, each exclusion saying why).
-UNMET_CRITERIA = {
-    "signed_only": "signatures are not verified yet (content trust comes in a later release), "
-    "so no record could pass it and the channel would be emptied; leave it out for now",
-}
+#: evaluates: it keeps nothing, each exclusion saying why). None today: ``signed_only`` is met by
+#: upstream signatures verified against a mirror's trusted root (``stockade.signing.upstream``).
+UNMET_CRITERIA: dict[str, str] = {}
 
 
 def refuse_unmet_criteria(definition: Mapping[str, Any]) -> None:

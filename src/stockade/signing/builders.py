@@ -42,9 +42,7 @@ def sign_plain(signed: Mapping[str, Any], keys: list[Ed25519PrivateKey]) -> Enve
     }
 
 
-def sign_root(
-    signed: Mapping[str, Any], keys: list[Ed25519PrivateKey], now: datetime
-) -> Envelope:
+def sign_root(signed: Mapping[str, Any], keys: list[Ed25519PrivateKey], now: datetime) -> Envelope:
     data = canonical(signed)
     headers = openpgp_headers(now)
     digest = openpgp_digest(data, headers)

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from stockade.core.clock import utcnow
-from stockade.signing.errors import SigningNotSetUpError, TrustMetadataError
+from stockade.signing.errors import SigningExistsError, SigningNotSetUpError, TrustMetadataError
 from stockade.signing.format import (
     check_delegating,
     delegation,
@@ -94,9 +94,7 @@ def load_chain(session: Session) -> Chain | None:
 def require_chain(session: Session) -> Chain:
     chain = load_chain(session)
     if chain is None:
-        raise SigningNotSetUpError(
-            "no signing keys are set up: run `stockade signing init` first"
-        )
+        raise SigningNotSetUpError("no signing keys are set up: run `stockade signing init` first")
     return chain
 
 
@@ -125,6 +123,14 @@ def install(
     pkg_mgr keys changed. Raises TrustMetadataError naming what does not verify."""
     now = now or utcnow()
     current = load_chain(session)
+    if current is not None and roots:
+        first = roots[0].get("signed") if isinstance(roots[0], Mapping) else None
+        version = first.get("version") if isinstance(first, Mapping) else None
+        if isinstance(version, int) and version <= current.root_version:
+            raise SigningExistsError(
+                f"signing is set up already (root version {current.root_version}): rotate keys "
+                "with `stockade signing rotate` instead"
+            )
     newest_root = current.root if current is not None else None
     for envelope in roots:
         if newest_root is None:

@@ -85,7 +85,9 @@ class CommandSigner:
             deadline = time.monotonic() + self.timeout_s
             if not sel.select(max(0.0, deadline - time.monotonic())):
                 self.close()
-                raise SignerUnavailableError(f"the signer command gave no answer in {self.timeout_s} s")
+                raise SignerUnavailableError(
+                    f"the signer command gave no answer in {self.timeout_s} s"
+                )
         return out.readline().strip()
 
     def sign_many(self, items: list[bytes]) -> list[str]:
@@ -100,7 +102,9 @@ class CommandSigner:
                 raise SignerUnavailableError("the signer command stopped") from None
             sig = self._line()
             if not HEX_SIGNATURE.fullmatch(sig):
-                raise SignerUnavailableError("the signer command answered something not a signature")
+                raise SignerUnavailableError(
+                    "the signer command answered something not a signature"
+                )
             try:
                 self._verify(bytes.fromhex(sig), item)
             except InvalidSignature:

@@ -28,6 +28,7 @@ from stockade.conda.repodata import empty_repodata_json
 from stockade.container import Container
 from stockade.core.errors import StockadeError
 from stockade.scanning.gate import FetchedOutcome, verdict_for_fetched
+from stockade.signing.chain import metadata_file
 from stockade.web.channel.responses import IMMUTABLE, BlobResponder, RequestInfo
 from stockade.web.credentials import credentials_from_scope
 from stockade.web.errors import error_response, problem
@@ -41,6 +42,8 @@ INDEX_TYPES = {
     "run_exports.json": "application/json",
 }
 SHARD_RE = re.compile(r"^([0-9a-f]{64})\.msgpack\.zst$")
+#: conda-content-trust metadata, served at every channel root too (SPEC §8)
+TRUST_RE = re.compile(r"^(?:[0-9]{1,9}\.root|key_mgr)\.json$")
 EMPTY_NOARCH = empty_repodata_json("noarch")
 PRIVATE_IMMUTABLE = IMMUTABLE.replace("public", "private")
 # A file served before its verdict (serve-first) may be quarantined minutes later: no proxy or
@@ -79,7 +82,7 @@ def _split_path(path: str) -> tuple[str, list[str]] | None:
     segments = [s for s in path[len("/conda/") :].split("/") if s]
     if len(segments) < 2:
         return None
-    if segments[-1] in ROOT_FILES:
+    if segments[-1] in ROOT_FILES or TRUST_RE.match(segments[-1]):
         return "/".join(segments[:-1]), segments[-1:]
     if len(segments) >= 4 and segments[-2] == "shards":
         return "/".join(segments[:-3]), segments[-3:]
@@ -202,6 +205,8 @@ class CondaApp:
     async def _root_file(
         self, send: Send, info: RequestInfo, files: ChannelFiles, name: str, private: bool
     ) -> Response | None:
+        if TRUST_RE.match(name):
+            return await anyio.to_thread.run_sync(self._trust_file, name)
         sha = files.channeldata if name == "channeldata.json" else files.notices
         if sha is None:
             body = (
@@ -224,6 +229,13 @@ class CondaApp:
             in_memory=True,
         )
         return None
+
+    def _trust_file(self, name: str) -> Response:
+        with self.container.read_factory() as session:
+            body = metadata_file(session, name)
+        if body is None:
+            return _not_found(name)
+        return Response(body, media_type="application/json", headers={"cache-control": "no-cache"})
 
     async def _subdir_file(
         self,

@@ -31,8 +31,8 @@ FLAGS = (
     ("uncurated_cves", "Drop records with a vulnerability still being curated (reported)"),
     (
         "signed_only",
-        "Keep only records with a valid signature or attestation (not available yet: "
-        "signatures are not verified, so it is refused)",
+        "Keep only records whose upstream signature verifies against the mirror's trusted "
+        "root (a mirror without one keeps nothing)",
     ),
     ("no_link_scripts", "Drop packages with pre-link, post-link or pre-unlink scripts"),
     ("include_dependencies", "With “only specs”: also keep the dependencies they need"),
