@@ -39,7 +39,12 @@ from stockade.mirroring.summaries import backfill_summaries
 from stockade.policies.engine import Reason
 from stockade.policies.model import Policy
 from stockade.policies.service import PolicyService
-from stockade.signing.upstream import SignatureCheck, UpstreamTrust, stored_trust
+from stockade.signing.upstream import (
+    SignatureCheck,
+    SignatureStatus,
+    UpstreamTrust,
+    stored_trust,
+)
 from stockade.storage.interfaces import BlobStore
 
 if TYPE_CHECKING:
@@ -226,6 +231,37 @@ class Current:
     sha256: str
     record_json: bytes
     indexed_timestamp: int
+    signature: tuple[Any, str | None, str | None] = (None, None, None)  # entry, status, detail
+
+
+#: Columns of a mirrored row that record what its upstream signature proves (``signing.upstream``).
+NO_SIGNATURE: dict[str, Any] = {
+    "signature": None,
+    "signature_status": None,
+    "signature_detail": None,
+}
+
+
+def signature_columns(check: SignatureCheck | None) -> dict[str, Any]:
+    if check is None:
+        return dict(NO_SIGNATURE)
+    return {
+        "signature": check.entry,
+        "signature_status": check.status.value,
+        "signature_detail": check.detail,
+    }
+
+
+def stored_record(
+    upstream: dict[str, Any], check: SignatureCheck | None, indexed: int
+) -> dict[str, Any]:
+    """The record as the channel keeps it. CEP 47's ``indexed_timestamp`` is added, except to a
+    record that carries an upstream signature and reached us unchanged: it is kept exactly as
+    upstream signed it (a client checks the signature over the record it reads; the
+    ``indexed_timestamp`` column is still set)."""
+    if check is not None and check.status != SignatureStatus.DROPPED:
+        return upstream
+    return {**upstream, "indexed_timestamp": indexed}
 
 
 @dataclass
@@ -236,6 +272,8 @@ class Plan:
     conflicts: dict[tuple[str, str], str] = field(default_factory=dict)  # -> other source
     failed: dict[tuple[str, str], str] = field(default_factory=dict)  # -> why
     records: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: (subdir, fn) -> column values beside the record: indexed_timestamp and the signature state
+    columns: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     unchanged: int = 0
 
     def counts(self) -> dict[str, int]:
@@ -280,8 +318,8 @@ class Plan:
 def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
     plan = Plan(base_urls=dict(verdict.base_urls))
     mine: dict[tuple[str, str], Current] = {
-        (sd, fn): Current(aid, sha, rec, indexed)
-        for aid, sd, fn, sha, rec, indexed in session.execute(
+        (sd, fn): Current(aid, sha, rec, indexed, (sig, status, detail))
+        for aid, sd, fn, sha, rec, indexed, sig, status, detail in session.execute(
             select(
                 Artifact.id,
                 Artifact.subdir,
@@ -289,6 +327,9 @@ def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
                 Artifact.sha256,
                 Artifact.record_json,
                 Artifact.indexed_timestamp,
+                Artifact.signature,
+                Artifact.signature_status,
+                Artifact.signature_detail,
             ).where(
                 Artifact.channel_id == job.channel_id,
                 Artifact.mirror_id == job.mirror_id,
@@ -310,6 +351,7 @@ def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
     }
     for subdir, kept in verdict.kept_records.items():
         excluded = verdict.excluded.setdefault(subdir, {})
+        checks = verdict.signatures.get(subdir, {})
         for filename, upstream in kept.items():
             key = (subdir, filename)
             if key in others:
@@ -321,12 +363,22 @@ def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
             current = mine.pop(key, None)
             # CEP 47: set once, when the record first enters the channel, and kept across runs
             indexed = current.indexed_timestamp if current is not None else now_ms()
-            rec = {**upstream, "indexed_timestamp": indexed}
+            check = checks.get(filename)
+            rec = stored_record(upstream, check, indexed)
             encoded = encode_record(rec)
             plan.records[key] = rec
+            columns = plan.columns[key] = {
+                "indexed_timestamp": indexed,
+                **signature_columns(check),
+            }
+            signature = (
+                columns["signature"],
+                columns["signature_status"],
+                columns["signature_detail"],
+            )
             if current is None:
                 plan.add[key] = encoded
-            elif current.record_json != encoded:
+            elif current.record_json != encoded or current.signature != signature:
                 plan.change[key] = (current.id, encoded)
                 if current.sha256 == rec.get("sha256"):
                     plan.records[key] = rec  # same file: nothing to download
@@ -347,6 +399,7 @@ def _row(
     rec: dict[str, Any],
     encoded: bytes,
     about: About | None = None,
+    columns: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     ts = rec.get("timestamp")
     license_ = rec.get("license") or (about.license if about else None)
@@ -372,6 +425,8 @@ def _row(
         "source": ArtifactSource.MIRROR,
         "mirror_id": job.mirror_id,
         "created_at": utcnow(),
+        **NO_SIGNATURE,
+        **(columns or {}),
     }
 
 
@@ -392,7 +447,15 @@ def apply_plan(
     stored = job.mode == MirrorMode.ACTIVE
     for (subdir, filename), (aid, encoded) in plan.change.items():
         rec = plan.records[(subdir, filename)]
-        values = _row(job, subdir, filename, rec, encoded, snapshot.about_for(rec))
+        values = _row(
+            job,
+            subdir,
+            filename,
+            rec,
+            encoded,
+            snapshot.about_for(rec),
+            plan.columns.get((subdir, filename)),
+        )
         if values["summary"] is None:  # not known this time: the one stored stays
             values.pop("summary")
         for key in ("channel_id", "subdir", "filename", "source", "mirror_id", "created_at"):
@@ -404,7 +467,13 @@ def apply_plan(
         touched.add(subdir)
     rows = [
         _row(
-            job, sd, fn, plan.records[(sd, fn)], encoded, snapshot.about_for(plan.records[(sd, fn)])
+            job,
+            sd,
+            fn,
+            plan.records[(sd, fn)],
+            encoded,
+            snapshot.about_for(plan.records[(sd, fn)]),
+            plan.columns.get((sd, fn)),
         )
         for (sd, fn), encoded in plan.add.items()
     ]
@@ -414,6 +483,11 @@ def apply_plan(
         touched.update(r["subdir"] for r in rows)
     backfill_summaries(session, job.mirror_id, snapshot)  # records mirrored without one
     crash_point("mirror:before-commit")
+    session.execute(
+        update(Mirror)
+        .where(Mirror.id == job.mirror_id)
+        .values(upstream_trust=job.trust.stored(job.trusted_root) if job.trusted_root else None)
+    )
     fingerprint = snapshot.fingerprint if not plan.failed else None
     _save_states(session, job, verdict, snapshot, exclusions, fingerprint)
     request_publications(session, [(job.channel_id, sd) for sd in touched])

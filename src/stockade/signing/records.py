@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
 from stockade.db.upsert import insert_ignore_many
 from stockade.settings import SigningSettings
@@ -123,6 +124,7 @@ class RecordSigner:
                     rows.append({"pubkey": signer.public_key, "digest": digest, "signature": sig})
                 with transaction(self.factory) as session:
                     insert_ignore_many(session, RecordSignature, rows, ["pubkey", "digest"])
+                crash_point("signing:after-batch")
                 if progress is not None and time.monotonic() - last > 1.0:
                     progress(total - len(todo) + start + len(batch), total)
                     last = time.monotonic()
