@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import typer
+import time
 
-from stockade.cli.client import client
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from stockade.cli.client import client, fail
 from stockade.cli.output import NONE, AsJson, key_values, out, print_json, table, when
 from stockade.cli.text import shorten
 
@@ -119,6 +122,9 @@ def update(
         help="sign every record the channel serves (content trust; `stockade signing init` "
         "first); the channel is signed in the background",
     ),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="with --sign: show the signing's progress until it is done"
+    ),
 ) -> None:
     """Change privacy, description, scan settings or signing."""
     fields: dict[str, object] = {
@@ -133,6 +139,10 @@ def update(
     data = client().patch(f"/channels/{name}", json=body)
     signed = ", signed" if data.get("sign") else ""
     out.print(f"channel {data['name']} updated ({data['privacy']}{signed})")
+    if sign and follow:
+        follow_signing(data["name"])
+    elif sign:
+        out.print("signing in the background: `stockade signing status` shows how far it is")
 
 
 @channel_app.command("delete")
@@ -246,3 +256,31 @@ def remove(
         f"/channels/{channel}/remove", json=_selection(files or [], name, version, subdir)
     )
     out.print(f"removed {len(data['artifacts'])} file(s) from {channel}")
+
+
+def follow_signing(name: str, poll_s: float = 0.5) -> None:
+    """A progress bar over the channel's records signed until every subdir is published."""
+    api = client()
+    with Progress(
+        TextColumn("signing {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=out,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(name, total=None)
+        while True:
+            subdirs = api.get(f"/channels/{name}/subdirs")
+            failed = [
+                s for s in subdirs if s.get("failure") and s["published_rev"] < s["requested_rev"]
+            ]
+            if failed:
+                fail(f"{failed[0]['subdir']}: {failed[0]['failure']}")
+            total = sum(s.get("signing_total") or 0 for s in subdirs)
+            done = sum(s.get("signing_done") or 0 for s in subdirs)
+            progress.update(task, total=total or None, completed=done)
+            if not any(s["pending"] for s in subdirs):
+                break
+            time.sleep(poll_s)
+    records = sum(s["record_count"] for s in subdirs)
+    out.print(f"channel {name}: {records} records signed")
