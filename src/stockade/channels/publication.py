@@ -8,18 +8,15 @@ the new ``repodata.json``, ``.zst``, shard index and ``run_exports.json`` togeth
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from rattler import Version
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.channels.locks import PublicationLocks
@@ -31,6 +28,7 @@ from stockade.channels.models import (
     SubdirIndex,
     SubdirShard,
 )
+from stockade.channels.publication_shards import build_shards, store_shards
 from stockade.channels.publication_signing import served_signatures, signing_inputs
 from stockade.channels.publication_state import (
     clear_failure,
@@ -45,11 +43,9 @@ from stockade.conda.channeldata import (
     channel_record,
     summarize_packages,
 )
-from stockade.conda.names import parse_filename
 from stockade.conda.patches import apply_patches
 from stockade.conda.records import RecordChecker
 from stockade.conda.repodata import build_repodata_json, compress_zst
-from stockade.conda.shards import build_shard, build_shard_index
 from stockade.core.clock import utcnow
 from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
@@ -58,7 +54,6 @@ from stockade.storage.interfaces import BlobStore
 
 log = logging.getLogger("stockade.publisher")
 
-SHARD_GRACE = timedelta(days=7)
 #: Above this many unknown packages, one join reads every run_exports of the subdir at once.
 RUN_EXPORTS_JOIN_MIN = 1000
 
@@ -74,26 +69,7 @@ class BuiltIndex:
     shards: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (fingerprint, sha)
     gone: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)  # stored patches left out
-
-
-@dataclass
-class _NameGroup:
-    """The records of one package name in a subdir: the input of its shard."""
-
-    tar_bz2: list[tuple[str, bytes]] = field(default_factory=list)
-    conda: list[tuple[str, bytes]] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    signatures: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-
-    def fingerprint(self) -> str:
-        digest = hashlib.blake2b(digest_size=20)
-        for fn, rec in sorted(self.tar_bz2) + sorted(self.conda):
-            digest.update(fn.encode() + b"\0" + rec + b"\n")
-            for key, entry in sorted(self.signatures.get(fn, {}).items()):
-                digest.update(f"{key}:{entry.get('signature')}\n".encode())
-        for fn in sorted(self.removed):
-            digest.update(b"-" + fn.encode() + b"\n")
-        return digest.hexdigest()
+    signed: int = 0  # records carrying this server's signature (0: the channel is not signed)
 
 
 PublishedHook = Callable[[int, str], None]
@@ -304,13 +280,16 @@ class PublicationService:
             run_exports="",
             record_count=len(tar_bz2) + len(conda),
             warnings=warnings,
+            signed=len(tar_bz2) + len(conda) if signing[0] else 0,
         )
         # Hashing, compressing and writing (fsync) release the GIL: they run in threads while
         # this one builds the shards.
         with ThreadPoolExecutor(2, thread_name_prefix="publish") as pool:
             json_sha = pool.submit(self.blobs.put_bytes, repodata)
             zst_sha = pool.submit(self._put_zst, repodata)
-            self._build_shards(built, subdir, names, (tar_bz2, conda, signatures), removed, known)
+            built.shards, built.gone, built.shard_index = build_shards(
+                self.blobs, subdir, names, (tar_bz2, conda, signatures), removed, known
+            )
             built.repodata, built.repodata_zst = json_sha.result(), zst_sha.result()
         # CEP 12: every package of the unpatched index, with {} when it has no run_exports.
         built.run_exports = self.blobs.put_bytes(
@@ -345,42 +324,6 @@ class PublicationService:
                 cache[sha] = data or {}
         return {fn: cache[sha] for fn, sha in shas.items() if cache.get(sha)}
 
-    def _build_shards(
-        self,
-        built: BuiltIndex,
-        subdir: str,
-        names: dict[str, str],
-        records: tuple[dict[str, bytes], dict[str, bytes], dict[str, dict[str, dict[str, str]]]],
-        removed: list[str],
-        known: dict[str, tuple[str, str]],
-    ) -> None:
-        tar_bz2, conda, signatures = records
-        groups: dict[str, _NameGroup] = defaultdict(_NameGroup)
-        for fn, entry in signatures.items():
-            if fn in names:
-                groups[names[fn]].signatures[fn] = entry
-        for fn, rec in tar_bz2.items():
-            groups[names[fn]].tar_bz2.append((fn, rec))
-        for fn, rec in conda.items():
-            groups[names[fn]].conda.append((fn, rec))
-        for fn in removed:
-            groups[names.get(fn) or parse_filename(fn)[0]].removed.append(fn)
-        index: dict[str, bytes] = {}
-        for name, group in groups.items():
-            fingerprint = group.fingerprint()
-            previous = known.get(name)
-            if previous is not None and previous[0] == fingerprint:
-                sha = previous[1]
-            else:
-                _digest, data = build_shard(
-                    group.tar_bz2, group.conda, group.removed, group.signatures
-                )
-                sha = self.blobs.put_bytes(data)
-            built.shards[name] = (fingerprint, sha)
-            index[name] = bytes.fromhex(sha)
-        built.gone = set(known) - set(groups)
-        built.shard_index = self.blobs.put_bytes(build_shard_index(subdir, index))
-
     def _switch(self, index_id: int, built: BuiltIndex) -> None:
         with transaction(self.factory) as session:
             row = session.get(SubdirIndex, index_id, with_for_update=True)
@@ -393,42 +336,12 @@ class PublicationService:
             row.shard_index_sha256 = built.shard_index
             row.run_exports_sha256 = built.run_exports
             row.record_count = built.record_count
+            row.signing_done = row.signing_total = built.signed
             row.published_rev = max(row.published_rev, built.rev)
             row.published_at = utcnow()
             row.lease_owner = None
             clear_failure(row, built.warnings)
-            self._store_shards(session, index_id, built)
-
-    @staticmethod
-    def _store_shards(session: Session, index_id: int, built: BuiltIndex) -> None:
-        now = utcnow()
-        current = {
-            s.name: s
-            for s in session.scalars(
-                select(SubdirShard).where(
-                    SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at.is_(None)
-                )
-            ).all()
-        }
-        for name in built.gone:
-            if name in current:
-                current[name].retired_at = now
-        for name, (fingerprint, sha) in built.shards.items():
-            shard = current.get(name)
-            if shard is not None and shard.fingerprint == fingerprint:
-                continue
-            if shard is not None:
-                shard.retired_at = now
-            session.add(
-                SubdirShard(
-                    subdir_index_id=index_id, name=name, fingerprint=fingerprint, shard_sha256=sha
-                )
-            )
-        session.execute(
-            delete(SubdirShard).where(
-                SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at < now - SHARD_GRACE
-            )
-        )
+            store_shards(session, index_id, built.shards, built.gone)
 
 
 def _engine_of(factory: sessionmaker[Session]) -> Engine:

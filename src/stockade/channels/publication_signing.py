@@ -72,7 +72,6 @@ def served_signatures(
         ours = signer.sign_records(sorted(served.items()), _progress(factory, index_id))
         for fn, entry in ours.items():
             result[fn] = {**result.get(fn, {}), **entry}
-        _progress(factory, index_id)(len(served), len(served))
     return result, warnings
 
 

@@ -1,0 +1,111 @@
+"""CEP 16 shards of a publication: rebuilt only for names whose records changed (by fingerprint)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from stockade.channels.models import SubdirShard
+from stockade.conda.names import parse_filename
+from stockade.conda.shards import build_shard, build_shard_index
+from stockade.core.clock import utcnow
+from stockade.storage.interfaces import BlobStore
+
+SHARD_GRACE = timedelta(days=7)
+
+
+@dataclass
+class _NameGroup:
+    """The records of one package name in a subdir: the input of its shard."""
+
+    tar_bz2: list[tuple[str, bytes]] = field(default_factory=list)
+    conda: list[tuple[str, bytes]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    signatures: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.blake2b(digest_size=20)
+        for fn, rec in sorted(self.tar_bz2) + sorted(self.conda):
+            digest.update(fn.encode() + b"\0" + rec + b"\n")
+            for key, entry in sorted(self.signatures.get(fn, {}).items()):
+                digest.update(f"{key}:{entry.get('signature')}\n".encode())
+        for fn in sorted(self.removed):
+            digest.update(b"-" + fn.encode() + b"\n")
+        return digest.hexdigest()
+
+
+def build_shards(
+    blobs: BlobStore,
+    subdir: str,
+    names: dict[str, str],
+    records: tuple[dict[str, bytes], dict[str, bytes], dict[str, dict[str, dict[str, str]]]],
+    removed: list[str],
+    known: dict[str, tuple[str, str]],
+) -> tuple[dict[str, tuple[str, str]], set[str], str]:
+    """Shards of the names whose records changed (by fingerprint); the others are reused.
+
+    Returns (name -> (fingerprint, shard sha256), names gone, shard index sha256).
+    """
+    tar_bz2, conda, signatures = records
+    groups: dict[str, _NameGroup] = defaultdict(_NameGroup)
+    for fn, entry in signatures.items():
+        if fn in names:
+            groups[names[fn]].signatures[fn] = entry
+    for fn, rec in tar_bz2.items():
+        groups[names[fn]].tar_bz2.append((fn, rec))
+    for fn, rec in conda.items():
+        groups[names[fn]].conda.append((fn, rec))
+    for fn in removed:
+        groups[names.get(fn) or parse_filename(fn)[0]].removed.append(fn)
+    index: dict[str, bytes] = {}
+    shards: dict[str, tuple[str, str]] = {}
+    for name, group in groups.items():
+        fingerprint = group.fingerprint()
+        previous = known.get(name)
+        if previous is not None and previous[0] == fingerprint:
+            sha = previous[1]
+        else:
+            _digest, data = build_shard(group.tar_bz2, group.conda, group.removed, group.signatures)
+            sha = blobs.put_bytes(data)
+        shards[name] = (fingerprint, sha)
+        index[name] = bytes.fromhex(sha)
+    return shards, set(known) - set(groups), blobs.put_bytes(build_shard_index(subdir, index))
+
+
+def store_shards(
+    session: Session, index_id: int, shards: dict[str, tuple[str, str]], gone: set[str]
+) -> None:
+    """Point the subdir at its current shards; superseded ones stay servable for a grace period."""
+    now = utcnow()
+    current = {
+        s.name: s
+        for s in session.scalars(
+            select(SubdirShard).where(
+                SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at.is_(None)
+            )
+        ).all()
+    }
+    for name in gone:
+        if name in current:
+            current[name].retired_at = now
+    for name, (fingerprint, sha) in shards.items():
+        shard = current.get(name)
+        if shard is not None and shard.fingerprint == fingerprint:
+            continue
+        if shard is not None:
+            shard.retired_at = now
+        session.add(
+            SubdirShard(
+                subdir_index_id=index_id, name=name, fingerprint=fingerprint, shard_sha256=sha
+            )
+        )
+    session.execute(
+        delete(SubdirShard).where(
+            SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at < now - SHARD_GRACE
+        )
+    )
