@@ -8,6 +8,7 @@ ed25519 signature of those bytes (docs/formats/signing.md has an example).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import subprocess
@@ -117,12 +118,20 @@ class CommandSigner:
     def close(self) -> None:
         if self._proc.poll() is None:
             if self._proc.stdin is not None:
-                self._proc.stdin.close()
+                self._close_pipe(self._proc.stdin)
             try:
                 self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):  # no file handle left to the GC
+            if pipe is not None:
+                self._close_pipe(pipe)
+
+    @staticmethod
+    def _close_pipe(pipe: IO[str]) -> None:
+        with contextlib.suppress(OSError):  # the signer may be gone: nothing to flush to
+            pipe.close()
 
 
 def keys_dir(settings: SigningSettings, data_dir: Path) -> Path:
