@@ -32,6 +32,26 @@ def _fields(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+TRUSTED_ROOT_HELP = (
+    "the upstream's root.json (a file): upstream signatures are verified against it "
+    "(`signed_only` policies keep the verified records)"
+)
+METADATA_URL_HELP = (
+    "where the upstream's key_mgr.json and N.root.json are (default: the source URL)"
+)
+
+
+def _root_text(path: str | None) -> str | None:
+    """The text of the --trusted-root file ('' clears it; the server checks the content)."""
+    if path is None or path == "":
+        return path
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read(1024 * 1024 + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"--trusted-root: cannot read {path}: {exc}")
+
+
 @mirror_app.command("create")
 def create(
     name: str,
@@ -52,6 +72,10 @@ def create(
     allow: str | None = typer.Option(None, help="package names allowed past that guard"),
     privacy: str | None = typer.Option(
         None, help="privacy of a channel it creates (default public; a subchannel: its parent's)"
+    ),
+    trusted_root: str | None = typer.Option(None, "--trusted-root", help=TRUSTED_ROOT_HELP),
+    signing_metadata_url: str | None = typer.Option(
+        None, "--signing-metadata-url", help=METADATA_URL_HELP
     ),
     check: bool = typer.Option(
         True,
@@ -78,6 +102,8 @@ def create(
         allowed_names=_csv(allow),
         privacy=privacy,
         check=None if check else False,
+        trusted_root=_root_text(trusted_root),
+        signing_metadata_url=signing_metadata_url,
     )
     data = client().post("/mirrors", json=body)
     out.print(
@@ -104,6 +130,12 @@ def update(
     enabled: bool | None = typer.Option(None, "--enabled/--disabled"),
     companions: str | None = typer.Option(None),
     allow: str | None = typer.Option(None, help="package names allowed past the guard"),
+    trusted_root: str | None = typer.Option(
+        None, "--trusted-root", help=TRUSTED_ROOT_HELP + "; '' clears it"
+    ),
+    signing_metadata_url: str | None = typer.Option(
+        None, "--signing-metadata-url", help=METADATA_URL_HELP + "; '' clears it"
+    ),
 ) -> None:
     """Change a mirror's settings (only the options given)."""
     body = _fields(
@@ -118,6 +150,8 @@ def update(
         enabled=enabled,
         companions=_csv(companions),
         allowed_names=_csv(allow),
+        trusted_root=_root_text(trusted_root),
+        signing_metadata_url=signing_metadata_url,
     )
     if not body:
         fail("nothing to change: give at least one option")
@@ -168,10 +202,27 @@ def show(name: str, as_json: AsJson = False) -> None:
             ("companions", data.get("companions") or None),
             ("allowed names", data.get("allowed_names") or None),
             ("policies", data["policies"] or "none (everything is kept)"),
+            ("trusted root", _root_line(data.get("trusted_root"))),
+            ("metadata URL", data.get("signing_metadata_url")),
+            ("signatures", data.get("signature_trust") or None),
         ],
     )
     if data["last_run"]:
         _print_run(data["last_run"])
+
+
+def _root_line(root: dict[str, Any] | None) -> str | None:
+    """A trusted root's version, expiry and key fingerprints (public keys, shortened)."""
+    if not root:
+        return None
+    if root.get("error"):
+        return f"unreadable: {root['error']}"
+    keys = ", ".join(k[:16] + "…" for k in root.get("root_keys") or [])
+    key_mgr = ", ".join(k[:16] + "…" for k in root.get("key_mgr_keys") or [])
+    return (
+        f"version {root.get('version')}, expires {root.get('expiration')}; root keys {keys}; "
+        f"key_mgr keys {key_mgr}"
+    )
 
 
 @mirror_app.command("delete")

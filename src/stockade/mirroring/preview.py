@@ -41,13 +41,15 @@ from stockade.mirroring.evaluation import (
     needs_link_scripts,
     undecided,
 )
-from stockade.mirroring.inputs import unpack_exclusions
+from stockade.mirroring.inputs import UpstreamSubdir, unpack_exclusions
 from stockade.mirroring.matching import SpecMatcher
 from stockade.mirroring.models import Mirror, MirrorMode
 from stockade.mirroring.plan import MirrorJob, build_plan, job_for_mirror, mirror_policies
 from stockade.mirroring.snapshots import StoredSnapshot, last_snapshot
+from stockade.mirroring.upstream import Verdict
 from stockade.policies.engine import Reason, VulnerabilityLookup
 from stockade.policies.model import Policy
+from stockade.signing.upstream import check_record
 from stockade.storage.interfaces import BlobStore
 
 SAMPLES = 10
@@ -253,6 +255,7 @@ class PreviewService:
             )
         if any(open_.values()):
             preview.notes.append(_undecided_note(job))
+        preview.notes += _signature_summary(job, verdict)
         return preview
 
     def explain(
@@ -304,6 +307,8 @@ class PreviewService:
         found: list[Explanation] = []
         for sd, fn, rec in matched:
             why = reasons.get(sd, {}).get(fn, [])
+            notes = [_undecided_note(job)] if not why and fn in unknown else []
+            notes += _signature_notes(job, stored.parsed[sd], fn)
             found.append(
                 Explanation(
                     mirror.name,
@@ -314,7 +319,7 @@ class PreviewService:
                     why,
                     [label for label, m in excepting if m.matches(rec, sd)],
                     stored.fetched_at,
-                    [_undecided_note(job)] if not why and fn in unknown else [],
+                    notes,
                 )
             )
         return found
@@ -374,6 +379,29 @@ def _by_reason(
             if len(bucket) < SAMPLES:
                 bucket.append(fn)
     return dict(sorted(counts.items(), key=lambda kv: -kv[1])), samples
+
+
+def _signature_notes(job: MirrorJob, up: UpstreamSubdir, filename: str) -> list[str]:
+    """What the record's upstream signature proves (which key verified it, or why not)."""
+    check = check_record(
+        up.records[filename], up.signatures.get(filename), up.changed.get(filename), job.trust
+    )
+    if check is None:
+        signed_only = any(p.signed_only for p in job.policies)
+        return ["no upstream signature"] if signed_only else []
+    return [f"upstream signature {check.status}: {check.detail}"]
+
+
+def _signature_summary(job: MirrorJob, verdict: Verdict) -> list[str]:
+    """Counts of upstream signature states, and what they were checked with."""
+    counts: dict[str, int] = {}
+    for per in verdict.signatures.values():
+        for check in per.values():
+            counts[check.status] = counts.get(check.status, 0) + 1
+    if not counts and not any(p.signed_only for p in job.policies):
+        return []
+    found = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
+    return [f"upstream signatures: {found} ({job.trust.describe()})"]
 
 
 def _undecided_note(job: MirrorJob) -> str:

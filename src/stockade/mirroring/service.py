@@ -12,6 +12,7 @@ nothing of the server's files. Upstream URLs and proxies pass the outbound polic
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -65,6 +66,8 @@ class MirrorSpec:
     enabled: bool = UNSET
     companions: list[str] = UNSET
     allowed_names: list[str] = UNSET
+    trusted_root: Any = UNSET  # the upstream's root.json (object or text); None or "" clears
+    signing_metadata_url: str | None = UNSET
 
     def given(self) -> dict[str, Any]:
         return {
@@ -105,7 +108,15 @@ def state_of(mirror: Mirror) -> dict[str, Any]:
         "enabled": mirror.enabled,
         "companions": list(mirror.companions),
         "allowed_names": list(mirror.allowed_names),
+        "trusted_root_sha256": trust_sha(mirror.trusted_root),
+        "signing_metadata_url": redact_url(mirror.signing_metadata_url)
+        if mirror.signing_metadata_url
+        else None,
     }
+
+
+def trust_sha(data: bytes | None) -> str | None:
+    return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
 def _shown_unchanged(given: Any, stored: str | None) -> bool:
@@ -316,6 +327,7 @@ class MirrorService:
                 self._require_global(principal, "a file:// source reads the server's disk")
             mirror.source_url = check.check_source(given["source"])
             self._check_destination(principal, mirror.source_url, "source")
+        self._apply_trust(principal, mirror, given)
         proxy_changed = proxy_dropped = False
         if "proxy" in given:
             proxy, userinfo = check.check_proxy(given["proxy"])
@@ -332,6 +344,24 @@ class MirrorService:
             credentials.set_token(mirror, self.secrets, None)
             token_dropped = True
         return credentials.CredentialChange(token_dropped, proxy_dropped)
+
+    def _apply_trust(self, principal: Principal, mirror: Mirror, given: dict[str, Any]) -> None:
+        """The upstream's trusted root and metadata URL (``mirroring.trust``). What the last run
+        fetched is forgotten when either, or the source, changes."""
+        before = (mirror.trusted_root, mirror.signing_metadata_url, mirror.source_url)
+        if "trusted_root" in given:
+            mirror.trusted_root = check.check_trusted_root(given["trusted_root"])
+        if "signing_metadata_url" in given:
+            url = given["signing_metadata_url"]
+            if url and check.is_local_source(str(url)):
+                self._require_global(principal, "a file:// metadata URL reads the server's disk")
+            mirror.signing_metadata_url = check.check_metadata_url(url)
+            if mirror.signing_metadata_url is not None:
+                self._check_destination(
+                    principal, mirror.signing_metadata_url, "signing_metadata_url"
+                )
+        if (mirror.trusted_root, mirror.signing_metadata_url, mirror.source_url) != before:
+            mirror.upstream_trust = None
 
     def _check_destination(self, principal: Principal, url: str, field: str) -> None:
         if self.outbound is not None:

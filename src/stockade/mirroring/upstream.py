@@ -148,6 +148,7 @@ def fetch_upstream(
         job.channel_id,
         job.vulnerability_version,
         job.trust.digest(),
+        job.trust.stored(job.trusted_root)["trusted_root_sha256"],
     )
     snapshot = UpstreamSnapshot(fetched, fingerprint, dict(job.states), blobs)
     if job.mode == MirrorMode.PASSIVE and not snapshot.unchanged(job, utcnow()):
@@ -269,7 +270,12 @@ def evaluate_records(
     if job.trust.expires is not None and (valid_until is None or job.trust.expires < valid_until):
         valid_until = job.trust.expires  # verified signatures stop verifying then
     return Verdict(
-        kept, excluded, {sd: up.base_url for sd, up in parsed.items()}, upstream, valid_until, checks
+        kept,
+        excluded,
+        {sd: up.base_url for sd, up in parsed.items()},
+        upstream,
+        valid_until,
+        checks,
     )
 
 

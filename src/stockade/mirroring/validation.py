@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from croniter import CroniterError, croniter
 
@@ -15,6 +17,8 @@ from stockade.core.urls import ParsedURL, URLParseError, parse_url, split_userin
 from stockade.mirroring.errors import InvalidMirrorError
 from stockade.mirroring.models import MirrorMode
 from stockade.mirroring.sources import SourceConfig, open_source
+from stockade.signing.errors import TrustMetadataError
+from stockade.signing.upstream import parse_trusted_root
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SUBDIR_RE = re.compile(r"^(noarch|[a-z0-9]+-[a-z0-9_]+)$")
@@ -31,7 +35,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_source(url: str) -> str:
+def check_source(url: str, field: str = "source") -> str:
     """``https://``, ``http://`` or ``file://`` URL of a conda channel (no credentials in it),
     returned normalized (scheme and host lower-case, no trailing ``/``).
 
@@ -41,21 +45,22 @@ def check_source(url: str) -> str:
     and that the URL has no query. Nothing here touches the disk.
     """
     if not isinstance(url, str) or not url.strip():
-        raise InvalidMirrorError("source: give the upstream channel URL", field="source")
-    parsed = _parse(url, "source")
+        what = "the upstream channel URL" if field == "source" else "a URL"
+        raise InvalidMirrorError(f"{field}: give {what}", field=field)
+    parsed = _parse(url, field)
     if parsed.has_userinfo:
         raise InvalidMirrorError(
-            "source: do not put credentials in the URL; give them as the mirror's token",
+            f"{field}: do not put credentials in the URL; give them as the mirror's token",
             code="mirror:credentials-in-url",
-            field="source",
+            field=field,
         )
     if parsed.query:
-        raise InvalidMirrorError("source: no query, please", field="source")
+        raise InvalidMirrorError(f"{field}: no query, please", field=field)
     normalized = parsed.unsplit().rstrip("/")
     try:
         open_source(SourceConfig(normalized)).close()
     except InvalidInputError as exc:
-        raise InvalidMirrorError(f"source: {exc.detail}", field="source") from None
+        raise InvalidMirrorError(f"{field}: {exc.detail}", field=field) from None
     if parsed.scheme == "file":  # file://localhost/x is file:///x
         normalized = "file://" + parsed.path.rstrip("/")
     return normalized
@@ -183,3 +188,31 @@ def check_names(values: Iterable[str], field: str) -> list[str]:
         if not PACKAGE_NAME_RE.match(value):
             raise InvalidMirrorError(f"{field}: {value!r} is not a package name", field=field)
     return clean
+
+
+def check_trusted_root(value: Any) -> bytes | None:
+    """The upstream's root metadata (a JSON object or its text), well-formed and signed by its
+    own root keys; stored as JSON bytes. None or "" clears it."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    data = value.encode() if isinstance(value, str) else _json_bytes(value)
+    try:
+        envelope = parse_trusted_root(data)
+    except TrustMetadataError as exc:
+        raise InvalidMirrorError(f"trusted_root: {exc.detail}", field="trusted_root") from None
+    return json.dumps(envelope, sort_keys=True).encode()
+
+
+def _json_bytes(value: Any) -> bytes:
+    if not isinstance(value, dict):
+        raise InvalidMirrorError(
+            "trusted_root: give the upstream's root.json (a JSON object)", field="trusted_root"
+        )
+    return json.dumps(value).encode()
+
+
+def check_metadata_url(url: str | None) -> str | None:
+    """Where the upstream's key_mgr.json and root updates are: checked as a source URL is."""
+    if url is None or not str(url).strip():
+        return None
+    return check_source(url, "signing_metadata_url")

@@ -79,10 +79,8 @@ def parse_trusted_root(data: bytes | str) -> dict[str, Any]:
     envelope = _json(data, "trusted_root")
     signed = check_delegating(envelope, "root")
     keys, threshold = delegation(signed, "root")
-    verify_envelope(
-        envelope, keys, threshold, what="trusted_root (self-signature)", openpgp=True
-    )
-    return envelope
+    verify_envelope(envelope, keys, threshold, what="trusted_root (self-signature)", openpgp=True)
+    return dict(envelope)
 
 
 def root_summary(data: bytes | None) -> dict[str, Any] | None:
@@ -129,8 +127,8 @@ class UpstreamTrust:
 
     def digest(self) -> str:
         """Changes whenever what the records are checked with does."""
-        parts = [self.configured, self.root_version, self.key_mgr_version, self.problem]
-        parts.append(sorted(self.material.items()))
+        parts: list[Any] = [self.configured, self.root_version, self.key_mgr_version]
+        parts += [self.problem, sorted(self.material.items())]
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
     def stored(self, trusted_root: bytes | None) -> dict[str, Any]:
@@ -186,9 +184,13 @@ def establish_trust(trusted_root: bytes | None, fetch: Fetch, now: datetime) -> 
         key_mgr = verify_key_mgr(root_env, _json(data, KEY_MGR), now)
     except TrustFetchError as exc:
         why = f"{KEY_MGR} could not be fetched: {exc}"
-        return UpstreamTrust(True, root_version, None, None, why, True, None, recording.material, str(exc))
+        return UpstreamTrust(
+            True, root_version, None, None, why, True, None, recording.material, str(exc)
+        )
     except TrustMetadataError as exc:
-        return UpstreamTrust(True, root_version, None, None, exc.detail, False, None, recording.material)
+        return UpstreamTrust(
+            True, root_version, None, None, exc.detail, False, None, recording.material
+        )
     expires = min(
         parse_time(key_mgr["expiration"], "key_mgr expiration"),
         parse_time(root_env["signed"]["expiration"], "root expiration"),
@@ -220,8 +222,8 @@ def stored_trust(
     if not isinstance(stored, Mapping) or stored.get("trusted_root_sha256") != _sha(trusted_root):
         return UpstreamTrust(
             True,
-            problem="the trusted root was set or changed after the last run: run the mirror "
-            "to fetch the upstream's key_mgr.json",
+            problem="the trust settings (trusted root, metadata URL or source) changed after "
+            "the last run: run the mirror to fetch the upstream's key_mgr.json",
             unreachable=True,
         )
     material = stored.get("material") or {}

@@ -67,6 +67,9 @@ class _Sigs:
     def is_signed(self, filename: str) -> bool:
         return self.inner.is_signed(filename)
 
+    def why_unsigned(self, filename: str) -> str:
+        return self.inner.why_unsigned(filename)
+
 
 @dataclass
 class _Scripts:

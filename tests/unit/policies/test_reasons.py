@@ -52,15 +52,12 @@ def test_refusal_every_alternative_counted_once() -> None:
     assert text.startswith("gpl3 not allowed")
 
 
-@pytest.mark.parametrize("definition", [{"signed_only": True}, {"signed_only": 1}])
-def test_signed_only_is_refused_in_new_definitions(definition: dict[str, Any]) -> None:
-    """No signature is verified yet: a new or changed policy cannot ask for one (issue 11, 12)."""
-    with pytest.raises(InvalidInputError) as caught:
-        parse_new_definition("p", {**definition, "keep_latest": 1})
-    assert caught.value.extra["field"] == "signed_only"
-    assert "not verified" in caught.value.detail
+def test_signed_only_is_accepted_now_that_signatures_are_verified() -> None:
+    """Issue 14: upstream signatures are verified against a mirror's trusted root, so a new or
+    changed policy may ask for them (it was refused while nothing could meet it)."""
+    assert parse_new_definition("p", {"signed_only": True, "keep_latest": 1}).signed_only
     parse_new_definition("p", {"signed_only": False, "keep_latest": 1})
-    parse_definition("stored", {"signed_only": True})  # an older stored one still loads
+    assert parse_definition("stored", {"signed_only": True}).signed_only
 
 
 @pytest.mark.parametrize(

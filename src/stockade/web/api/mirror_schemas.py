@@ -37,6 +37,17 @@ class MirrorFields(Strict):
     enabled: bool | None = None
     companions: list[str] | None = Field(default=None, max_length=256)
     allowed_names: list[str] | None = Field(default=None, max_length=10_000)
+    trusted_root: dict[str, Any] | str | None = Field(
+        default=None,
+        description="the upstream's root metadata (its root.json, as an object or its text): "
+        'upstream signatures are verified against it; null or "" clears it',
+    )
+    signing_metadata_url: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="where the upstream's key_mgr.json and N.root.json are (default: the "
+        "source URL); null clears it",
+    )
 
     @field_validator(*NOT_NULL, mode="before", check_fields=False)
     @classmethod
@@ -106,6 +117,17 @@ class RunLogPublic(BaseModel):
     message: str
 
 
+class TrustedRootPublic(BaseModel):
+    """What is shown of a mirror's trusted root: public metadata only."""
+
+    version: int | None = None
+    expiration: str | None = None
+    root_keys: list[str] = Field(default_factory=list, description="ed25519 public keys (hex)")
+    key_mgr_keys: list[str] = Field(default_factory=list)
+    sha256: str | None = None
+    error: str | None = None
+
+
 class MirrorPublic(BaseModel):
     name: str
     channel: str
@@ -125,6 +147,11 @@ class MirrorPublic(BaseModel):
     policies: list[str]
     created_at: datetime
     last_run: RunPublic | None
+    trusted_root: TrustedRootPublic | None = None
+    signing_metadata_url: str | None = None
+    signature_trust: str = Field(
+        default="", description="what upstream signatures are checked with, as of the last run"
+    )
 
 
 class ExclusionPublic(BaseModel):

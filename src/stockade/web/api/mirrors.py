@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from stockade.auth.permissions import Permission
 from stockade.channels.models import Channel
 from stockade.container import Container
+from stockade.core.clock import utcnow
 from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
 from stockade.mirroring.credentials import has_proxy_credentials
@@ -18,7 +19,8 @@ from stockade.mirroring.inputs import unpack_exclusions
 from stockade.mirroring.models import Mirror, MirrorRun, MirrorSubdirState
 from stockade.mirroring.plan import mirror_policies
 from stockade.mirroring.runs import RunService
-from stockade.mirroring.service import UNSET, MirrorService, MirrorSpec
+from stockade.mirroring.service import UNSET, MirrorService, MirrorSpec, trust_sha
+from stockade.signing.upstream import root_summary, stored_trust
 from stockade.web.api.mirror_schemas import (
     ExclusionPublic,
     MirrorCreate,
@@ -27,6 +29,7 @@ from stockade.web.api.mirror_schemas import (
     RunLogPublic,
     RunPublic,
     RunStep,
+    TrustedRootPublic,
 )
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
@@ -78,7 +81,25 @@ def mirror_public(session: Session, mirror: Mirror, last: MirrorRun | None) -> M
         policies=[p.name for p in mirror_policies(session, mirror)],
         created_at=mirror.created_at,
         last_run=run_public(last, mirror.name) if last is not None else None,
+        **trust_public(mirror),
     )
+
+
+def trust_public(mirror: Mirror) -> dict[str, Any]:
+    """A mirror's trust settings as shown: the root's version and public keys, never more."""
+    summary = root_summary(mirror.trusted_root)
+    root = (
+        TrustedRootPublic(**summary, sha256=trust_sha(mirror.trusted_root))
+        if summary is not None
+        else None
+    )
+    trust = stored_trust(mirror.trusted_root, mirror.upstream_trust, utcnow())
+    url = mirror.signing_metadata_url
+    return {
+        "trusted_root": root,
+        "signing_metadata_url": redact_url(url) if url else None,
+        "signature_trust": trust.describe(),
+    }
 
 
 def _spec(body: MirrorCreate | MirrorUpdate) -> MirrorSpec:
