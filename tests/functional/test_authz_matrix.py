@@ -1494,6 +1494,21 @@ def _scanning_api_rules() -> Iterator[Case]:
     yield Case("DELETE", f"{rules}/{{name}}", permission(P.SECURITY_MANAGE, 404), missing)
 
 
+def _signing_rules() -> Iterator[Case]:
+    """Content trust: security:read to look, security:manage to install metadata (an empty
+    upload: its holders get 422, everyone else is refused before it is read). The trust files
+    are public (conda fetches them without credentials); none exist on this server."""
+    yield Case(
+        "GET", f"{API}/signing", permission(P.SECURITY_READ, 200), req("GET", f"{API}/signing")
+    )
+    empty = req("POST", f"{API}/signing/metadata", json={"roots": [], "key_mgr": None})
+    yield Case("POST", f"{API}/signing/metadata", permission(P.SECURITY_MANAGE, 422), empty)
+    current = req("GET", f"{API}/signing/metadata")
+    yield Case("GET", f"{API}/signing/metadata", signed_in(404), current)
+    trust = req("GET", "/signing/1.root.json")
+    yield Case("GET", "/signing/{name}", anyone(404), trust, surface="free")
+
+
 def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
     rules: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
@@ -1509,6 +1524,7 @@ RULES = _index(
         *_webhook_api_rules(),
         *_report_api_rules(),
         *_scanning_api_rules(),
+        *_signing_rules(),
         *_conda_rules(),
         *_page_rules(),
     ]

@@ -25,7 +25,7 @@ from stockade.channels.publishing import request_publications
 from stockade.core.clock import utcnow
 from stockade.settings import SigningSettings
 from stockade.signing.chain import Chain, install, load_chain, root_versions
-from stockade.signing.errors import SignerUnavailableError
+from stockade.signing.errors import SignerUnavailableError, TrustMetadataError
 from stockade.signing.format import delegation
 from stockade.signing.keys import KeyFolder, passphrase_from_env
 from stockade.signing.signers import keys_dir, open_signer
@@ -89,6 +89,8 @@ class SigningAdmin:
     ) -> SigningStatus:
         """Store new root versions and/or key_mgr (verified); re-sign channels on a new pkg_mgr."""
         self.access.require(principal, Permission.SECURITY_MANAGE)
+        if not roots and key_mgr is None:
+            raise TrustMetadataError("nothing to install: give new root versions or a key_mgr")
         before = root_versions(self.session)
         chain, changed = install(self.session, roots, key_mgr)
         if changed:
@@ -112,7 +114,7 @@ class SigningAdmin:
                 "pkg_mgr_changed": changed,
             },
         )
-        return self.status(principal, check_signer=False)
+        return self.status(principal)
 
     def _warnings(self, chain: Chain, expires: dict[str, datetime]) -> list[str]:
         now = utcnow()
