@@ -851,29 +851,30 @@ def test_licenses_in_from_spdx_license(pytorch_mirror: Mirrored) -> None:
     assert "lgpl" in why(m, "linux-64", lgpl)["reasons"][0]["detail"]
 
 
-def test_signed_only_is_refused_until_signatures_are_verified(signed_mirror: Mirrored) -> None:
-    """No signature can be verified yet (no trusted keys before SPEC §8's content trust), and the
-    `signatures` entries of this repodata are not even hex: a "signed only" policy would empty the
-    channel, so creating, changing or trying one is refused with a message naming the field."""
+def test_signed_only_without_a_trusted_root_keeps_nothing(signed_mirror: Mirrored) -> None:
+    """The `signatures` entries of this repodata are not even hex, and the mirror has no trusted
+    root: "signed only" (accepted since issue 14) keeps no record, and each exclusion says why
+    (tests/functional/test_mirror_signatures.py has an upstream whose signatures verify)."""
     m = signed_mirror
     client = admin(m.live)
     signed = {"signed_only": True}
-    stored = make_policy(m.live, {"keep_latest": 1})
-    for response in (
-        client.post("/api/v1/policies", json={"name": unique("signed"), "definition": signed}),
-        client.patch(f"/api/v1/policies/{stored}", json={"definition": signed}),
-        client.post("/api/v1/policies/dry-run", json={"channel": m.channel, "definition": signed}),
-    ):
-        assert response.status_code == 422, response.text
-        problem = response.json()
-        assert problem["field"] == "signed_only", problem
-        assert "not verified" in problem["detail"]
+    response = client.post(
+        "/api/v1/policies/dry-run", json={"channel": m.channel, "definition": signed}
+    )
+    assert response.status_code == 200, response.text
+    totals = response.json()["mirrors"][0]["totals"]
+    assert totals["kept"] == 0, totals
     doc = json.loads(
         (TESTDATA / "repodata" / "conda-forge-numpy-signed" / "repodata.json").read_bytes()
     )
     garbage = set(doc["signatures"])
     served = published_names(m.live, m.channel, ["linux-64"])["linux-64"]
-    assert served >= garbage  # no policy: the channel holds them like every other record
+    assert served >= garbage  # no policy assigned: the channel holds them like every other record
+    one = next(iter(sorted(garbage)))
+    notes = why(m, "linux-64", one)["notes"]
+    # these records name their upstream url and fn, which Stockade leaves out
+    assert len(notes) == 1 and notes[0].startswith("upstream signature dropped: "), notes
+    assert "(fn, url)" in notes[0]
 
 
 def test_no_link_scripts_active(live: LiveServer, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from stockade.channels.privacy import channel_ref
 from stockade.channels.publishing import request_publications
 from stockade.channels.scanstate import ArtifactSource, listed_clause
 from stockade.channels.service import ChannelService
+from stockade.channels.signature_state import SignatureState, signature_clause
 from stockade.core.errors import InvalidInputError
 
 
@@ -65,6 +66,7 @@ class ArtifactService:
         *,
         subdir: str | None = None,
         name: str | None = None,
+        signature: SignatureState | None = None,
         after_id: int = 0,
         limit: int = 100,
         with_pending: bool = False,
@@ -78,6 +80,8 @@ class ArtifactService:
             query = query.where(Artifact.subdir == subdir)
         if name:
             query = query.where(Artifact.name == name)
+        if signature:
+            query = query.where(signature_clause(channel.sign, signature))
         return list(self.session.scalars(query.order_by(Artifact.id).limit(limit)).all())
 
     def get(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -14,6 +15,17 @@ from stockade.cli.text import shorten
 channel_app = typer.Typer(help="Channels.", no_args_is_help=True)
 
 PRIVACY_HELP = "public | authenticated | private"
+
+
+class SignatureFilter(StrEnum):
+    """The server's signature states (stockade.channels.signature_state), without importing it."""
+
+    SIGNED = "signed"
+    UPSTREAM_VERIFIED = "upstream-verified"
+    UPSTREAM_UNVERIFIED = "upstream-unverified"
+    UPSTREAM_INVALID = "upstream-invalid"
+    UPSTREAM_DROPPED = "upstream-dropped"
+    UNSIGNED = "unsigned"
 
 
 def _print_json(data: object) -> None:
@@ -173,17 +185,30 @@ def files(
     name: str,
     subdir: str | None = None,
     package: str | None = typer.Option(None, "--name"),
+    signature: SignatureFilter | None = typer.Option(
+        None, "--signature", help="only files in this signature state"
+    ),
     as_json: AsJson = False,
 ) -> None:
-    """List a channel's package files (the first 1,000)."""
-    params = {k: v for k, v in {"subdir": subdir, "name": package}.items() if v}
+    """List a channel's package files (the first 1,000), with their scan and signature state
+    (signed: by this server; upstream-*: a mirrored record's upstream signature; unsigned)."""
+    wanted = {"subdir": subdir, "name": package, "signature": signature and signature.value}
+    params = {k: v for k, v in wanted.items() if v}
     data = client().get(f"/channels/{name}/files", params={**params, "limit": 1000})
     if as_json:
         _print_json(data)
         return
-    grid = table("subdir", "filename", "size", "sha256")
+    grid = table("subdir", "filename", "size", "sha256", "scan", "signature")
     for a in data:
-        grid.add_row(a["subdir"], a["filename"], str(a["size"]), a["sha256"][:16] + "…")
+        sig = a.get("signature") or {}
+        grid.add_row(
+            a["subdir"],
+            a["filename"],
+            str(a["size"]),
+            a["sha256"][:16] + "…",
+            a.get("scan_status", ""),
+            sig.get("state", ""),
+        )
     out.print(grid)
 
 

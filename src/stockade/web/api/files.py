@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.artifacts import ArtifactService
 from stockade.channels.artifacts import Selection as SelectionSpec
+from stockade.channels.models import Artifact
 from stockade.channels.patching import PatchService
 from stockade.channels.service import ChannelService
+from stockade.channels.signature_state import SignatureState
 from stockade.channels.upload import UploadService, ValidatedUpload, validate_upload
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError
@@ -21,7 +24,7 @@ from stockade.db.engine import transaction
 from stockade.scanning.models import ArtifactScan
 from stockade.storage.staging import StagedFile
 from stockade.web.api.channels import base_url
-from stockade.web.api.presenters import artifact_public
+from stockade.web.api.presenters import artifact_public, channel_signs
 from stockade.web.api.scanning import scan_public
 from stockade.web.api.schemas import (
     ArtifactPublic,
@@ -74,7 +77,8 @@ def _finish_uploads(
     with transaction(container.factory) as session:
         service = UploadService(session, container.blobs)
         artifacts = service.record_all(principal, channel, validated, force=force)
-        return [(a, channel) for a in artifacts]
+        signs = channel_signs(session, artifacts[0].channel_id) if artifacts else False
+        return [(a, channel, signs) for a in artifacts]
 
 
 @router.post("/channels/{channel:path}/files", response_model=UploadResult, status_code=201)
@@ -91,9 +95,9 @@ async def upload_files(
     rows = await run_in_threadpool(
         _finish_uploads, container, principal, channel, staged, force=force, expected_subdir=subdir
     )
-    container.dispatch_match([a.id for a, _ in rows])
+    container.dispatch_match([a.id for a, _, _ in rows])
     base = base_url(request)
-    return UploadResult(uploaded=[artifact_public(a, ch, base) for a, ch in rows])
+    return UploadResult(uploaded=[artifact_public(a, ch, base, signs=s) for a, ch, s in rows])
 
 
 async def _staged_files(request: Request, container: Container) -> list[StagedFile]:
@@ -145,9 +149,9 @@ async def put_file(
         expected_sha256=sha256,
         expected_subdir=subdir,
     )
-    container.dispatch_match([a.id for a, _ in rows])
-    artifact, name = rows[0]
-    return artifact_public(artifact, name, base_url(request))
+    container.dispatch_match([a.id for a, _, _ in rows])
+    artifact, name, signs = rows[0]
+    return artifact_public(artifact, name, base_url(request), signs=signs)
 
 
 @router.get("/channels/{channel:path}/files", response_model=list[ArtifactPublic])
@@ -158,6 +162,9 @@ def list_files(
     container: ContainerDep,
     subdir: str | None = None,
     name: str | None = None,
+    signature: Annotated[
+        SignatureState | None, Query(description="only files in this signature state")
+    ] = None,
     after: Annotated[int, Query(ge=0, description="cursor: the last id seen")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ArtifactPublic]:
@@ -168,13 +175,14 @@ def list_files(
             row,
             subdir=subdir,
             name=name,
+            signature=signature,
             after_id=after,
             limit=limit,
             with_pending=service.sees_pending(principal, row),
         )
         if artifacts:
             request.state.next_cursor = artifacts[-1].id
-        return [artifact_public(a, row.name, base_url(request)) for a in artifacts]
+        return [artifact_public(a, row.name, base_url(request), signs=row.sign) for a in artifacts]
 
 
 @router.get("/channels/{channel:path}/files/{subdir}/{filename}", response_model=ArtifactPublic)
@@ -192,7 +200,7 @@ def show_file(
         artifact = service.get(
             row, subdir, filename, with_pending=service.sees_pending(principal, row)
         )
-        public = artifact_public(artifact, row.name, base_url(request))
+        public = artifact_public(artifact, row.name, base_url(request), signs=row.sign)
         scan = session.get(ArtifactScan, artifact.id)
         if scan is not None and scan.sha256 == artifact.sha256:
             fingerprint = container.scanners.current().fingerprint
@@ -211,6 +219,11 @@ def delete_file(
     return Response(status_code=204)
 
 
+def _signs(session: Session, artifacts: list[Artifact]) -> bool:
+    """Whether the channel of a bulk result (one channel) signs."""
+    return channel_signs(session, artifacts[0].channel_id) if artifacts else False
+
+
 def _spec(body: Selection) -> SelectionSpec:
     return SelectionSpec(files=body.files, name=body.name, version=body.version, subdir=body.subdir)
 
@@ -221,7 +234,10 @@ def remove_files(
 ) -> BulkResult:
     with transaction(container.factory) as session:
         result = ArtifactService(session).remove(principal, channel, _spec(body))
-        public = [artifact_public(a, channel, base_url(request)) for a in result.artifacts]
+        signs = _signs(session, result.artifacts)
+        public = [
+            artifact_public(a, channel, base_url(request), signs=signs) for a in result.artifacts
+        ]
     return BulkResult(artifacts=public, skipped=result.skipped)
 
 
@@ -239,7 +255,11 @@ def copy_files(
             move=body.move,
             skip_existing=body.skip_existing,
         )
-        public = [artifact_public(a, body.target, base_url(request)) for a in result.artifacts]
+        signs = _signs(session, result.artifacts)
+        public = [
+            artifact_public(a, body.target, base_url(request), signs=signs)
+            for a in result.artifacts
+        ]
         copied = [a.id for a in result.artifacts]
     container.dispatch_match(copied)  # a move keeps no match: its rows are new ones
     return BulkResult(artifacts=public, skipped=result.skipped)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from stockade.channels.models import Artifact, Channel, SubdirIndex
-from stockade.web.api.schemas import ArtifactPublic, ChannelPublic, SubdirPublic
+from stockade.channels.signature_state import signature_info
+from stockade.web.api.schemas import ArtifactPublic, ChannelPublic, SignaturePublic, SubdirPublic
 
 
 def channel_public(
@@ -28,7 +32,22 @@ def channel_public(
     )
 
 
-def artifact_public(artifact: Artifact, channel_name: str, base_url: str) -> ArtifactPublic:
+def channel_signs(session: Session, channel_id: int) -> bool:
+    """Whether a channel signs what it serves (for :func:`artifact_public`)."""
+    return bool(session.scalar(select(Channel.sign).where(Channel.id == channel_id)))
+
+
+def signature_public(artifact: Artifact, signs: bool) -> SignaturePublic:
+    info = signature_info(artifact, signs)
+    return SignaturePublic(
+        state=info.state, upstream_status=info.upstream_status, detail=info.detail
+    )
+
+
+def artifact_public(
+    artifact: Artifact, channel_name: str, base_url: str, *, signs: bool
+) -> ArtifactPublic:
+    """``signs``: the artifact's channel signs (``channels.sign``; :func:`channel_signs`)."""
     return ArtifactPublic(
         id=artifact.id,
         channel=channel_name,
@@ -44,6 +63,7 @@ def artifact_public(artifact: Artifact, channel_name: str, base_url: str) -> Art
         indexed_timestamp=artifact.indexed_timestamp,
         created_at=artifact.created_at,
         scan_status=artifact.scan_status,
+        signature=signature_public(artifact, signs),
         url=f"{base_url}/conda/{channel_name}/{artifact.subdir}/{artifact.filename}",
     )
 

@@ -123,6 +123,19 @@ class ChannelPublic(BaseModel):
     )
 
 
+class SignaturePublic(BaseModel):
+    state: str = Field(
+        description="signed (by this server), upstream-verified, upstream-unverified (present, "
+        "not verifiable), upstream-invalid, upstream-dropped (the record was changed), unsigned"
+    )
+    upstream_status: str | None = Field(
+        default=None,
+        description="the upstream signature's verdict (verified, unverified, invalid, dropped), "
+        "also when this server signs the record too",
+    )
+    detail: str | None = Field(default=None, description="why: the key, or what failed")
+
+
 class ArtifactPublic(BaseModel):
     id: int
     channel: str
@@ -145,6 +158,10 @@ class ArtifactPublic(BaseModel):
     )
     scan: ScanResultPublic | None = Field(
         default=None, description="the scan's verdict, each finding and the scanners (on show)"
+    )
+    signature: SignaturePublic = Field(
+        default_factory=lambda: SignaturePublic(state="unsigned"),
+        description="the content-trust signature state of the file's record",
     )
     url: str
 

@@ -40,6 +40,7 @@ SECTIONS = (
     Section("groups", "/admin/groups", "Groups", Permission.USER_READ),
     Section("roles", "/admin/roles", "Roles", Permission.ROLE_READ),
     Section("audit", "/admin/audit", "Audit log", Permission.AUDIT_READ),
+    Section("signing", "/admin/signing", "Signing", Permission.SECURITY_READ),
 )
 
 

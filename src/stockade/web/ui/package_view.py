@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockade.channels.browse import PackageNotFoundError
-from stockade.channels.models import Artifact, PackageContent
+from stockade.channels.models import Artifact, Channel, PackageContent
+from stockade.channels.signature_state import SignatureInfo, signature_info
 from stockade.conda.repodata import decode_record
 from stockade.core.errors import InvalidInputError
 from stockade.web.api.cve_queries import ArtifactVuln, worst_of
@@ -104,6 +105,11 @@ def build_details(artifact: Artifact, content: PackageContent | None) -> BuildDe
         unpacked_size=content.unpacked_size if content else None,
         link_scripts=list(content.link_scripts) if content and content.link_scripts else [],
     )
+
+
+def build_signatures(channel: Channel, builds: list[Artifact]) -> dict[int, SignatureInfo]:
+    """Each build's signature state (its Signature column and line), by artifact id."""
+    return {b.id: signature_info(b, channel.sign) for b in builds}
 
 
 # ------------------------------------------------------------------------- the vulnerability tab

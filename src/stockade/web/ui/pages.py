@@ -17,7 +17,7 @@ from stockade.core.errors import NotFoundError
 from stockade.mirroring.service import MirrorService
 from stockade.scanning.verdicts import build_verdicts
 from stockade.web.deps import ContainerDep, CurrentPrincipal
-from stockade.web.ui.package_view import build_details, select_build
+from stockade.web.ui.package_view import build_details, build_signatures, select_build
 from stockade.web.ui.render import base_url, guarded, render
 
 router = APIRouter(include_in_schema=False)
@@ -116,6 +116,7 @@ def _package(
             "builds": builds,
             "details": details,
             "verdicts": build_verdicts(session, builds),
+            "signatures": build_signatures(channel, builds),
             "conda_url": _conda_url(request, channel.name),
             "base": base_url(request),
         }

@@ -23,6 +23,7 @@ from stockade.web.ui import (
     report_page,
     service_accounts,
     signin,
+    signing_page,
 )
 from stockade.web.ui.render import STATIC_DIR, build_templates
 
@@ -42,4 +43,5 @@ def install_ui(app: FastAPI) -> None:
     app.include_router(cve_page.router)
     app.include_router(report_page.router)
     app.include_router(quarantine_page.router)
+    app.include_router(signing_page.router)
     app.include_router(pages.router)
