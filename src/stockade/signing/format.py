@@ -157,8 +157,8 @@ def check_delegating(envelope: Any, kind: str) -> dict[str, Any]:
     if signed.get("type") != kind:
         raise TrustMetadataError(f"metadata of type {signed.get('type')!r} given as {kind}")
     version = signed.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise TrustMetadataError(f"{kind} metadata: version must be an integer >= 1")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 10**9:
+        raise TrustMetadataError(f"{kind} metadata: version must be an integer from 1 to 999999999")
     parse_time(signed.get("expiration"), f"{kind} expiration")
     delegations = signed.get("delegations")
     if not isinstance(delegations, Mapping):
@@ -170,7 +170,7 @@ def check_delegating(envelope: Any, kind: str) -> dict[str, Any]:
         for key in entry["pubkeys"]:
             public_key(key)
         threshold = entry.get("threshold")
-        if not isinstance(threshold, int) or threshold < 1:
+        if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
             raise TrustMetadataError(f"{kind} delegation of {role}: threshold must be >= 1")
     return signed
 
