@@ -1458,6 +1458,8 @@ def _mirror_page_rules() -> Iterator[Case]:
     yield post(f"{held}/release", permission(P.SECURITY_MANAGE, 404), release)
     delete = form(f"{gone}/delete", note="matrix", confirm="yes")
     yield post(f"{held}/delete", permission(P.SECURITY_MANAGE, 404), delete)
+    # the signing page (read-only): security:read
+    yield page("/admin/signing", permission(P.SECURITY_READ, 200), req("GET", "/admin/signing"))
 
 
 def _scanning_api_rules() -> Iterator[Case]:
