@@ -31,6 +31,7 @@ from stockade.signing.builders import new_chain, sign_plain
 from stockade.signing.keys import generate, public_hex
 from tests.conftest import PG_URL, backends
 from tests.support import trust_verifier as tv
+from tests.support.cli import admin_cli, run
 from tests.support.mirror_api import (
     admin,
     assign,
@@ -338,3 +339,59 @@ def test_a_forged_trusted_root_is_refused(live: LiveServer, upstream: Signed) ->
     assert patched.status_code == 422, patched.text
     assert patched.json()["field"] == "trusted_root"
     assert "self-signature" in patched.json()["detail"]
+
+
+def test_the_cli_sets_shows_and_clears_the_trusted_root(
+    live: LiveServer, upstream: Signed, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cli = admin_cli(live, monkeypatch, tmp_path, columns=250)
+    name = unique("climirror")
+    root_file = tmp_path / "upstream-1.root.json"
+    root_file.write_text(json.dumps(upstream.root_json))
+    run(
+        cli, "mirror", "create", name,
+        "--source", upstream.url,
+        "--subdirs", SUBDIR,
+        "--channel", unique("sig"),
+        "--trusted-root", str(root_file),
+        "--signing-metadata-url", upstream.url,
+    )  # fmt: skip
+    root_key = upstream.root_env["signed"]["delegations"]["root"]["pubkeys"][0]
+    shown = " ".join(run(cli, "mirror", "show", name).split())
+    assert "version 1" in shown and root_key[:16] in shown, shown
+    assert "changed after the last run" in shown  # nothing fetched yet
+    run_mirror(live, name)
+    shown = " ".join(run(cli, "mirror", "show", name).split())
+    assert "key_mgr version 1" in shown, shown
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    out = " ".join(run(cli, "mirror", "update", name, "--trusted-root", str(bad), code=1).split())
+    assert out.startswith("error: trusted_root") and "[HTTP 422" in out, out
+    out = run(cli, "mirror", "update", name, "--trusted-root", str(tmp_path / "missing"), code=1)
+    assert "--trusted-root: cannot read" in out
+    run(cli, "mirror", "update", name, "--trusted-root", "")
+    data = json.loads(run(cli, "mirror", "show", name, "--json"))
+    assert data["trusted_root"] is None
+    assert data["signature_trust"] == "no trusted root configured for this mirror"
+
+
+def test_a_new_trusted_root_changes_the_rows_it_checks(live: LiveServer, upstream: Signed) -> None:
+    """Same records, same bytes: only what their signatures prove changes, and that is a change
+    (counted, stored, served)."""
+    mirror = mirror_of(live, upstream)
+    run_mirror(live, mirror["name"], channel=mirror["channel"])
+    before = served(live, mirror["channel"])
+    assert TAMPERED in before["signatures"]
+    patched = admin(live).patch(
+        f"{API}/mirrors/{mirror['name']}", json={"trusted_root": upstream.root_json}
+    )
+    assert patched.status_code == 200, patched.text
+    run = run_mirror(live, mirror["name"], channel=mirror["channel"])
+    assert run["counts"]["changed"] == 4, run["counts"]  # the signed ones but the dropped one
+    assert run["counts"]["added"] == 0 and run["counts"]["removed"] == 0
+    after = served(live, mirror["channel"])
+    assert records_of(after) == records_of(before)
+    assert set(after["signatures"]) == set(GOOD)
+    # and once more: nothing to do
+    again = run_mirror(live, mirror["name"], channel=mirror["channel"])
+    assert again["counts"].get("changed", 0) == 0, again["counts"]
