@@ -7,6 +7,7 @@ from enum import StrEnum
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Column
 
 from stockade.cli.client import client, fail
 from stockade.cli.output import NONE, AsJson, key_values, out, print_json, table, when
@@ -198,7 +199,9 @@ def files(
     if as_json:
         _print_json(data)
         return
-    grid = table("subdir", "filename", "size", "sha256", "scan", "signature")
+    widest = max((len(a["filename"]) for a in data), default=8)
+    filename = Column("filename", overflow="fold", min_width=min(widest, 60))  # whole if it can
+    grid = table("subdir", filename, "size", "sha256", "scan", "signature")
     for a in data:
         sig = a.get("signature") or {}
         grid.add_row(
