@@ -138,6 +138,17 @@ def drive_mirror_api(c: Ctx, method: str) -> None:
     # 3. credentials never in the source URL
     for source in ("HTTPS://user:pw@conda.example.invalid/c", "https://tok@conda.example.invalid/"):
         problem(_send_mirror(c, method, source=source), 422, "mirror:credentials-in-url")
+    # 3b. the upstream's signing metadata URL follows the source's rules (issue 14)
+    for url in ("FILE:///etc", "file:///etc"):
+        problem(_send_mirror(c, method, signing_metadata_url=url), 403, "mirror:admin-only")
+    for host in INTERNAL_FORMS:
+        url = f"HtTp://{host}:{c.port}/chan"
+        body = problem(
+            _send_mirror(c, method, signing_metadata_url=url), 422, "mirror:refused-destination"
+        )
+        assert body["field"] == "signing_metadata_url", body
+    url = "HTTPS://user:pw@conda.example.invalid/c"
+    problem(_send_mirror(c, method, signing_metadata_url=url), 422, "mirror:credentials-in-url")
     # 4. a CA bundle path: refused before it is looked at (no probing of server files)
     first = problem(_send_mirror(c, method, ca_bundle="/etc/passwd"), 403, "mirror:admin-only")
     second = problem(_send_mirror(c, method, ca_bundle="/no/such.pem"), 403, "mirror:admin-only")
