@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
-from stockade.db.upsert import insert_ignore_many
 from stockade.settings import SigningSettings
 from stockade.signing.chain import load_chain
 from stockade.signing.errors import SignerUnavailableError
@@ -39,6 +40,15 @@ SignatureMap = dict[str, dict[str, dict[str, str]]]  # filename -> {pubkey: {"si
 
 def digest_of(record_json: bytes) -> str:
     return hashlib.blake2b(record_json, digest_size=16).hexdigest()
+
+
+def _store(session: Session, rows: list[dict[str, str]]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING of a batch, as one executemany of a cached statement: a
+    statement with 1,000 VALUES rows was compiled anew per batch (half the time of signing a
+    channel from scratch: docs/benchmarks.md, "Signing")."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(RecordSignature).on_conflict_do_nothing(index_elements=["pubkey", "digest"])
+    session.connection().execute(statement, rows)
 
 
 class RecordSigner:
@@ -123,7 +133,7 @@ class RecordSigner:
                     self._remember(signer.public_key, digest, sig)
                     rows.append({"pubkey": signer.public_key, "digest": digest, "signature": sig})
                 with transaction(self.factory) as session:
-                    insert_ignore_many(session, RecordSignature, rows, ["pubkey", "digest"])
+                    _store(session, rows)
                 crash_point("signing:after-batch")
                 if progress is not None and time.monotonic() - last > 1.0:
                     progress(total - len(todo) + start + len(batch), total)
