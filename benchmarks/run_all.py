@@ -28,6 +28,7 @@ BENCHMARKS = {
     "mirror-nochange": "bench_mirror_nochange.py",
     "vuln-match": "bench_vuln_match.py",
     "scanning": "bench_scanning.py",
+    "signing": "bench_signing.py",
 }
 
 
