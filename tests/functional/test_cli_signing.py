@@ -9,17 +9,19 @@ import json
 import shutil
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from stockade.cli.main import app
+from stockade.signing import builders
 from tests.conftest import TESTDATA, own_server
 from tests.support import trust_verifier as tv
 from tests.support.cli import admin_cli, run
 from tests.support.server import LiveServer
-from tests.support.signing import get_json, repodata
+from tests.support.signing import Trust, get_json, post_metadata, repodata
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("signing")]
 
@@ -91,6 +93,13 @@ def test_without_keys_the_commands_say_what_to_run(
     assert "signing:not-set-up" in text
     text = error(cli, "conda-config", "--verify", "--trust-dir", str(tmp_path / "t"), "--stdout")
     assert "no signing keys yet" in text
+    # A first root that its own key did not sign is refused over the API, and nothing is kept.
+    made = Trust.new()
+    forged = builders.sign_root(made.roots[0]["signed"], [made.key_mgr], datetime.now(UTC))
+    refused = post_metadata(live.admin, [forged], made.key_mgr_env)
+    assert refused.status_code == 422 and refused.json()["code"] == "signing:bad-metadata"
+    assert "1.root.json" in refused.json()["detail"]
+    assert live.admin.get("/api/v1/signing").json()["set_up"] is False
 
 
 def test_init_makes_the_keys_and_a_signed_channel_verifies(
