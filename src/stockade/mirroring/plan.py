@@ -128,6 +128,11 @@ def state_views(session: Session, mirror_id: int) -> dict[str, SubdirStateView]:
     }
 
 
+def metadata_location(mirror: Mirror) -> str:
+    """Where the upstream's trust metadata is fetched from (``mirroring.trust``)."""
+    return mirror.signing_metadata_url or mirror.source_url
+
+
 def mirror_policies(session: Session, mirror: Mirror) -> list[Policy]:
     """The channel's policies, then the mirror's own (a record must pass all of them)."""
     service = PolicyService(session)
@@ -196,7 +201,9 @@ def job_for_mirror(
         states=state_views(session, mirror.id),
         trusted_root=mirror.trusted_root,
         signing_metadata_url=mirror.signing_metadata_url,
-        trust=stored_trust(mirror.trusted_root, mirror.upstream_trust, utcnow()),
+        trust=stored_trust(
+            mirror.trusted_root, mirror.upstream_trust, utcnow(), metadata_location(mirror)
+        ),
     )
 
 
@@ -486,7 +493,13 @@ def apply_plan(
     session.execute(
         update(Mirror)
         .where(Mirror.id == job.mirror_id)
-        .values(upstream_trust=job.trust.stored(job.trusted_root) if job.trusted_root else None)
+        .values(
+            upstream_trust=job.trust.stored(
+                job.trusted_root, job.signing_metadata_url or job.source.url
+            )
+            if job.trusted_root
+            else None
+        )
     )
     fingerprint = snapshot.fingerprint if not plan.failed else None
     _save_states(session, job, verdict, snapshot, exclusions, fingerprint)

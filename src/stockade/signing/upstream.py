@@ -133,10 +133,12 @@ class UpstreamTrust:
         parts += [self.problem, sorted(self.material.items())]
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
-    def stored(self, trusted_root: bytes | None) -> dict[str, Any]:
-        """What the mirror keeps for dry runs and explain (public metadata only)."""
+    def stored(self, trusted_root: bytes | None, where: str | None = None) -> dict[str, Any]:
+        """What the mirror keeps for dry runs and explain (public metadata only); ``where``: the
+        URL it was fetched from."""
         return {
             "trusted_root_sha256": _sha(trusted_root),
+            "where": where,
             "material": dict(self.material),
             "fetch_error": self.fetch_error,
         }
@@ -216,12 +218,20 @@ def _follow_roots(root_env: dict[str, Any], fetch: Fetch) -> tuple[dict[str, Any
 
 
 def stored_trust(
-    trusted_root: bytes | None, stored: Mapping[str, Any] | None, now: datetime
+    trusted_root: bytes | None,
+    stored: Mapping[str, Any] | None,
+    now: datetime,
+    where: str | None = None,
 ) -> UpstreamTrust:
-    """The trust the last run established, checked again now from what it kept (no network)."""
+    """The trust the last run established, checked again now from what it kept (no network);
+    nothing when it was fetched for another trusted root or from elsewhere than ``where``."""
     if trusted_root is None:
         return UpstreamTrust()
-    if not isinstance(stored, Mapping) or stored.get("trusted_root_sha256") != _sha(trusted_root):
+    if (
+        not isinstance(stored, Mapping)
+        or stored.get("trusted_root_sha256") != _sha(trusted_root)
+        or (where is not None and stored.get("where") != where)
+    ):
         return UpstreamTrust(
             True,
             problem="the trust settings (trusted root, metadata URL or source) changed after "

@@ -227,6 +227,11 @@ def test_dry_runs_check_again_what_the_run_fetched_offline(upstream: Upstream) -
     assert again.key_mgr == trust.key_mgr and again.digest() == trust.digest()
     # checked again at the time asked: expired by then
     assert stored_trust(upstream.root_bytes, kept, NOW + timedelta(days=400)).key_mgr is None
+    # fetched from elsewhere than the mirror now says: not used
+    here = trust.stored(upstream.root_bytes, "https://up.example/a")
+    assert stored_trust(upstream.root_bytes, here, NOW, "https://up.example/a").key_mgr
+    moved = stored_trust(upstream.root_bytes, here, NOW, "https://up.example/b")
+    assert moved.key_mgr is None and "changed after the last run" in str(moved.problem)
     # another trusted root: what was fetched says nothing about it
     other = Upstream()
     changed = stored_trust(other.root_bytes, kept, NOW)

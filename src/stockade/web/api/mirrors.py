@@ -17,7 +17,7 @@ from stockade.db.engine import transaction
 from stockade.mirroring.credentials import has_proxy_credentials
 from stockade.mirroring.inputs import unpack_exclusions
 from stockade.mirroring.models import Mirror, MirrorRun, MirrorSubdirState
-from stockade.mirroring.plan import mirror_policies
+from stockade.mirroring.plan import metadata_location, mirror_policies
 from stockade.mirroring.runs import RunService
 from stockade.mirroring.service import UNSET, MirrorService, MirrorSpec, trust_sha
 from stockade.signing.upstream import root_summary, stored_trust
@@ -93,7 +93,9 @@ def trust_public(mirror: Mirror) -> dict[str, Any]:
         if summary is not None
         else None
     )
-    trust = stored_trust(mirror.trusted_root, mirror.upstream_trust, utcnow())
+    trust = stored_trust(
+        mirror.trusted_root, mirror.upstream_trust, utcnow(), metadata_location(mirror)
+    )
     url = mirror.signing_metadata_url
     return {
         "trusted_root": root,
