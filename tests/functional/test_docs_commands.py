@@ -54,6 +54,7 @@ OTHER_BLOCKS = ("text", "toml", "json", "python", "yaml", "nginx", "csv")
 SKIP: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^make "), "installs and starts the project, or runs the whole test suite"),
     (re.compile(r"^(conda|mamba|pixi) "), "needs a conda client, which Stockade does not ship"),
+    (re.compile(r"\$\(conda "), "asks conda (its av_data_dir), which Stockade does not ship"),
 ]
 
 # Placeholders in the documents, and what the test puts in their place.
