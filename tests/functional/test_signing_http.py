@@ -369,6 +369,25 @@ def test_an_expired_key_mgr_is_refused(live: LiveServer, trust: Trust) -> None:
     body = _problem(post_metadata(live.admin, [], stale), 422, "signing:bad-metadata")
     assert "expired" in body["detail"]
     assert _served_key_mgr(live) == trust.key_mgr_env
+    # One that expires soon is accepted, and status warns about it.
+    soon = builders.rotate_pkg_mgr(
+        trust.key_mgr_env, trust.key_mgr, public_hex(trust.pkg_mgr), datetime.now(UTC), days=10
+    )
+    answer = post_metadata(live.admin, [], soon)
+    assert answer.status_code == 200, answer.text
+    trust.key_mgr_env = soon
+    warnings = live.admin.get("/api/v1/signing").json()["warnings"]
+    assert any(w.startswith("key_mgr expires on") and "rotate it" in w for w in warnings)
+
+
+def test_trust_files_at_a_private_channel_root_follow_its_access_rules(
+    live: LiveServer, trust: Trust
+) -> None:
+    private = live.new_channel(privacy="private", prefix="private-signed")
+    for name in ("1.root.json", "key_mgr.json"):
+        assert live.client().get(f"/conda/{private}/{name}").status_code in (401, 403, 404)
+        assert live.admin.get(f"/conda/{private}/{name}").status_code == 200
+        assert live.client().get(f"/signing/{name}").status_code == 200  # public here
 
 
 # -- secrets --------------------------------------------------------------------------------------
