@@ -194,9 +194,6 @@ class FileSet:
 
     files: set[str] = field(default_factory=set)
 
-    def is_signed(self, filename: str) -> bool:
-        return filename in self.files
-
     def is_malicious(self, filename: str) -> bool:
         return filename in self.files
 
