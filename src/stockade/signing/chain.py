@@ -135,6 +135,11 @@ def install(
     for envelope in roots:
         if newest_root is None:
             signed = check_delegating(envelope, "root")
+            if signed["version"] != 1:  # clients start from 1.root.json (conda-config --verify)
+                raise TrustMetadataError(
+                    f"the first root must be version 1, not {signed['version']}: clients chain "
+                    "from 1.root.json"
+                )
             keys, threshold = delegation(signed, "root")
             verify_envelope(
                 envelope, keys, threshold, what=f"{signed['version']}.root.json", openpgp=True

@@ -148,6 +148,8 @@ def test_the_first_install_needs_a_self_signed_root_and_a_key_mgr(
     _refused(
         factory, TrustMetadataError, "1.root.json: 0 good", roots=[unsigned], key_mgr=made.key_mgr1
     )
+    later = builders.sign_root({**made.root1["signed"], "version": 5}, [made.root], NOW)
+    _refused(factory, TrustMetadataError, "must be version 1", roots=[later], key_mgr=made.key_mgr1)
     with factory() as session:
         assert load_chain(session) is None
 
