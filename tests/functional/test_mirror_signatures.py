@@ -30,6 +30,7 @@ from stockade.channels.models import Artifact, Channel
 from stockade.signing.builders import new_chain, sign_plain
 from stockade.signing.keys import generate, public_hex
 from tests.conftest import PG_URL, backends
+from tests.functional.test_ui import sign_in
 from tests.support import trust_verifier as tv
 from tests.support.cli import admin_cli, run
 from tests.support.mirror_api import (
@@ -42,7 +43,7 @@ from tests.support.mirror_api import (
     unique,
 )
 from tests.support.mirror_data import write_repodata
-from tests.support.server import LiveServer, fresh_database, run_server
+from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 from tests.support.upstream import serve
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("mirror-signatures")]
@@ -223,6 +224,14 @@ def test_signed_only_keeps_exactly_the_verified_records(live: LiveServer, upstre
 
     kept = why(GOOD[0])
     assert kept["kept"] and any(upstream.pkg_mgr[:16] in n for n in kept["notes"]), kept
+    # the mirror page's "Why is … not here?" says it too
+    web = live.client()
+    assert sign_in(web, "admin", ADMIN_PASSWORD).status_code == 303
+    page = web.get(f"/mirrors/{mirror['name']}", params={"spec": "good", "subdir": SUBDIR})
+    assert page.status_code == 200, page.text
+    assert (
+        f"upstream signature verified: signed by pkg_mgr key {upstream.pkg_mgr[:16]}" in page.text
+    )
     expected = {
         PLAIN: "no signature",
         TAMPERED: "the signature does not match the record",
