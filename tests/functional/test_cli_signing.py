@@ -21,7 +21,7 @@ from tests.conftest import TESTDATA, own_server
 from tests.support import trust_verifier as tv
 from tests.support.cli import admin_cli, run
 from tests.support.server import LiveServer
-from tests.support.signing import Trust, get_json, post_metadata, repodata
+from tests.support.signing import Trust, get_json, post_metadata, repodata, secrets_of
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("signing")]
 
@@ -110,6 +110,7 @@ def test_init_makes_the_keys_and_a_signed_channel_verifies(
     key_files = sorted(keys.glob("*.key"))
     assert [p.name.split("-")[0] for p in key_files] == ["key_mgr", "pkg_mgr", "root"]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in key_files)
+    assert not any(secret in out for secret in secrets_of([], key_files))
     assert stat.S_IMODE(keys.stat().st_mode) == 0o700
     client = live.client()
     root = json.loads((keys / "1.root.json").read_text())
