@@ -208,6 +208,37 @@ def test_a_mirrors_files_show_their_upstream_signature(
     assert {pkg_mgr, upstream.pkg_mgr} <= set(served["signatures"][GOOD[0]])
 
 
+def _search(web: httpx.Client, query: str, **params: str) -> str:
+    page = web.get("/search", params={"q": query, **params})
+    assert_html(page, 200)
+    return page.text
+
+
+def test_search_shows_signed_channels_and_filters_on_signatures(
+    live: LiveServer, tmp_path: Path, upstream: Signed
+) -> None:
+    name = f"findme{uuid.uuid4().hex[:8]}"
+    signed, plain = _channel(live, sign=True), _channel(live, sign=False)
+    _upload(live, signed, tmp_path, name)
+    _upload(live, plain, tmp_path, name)
+    web = _web(live)
+    both = _search(web, name)
+    assert f'href="/channels/{signed}/packages/{name}"' in both
+    assert f'href="/channels/{plain}/packages/{name}"' in both
+    assert both.count('data-signature="signed"') == 1  # the signed channel's hit only
+    only = _search(web, name, signed="1")
+    assert f"/channels/{signed}/packages/{name}" in only
+    assert f"/channels/{plain}/packages/{name}" not in only
+    assert 'id="signed-only" checked' in only
+    # an upstream-verified record counts as signed; an unsigned mirrored one does not
+    mirror = mirror_of(live, upstream, trusted_root=upstream.root_json)
+    run_mirror(live, mirror["name"], channel=mirror["channel"])
+    assert f"/channels/{mirror['channel']}/packages/good" in _search(web, "good", signed="1")
+    assert f"/channels/{mirror['channel']}/packages/plain" not in _search(web, "plain", signed="1")
+    assert f"/channels/{mirror['channel']}/packages/plain" in _search(web, "plain")
+    assert_html(web.get("/search", params={"q": name, "signed": "x" * 5000}), 200)
+
+
 # ----------------------------------------------------------------------------- UI and CLI
 
 

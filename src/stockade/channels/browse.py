@@ -13,12 +13,13 @@ from typing import Any
 
 from rattler import Version
 from rattler.exceptions import InvalidVersionError
-from sqlalchemy import case, distinct, func, select
+from sqlalchemy import case, distinct, func, select, true
 from sqlalchemy.orm import Session
 
 from stockade.auth.principal import Principal
 from stockade.channels.models import Artifact, Channel, PackageContent, SubdirIndex
 from stockade.channels.service import ChannelService
+from stockade.channels.signature_state import signed_clause
 from stockade.core.errors import NotFoundError
 
 
@@ -192,8 +193,11 @@ class BrowseService:
         """What was read from a package's ``info/`` (about, paths, link scripts)."""
         return self.session.get(PackageContent, sha256)
 
-    def search(self, principal: Principal, query: str, *, limit: int = 50) -> list[SearchHit]:
-        """Package names containing ``query`` in the channels the principal may read.
+    def search(
+        self, principal: Principal, query: str, *, limit: int = 50, signed: bool = False
+    ) -> list[SearchHit]:
+        """Package names containing ``query`` in the channels the principal may read (with
+        ``signed``: names with a build signed here or upstream-verified).
 
         Exact matches first, then prefix matches, then other substrings; by name, then channel.
         """
@@ -208,12 +212,14 @@ class BrowseService:
             (Artifact.name.startswith(query, autoescape=True), 1),
             else_=2,
         )
+        signing = [c.id for c in channels.values() if c.sign]
         pairs = self.session.execute(
             select(Artifact.channel_id, Artifact.name, rank)
             .where(
                 Artifact.channel_id.in_(list(channels)),
                 Artifact.name.contains(query, autoescape=True),
                 Artifact.servable.is_(True),
+                signed_clause(signing) if signed else true(),
             )
             .group_by(Artifact.channel_id, Artifact.name)
             .order_by(rank, Artifact.name, Artifact.channel_id)

@@ -77,6 +77,15 @@ def signature_info(artifact: Artifact, channel_signs: bool) -> SignatureInfo:
     return SignatureInfo(state, upstream, artifact.signature_detail or None)
 
 
+def signed_clause(signing_channel_ids: list[int]) -> ColumnElement[bool]:
+    """Artifacts whose record carries a signature a client can check: in a channel this server
+    signs (callers add the ``servable`` rule they already ask), or upstream-verified."""
+    return or_(
+        Artifact.channel_id.in_(signing_channel_ids),
+        Artifact.signature_status == "verified",
+    )
+
+
 def signature_clause(channel_signs: bool, state: SignatureState) -> ColumnElement[bool]:
     """:func:`signature_info`'s state as SQL over ``artifacts`` of one channel (list filters)."""
     signed_here: ColumnElement[bool] = Artifact.servable.is_(True) if channel_signs else false()

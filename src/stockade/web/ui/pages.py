@@ -17,7 +17,12 @@ from stockade.core.errors import NotFoundError
 from stockade.mirroring.service import MirrorService
 from stockade.scanning.verdicts import build_verdicts
 from stockade.web.deps import ContainerDep, CurrentPrincipal
-from stockade.web.ui.package_view import build_details, build_signatures, select_build
+from stockade.web.ui.package_view import (
+    build_details,
+    build_signatures,
+    select_build,
+    signing_channels,
+)
 from stockade.web.ui.render import base_url, guarded, render
 
 router = APIRouter(include_in_schema=False)
@@ -65,14 +70,25 @@ def channels_index() -> Response:
 
 @router.get("/search")
 def search(
-    request: Request, principal: CurrentPrincipal, container: ContainerDep, q: Text = ""
+    request: Request,
+    principal: CurrentPrincipal,
+    container: ContainerDep,
+    q: Text = "",
+    signed: Text = "",
 ) -> Response:
     query = clean_query(q)
+    only_signed = signed == "1"  # the form's checkbox; anything else: no filter
 
     def build() -> Response:
         with container.read_factory() as session:
-            hits = BrowseService(session).search(principal, query) if query else []
-            context = {"title": f"Search: {query}" if query else "Search", "hits": hits}
+            browse = BrowseService(session)
+            hits = browse.search(principal, query, signed=only_signed) if query else []
+            context = {
+                "title": f"Search: {query}" if query else "Search",
+                "hits": hits,
+                "signed_only": only_signed,
+                "signing_channels": signing_channels(session, {h.channel for h in hits}),
+            }
             return render(request, "search.html", {**context, "search_query": query})
 
     return guarded(request, principal, build)
