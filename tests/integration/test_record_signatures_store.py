@@ -55,3 +55,40 @@ def test_signatures_are_stored_once_when_two_signers_sign_the_same_records(
     for fn, rec in records[:3] + records[-3:]:
         tv.verify_record(json.loads(rec), first[fn], key_mgr_env)
         assert first[fn][public_hex(pkg_mgr)]["signature"] in stored.values()
+
+
+def test_with_two_delegated_pkg_mgr_keys_a_record_is_signed_once(
+    container: Container, tmp_path: Path
+) -> None:
+    """key_mgr may delegate several pkg_mgr keys; the server signs with the one it holds, and a
+    record signed by one of them is not signed again (memory, then record_signatures)."""
+    held, other = generate(), generate()
+    keys_hex = [public_hex(held), public_hex(other)]
+    key_mgr_key = generate()
+    root_env, key_mgr_env = builders.new_chain(generate(), key_mgr_key, keys_hex[0], utcnow())
+    key_mgr_env = builders.key_mgr_metadata(1, keys_hex, key_mgr_key, utcnow())
+    with transaction(container.factory) as session:
+        install(session, [root_env], key_mgr_env)
+    folder = tmp_path / "signing-keys"
+    folder.mkdir()
+    write_key(folder / "held.key", held, None)
+    settings = SigningSettings(keys_dir=folder)
+    signer = RecordSigner(container.factory, settings, tmp_path)
+    signed: list[int] = []
+    original = signer._sign
+
+    def spy(keys: list[str], todo: list[tuple[str, bytes, str]], *args: object) -> None:
+        signed.append(len(todo))
+        original(keys, todo, *args)
+
+    signer._sign = spy  # type: ignore[method-assign,assignment]
+    records = _records(5)
+    first = signer.sign_records(records)
+    assert signed == [5]
+    assert all(set(entry) == {keys_hex[0]} for entry in first.values())
+    assert signer.sign_records(records) == first  # memory has one of two keys: looked up
+    fresh = RecordSigner(container.factory, settings, tmp_path)
+    assert fresh.sign_records(records) == first  # a new process: found in the table
+    assert signed == [5]
+    for fn, rec in records:
+        tv.verify_record(json.loads(rec), first[fn], key_mgr_env)

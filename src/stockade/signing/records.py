@@ -36,6 +36,7 @@ LOOKUP_CHUNK = 500
 CACHE_MAX = 2_000_000
 Progress = Callable[[int, int], None]
 SignatureMap = dict[str, dict[str, dict[str, str]]]  # filename -> {pubkey: {"signature": hex}}
+_NONE: dict[str, str] = {}  # never written: the table of a key with nothing remembered
 
 
 def digest_of(record_json: bytes) -> str:
@@ -58,7 +59,8 @@ class RecordSigner:
         self.factory = factory
         self.settings = settings
         self.data_dir = data_dir
-        self._known: dict[tuple[str, str], str] = {}  # (pubkey, digest) -> signature
+        self._known: dict[str, dict[str, str]] = {}  # pubkey -> digest -> signature
+        self._size = 0
 
     def current_keys(self) -> list[str]:
         with transaction(self.factory) as session:
@@ -74,27 +76,68 @@ class RecordSigner:
     ) -> SignatureMap:
         """filename -> its signatures entry, for every (filename, served record bytes)."""
         keys = self.current_keys()
-        items = [(fn, rec, digest_of(rec)) for fn, rec in records]
         done: SignatureMap = {}
         missing: list[tuple[str, bytes, str]] = []
-        for fn, rec, digest in items:
-            found = {k: s for k in keys if (s := self._known.get((k, digest))) is not None}
-            if len(found) == len(keys):
-                done[fn] = {k: {"signature": s} for k, s in found.items()}
-            else:
-                missing.append((fn, rec, digest))
+        total = self._from_memory(keys, records, done, missing)
         if missing:
             self._lookup(keys, {d for _, _, d in missing})
             still = []
             for fn, rec, digest in missing:
-                found = {k: s for k in keys if (s := self._known.get((k, digest))) is not None}
-                if found:
-                    done[fn] = {k: {"signature": s} for k, s in found.items()}
-                else:
+                entry = self._entry(keys, digest, complete=False)
+                if entry is None:
                     still.append((fn, rec, digest))
+                else:
+                    done[fn] = entry
             if still:
-                self._sign(keys, still, done, len(items), progress)
+                self._sign(keys, still, done, total, progress)
         return done
+
+    def _from_memory(
+        self,
+        keys: list[str],
+        records: Iterable[tuple[str, bytes]],
+        done: SignatureMap,
+        missing: list[tuple[str, bytes, str]],
+    ) -> int:
+        """Fill ``done`` with what memory knows (every key signed) and ``missing`` with the rest;
+        returns how many records there were. The hot loop of every signed publication (100,000
+        records for one upload): one pkg_mgr key, the usual case, has a lean loop of its own."""
+        total = 0
+        if len(keys) == 1:
+            key = keys[0]
+            table = self._known.get(key, _NONE)
+            for fn, rec in records:
+                total += 1
+                digest = digest_of(rec)
+                signature = table.get(digest)
+                if signature is None:
+                    missing.append((fn, rec, digest))
+                else:
+                    done[fn] = {key: {"signature": signature}}
+            return total
+        for fn, rec in records:
+            total += 1
+            digest = digest_of(rec)
+            entry = self._entry(keys, digest, complete=True)
+            if entry is None:
+                missing.append((fn, rec, digest))
+            else:
+                done[fn] = entry
+        return total
+
+    def _entry(
+        self, keys: list[str], digest: str, *, complete: bool
+    ) -> dict[str, dict[str, str]] | None:
+        """The signatures entry known in memory for ``digest``: with ``complete``, only when every
+        key has one; else when any has."""
+        entry: dict[str, dict[str, str]] = {}
+        for key in keys:
+            signature = self._known.get(key, _NONE).get(digest)
+            if signature is not None:
+                entry[key] = {"signature": signature}
+        if not entry or (complete and len(entry) < len(keys)):
+            return None
+        return entry
 
     def _lookup(self, keys: list[str], digests: set[str]) -> None:
         wanted = sorted(digests)
@@ -109,9 +152,13 @@ class RecordSigner:
                     self._remember(key, digest, sig)
 
     def _remember(self, key: str, digest: str, signature: str) -> None:
-        if len(self._known) >= CACHE_MAX:
+        if self._size >= CACHE_MAX:
             self._known.clear()
-        self._known[(key, digest)] = signature
+            self._size = 0
+        table = self._known.setdefault(key, {})
+        if digest not in table:
+            self._size += 1
+        table[digest] = signature
 
     def _sign(
         self,
