@@ -1,7 +1,7 @@
 """`stockade signing init|status|rotate`, `channel update --sign` and `conda-config --verify`
-against a live server of its own (no keys at first), as an administrator runs them; the metadata
-they make is checked with the independent verifier. Mistakes end with ``error: …``, a non-zero
-exit and no traceback."""
+against a live server of its own (no keys at first), in one session as an administrator runs
+them; the metadata they make is checked with the independent verifier. Mistakes end with
+``error: …``, a non-zero exit and no traceback."""
 
 from __future__ import annotations
 
@@ -28,19 +28,19 @@ pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("signing")]
 RECIPES = TESTDATA / "channels" / "test-recipes" / "noarch"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def live(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with own_server(backend, tmp_path_factory, "cli-signing") as server:
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def keys(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The administrator's key folder (`signing init --out`), kept off the server."""
     return tmp_path_factory.mktemp(f"admin-keys-{backend}") / "keys"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def channel(live: LiveServer) -> str:
     return live.new_channel(prefix="cli-signed")
 
@@ -82,7 +82,7 @@ def _verify_channel(live: LiveServer, channel: str) -> dict[str, object]:
     return served
 
 
-def test_without_keys_the_commands_say_what_to_run(
+def _without_keys_the_commands_say_what_to_run(
     cli: CliRunner, live: LiveServer, channel: str, tmp_path: Path
 ) -> None:
     assert "signing is not set up" in run(cli, "signing", "status")
@@ -102,7 +102,7 @@ def test_without_keys_the_commands_say_what_to_run(
     assert live.admin.get("/api/v1/signing").json()["set_up"] is False
 
 
-def test_init_makes_the_keys_and_a_signed_channel_verifies(
+def _init_makes_the_keys_and_a_signed_channel_verifies(
     cli: CliRunner, live: LiveServer, channel: str, keys: Path
 ) -> None:
     out = " ".join(run(cli, "signing", "init", "--out", str(keys)).split())
@@ -128,7 +128,7 @@ def test_init_makes_the_keys_and_a_signed_channel_verifies(
     _verify_channel(live, channel)
 
 
-def test_status_shows_the_chain_the_signer_and_the_channels(cli: CliRunner, channel: str) -> None:
+def _status_shows_the_chain_the_signer_and_the_channels(cli: CliRunner, channel: str) -> None:
     data = json.loads(run(cli, "signing", "status", "--json"))
     assert data["set_up"] and data["root_version"] == 1 and data["key_mgr_version"] == 1
     assert data["signer_ready"] is True and data["signer"].startswith("key file")
@@ -139,7 +139,7 @@ def test_status_shows_the_chain_the_signer_and_the_channels(cli: CliRunner, chan
     assert data["metadata_url"].endswith("/signing") and data["metadata_url"] in out
 
 
-def test_rotate_pkg_mgr_re_signs_with_the_new_key(
+def _rotate_pkg_mgr_re_signs_with_the_new_key(
     cli: CliRunner, live: LiveServer, channel: str, keys: Path
 ) -> None:
     before_files = {p.name for p in keys.glob("pkg_mgr-*.key")}
@@ -158,7 +158,7 @@ def test_rotate_pkg_mgr_re_signs_with_the_new_key(
         tv.verify_repodata(old_index, key_mgr)
 
 
-def test_rotate_key_mgr_then_root_chain(cli: CliRunner, live: LiveServer, keys: Path) -> None:
+def _rotate_key_mgr_then_root_chain(cli: CliRunner, live: LiveServer, keys: Path) -> None:
     run(cli, "signing", "rotate", "key_mgr", "--keys", str(keys))
     run(cli, "signing", "rotate", "root", "--keys", str(keys))
     client = live.client()
@@ -170,7 +170,7 @@ def test_rotate_key_mgr_then_root_chain(cli: CliRunner, live: LiveServer, keys: 
     assert (data["root_version"], data["key_mgr_version"]) == (3, 3)
 
 
-def test_rotate_mistakes_are_refused(cli: CliRunner, keys: Path, tmp_path: Path) -> None:
+def _rotate_mistakes_are_refused(cli: CliRunner, keys: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     for role in ("pkg_mgr", "key_mgr", "root"):
@@ -181,7 +181,7 @@ def test_rotate_mistakes_are_refused(cli: CliRunner, keys: Path, tmp_path: Path)
     assert "everything" in text
 
 
-def test_conda_config_verify_writes_the_trust_settings(
+def _conda_config_verify_writes_the_trust_settings(
     cli: CliRunner, live: LiveServer, tmp_path: Path
 ) -> None:
     trust_dir = tmp_path / "trust"
@@ -193,3 +193,17 @@ def test_conda_config_verify_writes_the_trust_settings(
     condarc = tmp_path / "condarc"
     run(cli, "conda-config", "--verify", "--file", str(condarc))
     assert "extra_safety_checks: true" in condarc.read_text()
+
+
+def test_signing_from_the_cli(
+    cli: CliRunner, live: LiveServer, channel: str, keys: Path, tmp_path: Path
+) -> None:
+    """One administrator's session, in order, on a server of its own (each step needs the state
+    the one before left: tests of a module may run on different workers)."""
+    _without_keys_the_commands_say_what_to_run(cli, live, channel, tmp_path)
+    _init_makes_the_keys_and_a_signed_channel_verifies(cli, live, channel, keys)
+    _status_shows_the_chain_the_signer_and_the_channels(cli, channel)
+    _rotate_pkg_mgr_re_signs_with_the_new_key(cli, live, channel, keys)
+    _rotate_key_mgr_then_root_chain(cli, live, keys)
+    _rotate_mistakes_are_refused(cli, keys, tmp_path)
+    _conda_config_verify_writes_the_trust_settings(cli, live, tmp_path)

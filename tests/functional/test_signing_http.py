@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,14 +151,14 @@ def test_served_metadata_verifies_and_a_changed_record_does_not(
     root = get_json(anonymous, "/signing/1.root.json")
     assert root == trust.roots[0]
     assert tv.verify_root(root) == 1
+    newest = _served_roots(live, trust)[-1]  # 1 unless a rotation test ran first
     key_mgr = _served_key_mgr(live)
-    tv.verify_key_mgr(key_mgr, root)
+    tv.verify_key_mgr(key_mgr, newest)
     for name in ("1.root.json", "key_mgr.json"):  # also at the channel root
         assert (
             anonymous.get(f"/conda/{channel}/{name}").content
             == anonymous.get(f"/signing/{name}").content
         )
-    assert anonymous.get("/signing/2.root.json").status_code == 404
     assert _verify_channel(live, channel, "noarch") == len(SOLVABLE)
     served = repodata(anonymous, channel, "noarch")
     assert set(served["signatures"]) == {p.name for p in SOLVABLE}
@@ -199,6 +200,14 @@ def test_rattler_solves_and_installs_from_a_signed_channel(
     assert len(list((tmp_path / "env" / "conda-meta").glob("*.json"))) == len(records)
 
 
+def _settled(live: LiveServer, timeout: float = 60) -> None:
+    """Until no signed channel is being signed (a rotation re-signs them all, with retries)."""
+    deadline = time.monotonic() + timeout
+    while any(c["signing"] for c in live.admin.get("/api/v1/signing").json()["channels"]):
+        assert time.monotonic() < deadline, live.admin.get("/api/v1/signing").text
+        time.sleep(0.05)
+
+
 def _signing_passes(logs: Logs, since: int) -> list[str]:
     """RecordSigner's "signed N records" lines logged after line ``since``."""
     return [line.split(" with ")[0] for line in logs.lines[since:] if line.startswith("signed ")]
@@ -207,6 +216,7 @@ def _signing_passes(logs: Logs, since: int) -> list[str]:
 def test_publication_signs_only_the_changed_records(
     live: LiveServer, trust: Trust, logs: Logs
 ) -> None:
+    _settled(live)
     key = public_hex(trust.pkg_mgr)
     before = _signature_rows(live, key)
     first = [PACKAGES / "clobber-1-0.1.0-h4616a5c_0.tar.bz2"]
@@ -214,9 +224,11 @@ def test_publication_signs_only_the_changed_records(
     channel = _signed_channel(live, *first, prefix="incremental")
     assert _signature_rows(live, key) == before + 2
     old = repodata(live.client(), channel, "noarch")["signatures"]
+    _settled(live)
     since = len(logs.lines)
     assert live.upload(channel, PACKAGES / "clobber-3-0.1.0-h4616a5c_0.tar.bz2").status_code == 201
     live.wait_published(channel)
+    _settled(live)
     # ed25519 signatures are deterministic: only the signer's own count shows what was re-signed
     assert _signing_passes(logs, since) == ["signed 1 records"]
     assert _signature_rows(live, key) == before + 3  # one new signature, the others reused
@@ -262,7 +274,7 @@ def test_bad_metadata_is_refused_and_changes_nothing(live: LiveServer, trust: Tr
     not_self_signed = builders.rotate_root(trust.roots[-1], trust.root, intruder, now)
     del not_self_signed["signatures"][public_hex(intruder)]
     body = _problem(post_metadata(admin, [not_self_signed], None), 422, "signing:bad-metadata")
-    assert "2.root.json" in body["detail"]
+    assert f"{len(trust.roots) + 1}.root.json" in body["detail"]
     wrong_signer = builders.rotate_pkg_mgr(trust.key_mgr_env, intruder, public_hex(intruder), now)
     body = _problem(post_metadata(admin, [], wrong_signer), 422, "signing:bad-metadata")
     assert "key_mgr.json" in body["detail"]
@@ -312,8 +324,9 @@ def test_pkg_mgr_rotation_revokes_the_old_key_and_needs_the_passphrase(
     live.wait_published(channel, timeout=60)  # the retry signs with the new key
     assert live.admin.get("/api/v1/signing").json()["signer_ready"] is True
     served = _served_key_mgr(live)
-    assert served == key_mgr2 and served["signed"]["version"] == 2
-    tv.verify_key_mgr(served, get_json(client, "/signing/1.root.json"))
+    assert served == key_mgr2
+    assert served["signed"]["version"] == old_key_mgr["signed"]["version"] + 1
+    tv.verify_key_mgr(served, _served_roots(live, trust)[-1])
     assert _verify_channel(live, channel, "noarch") == 2
     new_index = repodata(client, channel, "noarch")
     assert all(list(s) == [public_hex(new_pkg)] for s in new_index["signatures"].values())
@@ -322,40 +335,50 @@ def test_pkg_mgr_rotation_revokes_the_old_key_and_needs_the_passphrase(
         tv.verify_repodata(old_index, served)  # ...and are revoked now
 
 
-def test_key_mgr_rotation_serves_root_2(live: LiveServer, trust: Trust) -> None:
+def _served_roots(live: LiveServer, trust: Trust) -> list[dict[str, Any]]:
+    """Every root version served, 1 to N, chained by the verifier (the tests of this module may
+    run in any order, on any worker: each rotation adds to the chain it finds)."""
+    client = live.client()
+    served = [get_json(client, f"/signing/{n}.root.json") for n in range(1, len(trust.roots) + 1)]
+    assert served == trust.roots
+    assert client.get(f"/signing/{len(served) + 1}.root.json").status_code == 404
+    tv.verify_root_chain(served)
+    return served
+
+
+def test_key_mgr_rotation_serves_the_next_root(live: LiveServer, trust: Trust) -> None:
     channel = _signed_channel(live, *SOLVABLE[:1], prefix="rotate-km")
     new_key_mgr = trust.fresh_key()
-    root2, key_mgr3 = builders.rotate_key_mgr(
+    new_root, new_key_mgr_env = builders.rotate_key_mgr(
         trust.roots[-1], trust.key_mgr_env, trust.root, new_key_mgr, datetime.now(UTC)
     )
-    assert post_metadata(live.admin, [root2], key_mgr3).status_code == 200
-    trust.roots.append(root2)
-    trust.key_mgr, trust.key_mgr_env = new_key_mgr, key_mgr3
-    client = live.client()
-    root1 = get_json(client, "/signing/1.root.json")
-    served2 = get_json(client, "/signing/2.root.json")
-    assert served2 == root2 and get_json(client, f"/conda/{channel}/2.root.json") == root2
-    assert tv.verify_root(served2, root1) == 2
+    assert post_metadata(live.admin, [new_root], new_key_mgr_env).status_code == 200
+    trust.roots.append(new_root)
+    trust.key_mgr, trust.key_mgr_env = new_key_mgr, new_key_mgr_env
+    *_, previous, newest = _served_roots(live, trust)
+    version = len(trust.roots)
+    assert get_json(live.client(), f"/conda/{channel}/{version}.root.json") == new_root
+    assert tv.verify_root(newest, previous) == version
     key_mgr = _served_key_mgr(live)
-    tv.verify_key_mgr(key_mgr, served2)
+    assert key_mgr == new_key_mgr_env
+    tv.verify_key_mgr(key_mgr, newest)
     with pytest.raises(tv.Untrusted):
-        tv.verify_key_mgr(key_mgr, root1)  # root 1 delegates key_mgr to the old key
+        tv.verify_key_mgr(key_mgr, previous)  # the old root delegates key_mgr to the old key
     assert _verify_channel(live, channel, "noarch") == 1
 
 
 def test_root_rotation_chains(live: LiveServer, trust: Trust) -> None:
     new_root = trust.fresh_key()
-    root3 = builders.rotate_root(trust.roots[-1], trust.root, new_root, datetime.now(UTC))
-    assert post_metadata(live.admin, [root3], None).status_code == 200
-    trust.roots.append(root3)
+    rotated = builders.rotate_root(trust.roots[-1], trust.root, new_root, datetime.now(UTC))
+    assert post_metadata(live.admin, [rotated], None).status_code == 200
+    trust.roots.append(rotated)
     old_root, trust.root = trust.root, new_root
-    client = live.client()
-    served = [get_json(client, f"/signing/{n}.root.json") for n in (1, 2, 3)]
-    assert set(served[2]["signatures"]) == {public_hex(old_root), public_hex(new_root)}
-    assert tv.verify_root_chain(served) == root3
-    tv.verify_key_mgr(_served_key_mgr(live), served[2])
+    served = _served_roots(live, trust)
+    assert set(served[-1]["signatures"]) == {public_hex(old_root), public_hex(new_root)}
+    tv.verify_key_mgr(_served_key_mgr(live), served[-1])
     status = live.admin.get("/api/v1/signing").json()
-    assert status["root_version"] == 3 and status["root_keys"] == [public_hex(new_root)]
+    assert status["root_version"] == len(served) >= 2
+    assert status["root_keys"] == [public_hex(new_root)]
 
 
 def test_an_expired_key_mgr_is_refused(live: LiveServer, trust: Trust) -> None:
