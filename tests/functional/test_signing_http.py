@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -31,11 +30,13 @@ from tests.support import trust_verifier as tv
 from tests.support.conda_client import install_records, solve_specs
 from tests.support.server import LiveServer
 from tests.support.signing import (
+    Logs,
     Trust,
     get_json,
     leaks_in_database,
     new_user_token,
     post_metadata,
+    problem_of,
     put_key,
     repodata,
     repodata_zst,
@@ -53,15 +54,6 @@ RECIPES = TESTDATA / "channels" / "test-recipes" / "noarch"
 SOLVABLE = [RECIPES / f"{n}.conda" for n in ("dependency-1.0-0", "dependent-1.0-0")]
 SOLVABLE += [RECIPES / "another_dependent-1.0-0.conda", RECIPES / "small-executable-1.0-0.conda"]
 PACKAGES = TESTDATA / "packages"
-
-
-class Logs(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(logging.Formatter().format(record))
 
 
 @pytest.fixture(scope="module")
@@ -251,16 +243,6 @@ def test_publication_signs_only_the_changed_records(
 # -- refusals ------------------------------------------------------------------------------------
 
 
-def _problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = dict(response.json())
-    assert {"type", "title", "status", "detail"} <= set(body)
-    if code is not None:
-        assert body["code"] == code, body
-    return body
-
-
 def test_bad_metadata_is_refused_and_changes_nothing(live: LiveServer, trust: Trust) -> None:
     admin = live.admin
     before = admin.get("/api/v1/signing/metadata").json()
@@ -268,28 +250,28 @@ def test_bad_metadata_is_refused_and_changes_nothing(live: LiveServer, trust: Tr
     now = datetime.now(UTC)
     intruder = trust.fresh_key()
     garbage = admin.post(url, content=b"{not json", headers={"content-type": "application/json"})
-    _problem(garbage, 422)
-    _problem(admin.post(url, json={"roots": "x"}), 422)
-    _problem(admin.post(url, json={"key_mgr": {"signed": []}}), 422, "signing:bad-metadata")
+    problem_of(garbage, 422)
+    problem_of(admin.post(url, json={"roots": "x"}), 422)
+    problem_of(admin.post(url, json={"key_mgr": {"signed": []}}), 422, "signing:bad-metadata")
     not_self_signed = builders.rotate_root(trust.roots[-1], trust.root, intruder, now)
     del not_self_signed["signatures"][public_hex(intruder)]
-    body = _problem(post_metadata(admin, [not_self_signed], None), 422, "signing:bad-metadata")
+    body = problem_of(post_metadata(admin, [not_self_signed], None), 422, "signing:bad-metadata")
     assert f"{len(trust.roots) + 1}.root.json" in body["detail"]
     wrong_signer = builders.rotate_pkg_mgr(trust.key_mgr_env, intruder, public_hex(intruder), now)
-    body = _problem(post_metadata(admin, [], wrong_signer), 422, "signing:bad-metadata")
+    body = problem_of(post_metadata(admin, [], wrong_signer), 422, "signing:bad-metadata")
     assert "key_mgr.json" in body["detail"]
     same_version = builders.key_mgr_metadata(
         trust.key_mgr_env["signed"]["version"], [public_hex(intruder)], trust.key_mgr, now
     )
-    body = _problem(post_metadata(admin, [], same_version), 422, "signing:bad-metadata")
+    body = problem_of(post_metadata(admin, [], same_version), 422, "signing:bad-metadata")
     assert "not newer" in body["detail"]
     again = Trust.new()
-    _problem(post_metadata(admin, again.roots, again.key_mgr_env), 409, "signing:exists")
+    problem_of(post_metadata(admin, again.roots, again.key_mgr_env), 409, "signing:exists")
     user = live.client(new_user_token(admin))
     rotated = builders.rotate_pkg_mgr(trust.key_mgr_env, trust.key_mgr, public_hex(intruder), now)
-    _problem(post_metadata(user, [], rotated), 403)
-    _problem(user.get("/api/v1/signing"), 403)
-    _problem(post_metadata(live.client(), [], rotated), 401)
+    problem_of(post_metadata(user, [], rotated), 403)
+    problem_of(user.get("/api/v1/signing"), 403)
+    problem_of(post_metadata(live.client(), [], rotated), 401)
     assert admin.get("/api/v1/signing/metadata").json() == before
     assert _served_key_mgr(live) == trust.key_mgr_env
 
@@ -389,7 +371,7 @@ def test_an_expired_key_mgr_is_refused(live: LiveServer, trust: Trust) -> None:
     assert tv.expired(stale)
     with pytest.raises(tv.Untrusted, match="expired"):
         tv.verify_key_mgr(stale, trust.roots[-1])
-    body = _problem(post_metadata(live.admin, [], stale), 422, "signing:bad-metadata")
+    body = problem_of(post_metadata(live.admin, [], stale), 422, "signing:bad-metadata")
     assert "expired" in body["detail"]
     assert _served_key_mgr(live) == trust.key_mgr_env
     # One that expires soon is accepted, and status warns about it.

@@ -3,6 +3,7 @@ served metadata read as a client reads it, and a search for private key material
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -117,6 +118,28 @@ def new_user_token(admin: httpx.Client) -> str:
     issued = admin.post("/api/v1/tokens", json={"name": name, "expires_in_days": 7, "user": name})
     assert issued.status_code == 201, issued.text
     return str(issued.json()["token"])
+
+
+class Logs(logging.Handler):
+    """Every log record, formatted with its traceback (to search them for secrets)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(logging.Formatter().format(record))
+
+
+def problem_of(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """An RFC 9457 problem with this status (and stable code)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = dict(response.json())
+    assert {"type", "title", "status", "detail"} <= set(body)
+    if code is not None:
+        assert body["code"] == code, body
+    return body
 
 
 # -- private key material -----------------------------------------------------------------------
