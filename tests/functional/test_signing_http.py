@@ -374,6 +374,12 @@ def test_an_expired_key_mgr_is_refused(live: LiveServer, trust: Trust) -> None:
     body = problem_of(post_metadata(live.admin, [], stale), 422, "signing:bad-metadata")
     assert "expired" in body["detail"]
     assert _served_key_mgr(live) == trust.key_mgr_env
+    stale_root = builders.rotate_root(
+        trust.roots[-1], trust.root, trust.fresh_key(), past, root_days=1
+    )
+    body = problem_of(post_metadata(live.admin, [stale_root], None), 422, "signing:bad-metadata")
+    assert "root metadata expired" in body["detail"]
+    assert live.client().get(f"/signing/{len(trust.roots) + 1}.root.json").status_code == 404
     # One that expires soon is accepted, and status warns about it.
     soon = builders.rotate_pkg_mgr(
         trust.key_mgr_env, trust.key_mgr, public_hex(trust.pkg_mgr), datetime.now(UTC), days=10

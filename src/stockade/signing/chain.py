@@ -150,6 +150,9 @@ def install(
         newest_root = envelope
     if newest_root is None:
         raise TrustMetadataError("a root.json is needed first (`stockade signing init`)")
+    expiration = newest_root["signed"]["expiration"]
+    if roots and parse_time(expiration, "root expiration") <= now:  # clients would refuse it
+        raise TrustMetadataError(f"root metadata expired on {expiration}")
     if key_mgr is None:
         if current is None:
             raise TrustMetadataError("a key_mgr.json is needed with the first root")

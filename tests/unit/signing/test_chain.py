@@ -132,6 +132,9 @@ def test_bad_metadata_is_refused_and_nothing_is_stored(
     _refused(factory, TrustMetadataError, "does not follow", roots=[skip])
     not_by_old = builders.rotate_root(trust.root1, intruder, intruder, NOW)
     _refused(factory, TrustMetadataError, "2.root.json: 0 good", roots=[not_by_old])
+    past = NOW - timedelta(days=9)
+    stale_root = builders.rotate_root(trust.root1, trust.root, intruder, past, root_days=2)
+    _refused(factory, TrustMetadataError, "root metadata expired", roots=[stale_root])
     # a new root delegating key_mgr elsewhere, without a key_mgr signed by that key
     root2, _ = builders.rotate_key_mgr(trust.root1, trust.key_mgr1, trust.root, intruder, NOW)
     _refused(factory, TrustMetadataError, "key_mgr.json", roots=[root2])
