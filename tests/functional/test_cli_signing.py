@@ -21,7 +21,14 @@ from tests.conftest import TESTDATA, own_server
 from tests.support import trust_verifier as tv
 from tests.support.cli import admin_cli, run
 from tests.support.server import LiveServer
-from tests.support.signing import Trust, get_json, post_metadata, repodata, secrets_of
+from tests.support.signing import (
+    Trust,
+    get_json,
+    new_user_token,
+    post_metadata,
+    repodata,
+    secrets_of,
+)
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("signing")]
 
@@ -170,6 +177,20 @@ def _rotate_key_mgr_then_root_chain(cli: CliRunner, live: LiveServer, keys: Path
     assert (data["root_version"], data["key_mgr_version"]) == (3, 3)
 
 
+def _rotate_refused_by_the_server_keeps_the_folders_metadata(
+    cli: CliRunner, live: LiveServer, keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user without security:manage: the server refuses, the folder's key_mgr.json stays."""
+    before = (keys / "key_mgr.json").read_bytes()
+    monkeypatch.setenv("STOCKADE_TOKEN", new_user_token(live.admin))
+    try:
+        text = error(cli, "signing", "rotate", "pkg_mgr", "--keys", str(keys))
+        assert "[HTTP 403" in text
+    finally:
+        monkeypatch.setenv("STOCKADE_TOKEN", live.admin_token)
+    assert (keys / "key_mgr.json").read_bytes() == before
+
+
 def _rotate_mistakes_are_refused(cli: CliRunner, keys: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -196,7 +217,12 @@ def _conda_config_verify_writes_the_trust_settings(
 
 
 def test_signing_from_the_cli(
-    cli: CliRunner, live: LiveServer, channel: str, keys: Path, tmp_path: Path
+    cli: CliRunner,
+    live: LiveServer,
+    channel: str,
+    keys: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One administrator's session, in order, on a server of its own (each step needs the state
     the one before left: tests of a module may run on different workers)."""
@@ -206,4 +232,5 @@ def test_signing_from_the_cli(
     _rotate_pkg_mgr_re_signs_with_the_new_key(cli, live, channel, keys)
     _rotate_key_mgr_then_root_chain(cli, live, keys)
     _rotate_mistakes_are_refused(cli, keys, tmp_path)
+    _rotate_refused_by_the_server_keeps_the_folders_metadata(cli, live, keys, monkeypatch)
     _conda_config_verify_writes_the_trust_settings(cli, live, tmp_path)

@@ -173,11 +173,11 @@ def rotate(
         root = _find_key(keys, delegation(root_env["signed"], "root")[0], "root")
         new, path = _new_key(keys, Role.ROOT)
         roots.append(builders.rotate_root(root_env, root, new, now))
+    status = _upload(roots, new_key_mgr)  # the folder's copies change only once it is accepted
     for envelope in roots:
         _write_copy(keys, f"{envelope['signed']['version']}.root.json", envelope)
     if new_key_mgr is not None:
         _write_copy(keys, "key_mgr.json", new_key_mgr)
-    status = _upload(roots, new_key_mgr)
     out.print(f"new {role.value} key {public_hex(new)[:16]}… in {path}")
     if role == Role.PKG_MGR:
         out.print(
