@@ -52,7 +52,7 @@ EXPLANATIONS: Final = {
     SignatureState.UPSTREAM_INVALID: "the upstream signature did not verify: it is not served",
     SignatureState.UPSTREAM_DROPPED: "the record was changed on its way in (a patch or a policy), "
     "so the upstream signature no longer covers it and is not served",
-    SignatureState.UNSIGNED: "no signature: conda with content trust reports it unverified",
+    SignatureState.UNSIGNED: "no signature: conda's content-trust checks have nothing to verify",
 }
 
 
