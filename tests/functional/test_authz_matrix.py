@@ -1006,7 +1006,7 @@ def _page_rules() -> Iterator[Case]:
     yield post("/account/tokens", signed_in(201), token)
     yield post("/account/tokens/{token_id}/revoke", signed_in(303), own_token_revoke_form)
     # administration
-    sections = (P.USER_READ, P.ROLE_READ, P.AUDIT_READ)
+    sections = (P.USER_READ, P.ROLE_READ, P.AUDIT_READ, P.SECURITY_READ)  # Signing: security
     yield page("/admin", any_permission(sections, 200), req("GET", "/admin"))
     users = "/admin/users"
     yield page(users, permission(P.USER_READ, 200), req("GET", users))
