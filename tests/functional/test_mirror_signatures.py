@@ -350,6 +350,11 @@ def test_a_forged_trusted_root_is_refused(live: LiveServer, upstream: Signed) ->
     assert "self-signature" in patched.json()["detail"]
 
 
+def _flat(text: str) -> str:
+    """The words of a panel, whatever the terminal's width wrapped (its borders left out)."""
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
 def test_the_cli_sets_shows_and_clears_the_trusted_root(
     live: LiveServer, upstream: Signed, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -366,11 +371,11 @@ def test_the_cli_sets_shows_and_clears_the_trusted_root(
         "--signing-metadata-url", upstream.url,
     )  # fmt: skip
     root_key = upstream.root_env["signed"]["delegations"]["root"]["pubkeys"][0]
-    shown = " ".join(run(cli, "mirror", "show", name).split())
+    shown = _flat(run(cli, "mirror", "show", name))
     assert "version 1" in shown and root_key[:16] in shown, shown
     assert "changed after the last run" in shown  # nothing fetched yet
     run_mirror(live, name)
-    shown = " ".join(run(cli, "mirror", "show", name).split())
+    shown = _flat(run(cli, "mirror", "show", name))
     assert "key_mgr version 1" in shown, shown
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -29,7 +29,11 @@ from stockade.channels.models import (
     SubdirShard,
 )
 from stockade.channels.publication_shards import build_shards, store_shards
-from stockade.channels.publication_signing import served_signatures, signing_inputs
+from stockade.channels.publication_signing import (
+    ServedSignatures,
+    served_signatures,
+    signing_inputs,
+)
 from stockade.channels.publication_state import (
     clear_failure,
     due_for_retry,
@@ -258,19 +262,19 @@ class PublicationService:
             warnings += self._records.revert_invalid(tar_bz2, patched_tar_bz2)
             warnings += self._records.revert_invalid(conda, patched_conda)
             tar_bz2, conda = patched_tar_bz2, patched_conda
-        signatures: dict[str, dict[str, dict[str, str]]] = {}
+        signing_out = ServedSignatures()
         if signing[0] or signing[1]:
-            signatures, left_out = served_signatures(
+            signing_out = served_signatures(
                 self.factory,
                 self.signer,
                 index_id,
                 signing,
-                {**tar_bz2, **conda},
+                (tar_bz2, conda),
                 {fn: rec for fn, _, rec, _ in rows},
             )
-            warnings += left_out
+            warnings += signing_out.warnings
         repodata = build_repodata_json(
-            subdir, tar_bz2.items(), conda.items(), removed, signatures=signatures
+            subdir, tar_bz2.items(), conda.items(), removed, signatures=signing_out.fragments
         )
         built = BuiltIndex(
             rev=rev,
@@ -288,7 +292,7 @@ class PublicationService:
             json_sha = pool.submit(self.blobs.put_bytes, repodata)
             zst_sha = pool.submit(self._put_zst, repodata)
             built.shards, built.gone, built.shard_index = build_shards(
-                self.blobs, subdir, names, (tar_bz2, conda, signatures), removed, known
+                self.blobs, subdir, names, (tar_bz2, conda, signing_out), removed, known
             )
             built.repodata, built.repodata_zst = json_sha.result(), zst_sha.result()
         # CEP 12: every package of the unpatched index, with {} when it has no run_exports.

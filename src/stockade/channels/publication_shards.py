@@ -7,10 +7,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import SubdirShard
+from stockade.channels.publication_signing import ServedSignatures
 from stockade.conda.names import parse_filename
 from stockade.conda.shards import build_shard, build_shard_index
 from stockade.core.clock import utcnow
@@ -26,14 +28,17 @@ class _NameGroup:
     tar_bz2: list[tuple[str, bytes]] = field(default_factory=list)
     conda: list[tuple[str, bytes]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    signatures: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, signing: ServedSignatures) -> str:
+        """Of the records and their signatures: this server's follow from its keys (the tag) and
+        the record bytes; kept upstream entries count one by one."""
         digest = hashlib.blake2b(digest_size=20)
+        if signing.tag:
+            digest.update(b"signed-by:" + signing.tag.encode() + b"\n")
         for fn, rec in sorted(self.tar_bz2) + sorted(self.conda):
             digest.update(fn.encode() + b"\0" + rec + b"\n")
-            for key, entry in sorted(self.signatures.get(fn, {}).items()):
-                digest.update(f"{key}:{entry.get('signature')}\n".encode())
+            if fn in signing.upstream:
+                digest.update(signing.entries[fn] + b"\n")
         for fn in sorted(self.removed):
             digest.update(b"-" + fn.encode() + b"\n")
         return digest.hexdigest()
@@ -43,7 +48,7 @@ def build_shards(
     blobs: BlobStore,
     subdir: str,
     names: dict[str, str],
-    records: tuple[dict[str, bytes], dict[str, bytes], dict[str, dict[str, dict[str, str]]]],
+    records: tuple[dict[str, bytes], dict[str, bytes], ServedSignatures],
     removed: list[str],
     known: dict[str, tuple[str, str]],
 ) -> tuple[dict[str, tuple[str, str]], set[str], str]:
@@ -51,11 +56,8 @@ def build_shards(
 
     Returns (name -> (fingerprint, shard sha256), names gone, shard index sha256).
     """
-    tar_bz2, conda, signatures = records
+    tar_bz2, conda, signing = records
     groups: dict[str, _NameGroup] = defaultdict(_NameGroup)
-    for fn, entry in signatures.items():
-        if fn in names:
-            groups[names[fn]].signatures[fn] = entry
     for fn, rec in tar_bz2.items():
         groups[names[fn]].tar_bz2.append((fn, rec))
     for fn, rec in conda.items():
@@ -65,12 +67,18 @@ def build_shards(
     index: dict[str, bytes] = {}
     shards: dict[str, tuple[str, str]] = {}
     for name, group in groups.items():
-        fingerprint = group.fingerprint()
+        fingerprint = group.fingerprint(signing)
         previous = known.get(name)
         if previous is not None and previous[0] == fingerprint:
             sha = previous[1]
         else:
-            _digest, data = build_shard(group.tar_bz2, group.conda, group.removed, group.signatures)
+            entries = signing.entries
+            signatures = {
+                fn: orjson.loads(entries[fn])
+                for fn, _ in group.tar_bz2 + group.conda
+                if fn in entries
+            }
+            _digest, data = build_shard(group.tar_bz2, group.conda, group.removed, signatures)
             sha = blobs.put_bytes(data)
         shards[name] = (fingerprint, sha)
         index[name] = bytes.fromhex(sha)

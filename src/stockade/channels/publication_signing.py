@@ -11,15 +11,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.channels.models import Artifact, Channel, SubdirIndex
 from stockade.db.engine import transaction
 from stockade.signing.errors import SignerUnavailableError
-from stockade.signing.records import RecordSigner, SignatureMap
+from stockade.signing.records import RecordSigner
 
 #: Upstream signature states whose entry is served (the record is what upstream signed).
 KEPT_STATES = ("verified", "unverified")
@@ -45,34 +47,55 @@ def signing_inputs(
     return sign, upstream
 
 
+@dataclass
+class ServedSignatures:
+    """What a publication serves: filename -> signatures entry, as JSON bytes (shards) and as
+    orjson fragments (``repodata.json``); ``tag`` names this server's pkg_mgr keys (its
+    signatures follow from them and the record bytes), ``upstream`` the files carrying a kept
+    upstream entry (their entry is part of a shard's fingerprint)."""
+
+    entries: dict[str, bytes] = field(default_factory=dict)
+    fragments: dict[str, orjson.Fragment] = field(default_factory=dict)
+    tag: str = ""
+    upstream: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+
+
 def served_signatures(
     factory: sessionmaker[Session],
     signer: RecordSigner | None,
     index_id: int,
     inputs: tuple[bool, dict[str, dict[str, Any]]],
-    served: dict[str, bytes],
+    sections: tuple[dict[str, bytes], dict[str, bytes]],
     stored: dict[str, bytes],
-) -> tuple[SignatureMap, list[str]]:
-    """filename -> signatures entry for the records ``served`` (after patches), and warnings."""
+) -> ServedSignatures:
+    """The signatures entries of the records served (``sections``, after patches)."""
     sign, upstream = inputs
-    warnings: list[str] = []
-    result: SignatureMap = {}
-    for fn, entry in upstream.items():
-        if fn not in served:
-            continue
-        if served[fn] != stored.get(fn):
-            warnings.append(
-                f"{fn}: upstream signature left out (a repodata patch changed the record)"
-            )
-            continue
-        result[fn] = dict(entry)
+    result = ServedSignatures()
     if sign:
         if signer is None:
             raise SignerUnavailableError("this server has no record signer configured")
-        ours = signer.sign_records(sorted(served.items()), _progress(factory, index_id))
-        for fn, entry in ours.items():
-            result[fn] = {**result.get(fn, {}), **entry}
-    return result, warnings
+        ours = signer.served_entries(index_id, sections, _progress(factory, index_id))
+        result.entries, result.fragments = ours.entries, ours.fragments
+        result.tag = ",".join(ours.keys)
+    kept: dict[str, bytes] = {}
+    for fn, entry in upstream.items():
+        served = sections[0].get(fn) or sections[1].get(fn)
+        if served is None:
+            continue
+        if served != stored.get(fn):
+            result.warnings.append(
+                f"{fn}: upstream signature left out (a repodata patch changed the record)"
+            )
+            continue
+        mine = result.entries.get(fn)
+        merged = {**entry, **orjson.loads(mine)} if mine is not None else entry
+        kept[fn] = orjson.dumps(merged, option=orjson.OPT_SORT_KEYS)
+    if kept:  # the signer's dicts are its own: change copies
+        result.entries = {**result.entries, **kept}
+        result.fragments = {**result.fragments, **{k: orjson.Fragment(v) for k, v in kept.items()}}
+        result.upstream = set(kept)
+    return result
 
 
 def _progress(factory: sessionmaker[Session], index_id: int) -> Callable[[int, int], None]:

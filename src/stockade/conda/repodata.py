@@ -74,8 +74,10 @@ def build_repodata_json(
     they already are). The record bytes are embedded as they are, unparsed: they must be what
     :func:`encode_record` made. ``removed`` is deduplicated and sorted. ``info_extra`` adds keys
     to ``info`` (``subdir`` always wins); a ``base_url`` in it makes the document repodata v2.
-    ``signatures`` (filename -> {pubkey: {"signature": hex}}, conda-content-trust) is written
-    as the ``signatures`` section when not empty.
+    ``signatures`` (filename -> {pubkey: {"signature": hex}}, conda-content-trust; an entry may
+    be given as its JSON bytes or an ``orjson.Fragment``, embedded as they are: a mapping of
+    fragments is written as it is) is written as the ``signatures`` section when not empty, in
+    the order given.
     """
     info: dict[str, Any] = dict(info_extra or {})
     info["subdir"] = subdir
@@ -88,7 +90,14 @@ def build_repodata_json(
         "repodata_version": version,
     }
     if signatures:
-        document["signatures"] = dict(sorted(signatures.items()))
+        document["signatures"] = (
+            {
+                fn: orjson.Fragment(entry) if isinstance(entry, bytes) else entry
+                for fn, entry in signatures.items()
+            }
+            if not isinstance(next(iter(signatures.values())), orjson.Fragment)
+            else signatures
+        )
     return orjson.dumps(document)
 
 

@@ -13,8 +13,10 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -37,6 +39,8 @@ CACHE_MAX = 2_000_000
 Progress = Callable[[int, int], None]
 SignatureMap = dict[str, dict[str, dict[str, str]]]  # filename -> {pubkey: {"signature": hex}}
 _NONE: dict[str, str] = {}  # never written: the table of a key with nothing remembered
+#: Records remembered from the last publication of each subdir (their bytes and entry), in all.
+LAST_MAX = 1_000_000
 
 
 def digest_of(record_json: bytes) -> str:
@@ -52,6 +56,25 @@ def _store(session: Session, rows: list[dict[str, str]]) -> None:
     session.connection().execute(statement, rows)
 
 
+@dataclass
+class ServedEntries:
+    """The signatures entries of a subdir's served records, as JSON bytes and as orjson fragments
+    (embedded as they are in ``repodata.json``), with the record bytes they were made for."""
+
+    keys: tuple[str, ...]
+    records: dict[str, bytes] = field(default_factory=dict)
+    entries: dict[str, bytes] = field(default_factory=dict)
+    fragments: dict[str, orjson.Fragment] = field(default_factory=dict)
+
+    def put(self, filename: str, record: bytes, entry: bytes) -> None:
+        self.records[filename] = record
+        self.entries[filename] = entry
+        self.fragments[filename] = orjson.Fragment(entry)
+
+    def drop(self, filename: str) -> None:
+        del self.records[filename], self.entries[filename], self.fragments[filename]
+
+
 class RecordSigner:
     def __init__(
         self, factory: sessionmaker[Session], settings: SigningSettings, data_dir: Path
@@ -61,6 +84,7 @@ class RecordSigner:
         self.data_dir = data_dir
         self._known: dict[str, dict[str, str]] = {}  # pubkey -> digest -> signature
         self._size = 0
+        self._last: dict[object, ServedEntries] = {}  # by scope (a subdir)
 
     def current_keys(self) -> list[str]:
         with transaction(self.factory) as session:
@@ -70,6 +94,45 @@ class RecordSigner:
                 "the channel is signed but no signing keys are set up (`stockade signing init`)"
             )
         return chain.pkg_mgr_keys
+
+    def served_entries(
+        self,
+        scope: object,
+        sections: tuple[dict[str, bytes], ...],
+        progress: Progress | None = None,
+    ) -> ServedEntries:
+        """The signatures entries of every record of ``sections`` (filename -> served bytes),
+        for a publication of ``scope`` (a subdir).
+
+        What the last publication of the same scope served is compared byte for byte (no digest,
+        no lookup), and its entries are kept in place: one upload into a signed subdir of 100,000
+        records costs a comparison per record and one signature. The result belongs to this
+        signer (the next publication of ``scope`` updates it): copy it before changing it.
+        """
+        keys = tuple(self.current_keys())
+        served = self._last.get(scope)
+        if served is None or served.keys != keys:
+            served = ServedEntries(keys)
+        known = served.records.get
+        todo: list[tuple[str, bytes]] = []
+        total = 0
+        for section in sections:
+            total += len(section)
+            for fn, rec in section.items():
+                if known(fn) != rec:
+                    todo.append((fn, rec))
+        if todo:
+            signed = self.sign_records(todo, progress)
+            for fn, rec in todo:
+                served.put(fn, rec, orjson.dumps(signed[fn]))
+        if len(served.records) != total:
+            wanted = set().union(*sections)
+            for fn in served.records.keys() - wanted:
+                served.drop(fn)
+        if sum(len(m.records) for m in self._last.values()) > LAST_MAX:
+            self._last.clear()
+        self._last[scope] = served
+        return served
 
     def sign_records(
         self, records: Iterable[tuple[str, bytes]], progress: Progress | None = None
