@@ -54,3 +54,17 @@ def own_server(
 def live_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with own_server(backend, tmp_path_factory, "server") as live:
         yield live
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run against SQLite only: what a page reads and writes runs on both backends
+    in the HTTP page tests, while Chromium checks rendering, scripts and assets, which do not
+    depend on the database (and CI keeps to its time budget)."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("backend") == "postgresql"
+        (dropped if on_pg and item.get_closest_marker("browser") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

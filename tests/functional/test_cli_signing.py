@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from stockade.cli.main import app
 from stockade.signing import builders
+from stockade.signing.keys import public_hex
 from tests.conftest import TESTDATA, own_server
 from tests.support import trust_verifier as tv
 from tests.support.cli import admin_cli, run
@@ -216,6 +218,25 @@ def _conda_config_verify_writes_the_trust_settings(
     assert "extra_safety_checks: true" in condarc.read_text()
 
 
+def _rotate_pkg_mgr_to_a_key_held_elsewhere(cli: CliRunner, keys: Path) -> None:
+    """--pkg-mgr-public-key: key_mgr delegates to an HSM's key; no key file is made, and the
+    server says it has no signer for it until signing.signer_command is set."""
+    text = error(
+        cli, "signing", "rotate", "pkg_mgr", "--keys", str(keys), "--pkg-mgr-public-key", "zz"
+    )
+    assert "64 hex" in text
+    hsm = public_hex(Ed25519PrivateKey.generate())
+    args = ("--keys", str(keys), "--pkg-mgr-public-key", hsm)
+    text = error(cli, "signing", "rotate", "key_mgr", *args)
+    assert "`rotate pkg_mgr` only" in text
+    files = sorted(p.name for p in keys.iterdir())
+    run(cli, "signing", "rotate", "pkg_mgr", *args)
+    assert sorted(p.name for p in keys.iterdir()) == files  # no key file made
+    data = json.loads(run(cli, "signing", "status", "--json"))
+    assert data["pkg_mgr_keys"] == [hsm] and data["signer_ready"] is False
+    assert any("cannot publish" in w for w in data["warnings"]), data["warnings"]
+
+
 def test_signing_from_the_cli(
     cli: CliRunner,
     live: LiveServer,
@@ -234,3 +255,4 @@ def test_signing_from_the_cli(
     _rotate_mistakes_are_refused(cli, keys, tmp_path)
     _rotate_refused_by_the_server_keeps_the_folders_metadata(cli, live, keys, monkeypatch)
     _conda_config_verify_writes_the_trust_settings(cli, live, tmp_path)
+    _rotate_pkg_mgr_to_a_key_held_elsewhere(cli, keys)

@@ -20,7 +20,7 @@ from stockade.core.clock import utcnow
 from stockade.signing import builders
 from stockade.signing.chain import serialize
 from stockade.signing.errors import KeyFileError
-from stockade.signing.format import delegation
+from stockade.signing.format import HEX_KEY, delegation
 from stockade.signing.keys import KeyFolder, generate, passphrase_from_env, public_hex, write_key
 
 signing_app = typer.Typer(
@@ -77,11 +77,25 @@ def _upload(roots: list[dict[str, Any]], key_mgr: dict[str, Any] | None) -> dict
     return result
 
 
+HSM_HELP = (
+    "delegate pkg_mgr to this ed25519 public key (64 hex) held elsewhere (an HSM or a cloud KMS "
+    "behind signing.signer_command) instead of making a pkg_mgr key file"
+)
+
+
+def _external(public_key: str | None) -> str | None:
+    if public_key is not None and not HEX_KEY.fullmatch(public_key.strip().lower()):
+        fail("--pkg-mgr-public-key must be an ed25519 public key as 64 hex characters")
+    return public_key.strip().lower() if public_key else None
+
+
 @signing_app.command("init")
 def init(
     out_dir: Path = typer.Option(..., "--out", help="folder for the new key files (created)"),
+    pkg_mgr_public_key: str | None = typer.Option(None, "--pkg-mgr-public-key", help=HSM_HELP),
 ) -> None:
     """Create the root, key_mgr and pkg_mgr keys and send 1.root.json and key_mgr.json."""
+    external = _external(pkg_mgr_public_key)
     api = client()
     if api.get("/signing").get("set_up"):
         fail("signing is set up already on this server: use `stockade signing rotate`")
@@ -92,18 +106,27 @@ def init(
     now = utcnow()
     root, root_path = _new_key(out_dir, Role.ROOT)
     key_mgr, key_mgr_path = _new_key(out_dir, Role.KEY_MGR)
-    pkg_mgr, pkg_path = _new_key(out_dir, Role.PKG_MGR)
-    root_env, key_mgr_env = builders.new_chain(root, key_mgr, public_hex(pkg_mgr), now)
+    pkg_public = external
+    if pkg_public is None:
+        pkg_mgr, pkg_path = _new_key(out_dir, Role.PKG_MGR)
+        pkg_public = public_hex(pkg_mgr)
+    root_env, key_mgr_env = builders.new_chain(root, key_mgr, pkg_public, now)
     _write_copy(out_dir, "1.root.json", root_env)
     _write_copy(out_dir, "key_mgr.json", key_mgr_env)
     status = _upload([root_env], key_mgr_env)
     out.print(f"root {public_hex(root)[:16]}… ({root_path.name}): keep this file OFFLINE")
     out.print(f"key_mgr {public_hex(key_mgr)[:16]}… ({key_mgr_path.name}): for rotations")
-    out.print(f"pkg_mgr {public_hex(pkg_mgr)[:16]}… ({pkg_path.name}): the server signs with it")
-    out.print(
-        f"put {pkg_path.name} in the server's signing.keys_dir (default DATA_DIR/keys) unless "
-        f"{out_dir} is that folder; clients trust {out_dir / '1.root.json'}"
-    )
+    if external is not None:
+        out.print(
+            f"pkg_mgr {external[:16]}… is held by your signer: set signing.signer_command on the "
+            f"server; clients trust {out_dir / '1.root.json'}"
+        )
+    else:
+        out.print(f"pkg_mgr {pkg_public[:16]}… ({pkg_path.name}): the server signs with it")
+        out.print(
+            f"put {pkg_path.name} in the server's signing.keys_dir (default DATA_DIR/keys) unless "
+            f"{out_dir} is that folder; clients trust {out_dir / '1.root.json'}"
+        )
     _print_warnings(status)
 
 
@@ -152,9 +175,15 @@ def rotate(
     keys: Path = typer.Option(
         ..., "--keys", help="the folder of key files (`signing init --out`); the new key goes there"
     ),
+    pkg_mgr_public_key: str | None = typer.Option(
+        None, "--pkg-mgr-public-key", help="with pkg_mgr: " + HSM_HELP
+    ),
 ) -> None:
     """Replace a key: pkg_mgr (signed by key_mgr; channels are re-signed, the old key revoked),
     key_mgr (a new root version signed by root), or root (N+1.root.json signed by old and new)."""
+    external = _external(pkg_mgr_public_key)
+    if external is not None and role != Role.PKG_MGR:
+        fail("--pkg-mgr-public-key goes with `rotate pkg_mgr` only")
     current = client().get("/signing/metadata")
     root_env, key_mgr_env = current["root"], current["key_mgr"]
     now = utcnow()
@@ -162,6 +191,16 @@ def rotate(
     new_key_mgr: dict[str, Any] | None = None
     if role == Role.PKG_MGR:
         key_mgr = _find_key(keys, delegation(root_env["signed"], "key_mgr")[0], "key_mgr")
+        if external is not None:
+            new_key_mgr = builders.rotate_pkg_mgr(key_mgr_env, key_mgr, external, now)
+            status = _upload(roots, new_key_mgr)
+            _write_copy(keys, "key_mgr.json", new_key_mgr)
+            out.print(
+                f"pkg_mgr delegated to {external[:16]}… (your signer's key): set "
+                "signing.signer_command on the server; signed channels are signed again"
+            )
+            _print_warnings(status)
+            return
         new, path = _new_key(keys, Role.PKG_MGR)
         new_key_mgr = builders.rotate_pkg_mgr(key_mgr_env, key_mgr, public_hex(new), now)
     elif role == Role.KEY_MGR:
