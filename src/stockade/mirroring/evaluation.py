@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from stockade.mirroring.contents import KnownLinkScripts, known_link_scripts
 from stockade.mirroring.inputs import UpstreamSubdir
-from stockade.mirroring.plan import MirrorJob
+from stockade.mirroring.job import MirrorJob
 from stockade.mirroring.upstream import Verdict, evaluate_records, upstream_files
 from stockade.policies.engine import VulnerabilityLookup
 

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from stockade.core.errors import StockadeError, UnavailableError
 from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
+from stockade.mirroring.job import source_config
 from stockade.mirroring.models import Mirror, MirrorSubdirState
-from stockade.mirroring.plan import source_config
 from stockade.mirroring.sources import SourceConfig, open_source
 from stockade.storage.interfaces import BlobStore
 

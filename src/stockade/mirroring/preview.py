@@ -42,9 +42,10 @@ from stockade.mirroring.evaluation import (
     undecided,
 )
 from stockade.mirroring.inputs import UpstreamSubdir, unpack_exclusions
+from stockade.mirroring.job import MirrorJob, job_for_mirror, mirror_policies
 from stockade.mirroring.matching import SpecMatcher
 from stockade.mirroring.models import Mirror, MirrorMode
-from stockade.mirroring.plan import MirrorJob, build_plan, job_for_mirror, mirror_policies
+from stockade.mirroring.plan import build_plan
 from stockade.mirroring.snapshots import StoredSnapshot, last_snapshot
 from stockade.mirroring.upstream import Verdict
 from stockade.policies.engine import Reason, VulnerabilityLookup

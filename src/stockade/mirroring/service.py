@@ -44,8 +44,8 @@ from stockade.mirroring.errors import (
     MirrorNotFoundError,
     RunActiveError,
 )
+from stockade.mirroring.job import source_config
 from stockade.mirroring.models import ACTIVE_STATES, DEFAULT_SCHEDULE, Mirror, MirrorRun
-from stockade.mirroring.plan import source_config
 from stockade.mirroring.source_check import CHECK_TIMEOUT_S, check_source_reachable
 
 UNSET: Any = object()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from stockade.mirroring.inputs import UpstreamSubdir
-from stockade.mirroring.plan import MirrorJob
+from stockade.mirroring.job import MirrorJob
 from stockade.mirroring.sources import Validators
 from stockade.mirroring.upstream import FetchedSubdir, UpstreamSnapshot
 from stockade.storage.interfaces import BlobStore

@@ -36,7 +36,8 @@ from stockade.mirroring.source_config import SourceConfig, http_client_options
 from stockade.storage.interfaces import BlobStore
 
 if TYPE_CHECKING:
-    from stockade.mirroring.plan import MirrorJob, Plan
+    from stockade.mirroring.job import MirrorJob
+    from stockade.mirroring.plan import Plan
     from stockade.mirroring.upstream import UpstreamSnapshot
 
 log = logging.getLogger("stockade.mirroring")

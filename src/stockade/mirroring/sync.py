@@ -32,8 +32,9 @@ from stockade.mirroring.contents import KnownLinkScripts, read_downloaded
 from stockade.mirroring.errors import LeaseLostError, RunStoppedError, ShuttingDownError
 from stockade.mirroring.evaluation import evaluate_job
 from stockade.mirroring.inputs import vulnerability_version
+from stockade.mirroring.job import MirrorJob, load_job
 from stockade.mirroring.models import MirrorMode, RunState
-from stockade.mirroring.plan import MirrorJob, Plan, apply_plan, build_plan, load_job
+from stockade.mirroring.plan import Plan, apply_plan, build_plan
 from stockade.mirroring.reporter import RunReporter
 from stockade.mirroring.summaries import record_abouts
 from stockade.mirroring.upstream import (

@@ -36,7 +36,7 @@ from stockade.signing.upstream import SignatureCheck
 from stockade.storage.interfaces import BlobStore
 
 if TYPE_CHECKING:
-    from stockade.mirroring.plan import MirrorJob, SubdirStateView
+    from stockade.mirroring.job import MirrorJob, SubdirStateView
     from stockade.mirroring.reporter import RunReporter
 
 #: Bump when what a run makes of the same inputs changes, so a no-change shortcut is not taken.

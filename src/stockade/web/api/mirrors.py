@@ -16,8 +16,8 @@ from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
 from stockade.mirroring.credentials import has_proxy_credentials
 from stockade.mirroring.inputs import unpack_exclusions
+from stockade.mirroring.job import metadata_location, mirror_policies
 from stockade.mirroring.models import Mirror, MirrorRun, MirrorSubdirState
-from stockade.mirroring.plan import metadata_location, mirror_policies
 from stockade.mirroring.runs import RunService
 from stockade.mirroring.service import UNSET, MirrorService, MirrorSpec, trust_sha
 from stockade.signing.upstream import root_summary, stored_trust
