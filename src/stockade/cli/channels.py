@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from enum import StrEnum
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column
 
+from stockade.channels.signature_state import SignatureState
 from stockade.cli.client import client, fail
 from stockade.cli.output import NONE, AsJson, key_values, out, print_json, table, when
 from stockade.cli.text import shorten
@@ -16,17 +16,6 @@ from stockade.cli.text import shorten
 channel_app = typer.Typer(help="Channels.", no_args_is_help=True)
 
 PRIVACY_HELP = "public | authenticated | private"
-
-
-class SignatureFilter(StrEnum):
-    """The server's signature states (stockade.channels.signature_state), without importing it."""
-
-    SIGNED = "signed"
-    UPSTREAM_VERIFIED = "upstream-verified"
-    UPSTREAM_UNVERIFIED = "upstream-unverified"
-    UPSTREAM_INVALID = "upstream-invalid"
-    UPSTREAM_DROPPED = "upstream-dropped"
-    UNSIGNED = "unsigned"
 
 
 def _print_json(data: object) -> None:
@@ -186,7 +175,7 @@ def files(
     name: str,
     subdir: str | None = None,
     package: str | None = typer.Option(None, "--name"),
-    signature: SignatureFilter | None = typer.Option(
+    signature: SignatureState | None = typer.Option(
         None, "--signature", help="only files in this signature state"
     ),
     as_json: AsJson = False,
