@@ -57,14 +57,25 @@ def live_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Browser tests run against SQLite only: what a page reads and writes runs on both backends
-    in the HTTP page tests, while Chromium checks rendering, scripts and assets, which do not
-    depend on the database (and CI keeps to its time budget)."""
+    """Some tests run against SQLite only (CI keeps to its time budget):
+
+    - browser tests: what a page reads and writes runs on both backends in the HTTP page tests,
+      while Chromium checks rendering, scripts and assets, which do not depend on the database;
+    - command-line tests (``test_cli*.py``): the API calls they make run on both backends in the
+      API tests, while these check what the CLI prints and how it fails;
+    - tests marked ``one_backend`` (a reason in the module).
+    """
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_pg = callspec is not None and callspec.params.get("backend") == "postgresql"
-        (dropped if on_pg and item.get_closest_marker("browser") else kept).append(item)
+        module = getattr(getattr(item, "module", None), "__name__", "")
+        sqlite_only = (
+            item.get_closest_marker("browser") is not None
+            or item.get_closest_marker("one_backend") is not None
+            or module.rsplit(".", 1)[-1].startswith("test_cli")
+        )
+        (dropped if on_pg and sqlite_only else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from stockade.channels.signature_state import EXPLANATIONS, SignatureState
-from stockade.cli.channels import SignatureFilter
 from stockade.signing.builders import new_chain
 from stockade.signing.keys import generate, public_hex, write_key
 from tests.conftest import PG_URL, backends
@@ -289,7 +288,3 @@ def test_the_cli_lists_files_with_their_signature_state(
     assert filename[:12] not in run(cli, "channel", "files", signed, "--signature", "unsigned")
     refused = run(cli, "channel", "files", signed, "--signature", "maybe", code=2)
     assert "maybe" in refused
-
-
-def test_the_clis_states_are_the_servers() -> None:
-    assert [s.value for s in SignatureFilter] == [s.value for s in SignatureState]

@@ -31,7 +31,9 @@ from tests.support.signing import (
     wait_failure,
 )
 
-pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("signing")]
+# The signer process is what is tested; signatures are stored and published alike on both
+# backends in test_signing_http.py.
+pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("signing"), pytest.mark.one_backend]
 
 COMMAND_ENV = "STOCKADE_SIGNING__SIGNER_COMMAND"
 RECIPES = TESTDATA / "channels" / "test-recipes" / "noarch"
