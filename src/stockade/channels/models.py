@@ -89,6 +89,8 @@ class Artifact(Base):
         Index("ix_artifacts_channel_source_name", "channel_id", "source", "name"),
         Index("ix_artifacts_channel_scan", "channel_id", "scan_status"),
         Index("ix_artifacts_channel_servable", "channel_id", "subdir", "servable"),
+        # a publication looks up the kept upstream signatures of its subdir (few or none)
+        Index("ix_artifacts_channel_signature", "channel_id", "subdir", "signature_status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -32,17 +32,18 @@ def signing_inputs(
 ) -> tuple[bool, dict[str, dict[str, Any]]]:
     """Whether the channel signs, and the kept upstream signature entries of the subdir."""
     sign = bool(session.scalar(select(Channel.sign).where(Channel.id == channel_id)))
+    # ``servable`` is checked on the rows found (few): in the WHERE clause it would lead SQLite to
+    # the servable index and a scan of the whole subdir on every publication.
     upstream = {
         fn: sig
-        for fn, sig in session.execute(
-            select(Artifact.filename, Artifact.signature).where(
+        for fn, sig, servable in session.execute(
+            select(Artifact.filename, Artifact.signature, Artifact.servable).where(
                 Artifact.channel_id == channel_id,
                 Artifact.subdir == subdir,
-                Artifact.servable.is_(True),
                 Artifact.signature_status.in_(KEPT_STATES),
             )
         ).all()
-        if isinstance(sig, dict) and sig
+        if servable and isinstance(sig, dict) and sig
     }
     return sign, upstream
 

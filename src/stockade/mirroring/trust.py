@@ -20,8 +20,8 @@ from stockade.core.errors import StockadeError
 from stockade.core.outbound import RefusedDestinationError, guarded_client
 from stockade.core.urls import URLParseError, parse_url, redact_url
 from stockade.mirroring.source_config import SourceConfig, http_client_options
+from stockade.signing.format import MAX_METADATA_BYTES
 from stockade.signing.upstream import (
-    MAX_METADATA_BYTES,
     Fetch,
     TrustFetchError,
     UpstreamTrust,

@@ -30,8 +30,6 @@ from stockade.signing.format import (
 )
 from stockade.signing.models import TrustMetadata
 
-MAX_METADATA_BYTES = 1 << 20
-
 
 @dataclass(frozen=True)
 class Chain:
@@ -57,20 +55,6 @@ class Chain:
 def serialize(envelope: Mapping[str, Any]) -> bytes:
     """The bytes served: indented and sorted, as the format's own tools write metadata files."""
     return json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n"
-
-
-def parse_metadata(data: bytes | str | Mapping[str, Any], what: str) -> dict[str, Any]:
-    if isinstance(data, Mapping):
-        return dict(data)
-    if len(data) > MAX_METADATA_BYTES:
-        raise TrustMetadataError(f"{what} is larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise TrustMetadataError(f"{what} is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise TrustMetadataError(f"{what} is not a JSON object")
-    return value
 
 
 def load_chain(session: Session) -> Chain | None:

@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -43,6 +43,8 @@ _HEX: Final = re.compile(r"(?:[0-9a-f]{2})*")
 ROLES: Final = ("root", "key_mgr", "pkg_mgr")
 DELEGATES: Final = {"root": ("root", "key_mgr"), "key_mgr": ("pkg_mgr",)}
 TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+#: The most bytes one metadata file (root, key_mgr) may have, here or upstream.
+MAX_METADATA_BYTES: Final = 1 << 20
 
 Envelope = dict[str, Any]
 
@@ -55,6 +57,21 @@ def canonical(value: Any) -> bytes:
 def record_bytes(record_json: bytes) -> bytes:
     """Canonical bytes of a stored (compact) repodata record, as a client rebuilds them."""
     return canonical(json.loads(record_json))
+
+
+def parse_metadata(data: bytes | str | Mapping[str, Any], what: str) -> dict[str, Any]:
+    """A metadata file's JSON object; TrustMetadataError says what is wrong (size, JSON, type)."""
+    if isinstance(data, Mapping):
+        return dict(data)
+    if len(data) > MAX_METADATA_BYTES:
+        raise TrustMetadataError(f"{what} is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TrustMetadataError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise TrustMetadataError(f"{what} is not a JSON object")
+    return value
 
 
 def iso(moment: datetime) -> str:
@@ -228,6 +245,13 @@ def record_verdict(
         return "no signature"
     keys, threshold = delegation(key_mgr_signed, "pkg_mgr")
     good = good_signers({"signed": record, "signatures": signatures}, keys, openpgp=False)
+    return signers_verdict(good, signatures, keys, threshold)
+
+
+def signers_verdict(
+    good: Collection[str], signatures: Mapping[str, Any], keys: list[str], threshold: int
+) -> str | None:
+    """None when ``good`` (the keys whose signature verifies) meet the threshold, else why not."""
     if len(good) >= threshold:
         return None
     if not any(k in keys for k in signatures):

@@ -36,10 +36,13 @@ import orjson
 
 from stockade.signing.errors import TrustMetadataError
 from stockade.signing.format import (
+    MAX_METADATA_BYTES,
     check_delegating,
     delegation,
     good_signers,
+    parse_metadata,
     parse_time,
+    signers_verdict,
     verify_envelope,
     verify_key_mgr,
     verify_root_update,
@@ -47,7 +50,6 @@ from stockade.signing.format import (
 
 KEY_MGR: Final = "key_mgr.json"
 MAX_ROOT_UPDATES: Final = 64  # root versions followed in one run
-MAX_METADATA_BYTES: Final = 1024 * 1024
 NO_TRUSTED_ROOT: Final = "no trusted root configured for this mirror"
 
 
@@ -78,7 +80,7 @@ class SignatureCheck:
 def parse_trusted_root(data: bytes | str) -> dict[str, Any]:
     """The root envelope an administrator gives: well-formed and signed by its own root keys.
     Raises TrustMetadataError naming what is wrong."""
-    envelope = _json(data, "trusted_root")
+    envelope = parse_metadata(data, "trusted_root")
     signed = check_delegating(envelope, "root")
     keys, threshold = delegation(signed, "root")
     verify_envelope(envelope, keys, threshold, what="trusted_root (self-signature)", openpgp=True)
@@ -90,7 +92,7 @@ def root_summary(data: bytes | None) -> dict[str, Any] | None:
     if data is None:
         return None
     try:
-        signed = check_delegating(_json(data, "trusted_root"), "root")
+        signed = check_delegating(parse_metadata(data, "trusted_root"), "root")
     except TrustMetadataError as exc:
         return {"error": exc.detail}
     return {
@@ -99,15 +101,6 @@ def root_summary(data: bytes | None) -> dict[str, Any] | None:
         "root_keys": delegation(signed, "root")[0],
         "key_mgr_keys": delegation(signed, "key_mgr")[0],
     }
-
-
-def _json(data: bytes | str, what: str) -> Any:
-    if len(data) > MAX_METADATA_BYTES:
-        raise TrustMetadataError(f"{what}: larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise TrustMetadataError(f"{what} is not JSON") from None
 
 
 # --------------------------------------------------------------------------------------- trust
@@ -185,7 +178,7 @@ def establish_trust(trusted_root: bytes | None, fetch: Fetch, now: datetime) -> 
         data = recording(KEY_MGR)
         if data is None:
             raise TrustFetchError(f"{KEY_MGR} not found")
-        key_mgr = verify_key_mgr(root_env, _json(data, KEY_MGR), now)
+        key_mgr = verify_key_mgr(root_env, parse_metadata(data, KEY_MGR), now)
     except TrustFetchError as exc:
         why = f"{KEY_MGR} could not be fetched: {exc}"
         return UpstreamTrust(
@@ -211,7 +204,7 @@ def _follow_roots(root_env: dict[str, Any], fetch: Fetch) -> tuple[dict[str, Any
         data = fetch(name)
         if data is None:
             break
-        new = _json(data, name)
+        new = parse_metadata(data, name)
         verify_root_update(root_env, new)
         root_env, version = new, version + 1
     return root_env, version
@@ -278,11 +271,8 @@ def check_record(
             f"signed by pkg_mgr key {names} (key_mgr version {trust.key_mgr_version}, "
             f"root version {trust.root_version})",
         )
-    if not any(k in keys for k in kept):
-        why = "signed by a key that the upstream's key_mgr does not delegate pkg_mgr to"
-    else:
-        why = "the signature does not match the record"
-    return SignatureCheck(kept, SignatureStatus.INVALID, why)
+    why = signers_verdict(good, kept, keys, threshold)
+    return SignatureCheck(kept, SignatureStatus.INVALID, str(why))
 
 
 #: Signers found per (record, entry, keys): verifying costs ~0.1 ms a record, and a mirror checks

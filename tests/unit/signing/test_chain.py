@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from stockade.db.engine import make_engine, make_session_factory, transaction
 from stockade.settings import SigningSettings
 from stockade.signing import builders
-from stockade.signing.chain import install, load_chain, metadata_file, parse_metadata
+from stockade.signing.chain import install, load_chain, metadata_file
 from stockade.signing.errors import SignerUnavailableError, SigningExistsError, TrustMetadataError
+from stockade.signing.format import parse_metadata
 from stockade.signing.keys import public_hex, write_key
 from stockade.signing.models import RecordSignature, TrustMetadata
 from stockade.signing.records import RecordSigner

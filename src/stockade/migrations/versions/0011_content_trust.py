@@ -46,6 +46,11 @@ def upgrade() -> None:
     )
     op.add_column("artifacts", sa.Column("signature_status", sa.String(16), nullable=True))
     op.add_column("artifacts", sa.Column("signature_detail", sa.Text(), nullable=True))
+    op.create_index(
+        "ix_artifacts_channel_signature",
+        "artifacts",
+        ["channel_id", "subdir", "signature_status"],
+    )
     op.add_column(
         "subdir_indexes",
         sa.Column("signing_done", sa.Integer(), nullable=False, server_default="0"),
@@ -63,6 +68,7 @@ def downgrade() -> None:
     op.drop_column("mirrors", "trusted_root")
     op.drop_column("subdir_indexes", "signing_total")
     op.drop_column("subdir_indexes", "signing_done")
+    op.drop_index("ix_artifacts_channel_signature", table_name="artifacts")
     op.drop_column("artifacts", "signature_detail")
     op.drop_column("artifacts", "signature_status")
     op.drop_column("channels", "sign")
