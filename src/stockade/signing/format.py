@@ -43,6 +43,8 @@ _HEX: Final = re.compile(r"(?:[0-9a-f]{2})*")
 ROLES: Final = ("root", "key_mgr", "pkg_mgr")
 DELEGATES: Final = {"root": ("root", "key_mgr"), "key_mgr": ("pkg_mgr",)}
 TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+#: The most signatures by authorized keys tried on one envelope (real ones carry one or two).
+MAX_SIGNATURES_CHECKED: Final = 16
 #: The most bytes one metadata file (root, key_mgr) may have, here or upstream.
 MAX_METADATA_BYTES: Final = 1 << 20
 
@@ -137,18 +139,29 @@ def public_key(hex_key: str) -> Ed25519PublicKey:
 
 
 def good_signers(envelope: Mapping[str, Any], keys: list[str], *, openpgp: bool) -> set[str]:
-    """The keys among ``keys`` whose signature over the envelope's ``signed`` part verifies."""
+    """The keys among ``keys`` whose signature over the envelope's ``signed`` part verifies.
+
+    At most ``MAX_SIGNATURES_CHECKED`` signatures by authorized keys are tried: an upstream's
+    repodata and key_mgr are not ours, and one record listing thousands of signatures by the
+    thousands of keys a key_mgr may delegate to would otherwise cost seconds to check.
+    """
     signatures = envelope.get("signatures")
     if not isinstance(signatures, Mapping) or "signed" not in envelope:
         return set()
-    data = canonical(envelope["signed"])
+    authorized = set(keys)
+    data: bytes | None = None
     good: set[str] = set()
+    tried = 0
     for key, entry in signatures.items():
-        if key not in keys or not isinstance(entry, Mapping):
+        if key not in authorized or not isinstance(entry, Mapping):
             continue
         sig = entry.get("signature")
         if not isinstance(sig, str) or not HEX_SIGNATURE.fullmatch(sig):
             continue
+        if tried == MAX_SIGNATURES_CHECKED:
+            break
+        tried += 1
+        data = canonical(envelope["signed"]) if data is None else data
         message = data
         if openpgp:
             headers = entry.get("other_headers")

@@ -258,3 +258,18 @@ def test_timestamps_and_spec_version(keys: Keys) -> None:
     assert signed["expiration"] == "2027-06-01T12:00:00Z"
     assert signed["metadata_spec_version"] == "0.6.0"
     assert signed["delegations"]["root"] == {"pubkeys": [public_hex(keys.root)], "threshold": 1}
+
+
+def test_signatures_tried_per_envelope_are_bounded() -> None:
+    """An upstream record listing many bad signatures by authorized keys costs at most
+    MAX_SIGNATURES_CHECKED verifications: a good one listed after them is not reached, one listed
+    among the first is found."""
+    record = {"name": "x", "version": "1", "build": "0"}
+    keys = [Ed25519PrivateKey.generate() for _ in range(fmt.MAX_SIGNATURES_CHECKED + 2)]
+    hexes = [public_hex(k) for k in keys]
+    bad = {h: {"signature": "00" * 64} for h in hexes[:-1]}
+    good = {hexes[-1]: {"signature": keys[-1].sign(fmt.canonical(record)).hex()}}
+    late = {"signed": record, "signatures": {**bad, **good}}
+    assert fmt.good_signers(late, hexes, openpgp=False) == set()
+    early = {"signed": record, "signatures": {**good, **bad}}
+    assert fmt.good_signers(early, hexes, openpgp=False) == {hexes[-1]}
