@@ -1,0 +1,1 @@
+"""Air-gapped operation (SPEC §9): package bundles, their format, export and import."""
