@@ -3,6 +3,7 @@
 Used by Alembic, the migration drift check and tests. Lives above the domains on purpose.
 """
 
+from stockade.airgap import models as airgap_models
 from stockade.audit import models as audit_models
 from stockade.auth import models as auth_models
 from stockade.channels import models as channel_models
@@ -19,6 +20,7 @@ metadata = Base.metadata
 
 __all__ = [
     "Base",
+    "airgap_models",
     "audit_models",
     "auth_models",
     "channel_models",
