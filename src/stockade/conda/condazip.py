@@ -17,7 +17,7 @@ from typing import Final
 import orjson
 
 from stockade.conda.errors import PackageValidationError
-from stockade.conda.members import normalize_path
+from stockade.conda.members import check_path
 from stockade.conda.tarstream import Budget
 
 MAX_CENTRAL_DIRECTORY: Final = 64 * 1024
@@ -54,7 +54,7 @@ def check_central_directory(path: Path) -> None:
 
 
 def _check_name(name: str) -> None:
-    normalize_path(name.rstrip("/") or name, what="zip member name", member=name)
+    check_path(name.removesuffix("/") or name, what="zip member name", member=name)
     if "/" in name:
         raise PackageValidationError(
             "unsafe-path",

@@ -1,16 +1,16 @@
 """Rules on the members of a package archive: safe paths, allowed types, links that stay inside.
 
 A package is extracted into a prefix by tools we do not control, so every member must name a path
-inside it: relative, no ``..``, no backslash, no NUL or other control character, valid UTF-8.
-A leading ``./`` (what ``tar -C dir -c .`` writes) is accepted and dropped. Symbolic links must
-resolve inside the package, following the package's own links on the way; hard links must point to
-a regular file met earlier in the same tar. Devices, fifos, unknown member types and setuid/setgid
-bits are refused.
+inside it, by the one member-name rule of :func:`stockade.core.safezip.path_problem` (relative, no
+``..``, no backslash, no NUL or other control character, valid UTF-8, at most 1024 characters).
+A leading ``./`` of a tar member (what ``tar -C dir -c .`` writes) is accepted and dropped.
+Symbolic links must resolve inside the package, following the package's own links on the way;
+hard links must point to a regular file met earlier in the same tar. Devices, fifos, unknown member
+types and setuid/setgid bits are refused.
 """
 
 from __future__ import annotations
 
-import re
 import tarfile
 from collections import deque
 from collections.abc import Mapping
@@ -18,6 +18,13 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from stockade.conda.errors import PackageValidationError, printable
+from stockade.core.safezip import (
+    PathProblem,
+    ProblemKind,
+    is_absolute,
+    path_problem,
+    text_problem,
+)
 
 MemberKind = Literal["file", "dir", "symlink", "hardlink"]
 
@@ -26,8 +33,11 @@ MAX_LINK_HOPS: Final = 40  # as Linux's limit on nested symbolic links
 MIN_RESOLUTION_STEPS: Final = 100_000
 RESOLUTION_STEPS_PER_LINK: Final = 64
 
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
-_DRIVE_RE: Final = re.compile(r"[A-Za-z]:")
+_RULES: Final = {
+    ProblemKind.TRAVERSAL: "path-traversal",
+    ProblemKind.UNSAFE: "unsafe-path",
+    ProblemKind.ENCODING: "encoding",
+}
 _FILE_TYPES: Final = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE})
 _SPECIAL_TYPES: Final = {
     tarfile.CHRTYPE: "a character device",
@@ -50,48 +60,33 @@ class MemberRecord:
     target: str | None = None  # link target: as written for symlinks, normalized for hard links
 
 
-def _check_text(value: str, what: str, member: str) -> None:
-    if "\x00" in value:
-        raise PackageValidationError("unsafe-path", f"{what} contains a NUL byte", member=member)
-    if _CONTROL_RE.search(value) is not None:
+def _refuse(problem: PathProblem | None, what: str, member: str) -> None:
+    if problem is not None:
         raise PackageValidationError(
-            "unsafe-path", f"{what} contains a control character", member=member
+            _RULES[problem.kind], f"{what} {problem.detail}", member=member
         )
-    if "\\" in value:
-        raise PackageValidationError("unsafe-path", f"{what} contains a backslash", member=member)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PackageValidationError(
-            "encoding", f"{what} is not valid UTF-8", member=member
-        ) from None
+
+
+def check_path(raw: str, *, what: str = "member path", member: str | None = None) -> None:
+    """Refuse the archive path ``raw`` if it breaks the one member-name rule, with
+    ``package:path-traversal``, ``package:unsafe-path`` or ``package:encoding``."""
+    _refuse(path_problem(raw), what, raw if member is None else member)
 
 
 def normalize_path(raw: str, *, what: str = "member path", member: str | None = None) -> str:
-    """Return the canonical form of the archive path ``raw`` ("" for the root), or raise.
+    """Return the canonical form of the tar path ``raw`` ("" for the root), or raise.
 
-    ``package:path-traversal`` for an absolute path or a ``..`` component, ``package:unsafe-path``
-    for an empty name, a backslash, a control character or an empty or ``.`` component past a
-    leading ``./``, ``package:encoding`` for a name that is not UTF-8.
+    A leading ``./`` is dropped, then :func:`check_path` applies: ``package:path-traversal`` for
+    an absolute path or a ``..`` component, ``package:unsafe-path`` for an empty or too long
+    name, a backslash, a control character or an empty or ``.`` component, ``package:encoding``
+    for a name that is not UTF-8.
     """
-    shown = raw if member is None else member
-    if raw == "":
-        raise PackageValidationError("unsafe-path", f"{what} is empty", member=shown)
-    _check_text(raw, what, shown)
-    if raw.startswith("/") or _DRIVE_RE.match(raw) is not None:
-        raise PackageValidationError("path-traversal", f"{what} is absolute", member=shown)
     path = raw
     while path.startswith("./"):
         path = path[2:]
-    if path in ("", "."):
+    if raw and path in ("", "."):
         return ""
-    parts = path.split("/")
-    if ".." in parts:
-        raise PackageValidationError("path-traversal", f"{what} has a '..' component", member=shown)
-    if "" in parts or "." in parts:
-        raise PackageValidationError(
-            "unsafe-path", f"{what} has an empty or '.' component", member=shown
-        )
+    check_path(path, what=what, member=raw if member is None else member)
     return path
 
 
@@ -122,8 +117,8 @@ def check_symlink_target(target: str, member: str) -> str:
         raise PackageValidationError(
             "link-escape", "symbolic link has an empty target", member=member
         )
-    _check_text(target, "symbolic link target", member)
-    if target.startswith("/") or _DRIVE_RE.match(target) is not None:
+    _refuse(text_problem(target), "symbolic link target", member)
+    if is_absolute(target):
         raise PackageValidationError(
             "link-escape",
             f"symbolic link points to the absolute path {printable(target)!r}",

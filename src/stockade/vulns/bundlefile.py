@@ -1,11 +1,9 @@
 """The ``cve.zip`` file: its names, safe reading of uploaded zips, its manifest.
 
-:func:`members` refuses, before anything is read: absolute names, ``..`` or empty parts,
-backslashes and drive letters, symbolic links, encrypted members, members compressed other than
-stored or deflate, a name present twice, more than ``max_members`` members, a member above
-``max_member`` or a total above ``max_total`` bytes unpacked (zip bombs). :func:`read_member` never
-returns more bytes than a member declares, and turns any failure to decompress into
-:class:`BundleError`.
+The safety rules are the one safe-zip reader's (:mod:`stockade.core.safezip`: names, links,
+encryption, methods, duplicates, member counts and unpacked sizes, reads never past a member's
+declared size); this module maps its refusals to :class:`BundleError` and
+:class:`BundleTooLargeError`.
 :func:`read_manifest` checks the manifest against the zip (format, version, every listed file
 present with its size, nothing unlisted); :func:`verified` reads a file and checks its sha256.
 The format is documented in ``docs/formats.md`` ("CVE bundle (cve.zip)").
@@ -15,14 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-import stat
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
+from stockade.core import safezip
 from stockade.core.errors import InvalidInputError, TooLargeError
 
 __all__ = [
@@ -52,11 +52,6 @@ CURATIONS = "curations.json"
 _VULN_FILE = re.compile(r"^vulnerabilities/[A-Za-z0-9._-]+\.(jsonl|json)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
-_READ = 1 << 20
-_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
-_OTHER_METHODS = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 9: "deflate64"}
-
 
 class BundleError(InvalidInputError):
     """A bundle or feed zip that is unsafe or broken; ``member`` names the file when known."""
@@ -65,7 +60,7 @@ class BundleError(InvalidInputError):
     title = "Invalid CVE bundle"
 
     def __init__(self, detail: str, *, member: str | None = None) -> None:
-        super().__init__(f"{member}: {detail}" if member else detail)
+        super().__init__(f"{safezip.shown(member)}: {detail}" if member else detail)
         if member is not None:
             self.extra["member"] = member
 
@@ -88,91 +83,43 @@ class BundleTooLargeError(TooLargeError):
 
 
 @dataclass(frozen=True)
-class BundleLimits:
-    max_members: int = 500_000
-    max_total: int = 16 * 1024**3  # unpacked bytes of every member together
-    max_member: int = 512 * 1024**2  # one member is read whole
+class BundleLimits(safezip.ZipLimits):
+    """The caps of :func:`members` (those of :class:`~stockade.core.safezip.ZipLimits`)."""
+
+
+@contextmanager
+def bundle_errors() -> Iterator[None]:
+    """The safe-zip reader's refusals as :class:`BundleError` or :class:`BundleTooLargeError`."""
+    try:
+        yield
+    except safezip.UnsafeZipError as exc:
+        if exc.too_large:
+            raise BundleTooLargeError(exc.detail, member=exc.member) from None
+        raise BundleError(exc.problem, member=exc.member) from None
 
 
 def check_name(name: str) -> None:
     """Refuse a member name that could leave the extraction folder or mean two things."""
-    parts = name.rstrip("/").split("/")
-    if (
-        not name
-        or len(name) > 1024
-        or name.startswith("/")
-        or "\\" in name
-        or _DRIVE.match(name)
-        or any(p in ("", ".", "..") for p in parts)
-        or not name.isprintable()
-    ):
-        raise BundleError(
-            "unsafe member name (absolute, '..', backslash or empty part)", member=name
-        )
+    problem = safezip.path_problem(name)
+    if problem is not None:
+        raise BundleError(f"unsafe member name: it {problem.detail}", member=name)
 
 
 def members(archive: zipfile.ZipFile, limits: BundleLimits) -> dict[str, zipfile.ZipInfo]:
-    """The files of a zip by name, after the safety checks of the module docstring."""
-    infos = archive.infolist()
-    if len(infos) > limits.max_members:
-        raise BundleTooLargeError(f"the zip has {len(infos)} members, over {limits.max_members}")
-    found: dict[str, zipfile.ZipInfo] = {}
-    total = 0
-    for info in infos:
-        check_name(info.filename)
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise BundleError("symbolic links are refused", member=info.filename)
-        if info.flag_bits & 0x1:
-            raise BundleError("encrypted members are refused", member=info.filename)
-        if info.compress_type not in _METHODS:
-            method = _OTHER_METHODS.get(info.compress_type, f"method {info.compress_type}")
-            raise BundleError(
-                f"compressed with {method}: only stored and deflate members are accepted",
-                member=info.filename,
-            )
-        if info.is_dir():
-            continue
-        if info.filename in found:
-            raise BundleError("the zip holds this name twice", member=info.filename)
-        if info.file_size > limits.max_member:
-            raise BundleTooLargeError(
-                f"{info.filename}: {info.file_size} bytes unpacked, over {limits.max_member}",
-                member=info.filename,
-            )
-        total += info.file_size
-        if total > limits.max_total:
-            raise BundleTooLargeError(
-                f"the zip unpacks to more than {limits.max_total} bytes", member=info.filename
-            )
-        found[info.filename] = info
-    return found
+    """The files of a zip by name, after the checks of :func:`stockade.core.safezip.safe_members`."""
+    with bundle_errors():
+        return safezip.safe_members(archive, limits)
 
 
 def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     """A member's bytes, never more than it declares."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        with archive.open(info) as fh:
-            while block := fh.read(_READ):
-                size += len(block)
-                if size > info.file_size:
-                    raise BundleError("more bytes than the zip declares", member=info.filename)
-                chunks.append(block)
-    except BundleError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to unpack untrusted bytes is the zip's
-        raise BundleError(
-            f"cannot be read ({exc.__class__.__name__}: {exc})", member=info.filename
-        ) from None
-    return b"".join(chunks)
+    with bundle_errors():
+        return b"".join(safezip.iter_member(archive, info))
 
 
-def open_zip(path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise BundleError(f"not a zip file: {exc}") from None
+def open_zip(source: Path | IO[bytes]) -> zipfile.ZipFile:
+    with bundle_errors():
+        return safezip.open_zip(source)
 
 
 # ----------------------------------------------------------------------------------- manifest

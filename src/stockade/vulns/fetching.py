@@ -18,7 +18,6 @@ import hashlib
 import io
 import logging
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from stockade.core.outbound import (
     guarded_client,
 )
 from stockade.core.urls import ParsedURL, URLParseError, parse_url, redact_url
-from stockade.vulns.bundlefile import BundleError, BundleLimits, members, read_member
+from stockade.vulns.bundlefile import BundleError, BundleLimits, members, open_zip, read_member
 from stockade.vulns.errors import FeedFetchError, FeedUnreachableError
 from stockade.vulns.models import FeedFormat
 
@@ -112,15 +111,13 @@ def _documents(name: str, data: bytes, fmt: str) -> list[tuple[str, bytes]]:
     if fmt != FeedFormat.OSV or not data.startswith(_ZIP_MAGIC):
         return [(name, data)]
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with open_zip(io.BytesIO(data)) as archive:
             found = members(archive, BundleLimits())
             return [
                 (f"{name}/{member}", read_member(archive, info))
                 for member, info in sorted(found.items())
                 if member.lower().endswith(SUFFIXES[fmt]) and not member.startswith(".")
             ]
-    except zipfile.BadZipFile as exc:
-        raise FeedFetchError(f"{name}: not a zip file ({exc})") from None
     except BundleError as exc:
         raise FeedFetchError(f"{name}: {exc.detail}") from None
 
