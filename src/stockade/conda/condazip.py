@@ -19,14 +19,10 @@ import orjson
 from stockade.conda.errors import PackageValidationError
 from stockade.conda.members import check_path
 from stockade.conda.tarstream import Budget
+from stockade.core.safezip import UnsafeZipError, directory_extent
 
 MAX_CENTRAL_DIRECTORY: Final = 64 * 1024
 MAX_METADATA_SIZE: Final = 64 * 1024
-
-_END = struct.Struct("<4s4H2LH")  # end of central directory record
-_END64_LOCATOR_SIZE: Final = 20
-_END64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory record
-_TAIL: Final = _END.size + 0xFFFF  # the record plus the longest comment
 
 
 def _format(detail: str) -> PackageValidationError:
@@ -35,21 +31,14 @@ def _format(detail: str) -> PackageValidationError:
 
 def check_central_directory(path: Path) -> None:
     """Refuse a file with no zip end record, or a central directory too large for a ``.conda``."""
-    with path.open("rb") as stream:
-        size = stream.seek(0, 2)
-        stream.seek(max(0, size - _TAIL))
-        tail = stream.read()
-    position = tail.rfind(b"PK\x05\x06")
-    if position < 0 or position + _END.size > len(tail):
-        raise _format("the .conda file is not a zip archive")
-    directory_size = _END.unpack_from(tail, position)[5]
-    start64 = position - _END64_LOCATOR_SIZE - _END64.size
-    locator = position - _END64_LOCATOR_SIZE
-    if locator >= 0 and tail.startswith(b"PK\x06\x07", locator):
-        if start64 < 0 or not tail.startswith(b"PK\x06\x06", start64):
-            raise _format("the zip64 end of central directory record is missing")
-        directory_size = max(directory_size, _END64.unpack_from(tail, start64)[8])
-    if directory_size > MAX_CENTRAL_DIRECTORY:
+    try:
+        with path.open("rb") as stream:
+            extent = directory_extent(stream)
+    except UnsafeZipError as exc:
+        if exc.problem.startswith("no end"):
+            raise _format("the .conda file is not a zip archive") from None
+        raise _format(exc.problem) from None
+    if extent.size > MAX_CENTRAL_DIRECTORY:
         raise _format("the zip central directory is far too large for a .conda")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 import stat
+import struct
 import unicodedata
 import zipfile
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from stockade.core.errors import ErrorKind, InvalidInputError
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "DirectoryExtent",
     "PathProblem",
     "ProblemKind",
     "SupportsWrite",
@@ -46,6 +48,7 @@ __all__ = [
     "ZipLimits",
     "ZipRefusal",
     "copy_verified_member",
+    "directory_extent",
     "is_absolute",
     "iter_member",
     "open_zip",
@@ -66,6 +69,10 @@ _METHODS: Final = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"
 _OTHER_METHODS: Final = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 9: "deflate64"}
 _ENCRYPTED: Final = 0x1 | 0x40  # traditional and strong encryption
 _SHOWN: Final = 300
+_END: Final = struct.Struct("<4s4H2LH")  # end of central directory record
+_END64_LOCATOR_SIZE: Final = 20
+_END64: Final = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory record
+_TAIL: Final = _END.size + 0xFFFF  # the record plus the longest comment
 
 
 class ProblemKind(StrEnum):
@@ -181,13 +188,67 @@ class ZipLimits:
     max_member: int = 512 * 1024**2  # unpacked bytes of one member
 
 
-def open_zip(source: Path | IO[bytes]) -> zipfile.ZipFile:
-    """``source`` (a path or a binary file) opened as a zip for reading, or
-    :class:`UnsafeZipError` (``not-zip``) if it is not one (truncated, junk, unreadable)."""
+@dataclass(frozen=True)
+class DirectoryExtent:
+    """What a zip's end records declare of its central directory."""
+
+    entries: int
+    size: int  # bytes
+
+
+def directory_extent(stream: IO[bytes]) -> DirectoryExtent:
+    """The central directory's entry count and size, from the end records only (what
+    :mod:`zipfile` would then read whole, building an object per entry)."""
+    end = stream.seek(0, 2)
+    stream.seek(max(0, end - _TAIL))
+    tail = stream.read()
+    position = tail.rfind(b"PK\x05\x06")
+    if position < 0 or position + _END.size > len(tail):
+        raise UnsafeZipError("no end of central directory record", reason=ZipRefusal.NOT_ZIP)
+    fields = _END.unpack_from(tail, position)
+    entries, size = int(fields[4]), int(fields[5])
+    locator = position - _END64_LOCATOR_SIZE
+    if locator >= 0 and tail.startswith(b"PK\x06\x07", locator):
+        start64 = locator - _END64.size
+        if start64 < 0 or not tail.startswith(b"PK\x06\x06", start64):
+            raise UnsafeZipError(
+                "the zip64 end of central directory record is missing",
+                reason=ZipRefusal.NOT_ZIP,
+            )
+        fields64 = _END64.unpack_from(tail, start64)
+        entries, size = max(entries, int(fields64[7])), max(size, int(fields64[8]))
+    return DirectoryExtent(entries, size)
+
+
+def open_zip(source: Path | IO[bytes], limits: ZipLimits | None = None) -> zipfile.ZipFile:
+    """``source`` (a path or a seekable binary file) opened as a zip for reading, or
+    :class:`UnsafeZipError` (``not-zip``) if it is not one (truncated, junk, unreadable). With
+    ``limits``, a zip declaring more than ``max_members`` entries is refused before
+    :mod:`zipfile` reads its central directory."""
     try:
+        if limits is not None:
+            _check_extent(source, limits)
         return zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise UnsafeZipError(f"not a zip file: {exc}", reason=ZipRefusal.NOT_ZIP) from None
+    except UnsafeZipError as exc:
+        if exc.reason != ZipRefusal.NOT_ZIP:
+            raise
+        raise UnsafeZipError(f"not a zip file: {exc.problem}", reason=exc.reason) from None
+
+
+def _check_extent(source: Path | IO[bytes], limits: ZipLimits) -> None:
+    if isinstance(source, Path):
+        with source.open("rb") as stream:
+            extent = directory_extent(stream)
+    else:
+        extent = directory_extent(source)
+        source.seek(0)
+    if extent.entries > limits.max_members:
+        raise UnsafeZipError(
+            f"the zip declares {extent.entries} members, over {limits.max_members}",
+            reason=ZipRefusal.TOO_MANY,
+        )
 
 
 def safe_members(archive: zipfile.ZipFile, limits: ZipLimits) -> dict[str, zipfile.ZipInfo]:

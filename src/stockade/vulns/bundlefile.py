@@ -117,9 +117,10 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
         return b"".join(safezip.iter_member(archive, info))
 
 
-def open_zip(source: Path | IO[bytes]) -> zipfile.ZipFile:
+def open_zip(source: Path | IO[bytes], limits: BundleLimits | None = None) -> zipfile.ZipFile:
+    """``source`` opened as a zip (with ``limits``, its declared entry count checked first)."""
     with bundle_errors():
-        return safezip.open_zip(source)
+        return safezip.open_zip(source, limits)
 
 
 # ----------------------------------------------------------------------------------- manifest

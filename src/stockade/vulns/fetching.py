@@ -111,7 +111,7 @@ def _documents(name: str, data: bytes, fmt: str) -> list[tuple[str, bytes]]:
     if fmt != FeedFormat.OSV or not data.startswith(_ZIP_MAGIC):
         return [(name, data)]
     try:
-        with open_zip(io.BytesIO(data)) as archive:
+        with open_zip(io.BytesIO(data), BundleLimits()) as archive:
             found = members(archive, BundleLimits())
             return [
                 (f"{name}/{member}", read_member(archive, info))

@@ -25,6 +25,7 @@ from stockade.core.safezip import (
     ZipLimits,
     ZipRefusal,
     copy_verified_member,
+    directory_extent,
     iter_member,
     open_zip,
     path_problem,
@@ -224,6 +225,22 @@ def test_a_truncated_or_junk_zip_is_not_a_zip(tmp_path: Path, keep: float) -> No
         open_zip(io.BytesIO(b"PK\x03\x04 not really"))
 
 
+def test_a_declared_entry_count_over_the_limit_is_refused_before_zipfile_reads(
+    tmp_path: Path,
+) -> None:
+    path = _zip(tmp_path / "many.zip", {f"f{i}": b"" for i in range(20)})
+    with path.open("rb") as stream:
+        assert directory_extent(stream).entries == 20
+    with pytest.raises(UnsafeZipError, match="declares 20 members, over 19") as caught:
+        open_zip(path, ZipLimits(max_members=19))
+    assert caught.value.too_large
+    with pytest.raises(UnsafeZipError, match="declares 20 members"):
+        open_zip(io.BytesIO(path.read_bytes()), ZipLimits(max_members=19))
+    open_zip(io.BytesIO(path.read_bytes()), ZipLimits(max_members=20)).close()
+    with pytest.raises(UnsafeZipError, match="not a zip file: no end of central directory"):
+        open_zip(io.BytesIO(b"junk"), ZipLimits())
+
+
 @pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
 def test_corrupt_data_is_refused_while_streaming(tmp_path: Path, method: int) -> None:
     path = _zip(tmp_path / "crc.zip", {"a": DATA}, method)
@@ -275,7 +292,9 @@ def test_zip64_members_read(tmp_path: Path) -> None:
         with out.open(zipfile.ZipInfo("big"), "w", force_zip64=True) as stream:
             for _ in range(50):
                 stream.write(DATA)
-    with open_zip(path) as archive:
+    with path.open("rb") as stream:
+        assert directory_extent(stream).entries == 1
+    with open_zip(path, ZipLimits()) as archive:
         info = safe_members(archive, ZipLimits())["big"]
         assert info.file_size == 50 * len(DATA)
         digest = hashlib.sha256(DATA * 50).hexdigest()
