@@ -11,7 +11,8 @@ The rules, in the order they are applied:
 - **Members** (:func:`safe_members`, before one byte is unpacked): no symbolic link, no encrypted
   member, only stored or deflate, a stored member's sizes agree, no name twice, no name that is a
   file and a directory; at most ``max_members`` entries, no member above ``max_member`` and no
-  total above ``max_total`` bytes unpacked, as declared (zip bombs).
+  total above ``max_total`` bytes unpacked, as declared (zip bombs). :func:`open_zip` given the
+  limits counts the entries from the end records, before :mod:`zipfile` reads the directory.
 - **Reading** (:func:`iter_member`, in constant memory): never more bytes than a member declares
   (data past the declared size is never read), and exactly as many; any failure to unpack (CRC,
   truncation, corrupt deflate stream) is an :class:`UnsafeZipError` naming the member.

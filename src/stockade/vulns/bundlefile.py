@@ -35,6 +35,7 @@ __all__ = [
     "BundleLimits",
     "BundleTooLargeError",
     "Manifest",
+    "bundle_errors",
     "check_name",
     "members",
     "open_zip",

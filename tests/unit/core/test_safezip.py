@@ -32,7 +32,13 @@ from stockade.core.safezip import (
     read_member,
     safe_members,
 )
-from stockade.vulns.bundlefile import BundleError, BundleLimits, BundleTooLargeError, members
+from stockade.vulns.bundlefile import (
+    BundleError,
+    BundleLimits,
+    BundleTooLargeError,
+    check_name,
+    members,
+)
 from stockade.vulns.bundlefile import read_member as bundle_read_member
 
 DATA = b"".join(b"line %d of a member that deflates well\n" % i for i in range(400))
@@ -319,6 +325,8 @@ def test_every_caller_refuses_the_same_names(name: str) -> None:
     with pytest.raises(PackageValidationError) as caught:
         normalize_path("./" + name if not name.startswith("/") else name)
     assert caught.value.rule in rule.values()
+    with pytest.raises(BundleError, match="unsafe member name: it "):
+        check_name(name)  # a cve.zip manifest's paths
     archive = _FakeZip(name)
     with pytest.raises(PackageValidationError) as caught:
         check_entries(archive, "x-1-0", Budget(ValidationLimits(), 1000))  # type: ignore[arg-type]
