@@ -13,6 +13,7 @@ from stockade.jobs.queue import JobQueue
 from stockade.jobs.runtime import BackgroundRuntime
 from stockade.settings import Settings
 from stockade.web import health
+from stockade.web.api import airgap as airgap_api
 from stockade.web.api import audit as audit_api
 from stockade.web.api import auth as auth_api
 from stockade.web.api import channels as channels_api
@@ -93,6 +94,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         cve_admin_api,
         scanning_api,
         signing_api,
+        airgap_api,
         webhooks_api,  # before channels_api: its /channels/{channel:path} routes catch all
         reports_api,  # before channels_api, likewise
         channels_api,

@@ -154,6 +154,8 @@ class Container:
             limits=self.limits,
             on_change=self.notify_changes,
             outbound=self.settings.outbound.policy(),
+            airgap=self.settings.airgap,
+            airgap_folder=self.settings.airgap.folder_in(self.settings.data_dir),
         )
 
     def bootstrap(self) -> FirstAdmin | None:

@@ -387,6 +387,41 @@ class SigningSettings(BaseModel):
     )
 
 
+class AirgapSettings(BaseModel):
+    """Air-gapped operation (SPEC §9): where bundles are dropped, and whose signature is trusted."""
+
+    folder: Path | None = Field(
+        default=None,
+        description="the air-gap folder bundles are dropped into; default DATA_DIR/airgap",
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="ed25519 public keys (64 hex) whose signature of a package bundle is trusted: "
+        "the exporting server's pkg_mgr key (`stockade signing status` there); a mirror's "
+        "trusted root is trusted too",
+    )
+    settle_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="a file changed this recently is left for the next run (still being copied)",
+    )
+    max_members: int = Field(default=5_000_000, ge=1)
+    max_bytes: int = Field(default=16 * 1024**4, ge=1, description="unpacked bytes of one bundle")
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _hex_keys(cls, value: list[str]) -> list[str]:
+        keys = [k.strip().lower() for k in value]
+        for key in keys:
+            if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+                raise ValueError(f"{key[:20]!r}… is not a 64-hex ed25519 public key")
+        return keys
+
+    def folder_in(self, data_dir: Path) -> Path:
+        return self.folder or data_dir / "airgap"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -424,6 +459,7 @@ class Settings(BaseSettings):
     outbound: OutboundSettings = OutboundSettings()
     scanning: ScanningSettings = ScanningSettings()
     signing: SigningSettings = SigningSettings()
+    airgap: AirgapSettings = AirgapSettings()
     vulns: VulnSettings = VulnSettings()
 
     @model_validator(mode="after")

@@ -279,11 +279,11 @@ def _check_path(path: Any, subdirs: dict[str, SubdirEntry]) -> None:
     if not isinstance(path, str):
         raise _refuse("a file path must be text")
     parts = path.split("/")
-    if len(parts) == 4 and parts[0] == "repodata" and parts[1] in subdirs:
-        if path == repodata_path(parts[1]):
+    if len(parts) == 3 and parts[1] in subdirs:
+        if parts[0] == "repodata" and path == repodata_path(parts[1]):
             return
-    elif len(parts) == 3 and parts[0] == "pkgs" and parts[1] in subdirs and _package_name(parts[2]):
-        return
+        if parts[0] == "pkgs" and _package_name(parts[2]):
+            return
     raise _refuse(
         "not a member a package bundle holds (repodata/<subdir>/repodata.json.zst or "
         "pkgs/<subdir>/<name>.conda|.tar.bz2 of a listed subdir)",

@@ -6,6 +6,7 @@ import typer
 
 from stockade.cli import (
     account,
+    airgap,
     channels,
     cves,
     identity,
@@ -52,6 +53,7 @@ app.add_typer(reports.report_app, name="report")
 app.add_typer(quarantine.quarantine_app, name="quarantine")
 app.add_typer(scan.scan_app, name="scan")
 app.add_typer(signing.signing_app, name="signing")
+app.add_typer(airgap.airgap_app, name="airgap")
 app.command()(upload.upload)
 app.command()(channels.copy)
 app.command()(channels.move)

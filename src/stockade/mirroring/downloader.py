@@ -30,6 +30,7 @@ import httpx
 
 from stockade.core.outbound import guarded_async_client
 from stockade.core.urls import URLParseError, parse_url, redact_url
+from stockade.mirroring.airgap_source import copy_member
 from stockade.mirroring.http_fetch import STOP_POLL_S, HttpRun
 from stockade.mirroring.sources import FileSource, SourceConfig, http_client_options
 from stockade.mirroring.transfer import (
@@ -71,7 +72,9 @@ class Downloader:
         except URLParseError:
             is_file = False  # the http(s) client refuses it
         self._files = FileSource(config) if is_file else None
-        self._options = None if is_file else http_client_options(config)
+        self._bundle = config.bundle  # an air-gap run: files come out of the bundle
+        local = is_file or self._bundle is not None
+        self._options = None if local else http_client_options(config)
 
     def download_all(
         self,
@@ -82,7 +85,7 @@ class Downloader:
     ) -> DownloadSummary:
         tally = Tally(on_result)
         stop = StopSignal(should_stop)
-        if self._files is not None:
+        if self._files is not None or self._bundle is not None:
             self._copy_all(iter(items), tally, stop)
         else:
             asyncio.run(self._fetch_all(iter(items), tally, stop))
@@ -138,14 +141,12 @@ class Downloader:
                 stop.check()
 
     def _copy_one(self, item: DownloadItem, stop: threading.Event) -> DownloadResult | None:
-        assert self._files is not None
         try:
             if stop.is_set():
                 return None
             if self._blobs.exists(item.sha256):
                 return DownloadResult(item, True, 0, True)
-            source = self._files.path_for_url(item.url)
-            path = copy_verified(source, self._blobs.staging_dir(), item.sha256, item.size, stop)
+            path = self._copy_local(item, stop)
             size = path.stat().st_size
             self._store(path, item.sha256)
             return DownloadResult(item, True, size, False)
@@ -156,6 +157,16 @@ class Downloader:
             return DownloadResult(item, False, 0, False, message, "mirror:upstream-status")
         except Exception as exc:  # noqa: BLE001 - one file's failure is reported, the run goes on
             return failure_result(item, exc)
+
+    def _copy_local(self, item: DownloadItem, stop: threading.Event) -> Path:
+        staging = self._blobs.staging_dir()
+        if self._bundle is not None:
+            return copy_member(
+                self._bundle, item.subdir, item.filename, staging, item.sha256, item.size, stop
+            )
+        assert self._files is not None
+        source = self._files.path_for_url(item.url)
+        return copy_verified(source, staging, item.sha256, item.size, stop)
 
     def _store(self, path: Path, sha256: str) -> None:
         try:

@@ -64,3 +64,9 @@ class NoSnapshotError(ConflictError):
 
 class PreviewBusyError(TooManyRequestsError):
     code = "policy:busy"
+
+
+class IncompleteRunError(InvalidInputError):
+    """An all-or-nothing run (an air-gap bundle) in which a file could not be taken."""
+
+    code = "airgap:incomplete"

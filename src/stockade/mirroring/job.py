@@ -3,6 +3,7 @@ of its subdirs (``MirrorJob``), read in one session so the run never reads the m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +80,10 @@ class MirrorJob:
     trusted_root: bytes | None = None
     signing_metadata_url: str | None = None
     trust: UpstreamTrust = field(default_factory=UpstreamTrust)
+    # An air-gap run (``mirroring.airgap_run``): every file or nothing, and what to record in the
+    # switching transaction (that the bundle is applied).
+    all_or_nothing: bool = False
+    publish_hooks: list[Callable[[Session], None]] = field(default_factory=list)
 
     def describe(self) -> str:
         policies = ", ".join(p.name for p in self.policies) or "no policy"

@@ -38,6 +38,7 @@ from stockade.core.secrets import SecretBox
 from stockade.core.urls import redact_url
 from stockade.mirroring import credentials
 from stockade.mirroring import validation as check
+from stockade.mirroring.airgap_source import is_airgap
 from stockade.mirroring.errors import (
     InvalidMirrorError,
     MirrorExistsError,
@@ -45,7 +46,13 @@ from stockade.mirroring.errors import (
     RunActiveError,
 )
 from stockade.mirroring.job import source_config
-from stockade.mirroring.models import ACTIVE_STATES, DEFAULT_SCHEDULE, Mirror, MirrorRun
+from stockade.mirroring.models import (
+    ACTIVE_STATES,
+    DEFAULT_SCHEDULE,
+    Mirror,
+    MirrorMode,
+    MirrorRun,
+)
 from stockade.mirroring.source_check import CHECK_TIMEOUT_S, check_source_reachable
 
 UNSET: Any = object()
@@ -310,6 +317,12 @@ class MirrorService:
         given = spec.given()
         change = self._apply_upstream(principal, mirror, given)
         self._apply_settings(principal, mirror, given)
+        if is_airgap(mirror.source_url) and mirror.mode == MirrorMode.PASSIVE:
+            raise InvalidMirrorError(
+                "an air-gap mirror (airgap:NAME) is active: its files come in the bundles, "
+                "there is no upstream to fetch them from later",
+                field="mode",
+            )
         return change
 
     def _apply_upstream(
@@ -324,7 +337,9 @@ class MirrorService:
             del given["source"]  # the redacted URL as shown, sent back: the stored one stays
         if "source" in given:
             if check.is_local_source(str(given["source"] or "")):
-                self._require_global(principal, "a file:// source reads the server's disk")
+                self._require_global(
+                    principal, "a file:// or airgap: source reads the server's disk"
+                )
             mirror.source_url = check.check_source(given["source"])
             self._check_destination(principal, mirror.source_url, "source")
         self._apply_trust(principal, mirror, given)

@@ -38,7 +38,10 @@ HINT = "give the channel's URL (the folder that holds the subdirs), or --no-chec
 
 def check_source_reachable(config: SourceConfig, subdirs: Sequence[str]) -> None:
     """Raise :class:`SourceCheckError` unless every subdir of ``config.url`` has repodata."""
-    if parse_url(config.url).scheme == "file":
+    scheme = parse_url(config.url).scheme
+    if scheme == "airgap":
+        return  # bundles arrive later, through the air-gap folder
+    if scheme == "file":
         _check_folder(config.url, subdirs)
     else:
         _check_http(config, subdirs)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from stockade.airgap.bundle import OpenBundle
 from stockade.core.errors import InvalidInputError
 from stockade.core.outbound import ClientOptions, OutboundPolicy
 from stockade.core.urls import URLParseError, parse_url, redact_url
@@ -26,13 +27,14 @@ USER_AGENT = "stockade-mirror/1"
 
 @dataclass(frozen=True)
 class SourceConfig:
-    url: str  # "https://host/path/channel", "http://…", or "file:///abs/channel/folder"
+    url: str  # "https://host/path/channel", "http://…", "file:///abs/channel/folder", "airgap:NAME"
     token: str | None = None  # sent as "Authorization: Bearer <token>"; never logged nor shown
     proxy: str | None = None  # HTTP(S) proxy URL for this mirror
     ca_bundle: Path | None = None  # CA file to verify TLS with (else the system default)
     timeout_s: float = 60.0
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # strict by default
     token_origin: str | None = None  # the origin the token was given for (default: url's)
+    bundle: OpenBundle | None = None  # airgap: the bundle a run applies, open and verified
 
     def __repr__(self) -> str:  # the dataclass repr would show the token
         return f"SourceConfig(url={redact_url(self.url)!r}, token={'***' if self.token else None})"

@@ -1,7 +1,9 @@
 """Upstream channels: a subdir's ``repodata.json`` (conditional GET, ``.zst`` first) and single files.
 
 ``open_source(config)`` gives an :class:`HttpSource` (``http://``, ``https://``: any conda channel,
-another Stockade with a token) or a :class:`FileSource` (``file://``: a channel folder). Both take
+another Stockade with a token), a :class:`FileSource` (``file://``: a channel folder) or an
+``AirgapSource`` (``airgap:NAME``: package bundles of channel NAME dropped into the air-gap
+folder, ``mirroring.airgap_source``). Both take
 the upstream's patched ``repodata.json``, never ``repodata_from_packages.json``.
 
 Secrets: the token is sent as ``Authorization: Bearer`` only to the origin it was given for
@@ -136,7 +138,11 @@ def open_source(config: SourceConfig) -> UpstreamSource:
         if parts.host not in ("", "localhost") or not parts.path.startswith("/"):
             raise bad_source(config, "a file:// URL needs an absolute local path")
         return FileSource(config)
-    raise bad_source(config, "the URL must start with http://, https:// or file://")
+    if parts.scheme == "airgap":
+        from stockade.mirroring.airgap_source import AirgapSource  # it builds on this module
+
+        return AirgapSource(config)
+    raise bad_source(config, "the URL must start with http://, https://, file:// or airgap:")
 
 
 # --------------------------------------------------------------------------------- http

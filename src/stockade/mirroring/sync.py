@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,8 +29,15 @@ from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
 from stockade.db.engine import transaction
 from stockade.mirroring import runs
+from stockade.mirroring.airgap_run import run_airgap
+from stockade.mirroring.airgap_source import is_airgap
 from stockade.mirroring.contents import KnownLinkScripts, read_downloaded
-from stockade.mirroring.errors import LeaseLostError, RunStoppedError, ShuttingDownError
+from stockade.mirroring.errors import (
+    IncompleteRunError,
+    LeaseLostError,
+    RunStoppedError,
+    ShuttingDownError,
+)
 from stockade.mirroring.evaluation import evaluate_job
 from stockade.mirroring.inputs import vulnerability_version
 from stockade.mirroring.job import MirrorJob, load_job
@@ -44,10 +52,19 @@ from stockade.mirroring.upstream import (
     fetch_upstream,
 )
 from stockade.policies.engine import VulnerabilityLookup
-from stockade.settings import MirrorSettings
+from stockade.settings import AirgapSettings, MirrorSettings
 from stockade.storage.interfaces import BlobStore
 
 log = logging.getLogger("stockade.mirroring")
+
+
+def _all_or_nothing(job: MirrorJob, plan: Plan) -> None:
+    """An air-gap bundle is applied whole: one file that could not be taken refuses it."""
+    if job.all_or_nothing and plan.failed:
+        (subdir, filename), why = next(iter(plan.failed.items()))
+        raise IncompleteRunError(
+            f"{len(plan.failed)} files could not be taken; the first: {subdir}/{filename}: {why}"
+        )
 
 
 def worker_id() -> str:
@@ -73,8 +90,12 @@ class MirrorSync:
         limits: ValidationLimits | None = None,
         on_change: Callable[[], None] = lambda: None,
         outbound: OutboundPolicy | None = None,
+        airgap: AirgapSettings | None = None,
+        airgap_folder: Path | None = None,
     ) -> None:
         self.limits = limits or ValidationLimits()
+        self.airgap = airgap or AirgapSettings()
+        self.airgap_folder = airgap_folder  # None: air-gap mirrors fail, naming the setting
         self.factory = factory
         self.blobs = blobs
         self.secrets = secrets
@@ -120,7 +141,10 @@ class MirrorSync:
         reporter.start()
         reporter.log(f"attempt {job.attempt} on {self.owner}: {job.describe()}")
         try:
-            outcome = self._run(job, reporter)
+            if is_airgap(job.source.url):
+                outcome = run_airgap(self, job, reporter)
+            else:
+                outcome = self._run(job, reporter)
         except LeaseLostError:
             reporter.close()
             log.warning("mirror run %s: taken over by another worker, leaving it", run_id)
@@ -180,12 +204,7 @@ class MirrorSync:
         self._checkpoint(job, reporter, "evaluate")
         now = utcnow()
         if snapshot.unchanged(job, now):
-            reporter.skip_rest()
-            counts = snapshot.previous_counts()
-            for key, value in counts.items():
-                reporter.count(key, value)
-            reporter.log("upstream, policies and guard unchanged since the last run: nothing to do")
-            return RunOutcome(RunState.COMPLETED, "unchanged", counts)
+            return self._unchanged(job, snapshot, reporter)
         reporter.begin("evaluate")
         with self.factory() as session:  # the evaluation dry runs and explain share
             verdict, links = evaluate_job(session, job, snapshot.load(), self.vulnerabilities, now)
@@ -208,6 +227,7 @@ class MirrorSync:
         if job.mode == MirrorMode.ACTIVE:
             self._checkpoint(job, reporter, "download")
             self._download(job, plan, reporter)
+            _all_or_nothing(job, plan)
             if links is not None:
                 self._checkpoint(job, reporter, "recheck")
                 verdict, plan = self._recheck_links(
@@ -219,6 +239,8 @@ class MirrorSync:
         with transaction(self.factory) as session:
             self._hold(session, job)
             apply_plan(session, job, plan, verdict, snapshot, self.blobs)
+            for hook in job.publish_hooks:
+                hook(session)
         reporter.end("publish")
         self.on_change()
         summary = (
@@ -229,6 +251,21 @@ class MirrorSync:
             summary += f"; {len(plan.failed)} files failed"
         reporter.log(summary)
         return RunOutcome(RunState.COMPLETED, summary, reporter.snapshot()[1])
+
+    def _unchanged(
+        self, job: MirrorJob, snapshot: UpstreamSnapshot, reporter: RunReporter
+    ) -> RunOutcome:
+        if job.publish_hooks:  # an air-gap bundle that changes nothing is applied all the same
+            with transaction(self.factory) as session:
+                self._hold(session, job)
+                for hook in job.publish_hooks:
+                    hook(session)
+        reporter.skip_rest()
+        counts = snapshot.previous_counts()
+        for key, value in counts.items():
+            reporter.count(key, value)
+        reporter.log("upstream, policies and guard unchanged since the last run: nothing to do")
+        return RunOutcome(RunState.COMPLETED, "unchanged", counts)
 
     def _hold(self, session: Session, job: MirrorJob) -> None:
         """In the switching transaction: the last stop check, on the locked run row."""

@@ -44,6 +44,8 @@ def trust_fetcher(config: SourceConfig, base: str) -> Fetch:
         scheme = ""
     if scheme == "file":
         return _file_fetcher(Path(url2pathname(parse_url(base).path)))
+    if scheme == "airgap" and config.bundle is not None:
+        return config.bundle.signing_member  # the chain the bundle carries
     if scheme not in ("http", "https"):
         raise TrustFetchError(f"{redact_url(base)} is not an http(s) or file:// URL")
 

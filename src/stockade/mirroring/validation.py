@@ -11,6 +11,7 @@ from typing import Any
 
 from croniter import CroniterError, croniter
 
+from stockade.channels.naming import validate_channel_name
 from stockade.core.errors import InvalidInputError
 from stockade.core.outbound import OutboundPolicy, RefusedDestinationError, refused_destination
 from stockade.core.urls import ParsedURL, URLParseError, parse_url, split_userinfo
@@ -47,6 +48,8 @@ def check_source(url: str, field: str = "source") -> str:
     if not isinstance(url, str) or not url.strip():
         what = "the upstream channel URL" if field == "source" else "a URL"
         raise InvalidMirrorError(f"{field}: give {what}", field=field)
+    if field == "source" and url.strip()[:7].lower() == "airgap:":
+        return _airgap_source(url.strip()[7:], field)
     parsed = _parse(url, field)
     if parsed.has_userinfo:
         raise InvalidMirrorError(
@@ -66,6 +69,18 @@ def check_source(url: str, field: str = "source") -> str:
     return normalized
 
 
+def _airgap_source(name: str, field: str) -> str:
+    """``airgap:NAME``: the bundles of channel NAME dropped into the air-gap folder."""
+    try:
+        validate_channel_name(name)
+    except InvalidInputError as exc:
+        raise InvalidMirrorError(
+            f"{field}: airgap:NAME names the channel its bundles were exported from ({exc.detail})",
+            field=field,
+        ) from None
+    return f"airgap:{name}"
+
+
 def _parse(url: str, field: str) -> ParsedURL:
     try:
         return parse_url(url)
@@ -74,10 +89,10 @@ def _parse(url: str, field: str) -> ParsedURL:
 
 
 def is_local_source(url: str) -> bool:
-    """True for a ``file:`` URL in any spelling (``FILE:``, ``File:``) or one that cannot be
-    parsed (treated as the stricter case)."""
+    """True for a ``file:`` URL in any spelling (``FILE:``, ``File:``), an ``airgap:`` source (the
+    server's air-gap folder), or one that cannot be parsed (treated as the stricter case)."""
     try:
-        return parse_url(url).scheme == "file"
+        return parse_url(url).scheme in ("file", "airgap")
     except URLParseError:
         return True
 
