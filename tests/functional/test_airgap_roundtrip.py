@@ -189,3 +189,26 @@ def test_incremental_without_its_parent_is_refused(
     assert parent in result["reason"]
     status = down.admin.get("/api/v1/airgap").json()
     assert any(h["code"] == "airgap:missing-parent" for h in status["history"])
+
+
+def test_airgap_mirror_is_active_by_default_and_never_passive(
+    down: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cli = admin_cli(down, monkeypatch, tmp_path, columns=200)
+    name = unique("ag")
+    output = run(cli, "mirror", "create", name, "--source", f"airgap:{name}", "--subdirs", SUBDIR)
+    assert "active" in output
+    refused = run(
+        cli,
+        "mirror",
+        "create",
+        unique("ag"),
+        "--source",
+        "airgap:x",
+        "--mode",
+        "passive",
+        code=1,
+    )
+    assert "air-gap mirror" in refused and "active" in refused
+    bad = run(cli, "mirror", "create", unique("ag"), "--source", "airgap:../x", code=1)
+    assert "airgap:NAME" in bad

@@ -55,9 +55,17 @@ def _root_text(path: str | None) -> str | None:
 @mirror_app.command("create")
 def create(
     name: str,
-    source: str = typer.Option(..., help="upstream channel URL: https://…, http://… or file:///…"),
+    source: str = typer.Option(
+        ...,
+        help="upstream channel URL: https://…, http://… or file:///…; or airgap:CHANNEL for "
+        "the bundles of CHANNEL dropped into the server's air-gap folder",
+    ),
     channel: str | None = typer.Option(None, help="target channel (default: the mirror's name)"),
-    mode: str = typer.Option("passive", help="active (download during the run) | passive"),
+    mode: str | None = typer.Option(
+        None,
+        help="active (download during the run) | passive (fetch on first request); default "
+        "passive, active for an airgap: source",
+    ),
     subdirs: str = typer.Option("linux-64,noarch", help="comma-separated subdirs"),
     schedule: str = typer.Option("0 0 * * *", help="cron expression; '' for manual runs only"),
     token: str | None = typer.Option(

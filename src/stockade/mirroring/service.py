@@ -317,7 +317,10 @@ class MirrorService:
         given = spec.given()
         change = self._apply_upstream(principal, mirror, given)
         self._apply_settings(principal, mirror, given)
-        if is_airgap(mirror.source_url) and mirror.mode == MirrorMode.PASSIVE:
+        if is_airgap(mirror.source_url) and mirror.mode in (None, MirrorMode.PASSIVE):
+            if "mode" not in given:  # not asked for: an air-gap mirror is active
+                mirror.mode = MirrorMode.ACTIVE.value
+                return change
             raise InvalidMirrorError(
                 "an air-gap mirror (airgap:NAME) is active: its files come in the bundles, "
                 "there is no upstream to fetch them from later",
