@@ -1,7 +1,8 @@
 """Issue 15: a package bundle exported from one live Stockade and applied by another's air-gap
 mirror (SPEC §9): same records, same files; py-rattler installs from the air-gapped one; an
 incremental bundle with an added, a removed and a patched record; a bundle applied twice changes
-nothing; an incremental bundle whose parent was never imported is refused, naming it.
+nothing; an incremental bundle whose parent was never imported is refused, naming it; with the
+cve.zip carried along, the same vulnerability matches and curation statuses on both sides.
 
 The connected side (``up``) signs with its pkg_mgr key; the air-gapped side (``down``) trusts that
 key (``[airgap] trusted_keys``). Bundles are written by the CLI (``stockade airgap export``)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from stockade.signing.keys import public_hex
 from tests.conftest import TESTDATA
 from tests.support.cli import admin_cli, run
 from tests.support.conda_client import install_records, solve_specs
+from tests.support.cves import osv_folder, sync_osv_folder, upload
 from tests.support.mirror_api import make_mirror, run_logs, run_mirror, unique
 from tests.support.server import LiveServer, fresh_database, run_server
 from tests.support.signing import Trust, post_metadata, put_key
@@ -39,6 +42,7 @@ ADDED = "clobber-1-0.2.0-h4616a5c_0.tar.bz2"
 REMOVED = "clobber-2-0.1.0-h4616a5c_0.tar.bz2"
 PATCHED = "clobber-fd-1-0.1.0-h4616a5c_0.conda"
 SUBDIR = "noarch"
+ADVISORY = "PYSEC-2021-76"  # aiohttp: introduced 0, fixed 3.7.4
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +216,55 @@ def test_airgap_mirror_is_active_by_default_and_never_passive(
     assert "air-gap mirror" in refused and "active" in refused
     bad = run(cli, "mirror", "create", unique("ag"), "--source", "airgap:../x", code=1)
     assert "airgap:NAME" in bad
+
+
+def _matches(live: LiveServer, channel: str) -> dict[str, set[str]]:
+    """version -> the advisories matched to it in ``channel``."""
+    response = live.admin.get(
+        "/api/v1/cves", params={"channel": channel, "package": "aiohttp", "limit": 500}
+    )
+    assert response.status_code == 200, response.text
+    found: dict[str, set[str]] = {}
+    for row in response.json():
+        for package in row["packages"]:
+            found.setdefault(package["version"], set()).add(row["id"])
+    return found
+
+
+def _statuses(live: LiveServer, channel: str) -> set[tuple[str, str, str, str]]:
+    shown = live.admin.get(f"/api/v1/cves/{ADVISORY}").json()["artifacts"]
+    return {
+        (a["version"], a["build"], a["status"], a["status_origin"])
+        for a in shown
+        if a["channel"] == channel
+    }
+
+
+def test_vulnerability_matches_and_curations_cross_with_the_bundles(
+    up: LiveServer, down: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    channel = up.new_channel(prefix="vx")
+    upload(up, channel, tmp_path, "aiohttp", "3.7.3", "0")
+    upload(up, channel, tmp_path, "aiohttp", "3.7.4", "0")
+    sync_osv_folder(up, osv_folder(tmp_path, "aiohttp"))
+    body = {"package": "aiohttp", "version": "3.7.3", "status": "cleared", "note": "not used"}
+    assert up.admin.post(f"/api/v1/cves/{ADVISORY}/curations", json=body).status_code == 201
+    up.wait_published(channel)
+    # the connected side: a package bundle and a cve.zip, both carried across
+    export(up, monkeypatch, tmp_path, folder(down), channel)
+    cve_zip = tmp_path / "cve.zip"
+    run(admin_cli(up, monkeypatch, tmp_path / "u", columns=200), "cve", "export", str(cve_zip))
+    run(admin_cli(down, monkeypatch, tmp_path / "d", columns=200), "cve", "import", str(cve_zip))
+    mirror = make_mirror(down, source=f"airgap:{channel}", mode="active", subdirs=[SUBDIR])
+    run_mirror(down, mirror["name"], channel=mirror["channel"])
+    deadline = time.monotonic() + 60
+    while _matches(down, mirror["channel"]) != _matches(up, channel):  # matching is queued
+        assert time.monotonic() < deadline, (
+            _matches(down, mirror["channel"]),
+            _matches(up, channel),
+        )
+        time.sleep(0.2)
+    assert ADVISORY in _matches(up, channel)["3.7.3"]
+    expected = _statuses(up, channel)
+    assert ("3.7.3", "0", "cleared", "curation") in expected
+    assert _statuses(down, mirror["channel"]) == expected
