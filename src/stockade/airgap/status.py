@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import column, select, table
+from sqlalchemy import Boolean, column, func, select, table
 from sqlalchemy.orm import Session
 
 from stockade.airgap.folder import CVE_FORMAT, dropped
@@ -19,11 +19,30 @@ from stockade.airgap.models import AirgapImport
 from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
+from stockade.db.base import UTCDateTime
 from stockade.settings import AirgapSettings
 
 _PEEK_MAX = 8 << 20
-#: The mirrors table, for its names (mirroring sits above this domain: its models are not imported).
-_MIRRORS = table("mirrors", column("id"), column("name"))
+#: The mirrors and their runs, read here (mirroring sits above this domain: its models are not
+#: imported).
+_MIRRORS = table(
+    "mirrors",
+    column("id"),
+    column("name"),
+    column("source_url"),
+    column("mode"),
+    column("enabled", Boolean()),
+)
+_RUNS = table(
+    "mirror_runs",
+    column("id"),
+    column("mirror_id"),
+    column("state"),
+    column("summary"),
+    column("created_at", UTCDateTime()),
+    column("finished_at", UTCDateTime()),
+)
+AIRGAP_SCHEME = "airgap:"
 
 
 @dataclass
@@ -56,6 +75,20 @@ class ImportedBundle:
 
 
 @dataclass
+class AirgapMirror:
+    """A mirror whose source is ``airgap:CHANNEL``, with its newest run."""
+
+    name: str
+    channel: str
+    mode: str
+    enabled: bool
+    run_id: int | None = None
+    run_state: str | None = None
+    run_summary: str | None = None
+    run_at: datetime | None = None
+
+
+@dataclass
 class AirgapStatus:
     folder: str
     trusted_keys: list[str]
@@ -79,13 +112,17 @@ def _waiting(folder: Path) -> list[WaitingBundle]:
     found = []
     for entry in dropped(folder, 0):
         kind = {FORMAT: "packages", CVE_FORMAT: "cve"}.get(entry.format or "", "unreadable")
+        try:
+            modified = datetime.fromtimestamp(entry.path.stat().st_mtime, UTC)
+        except FileNotFoundError:  # taken by a run meanwhile
+            continue
         doc = _peek(entry.path) if kind == "packages" else {}
         files = doc.get("files")
         found.append(
             WaitingBundle(
                 file_name=entry.name,
                 size=entry.size,
-                modified=datetime.fromtimestamp(entry.path.stat().st_mtime, UTC),
+                modified=modified,
                 kind=kind,
                 bundle_id=_text(doc.get("bundle_id")),
                 parent_id=_text(doc.get("parent_id")),
@@ -130,3 +167,42 @@ def airgap_status(
         for r, name in rows
     ]
     return AirgapStatus(str(folder), list(settings.trusted_keys), _waiting(folder), history)
+
+
+def airgap_mirrors(session: Session, channel: str | None = None) -> list[AirgapMirror]:
+    """The mirrors whose source is ``airgap:…`` (of ``channel`` only, when given), by name, each
+    with its newest run. The caller has checked ``mirror:read`` (or more)."""
+    source = _MIRRORS.c.source_url
+    query = select(_MIRRORS).order_by(_MIRRORS.c.name)
+    if channel is None:
+        query = query.where(source.like(AIRGAP_SCHEME + "%"))
+    else:
+        query = query.where(source == AIRGAP_SCHEME + channel)
+    rows = session.execute(query).all()
+    newest = _newest_runs(session, [row.id for row in rows])
+    found = []
+    for row in rows:
+        mirror = AirgapMirror(
+            name=row.name,
+            channel=row.source_url[len(AIRGAP_SCHEME) :],
+            mode=row.mode,
+            enabled=bool(row.enabled),
+        )
+        run = newest.get(row.id)
+        if run is not None:
+            mirror.run_id, mirror.run_state, mirror.run_summary = run.id, run.state, run.summary
+            mirror.run_at = run.finished_at or run.created_at
+        found.append(mirror)
+    return found
+
+
+def _newest_runs(session: Session, mirror_ids: list[int]) -> dict[int, Any]:
+    if not mirror_ids:
+        return {}
+    newest = (
+        select(func.max(_RUNS.c.id))
+        .where(_RUNS.c.mirror_id.in_(mirror_ids))
+        .group_by(_RUNS.c.mirror_id)
+    )
+    rows = session.execute(select(_RUNS).where(_RUNS.c.id.in_(newest)))
+    return {row.mirror_id: row for row in rows}

@@ -1,9 +1,12 @@
-"""airgap export|status: package bundles for air-gapped sites (SPEC §9, docs/formats.md).
+"""airgap export|exports|import|status: package bundles for air-gapped sites (SPEC §9,
+docs/formats.md).
 
 ``export`` asks the server to plan and sign a bundle, then writes the zip here member by member
 (constant memory, a Rich progress bar). An interrupted export resumes where it stopped when run
 again with the same ``--out``: the zip is written to ``<name>.zip.partial`` with a journal of the
-members already complete (``airgap.zipwriter``).
+members already complete (``airgap.zipwriter``). ``import`` sends a bundle (or a ``cve.zip``) to
+the air-gapped server, which checks it, places it into its air-gap folder and runs the mirrors of
+its channel; ``--follow`` watches those runs.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from stockade.airgap.zipwriter import BundleWriter, ZipWriteError
 from stockade.cli.client import ApiClient, CliError, answer_problem, client, fail, unreachable
+from stockade.cli.mirrors import follow_run
 from stockade.cli.output import AsJson, cell, key_values, out, print_json, table, when
 
 airgap_app = typer.Typer(
-    help="Air-gapped sites: package bundles of a channel (export here, drop into the other "
-    "server's air-gap folder, where a mirror with source airgap:CHANNEL applies them). "
-    "Needs mirror:manage and read access to the channel.",
+    help="Air-gapped sites: package bundles of a channel (export here, then on the other "
+    "server drop them into its air-gap folder or `stockade airgap import` them; a mirror "
+    "with source airgap:CHANNEL applies them). Needs mirror:manage (export: and read access "
+    "to the channel).",
     no_args_is_help=True,
 )
 
@@ -216,3 +221,69 @@ def status(as_json: AsJson = False) -> None:
             when(h["finished_at"]),
         )
     out.print(history)
+
+
+@airgap_app.command("import")
+def import_bundle(
+    file: Path = typer.Argument(..., help="a package bundle (.zip) or a cve.zip"),
+    name: str | None = typer.Option(
+        None, help="its name in the air-gap folder (default: the file's name)"
+    ),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="watch the mirror runs it starts until they end"
+    ),
+    as_json: AsJson = False,
+) -> None:
+    """Send FILE to the server: checked (a bad bundle is refused and nothing is placed), put
+    into the air-gap folder, and applied by a run of every mirror whose source is
+    airgap:CHANNEL, started now (a cve.zip: at the CVE bundle feed's next sync)."""
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    api = client()
+    data = _upload(api, file, name or file.name)
+    if as_json:
+        print_json(data)
+    else:
+        _print_import(data)
+    if follow:
+        followed = [r for r in data["runs"] if r["run_id"] is not None]
+        finals = [follow_run(api, r["run_id"]) for r in followed]
+        if any(f["state"] != "completed" for f in finals):
+            raise typer.Exit(1)
+
+
+def _upload(api: ApiClient, file: Path, name: str) -> dict[str, Any]:
+    size = file.stat().st_size
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with Progress(*columns, console=out, transient=True) as progress:
+        task = progress.add_task(f"uploading {file.name}", total=size)
+
+        def chunks() -> Iterator[bytes]:
+            with file.open("rb") as fh:
+                while block := fh.read(1 << 20):
+                    progress.advance(task, len(block))
+                    yield block
+
+        data: dict[str, Any] = api.request(
+            "POST",
+            "/airgap/bundles",
+            params={"name": name},
+            content=chunks(),
+            headers={"content-type": "application/zip", "content-length": str(size)},
+        )
+    return data
+
+
+def _print_import(data: dict[str, Any]) -> None:
+    what = f"bundle {data['bundle_id']} of {data['channel']}" if data["bundle_id"] else "cve.zip"
+    out.print(f"placed {data['file_name']} ({what}) in the air-gap folder", highlight=False)
+    for run in data["runs"]:
+        state = run["state"] if run["run_id"] is None else f"run {run['run_id']} {run['state']}"
+        extra = f": {run['detail']}" if run["detail"] else ""
+        out.print(f"  mirror {run['mirror']}: {state}{extra}", highlight=False)
+    out.print(data["detail"], highlight=False)

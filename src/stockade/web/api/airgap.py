@@ -6,6 +6,8 @@
   ``manifest.sig``, ``signing/…``, ``repodata/…``, ``pkgs/…?sha256=``), which ``stockade airgap
   export`` writes into the zip one after the other (resuming where an interrupted copy stopped).
 - ``GET /airgap``: the air-gap folder (bundles waiting) and what was applied or refused, and why.
+- ``POST /airgap/bundles``: a bundle (the body) checked and placed into the air-gap folder, and a
+  run asked of every mirror whose source is ``airgap:<its channel>`` (``stockade airgap import``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
+from stockade.airgap import intake
 from stockade.airgap.exports import ExportRequest, ExportService
-from stockade.airgap.models import AirgapExport
-from stockade.airgap.status import AirgapStatus, airgap_status
+from stockade.airgap.models import AirgapExport, BundleKind
+from stockade.airgap.status import AirgapStatus, airgap_mirrors, airgap_status
+from stockade.auth.principal import Principal
+from stockade.container import Container
+from stockade.core.errors import InvalidInputError, StockadeError
 from stockade.db.engine import transaction
+from stockade.mirroring.errors import RunActiveError
+from stockade.mirroring.runs import RunService
+from stockade.storage.staging import StagedFile
 from stockade.web.api.channels import base_url
+from stockade.web.api.mirrors import run_public
 from stockade.web.api.schemas import Strict
+from stockade.web.bodies import stage_body
 from stockade.web.deps import ContainerDep, SignedIn
 
 router = APIRouter(tags=["airgap"])
@@ -133,3 +145,115 @@ def status(principal: SignedIn, container: ContainerDep) -> AirgapStatus:
     settings = container.settings
     with container.read_factory() as session:
         return airgap_status(session, principal, settings.airgap, settings.data_dir)
+
+
+# -- import: a bundle sent to the server, placed into the folder ---------------------------------
+
+
+class RunRequested(BaseModel):
+    mirror: str
+    state: str = Field(description="queued | already-running | not-started")
+    run_id: int | None = None
+    url: str | None = None
+    detail: str | None = None
+
+
+class BundleImported(BaseModel):
+    file_name: str = Field(description="its name in the air-gap folder")
+    kind: BundleKind
+    size: int
+    bundle_id: str | None = None
+    parent_id: str | None = None
+    channel: str | None = None
+    runs: list[RunRequested] = Field(description="the runs asked of the channel's mirrors")
+    detail: str
+
+
+@router.post("/airgap/bundles", response_model=BundleImported, status_code=202)
+async def import_bundle(
+    request: Request,
+    principal: SignedIn,
+    container: ContainerDep,
+    name: Annotated[str | None, Query(max_length=200, description="its name in the folder")] = None,
+) -> BundleImported:
+    """A package bundle or a ``cve.zip`` (the body) checked and placed into the air-gap folder
+    (a bad one is refused, nothing is placed); a package bundle is then applied by a run of every
+    mirror whose source is ``airgap:<its channel>``, asked for now. Needs ``mirror:manage``."""
+    await run_in_threadpool(_may_import, container, principal)
+    staged = await stage_body(request, container, "bundle", container.limits.max_archive_size)
+    try:
+        placed = await run_in_threadpool(_place, container, principal, staged, name)
+    finally:
+        staged.discard()
+    runs = await run_in_threadpool(_request_runs, container, principal, placed)
+    manifest = placed.manifest
+    return BundleImported(
+        file_name=placed.path.name,
+        kind=placed.kind,
+        size=placed.size,
+        bundle_id=manifest.bundle_id if manifest else None,
+        parent_id=manifest.parent_id if manifest else None,
+        channel=placed.channel,
+        runs=runs,
+        detail=_next_step(placed, runs),
+    )
+
+
+def _may_import(container: Container, principal: Principal) -> None:
+    with container.read_factory() as session:
+        intake.require_import(session, principal)
+
+
+def _place(
+    container: Container, principal: Principal, staged: StagedFile, name: str | None
+) -> intake.Placed:
+    if not staged.size:
+        raise InvalidInputError("send the bundle (a zip) as the request body", field="body")
+    settings = container.settings.airgap
+    checked = intake.check_bundle(staged.path, intake.limits_of(settings))
+    target = intake.target_name(name, checked)
+    folder = settings.folder_in(container.settings.data_dir)
+    placed = intake.place(staged.path, folder, target, checked, settings.settle_s)
+    with transaction(container.factory) as session:
+        intake.record_import(session, principal, placed)
+    return placed
+
+
+def _request_runs(
+    container: Container, principal: Principal, placed: intake.Placed
+) -> list[RunRequested]:
+    if placed.channel is None:
+        return []
+    with container.read_factory() as session:
+        names = [m.name for m in airgap_mirrors(session, placed.channel)]
+    return [_request_run(container, principal, name) for name in names]
+
+
+def _request_run(container: Container, principal: Principal, name: str) -> RunRequested:
+    try:
+        with transaction(container.factory) as session:
+            public = run_public(
+                RunService(session, container.secrets).request(principal, name), name
+            )
+    except RunActiveError as exc:
+        detail = f"{exc.detail}: if it has read the folder already, run it again when it ends"
+        return RunRequested(
+            mirror=name, state="already-running", run_id=exc.extra.get("run"), detail=detail
+        )
+    except StockadeError as exc:
+        return RunRequested(mirror=name, state="not-started", detail=exc.detail)
+    container.dispatch_run(public.id)
+    return RunRequested(mirror=name, state="queued", run_id=public.id, url=public.url)
+
+
+def _next_step(placed: intake.Placed, runs: list[RunRequested]) -> str:
+    if placed.kind == BundleKind.CVE:
+        return "a cve.zip: the CVE bundle feed (URL airgap:) applies it at its next sync"
+    if not runs:
+        return (
+            f"no mirror has the source airgap:{placed.channel}: the bundle waits in the folder "
+            f"until one does (stockade mirror create NAME --source airgap:{placed.channel} "
+            "--mode active) and runs"
+        )
+    queued = [r.mirror for r in runs if r.state == "queued"]
+    return f"runs asked of {', '.join(queued)}" if queued else "no run could be started now"
