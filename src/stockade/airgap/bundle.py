@@ -11,11 +11,13 @@ mirror trusts. Each file's sha256 is then checked while it is read (:meth:`OpenB
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Final
 
 import orjson
 
@@ -40,6 +42,9 @@ from stockade.core.safezip import (
 )
 from stockade.signing.format import MAX_METADATA_BYTES, delegation
 from stockade.signing.upstream import establish_trust, fingerprint
+
+_PEEK_BYTES: Final = 64 << 10
+_FORMAT_FIRST: Final = re.compile(rb'\A\s*\{\s*"format"\s*:\s*"([A-Za-z0-9._-]{1,64})"')
 
 
 @dataclass(frozen=True)
@@ -110,15 +115,20 @@ def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes:
 
 
 def peek_format(path: Path) -> str | None:
-    """The ``format`` its manifest names (a package or a CVE bundle), None when unreadable."""
+    """The ``format`` its manifest names (a package or a CVE bundle), None when unreadable.
+    Only the manifest's head is read (every run and status call peeks at every zip): the
+    ``format`` key written first, or a whole manifest of at most that size."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo(MANIFEST)
-            if info.file_size > MAX_MANIFEST_BYTES:
-                return None
-            head = archive.read(info)
-        doc = orjson.loads(head)
+        with zipfile.ZipFile(path) as archive, archive.open(MANIFEST) as stream:
+            head = stream.read(_PEEK_BYTES + 1)
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, RuntimeError):
+        return None
+    first = _FORMAT_FIRST.match(head)
+    if first is not None:
+        return first.group(1).decode()
+    try:
+        doc = orjson.loads(head) if len(head) <= _PEEK_BYTES else None
+    except orjson.JSONDecodeError:
         return None
     value = doc.get("format") if isinstance(doc, dict) else None
     return value if isinstance(value, str) else None
@@ -128,11 +138,12 @@ def open_bundle(path: Path, limits: ZipLimits) -> OpenBundle:
     """The bundle at ``path`` with its zip and manifest checked (not its signature yet:
     :func:`verify`); BundleRefusedError naming why not."""
     try:
-        archive = open_zip(path)
+        archive = open_zip(path, limits)  # the entry count checked before zipfile reads them
     except UnsafeZipError as exc:
         raise _refused(exc) from None
     try:
         found = _safe(archive, limits)
+        _stored_only(found)
         if MANIFEST not in found:
             raise BundleRefusedError("no manifest.json: not a Stockade package bundle")
         data = _read(archive, found[MANIFEST], MAX_MANIFEST_BYTES)
@@ -149,6 +160,19 @@ def _safe(archive: zipfile.ZipFile, limits: ZipLimits) -> dict[str, zipfile.ZipI
         return safe_members(archive, limits)
     except UnsafeZipError as exc:
         raise _refused(exc) from None
+
+
+def _stored_only(found: dict[str, zipfile.ZipInfo]) -> None:
+    """A bundle's members are stored (what the export writes): nothing from another network is
+    inflated, so no member can unpack to more than the bytes the folder holds (zip bombs)."""
+    for name, info in found.items():
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise BundleRefusedError(
+                "compressed: a package bundle holds stored members only (as "
+                "'stockade airgap export' writes them); do not repack it",
+                code="airgap:zip-method",
+                member=name,
+            )
 
 
 def verify(bundle: OpenBundle, trust: BundleTrust, now: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stockade.core.errors import ConflictError, InvalidInputError, NotFoundError
+from stockade.core.safezip import shown
 
 
 class BundleRefusedError(InvalidInputError):
@@ -13,9 +14,17 @@ class BundleRefusedError(InvalidInputError):
     title = "Air-gap bundle refused"
 
     def __init__(self, detail: str, *, code: str | None = None, member: str | None = None) -> None:
-        super().__init__(f"{member}: {detail}" if member else detail, code=code)
-        if member is not None:
-            self.extra["member"] = member
+        shown_member = None if member is None else shown(member)  # names from the bundle
+        super().__init__(f"{shown_member}: {detail}" if member else detail, code=code)
+        if shown_member is not None:
+            self.extra["member"] = shown_member
+
+
+class AirgapFolderError(ConflictError):
+    """The air-gap folder cannot be used safely (``applied/`` or ``refused/`` is a link or
+    not a folder): nothing is moved until an administrator fixes it."""
+
+    code = "airgap:unsafe-folder"
 
 
 class ExportNotFoundError(NotFoundError):

@@ -22,7 +22,9 @@ from typing import Any
 import orjson
 
 from stockade.airgap.bundle import peek_format
+from stockade.airgap.errors import AirgapFolderError
 from stockade.airgap.manifest import FORMAT
+from stockade.core.safezip import shown
 
 CVE_FORMAT = "stockade-cve-bundle"
 
@@ -41,6 +43,11 @@ class Dropped:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def label(self) -> str:
+        """The name as logs and messages show it (control characters escaped)."""
+        return shown(self.path.name)
 
 
 def ensure(folder: Path) -> Path:
@@ -73,14 +80,27 @@ def cve_bundles(folder: Path, settle_s: float) -> list[Dropped]:
     return [d for d in dropped(folder, settle_s) if d.format == CVE_FORMAT]
 
 
+def check_layout(folder: Path) -> None:
+    """``applied/`` and ``refused/`` are folders of their own, not links to elsewhere (a copy of
+    a stick's contents could bring them): AirgapFolderError otherwise."""
+    for outcome in Outcome:
+        place = folder / str(outcome)
+        if place.is_symlink() or (place.exists() and not place.is_dir()):
+            raise AirgapFolderError(
+                f"{place} is a link or a file, not a folder: processed bundles are not moved "
+                "through it; remove it (the next run makes the folder)"
+            )
+
+
 def set_aside(path: Path, outcome: Outcome, result: dict[str, Any]) -> Path | None:
     """Move ``path`` into ``applied/`` or ``refused/`` with its result file; None when it is
-    gone already (another replica moved it)."""
+    gone already (another replica moved it). Nothing is written through a link."""
+    check_layout(path.parent)
     target_dir = ensure(path.parent / str(outcome))
     target = _free_name(target_dir, path.name)
     result_file = target.with_name(target.name + ".result.json")
     tmp = result_file.with_name(result_file.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    _write_new(tmp, orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     try:
         os.replace(path, target)
     except FileNotFoundError:
@@ -91,10 +111,19 @@ def set_aside(path: Path, outcome: Outcome, result: dict[str, Any]) -> Path | No
     return target
 
 
+def _write_new(path: Path, data: bytes) -> None:
+    """``data`` in a new file at ``path`` (whatever was there, a planted link included, is
+    removed first, never followed)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(data)
+
+
 def _free_name(folder: Path, name: str) -> Path:
     target = folder / name
     counter = 1
-    while target.exists():
+    while os.path.lexists(target):
         stem, _, ext = name.rpartition(".")
         target = folder / f"{stem}.{counter}.{ext}"
         counter += 1

@@ -37,6 +37,7 @@ from stockade.airgap.errors import BundleRefusedError
 from stockade.channels.naming import validate_channel_name
 from stockade.conda.names import is_valid_subdir, split_extension
 from stockade.core.errors import InvalidInputError
+from stockade.core.safezip import shown
 from stockade.signing.format import canonical, good_signers
 
 FORMAT: Final = "stockade-airgap-bundle"
@@ -184,7 +185,7 @@ def parse_manifest(data: bytes) -> Manifest:
         raise _refuse(f"'format' must be {FORMAT!r}: not a Stockade package bundle")
     if doc.get("format_version") != FORMAT_VERSION:
         raise _refuse(
-            f"format_version {str(doc.get('format_version'))[:20]} is not supported "
+            f"format_version {shown(str(doc.get('format_version'))[:20])} is not supported "
             f"(this Stockade reads {FORMAT_VERSION})"
         )
     bundle_id = _bundle_id(doc.get("bundle_id"), "bundle_id")
@@ -232,7 +233,7 @@ def _channel(value: Any) -> str:
 def _source(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping) or len(value) > 8:
         raise _refuse("source must be an object of a few texts")
-    return {str(k)[:40]: _text(v, f"source.{k}", 200) for k, v in value.items()}
+    return {_text(k, "a key of source", 40): _text(v, f"source.{k}", 200) for k, v in value.items()}
 
 
 def _count(entry: Mapping[str, Any], key: str, subdir: str) -> int:

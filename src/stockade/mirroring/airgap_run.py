@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from stockade.airgap.bundle import BundleTrust
-from stockade.airgap.folder import Outcome, set_aside
+from stockade.airgap.folder import Outcome, check_layout, set_aside
 from stockade.airgap.imports import (
     Selection,
     applied_ids,
@@ -50,6 +50,7 @@ def run_airgap(sync: MirrorSync, job: MirrorJob, reporter: RunReporter) -> RunOu
 
     if sync.airgap_folder is None:
         raise AirgapNotConfiguredError("the server has no air-gap folder configured")
+    check_layout(sync.airgap_folder)
     applied: list[str] = []
     refused = 0
     while True:
@@ -100,13 +101,13 @@ def _set_aside_refusals(
     sync: MirrorSync, job: MirrorJob, selection: Selection, reporter: RunReporter
 ) -> int:
     for dropped, manifest in selection.repeated:
-        reporter.log(f"{dropped.name}: bundle {manifest.bundle_id} was applied before; set aside")
+        reporter.log(f"{dropped.label}: bundle {manifest.bundle_id} was applied before; set aside")
         document = {"file": dropped.name, "state": "applied", "bundle": manifest.summary()}
         document["reason"] = "already applied by this mirror: nothing changed"
         set_aside(dropped.path, Outcome.APPLIED, document)
     for refusal in selection.refused:
         error = refusal.error
-        reporter.log(f"{refusal.dropped.name}: refused: {error.detail} [{error.code}]", "error")
+        reporter.log(f"{refusal.dropped.label}: refused: {error.detail} [{error.code}]", "error")
         with transaction(sync.factory) as session:
             row = record(
                 session,
@@ -131,7 +132,7 @@ def _apply_one(
     assert dropped is not None
     manifest = bundle.manifest
     reporter.log(
-        f"applying bundle {manifest.bundle_id} ({dropped.name}, "
+        f"applying bundle {manifest.bundle_id} ({dropped.label}, "
         f"{'full' if manifest.parent_id is None else 'incremental after ' + manifest.parent_id}, "
         f"{len(manifest.files)} files, signed by {', '.join(k[:16] for k in bundle.signed_by)})"
     )
@@ -183,7 +184,7 @@ def _refuse(
     assert selection.chosen is not None
     assert selection.chosen_file is not None
     reporter.log(
-        f"{selection.chosen_file.name}: refused, nothing changed: {error.detail} [{error.code}]",
+        f"{selection.chosen_file.label}: refused, nothing changed: {error.detail} [{error.code}]",
         "error",
     )
     with transaction(sync.factory) as session:
