@@ -257,8 +257,11 @@ def test_vulnerability_matches_and_curations_cross_with_the_bundles(
     run(admin_cli(down, monkeypatch, tmp_path / "d", columns=200), "cve", "import", str(cve_zip))
     mirror = make_mirror(down, source=f"airgap:{channel}", mode="active", subdirs=[SUBDIR])
     run_mirror(down, mirror["name"], channel=mirror["channel"])
-    deadline = time.monotonic() + 60
-    while _matches(down, mirror["channel"]) != _matches(up, channel):  # matching is queued
+    deadline = time.monotonic() + 180  # matching is queued work, on both sides
+    while "3.7.3" not in _matches(up, channel):
+        assert time.monotonic() < deadline, _matches(up, channel)
+        time.sleep(0.2)
+    while _matches(down, mirror["channel"]) != _matches(up, channel):
         assert time.monotonic() < deadline, (
             _matches(down, mirror["channel"]),
             _matches(up, channel),
