@@ -33,7 +33,7 @@ from stockade.airgap.manifest import (
     signature_envelope,
     signature_message,
 )
-from stockade.airgap.models import AirgapExport
+from stockade.airgap.models import AirgapEvent, AirgapExport
 from stockade.audit.service import AuditLog, Target
 from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
@@ -149,7 +149,7 @@ class ExportService:
         self.session.add(row)
         self.session.flush()
         AuditLog(self.session).record(
-            "airgap:export",
+            AirgapEvent.EXPORT,
             principal,
             Target("channel", channel.name, channel.id),
             details={"bundle_id": row.bundle_id, "parent_id": row.parent_id, "files": row.files},

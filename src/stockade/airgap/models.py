@@ -18,6 +18,14 @@ class ImportState(StrEnum):
     REFUSED = "refused"
 
 
+class AirgapEvent(StrEnum):
+    """Audit event types of air-gap work."""
+
+    EXPORT = "airgap:export"
+    APPLY = "airgap:apply"
+    REFUSE = "airgap:refuse"
+
+
 class BundleKind(StrEnum):
     PACKAGES = "packages"
     CVE = "cve"
