@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from stockade.airgap.cve_folder import CveFolder
 from stockade.auth.authenticator import Authenticator, BearerVerifier, PasswordDirectory
 from stockade.auth.service import FirstAdmin, UserService
 from stockade.channels.locator import IndexLocator
@@ -27,9 +28,11 @@ from stockade.settings import Settings
 from stockade.signing.records import RecordSigner
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.interfaces import BlobStore
+from stockade.vulns.feedsync import FeedSync
 from stockade.vulns.lookup import DbVulnerabilityLookup
 from stockade.vulns.malicious import known_bad_from_feeds, list_key
 from stockade.vulns.scan_webhooks import enqueue_scan_event
+from stockade.vulns.security import BlobSecurityReader
 
 
 @dataclass
@@ -156,6 +159,20 @@ class Container:
             outbound=self.settings.outbound.policy(),
             airgap=self.settings.airgap,
             airgap_folder=self.settings.airgap.folder_in(self.settings.data_dir),
+        )
+
+    def feed_sync(self) -> FeedSync:
+        """A feed sync; a ``bundle`` feed of the air-gap folder (``airgap:``) applies the
+        cve.zip files dropped there through ``airgap.cve_folder`` (vulns is below airgap)."""
+        security = BlobSecurityReader(self.blobs)
+        airgap = self.settings.airgap
+        return FeedSync(
+            self.factory,
+            security=security,
+            outbound=self.settings.outbound.policy(),
+            bundle_folder=CveFolder(
+                self.factory, airgap.folder_in(self.settings.data_dir), airgap.settle_s, security
+            ),
         )
 
     def bootstrap(self) -> FirstAdmin | None:

@@ -50,7 +50,9 @@ def _feed_line(feed: dict[str, Any]) -> str:
 @feed_app.command("add")
 def feed_add(
     name: str,
-    url: str = typer.Option(..., help="file:///folder, file:///file.json or https://…"),
+    url: str = typer.Option(
+        ..., help="file:///folder, file:///file.json, https://…, or airgap: (bundle feeds)"
+    ),
     fmt: str = typer.Option(..., "--format", help="osv | nvd | cve5 | kev | epss | bundle"),
     schedule: str = typer.Option("0 * * * *", help="cron expression (default hourly)"),
     disabled: bool = typer.Option(False, "--disabled", help="add it without a schedule"),

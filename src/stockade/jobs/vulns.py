@@ -38,7 +38,7 @@ from stockade.mirroring.models import MirrorRun
 from stockade.vulns.default_feeds import seed_default_feeds
 from stockade.vulns.errors import FeedUnreachableError
 from stockade.vulns.feed_state import FeedStatus
-from stockade.vulns.feedsync import FeedSync, SyncCounts, record_sync_failure
+from stockade.vulns.feedsync import SyncCounts, record_sync_failure
 from stockade.vulns.matcher import MatchCounts, Matcher
 from stockade.vulns.models import VulnFeed
 from stockade.vulns.security import BlobSecurityReader
@@ -67,11 +67,7 @@ def next_feed_run(schedule: str, after: datetime) -> datetime | None:
 
 def sync_feed(container: Container, feed_id: int) -> SyncCounts | None:
     """Sync one feed; None when it failed (the failure is on the feed row)."""
-    syncer = FeedSync(
-        container.factory,
-        security=BlobSecurityReader(container.blobs),
-        outbound=container.settings.outbound.policy(),
-    )
+    syncer = container.feed_sync()  # with the air-gap folder's cve.zip files (airgap:)
     try:
         counts = syncer.sync_feed(feed_id)
     except FeedUnreachableError:  # recorded on the feed, logged once (vulns.feed_state)

@@ -4,6 +4,8 @@ skips it for a source that is offline on purpose.
 
 - ``file://``: the path exists and can be read; a folder is enough for the folder formats (it may
   be filled later), a ``bundle`` must be a file; a file's first bytes must look like the format.
+- ``airgap:`` (format ``bundle`` only), or the air-gap folder's own ``file://`` path: the
+  server's air-gap folder, whatever it holds now (bundles are dropped in later).
 - ``https://``: one ``GET`` through the outbound guard (``[outbound]``, every redirect hop), with a
   short timeout: an HTTP status below 400 and first bytes that look like the format; the rest of
   the body is not downloaded.
@@ -36,6 +38,7 @@ from stockade.core.outbound import (
 )
 from stockade.core.urls import redact_url
 from stockade.vulns.errors import FeedFetchError, FeedSourceError
+from stockade.vulns.feed_folder import AIRGAP_URL, names_folder
 from stockade.vulns.feedsync import FeedService, check_fields
 from stockade.vulns.fetching import parse_feed_url
 from stockade.vulns.models import DEFAULT_FEED_SCHEDULE, FeedFormat
@@ -84,8 +87,12 @@ def check_feed_source(
     *,
     outbound: OutboundPolicy | None = None,
     client: httpx.Client | None = None,
+    airgap_folder: Path | None = None,
 ) -> None:
-    """Raise :class:`FeedSourceError` unless the source answers with something of ``fmt``."""
+    """Raise :class:`FeedSourceError` unless the source answers with something of ``fmt``;
+    a ``bundle`` feed of the air-gap folder (``airgap_folder``) is always fine."""
+    if fmt == FeedFormat.BUNDLE and names_folder(url, airgap_folder):
+        return
     try:
         parts = parse_feed_url(url)
     except FeedFetchError as exc:
@@ -123,7 +130,9 @@ def _check_path(path: Path, fmt: str) -> None:
     if path.is_dir():
         if fmt == FeedFormat.BUNDLE:
             raise FeedSourceError(
-                f"{path} is a folder: a bundle feed names one cve.zip", field="url"
+                f"{path} is a folder: a bundle feed names one cve.zip (or {AIRGAP_URL!r}: the "
+                "cve.zip files dropped into the air-gap folder)",
+                field="url",
             )
         if not os.access(path, os.R_OK | os.X_OK):
             raise FeedSourceError(f"{path} cannot be read by the server", field="url")

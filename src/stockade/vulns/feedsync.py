@@ -11,16 +11,16 @@ A document that does not parse is counted in ``failed`` with its error in the fe
 
 Formats ``kev`` and ``epss`` are enrichment (``vulns.enrich``): the document replaces the set
 known, all or nothing. Format ``bundle`` is a ``cve.zip`` (``vulns.bundle``): a ``file://`` path
-or an ``https://`` URL of the zip, fetched to a temporary file, verified, imported whole.
+or an ``https://`` URL of the zip, fetched to a temporary file, verified, imported whole; or
+``airgap:`` (or the air-gap folder's ``file://`` path): every ``cve.zip`` dropped into the air-gap
+folder, each applied whole and set aside (``vulns.feed_folder``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 
 import httpx
-from croniter import CroniterError, croniter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,10 +29,9 @@ from stockade.audit.service import AuditLog, Target
 from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
-from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError, StockadeError
 from stockade.core.outbound import OutboundPolicy
-from stockade.core.urls import URLParseError, parse_url, redact_url
+from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
 from stockade.vulns.bundle import import_bundle
 from stockade.vulns.enrich import EPSS_COLUMNS, KEV_COLUMNS, Enrichments, parse_epss, parse_kev
@@ -43,6 +42,8 @@ from stockade.vulns.errors import (
     FeedNotFoundError,
     FeedUnreachableError,
 )
+from stockade.vulns.feed_fields import check_fields, next_run
+from stockade.vulns.feed_folder import AIRGAP_URL, BundleFolder, names_folder, sync_folder
 from stockade.vulns.feed_state import record_unreachable, set_status, unreachable_since
 from stockade.vulns.feeds import parse_cve5, parse_nvd, parse_osv
 from stockade.vulns.fetching import Fetched, fetch, fetch_file
@@ -73,7 +74,6 @@ _ENRICHMENT = {
     FeedFormat.KEV.value: (parse_kev, KEV_COLUMNS),
     FeedFormat.EPSS.value: (parse_epss, EPSS_COLUMNS),
 }
-_FORMATS = tuple(f.value for f in FeedFormat)
 
 
 def parse_documents(fmt: str, fetched: Fetched, counts: SyncCounts) -> list[Vulnerability]:
@@ -98,8 +98,10 @@ class FeedSync:
         client: httpx.Client | None = None,
         outbound: OutboundPolicy | None = None,
         nvd_pause_s: float = 6.0,
+        bundle_folder: BundleFolder | None = None,
     ) -> None:
         self.factory = factory
+        self.bundle_folder = bundle_folder  # the air-gap folder's cve.zip files (airgap.cve_folder)
         self.security = security
         self.client = client
         self.outbound = outbound  # the [outbound] policy (None: the strict default)
@@ -113,6 +115,9 @@ class FeedSync:
             url, fmt, etag, modified = feed.url, feed.format, feed.etag, feed.last_modified
             known_sha = feed.content_sha256
         if fmt == FeedFormat.BUNDLE.value:
+            folder = self.bundle_folder.folder if self.bundle_folder is not None else None
+            if names_folder(url, folder):
+                return self._sync_folder(feed_id)
             return self._sync_bundle(feed_id, url, etag, modified, known_sha)
         if is_nvd_api(url, fmt):
             return self._sync_nvd_api(feed_id, url, modified)
@@ -215,6 +220,13 @@ class FeedSync:
         counts.matches_restatused = done.matches_restatused
         return counts
 
+    def _sync_folder(self, feed_id: int) -> SyncCounts:
+        if self.bundle_folder is None:
+            exc = FeedFetchError(f"{AIRGAP_URL}: this process has no air-gap folder")
+            self._failed(feed_id, exc)
+            raise exc
+        return sync_folder(self.factory, feed_id, self.bundle_folder)
+
     def _sync_nvd_api(self, feed_id: int, url: str, since: str | None) -> SyncCounts:
         api = NvdApiSync(
             self.factory,
@@ -296,7 +308,7 @@ class FeedService:
             format=fmt,
             schedule=schedule,
             enabled=enabled,
-            next_run_at=_next_run(schedule) if enabled else None,
+            next_run_at=next_run(schedule) if enabled else None,
         )
         try:
             with self.session.begin_nested():
@@ -336,7 +348,7 @@ class FeedService:
         if enabled is not None:
             row.enabled = enabled
         if schedule is not None or enabled is not None:
-            row.next_run_at = _next_run(row.schedule) if row.enabled else None
+            row.next_run_at = next_run(row.schedule) if row.enabled else None
         self.session.flush()
         AuditLog(self.session).record(
             "cve.feed.update",
@@ -369,27 +381,6 @@ class FeedService:
             "cve.feed.sync", principal, Target("vuln_feed", row.name, row.id)
         )
         return row
-
-
-def _next_run(schedule: str) -> datetime:
-    return croniter(schedule, utcnow()).get_next(datetime)
-
-
-def check_fields(url: str, fmt: str, schedule: str) -> None:
-    if fmt not in _FORMATS:
-        raise InvalidInputError(f"format must be one of {', '.join(_FORMATS)}", field="format")
-    try:
-        scheme = parse_url(url).scheme  # parsed once, decided on the normalized scheme
-    except URLParseError:
-        scheme = ""
-    if scheme not in ("https", "file") or len(url) > 4096 or not url.isprintable():
-        raise InvalidInputError("feed URLs are https:// or file://", field="url")
-    if len(schedule) > 128 or not croniter.is_valid(schedule):
-        raise InvalidInputError(f"not a cron expression: {schedule!r}", field="schedule")
-    try:
-        _next_run(schedule)
-    except (CroniterError, ValueError, OverflowError):  # valid syntax, no such date (Feb 31st)
-        raise InvalidInputError(f"schedule {schedule!r} never fires", field="schedule") from None
 
 
 def _state(row: VulnFeed) -> dict[str, object]:

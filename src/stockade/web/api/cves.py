@@ -81,7 +81,12 @@ def create_feed(body: FeedCreate, principal: SignedIn, container: ContainerDep) 
     if body.check:
         with container.read_factory() as session:
             authorize_source(session, principal, body.url, body.format)
-        check_feed_source(body.url, body.format, outbound=container.settings.outbound.policy())
+        check_feed_source(
+            body.url,
+            body.format,
+            outbound=container.settings.outbound.policy(),
+            airgap_folder=container.settings.airgap.folder_in(container.settings.data_dir),
+        )
     with transaction(container.factory) as session:
         feed = FeedService(session).create(
             principal,
@@ -108,7 +113,11 @@ def update_feed(
         with container.read_factory() as session:
             source = changed_source(session, principal, name, body.url, body.format)
         if source is not None:
-            check_feed_source(*source, outbound=container.settings.outbound.policy())
+            check_feed_source(
+                *source,
+                outbound=container.settings.outbound.policy(),
+                airgap_folder=container.settings.airgap.folder_in(container.settings.data_dir),
+            )
     with transaction(container.factory) as session:
         feed = FeedService(session).update(
             principal,
