@@ -251,7 +251,8 @@ def test_vulnerability_matches_and_curations_cross_with_the_bundles(
     assert up.admin.post(f"/api/v1/cves/{ADVISORY}/curations", json=body).status_code == 201
     up.wait_published(channel)
     # the connected side: a package bundle and a cve.zip, both carried across
-    export(up, monkeypatch, tmp_path, folder(down), channel)
+    made = export(up, monkeypatch, tmp_path, folder(down), channel)
+    made.rename(made.with_name("conda_main_airgap.zip"))  # PSM's name: taken as it is
     cve_zip = tmp_path / "cve.zip"
     run(admin_cli(up, monkeypatch, tmp_path / "u", columns=200), "cve", "export", str(cve_zip))
     run(admin_cli(down, monkeypatch, tmp_path / "d", columns=200), "cve", "import", str(cve_zip))
@@ -271,3 +272,4 @@ def test_vulnerability_matches_and_curations_cross_with_the_bundles(
     expected = _statuses(up, channel)
     assert ("3.7.3", "0", "cleared", "curation") in expected
     assert _statuses(down, mirror["channel"]) == expected
+    assert (folder(down) / "applied" / "conda_main_airgap.zip").is_file()
