@@ -1460,6 +1460,8 @@ def _mirror_page_rules() -> Iterator[Case]:
     yield post(f"{held}/delete", permission(P.SECURITY_MANAGE, 404), delete)
     # the signing page (read-only): security:read
     yield page("/admin/signing", permission(P.SECURITY_READ, 200), req("GET", "/admin/signing"))
+    # the air-gap page (read-only): mirror:read
+    yield page("/admin/airgap", permission(P.MIRROR_READ, 200), req("GET", "/admin/airgap"))
 
 
 def _scanning_api_rules() -> Iterator[Case]:
@@ -1511,6 +1513,26 @@ def _signing_rules() -> Iterator[Case]:
     yield Case("GET", "/signing/{name}", anyone(404), trust, surface="free")
 
 
+def _airgap_rules() -> Iterator[Case]:
+    """Air-gap bundles: mirror:read to look (the folder, the exports made here), mirror:manage to
+    export, read an export's members and place a bundle. A channel or bundle that does not exist
+    (404 or 422 for its holders) and an empty bundle (422): everyone else is refused before."""
+    status = f"{API}/airgap"
+    yield Case("GET", status, permission(P.MIRROR_READ, 200), req("GET", status))
+    exports = f"{API}/airgap/exports"
+    yield Case("GET", exports, permission(P.MIRROR_READ, 200), req("GET", exports))
+    nowhere = req("POST", exports, json={"channel": "matrix-no-such-channel"})
+    yield Case("POST", exports, permission(P.MIRROR_MANAGE, 422), nowhere)
+    gone = f"{exports}/20260101T000000Z-000000000000"
+    one = f"{exports}/{{bundle_id}}"
+    yield Case("GET", one, permission(P.MIRROR_MANAGE, 404), req("GET", gone))
+    member = req("GET", f"{gone}/members/manifest.json")
+    yield Case("GET", f"{one}/members/{{path:path}}", permission(P.MIRROR_MANAGE, 404), member)
+    bundles = f"{API}/airgap/bundles"
+    empty = req("POST", bundles, content=b"")
+    yield Case("POST", bundles, permission(P.MIRROR_MANAGE, 422), empty)
+
+
 def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
     rules: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
@@ -1527,6 +1549,7 @@ RULES = _index(
         *_report_api_rules(),
         *_scanning_api_rules(),
         *_signing_rules(),
+        *_airgap_rules(),
         *_conda_rules(),
         *_page_rules(),
     ]

@@ -41,6 +41,7 @@ SECTIONS = (
     Section("roles", "/admin/roles", "Roles", Permission.ROLE_READ),
     Section("audit", "/admin/audit", "Audit log", Permission.AUDIT_READ),
     Section("signing", "/admin/signing", "Signing", Permission.SECURITY_READ),
+    Section("airgap", "/admin/airgap", "Air-gap", Permission.MIRROR_READ),
 )
 
 

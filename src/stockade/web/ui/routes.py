@@ -10,6 +10,7 @@ from stockade.web.ui import (
     admin,
     admin_groups,
     admin_roles,
+    airgap_page,
     audit_page,
     channel_members,
     cve_page,
@@ -44,4 +45,5 @@ def install_ui(app: FastAPI) -> None:
     app.include_router(report_page.router)
     app.include_router(quarantine_page.router)
     app.include_router(signing_page.router)
+    app.include_router(airgap_page.router)
     app.include_router(pages.router)
