@@ -49,7 +49,7 @@ MAX_MANIFEST_BYTES: Final = 1 << 30  # about 4 million files
 MAX_SIGNATURE_BYTES: Final = 1 << 16
 BUNDLE_ID_RE: Final = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
-_FILENAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,210}")
+_FILENAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+!-]{0,210}")  # _r-mutex, _openmp_mutex
 _SIGNING_MEMBER: Final = re.compile(r"signing/(?:[1-9][0-9]{0,8}\.root|key_mgr)\.json")
 
 

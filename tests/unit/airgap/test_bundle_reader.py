@@ -90,6 +90,23 @@ def test_a_good_bundle_reads_whole(tmp_path: Path, opened: list[OpenBundle]) -> 
     assert {name: bundle.read(name) for name in bundle.manifest.files} == content
 
 
+def test_package_names_starting_with_an_underscore_are_read(
+    tmp_path: Path, opened: list[OpenBundle]
+) -> None:
+    """``_r-mutex``, ``_openmp_mutex``: real package names (conda allows one leading ``_``)."""
+    content = {
+        REPODATA: b"zst",
+        package_path("noarch", "_r-mutex-1.0.0-anacondar_1.tar.bz2"): b"a",
+        package_path("noarch", "_openmp_mutex-4.5-2_gnu.conda"): b"b",
+    }
+    bundle = _open(write_bundle(tmp_path / "u.zip", content, key=KEY), opened)
+    verify(bundle, TRUST, NOW)
+    assert set(bundle.manifest.package_files("noarch")) == {
+        "_r-mutex-1.0.0-anacondar_1.tar.bz2",
+        "_openmp_mutex-4.5-2_gnu.conda",
+    }
+
+
 # -- contents that differ from what was signed -----------------------------------------------------
 
 
