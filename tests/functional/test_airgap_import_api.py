@@ -262,6 +262,10 @@ def test_the_cli_reports_a_refusal(
     assert "junk.zip" not in contents(folder_of(down))
     missing = run(cli, "airgap", "import", str(tmp_path / "nope.zip"), code=1)
     assert "no such file" in missing
+    big = tmp_path / "big.zip"
+    big.write_bytes(b"\0" * (LIMIT + 1))
+    too_large = run(cli, "airgap", "import", str(big), code=1)
+    assert "413" in too_large, too_large
 
 
 def test_an_active_run_is_reported_not_doubled(down: LiveServer, bundle: tuple[str, Path]) -> None:
