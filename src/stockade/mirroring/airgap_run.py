@@ -29,6 +29,7 @@ from stockade.airgap.imports import (
 from stockade.airgap.models import ImportState
 from stockade.core.clock import utcnow
 from stockade.core.errors import ErrorKind, StockadeError
+from stockade.core.faults import crash_point
 from stockade.core.safezip import ZipLimits
 from stockade.db.engine import transaction
 from stockade.mirroring.airgap_source import channel_of
@@ -168,6 +169,7 @@ def _apply_one(
     finally:
         bundle.close()
         job.source, job.all_or_nothing, job.publish_hooks = base, False, []
+    crash_point("airgap:after-apply")  # a crash test: applied and committed, not set aside
     document = done["document"]
     document["run_counts"] = reporter.snapshot()[1]
     set_aside(dropped.path, Outcome.APPLIED, document)

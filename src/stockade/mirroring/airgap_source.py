@@ -14,6 +14,7 @@ from pathlib import Path
 from stockade.airgap.bundle import OpenBundle
 from stockade.airgap.errors import BundleRefusedError
 from stockade.airgap.manifest import package_path, repodata_path
+from stockade.core.faults import crash_point
 from stockade.core.urls import URLParseError, parse_url
 from stockade.mirroring.source_config import SourceConfig
 from stockade.mirroring.sources import RepodataFetch, Validators
@@ -109,7 +110,9 @@ def copy_member(
             if stop is not None and stop.is_set():
                 raise TransferStoppedError()
             sink.write(block)
-        return sink.finish()
+        copied = sink.finish()
     except BaseException:
         sink.abort()
         raise
+    crash_point("airgap:after-file")  # a crash test: some files out of the bundle, not all
+    return copied
