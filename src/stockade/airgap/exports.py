@@ -10,10 +10,8 @@ travels in the bundle so the other side can verify from the root it trusts.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 from sqlalchemy import select
@@ -60,9 +58,12 @@ class ExportRequest:
 
 @dataclass(frozen=True)
 class MemberFile:
+    """A member to send: its bytes are the blob ``sha256``, or ``data`` when given."""
+
     path: str
     sha256: str
     size: int
+    data: bytes | None = None
 
 
 class ExportService:
@@ -258,17 +259,18 @@ class ExportService:
 
     def member(
         self, principal: Principal, bundle_id: str, path: str, sha256: str | None = None
-    ) -> tuple[MemberFile, BinaryIO]:
-        """One member's bytes, for a client writing the bundle. A package file is asked for with
+    ) -> MemberFile:
+        """One member, for a client writing the bundle. A package file is asked for with
         the sha256 its manifest lists, and must still be servable: one quarantined or removed
         since the export was planned is refused (409)."""
         row = self.get(principal, bundle_id)
         if path == SIGNATURE:
-            return _inline(path, row.signature)
+            data = row.signature
+            return MemberFile(path, hashlib.sha256(data).hexdigest(), len(data), data)
         known = {MANIFEST: row.manifest_sha256, **row.counts.get("signing", {})}
         known.update(row.counts.get("repodata", {}))
         sha = known.get(path) or self._package(row, path, sha256)
-        return MemberFile(path, sha, self.blobs.size(sha)), self.blobs.open(sha)
+        return MemberFile(path, sha, self.blobs.size(sha))
 
     def _package(self, row: AirgapExport, path: str, sha256: str | None) -> str:
         parts = path.split("/")
@@ -291,7 +293,3 @@ class ExportService:
                 "(quarantined or removed since the export was planned): make a new export"
             )
         return sha256
-
-
-def _inline(path: str, data: bytes) -> tuple[MemberFile, BinaryIO]:
-    return MemberFile(path, hashlib.sha256(data).hexdigest(), len(data)), io.BytesIO(data)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from stockade.airgap import intake
 from stockade.airgap.exports import ExportRequest, ExportService
@@ -125,17 +126,24 @@ def export_member(
     principal: SignedIn,
     container: ContainerDep,
     sha256: Sha256 = None,
-) -> StreamingResponse:
+) -> Response:
     """One member's bytes; a package file is asked for with the sha256 the manifest lists."""
     with container.read_factory() as session:
-        member, stream = _service(container, session).member(principal, bundle_id, path, sha256)
+        member = _service(container, session).member(principal, bundle_id, path, sha256)
+    headers = {"x-sha256": member.sha256}
+    if member.data is not None:
+        return Response(member.data, media_type="application/octet-stream", headers=headers)
+    local = container.blobs.local_path(member.sha256)
+    if local is not None:  # zero-copy (sendfile)
+        return FileResponse(local, media_type="application/octet-stream", headers=headers)
+    stream = container.blobs.open(member.sha256)
 
-    def chunks() -> Any:
+    def chunks() -> Iterator[bytes]:
         with stream:
             while block := stream.read(1 << 20):
                 yield block
 
-    headers = {"content-length": str(member.size), "x-sha256": member.sha256}
+    headers["content-length"] = str(member.size)
     return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
 
 
@@ -209,11 +217,8 @@ def _place(
 ) -> intake.Placed:
     if not staged.size:
         raise InvalidInputError("send the bundle (a zip) as the request body", field="body")
-    settings = container.settings.airgap
-    checked = intake.check_bundle(staged.path, intake.limits_of(settings))
-    target = intake.target_name(name, checked)
-    folder = settings.folder_in(container.settings.data_dir)
-    placed = intake.place(staged.path, folder, target, checked, settings.settle_s)
+    settings = container.settings
+    placed = intake.accept(staged.path, settings.airgap, settings.data_dir, name)
     with transaction(container.factory) as session:
         intake.record_import(session, principal, placed)
     return placed
