@@ -70,6 +70,14 @@ def limits_of(settings: AirgapSettings) -> ZipLimits:
     return ZipLimits(settings.max_members, settings.max_bytes, settings.max_bytes)
 
 
+def accept(staged: Path, settings: AirgapSettings, data_dir: Path, name: str | None) -> Placed:
+    """Check the ``staged`` file and place it into the air-gap folder as ``name`` (default: the
+    name an export gives it); BundleRefusedError or InvalidInputError, with nothing placed."""
+    checked = check_bundle(staged, limits_of(settings))
+    target = target_name(name, checked)
+    return place(staged, settings.folder_in(data_dir), target, checked, settings.settle_s)
+
+
 def check_bundle(path: Path, limits: ZipLimits) -> Checked:
     """What the zip at ``path`` is (a package bundle or a ``cve.zip``); BundleRefusedError
     naming why it is neither."""
