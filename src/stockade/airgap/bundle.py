@@ -10,14 +10,17 @@ mirror trusts. Each file's sha256 is then checked while it is read (:meth:`OpenB
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import re
+import stat
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 import orjson
 
@@ -67,9 +70,12 @@ class OpenBundle:
     manifest: Manifest
     manifest_data: bytes = b""
     signed_by: list[str] = field(default_factory=list)
+    file: IO[bytes] | None = None  # what the archive reads (opened without following links)
 
     def close(self) -> None:
         self.archive.close()
+        if self.file is not None:
+            self.file.close()
 
     def signing_member(self, name: str) -> bytes | None:
         """``N.root.json`` or ``key_mgr.json`` as the bundle carries them (a trust ``Fetch``)."""
@@ -137,9 +143,11 @@ def peek_format(path: Path) -> str | None:
 def open_bundle(path: Path, limits: ZipLimits) -> OpenBundle:
     """The bundle at ``path`` with its zip and manifest checked (not its signature yet:
     :func:`verify`); BundleRefusedError naming why not."""
+    stream = _open_file(path)
     try:
-        archive = open_zip(path, limits)  # the entry count checked before zipfile reads them
+        archive = open_zip(stream, limits)  # the entry count checked before zipfile reads them
     except UnsafeZipError as exc:
+        stream.close()
         raise _refused(exc) from None
     try:
         found = _safe(archive, limits)
@@ -149,10 +157,25 @@ def open_bundle(path: Path, limits: ZipLimits) -> OpenBundle:
         data = _read(archive, found[MANIFEST], MAX_MANIFEST_BYTES)
         manifest = parse_manifest(data)
         _check_members(found, manifest)
-        return OpenBundle(path, archive, found, manifest, manifest_data=data)
+        return OpenBundle(path, archive, found, manifest, manifest_data=data, file=stream)
     except BaseException:
         archive.close()
+        stream.close()
         raise
+
+
+def _open_file(path: Path) -> IO[bytes]:
+    """The file at ``path`` itself, open for reading: not a link swapped in after the folder was
+    listed (O_NOFOLLOW), nor a pipe or device (which could block the run)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise BundleRefusedError(f"cannot be opened: {why}", code="airgap:unreadable") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BundleRefusedError("not a regular file", code="airgap:unreadable")
+    return os.fdopen(fd, "rb")
 
 
 def _safe(archive: zipfile.ZipFile, limits: ZipLimits) -> dict[str, zipfile.ZipInfo]:

@@ -84,23 +84,43 @@ def select_bundle(
             selection.waiting += 1
             bundle.close()
             continue
-        if parent is not None and parent not in applied:
+        why = _not_applicable(bundle.manifest, applied)
+        if why is None:
+            try:
+                verify(bundle, trust, now)
+            except BundleRefusedError as exc:
+                why = exc
+        if why is not None:
             bundle.close()
-            why = BundleRefusedError(
-                f"its parent bundle {parent} was never imported here: import it (or a full "
-                "bundle) first",
-                code="airgap:missing-parent",
-            )
             selection.refused.append(Refusal(dropped, bundle.manifest, why))
-            continue
-        try:
-            verify(bundle, trust, now)
-        except BundleRefusedError as exc:
-            bundle.close()
-            selection.refused.append(Refusal(dropped, bundle.manifest, exc))
             continue
         selection.chosen, selection.chosen_file = bundle, dropped
     return selection
+
+
+def _not_applicable(manifest: Manifest, applied: set[str]) -> BundleRefusedError | None:
+    """Why this bundle cannot follow the ones applied: its parent is not among them, or it was
+    made before the newest of them (an older bundle, signed and never applied here, dropped
+    later would take the channel back: a rollback)."""
+    parent = manifest.parent_id
+    if parent is not None and parent not in applied:
+        return BundleRefusedError(
+            f"its parent bundle {parent} was never imported here: import it (or a full "
+            "bundle) first",
+            code="airgap:missing-parent",
+        )
+    newest = max(applied, key=_made_at, default=None)
+    if newest is not None and _made_at(manifest.bundle_id) < _made_at(newest):
+        return BundleRefusedError(
+            f"it was made before bundle {newest}, applied here already: applying it would take "
+            "the channel back to an older state; export a new bundle",
+            code="airgap:older",
+        )
+    return None
+
+
+def _made_at(bundle_id: str) -> str:
+    return bundle_id[:16]  # 20261207T020000Z: when the exporting server made it (sortable)
 
 
 def record(

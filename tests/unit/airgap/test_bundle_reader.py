@@ -579,3 +579,34 @@ def test_set_aside_does_not_write_through_a_planted_link(tmp_path: Path) -> None
     result = folder / "refused" / "b.zip.result.json"
     assert not result.is_symlink()
     assert orjson.loads(result.read_bytes()) == {"state": "refused"}
+
+
+def test_an_older_bundle_than_the_newest_applied_is_refused(tmp_path: Path) -> None:
+    """A signed full bundle made before the one applied last, never applied here, dropped
+    later: applying it would roll the channel back (records removed since come back)."""
+    newest, older = bundle_id(3600), bundle_id(0)
+    write_bundle(tmp_path / "old.zip", members(), key=KEY, bundle=older)
+    selection = select_bundle(tmp_path, 0, "main", {newest}, TRUST, LIMITS, NOW)
+    assert selection.chosen is None
+    (refusal,) = selection.refused
+    assert refusal.error.code == "airgap:older"
+    assert newest in refusal.error.detail
+    # made in the same second: not older
+    write_bundle(tmp_path / "old.zip", members(), key=KEY, bundle=bundle_id(3600))
+    selection = select_bundle(tmp_path, 0, "main", {newest}, TRUST, LIMITS, NOW)
+    assert selection.chosen is not None
+    selection.chosen.close()
+
+
+def test_a_link_is_not_opened_as_a_bundle(tmp_path: Path, opened: list[OpenBundle]) -> None:
+    """The folder is listed without links, then each zip opened: a link swapped in between
+    (to a file the server can read) is not followed."""
+    real = write_bundle(tmp_path / "real.zip", members(), key=KEY)
+    (tmp_path / "swapped.zip").symlink_to(real)
+    with pytest.raises(BundleRefusedError) as caught:
+        _open(tmp_path / "swapped.zip", opened)
+    assert caught.value.code == "airgap:unreadable"
+    assert "symbolic link" in caught.value.detail
+    bundle = _open(real, opened)  # the file itself opens, and closes with its file
+    bundle.close()
+    assert bundle.file is not None and bundle.file.closed
