@@ -72,8 +72,7 @@ def select_bundle(
         if bundle.manifest.channel != channel:
             bundle.close()
         elif bundle.manifest.bundle_id in applied:
-            selection.repeated.append((dropped, bundle.manifest))
-            bundle.close()
+            _repeated(selection, dropped, bundle, trust, now)
         else:
             mine.append((dropped, bundle))
     mine.sort(key=lambda pair: pair[1].manifest.bundle_id)
@@ -96,6 +95,21 @@ def select_bundle(
             continue
         selection.chosen, selection.chosen_file = bundle, dropped
     return selection
+
+
+def _repeated(
+    selection: Selection, dropped: Dropped, bundle: OpenBundle, trust: BundleTrust, now: datetime
+) -> None:
+    """A bundle whose id was applied: set aside as applied only if it is signed as one (else a
+    zip of any content naming that id would land in ``applied/``)."""
+    try:
+        verify(bundle, trust, now)
+    except BundleRefusedError as exc:
+        selection.refused.append(Refusal(dropped, bundle.manifest, exc))
+    else:
+        selection.repeated.append((dropped, bundle.manifest))
+    finally:
+        bundle.close()
 
 
 def _not_applicable(manifest: Manifest, applied: set[str]) -> BundleRefusedError | None:

@@ -610,3 +610,29 @@ def test_a_link_is_not_opened_as_a_bundle(tmp_path: Path, opened: list[OpenBundl
     bundle = _open(real, opened)  # the file itself opens, and closes with its file
     bundle.close()
     assert bundle.file is not None and bundle.file.closed
+
+
+def test_a_nested_channel_is_only_the_mirror_of_that_channel(tmp_path: Path) -> None:
+    """A channel name with '/' names a channel, never a path: its bundle is taken by the mirror
+    of exactly that channel, and by no other."""
+    write_bundle(tmp_path / "nested.zip", members(), key=KEY, channel="org/team")
+    for other in ("org", "team", "org/team/x"):
+        selection = select_bundle(tmp_path, 0, other, set(), TRUST, LIMITS, NOW)
+        assert selection.chosen is None and not selection.refused
+    selection = select_bundle(tmp_path, 0, "org/team", set(), TRUST, LIMITS, NOW)
+    assert selection.chosen is not None
+    assert selection.chosen.manifest.channel == "org/team"
+    selection.chosen.close()
+
+
+def test_a_repeated_bundle_id_is_set_aside_as_applied_only_when_signed(tmp_path: Path) -> None:
+    """A zip naming a bundle id applied before goes to ``applied/`` as "already applied" only if
+    its signature verifies: otherwise anything could be filed there under a known id."""
+    known = bundle_id(0)
+    write_bundle(tmp_path / "again.zip", members(), key=KEY, bundle=known)
+    write_bundle(tmp_path / "forged.zip", members(), key=Ed25519PrivateKey.generate(), bundle=known)
+    selection = select_bundle(tmp_path, 0, "main", {known}, TRUST, LIMITS, NOW)
+    assert [d.name for d, _ in selection.repeated] == ["again.zip"]
+    (refusal,) = selection.refused
+    assert refusal.dropped.name == "forged.zip"
+    assert refusal.error.code == "airgap:untrusted"
