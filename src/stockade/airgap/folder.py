@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import orjson
@@ -62,10 +63,13 @@ def dropped(folder: Path, settle_s: float, now: float | None = None) -> list[Dro
     moment = time.time() if now is None else now
     found: list[Dropped] = []
     for entry in sorted(folder.iterdir()):
-        if entry.suffix.lower() != ".zip" or not entry.is_file() or entry.is_symlink():
+        if entry.suffix.lower() != ".zip":
             continue
-        stat = entry.stat()
-        if moment - stat.st_mtime < settle_s:
+        try:  # another replica may set it aside meanwhile: then it is not waiting any more
+            stat = entry.lstat()
+        except FileNotFoundError:
+            continue
+        if not S_ISREG(stat.st_mode) or moment - stat.st_mtime < settle_s:
             continue
         found.append(Dropped(entry, stat.st_size, peek_format(entry)))
     return found

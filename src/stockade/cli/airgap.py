@@ -82,7 +82,10 @@ def export(
         if subdirs:
             body["subdirs"] = [s.strip() for s in subdirs.split(",") if s.strip()]
         plan = api.post("/airgap/exports", json=body)
-    target = out_dir / plan["file_name"]
+    name = Path(str(plan["file_name"])).name  # a name, never a path the server chose
+    if not name.endswith(".zip") or name != plan["file_name"]:
+        fail(f"the server named the bundle {name!r}: not a bundle file name")
+    target = out_dir / name
     try:
         _write(api, plan, target)
     except _ExportGoneError as exc:
