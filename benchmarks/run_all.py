@@ -29,6 +29,7 @@ BENCHMARKS = {
     "vuln-match": "bench_vuln_match.py",
     "scanning": "bench_scanning.py",
     "signing": "bench_signing.py",
+    "airgap": "bench_airgap.py",
 }
 
 
