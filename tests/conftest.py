@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.nodeid import coerce_node_id
 
 from tests.support.server import LiveServer, fresh_database, run_server
 
@@ -56,6 +57,7 @@ def live_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield live
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Some tests run against SQLite only (CI keeps to its time budget):
 
@@ -79,3 +81,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+    _keep_xdist_groups(items)
+
+
+def _keep_xdist_groups(items: list[pytest.Item]) -> None:
+    """``--dist loadgroup``: pytest-xdist 3.8 tags a grouped test by setting ``item._nodeid`` to
+    ``nodeid@group``, which pytest 9.2 no longer reads (its node id is ``item._id``): the groups
+    were lost, and each worker started its own copy of a module's live servers. Put the tag where
+    pytest reads it (runs after xdist's hook: trylast)."""
+    for item in items:
+        tagged = item.__dict__.get("_nodeid")
+        if isinstance(tagged, str) and "@" in tagged and item.nodeid != tagged:
+            item._id = coerce_node_id(tagged)

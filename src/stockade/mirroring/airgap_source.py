@@ -104,9 +104,12 @@ def copy_member(
             "mirror does not have it from an earlier bundle: export a full bundle",
             code="airgap:missing-file",
         )
+    # The sink checks the record's sha256; when the manifest lists the same one, that one
+    # pass checks both (a file is hashed once, not twice).
+    same = bundle.manifest.files[member][0] == sha256.lower()
     sink = VerifyingSink(dest_dir, sha256, size, f"{bundle.path.name}:{member}")
     try:
-        for block in bundle.stream(member):
+        for block in bundle.stream(member, checked_by_caller=same):
             if stop is not None and stop.is_set():
                 raise TransferStoppedError()
             sink.write(block)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from stockade.channels.models import PackageContent
 from stockade.channels.upload import record_content
-from stockade.conda.archive import ValidationLimits, inspect_package
+from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
 from stockade.core.clock import now_ms
 from stockade.core.errors import StockadeError
 from stockade.storage.interfaces import BlobStore
@@ -61,8 +61,12 @@ def read_downloaded(
     known: KnownLinkScripts,
 ) -> list[str]:
     """Read each downloaded ``(filename, sha256)`` not known yet, record its contents, and add
-    what it says to ``known``. Returns the filenames that could not be read (with a warning)."""
+    what it says to ``known``. Returns the filenames that could not be read (with a warning).
+
+    Every file is read before anything is written: the session's first write takes SQLite's
+    write lock, which must not be held while packages are read."""
     unreadable: list[str] = []
+    read: list[tuple[str, PackageInfo]] = []
     for filename, sha256 in files:
         if filename in known.by_filename:
             continue
@@ -75,6 +79,8 @@ def read_downloaded(
             log.warning("mirrored %s cannot be read: %s", filename, exc.detail)
             unreadable.append(filename)
             continue
-        record_content(session, sha256, info)
+        read.append((sha256, info))
         known.by_filename[filename] = bool(info.link_scripts)
+    for sha256, info in read:
+        record_content(session, sha256, info)
     return unreadable
