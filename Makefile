@@ -31,10 +31,11 @@ lint: install
 	STOCKADE_DATABASE_URL=sqlite:///$(CURDIR)/.lintcheck.db $(VENV)/bin/stockade db check; rm -f .lintcheck.db*
 
 # The run's own PostgreSQL database (scripts/test-env) is dropped when the run ends, however it ends.
+# Three workers on two cores: most functional tests wait on live servers, subprocesses and browsers.
 test: install lint
 	eval "$$(scripts/test-env)" \
 	  && trap 'scripts/test-env --drop "$${STOCKADE_TEST_PG_URL-}"' EXIT && trap 'exit 130' INT TERM \
-	  && $(VENV)/bin/pytest -n 2 --dist loadgroup tests
+	  && $(VENV)/bin/pytest -n 3 --dist loadgroup tests
 
 unit: install
 	$(VENV)/bin/pytest tests/unit

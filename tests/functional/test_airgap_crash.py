@@ -56,7 +56,7 @@ pytestmark = [
     pytest.mark.functional,
     pytest.mark.slow,
     pytest.mark.one_backend,
-    pytest.mark.xdist_group("crash"),
+    pytest.mark.xdist_group("airgap-crash"),
 ]
 
 KILLED = 137

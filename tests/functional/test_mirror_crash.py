@@ -45,7 +45,7 @@ from tests.support.published import artifact_rows, check_channel, subdir_rows
 from tests.support.server import fresh_database
 from tests.support.upstream import Upstream
 
-pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.xdist_group("crash")]
+pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.xdist_group("mirror-crash")]
 
 KILLED = 137  # what core/faults.py exits with, like a SIGKILLed process
 DELAY_S = 0.4  # the upstream pauses this long after each package body: 60 files take seconds

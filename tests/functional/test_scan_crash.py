@@ -22,7 +22,7 @@ from tests.support.hostile import HOSTILE
 from tests.support.process import ServerProcess
 from tests.support.server import fresh_database
 
-pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.xdist_group("crash")]
+pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.xdist_group("scan-crash")]
 
 KILLED = 137
 LEASE = {"STOCKADE_SCANNING__LEASE_S": "2"}

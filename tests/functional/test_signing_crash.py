@@ -40,7 +40,7 @@ from tests.support.signing import (
     shards,
 )
 
-pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.xdist_group("crash")]
+pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.xdist_group("signing-crash")]
 
 KILLED = 137
 RECORDS = 1500  # the signer stores signatures in batches of 1,000
