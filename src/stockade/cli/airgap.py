@@ -11,6 +11,8 @@ its channel; ``--follow`` watches those runs.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,8 +143,50 @@ def _write(api: ApiClient, plan: dict[str, Any], target: Path) -> None:
                 continue
             params = {"sha256": meta["sha256"]} if path.startswith("pkgs/") else {}
             chunks = _member_chunks(api, http, base + path, params)
-            writer.add_stream(path, _counted(chunks, progress, task), **meta)
+            writer.add_stream(path, _counted(_prefetched(chunks), progress, task), **meta)
         writer.finish()
+
+
+_DONE = object()
+#: Blocks read ahead of the writer (about 1 MiB each): the network read and the writer's
+#: hashing and writing (which release the GIL) run at the same time, in bounded memory.
+PREFETCH = 8
+
+
+def _prefetched(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks`` read by a thread of their own, at most ``PREFETCH`` blocks ahead."""
+    ahead: queue.Queue[object] = queue.Queue(PREFETCH)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():  # the consumer may be gone: never block for ever
+            try:
+                ahead.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for block in chunks:
+                if not put(block):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(exc)
+
+    reader = threading.Thread(target=read, name="airgap-export-read", daemon=True)
+    reader.start()
+    try:
+        while (item := ahead.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def _counted(chunks: Iterator[bytes], progress: Progress, task: Any) -> Iterator[bytes]:
