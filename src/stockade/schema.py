@@ -4,6 +4,7 @@ Used by Alembic, the migration drift check and tests. Lives above the domains on
 """
 
 from stockade.airgap import models as airgap_models
+from stockade.audit import downloads_models
 from stockade.audit import models as audit_models
 from stockade.auth import models as auth_models
 from stockade.channels import models as channel_models
@@ -24,6 +25,7 @@ __all__ = [
     "audit_models",
     "auth_models",
     "channel_models",
+    "downloads_models",
     "metadata",
     "mirror_models",
     "policy_models",
