@@ -58,6 +58,8 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         if consumer is not None:
             runtime.start()
             consumer.start()
+        else:  # downloads served here are written by this process (jobs/downloads.py)
+            runtime.downloads.start()
         try:
             yield
         finally:
@@ -65,6 +67,8 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
                 runtime.stop()
                 queue.close()
                 consumer.stop()
+            else:
+                runtime.downloads.stop()
 
     app = FastAPI(
         title="Stockade",

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.airgap.cve_folder import CveFolder
+from stockade.audit.downloads import DownloadRecorder
 from stockade.auth.authenticator import Authenticator, BearerVerifier, PasswordDirectory
 from stockade.auth.service import FirstAdmin, UserService
 from stockade.channels.locator import IndexLocator
@@ -62,6 +63,8 @@ class Container:
     # Webhook deliveries (by row id) to send; without a queue the webhook housekeeper of a worker
     # finds them due.
     dispatch_webhooks: Callable[[list[int]], None] = lambda _delivery_ids: None
+    # Downloads this process served, written in batches by ``jobs/downloads.py``.
+    downloads: DownloadRecorder = field(default_factory=DownloadRecorder)
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -141,6 +144,11 @@ class Container:
             scans,
             change_listeners=changes,
             vulnerabilities=DbVulnerabilityLookup(read_factory),
+            downloads=DownloadRecorder(
+                enabled=settings.downloads.record,
+                buffer_size=settings.downloads.buffer_size,
+                batch_size=settings.downloads.batch_size,
+            ),
         )
 
     def __post_init__(self) -> None:

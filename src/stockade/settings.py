@@ -422,6 +422,35 @@ class AirgapSettings(BaseModel):
         return self.folder or data_dir / "airgap"
 
 
+class DownloadSettings(BaseModel):
+    """Download tracking (SPEC §10): buffered in memory, written in batches off the hot path."""
+
+    record: bool = Field(default=True, description="record every package file served")
+    retention_days: int = Field(
+        default=365,
+        ge=0,
+        le=36500,
+        description="days raw download rows are kept (0: forever); daily counts are kept for good",
+    )
+    flush_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="how often each process writes its buffered downloads (what a crash can lose)",
+    )
+    buffer_size: int = Field(
+        default=100_000,
+        ge=10,
+        le=10_000_000,
+        description="downloads one process buffers at most; past it the oldest are dropped "
+        "(and counted in the log), serving never waits",
+    )
+    batch_size: int = Field(default=5_000, ge=1, le=100_000, description="rows per transaction")
+    prune_schedule: str = Field(
+        default="17 3 * * *", description="cron schedule of the raw-row retention job"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -461,6 +490,7 @@ class Settings(BaseSettings):
     signing: SigningSettings = SigningSettings()
     airgap: AirgapSettings = AirgapSettings()
     vulns: VulnSettings = VulnSettings()
+    downloads: DownloadSettings = DownloadSettings()
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stockade.container import Container
+from stockade.jobs.downloads import download_jobs
 from stockade.jobs.scheduler import Job
 
 
@@ -22,4 +23,5 @@ def recurring_jobs(container: Container) -> list[Job]:
             )
 
         jobs.append(Job("ldap-sync", settings.ldap.sync_schedule, ldap_sync))
+    jobs.extend(download_jobs(container))  # raw download rows past their retention
     return jobs

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from stockade.container import Container
+from stockade.jobs.downloads import DownloadFlusher
 from stockade.jobs.mirrors import MirrorHousekeeper
 from stockade.jobs.publisher import PublisherThread
 from stockade.jobs.queue import JobQueue
@@ -33,6 +34,8 @@ class BackgroundRuntime:
             container.publisher, coalesce_s=settings.publication.coalesce_ms / 1000
         )
         self.scanner = ScannerThread(container.scans)
+        # In every serving process, with or without the embedded worker (``app.py``).
+        self.downloads = DownloadFlusher(container)
         # Started in this order, stopped in the reverse one.
         self._services: list[_Service] = [
             self.publisher,
@@ -41,6 +44,7 @@ class BackgroundRuntime:
             MirrorHousekeeper(container),
             FeedHousekeeper(container),
             WebhookHousekeeper(container),
+            self.downloads,
         ]
 
     def start(self) -> None:

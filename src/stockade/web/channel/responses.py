@@ -245,14 +245,15 @@ class BlobResponder:
         cache_control: str,
         content_type: str,
         in_memory: bool,
-    ) -> int:
-        """Send the blob (or a 304 / 206 / 416); returns the status sent."""
+    ) -> tuple[int, int]:
+        """Send the blob (or a 304 / 206 / 416); returns the status and the body bytes sent
+        (by nginx for ``X-Accel-Redirect``; 0 for ``HEAD``)."""
         hdrs = await self.headers_for(sha256, modified, cache_control, content_type)
         if (info.if_none_match is not None or info.if_modified_since) and not_modified(
             info, f'"{sha256}"', modified
         ):
             await send_simple(send, 304, hdrs.not_modified)
-            return 304
+            return 304, 0
         size = hdrs.size
         head = info.method == "HEAD"
         if (
@@ -264,13 +265,13 @@ class BlobResponder:
             target = f"{self.x_accel}{sha256[:2]}/{sha256[2:4]}/{sha256}".encode()
             headers = [h for h in hdrs.partial if h[0] != b"accept-ranges"]
             await send_simple(send, 200, [*headers, (b"x-accel-redirect", target)])
-            return 200
+            return 200, size
         span = parse_range(info.range, size) if info.range else None
         if info.if_range is not None and info.if_range.strip() != f'"{sha256}"':
             span = None
         if span == "invalid":
             await send_simple(send, 416, [(b"content-range", f"bytes */{size}".encode())])
-            return 416
+            return 416, 0
         data = await self._bytes(sha256, size) if in_memory and not head else None
         if isinstance(span, tuple):
             start, end = span
@@ -292,7 +293,7 @@ class BlobResponder:
         else:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await self._stream(send, sha256, start, end)
-        return status
+        return status, 0 if head else end - start + 1
 
     async def _stream(self, send: Send, sha256: str, start: int, end: int) -> None:
         """Send bytes ``start..end`` of a blob in chunks; memory stays at one chunk in flight."""

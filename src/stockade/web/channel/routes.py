@@ -20,12 +20,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from stockade.audit.downloads import Download, name_version
 from stockade.auth.access import AccessService, ChannelRef
 from stockade.auth.permissions import Level, Permission, Privacy
 from stockade.auth.principal import Principal
 from stockade.channels.locator import ArtifactPointer, ChannelFiles, IndexPointer
 from stockade.conda.repodata import empty_repodata_json
 from stockade.container import Container
+from stockade.core.context import current_origin
 from stockade.core.errors import StockadeError
 from stockade.scanning.gate import FetchedOutcome, verdict_for_fetched
 from stockade.signing.chain import metadata_file
@@ -102,6 +104,7 @@ class CondaApp:
         self._index_cc = {False: f"public, max-age={max_age}", True: f"private, max-age={max_age}"}
         self._shards: dict[tuple[int, str, str], float] = {}
         self._access = AccessService()
+        self._downloads = container.downloads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -140,7 +143,7 @@ class CondaApp:
             return await self._root_file(send, info, files, rest[0], private)
         if len(rest) == 3:
             return await self._shard(send, info, files, rest[0], rest[2], private)
-        return await self._subdir_file(send, info, files, rest[0], rest[1], private)
+        return await self._subdir_file(scope, send, info, files, rest[0], rest[1], private)
 
     async def _channel(self, name: str) -> ChannelFiles | None:
         hit, files = self.locator.cached_channel(name)
@@ -179,6 +182,7 @@ class CondaApp:
                     principal = await anyio.to_thread.run_sync(authenticator.authenticate, creds)
         except StockadeError as exc:
             return error_response(exc)
+        scope["stockade.principal"] = principal  # who downloaded (_record_download)
         if public:
             return None
         level = self._access.channel_level(principal, ref, Permission.ARTIFACT_READ)
@@ -239,6 +243,7 @@ class CondaApp:
 
     async def _subdir_file(
         self,
+        scope: Scope,
         send: Send,
         info: RequestInfo,
         files: ChannelFiles,
@@ -261,7 +266,7 @@ class CondaApp:
                 return refused
         ctype = "application/octet-stream" if filename.endswith(".conda") else "application/x-bzip2"
         cache_control = PRIVATE_IMMUTABLE if private else IMMUTABLE
-        await self.responder.respond(
+        status, sent = await self.responder.respond(
             send,
             info,
             artifact.sha256,
@@ -270,7 +275,38 @@ class CondaApp:
             content_type=ctype,
             in_memory=False,
         )
+        if self._downloads.enabled:
+            self._record_download(scope, ref, artifact, status, sent)
         return None
+
+    def _record_download(
+        self, scope: Scope, ref: ChannelRef, artifact: ArtifactPointer, status: int, sent: int
+    ) -> None:
+        """A package file answered: into this process's buffer (``audit/downloads.py``); index
+        files, shards and refusals are not downloads. No I/O here."""
+        principal: Principal | None = scope.get("stockade.principal")
+        where = current_origin()
+        name, version = name_version(artifact.filename)
+        self._downloads.record(
+            Download(
+                time.time(),
+                principal.username if principal is not None else "anonymous",
+                principal.user_id if principal is not None else None,
+                principal.token_id if principal is not None else None,
+                where.ip,
+                where.user_agent,
+                ref.id,
+                ref.name,
+                artifact.subdir,
+                artifact.filename,
+                name,
+                version,
+                artifact.sha256,
+                sent,
+                status,
+                where.request_id,
+            )
+        )
 
     async def _first_fetch(self, artifact: ArtifactPointer) -> Response | None:
         """A passive record: fetch its file, then wait for its verdict before serving it."""

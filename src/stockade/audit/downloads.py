@@ -1,0 +1,209 @@
+"""Download recording off the hot path (SPEC §10): an in-memory buffer, written in batches.
+
+The conda endpoint calls :meth:`DownloadRecorder.record` for every package file it answers (a
+``deque.append`` on the event loop: no I/O, no lock). A background flusher
+(``jobs/downloads.py``) calls :meth:`DownloadRecorder.flush` every ``flush_interval_s``: it takes
+up to ``batch_size`` rows and writes them with :func:`write_batch`, raw rows and additive daily
+counts in one transaction. So:
+
+- a crash loses at most what was buffered since the last flush (one flush interval);
+- the buffer is bounded: when full, the oldest rows are dropped and counted (logged at the next
+  flush), and serving never waits for the database;
+- a flush that fails keeps its batch and tries it again next time (the batch stays bounded: new
+  rows wait in the buffer, which drops its oldest when full);
+- any number of processes may record: each flushes its own buffer and the daily counts are
+  ``INSERT … ON CONFLICT DO UPDATE count = count + excluded.count``.
+
+Index files (repodata, shards, channeldata) are not downloads: only package files are recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import delete, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from stockade.audit.downloads_models import DownloadDaily, DownloadEvent
+
+log = logging.getLogger("stockade.downloads")
+
+#: Statuses that count as one download in ``download_daily.count``.
+COUNTED = frozenset({200})
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """One answered package file request, as the conda endpoint saw it."""
+
+    occurred_at: float  # time.time()
+    principal_name: str
+    user_id: int | None
+    token_id: int | None
+    ip: str | None
+    user_agent: str | None
+    channel_id: int
+    channel: str
+    subdir: str
+    filename: str
+    name: str
+    version: str
+    sha256: str | None
+    bytes: int
+    status: int
+    request_id: str | None
+
+    def row(self) -> dict[str, object]:
+        return {
+            "occurred_at": datetime.fromtimestamp(self.occurred_at, UTC),
+            "principal_name": self.principal_name[:256],
+            "user_id": self.user_id,
+            "token_id": self.token_id,
+            "ip": self.ip[:64] if self.ip else None,
+            "user_agent": self.user_agent[:512] if self.user_agent else None,
+            "channel_id": self.channel_id,
+            "channel": self.channel,
+            "subdir": self.subdir,
+            "filename": self.filename,
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "status": self.status,
+            "request_id": self.request_id,
+        }
+
+
+class DownloadRecorder:
+    """The per-process buffer. ``record`` never blocks; ``flush`` runs in a background thread."""
+
+    def __init__(
+        self, *, enabled: bool = True, buffer_size: int = 100_000, batch_size: int = 5_000
+    ) -> None:
+        self.enabled = enabled
+        self.buffer_size = buffer_size
+        self.batch_size = batch_size
+        self._buffer: deque[Download] = deque(maxlen=buffer_size)
+        self._retry: list[Download] = []  # a batch whose write failed, tried first next time
+        self._flush_lock = threading.Lock()
+        self.dropped = 0  # rows dropped because the buffer was full (since start)
+        self._dropped_logged = 0
+        self.written = 0
+        self.failures = 0
+
+    def record(self, download: Download) -> None:
+        if len(self._buffer) >= self.buffer_size:
+            self.dropped += 1  # deque(maxlen) drops the oldest on append
+        self._buffer.append(download)
+
+    def pending(self) -> int:
+        return len(self._buffer) + len(self._retry)
+
+    def _take(self) -> list[Download]:
+        if self._retry:
+            retry, self._retry = self._retry, []
+            return retry
+        batch: list[Download] = []
+        pop = self._buffer.popleft
+        try:
+            while len(batch) < self.batch_size:
+                batch.append(pop())
+        except IndexError:
+            pass
+        return batch
+
+    def flush(self, write: Callable[[list[Download]], None], *, drain: bool = False) -> int:
+        """Write one batch (every batch with ``drain``); returns rows written. A failed write
+        keeps its batch for the next call and raises."""
+        total = 0
+        with self._flush_lock:
+            self._log_dropped()
+            while True:
+                batch = self._take()
+                if not batch:
+                    return total
+                try:
+                    write(batch)
+                except Exception:
+                    self._retry = batch
+                    self.failures += 1
+                    raise
+                total += len(batch)
+                self.written += len(batch)
+                if not drain:
+                    return total
+
+    def _log_dropped(self) -> None:
+        dropped = self.dropped
+        if dropped != self._dropped_logged:
+            log.warning(
+                "download buffer full: %d download records dropped (%d since start); "
+                "raise [downloads] buffer_size or lower flush_interval_s",
+                dropped - self._dropped_logged,
+                dropped,
+            )
+            self._dropped_logged = dropped
+
+
+def name_version(filename: str) -> tuple[str, str]:
+    """``name-version-build.conda`` -> (name, version); conda versions and builds hold no "-"."""
+    parts = filename.rsplit("-", 2)
+    return (parts[0], parts[1]) if len(parts) == 3 else (filename, "")
+
+
+def daily_totals(batch: Iterable[Download]) -> list[dict[str, object]]:
+    """The batch summed per (day, channel, subdir, filename, name)."""
+    totals: dict[tuple[date, int, str, str, str], list[int]] = {}
+    for d in batch:
+        day = datetime.fromtimestamp(d.occurred_at, UTC).date()
+        key = (day, d.channel_id, d.subdir, d.filename, d.name)
+        entry = totals.setdefault(key, [0, 0])
+        entry[0] += 1 if d.status in COUNTED else 0
+        entry[1] += d.bytes
+    return [
+        {
+            "day": k[0],
+            "channel_id": k[1],
+            "subdir": k[2],
+            "filename": k[3],
+            "name": k[4],
+            "count": v[0],
+            "bytes": v[1],
+        }
+        for k, v in sorted(totals.items())  # one order in every process: no upsert deadlocks
+    ]
+
+
+def write_batch(session: Session, batch: list[Download]) -> None:
+    """Raw rows and their daily counts, in the caller's transaction."""
+    if not batch:
+        return
+    session.execute(insert(DownloadEvent), [d.row() for d in batch])
+    rows = daily_totals(batch)
+    dialect = session.get_bind().dialect.name
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = upsert(DownloadDaily)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["day", "channel_id", "subdir", "filename", "name"],
+        set_={
+            "count": DownloadDaily.count + stmt.excluded.count,
+            "bytes": DownloadDaily.bytes + stmt.excluded.bytes,
+        },
+    )
+    session.execute(stmt, rows)
+
+
+def prune_events(session: Session, now: datetime, retention_days: int) -> int:
+    """Delete raw rows older than the retention (0: keep all); daily counts stay."""
+    if retention_days <= 0:
+        return 0
+    cutoff = now - timedelta(days=retention_days)
+    result = session.execute(delete(DownloadEvent).where(DownloadEvent.occurred_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)
