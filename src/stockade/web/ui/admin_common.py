@@ -42,6 +42,8 @@ SECTIONS = (
     Section("audit", "/admin/audit", "Audit log", Permission.AUDIT_READ),
     Section("signing", "/admin/signing", "Signing", Permission.SECURITY_READ),
     Section("airgap", "/admin/airgap", "Air-gap", Permission.MIRROR_READ),
+    Section("webhooks", "/admin/webhooks", "Webhooks", Permission.CHANNEL_MANAGE),
+    Section("cve-feeds", "/admin/cve-feeds", "CVE feeds", Permission.CVE_READ),
 )
 
 

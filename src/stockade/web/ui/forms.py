@@ -61,6 +61,15 @@ NOTICES = {
     "policy-deleted": "The policy was deleted.",
     "policy-assigned": "The policy was assigned; it applies from the next run.",
     "policy-unassigned": "The policy was unassigned.",
+    # webhooks and CVE feeds (web/ui/webhooks_page.py, feeds_page.py)
+    "webhook-updated": "The webhook was saved.",
+    "webhook-deleted": "The webhook was deleted.",
+    "webhook-pinged": "A test call was queued; its delivery is listed below.",
+    "webhook-redelivered": "The delivery was queued to be sent again.",
+    "feed-created": "The feed was added; it syncs at its schedule's next time, or now.",
+    "feed-updated": "The feed was saved.",
+    "feed-deleted": "The feed was removed; the advisories it brought stay.",
+    "feed-sync-queued": "A sync was queued; the state below follows it.",
 }
 
 

@@ -15,6 +15,7 @@ from stockade.web.ui import (
     channel_members,
     cve_page,
     cves,
+    feeds_page,
     mirror_page,
     mirror_runs,
     mirrors,
@@ -25,6 +26,7 @@ from stockade.web.ui import (
     service_accounts,
     signin,
     signing_page,
+    webhooks_page,
 )
 from stockade.web.ui.render import STATIC_DIR, build_templates
 
@@ -46,4 +48,6 @@ def install_ui(app: FastAPI) -> None:
     app.include_router(quarantine_page.router)
     app.include_router(signing_page.router)
     app.include_router(airgap_page.router)
+    app.include_router(webhooks_page.router)
+    app.include_router(feeds_page.router)
     app.include_router(pages.router)
