@@ -25,6 +25,7 @@ from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLooku
 from stockade.scanning.registry import ScannerRegistry
 from stockade.scanning.scanners.hashes import HashListScanner, KnownBadList
 from stockade.scanning.service import ScanRunner
+from stockade.search.index import SearchIndexer
 from stockade.settings import Settings
 from stockade.signing.records import RecordSigner
 from stockade.storage.filesystem import FilesystemBlobStore
@@ -76,12 +77,14 @@ class Container:
             settings.blob_dir, group_readable=settings.x_accel_redirect is not None
         )
         locator = IndexLocator(read_factory, blobs)
+        search = SearchIndexer(factory)
         publisher = PublicationService(
             factory,
             blobs,
             zstd_level=settings.publication.zstd_level,
             on_published=locator.invalidate,
             signer=RecordSigner(factory, settings.signing, settings.data_dir),
+            on_switch=search.on_switch,  # search finds what the switched index serves
         )
         upload = settings.upload
         limits = ValidationLimits(

@@ -13,6 +13,7 @@ from stockade.db.base import Base
 from stockade.mirroring import models as mirror_models
 from stockade.policies import models as policy_models
 from stockade.scanning import models as scanning_models
+from stockade.search import models as search_models
 from stockade.signing import models as signing_models
 from stockade.storage import models as storage_models
 from stockade.vulns import models as vuln_models
@@ -31,6 +32,7 @@ __all__ = [
     "policy_models",
     "scanning_models",
     "schedule_models",
+    "search_models",
     "signing_models",
     "storage_models",
     "vuln_models",

@@ -77,6 +77,9 @@ class BuiltIndex:
 
 
 PublishedHook = Callable[[int, str], None]
+#: Called in the transaction that switches a subdir's index: (session, channel id, subdir, names
+#: whose records changed). The search index is kept current here (search/index.py).
+SwitchHook = Callable[[Session, int, str, set[str]], None]
 
 
 class PublicationService:
@@ -89,8 +92,10 @@ class PublicationService:
         on_published: PublishedHook | None = None,
         locks: PublicationLocks | None = None,
         signer: RecordSigner | None = None,
+        on_switch: SwitchHook | None = None,
     ) -> None:
         self.factory = factory
+        self.on_switch = on_switch
         self.signer = signer
         self.locks = locks or PublicationLocks(_engine_of(factory))
         self.blobs = blobs
@@ -345,7 +350,9 @@ class PublicationService:
             row.published_at = utcnow()
             row.lease_owner = None
             clear_failure(row, built.warnings)
-            store_shards(session, index_id, built.shards, built.gone)
+            changed = store_shards(session, index_id, built.shards, built.gone)
+            if self.on_switch is not None:
+                self.on_switch(session, row.channel_id, row.subdir, changed)
 
 
 def _engine_of(factory: sessionmaker[Session]) -> Engine:

@@ -87,9 +87,12 @@ def build_shards(
 
 def store_shards(
     session: Session, index_id: int, shards: dict[str, tuple[str, str]], gone: set[str]
-) -> None:
-    """Point the subdir at its current shards; superseded ones stay servable for a grace period."""
+) -> set[str]:
+    """Point the subdir at its current shards; superseded ones stay servable for a grace period.
+
+    Returns the names whose records changed (new, changed or gone shards)."""
     now = utcnow()
+    changed: set[str] = set()
     current = {
         s.name: s
         for s in session.scalars(
@@ -101,10 +104,12 @@ def store_shards(
     for name in gone:
         if name in current:
             current[name].retired_at = now
+            changed.add(name)
     for name, (fingerprint, sha) in shards.items():
         shard = current.get(name)
         if shard is not None and shard.fingerprint == fingerprint:
             continue
+        changed.add(name)
         if shard is not None:
             shard.retired_at = now
         session.add(
@@ -117,3 +122,4 @@ def store_shards(
             SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at < now - SHARD_GRACE
         )
     )
+    return changed
