@@ -69,7 +69,10 @@ def things(
     assert create_mirror(admin_web, recipes.as_uri(), name=mirror).status_code == 303
     run_now(admin_web, mirror)
     run = wait_run(live_server, mirror)
-    sync_osv_folder(live_server, osv_folder(tmp_path_factory.mktemp("offline"), "aiohttp"))
+    feed = sync_osv_folder(live_server, osv_folder(tmp_path_factory.mktemp("offline"), "aiohttp"))
+    hook = {"url": "https://hooks.example.invalid/stockade", "description": "on call"}
+    webhook = admin.post(f"/api/v1/channels/{channel}/webhooks", json=hook)
+    assert webhook.status_code == 201, webhook.text
     vuln = admin.get("/api/v1/cves").json()[0]["id"]
     live_server.wait_published(channel)
     _, _, held = hold(live_server, tmp_path_factory.mktemp("held"))  # a quarantined package
@@ -85,6 +88,8 @@ def things(
         "run_id": str(run["id"]),
         "vuln_id": vuln,
         "artifact_id": str(held["id"]),
+        "/admin/cve-feeds": feed["name"],
+        "webhook_id": str(webhook.json()["id"]),
     }
 
 
