@@ -19,6 +19,7 @@ from stockade.web.api import auth as auth_api
 from stockade.web.api import channels as channels_api
 from stockade.web.api import cve_admin as cve_admin_api
 from stockade.web.api import cves as cves_api
+from stockade.web.api import downloads as downloads_api
 from stockade.web.api import files as files_api
 from stockade.web.api import ldap as ldap_api
 from stockade.web.api import members as members_api
@@ -101,6 +102,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         airgap_api,
         webhooks_api,  # before channels_api: its /channels/{channel:path} routes catch all
         reports_api,  # before channels_api, likewise
+        downloads_api,
         channels_api,
     ):
         app.include_router(api.router, prefix=API)

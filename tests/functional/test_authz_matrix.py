@@ -229,6 +229,22 @@ def copy_expect(source_needs: Level) -> Expect:
     return decide
 
 
+def downloads_expect(channel: str | None) -> Expect:
+    """audit:read: every channel; else manage on the channel (or on any, without one)."""
+
+    def decide(p: str) -> Outcome:
+        if p == ANON:
+            return 401
+        if Permission.AUDIT_READ in PERMISSIONS[p]:
+            return 200
+        if channel is None:
+            managed = any(level(p, c) >= MANAGE for c in (SECRET, VAULT, OPEN, MEMBERS))
+            return 200 if managed else 403
+        return on_channel(channel, MANAGE, 200)(p)
+
+    return decide
+
+
 def revoke_others_token(p: str) -> Outcome:
     """Someone else's token: user:manage revokes it; to anyone else it does not exist."""
     if p == ANON:
@@ -839,6 +855,17 @@ def _api_rules() -> Iterator[Case]:
     export = req("GET", f"{API}/audit/export?type=channel.create")
     yield Case("GET", f"{API}/audit/export", audit, export)
     yield Case("GET", f"{API}/audit/verify", audit, req("GET", f"{API}/audit/verify"))
+    # downloads: audit:read sees every channel's, managers their channels' (only)
+    yield Case("GET", f"{API}/downloads", downloads_expect(None), req("GET", f"{API}/downloads"))
+    yield Case(
+        "GET",
+        f"{API}/downloads",
+        downloads_expect(SECRET),
+        req("GET", f"{API}/downloads?channel={SECRET}"),
+        label="one channel",
+    )
+    report = req("GET", f"{API}/downloads/report?by=user&format=csv")
+    yield Case("GET", f"{API}/downloads/report", downloads_expect(None), report)
     # LDAP administration (not configured here: 422 once the permission check lets one through)
     ldap = permission(P.SYSTEM_MANAGE, 422)
     yield Case("POST", f"{API}/ldap/test", ldap, req("POST", f"{API}/ldap/test", json={}))
@@ -1069,6 +1096,8 @@ def _page_rules() -> Iterator[Case]:
     yield post(f"{rl}/delete", permission(P.ROLE_MANAGE, 303), role_form("/delete", confirm="yes"))
     audit = "/admin/audit"
     yield page(audit, permission(P.AUDIT_READ, 200), req("GET", audit))
+    downloads = "/admin/downloads"
+    yield page(downloads, downloads_expect(None), req("GET", downloads))
     yield post(f"{audit}/verify", permission(P.AUDIT_READ, 200), form(f"{audit}/verify"))
     yield from _mirror_page_rules()
     yield from _cve_page_rules()

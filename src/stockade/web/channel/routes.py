@@ -275,7 +275,7 @@ class CondaApp:
             content_type=ctype,
             in_memory=False,
         )
-        if self._downloads.enabled:
+        if self._downloads.enabled and info.method == "GET":  # a HEAD downloads nothing
             self._record_download(scope, ref, artifact, status, sent)
         return None
 

@@ -40,6 +40,7 @@ SECTIONS = (
     Section("groups", "/admin/groups", "Groups", Permission.USER_READ),
     Section("roles", "/admin/roles", "Roles", Permission.ROLE_READ),
     Section("audit", "/admin/audit", "Audit log", Permission.AUDIT_READ),
+    Section("downloads", "/admin/downloads", "Downloads", Permission.AUDIT_READ),
     Section("signing", "/admin/signing", "Signing", Permission.SECURITY_READ),
     Section("airgap", "/admin/airgap", "Air-gap", Permission.MIRROR_READ),
     Section("webhooks", "/admin/webhooks", "Webhooks", Permission.CHANNEL_MANAGE),

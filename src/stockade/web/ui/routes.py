@@ -15,6 +15,7 @@ from stockade.web.ui import (
     channel_members,
     cve_page,
     cves,
+    downloads_page,
     feeds_page,
     mirror_page,
     mirror_runs,
@@ -48,6 +49,7 @@ def install_ui(app: FastAPI) -> None:
     app.include_router(quarantine_page.router)
     app.include_router(signing_page.router)
     app.include_router(airgap_page.router)
+    app.include_router(downloads_page.router)
     app.include_router(webhooks_page.router)
     app.include_router(feeds_page.router)
     app.include_router(pages.router)
