@@ -27,6 +27,7 @@ from stockade.web.api import mirrors as mirrors_api
 from stockade.web.api import policies as policies_api
 from stockade.web.api import reports as reports_api
 from stockade.web.api import scanning as scanning_api
+from stockade.web.api import search as search_api
 from stockade.web.api import signing as signing_api
 from stockade.web.api import users as users_api
 from stockade.web.api import webhooks as webhooks_api
@@ -98,6 +99,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         cves_api,
         cve_admin_api,
         scanning_api,
+        search_api,
         signing_api,
         airgap_api,
         webhooks_api,  # before channels_api: its /channels/{channel:path} routes catch all

@@ -786,6 +786,12 @@ def _api_rules() -> Iterator[Case]:
     ch = f"{API}/channels/{{channel:path}}"
     # whoami and tokens
     yield Case("GET", f"{API}/whoami", anyone(200), req("GET", f"{API}/whoami"), check=check_whoami)
+    # search: the private channel's package only for who can read it (also by typo, where-is)
+    for q in (KEPT_NAME, KEPT_NAME[:-1] + "x"):
+        found = req("GET", f"{API}/search?q={q}")
+        yield Case("GET", f"{API}/search", anyone(200), found, check=check_page_listing, label=q)
+    held = req("GET", f"{API}/search/where/{KEPT_NAME}")
+    yield Case("GET", f"{API}/search/where/{{name}}", anyone(200), held, check=check_page_listing)
     new_token = lambda w, _p: Req(  # noqa: E731
         "POST", f"{API}/tokens", json={"name": w.unique("t"), "expires_in_days": 1}
     )
@@ -1008,6 +1014,8 @@ def _page_rules() -> Iterator[Case]:
     yield free("GET", "/channels", 303, req("GET", "/channels"))  # a plain redirect to /
     found = req("GET", f"/search?q={KEPT_NAME}")
     yield page("/search", anyone(200), found, check=check_page_listing)
+    held = req("GET", f"/search/where/{KEPT_NAME}")
+    yield page("/search/where/{name}", anyone(200), held, check=check_page_listing)
     read = on_channel(SECRET, READ, 200, sign_in=False)
     pkg = req("GET", f"/channels/{SECRET}/packages/{KEPT_NAME}")
     yield page("/channels/{name:path}/packages/{package}", read, pkg)

@@ -72,7 +72,7 @@ def test_a_failing_job_is_recorded_and_runs_again_next_time(container: Container
 
 
 def test_ldap_sync_is_scheduled_only_when_configured(container: Container) -> None:
-    assert recurring_jobs(container) == []
+    assert "ldap-sync" not in [j.name for j in recurring_jobs(container)]
     settings = container.settings.model_copy(
         update={
             "ldap": container.settings.ldap.model_copy(
@@ -82,7 +82,7 @@ def test_ldap_sync_is_scheduled_only_when_configured(container: Container) -> No
     )
     other = Container(**{**container.__dict__, "settings": settings})
     jobs = recurring_jobs(other)
-    assert [(j.name, j.schedule) for j in jobs] == [("ldap-sync", "15 * * * *")]
+    assert ("ldap-sync", "15 * * * *") in [(j.name, j.schedule) for j in jobs]
 
 
 def test_a_bad_schedule_is_a_clear_configuration_error(tmp_path: Path) -> None:

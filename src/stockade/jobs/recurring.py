@@ -5,11 +5,15 @@ from __future__ import annotations
 from stockade.container import Container
 from stockade.jobs.downloads import download_jobs
 from stockade.jobs.scheduler import Job
+from stockade.search.index import SearchIndexer
 
 
 def recurring_jobs(container: Container) -> list[Job]:
     settings = container.settings
-    jobs: list[Job] = []
+    # search: documents left stale by a migration rebuilt, download counts copied for ranking
+    jobs: list[Job] = [
+        Job("search-refresh", "*/5 * * * *", SearchIndexer(container.factory).refresh)
+    ]
     if settings.ldap.enabled and settings.ldap.sync_schedule:
 
         def ldap_sync() -> str:

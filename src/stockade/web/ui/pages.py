@@ -1,4 +1,4 @@
-"""Browsing pages: the channel list, a channel, a package, and name search."""
+"""Browsing pages: the channel list, a channel, a package (search: ``search_page.py``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from stockade.web.ui.package_view import (
     build_details,
     build_signatures,
     select_build,
-    signing_channels,
 )
 from stockade.web.ui.render import base_url, guarded, render
 
@@ -66,32 +65,6 @@ def home(request: Request, principal: CurrentPrincipal, container: ContainerDep)
 @router.get("/channels")
 def channels_index() -> Response:
     return RedirectResponse("/", status_code=303)
-
-
-@router.get("/search")
-def search(
-    request: Request,
-    principal: CurrentPrincipal,
-    container: ContainerDep,
-    q: Text = "",
-    signed: Text = "",
-) -> Response:
-    query = clean_query(q)
-    only_signed = signed == "1"  # the form's checkbox; anything else: no filter
-
-    def build() -> Response:
-        with container.read_factory() as session:
-            browse = BrowseService(session)
-            hits = browse.search(principal, query, signed=only_signed) if query else []
-            context = {
-                "title": f"Search: {query}" if query else "Search",
-                "hits": hits,
-                "signed_only": only_signed,
-                "signing_channels": signing_channels(session, {h.channel for h in hits}),
-            }
-            return render(request, "search.html", {**context, "search_query": query})
-
-    return guarded(request, principal, build)
 
 
 @router.get("/channels/{name:path}/packages/{package}")

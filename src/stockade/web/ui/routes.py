@@ -24,6 +24,7 @@ from stockade.web.ui import (
     policies,
     quarantine_page,
     report_page,
+    search_page,
     service_accounts,
     signin,
     signing_page,
@@ -52,4 +53,5 @@ def install_ui(app: FastAPI) -> None:
     app.include_router(downloads_page.router)
     app.include_router(webhooks_page.router)
     app.include_router(feeds_page.router)
+    app.include_router(search_page.router)
     app.include_router(pages.router)
