@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import unescape
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +25,7 @@ from stockade.db.engine import transaction
 from tests.conftest import PG_URL, backends
 from tests.functional.test_identity_api import PASSWORD, grant, make_user
 from tests.functional.test_ui import assert_html, sign_in
-from tests.support.cves import upload
+from tests.support.cves import cli_for, run_cli, upload
 from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("downloads")]
@@ -115,7 +117,9 @@ def world(
         )
 
 
-def rows(world: World, username: str | None = "admin", **params: str | int) -> list[dict[str, object]]:
+def rows(
+    world: World, username: str | None = "admin", **params: str | int
+) -> list[dict[str, object]]:
     r = world.api(username).get("/api/v1/downloads", params={"limit": 1000, **params})
     assert r.status_code == 200, r.text
     found: list[dict[str, object]] = r.json()["downloads"]
@@ -282,3 +286,25 @@ def test_page_bad_date_is_a_form_error(world: World) -> None:
     page = web(world, "admin").get("/admin/downloads", params={"since": "someday"})
     assert page.status_code == 400
     assert 'id="form-error">Since: write a date as YYYY-MM-DD' in page.text
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+@pytest.mark.one_backend  # the API calls it makes run on both backends above
+def test_cli_report_and_list(world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cli = cli_for(monkeypatch, tmp_path, world.live)
+    printed = run_cli(cli, "downloads", "report", "--by", "package")
+    assert "Downloads by package" in printed and "dlpkg" in printed and world.open in printed
+    assert "2 downloads on 1 days" in printed
+    as_json = json.loads(run_cli(cli, "downloads", "report", "--by", "user", "--json"))
+    assert {t["key"] for t in as_json["totals"]} == {"anonymous", world.owner_secret}
+    target = tmp_path / "by-channel.csv"
+    run_cli(cli, "downloads", "report", "--by", "channel", "--csv", str(target))
+    assert target.read_text().splitlines()[0] == "channel,downloads,bytes"
+    listed = run_cli(cli, "downloads", "list", "--channel", world.secret)
+    assert "secretpkg-2.0-0.conda" in listed and f"token {world.secret_token_id}" in listed
+    assert len(json.loads(run_cli(cli, "downloads", "list", "-n", "3", "--json"))) == 3
+    refused = run_cli(cli, "downloads", "report", "--by", "nope", code=1)
+    assert "--by must be one of package, channel, user" in refused
+    assert "not a date" in run_cli(cli, "downloads", "list", "--since", "soon", code=1)

@@ -9,6 +9,7 @@ from stockade.cli import (
     airgap,
     channels,
     cves,
+    downloads,
     identity,
     ldap,
     mirrors,
@@ -42,6 +43,7 @@ app.add_typer(identity.user_app, name="user")
 app.add_typer(identity.group_app, name="group")
 app.add_typer(identity.role_app, name="role")
 app.add_typer(identity.audit_app, name="audit")
+app.add_typer(downloads.downloads_app, name="downloads")
 app.add_typer(ldap.app, name="ldap")
 app.command("conda-config")(account.conda_config)
 app.add_typer(channels.channel_app, name="channel")
