@@ -24,13 +24,14 @@ import pytest
 
 from tests.conftest import PG_URL, backends
 from tests.functional.test_identity_api import PASSWORD, make_user
-from tests.functional.test_ui import assert_html, csrf_of, sign_in
+from tests.functional.test_ui import assert_html, browser, csrf_of, sign_in
 from tests.functional.test_ui_mirrors import form_error
 from tests.support.cves import grant_cves, osv_folder, unique
 from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 from tests.support.webhook_receiver import Call, Receiver, receiving
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("ui-webhooks-feeds")]
+__all__ = ["browser"]  # the Chromium fixture of test_ui
 
 HOOKS, FEEDS = "/admin/webhooks", "/admin/cve-feeds"
 SECRET = "a-webhook-secret-0123456789"
@@ -321,3 +322,57 @@ def test_feed_pages_by_permission(world: World) -> None:
     assert_html(analyst.get(f"{FEEDS}/no-such-feed"), 404)
     csrf_less = world.web("admin").post(FEEDS, data={"name": "x", "url": "file:///x"})
     assert_html(csrf_less, 403)
+
+
+# ------------------------------------------------------------------------------- a real browser
+
+
+@pytest.mark.browser
+def test_webhook_and_feed_flows_in_chromium_without_javascript(
+    world: World, browser: object
+) -> None:
+    """The admin reaches both pages from the navigation, adds a webhook (the secret shown once),
+    tries it and sees the delivery, adds a feed and syncs it: JavaScript off all along."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{world.live.url}/login")
+    page.fill("#username", "admin")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("form.stack button[type=submit]")
+    page.click("#nav-admin")
+    page.click("nav.tabs >> text=Webhooks")
+    page.select_option("#channel", world.channel)
+    page.fill("#url", f"{world.receiver.url}/chromium")
+    page.uncheck("input[name=events][value='artifact.held']")
+    page.click("#create-webhook button[type=submit]")
+    secret = page.locator("#secret-value").inner_text()
+    assert len(secret) >= 16
+    page.click("text=Send a test call")
+    expect(page.locator("#notice")).to_contain_text("test call was queued")
+    (call,) = world.receiver.wait(lambda c: c.path == "/chromium" and c.event == "ping")
+    assert signed_with(call, secret)
+    page.reload()
+    expect(page.locator("#deliveries")).to_contain_text("ping")
+    assert secret not in page.content()
+    page.check("#delete-form input[name=confirm]")
+    page.click("#delete-form button[type=submit]")
+    expect(page.locator("#notice")).to_contain_text("webhook was deleted")
+
+    page.click("nav.tabs >> text=CVE feeds")
+    name = unique("chromium-feed")
+    page.fill("#name", name)
+    page.fill("#url", world.folder.as_uri())
+    page.select_option("#format", "osv")
+    page.click("#create-feed button[type=submit]")
+    expect(page.locator("#notice")).to_contain_text("feed was added")
+    page.click("text=Sync now")
+    expect(page.locator("#notice")).to_contain_text("sync was queued")
+    deadline = time.monotonic() + 60
+    while "badge-state-ok" not in page.content() and time.monotonic() < deadline:
+        page.reload()
+    expect(page.locator("h1 .badge-state-ok")).to_have_count(1)
+    context.close()
