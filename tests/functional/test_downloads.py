@@ -282,6 +282,13 @@ def test_page_refuses_who_manages_nothing(world: World) -> None:
     assert anonymous.status_code == 303 and "/login" in anonymous.headers["location"]
 
 
+def test_package_page_shows_download_counts(world: World) -> None:
+    page = world.live.client().get(f"/channels/{world.open}/packages/dlpkg")
+    assert_html(page, 200)
+    assert 'id="download-count" title="1 in the last 30 days">1 download</span>' in page.text
+    assert 'id="build-downloads">1 <span' in page.text
+
+
 def test_page_bad_date_is_a_form_error(world: World) -> None:
     page = web(world, "admin").get("/admin/downloads", params={"since": "someday"})
     assert page.status_code == 400

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from stockade.audit.downloads_reports import file_totals, package_totals
 from stockade.channels.browse import PackageNotFoundError
 from stockade.channels.models import Artifact, Channel, PackageContent
 from stockade.channels.signature_state import SignatureInfo, signature_info
@@ -19,6 +20,20 @@ from stockade.web.ui.render import safe_url
 
 MAX_PATHS = 500
 LINKS = (("home", "Home page"), ("dev_url", "Development"), ("doc_url", "Documentation"))
+
+
+@dataclass(frozen=True)
+class PackageDownloads:
+    """A package's downloads in a channel, from the daily counts (written every few seconds)."""
+
+    total: int
+    recent: int  # the last 30 days
+    by_file: dict[tuple[str, str], int]  # (subdir, filename) -> downloads
+
+
+def package_downloads(session: Session, channel_id: int, name: str) -> PackageDownloads:
+    total, recent = package_totals(session, channel_id, name)
+    return PackageDownloads(total, recent, file_totals(session, channel_id, name))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.package_view import (
     build_details,
     build_signatures,
+    package_downloads,
     select_build,
 )
 from stockade.web.ui.render import base_url, guarded, render
@@ -106,6 +107,7 @@ def _package(
             "details": details,
             "verdicts": build_verdicts(session, builds),
             "signatures": build_signatures(channel, builds),
+            "downloads": package_downloads(session, channel.id, package),
             "conda_url": _conda_url(request, channel.name),
             "base": base_url(request),
         }
