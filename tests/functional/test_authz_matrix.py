@@ -60,7 +60,7 @@ from stockade.auth.permissions import Level, Permission
 from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from stockade.web.credentials import SESSION_COOKIE
-from stockade.web.ui.csrf import LOGIN_COOKIE
+from stockade.web.csrf import LOGIN_COOKIE
 from tests.conftest import TESTDATA
 from tests.factories.packages import PackageSpec, build_conda
 from tests.support.offline_app import flat_routes, offline_app

@@ -48,6 +48,12 @@ from stockade.storage.interfaces import BlobStore
 LAST = "LAST"
 
 
+def export_file_name(row: AirgapExport) -> str:
+    """The bundle's file name as downloaded: ``conda_<channel>_airgap_<bundle id>.zip``."""
+    channel = row.channel_name.replace("/", "_")
+    return f"conda_{channel}_airgap_{row.bundle_id}.zip"
+
+
 @dataclass(frozen=True)
 class ExportRequest:
     channel: str

@@ -10,7 +10,7 @@ from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.errors import AuthenticationError, PermissionDeniedError
 from stockade.web.credentials import credentials_from
-from stockade.web.ui.csrf import session_csrf, tokens_match
+from stockade.web.csrf import session_csrf, tokens_match
 
 
 def get_container(request: Request) -> Container:

@@ -17,18 +17,18 @@ from stockade.db.engine import transaction
 from stockade.policies.engine import EvaluationContext, evaluate
 from stockade.policies.model import CveScore, Policy
 from stockade.settings import WebhookSettings
+from stockade.vulns.advisory_queries import (
+    VulnFilters,
+    curation_history,
+    list_vulnerabilities,
+    show_vulnerability,
+)
 from stockade.vulns.curation import CurationService
 from stockade.vulns.lookup import DbVulnerabilityLookup
 from stockade.vulns.models import ArtifactVulnSummary
+from stockade.vulns.package_vulns import package_vulnerabilities
 from stockade.vulns.reports import channel_report, matches_of
-from stockade.web.api.cve_queries import (
-    VulnFilters,
-    curation_history,
-    list_most_severe,
-    list_vulnerabilities,
-    package_vulnerabilities,
-    show_vulnerability,
-)
+from stockade.vulns.severity_list import list_most_severe
 from tests.integration.vulns.support import (
     VULNS,
     add_artifacts,

@@ -34,7 +34,7 @@ INTERNAL: dict[str, str] = {
     "vulns/aliases.py": "recounts stored summaries",
     "vulns/enrich.py": "enrichment of stored matches",
     "jobs/vulns.py": "queues matching of new artifacts",
-    "web/api/cve_queries.py::check_known_version": "a curation names a package, not a file",
+    "vulns/advisory_queries.py::check_known_version": "a curation names a package, not a file",
     "channels/publication.py::_run_exports": "reads run_exports of the files the build chose",
 }
 RULE_WORDS = ("servable", "listed_clause")

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from stockade.airgap import intake
-from stockade.airgap.exports import ExportRequest, ExportService
+from stockade.airgap.exports import ExportRequest, ExportService, export_file_name
 from stockade.airgap.models import AirgapExport, BundleKind
 from stockade.airgap.status import AirgapStatus, airgap_mirrors, airgap_status
 from stockade.auth.principal import Principal
@@ -90,11 +90,6 @@ def _public(row: AirgapExport, service: ExportService) -> ExportPublic:
         counts={"subdirs": row.counts.get("subdirs", {})},
         members=service.members(row),
     )
-
-
-def export_file_name(row: AirgapExport) -> str:
-    channel = row.channel_name.replace("/", "_")
-    return f"conda_{channel}_airgap_{row.bundle_id}.zip"
 
 
 def _service(container: Any, session: Any) -> ExportService:

@@ -17,6 +17,12 @@ from sqlalchemy.orm import Session
 
 from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
+from stockade.vulns.advisory_queries import (
+    VulnFilters,
+    curation_record,
+    list_vulnerabilities,
+    show_vulnerability,
+)
 from stockade.vulns.curation import CurationService
 from stockade.vulns.feed_check import authorize_source, changed_source, check_feed_source
 from stockade.vulns.feed_state import unreachable_since
@@ -24,11 +30,10 @@ from stockade.vulns.feedsync import FeedService
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.models import VulnFeed
 from stockade.vulns.security import BlobSecurityReader
-from stockade.web.api.cve_queries import (
-    VulnFilters,
+from stockade.web.api.cve_presenters import (
     curation_public,
-    list_vulnerabilities,
-    show_vulnerability,
+    summary_public,
+    vulnerability_public,
 )
 from stockade.web.api.cve_schemas import (
     CurationCreate,
@@ -182,7 +187,7 @@ def list_cves(
         rows, cursor = list_vulnerabilities(session, principal, filters, after=after, limit=limit)
     if cursor is not None:
         response.headers["X-Next-Cursor"] = str(cursor)
-    return rows
+    return [summary_public(r) for r in rows]
 
 
 @router.get("/cves/{vuln_id}", response_model=VulnerabilityPublic)
@@ -190,7 +195,7 @@ def show_cve(
     vuln_id: VulnId, principal: CurrentPrincipal, container: ContainerDep
 ) -> VulnerabilityPublic:
     with container.read_factory() as session:
-        return show_vulnerability(session, principal, vuln_id)
+        return vulnerability_public(show_vulnerability(session, principal, vuln_id))
 
 
 @router.post("/cves/{vuln_id}/curations", response_model=CurationPublic, status_code=201)
@@ -210,7 +215,7 @@ def curate(
             body.note,
             builds=body.builds,
         )
-        public = curation_public(session, vuln_id.strip(), row)
+        public = curation_public(curation_record(session, vuln_id.strip(), row))
     container.dispatch_webhooks(counts.deliveries)  # matches turned active: after the commit
     return public
 
@@ -222,4 +227,4 @@ def curation_history(
     """Every decision on the advisory, oldest first."""
     with container.read_factory() as session:
         rows = CurationService(session).history(principal, vuln_id)
-        return [curation_public(session, vuln_id.strip(), r) for r in rows]
+        return [curation_public(curation_record(session, vuln_id.strip(), r)) for r in rows]

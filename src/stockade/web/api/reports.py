@@ -24,30 +24,19 @@ from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.service import ChannelService
 from stockade.container import Container
-from stockade.core.errors import InvalidInputError, TooLargeError
+from stockade.core.errors import InvalidInputError
 from stockade.vulns.envfiles import EnvironmentInput, parse_environment_file, parse_specs
 from stockade.vulns.reports import (
-    ChannelReport,
     EnvironmentReport,
     channel_report,
     package_tree,
-    render_csv,
-    render_json,
     report_environment,
 )
-from stockade.vulns.sbom import cyclonedx_json, spdx_json
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.errors import problem
+from stockade.web.report_files import MEDIA, read_bounded, rendered
 
 router = APIRouter(tags=["reports"])
-MAX_BODY = 5 * 1024 * 1024
-MEDIA = {
-    "json": "application/json",
-    "csv": "text/csv; charset=utf-8",
-    "cyclonedx": "application/vnd.cyclonedx+json",
-    "spdx": "application/spdx+json",
-}
-SUFFIX = {"json": "json", "csv": "csv", "cyclonedx": "cdx.json", "spdx": "spdx.json"}
 ReportFormat = Literal["json", "csv", "cyclonedx", "spdx"]
 SbomFormat = Literal["cyclonedx", "spdx"]
 Channels = Annotated[
@@ -95,36 +84,6 @@ _BODY_DOC: dict[str, Any] = {
         }
     },
 }
-
-
-def rendered(report: EnvironmentReport | ChannelReport, fmt: str, stem: str) -> Response:
-    if fmt == "json":
-        body = render_json(report)
-    elif fmt == "csv":
-        body = render_csv(report)
-    elif isinstance(report, EnvironmentReport):
-        body = cyclonedx_json(report) if fmt == "cyclonedx" else spdx_json(report)
-    else:
-        raise InvalidInputError(f"format {fmt!r} is not offered here", field="format")
-    headers = {}
-    if fmt != "json":
-        headers["content-disposition"] = f'attachment; filename="{stem}.{SUFFIX[fmt]}"'
-    return Response(body, media_type=MEDIA[fmt], headers=headers)
-
-
-async def read_bounded(request: Request) -> bytes:
-    """The request body, refused (413) past MAX_BODY whether or not it declared a length."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise TooLargeError(f"the request body is larger than {MAX_BODY} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise TooLargeError(f"the request body is larger than {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _from_form(request: Request, body: bytes) -> tuple[EnvironmentInput, list[str], str]:

@@ -7,22 +7,23 @@ Reading needs ``security:read``; release, delete, fetching a held file, rescans 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy.orm import Session
 from starlette.responses import StreamingResponse
 
-from stockade.auth.models import User
 from stockade.channels.scanstate import ScanStatus
 from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
+from stockade.scanning.held_view import ScanResultView, held_view, scan_result_view
 from stockade.scanning.models import ArtifactScan, ScanRule
 from stockade.scanning.quarantine import HeldArtifact, QuarantineService
+from stockade.scanning.recording import finding_json
 from stockade.scanning.rescans import request_rescan
 from stockade.scanning.rulebook import RuleBook
 from stockade.web.api.scan_schemas import (
-    FindingPublic,
     HeldArtifactPublic,
     ReleaseRequest,
     RescanQueued,
@@ -40,38 +41,20 @@ Status = Annotated[ScanStatus | None, Query(description="one held state; default
 
 
 def scan_public(session: Session, scan: ArtifactScan, fingerprint: str) -> ScanResultPublic:
-    releaser = session.get(User, scan.released_by_id) if scan.released_by_id else None
-    return ScanResultPublic(
-        verdict=scan.verdict,
-        findings=[FindingPublic(**f) for f in scan.findings or []],
-        errors=dict(scan.errors or {}),
-        versions=dict(scan.versions or {}),
-        current=scan.fingerprint == fingerprint,
-        scanned_at=scan.scanned_at,
-        duration_ms=scan.duration_ms,
-        released_at=scan.released_at,
-        released_by=releaser.username if releaser else None,
-        release_note=scan.release_note,
-    )
+    return scan_result_public(scan_result_view(session, scan, fingerprint))
+
+
+def scan_result_public(view: ScanResultView) -> ScanResultPublic:
+    data = asdict(view)
+    data["findings"] = [finding_json(f) for f in view.findings]
+    return ScanResultPublic.model_validate(data)
 
 
 def held_public(session: Session, held: HeldArtifact, fingerprint: str) -> HeldArtifactPublic:
-    a = held.artifact
-    return HeldArtifactPublic(
-        id=a.id,
-        channel=held.channel,
-        subdir=a.subdir,
-        filename=a.filename,
-        name=a.name,
-        version=a.version,
-        sha256=a.sha256,
-        size=a.size,
-        source=a.source,
-        status=a.scan_status,
-        servable=a.servable,
-        created_at=a.created_at,
-        scan=scan_public(session, held.scan, fingerprint) if held.scan else None,
-    )
+    view = held_view(session, held, fingerprint)
+    data = asdict(view)
+    data["scan"] = scan_result_public(view.scan) if view.scan else None
+    return HeldArtifactPublic.model_validate(data)
 
 
 @router.get("/quarantine", response_model=list[HeldArtifactPublic])

@@ -12,9 +12,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from stockade.airgap.exports import ExportService
+from stockade.airgap.exports import ExportService, export_file_name
 from stockade.airgap.status import airgap_mirrors, airgap_status
-from stockade.web.api.airgap import export_file_name
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.admin_common import admin_context
 from stockade.web.ui.mirror_common import mirror_url, run_url

@@ -23,17 +23,16 @@ from stockade.auth.principal import Principal
 from stockade.channels.browse import version_key
 from stockade.container import Container
 from stockade.db.engine import transaction
+from stockade.vulns.advisory_queries import (
+    check_known_version,
+    curation_history,
+    show_vulnerability,
+)
+from stockade.vulns.advisory_views import AffectedArtifact, worst_of
 from stockade.vulns.curation import CurationService
 from stockade.vulns.display import product_name, spell_range
 from stockade.vulns.model import severity_band
 from stockade.vulns.security import BlobSecurityReader
-from stockade.web.api.cve_queries import (
-    check_known_version,
-    curation_history,
-    show_vulnerability,
-    worst_of,
-)
-from stockade.web.api.cve_schemas import AffectedArtifact
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.cves import CVES
 from stockade.web.ui.forms import FormError, clean, path_part, submit

@@ -3,7 +3,7 @@
 The list filters by severity, match status, channel, package, KEV and text, and pages with a
 cursor ("Next"). Advisories are not channel-sensitive, their matches are: the counts of affected
 artifacts and channels, and everything on the package tab, come from the channels the viewer can
-read (``web.api.cve_queries`` applies that rule). Both need ``cve:read``, as the API does.
+read (``vulns.advisory_queries`` applies that rule). Both need ``cve:read``, as the API does.
 """
 
 from __future__ import annotations
@@ -22,16 +22,13 @@ from stockade.channels.browse import BrowseService
 from stockade.channels.service import ChannelService
 from stockade.container import Container
 from stockade.core.errors import NotFoundError, StockadeError
+from stockade.vulns.advisory_queries import VulnFilters
 from stockade.vulns.feed_state import unreachable_since
 from stockade.vulns.feedsync import FeedService
 from stockade.vulns.models import MatchStatus, VulnFeed
+from stockade.vulns.package_vulns import package_figures, package_vulnerabilities
 from stockade.vulns.reports import PackageTree, package_tree
-from stockade.web.api.cve_queries import (
-    VulnFilters,
-    list_most_severe,
-    package_figures,
-    package_vulnerabilities,
-)
+from stockade.vulns.severity_list import list_most_severe
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.forms import FormError, clean
 from stockade.web.ui.package_view import build_details, vulns_by_version

@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from stockade.auth.principal import Principal
 from stockade.core.errors import ErrorKind, StockadeError
-from stockade.web.ui.csrf import CsrfError, require_session_token
+from stockade.web.csrf import CsrfError, require_session_token
 from stockade.web.ui.render import PAGE_ERRORS, error_page, guarded, sentence
 
 FormText = Annotated[str, Form()]

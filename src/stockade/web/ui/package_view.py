@@ -15,7 +15,8 @@ from stockade.channels.models import Artifact, Channel, PackageContent
 from stockade.channels.signature_state import SignatureInfo, signature_info
 from stockade.conda.repodata import decode_record
 from stockade.core.errors import InvalidInputError
-from stockade.web.api.cve_queries import ArtifactVuln, worst_of
+from stockade.vulns.advisory_views import worst_of
+from stockade.vulns.package_vulns import ArtifactVuln
 from stockade.web.ui.render import safe_url
 
 MAX_PATHS = 500

@@ -21,8 +21,8 @@ from stockade.channels.scanstate import QUARANTINE_STATES, ScanStatus
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
+from stockade.scanning.held_view import held_view
 from stockade.scanning.quarantine import QuarantineService
-from stockade.web.api.scanning import held_public
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.admin_common import confirmed
 from stockade.web.ui.forms import FormError, FormText, Redraw, submit
@@ -75,7 +75,7 @@ def list_page(
         rows = service.list(
             principal, status=wanted, channel=channel or None, after_id=after, limit=PAGE_SIZE
         )
-        items = [held_public(session, held, fingerprint) for held in rows]
+        items = [held_view(session, held, fingerprint) for held in rows]
         progress = service.progress(principal)
     more = _next_link(status, channel, items[-1].id) if len(items) == PAGE_SIZE else None
     context: dict[str, Any] = {
@@ -118,7 +118,7 @@ def item_page(
     fingerprint = container.scanners.current().fingerprint
     with container.read_factory() as session:
         service = QuarantineService(session)
-        item = held_public(session, service.show(principal, artifact_id), fingerprint)
+        item = held_view(session, service.show(principal, artifact_id), fingerprint)
         progress = service.progress(principal)
     held = item.status in QUARANTINE_STATES and not item.servable
     context: dict[str, Any] = {

@@ -20,7 +20,7 @@ from starlette.templating import Jinja2Templates
 from stockade.auth.principal import ANONYMOUS, Principal
 from stockade.core.errors import ErrorKind, StockadeError
 from stockade.core.urls import redact_url
-from stockade.web.ui.csrf import session_csrf
+from stockade.web.csrf import session_csrf
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"

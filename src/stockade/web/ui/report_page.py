@@ -29,9 +29,9 @@ from stockade.core.errors import ErrorKind, InvalidInputError, StockadeError, To
 from stockade.vulns.envfiles import EnvironmentInput, parse_environment_file, parse_specs
 from stockade.vulns.reports import EnvironmentReport, report_environment
 from stockade.vulns.trees import PLATFORMS
-from stockade.web.api.reports import MAX_BODY, read_bounded, rendered
+from stockade.web.csrf import FIELD, require_session_token
 from stockade.web.deps import ContainerDep, CurrentPrincipal
-from stockade.web.ui.csrf import FIELD, require_session_token
+from stockade.web.report_files import MAX_BODY, read_bounded, rendered
 from stockade.web.ui.render import PAGE_ERRORS, error_page, login_redirect, render, sentence
 
 router = APIRouter(include_in_schema=False)

@@ -16,8 +16,7 @@ from stockade.container import Container
 from stockade.core.errors import AuthenticationError, TooManyRequestsError
 from stockade.db.engine import transaction
 from stockade.web.credentials import SESSION_COOKIE
-from stockade.web.deps import ContainerDep, CurrentPrincipal
-from stockade.web.ui.csrf import (
+from stockade.web.csrf import (
     LOGIN_COOKIE,
     CsrfError,
     login_token,
@@ -25,6 +24,7 @@ from stockade.web.ui.csrf import (
     session_csrf,
     tokens_match,
 )
+from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.render import error_page, render, sentence
 
 router = APIRouter(include_in_schema=False)

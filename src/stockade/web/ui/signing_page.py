@@ -12,10 +12,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from stockade.channels.signing_admin import SigningAdmin
-from stockade.web.api.channels import base_url
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.admin_common import admin_context
-from stockade.web.ui.render import guarded, render
+from stockade.web.ui.render import base_url, guarded, render
 
 router = APIRouter(include_in_schema=False)
 
