@@ -1403,6 +1403,79 @@ def _webhook_api_rules() -> Iterator[Case]:
     yield Case("POST", again, on_channel(SECRET, MANAGE, 202), redeliver)
 
 
+def manages_any(ok: Outcome) -> Expect:
+    """The webhook list: whoever manages some channel (or every channel: channel:manage)."""
+
+    def decide(p: str) -> Outcome:
+        if p == ANON:
+            return 401
+        managed = any(level(p, c) >= MANAGE for c in (SECRET, VAULT, OPEN, MEMBERS))
+        return ok if managed or P.CHANNEL_MANAGE in PERMISSIONS[p] else 403
+
+    return decide
+
+
+def _webhook_feed_page_rules() -> Iterator[Case]:
+    """The webhook and CVE feed pages (web/ui/webhooks_page.py, feeds_page.py): the API's rules
+    as pages and forms (a webhook: manage on its channel; feeds: cve:read, cve:manage)."""
+
+    def page(path: str, expect: Expect, build: Build) -> Case:
+        return Case("GET", path, expect, build, surface="page")
+
+    def post(path: str, expect: Expect, build: Build) -> Case:
+        return Case("POST", path, expect, build, surface="form")
+
+    hooks, manage = "/admin/webhooks", on_channel(SECRET, MANAGE, 303)
+    yield page(hooks, manages_any(200), req("GET", hooks))
+    body = {"channel": SECRET, "url": CLOSED_HOOK, "events": "vulnerability.active"}
+    yield post(hooks, on_channel(SECRET, MANAGE, 201), req("POST", hooks, data=body))
+    one = f"{hooks}/{{webhook_id}}"
+
+    def shared(method: str, suffix: str = "", **data: Any) -> Build:
+        sent = data if method == "POST" else None
+        return lambda w, _p: Req(method, f"{hooks}/{matrix_webhook(w)}{suffix}", data=sent)
+
+    yield page(one, on_channel(SECRET, MANAGE, 200), shared("GET"))
+    edit = {"url": CLOSED_HOOK, "events": "vulnerability.active", "enabled": "yes"}
+    yield post(one, manage, shared("POST", **edit))
+    yield post(f"{one}/ping", manage, shared("POST", "/ping"))
+
+    def redeliver(w: World, _p: str) -> Req:
+        hook = matrix_webhook(w)
+        delivery = w.call("POST", f"{API}/channels/{SECRET}/webhooks/{hook}/ping")["delivery_id"]
+        return Req("POST", f"{hooks}/{hook}/deliveries/{delivery}/redeliver", data={})
+
+    yield post(f"{one}/deliveries/{{delivery_id}}/redeliver", manage, redeliver)
+    drop = lambda w, _p: Req("POST", f"{hooks}/{new_webhook(w)}/delete", data={"confirm": "yes"})  # noqa: E731
+    yield post(f"{one}/delete", manage, drop)
+
+    feeds = "/admin/cve-feeds"
+    yield page(feeds, permission(P.CVE_READ, 200), req("GET", feeds))
+    made = lambda w, _p: Req(  # noqa: E731
+        "POST",
+        feeds,
+        data={
+            "name": w.unique("feed"),
+            "url": _feed_folder(w, "empty-feed").as_uri(),
+            "format": "osv",
+        },
+    )
+    yield post(feeds, permission(P.CVE_MANAGE, 303), made)
+    named = f"{feeds}/{{name}}"
+    show = lambda w, _p: Req("GET", f"{feeds}/{matrix_feed(w)}")  # noqa: E731
+    yield page(named, permission(P.CVE_READ, 200), show)
+    saved = {"format": "osv", "schedule": "0 * * * *", "enabled": "yes"}
+    save = lambda w, _p: Req("POST", f"{feeds}/{matrix_feed(w)}", data=saved)  # noqa: E731
+    yield post(named, permission(P.CVE_MANAGE, 303), save)
+
+    def on_new(suffix: str, **data: str) -> Build:
+        return lambda w, _p: Req("POST", f"{feeds}/{new_feed(w)}{suffix}", data=dict(data))
+
+    yield post(f"{named}/sync", permission(P.CVE_MANAGE, 303), on_new("/sync"))
+    yield post(f"{named}/enabled", permission(P.CVE_MANAGE, 303), on_new("/enabled", enabled="no"))
+    yield post(f"{named}/delete", permission(P.CVE_MANAGE, 303), on_new("/delete", confirm="yes"))
+
+
 def check_mirror_listing(w: World, p: str, response: httpx.Response) -> None:
     shown = HOLE_MIRROR in response.text
     assert shown == (level(p, SECRET) >= READ), f"{HOLE_MIRROR} shown on the page: {shown}"
@@ -1589,6 +1662,7 @@ RULES = _index(
         *_airgap_rules(),
         *_conda_rules(),
         *_page_rules(),
+        *_webhook_feed_page_rules(),
     ]
 )
 

@@ -236,6 +236,8 @@ def test_webhook_forms_need_the_csrf_token_and_a_manager(world: World) -> None:
     assert_html(gone, 404)
     assert len(hooks_of(world, world.private)) == 1
     assert_html(admin.get(f"{HOOKS}/not-a-number"), 404)
+    for missing in ("999999", "not-a-number"):  # anonymous: the sign-in page, whatever the id
+        assert world.web().get(f"{HOOKS}/{missing}").headers["location"].startswith("/login")
 
 
 # ---------------------------------------------------------------------------------------- feeds

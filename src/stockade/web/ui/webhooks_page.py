@@ -256,11 +256,12 @@ def hook_page(
 def show_webhook(
     request: Request, webhook_id: str, principal: CurrentPrincipal, container: ContainerDep
 ) -> Response:
-    return guarded(
-        request,
-        principal,
-        lambda: hook_page(request, container, principal, hook_number(webhook_id)),
-    )
+    def build() -> Response:
+        if principal.is_anonymous:  # sign in first: whether a webhook exists is not for everyone
+            AccessService().require(principal, Permission.CHANNEL_MANAGE)
+        return hook_page(request, container, principal, hook_number(webhook_id))
+
+    return guarded(request, principal, build)
 
 
 Change = Callable[[WebhookService, str, int, list[int]], "str | NewSecret"]
