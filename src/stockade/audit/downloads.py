@@ -23,8 +23,8 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import delete, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -39,9 +39,9 @@ log = logging.getLogger("stockade.downloads")
 COUNTED = frozenset({200})
 
 
-@dataclass(frozen=True, slots=True)
-class Download:
-    """One answered package file request, as the conda endpoint saw it."""
+class Download(NamedTuple):
+    """One answered package file request, as the conda endpoint saw it (a tuple: cheap to make
+    on the event loop, about 1 µs)."""
 
     occurred_at: float  # time.time()
     principal_name: str
