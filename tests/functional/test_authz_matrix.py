@@ -1643,6 +1643,65 @@ def _airgap_rules() -> Iterator[Case]:
     yield Case("POST", bundles, permission(P.MIRROR_MANAGE, 422), empty)
 
 
+def _channel_work_rules() -> Iterator[Case]:
+    """The channel work pages (web/ui/channel_admin*.py): the services' checks, as forms."""
+    channel = "/channels/{name:path}"
+    read = on_channel(SECRET, READ, 200, sign_in=False)
+
+    def redirect(expect: Expect) -> Expect:
+        return lambda p: 303 if expect(p) == 200 else expect(p)
+
+    def form_on_new(suffix: str, **data: Any) -> Build:
+        return lambda w, _p: Req("POST", f"/channels/{w.new_channel()}{suffix}", data=dict(data))
+
+    def upload_form(w: World, _p: str) -> Req:
+        path = w.new_package()
+        files = [("files", (path.name, path.read_bytes(), "application/octet-stream"))]
+        return Req("POST", f"/channels/{SECRET}/files", data={}, files=files)
+
+    def copy_form(op: str) -> Build:
+        def build(w: World, _p: str) -> Req:
+            data = {"files": f"noarch/{w.upload(SECRET)}", "target": VAULT}
+            return Req("POST", f"/channels/{SECRET}/files/{op}", data=data)
+
+        return build
+
+    def remove_form(w: World, _p: str) -> Req:
+        data = {"files": f"noarch/{w.upload(SECRET)}"}
+        return Req("POST", f"/channels/{SECRET}/remove", data=data)
+
+    def notice_remove_form(w: World, _p: str) -> Req:
+        notice = w.call("POST", f"{API}/channels/{SECRET}/notices", json={"message": "to go"})
+        return Req("POST", f"/channels/{SECRET}/notices/{notice['id']}/remove", data={})
+
+    def new_channel_form(w: World, _p: str) -> Req:
+        return Req("POST", "/new-channel", data={"name": w.unique("ui")})
+
+    create = permission(P.CHANNEL_CREATE, 200)
+    yield Case("GET", "/new-channel", create, req("GET", "/new-channel"), surface="page")
+    yield Case("POST", "/new-channel", redirect(create), new_channel_form, surface="form")
+    for page in ("files", "patches", "notices"):
+        url = req("GET", f"/channels/{SECRET}/{page}")
+        yield Case("GET", f"{channel}/{page}", read, url, surface="page")
+    write, manage = on_channel(SECRET, WRITE, 303), on_channel(SECRET, MANAGE, 303)
+    yield Case("POST", f"{channel}/files", write, upload_form, surface="form")
+    yield Case("POST", f"{channel}/remove", write, remove_form, surface="form")
+    copy = redirect(copy_expect(READ))
+    yield Case("POST", f"{channel}/files/{{op}}", copy, copy_form("copy"), "copy", "form")
+    move = redirect(copy_expect(WRITE))
+    yield Case("POST", f"{channel}/files/{{op}}", move, copy_form("move"), "move", "form")
+    for verb in ("freeze", "unfreeze"):
+        yield Case("POST", f"{channel}/{verb}", manage, form_on_new(f"/{verb}"), surface="form")
+    patch = form_on_new("/patches", subdir="noarch", filename=KEPT, changes='{"license": "MIT"}')
+    yield Case("POST", f"{channel}/patches", write, patch, surface="form")
+    clear = form_on_new("/patches/clear", subdir="noarch", filename=KEPT)
+    yield Case("POST", f"{channel}/patches/clear", write, clear, surface="form")
+    notice = form(f"/channels/{SECRET}/notices", message="from the matrix")
+    yield Case("POST", f"{channel}/notices", manage, notice, surface="form")
+    removal = f"{channel}/notices/{{notice_id}}/remove"
+    yield Case("POST", removal, manage, notice_remove_form, surface="form")
+
+
 def _index(cases: Iterable[Case]) -> dict[tuple[str, str], list[Case]]:
     rules: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
@@ -1662,6 +1721,7 @@ RULES = _index(
         *_airgap_rules(),
         *_conda_rules(),
         *_page_rules(),
+        *_channel_work_rules(),
         *_webhook_feed_page_rules(),
     ]
 )

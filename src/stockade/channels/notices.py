@@ -15,8 +15,48 @@ from stockade.channels.service import ChannelService
 from stockade.conda.channeldata import Notice as CondaNotice
 from stockade.conda.channeldata import NoticeLevel, build_notices_json
 from stockade.core.clock import utcnow
-from stockade.core.errors import NotFoundError
+from stockade.core.errors import InvalidInputError, NotFoundError
 from stockade.storage.interfaces import BlobStore
+
+NOTICE_LEVELS = tuple(level.value for level in NoticeLevel)
+MAX_MESSAGE = 4000
+MAX_DAYS = 3650
+
+
+def _unstorable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_notice(message: str, level: str, expires_in_days: int | None) -> None:
+    """The limits of a notice (the API's schema has the same), so every caller gets a 4xx."""
+    if not message.strip() or len(message) > MAX_MESSAGE:
+        raise InvalidInputError(
+            f"a notice's message is 1 to {MAX_MESSAGE} characters",
+            code="notice:invalid",
+            field="message",
+        )
+    if "\x00" in message or _unstorable(message):
+        raise InvalidInputError(
+            "a notice's message may not hold a NUL character or a lone surrogate",
+            code="notice:invalid",
+            field="message",
+        )
+    if level not in NOTICE_LEVELS:
+        raise InvalidInputError(
+            f"a notice's level is one of {', '.join(NOTICE_LEVELS)} (got {level[:32]!r})",
+            code="notice:invalid",
+            field="level",
+        )
+    if expires_in_days is not None and not 1 <= expires_in_days <= MAX_DAYS:
+        raise InvalidInputError(
+            f"a notice expires in 1 to {MAX_DAYS} days, or never",
+            code="notice:invalid",
+            field="expires_in_days",
+        )
 
 
 def _state(notice: Notice) -> dict[str, object]:
@@ -50,6 +90,7 @@ class NoticeService:
         expires_in_days: int | None = None,
     ) -> Notice:
         channel = self.channels.get(principal, channel_name, Permission.CHANNEL_MANAGE)
+        check_notice(message, level, expires_in_days)
         expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
         notice = Notice(channel_id=channel.id, message=message, level=level, expires_at=expires)
         self.session.add(notice)

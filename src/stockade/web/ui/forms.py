@@ -70,6 +70,18 @@ NOTICES = {
     "feed-updated": "The feed was saved.",
     "feed-deleted": "The feed was removed; the advisories it brought stay.",
     "feed-sync-queued": "A sync was queued; the state below follows it.",
+    # channel work (web/ui/channel_admin*.py)
+    "channel-created": "The channel was created.",
+    "channel-frozen": "The channel is frozen: its indexes stay as they are until it is unfrozen.",
+    "channel-unfrozen": "The channel is unfrozen; what changed meanwhile is being published.",
+    "files-uploaded": "The files were uploaded; they appear in the indexes once published.",
+    "files-copied": "The files were copied.",
+    "files-moved": "The files were moved.",
+    "files-removed": "The files were removed.",
+    "patch-saved": "The patch was saved; the index is published again with it.",
+    "patch-cleared": "The patch was removed; the index is published again without it.",
+    "notice-added": "The notice was added; conda shows it to the channel's users.",
+    "notice-removed": "The notice was removed.",
 }
 
 

@@ -17,6 +17,8 @@ from stockade.core.errors import NotFoundError
 from stockade.mirroring.service import MirrorService
 from stockade.scanning.verdicts import build_verdicts
 from stockade.web.deps import ContainerDep, CurrentPrincipal
+from stockade.web.ui.channel_admin import actions_for
+from stockade.web.ui.forms import notice_of
 from stockade.web.ui.package_view import (
     build_details,
     build_signatures,
@@ -157,6 +159,8 @@ def _channel(
             "conda_url": _conda_url(request, channel.name),
             "base": base_url(request),
             "failing": failing_publications(session, [channel.id]),
+            "actions": actions_for(principal, channel),  # channel work links (channel_admin)
+            "notice": notice_of(request),
             "mirrors": [
                 m.name
                 for m in MirrorService(session, container.secrets).list_visible(

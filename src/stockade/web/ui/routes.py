@@ -12,6 +12,10 @@ from stockade.web.ui import (
     admin_roles,
     airgap_page,
     audit_page,
+    channel_admin,
+    channel_admin_files,
+    channel_admin_notices,
+    channel_admin_patches,
     channel_members,
     cve_page,
     cves,
@@ -43,6 +47,14 @@ def install_ui(app: FastAPI) -> None:
     for mirroring in (mirrors, mirror_page, mirror_runs, policies):
         app.include_router(mirroring.router)
     app.include_router(channel_members.router)  # before pages: `/channels/{name:path}` takes all
+    # channel work, before pages too; notices before files (`…/notices/{id}/remove` is not `…/remove`)
+    for channel_work in (
+        channel_admin_notices,
+        channel_admin_patches,
+        channel_admin_files,
+        channel_admin,
+    ):
+        app.include_router(channel_work.router)
     # before pages too: the package page's `…/packages/{package}/vulnerabilities` tab
     app.include_router(cves.router)
     app.include_router(cve_page.router)
