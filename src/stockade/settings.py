@@ -451,6 +451,37 @@ class DownloadSettings(BaseModel):
     )
 
 
+class AuditSettings(BaseModel):
+    """The audit log's scheduled export (SPEC §10): new events written to a folder as files."""
+
+    export_folder: Path | None = Field(
+        default=None,
+        description="folder the scheduled export writes new events to (none: no scheduled "
+        "export; relative: under the data folder); with several replicas, one they all reach",
+    )
+    export_schedule: str = Field(default="7 * * * *", description="cron schedule of the export")
+    export_format: Literal["jsonl", "csv"] = Field(
+        default="jsonl", description="JSON lines, or CSV with a header row"
+    )
+    export_max_events: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="events in one file at most"
+    )
+
+    @field_validator("export_schedule")
+    @classmethod
+    def _check_export_schedule(cls, value: str) -> str:
+        if not croniter.is_valid(value.strip()):
+            raise ValueError(f"{value!r} is not a cron expression (like '7 * * * *')")
+        return value.strip()
+
+    def export_folder_in(self, data_dir: Path) -> Path | None:
+        """The export folder; a relative one is under the data folder."""
+        if self.export_folder is None:
+            return None
+        folder = self.export_folder
+        return folder if folder.is_absolute() else data_dir / folder
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -491,6 +522,7 @@ class Settings(BaseSettings):
     airgap: AirgapSettings = AirgapSettings()
     vulns: VulnSettings = VulnSettings()
     downloads: DownloadSettings = DownloadSettings()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stockade.cli import output
+from stockade.cli.audit_files import export_to_folder, verify_export
 from stockade.cli.client import client, fail
 from stockade.cli.output import AsJson, key_values, print_json, table, when
 from stockade.cli.text import shorten
@@ -454,12 +455,34 @@ def _short(value: object) -> str:
 
 @audit_app.command("export")
 def audit_export(
-    output: Path = typer.Argument(..., help="File to write"),
-    fmt: str = typer.Option("json", "--format", "-f", help="json (lines) | csv"),
+    output: Path | None = typer.Argument(None, help="File to write (over the API)"),
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        "-f",
+        help="json (lines) | csv; default json, with --to the audit.export_format setting",
+    ),
     since: str | None = typer.Option(None),
     until: str | None = typer.Option(None),
+    to: Path | None = typer.Option(
+        None,
+        "--to",
+        help="Run the scheduled folder export once, on the server, into this folder: new "
+        "events only, files named by seq range, with their hashes (audit.* settings)",
+    ),
 ) -> None:
-    """Export events (oldest first) to a file."""
+    """Export events (oldest first) to a file over the API, or with --to FOLDER, on the server,
+    the events not yet exported there (as the scheduled audit export does)."""
+    if to is not None:
+        if output is not None or since or until:
+            fail("--to exports every new event: give no file, --since or --until with it")
+        if fmt not in (None, "json", "jsonl", "csv"):
+            fail("--format must be json (lines) or csv")
+        export_to_folder(to, None if fmt is None else "csv" if fmt == "csv" else "jsonl")
+        return
+    if output is None:
+        fail("give a file to write, or --to FOLDER")
+    fmt = fmt or "json"
     if fmt not in ("json", "csv"):
         fail("--format must be json or csv")
     params = {"format": fmt, "since": _when(since, "--since"), "until": _when(until, "--until")}
@@ -467,6 +490,14 @@ def audit_export(
     body = api.try_raw("/audit/export", params={k: v for k, v in params.items() if v})
     output.write_bytes(body)
     out.print(f"wrote {output}")
+
+
+@audit_app.command("verify-export")
+def audit_verify_export(
+    paths: list[Path] = typer.Argument(..., help="Exported files, or folders of them"),
+) -> None:
+    """Check the hash chain of exported audit files offline; exit 1 at the first break."""
+    verify_export(paths)
 
 
 @audit_app.command("verify")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stockade.container import Container
+from stockade.jobs.audit import audit_jobs
 from stockade.jobs.downloads import download_jobs
 from stockade.jobs.scheduler import Job
 from stockade.search.index import SearchIndexer
@@ -28,4 +29,5 @@ def recurring_jobs(container: Container) -> list[Job]:
 
         jobs.append(Job("ldap-sync", settings.ldap.sync_schedule, ldap_sync))
     jobs.extend(download_jobs(container))  # raw download rows past their retention
+    jobs.extend(audit_jobs(container))  # new audit events to the export folder
     return jobs

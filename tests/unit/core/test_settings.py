@@ -56,3 +56,24 @@ def test_bad_toml_and_missing_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("STOCKADE_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigurationError, match="not a file"):
         load_settings()
+
+
+def test_audit_export_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    toml = '[audit]\nexport_folder = "exports"\nexport_schedule = "*/15 * * * *"\n'
+    (tmp_path / "stockade.toml").write_text(toml + 'export_format = "csv"\n')
+    monkeypatch.setenv("STOCKADE_DATA_DIR", str(tmp_path))
+    audit = load_settings().audit
+    assert audit.export_format == "csv" and audit.export_schedule == "*/15 * * * *"
+    assert audit.export_folder_in(tmp_path) == tmp_path / "exports"  # relative: in the data dir
+    assert load_settings(audit={"export_folder": "/srv/a"}).audit.export_folder_in(tmp_path) == (
+        Path("/srv/a")
+    )
+    for env, value, words in [
+        ("STOCKADE_AUDIT__EXPORT_SCHEDULE", "hourly please", "cron"),
+        ("STOCKADE_AUDIT__EXPORT_FORMAT", "xml", "EXPORT_FORMAT"),
+        ("STOCKADE_AUDIT__EXPORT_MAX_EVENTS", "0", "EXPORT_MAX_EVENTS"),
+    ]:
+        monkeypatch.setenv(env, value)
+        with pytest.raises(ConfigurationError, match=words):
+            load_settings()
+        monkeypatch.delenv(env)
