@@ -103,6 +103,7 @@ def test_drag_and_drop_upload_then_copy_freeze_patch_notice(
         assert row.locator("progress").evaluate("bar => bar.value") == 100
     refused = page.locator(".upload-item", has_text=BAD.name).locator(".upload-state")
     expect(refused).to_contain_text("refused: ")
+    page.screenshot(path="/tmp/ui-channel-upload.png", full_page=True)
     page.click("#upload-reload")
     expect(page.locator("#notice")).to_contain_text("uploaded")
     expect(page.locator("#files tbody tr")).to_have_count(2)
