@@ -17,6 +17,7 @@ from stockade.cli import (
     quarantine,
     reports,
     scan,
+    search,
     server,
     signing,
     upload,
@@ -60,6 +61,7 @@ app.command()(upload.upload)
 app.command()(channels.copy)
 app.command()(channels.move)
 app.command()(channels.remove)
+app.command()(search.search)
 
 
 def main() -> None:

@@ -121,13 +121,17 @@ def clean_text(q: str | None) -> str:
 
 def build_conditions(filters: SearchFilters, signing: Sequence[int]) -> list[ColumnElement[bool]]:
     """What the filters ask of one servable build (SQL over ``artifacts`` and its CVE summary)."""
+    # ``column || ''``: compared, not looked up -- the lookup is by (channel_id, name), which the
+    # planners would otherwise trade for (channel_id, subdir) or (channel_id, scan_status) indexes
+    # and read a whole subdir per document.
     where: list[ColumnElement[bool]] = []
     if filters.subdirs:
-        where.append(Artifact.subdir.in_(filters.subdirs))
+        where.append((Artifact.subdir + literal("")).in_(filters.subdirs))
     if filters.licenses:
         where.append(func.lower(Artifact.license).in_([v.lower() for v in filters.licenses]))
     if filters.verdicts:
-        where.append(Artifact.scan_status.in_([v.value for v in filters.verdicts]))
+        verdicts = [v.value for v in filters.verdicts]
+        where.append((Artifact.scan_status + literal("")).in_(verdicts))
     if filters.signatures:
         where.append(or_(*(_signature(s, signing) for s in filters.signatures)))
     if filters.severities:
