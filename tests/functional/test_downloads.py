@@ -25,6 +25,7 @@ from stockade.db.engine import transaction
 from tests.conftest import PG_URL, backends
 from tests.functional.test_identity_api import PASSWORD, grant, make_user
 from tests.functional.test_ui import assert_html, sign_in
+from tests.support.conda_client import install_records, solve_specs
 from tests.support.cves import cli_for, run_cli, upload
 from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 
@@ -251,7 +252,8 @@ def web(world: World, username: str) -> httpx.Client:
 
 
 def test_admin_page_shows_tables_charts_and_exports(world: World) -> None:
-    page = web(world, "admin").get("/admin/downloads")
+    admin = web(world, "admin")
+    page = admin.get("/admin/downloads")
     assert_html(page, 200)
     text = page.text
     assert text.count('<svg class="chart"') == 3 and "<script" not in text.split("<main", 1)[-1]
@@ -263,16 +265,17 @@ def test_admin_page_shows_tables_charts_and_exports(world: World) -> None:
     assert world.owner_secret in text.split('id="by-user"', 1)[1].split("</table>", 1)[0]
     for anchor in ("csv-package", "csv-user", "json-report", "json-raw"):
         href = unescape(text.split(f'id="{anchor}"', 1)[0].rsplit('href="', 1)[1].split('"', 1)[0])
-        r = web(world, "admin").get(href)
+        r = admin.get(href)
         assert r.status_code == 200, (href, r.text)
 
 
 def test_owner_page_shows_their_channel_only(world: World) -> None:
-    page = web(world, world.owner_open).get("/admin/downloads")
+    owner = web(world, world.owner_open)
+    page = owner.get("/admin/downloads")
     assert_html(page, 200)
     assert "dlpkg" in page.text and "secretpkg" not in page.text
     assert world.secret not in page.text
-    hidden = web(world, world.owner_open).get("/admin/downloads", params={"channel": world.secret})
+    hidden = owner.get("/admin/downloads", params={"channel": world.secret})
     assert hidden.status_code == 404
 
 
@@ -315,3 +318,23 @@ def test_cli_report_and_list(world: World, monkeypatch: pytest.MonkeyPatch, tmp_
     refused = run_cli(cli, "downloads", "report", "--by", "nope", code=1)
     assert "--by must be one of package, channel, user" in refused
     assert "not a date" in run_cli(cli, "downloads", "list", "--since", "soon", code=1)
+
+
+# --- a real conda client (last: it downloads into a channel of its own) -------------------------
+
+
+@pytest.mark.one_backend  # the recording path is the same on both; the client costs seconds
+def test_rattler_install_is_recorded(world: World, tmp_path: Path) -> None:
+    live = world.live
+    channel = live.new_channel("public", "dl-rattler")
+    upload(live, channel, tmp_path, "rattlerpkg", "3.1", "0")
+    live.wait_published(channel)
+    servable(live, f"/conda/{channel}/noarch/rattlerpkg-3.1-0.conda")
+    records = solve_specs(f"{live.url}/conda/{channel}", ["rattlerpkg"], tmp_path / "cache")
+    install_records(records, tmp_path / "env", tmp_path / "pkgs")
+    flush(live)
+    (row,) = rows(world, channel=channel)
+    assert (row["name"], row["version"], row["status"]) == ("rattlerpkg", "3.1", 200)
+    assert row["principal"] == "anonymous"  # py-rattler sends no User-Agent
+    report = world.api("admin").get("/api/v1/downloads/report", params={"channel": channel})
+    assert [(t["key"], t["downloads"]) for t in report.json()["totals"]] == [("rattlerpkg", 1)]

@@ -24,9 +24,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
-from sqlalchemy import delete, insert
+from sqlalchemy import Table, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -35,6 +35,7 @@ from stockade.audit.downloads_models import DownloadDaily, DownloadEvent
 
 log = logging.getLogger("stockade.downloads")
 
+_EVENTS = cast(Table, DownloadEvent.__table__)
 #: Statuses that count as one download in ``download_daily.count``.
 COUNTED = frozenset({200})
 
@@ -185,7 +186,8 @@ def write_batch(session: Session, batch: list[Download]) -> None:
     """Raw rows and their daily counts, in the caller's transaction."""
     if not batch:
         return
-    session.execute(insert(DownloadEvent), [d.row() for d in batch])
+    # Core executemany on the table: about half the cost per row of the ORM's bulk insert
+    session.connection().execute(_EVENTS.insert(), [d.row() for d in batch])
     rows = daily_totals(batch)
     dialect = session.get_bind().dialect.name
     upsert = pg_insert if dialect == "postgresql" else sqlite_insert
