@@ -90,6 +90,7 @@ def things(
         "artifact_id": str(held["id"]),
         "/admin/cve-feeds": feed["name"],
         "webhook_id": str(webhook.json()["id"]),
+        "/search/where": "dependent",  # where a package is: every channel and version
     }
 
 
