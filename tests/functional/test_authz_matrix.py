@@ -1692,6 +1692,10 @@ def _channel_work_rules() -> Iterator[Case]:
     yield Case("POST", f"{channel}/files/{{op}}", move, copy_form("move"), "move", "form")
     for verb in ("freeze", "unfreeze"):
         yield Case("POST", f"{channel}/{verb}", manage, form_on_new(f"/{verb}"), surface="form")
+    described = form_on_new("/description", description="from the matrix")
+    yield Case("POST", f"{channel}/description", manage, described, surface="form")
+    deleted = form_on_new("/delete", confirm="yes")
+    yield Case("POST", f"{channel}/delete", manage, deleted, surface="form")
     patch = form_on_new("/patches", subdir="noarch", filename=KEPT, changes='{"license": "MIT"}')
     yield Case("POST", f"{channel}/patches", write, patch, surface="form")
     clear = form_on_new("/patches/clear", subdir="noarch", filename=KEPT)

@@ -196,6 +196,41 @@ def test_upload_copy_move_remove_without_javascript(people: People) -> None:
     assert api_files(people.live, source) == [f"noarch/{DEP1}"]
 
 
+def test_upload_again_needs_force(people: People) -> None:
+    channel = create(people.alice)
+    assert upload(people.alice, channel, DEP1).status_code == 303
+    again = upload(people.alice, channel, DEP1)
+    assert again.status_code == 409 and "already exists" in form_error(again.text)
+    files = [("files", (DEP1, (RECIPES / DEP1).read_bytes(), "application/octet-stream"))]
+    data = {"csrf_token": token(people.alice), "force": "yes"}
+    forced = people.alice.post(f"/channels/{channel}/files", data=data, files=files)
+    assert forced.status_code == 303, forced.text
+    assert 'id="upload-force"' in people.alice.get(f"/channels/{channel}/files").text
+    assert api_files(people.live, channel) == [f"noarch/{DEP1}"]
+
+
+def test_description_and_delete(people: People) -> None:
+    parent = create(people.alice)
+    child = create(people.alice, "child", parent=parent)
+    assert 'id="delete-form"' not in people.bob.get(f"/channels/{parent}").text
+    said = post(people.alice, f"/channels/{parent}/description", description="Line one\nLine two")
+    assert said.status_code == 303 and said.headers["location"].endswith("ok=channel-updated")
+    shown = people.live.admin.get(f"/api/v1/channels/{parent}").json()
+    assert shown["description"] == "Line one\nLine two"
+    assert post(people.bob, f"/channels/{parent}/description", description="x").status_code == 403
+    assert post(people.bob, f"/channels/{parent}/delete", confirm="yes").status_code == 403
+    unconfirmed = post(people.alice, f"/channels/{parent}/delete")
+    assert_html(unconfirmed, 400)
+    assert "tick the box" in unconfirmed.text.lower()
+    deleted = post(people.alice, f"/channels/{parent}/delete", confirm="yes")
+    assert deleted.status_code == 303 and deleted.headers["location"] == "/?ok=channel-deleted"
+    assert 'id="notice"' in people.alice.get("/?ok=channel-deleted").text
+    for gone in (parent, child):
+        assert people.live.admin.get(f"/api/v1/channels/{gone}").status_code == 404
+    again = post(people.alice, f"/channels/{parent}/delete", confirm="yes")
+    assert_html(again, 404)
+
+
 def test_upload_refusals(people: People) -> None:
     channel = create(people.alice)
     files = [("files", (BAD.name, BAD.read_bytes(), "application/octet-stream"))]

@@ -22,7 +22,7 @@ from stockade.auth.access import AccessService
 from stockade.auth.permissions import Level, Permission, Privacy
 from stockade.auth.principal import Principal
 from stockade.channels.models import Channel
-from stockade.channels.service import ChannelChanges, ChannelService, channel_ref
+from stockade.channels.service import ChannelService, channel_ref
 from stockade.container import Container
 from stockade.core.errors import AuthenticationError, NotFoundError
 from stockade.db.engine import transaction
@@ -220,53 +220,3 @@ def create_channel(
         form="create",
         values=values,
     )
-
-
-# --- freeze and unfreeze --------------------------------------------------------------------
-
-
-def _set_frozen(
-    request: Request,
-    principal: Principal,
-    container: Container,
-    name: str,
-    csrf_token: str,
-    *,
-    frozen: bool,
-) -> Response:
-    channel = name.strip("/")
-
-    def make(session: Session) -> tuple[str, str]:
-        ChannelService(session).update(
-            principal, channel_name(channel), ChannelChanges(frozen=frozen)
-        )
-        return channel_url(channel), "channel-frozen" if frozen else "channel-unfrozen"
-
-    def redraw(error: FormError) -> Response:
-        return error_page(request, error.status, "Not changed", error.message)
-
-    return channel_change(
-        request, principal, container, csrf_token, make, back=channel_url(channel), redraw=redraw
-    )
-
-
-@router.post("/channels/{name:path}/freeze")
-def freeze(
-    request: Request,
-    name: str,
-    principal: CurrentPrincipal,
-    container: ContainerDep,
-    csrf_token: FormText = "",
-) -> Response:
-    return _set_frozen(request, principal, container, name, csrf_token, frozen=True)
-
-
-@router.post("/channels/{name:path}/unfreeze")
-def unfreeze(
-    request: Request,
-    name: str,
-    principal: CurrentPrincipal,
-    container: ContainerDep,
-    csrf_token: FormText = "",
-) -> Response:
-    return _set_frozen(request, principal, container, name, csrf_token, frozen=False)

@@ -105,7 +105,11 @@ def show_files(
 
 
 def _store(
-    container: Container, principal: Principal, channel: str, staged: list[StagedFile]
+    container: Container,
+    principal: Principal,
+    channel: str,
+    staged: list[StagedFile],
+    force: bool,
 ) -> list[int]:
     """Validate every file (nothing stored if one fails), store them, record them together."""
     try:
@@ -117,7 +121,7 @@ def _store(
             s.discard()
     with transaction(container.factory) as session:
         artifacts = UploadService(session, container.blobs).record_all(
-            principal, channel, validated, force=False
+            principal, channel, validated, force=force
         )
         return [a.id for a in artifacts]
 
@@ -191,7 +195,8 @@ async def _upload(
         for s in staged:
             s.discard()
         raise
-    return await run_in_threadpool(_store, container, principal, channel, staged)
+    force = fields.get("force") == "yes"  # replace files that are there: managers only
+    return await run_in_threadpool(_store, container, principal, channel, staged, force)
 
 
 def _check_target(container: Container, principal: Principal, channel: str) -> None:

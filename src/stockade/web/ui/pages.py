@@ -59,7 +59,7 @@ def home(request: Request, principal: CurrentPrincipal, container: ContainerDep)
     def build() -> Response:
         with container.read_factory() as session:
             channels = BrowseService(session).overview(principal)
-            context = {"title": "Channels", "channels": channels}
+            context = {"title": "Channels", "channels": channels, "notice": notice_of(request)}
             return render(request, "home.html", context)
 
     return guarded(request, principal, build)

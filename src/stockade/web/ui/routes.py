@@ -16,6 +16,7 @@ from stockade.web.ui import (
     channel_admin_files,
     channel_admin_notices,
     channel_admin_patches,
+    channel_admin_settings,
     channel_members,
     cve_page,
     cves,
@@ -52,6 +53,7 @@ def install_ui(app: FastAPI) -> None:
         channel_admin_notices,
         channel_admin_patches,
         channel_admin_files,
+        channel_admin_settings,
         channel_admin,
     ):
         app.include_router(channel_work.router)

@@ -62,12 +62,12 @@
     list.appendChild(done);
   }
 
-  function send(file) {
+  function send(file, force) {
     var view = row(file);
     var body = new FormData();
     body.append("files", file, file.name);
     var xhr = new XMLHttpRequest();
-    xhr.open("POST", api);
+    xhr.open("POST", force ? api + "?force=true" : api);
     xhr.setRequestHeader("X-CSRF-Token", csrf);
     xhr.setRequestHeader("Accept", "application/json");
     xhr.upload.addEventListener("progress", function (event) {
@@ -99,8 +99,10 @@
 
   function sendAll(files) {
     var chosen = Array.prototype.slice.call(files || []);
+    var force = document.getElementById("upload-force");
+    var replace = Boolean(force && force.checked);
     pending += chosen.length;
-    chosen.forEach(send);
+    chosen.forEach(function (file) { send(file, replace); });
   }
 
   form.addEventListener("submit", function (event) {
