@@ -11,22 +11,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.audit.downloads_models import DownloadDaily
 from stockade.channels.browse import version_key
 from stockade.channels.models import Artifact, PackageContent
+from stockade.core.clock import utcnow
+from stockade.db.base import UTCDateTime
 from stockade.db.engine import transaction
 from stockade.search.models import SearchDocument
 
 log = logging.getLogger("stockade.search")
 _CHUNK = 500
+#: Above this many changed names, a publication sketches their documents (``sketch_names``) and
+#: the ``search-refresh`` job completes them.
+SKETCH_ABOVE = 2000
 MAX_DESCRIPTION = 4000  # characters of about.json's description (and keywords) kept as text
 
 
@@ -168,18 +176,72 @@ def refresh_downloads(session: Session) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def reconcile(session: Session, *, limit: int = 20_000) -> int:
-    """Rebuild documents marked stale (``fingerprint`` NULL, as migration 0014 leaves them)."""
-    pairs = session.execute(
-        select(SearchDocument.channel_id, SearchDocument.name)
-        .where(SearchDocument.fingerprint.is_(None))
-        .order_by(SearchDocument.channel_id, SearchDocument.name)
-        .limit(limit)
-    ).all()
-    by_channel: dict[int, list[str]] = defaultdict(list)
-    for channel_id, name in pairs:
-        by_channel[channel_id].append(name)
-    return sum(refresh_names(session, c, names) for c, names in by_channel.items())
+def sketch_names(session: Session, channel_id: int, names: Iterable[str]) -> None:
+    """Documents of many names at once, in a few statements: what SQL alone can say (name,
+    a summary, build count), marked stale (``fingerprint`` NULL) for :func:`reconcile` to finish.
+
+    A publication that changes thousands of names (a new mirror's first one) would otherwise hold
+    its switching transaction -- SQLite's one write lock -- for seconds per thousand names."""
+    ordered = sorted(set(names))
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
+        mine = (SearchDocument.channel_id == channel_id) & SearchDocument.name.in_(chunk)
+        served = select(Artifact.id).where(
+            Artifact.channel_id == channel_id,
+            Artifact.name == SearchDocument.name,
+            Artifact.servable.is_(True),  # the one rule (channels/scanstate.py)
+        )
+        session.execute(delete(SearchDocument).where(mine, ~served.exists()))
+        session.execute(update(SearchDocument).where(mine).values(fingerprint=None))
+        rows = (
+            select(
+                Artifact.channel_id,
+                Artifact.name,
+                func.max(Artifact.summary),
+                func.max(Artifact.version),
+                func.max(Artifact.license),
+                func.min(Artifact.subdir),
+                func.count(),
+                literal(0),
+                literal(utcnow(), UTCDateTime()),
+            )
+            .where(
+                Artifact.channel_id == channel_id,
+                Artifact.name.in_(chunk),
+                Artifact.servable.is_(True),
+            )
+            .group_by(Artifact.channel_id, Artifact.name)
+        )
+        columns = [
+            "channel_id", "name", "summary", "latest_version", "license", "subdirs",
+            "build_count", "downloads", "updated_at",
+        ]  # fmt: skip
+        dialect = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(dialect(SearchDocument).from_select(columns, rows).on_conflict_do_nothing())
+
+
+def reconcile(factory: sessionmaker[Session], *, budget_s: float = 120.0) -> int:
+    """Rebuild documents marked stale (``fingerprint`` NULL: sketched, or left so by migration
+    0014), a chunk of names per transaction, for at most about ``budget_s`` seconds."""
+    done = 0
+    deadline = time.monotonic() + budget_s
+    while time.monotonic() < deadline:
+        with transaction(factory) as session:
+            pairs = session.execute(
+                select(SearchDocument.channel_id, SearchDocument.name)
+                .where(SearchDocument.fingerprint.is_(None))
+                .order_by(SearchDocument.channel_id, SearchDocument.name)
+                .limit(_CHUNK)
+            ).all()
+            by_channel: dict[int, list[str]] = defaultdict(list)
+            for channel_id, name in pairs:
+                by_channel[channel_id].append(name)
+            for channel_id, names in by_channel.items():
+                refresh_names(session, channel_id, names)
+        done += len(pairs)
+        if len(pairs) < _CHUNK:
+            break
+    return done
 
 
 class SearchIndexer:
@@ -194,14 +256,16 @@ class SearchIndexer:
             return
         try:
             with session.begin_nested():  # a failure here never stops the publication
-                refresh_names(session, channel_id, names)
+                if len(names) > SKETCH_ABOVE:
+                    sketch_names(session, channel_id, names)
+                else:
+                    refresh_names(session, channel_id, names)
         except Exception:
             log.exception("search index of channel id %s not refreshed", channel_id)
 
     def refresh(self) -> str:
         """The recurring job: stale documents rebuilt, download counts copied."""
-        with transaction(self.factory) as session:
-            rebuilt = reconcile(session)
+        rebuilt = reconcile(self.factory)
         with transaction(self.factory) as session:
             counted = refresh_downloads(session)
         return f"{rebuilt} documents rebuilt, {counted} download counts changed"

@@ -103,11 +103,19 @@ def admit_records(container: Container, channel: str, records: list[dict[str, An
         admit_rows(session, target, rows, stored=False, reason=ScanReason.MIRROR)
 
 
-def fill(container: Container, admin: Principal, channel: str, *, privacy: str = "public") -> None:
-    """A channel with the r names and the real packages, published (so indexed)."""
+def fill(
+    container: Container,
+    admin: Principal,
+    channel: str,
+    *,
+    privacy: str = "public",
+    records: bool = True,
+) -> None:
+    """A channel with the real packages (and the r names), published (so indexed)."""
     with transaction(container.factory) as session:
         ChannelService(session).create(admin, channel, privacy=privacy)
-    admit_records(container, channel, r_records())
+    if records:
+        admit_records(container, channel, r_records())
     for name in PACKAGES:
         add_package(container, admin, channel, Path(TESTDATA / "packages" / name))
     publish(container)
