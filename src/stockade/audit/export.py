@@ -2,11 +2,12 @@
 
 Each run writes the events after the last one exported, in seq order, as files named by their seq
 range and the day of the export (``audit-000000000001-000000000250-20261207.jsonl``), at most
-``max_events`` per file. A file is written to a hidden temporary name in the folder, flushed to
-disk, then renamed into place; the state file (``.audit-export-state.json``: the last seq and hash
-exported) is replaced the same way after it. A crash therefore leaves the folder as it was or
-with the new file; a new file whose state update was lost is found by its name, so the next run
-goes on after it and never writes an event twice. Leftover temporary files are removed.
+``max_events`` per file. A file is streamed (read in batches, never whole in memory) to a hidden
+temporary name in the folder, flushed to disk, then renamed into place; the state file
+(``.audit-export-state.json``: the last seq and hash exported) is replaced the same way after it.
+A crash therefore leaves the folder as it was or with the new file; a new file whose state update
+was lost is found by its name, so the next run goes on after it and never writes an event twice.
+Leftover temporary files are removed.
 
 The chain is checked while exporting: each event must continue the one before (the last one
 exported, across runs), else the run stops with ``audit:chain-broken`` and nothing past the break
@@ -144,18 +145,55 @@ class AuditExporter:
             left.unlink(missing_ok=True)
         check = self._resume()
         run = ExportRun(last_seq=check.last_seq or 0)
-        while True:
-            records = self._next_records(check.last_seq or 0)
-            if not records:
-                return run
-            verify_records(records, check, f"audit event {records[0]['seq']}")
-            first, last = records[0]["seq"], records[-1]["seq"]
-            name = f"audit-{first:012d}-{last:012d}-{now:%Y%m%d}.{self.fmt}"
-            _write_atomic(self.folder, name, encode_events(records, self.fmt))
+        while written := self._write_file(check, now):
+            run.files.append(written[0])
+            run.events += written[1]
+            run.last_seq = check.last_seq or 0
             self._save_state(check)
-            run.files.append(name)
-            run.events += len(records)
-            run.last_seq = last
+        return run
+
+    def _write_file(self, check: FileCheck, now: datetime) -> tuple[str, int] | None:
+        """The next file (its name and event count), streamed to a temporary file, checked
+        event by event, flushed and renamed; None when there is nothing new."""
+        first = (check.last_seq or 0) + 1
+        tmp = self.folder / f"{TMP_PREFIX}{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        count = 0
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for records in self._batches(first - 1):
+                    verify_records(records, check, f"audit event {records[0]['seq']}")
+                    handle.write(encode_events(records, self.fmt, header=count == 0))
+                    count += len(records)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if count == 0:
+                tmp.unlink()
+                return None
+            name = f"audit-{first:012d}-{check.last_seq:012d}-{now:%Y%m%d}.{self.fmt}"
+            os.replace(tmp, self.folder / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _sync_dir(self.folder)
+        return name, count
+
+    def _batches(self, after: int) -> Iterator[list[dict[str, Any]]]:
+        """The events after ``after`` in seq order, ``batch`` at a time, ``max_events`` in all."""
+        left = self.max_events
+        while left > 0:
+            rows = self.session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.seq > after)
+                .order_by(AuditEvent.seq)
+                .limit(min(self.batch, left))
+            ).all()
+            if not rows:
+                return
+            records = [event_record(e) for e in rows]
+            self.session.expunge_all()
+            yield records
+            after, left = records[-1]["seq"], left - len(records)
 
     def _prepare(self) -> None:
         """The folder, created if missing; refused when it is a link or not a folder."""
@@ -190,18 +228,6 @@ class AuditExporter:
                 "the export folder of another server or of a restored backup? use a new folder"
             )
         return check
-
-    def _next_records(self, after: int) -> list[dict[str, Any]]:
-        rows = self.session.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.seq > after)
-            .order_by(AuditEvent.seq)
-            .limit(self.max_events)
-            .execution_options(yield_per=self.batch)
-        )
-        records = [event_record(e) for e in rows]
-        self.session.expunge_all()
-        return records
 
     def _save_state(self, check: FileCheck) -> None:
         state = {"last_seq": check.last_seq, "last_hash": check.last_hash}

@@ -66,12 +66,16 @@ def _uncell(name: str, text: str) -> Any:
     return text
 
 
-def encode_events(records: Iterable[dict[str, Any]], fmt: ExportFormat) -> bytes:
+def encode_events(
+    records: Iterable[dict[str, Any]], fmt: ExportFormat, *, header: bool = True
+) -> bytes:
+    """Records as JSON lines, or CSV rows (after the header row, unless ``header`` is false)."""
     if fmt == "jsonl":
         return b"".join(orjson.dumps(r) + b"\n" for r in records)
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
+    if header:
+        writer.writerow(COLUMNS)
     for record in records:
         writer.writerow([_cell(record[name]) for name in COLUMNS])
     return out.getvalue().encode()

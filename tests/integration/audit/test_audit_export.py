@@ -90,6 +90,10 @@ def test_max_events_splits_files_and_the_chain_runs_across_them(
     run = export(container, tmp_path / "out", max_events=2)
     assert len(run.files) == (newest(container) + 1) // 2
     assert check_folder(tmp_path / "out").checked == newest(container)
+    for fmt in ("csv", "jsonl"):  # read in batches of 2, streamed into one file
+        whole = export(container, tmp_path / fmt, fmt=fmt, batch=2)
+        assert len(whole.files) == 1 and whole.events == newest(container)
+        assert check_folder(tmp_path / fmt).checked == newest(container)
 
 
 def test_a_crash_before_the_rename_leaves_the_old_state(
