@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import LiveServer, fresh_database, run_server
+from tests.functional.test_ui import csrf_of, sign_in
+from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 
 pytestmark = pytest.mark.functional
 
@@ -195,3 +196,37 @@ def test_ui_report_page_past_the_body_limit(small: LiveServer, chunked: bool) ->
             "/reports/env", content=content, headers={"content-type": content_type}
         )
     _assert_too_large(response)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize(
+    "files",
+    [
+        [("big-1.0-0.conda", b"x" * (ARCHIVE_LIMIT + 1))],  # one file past the archive limit
+        [(f"f{i}-1.0-0.conda", b"y" * (ARCHIVE_LIMIT - 100)) for i in range(3)],  # the request
+    ],
+    ids=["archive", "request"],
+)
+def test_ui_upload_form_past_the_limits(
+    small: LiveServer, chunked: bool, files: list[tuple[str, bytes]]
+) -> None:
+    """The channel files page's no-JavaScript upload: a 413 page saying why, nothing spooled."""
+    channel = small.new_channel(prefix="uiup")
+    with httpx.Client(base_url=small.url, timeout=30) as client:
+        assert sign_in(client, "admin", ADMIN_PASSWORD).status_code == 303
+        token = csrf_of(client.get(f"/channels/{channel}/files").text)
+        request = httpx.Request(
+            "POST",
+            "http://x/",
+            data={"csrf_token": token},
+            files=[("files", (name, data, "application/octet-stream")) for name, data in files],
+        )
+        body, content_type = request.read(), request.headers["content-type"]
+        content: bytes | Iterator[bytes] = _chunked(body) if chunked else body
+        response = client.post(
+            f"/channels/{channel}/files", content=content, headers={"content-type": content_type}
+        )
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'id="form-error"' in response.text and "larger than" in response.text
+    _assert_nothing_spooled(small)

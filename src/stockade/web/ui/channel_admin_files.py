@@ -19,7 +19,7 @@ from stockade.channels.artifacts import ArtifactService, Selection
 from stockade.channels.service import ChannelService
 from stockade.channels.upload import UploadService, ValidatedUpload, validate_upload
 from stockade.container import Container
-from stockade.core.errors import InvalidInputError, StockadeError
+from stockade.core.errors import InvalidInputError, StockadeError, TooLargeError
 from stockade.db.engine import transaction
 from stockade.storage.staging import StagedFile
 from stockade.web.bodies import MULTIPART_SLACK, BodyTooLargeError, read_staged_form
@@ -167,7 +167,9 @@ async def upload(
     except CsrfError as exc:
         return error_page(request, 403, exc.title, exc.detail)
     except BodyTooLargeError as exc:
-        error = InvalidInputError(f"the upload is larger than the {exc.limit}-byte limit")
+        error = TooLargeError(
+            f"the upload is larger than the {exc.limit}-byte limit", code="request:too-large"
+        )
         return _refused(request, container, principal, channel, error)
     except StockadeError as exc:
         return _refused(request, container, principal, channel, exc)
