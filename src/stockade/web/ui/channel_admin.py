@@ -1,12 +1,13 @@
-"""Channel work in the pages: what a principal may do on a channel, create, freeze and unfreeze.
+"""Channel work in the pages: what a principal may do on a channel, and creating channels.
 
-The other channel pages (files, patches, notices) are in the ``channel_admin_*`` modules; they
-share :func:`actions_for` (which links and forms a principal sees) and :func:`channel_change`
-(one change from a form, in a transaction, with domain errors shown on the page). Each handler
-calls the same domain service as the REST API with the signed-in principal, so the pages allow
-exactly what the API allows. Channel names hold ``/``: the routes end in reserved segments
-(``files``, ``patches``, ``notices``, ``freeze``, ``unfreeze``, ``remove``) and are mounted
-before the channel page's catch-all route.
+The other channel pages are in the ``channel_admin_*`` modules (files: upload, copy, move,
+remove; patches; notices; settings: freeze, description, delete); they share
+:func:`actions_for` (which links and forms a principal sees) and :func:`channel_change` (one
+change from a form, in a transaction, with domain errors shown on the page). Each handler calls
+the same domain service as the REST API with the signed-in principal, so the pages allow exactly
+what the API allows. Channel names hold ``/``: the pages end in reserved segments (``files``,
+``patches``, ``notices``; a package of that name is ``…/packages/<name>``, handed to the package
+page), forms are POST only, and all are mounted before the channel page's catch-all route.
 """
 
 from __future__ import annotations
