@@ -1,6 +1,7 @@
-"""Read-only views for browsing: channel overviews, package listings, builds, name search.
+"""Read-only views for browsing: channel overviews, package listings, builds (search:
+``stockade.search``).
 
-Nothing here checks access by itself except :meth:`BrowseService.search`, which only looks in the
+Nothing here checks access by itself except :meth:`BrowseService.overview`, which lists the
 channels the principal may read; callers get a channel through ``ChannelService.get`` first.
 """
 
@@ -13,13 +14,12 @@ from typing import Any
 
 from rattler import Version
 from rattler.exceptions import InvalidVersionError
-from sqlalchemy import case, distinct, func, select, true
+from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from stockade.auth.principal import Principal
 from stockade.channels.models import Artifact, Channel, PackageContent, SubdirIndex
 from stockade.channels.service import ChannelService
-from stockade.channels.signature_state import signed_clause
 from stockade.core.errors import NotFoundError
 
 
@@ -51,16 +51,6 @@ class PackageListing:
     total: int  # names matching the filter, over all pages
     offset: int
     limit: int
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    channel: str
-    package: PackageSummary
-    match: str  # exact | prefix | substring
-
-
-MATCH_KINDS = ("exact", "prefix", "substring")
 
 
 def version_key(version: str) -> tuple[int, Any]:
@@ -192,43 +182,3 @@ class BrowseService:
     def content(self, sha256: str) -> PackageContent | None:
         """What was read from a package's ``info/`` (about, paths, link scripts)."""
         return self.session.get(PackageContent, sha256)
-
-    def search(
-        self, principal: Principal, query: str, *, limit: int = 50, signed: bool = False
-    ) -> list[SearchHit]:
-        """Package names containing ``query`` in the channels the principal may read (with
-        ``signed``: names with a build signed here or upstream-verified).
-
-        Exact matches first, then prefix matches, then other substrings; by name, then channel.
-        """
-        query = query.strip().lower()
-        if not query:
-            return []
-        channels = {c.id: c for c in self.channels.list_visible(principal)}
-        if not channels:
-            return []
-        rank = case(
-            (Artifact.name == query, 0),
-            (Artifact.name.startswith(query, autoescape=True), 1),
-            else_=2,
-        )
-        signing = [c.id for c in channels.values() if c.sign]
-        pairs = self.session.execute(
-            select(Artifact.channel_id, Artifact.name, rank)
-            .where(
-                Artifact.channel_id.in_(list(channels)),
-                Artifact.name.contains(query, autoescape=True),
-                Artifact.servable.is_(True),
-                signed_clause(signing) if signed else true(),
-            )
-            .group_by(Artifact.channel_id, Artifact.name)
-            .order_by(rank, Artifact.name, Artifact.channel_id)
-            .limit(limit)
-        )
-        found = [(channel_id, name, int(kind)) for channel_id, name, kind in pairs]
-        grouped = self._rows({c for c, _, _ in found}, sorted({n for _, n, _ in found}))
-        hits = [
-            SearchHit(channels[c].name, summarize(n, grouped[c, n]), MATCH_KINDS[kind])
-            for c, n, kind in found
-        ]
-        return sorted(hits, key=lambda h: (MATCH_KINDS.index(h.match), h.package.name, h.channel))

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.audit.downloads_reports import file_totals, package_totals
@@ -129,16 +128,6 @@ def build_details(artifact: Artifact, content: PackageContent | None) -> BuildDe
 def build_signatures(channel: Channel, builds: list[Artifact]) -> dict[int, SignatureInfo]:
     """Each build's signature state (its Signature column and line), by artifact id."""
     return {b.id: signature_info(b, channel.sign) for b in builds}
-
-
-def signing_channels(session: Session, names: set[str]) -> set[str]:
-    """Which of the channels ``names`` sign what they serve (search results' badge)."""
-    if not names:
-        return set()
-    found = session.scalars(
-        select(Channel.name).where(Channel.name.in_(sorted(names)), Channel.sign.is_(True))
-    )
-    return set(found)
 
 
 # ------------------------------------------------------------------------- the vulnerability tab
