@@ -227,6 +227,8 @@ def test_who_may_not_see_downloads(world: World) -> None:
         {"since": "yesterday"},
         {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
         {"limit": "0"},
+        {"until": "9999-12-31T23:59:59-14:00"},  # past the last datetime in UTC
+        {"since": "0001-01-01T00:00:00+14:00"},
     ],
 )
 def test_bad_queries_are_problems(world: World, params: dict[str, str]) -> None:
@@ -296,6 +298,8 @@ def test_page_bad_date_is_a_form_error(world: World) -> None:
     page = web(world, "admin").get("/admin/downloads", params={"since": "someday"})
     assert page.status_code == 400
     assert 'id="form-error">Since: write a date as YYYY-MM-DD' in page.text
+    edge = web(world, "admin").get("/admin/downloads", params={"until": "9999-12-31"})
+    assert edge.status_code == 400 and "between years 1 and 9999" in edge.text
 
 
 # --- the command line ----------------------------------------------------------------------------

@@ -50,8 +50,14 @@ class DownloadQuery:
     def __post_init__(self) -> None:
         for field in ("since", "until"):  # a time without a zone is taken as UTC
             value = getattr(self, field)
-            if value is not None and value.tzinfo is None:
-                object.__setattr__(self, field, value.replace(tzinfo=UTC))
+            if value is None:
+                continue
+            try:
+                utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+                _ = utc - timedelta(days=1)  # the day before must exist (last_day)
+            except OverflowError:
+                raise BadDownloadQueryError(f"'{field}' is out of range", field=field) from None
+            object.__setattr__(self, field, utc)
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise BadDownloadQueryError("'since' must be before 'until'")
 

@@ -53,11 +53,14 @@ class Filters:
     until: str = ""
 
     def query(self, scope: DownloadScope) -> DownloadQuery:
-        since = parse_when(self.since, "since")
-        until = parse_when(self.until, "until", end_of_day=True)
-        if since is None:
-            start = (until or utcnow()) - timedelta(days=DEFAULT_DAYS - 1)
-            since = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        try:
+            since = parse_when(self.since, "since")
+            until = parse_when(self.until, "until", end_of_day=True)
+            if since is None:
+                start = (until or utcnow()) - timedelta(days=DEFAULT_DAYS - 1)
+                since = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        except OverflowError:
+            raise InvalidInputError("dates must be between years 1 and 9999") from None
         return DownloadQuery(
             scope.channel_ids, self.package or None, self.user or None, None, since, until
         )
