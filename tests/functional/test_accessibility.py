@@ -7,7 +7,8 @@ later is checked without a change here; the data are the responsive test's (one 
 package with a real advisory, a mirror run, a held file, a webhook, a feed). axe-core comes from
 the ``axe-playwright-python`` dev dependency (its ``axe.min.js``, axe-core 4.12, MPL-2.0): nothing
 is fetched at test time. One server and one browser for the module; the WCAG 2.x A and AA rules
-and axe's best practices run on each page and on the page a refused form draws.
+and axe's best practices run on each page and on the page a refused form draws. The same server
+and browser then go through the core flows with JavaScript off, at phone width.
 """
 
 from __future__ import annotations
@@ -116,3 +117,57 @@ def refused_form(checker: Checker) -> None:
     page.click("#create-webhook button[type=submit]")
     page.wait_for_selector("#form-error")
     checker.check("/admin/webhooks (refused form)")
+
+
+def test_core_flows_work_without_javascript(
+    live_server: LiveServer, world: dict[str, str], browser: object
+) -> None:
+    """With JavaScript off: sign in, reach every page of the navigation and of the admin menu,
+    search, open a result and its package page, follow a form that answers an error, sign out."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    base = live_server.url
+    page.goto(f"{base}/login")
+    page.fill("#username", "admin")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("form.stack button[type=submit]")
+    expect(page.locator(".who .user")).to_have_text("admin")
+
+    main_links = page.locator("nav[aria-label=Main] a").evaluate_all("(a) => a.map((l) => l.href)")
+    page.click("#nav-admin")
+    tabs = page.locator("nav.tabs a").evaluate_all("(a) => a.map((l) => l.href)")
+    wanted = {
+        "/channels",
+        "/cves",
+        "/mirrors",
+        "/policies",
+        "/quarantine",
+        "/reports/env",
+        "/admin",
+    }
+    wanted |= {"/admin/webhooks", "/admin/cve-feeds", "/admin/audit", "/admin/airgap"}
+    reached = {link.removeprefix(base) for link in main_links + tabs}
+    assert wanted <= reached, wanted - reached
+    for link in main_links + tabs:
+        response = page.goto(link)
+        assert response is not None and response.status == 200, link
+        expect(page.locator("main h1")).not_to_be_empty()
+
+    page.fill("header form[role=search] input[name=q]", "flask")
+    page.click("header form[role=search] button")
+    page.click("#results a.strong >> nth=0")
+    expect(page.locator("main h1")).to_contain_text("flask")
+
+    page.goto(f"{base}/admin/cve-feeds")
+    page.fill("#name", "bad feed")
+    page.fill("#url", "ftp://feeds.example.invalid/x")
+    page.click("#create-feed button[type=submit]")
+    expect(page.locator("#form-error")).not_to_be_empty()
+
+    page.click("button.linklike")  # sign out
+    expect(page.locator(".who .signin")).to_have_count(1)
+    context.close()
