@@ -30,6 +30,7 @@ BENCHMARKS = {
     "scanning": "bench_scanning.py",
     "signing": "bench_signing.py",
     "airgap": "bench_airgap.py",
+    "downloads": "bench_downloads.py",
 }
 
 
