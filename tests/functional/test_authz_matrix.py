@@ -1694,6 +1694,8 @@ def _channel_work_rules() -> Iterator[Case]:
         yield Case("POST", f"{channel}/{verb}", manage, form_on_new(f"/{verb}"), surface="form")
     described = form_on_new("/description", description="from the matrix")
     yield Case("POST", f"{channel}/description", manage, described, surface="form")
+    kept = form_on_new("/settings")  # scan settings as they are, signing off: no change
+    yield Case("POST", f"{channel}/settings", manage, kept, surface="form")
     deleted = form_on_new("/delete", confirm="yes")
     yield Case("POST", f"{channel}/delete", manage, deleted, surface="form")
     patch = form_on_new("/patches", subdir="noarch", filename=KEPT, changes='{"license": "MIT"}')

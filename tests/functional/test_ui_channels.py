@@ -21,7 +21,7 @@ import pytest
 
 from tests.functional.test_ui import assert_html, csrf_of, sign_in
 from tests.functional.test_ui_mirrors import form_error
-from tests.support.server import LiveServer
+from tests.support.server import ADMIN_PASSWORD, LiveServer
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("ui-channels")]
 
@@ -229,6 +229,29 @@ def test_description_and_delete(people: People) -> None:
         assert people.live.admin.get(f"/api/v1/channels/{gone}").status_code == 404
     again = post(people.alice, f"/channels/{parent}/delete", confirm="yes")
     assert_html(again, 404)
+
+
+def test_scan_settings_and_signing(people: People) -> None:
+    channel = create(people.alice)
+    page = people.alice.get(f"/channels/{channel}")
+    assert 'id="settings-form"' in page.text and 'id="scan-uploads"' not in page.text
+    kept = post(people.alice, f"/channels/{channel}/settings")  # signing stays off: no change
+    assert kept.status_code == 303
+    refused = post(people.alice, f"/channels/{channel}/settings", scan_uploads="serve-first")
+    assert_html(refused, 403)  # scan settings need security:manage
+    unsigned = post(people.alice, f"/channels/{channel}/settings", sign="yes")
+    assert_html(unsigned, 404)  # signing is not set up on this server
+    assert "signing init" in unsigned.text
+    admin = people.live.client()
+    assert sign_in(admin, "admin", ADMIN_PASSWORD).status_code == 303
+    assert 'id="scan-uploads"' in admin.get(f"/channels/{channel}").text
+    changed = post(admin, f"/channels/{channel}/settings", scan_uploads="serve-first")
+    assert changed.status_code == 303
+    shown = people.live.admin.get(f"/api/v1/channels/{channel}").json()
+    assert (shown["scan_uploads"], shown["sign"]) == ("serve-first", False)
+    bad = post(admin, f"/channels/{channel}/settings", scan_errors="maybe")
+    assert_html(bad, 400)
+    assert "scan_errors must be one of" in bad.text.lower()
 
 
 def test_upload_refusals(people: People) -> None:

@@ -43,7 +43,8 @@ class ChannelActions:
 
     upload: bool = False  # artifact:write: upload, patches, copy into it
     remove: bool = False  # artifact:manage: remove, move out of it
-    manage: bool = False  # channel:manage: freeze, notices, subchannels
+    manage: bool = False  # channel:manage: freeze, notices, subchannels, signing
+    security: bool = False  # security:manage too: the channel's scan settings
     signed_in: bool = False
 
     @property
@@ -59,6 +60,7 @@ def actions_for(principal: Principal, channel: Channel) -> ChannelActions:
         upload=access.can(principal, Permission.ARTIFACT_WRITE, ref),
         remove=access.can(principal, Permission.ARTIFACT_MANAGE, ref),
         manage=access.can(principal, Permission.CHANNEL_MANAGE, ref),
+        security=access.allowed(principal, Permission.SECURITY_MANAGE),
         signed_in=True,
     )
 

@@ -106,6 +106,34 @@ def describe(
     return _settings_change(request, principal, container, name, csrf_token, make)
 
 
+@router.post("/channels/{name:path}/settings")
+def scanning_and_signing(
+    request: Request,
+    name: str,
+    principal: CurrentPrincipal,
+    container: ContainerDep,
+    scan_uploads: FormText = "",
+    scan_suspicious: FormText = "",
+    scan_errors: FormText = "",
+    sign: FormText = "",
+    csrf_token: FormText = "",
+) -> Response:
+    """What ``stockade channel update --scan-… --sign`` changes: the scan settings (which need
+    security:manage; a form without them leaves them as they are) and signing."""
+
+    def make(session: Session, channel: str) -> tuple[str, str]:
+        changes = ChannelChanges(
+            scan_uploads=scan_uploads or None,
+            scan_suspicious=scan_suspicious or None,
+            scan_errors=scan_errors or None,
+            sign=sign == "yes",
+        )
+        ChannelService(session).update(principal, channel_name(channel), changes)
+        return channel_url(channel), "channel-updated"
+
+    return _settings_change(request, principal, container, name, csrf_token, make)
+
+
 @router.post("/channels/{name:path}/delete")
 def delete(
     request: Request,

@@ -74,7 +74,7 @@ NOTICES = {
     "channel-created": "The channel was created.",
     "channel-frozen": "The channel is frozen: its indexes stay as they are until it is unfrozen.",
     "channel-unfrozen": "The channel is unfrozen; what changed meanwhile is being published.",
-    "channel-updated": "The channel's description was saved.",
+    "channel-updated": "The channel's settings were saved.",
     "channel-deleted": "The channel was deleted, with its subchannels and their files.",
     "files-uploaded": "The files were uploaded; they appear in the indexes once published.",
     "files-copied": "The files were copied.",
