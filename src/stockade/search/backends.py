@@ -9,7 +9,7 @@ so a typo ranks the same on either database (docs/adr/0016-search-index.md).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from sqlalchemy import (
@@ -29,7 +29,7 @@ from stockade.search.models import SearchDocument
 
 FUZZY_MIN = 0.4  # trigram similarity a fuzzy name needs (pg_trgm's default threshold is 0.3)
 FUZZY_NAMES = 20  # fuzzy candidates kept, best first
-_FUZZY_POOL = 200  # SQLite: names read from the trigram table before they are scored
+_FUZZY_POOL = 100  # SQLite: names read from the trigram table before they are scored
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -45,10 +45,47 @@ def trigrams(value: str) -> set[str]:
 
 def similarity(a: str, b: str) -> float:
     """pg_trgm's ``similarity()``: shared trigrams over all trigrams of both."""
-    left, right = trigrams(a), trigrams(b)
+    return _jaccard(trigrams(a), trigrams(b))
+
+
+def _jaccard(left: set[str], right: set[str]) -> float:
     if not left or not right:
         return 0.0
-    return len(left & right) / len(left | right)
+    shared = len(left & right)
+    return shared / (len(left) + len(right) - shared)
+
+
+def edits(a: str, b: str, most: int) -> int:
+    """Optimal string alignment distance (insert, delete, change, swap two neighbours), counted
+    up to ``most + 1``."""
+    if abs(len(a) - len(b)) > most:
+        return most + 1
+    before: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], before[j - 2] + 1)
+        if min(row) > most:
+            return most + 1
+        before, previous = previous, row
+    return previous[-1]
+
+
+def scored(q: str, names: Iterable[str]) -> dict[str, float]:
+    """The names close to ``q``, best ``FUZZY_NAMES`` first: trigram similarity at least
+    ``FUZZY_MIN``, or a typo or two away (a swap of neighbours is one: trigrams miss those)."""
+    wanted = trigrams(q)
+    most = 0 if len(q) < 4 else 1 if len(q) < 8 else 2
+    found: dict[str, float] = {}
+    for name in set(names):
+        score = _jaccard(wanted, trigrams(name))
+        if score < FUZZY_MIN and edits(q, name, most) <= most:
+            score = FUZZY_MIN
+        found[name] = score
+    return _best(found)
 
 
 class SearchBackend(Protocol):
@@ -112,7 +149,7 @@ class SqliteBackend:
                 "n": _FUZZY_POOL,
             },
         ).all()
-        return _best({n: similarity(q, n) for n in set(names)})
+        return scored(q, names)
 
 
 class PostgresBackend:
@@ -135,15 +172,17 @@ class PostgresBackend:
         if not channel_ids:
             return {}
         score = func.similarity(SearchDocument.name, q)
+        # candidates from 0.2 (the default is 0.3): a swapped pair of letters scores low
+        session.execute(text("SET LOCAL pg_trgm.similarity_threshold = 0.2"))
         rows = session.execute(
             select(SearchDocument.name, score)
             .where(SearchDocument.name.op("%")(q), SearchDocument.channel_id.in_(channel_ids))
             .group_by(SearchDocument.name)
             .order_by(score.desc())
-            .limit(FUZZY_NAMES)
+            .limit(FUZZY_NAMES * 3)
         )
         # the same measure as SQLite's (pg_trgm's, recomputed): one ranking on both databases
-        return _best({name: similarity(q, name) for name, _ in rows})
+        return scored(q, (name for name, _ in rows))
 
 
 def _best(scores: dict[str, float]) -> dict[str, float]:
