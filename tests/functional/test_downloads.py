@@ -262,6 +262,8 @@ def test_admin_page_shows_tables_charts_and_exports(world: World) -> None:
     for chart in ("chart-days", "chart-top", "chart-severity"):
         block = text.split(f'id="{chart}"', 1)[1].split("</figure>", 1)[0]
         assert 'role="img"' in block and "<title" in block and "<desc" in block
+    days = text.split('id="chart-days"', 1)[1].split("</figure>", 1)[0]
+    assert "2 downloads over 30 days" in days  # the last 30 days by default, zeros included
     top = text.split('id="by-package"', 1)[1].split("</table>", 1)[0]
     assert "dlpkg" in top and "secretpkg" in top
     assert world.owner_secret in text.split('id="by-user"', 1)[1].split("</table>", 1)[0]

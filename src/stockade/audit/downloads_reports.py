@@ -184,12 +184,23 @@ def _as_date(value: object) -> date:
     return date.fromisoformat(str(value)[:10])  # SQLite's date() is text
 
 
-def fill_days(series: Sequence[tuple[date, int, int]]) -> list[tuple[date, int, int]]:
-    """The series with the days between its first and last that had no download (zeros)."""
-    if not series:
-        return []
+def fill_days(
+    series: Sequence[tuple[date, int, int]],
+    first: date | None = None,
+    last: date | None = None,
+    *,
+    most: int = 400,
+) -> list[tuple[date, int, int]]:
+    """Every day from ``first`` to ``last`` (default: the series' own), zeros where nothing was
+    downloaded; over more than ``most`` days, only the days of the series."""
+    if series:
+        first = min(first or series[0][0], series[0][0])
+        last = max(last or series[-1][0], series[-1][0])
+    if first is None or last is None or last < first:
+        return list(series)
+    if (last - first).days >= most:
+        return list(series)
     known = {d: (n, b) for d, n, b in series}
-    first, last = series[0][0], series[-1][0]
     days = (last - first).days
     filled = []
     for i in range(days + 1):

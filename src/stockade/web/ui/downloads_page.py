@@ -74,7 +74,8 @@ def _tables(session: Session, scope: DownloadScope, query: DownloadQuery) -> dic
     packages = report(session, ReportBy.PACKAGE, query, limit=TOP)
     channels = report(session, ReportBy.CHANNEL, query, limit=TOP)
     users = report(session, ReportBy.USER, query, limit=TOP)
-    days = fill_days(per_day(session, query))
+    last = query.last_day or utcnow().date()
+    days = fill_days(per_day(session, query), query.first_day, last)
     exposure = exposure_per_day(session, query)
     return {
         "packages": [
