@@ -231,6 +231,8 @@ def test_webhook_forms_need_the_csrf_token_and_a_manager(world: World) -> None:
     admins = new_hook(admin, world.private, f"{world.receiver.url}/adm")
     assert_html(admins, 201)
     (hidden,) = hooks_of(world, world.private)
+    listed = owner.get(HOOKS).text
+    assert f"{world.receiver.url}/own" in listed and f"{world.receiver.url}/adm" not in listed
     assert_html(owner.get(f"{HOOKS}/{hidden['id']}"), 404)
     gone = post(owner, f"{HOOKS}/{hidden['id']}/delete", HOOKS, confirm="yes")
     assert_html(gone, 404)

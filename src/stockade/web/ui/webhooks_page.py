@@ -139,8 +139,9 @@ def webhooks_page(
         hooks: list[dict[str, Any]] = []
         wanted = clean(request.query_params.get("channel", ""), 512)
         webhooks = service(session, container)
-        for channel in managed:
-            if wanted and channel.name != wanted:
+        hooked = set(session.scalars(select(Webhook.channel_id).distinct()))
+        for channel in managed:  # the service lists (and checks) those that have any
+            if channel.id not in hooked or (wanted and channel.name != wanted):
                 continue
             _, rows = webhooks.list(principal, channel.name)
             hooks.extend(hook_row(channel.name, h) for h in rows)
