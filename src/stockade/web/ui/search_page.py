@@ -13,7 +13,6 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from stockade.channels.scanstate import ScanStatus
-from stockade.channels.service import ChannelService
 from stockade.channels.signature_state import SignatureState
 from stockade.search.errors import SearchFilterError, SearchQueryError
 from stockade.search.query import MAX_QUERY, SearchFilters, parse_filters
@@ -89,7 +88,6 @@ def search(
                 "search_query": text,
                 "form": form,
                 "signed_only": only_signed,
-                "channels": [c.name for c in ChannelService(session).list_visible(principal)],
                 "severities": [s.value for s in Severity],
                 "verdicts": [s.value for s in ScanStatus],
                 "signatures": [s.value for s in SignatureState],
