@@ -176,6 +176,23 @@ def test_webhook_created_tried_edited_and_deleted_from_the_pages(world: World) -
     assert_html(admin.get(page), 404)
 
 
+def test_a_key_in_a_webhook_url_is_never_shown_and_kept_on_save(world: World) -> None:
+    admin = world.web("admin")
+    url = f"{world.receiver.url}/keyed?token={FEED_KEY}"
+    assert_html(new_hook(admin, world.owned, url), 201)
+    (hook,) = [h for h in hooks_of(world, world.owned) if "keyed" in str(h["url"])]
+    page = f"{HOOKS}/{hook['id']}"
+    for path in (HOOKS, page):
+        html = unescape(admin.get(path).text)
+        assert FEED_KEY not in html and "token=***" in html
+    shown = url.replace(FEED_KEY, "***")  # sent back as shown: the stored URL stays
+    saved = post(admin, page, page, url=shown, events=["artifact.held"], description="kept")
+    assert saved.status_code == 303, saved.text
+    (hook,) = [h for h in hooks_of(world, world.owned) if h["id"] == hook["id"]]
+    assert (hook["url"], hook["description"]) == (url, "kept")
+    assert post(admin, f"{page}/delete", page, confirm="yes").status_code == 303
+
+
 def signed_with(call: Call, secret: str) -> bool:
     stamp = call.headers["x-stockade-timestamp"]
     mac = hmac.new(secret.encode(), f"{stamp}.".encode() + call.body, hashlib.sha256)
