@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from stockade.audit.downloads import Download, DownloadRecorder, prune_events, write_batch
 from stockade.audit.downloads_models import DownloadDaily, DownloadEvent
@@ -117,6 +117,11 @@ def test_reports_filters_and_scope(container: Container) -> None:
         ]
         assert per_day(session, DownloadQuery()) == [(DAY1.date(), 3, 300), (DAY2.date(), 1, 100)]
         assert per_day(session, by_bob) == [(DAY1.date(), 2, 200)]
+        if session.get_bind().dialect.name == "postgresql":  # UTC days whatever the session's zone
+            session.execute(
+                text("SET TIME ZONE 'Pacific/Kiritimati'")
+            )  # +14: 10:00 UTC is tomorrow
+            assert per_day(session, by_bob) == [(DAY1.date(), 2, 200)]
         assert [e.status for e in list_events(session, DownloadQuery(package="NumPy"))] == [
             304,
             200,

@@ -165,7 +165,10 @@ def report(
 def per_day(session: Session, query: DownloadQuery) -> list[tuple[date, int, int]]:
     """(day, downloads, bytes) for each UTC day with downloads, oldest first."""
     if uses_raw(query):
-        day: Any = func.date(DownloadEvent.occurred_at)
+        moment: Any = DownloadEvent.occurred_at
+        if session.get_bind().dialect.name == "postgresql":  # the UTC day, whatever TimeZone
+            moment = func.timezone("UTC", moment)
+        day: Any = func.date(moment)
         stmt = select(day, _counted(), func.sum(DownloadEvent.bytes)).where(*_event_filters(query))
     else:
         day = DownloadDaily.day
