@@ -237,6 +237,11 @@ def test_bad_queries_are_problems(world: World, params: dict[str, str]) -> None:
     assert r.headers["content-type"] == "application/problem+json"
 
 
+def test_cursor_past_a_64_bit_id_is_a_problem(world: World) -> None:
+    r = world.api("admin").get("/api/v1/downloads", params={"cursor": str(2**70)})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+
 def test_naive_times_are_utc(world: World) -> None:
     found = rows(world, since="2000-01-01T00:00:00", until="2999-01-01T00:00:00")
     assert len(found) == 4

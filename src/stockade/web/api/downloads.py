@@ -102,7 +102,9 @@ def list_downloads(
     subdir: str | None = Subdir,
     since: datetime | None = Since,
     until: datetime | None = Until,
-    cursor: int | None = Query(default=None, ge=1, description="next_cursor of the previous page"),
+    cursor: int | None = Query(
+        default=None, ge=1, le=2**63 - 1, description="next_cursor of the previous page"
+    ),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> DownloadPage:
     """Every recorded download (kept per `[downloads] retention_days`), newest first."""
