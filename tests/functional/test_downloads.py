@@ -288,6 +288,12 @@ def test_owner_page_shows_their_channel_only(world: World) -> None:
     assert hidden.status_code == 404
 
 
+def test_channel_page_links_its_managers_to_its_downloads(world: World) -> None:
+    link = f'href="/admin/downloads?channel={world.open}" id="downloads-link"'
+    assert link in web(world, world.owner_open).get(f"/channels/{world.open}").text
+    assert link not in web(world, world.nobody).get(f"/channels/{world.open}").text
+
+
 def test_page_refuses_who_manages_nothing(world: World) -> None:
     assert web(world, world.nobody).get("/admin/downloads").status_code == 403
     anonymous = world.live.client().get("/admin/downloads")
