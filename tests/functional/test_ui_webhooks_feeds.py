@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PG_URL, backends
+from tests.conftest import PG_URL
 from tests.functional.test_identity_api import PASSWORD, make_user
 from tests.functional.test_ui import assert_html, browser, csrf_of, sign_in
 from tests.functional.test_ui_mirrors import form_error
@@ -59,16 +59,15 @@ class World:
         return client
 
 
-@pytest.fixture(scope="module", params=backends())
-def world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[World]:
-    data_dir = tmp_path_factory.mktemp(f"ui-hooks-{request.param}")
+@pytest.fixture(scope="module")
+def world(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """On each backend (the ``backend`` parameter: the browser test runs on SQLite only)."""
+    data_dir = tmp_path_factory.mktemp(f"ui-hooks-{backend}")
     folder = osv_folder(tmp_path_factory.mktemp("ui-hooks-work"), "aiohttp")
     fast = {"backoff_s": [0.2], "poll_s": 0.2, "timeout_s": 5, "allow_loopback": True}
     with (
         receiving() as receiver,
-        fresh_database(request.param, data_dir, PG_URL) as db_url,
+        fresh_database(backend, data_dir, PG_URL) as db_url,
         run_server(data_dir, db_url, webhooks=fast) as live,
     ):
         owner = make_user(live)
