@@ -92,11 +92,17 @@ class SearchService:
         ids = [c.id for c in channels]
         signing = [c.id for c in channels if c.sign]
         backend = backend_for(self.session)
-        fuzzy = backend.fuzzy(self.session, text, ids) if _fuzzy_worthy(text) else {}
         limit = max(1, min(limit, MAX_LIMIT))
         offset = max(0, offset)
-        statement = ranked(backend, text, ids, filters, signing, fuzzy)
+        statement = ranked(backend, text, ids, filters, signing, {})
         rows = self.session.execute(statement.offset(offset).limit(limit + 1)).all()
+        if len(rows) <= limit and _fuzzy_worthy(text):
+            # Fuzzy names rank after every other kind, so they only change a page that the
+            # others do not fill: only then are they looked up (the costliest part).
+            fuzzy = backend.fuzzy(self.session, text, ids)
+            if fuzzy:
+                statement = ranked(backend, text, ids, filters, signing, fuzzy)
+                rows = self.session.execute(statement.offset(offset).limit(limit + 1)).all()
         signs = set(signing)
         hits = [
             _hit(doc, channel, kind, score, doc.channel_id in signs)

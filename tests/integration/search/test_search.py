@@ -179,11 +179,11 @@ def test_index_follows_publication(container: Container, admin: Principal, tmp_p
 def test_a_publication_of_many_names_sketches_them_and_the_job_completes(
     container: Container, admin: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("stockade.search.index.SKETCH_ABOVE", 3)  # the real packages: 5 names
+    monkeypatch.setattr("stockade.search.index.SKETCH_ABOVE", 1)  # 2-3 names a subdir here
     fill(container, admin, "big", records=False)
     with container.read_factory() as session:
         stale = session.scalar(select(func.count()).where(SearchDocument.fingerprint.is_(None)))
-    assert stale and stale > 3  # sketched in the switching transaction
+    assert stale and stale >= 3  # sketched in the switching transaction
     assert names(search(container, "xtensor-io"))[:1] == ["xtensor-io"]  # findable at once
     assert names(search(container, "microframework")) == ["flask"]
     assert "0 documents" not in SearchIndexer(container.factory).refresh()
