@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from stockade.audit.downloads import Download, DownloadRecorder, prune_events, write_batch
 from stockade.audit.downloads_models import DownloadDaily, DownloadEvent
@@ -207,6 +207,11 @@ def test_exposure_by_severity_and_package_totals(
         assert package_totals(session, channel_id, "vuln") == (2, 2)
         assert file_totals(session, channel_id, "vuln") == {("noarch", "vuln-1.0-0.conda"): 2}
         assert package_totals(session, channel_id, "nothing") == (0, 0)
+    with transaction(container.factory) as session:  # held since: no longer served
+        session.execute(update(Artifact).where(Artifact.id == artifact).values(servable=False))
+    with container.read_factory() as session:
+        (day,) = exposure_per_day(session, DownloadQuery(channel_ids=[channel_id]))
+        assert day.downloads == {"none": 4}
 
 
 def test_bad_range_is_refused() -> None:

@@ -3,8 +3,8 @@
 Each day's downloads (``download_daily``) are split by the highest severity of the open
 vulnerabilities (reported or active) of the file downloaded, as known now
 (``artifact_vuln_summaries``): "none" when it has none, or it was cleared or mitigated, or the
-file is no longer in its channel. So the chart answers "how much of what people fetched is
-vulnerable by today's knowledge".
+file is no longer served in its channel (removed, or held since: the one ``servable`` rule). So
+the chart answers "how much of what people fetched is vulnerable by today's knowledge".
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def exposure_per_day(session: Session, query: DownloadQuery) -> list[ExposureDay
                 Artifact.channel_id == DownloadDaily.channel_id,
                 Artifact.subdir == DownloadDaily.subdir,
                 Artifact.filename == DownloadDaily.filename,
+                Artifact.servable.is_(True),  # the one rule: reports read what may be served
             ),
         )
         .outerjoin(ArtifactVulnSummary, ArtifactVulnSummary.artifact_id == Artifact.id)
