@@ -38,6 +38,10 @@ RUN_AXE = (
     " impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' '))})))"
 )
 
+UNFOCUSABLE_SCROLL = """() => Array.from(document.querySelectorAll(".scroll"))
+  .filter((el) => !el.hasAttribute("tabindex") && !el.querySelector("a, button, input, select"))
+  .map((el) => (el.querySelector("table") || el).id || el.className)"""
+
 
 @pytest.fixture(scope="module")
 def axe_script() -> str:
@@ -78,6 +82,11 @@ class Checker:
         self.check(path)
 
     def check(self, label: str) -> None:
+        # a box that scrolls a table sideways at some width must be reachable by keyboard at every
+        # width (axe sees only those that scroll at this one)
+        unreachable = self.page.evaluate(UNFOCUSABLE_SCROLL)
+        if unreachable:
+            self.failures.append(f"{label}: scrolling boxes not focusable: {unreachable}")
         self.page.evaluate(self.axe)
         found: list[dict[str, Any]] = self.page.evaluate(RUN_AXE, RULES)
         self.checked += 1
