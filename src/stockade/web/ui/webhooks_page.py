@@ -132,7 +132,6 @@ def webhooks_page(
     principal: Principal,
     *,
     error: FormError | None = None,
-    status: int = 200,
 ) -> Response:
     with container.read_factory() as session:
         managed = managed_channels(session, principal)
@@ -155,7 +154,7 @@ def webhooks_page(
         "notice": None if error else notice_of(request),
         **admin_context(principal, "webhooks"),
     }
-    return render(request, "webhooks.html", context, status=error.status if error else status)
+    return render(request, "webhooks.html", context, status=error.status if error else 200)
 
 
 @router.get(WEBHOOKS)
