@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
     Select,
     and_,
     case,
@@ -186,8 +187,11 @@ def ranked(
     filters: SearchFilters,
     signing: Sequence[int],
     fuzzy: dict[str, float],
+    *,
+    words: bool = True,
 ) -> Select[SearchDocument, str, int, float]:
-    """Documents matching ``q`` in ``channel_ids`` that the filters keep, best first."""
+    """Documents matching ``q`` in ``channel_ids`` that the filters keep, best first; without
+    ``words``, only those whose name matches (exact, prefix, substring)."""
     doc = SearchDocument
     # With a text, the candidates' ids drive the statement; ``channel_id + 0`` keeps SQLite from
     # walking every document of the channels by the (channel_id, name) index instead.
@@ -203,7 +207,7 @@ def ranked(
         score: ColumnElement[float] = literal(0.0)
         statement: Select[SearchDocument, str, int, float] = select(doc, Channel.name, kind, score)
     else:
-        hits = backend.text_hits(q)
+        hits = backend.text_hits(q) if words else None
         candidates = [
             select(doc.id).where(doc.name == q),
             select(doc.id).where(backend.prefix(q)),
@@ -214,12 +218,13 @@ def ranked(
         if fuzzy:
             candidates.append(select(doc.id).where(doc.name.in_(list(fuzzy))))
         where.append(doc.id.in_(union(*candidates).scalar_subquery()))
-        text_score = hits.c.score if hits is not None else literal(None)
+        text_score = hits.c.score if hits is not None else literal(0.0, Float)
+        has_text = hits.c.id.is_not(None) if hits is not None else false()
         kind = case(
             (doc.name == q, 0),
             (doc.name.startswith(q, autoescape=True), 1),
             (doc.name.contains(q, autoescape=True), 2),
-            (text_score.is_not(None), 3),
+            (has_text, 3),
             else_=4,
         )
         fuzzy_score = case(fuzzy, value=doc.name, else_=0.0) if fuzzy else literal(0.0)

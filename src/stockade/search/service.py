@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from stockade.auth.principal import Principal
@@ -94,15 +95,17 @@ class SearchService:
         backend = backend_for(self.session)
         limit = max(1, min(limit, MAX_LIMIT))
         offset = max(0, offset)
-        statement = ranked(backend, text, ids, filters, signing, {})
-        rows = self.session.execute(statement.offset(offset).limit(limit + 1)).all()
-        if len(rows) <= limit and _fuzzy_worthy(text):
-            # Fuzzy names rank after every other kind, so they only change a page that the
-            # others do not fill: only then are they looked up (the costliest part).
+        page = _Page(self.session, offset, limit)
+        # The kinds rank in order, so a page the better kinds fill is the whole answer's page:
+        # words (relevance over many documents) and fuzzy names (a trigram lookup) are only
+        # asked for when the kinds before them leave the page short.
+        rows = page.rows(ranked(backend, text, ids, filters, signing, {}, words=False))
+        if page.short(rows) and text:
+            rows = page.rows(ranked(backend, text, ids, filters, signing, {}))
+        if page.short(rows) and _fuzzy_worthy(text):
             fuzzy = backend.fuzzy(self.session, text, ids)
             if fuzzy:
-                statement = ranked(backend, text, ids, filters, signing, fuzzy)
-                rows = self.session.execute(statement.offset(offset).limit(limit + 1)).all()
+                rows = page.rows(ranked(backend, text, ids, filters, signing, fuzzy))
         signs = set(signing)
         hits = [
             _hit(doc, channel, kind, score, doc.channel_id in signs)
@@ -135,6 +138,20 @@ class SearchService:
             builds.sort(key=lambda p: build_sort_key(p[0]), reverse=True)
             held += [_holding(channels[channel_id], a, s) for a, s in builds]
         return held
+
+
+@dataclass(frozen=True)
+class _Page:
+    session: Session
+    offset: int
+    limit: int
+
+    def rows(self, statement: Select[SearchDocument, str, int, float]) -> list[Any]:
+        """One more row than the page, to know whether another follows."""
+        return list(self.session.execute(statement.offset(self.offset).limit(self.limit + 1)))
+
+    def short(self, rows: list[Any]) -> bool:
+        return len(rows) <= self.limit
 
 
 def _fuzzy_worthy(text: str) -> bool:

@@ -87,6 +87,7 @@ def test_exact_prefix_typo_and_summary_words_find_real_names(filled: Container) 
     assert names(search(filled, "r-jsonlte"))[0] == "r-jsonlite"  # a letter left out
     assert names(search(filled, "xtensr-io"))[0] == "xtensor-io"
     assert names(search(filled, "flaks"))[0] == "flask"  # two letters swapped
+    assert names(search(filled, "r-")) and search(filled, "-/-%").hits == []  # no words in it
     fuzzy = search(filled, "r-ggplto2").hits[0]
     assert (fuzzy.name, fuzzy.match) == ("r-ggplot2", MatchKind.FUZZY)
     assert set(names(search(filled, "toolkit"))) == {"test-package", "other-package"}
