@@ -98,6 +98,8 @@ def render(
         "csrf_token": csrf,
         "search_query": "",
         "current_path": request.url.path,
+        # A page that reloads itself while work goes on (WCAG 2.2.1: the visitor can stop it).
+        "refresh_stopped": request.query_params.get("refresh") == "off",
         "page_scripts": scripts,
         **context,
     }
