@@ -26,6 +26,7 @@ from stockade.vulns.model import Severity
 from stockade.vulns.models import ArtifactVulnSummary
 
 MAX_LIMIT = 200
+FUZZY_WHEN_FEWER = 5  # matches of the other kinds below which names close to a typo are added
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,13 @@ class SearchService:
         offset = max(0, offset)
         page = _Page(self.session, offset, limit)
         # The kinds rank in order, so a page the better kinds fill is the whole answer's page:
-        # words (relevance over many documents) and fuzzy names (a trigram lookup) are only
-        # asked for when the kinds before them leave the page short.
+        # words (relevance over many documents) are only asked for when names leave the page
+        # short, and names close to a typo (a trigram lookup) when everything else found fewer
+        # than FUZZY_WHEN_FEWER packages -- a typo's fallback, not noise after real matches.
         rows = page.rows(ranked(backend, text, ids, filters, signing, {}, words=False))
         if page.short(rows) and text:
             rows = page.rows(ranked(backend, text, ids, filters, signing, {}))
-        if page.short(rows) and _fuzzy_worthy(text):
+        if page.short(rows) and offset + len(rows) < FUZZY_WHEN_FEWER and _fuzzy_worthy(text):
             fuzzy = backend.fuzzy(self.session, text, ids)
             if fuzzy:
                 rows = page.rows(ranked(backend, text, ids, filters, signing, fuzzy))
