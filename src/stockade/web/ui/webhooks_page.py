@@ -79,13 +79,18 @@ def managed_channels(session: Session, principal: Principal) -> list[Channel]:
     return managed
 
 
-def channel_of(session: Session, hook_id: int) -> str:
-    """The name of the channel a webhook belongs to (the service then checks the principal)."""
-    query = select(Channel.name).join(Webhook, Webhook.channel_id == Channel.id)
-    name = session.scalar(query.where(Webhook.id == hook_id))
-    if name is None:
+def channel_of(session: Session, principal: Principal, hook_id: int) -> str:
+    """The name of the channel a webhook belongs to (the service then checks the principal).
+    A webhook of a channel the principal cannot read is not found, without naming the channel."""
+    query = select(Channel).join(Webhook, Webhook.channel_id == Channel.id)
+    channel = session.scalar(query.where(Webhook.id == hook_id))
+    readable = channel is not None and (
+        AccessService().channel_level(principal, refs_for(session, [channel])[channel.id])
+        >= Level.READ
+    )
+    if channel is None or not readable:
         raise WebhookNotFoundError(f"webhook {hook_id} not found")
-    return name
+    return channel.name
 
 
 def hook_row(channel: str, hook: Webhook) -> dict[str, Any]:
@@ -235,7 +240,7 @@ def hook_page(
 ) -> Response:
     with container.read_factory() as session:
         webhooks = service(session, container)
-        name = channel_of(session, hook_id)
+        name = channel_of(session, principal, hook_id)
         _, hook = webhooks.get(principal, name, hook_id)
         rows = webhooks.deliveries(principal, name, hook_id, limit=DELIVERIES_SHOWN)
         context = {
@@ -285,7 +290,7 @@ def hook_change(
     def change() -> Response:
         queued: list[int] = []
         with transaction(container.factory) as session:
-            channel = channel_of(session, hook_number(webhook_id))
+            channel = channel_of(session, principal, hook_number(webhook_id))
             outcome = act(service(session, container), channel, number, queued)
         if queued:
             container.dispatch_webhooks(queued)

@@ -1,0 +1,81 @@
+"""Attacks on the work of issue 17 (search, downloads, the channel and webhook pages), against
+one live server on SQLite: what a caller who cannot read a private channel learns of it, odd
+input on the new endpoints (a 4xx problem, never a 500)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.functional.test_identity_api import PASSWORD, make_user
+from tests.functional.test_ui import csrf_of, sign_in
+from tests.support.cves import upload
+from tests.support.server import LiveServer, fresh_database, run_server
+
+pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("issue17-attacks")]
+API = "/api/v1"
+HOOKS = "/admin/webhooks"
+
+
+@dataclass(frozen=True)
+class World:
+    live: LiveServer
+    open: str  # public channel
+    secret: str  # private channel, admin's
+    hook_id: int  # a webhook of the private channel
+    nobody: str  # signed in, reads the public channel only
+
+    def web(self, username: str) -> httpx.Client:
+        client = self.live.client()
+        assert sign_in(client, username, PASSWORD).status_code == 303
+        return client
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    data_dir = tmp_path_factory.mktemp("issue17-attacks")
+    tmp = tmp_path_factory.mktemp("issue17-attacks-work")
+    with (
+        fresh_database("sqlite", data_dir, None) as db_url,
+        run_server(data_dir, db_url, webhooks={"allow_loopback": True}) as live,
+    ):
+        open_ = live.new_channel("public", "atk-open")
+        secret = live.new_channel("private", "atk-secret")
+        upload(live, open_, tmp, "openpkg", "1.0", "0")
+        upload(live, secret, tmp, "secretpkg", "1.0", "0")
+        hook = live.admin.post(
+            f"{API}/channels/{secret}/webhooks",
+            json={"url": "http://127.0.0.1:9/hook", "events": ["artifact.held"]},
+        )
+        assert hook.status_code == 201, hook.text
+        live.wait_published(open_)
+        live.wait_published(secret)
+        yield World(live, open_, secret, int(hook.json()["id"]), make_user(live))
+
+
+def _no_leak(world: World, response: httpx.Response) -> None:
+    assert response.status_code < 500, response.text
+    assert world.secret not in response.text
+    assert "secretpkg" not in response.text
+
+
+# --------------------------------------------------------------------------- webhook pages
+
+
+def test_webhook_page_of_a_hidden_channel_does_not_name_it(world: World) -> None:
+    """A webhook id of a private channel: 404, and the page does not say which channel."""
+    web = world.web(world.nobody)
+    page = web.get(f"{HOOKS}/{world.hook_id}")
+    assert page.status_code == 404
+    _no_leak(world, page)
+    token = csrf_of(web.get("/").text)  # the sign-out form's
+    for action in ("", "/ping", "/delete", "/deliveries/1/redeliver"):
+        posted = web.post(
+            f"{HOOKS}/{world.hook_id}{action}",
+            data={"csrf_token": token, "url": "http://x", "events": "artifact.held"},
+        )
+        assert posted.status_code == 404, (action, posted.status_code)
+        _no_leak(world, posted)
