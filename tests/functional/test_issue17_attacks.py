@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.functional.test_downloads import flush, servable
 from tests.functional.test_identity_api import PASSWORD, make_user
 from tests.functional.test_ui import csrf_of, sign_in
-from tests.support.cves import upload
+from tests.support.cves import unique, upload
 from tests.support.server import LiveServer, fresh_database, run_server
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("issue17-attacks")]
@@ -79,3 +81,41 @@ def test_webhook_page_of_a_hidden_channel_does_not_name_it(world: World) -> None
         )
         assert posted.status_code == 404, (action, posted.status_code)
         _no_leak(world, posted)
+
+
+# ------------------------------------------------------------------------ downloads: id reuse
+
+
+def test_downloads_of_a_deleted_channel_are_not_the_next_channels(
+    world: World, tmp_path: Path
+) -> None:
+    """SQLite gives a deleted channel's id to the next channel: the downloads recorded for the
+    deleted one must not show in the new owner's reports, raw rows or package counts."""
+    live = world.live
+    gone = live.new_channel("private", "atk-gone")  # the newest channel: its id is reused
+    upload(live, gone, tmp_path, "gonepkg", "1.0", "0")
+    live.wait_published(gone)
+    servable(live, f"/conda/{gone}/noarch/gonepkg-1.0-0.conda")
+    got = live.admin.get(
+        f"/conda/{gone}/noarch/gonepkg-1.0-0.conda", headers={"user-agent": "secret-agent"}
+    )
+    assert got.status_code == 200
+    flush(live)
+    assert live.admin.delete(f"{API}/channels/{gone}").status_code == 204
+    mine = unique("atk-mine")
+    me = live.client(auth=(world.nobody, PASSWORD))
+    assert me.post(f"{API}/channels", json={"name": mine}).status_code == 201
+    for path, params in (
+        ("/downloads", {}),
+        ("/downloads", {"channel": mine}),
+        ("/downloads/report", {"by": "package"}),
+        ("/downloads/report", {"by": "user", "channel": mine}),
+        ("/downloads/report", {"by": "channel", "format": "csv"}),
+    ):
+        r = me.get(f"{API}{path}", params=params)
+        assert r.status_code == 200, r.text
+        assert "gonepkg" not in r.text and "secret-agent" not in r.text and "admin" not in r.text
+    page = world.web(world.nobody).get("/admin/downloads")
+    assert page.status_code == 200 and "gonepkg" not in page.text
+    # the admin still sees the deleted channel's history
+    assert "gonepkg" in live.admin.get(f"{API}/downloads/report").text

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple, cast
 
-from sqlalchemy import Table, delete
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -200,6 +200,26 @@ def write_batch(session: Session, batch: list[Download]) -> None:
         },
     )
     session.execute(stmt, rows)
+
+
+def retire_channel(session: Session, channel_id: int) -> None:
+    """A channel is deleted: its download rows move to an id no channel has (negative), so that
+    they stay in the admins' history but never count for a channel that gets the same id later
+    (SQLite gives a deleted row's id to the next channel). Called in the deleting transaction."""
+    tables = (DownloadEvent, DownloadDaily)
+    tomb = -channel_id
+    if any(
+        session.scalar(select(t.channel_id).where(t.channel_id == tomb).limit(1)) for t in tables
+    ):
+        # this id was a deleted channel's before: below every retired id
+        tomb = min(0, *(session.scalar(select(func.min(t.channel_id))) or 0 for t in tables)) - 1
+    for table in tables:
+        session.execute(
+            update(table)
+            .where(table.channel_id == channel_id)
+            .values(channel_id=tomb)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def prune_events(session: Session, now: datetime, retention_days: int) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from stockade.audit.downloads import retire_channel
 from stockade.audit.service import AuditLog, Target
 from stockade.auth.access import AccessService
 from stockade.auth.models import ChannelGrant, User
@@ -279,6 +280,7 @@ class ChannelService:
         # Blobs stay: others may share them; `stockade fsck` collects orphans.
         self.session.execute(delete(Artifact).where(Artifact.channel_id == channel.id))
         self.session.execute(delete(ChannelGrant).where(ChannelGrant.channel_id == channel.id))
+        retire_channel(self.session, channel.id)  # its downloads are not the next channel's
         self.session.delete(channel)
         self.session.flush()
 
