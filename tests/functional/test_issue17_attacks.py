@@ -4,6 +4,7 @@ input on the new endpoints (a 4xx problem, never a 500)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from tests.functional.test_downloads import flush, servable
-from tests.functional.test_identity_api import PASSWORD, make_user
+from tests.functional.test_identity_api import PASSWORD, make_user, token_for_admin
 from tests.functional.test_ui import csrf_of, sign_in
 from tests.support.cves import unique, upload
 from tests.support.server import LiveServer, fresh_database, run_server
@@ -58,6 +59,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(live, open_, secret, int(hook.json()["id"]), make_user(live))
 
 
+def _recorded(live: LiveServer, channel: str) -> None:
+    """Flush until the download just answered is written (it is recorded after the body went)."""
+    deadline = time.monotonic() + 10
+    while not live.admin.get(f"{API}/downloads", params={"channel": channel}).json()["downloads"]:
+        assert time.monotonic() < deadline, "the download was not recorded"
+        time.sleep(0.02)
+        flush(live)
+
+
 def _no_leak(world: World, response: httpx.Response) -> None:
     assert response.status_code < 500, response.text
     assert world.secret not in response.text
@@ -100,7 +110,7 @@ def test_downloads_of_a_deleted_channel_are_not_the_next_channels(
         f"/conda/{gone}/noarch/gonepkg-1.0-0.conda", headers={"user-agent": "secret-agent"}
     )
     assert got.status_code == 200
-    flush(live)
+    _recorded(live, gone)
     assert live.admin.delete(f"{API}/channels/{gone}").status_code == 204
     mine = unique("atk-mine")
     me = live.client(auth=(world.nobody, PASSWORD))
@@ -119,3 +129,70 @@ def test_downloads_of_a_deleted_channel_are_not_the_next_channels(
     assert page.status_code == 200 and "gonepkg" not in page.text
     # the admin still sees the deleted channel's history
     assert "gonepkg" in live.admin.get(f"{API}/downloads/report").text
+
+
+# ------------------------------------------------------------------ restricted tokens, odd input
+
+
+def test_restricted_tokens_search_and_report_as_other_reads(world: World) -> None:
+    """An admin's resource token for the public channel, or scope token without channel scopes,
+    finds nothing of the private channel and sees no downloads (as the API's other reads)."""
+    resource = token_for_admin(world.live, kind="resource", resources={world.open: "read"})
+    scope = token_for_admin(world.live, kind="scope", scopes=["cves:read"])
+    for token in (resource, scope):
+        client = world.live.client(token)
+        for q in ("secretpkg", "secretp", "secrtpkg", "secret package"):
+            _no_leak(world, client.get(f"{API}/search", params={"q": q}))
+        _no_leak(world, client.get(f"{API}/search", params={"channel": world.secret}))
+        assert client.get(f"{API}/search/where/secretpkg").json() == []
+        assert client.get(f"{API}/channels/{world.secret}").status_code == 404
+        for path in ("/downloads", "/downloads/report"):
+            assert client.get(f"{API}{path}").status_code == 403
+
+
+ODD_SEARCH = [
+    {"q": q}
+    for q in (
+        '"', 'a"b', "NEAR(a b)", "name:openpkg", "summary:x", "*", "secret*", "^secret", "(",
+        "a OR b", "NOT", "a & b | !c", "'):*", "<->", "\\", "%_", "\x00", "a\x00b", "x" * 256,
+        "日本語", "💥💥💥", "İı", "\u200b", "a\u0301bc", "--", "a:b:c", "{}[]",
+    )
+] + [
+    {"limit": "-1"}, {"limit": "0"}, {"limit": "99999999999999999999"}, {"cursor": "-1"},
+    {"cursor": "10000000000000000000000"}, {"cursor": "x"}, {"has_downloads": "maybe"},
+    {"severity": "bogus"}, {"scan": "bogus"}, {"signature": "bogus"}, {"subdir": "\x00"},
+    {"license": "x" * 600}, {"q": "x" * 257}, {"channel": [f"c{i}" for i in range(30)]},
+]  # fmt: skip
+ODD_DOWNLOADS = [
+    {"limit": "-1"}, {"limit": "0"}, {"limit": "10000000000"}, {"cursor": "0"},
+    {"cursor": str(2**64)}, {"cursor": "x"}, {"since": "bad"}, {"since": "0001-01-01T00:00:00"},
+    {"until": "0001-01-01T00:00:00+14:00"}, {"since": "9999-12-31T23:59:59-14:00"},
+    {"since": "2030-01-01", "until": "2020-01-01"}, {"by": "bogus"}, {"format": "xml"},
+    {"package": "\x00"}, {"user": "a\x00"}, {"subdir": "\x00"}, {"channel": "\x00"},
+    {"user": "x" * 300}, {"since": "99999999999"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("who", ["anonymous", "nobody", "admin"])
+def test_odd_input_is_a_4xx_problem_never_a_500(world: World, who: str) -> None:
+    client = {
+        "anonymous": world.live.client(),
+        "nobody": world.live.client(auth=(world.nobody, PASSWORD)),
+        "admin": world.live.admin,
+    }[who]
+    answers = []
+    for params in ODD_SEARCH:
+        answers.append(client.get(f"{API}/search", params=params))
+        answers.append(client.get("/search", params=params))
+    for params in ODD_DOWNLOADS:
+        answers += [client.get(f"{API}/downloads{p}", params=params) for p in ("", "/report")]
+        answers.append(client.get("/admin/downloads", params=params))
+    for name in ('"', "%00", "NEAR(a", "x" * 300, "%E2%80%8B", "a%0Ab"):
+        answers.append(client.get(f"{API}/search/where/{name}"))
+        answers.append(client.get(f"/search/where/{name}"))
+    for r in answers:
+        assert r.status_code < 500, (r.request.url, r.text[:300])
+        if who != "admin":
+            _no_leak(world, r)
+        if r.status_code >= 400 and r.request.url.path.startswith(API):
+            assert r.headers["content-type"].startswith("application/problem+json"), r.text
