@@ -100,11 +100,13 @@ class SearchService:
         # The kinds rank in order, so a page the better kinds fill is the whole answer's page:
         # words (relevance over many documents) are only asked for when names leave the page
         # short, and names close to a typo (a trigram lookup) when everything else found fewer
-        # than FUZZY_WHEN_FEWER packages -- a typo's fallback, not noise after real matches.
+        # than FUZZY_WHEN_FEWER packages and no package has that very name -- a typo's fallback,
+        # not noise after real matches.
         rows = page.rows(ranked(backend, text, ids, filters, signing, {}, words=False))
         if page.short(rows) and text:
             rows = page.rows(ranked(backend, text, ids, filters, signing, {}))
-        if page.short(rows) and offset + len(rows) < FUZZY_WHEN_FEWER and _fuzzy_worthy(text):
+        few = page.short(rows) and offset + len(rows) < FUZZY_WHEN_FEWER
+        if few and _fuzzy_worthy(text) and not self._named(text, ids):
             fuzzy = backend.fuzzy(self.session, text, ids)
             if fuzzy:
                 rows = page.rows(ranked(backend, text, ids, filters, signing, fuzzy))
@@ -114,6 +116,13 @@ class SearchService:
             for doc, channel, kind, score in rows[:limit]
         ]
         return SearchPage(hits, offset + limit if len(rows) > limit else None)
+
+    def _named(self, name: str, channel_ids: list[int]) -> bool:
+        """Whether a readable channel has a package of exactly this name (then it is no typo)."""
+        found = select(SearchDocument.id).where(
+            SearchDocument.name == name, SearchDocument.channel_id.in_(channel_ids)
+        )
+        return self.session.scalar(found.limit(1)) is not None
 
     def where(self, principal: Principal, name: str) -> list[Holding]:
         """Every servable build of ``name`` in the channels the principal can read: by channel,
