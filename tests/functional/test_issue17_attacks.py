@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from stockade.channels.models import Channel
 from tests.functional.test_downloads import flush, servable
 from tests.functional.test_identity_api import PASSWORD, make_user, token_for_admin
 from tests.functional.test_ui import csrf_of, sign_in
@@ -68,6 +70,13 @@ def _recorded(live: LiveServer, channel: str) -> None:
         flush(live)
 
 
+def _channel_id(live: LiveServer, name: str) -> int:
+    with live.container.read_factory() as session:
+        found = session.scalar(select(Channel.id).where(Channel.name == name))
+    assert found is not None
+    return found
+
+
 def _no_leak(world: World, response: httpx.Response) -> None:
     assert response.status_code < 500, response.text
     assert world.secret not in response.text
@@ -96,13 +105,16 @@ def test_webhook_page_of_a_hidden_channel_does_not_name_it(world: World) -> None
 # ------------------------------------------------------------------------ downloads: id reuse
 
 
+@pytest.mark.parametrize("written", ["before the delete", "after the next channel"])
 def test_downloads_of_a_deleted_channel_are_not_the_next_channels(
-    world: World, tmp_path: Path
+    world: World, tmp_path: Path, written: str
 ) -> None:
     """SQLite gives a deleted channel's id to the next channel: the downloads recorded for the
-    deleted one must not show in the new owner's reports, raw rows or package counts."""
+    deleted one must not show in the new owner's reports, raw rows or package counts, whether
+    they were written before the delete or were still buffered when the new channel came."""
     live = world.live
     gone = live.new_channel("private", "atk-gone")  # the newest channel: its id is reused
+    gone_id = _channel_id(live, gone)
     upload(live, gone, tmp_path, "gonepkg", "1.0", "0")
     live.wait_published(gone)
     servable(live, f"/conda/{gone}/noarch/gonepkg-1.0-0.conda")
@@ -110,11 +122,17 @@ def test_downloads_of_a_deleted_channel_are_not_the_next_channels(
         f"/conda/{gone}/noarch/gonepkg-1.0-0.conda", headers={"user-agent": "secret-agent"}
     )
     assert got.status_code == 200
-    _recorded(live, gone)
+    if written == "before the delete":
+        _recorded(live, gone)
+    else:
+        while not live.container.downloads.pending():  # recorded once the body went
+            time.sleep(0.01)
     assert live.admin.delete(f"{API}/channels/{gone}").status_code == 204
     mine = unique("atk-mine")
     me = live.client(auth=(world.nobody, PASSWORD))
-    assert me.post(f"{API}/channels", json={"name": mine}).status_code == 201
+    made = me.post(f"{API}/channels", json={"name": mine})
+    assert made.status_code == 201 and _channel_id(live, mine) == gone_id  # the id is reused
+    flush(live)
     for path, params in (
         ("/downloads", {}),
         ("/downloads", {"channel": mine}),

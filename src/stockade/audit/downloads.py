@@ -26,12 +26,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple, cast
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, column, delete, func, select, table, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from stockade.audit.downloads_models import DownloadDaily, DownloadEvent
+from stockade.db.base import UTCDateTime
 
 log = logging.getLogger("stockade.downloads")
 
@@ -182,10 +183,31 @@ def daily_totals(batch: Iterable[Download]) -> list[dict[str, object]]:
     ]
 
 
+#: The channels table as the flusher reads it (``audit`` sits below ``channels``: no model import).
+_CHANNELS = table("channels", column("id"), column("created_at", UTCDateTime()))
+
+
+def _of_live_channels(session: Session, batch: list[Download]) -> list[Download]:
+    """Rows of a channel deleted before they were written, whose id a newer channel has (SQLite
+    reuses ids), go under the retired id (see :func:`retire_channel`), never the newer one's."""
+    ids = sorted({d.channel_id for d in batch})
+    born = dict(
+        session.execute(
+            select(_CHANNELS.c.id, _CHANNELS.c.created_at).where(_CHANNELS.c.id.in_(ids))
+        ).all()
+    )
+    later = {i: b.timestamp() for i, b in born.items() if b is not None}
+    return [
+        d._replace(channel_id=-d.channel_id) if d.occurred_at < later.get(d.channel_id, 0.0) else d
+        for d in batch
+    ]
+
+
 def write_batch(session: Session, batch: list[Download]) -> None:
     """Raw rows and their daily counts, in the caller's transaction."""
     if not batch:
         return
+    batch = _of_live_channels(session, batch)
     # Core executemany on the table: about half the cost per row of the ORM's bulk insert
     session.connection().execute(_EVENTS.insert(), [d.row() for d in batch])
     rows = daily_totals(batch)
@@ -205,7 +227,8 @@ def write_batch(session: Session, batch: list[Download]) -> None:
 def retire_channel(session: Session, channel_id: int) -> None:
     """A channel is deleted: its download rows move to an id no channel has (negative), so that
     they stay in the admins' history but never count for a channel that gets the same id later
-    (SQLite gives a deleted row's id to the next channel). Called in the deleting transaction."""
+    (SQLite gives a deleted row's id to the next channel). Called in the deleting transaction,
+    and in the creating one (rows of the deleted channel buffered then written under its id)."""
     tables = (DownloadEvent, DownloadDaily)
     tomb = -channel_id
     if any(
@@ -213,10 +236,10 @@ def retire_channel(session: Session, channel_id: int) -> None:
     ):
         # this id was a deleted channel's before: below every retired id
         tomb = min(0, *(session.scalar(select(func.min(t.channel_id))) or 0 for t in tables)) - 1
-    for table in tables:
+    for rows in tables:
         session.execute(
-            update(table)
-            .where(table.channel_id == channel_id)
+            update(rows)
+            .where(rows.channel_id == channel_id)
             .values(channel_id=tomb)
             .execution_options(synchronize_session=False)
         )

@@ -156,6 +156,8 @@ class ChannelService:
         )
         self.session.add(channel)
         self.session.flush()
+        # downloads flushed under this id after a deleted channel had it are not this one's
+        retire_channel(self.session, channel.id)
         request_publication(self.session, channel.id, "noarch")
         AuditLog(self.session).record(
             "channel.create", principal, Target("channel", name, channel.id), after=_state(channel)
