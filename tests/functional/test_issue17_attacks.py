@@ -168,7 +168,8 @@ def test_restricted_tokens_search_and_report_as_other_reads(world: World) -> Non
             assert client.get(f"{API}{path}").status_code == 403
 
 
-ODD_SEARCH = [
+Params = dict[str, str | list[str]]
+ODD_SEARCH: list[Params] = [
     {"q": q}
     for q in (
         '"', 'a"b', "NEAR(a b)", "name:openpkg", "summary:x", "*", "secret*", "^secret", "(",
@@ -181,7 +182,7 @@ ODD_SEARCH = [
     {"severity": "bogus"}, {"scan": "bogus"}, {"signature": "bogus"}, {"subdir": "\x00"},
     {"license": "x" * 600}, {"q": "x" * 257}, {"channel": [f"c{i}" for i in range(30)]},
 ]  # fmt: skip
-ODD_DOWNLOADS = [
+ODD_DOWNLOADS: list[Params] = [
     {"limit": "-1"}, {"limit": "0"}, {"limit": "10000000000"}, {"cursor": "0"},
     {"cursor": str(2**64)}, {"cursor": "x"}, {"since": "bad"}, {"since": "0001-01-01T00:00:00"},
     {"until": "0001-01-01T00:00:00+14:00"}, {"since": "9999-12-31T23:59:59-14:00"},
