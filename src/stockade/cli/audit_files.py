@@ -48,6 +48,8 @@ def export_to_folder(folder: Path, fmt: ExportFormat | None) -> None:
             run = exporter.run(utcnow())
     except StockadeError as exc:
         fail(exc.detail)
+    except OSError as exc:  # a planted link (O_NOFOLLOW), no right to write, a full disk
+        fail(f"cannot export into {folder}: {exc.strerror or type(exc).__name__}")
     except SQLAlchemyError as exc:  # the URL (and any password in it) is not shown
         fail(
             f"the audit log cannot be read from the configured database ({type(exc).__name__}); "
