@@ -7,6 +7,8 @@ from urllib.parse import quote
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from stockade.cli.client import client, fail
 from stockade.cli.output import NONE, AsJson, print_json, table
@@ -64,14 +66,14 @@ def search(
         return
     rows = table("package", "channel", "latest", "platforms", "match", "downloads", "summary")
     for h in hits:
-        rows.add_row(
-            h["name"],
-            h["channel"],
-            h["latest_version"],
-            ", ".join(h["subdirs"]),
-            h["match"],
+        rows.add_row(  # what the server says is text, never markup (a summary is anyone's)
+            Text(h["name"]),
+            Text(h["channel"]),
+            Text(h["latest_version"]),
+            Text(", ".join(h["subdirs"])),
+            Text(h["match"]),
             str(h["downloads"]),
-            h["summary"] or NONE,
+            Text(h["summary"]) if h["summary"] else NONE,
         )
     out.print(rows)
 
@@ -84,7 +86,7 @@ def _where(name: str, as_json: bool) -> None:
         print_json(held)
         return
     if not held:
-        out.print(f"no channel you can read serves {name}")
+        out.print(f"no channel you can read serves {escape(name)}")
         return
     rows = table("channel", "version", "build", "platform", "scan", "signature", "worst CVE")
     for h in held:
@@ -92,12 +94,8 @@ def _where(name: str, as_json: bool) -> None:
             f"{h['cve_severity']} ({h['open_vulnerabilities']} open)" if h["cve_severity"] else NONE
         )
         rows.add_row(
-            h["channel"],
-            h["version"],
-            h["build"],
-            h["subdir"],
-            h["scan_status"],
-            h["signature"],
+            *(Text(h[k]) for k in ("channel", "version", "build", "subdir", "scan_status")),
+            Text(h["signature"]),
             worst,
         )
     out.print(rows)
