@@ -50,6 +50,8 @@ STATE_FILE = ".audit-export-state.json"
 TMP_PREFIX = ".audit-export-"
 LOCK_FILE = ".audit-export.lock"
 FILE_RE = re.compile(r"^audit-(\d{12})-(\d{12})-(\d{8})\.(jsonl|csv)$")
+#: A temporary file is always a new one of ours: never a file (or link) someone put at its name.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 
 @dataclass
@@ -79,7 +81,7 @@ def exported_files(folder: Path) -> list[tuple[int, int, Path]]:
 def _write_atomic(folder: Path, name: str, data: bytes) -> None:
     """``data`` as ``folder/name``: a temporary file, flushed, renamed over; then the folder."""
     tmp = folder / f"{TMP_PREFIX}{os.getpid()}-{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, _NEW_FILE, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -157,7 +159,7 @@ class AuditExporter:
         event by event, flushed and renamed; None when there is nothing new."""
         first = (check.last_seq or 0) + 1
         tmp = self.folder / f"{TMP_PREFIX}{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(tmp, _NEW_FILE, 0o600)
         count = 0
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import typer
 
-from stockade.audit.export import LOCK_FILE, STATE_FILE
+from stockade.audit import export as export_module
+from stockade.audit.export import LOCK_FILE, STATE_FILE, TMP_PREFIX
 from stockade.cli.audit_files import export_to_folder
 from stockade.container import Container
-from tests.integration.audit.test_audit_export import record
+from tests.integration.audit.test_audit_export import export, record
 
 pytestmark = pytest.mark.xdist_group("issue17-attacks")
 
@@ -37,3 +38,22 @@ def test_a_planted_link_is_refused_with_the_reason(
     assert exited.value.exit_code == 1
     assert "error:" in capsys.readouterr().err
     assert victim.read_text() == "keep"
+
+
+def test_a_file_planted_at_the_temporary_name_is_never_written(
+    container: Container, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user of a shared folder plants a hard link to a file of theirs at the next
+    temporary name (after the leftovers are removed): the export must not write the log into it
+    (it would be theirs to read, whatever the mode the export asks for)."""
+    record(container, 1)
+    folder, theirs = tmp_path / "out", tmp_path / "theirs"
+    folder.mkdir()
+    theirs.write_text("mine")
+    theirs.chmod(0o644)
+    monkeypatch.setattr(export_module.os, "getpid", lambda: 4242)
+    (folder / f"{TMP_PREFIX}4242.tmp").hardlink_to(theirs)
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter(()))  # planted after the sweep
+    with pytest.raises(OSError):
+        export(container, folder)
+    assert theirs.read_text() == "mine"
