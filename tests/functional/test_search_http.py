@@ -4,6 +4,7 @@ by the real OSV advisory PYSEC-2021-76 (tests/data/PROVENANCE.md). One server pe
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,12 +130,15 @@ def test_cli_search_and_where(
     monkeypatch.setenv("STOCKADE_PROFILE", str(tmp_path / "profile.toml"))
     monkeypatch.setenv("STOCKADE_URL", world.live.url)
     monkeypatch.setenv("STOCKADE_TOKEN", world.live.admin_token)
-    monkeypatch.setenv("COLUMNS", "200")  # the table, not folded into a narrow terminal
     cli = CliRunner()
-    listed = run_cli(cli, "search", "toolkit")
-    assert "test-package" in listed and "other-package" in listed
-    assert "hiddenpkg" in run_cli(cli, "search", "hidenpkg", "--channel", world.secret)
-    assert world.open in run_cli(cli, "search", "--where", "aiohttp")
+    assert "toolkit" in run_cli(cli, "search", "toolkit")  # a table (folded to the terminal)
+    listed = json.loads(run_cli(cli, "search", "toolkit", "--json"))
+    assert {h["name"] for h in listed} == {"test-package", "other-package"}
+    typo = json.loads(run_cli(cli, "search", "hidenpkg", "--channel", world.secret, "--json"))
+    assert [h["name"] for h in typo] == ["hiddenpkg"]
+    held = json.loads(run_cli(cli, "search", "--where", "aiohttp", "--json"))
+    assert [h["channel"] for h in held] == [world.open]
+    assert "3.7.3" in run_cli(cli, "search", "--where", "aiohttp")
     bad = run_cli(cli, "search", "x", "--severity", "catastrophic", code=1)
     assert "severity" in bad
     run_cli(cli, "search", code=2)

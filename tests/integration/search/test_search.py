@@ -28,6 +28,8 @@ from tests.integration.conftest import add_package
 from tests.integration.search.support import fill, publish
 from tests.support.server import fresh_database
 
+# one worker builds the shared filled container of each backend (CI budget)
+pytestmark = pytest.mark.xdist_group("search-index")
 ANONYMOUS = Principal(user_id=None, username="anonymous")
 
 
