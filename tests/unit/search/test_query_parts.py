@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from stockade.search.backends import FUZZY_MIN, edits, scored, similarity, trigrams
 from stockade.search.errors import SearchFilterError, SearchQueryError
-from stockade.search.query import MAX_VALUES, clean_text, parse_filters
+from stockade.search.query import MAX_VALUES, SearchFilters, clean_text, parse_filters
 from stockade.vulns.model import Severity
 
 
@@ -31,7 +33,7 @@ def test_typos_of_real_names_score_above_the_bar_and_unrelated_names_below() -> 
 def test_filters_refuse_unknown_values_naming_the_field() -> None:
     parsed = parse_filters(severities=["HIGH", "none"], verdicts=["clean"], subdirs=[" noarch "])
     assert parsed.severities == (Severity.HIGH, Severity.NONE) and parsed.subdirs == ("noarch",)
-    calls = {
+    calls: dict[str, Callable[[], SearchFilters]] = {
         "severity": lambda: parse_filters(severities=["catastrophic"]),
         "scan": lambda: parse_filters(verdicts=["fine"]),
         "signature": lambda: parse_filters(signatures=["maybe"]),
