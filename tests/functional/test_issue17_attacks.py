@@ -18,7 +18,7 @@ from tests.functional.test_downloads import flush, servable
 from tests.functional.test_identity_api import PASSWORD, make_user, token_for_admin
 from tests.functional.test_ui import csrf_of, sign_in
 from tests.support.cves import unique, upload
-from tests.support.server import LiveServer, fresh_database, run_server
+from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("issue17-attacks")]
 API = "/api/v1"
@@ -215,3 +215,23 @@ def test_odd_input_is_a_4xx_problem_never_a_500(world: World, who: str) -> None:
             _no_leak(world, r)
         if r.status_code >= 400 and r.request.url.path.startswith(API):
             assert r.headers["content-type"].startswith("application/problem+json"), r.text
+
+
+def test_digits_that_int_refuses_are_a_4xx(world: World) -> None:
+    """``"²".isdigit()`` is true but ``int("²")`` fails: page numbers and ids from the address or
+    a form must be ASCII digits, else a 500."""
+    web = world.web(world.nobody)
+    admin = world.live.client()
+    assert sign_in(admin, "admin", ADMIN_PASSWORD).status_code == 303
+    token = csrf_of(admin.get(f"/channels/{world.open}/notices").text)
+    answers = [
+        web.get("/search", params={"q": "openpkg", "start": "²"}),
+        admin.get(f"/channels/{world.open}/files", params={"after": "²"}),
+        admin.post(
+            f"/channels/{world.open}/notices",
+            data={"csrf_token": token, "message": "hello", "level": "info", "days": "²"},
+        ),
+        admin.post(f"/channels/{world.open}/notices/²/remove", data={"csrf_token": token}),
+    ]
+    for r in answers:
+        assert r.status_code < 500, (r.request.url, r.text[:300])

@@ -46,7 +46,7 @@ def files_url(channel: str) -> str:
 
 
 def _after(value: str) -> int:
-    return int(value) if value.isdigit() and len(value) < 19 else 0
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else 0
 
 
 def files_page(

@@ -76,7 +76,7 @@ def _days(value: str) -> int | None:
     value = value.strip()
     if not value:
         return None
-    if not value.isdigit() or len(value) > 6:
+    if not (value.isascii() and value.isdigit()) or len(value) > 6:  # int() refuses "²"
         raise InvalidInputError(
             "expires in: a whole number of days, or empty for never", field="expires_in_days"
         )
@@ -132,7 +132,7 @@ def remove_notice(
     channel = name.strip("/")
 
     def make(session: Session) -> tuple[str, str]:
-        if not notice_id.isdigit() or len(notice_id) > 18:
+        if not (notice_id.isascii() and notice_id.isdigit()) or len(notice_id) > 18:
             raise InvalidInputError(f"{notice_id!r} is not a notice number", field="notice_id")
         NoticeService(session, container.blobs).delete(
             principal, channel_name(channel), int(notice_id)

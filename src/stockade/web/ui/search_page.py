@@ -79,7 +79,7 @@ def search(
         "severity": severity, "scan": scan, "signature": signature,
         "signed": only_signed, "downloads": downloaded,
     }  # fmt: skip
-    offset = int(start) if start.isdigit() and len(start) < 7 else 0
+    offset = int(start) if start.isascii() and start.isdigit() and len(start) < 7 else 0
 
     def build() -> Response:
         with container.read_factory() as session:
