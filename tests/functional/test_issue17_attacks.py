@@ -181,6 +181,7 @@ ODD_SEARCH: list[Params] = [
     {"cursor": "10000000000000000000000"}, {"cursor": "x"}, {"has_downloads": "maybe"},
     {"severity": "bogus"}, {"scan": "bogus"}, {"signature": "bogus"}, {"subdir": "\x00"},
     {"license": "x" * 600}, {"q": "x" * 257}, {"channel": [f"c{i}" for i in range(30)]},
+    {"cursor": "²"}, {"limit": "²"}, {"start": "²"}, {"start": "١٢"}, {"has_downloads": "²"},
 ]  # fmt: skip
 ODD_DOWNLOADS: list[Params] = [
     {"limit": "-1"}, {"limit": "0"}, {"limit": "10000000000"}, {"cursor": "0"},
@@ -188,7 +189,8 @@ ODD_DOWNLOADS: list[Params] = [
     {"until": "0001-01-01T00:00:00+14:00"}, {"since": "9999-12-31T23:59:59-14:00"},
     {"since": "2030-01-01", "until": "2020-01-01"}, {"by": "bogus"}, {"format": "xml"},
     {"package": "\x00"}, {"user": "a\x00"}, {"subdir": "\x00"}, {"channel": "\x00"},
-    {"user": "x" * 300}, {"since": "99999999999"},
+    {"user": "x" * 300}, {"since": "99999999999"}, {"since": "\uff12\uff10\uff12\uff16-01-01"},
+    {"since": "2026-01-0²"}, {"until": "2026-01-01T00:00:0²"}, {"cursor": "²"}, {"limit": "²"},
 ]  # fmt: skip
 
 
