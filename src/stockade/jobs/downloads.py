@@ -17,6 +17,7 @@ from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from stockade.jobs.scheduler import Job
 from stockade.jobs.ticker import Ticker
+from stockade.search.index import refresh_downloads
 
 log = logging.getLogger("stockade.jobs")
 
@@ -38,6 +39,8 @@ class DownloadFlusher(Ticker):
     def _write(self, batch: list[Download]) -> None:
         with transaction(self.container.factory) as session:
             write_batch(session, batch)
+            # search's "downloaded" filter and ranking follow within one flush interval
+            refresh_downloads(session, {(d.channel_id, d.name) for d in batch})
 
     def tick(self) -> int:
         try:

@@ -13,11 +13,11 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy import delete, func, literal, select, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -157,8 +157,9 @@ def _description(about: dict[str, Any]) -> str | None:
     return text[:MAX_DESCRIPTION] or None
 
 
-def refresh_downloads(session: Session) -> int:
-    """Copy each document's total downloads from ``download_daily``; returns rows changed."""
+def refresh_downloads(session: Session, names: Collection[tuple[int, str]] | None = None) -> int:
+    """Copy each document's total downloads from ``download_daily`` (only the (channel id, name)
+    pairs in ``names`` when given: the download flusher's batch); returns rows changed."""
     total = (
         select(func.coalesce(func.sum(DownloadDaily.count), 0))
         .where(
@@ -167,9 +168,16 @@ def refresh_downloads(session: Session) -> int:
         )
         .scalar_subquery()
     )
+    scope = (
+        tuple_(SearchDocument.channel_id, SearchDocument.name).in_(sorted(names))
+        if names is not None
+        else true()
+    )
+    if names is not None and not names:
+        return 0
     result = session.execute(
         update(SearchDocument)
-        .where(SearchDocument.downloads != total)
+        .where(scope, SearchDocument.downloads != total)
         .values(downloads=total)
         .execution_options(synchronize_session=False)
     )

@@ -47,7 +47,8 @@ class SearchDocument(Base):
     subdirs: Mapped[str] = mapped_column(String(1024))  # space-separated, sorted
     build_count: Mapped[int] = mapped_column(default=0)
     # Full downloads of the name in the channel (sum of ``download_daily.count``), refreshed by the
-    # ``search-downloads`` recurring job: a ranking tie-breaker and the "has downloads" filter.
+    # download flusher for each batch's names and by the ``search-refresh`` job for all: a ranking
+    # tie-breaker and the "has downloads" filter.
     downloads: Mapped[int] = mapped_column(BigInteger, default=0)
     # Of the servable builds the document was made from; NULL: to be rebuilt (after migration).
     fingerprint: Mapped[str | None] = mapped_column(String(40))

@@ -55,3 +55,14 @@ def test_empty_charts_say_so() -> None:
         charts.severity_over_time([]),
     ):
         assert "No" in str(parsed(markup).findtext(f"{SVG}desc")) or "Nothing" in str(markup)
+
+
+def test_counts_have_no_half_ticks() -> None:
+    from datetime import date
+
+    from stockade.web.ui.charts import downloads_over_time
+
+    one = str(downloads_over_time([(date(2026, 12, 7), 1)]))
+    assert ">0.5<" not in one and ">1<" in one
+    ten = str(downloads_over_time([(date(2026, 12, 7), 9)]))
+    assert ">5<" in ten and ">10<" in ten

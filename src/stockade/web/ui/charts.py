@@ -53,15 +53,18 @@ def _nice_max(value: int) -> int:
 
 
 def _axis(top: int, plot_h: int) -> str:
-    """The value axis: 0, half and the maximum, with light grid lines."""
+    """The value axis: 0, half (when a whole number: counts have no halves) and the maximum,
+    with light grid lines."""
     parts = []
     for i, label in enumerate(("max", "half", "0")):
+        if label == "half" and top % 2:
+            continue
         y = TOP + plot_h * i // 2
         parts.append(
             f'<line x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}" stroke="#d0d7de" '
             'stroke-width="1"/>'
         )
-        value = {"max": top, "half": top // 2 if top % 2 == 0 else top / 2, "0": 0}[label]
+        value = {"max": top, "half": top // 2, "0": 0}[label]
         parts.append(
             f'<text x="{LEFT - 6}" y="{y + 4}" text-anchor="end" font-size="11" '
             f'fill="#444">{_short(value)}</text>'
