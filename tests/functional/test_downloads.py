@@ -330,7 +330,11 @@ def test_cli_report_and_list(world: World, monkeypatch: pytest.MonkeyPatch, tmp_
     run_cli(cli, "downloads", "report", "--by", "channel", "--csv", str(target))
     assert target.read_text().splitlines()[0] == "channel,downloads,bytes"
     listed = run_cli(cli, "downloads", "list", "--channel", world.secret)
-    assert "secretpkg-2.0-0.conda" in listed and f"token {world.secret_token_id}" in listed
+    assert f"token {world.secret_token_id}" in listed and "200" in listed  # (wraps at 80 columns)
+    rows = json.loads(run_cli(cli, "downloads", "list", "--channel", world.secret, "--json"))
+    assert [(r["filename"], r["token_id"]) for r in rows] == [
+        ("secretpkg-2.0-0.conda", world.secret_token_id)
+    ]
     assert len(json.loads(run_cli(cli, "downloads", "list", "-n", "3", "--json"))) == 3
     refused = run_cli(cli, "downloads", "report", "--by", "nope", code=1)
     assert "--by must be one of package, channel, user" in refused

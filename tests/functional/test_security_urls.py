@@ -300,6 +300,95 @@ def drive_webhook(c: Ctx, method: str) -> None:
     shown_nowhere(c.live, secret, c.api.get(_hooks(c)), c.live.admin.get(_hooks(c)))
 
 
+# ------------------------------------------------------------------------------ feeds, webhooks (forms)
+
+
+def _admin_web(c: Ctx) -> httpx.Client:
+    web = c.live.client()
+    assert sign_in(web, "admin", ADMIN_PASSWORD).status_code == 303
+    return web
+
+
+def _page_form(web: httpx.Client, page: str, path: str, **fields: Any) -> httpx.Response:
+    return web.post(path, data={**fields, "csrf_token": csrf_of(web.get(page).text)})
+
+
+def drive_webhook_form(c: Ctx, method: str, path: str) -> None:
+    """The webhook pages: the same destination rules as the API, the secret shown once."""
+    assert method == "POST"
+    hook_id = None
+    if path != "/admin/webhooks":
+        made = c.api.post(_hooks(c), json={"url": "https://hooks.example.invalid/h"})
+        assert made.status_code == 201, made.text
+        hook_id = made.json()["id"]
+
+    def send(url: str, **more: str) -> httpx.Response:
+        fields = {"url": url, "events": "vulnerability.matched", "enabled": "yes", **more}
+        if hook_id is None:
+            return _page_form(c.web, "/admin/webhooks", path, channel=c.channel, **fields)
+        page = f"/admin/webhooks/{hook_id}"
+        return _page_form(c.web, page, page, **fields)
+
+    before = len(c.api.get(_hooks(c)).json())
+    bad = [f"HtTp://{h}:{c.port}/h" for h in INTERNAL_FORMS]
+    for url in [*bad, "FILE:///etc/passwd", "gopher://x.example.invalid/", "http://u:p@h.invalid/"]:
+        answer = send(url)
+        assert 400 <= answer.status_code < 500, (url, answer.status_code)
+        assert "u:p@" not in answer.text
+    hooks = c.api.get(_hooks(c)).json()
+    assert len(hooks) == before, hooks
+    if hook_id is not None:
+        assert [h["url"] for h in hooks if h["id"] == hook_id] == [
+            "https://hooks.example.invalid/h"
+        ]
+    secret = "whsec-" + SECRET
+    made = send("https://hooks.example.invalid/ok", secret=secret)
+    assert made.status_code in (200, 201), made.text
+    pages = [c.web.get("/admin/webhooks"), c.api.get(_hooks(c))]
+    pages += [c.web.get(f"/admin/webhooks/{h['id']}") for h in c.api.get(_hooks(c)).json()]
+    shown_nowhere(c.live, secret, *pages)
+
+
+def drive_feed_form(c: Ctx, method: str, path: str) -> None:
+    """The CVE feed pages: a key in the URL never shown back; no scheme but the feed ones."""
+    assert method == "POST"
+    web = _admin_web(c)
+    name = new_name("feed")
+    keyed = f"https://nvd.example.invalid/feed.json?apiKey={SECRET}"
+    if path == "/admin/cve-feeds":
+        made = _page_form(
+            web, "/admin/cve-feeds", path, name=name, url=keyed, format="nvd", no_check="yes"
+        )
+    else:
+        body = {"name": name, "url": "https://nvd.example.invalid/f.json", "format": "nvd"}
+        assert c.live.admin.post(f"{API}/cve/feeds", json={**body, "check": False}).is_success
+        page = f"/admin/cve-feeds/{name}"
+        made = _page_form(web, page, page, url=keyed, format="nvd", no_check="yes")
+    assert made.status_code in (200, 303), made.text
+    assert c.live.admin.get(f"{API}/cve/feeds/{name}").status_code == 200
+    checked = _page_form(  # the source check fails and says so, the key redacted
+        web, "/admin/cve-feeds", "/admin/cve-feeds", name=new_name("feed"), url=keyed, format="nvd"
+    )
+    assert 400 <= checked.status_code < 500, checked.status_code
+    shown = [made, checked, web.get("/admin/cve-feeds"), web.get(f"/admin/cve-feeds/{name}")]
+    shown_nowhere(c.live, SECRET, *shown)
+    for url in ("ftp://feeds.example.invalid/x.json", "gopher://x", "HTTPS://u:p@[::1/x"):
+        fields = {"url": url, "format": "osv", "no_check": "yes"}
+        if path == "/admin/cve-feeds":
+            answer = _page_form(web, path, path, name=new_name("feed"), **fields)
+        else:
+            answer = _page_form(
+                web, f"/admin/cve-feeds/{name}", f"/admin/cve-feeds/{name}", **fields
+            )
+        assert 400 <= answer.status_code < 500, (url, answer.status_code)
+    assert c.live.admin.get(f"{API}/cve/feeds/{name}").json()["url"] != "gopher://x"
+    # a plain user (channel manager, no cve:manage) cannot add or change a feed at all
+    refused = _page_form(
+        c.web, "/admin/webhooks", path, name=new_name("feed"), url="file:///etc", format="osv"
+    )
+    assert refused.status_code in (403, 404), refused.status_code
+
+
 # ------------------------------------------------------------------------------ names, passwords
 
 
@@ -388,6 +477,10 @@ KNOWN: dict[str, Driver] = {
     "PATCH /api/v1/channels/{channel:path}/webhooks/{webhook_id}": lambda c, m, p: drive_webhook(
         c, m
     ),
+    "POST /admin/webhooks": drive_webhook_form,
+    "POST /admin/webhooks/{webhook_id}": drive_webhook_form,
+    "POST /admin/cve-feeds": drive_feed_form,
+    "POST /admin/cve-feeds/{name}": drive_feed_form,
     "POST /api/v1/copy": lambda c, m, p: drive_copy(c, m),
     "POST /api/v1/scan-rules": lambda c, m, p: drive_scan_rules(c, m),
     "POST /api/v1/users": drive_password,
