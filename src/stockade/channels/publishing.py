@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from stockade.channels.models import Artifact, SubdirIndex
+from stockade.channels.models import SubdirIndex
 from stockade.db.unit_of_work import changed
 from stockade.db.upsert import insert_ignore
 
@@ -39,28 +39,3 @@ def request_publications(session: Session, targets: Iterable[tuple[int, str]]) -
     """
     for channel_id, subdir in sorted(set(targets)):
         request_publication(session, channel_id, subdir)
-
-
-def lock_subdir_of(session: Session, artifact_id: int) -> bool:
-    """Lock the subdir row of an artifact before the artifact's own row is locked or written;
-    returns whether the artifact still exists once the lock is held.
-
-    Writers that replace or remove files lock the subdir first (``request_publications``), then
-    the artifact; a verdict that locked the artifact first and the subdir second (to ask for a
-    publication) could deadlock with a forced upload of the same file on PostgreSQL. Taken in
-    the same order, they queue, and the one that waited sees what the other did. Nothing pending
-    is flushed here (that could lock the artifact).
-    """
-    with session.no_autoflush:
-        where = session.execute(
-            select(Artifact.channel_id, Artifact.subdir).where(Artifact.id == artifact_id)
-        ).first()
-        if where is None:
-            return False
-        session.execute(
-            select(SubdirIndex.id)
-            .where(SubdirIndex.channel_id == where[0], SubdirIndex.subdir == where[1])
-            .with_for_update()
-        )
-        still = session.scalar(select(Artifact.id).where(Artifact.id == artifact_id))
-        return still is not None

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, false, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact, Channel
-from stockade.channels.publishing import lock_subdir_of, request_publications
+from stockade.channels.publishing import request_publications
 
 
 class ScanStatus(StrEnum):
@@ -104,19 +104,13 @@ def listed_clause(*, with_pending: bool) -> ColumnElement[bool]:
 def set_status(session: Session, artifact: Artifact, status: ScanStatus) -> bool:
     """Set ``artifact``'s status and servability; ask for a publication when what is served
     changed. Returns whether servability changed."""
-    # the subdir row first, then the artifact's (the order every writer keeps); a file replaced
-    # or removed meanwhile has nothing left to judge
-    if not lock_subdir_of(session, artifact.id):
-        session.expunge(artifact)
-        return False
     channel = session.get(Channel, artifact.channel_id)
     servable = channel is not None and is_servable(status, channel, artifact.source)
     changed = servable != artifact.servable
-    if changed:
-        with session.no_autoflush:
-            request_publications(session, [(artifact.channel_id, artifact.subdir)])
     artifact.scan_status = status
     artifact.servable = servable
+    if changed:
+        request_publications(session, [(artifact.channel_id, artifact.subdir)])
     return changed
 
 

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
 from stockade.channels.models import Artifact, Channel, ScanRequest
-from stockade.channels.publishing import lock_subdir_of
 from stockade.channels.scanstate import ArtifactSource, ScanStatus, set_status
 from stockade.core.clock import utcnow
 from stockade.scanning.engine import ScanReport
@@ -185,11 +184,9 @@ def _result_row(session: Session, artifact_id: int, sha256: str) -> ArtifactScan
 
 
 def _apply(session: Session, artifact_id: int, scan: ArtifactScan, notify: HeldNotifier) -> bool:
-    # the subdir row before the artifact's (no deadlock with a forced upload of the same file)
-    present = lock_subdir_of(session, artifact_id)
-    artifact = session.get(Artifact, artifact_id, with_for_update=True) if present else None
+    artifact = session.get(Artifact, artifact_id, with_for_update=True)
     if artifact is None or artifact.sha256 != scan.sha256:
-        if scan in session:  # new, or its row went with the artifact's
+        if scan in session.new:
             session.expunge(scan)
         return False  # deleted or replaced while it was scanned: its new request rescans it
     session.execute(delete(ScanRequest).where(ScanRequest.artifact_id == artifact_id))

@@ -21,7 +21,6 @@ SRC = Path(stockade.__file__).parent
 INTERNAL: dict[str, str] = {
     "channels/intake.py": "the door in: inserts rows and looks up their ids",
     "channels/scanstate.py": "computes the rule itself",
-    "channels/publishing.py::lock_subdir_of": "locks the subdir of a file being judged, held or not",
     "channels/upload.py": "replacing a file by name, whatever its state",
     "channels/publication_state.py": "counts held files to say a subdir is pending",
     "channels/service.py": "channel statistics and deletion, not contents",
