@@ -205,6 +205,12 @@ class MirrorSettings(BaseModel):
         default=20.0, gt=0, description="how often schedules are checked"
     )
     timeout_s: float = Field(default=60.0, gt=0, description="upstream connect/read timeout")
+    stage_batch: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="new rows a run writes per short transaction before it switches them in",
+    )
     previews_per_minute_anonymous: int = Field(
         default=30, ge=1, description="dry runs and explanations per client address per minute"
     )

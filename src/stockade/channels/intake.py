@@ -61,6 +61,20 @@ def admit(
     return artifact
 
 
+def admit_many(
+    session: Session, artifacts: Sequence[Artifact], channel: Channel, *, reason: ScanReason
+) -> None:
+    """:func:`admit` for a batch (one flush, one insert of scan requests); the caller has asked
+    for the publication of their subdirs (it locks those rows first)."""
+    for artifact in artifacts:
+        artifact.channel_id = channel.id
+        artifact.scan_status = ScanStatus.PENDING
+        artifact.servable = is_servable(ScanStatus.PENDING, channel, artifact.source)
+    session.add_all(artifacts)
+    session.flush()
+    queue_scans(session, [a.id for a in artifacts], reason)
+
+
 def admit_rows(
     session: Session,
     channel: Channel,
@@ -91,6 +105,42 @@ def admit_rows(
         queue_scans(session, ids, reason)
     request_publications(session, {(channel.id, r["subdir"]) for r in rows})
     return ids
+
+
+def stage_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert a batch of a mirror run's new rows as ``staged``: not servable, listed nowhere,
+    until :func:`admit_staged` admits all of them in the run's last transaction."""
+    session.execute(
+        insert(Artifact),
+        [{**row, "scan_status": ScanStatus.STAGED, "servable": False} for row in rows],
+    )
+
+
+def admit_staged(
+    session: Session, channel: Channel, mirror_id: int, *, stored: bool, reason: ScanReason
+) -> set[str]:
+    """Admit every row a run of ``mirror_id`` staged, in one statement (passive: ``unfetched``;
+    active: ``pending`` with their scan requests); returns the subdirs touched."""
+    where = (
+        Artifact.channel_id == channel.id,
+        Artifact.mirror_id == mirror_id,
+        Artifact.scan_status == ScanStatus.STAGED,
+    )
+    subdirs = set(session.scalars(select(Artifact.subdir).where(*where).distinct()))
+    if not subdirs:
+        return subdirs
+    ids = list(session.scalars(select(Artifact.id).where(*where))) if stored else []
+    status = ScanStatus.PENDING if stored else ScanStatus.UNFETCHED
+    session.execute(
+        update(Artifact)
+        .where(*where)
+        .values(scan_status=status, servable=is_servable(status, channel, ArtifactSource.MIRROR))
+        .execution_options(synchronize_session=False)
+    )
+    if ids:
+        queue_scans(session, ids, reason)
+    request_publications(session, {(channel.id, sd) for sd in subdirs})
+    return subdirs
 
 
 def readmit(session: Session, artifact_id: int, *, stored: bool, reason: ScanReason) -> None:

@@ -26,6 +26,9 @@ class ScanStatus(StrEnum):
     MALICIOUS = "malicious"  # quarantined
     ERROR = "error"  # the scanners could not judge it (fail closed unless the channel says)
     RELEASED = "released"  # a security admin released it, with a note, for these rules
+    # A mirror run's new row, written in batches before the run switches (``mirroring.staging``):
+    # listed nowhere, never servable, until the run's last transaction admits it.
+    STAGED = "staged"
 
 
 class ArtifactSource(StrEnum):

@@ -7,14 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
-from stockade.channels.intake import ScanReason, admit_rows, readmit
+from stockade.channels.intake import ScanReason, admit_staged, readmit
 from stockade.channels.models import Artifact, Channel
 from stockade.channels.publishing import request_publications
-from stockade.channels.scanstate import ArtifactSource, ScanStatus
 from stockade.conda.repodata import encode_record
 from stockade.core.clock import now_ms, utcnow
 from stockade.core.faults import crash_point
@@ -27,6 +26,14 @@ from stockade.mirroring.inputs import (
 from stockade.mirroring.job import MirrorJob
 from stockade.mirroring.models import Mirror, MirrorMode, MirrorSubdirState
 from stockade.mirroring.sources import open_source
+from stockade.mirroring.staging import (
+    NO_SIGNATURE,
+    Key,
+    StoredRow,
+    record_digest,
+    row_values,
+    stored_rows,
+)
 from stockade.mirroring.summaries import backfill_summaries
 from stockade.policies.engine import Reason
 from stockade.signing.upstream import (
@@ -36,27 +43,9 @@ from stockade.signing.upstream import (
 from stockade.storage.interfaces import BlobStore
 
 if TYPE_CHECKING:
-    from stockade.mirroring.summaries import About
     from stockade.mirroring.upstream import UpstreamSnapshot, Verdict
 
 CHUNK = 2000
-
-
-@dataclass
-class Current:
-    id: int
-    sha256: str
-    record_json: bytes
-    indexed_timestamp: int
-    signature: tuple[Any, str | None, str | None] = (None, None, None)  # entry, status, detail
-
-
-#: Columns of a mirrored row that record what its upstream signature proves (``signing.upstream``).
-NO_SIGNATURE: dict[str, Any] = {
-    "signature": None,
-    "signature_status": None,
-    "signature_detail": None,
-}
 
 
 def signature_columns(check: SignatureCheck | None) -> dict[str, Any]:
@@ -83,15 +72,21 @@ def stored_record(
 
 @dataclass
 class Plan:
-    add: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (subdir, fn) -> record
-    change: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)  # -> (id, rec)
-    remove: dict[tuple[str, str], int] = field(default_factory=dict)  # -> artifact id
-    conflicts: dict[tuple[str, str], str] = field(default_factory=dict)  # -> other source
-    failed: dict[tuple[str, str], str] = field(default_factory=dict)  # -> why
-    records: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    #: (subdir, fn) -> column values beside the record: indexed_timestamp and the signature state
-    columns: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """What a run changes, by key: the records themselves stay in the verdict and are built
+    (:meth:`record`) when a row is written, so a plan of 600,000 additions stays small."""
+
+    add: dict[Key, int] = field(default_factory=dict)  # (subdir, fn) -> indexed_timestamp
+    change: dict[Key, tuple[int, int]] = field(default_factory=dict)  # -> (id, indexed)
+    remove: dict[Key, int] = field(default_factory=dict)  # -> artifact id
+    conflicts: dict[Key, str] = field(default_factory=dict)  # -> other source
+    failed: dict[Key, str] = field(default_factory=dict)  # -> why
     unchanged: int = 0
+    base_urls: dict[str, str | None] = field(default_factory=dict)
+    #: the verdict's kept records and upstream signature checks, by subdir and filename
+    kept: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    checks: dict[str, dict[str, SignatureCheck]] = field(default_factory=dict)
+    #: rows an earlier attempt of the run staged (``mirroring.staging``)
+    staged: dict[Key, StoredRow] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -102,12 +97,26 @@ class Plan:
             "conflicts": len(self.conflicts),
         }
 
+    def _indexed(self, key: Key) -> int:
+        return self.add[key] if key in self.add else self.change[key][1]
+
+    def record(self, key: Key) -> dict[str, Any]:
+        """The record of an added or changed file as the channel will keep it."""
+        subdir, filename = key
+        check = self.checks.get(subdir, {}).get(filename)
+        return stored_record(self.kept[subdir][filename], check, self._indexed(key))
+
+    def columns(self, key: Key) -> dict[str, Any]:
+        """Column values beside the record: indexed_timestamp and the signature state."""
+        check = self.checks.get(key[0], {}).get(key[1])
+        return {"indexed_timestamp": self._indexed(key), **signature_columns(check)}
+
     def downloads(self, job: MirrorJob) -> list[DownloadItem]:
         source = open_source(job.source)
         items: list[DownloadItem] = []
         wanted = list(self.add) + [k for k in self.change if k not in self.add]
         for key in wanted:
-            rec = self.records[key]
+            rec = self.kept[key[0]][key[1]]
             subdir, filename = key
             size = rec.get("size")
             items.append(
@@ -122,8 +131,6 @@ class Plan:
         source.close()
         return items
 
-    base_urls: dict[str, str | None] = field(default_factory=dict)
-
     def fail(self, subdir: str, filename: str, why: str) -> None:
         key = (subdir, filename)
         self.failed[key] = why
@@ -132,44 +139,33 @@ class Plan:
         self.change.pop(key, None)
 
 
-def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
-    plan = Plan(base_urls=dict(verdict.base_urls))
-    mine: dict[tuple[str, str], Current] = {
-        (sd, fn): Current(aid, sha, rec, indexed, (sig, status, detail))
-        for aid, sd, fn, sha, rec, indexed, sig, status, detail in session.execute(
-            select(
-                Artifact.id,
-                Artifact.subdir,
-                Artifact.filename,
-                Artifact.sha256,
-                Artifact.record_json,
-                Artifact.indexed_timestamp,
-                Artifact.signature,
-                Artifact.signature_status,
-                Artifact.signature_detail,
-            ).where(
-                Artifact.channel_id == job.channel_id,
-                Artifact.mirror_id == job.mirror_id,
-                # Quarantined files stay in the queue (not served) until an admin decides; the
-                # policy engine excludes them from what the run keeps, and removing them would
-                # bring them back, and scan them again, on the next run.
-                Artifact.scan_status != ScanStatus.MALICIOUS,
-            )
-        ).all()
-    }
-    others = {
+def _others(session: Session, job: MirrorJob) -> dict[Key, str]:
+    """Files of the channel's subdirs that something else brought (staged ones included)."""
+    return {
         (sd, fn): source
         for sd, fn, source, mid in session.execute(
             select(Artifact.subdir, Artifact.filename, Artifact.source, Artifact.mirror_id).where(
-                Artifact.channel_id == job.channel_id, Artifact.subdir.in_(job.subdirs)
+                Artifact.channel_id == job.channel_id,
+                Artifact.subdir.in_(job.subdirs),
+                or_(Artifact.mirror_id.is_(None), Artifact.mirror_id != job.mirror_id),
             )
         ).all()
-        if mid != job.mirror_id
     }
+
+
+def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
+    plan = Plan(
+        base_urls=dict(verdict.base_urls),
+        kept=verdict.kept_records,
+        checks=verdict.signatures,
+        staged=stored_rows(session, job, staged=True),
+    )
+    mine = stored_rows(session, job, staged=False)
+    others = _others(session, job)
+    now = now_ms()
     for subdir, kept in verdict.kept_records.items():
         excluded = verdict.excluded.setdefault(subdir, {})
-        checks = verdict.signatures.get(subdir, {})
-        for filename, upstream in kept.items():
+        for filename in kept:
             key = (subdir, filename)
             if key in others:
                 plan.conflicts[key] = others[key]
@@ -178,28 +174,21 @@ def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
                 ]
                 continue
             current = mine.pop(key, None)
-            # CEP 47: set once, when the record first enters the channel, and kept across runs
-            indexed = current.indexed_timestamp if current is not None else now_ms()
-            check = checks.get(filename)
-            rec = stored_record(upstream, check, indexed)
-            encoded = encode_record(rec)
-            plan.records[key] = rec
-            columns = plan.columns[key] = {
-                "indexed_timestamp": indexed,
-                **signature_columns(check),
-            }
+            if current is None:
+                # CEP 47: set once, when the record first enters the channel (or was staged)
+                earlier = plan.staged.get(key)
+                plan.add[key] = earlier.indexed_timestamp if earlier is not None else now
+                continue
+            plan.change[key] = (current.id, current.indexed_timestamp)  # compared just below
+            encoded = encode_record(plan.record(key))
+            columns = plan.columns(key)
             signature = (
                 columns["signature"],
                 columns["signature_status"],
                 columns["signature_detail"],
             )
-            if current is None:
-                plan.add[key] = encoded
-            elif current.record_json != encoded or current.signature != signature:
-                plan.change[key] = (current.id, encoded)
-                if current.sha256 == rec.get("sha256"):
-                    plan.records[key] = rec  # same file: nothing to download
-            else:
+            if current.digest == record_digest(encoded) and current.signature == signature:
+                del plan.change[key]
                 plan.unchanged += 1
     for subdir in verdict.kept_records:
         for filename in verdict.excluded.get(subdir, {}):
@@ -207,44 +196,6 @@ def build_plan(session: Session, job: MirrorJob, verdict: Verdict) -> Plan:
                 verdict.kept_records[subdir].pop(filename, None)
     plan.remove = {key: cur.id for key, cur in mine.items()}
     return plan
-
-
-def _row(
-    job: MirrorJob,
-    subdir: str,
-    filename: str,
-    rec: dict[str, Any],
-    encoded: bytes,
-    about: About | None = None,
-    columns: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    ts = rec.get("timestamp")
-    license_ = rec.get("license") or (about.license if about else None)
-    return {
-        "channel_id": job.channel_id,
-        "subdir": subdir,
-        "filename": filename,
-        "name": str(rec.get("name", ""))[:256],
-        "version": str(rec.get("version", ""))[:128],
-        "build": str(rec.get("build", ""))[:256],
-        "build_number": rec.get("build_number") if isinstance(rec.get("build_number"), int) else 0,
-        "format": "conda" if filename.endswith(".conda") else "tar.bz2",
-        "sha256": rec["sha256"],
-        "md5": str(rec.get("md5", ""))[:32],
-        "size": rec.get("size") if isinstance(rec.get("size"), int) else 0,
-        "record_json": encoded,
-        "timestamp_ms": int(ts if ts > 1e11 else ts * 1000)
-        if isinstance(ts, int | float)
-        else None,
-        "indexed_timestamp": rec.get("indexed_timestamp") or now_ms(),
-        "license": str(license_)[:256] if license_ else None,
-        "summary": about.summary if about else None,  # mirroring.summaries
-        "source": ArtifactSource.MIRROR,
-        "mirror_id": job.mirror_id,
-        "created_at": utcnow(),
-        **NO_SIGNATURE,
-        **(columns or {}),
-    }
 
 
 def apply_plan(
@@ -255,49 +206,22 @@ def apply_plan(
     snapshot: UpstreamSnapshot,
     blobs: BlobStore,
 ) -> None:
-    """Switch the channel to the run's result in this one transaction."""
+    """Switch the channel to the run's result in this one transaction: the rows the run staged
+    (``mirroring.staging``) are admitted in one statement, removals and changes applied."""
     exclusions = {sd: blobs.put_bytes(pack_exclusions(per)) for sd, per in verdict.excluded.items()}
     touched: set[str] = set()
     for chunk in _chunks(list(plan.remove.items())):
         session.execute(delete(Artifact).where(Artifact.id.in_([aid for _, aid in chunk])))
         touched.update(sd for (sd, _), _ in chunk)
     stored = job.mode == MirrorMode.ACTIVE
-    for (subdir, filename), (aid, encoded) in plan.change.items():
-        rec = plan.records[(subdir, filename)]
-        values = _row(
-            job,
-            subdir,
-            filename,
-            rec,
-            encoded,
-            snapshot.about_for(rec),
-            plan.columns.get((subdir, filename)),
-        )
-        if values["summary"] is None:  # not known this time: the one stored stays
-            values.pop("summary")
-        for key in ("channel_id", "subdir", "filename", "source", "mirror_id", "created_at"):
-            values.pop(key)
-        old_sha = session.scalar(select(Artifact.sha256).where(Artifact.id == aid))
-        session.execute(update(Artifact).where(Artifact.id == aid).values(**values))
-        if old_sha != values["sha256"]:  # new bytes: the old verdict says nothing about them
-            readmit(session, aid, stored=stored, reason=ScanReason.MIRROR)
-        touched.add(subdir)
-    rows = [
-        _row(
-            job,
-            sd,
-            fn,
-            plan.records[(sd, fn)],
-            encoded,
-            snapshot.about_for(plan.records[(sd, fn)]),
-            plan.columns.get((sd, fn)),
-        )
-        for (sd, fn), encoded in plan.add.items()
-    ]
+    for key, (aid, _indexed) in plan.change.items():
+        _apply_change(session, job, plan, snapshot, key, aid, stored)
+        touched.add(key[0])
     channel = session.get(Channel, job.channel_id)
-    if rows and channel is not None:
-        admit_rows(session, channel, rows, stored=stored, reason=ScanReason.MIRROR)
-        touched.update(r["subdir"] for r in rows)
+    if plan.add and channel is not None:
+        touched |= admit_staged(
+            session, channel, job.mirror_id, stored=stored, reason=ScanReason.MIRROR
+        )
     backfill_summaries(session, job.mirror_id, snapshot)  # records mirrored without one
     crash_point("mirror:before-commit")
     session.execute(
@@ -320,6 +244,29 @@ def apply_plan(
         Target("mirror", job.name, job.mirror_id),
         details={"run": job.run_id, **plan.counts(), "failed": len(plan.failed)},
     )
+
+
+def _apply_change(
+    session: Session,
+    job: MirrorJob,
+    plan: Plan,
+    snapshot: UpstreamSnapshot,
+    key: Key,
+    aid: int,
+    stored: bool,
+) -> None:
+    rec = plan.record(key)
+    values = row_values(
+        job, key, rec, encode_record(rec), snapshot.about_for(rec), plan.columns(key)
+    )
+    if values["summary"] is None:  # not known this time: the one stored stays
+        values.pop("summary")
+    for name in ("channel_id", "subdir", "filename", "source", "mirror_id", "created_at"):
+        values.pop(name)
+    old_sha = session.scalar(select(Artifact.sha256).where(Artifact.id == aid))
+    session.execute(update(Artifact).where(Artifact.id == aid).values(**values))
+    if old_sha != values["sha256"]:  # new bytes: the old verdict says nothing about them
+        readmit(session, aid, stored=stored, reason=ScanReason.MIRROR)
 
 
 def _save_states(

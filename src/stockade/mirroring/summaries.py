@@ -152,7 +152,7 @@ def record_abouts(
     were never read; keep what their ``about.json`` says on ``snapshot`` for the rows."""
     wanted: dict[str, str] = {}  # sha256 -> filename
     for key in [*plan.add, *plan.change]:
-        rec = plan.records.get(key)
+        rec = plan.kept.get(key[0], {}).get(key[1])
         if rec is not None and isinstance(rec.get("sha256"), str):
             wanted[str(rec["sha256"])] = key[1]
     with factory() as session:

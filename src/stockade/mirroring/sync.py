@@ -41,9 +41,11 @@ from stockade.mirroring.errors import (
 from stockade.mirroring.evaluation import evaluate_job
 from stockade.mirroring.inputs import vulnerability_version
 from stockade.mirroring.job import MirrorJob, load_job
+from stockade.mirroring.memory import return_memory
 from stockade.mirroring.models import MirrorMode, RunState
 from stockade.mirroring.plan import Plan, apply_plan, build_plan
 from stockade.mirroring.reporter import RunReporter
+from stockade.mirroring.staging import discard, stage
 from stockade.mirroring.summaries import record_abouts
 from stockade.mirroring.upstream import (
     UpstreamSnapshot,
@@ -107,6 +109,9 @@ class MirrorSync:
         self.shutdown = threading.Event()
         #: Called with (run id, step) just before each step's stop check (a hook for tests).
         self.before_step: Callable[[int, str], None] = lambda run_id, step: None
+        #: Called with (run id, rows staged so far) after each staged batch is committed, with no
+        #: transaction of the run open (a hook for tests).
+        self.between_batches: Callable[[int, int], None] = lambda run_id, written: None
 
     @property
     def vulnerabilities(self) -> VulnerabilityLookup:
@@ -170,6 +175,8 @@ class MirrorSync:
             reporter.fail_current()
             reporter.log(f"failed: internal error {exc.__class__.__name__}: {exc}", "error")
         reporter.close()
+        if outcome.state != RunState.COMPLETED:  # what it staged is never switched in
+            discard(self.factory, job, self.settings.stage_batch)
         steps_now, counts = reporter.snapshot()
         with transaction(self.factory) as session:
             runs.finish(
@@ -182,6 +189,8 @@ class MirrorSync:
                 steps=steps_now,
                 counts=counts,
             )
+        del job
+        return_memory()  # the run's records are garbage now: give the pages back
         return outcome
 
     def _checkpoint(self, job: MirrorJob, reporter: RunReporter, step: str) -> None:
@@ -235,7 +244,8 @@ class MirrorSync:
                 )
             record_abouts(self.factory, self.blobs, self.limits, job, plan, snapshot)
         self._checkpoint(job, reporter, "publish")
-        reporter.begin("publish")
+        reporter.begin("publish", len(plan.add))
+        self._stage(job, plan, snapshot, reporter)
         with transaction(self.factory) as session:
             self._hold(session, job)
             apply_plan(session, job, plan, verdict, snapshot, self.blobs)
@@ -251,6 +261,19 @@ class MirrorSync:
             summary += f"; {len(plan.failed)} files failed"
         reporter.log(summary)
         return RunOutcome(RunState.COMPLETED, summary, reporter.snapshot()[1])
+
+    def _stage(
+        self, job: MirrorJob, plan: Plan, snapshot: UpstreamSnapshot, reporter: RunReporter
+    ) -> None:
+        """Write the new rows in short transactions, invisible until the switch (``staging``)."""
+
+        def between(written: int) -> None:
+            reporter.count("staged", written)
+            reporter.advance("publish", min(self.settings.stage_batch, written))
+            self.between_batches(job.run_id, written)
+            reporter.check()
+
+        stage(self.factory, job, plan, snapshot, batch=self.settings.stage_batch, between=between)
 
     def _unchanged(
         self, job: MirrorJob, snapshot: UpstreamSnapshot, reporter: RunReporter

@@ -38,7 +38,9 @@ def request_rescan(
 ) -> int:
     """Queue scans of one artifact, a channel's artifacts, or (neither given) every artifact."""
     AccessService(session).require(principal, Permission.SECURITY_MANAGE)
-    query = select(Artifact.id).where(Artifact.scan_status != ScanStatus.UNFETCHED)
+    query = select(Artifact.id).where(
+        Artifact.scan_status.not_in([ScanStatus.UNFETCHED, ScanStatus.STAGED])
+    )
     target = Target("system", "scanning")
     if artifact_id is not None:
         query = query.where(Artifact.id == artifact_id)
@@ -65,7 +67,7 @@ def queue_outdated(session: Session, fingerprint: str, *, batch: int = BATCH) ->
         .outerjoin(ScanRequest, ScanRequest.artifact_id == Artifact.id)
         .where(
             ScanRequest.artifact_id.is_(None),
-            Artifact.scan_status != ScanStatus.UNFETCHED,
+            Artifact.scan_status.not_in([ScanStatus.UNFETCHED, ScanStatus.STAGED]),
             or_(
                 ArtifactScan.artifact_id.is_(None),
                 and_(ArtifactScan.fingerprint != fingerprint),

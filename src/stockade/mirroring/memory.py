@@ -1,0 +1,36 @@
+"""Giving memory back after a big run (issue 18).
+
+A run over a 600,000-record upstream allocates a few GB of small objects. Once they are garbage,
+CPython returns whole arenas to the C allocator, but glibc keeps freed pages mapped (in the heap
+of each thread that allocated them) until it is told to trim: the server stayed at 3.7 GB idle
+after such a run. :func:`return_memory` collects, then asks glibc to give the free pages back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import gc
+from collections.abc import Callable
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def return_memory() -> bool:
+    """Collect garbage and trim the C heap; whether the heap could be trimmed."""
+    gc.collect()
+    trim = _malloc_trim()
+    return bool(trim is not None and trim(0))
