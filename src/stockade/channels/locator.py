@@ -1,7 +1,10 @@
 """Read model for serving: where the current index files and package bytes of a channel are.
 
-Serving must be cheap, so lookups are cached in memory for a short time; the in-process publisher
-invalidates entries as it switches a subdir, and other replicas see the change within ``ttl``.
+Serving must be cheap, so lookups are kept in memory: index pointers and package files with the
+version of their subdir they were read under (``channels/servable.py``), channels for a short
+time. Every process reads the subdirs' versions at most every ``CHECK_SECONDS`` (the first request
+that finds them older does, through ``refresh``); the in-process publisher and every commit that
+declared a change (``Container.notify_changes``) make the next request read them at once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ from stockade.auth.access import ChannelRef
 from stockade.channels.models import Artifact, Channel, SubdirIndex, SubdirShard
 from stockade.channels.privacy import channel_ref
 from stockade.channels.scanstate import ScanStatus
+from stockade.channels.servable import (
+    ArtifactPointer,
+    Moved,
+    ServableFiles,
+    ServingState,
+    SubdirKey,
+    Version,
+)
 from stockade.conda.repodata import compress_bz2
 from stockade.db.engine import transaction
 from stockade.storage.interfaces import BlobStore
@@ -68,32 +79,48 @@ class ChannelFiles:
     notices: str | None
 
 
-@dataclass(frozen=True)
-class ArtifactPointer:
-    sha256: str
-    size: int
-    created_at: float
-    mirror_id: int | None = None  # a mirrored record: its file may have to be fetched first
-    subdir: str = ""
-    filename: str = ""
-    id: int = 0
-    unfetched: bool = False  # a mirrored record with no verdict: scanned before it is served
-    pending: bool = False  # served before its verdict (serve-first): no cache may keep it
+__all__ = ["ArtifactPointer", "ChannelFiles", "IndexLocator", "IndexPointer"]
 
 
 class IndexLocator:
+    """Lookups for the conda endpoints. The ``cached_*`` methods answer from memory (for the
+    event loop) and are current only while ``fresh()``: callers ``refresh()`` first otherwise."""
+
     def __init__(self, factory: sessionmaker[Session], blobs: BlobStore, ttl: float = 2.0) -> None:
         self.factory = factory
         self.blobs = blobs
+        self.state = ServingState(factory)
+        self.files = ServableFiles()
         self._channels: TTLCache[str, ChannelFiles | None] = TTLCache(ttl)
-        self._indexes: TTLCache[tuple[int, str], IndexPointer | None] = TTLCache(ttl)
+        self._indexes: dict[SubdirKey, tuple[Version | None, IndexPointer | None]] = {}
         self._bz2_lock = threading.Lock()
 
+    def fresh(self) -> bool:
+        return self.state.fresh(time.monotonic())
+
+    def refresh(self) -> None:
+        """Read the subdirs' versions (a worker thread); forget what they say moved."""
+        self._apply(self.state.refresh())
+
+    def _apply(self, moved: Moved) -> None:
+        for key in moved.subdirs:
+            self._indexes.pop(key, None)
+        if moved.channels:
+            self._channels.clear()
+        if moved.channel_set:  # a channel id may now name another channel
+            self._indexes.clear()
+            self.files.clear()
+
     def invalidate(self, channel_id: int, subdir: str) -> None:
-        self._indexes.drop((channel_id, subdir))
+        """This process published ``subdir`` (or changed its pointers)."""
+        self._indexes.pop((channel_id, subdir), None)
+        self.state.force()
 
     def invalidate_channels(self) -> None:
+        """A change was committed in this process: channels are read again, and the subdirs'
+        versions before the next request is answered."""
         self._channels.clear()
+        self.state.force()
 
     def cached_channel(self, name: str) -> tuple[bool, ChannelFiles | None]:
         """(hit, value) from memory only: never touches the database (for async hot paths)."""
@@ -101,7 +128,23 @@ class IndexLocator:
 
     def cached_index(self, channel_id: int, subdir: str) -> tuple[bool, IndexPointer | None]:
         """(hit, value) from memory only: never touches the database (for async hot paths)."""
-        return self._indexes.get((channel_id, subdir))
+        key = (channel_id, subdir)
+        hit = self._indexes.get(key)
+        if hit is None or hit[0] != self.state.versions.get(key):
+            return False, None
+        return True, hit[1]
+
+    def cached_artifact(
+        self, channel_id: int, subdir: str, filename: str
+    ) -> tuple[bool, ArtifactPointer | None]:
+        """(hit, value) from memory only: the servable file, None if it is not (or unknown)."""
+        return self.files.get(
+            (channel_id, subdir, filename), self.state.versions.get((channel_id, subdir))
+        )
+
+    def forget_artifact(self, channel_id: int, subdir: str, filename: str) -> None:
+        """Read this file again next time (its verdict arrived: no version shows that)."""
+        self.files.drop((channel_id, subdir, filename))
 
     def channel(self, name: str) -> ChannelFiles | None:
         hit, value = self._channels.get(name)
@@ -122,9 +165,10 @@ class IndexLocator:
         if _unstorable(subdir):
             return None
         key = (channel_id, subdir)
-        hit, value = self._indexes.get(key)
+        hit, value = self.cached_index(channel_id, subdir)
         if hit:
             return value
+        version = self.state.versions.get(key)  # before the read: a later change moves it
         with self.factory() as session:
             row = session.scalar(
                 select(SubdirIndex).where(
@@ -132,12 +176,22 @@ class IndexLocator:
                 )
             )
             value = _pointer(row) if row is not None else None
-        self._indexes.put(key, value)
+        if len(self._indexes) > 100_000:
+            self._indexes.clear()
+        self._indexes[key] = (version, value)
         return value
 
     def artifact(self, channel_id: int, subdir: str, filename: str) -> ArtifactPointer | None:
+        """The servable file (remembered with its subdir's version), None if there is none."""
         if _unstorable(subdir + filename):
             return None
+        key = (channel_id, subdir, filename)
+        version = self.state.versions.get((channel_id, subdir))  # before the read
+        value = self._read_artifact(channel_id, subdir, filename)
+        self.files.put(key, version, value)
+        return value
+
+    def _read_artifact(self, channel_id: int, subdir: str, filename: str) -> ArtifactPointer | None:
         with self.factory() as session:
             row = session.execute(
                 select(

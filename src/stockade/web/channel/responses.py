@@ -4,9 +4,10 @@ Pure ASGI, no Starlette ``Response`` objects on the hot path. Blobs never change
 about one (its size, its header lists, small ones' bytes) is computed once and reused: answering a
 cached index file is a dict lookup and two ``send`` calls, with no thread hop.
 
-Index files are kept in memory (bounded LRU of bytes); bigger blobs and package files stream from
-disk in 1 MiB chunks read off the event loop (memory stays flat), or are handed to nginx with
-``X-Accel-Redirect`` when configured.
+Index files are kept in memory (bounded LRU of bytes); so are small package files (up to
+``SMALL_FILE``, in a smaller LRU of their own: read once in one thread hop, then sent from memory).
+Bigger blobs stream from disk in 1 MiB chunks read off the event loop (memory stays flat), or are
+handed to nginx with ``X-Accel-Redirect`` when configured.
 
 When nginx in front caches Stockade's public answers (``proxy_cache``, see
 ``docs/deployment-nginx.md``) it says so with the request header ``X-Stockade-Proxy-Cache``. Public
@@ -36,6 +37,10 @@ ACCEL_MIN_SIZE = 64 * 1024
 #: Sent by an nginx that caches public answers (any non-empty value). A client sending it itself
 #: only gets the body from Stockade instead of from nginx's ``sendfile``: nothing else changes.
 PROXY_CACHE_HEADER = b"x-stockade-proxy-cache"
+#: Package files up to this size are read whole and kept in ``small`` (most conda packages of a
+#: channel's own builds; big ones stream).
+SMALL_FILE = 256 * 1024
+SMALL_CACHE_BYTES = 32 * 1024**2
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -191,9 +196,16 @@ async def send_simple(send: Send, status: int, headers: Headers, body: bytes = b
 
 
 class BlobResponder:
-    def __init__(self, blobs: BlobStore, cache: BytesCache, x_accel: str | None) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        cache: BytesCache,
+        x_accel: str | None,
+        small: BytesCache | None = None,
+    ) -> None:
         self.blobs = blobs
         self.cache = cache
+        self.small = small or BytesCache(max_bytes=SMALL_CACHE_BYTES, max_item=SMALL_FILE)
         self.x_accel = x_accel.rstrip("/") + "/" if x_accel else None
         self._sizes: dict[str, int] = {}
         self._headers: dict[tuple[str, float, str, str], BlobHeaders] = {}
@@ -221,18 +233,19 @@ class BlobResponder:
             self._headers[key] = found
         return found
 
-    async def _bytes(self, sha256: str, size: int) -> bytes | None:
-        """The blob's bytes from memory (read once) when it is small enough to keep there."""
-        data = self.cache.get(sha256)
+    async def _bytes(self, sha256: str, size: int, cache: BytesCache) -> bytes | None:
+        """The blob's bytes from memory (read once, in one thread hop) when it is small enough
+        to keep in ``cache``."""
+        data = cache.get(sha256)
         if data is not None:
             self._hits += 1
             if self._hits & 63 == 0:
-                self.cache.touch(sha256)
+                cache.touch(sha256)
             return data
-        if size > self.cache.max_item:
+        if size > cache.max_item:
             return None
         data = await anyio.to_thread.run_sync(self.blobs.read_bytes, sha256)
-        self.cache.put(sha256, data)
+        cache.put(sha256, data)
         return data
 
     async def respond(
@@ -272,7 +285,9 @@ class BlobResponder:
         if span == "invalid":
             await send_simple(send, 416, [(b"content-range", f"bytes */{size}".encode())])
             return 416, 0
-        data = await self._bytes(sha256, size) if in_memory and not head else None
+        data = None
+        if not head:
+            data = await self._bytes(sha256, size, self.cache if in_memory else self.small)
         if isinstance(span, tuple):
             start, end = span
             headers = [

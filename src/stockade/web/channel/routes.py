@@ -2,13 +2,17 @@
 
 ``CondaApp`` is a pure ASGI application: the edge middleware hands it ``GET``/``HEAD`` requests
 under ``/conda/`` directly (see ``web/middleware.py``), so index requests skip FastAPI routing.
-When the channel, its index pointer and the file's bytes are cached (the usual case), a request is
-answered on the event loop with no thread hop and no per-request JSON or header formatting. Misses,
-credentials and package lookups go to a worker thread as before.
+When the channel, its index pointer or package file and the file's bytes are cached (the usual
+case), a request is answered on the event loop with no thread hop, no database query and no
+per-request JSON or header formatting. What is cached is checked against the subdirs' versions,
+read again at most every ``CHECK_SECONDS`` by the first request that finds them older (one query for
+the process, the other requests wait for it): see ``channels/servable.py``. Misses go to a worker
+thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from functools import partial
@@ -79,6 +83,11 @@ def _pointer_sha(pointer: IndexPointer, filename: str) -> str | None:
     return pointer.run_exports
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _split_path(path: str) -> tuple[str, list[str]] | None:
     """``/conda/CHANNEL/…`` -> (channel name, [file] | [subdir, file] | [subdir, "shards", file])."""
     segments = [s for s in path[len("/conda/") :].split("/") if s]
@@ -105,6 +114,7 @@ class CondaApp:
         self._shards: dict[tuple[int, str, str], float] = {}
         self._access = AccessService()
         self._downloads = container.downloads
+        self._refreshing: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -130,6 +140,8 @@ class CondaApp:
         if split is None:
             return _not_found("path")
         channel_name, rest = split
+        if not self.locator.fresh():
+            await self._refresh()
         files = await self._channel(channel_name)
         if files is None:
             return _not_found(f"channel {channel_name!r}")
@@ -144,6 +156,17 @@ class CondaApp:
         if len(rest) == 3:
             return await self._shard(send, info, files, rest[0], rest[2], private)
         return await self._subdir_file(scope, send, info, files, rest[0], rest[1], private)
+
+    async def _refresh(self) -> None:
+        """Read the shared serving state once for every request that finds it stale (they all
+        wait for the same read; a request that goes away does not cancel it for the others)."""
+        loop = asyncio.get_running_loop()
+        pending = self._refreshing
+        if pending is None or pending.done() or pending.get_loop() is not loop:
+            pending = loop.run_in_executor(None, self.locator.refresh)
+            pending.add_done_callback(_retrieve)  # a failure is the waiters' (none may be left)
+            self._refreshing = pending
+        await asyncio.shield(pending)
 
     async def _channel(self, name: str) -> ChannelFiles | None:
         hit, files = self.locator.cached_channel(name)
@@ -257,13 +280,19 @@ class CondaApp:
             return await self._index_file(send, info, ref, subdir, filename, private)
         if not filename.endswith((".conda", ".tar.bz2")):
             return _not_found(f"{subdir}/{filename}")
-        artifact = await anyio.to_thread.run_sync(self.locator.artifact, ref.id, subdir, filename)
+        hit, artifact = self.locator.cached_artifact(ref.id, subdir, filename)
+        if not hit:
+            artifact = await anyio.to_thread.run_sync(
+                self.locator.artifact, ref.id, subdir, filename
+            )
         if artifact is None:
             return _not_found(f"{subdir}/{filename}")
         if artifact.unfetched:
             refused = await self._first_fetch(artifact)
             if refused is not None:
                 return refused
+            # Served now: its verdict changed no version, so read it again next time.
+            self.locator.forget_artifact(ref.id, subdir, filename)
         ctype = "application/octet-stream" if filename.endswith(".conda") else "application/x-bzip2"
         cache_control = PRIVATE_IMMUTABLE if private else IMMUTABLE
         status, sent = await self.responder.respond(

@@ -1,0 +1,177 @@
+"""What this process knows of the servable files of each channel subdir, kept current by publication.
+
+A package download must not cost a database query. What is served from a subdir changes only in a
+transaction that also asks for its publication: every write of ``Artifact.servable`` (an upload,
+a verdict, a removal, a move, a channel's scan settings, a mirror run; ``channels/scanstate.py``)
+goes with ``request_publication``, which bumps the subdir's ``requested_rev``, and a publication
+bumps its ``published_rev``. So ``(row id, requested_rev, published_rev)`` of a subdir is a version
+of everything it serves: a file looked up once is remembered with the version it was read under
+(:class:`ServableFiles`) and answered from memory for as long as that version holds; index
+pointers are remembered the same way.
+
+Each process learns the versions from the database (:class:`ServingState`): one small query of two
+aggregates, at most every ``CHECK_SECONDS``, made by the first request that finds its copy older
+(the rows themselves are read only when an aggregate moved). A change committed in any process (a
+publication, a file removed, quarantined or held, a channel made private or deleted) is seen by
+every process within that bound, without a query per request; the process that made the change
+sees it at once (``force``, called after its commit).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, true
+from sqlalchemy.orm import Session, sessionmaker
+
+from stockade.channels.models import Channel, SubdirIndex
+
+#: How stale this process's view of publications and servability may be (seconds).
+CHECK_SECONDS = 0.1
+
+SubdirKey = tuple[int, str]  # (channel id, subdir)
+Version = tuple[int, int, int]  # (subdir row id, requested_rev, published_rev)
+
+
+@dataclass(frozen=True)
+class ArtifactPointer:
+    sha256: str
+    size: int
+    created_at: float
+    mirror_id: int | None = None  # a mirrored record: its file may have to be fetched first
+    subdir: str = ""
+    filename: str = ""
+    id: int = 0
+    unfetched: bool = False  # a mirrored record with no verdict: scanned before it is served
+    pending: bool = False  # served before its verdict (serve-first): no cache may keep it
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What one read of the shared state found changed since the previous one."""
+
+    subdirs: frozenset[SubdirKey]
+    channels: bool  # a channel created, changed or deleted
+    channel_set: bool  # a channel created or deleted (SQLite may give its id to the next one)
+
+
+class ServingState:
+    """This process's copy of every subdir's version, read again at most every ``CHECK_SECONDS``."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+        self.versions: dict[SubdirKey, Version] = {}
+        self._checked_at = float("-inf")  # when the last completed read started (monotonic)
+        self._forced_at = float("-inf")
+        self._summary: tuple[Any, ...] | None = None
+        self._channels: tuple[Any, ...] | None = None
+        self._lock = threading.Lock()
+
+    def fresh(self, now: float) -> bool:
+        """Whether what this process knows was read less than ``CHECK_SECONDS`` ago (and after
+        the last local change): no I/O, for the event loop."""
+        started = self._checked_at
+        return now - started < CHECK_SECONDS and started > self._forced_at
+
+    def force(self) -> None:
+        """A change was committed here: the next request reads the shared state first."""
+        self._forced_at = time.monotonic()
+
+    def refresh(self) -> Moved:
+        """Read the shared state (in a worker thread) unless another thread just did."""
+        with self._lock:
+            started = time.monotonic()
+            if self.fresh(started):
+                return Moved(frozenset(), False, False)
+            with self.factory() as session:
+                summary, channels = _summaries(session)
+                rows = _versions(session) if summary != self._summary else None
+            moved: frozenset[SubdirKey] = frozenset()
+            if rows is not None:
+                old = self.versions
+                moved = frozenset(k for k in old.keys() | rows.keys() if old.get(k) != rows.get(k))
+                self.versions = rows
+                self._summary = summary
+            before = self._channels
+            self._channels = channels
+            self._checked_at = started
+            return Moved(
+                moved,
+                channels != before,
+                before is not None and (channels[0], channels[2]) != (before[0], before[2]),
+            )
+
+
+def _summaries(session: Session) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Aggregates that move whenever a subdir row or a channel row is added, changed or deleted
+    (revisions only grow, so their sums move with any bump)."""
+    subdirs = select(
+        func.count(SubdirIndex.id),
+        func.coalesce(func.sum(SubdirIndex.requested_rev), 0),
+        func.coalesce(func.sum(SubdirIndex.published_rev), 0),
+        func.coalesce(func.max(SubdirIndex.id), 0),
+    ).subquery()
+    channels = select(
+        func.count(Channel.id).label("n"),
+        func.max(Channel.updated_at).label("updated"),
+        func.coalesce(func.max(Channel.id), 0).label("top"),
+    ).subquery()
+    both = subdirs.join(channels, true())  # one row each: no cartesian product to speak of
+    row = session.execute(select(subdirs, channels).select_from(both)).one()
+    values = tuple(row)
+    return tuple(int(v) for v in values[:4]), values[4:]
+
+
+def _versions(session: Session) -> dict[SubdirKey, Version]:
+    rows = session.execute(
+        select(
+            SubdirIndex.channel_id,
+            SubdirIndex.subdir,
+            SubdirIndex.id,
+            SubdirIndex.requested_rev,
+            SubdirIndex.published_rev,
+        )
+    ).all()
+    return {(r[0], r[1]): (r[2], int(r[3]), int(r[4])) for r in rows}
+
+
+class ServableFiles:
+    """Package files looked up once, each with the version of its subdir it was read under.
+
+    Bounded: past ``max_entries`` the oldest entries go (a flood of unknown names cannot grow
+    it). A file that is not servable is remembered too (as None), under the same rule.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[int, str, str], tuple[Version | None, ArtifactPointer | None]]
+        self._entries = {}
+
+    def get(
+        self, key: tuple[int, str, str], version: Version | None
+    ) -> tuple[bool, ArtifactPointer | None]:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] != version:
+            return False, None
+        return True, hit[1]
+
+    def put(
+        self, key: tuple[int, str, str], version: Version | None, value: ArtifactPointer | None
+    ) -> None:
+        entries = self._entries
+        entries.pop(key, None)
+        while len(entries) >= self.max_entries:
+            try:
+                entries.pop(next(iter(entries)))
+            except (StopIteration, KeyError, RuntimeError):  # emptied or changed meanwhile
+                break
+        entries[key] = (version, value)
+
+    def drop(self, key: tuple[int, str, str]) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
