@@ -32,6 +32,7 @@ from stockade.web.api import signing as signing_api
 from stockade.web.api import users as users_api
 from stockade.web.api import webhooks as webhooks_api
 from stockade.web.bodies import install_body_limit
+from stockade.web.channel.auth_request import routes as authz_routes
 from stockade.web.channel.responses import BlobResponder, BytesCache
 from stockade.web.channel.routes import routes as conda_routes
 from stockade.web.docs import install_docs
@@ -109,6 +110,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     ):
         app.include_router(api.router, prefix=API)
     app.router.routes.extend(conda_routes)
+    app.router.routes.extend(authz_routes)  # nginx's auth_request (docs/deployment-nginx.md)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:

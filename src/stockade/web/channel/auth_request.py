@@ -1,0 +1,246 @@
+"""``GET /_stockade/authz``: nginx's ``auth_request`` asks whether it may send a conda file itself.
+
+Behind the nginx front of ``docs/deployment-nginx.md`` ("Private channels at nginx speed"), every
+conda ``GET``/``HEAD`` first makes this subrequest, with the client's ``Authorization`` and
+``Cookie`` headers and the original URL (``X-Original-URI``, which may hold a ``/t/TOKEN/``).
+nginx caches the answer for a couple of seconds per credential and URL, under a hash of both.
+
+The answer is always ``200`` with an empty body. It tells nginx what to do:
+
+- with ``X-Stockade-Blob: ab/cd/<sha256>.<ext>`` (plus the ``ETag``, ``Last-Modified`` and
+  ``Cache-Control`` Stockade would send, as ``X-Stockade-*``): these credentials may read this
+  file, and it is that blob of the filesystem store; nginx sends it (or a ``304``) itself;
+- without it: nginx passes the request to Stockade, which answers as without this endpoint
+  (refusals, ``401``/``404`` problems, files made on the fly, scans pending, first fetches).
+
+So every access decision is Stockade's, taken with the same rules as ``CondaApp``; nginx only
+replays a "yes, this blob" for the same credential and URL for as long as it caches it. Package
+files nginx is allowed to send are recorded as downloads here (once per answer nginx caches).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from urllib.parse import unquote
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from stockade.audit.downloads import Download, name_version
+from stockade.auth.access import AccessService, ChannelRef
+from stockade.auth.permissions import Level, Permission, Privacy
+from stockade.auth.principal import Principal
+from stockade.channels.locator import ArtifactPointer, ChannelFiles
+from stockade.container import Container
+from stockade.core.context import current_origin
+from stockade.core.errors import AuthenticationError
+from stockade.web.channel.responses import IMMUTABLE
+from stockade.web.channel.routes import (
+    INDEX_TYPES,
+    PRIVATE_IMMUTABLE,
+    SHARD_RE,
+    TRUST_RE,
+    _pointer_sha,
+    _split_path,
+)
+from stockade.web.credentials import credentials_from_scope
+from stockade.web.errors import problem
+from stockade.web.middleware import _split_token
+
+PATH = "/_stockade/authz"
+#: The blob's extension tells nginx the Content-Type (its ``types`` block), as CondaApp sends it.
+EXTENSIONS = (
+    (".json", "json"),
+    (".zst", "zst"),
+    (".bz2", "bz2"),
+    (".conda", "conda"),
+)
+EMPTY = Response(status_code=200)
+
+
+@dataclass(frozen=True)
+class Servable:
+    """A file nginx may send itself: which blob, and the headers Stockade would send with it."""
+
+    sha256: str
+    extension: str
+    modified: float
+    cache_control: str
+
+    def headers(self) -> dict[str, str]:
+        sha = self.sha256
+        return {
+            "x-stockade-blob": f"{sha[:2]}/{sha[2:4]}/{sha}.{self.extension}",
+            "x-stockade-etag": f'"{sha}"',
+            "x-stockade-last-modified": formatdate(self.modified, usegmt=True),
+            "x-stockade-cache-control": self.cache_control,
+        }
+
+
+class AuthzDecider:
+    """Decides, for one original request, whether nginx may send its file itself."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.locator = container.locator
+        max_age = container.settings.publication.index_max_age
+        self._index_cc = {False: f"public, max-age={max_age}", True: f"private, max-age={max_age}"}
+        self._access = AccessService()
+
+    def decide(self, scope: dict[str, object], uri: str, method: str) -> Servable | None:
+        self._current()
+        token, path = _split_token(unquote(uri.partition("?")[0]))
+        split = _split_path(path) if path.startswith("/conda/") else None
+        files = self.locator.channel(split[0]) if split is not None else None
+        if method not in ("GET", "HEAD") or split is None or files is None:
+            return None
+        principal = self._principal({**scope, "stockade.url_token": token})
+        if principal is None or not self._may_read(principal, files.ref):
+            return None
+        rest = split[1]
+        private = files.ref.privacy != Privacy.PUBLIC
+        if len(rest) == 1:
+            return self._root_file(files, rest[0], private)
+        if len(rest) == 3:
+            return self._shard(files.ref, rest[0], rest[2], private)
+        if rest[1] in INDEX_TYPES:
+            return self._index_file(files.ref, rest[0], rest[1], private)
+        served = self._package(files.ref, rest[0], rest[1], private)
+        if served is not None and method == "GET" and self.container.downloads.enabled:
+            self._record_download(scope, principal, files.ref, *served)
+        return served[1] if served is not None else None
+
+    def _package(
+        self, ref: ChannelRef, subdir: str, filename: str, private: bool
+    ) -> tuple[ArtifactPointer, Servable] | None:
+        if not filename.endswith((".conda", ".tar.bz2")):
+            return None
+        artifact = self.locator.artifact(ref.id, subdir, filename)
+        if artifact is None or artifact.unfetched or artifact.pending:
+            return None  # Stockade answers: a first fetch waits for its verdict; no-store files
+        served = _servable(artifact.sha256, filename, artifact.created_at, private, IMMUTABLE)
+        return (artifact, served) if served is not None else None
+
+    def _current(self) -> None:
+        """Read the subdirs' serving versions when they are older than the locator allows
+        (the conda app does the same per request; behind nginx it may see few requests)."""
+        fresh = getattr(self.locator, "fresh", None)
+        refresh = getattr(self.locator, "refresh", None)
+        if fresh is not None and refresh is not None and not fresh():
+            refresh()
+
+    def _principal(self, scope: dict[str, object]) -> Principal | None:
+        creds = credentials_from_scope(scope)
+        try:
+            return self.container.authenticator.authenticate(creds)
+        except AuthenticationError:
+            return None  # Stockade answers the request itself (401, with its problem body)
+
+    def _may_read(self, principal: Principal, ref: ChannelRef) -> bool:
+        if ref.privacy == Privacy.PUBLIC:
+            return True
+        return self._access.channel_level(principal, ref, Permission.ARTIFACT_READ) >= Level.READ
+
+    def _root_file(self, files: ChannelFiles, name: str, private: bool) -> Servable | None:
+        if TRUST_RE.match(name):
+            return None
+        sha = files.channeldata if name == "channeldata.json" else files.notices
+        if sha is None:
+            return None
+        return _servable(sha, name, 0.0, private, self._index_cc[False])
+
+    def _shard(self, ref: ChannelRef, subdir: str, name: str, private: bool) -> Servable | None:
+        match = SHARD_RE.match(name)
+        if match is None or not self.locator.has_shard(ref.id, subdir, match.group(1)):
+            return None
+        return _servable(match.group(1), name, 0.0, private, IMMUTABLE)
+
+    def _index_file(
+        self, ref: ChannelRef, subdir: str, name: str, private: bool
+    ) -> Servable | None:
+        pointer = self.locator.index(ref.id, subdir)
+        sha = _pointer_sha(pointer, name) if pointer is not None else None
+        if pointer is None or sha is None:
+            return None  # an empty noarch, a .bz2 made on first request: Stockade answers
+        return _servable(sha, name, pointer.published_at, private, self._index_cc[False])
+
+    def _record_download(
+        self,
+        scope: dict[str, object],
+        principal: Principal,
+        ref: ChannelRef,
+        artifact: ArtifactPointer,
+        served: Servable,
+    ) -> None:
+        """What nginx is about to answer, as CondaApp records it (``304`` and ranges included)."""
+        headers = dict(scope["headers"])  # type: ignore[call-overload]
+        etag = served.headers()["x-stockade-etag"].encode()
+        status = 304 if headers.get(b"if-none-match") == etag else 200
+        if status == 200 and b"range" in headers:
+            status = 206
+        where = current_origin()
+        name, version = name_version(artifact.filename)
+        self.container.downloads.record(
+            Download(
+                time.time(),
+                principal.username,
+                principal.user_id,
+                principal.token_id,
+                where.ip,
+                where.user_agent,
+                ref.id,
+                ref.name,
+                artifact.subdir,
+                artifact.filename,
+                name,
+                version,
+                artifact.sha256,
+                artifact.size if status == 200 else 0,
+                status,
+                where.request_id,
+            )
+        )
+
+
+def _servable(
+    sha256: str, filename: str, modified: float, private: bool, public_cc: str
+) -> Servable | None:
+    """The answer for a blob: ``public_cc`` is the Cache-Control of a public channel's file
+    (CondaApp's ``private`` form for other channels). None for a name of no known type."""
+    extension = next((ext for suffix, ext in EXTENSIONS if filename.endswith(suffix)), None)
+    if extension is None:
+        return None
+    if private:
+        public_cc = (
+            PRIVATE_IMMUTABLE
+            if public_cc == IMMUTABLE
+            else public_cc.replace("public", "private", 1)
+        )
+    return Servable(sha256, extension, modified, public_cc)
+
+
+async def authz(request: Request) -> Response:
+    uri = request.headers.get("x-original-uri")
+    if not uri or not uri.startswith("/"):
+        return problem(
+            400, "Bad request", "X-Original-URI must be the original request's path", code="authz"
+        )
+    method = request.headers.get("x-original-method", "GET").upper()
+    container: Container = request.app.state.container
+    conductor: AuthzDecider | None = getattr(request.app.state, "authz", None)
+    if conductor is None:
+        conductor = request.app.state.authz = AuthzDecider(container)
+    scope = {"headers": request.scope["headers"], "client": request.scope.get("client")}
+    if container.blobs.local_path("0" * 64) is None:
+        return EMPTY  # blobs not on a filesystem (S3): Stockade sends every file
+    served = await anyio.to_thread.run_sync(conductor.decide, scope, uri, method)
+    if served is None:
+        return Response(status_code=200)
+    return Response(status_code=200, headers=served.headers())
+
+
+routes = [Route(PATH, authz, methods=["GET", "HEAD"])]
