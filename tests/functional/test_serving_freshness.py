@@ -21,7 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import msgpack
 import pytest
+import zstandard
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -156,9 +158,6 @@ def test_a_released_file_is_served_again(live_server: LiveServer, testdata: Path
 
 
 def _shard_path(live: LiveServer, channel: str) -> str:
-    import msgpack
-    import zstandard
-
     index = live.admin.get(f"/conda/{channel}/noarch/repodata_shards.msgpack.zst")
     assert index.status_code == 200, index.text
     shards = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(index.content))
@@ -215,3 +214,26 @@ def test_a_revoked_token_stops_working_for_package_files(
         for url, headers in forms:
             assert http.get(url, headers=headers).status_code == 401
             assert http.get(url, headers={**headers, "if-none-match": etag}).status_code == 401
+
+
+def test_a_new_shard_is_served_right_after_its_publication(
+    live_server: LiveServer, testdata: Path
+) -> None:
+    channel, _ = _served(live_server, testdata)
+    shard = _shard_path(live_server, channel)
+    unknown = f"/conda/{channel}/noarch/shards/{'0' * 64}.msgpack.zst"
+    for _ in range(2):  # the subdir's shards are now remembered
+        assert live_server.admin.get(shard).status_code == 200
+        assert live_server.admin.get(unknown).status_code == 404
+    other = testdata / "channels" / "test-recipes" / "noarch" / "another_dependent-1.0-0.conda"
+    assert live_server.upload(channel, other).status_code == 201
+    live_server.wait_published(channel)
+    index = live_server.admin.get(f"/conda/{channel}/noarch/repodata_shards.msgpack.zst")
+    shards = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(index.content))["shards"]
+    assert set(shards) == {"dependency", "another_dependent"}
+    for name, digest in shards.items():
+        response = httpx.get(
+            f"{live_server.url}/conda/{channel}/noarch/shards/{digest.hex()}.msgpack.zst",
+            timeout=30,
+        )
+        assert response.status_code == 200, (name, response.text)

@@ -93,6 +93,7 @@ class IndexLocator:
         self.files = ServableFiles()
         self._channels: TTLCache[str, ChannelFiles | None] = TTLCache(ttl)
         self._indexes: dict[SubdirKey, tuple[Version | None, IndexPointer | None]] = {}
+        self._shards: dict[SubdirKey, tuple[Version | None, frozenset[str]]] = {}
         self._bz2_lock = threading.Lock()
 
     def fresh(self) -> bool:
@@ -105,10 +106,12 @@ class IndexLocator:
     def _apply(self, moved: Moved) -> None:
         for key in moved.subdirs:
             self._indexes.pop(key, None)
+            self._shards.pop(key, None)
         if moved.channels:
             self._channels.clear()
         if moved.channel_set:  # a channel id may now name another channel
             self._indexes.clear()
+            self._shards.clear()
             self.files.clear()
 
     def invalidate(self, channel_id: int, subdir: str) -> None:
@@ -185,6 +188,9 @@ class IndexLocator:
         """The servable file (remembered with its subdir's version), None if there is none."""
         if _unstorable(subdir + filename):
             return None
+        hit, value = self.cached_artifact(channel_id, subdir, filename)
+        if hit:
+            return value
         key = (channel_id, subdir, filename)
         version = self.state.versions.get((channel_id, subdir))  # before the read
         value = self._read_artifact(channel_id, subdir, filename)
@@ -225,22 +231,37 @@ class IndexLocator:
             row.scan_status in (ScanStatus.UNFETCHED, ScanStatus.PENDING),
         )
 
+    def cached_shard(self, channel_id: int, subdir: str, sha256: str) -> bool | None:
+        """Whether ``sha256`` is a shard of this subdir, from memory; None: not known here."""
+        key = (channel_id, subdir)
+        hit = self._shards.get(key)
+        if hit is None or hit[0] != self.state.versions.get(key):
+            return None
+        return sha256 in hit[1]
+
     def has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:
-        """Whether ``sha256`` is (or recently was) a shard of this channel subdir."""
+        """Whether ``sha256`` is (or recently was) a shard of this channel subdir: the subdir's
+        shards are read once (one query, not one per shard a client fetches) and remembered
+        with the subdir's version."""
         if _unstorable(subdir):
             return False
+        cached = self.cached_shard(channel_id, subdir, sha256)
+        if cached is not None:
+            return cached
+        key = (channel_id, subdir)
+        version = self.state.versions.get(key)  # before the read
         with self.factory() as session:
-            found = session.scalar(
-                select(SubdirShard.id)
-                .join(SubdirIndex, SubdirIndex.id == SubdirShard.subdir_index_id)
-                .where(
-                    SubdirIndex.channel_id == channel_id,
-                    SubdirIndex.subdir == subdir,
-                    SubdirShard.shard_sha256 == sha256,
+            known = frozenset(
+                session.scalars(
+                    select(SubdirShard.shard_sha256)
+                    .join(SubdirIndex, SubdirIndex.id == SubdirShard.subdir_index_id)
+                    .where(SubdirIndex.channel_id == channel_id, SubdirIndex.subdir == subdir)
                 )
-                .limit(1)
             )
-        return found is not None
+        if len(self._shards) > 10_000:
+            self._shards.clear()
+        self._shards[key] = (version, known)
+        return sha256 in known
 
     def bz2(self, channel_id: int, subdir: str, pointer: IndexPointer) -> str:
         """The ``.bz2`` of this revision's ``repodata.json``, derived on first request."""

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 import anyio
 import structlog
+from sqlalchemy.exc import OperationalError
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -55,8 +56,6 @@ PRIVATE_IMMUTABLE = IMMUTABLE.replace("public", "private")
 # A file served before its verdict (serve-first) may be quarantined minutes later: no proxy or
 # client cache may keep it for a year as an immutable file.
 UNJUDGED = "no-store"
-#: A shard, once known in a subdir, stays servable for days (``SHARD_GRACE``): remember it a while.
-SHARD_MEMO_SECONDS = 60.0
 
 log = structlog.get_logger("stockade.web")
 
@@ -88,9 +87,20 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-def _split_path(path: str) -> tuple[str, list[str]] | None:
-    """``/conda/CHANNEL/…`` -> (channel name, [file] | [subdir, file] | [subdir, "shards", file])."""
-    segments = [s for s in path[len("/conda/") :].split("/") if s]
+def _split_path(path: str) -> tuple[str, tuple[str, ...]] | None:
+    """``/conda/CHANNEL/…`` -> (channel name, (file) | (subdir, file) | (subdir, "shards", file)).
+
+    The same paths come again and again (conda, CI, mirrors): usual ones are remembered."""
+    return _split_usual(path) if len(path) <= 512 else _split(path)
+
+
+@lru_cache(maxsize=4096)
+def _split_usual(path: str) -> tuple[str, tuple[str, ...]] | None:
+    return _split(path)
+
+
+def _split(path: str) -> tuple[str, tuple[str, ...]] | None:
+    segments = tuple(s for s in path[len("/conda/") :].split("/") if s)
     if len(segments) < 2:
         return None
     if segments[-1] in ROOT_FILES or TRUST_RE.match(segments[-1]):
@@ -111,7 +121,6 @@ class CondaApp:
         self.locator = container.locator
         max_age = container.settings.publication.index_max_age
         self._index_cc = {False: f"public, max-age={max_age}", True: f"private, max-age={max_age}"}
-        self._shards: dict[tuple[int, str, str], float] = {}
         self._access = AccessService()
         self._downloads = container.downloads
         self._refreshing: asyncio.Future[None] | None = None
@@ -122,6 +131,15 @@ class CondaApp:
         except Exception as exc:
             if isinstance(exc, StockadeError):
                 response = error_response(exc)
+            elif isinstance(exc, OperationalError):  # as the API's handler: retry shortly
+                log.warning("database busy or unavailable", error=str(exc.orig)[:200])
+                response = problem(
+                    503,
+                    "Service busy",
+                    "the database is busy or unavailable; retry shortly",
+                    code="unavailable:database",
+                    retry_after=1,
+                )
             else:  # as FastAPI's handler for unexpected errors does (this app runs outside it)
                 log.error("unhandled error", exc_info=exc)
                 response = problem(
@@ -424,16 +442,11 @@ class CondaApp:
         return None
 
     async def _has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:
-        key = (channel_id, subdir, sha256)
-        now = time.monotonic()
-        until = self._shards.get(key)
-        if until is not None and until > now:
-            return True
-        known = await anyio.to_thread.run_sync(self.locator.has_shard, channel_id, subdir, sha256)
-        if known:
-            if len(self._shards) > 100_000:
-                self._shards.clear()
-            self._shards[key] = now + SHARD_MEMO_SECONDS
+        known = self.locator.cached_shard(channel_id, subdir, sha256)
+        if known is None:
+            known = await anyio.to_thread.run_sync(
+                self.locator.has_shard, channel_id, subdir, sha256
+            )
         return known
 
 
