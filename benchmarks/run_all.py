@@ -1,17 +1,24 @@
-"""Run every benchmark, one after the other (``make bench``).
+"""Run the benchmarks, one after the other (``make bench``, ``make bench-quick``).
 
-    .venv/bin/python benchmarks/run_all.py            # full runs (~15 minutes; the first run also
-                                                      # builds the 100,000-file reference channel)
-    .venv/bin/python benchmarks/run_all.py --quick    # smaller inputs, shorter runs (~5 minutes)
-    .venv/bin/python benchmarks/run_all.py --only serving
+    .venv/bin/python benchmarks/run_all.py              # every benchmark, full size (~1 hour;
+                                                        # the first run also builds the
+                                                        # 100,000-file reference channel)
+    .venv/bin/python benchmarks/run_all.py --quick      # the QUICK set, small inputs (< 5 min)
+    .venv/bin/python benchmarks/run_all.py --only serving --only startup [--quick]
 
-Each benchmark prints its figures and the command that reproduces it; docs/benchmarks.md records
-the results. nginx and wrk are installed from Debian when missing (as root).
+``--quick`` runs the comparisons that a change on the hot paths should be checked against the
+same day (issue 18): serving (repodata), package files, private channels behind nginx, download
+recording, ingest, publication and startup, each with its own ``--quick`` (fewer, shorter rounds,
+smaller inputs), each still beside its reference in the same run. A benchmark that is not in this
+checkout is skipped. Each prints its figures and the command that reproduces it; at the end a
+summary gives each one's exit status and duration. docs/benchmarks.md records the results. nginx
+and wrk are installed from Debian when missing (as root).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -21,9 +28,14 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "publication": "bench_publication.py",
     "serving": "bench_serving.py",
+    "package-files": "bench_package_files.py",
+    "private-nginx": "bench_private_nginx.py",
     "upload": "bench_upload.py",
+    "ingest": "bench_ingest.py",
+    "startup": "bench_startup.py",
     "auth": "bench_auth.py",
     "mirror-download": "bench_mirror_download.py",
+    "mirror-scale": "bench_mirror_scale.py",
     "policy": "bench_policy.py",
     "mirror-nochange": "bench_mirror_nochange.py",
     "vuln-match": "bench_vuln_match.py",
@@ -31,24 +43,62 @@ BENCHMARKS = {
     "signing": "bench_signing.py",
     "airgap": "bench_airgap.py",
     "downloads": "bench_downloads.py",
+    "search": "bench_search.py",
 }
+# what `make bench-quick` runs, in this order: the serving and download paths, ingest,
+# publication, startup
+QUICK = (
+    "serving",
+    "package-files",
+    "private-nginx",
+    "downloads",
+    "ingest",
+    "publication",
+    "startup",
+)
+QUICK_BUDGET_S = 300
+# benchmarks without a --quick of their own
+NO_QUICK_FLAG = frozenset({"mirror-scale"})
+
+
+def available(names: list[str]) -> list[str]:
+    return [n for n in names if (HERE / BENCHMARKS[n]).exists()]
+
+
+def run(name: str, *, quick: bool) -> tuple[int, float]:
+    command = [sys.executable, str(HERE / BENCHMARKS[name])]
+    if quick and name not in NO_QUICK_FLAG:
+        command.append("--quick")
+    print(f"\n##### {name}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    result = subprocess.run(command, check=False)
+    seconds = time.perf_counter() - started
+    print(f"\n[{name}] exit {result.returncode} after {seconds:.0f}s\n", flush=True)
+    return result.returncode, seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run Stockade's benchmarks.")
-    parser.add_argument("--quick", action="store_true", help="smaller inputs and shorter runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="the QUICK set (or --only's), small inputs"
+    )
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args()
-    failed = []
-    for name in args.only or list(BENCHMARKS):
-        command = [sys.executable, str(HERE / BENCHMARKS[name])]
-        if args.quick:
-            command.append("--quick")
-        started = time.perf_counter()
-        result = subprocess.run(command, check=False)
-        print(f"\n[{name}] exit {result.returncode} after {time.perf_counter() - started:.0f}s\n")
-        if result.returncode:
-            failed.append(name)
+    names = args.only or list(QUICK if args.quick else BENCHMARKS)
+    chosen = available(names)
+    skipped = sorted(set(names) - set(chosen))
+    load_before = os.getloadavg()
+    results = {name: run(name, quick=args.quick) for name in chosen}
+    total = sum(seconds for _code, seconds in results.values())
+    print("\n##### summary")
+    for name, (code, seconds) in results.items():
+        print(f"  {name:18s} {'ok' if code == 0 else f'exit {code}':8s} {seconds:6.0f}s")
+    if skipped:
+        print(f"  not in this checkout: {', '.join(skipped)}")
+    print(f"  total {total:.0f}s; load average before {load_before}, after {os.getloadavg()}")
+    if args.quick and not args.only and total > QUICK_BUDGET_S:
+        print(f"  note: over the {QUICK_BUDGET_S}s a quick run should take (a busy machine?)")
+    failed = [name for name, (code, _seconds) in results.items() if code]
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")
 

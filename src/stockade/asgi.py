@@ -7,22 +7,54 @@
 Each worker process calls :func:`app`, which reads the settings (``STOCKADE_*`` env and the TOML
 file) and builds its own container, exactly as ``stockade serve`` does for its single process.
 Conda ``GET``/``HEAD`` requests are dispatched before FastAPI (``CondaFastPath``). Nothing happens
-at import time.
+at import time, and importing this module loads nothing of the application (``stockade serve
+--workers N`` names it to uvicorn from a supervisor that stays small).
 """
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from stockade.app import create_app
-from stockade.core.logging import configure_logging
-from stockade.settings import load_settings
-from stockade.web.middleware import CondaFastPath
-from stockade.web.serving import prepare_server
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from stockade.settings import Settings
 
 
 def app() -> ASGIApp:
+    from stockade.core.logging import configure_logging
+    from stockade.settings import load_settings
+    from stockade.web.serving import prepare_server
+
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     prepare_server(settings)  # private files, spools in the data folder, the header deadline
-    return CondaFastPath(create_app(settings))
+    with unused_drivers_hidden(settings):
+        from stockade.app import create_app
+        from stockade.web.middleware import CondaFastPath
+
+        return CondaFastPath(create_app(settings))
+
+
+@contextmanager
+def unused_drivers_hidden(settings: Settings) -> Iterator[None]:
+    """While the application is imported, hide the client libraries this configuration never
+    uses from the one import that loads them all: huey's storage module imports ``redis`` and
+    ``psycopg`` (with their own dependencies, ~15 MiB per process) whichever storage is used, and
+    copes with their absence. Afterwards they import normally again."""
+    unused = {
+        "redis": settings.jobs.redis_url is None,
+        "psycopg": settings.db_url.startswith("sqlite"),
+    }
+    hidden = [name for name, hide in unused.items() if hide and name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # "import name" raises ImportError
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]

@@ -75,7 +75,9 @@ def start(folder: Path, env: dict[str, str], root: Path) -> Iterator[Path]:
 def serve(path: str) -> None:
     """Import the CLI, then run each request in a forked child."""
     try:
-        from stockade.cli.main import main  # imported once, before forking: the point of this
+        from stockade.cli.main import load_all, main  # imported once, before forking: the point
+
+        load_all()  # the subcommands' modules too (the entry point imports them on demand)
     except BaseException:
         Path(path + ".failed").write_text(traceback.format_exc())  # the shims fail at once
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -17,8 +18,13 @@ TOKEN_PREFIXES = (TOKEN_PREFIX, LEGACY_TOKEN_PREFIX)
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 TOKEN_LENGTH = 43  # 43 characters of 62: 256 bits
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-# A fixed hash to verify against when the user does not exist, so timing does not reveal it.
-_DUMMY_HASH = _hasher.hash("stockade-dummy-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A fixed hash to verify against when the user does not exist, so timing does not reveal
+    it; made on first use (an argon2 hash costs ~0.2 s of CPU, at every process start before)."""
+    return _hasher.hash("stockade-dummy-password")
 
 
 def hash_password(password: str) -> str:
@@ -27,7 +33,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

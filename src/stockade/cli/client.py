@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import httpx
 import typer
 from rich.console import Console
 
 from stockade.cli.profile import Profile, load_profile
+
+if TYPE_CHECKING:  # imported when a request is made: ``--help`` does not load httpx
+    import httpx
+
+    from stockade.cli.retry import RetryingClient, RetryState
 
 err = Console(stderr=True)
 
@@ -24,7 +28,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 class ApiClient:
-    """Calls the REST API. ``request`` prints problems and exits; ``try_request`` raises CliError."""
+    """Calls the REST API. ``request`` prints problems and exits; ``try_request`` raises CliError.
+
+    Every request retries transient answers (503 and the like) within a bounded wait: see
+    :mod:`stockade.cli.retry` for what is retried and when.
+    """
 
     def __init__(self, profile: Profile, timeout: float = 120.0) -> None:
         self.profile = profile
@@ -32,11 +40,24 @@ class ApiClient:
         self.headers = {"user-agent": "stockade-cli"}
         if profile.token:
             self.headers["authorization"] = f"Bearer {profile.token}"
+        self._retry: RetryState | None = None
+
+    def http(self, base: str | None = None, **kwargs: Any) -> RetryingClient:
+        """An HTTP client for the API (``base``: default ``URL/api/v1``) with this client's
+        headers, timeout and retries; close it (``with``)."""
+        from stockade.cli.retry import RetryingClient, RetryState
+
+        if self._retry is None:
+            self._retry = RetryState(notify=lambda message: err.print(message, style="dim"))
+        options: dict[str, Any] = {"headers": self.headers, "timeout": self.timeout, **kwargs}
+        base = self.profile.url + "/api/v1" if base is None else base
+        return RetryingClient(retry=self._retry, base_url=base, **options)
 
     def try_request(self, method: str, path: str, **kwargs: Any) -> Any:
-        base = self.profile.url + "/api/v1"
+        import httpx
+
         try:
-            with httpx.Client(base_url=base, headers=self.headers, timeout=self.timeout) as http:
+            with self.http() as http:
                 response = http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise CliError(unreachable(self.profile.url, exc)) from None
@@ -50,9 +71,10 @@ class ApiClient:
 
     def try_raw(self, path: str, **kwargs: Any) -> bytes:
         """The response body as bytes (exports); problems print and exit like ``request``."""
-        base = self.profile.url + "/api/v1"
+        import httpx
+
         try:
-            with httpx.Client(base_url=base, headers=self.headers, timeout=self.timeout) as http:
+            with self.http() as http:
                 response = http.get(path, **kwargs)
         except httpx.HTTPError as exc:
             fail(unreachable(self.profile.url, exc))
@@ -98,7 +120,16 @@ def describe_problem(response: httpx.Response) -> str:
     detail = body.get("detail") or body.get("title") or "request failed"
     where = [f"{k}={body[k]}" for k in ("member", "field") if body.get(k)]
     suffix = f" ({', '.join(where)})" if where else ""
-    return f"{detail}{suffix} [HTTP {response.status_code}, {body.get('code', 'error')}]"
+    return f"{detail}{suffix} [HTTP {response.status_code}, {body.get('code', 'error')}]" + (
+        _tried(response)
+    )
+
+
+def _tried(response: httpx.Response) -> str:
+    """``; tried N times over Ss`` when the answer came after retries (see cli/retry.py)."""
+    attempts = response.extensions.get("stockade_attempts")
+    described = attempts.describe() if attempts is not None else ""
+    return f"; {described}, giving up" if described else ""
 
 
 def answer_problem(response: httpx.Response) -> str | None:
@@ -119,7 +150,7 @@ def not_stockade(response: httpx.Response) -> str:
     if response.status_code in (502, 503, 504):
         return (
             f"{url} answered {status} ({kind}): a proxy answered for the Stockade server at "
-            f"{base}, which is not answering: is it running?"
+            f"{base}, which is not answering: is it running?{_tried(response)}"
         )
     return (
         f"{url} answered {status} ({kind}), not the Stockade API: is {base} the server's base "
@@ -148,6 +179,8 @@ _CAUSES = (
 
 
 def _cause(exc: httpx.HTTPError) -> str:
+    import httpx
+
     if isinstance(exc, httpx.TimeoutException):
         return "no answer in time (timed out): are the host and port right, and the server up?"
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):

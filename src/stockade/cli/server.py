@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 
 from stockade.cli.client import fail
 from stockade.core.errors import StockadeError
-from stockade.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from stockade.container import Container
+    from stockade.settings import Settings
 
 out = Console()
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -16,6 +22,8 @@ config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 
 
 def settings_or_exit(**overrides: object) -> Settings:
+    from stockade.settings import load_settings
+
     try:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
     except StockadeError as exc:
@@ -47,39 +55,82 @@ def serve(
     X-Forwarded-For and X-Forwarded-Proto are believed only from server.trusted_proxies
     (addresses or CIDR networks; default 127.0.0.1 and ::1; [] for none), with one worker or
     --workers N: the client address they give is what sign-in throttling and the access log use.
+
+    With --workers N the first process only supervises the workers: it migrates and creates the
+    first admin in a short-lived child process and never loads the application itself.
     """
     import uvicorn
 
-    from stockade.app import create_app
+    from stockade.web.serving import uvicorn_options
+
+    settings = settings_or_exit(host=host, port=port)
+    options = uvicorn_options(settings)  # the same for every worker process
+    url = settings.base_url
+    if workers > 1:
+        # Worker processes read their settings themselves: --host/--port reach them by the
+        # environment (their base URL is built from them).
+        os.environ.update(_override_env(host=host, port=port))
+        _prepare_in_child()
+        out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
+        http = "stockade.web.serving:HttpToolsWithDeadline"  # the deadline is set by asgi:app
+        uvicorn.run("stockade.asgi:app", factory=True, workers=workers, http=http, **options)
+        return
+    from stockade.asgi import unused_drivers_hidden
+    from stockade.web.serving import HttpToolsWithDeadline
+
+    with unused_drivers_hidden(settings):
+        from stockade.app import create_app
+        from stockade.web.middleware import CondaFastPath
+
+        container = prepare_instance(settings)
+        app = CondaFastPath(create_app(settings, container))
+    out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
+    uvicorn.run(app, http=HttpToolsWithDeadline, **options)
+
+
+def _override_env(**overrides: object) -> dict[str, str]:
+    return {f"STOCKADE_{k.upper()}": str(v) for k, v in overrides.items() if v is not None}
+
+
+def prepare_instance(settings: Settings) -> Container:
+    """Private files, migrations, the first admin (announced once); the container built."""
     from stockade.container import Container
     from stockade.core.logging import configure_logging
     from stockade.db.migrate import upgrade
-    from stockade.web.middleware import CondaFastPath
-    from stockade.web.serving import HttpToolsWithDeadline, uvicorn_options
 
-    settings = settings_or_exit(host=host, port=port)
     configure_logging(settings.log_level, settings.log_format)
     private_files(settings)
     upgrade(settings.db_url)
     container = Container.build(settings)
     first = container.bootstrap()
     private_files(settings)  # the files the first start just made: explicit modes too
-    url = settings.base_url
     if first is not None:
+        url = settings.base_url
         out.print(f"\n[bold]First start.[/bold] Sign in at {url}/ as [bold]{first.username}[/bold]")
         if first.password:
             out.print(f"  password (shown once): [bold]{first.password}[/bold]")
         else:
             out.print("  with the password from STOCKADE_ADMIN_PASSWORD")
-    out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
-    options = uvicorn_options(settings)  # the same for every worker process
-    if workers > 1:
-        container.close()  # each worker process builds its own from the same settings
-        http = "stockade.web.serving:HttpToolsWithDeadline"  # the deadline is set by asgi:app
-        uvicorn.run("stockade.asgi:app", factory=True, workers=workers, http=http, **options)
-        return
-    app = CondaFastPath(create_app(settings, container))
-    uvicorn.run(app, http=HttpToolsWithDeadline, **options)
+    return container
+
+
+def _prepare_in_child() -> None:
+    """:func:`prepare_instance` in a child process that then exits, so that the supervisor of
+    several workers never loads the application's modules (about 130 MiB it would keep)."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_prepare_child, name="prepare")
+    child.start()
+    child.join()
+    if child.exitcode:
+        raise typer.Exit(child.exitcode if child.exitcode > 0 else 1)
+
+
+def _prepare_child() -> None:
+    try:
+        prepare_instance(settings_or_exit()).close()
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
 
 
 def worker(

@@ -9,7 +9,6 @@ from starlette.responses import Response
 
 from stockade.core.errors import InvalidInputError, TooLargeError
 from stockade.vulns.reports import ChannelReport, EnvironmentReport, render_csv, render_json
-from stockade.vulns.sbom import cyclonedx_json, spdx_json
 
 __all__ = ["MAX_BODY", "MEDIA", "SUFFIX", "read_bounded", "rendered"]
 
@@ -29,6 +28,9 @@ def rendered(report: EnvironmentReport | ChannelReport, fmt: str, stem: str) -> 
     elif fmt == "csv":
         body = render_csv(report)
     elif isinstance(report, EnvironmentReport):
+        # the SBOM libraries (spdx-tools, cyclonedx: ~20 MiB per process) load on first use
+        from stockade.vulns.sbom import cyclonedx_json, spdx_json
+
         body = cyclonedx_json(report) if fmt == "cyclonedx" else spdx_json(report)
     else:
         raise InvalidInputError(f"format {fmt!r} is not offered here", field="format")

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import typer.main
 from rich.console import Console
 
 from stockade.cli import output
-from stockade.cli.main import app
+from stockade.cli.main import full_command
 from stockade.cli.report_view import counts_line
 
 #: commands that print data, as opposed to doing something and saying so in one line
@@ -57,7 +56,7 @@ DATA_COMMANDS = {
 
 
 def commands(group: Any = None, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
-    group = group or typer.main.get_command(app)
+    group = group or full_command()  # every subcommand loaded (the CLI loads them lazily)
     for name, sub in group.commands.items():
         if hasattr(sub, "commands"):
             yield from commands(sub, (*path, name))
