@@ -130,6 +130,7 @@ class Container:
             lease_s=settings.scanning.lease_s,
             notify_held=enqueue_scan_event,
             on_change=lambda: _call_all(changes),
+            read_factory=read_factory,
         )
         return cls(
             settings,

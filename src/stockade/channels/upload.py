@@ -21,15 +21,16 @@ from stockade.channels.errors import (
     ArtifactHeldError,
     ChecksumMismatchError,
 )
-from stockade.channels.intake import ScanReason, admit
-from stockade.channels.models import Artifact, PackageContent
+from stockade.channels.intake import ScanReason, admit_many
+from stockade.channels.models import Artifact, Channel, PackageContent
 from stockade.channels.publishing import request_publications
 from stockade.channels.scanstate import QUARANTINE_STATES, ArtifactSource
 from stockade.channels.service import ChannelService
 from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
 from stockade.conda.repodata import encode_record
 from stockade.core.clock import now_ms
-from stockade.db.upsert import insert_ignore
+from stockade.core.errors import StockadeError
+from stockade.db.upsert import insert_ignore, insert_ignore_many
 from stockade.storage.interfaces import BlobStore
 from stockade.storage.models import Blob
 from stockade.storage.staging import StagedFile
@@ -39,6 +40,14 @@ from stockade.storage.staging import StagedFile
 class ValidatedUpload:
     staged: StagedFile
     info: PackageInfo
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A file of a batch that was not recorded, and why (the others were)."""
+
+    filename: str
+    error: StockadeError
 
 
 def validate_upload(
@@ -102,49 +111,103 @@ class UploadService:
         force: bool,
     ) -> list[Artifact]:
         """Record several validated uploads in this transaction (all or none)."""
-        channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_WRITE)
-        # Lock the subdir rows first, in one order for every writer (no deadlocks).
-        request_publications(self.session, [(channel.id, u.info.subdir) for u in uploads])
-        return [
-            self.record(principal, channel_name, u, force=force, request=False) for u in uploads
-        ]
+        recorded, refused = self.record_each(principal, channel_name, uploads, force=force)
+        if refused:
+            raise refused[0].error
+        return recorded
 
-    def record(
+    def record_each(
         self,
         principal: Principal,
         channel_name: str,
+        uploads: list[ValidatedUpload],
+        *,
+        force: bool,
+    ) -> tuple[list[Artifact], list[Refusal]]:
+        """Record, in this transaction, each upload that may enter; name why each other one may
+        not (it exists, the scanners hold it, it was sent twice). One permission check, one
+        lookup of the files already there, one flush for the batch."""
+        channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_WRITE)
+        existing = self._existing(channel.id, uploads)
+        accepted: list[tuple[ValidatedUpload, Artifact | None]] = []
+        refused: list[Refusal] = []
+        seen: set[tuple[str, str]] = set()
+        for upload in uploads:
+            key = (upload.info.subdir, upload.info.filename)
+            try:
+                if key in seen:
+                    raise ArtifactExistsError(
+                        f"{key[0]}/{key[1]} is sent twice in this request", field="filename"
+                    )
+                self._may_replace(principal, channel, existing.get(key), upload, force=force)
+            except StockadeError as exc:
+                refused.append(Refusal(upload.staged.filename, exc))
+                continue
+            seen.add(key)
+            accepted.append((upload, existing.get(key)))
+        if not accepted:
+            return [], refused
+        # Lock the subdir rows first, in one order for every writer (no deadlocks).
+        request_publications(
+            self.session, sorted({(channel.id, u.info.subdir) for u, _ in accepted})
+        )
+        replaced = [old for _, old in accepted if old is not None]
+        for row in replaced:
+            self.session.delete(row)
+        if replaced:
+            self.session.flush()
+        self._ensure_blob_rows([u for u, _ in accepted])
+        artifacts = [self._artifact(principal, channel, u) for u, _ in accepted]
+        admit_many(self.session, artifacts, channel, reason=ScanReason.UPLOAD)
+        audit = AuditLog(self.session)
+        for upload, old in accepted:
+            self._audit(audit, principal, channel, upload, replaced=old is not None)
+        return artifacts, refused
+
+    def _existing(
+        self, channel_id: int, uploads: list[ValidatedUpload]
+    ) -> dict[tuple[str, str], Artifact]:
+        subdirs = {u.info.subdir for u in uploads}
+        names = {u.info.filename for u in uploads}
+        rows = self.session.scalars(
+            select(Artifact).where(
+                Artifact.channel_id == channel_id,
+                Artifact.subdir.in_(subdirs),
+                Artifact.filename.in_(names),
+            )
+        )
+        return {(a.subdir, a.filename): a for a in rows}
+
+    def _may_replace(
+        self,
+        principal: Principal,
+        channel: Channel,
+        existing: Artifact | None,
         upload: ValidatedUpload,
         *,
         force: bool,
-        request: bool = True,
-    ) -> Artifact:
-        channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_WRITE)
-        info, staged = upload.info, upload.staged
-        existing = self.session.scalar(
-            select(Artifact).where(
-                Artifact.channel_id == channel.id,
-                Artifact.subdir == info.subdir,
-                Artifact.filename == info.filename,
+    ) -> None:
+        if existing is None:
+            return
+        where = f"{upload.info.subdir}/{upload.info.filename}"
+        if not force:
+            raise ArtifactExistsError(
+                f"{where} already exists in channel {channel.name!r}", field="filename"
             )
-        )
-        if existing is not None:
-            if not force:
-                raise ArtifactExistsError(
-                    f"{info.subdir}/{info.filename} already exists in channel {channel.name!r}",
-                    field="filename",
-                )
-            self.channels.get(principal, channel_name, Permission.CHANNEL_MANAGE)
-            if existing.scan_status in QUARANTINE_STATES and not existing.servable:
-                raise ArtifactHeldError(
-                    f"{info.subdir}/{info.filename} is held by the scanners: a security admin "
-                    "releases or deletes it (the quarantine queue)",
-                    field="filename",
-                )
-            self.session.delete(existing)
-            self.session.flush()
-        self._ensure_blob_rows(upload)
+        self.channels.get(principal, channel.name, Permission.CHANNEL_MANAGE)
+        if existing.scan_status in QUARANTINE_STATES and not existing.servable:
+            raise ArtifactHeldError(
+                f"{where} is held by the scanners: a security admin "
+                "releases or deletes it (the quarantine queue)",
+                field="filename",
+            )
+
+    def _artifact(
+        self, principal: Principal, channel: Channel, upload: ValidatedUpload
+    ) -> Artifact:
+        info, staged = upload.info, upload.staged
         indexed = now_ms()
-        artifact = Artifact(
+        return Artifact(
             channel_id=channel.id,
             subdir=info.subdir,
             filename=info.filename,
@@ -164,8 +227,18 @@ class UploadService:
             source=ArtifactSource.UPLOAD,
             uploaded_by_id=principal.user_id,
         )
-        admit(self.session, artifact, channel, reason=ScanReason.UPLOAD, request=request)
-        AuditLog(self.session).record(
+
+    @staticmethod
+    def _audit(
+        audit: AuditLog,
+        principal: Principal,
+        channel: Channel,
+        upload: ValidatedUpload,
+        *,
+        replaced: bool,
+    ) -> None:
+        info, staged = upload.info, upload.staged
+        audit.record(
             "artifact.upload",
             principal,
             Target("channel", channel.name, channel.id),
@@ -173,21 +246,33 @@ class UploadService:
                 "file": f"{info.subdir}/{info.filename}",
                 "sha256": staged.sha256,
                 "size": staged.size,
-                "replaced": existing is not None,
+                "replaced": replaced,
             },
         )
-        return artifact
 
-    def _ensure_blob_rows(self, upload: ValidatedUpload) -> None:
-        staged, info = upload.staged, upload.info
-        blob = {"sha256": staged.sha256, "size": staged.size, "md5": staged.md5, "kind": "package"}
-        insert_ignore(self.session, Blob, blob, ["sha256"])
-        record_content(self.session, staged.sha256, info)
+    def _ensure_blob_rows(self, uploads: list[ValidatedUpload]) -> None:
+        blobs: dict[str, dict[str, Any]] = {}
+        contents: dict[str, dict[str, Any]] = {}
+        for upload in uploads:
+            staged = upload.staged
+            blobs[staged.sha256] = {
+                "sha256": staged.sha256,
+                "size": staged.size,
+                "md5": staged.md5,
+                "kind": "package",
+            }
+            contents[staged.sha256] = content_row(staged.sha256, upload.info)
+        insert_ignore_many(self.session, Blob, list(blobs.values()), ["sha256"])
+        insert_ignore_many(self.session, PackageContent, list(contents.values()), ["sha256"])
 
 
 def record_content(session: Session, sha256: str, info: PackageInfo) -> None:
     """What we read from a package's ``info/``, once per sha256 (shared by every copy)."""
-    content = {
+    insert_ignore(session, PackageContent, content_row(sha256, info), ["sha256"])
+
+
+def content_row(sha256: str, info: PackageInfo) -> dict[str, Any]:
+    return {
         "sha256": sha256,
         "index_json": info.index,
         "about_json": info.about,
@@ -200,7 +285,6 @@ def record_content(session: Session, sha256: str, info: PackageInfo) -> None:
         "unpacked_size": info.unpacked_size,
         "vulns_mitigated": list(info.vulns_mitigated),
     }
-    insert_ignore(session, PackageContent, content, ["sha256"])
 
 
 def _short(value: object, limit: int = 256) -> str | None:

@@ -33,6 +33,7 @@ from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
 from stockade.scanning.engine import ScanReport, scan_archive
 from stockade.scanning.interfaces import ScanSubject
+from stockade.scanning.models import ArtifactScan
 from stockade.scanning.recording import (
     HeldNotifier,
     ScannerSet,
@@ -71,8 +72,11 @@ class ScanRunner:
         lease_s: float = DEFAULT_LEASE_S,
         on_change: Callable[[], None] = lambda: None,
         notify_held: HeldNotifier | None = None,
+        read_factory: sessionmaker[Session] | None = None,
     ) -> None:
         self.factory = factory
+        # Reads take no write lock (SQLite: a write session begins IMMEDIATE).
+        self.read_factory = read_factory or factory
         self.blobs = blobs
         self.scanners = scanners
         self.limits = limits
@@ -145,15 +149,40 @@ class ScanRunner:
             self.on_change()
 
     def _claim(self, batch: int) -> list[int]:
+        """Lease up to ``batch`` free requests in one write (those another runner took since
+        they were read are left to it)."""
         now = utcnow()
-        with self.factory() as session:
+        with self.read_factory() as session:
             candidates = session.scalars(
                 select(ScanRequest.artifact_id)
                 .where(or_(ScanRequest.leased_until.is_(None), ScanRequest.leased_until < now))
                 .order_by(ScanRequest.requested_at, ScanRequest.artifact_id)
                 .limit(batch)
             ).all()
-        return [aid for aid in candidates if self._claim_one(aid)]
+        if not candidates:
+            return []
+        until = now + self.lease
+        with transaction(self.factory) as session:
+            session.execute(
+                update(ScanRequest)
+                .where(
+                    ScanRequest.artifact_id.in_(candidates),
+                    or_(ScanRequest.leased_until.is_(None), ScanRequest.leased_until < now),
+                )
+                .values(
+                    leased_until=until, lease_owner=self.owner, attempts=ScanRequest.attempts + 1
+                )
+            )
+            taken = set(
+                session.scalars(
+                    select(ScanRequest.artifact_id).where(
+                        ScanRequest.artifact_id.in_(candidates),
+                        ScanRequest.lease_owner == self.owner,
+                        ScanRequest.leased_until == until,
+                    )
+                )
+            )
+        return [aid for aid in candidates if aid in taken]
 
     def _claim_one(self, artifact_id: int) -> bool:
         now = utcnow()
@@ -190,9 +219,10 @@ class ScanRunner:
         job = self._job(artifact_id)
         if job is None:
             return False
-        with transaction(self.factory) as session:
-            if reuse_result(session, artifact_id, job.sha256, current, self.notify_held):
-                return True
+        if self._may_reuse(job.sha256, current):
+            with transaction(self.factory) as session:
+                if reuse_result(session, artifact_id, job.sha256, current, self.notify_held):
+                    return True
         path = self.blobs.local_path(job.sha256)
         if path is None or not self.blobs.exists(job.sha256):
             with transaction(self.factory) as session:
@@ -210,6 +240,21 @@ class ScanRunner:
                 duration_ms=int((time.monotonic() - started) * 1000),
                 notify=self.notify_held,
             )
+
+    def _may_reuse(self, sha256: str, current: ScannerSet) -> bool:
+        """Whether a verdict for these bytes under these rules exists (read only; the write
+        transaction of :func:`reuse_result` decides whether it fits this artifact)."""
+        with self.read_factory() as session:
+            found = session.scalar(
+                select(ArtifactScan.artifact_id)
+                .where(
+                    ArtifactScan.sha256 == sha256,
+                    ArtifactScan.fingerprint == current.fingerprint,
+                    ArtifactScan.verdict != "error",
+                )
+                .limit(1)
+            )
+        return found is not None
 
     def _report(self, path: Path, job: _Job, current: ScannerSet) -> ScanReport:
         return scan_archive(path, job.subject, current.scanners, limits=self.limits)
@@ -230,7 +275,7 @@ class ScanRunner:
         return self._names
 
     def _job(self, artifact_id: int) -> _Job | None:
-        with self.factory() as session:
+        with self.read_factory() as session:
             artifact = session.get(Artifact, artifact_id)
             if artifact is None:
                 return None

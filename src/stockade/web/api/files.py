@@ -1,4 +1,4 @@
-"""Artifacts: upload (multipart, streamed PUT), list, show, remove, copy and move, patches."""
+"""Artifacts: list, show, remove, copy and move, patches (uploads: :mod:`.uploads`)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from stockade.auth.permissions import Permission
-from stockade.auth.principal import Principal
 from stockade.channels.artifacts import ArtifactService
 from stockade.channels.artifacts import Selection as SelectionSpec
 from stockade.channels.models import Artifact
 from stockade.channels.patching import PatchService
 from stockade.channels.service import ChannelService
 from stockade.channels.signature_state import SignatureState
-from stockade.channels.upload import UploadService, ValidatedUpload, validate_upload
-from stockade.container import Container
-from stockade.core.errors import InvalidInputError
-from stockade.core.faults import crash_point
 from stockade.db.engine import transaction
 from stockade.scanning.models import ArtifactScan
-from stockade.storage.staging import StagedFile
+from stockade.web.api import uploads
 from stockade.web.api.channels import base_url
 from stockade.web.api.presenters import artifact_public, channel_signs
 from stockade.web.api.scanning import scan_public
@@ -33,125 +27,11 @@ from stockade.web.api.schemas import (
     PatchPublic,
     PatchSet,
     Selection,
-    UploadResult,
 )
-from stockade.web.bodies import MULTIPART_SLACK, read_staged_form, stage_body
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
 router = APIRouter(tags=["files"])
-MAX_FILES_PER_REQUEST = 1000
-
-
-def _check_target(container: Container, principal: Principal, channel: str) -> None:
-    with container.read_factory() as session:
-        UploadService(session, container.blobs).check_target(principal, channel)
-
-
-def _finish_uploads(
-    container: Container,
-    principal: Principal,
-    channel: str,
-    staged: list[StagedFile],
-    *,
-    force: bool,
-    expected_sha256: str | None = None,
-    expected_subdir: str | None = None,
-) -> list[Any]:
-    """Validate every file first (nothing stored if one fails), then store them all in one go."""
-    try:
-        validated: list[ValidatedUpload] = [
-            validate_upload(
-                s,
-                container.limits,
-                expected_sha256=expected_sha256,
-                expected_subdir=expected_subdir,
-            )
-            for s in staged
-        ]
-        for upload in validated:
-            container.blobs.put_file(upload.staged.path, upload.staged.sha256)
-        crash_point("upload:after-blob")
-    finally:
-        for s in staged:
-            s.discard()
-    with transaction(container.factory) as session:
-        service = UploadService(session, container.blobs)
-        artifacts = service.record_all(principal, channel, validated, force=force)
-        signs = channel_signs(session, artifacts[0].channel_id) if artifacts else False
-        return [(a, channel, signs) for a in artifacts]
-
-
-@router.post("/channels/{channel:path}/files", response_model=UploadResult, status_code=201)
-async def upload_files(
-    channel: str,
-    request: Request,
-    principal: SignedIn,
-    container: ContainerDep,
-    force: Annotated[bool, Query(description="replace existing files (needs manage)")] = False,
-    subdir: Annotated[str | None, Query(description="refuse packages of another subdir")] = None,
-) -> UploadResult:
-    await run_in_threadpool(_check_target, container, principal, channel)
-    staged = await _staged_files(request, container)
-    rows = await run_in_threadpool(
-        _finish_uploads, container, principal, channel, staged, force=force, expected_subdir=subdir
-    )
-    container.dispatch_match([a.id for a, _, _ in rows])
-    base = base_url(request)
-    return UploadResult(uploaded=[artifact_public(a, ch, base, signs=s) for a, ch, s in rows])
-
-
-async def _staged_files(request: Request, container: Container) -> list[StagedFile]:
-    """The ``files`` parts of a multipart body, staged in the data folder (bounded as read)."""
-    limits = container.settings.upload
-    form = await read_staged_form(
-        request,
-        container.blobs.staging_dir(),
-        max_file_size=limits.max_archive_size,
-        max_request_size=limits.max_request_size or limits.max_archive_size + MULTIPART_SLACK,
-        max_files=MAX_FILES_PER_REQUEST,
-    )
-    staged = [s for name, s in form.files if name == "files"]
-    for name, other in form.files:
-        if name != "files":
-            other.discard()
-    if not staged:
-        raise InvalidInputError(
-            "send one or more package files in `files` form fields",
-            code="upload:no-files",
-            field="files",
-        )
-    return staged
-
-
-@router.put(
-    "/channels/{channel:path}/files/{filename}", response_model=ArtifactPublic, status_code=201
-)
-async def put_file(
-    channel: str,
-    filename: str,
-    request: Request,
-    principal: SignedIn,
-    container: ContainerDep,
-    sha256: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$")] = None,
-    force: bool = False,
-    subdir: Annotated[str | None, Query(description="refuse packages of another subdir")] = None,
-) -> ArtifactPublic:
-    """Streamed upload of one file; the body is the archive. ``sha256`` is checked if given."""
-    await run_in_threadpool(_check_target, container, principal, channel)
-    staged = await stage_body(request, container, filename, container.limits.max_archive_size)
-    rows = await run_in_threadpool(
-        _finish_uploads,
-        container,
-        principal,
-        channel,
-        [staged],
-        force=force,
-        expected_sha256=sha256,
-        expected_subdir=subdir,
-    )
-    container.dispatch_match([a.id for a, _, _ in rows])
-    artifact, name, signs = rows[0]
-    return artifact_public(artifact, name, base_url(request), signs=signs)
+router.include_router(uploads.router)  # POST files, POST uploads, PUT files/{filename}
 
 
 @router.get("/channels/{channel:path}/files", response_model=list[ArtifactPublic])
