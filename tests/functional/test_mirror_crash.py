@@ -41,7 +41,7 @@ from tests.support.mirror_runs import (
     wait_run,
 )
 from tests.support.process import ServerProcess
-from tests.support.published import artifact_rows, check_channel, subdir_rows
+from tests.support.published import artifact_rows, check_channel, staged_rows, subdir_rows
 from tests.support.server import fresh_database
 from tests.support.upstream import Upstream
 
@@ -234,3 +234,42 @@ def test_crash_before_commit_shows_nothing_until_resumed(
         assert package_requests(upstream, restart_at) == [], "files were fetched again"
     _check_final(server, mirror, new)
     assert SUBDIR in {r["subdir"] for r in subdir_rows(server.db_url, mirror)}
+
+
+# -- 3. a kill between two batches of staged rows --------------------------------------------------
+
+
+def test_kill_between_batches_resumes_without_writing_twice(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A run writes its new rows in batches, each committed (issue 18): killed after the second,
+    the channel still serves the previous result; the next attempt keeps the rows already
+    staged (same ids) and the channel ends with each record once."""
+    batch = {"STOCKADE_MIRROR__STAGE_BATCH": "10"}
+    pool = RecordPool.build(tmp_path / "up", count=50)
+    with Upstream(pool.root) as upstream:
+        server.start(**batch)
+        mirror = _mirror(server, upstream)
+        old = pool.publish(pool.names[:10])
+        _complete_run(server, mirror, old)
+
+        server.restart(crash_at="mirror:after-batch@2", **batch)
+        new = pool.publish(pool.names[5:])  # 5 stay, 5 go, 40 arrive: 4 batches
+        with server.client() as client:
+            run_id = start_run(client, mirror)
+        assert server.wait_exit() == KILLED, server.log_tail()
+        staged = staged_rows(server.db_url, mirror)
+        assert len(staged) == 20, "the kill did not land after the second batch"
+        assert set(staged) <= set(new) - set(old)
+        assert artifact_rows(server.db_url, mirror) == old
+
+        server.start(**batch)  # not taken over yet: the channel serves the previous result
+        with server.client() as client:
+            assert served_records(client, mirror) == old
+        server.restart(**RESUME_ENV, **batch)
+        _assert_old_or_new(server, mirror, old, new)
+        _resumed(server, run_id, first_logged=False)
+    assert staged_rows(server.db_url, mirror) == {}
+    final = {a["filename"]: a["id"] for a in server.artifacts(mirror)}
+    assert {fn: final[fn] for fn in staged} == staged, "rows staged before the kill were rewritten"
+    _check_final(server, mirror, new)

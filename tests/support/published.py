@@ -173,14 +173,26 @@ def subdir_rows(db_url: str, channel: str) -> list[dict[str, Any]]:
 
 
 def artifact_rows(db_url: str, channel: str) -> dict[str, str]:
-    """``filename -> sha256`` of the artifacts of ``channel``, straight from the database."""
+    """``filename -> sha256`` of the artifacts of ``channel``, straight from the database; rows a
+    mirror run staged and has not switched in yet (``mirroring.staging``) are not the channel's."""
     rows = _query(
         db_url,
         "SELECT a.filename, a.sha256 FROM artifacts a JOIN channels c ON c.id = a.channel_id "
-        "WHERE c.name = :name",
+        "WHERE c.name = :name AND a.scan_status <> 'staged'",
         name=channel,
     )
     return {row["filename"]: row["sha256"] for row in rows}
+
+
+def staged_rows(db_url: str, channel: str) -> dict[str, int]:
+    """``filename -> id`` of the rows a mirror run staged in ``channel`` (not switched in yet)."""
+    rows = _query(
+        db_url,
+        "SELECT a.filename, a.id FROM artifacts a JOIN channels c ON c.id = a.channel_id "
+        "WHERE c.name = :name AND a.scan_status = 'staged'",
+        name=channel,
+    )
+    return {row["filename"]: row["id"] for row in rows}
 
 
 def check_channel(

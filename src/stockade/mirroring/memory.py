@@ -3,7 +3,10 @@
 A run over a 600,000-record upstream allocates a few GB of small objects. Once they are garbage,
 CPython returns whole arenas to the C allocator, but glibc keeps freed pages mapped (in the heap
 of each thread that allocated them) until it is told to trim: the server stayed at 3.7 GB idle
-after such a run. :func:`return_memory` collects, then asks glibc to give the free pages back.
+after such a run. Worse, a few thousand survivors pin whole 1 MiB pymalloc arenas: the run's
+parse caches keep strings of the upstream's records as their keys, scattered over every arena the
+parse filled. :func:`return_memory` empties those caches, collects, then asks glibc to give the
+free pages back.
 """
 
 from __future__ import annotations
@@ -13,6 +16,12 @@ import ctypes.util
 import functools
 import gc
 from collections.abc import Callable
+
+from stockade.conda.records import spec_problem, version_problem
+from stockade.policies.licenses import family_alternatives
+
+#: Caches a run fills with strings of the upstream's records (their keys pin memory).
+RUN_CACHES = (spec_problem, version_problem, family_alternatives)
 
 
 @functools.cache
@@ -30,7 +39,9 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def return_memory() -> bool:
-    """Collect garbage and trim the C heap; whether the heap could be trimmed."""
+    """Empty the run's caches, collect garbage and trim the C heap; whether it could be trimmed."""
+    for cache in RUN_CACHES:
+        cache.cache_clear()
     gc.collect()
     trim = _malloc_trim()
     return bool(trim is not None and trim(0))

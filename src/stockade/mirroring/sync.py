@@ -27,7 +27,7 @@ from stockade.core.clock import utcnow
 from stockade.core.errors import StockadeError
 from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
-from stockade.db.engine import transaction
+from stockade.db.engine import make_session_factory, transaction
 from stockade.mirroring import runs
 from stockade.mirroring.airgap_run import run_airgap
 from stockade.mirroring.airgap_source import is_airgap
@@ -99,6 +99,10 @@ class MirrorSync:
         self.airgap = airgap or AirgapSettings()
         self.airgap_folder = airgap_folder  # None: air-gap mirrors fail, naming the setting
         self.factory = factory
+        # Long reads (evaluate, plan) use read-only sessions: on SQLite a write session takes the
+        # write lock when it begins (``db.engine``), and a plan of 600,000 records held it for a
+        # minute while it compared them.
+        self.reader = make_session_factory(factory.kw["bind"], readonly=True)
         self.blobs = blobs
         self.secrets = secrets
         self.settings = settings
@@ -198,7 +202,7 @@ class MirrorSync:
         database now, not from the last heartbeat (a short run would finish before that)."""
         self.before_step(job.run_id, step)
         reporter.check()
-        with self.factory() as session:
+        with self.reader() as session:
             asked = runs.stop_asked(session, job.run_id, self.owner)
         if asked is None:
             raise LeaseLostError(f"run {job.run_id} was taken over by another worker")
@@ -215,7 +219,7 @@ class MirrorSync:
         if snapshot.unchanged(job, now):
             return self._unchanged(job, snapshot, reporter)
         reporter.begin("evaluate")
-        with self.factory() as session:  # the evaluation dry runs and explain share
+        with self.reader() as session:  # the evaluation dry runs and explain share
             verdict, links = evaluate_job(session, job, snapshot.load(), self.vulnerabilities, now)
         reporter.end("evaluate")
         reporter.count("upstream", verdict.upstream)
@@ -224,7 +228,7 @@ class MirrorSync:
         reporter.count("excluded_by_reason", verdict.by_reason)
         self._checkpoint(job, reporter, "plan")
         reporter.begin("plan")
-        with transaction(self.factory) as session:
+        with self.reader() as session:
             plan = build_plan(session, job, verdict)
         reporter.end("plan")
         for key, value in plan.counts().items():
@@ -326,7 +330,7 @@ class MirrorSync:
             job, snapshot.load(), self.vulnerabilities, now, link_scripts=links
         )
         failed = dict(plan.failed)
-        with transaction(self.factory) as session:
+        with self.reader() as session:
             plan = build_plan(session, job, verdict)
         for (subdir, filename), why in failed.items():
             plan.fail(subdir, filename, why)

@@ -29,6 +29,7 @@ from stockade.channels.scanstate import ScanStatus
 from stockade.container import Container
 from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
+from stockade.mirroring import sync as sync_module
 from stockade.mirroring.job import load_job
 from stockade.mirroring.models import RunState
 from stockade.mirroring.plan import build_plan
@@ -228,3 +229,22 @@ def test_a_run_that_does_not_complete_leaves_no_staged_row(
     assert outcome.state == (RunState.STOPPED if ending == "stopped" else RunState.FAILED)
     rows = _rows(container, "ended")
     assert rows == {"servable": 0, "published": 0}, rows
+
+
+def test_the_plan_step_holds_no_write_lock(
+    container: Container, admin: Principal, testdata: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning compares every record of the mirror (seconds at 600,000 records): it reads in a
+    read-only session, so other writers (heartbeats, publications, the API) never wait for it."""
+    run_id = _request_run(container, admin, testdata, "planned")
+    free: list[bool] = []
+
+    def planning(session: Any, job: Any, verdict: Any) -> Any:
+        plan = build_plan(session, job, verdict)  # its queries have run in this session
+        free.append(_write_lock_free(container))
+        return plan
+
+    monkeypatch.setattr(sync_module, "build_plan", planning)
+    outcome = container.mirror_sync().execute(run_id)
+    assert outcome is not None and outcome.state == RunState.COMPLETED, outcome
+    assert free == [True], "the plan step held the write lock"
