@@ -11,10 +11,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, KeysView
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import compress
+from typing import Any
 
+import orjson
 from rattler import Version
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,6 +32,13 @@ from stockade.channels.models import (
     SubdirIndex,
     SubdirShard,
 )
+from stockade.channels.publication_exports import RunExportsEntries, run_exports_json
+from stockade.channels.publication_memory import (
+    TRIM_MIN_RECORDS,
+    ShardMemos,
+    release_memory,
+)
+from stockade.channels.publication_rows import ends_with, servable_rows
 from stockade.channels.publication_shards import build_shards, store_shards
 from stockade.channels.publication_signing import (
     ServedSignatures,
@@ -43,7 +54,6 @@ from stockade.channels.publication_state import (
 )
 from stockade.conda.channeldata import (
     build_channeldata_json,
-    build_run_exports_json,
     channel_record,
     summarize_packages,
 )
@@ -58,9 +68,6 @@ from stockade.storage.interfaces import BlobStore
 
 log = logging.getLogger("stockade.publisher")
 
-#: Above this many unknown packages, one join reads every run_exports of the subdir at once.
-RUN_EXPORTS_JOIN_MIN = 1000
-
 
 @dataclass
 class BuiltIndex:
@@ -74,6 +81,28 @@ class BuiltIndex:
     gone: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)  # stored patches left out
     signed: int = 0  # records carrying this server's signature (0: the channel is not signed)
+
+
+@dataclass
+class _Read:
+    """What a publication reads of a subdir: servable records (filename -> name, stored record
+    bytes, run_exports entry), patches, current shards, signing inputs, invalid records."""
+
+    names: dict[str, str]
+    sections: tuple[dict[str, bytes], dict[str, bytes]]  # filename -> stored record bytes
+    patches: list[RepodataPatch]
+    known: dict[str, tuple[str, str]]  # name -> (fingerprint, shard sha256)
+    run_exports: dict[str, orjson.Fragment]
+    signing: tuple[bool, dict[str, dict[str, Any]]]
+    warnings: list[str]
+
+
+@dataclass
+class _Served:
+    sections: tuple[dict[str, bytes], dict[str, bytes]]  # .tar.bz2, .conda
+    removed: list[str]
+    warnings: list[str]
+    unpatched: tuple[KeysView[str], KeysView[str]]  # the filenames of each section
 
 
 PublishedHook = Callable[[int, str], None]
@@ -106,7 +135,9 @@ class PublicationService:
         self._channeldata_last: dict[int, tuple[float, float]] = {}  # -> (built at, seconds)
         # sha256 -> run_exports of that package content (immutable, so never stale): a
         # publication reads only the run_exports of packages it has not seen before.
-        self._run_exports_of: dict[str, dict[str, object]] = {}
+        self._run_exports = RunExportsEntries()
+        # What the last publication of each subdir fingerprinted (shards of changed names only).
+        self._memos = ShardMemos()
         # Records stored invalid (before index.json was fully validated) are never published.
         self._records = RecordChecker()
 
@@ -210,6 +241,8 @@ class PublicationService:
                 with transaction(self.factory) as session:
                     record_failure(session, index_id, rev, exc)
                 return None
+        if built.record_count >= TRIM_MIN_RECORDS:
+            release_memory()  # the build's freed buffers back to the OS (publication_memory.py)
         if self.on_published is not None:
             self.on_published(channel_id, subdir)
         return channel_id
@@ -225,113 +258,116 @@ class PublicationService:
 
     def _build(self, index_id: int, channel_id: int, subdir: str, rev: int) -> BuiltIndex:
         with transaction(self.factory) as session:
-            rows = session.execute(
-                select(Artifact.filename, Artifact.name, Artifact.record_json, Artifact.sha256)
-                .where(
-                    Artifact.channel_id == channel_id,
-                    Artifact.subdir == subdir,
-                    Artifact.servable.is_(True),  # the one rule (channels/scanstate.py)
-                )
-                .order_by(Artifact.filename)
-            ).all()
-            patches = list(
-                session.scalars(
-                    select(RepodataPatch).where(
-                        RepodataPatch.channel_id == channel_id, RepodataPatch.subdir == subdir
-                    )
-                ).all()
+            read = self._read(session, index_id, channel_id, subdir)
+        served = self._served(read)
+        signing_out = ServedSignatures()
+        if read.signing[0] or read.signing[1]:
+            signing_out = served_signatures(
+                self.factory,
+                self.signer,
+                index_id,
+                read.signing,
+                served.sections,
+                ChainMap(*read.sections),
             )
-            known = {
-                s.name: (s.fingerprint, s.shard_sha256)
-                for s in session.scalars(
-                    select(SubdirShard).where(
-                        SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at.is_(None)
-                    )
-                ).all()
-            }
-            shas = {fn: sha for fn, _, _, sha in rows}
-            run_exports = self._run_exports(session, channel_id, subdir, shas)
-            signing = signing_inputs(session, channel_id, subdir)
-        invalid = self._records.invalid((fn, rec) for fn, _, rec, _ in rows)
-        rows = [row for row in rows if row[0] not in invalid]
-        names = {filename: name for filename, name, _, _ in rows}
-        tar_bz2 = {fn: rec for fn, _, rec, _ in rows if fn.endswith(".tar.bz2")}
-        conda = {fn: rec for fn, _, rec, _ in rows if fn.endswith(".conda")}
+            served.warnings += signing_out.warnings
+        tar_bz2, conda = served.sections
+        repodata = build_repodata_json(
+            subdir, tar_bz2.items(), conda.items(), served.removed, signatures=signing_out.fragments
+        )
+        count = len(tar_bz2) + len(conda)
+        built = BuiltIndex(
+            rev,
+            "",
+            "",
+            "",
+            "",
+            count,
+            warnings=served.warnings,
+            signed=count if read.signing[0] else 0,
+        )
+        # Hashing, compressing and writing (fsync) release the GIL: they run in threads while
+        # this one builds the shards and run_exports.json.
+        with ThreadPoolExecutor(2, thread_name_prefix="publish") as pool:
+            json_sha = pool.submit(self.blobs.put_bytes, repodata)
+            zst_sha = pool.submit(self._put_zst, repodata)
+            del repodata  # freed as soon as both threads are done with it
+            built.shards, built.gone, built.shard_index, memo = build_shards(
+                self.blobs,
+                subdir,
+                read.names,
+                (tar_bz2, conda, signing_out),
+                served.removed,
+                read.known,
+                self._memos.get(index_id),
+            )
+            # CEP 12: every package of the unpatched index, with {} when it has no run_exports.
+            built.run_exports = self.blobs.put_bytes(
+                run_exports_json(subdir, read.run_exports, *served.unpatched)
+            )
+            built.repodata, built.repodata_zst = json_sha.result(), zst_sha.result()
+        self._memos.put(index_id, memo)
+        return built
+
+    def _read(self, session: Session, index_id: int, channel_id: int, subdir: str) -> _Read:
+        """Everything a publication of the subdir reads from the database."""
+        rows = servable_rows(session, channel_id, subdir)
+        patches = list(
+            session.scalars(
+                select(RepodataPatch).where(
+                    RepodataPatch.channel_id == channel_id, RepodataPatch.subdir == subdir
+                )
+            ).all()
+        )
+        known = {
+            name: (fingerprint, sha)
+            for name, fingerprint, sha in session.execute(
+                select(SubdirShard.name, SubdirShard.fingerprint, SubdirShard.shard_sha256).where(
+                    SubdirShard.subdir_index_id == index_id, SubdirShard.retired_at.is_(None)
+                )
+            ).all()
+        }
+        fns, row_names, records, row_shas = zip(*rows, strict=True) if rows else ((), (), (), ())
+        names, shas = dict(zip(fns, row_names, strict=True)), dict(zip(fns, row_shas, strict=True))
+        # one section per suffix, split without a Python-level loop over 100,000 records
+        sections = tuple(
+            dict(zip(compress(fns, ends), compress(records, ends), strict=True))
+            for ends in (ends_with(fns, ".tar.bz2"), ends_with(fns, ".conda"))
+        )
+        invalid = self._records.invalid(zip(fns, records, strict=True))
+        for fn in invalid:
+            del names[fn], shas[fn]
+            for section in sections:
+                section.pop(fn, None)
+        return _Read(
+            names=names,
+            sections=(sections[0], sections[1]),
+            patches=patches,
+            known=known,
+            run_exports=self._run_exports.of_files(session, channel_id, subdir, shas),
+            signing=signing_inputs(session, channel_id, subdir),
+            warnings=list(invalid.values()),
+        )
+
+    def _served(self, read: _Read) -> _Served:
+        """The records served (patches applied, unreadable results reverted) and removed."""
+        tar_bz2, conda = unpatched = read.sections
+        warnings = list(read.warnings)
         removed: list[str] = []
-        warnings: list[str] = list(invalid.values())
-        if patches:
-            instructions, left_out = safe_instructions(patches)
+        if read.patches:
+            instructions, left_out = safe_instructions(read.patches)
             warnings += left_out
             patched_tar_bz2, patched_conda, removed = apply_patches(tar_bz2, conda, instructions)
             # a patch that would make a record unreadable (``version: 1..2``) is not applied
             warnings += self._records.revert_invalid(tar_bz2, patched_tar_bz2)
             warnings += self._records.revert_invalid(conda, patched_conda)
             tar_bz2, conda = patched_tar_bz2, patched_conda
-        signing_out = ServedSignatures()
-        if signing[0] or signing[1]:
-            signing_out = served_signatures(
-                self.factory,
-                self.signer,
-                index_id,
-                signing,
-                (tar_bz2, conda),
-                {fn: rec for fn, _, rec, _ in rows},
-            )
-            warnings += signing_out.warnings
-        repodata = build_repodata_json(
-            subdir, tar_bz2.items(), conda.items(), removed, signatures=signing_out.fragments
+        return _Served(
+            (tar_bz2, conda), removed, warnings, (unpatched[0].keys(), unpatched[1].keys())
         )
-        built = BuiltIndex(
-            rev=rev,
-            repodata="",
-            repodata_zst="",
-            shard_index="",
-            run_exports="",
-            record_count=len(tar_bz2) + len(conda),
-            warnings=warnings,
-            signed=len(tar_bz2) + len(conda) if signing[0] else 0,
-        )
-        # Hashing, compressing and writing (fsync) release the GIL: they run in threads while
-        # this one builds the shards.
-        with ThreadPoolExecutor(2, thread_name_prefix="publish") as pool:
-            json_sha = pool.submit(self.blobs.put_bytes, repodata)
-            zst_sha = pool.submit(self._put_zst, repodata)
-            built.shards, built.gone, built.shard_index = build_shards(
-                self.blobs, subdir, names, (tar_bz2, conda, signing_out), removed, known
-            )
-            built.repodata, built.repodata_zst = json_sha.result(), zst_sha.result()
-        # CEP 12: every package of the unpatched index, with {} when it has no run_exports.
-        built.run_exports = self.blobs.put_bytes(
-            build_run_exports_json(
-                subdir,
-                [(fn, run_exports.get(fn, {})) for fn in names if fn.endswith(".tar.bz2")],
-                [(fn, run_exports.get(fn, {})) for fn in names if fn.endswith(".conda")],
-            )
-        )
-        return built
 
     def _put_zst(self, repodata: bytes) -> str:
         return self.blobs.put_bytes(compress_zst(repodata, self.zstd_level))
-
-    def _run_exports(
-        self, session: Session, channel_id: int, subdir: str, shas: dict[str, str]
-    ) -> dict[str, dict[str, object]]:
-        """filename -> run_exports (non-empty ones), reading only package contents not seen yet."""
-        cache = self._run_exports_of
-        if len(cache) > 2_000_000:
-            cache.clear()
-        unseen = {sha for sha in shas.values() if sha not in cache}
-        query = select(PackageContent.sha256, PackageContent.run_exports_json)
-        if len(unseen) >= RUN_EXPORTS_JOIN_MIN:
-            query = query.join(Artifact, PackageContent.sha256 == Artifact.sha256).where(
-                Artifact.channel_id == channel_id, Artifact.subdir == subdir
-            )
-        else:
-            query = query.where(PackageContent.sha256.in_(unseen))
-        if unseen:
-            for sha, data in session.execute(query).all():
-                cache[sha] = data or {}
-        return {fn: cache[sha] for fn, sha in shas.items() if cache.get(sha)}
 
     def _switch(self, index_id: int, built: BuiltIndex) -> None:
         with transaction(self.factory) as session:

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,7 @@ def served_signatures(
     index_id: int,
     inputs: tuple[bool, dict[str, dict[str, Any]]],
     sections: tuple[dict[str, bytes], dict[str, bytes]],
-    stored: dict[str, bytes],
+    stored: Mapping[str, bytes],
 ) -> ServedSignatures:
     """The signatures entries of the records served (``sections``, after patches)."""
     sign, upstream = inputs

@@ -52,7 +52,7 @@ def decode_record(data: bytes) -> dict[str, Any]:
 
 def _section(pairs: Iterable[tuple[str, bytes]], section: str) -> dict[str, orjson.Fragment]:
     """Filename -> pre-serialized record, in filename order; orjson escapes the keys."""
-    items = sorted(pairs, key=lambda pair: pair[0])
+    items = sorted(pairs)  # filenames are unique: tuples compare by them alone
     fragments = {filename: orjson.Fragment(record_json) for filename, record_json in items}
     if len(fragments) != len(items):
         raise ValueError(f"duplicate filenames in {section}")

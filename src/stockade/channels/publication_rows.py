@@ -1,0 +1,41 @@
+"""The rows a publication reads: a subdir's servable records, fetched as plain driver tuples."""
+
+from __future__ import annotations
+
+from operator import methodcaller
+from typing import cast
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stockade.channels.models import Artifact
+
+
+def ends_with(filenames: tuple[str, ...], suffix: str) -> list[bool]:
+    """Whether each filename ends with ``suffix`` (for ``itertools.compress``), in C."""
+    return list(map(methodcaller("endswith", suffix), filenames))
+
+
+def servable_rows(
+    session: Session, channel_id: int, subdir: str
+) -> list[tuple[str, str, bytes, str]]:
+    """(filename, name, record bytes, sha256) of the subdir's servable files, by filename."""
+    query = (
+        select(Artifact.filename, Artifact.name, Artifact.record_json, Artifact.sha256)
+        .where(
+            Artifact.channel_id == channel_id,
+            Artifact.subdir == subdir,
+            Artifact.servable.is_(True),  # the one rule (channels/scanstate.py)
+        )
+        .order_by(Artifact.filename)
+    )
+    # The driver's own tuples (no Row objects, no result processing): 100,000 rows in about half
+    # the time. Both drivers give bytes for a binary column (sqlite3, psycopg 3).
+    result = session.connection().execute(query)
+    try:
+        rows = cast("list[tuple[str, str, bytes, str]]", result.cursor.fetchall())
+    finally:
+        result.close()
+    if rows and not isinstance(rows[0][2], bytes):
+        return [(fn, name, bytes(rec), sha) for fn, name, rec, sha in rows]
+    return rows
