@@ -115,9 +115,7 @@ def _report(plan: dict[str, Any], target: Path) -> None:
 def _write(api: ApiClient, plan: dict[str, Any], target: Path) -> None:
     base = f"/airgap/exports/{plan['bundle_id']}/members/"
     with (
-        httpx.Client(
-            base_url=api.profile.url + "/api/v1", headers=api.headers, timeout=api.timeout
-        ) as http,
+        api.http() as http,  # transient answers retried (cli/retry.py)
         BundleWriter.open(target) as writer,
         Progress(
             TextColumn("{task.description}"),

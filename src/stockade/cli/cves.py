@@ -210,8 +210,7 @@ def _pages(api: ApiClient, params: dict[str, Any], limit: int) -> list[dict[str,
     """Rows up to ``limit``, page after page (the API sends the next cursor as a header)."""
     rows: list[dict[str, Any]] = []
     after: str | None = "0"
-    base = api.profile.url + "/api/v1"
-    with httpx.Client(base_url=base, headers=api.headers, timeout=api.timeout) as http:
+    with api.http() as http:  # transient answers retried (cli/retry.py)
         while after is not None and len(rows) < limit:
             size = min(500, limit - len(rows))
             try:
@@ -388,9 +387,7 @@ def export_cves(file: Path = typer.Argument(..., help="where to write the cve.zi
     target = file.parent / f".{file.name}.part"
     try:
         with (
-            httpx.Client(
-                base_url=api.profile.url + "/api/v1", headers=api.headers, timeout=api.timeout
-            ) as http,
+            api.http() as http,  # transient answers retried (cli/retry.py)
             http.stream("GET", "/cve/export") as response,
         ):
             if response.status_code >= 400 or "html" in response.headers.get("content-type", ""):

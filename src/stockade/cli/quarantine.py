@@ -158,10 +158,9 @@ def fetch(
 def _download(api: ApiClient, path: str, output: Path) -> int:
     """Stream ``path`` to ``output`` through a temporary file beside it; problems print and exit."""
     partial = output.with_name(f".{output.name}.part")
-    base = api.profile.url + "/api/v1"
     try:
         with (
-            httpx.Client(base_url=base, headers=api.headers, timeout=api.timeout) as http,
+            api.http() as http,  # transient answers retried (cli/retry.py)
             http.stream("GET", path) as response,
         ):
             if response.status_code >= 400:

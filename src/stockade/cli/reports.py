@@ -28,9 +28,8 @@ MAX_FILE = 5 * 1024 * 1024
 
 
 def _send(api: ApiClient, method: str, path: str, **kwargs: Any) -> bytes:
-    base = api.profile.url + "/api/v1"
     try:
-        with httpx.Client(base_url=base, headers=api.headers, timeout=api.timeout) as http:
+        with api.http() as http:  # transient answers retried (cli/retry.py)
             response = http.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         fail(unreachable(api.profile.url, exc))

@@ -72,6 +72,7 @@ def serve(
         os.environ.update(_override_env(host=host, port=port))
         _prepare_in_child()
         out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
+        _workers_start_from("stockade.asgi")
         http = "stockade.web.serving:HttpToolsWithDeadline"  # the deadline is set by asgi:app
         uvicorn.run("stockade.asgi:app", factory=True, workers=workers, http=http, **options)
         return
@@ -86,6 +87,19 @@ def serve(
         app = CondaFastPath(create_app(settings, container))
     out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
     uvicorn.run(app, http=HttpToolsWithDeadline, **options)
+
+
+def _workers_start_from(module: str) -> None:
+    """uvicorn starts its workers with multiprocessing's "spawn", which runs the parent's main
+    module again in each child before the worker: for the ``stockade`` script, the CLI (Typer,
+    Rich). Naming ``module`` (which loads nothing when imported) as the main module makes the
+    workers run that instead."""
+    import importlib.util
+    import sys
+
+    main = sys.modules["__main__"]
+    if getattr(main, "__spec__", None) is None:  # a script, not ``python -m``
+        main.__spec__ = importlib.util.find_spec(module)
 
 
 def _override_env(**overrides: object) -> dict[str, str]:
