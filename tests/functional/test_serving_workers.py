@@ -8,8 +8,10 @@ says it is published and the bound has passed, every answer must show it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -79,6 +81,27 @@ def _answers(server: ServerProcess, channel: str) -> list[tuple[bool, bool, int]
     return seen
 
 
+@contextmanager
+def _kept_busy(server: ServerProcess, channel: str) -> Iterator[None]:
+    """Requests on new connections all along (so each worker has read the state shortly before
+    the publication commits, whatever the bound it keeps to)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                http.get(f"/conda/{channel}/noarch/repodata.json")
+                http.get(f"/conda/{channel}/noarch/{SECOND}")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(60)
+
+
 def test_every_worker_serves_a_publication_within_the_bound(
     two_workers: ServerProcess, testdata: Path
 ) -> None:
@@ -87,6 +110,7 @@ def test_every_worker_serves_a_publication_within_the_bound(
     channel = server.new_channel(prefix="workers")
     _publish(server, channel, recipes / FIRST)
     assert set(_answers(server, channel)) == {(True, False, 404)}  # remembered by each worker
-    _publish(server, channel, recipes / SECOND)
+    with _kept_busy(server, channel):
+        _publish(server, channel, recipes / SECOND)
     time.sleep(CHECK_SECONDS * 3)
     assert set(_answers(server, channel)) == {(True, True, 200)}
