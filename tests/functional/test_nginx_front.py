@@ -22,14 +22,14 @@ import httpx
 import pytest
 
 from tests.conftest import own_server
-from tests.support.nginx_front import SITE, Front, js_module, nginx_binary, nginx_front
+from tests.support.nginx_front import SITE, Front, modules_dir, nginx_binary, nginx_front
 from tests.support.server import LiveServer, free_port
 
 pytestmark = [
     pytest.mark.functional,
     pytest.mark.skipif(
-        nginx_binary() is None or js_module() is None,
-        reason="nginx with its njs module is needed (scripts/test-env installs them)",
+        nginx_binary() is None or modules_dir() is None,
+        reason="nginx and its set-misc module are needed (scripts/test-env installs them)",
     ),
 ]
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ def test_the_tested_configuration_is_the_documented_one() -> None:
     doc = (ROOT / "docs" / "deployment-nginx.md").read_text()
     blocks = re.findall(r"```nginx\n(.*?)```", doc, re.DOTALL)
     assert SITE.read_text() in blocks
-    ttl = re.search(r"proxy_cache_valid 200 (\d+)s;", SITE.read_text())
+    ttl = re.search(r"proxy_cache_valid 200 401 (\d+)s;", SITE.read_text())
     assert ttl is not None and float(ttl.group(1)) == NGINX_SECONDS
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,13 +24,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "deploy" / "nginx" / "stockade.conf"
-SCRIPT = ROOT / "deploy" / "nginx" / "stockade.js"
 MAIN = ROOT / "benchmarks" / "nginx" / "auth-request.conf"
-JS_MODULES = (
-    "/usr/lib/nginx/modules/ngx_http_js_module.so",  # Debian's libnginx-mod-http-js
-    "/usr/lib64/nginx/modules/ngx_http_js_module.so",
-    "/etc/nginx/modules/ngx_http_js_module.so",  # nginx.org's nginx-module-njs
-)
+#: Where Debian's libnginx-mod-http-set-misc (and the ndk module it needs) put their modules
+MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/lib64/nginx/modules")
+MODULES = ("ndk_http_module.so", "ngx_http_set_misc_module.so")
 
 
 def nginx_binary() -> str | None:
@@ -40,8 +38,12 @@ def nginx_binary() -> str | None:
     return found
 
 
-def js_module() -> str | None:
-    return next((m for m in JS_MODULES if Path(m).exists()), None)
+def modules_dir() -> str | None:
+    """The folder holding the set-misc module and the ndk module it needs, if installed."""
+    for folder in MODULE_DIRS:
+        if all((Path(folder) / m).exists() for m in MODULES):
+            return folder
+    return None
 
 
 @dataclass(frozen=True)
@@ -61,29 +63,29 @@ def render_site(*, port: int, upstream: str, blobs: Path, prefix: Path) -> str:
         "    ssl_certificate /etc/nginx/tls/conda.example.org.crt;\n": "",
         "    ssl_certificate_key /etc/nginx/tls/conda.example.org.key;\n": "",
         "server unix:/run/stockade/stockade.sock;": f"server {upstream};",
-        "/etc/nginx/stockade.js": str(SCRIPT),
+        '"CHANGE-ME-to-a-random-secret"': f'"{secrets.token_hex(32)}"',
         "/var/cache/nginx/stockade-authz": str(prefix / "authz-cache"),
         "/var/log/nginx/stockade-access.log": str(prefix / "logs" / "access.log"),
     }
     for production, here in replacements.items():
         assert text.count(production) == 1, f"{production!r} not once in {SITE}"
         text = text.replace(production, here)
-    blobs_dir = "/srv/stockade/data/blobs/"
+    blobs_dir = "/srv/stockade/data/blobs"
     assert text.count(blobs_dir) == 2, f"{blobs_dir} not twice in {SITE}"
-    return text.replace(blobs_dir, f"{blobs.resolve()}/")
+    return text.replace(blobs_dir, str(blobs.resolve()))
 
 
 @contextmanager
 def nginx_front(*, upstream: str, blobs: Path, prefix: Path, port: int) -> Iterator[Front]:
     """nginx with the documented configuration in front of ``upstream`` (``host:port`` or
     ``unix:/path``), in the foreground, stopped afterwards."""
-    binary, module = nginx_binary(), js_module()
-    assert binary is not None and module is not None, "nginx and its njs module are needed"
+    binary, modules = nginx_binary(), modules_dir()
+    assert binary is not None and modules is not None, "nginx and its set-misc module are needed"
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
     shutil.rmtree(prefix / "authz-cache", ignore_errors=True)
     site = render_site(port=port, upstream=upstream, blobs=blobs, prefix=prefix)
     values = {
-        "js_module": module,
+        "modules": modules,
         "user": pwd.getpwuid(os.geteuid()).pw_name,
         "prefix": str(prefix),
         "site": site,

@@ -5,13 +5,15 @@ conda ``GET``/``HEAD`` first makes this subrequest, with the client's ``Authoriz
 ``Cookie`` headers and the original URL (``X-Original-URI``, which may hold a ``/t/TOKEN/``).
 nginx caches the answer for a couple of seconds per credential and URL, under a hash of both.
 
-The answer is always ``200`` with an empty body. It tells nginx what to do:
+The answer has an empty body. It tells nginx what to do:
 
-- with ``X-Stockade-Blob: ab/cd/<sha256>.<ext>`` (plus the ``ETag``, ``Last-Modified`` and
-  ``Cache-Control`` Stockade would send, as ``X-Stockade-*``): these credentials may read this
-  file, and it is that blob of the filesystem store; nginx sends it (or a ``304``) itself;
-- without it: nginx passes the request to Stockade, which answers as without this endpoint
-  (refusals, ``401``/``404`` problems, files made on the fly, scans pending, first fetches).
+- ``200`` with ``X-Stockade-Blob: ab/cd/<sha256>`` (plus the ``ETag``, ``Last-Modified``,
+  ``Cache-Control`` and ``Content-Type`` Stockade would send, as ``X-Stockade-*``): these
+  credentials may read this file, and it is that blob of the filesystem store; nginx sends it (or
+  a ``304``) itself;
+- ``401``: nginx passes the request to Stockade (``error_page 401 = @stockade``), which answers
+  as without this endpoint (refusals with their ``401``/``404`` problems, files made on the fly,
+  scans pending, first fetches). The ``401`` is nginx's signal, not the client's answer.
 
 So every access decision is Stockade's, taken with the same rules as ``CondaApp``; nginx only
 replays a "yes, this blob" for the same credential and URL for as long as it caches it. Package
@@ -52,14 +54,13 @@ from stockade.web.errors import problem
 from stockade.web.middleware import _split_token
 
 PATH = "/_stockade/authz"
-#: The blob's extension tells nginx the Content-Type (its ``types`` block), as CondaApp sends it.
-EXTENSIONS = (
-    (".json", "json"),
-    (".zst", "zst"),
-    (".bz2", "bz2"),
-    (".conda", "conda"),
+#: The Content-Type of a file by the end of its name, as CondaApp sends it.
+CONTENT_TYPES = (
+    (".json", "application/json"),
+    (".zst", "application/zstd"),
+    (".bz2", "application/x-bzip2"),
+    (".conda", "application/octet-stream"),
 )
-EMPTY = Response(status_code=200)
 
 
 @dataclass(frozen=True)
@@ -67,17 +68,18 @@ class Servable:
     """A file nginx may send itself: which blob, and the headers Stockade would send with it."""
 
     sha256: str
-    extension: str
+    content_type: str
     modified: float
     cache_control: str
 
     def headers(self) -> dict[str, str]:
         sha = self.sha256
         return {
-            "x-stockade-blob": f"{sha[:2]}/{sha[2:4]}/{sha}.{self.extension}",
+            "x-stockade-blob": f"{sha[:2]}/{sha[2:4]}/{sha}",
             "x-stockade-etag": f'"{sha}"',
             "x-stockade-last-modified": formatdate(self.modified, usegmt=True),
             "x-stockade-cache-control": self.cache_control,
+            "x-stockade-content-type": self.content_type,
         }
 
 
@@ -211,8 +213,8 @@ def _servable(
 ) -> Servable | None:
     """The answer for a blob: ``public_cc`` is the Cache-Control of a public channel's file
     (CondaApp's ``private`` form for other channels). None for a name of no known type."""
-    extension = next((ext for suffix, ext in EXTENSIONS if filename.endswith(suffix)), None)
-    if extension is None:
+    content_type = next((t for suffix, t in CONTENT_TYPES if filename.endswith(suffix)), None)
+    if content_type is None:
         return None
     if private:
         public_cc = (
@@ -220,7 +222,7 @@ def _servable(
             if public_cc == IMMUTABLE
             else public_cc.replace("public", "private", 1)
         )
-    return Servable(sha256, extension, modified, public_cc)
+    return Servable(sha256, content_type, modified, public_cc)
 
 
 async def authz(request: Request) -> Response:
@@ -236,10 +238,10 @@ async def authz(request: Request) -> Response:
         conductor = request.app.state.authz = AuthzDecider(container)
     scope = {"headers": request.scope["headers"], "client": request.scope.get("client")}
     if container.blobs.local_path("0" * 64) is None:
-        return EMPTY  # blobs not on a filesystem (S3): Stockade sends every file
+        return Response(status_code=401)  # blobs not on a filesystem (S3): Stockade sends all
     served = await anyio.to_thread.run_sync(conductor.decide, scope, uri, method)
     if served is None:
-        return Response(status_code=200)
+        return Response(status_code=401)  # "answer it yourself", to nginx
     return Response(status_code=200, headers=served.headers())
 
 
