@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -12,6 +12,8 @@ from stockade.cli.client import fail
 from stockade.core.errors import StockadeError
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from stockade.container import Container
     from stockade.settings import Settings
 
@@ -61,23 +63,20 @@ def serve(
     """
     import uvicorn
 
-    from stockade.web.serving import uvicorn_options
-
-    settings = settings_or_exit(host=host, port=port)
-    options = uvicorn_options(settings)  # the same for every worker process
-    url = settings.base_url
     if workers > 1:
         # Worker processes read their settings themselves: --host/--port reach them by the
         # environment (their base URL is built from them).
         os.environ.update(_override_env(host=host, port=port))
-        _prepare_in_child()
-        out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
+        prepared = _prepare_in_child()
+        _serving_on(prepared["url"])
         _workers_start_from("stockade.asgi")
         http = "stockade.web.serving:HttpToolsWithDeadline"  # the deadline is set by asgi:app
+        options = prepared["options"]  # the same for every worker process
         uvicorn.run("stockade.asgi:app", factory=True, workers=workers, http=http, **options)
         return
+    settings = settings_or_exit(host=host, port=port)
     from stockade.asgi import unused_drivers_hidden
-    from stockade.web.serving import HttpToolsWithDeadline
+    from stockade.web.serving import HttpToolsWithDeadline, uvicorn_options
 
     with unused_drivers_hidden(settings):
         from stockade.app import create_app
@@ -85,8 +84,12 @@ def serve(
 
         container = prepare_instance(settings)
         app = CondaFastPath(create_app(settings, container))
+    _serving_on(settings.base_url)
+    uvicorn.run(app, http=HttpToolsWithDeadline, **uvicorn_options(settings))
+
+
+def _serving_on(url: str) -> None:
     out.print(f"Stockade serving on {url}  (UI {url}/, API {url}/api/docs, conda {url}/conda)")
-    uvicorn.run(app, http=HttpToolsWithDeadline, **options)
 
 
 def _workers_start_from(module: str) -> None:
@@ -128,23 +131,37 @@ def prepare_instance(settings: Settings) -> Container:
     return container
 
 
-def _prepare_in_child() -> None:
+def _prepare_in_child() -> dict[str, Any]:
     """:func:`prepare_instance` in a child process that then exits, so that the supervisor of
-    several workers never loads the application's modules (about 130 MiB it would keep)."""
+    several workers never loads the application (~130 MiB it would keep), nor even the settings
+    (~20 MiB): the child sends back the base URL and uvicorn's options."""
     import multiprocessing
 
-    child = multiprocessing.get_context("spawn").Process(target=_prepare_child, name="prepare")
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_prepare_child, args=(sender,), name="prepare")
     child.start()
-    child.join()
-    if child.exitcode:
-        raise typer.Exit(child.exitcode if child.exitcode > 0 else 1)
-
-
-def _prepare_child() -> None:
+    sender.close()
     try:
-        prepare_instance(settings_or_exit()).close()
+        prepared: dict[str, Any] = receiver.recv()
+    except EOFError:
+        prepared = {}
+    child.join()
+    if child.exitcode or not prepared:
+        raise typer.Exit(child.exitcode if child.exitcode and child.exitcode > 0 else 1)
+    return prepared
+
+
+def _prepare_child(sender: Connection) -> None:
+    from stockade.web.serving import uvicorn_options
+
+    try:
+        settings = settings_or_exit()
+        prepare_instance(settings).close()
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
+    sender.send({"url": settings.base_url, "options": uvicorn_options(settings)})
+    sender.close()
 
 
 def worker(
