@@ -60,6 +60,16 @@ class _Job:
     subject: ScanSubject
 
 
+@dataclass(frozen=True)
+class _Scanned:
+    """A report made outside any transaction, waiting to be recorded with its batch."""
+
+    artifact_id: int
+    sha256: str
+    report: ScanReport
+    duration_ms: int
+
+
 class ScanRunner:
     def __init__(
         self,
@@ -138,7 +148,9 @@ class ScanRunner:
         if not claimed:
             return 0
         current = self.scanners()
-        recorded = sum(self._pool.map(lambda aid: self._one(aid, current), claimed))
+        done = list(self._pool.map(lambda aid: self._guarded(aid, current), claimed))
+        scanned = [d for d in done if isinstance(d, _Scanned)]
+        recorded = sum(d is True for d in done) + self._record(scanned, current)
         if recorded:
             self.on_change()
         return recorded
@@ -202,6 +214,10 @@ class ScanRunner:
         return bool(taken)
 
     def _one(self, artifact_id: int, current: ScannerSet) -> bool:
+        done = self._guarded(artifact_id, current)
+        return self._record([done], current) > 0 if isinstance(done, _Scanned) else done
+
+    def _guarded(self, artifact_id: int, current: ScannerSet) -> _Scanned | bool:
         with self._scanning_lock:
             if not self._renewer.is_alive() and not self._closed.is_set():
                 self._renewer.start()  # on first use: no thread for containers that never scan
@@ -215,7 +231,8 @@ class ScanRunner:
             with self._scanning_lock:
                 self._scanning.discard(artifact_id)
 
-    def _scan(self, artifact_id: int, current: ScannerSet) -> bool:
+    def _scan(self, artifact_id: int, current: ScannerSet) -> _Scanned | bool:
+        """The report to record, or whether a verdict was recorded already (reused, missing)."""
         job = self._job(artifact_id)
         if job is None:
             return False
@@ -229,17 +246,33 @@ class ScanRunner:
                 return record_missing(session, artifact_id, job.sha256)
         started = time.monotonic()
         report = self._report(path, job, current)
+        return _Scanned(artifact_id, job.sha256, report, int((time.monotonic() - started) * 1000))
+
+    def _record(self, scanned: list[_Scanned], current: ScannerSet) -> int:
+        """Record the verdicts of a batch in one transaction (one write, not one per file);
+        if that fails, each in its own, so one bad row does not hold back the others."""
+        if not scanned:
+            return 0
         crash_point("scan:before-record")
-        with transaction(self.factory) as session:
-            return record_report(
-                session,
-                artifact_id,
-                job.sha256,
-                report,
-                current,
-                duration_ms=int((time.monotonic() - started) * 1000),
-                notify=self.notify_held,
-            )
+        try:
+            with transaction(self.factory) as session:
+                return sum(self._record_one(session, s, current) for s in scanned)
+        except Exception:
+            if len(scanned) == 1:
+                log.exception("recording the verdict of %s failed", scanned[0].artifact_id)
+                return 0
+        return sum(self._record([s], current) for s in scanned)
+
+    def _record_one(self, session: Session, scanned: _Scanned, current: ScannerSet) -> bool:
+        return record_report(
+            session,
+            scanned.artifact_id,
+            scanned.sha256,
+            scanned.report,
+            current,
+            duration_ms=scanned.duration_ms,
+            notify=self.notify_held,
+        )
 
     def _may_reuse(self, sha256: str, current: ScannerSet) -> bool:
         """Whether a verdict for these bytes under these rules exists (read only; the write
