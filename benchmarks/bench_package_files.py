@@ -224,6 +224,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="[downloads] record = false (every package GET is recorded by default)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration = 2, 2.0
@@ -234,7 +239,8 @@ def main() -> None:
     shutil.rmtree(root, ignore_errors=True)  # a fresh server and channel every run
     data_dir = bench_dir("package-files", "data")
     with ExitStack() as stack:
-        server = stack.enter_context(stockade_server(data_dir, workers=args.workers))
+        env = {"STOCKADE_DOWNLOADS__RECORD": "false"} if args.no_record else {}
+        server = stack.enter_context(stockade_server(data_dir, workers=args.workers, extra_env=env))
         token = server.token()
         paths = _setup(server.url, token)
         static_root = _static_root(data_dir, server.url, paths)
