@@ -12,6 +12,9 @@ The variable is read once, at the first call. Points in the code:
   switched to them.
 - ``signing:after-batch``: a batch of record signatures is stored, the publication that signs them
   not yet switched (a restart signs only what is left).
+- ``mirror:after-batch``: a batch of a mirror run's new rows is staged and committed, the run not
+  yet switched (a resumed attempt keeps the rows already staged).
+- ``mirror:before-commit``: a mirror run's switching transaction is written, not yet committed.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from stockade.mirroring.inputs import vulnerability_version
 from stockade.mirroring.job import MirrorJob, load_job
 from stockade.mirroring.memory import return_memory
 from stockade.mirroring.models import MirrorMode, RunState
-from stockade.mirroring.plan import Plan, apply_plan, build_plan
+from stockade.mirroring.plan import Plan, apply_plan, build_plan, store_exclusions
 from stockade.mirroring.reporter import RunReporter
 from stockade.mirroring.staging import discard, stage
 from stockade.mirroring.summaries import record_abouts
@@ -250,9 +250,10 @@ class MirrorSync:
         self._checkpoint(job, reporter, "publish")
         reporter.begin("publish", len(plan.add))
         self._stage(job, plan, snapshot, reporter)
+        exclusions = store_exclusions(verdict, self.blobs)
         with transaction(self.factory) as session:
             self._hold(session, job)
-            apply_plan(session, job, plan, verdict, snapshot, self.blobs)
+            apply_plan(session, job, plan, verdict, snapshot, exclusions)
             for hook in job.publish_hooks:
                 hook(session)
         reporter.end("publish")
