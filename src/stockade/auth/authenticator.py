@@ -4,11 +4,7 @@ The cache is per process, but its invalidation is not: ``forget_all`` bumps a co
 database (``auth/revision.py``) that every process reads at least every
 ``REVISION_CHECK_SECONDS``, so a revoked token stops working on every worker within a second.
 
-Refreshes are single-flight, so that an expiring entry never sends every waiting request to the
-database at once: the shared revision is read by one thread at a time (the others wait for it),
-concurrent misses of one credential resolve it once (the others wait for that answer), and a hot
-token or session entry is refreshed in the background shortly before it expires while requests
-keep using it. None of this lengthens how long a revocation may go unseen.
+The cache and its single-flight refreshes are in ``auth/credential_cache.py``.
 
 Credentials come from the edge already extracted: a token (URL ``/t/TOKEN/``, ``Bearer``, or basic
 auth password), a username and password, or a web session cookie. Wrong credentials raise; no
@@ -18,23 +14,22 @@ credentials give the anonymous principal.
 from __future__ import annotations
 
 import hashlib
-import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.audit.service import AuditLog, Target
+from stockade.auth.credential_cache import REVISION_CHECK_SECONDS, CredentialCache, Credentials
 from stockade.auth.errors import InvalidCredentialsError
 from stockade.auth.identity import ExternalIdentity, IdentityService
 from stockade.auth.models import User
 from stockade.auth.principal import ANONYMOUS, Principal
 from stockade.auth.ratelimit import AttemptLimiter
-from stockade.auth.revision import bump_revision, current_revision
+from stockade.auth.revision import bump_revision
 from stockade.auth.secrets import hash_secret, looks_like_token
 from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
@@ -43,34 +38,17 @@ from stockade.core.clock import utcnow
 from stockade.core.errors import AuthenticationError
 from stockade.db.engine import transaction
 
-log = logging.getLogger("stockade.auth")
+__all__ = [
+    "REVISION_CHECK_SECONDS",
+    "Authenticator",
+    "BearerVerifier",
+    "Credentials",
+    "PasswordDirectory",
+    "looks_like_jwt",
+]
 
-CACHE_SECONDS = 15.0
-REVISION_CHECK_SECONDS = 1.0  # how stale another process's revocation may be seen here
-#: A hot entry this close to its expiry is refreshed in the background (one thread per entry)
-REFRESH_AHEAD_SECONDS = 3.0
-#: The shared revision is re-read in the background once it is this old (hard limit above)
-REVISION_REFRESH_AHEAD = 0.5
-#: How long a request waits for another thread's resolution of the same credential
-FLIGHT_WAIT_SECONDS = 30.0
 MAX_NAME = 256
 MAX_PASSWORD = 1024
-
-
-@dataclass(frozen=True)
-class Credentials:
-    token: str | None = None
-    username: str | None = None
-    password: str | None = None
-    session_cookie: str | None = None
-    ip: str | None = None
-    malformed: bool = (
-        False  # an Authorization header that could not be read: refused, not anonymous
-    )
-
-    @property
-    def empty(self) -> bool:
-        return not (self.token or self.username or self.session_cookie or self.malformed)
 
 
 class PasswordDirectory(Protocol):
@@ -111,7 +89,7 @@ def looks_like_jwt(value: str) -> bool:
     return value.startswith("eyJ") and value.count(".") == 2
 
 
-class Authenticator:
+class Authenticator(CredentialCache):
     def __init__(
         self,
         factory: sessionmaker[Session],
@@ -128,13 +106,7 @@ class Authenticator:
         self.directory = directory
         self.bearer = bearer
         self.limiter = AttemptLimiter(factory, per_minute=login_attempts_per_minute)
-        self._cache: dict[str, _Entry] = {}
-        self._lock = threading.Lock()
-        self._revision: int | None = None
-        self._revision_read_at = float("-inf")
-        self._revision_lock = threading.Lock()  # one reader of the shared revision at a time
-        self._flights: dict[str, _Flight] = {}  # credentials being resolved, by cache key
-        self._refreshing: set[str] = set()  # keys refreshed in the background right now
+        self._init_cache()
 
     def forget_all(self) -> None:
         """Drop cached principals here and in every other process (after a revocation, a
@@ -171,133 +143,6 @@ class Authenticator:
         if hit is not None:
             return hit
         return self._resolve_once(key, creds)
-
-    def _resolve_once(self, key: str, creds: Credentials) -> Principal:
-        """Resolve a missed credential; concurrent misses of the same one wait for the first."""
-        with self._lock:
-            flight = self._flights.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
-            if flight.done.wait(FLIGHT_WAIT_SECONDS) and flight.outcome is not None:
-                if isinstance(flight.outcome, AuthenticationError):
-                    raise flight.outcome
-                return flight.outcome
-            return self._resolve_and_remember(key, creds)  # it failed otherwise: try ourselves
-        try:
-            principal = self._resolve_and_remember(key, creds, flight)
-        finally:
-            with self._lock:
-                self._flights.pop(key, None)
-            flight.done.set()
-        return principal
-
-    def _resolve_and_remember(
-        self, key: str, creds: Credentials, flight: _Flight | None = None
-    ) -> Principal:
-        seen = self._revision  # what was read may be stale once the revision moves
-        now = time.monotonic()
-        try:
-            principal = self._resolve(creds)
-        except AuthenticationError as exc:
-            self._remember(key, now, exc, seen, None)
-            if flight is not None:
-                flight.outcome = exc
-            raise
-        self._remember(key, now, principal, seen, creds)
-        if flight is not None:
-            flight.outcome = principal
-        return principal
-
-    def _follow_revision(self, now: float) -> None:
-        """Read the shared revision when ours is older than a second; drop the cache if it moved.
-
-        One thread reads it; the others wait for that read instead of querying too."""
-        if now - self._revision_read_at < REVISION_CHECK_SECONDS:
-            return
-        if not self._revision_lock.acquire(blocking=False):
-            with self._revision_lock:  # another thread is reading it: use what it reads
-                return
-        try:
-            if time.monotonic() - self._revision_read_at < REVISION_CHECK_SECONDS:
-                return  # read meanwhile
-            self._read_revision()
-        finally:
-            self._revision_lock.release()
-
-    def _read_revision(self) -> None:
-        read_at = time.monotonic()
-        with self.factory() as session:
-            revision = current_revision(session)
-        with self._lock:
-            if revision != self._revision:
-                self._cache.clear()
-            self._revision = revision
-            self._revision_read_at = read_at
-
-    def _lookup(self, key: str, now: float) -> Principal | None:
-        """A live cache entry: the principal, or the remembered failure raised again.
-
-        Nothing counts as cached once the shared revision has not been read for a second: the
-        caller then goes the slow way (``authenticate``), which reads it. Shortly before either
-        limit, one background thread refreshes what is about to expire (no I/O here)."""
-        age = now - self._revision_read_at
-        if age >= REVISION_CHECK_SECONDS:
-            return None
-        hit = self._cache.get(key)
-        if hit is None or hit.expires <= now:
-            return None
-        if isinstance(hit.value, AuthenticationError):
-            raise hit.value
-        if age >= REVISION_REFRESH_AHEAD:
-            self._refresh_in_background("", None)
-        if hit.creds is not None and hit.expires - now < REFRESH_AHEAD_SECONDS:
-            self._refresh_in_background(key, hit.creds)
-        return hit.value
-
-    def _refresh_in_background(self, key: str, creds: Credentials | None) -> None:
-        """Start one thread refreshing ``key`` (``""``: the shared revision) unless one is."""
-        with self._lock:
-            if key in self._refreshing:
-                return
-            self._refreshing.add(key)
-        threading.Thread(
-            target=self._refresh, args=(key, creds), name="stockade-auth-refresh", daemon=True
-        ).start()
-
-    def _refresh(self, key: str, creds: Credentials | None) -> None:
-        try:
-            if creds is None:
-                with self._revision_lock:
-                    self._read_revision()
-            else:
-                self._resolve_and_remember(key, creds)
-        except Exception:  # a failed refresh leaves the entry to expire
-            log.debug("background credential refresh failed", exc_info=True)
-        finally:
-            with self._lock:
-                self._refreshing.discard(key)
-
-    def _remember(
-        self,
-        key: str,
-        now: float,
-        value: Principal | AuthenticationError,
-        seen: int | None,
-        creds: Credentials | None,
-    ) -> None:
-        """Cache ``value`` unless the revision moved while it was read (a change committed
-        meanwhile, here or in another process, may have made it stale). ``creds`` are kept for
-        a background refresh of token and session entries (never of passwords: each check of
-        one is a sign-in, audited and throttled)."""
-        with self._lock:
-            if self._revision != seen:
-                return
-            if len(self._cache) > 50_000:
-                self._cache.clear()
-            keep = creds if key.startswith(("t:", "s:")) else None
-            self._cache[key] = _Entry(now + CACHE_SECONDS, value, keep)
 
     @staticmethod
     def _cache_key(creds: Credentials) -> str:
@@ -457,22 +302,6 @@ def _shown_name(username: str) -> str:
     if looks_like_token(username):
         return "stk-***"
     return "".join(c if c.isprintable() else "?" for c in username[:MAX_NAME])
-
-
-class _Entry(NamedTuple):
-    expires: float  # time.monotonic()
-    value: Principal | AuthenticationError
-    creds: Credentials | None  # to refresh it in the background (tokens, sessions)
-
-
-class _Flight:
-    """One resolution of a credential in progress; others wait on ``done``."""
-
-    __slots__ = ("done", "outcome")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.outcome: Principal | AuthenticationError | None = None
 
 
 @dataclass(frozen=True)

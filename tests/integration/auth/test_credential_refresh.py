@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from stockade.auth import authenticator as authenticator_module
+from stockade.auth import credential_cache
 from stockade.auth.authenticator import Authenticator, Credentials
 from stockade.auth.models import User
 from stockade.auth.principal import Principal
@@ -102,8 +103,8 @@ def test_the_shared_revision_is_read_by_one_thread_at_a_time(
     auth = container.authenticator
     creds = Credentials(token=secret)
     auth.authenticate(creds)
-    read = Counted(authenticator_module.current_revision)
-    monkeypatch.setattr(authenticator_module, "current_revision", read)
+    read = Counted(credential_cache.current_revision)
+    monkeypatch.setattr(credential_cache, "current_revision", read)
     auth._revision_read_at = float("-inf")  # as after a quiet second
     results = at_once(THREADS, lambda: auth.authenticate(creds))
     assert all(isinstance(r, Principal) for r in results)
@@ -115,8 +116,8 @@ def test_a_hot_entry_is_refreshed_in_the_background_before_it_expires(
 ) -> None:
     """Requests keep using the entry while one thread refreshes it; after its first expiry the
     fast path (no I/O) still answers: no request ever waits for the database."""
-    monkeypatch.setattr(authenticator_module, "CACHE_SECONDS", 2.0)
-    monkeypatch.setattr(authenticator_module, "REFRESH_AHEAD_SECONDS", 1.5)
+    monkeypatch.setattr(credential_cache, "CACHE_SECONDS", 2.0)
+    monkeypatch.setattr(credential_cache, "REFRESH_AHEAD_SECONDS", 1.5)
     secret, _ = issue(container, "refreshed-ahead")
     auth = container.authenticator
     resolve = Counted(auth._resolve, delay=0.05)
