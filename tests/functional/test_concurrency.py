@@ -1,6 +1,6 @@
 """Concurrent uploads against a real ``stockade serve`` lose nothing and never fail with 5xx (§12).
 
-- 20 clients upload 500 distinct packages in parallel into one channel (two subdirs), one or
+- 12 clients upload 240 distinct packages in parallel into one channel (two subdirs), one or
   two files per request: each is listed exactly once by the API and in the published index, which
   agrees with itself; no request fails.
 - Several clients upload the same filename at the same moment: exactly one 201, the others 409,
@@ -31,10 +31,10 @@ pytestmark = [
     pytest.mark.xdist_group("concurrency"),
 ]
 
-CLIENTS = 20
-PACKAGES = 500
+CLIENTS = 12
+PACKAGES = 240
 SUBDIRS = ("noarch", "linux-64")
-NAMES = 40  # 500 packages over 40 names: several uploads rebuild the same shard at once
+NAMES = 20  # 240 packages over 20 names: several uploads rebuild the same shard at once
 
 
 @pytest.fixture(scope="module")
