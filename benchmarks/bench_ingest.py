@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     PYTHON,
     ROOT,
+    StockadeServer,
     _children,
     banner,
     bench_dir,
@@ -48,7 +52,13 @@ from _common import (
 SUBDIRS = ("noarch", "linux-64")
 TICKS = os.sysconf("SC_CLK_TCK")
 WARM_UP = 20  # packages uploaded first, not timed: each worker's first scan and publication
-CONDA_INDEX_PYTHON = os.environ.get("CONDA_INDEX_PYTHON", "/tmp/p3-condaindex/bin/python")
+CONDA_INDEX_PYTHON = os.environ.get("CONDA_INDEX_PYTHON", "/tmp/conda-index-venv/bin/python")
+# conda-index imports conda, which is not on PyPI: a venv with conda-index, plus conda's site-packages
+SETUP = (
+    "python3 -m venv /tmp/conda-index-venv && /tmp/conda-index-venv/bin/pip install conda-index"
+    " py-spy && echo CONDA_SITE_PACKAGES > /tmp/conda-index-venv/lib/python3.11/site-packages/"
+    "conda.pth"
+)
 
 
 def _packages(count: int) -> Path:
@@ -81,6 +91,12 @@ def _cpu_seconds(pid: int) -> float:
     return total / TICKS
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes of this script so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _served(url: str, channel: str) -> int:
     count = 0
     for subdir in SUBDIRS:
@@ -91,9 +107,14 @@ def _served(url: str, channel: str) -> int:
     return count
 
 
-def _stockade_round(
-    url: str, token: str, pid: int, files: list[Path], n: int
-) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Measure:
+    seconds: float
+    cpu_per_pkg: float  # the server's (Stockade) or the indexer's
+    client_cpu_per_pkg: float = 0.0  # the stockade CLI's
+
+
+def _stockade_round(url: str, token: str, pid: int, files: list[Path], n: int) -> Measure:
     channel = f"ingest-{n}-{time.time_ns() % 10**8}"
     httpx.post(
         f"{url}/api/v1/channels",
@@ -105,6 +126,7 @@ def _stockade_round(
     env.pop("STOCKADE_PROFILE", None)
     cli = str(Path(PYTHON).parent / "stockade")
     cpu = _cpu_seconds(pid)
+    client_cpu = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(
         [cli, "upload", "-c", channel, *map(str, files)],
@@ -120,8 +142,10 @@ def _stockade_round(
     while _served(url, channel) < len(files):
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
+    server = (_cpu_seconds(pid) - cpu) / len(files)
+    client = (_children_cpu() - client_cpu) / len(files)
     print(f"  (the CLI returned after {returned:.1f}s, all served after {elapsed:.1f}s)")
-    return elapsed, (_cpu_seconds(pid) - cpu) / len(files)
+    return Measure(elapsed, server, client)
 
 
 def _fresh_copy(source: Path, name: str) -> Path:
@@ -131,10 +155,11 @@ def _fresh_copy(source: Path, name: str) -> Path:
     return target
 
 
-def _conda_index(source: Path) -> float | None:
+def _conda_index(source: Path, count: int) -> Measure | None:
     if not Path(CONDA_INDEX_PYTHON).exists():
         return None
     target = _fresh_copy(source, "conda-index")
+    cpu = _children_cpu()
     started = time.perf_counter()
     subprocess.run(
         [CONDA_INDEX_PYTHON, "-m", "conda_index", str(target)],
@@ -142,23 +167,24 @@ def _conda_index(source: Path) -> float | None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return time.perf_counter() - started
+    return Measure(time.perf_counter() - started, (_children_cpu() - cpu) / count)
 
 
-def _rattler_index(source: Path) -> float:
+def _rattler_index(source: Path, count: int) -> Measure:
     """Wall time of the process, as for conda-index (``os._exit``: py-rattler may crash at exit)."""
     target = _fresh_copy(source, "rattler")
     code = (
         "import asyncio, os, sys\nfrom rattler.index import index_fs\n"
         "asyncio.run(index_fs(sys.argv[1])); os._exit(0)\n"
     )
+    cpu = _children_cpu()
     started = time.perf_counter()
     subprocess.run([PYTHON, "-c", code, str(target)], check=True)
-    return time.perf_counter() - started
+    return Measure(time.perf_counter() - started, (_children_cpu() - cpu) / count)
 
 
 def _profile(pid: int, seconds: int) -> subprocess.Popen[bytes] | None:
-    spy = shutil.which("py-spy") or "/tmp/p3-condaindex/bin/py-spy"
+    spy = shutil.which("py-spy") or str(Path(CONDA_INDEX_PYTHON).parent / "py-spy")
     if not Path(spy).exists():
         print("  (py-spy not found: no profile)")
         return None
@@ -171,6 +197,32 @@ def _profile(pid: int, seconds: int) -> subprocess.Popen[bytes] | None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
+
+
+def _round(
+    server: StockadeServer, token: str, source: Path, n: int, spy: bool
+) -> dict[str, Measure]:
+    """One interleaved round: Stockade, then conda-index, then py-rattler, on the same files."""
+    files = sorted(source.glob("*/*.conda"))
+    profiler = _profile(server.pid, 600) if spy else None
+    out = {"stockade": _stockade_round(server.url, token, server.pid, files, n)}
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(60)
+    ref = _conda_index(source, len(files))
+    if ref is not None:
+        out["conda-index"] = ref
+    out["py-rattler"] = _rattler_index(source, len(files))
+    return out
+
+
+def _line(name: str, count: int, runs: list[Measure], ours: float | None) -> str:
+    seconds = statistics.median(m.seconds for m in runs)
+    cpu_ms = statistics.median(m.cpu_per_pkg for m in runs) * 1000
+    text = f"  {name:<28} {count / seconds:7.1f} pkg/s, CPU {cpu_ms:5.1f} ms/pkg"
+    if ours is not None:
+        text += f" -> stockade/{name}: {ours / (count / seconds):.2f}x"
+    return text
 
 
 def main() -> None:
@@ -186,52 +238,36 @@ def main() -> None:
     banner(f"ingest: {count} small packages, stockade upload until served vs conda-index")
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     source = _packages(count)
-    files = sorted(source.glob("*/*.conda"))
     data_dir = bench_dir("ingest", "data")
     shutil.rmtree(data_dir)
-    ours: list[float] = []
-    cpu: list[float] = []
-    theirs: list[float] = []
-    rattler: list[float] = []
+    results: dict[str, list[Measure]] = {}
     with stockade_server(data_dir, workers=args.workers) as server:
         token = server.token()
         warm = _packages(WARM_UP)
         _stockade_round(server.url, token, server.pid, sorted(warm.glob("*/*.conda")), -1)
         for n in range(rounds):
-            spy = _profile(server.pid, 600) if args.profile and n == 0 else None
-            elapsed, per_pkg = _stockade_round(server.url, token, server.pid, files, n)
-            if spy is not None:
-                spy.send_signal(2)
-                spy.wait(60)
-            ours.append(elapsed)
-            cpu.append(per_pkg)
-            ref = _conda_index(source)
-            if ref is not None:
-                theirs.append(ref)
-            rattler.append(_rattler_index(source))
-            line = f"  round {n + 1}: stockade {count / elapsed:6.1f} pkg/s ({elapsed:.1f}s, "
-            line += f"server CPU {per_pkg * 1000:.1f} ms/pkg)"
-            if ref is not None:
-                line += f"; conda-index {count / ref:6.1f} pkg/s"
-            line += f"; py-rattler index {count / rattler[-1]:6.1f} pkg/s"
+            measured = _round(server, token, source, n, spy=args.profile and n == 0)
+            for name, measure in measured.items():
+                results.setdefault(name, []).append(measure)
+            mine = measured["stockade"]
+            line = f"  round {n + 1}: stockade {count / mine.seconds:6.1f} pkg/s "
+            line += f"(server CPU {mine.cpu_per_pkg * 1000:.1f} ms/pkg, "
+            line += f"CLI {mine.client_cpu_per_pkg * 1000:.1f} ms/pkg)"
+            for name, ref in measured.items():
+                if name != "stockade":
+                    line += f"; {name} {count / ref.seconds:6.1f} pkg/s"
             print(line, flush=True)
         command = server.command
-    banner("summary (medians)")
-    rate = count / statistics.median(ours)
-    print(f"  stockade upload until served: {rate:6.1f} pkg/s")
-    print(f"  server CPU per package: {statistics.median(cpu) * 1000:.1f} ms")
-    if theirs:
-        ref_rate = count / statistics.median(theirs)
-        print(
-            f"  conda-index from scratch:     {ref_rate:6.1f} pkg/s -> ratio {rate / ref_rate:.2f}x"
-        )
-    else:
-        print(f"  conda-index: not found at {CONDA_INDEX_PYTHON} (set CONDA_INDEX_PYTHON)")
-    rattler_rate = count / statistics.median(rattler)
-    print(
-        f"  py-rattler index_fs:          {rattler_rate:6.1f} pkg/s -> ratio {rate / rattler_rate:.2f}x"
-    )
-    print(f"  load average after: {os.getloadavg()[0]:.2f}")
+    banner(f"summary (medians of {rounds} round(s); load average {os.getloadavg()[0]:.2f})")
+    ours = results.pop("stockade")
+    rate = count / statistics.median(m.seconds for m in ours)
+    print(_line("stockade upload until served", count, ours, None) + " (server)")
+    client = statistics.median(m.client_cpu_per_pkg for m in ours) * 1000
+    print(f"  {'':<28} the CLI: CPU {client:5.1f} ms/pkg")
+    for name, runs in results.items():
+        print(_line(name, count, runs, rate))
+    if "conda-index" not in results:
+        print(f"  conda-index: not found at {CONDA_INDEX_PYTHON}; set CONDA_INDEX_PYTHON ({SETUP})")
     print(f"stockade server: {command}")
     print(f"reproduce: {command_line()}")
 
