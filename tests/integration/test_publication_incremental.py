@@ -9,6 +9,7 @@ fresh publisher (nothing remembered) builds from the same rows.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy import select
 
 from stockade.auth.principal import Principal
 from stockade.channels.artifacts import ArtifactService, Selection
-from stockade.channels.models import Artifact, SubdirShard
+from stockade.channels.models import Artifact, Channel, SubdirShard
 from stockade.channels.patching import PatchService
 from stockade.channels.publication import PublicationService
 from stockade.channels.scanstate import ScanStatus, set_status
@@ -187,3 +188,29 @@ def test_incremental_publication_equals_a_full_rebuild(
     _force_upload(container, admin, build(folder, spec))
     served = _publish_and_compare(container)
     assert served["packages.conda"]["numpy-1.0-0.conda"]["depends"] == ["python"]  # still patched
+
+
+def _channeldata(container: Container) -> str | None:
+    with container.read_factory() as session:
+        return session.scalar(select(Channel.channeldata_sha256).where(Channel.name == CHANNEL))
+
+
+def test_a_slow_channeldata_build_waits_while_indexes_are_pending(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    """An upload that arrives while a big channel's channeldata.json is due is published first
+    (it used to wait for the whole channeldata build, seconds at 100,000 records)."""
+    make_channel(container, admin, CHANNEL)
+    _upload(container, admin, tmp_path, name="zlib")
+    publisher = container.publisher
+    publisher.run_pending()
+    before = _channeldata(container)
+    channel_id = index_row(container, CHANNEL, SUBDIR).channel_id
+    publisher._channeldata_last[channel_id] = (0.0, 5.0)  # its last build took 5 s
+    publisher._channeldata_due[channel_id] = time.monotonic()
+    _upload(container, admin, tmp_path, name="curl")  # an index publication is pending
+    publisher.publish_due_channeldata()
+    assert _channeldata(container) == before and channel_id in publisher._channeldata_due
+    publisher.run_pending()  # the index first, then the channeldata
+    assert "curl-1.0-0.conda" in _served(container)["packages.conda"]
+    assert _channeldata(container) != before and channel_id not in publisher._channeldata_due

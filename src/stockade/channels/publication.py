@@ -12,13 +12,11 @@ import logging
 import time
 import uuid
 from collections import ChainMap
-from collections.abc import Callable, KeysView
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any
 
-import orjson
 from rattler import Version
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,7 +36,7 @@ from stockade.channels.publication_memory import (
     ShardMemos,
     release_memory,
 )
-from stockade.channels.publication_rows import ends_with, servable_rows
+from stockade.channels.publication_rows import Served, SubdirRead, ends_with, servable_rows
 from stockade.channels.publication_shards import build_shards, store_shards
 from stockade.channels.publication_signing import (
     ServedSignatures,
@@ -68,6 +66,9 @@ from stockade.storage.interfaces import BlobStore
 
 log = logging.getLogger("stockade.publisher")
 
+#: A channeldata.json build that took longer than this waits for pending indexes first.
+CHANNELDATA_SLOW_S = 1.0
+
 
 @dataclass
 class BuiltIndex:
@@ -81,28 +82,6 @@ class BuiltIndex:
     gone: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)  # stored patches left out
     signed: int = 0  # records carrying this server's signature (0: the channel is not signed)
-
-
-@dataclass
-class _Read:
-    """What a publication reads of a subdir: servable records (filename -> name, stored record
-    bytes, run_exports entry), patches, current shards, signing inputs, invalid records."""
-
-    names: dict[str, str]
-    sections: tuple[dict[str, bytes], dict[str, bytes]]  # filename -> stored record bytes
-    patches: list[RepodataPatch]
-    known: dict[str, tuple[str, str]]  # name -> (fingerprint, shard sha256)
-    run_exports: dict[str, orjson.Fragment]
-    signing: tuple[bool, dict[str, dict[str, Any]]]
-    warnings: list[str]
-
-
-@dataclass
-class _Served:
-    sections: tuple[dict[str, bytes], dict[str, bytes]]  # .tar.bz2, .conda
-    removed: list[str]
-    warnings: list[str]
-    unpatched: tuple[KeysView[str], KeysView[str]]  # the filenames of each section
 
 
 PublishedHook = Callable[[int, str], None]
@@ -122,8 +101,13 @@ class PublicationService:
         locks: PublicationLocks | None = None,
         signer: RecordSigner | None = None,
         on_switch: SwitchHook | None = None,
+        read_factory: sessionmaker[Session] | None = None,
     ) -> None:
         self.factory = factory
+        # Reads (a subdir's rows, a channel's for channeldata.json) in read-only sessions: on
+        # SQLite a write session holds the database's write lock from BEGIN, and a 100,000-record
+        # read under load held it for seconds (uploads answered 503 meanwhile).
+        self.read_factory = read_factory or factory
         self.on_switch = on_switch
         self.signer = signer
         self.locks = locks or PublicationLocks(_engine_of(factory))
@@ -180,13 +164,18 @@ class PublicationService:
         It spans every subdir of a channel, so it is built after the indexes (never delaying
         them), and a channel whose build took ``t`` seconds is rebuilt at most every ``5 t``
         seconds (at most a minute): a small channel at once, a huge one without hogging the
-        publisher under a stream of uploads.
+        publisher under a stream of uploads. A slow build (over a second last time) also waits
+        while indexes are pending, for up to a minute: an upload that came meanwhile is
+        published first, not after it.
         """
         now = time.monotonic()
         for channel_id in sorted(self._channeldata_due):
             built_at, took = self._channeldata_last.get(channel_id, (0.0, 0.0))
             if now - built_at < min(60.0, 5 * took):
                 continue
+            waited = now - self._channeldata_due[channel_id]
+            if took > CHANNELDATA_SLOW_S and waited < 60.0 and self.pending():
+                return  # still due: built once the indexes are published
             del self._channeldata_due[channel_id]
             started = time.monotonic()
             try:
@@ -194,9 +183,10 @@ class PublicationService:
             except Exception:  # one channel's channeldata never stops the others
                 log.exception("channeldata.json of channel id %s failed", channel_id)
             self._channeldata_last[channel_id] = (time.monotonic(), time.monotonic() - started)
+            release_memory()  # it decoded every record of the channel: give the heap back
 
     def publish_channeldata(self, channel_id: int) -> None:
-        with transaction(self.factory) as session:
+        with transaction(self.read_factory) as session:
             rows = session.execute(
                 select(
                     Artifact.subdir,
@@ -257,7 +247,7 @@ class PublicationService:
             return row.channel_id, row.subdir, row.requested_rev
 
     def _build(self, index_id: int, channel_id: int, subdir: str, rev: int) -> BuiltIndex:
-        with transaction(self.factory) as session:
+        with transaction(self.read_factory) as session:
             read = self._read(session, index_id, channel_id, subdir)
         served = self._served(read)
         signing_out = ServedSignatures()
@@ -309,7 +299,7 @@ class PublicationService:
         self._memos.put(index_id, memo)
         return built
 
-    def _read(self, session: Session, index_id: int, channel_id: int, subdir: str) -> _Read:
+    def _read(self, session: Session, index_id: int, channel_id: int, subdir: str) -> SubdirRead:
         """Everything a publication of the subdir reads from the database."""
         rows = servable_rows(session, channel_id, subdir)
         patches = list(
@@ -339,7 +329,7 @@ class PublicationService:
             del names[fn], shas[fn]
             for section in sections:
                 section.pop(fn, None)
-        return _Read(
+        return SubdirRead(
             names=names,
             sections=(sections[0], sections[1]),
             patches=patches,
@@ -349,7 +339,7 @@ class PublicationService:
             warnings=list(invalid.values()),
         )
 
-    def _served(self, read: _Read) -> _Served:
+    def _served(self, read: SubdirRead) -> Served:
         """The records served (patches applied, unreadable results reverted) and removed."""
         tar_bz2, conda = unpatched = read.sections
         warnings = list(read.warnings)
@@ -362,7 +352,7 @@ class PublicationService:
             warnings += self._records.revert_invalid(tar_bz2, patched_tar_bz2)
             warnings += self._records.revert_invalid(conda, patched_conda)
             tar_bz2, conda = patched_tar_bz2, patched_conda
-        return _Served(
+        return Served(
             (tar_bz2, conda), removed, warnings, (unpatched[0].keys(), unpatched[1].keys())
         )
 

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import KeysView
+from dataclasses import dataclass
 from operator import methodcaller
-from typing import cast
+from typing import Any, cast
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from stockade.channels.models import Artifact
+from stockade.channels.models import Artifact, RepodataPatch
+
+
+@dataclass
+class SubdirRead:
+    """What a publication reads of a subdir: servable records (filename -> name, stored record
+    bytes, run_exports entry), patches, current shards, signing inputs, invalid records."""
+
+    names: dict[str, str]
+    sections: tuple[dict[str, bytes], dict[str, bytes]]  # filename -> stored record bytes
+    patches: list[RepodataPatch]
+    known: dict[str, tuple[str, str]]  # name -> (fingerprint, shard sha256)
+    run_exports: dict[str, orjson.Fragment]
+    signing: tuple[bool, dict[str, dict[str, Any]]]
+    warnings: list[str]
+
+
+@dataclass
+class Served:
+    sections: tuple[dict[str, bytes], dict[str, bytes]]  # .tar.bz2, .conda
+    removed: list[str]
+    warnings: list[str]
+    unpatched: tuple[KeysView[str], KeysView[str]]  # the filenames of each section
 
 
 def ends_with(filenames: tuple[str, ...], suffix: str) -> list[bool]:
