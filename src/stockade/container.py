@@ -85,6 +85,7 @@ class Container:
             on_published=locator.invalidate,
             signer=RecordSigner(factory, settings.signing, settings.data_dir),
             on_switch=search.on_switch,  # search finds what the switched index serves
+            read_factory=read_factory,
         )
         upload = settings.upload
         limits = ValidationLimits(
