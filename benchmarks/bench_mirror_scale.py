@@ -13,16 +13,22 @@ under the 10-rule policy of ``bench_mirror_nochange.py``. In the same run:
 - on SQLite, the longest wait for the write lock of a probe that takes it every 50 ms from another
   connection (what any other writer of the server would wait);
 - a ``stockade serve`` on the same database (no job runtime) asked ``GET /api/v1/runs/N/logs`` and
-  ``GET /api/v1/mirrors`` every 100 ms during each run: answers by status, slowest answer.
+  ``GET /api/v1/mirrors`` every 100 ms during each run: answers by status, slowest answer (this
+  probe and the lock probe run in their own process, so the run's GIL does not delay them).
 
     .venv/bin/python benchmarks/bench_mirror_scale.py [--records 600000] [--rounds 3]
         [--database-url postgresql+psycopg://...]
+
+With ``PYTHONMALLOC=malloc`` in the environment, every object comes from glibc's allocator, whose
+free pages the run gives back (``mirroring.memory``) even when a few objects outlive it; CPython's
+own allocator keeps a whole 1 MiB arena for each such survivor.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import multiprocessing
 import os
 import sqlite3
 import statistics
@@ -190,6 +196,18 @@ class Probe(threading.Thread):
         conn.close()
 
 
+def _probe_process(args: tuple[Any, ...], ready: Any, stop: Any, out: Any) -> None:
+    """The probe in its own process: in the run's process it would wait for the GIL whenever
+    the run makes a long C call, and count that wait as the server's."""
+    probe = Probe(*args)
+    probe.start()
+    ready.set()
+    stop.wait()
+    probe.stop.set()
+    probe.join()
+    out.put((dict(probe.statuses), probe.slowest, probe.lock_wait))
+
+
 def bare_parse_mib(json_path: Path) -> int:
     out = subprocess.run([PYTHON, "-c", BARE, str(json_path)], capture_output=True, check=True)
     return int(out.stdout.split()[-1])
@@ -206,17 +224,22 @@ def run_once(
     db_file = None
     if container.settings.db_url.startswith("sqlite"):
         db_file = Path(container.settings.db_url.split("///", 1)[1])
-    probe = Probe(server.url, token, run_id, db_file)
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    args = (server.url, token, run_id, db_file)
+    prober = ctx.Process(target=_probe_process, args=(args, ready, stop, out), daemon=True)
+    prober.start()
+    ready.wait(120)
     timer.reset()
     before = status_kb("VmRSS") / 1024
     reset_peak()
-    probe.start()
     started, cpu = time.perf_counter(), time.thread_time()
     outcome = container.mirror_sync().execute(run_id)
     took, cpu = time.perf_counter() - started, time.thread_time() - cpu
     peak = status_kb("VmHWM") / 1024
-    probe.stop.set()
-    probe.join()
+    stop.set()
+    statuses, slowest, lock_wait = out.get(timeout=300)
+    prober.join(60)
     after = status_kb("VmRSS") / 1024
     if outcome is None or outcome.state != "completed":
         raise SystemExit(f"the run did not complete: {outcome}")
@@ -229,9 +252,9 @@ def run_once(
         "write": timer.longest,
         "writes": timer.count,
         "what": timer.what,
-        "lock_wait": probe.lock_wait,
-        "statuses": dict(probe.statuses),
-        "slowest": probe.slowest,
+        "lock_wait": lock_wait,
+        "statuses": statuses,
+        "slowest": slowest,
         "counts": outcome.counts,
     }
 
@@ -267,6 +290,7 @@ def main() -> None:
 
     banner(f"mirror run at scale, {args.records:,}-record upstream subdir")
     print(machine(), "; load average", os.getloadavg())
+    print(f"PYTHONMALLOC={os.environ.get('PYTHONMALLOC', '(default: pymalloc)')}")
     source, _extras = ensure_input(args.records)
     root = upstream_folder(args.records)
     bare = bare_parse_mib(source)

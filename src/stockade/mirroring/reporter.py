@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +62,10 @@ class RunReporter:
         self.counts: dict[str, Any] = {}
         self._logs: list[tuple[str, str, datetime]] = []
         self._lock = threading.Lock()
+        # Held by a heartbeat's transaction, and by the run thread around one long call that
+        # keeps the GIL (``quiet``): a heartbeat that began its transaction (on SQLite: took the
+        # write lock) just before such a call would hold the lock until the call ends.
+        self._db_turn = threading.Lock()
         self._stop_asked = False
         self._lost = False
         self._closing = threading.Event()
@@ -141,6 +146,13 @@ class RunReporter:
             self._thread.join(30)
         self.flush()
 
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """No heartbeat transaction while the run thread makes one long call that keeps the GIL
+        (parsing 400 MB of JSON: seconds); the heartbeat waits, holding no database lock."""
+        with self._db_turn:
+            yield
+
     # --------------------------------------------------------------------------------- heartbeat
 
     def flush(self) -> None:
@@ -149,7 +161,7 @@ class RunReporter:
             counts = dict(self.counts)
             lines, self._logs = self._logs, []
         try:
-            with transaction(self.factory) as session:
+            with self._db_turn, transaction(self.factory) as session:
                 asked = runs.heartbeat(
                     session, self.run_id, self.owner, steps=steps, counts=counts, logs=lines
                 )

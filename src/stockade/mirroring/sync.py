@@ -219,8 +219,10 @@ class MirrorSync:
         if snapshot.unchanged(job, now):
             return self._unchanged(job, snapshot, reporter)
         reporter.begin("evaluate")
+        with reporter.quiet():
+            parsed = snapshot.load()
         with self.reader() as session:  # the evaluation dry runs and explain share
-            verdict, links = evaluate_job(session, job, snapshot.load(), self.vulnerabilities, now)
+            verdict, links = evaluate_job(session, job, parsed, self.vulnerabilities, now)
         reporter.end("evaluate")
         reporter.count("upstream", verdict.upstream)
         reporter.count("kept", verdict.kept)
