@@ -270,3 +270,32 @@ def test_a_basic_password_is_never_cached(server: LiveServer, front: Front, pack
             got = http.get(url, auth=(name, PASSWORD))
             assert got.status_code == 200 and from_nginx(got)
     assert sorted(p for p in front.cache.rglob("*") if p.is_file()) == before
+
+
+def test_downloads_nginx_sends_are_recorded(
+    server: LiveServer, front: Front, package: Path
+) -> None:
+    """Stockade records the package downloads it lets nginx send (a HEAD downloads nothing)."""
+    channel = channel_with(server, package, "private")
+    name, token, token_id = member(server, channel)
+    url, headers = forms(front.url, channel, f"noarch/{package.name}", token)["bearer"]
+    with httpx.Client(timeout=30) as http:
+        assert http.head(url, headers=headers).status_code == 200
+        got = http.get(url, headers={**headers, "user-agent": "conda/24.1"})
+        assert got.status_code == 200 and from_nginx(got)
+        etag = got.headers["etag"]
+        assert http.get(url, headers={**headers, "if-none-match": etag}).status_code == 304
+    deadline = time.monotonic() + 30
+    rows: list[dict[str, object]] = []
+    while time.monotonic() < deadline and len(rows) < 2:
+        listed = server.admin.get("/api/v1/downloads", params={"channel": channel})
+        rows = listed.json()["downloads"]
+        time.sleep(0.5)
+    assert sorted((r["status"], r["bytes"]) for r in rows) == [
+        (200, package.stat().st_size),
+        (304, 0),
+    ]
+    assert {(r["principal"], r["token_id"], r["filename"]) for r in rows} == {
+        (name, token_id, package.name)
+    }
+    assert any(r["user_agent"] == "conda/24.1" for r in rows)

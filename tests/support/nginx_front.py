@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import subprocess
@@ -63,7 +62,6 @@ def render_site(*, port: int, upstream: str, blobs: Path, prefix: Path) -> str:
         "    ssl_certificate /etc/nginx/tls/conda.example.org.crt;\n": "",
         "    ssl_certificate_key /etc/nginx/tls/conda.example.org.key;\n": "",
         "server unix:/run/stockade/stockade.sock;": f"server {upstream};",
-        '"CHANGE-ME-to-a-random-secret"': f'"{secrets.token_hex(32)}"',
         "/var/cache/nginx/stockade-authz": str(prefix / "authz-cache"),
         "/var/log/nginx/stockade-access.log": str(prefix / "logs" / "access.log"),
     }

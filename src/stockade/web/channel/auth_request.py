@@ -181,8 +181,10 @@ class AuthzDecider:
         """What nginx is about to answer, as CondaApp records it (``304`` and ranges included)."""
         headers = dict(scope["headers"])  # type: ignore[call-overload]
         etag = served.headers()["x-stockade-etag"].encode()
-        status = 304 if headers.get(b"if-none-match") == etag else 200
-        if status == 200 and b"range" in headers:
+        # nginx passes the client's conditional headers under these names (it drops the
+        # originals from a request it may cache)
+        status = 304 if headers.get(b"x-original-if-none-match") == etag else 200
+        if status == 200 and headers.get(b"x-original-range"):
             status = 206
         where = current_origin()
         name, version = name_version(artifact.filename)
