@@ -27,6 +27,8 @@ from typing import Any
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session, sessionmaker
 
+from stockade.auth.models import AuthRevision
+from stockade.auth.revision import ROW_ID as REVISION_ROW
 from stockade.channels.models import Channel, SubdirIndex
 
 #: How stale this process's view of publications and servability may be (seconds).
@@ -88,26 +90,32 @@ class ServingState:
                 return Moved(frozenset(), False, False)
             with self.factory() as session:
                 summary, channels = _summaries(session)
-                rows = _versions(session) if summary != self._summary else None
+                before = self._channels
+                # A channel deleted (the auth revision moves with it) and another created in its
+                # place may take its id, and its subdir rows the old rows' ids and revisions.
+                channel_set = before is not None and _identity(channels) != _identity(before)
+                changed = summary != self._summary or channel_set
+                rows = _versions(session) if changed else None
             moved: frozenset[SubdirKey] = frozenset()
             if rows is not None:
                 old = self.versions
                 moved = frozenset(k for k in old.keys() | rows.keys() if old.get(k) != rows.get(k))
                 self.versions = rows
                 self._summary = summary
-            before = self._channels
             self._channels = channels
             self._checked_at = started
-            return Moved(
-                moved,
-                channels != before,
-                before is not None and (channels[0], channels[2]) != (before[0], before[2]),
-            )
+            return Moved(moved, channels != before, channel_set)
+
+
+def _identity(channels: tuple[Any, ...]) -> tuple[Any, ...]:
+    """(count, highest id, auth revision): what a channel created or deleted moves."""
+    return channels[0], channels[2], channels[3]
 
 
 def _summaries(session: Session) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """Aggregates that move whenever a subdir row or a channel row is added, changed or deleted
-    (revisions only grow, so their sums move with any bump)."""
+    (revisions only grow, so their sums move with any bump), and the auth revision (bumped with
+    every channel deletion, ``channels/service.py``)."""
     subdirs = select(
         func.count(SubdirIndex.id),
         func.coalesce(func.sum(SubdirIndex.requested_rev), 0),
@@ -120,7 +128,8 @@ def _summaries(session: Session) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         func.coalesce(func.max(Channel.id), 0).label("top"),
     ).subquery()
     both = subdirs.join(channels, true())  # one row each: no cartesian product to speak of
-    row = session.execute(select(subdirs, channels).select_from(both)).one()
+    auth = select(AuthRevision.value).where(AuthRevision.id == REVISION_ROW).scalar_subquery()
+    row = session.execute(select(subdirs, channels, auth).select_from(both)).one()
     values = tuple(row)
     return tuple(int(v) for v in values[:4]), values[4:]
 
