@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact, PackageContent
 from stockade.conda.channeldata import RUN_EXPORTS_VERSION
+from stockade.conda.repodata import exact_bytes
 
 #: Above this many unknown packages, one join reads every run_exports of the subdir at once.
 RUN_EXPORTS_JOIN_MIN = 1000
@@ -31,9 +32,8 @@ def encode_entry(run_exports: Mapping[str, Any] | None) -> orjson.Fragment:
     """The ``run_exports.json`` entry of one package, encoded."""
     if not run_exports:
         return _EMPTY
-    return orjson.Fragment(
-        orjson.dumps({"run_exports": dict(run_exports)}, option=orjson.OPT_SORT_KEYS)
-    )
+    encoded = orjson.dumps({"run_exports": dict(run_exports)}, option=orjson.OPT_SORT_KEYS)
+    return orjson.Fragment(exact_bytes(encoded))  # kept: not in orjson's 4 KiB buffer
 
 
 class RunExportsEntries:

@@ -42,6 +42,15 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
         ) from exc
 
 
+def exact_bytes(data: bytes) -> bytes:
+    """A copy of ``data`` in an allocation of its own size, for bytes that are kept.
+
+    ``orjson.dumps`` returns a small output inside its 4 KiB working buffer: kept per record
+    (an encoded entry of each of 100,000 packages), that is 400 MB for 5 MB of JSON.
+    """
+    return bytes(memoryview(data))
+
+
 def decode_record(data: bytes) -> dict[str, Any]:
     """Decode canonical record bytes back into a dict."""
     value = orjson.loads(data)
