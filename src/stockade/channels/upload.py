@@ -24,7 +24,12 @@ from stockade.channels.errors import (
 from stockade.channels.intake import ScanReason, admit_many
 from stockade.channels.models import Artifact, Channel, PackageContent
 from stockade.channels.publishing import request_publications
-from stockade.channels.scanstate import QUARANTINE_STATES, ArtifactSource
+from stockade.channels.scanstate import (
+    QUARANTINE_STATES,
+    ArtifactSource,
+    ScanStatus,
+    is_servable,
+)
 from stockade.channels.service import ChannelService
 from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
 from stockade.conda.repodata import encode_record
@@ -147,9 +152,19 @@ class UploadService:
             accepted.append((upload, existing.get(key)))
         if not accepted:
             return [], refused
-        # Lock the subdir rows first, in one order for every writer (no deadlocks).
+        # What is served changes only if the new files are served before their verdict or a
+        # served file is replaced; else the verdict asks for the publication (one per file
+        # batch less to build). Lock those subdir rows first, in one order (no deadlocks).
+        serves_now = is_servable(ScanStatus.PENDING, channel, ArtifactSource.UPLOAD)
         request_publications(
-            self.session, sorted({(channel.id, u.info.subdir) for u, _ in accepted})
+            self.session,
+            sorted(
+                {
+                    (channel.id, u.info.subdir)
+                    for u, old in accepted
+                    if serves_now or (old is not None and old.servable)
+                }
+            ),
         )
         replaced = [old for _, old in accepted if old is not None]
         for row in replaced:
