@@ -1,7 +1,9 @@
 """Issue 12 items 5 and 6: everything a page needs comes from Stockade; favicon; HEAD on GET routes.
 
 Chromium loads every UI page (read from the route table) and ``/api/docs`` with every request to
-another host aborted, and finds no failed request and no console error.
+another host aborted, and finds no failed request and no console error: that walk is
+``tests/functional/test_responsive_pages.py``'s (one walk per width checks layout, offline assets
+and accessibility). Here: the route table and the fixtures it uses, the templates, HEAD, favicon.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ import pytest
 
 from stockade.web.ui.render import TEMPLATES_DIR
 from tests.functional.test_cli_quarantine import hold
-from tests.functional.test_ui import PACKAGES, assert_html, browser, sign_in
+from tests.functional.test_ui import PACKAGES, assert_html, sign_in
 from tests.functional.test_ui_mirrors import create_mirror, run_now, wait_run
 from tests.support.cves import osv_folder, sync_osv_folder, unique
 from tests.support.offline_app import flat_routes, offline_app
 from tests.support.server import ADMIN_PASSWORD, LiveServer
 
 pytestmark = pytest.mark.functional
-__all__ = ["browser"]  # the Chromium fixture of test_ui
 
 PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 ASSET = re.compile(r'(?:src|href)="([^"]*)"')
@@ -171,55 +172,3 @@ def test_head_answers_like_get_without_a_body(
         size = len(admin_web.get(path).content)
         assert admin_web.head(path).headers["content-length"] == str(size), path
     assert admin_web.head("/logout").status_code == 405  # POST only: no HEAD either
-
-
-# --- a real browser --------------------------------------------------------------------------
-
-
-@pytest.mark.browser
-def test_every_page_loads_offline_in_chromium(
-    live_server: LiveServer, things: dict[str, str], browser: object
-) -> None:
-    from playwright.sync_api import Browser, Route, expect
-
-    assert isinstance(browser, Browser)
-    context = browser.new_context()
-    problems: list[str] = []
-
-    def only_here(route: Route) -> None:
-        if route.request.url.startswith(live_server.url):
-            route.continue_()
-        else:
-            problems.append(f"blocked {route.request.url}")
-            route.abort()
-
-    context.route("**/*", only_here)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-
-    def failed(request: Any) -> None:
-        # A request cancelled by the next navigation (net::ERR_ABORTED) is not a failure;
-        # requests to other hosts are aborted by only_here and listed as "blocked" there.
-        if "ERR_ABORTED" not in (request.failure or ""):
-            problems.append(f"failed {request.url}: {request.failure}")
-
-    page.on("requestfailed", failed)
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.goto(f"{live_server.url}/login")
-    page.fill("#username", "admin")
-    page.fill("#password", ADMIN_PASSWORD)
-    page.click("form.stack button[type=submit]")
-    expect(page.locator(".who .user")).to_have_text("admin")
-    paths = [filled(p, things) for p in ui_page_paths()]
-    assert len(paths) >= 25 and "/channels/{name:path}" not in paths, paths
-    for path in [*paths, "/channels/no-such-channel"]:
-        response = page.goto(f"{live_server.url}{path}", wait_until="networkidle")
-        assert response is not None, path
-        assert response.status == (404 if "no-such" in path else 200), path
-        problems[:] = [p for p in problems if "404" not in p or "no-such" not in path]
-        assert problems == [], path
-    page.goto(f"{live_server.url}/api/docs", wait_until="networkidle")
-    expect(page.locator(".swagger-ui .information-container .title")).to_contain_text("Stockade")
-    expect(page.locator(".opblock").first).to_be_visible()
-    assert problems == []
-    context.close()

@@ -5,7 +5,11 @@ with a real OSV advisory against ``flask 0.11.1``, a mirror and its run, a polic
 a service account, an environment report), one Chromium, two viewports. On every page (read from
 the route table, as the offline test does), signed in as the admin, and on the pages an anonymous
 visitor sees: the page does not scroll sideways (wide tables scroll inside their own box), the
-header's links and buttons are inside the screen, no request fails, the console stays clean.
+header's links and buttons are inside the screen, no request fails, the console stays clean, and
+nothing is fetched from another host (every such request is aborted and fails the test: issue 12,
+"everything works with no internet"). At desktop width every page, and the page a refused form
+draws, also passes the axe-core accessibility check (issue 17, ``tests/support/axe.py``). The
+same server and browser then go through the core flows with JavaScript off, at phone width.
 
 A screenshot of each page at each width is kept in ``$STOCKADE_TEST_ARTIFACTS_DIR/responsive``
 (``make test`` sets it to ``test-artifacts/`` of the run), else in a pytest temporary folder.
@@ -27,6 +31,7 @@ from tests.conftest import own_server
 from tests.functional.test_cli_quarantine import hold
 from tests.functional.test_offline_assets import admin_web, filled, things, ui_page_paths
 from tests.functional.test_ui import browser
+from tests.support.axe import axe_failures
 from tests.support.cves import osv_folder, sync_osv_folder, unique
 from tests.support.server import ADMIN_PASSWORD, LiveServer
 
@@ -134,21 +139,33 @@ class Visit:
     def __init__(self, browser: Any, server: LiveServer, viewport: str, shots: Path) -> None:
         width, height = VIEWPORTS[viewport]
         self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.context.route("**/*", self._only_here)
         self.page = self.context.new_page()
         self.page.set_default_timeout(15_000)
         self.server, self.viewport, self.shots = server, viewport, shots
+        self.accessibility = viewport == "desktop"  # axe runs once per page, at desktop width
+        self.checked = 0
         self.problems: list[str] = []  # of the page being checked
         self.failures: list[str] = []  # of every page checked: all are listed at the end
-        self.expect_404 = False  # the page itself answers 404: its console says so
+        self.expected_error: int | None = None  # the page itself answers this: its console says so
         self.page.on("requestfailed", self._failed)
         self.page.on("console", self._console)
+
+    def _only_here(self, route: Any) -> None:
+        """Requests to another host are aborted and named: a page needs nothing from outside."""
+        if route.request.url.startswith(self.server.url):
+            route.continue_()
+        else:
+            self.problems.append(f"fetched from another host: {route.request.url}")
+            route.abort()
 
     def _failed(self, request: Any) -> None:
         if "ERR_ABORTED" not in (request.failure or ""):  # cancelled by the next navigation
             self.problems.append(f"failed {request.url}: {request.failure}")
 
     def _console(self, message: Any) -> None:
-        if message.type == "error" and not (self.expect_404 and "404" in message.text):
+        expected = self.expected_error is not None and f" {self.expected_error} " in message.text
+        if message.type == "error" and not expected:
             self.problems.append(f"console: {message.text}")
 
     def sign_in(self) -> None:
@@ -159,13 +176,13 @@ class Visit:
         self.page.wait_for_selector(".who .user")
 
     def open(self, path: str, label: str, status: int = 200) -> None:
-        self.expect_404 = status == 404
+        self.expected_error = status if status >= 400 else None
         response = self.page.goto(f"{self.server.url}{path}", wait_until="load")
         assert response is not None and response.status == status, (path, response)
         if self.page.locator("script[src]").count():  # what the scripts fetch is drawn too
             self.page.wait_for_load_state("networkidle")
         self.check(label)
-        self.expect_404 = False
+        self.expected_error = None
 
     def check(self, label: str) -> None:
         page = self.page
@@ -177,8 +194,11 @@ class Visit:
             self.failures.append(f"{where} scrolls sideways: {layout}")
         if cut := page.evaluate(HEADER_JS):
             self.failures.append(f"{where}: header cut off at {cut}")
+        if self.accessibility:
+            self.failures.extend(axe_failures(page, label))
         self.failures.extend(f"{where}: {p}" for p in self.problems)
         self.problems.clear()
+        self.checked += 1
 
 
 def show_a_report(visit: Visit, channel: str, testdata: Path) -> None:
@@ -231,6 +251,88 @@ def test_every_page_fits_the_screen(
     visit.open("/channels/no-such-channel", "not found", status=404)
     show_a_report(visit, world["/channels"], testdata)
     check_policy_fields(visit)
+    refused_form(visit)
+    api_docs(visit)
     visit.context.close()
     failures = anonymous.failures + visit.failures
+    assert visit.checked > len(routes)
     assert not failures, "\n".join(failures)
+
+
+def refused_form(visit: Visit) -> None:
+    """A form sent back with its error (the alert, the fields as typed) is checked too."""
+    page = visit.page
+    page.goto(f"{visit.server.url}/admin/webhooks")
+    page.fill("#url", "https://user:pw@hooks.example.invalid/x")
+    visit.expected_error = 400  # the form comes back with its error, as a 400
+    page.click("#create-webhook button[type=submit]")
+    page.wait_for_selector("#form-error")
+    visit.check("/admin/webhooks (refused form)")
+    visit.expected_error = None
+
+
+def api_docs(visit: Visit) -> None:
+    """The API docs (Swagger UI) draw with nothing from another host."""
+    from playwright.sync_api import expect
+
+    page = visit.page
+    page.goto(f"{visit.server.url}/api/docs", wait_until="networkidle")
+    title = page.locator(".swagger-ui .information-container .title")
+    expect(title).to_contain_text("Stockade", timeout=30_000)  # a 1.5 MB script, on a busy CI
+    expect(page.locator(".opblock").first).to_be_visible(timeout=30_000)
+    visit.failures.extend(f"/api/docs: {p}" for p in visit.problems)
+    visit.problems.clear()
+
+
+def test_core_flows_work_without_javascript(
+    live_server: LiveServer, world: dict[str, str], browser: object
+) -> None:
+    """With JavaScript off: sign in, reach every page of the navigation and of the admin menu,
+    search, open a result and its package page, follow a form that answers an error, sign out."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    base = live_server.url
+    page.goto(f"{base}/login")
+    page.fill("#username", "admin")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("form.stack button[type=submit]")
+    expect(page.locator(".who .user")).to_have_text("admin")
+
+    main_links = page.locator("nav[aria-label=Main] a").evaluate_all("(a) => a.map((l) => l.href)")
+    page.click("#nav-admin")
+    tabs = page.locator("nav.tabs a").evaluate_all("(a) => a.map((l) => l.href)")
+    wanted = {
+        "/channels",
+        "/cves",
+        "/mirrors",
+        "/policies",
+        "/quarantine",
+        "/reports/env",
+        "/admin",
+    }
+    wanted |= {"/admin/webhooks", "/admin/cve-feeds", "/admin/audit", "/admin/airgap"}
+    reached = {link.removeprefix(base) for link in main_links + tabs}
+    assert wanted <= reached, wanted - reached
+    for link in main_links + tabs:
+        response = page.goto(link)
+        assert response is not None and response.status == 200, link
+        expect(page.locator("main h1")).not_to_be_empty()
+
+    page.fill("header form[role=search] input[name=q]", "flask")
+    page.click("header form[role=search] button")
+    page.click("#results a.strong >> nth=0")
+    expect(page.locator("main h1")).to_contain_text("flask")
+
+    page.goto(f"{base}/admin/cve-feeds")
+    page.fill("#name", "bad feed")
+    page.fill("#url", "ftp://feeds.example.invalid/x")
+    page.click("#create-feed button[type=submit]")
+    expect(page.locator("#form-error")).not_to_be_empty()
+
+    page.click("button.linklike")  # sign out
+    expect(page.locator(".who .signin")).to_have_count(1)
+    context.close()
