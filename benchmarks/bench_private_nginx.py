@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -58,7 +59,7 @@ from _common import (  # noqa: E402
     synthetic_record,
     wrk,
 )
-from tests.support.nginx_front import nginx_front  # noqa: E402
+from tests.support.nginx_front import modules_dir, nginx_front  # noqa: E402
 
 INDEX_CHANNEL = "bench-private"  # private; noarch points at a ~1 MB repodata.json.zst
 PACKAGE_CHANNEL = "bench-private-pkgs"  # private; one small package uploaded
@@ -335,6 +336,7 @@ def main() -> None:
     args.rounds = 2 if args.quick else 5
     args.duration = 3 if args.quick else 4
     ensure_tools("nginx", "wrk")
+    _ensure_set_misc()
     banner("private channels: Stockade behind nginx (auth_request) vs nginx static")
     print(f"machine: {machine()}")
     print(f"load average at the start: {os.getloadavg()}")
@@ -387,6 +389,17 @@ def main() -> None:
                 wrk(url, duration=1, connections=4, headers=headers)
         _measure(targets, setup, server.pid, args)
     _summary(targets, setup, args, server.command)
+
+
+def _ensure_set_misc() -> None:
+    """deploy/nginx/stockade.conf needs nginx's set-misc module (Debian package)."""
+    if modules_dir() is not None:
+        return
+    package = "libnginx-mod-http-set-misc"
+    if os.geteuid() != 0:
+        sys.exit(f"nginx's set-misc module is missing: apt-get install -y {package}")
+    print(f"installing {package} from Debian ...", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True)
 
 
 def _static(stack: ExitStack, root: Path) -> str:
