@@ -126,10 +126,13 @@ def admit_staged(
         Artifact.mirror_id == mirror_id,
         Artifact.scan_status == ScanStatus.STAGED,
     )
-    subdirs = set(session.scalars(select(Artifact.subdir).where(*where).distinct()))
-    if not subdirs:
-        return subdirs
-    ids = list(session.scalars(select(Artifact.id).where(*where))) if stored else []
+    # Not SELECT DISTINCT subdir: SQLite would walk every row of the channel by an index that
+    # starts with (channel_id, subdir); this reads the staged rows only.
+    staged = session.execute(select(Artifact.id, Artifact.subdir).where(*where)).all()
+    if not staged:
+        return set()
+    subdirs = {subdir for _, subdir in staged}
+    ids = [aid for aid, _ in staged] if stored else []
     status = ScanStatus.PENDING if stored else ScanStatus.UNFETCHED
     session.execute(
         update(Artifact)
