@@ -3,6 +3,7 @@ each file accepted or refused with its reason, exit 1 when any was refused."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,9 +33,17 @@ def _good(testdata: Path) -> list[Path]:
     return sorted((testdata / "channels/test-recipes/noarch").glob("dependen*.conda"))
 
 
-def _served(live: LiveServer, channel: str) -> set[str]:
-    body = live.client().get(f"/conda/{channel}/noarch/repodata.json").json()
-    return set(body.get("packages.conda", {})) | set(body.get("packages", {}))
+def _served(live: LiveServer, channel: str, expected: set[str]) -> set[str]:
+    """What ``noarch/repodata.json`` lists once it lists ``expected`` (each file is served once
+    its scan verdict is in and published), or after 60 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = live.client().get(f"/conda/{channel}/noarch/repodata.json")
+        body = response.json() if response.status_code == 200 else {}
+        served = set(body.get("packages.conda", {})) | set(body.get("packages", {}))
+        if served >= expected or time.monotonic() > deadline:
+            return served
+        time.sleep(0.1)
 
 
 def _upload_requests(live: LiveServer, channel: str) -> list[str]:
@@ -68,7 +77,7 @@ def test_good_files_are_kept_bad_ones_named_and_the_exit_is_1(
     assert "uploaded 3 file(s)" in out and "refused 2 file(s)" in out, out
     assert "index published" in out  # the good ones are published before the exit status 1
     assert "5/5 answered, 2 refused" in out, out  # the progress line
-    assert _served(live_server, channel) == {p.name for p in good}
+    assert _served(live_server, channel, {p.name for p in good}) == {p.name for p in good}
     # Sent as batches: the 3 good files were recorded by 2 requests, not 1 or 3.
     requests = _upload_requests(live_server, channel)
     assert len(requests) == 3 and len(set(requests)) == 2, requests
@@ -83,7 +92,7 @@ def test_many_files_over_parallel_connections(
     assert len(files) >= 8
     out = run(cli, "upload", "-c", channel, "--batch", "3", "--jobs", "3", "-q", *map(str, files))
     assert f"uploaded {len(files)} file(s)" in out and "accepted" not in out, out
-    assert _served(live_server, channel) == {p.name for p in files}
+    assert _served(live_server, channel, {p.name for p in files}) == {p.name for p in files}
     assert len(set(_upload_requests(live_server, channel))) == -(-len(files) // 3)
     again = run(cli, "upload", "-c", channel, str(files[0]), code=1)
     assert "artifact:exists" in again and "HTTP 409" in again, again
@@ -118,4 +127,4 @@ def test_a_batch_refused_for_one_files_size_is_sent_again_file_by_file(
     assert f"refused  {big.name}: " in out and "HTTP 413" in out, out
     assert "package:archive-size" in out, out
     assert "uploaded 2 file(s)" in out, out
-    assert _served(small_limit_server, channel) == {p.name for p in good}
+    assert _served(small_limit_server, channel, {p.name for p in good}) == {p.name for p in good}

@@ -4,6 +4,7 @@ multipart endpoint stays all or nothing."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,17 @@ def _post_each(
     return dict(response.json())
 
 
-def _served(live_server: LiveServer, channel: str) -> set[str]:
-    live_server.wait_published(channel)
-    body = live_server.client().get(f"/conda/{channel}/noarch/repodata.json").json()
-    return set(body.get("packages.conda", {})) | set(body.get("packages", {}))
+def _served(live_server: LiveServer, channel: str, expected: set[str]) -> set[str]:
+    """What ``noarch/repodata.json`` lists once it lists ``expected`` (each file is served once
+    its scan verdict is in and published), or after 60 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = live_server.client().get(f"/conda/{channel}/noarch/repodata.json")
+        body = response.json() if response.status_code == 200 else {}
+        served = set(body.get("packages.conda", {})) | set(body.get("packages", {}))
+        if served >= expected or time.monotonic() > deadline:
+            return served
+        time.sleep(0.1)
 
 
 def test_a_bad_file_in_a_batch_does_not_lose_the_good_ones(
@@ -68,7 +76,8 @@ def test_a_bad_file_in_a_batch_does_not_lose_the_good_ones(
         assert 400 <= problem["status"] < 500 and problem["code"] == "package:format", problem
         assert problem["detail"] and problem["type"].endswith(problem["code"])
     assert files[0]["artifact"]["filename"] == good[0].name
-    assert _served(live_server, channel) == {good[0].name, good[1].name, good[2].name}
+    expected = {good[0].name, good[1].name, good[2].name}
+    assert _served(live_server, channel, expected) == expected
 
 
 def test_existing_and_repeated_files_are_refused_one_by_one(
@@ -91,7 +100,10 @@ def test_existing_and_repeated_files_are_refused_one_by_one(
         live_server, channel, _parts((good[0].name, good[0].read_bytes())), force=True
     )
     assert forced["files"][0]["status"] == "accepted"
-    assert _served(live_server, channel) == {good[0].name, good[1].name}
+    assert _served(live_server, channel, {good[0].name, good[1].name}) == {
+        good[0].name,
+        good[1].name,
+    }
 
 
 def test_a_wrong_subdir_is_refused_per_file(live_server: LiveServer, testdata: Path) -> None:
