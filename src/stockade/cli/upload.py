@@ -30,9 +30,10 @@ def upload(
 ) -> None:
     """Upload package files to a channel.
 
-    Files are sent in batches (--batch files, at most 32 MiB each; a bigger file alone, streamed from
-    disk) over --jobs parallel connections. Each file is accepted or refused on its own: a refused
-    file is named with the reason, the others are kept. The exit status is 1 if any file was refused.
+    Files go in batches (--batch files, at most 32 MiB a request; a bigger
+    file alone, streamed from disk) over --jobs parallel connections. Each
+    file is accepted or refused on its own: a refused file is named with its
+    reason, the others are kept. Exit status 1 if any file was refused.
     """
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
