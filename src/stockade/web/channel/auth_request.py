@@ -18,6 +18,8 @@ The answer has an empty body. It tells nginx what to do:
 So every access decision is Stockade's, taken with the same rules as ``CondaApp``; nginx only
 replays a "yes, this blob" for the same credential and URL for as long as it caches it. Package
 files nginx is allowed to send are recorded as downloads here (once per answer nginx caches).
+The endpoint exists only with ``x_accel_redirect`` set (the front needs it): a Stockade that
+clients reach directly answers ``404``.
 """
 
 from __future__ import annotations
@@ -228,13 +230,20 @@ def _servable(
 
 
 async def authz(request: Request) -> Response:
+    container: Container = request.app.state.container
+    if not container.settings.x_accel_redirect:
+        # Only the documented nginx front asks this (it needs x_accel_redirect): a Stockade that
+        # clients reach directly has no such endpoint (a call would record downloads never sent).
+        return problem(404, "Not found", "no such endpoint", code="authz:not-found")
     uri = request.headers.get("x-original-uri")
     if not uri or not uri.startswith("/"):
         return problem(
-            400, "Bad request", "X-Original-URI must be the original request's path", code="authz"
+            400,
+            "Bad request",
+            "X-Original-URI must be the original request's path",
+            code="authz:bad-request",
         )
     method = request.headers.get("x-original-method", "GET").upper()
-    container: Container = request.app.state.container
     conductor: AuthzDecider | None = getattr(request.app.state, "authz", None)
     if conductor is None:
         conductor = request.app.state.authz = AuthzDecider(container)
