@@ -51,8 +51,12 @@ class ValidatedUpload:
 class Refusal:
     """A file of a batch that was not recorded, and why (the others were)."""
 
-    filename: str
+    staged: StagedFile
     error: StockadeError
+
+    @property
+    def filename(self) -> str:
+        return self.staged.filename
 
 
 def validate_upload(
@@ -129,8 +133,9 @@ class UploadService:
         *,
         force: bool,
     ) -> tuple[list[Artifact], list[Refusal]]:
-        """Record, in this transaction, each upload that may enter; name why each other one may
-        not (it exists, the scanners hold it, it was sent twice). One permission check, one
+        """Record, in this transaction, each upload that may enter (the artifacts in the order of
+        ``uploads``); name why each other one may not (it exists, the scanners hold it, it was
+        sent twice). One permission check, one
         lookup of the files already there, one flush for the batch."""
         channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_WRITE)
         existing = self._existing(channel.id, uploads)
@@ -146,7 +151,7 @@ class UploadService:
                     )
                 self._may_replace(principal, channel, existing.get(key), upload, force=force)
             except StockadeError as exc:
-                refused.append(Refusal(upload.staged.filename, exc))
+                refused.append(Refusal(upload.staged, exc))
                 continue
             seen.add(key)
             accepted.append((upload, existing.get(key)))

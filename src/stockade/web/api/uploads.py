@@ -86,7 +86,7 @@ def _validate(
             except StockadeError as exc:
                 if not each:
                     raise
-                refused.append(Refusal(s.filename, exc))
+                refused.append(Refusal(s, exc))
         for upload in validated:
             container.blobs.put_file(upload.staged.path, upload.staged.sha256)
         crash_point("upload:after-blob")
@@ -129,8 +129,9 @@ def _finish_each(
     *,
     force: bool,
     expected_subdir: str | None,
-) -> tuple[list[Recorded], list[Refusal]]:
-    """Each file on its own: the good ones are recorded (one transaction), the others named."""
+) -> tuple[list[tuple[StagedFile, Recorded]], list[Refusal]]:
+    """Each file on its own: the good ones are recorded (one transaction), the others named.
+    Each recorded artifact comes with the staged file it was made of."""
     validated, refused = _validate(container, staged, expected_subdir=expected_subdir, each=True)
     if not validated:
         return [], refused
@@ -138,7 +139,10 @@ def _finish_each(
         service = UploadService(session, container.blobs)
         artifacts, conflicts = service.record_each(principal, channel, validated, force=force)
         signs = channel_signs(session, artifacts[0].channel_id) if artifacts else False
-        return [(a, channel, signs) for a in artifacts], refused + conflicts
+        conflicting = {r.staged.path for r in conflicts}
+        kept = [v.staged for v in validated if v.staged.path not in conflicting]
+        recorded = [(s, (a, channel, signs)) for s, a in zip(kept, artifacts, strict=True)]
+        return recorded, refused + conflicts
 
 
 def problem_body(exc: StockadeError) -> dict[str, Any]:
@@ -188,37 +192,46 @@ async def upload_each(
     """Per file: each good file is recorded, each bad one is named with its problem (200)."""
     await run_in_threadpool(_check_target, container, principal, channel)
     staged = await _staged_files(request, container)
-    names = [s.filename for s in staged]
     rows, refused = await run_in_threadpool(
         _finish_each, container, principal, channel, staged, force=force, expected_subdir=subdir
     )
-    container.dispatch_match([a.id for a, _, _ in rows])
+    container.dispatch_match([a.id for _, (a, _, _) in rows])
     base = base_url(request)
-    outcomes = _outcomes(names, rows, refused, base)
+    outcomes = _outcomes(staged, rows, refused, base)
     accepted = sum(o.status is UploadStatus.ACCEPTED for o in outcomes)
     return UploadBatchResult(accepted=accepted, refused=len(outcomes) - accepted, files=outcomes)
 
 
 def _outcomes(
-    names: list[str], rows: list[Recorded], refused: list[Refusal], base: str
+    staged: list[StagedFile],
+    rows: list[tuple[StagedFile, Recorded]],
+    refused: list[Refusal],
+    base: str,
 ) -> list[UploadOutcome]:
-    """One outcome per file sent, in the order sent."""
+    """One outcome per file sent, in the order sent (two files may share a name)."""
     done = [
-        UploadOutcome(
-            filename=a.filename,
-            status=UploadStatus.ACCEPTED,
-            artifact=artifact_public(a, ch, base, signs=s),
+        (
+            s.path,
+            UploadOutcome(
+                filename=s.filename,
+                status=UploadStatus.ACCEPTED,
+                artifact=artifact_public(a, ch, base, signs=signs),
+            ),
         )
-        for a, ch, s in rows
+        for s, (a, ch, signs) in rows
     ]
     bad = [
-        UploadOutcome(
-            filename=r.filename, status=UploadStatus.REFUSED, problem=problem_body(r.error)
+        (
+            r.staged.path,
+            UploadOutcome(
+                filename=r.filename, status=UploadStatus.REFUSED, problem=problem_body(r.error)
+            ),
         )
         for r in refused
     ]
-    position = {name: i for i, name in reversed(list(enumerate(names)))}
-    return sorted(done + bad, key=lambda o: position.get(o.filename, len(names)))
+    position = {s.path: i for i, s in enumerate(staged)}
+    ordered = sorted(done + bad, key=lambda pair: position.get(pair[0], len(staged)))
+    return [outcome for _, outcome in ordered]
 
 
 async def _staged_files(request: Request, container: Container) -> list[StagedFile]:
