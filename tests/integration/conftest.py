@@ -62,6 +62,6 @@ def add_package(container: Container, admin: Principal, channel: str, path: Path
     upload = validate_upload(staged, container.limits)
     container.blobs.put_file(staged.path, staged.sha256)
     with transaction(container.factory) as session:
-        UploadService(session, container.blobs).record(admin, channel, upload, force=False)
+        UploadService(session, container.blobs).record_all(admin, channel, [upload], force=False)
     # Held until its verdict (the default "hold until clean"): scan it as the scanner thread would.
     scan_all(container)

@@ -141,9 +141,10 @@ class ArtifactService:
     def remove(self, principal: Principal, channel_name: str, selection: Selection) -> BulkResult:
         channel = self.channels.get(principal, channel_name, Permission.ARTIFACT_MANAGE)
         artifacts = self.select(channel, selection, with_pending=True)
+        # the subdir rows first, then the files (channels/lockorder.py)
+        request_publications(self.session, [(channel.id, a.subdir) for a in artifacts])
         for artifact in artifacts:
             self.session.delete(artifact)
-        request_publications(self.session, [(channel.id, a.subdir) for a in artifacts])
         self.session.flush()
         if artifacts:
             AuditLog(self.session).record(
@@ -169,7 +170,7 @@ class ArtifactService:
         target = self.channels.get(principal, target_name, Permission.ARTIFACT_WRITE)
         if source.id == target.id:
             raise InvalidInputError("source and target are the same channel", code="copy:same")
-        copied: list[Artifact] = []
+        chosen: list[Artifact] = []
         skipped: list[str] = []
         # A reader of the source copies what its index serves; its writers, their pending files.
         pending = self.sees_pending(principal, source)
@@ -180,13 +181,16 @@ class ArtifactService:
                     raise ArtifactExistsError(f"{path} already exists in {target.name!r}")
                 skipped.append(path)
                 continue
-            copied.append(self._clone(artifact, target))
-            if move:
-                self.session.delete(artifact)
-        targets = [(target.id, a.subdir) for a in copied]
+            chosen.append(artifact)
+        targets = [(target.id, a.subdir) for a in chosen]
         if move:
-            targets += [(source.id, a.subdir) for a in copied]
+            targets += [(source.id, a.subdir) for a in chosen]
+        # the subdir rows first, then the files (channels/lockorder.py)
         request_publications(self.session, targets)
+        copied = [self._clone(artifact, target) for artifact in chosen]
+        if move:
+            for artifact in chosen:
+                self.session.delete(artifact)
         self.session.flush()
         if copied:
             AuditLog(self.session).record(

@@ -14,6 +14,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, and_, false, or_, select, true, update
 from sqlalchemy.orm import Session
 
+from stockade.channels.lockorder import lock_subdirs
 from stockade.channels.models import Artifact, Channel
 from stockade.channels.publishing import request_publications
 
@@ -106,13 +107,17 @@ def listed_clause(*, with_pending: bool) -> ColumnElement[bool]:
 
 def set_status(session: Session, artifact: Artifact, status: ScanStatus) -> bool:
     """Set ``artifact``'s status and servability; ask for a publication when what is served
-    changed. Returns whether servability changed."""
+    changed: whether it is served, or how (a file served before its verdict is ``no-store``,
+    and every process's map of servable files moves with the subdir's revision). Returns
+    whether servability changed."""
+    lock_subdirs(session, [(artifact.channel_id, artifact.subdir)])  # first (lockorder.py)
     channel = session.get(Channel, artifact.channel_id)
     servable = channel is not None and is_servable(status, channel, artifact.source)
     changed = servable != artifact.servable
+    judged = (artifact.scan_status == ScanStatus.PENDING) != (status == ScanStatus.PENDING)
     artifact.scan_status = status
     artifact.servable = servable
-    if changed:
+    if changed or (servable and judged):
         request_publications(session, [(artifact.channel_id, artifact.subdir)])
     return changed
 
@@ -127,8 +132,11 @@ def refresh_channel(session: Session, channel: Channel) -> int:
     ).all()
     subdirs = list(changed)
     if subdirs:
-        session.execute(
-            update(Artifact).where(Artifact.channel_id == channel.id).values(servable=rule)
-        )
+        # the subdir rows first, then the files (channels/lockorder.py)
         request_publications(session, [(channel.id, sd) for sd in subdirs])
+        session.execute(
+            update(Artifact)
+            .where(Artifact.channel_id == channel.id, Artifact.servable != rule)
+            .values(servable=rule)
+        )
     return len(subdirs)

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
+from stockade.channels.lockorder import lock_subdirs_of
 from stockade.channels.models import Artifact, Channel, ScanRequest
 from stockade.channels.scanstate import ArtifactSource, ScanStatus, set_status
 from stockade.core.clock import utcnow
@@ -100,6 +101,7 @@ def reuse_result(
     uploaded (no such check) must not lend their verdict to a mirrored copy, nor one name to
     another."""
     fingerprint = current.fingerprint
+    lock_subdirs_of(session, [artifact_id])  # before the file's rows (channels/lockorder.py)
     artifact = session.get(Artifact, artifact_id)
     if artifact is None or artifact.sha256 != sha256:
         return False  # replaced since it was claimed: its own request judges the new bytes
@@ -139,6 +141,7 @@ def record_report(
     duration_ms: int,
     notify: HeldNotifier = _no_notice,
 ) -> bool:
+    lock_subdirs_of(session, [artifact_id])  # before the file's rows (channels/lockorder.py)
     if not _still(session, artifact_id, sha256):
         return False  # replaced while scanned: the new bytes' result row is left alone
     scan = _result_row(session, artifact_id, sha256)
@@ -156,6 +159,7 @@ def record_report(
 def record_missing(session: Session, artifact_id: int, sha256: str) -> bool:
     """The file is not stored: a passive mirror's record goes back to ``unfetched``; anything
     else is an error (held)."""
+    lock_subdirs_of(session, [artifact_id])  # before the file's rows (channels/lockorder.py)
     artifact = session.get(Artifact, artifact_id)
     session.execute(delete(ScanRequest).where(ScanRequest.artifact_id == artifact_id))
     if artifact is None or artifact.sha256 != sha256:

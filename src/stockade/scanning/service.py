@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from stockade.channels.lockorder import lock_subdirs_of
 from stockade.channels.models import Artifact, Channel, PackageContent, ScanRequest
 from stockade.channels.scanstate import ArtifactSource
 from stockade.conda.package import ValidationLimits
@@ -256,6 +257,8 @@ class ScanRunner:
         crash_point("scan:before-record")
         try:
             with transaction(self.factory) as session:
+                # every subdir of the batch first, in one order (channels/lockorder.py)
+                lock_subdirs_of(session, [s.artifact_id for s in scanned])
                 return sum(self._record_one(session, s, current) for s in scanned)
         except Exception:
             if len(scanned) == 1:

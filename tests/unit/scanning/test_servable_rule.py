@@ -21,6 +21,8 @@ SRC = Path(stockade.__file__).parent
 INTERNAL: dict[str, str] = {
     "channels/intake.py": "the door in: inserts rows and looks up their ids",
     "channels/scanstate.py": "computes the rule itself",
+    "channels/lockorder.py": "locks the subdirs of files being written, whatever their state",
+    "channels/publication_exports.py": "run_exports of contents, keyed by the servable files' sha256",
     "channels/upload.py": "replacing a file by name, whatever its state",
     "channels/publication_state.py": "counts held files to say a subdir is pending",
     "channels/service.py": "channel statistics and deletion, not contents",
