@@ -50,14 +50,14 @@ def admit(
     request: bool = True,
 ) -> Artifact:
     """Add one artifact (its bytes are stored) as ``pending``, with its scan request."""
+    if request:  # the subdir row first, then the file (channels/lockorder.py)
+        request_publications(session, [(channel.id, artifact.subdir)])
     artifact.channel_id = channel.id
     artifact.scan_status = ScanStatus.PENDING
     artifact.servable = is_servable(ScanStatus.PENDING, channel, artifact.source)
     session.add(artifact)
     session.flush()
     queue_scans(session, [artifact.id], reason)
-    if request:
-        request_publications(session, [(channel.id, artifact.subdir)])
     return artifact
 
 
@@ -86,6 +86,8 @@ def admit_rows(
     """Bulk-insert artifact rows (a mirror run). ``stored``: their bytes are here (active mode)
     and each is queued for its scan; otherwise they enter ``unfetched`` (passive mode)."""
     status = ScanStatus.PENDING if stored else ScanStatus.UNFETCHED
+    # the subdir rows first, then the files (channels/lockorder.py)
+    request_publications(session, {(channel.id, r["subdir"]) for r in rows})
     ids: list[int] = []
     for start in range(0, len(rows), _CHUNK):
         chunk = [
@@ -103,7 +105,6 @@ def admit_rows(
         ids.extend(_ids(session, channel.id, keys))
     if stored:
         queue_scans(session, ids, reason)
-    request_publications(session, {(channel.id, r["subdir"]) for r in rows})
     return ids
 
 
