@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact, Channel, ScanRequest
@@ -39,6 +39,7 @@ class ScanReason(StrEnum):
 
 
 _CHUNK = 500
+_MAX_PARAMETERS = 30_000  # bound values per statement (SQLite allows 32,766)
 
 
 def admit(
@@ -110,11 +111,17 @@ def admit_rows(
 
 def stage_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert a batch of a mirror run's new rows as ``staged``: not servable, listed nowhere,
-    until :func:`admit_staged` admits all of them in the run's last transaction."""
-    session.execute(  # a Core insert: the ORM's bulk path costs as much again per row
-        insert(cast(Table, Artifact.__table__)),
-        [{**row, "scan_status": ScanStatus.STAGED, "servable": False} for row in rows],
-    )
+    until :func:`admit_staged` admits all of them in the run's last transaction. A file that
+    entered the channel since the run planned (an upload) keeps its place: its row is skipped,
+    as a conflict found when planning is."""
+    staged = [{**row, "scan_status": ScanStatus.STAGED, "servable": False} for row in rows]
+    if not staged:
+        return
+    per = max(1, _MAX_PARAMETERS // len(staged[0]))  # one multi-row INSERT per slice
+    for start in range(0, len(staged), per):
+        insert_ignore_many(
+            session, Artifact, staged[start : start + per], ["channel_id", "subdir", "filename"]
+        )
 
 
 def admit_staged(

@@ -35,6 +35,7 @@ from stockade.channels.publishing import request_publication, request_publicatio
 from stockade.channels.scanstate import (
     QUARANTINE_STATES,
     HoldOrServe,
+    ScanStatus,
     UploadScanMode,
     refresh_channel,
 )
@@ -293,10 +294,11 @@ class ChannelService:
         return sorted(set(rows) | {"noarch"})
 
     def stats(self, channel: Channel) -> tuple[int, int]:
-        """(number of artifacts, total bytes)."""
+        """(number of artifacts, total bytes); rows a mirror run has staged are not the channel's
+        until the run switches them in (``mirroring.staging``)."""
         count, size = self.session.execute(
             select(func.count(Artifact.id), func.coalesce(func.sum(Artifact.size), 0)).where(
-                Artifact.channel_id == channel.id
+                Artifact.channel_id == channel.id, Artifact.scan_status != ScanStatus.STAGED
             )
         ).one()
         return int(count), int(size)
