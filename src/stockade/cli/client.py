@@ -142,7 +142,14 @@ def answer_problem(response: httpx.Response) -> str | None:
 
 
 def not_stockade(response: httpx.Response) -> str:
-    """An answer that is not the Stockade API's JSON: most often a URL that is not the base URL."""
+    """An answer that is not the Stockade API's JSON: most often a URL that is not the base URL.
+    A password in the URL (``user:password@``) is never shown."""
+    from stockade.core.urls import redact_text
+
+    return redact_text(_not_stockade(response))
+
+
+def _not_stockade(response: httpx.Response) -> str:
     url = str(response.request.url).split("?")[0]
     base = url.split("/api/v1")[0]
     kind = response.headers.get("content-type", "no content type").split(";")[0]
@@ -159,8 +166,11 @@ def not_stockade(response: httpx.Response) -> str:
 
 
 def unreachable(url: str, exc: httpx.HTTPError) -> str:
-    """Why ``url`` could not be reached, in words, with what to check; never a traceback."""
-    return f"cannot reach the Stockade server at {url}: {_cause(exc)}"
+    """Why ``url`` could not be reached, in words, with what to check; never a traceback, nor a
+    password in the URL."""
+    from stockade.core.urls import redact_text
+
+    return redact_text(f"cannot reach the Stockade server at {url}: {_cause(exc)}")
 
 
 # words in an exception chain → what went wrong and what to check
