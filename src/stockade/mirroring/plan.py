@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
 from stockade.channels.intake import ScanReason, admit_staged, readmit
+from stockade.channels.lockorder import lock_subdirs
 from stockade.channels.models import Artifact, Channel
 from stockade.channels.publishing import request_publications
 from stockade.conda.repodata import encode_record
@@ -214,6 +215,9 @@ def apply_plan(
 ) -> None:
     """Switch the channel to the run's result in this one transaction: the rows the run staged
     (``mirroring.staging``) are admitted in one statement, removals and changes applied."""
+    # the subdir rows first, then the files (channels/lockorder.py)
+    planned = {key[0] for keys in (plan.add, plan.change, plan.remove, plan.staged) for key in keys}
+    lock_subdirs(session, [(job.channel_id, subdir) for subdir in planned])
     touched: set[str] = set()
     for chunk in _chunks(list(plan.remove.items())):
         session.execute(delete(Artifact).where(Artifact.id.in_([aid for _, aid in chunk])))
