@@ -45,6 +45,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from stockade.channels.models import Artifact
+from stockade.channels.scanstate import ScanStatus
 from stockade.core.clock import utcnow
 from stockade.vulns.aliases import group_ids, group_rows, once_per_group
 from stockade.vulns.model import Affected
@@ -320,7 +321,10 @@ class Matcher:
     def _artifacts_named(self, names: Sequence[str]) -> list[ArtifactRef]:
         found: list[ArtifactRef] = []
         for part in chunked(names):
-            query = select(*_ARTIFACT_COLUMNS).where(Artifact.name.in_(part))
+            # a mirror run's staged rows are matched once the run admits them (jobs/queue.py)
+            query = select(*_ARTIFACT_COLUMNS).where(
+                Artifact.name.in_(part), Artifact.scan_status != ScanStatus.STAGED
+            )
             found += [_ref(r) for r in self.session.execute(query)]
         return found
 
