@@ -9,6 +9,7 @@ declared a change (``Container.notify_changes``) make the next request read them
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,12 +23,16 @@ from stockade.channels.models import Artifact, Channel, SubdirIndex, SubdirShard
 from stockade.channels.privacy import channel_ref
 from stockade.channels.scanstate import ScanStatus
 from stockade.channels.servable import (
+    ENTRY_BYTES,
     ArtifactPointer,
     Moved,
     ServableFiles,
     ServingState,
     SubdirKey,
-    Version,
+    VersionedCache,
+    possible_channel,
+    possible_filename,
+    possible_subdir,
 )
 from stockade.conda.repodata import compress_bz2
 from stockade.db.engine import transaction
@@ -38,6 +43,9 @@ V = TypeVar("V")
 
 
 class TTLCache(Generic[K, V]):
+    """Values for ``ttl`` seconds; at ``max_entries`` it starts again empty (callers keep only
+    short keys: channel names that may exist, at most 512 characters)."""
+
     def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
@@ -81,6 +89,19 @@ class ChannelFiles:
 
 __all__ = ["ArtifactPointer", "ChannelFiles", "IndexLocator", "IndexPointer"]
 
+#: What an index pointer adds to its entry (five sha256 strings and the object), and what each
+#: shard of a subdir's remembered set costs (its sha256 string and set slot): measured.
+INDEX_BYTES = 1024
+SHARD_BYTES = 136
+
+
+def _index_cost(key: SubdirKey, value: IndexPointer | None) -> int:
+    return ENTRY_BYTES + sys.getsizeof(key[1]) + (INDEX_BYTES if value is not None else 0)
+
+
+def _shards_cost(key: SubdirKey, value: frozenset[str]) -> int:
+    return ENTRY_BYTES + sys.getsizeof(key[1]) + sys.getsizeof(value) + SHARD_BYTES * len(value)
+
 
 class IndexLocator:
     """Lookups for the conda endpoints. The ``cached_*`` methods answer from memory (for the
@@ -92,8 +113,12 @@ class IndexLocator:
         self.state = ServingState(factory)
         self.files = ServableFiles()
         self._channels: TTLCache[str, ChannelFiles | None] = TTLCache(ttl)
-        self._indexes: dict[SubdirKey, tuple[Version | None, IndexPointer | None]] = {}
-        self._shards: dict[SubdirKey, tuple[Version | None, frozenset[str]]] = {}
+        # Bounded in bytes as well as entries (``VersionedCache``); subdirs that may exist only.
+        self._indexes: VersionedCache[SubdirKey, IndexPointer | None]
+        self._indexes = VersionedCache(100_000, 16 * 1024**2, _index_cost)
+        # A conda-forge-sized subdir's shard set is ~5 MB: room for the busy ones.
+        self._shards: VersionedCache[SubdirKey, frozenset[str]]
+        self._shards = VersionedCache(10_000, 256 * 1024**2, _shards_cost)
         self._bz2_lock = threading.Lock()
 
     def fresh(self) -> bool:
@@ -105,8 +130,8 @@ class IndexLocator:
 
     def _apply(self, moved: Moved) -> None:
         for key in moved.subdirs:
-            self._indexes.pop(key, None)
-            self._shards.pop(key, None)
+            self._indexes.drop(key)
+            self._shards.drop(key)
         if moved.channels:
             self._channels.clear()
         if moved.channel_set:  # a channel id may now name another channel
@@ -116,7 +141,7 @@ class IndexLocator:
 
     def invalidate(self, channel_id: int, subdir: str) -> None:
         """This process published ``subdir`` (or changed its pointers)."""
-        self._indexes.pop((channel_id, subdir), None)
+        self._indexes.drop((channel_id, subdir))
         self.state.force()
 
     def invalidate_channels(self) -> None:
@@ -125,36 +150,39 @@ class IndexLocator:
         self._channels.clear()
         self.state.force()
 
+    # The ``cached_*`` methods also answer, without remembering it, that a name no channel,
+    # subdir or file can have (``channels/servable.py``) has nothing: 404, no query.
+
     def cached_channel(self, name: str) -> tuple[bool, ChannelFiles | None]:
         """(hit, value) from memory only: never touches the database (for async hot paths)."""
-        return self._channels.get(name)
+        found = self._channels.get(name)
+        return found if found[0] or possible_channel(name) else (True, None)
 
     def cached_index(self, channel_id: int, subdir: str) -> tuple[bool, IndexPointer | None]:
         """(hit, value) from memory only: never touches the database (for async hot paths)."""
         key = (channel_id, subdir)
-        hit = self._indexes.get(key)
-        if hit is None or hit[0] != self.state.versions.get(key):
-            return False, None
-        return True, hit[1]
+        found = self._indexes.get(key, self.state.versions.get(key))
+        return found if found[0] or possible_subdir(subdir) else (True, None)
 
     def cached_artifact(
         self, channel_id: int, subdir: str, filename: str
     ) -> tuple[bool, ArtifactPointer | None]:
         """(hit, value) from memory only: the servable file, None if it is not (or unknown)."""
-        return self.files.get(
+        found = self.files.get(
             (channel_id, subdir, filename), self.state.versions.get((channel_id, subdir))
         )
+        if found[0] or (possible_subdir(subdir) and possible_filename(filename)):
+            return found
+        return True, None
 
     def forget_artifact(self, channel_id: int, subdir: str, filename: str) -> None:
         """Read this file again next time (its verdict arrived: no version shows that)."""
         self.files.drop((channel_id, subdir, filename))
 
     def channel(self, name: str) -> ChannelFiles | None:
-        hit, value = self._channels.get(name)
+        hit, value = self.cached_channel(name)
         if hit:
             return value
-        if _unstorable(name):
-            return None
         with self.factory() as session:
             row = session.scalar(select(Channel).where(Channel.name == name))
             value = None
@@ -165,8 +193,6 @@ class IndexLocator:
         return value
 
     def index(self, channel_id: int, subdir: str) -> IndexPointer | None:
-        if _unstorable(subdir):
-            return None
         key = (channel_id, subdir)
         hit, value = self.cached_index(channel_id, subdir)
         if hit:
@@ -179,15 +205,11 @@ class IndexLocator:
                 )
             )
             value = _pointer(row) if row is not None else None
-        if len(self._indexes) > 100_000:
-            self._indexes.clear()
-        self._indexes[key] = (version, value)
+        self._indexes.put(key, version, value)
         return value
 
     def artifact(self, channel_id: int, subdir: str, filename: str) -> ArtifactPointer | None:
         """The servable file (remembered with its subdir's version), None if there is none."""
-        if _unstorable(subdir + filename):
-            return None
         hit, value = self.cached_artifact(channel_id, subdir, filename)
         if hit:
             return value
@@ -234,17 +256,15 @@ class IndexLocator:
     def cached_shard(self, channel_id: int, subdir: str, sha256: str) -> bool | None:
         """Whether ``sha256`` is a shard of this subdir, from memory; None: not known here."""
         key = (channel_id, subdir)
-        hit = self._shards.get(key)
-        if hit is None or hit[0] != self.state.versions.get(key):
-            return None
-        return sha256 in hit[1]
+        hit, known = self._shards.get(key, self.state.versions.get(key))
+        if not hit:
+            return None if possible_subdir(subdir) else False
+        return known is not None and sha256 in known
 
     def has_shard(self, channel_id: int, subdir: str, sha256: str) -> bool:
         """Whether ``sha256`` is (or recently was) a shard of this channel subdir: the subdir's
         shards are read once (one query, not one per shard a client fetches) and remembered
         with the subdir's version."""
-        if _unstorable(subdir):
-            return False
         cached = self.cached_shard(channel_id, subdir, sha256)
         if cached is not None:
             return cached
@@ -258,9 +278,7 @@ class IndexLocator:
                     .where(SubdirIndex.channel_id == channel_id, SubdirIndex.subdir == subdir)
                 )
             )
-        if len(self._shards) > 10_000:
-            self._shards.clear()
-        self._shards[key] = (version, known)
+        self._shards.put(key, version, known)
         return sha256 in known
 
     def bz2(self, channel_id: int, subdir: str, pointer: IndexPointer) -> str:
@@ -281,11 +299,6 @@ class IndexLocator:
                 )
             self.invalidate(channel_id, subdir)
             return sha
-
-
-def _unstorable(text: str) -> bool:
-    """Names with control characters exist nowhere (and PostgreSQL refuses NUL in queries)."""
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _pointer(row: SubdirIndex) -> IndexPointer | None:

@@ -19,10 +19,13 @@ sees it at once (``force``, called after its commit).
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stockade.auth.models import AuthRevision
 from stockade.auth.revision import ROW_ID as REVISION_ROW
 from stockade.channels.models import Channel, SubdirIndex
+from stockade.channels.naming import MAX_DEPTH, RESERVED, SEGMENT_RE
 
 #: How stale this process's view of publications and servability may be (seconds).
 CHECK_SECONDS = 0.1
@@ -147,40 +151,118 @@ def _versions(session: Session) -> dict[SubdirKey, Version]:
     return {(r[0], r[1]): (r[2], int(r[3]), int(r[4])) for r in rows}
 
 
-class ServableFiles:
-    """Package files looked up once, each with the version of its subdir it was read under.
+K = TypeVar("K")
+V = TypeVar("V")
 
-    Bounded: past ``max_entries`` the oldest entries go (a flood of unknown names cannot grow
-    it). A file that is not servable is remembered too (as None), under the same rule.
-    """
+#: What one remembered entry costs besides its names (dict slot, key and value tuples), and what
+#: a found file's pointer adds: measured with ``tracemalloc`` (tests/unit/channels/test_servable.py).
+ENTRY_BYTES = 224
+POINTER_BYTES = 320
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+# What can be stored (``channels/models.py``, the validation of every way in): names longer than
+# the columns, or of another shape, exist nowhere; they are answered 404 without a query and are
+# never remembered (an anonymous client could otherwise fill every process's memory with them).
+MAX_SUBDIR_CHARS = 64  # SubdirIndex.subdir, Artifact.subdir
+MAX_FILENAME_CHARS = 512  # Artifact.filename
+MAX_CHANNEL_CHARS = 512  # Channel.name
+#: CEP 26's ``noarch`` or ``os-arch`` (uploads, ``conda/names.py``), with the ``_`` mirrored
+#: subdirs may have in their arch (``mirroring/validation.py``)
+SUBDIR_SHAPE = re.compile(r"noarch|[a-z0-9]+-[a-z0-9_]+")
+
+
+def possible_channel(name: str) -> bool:
+    """Whether a channel may have this name (``channels/naming.py``): else none has."""
+    if len(name) > MAX_CHANNEL_CHARS:
+        return False
+    segments = name.split("/")
+    return len(segments) <= MAX_DEPTH and all(
+        SEGMENT_RE.fullmatch(s) is not None and s not in RESERVED for s in segments
+    )
+
+
+def possible_subdir(subdir: str) -> bool:
+    """Whether a subdir of this name may exist in a channel."""
+    return len(subdir) <= MAX_SUBDIR_CHARS and SUBDIR_SHAPE.fullmatch(subdir) is not None
+
+
+def possible_filename(filename: str) -> bool:
+    """Whether a package file may have this name (fits the column; no control character,
+    which PostgreSQL refuses in a query for NUL)."""
+    return (
+        0 < len(filename) <= MAX_FILENAME_CHARS
+        and "/" not in filename
+        and not any(ord(c) < 32 or ord(c) == 127 for c in filename)
+    )
+
+
+class VersionedCache(Generic[K, V]):
+    """Values each remembered with the version of its subdir it was read under (``get`` answers
+    only under that version). Bounded in entries and in bytes (``cost`` of an entry: its names
+    and value, ``ENTRY_BYTES`` included): past either bound the oldest entries go, so a flood of
+    unknown names cannot grow it. Iterating gives the keys (a copy)."""
+
+    def __init__(self, max_entries: int, max_bytes: int, cost: Callable[[K, V], int]) -> None:
         self.max_entries = max_entries
-        self._entries: dict[tuple[int, str, str], tuple[Version | None, ArtifactPointer | None]]
-        self._entries = {}
+        self.max_bytes = max_bytes
+        self.cost = cost
+        self.nbytes = 0
+        self._entries: dict[K, tuple[Version | None, V, int]] = {}
+        self._lock = threading.Lock()  # writers only: ``get`` is a plain dict read
 
-    def get(
-        self, key: tuple[int, str, str], version: Version | None
-    ) -> tuple[bool, ArtifactPointer | None]:
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(list(self._entries))
+
+    def get(self, key: K, version: Version | None) -> tuple[bool, V | None]:
         hit = self._entries.get(key)
         if hit is None or hit[0] != version:
             return False, None
         return True, hit[1]
 
-    def put(
-        self, key: tuple[int, str, str], version: Version | None, value: ArtifactPointer | None
-    ) -> None:
-        entries = self._entries
-        entries.pop(key, None)
-        while len(entries) >= self.max_entries:
-            try:
-                entries.pop(next(iter(entries)))
-            except (StopIteration, KeyError, RuntimeError):  # emptied or changed meanwhile
-                break
-        entries[key] = (version, value)
+    def put(self, key: K, version: Version | None, value: V) -> None:
+        cost = self.cost(key, value)
+        if cost > self.max_bytes:  # read again each time rather than hold it
+            self.drop(key)
+            return
+        with self._lock:
+            entries = self._entries
+            old = entries.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[2]
+            while entries and (
+                len(entries) >= self.max_entries or self.nbytes + cost > self.max_bytes
+            ):
+                self.nbytes -= entries.pop(next(iter(entries)))[2]
+            entries[key] = (version, value, cost)
+            self.nbytes += cost
 
-    def drop(self, key: tuple[int, str, str]) -> None:
-        self._entries.pop(key, None)
+    def drop(self, key: K) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[2]
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
+
+
+FileKey = tuple[int, str, str]  # (channel id, subdir, filename)
+
+
+def _file_cost(key: FileKey, value: ArtifactPointer | None) -> int:
+    names = sys.getsizeof(key[1]) + sys.getsizeof(key[2])
+    return ENTRY_BYTES + names + (POINTER_BYTES if value is not None else 0)
+
+
+class ServableFiles(VersionedCache[FileKey, ArtifactPointer | None]):
+    """Package files looked up once, each with the version of its subdir it was read under.
+
+    A file that is not servable is remembered too (as None). Callers put only names that may
+    exist (``possible_subdir``, ``possible_filename``): at most 64 + 512 characters."""
+
+    def __init__(self, max_entries: int = 100_000, max_bytes: int = 64 * 1024**2) -> None:
+        super().__init__(max_entries, max_bytes, _file_cost)
