@@ -159,7 +159,9 @@ def _upload(container: Any, channel: str, package: Path) -> float:
     with transaction(container.factory) as session:
         users = UserService(session)
         principal = users.principal_for(users.get_by_name("admin"), via="password")
-        UploadService(session, container.blobs).record_all(principal, channel, [upload], force=False)
+        UploadService(session, container.blobs).record_all(
+            principal, channel, [upload], force=False
+        )
     return time.perf_counter()
 
 
