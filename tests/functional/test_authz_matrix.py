@@ -617,6 +617,17 @@ def upload_multipart(channel: str) -> Build:
     return build
 
 
+def upload_each(channel: str) -> Build:
+    """``POST .../uploads``: the per-file endpoint (200 with each file's outcome)."""
+
+    def build(w: World, _p: str) -> Req:
+        path = w.new_package()
+        files = [("files", (path.name, path.read_bytes(), "application/octet-stream"))]
+        return Req("POST", f"{API}/channels/{channel}/uploads", files=files)
+
+    return build
+
+
 def upload_put(w: World, _p: str) -> Req:
     path = w.new_package()
     return Req("PUT", f"{API}/channels/{SECRET}/files/{path.name}", content=path.read_bytes())
@@ -937,6 +948,7 @@ def _api_rules() -> Iterator[Case]:
     yield Case("POST", f"{ch}/files", write, upload_multipart(SECRET), label="private")
     public_write = on_channel(OPEN, WRITE, 201)
     yield Case("POST", f"{ch}/files", public_write, upload_multipart(OPEN), label="public")
+    yield Case("POST", f"{ch}/uploads", on_channel(SECRET, WRITE, 200), upload_each(SECRET))
     yield Case("PUT", f"{ch}/files/{{filename}}", write, upload_put)
     forced = on_channel(SECRET, MANAGE, 201)
     yield Case("PUT", f"{ch}/files/{{filename}}", forced, upload_again_forced, label="force")
@@ -1016,6 +1028,8 @@ def _page_rules() -> Iterator[Case]:
     yield free("GET", "/api/docs", 200, req("GET", "/api/docs"))
     yield free("GET", "/docs/oauth2-redirect", 200, req("GET", "/docs/oauth2-redirect"))
     yield free("GET", "/healthz", 200, req("GET", "/healthz"))
+    # nginx's auth_request endpoint: only with x_accel_redirect set (not on this server)
+    yield free("GET", "/_stockade/authz", 404, req("GET", "/_stockade/authz"))
     # failing publications: counted for everyone, listed for the channels the caller may read
     # (it reads credentials: wrong ones are a 401 there too)
     yield Case("GET", "/readyz", anyone(200), req("GET", "/readyz"))
