@@ -11,6 +11,7 @@ this lengthens how long a revocation may go unseen (``REVISION_CHECK_SECONDS``).
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -94,7 +95,7 @@ class CredentialCache:
         if not leader:
             if flight.done.wait(FLIGHT_WAIT_SECONDS) and flight.outcome is not None:
                 if isinstance(flight.outcome, AuthenticationError):
-                    raise flight.outcome
+                    raise _bare(flight.outcome)
                 return flight.outcome
             return self._resolve_and_remember(key, creds)  # it failed otherwise: try ourselves
         try:
@@ -113,9 +114,9 @@ class CredentialCache:
         try:
             principal = self._resolve(creds)
         except AuthenticationError as exc:
-            self._remember(key, now, exc, seen, None)
+            self._remember(key, now, _bare(exc), seen, None)
             if flight is not None:
-                flight.outcome = exc
+                flight.outcome = _bare(exc)
             raise
         self._remember(key, now, principal, seen, creds)
         if flight is not None:
@@ -161,7 +162,7 @@ class CredentialCache:
         if hit is None or hit.expires <= now:
             return None
         if isinstance(hit.value, AuthenticationError):
-            raise hit.value
+            raise _bare(hit.value)  # a copy: raising the kept one would grow its traceback
         if age >= REVISION_REFRESH_AHEAD:
             self._refresh_in_background("", None)
         if hit.creds is not None and hit.expires - now < REFRESH_AHEAD_SECONDS:
@@ -210,3 +211,12 @@ class CredentialCache:
                 self._cache.clear()
             keep = creds if key.startswith(("t:", "s:")) else None
             self._cache[key] = _Entry(now + CACHE_SECONDS, value, keep)
+
+
+def _bare(error: AuthenticationError) -> AuthenticationError:
+    """A copy of ``error`` with no traceback, cause or context.
+
+    A remembered failure is raised again on every hit: raising the same object would add each
+    request's frames (and, through them, its scope and credentials) to one traceback that grows
+    for as long as the entry lives. The copy keeps the message, code and extra fields."""
+    return copy.copy(error).with_traceback(None)
