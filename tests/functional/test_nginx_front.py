@@ -241,9 +241,16 @@ def test_no_credential_in_nginx_logs_or_cache(
             http.get(f"{front.url}/t/{token}/api/v1/whoami")  # any path with a URL token
     finally:
         logging.getLogger().removeHandler(stockade_log)
-    time.sleep(0.5)  # nginx writes its access log line after the answer
-    logged = front.access_log.read_text()
-    assert "/t/***/conda/" in logged and "/conda/t/***/" in logged
+    # nginx buffers its access log (flushed every second, as documented): wait for the lines
+    deadline = time.monotonic() + 10
+    while True:
+        logged = front.access_log.read_text()
+        if ("/t/***/conda/" in logged and "/conda/t/***/" in logged) or (
+            time.monotonic() > deadline
+        ):
+            break
+        time.sleep(0.2)
+    assert "/t/***/conda/" in logged and "/conda/t/***/" in logged, logged
     cached = b"".join(p.read_bytes() for p in front.cache.rglob("*") if p.is_file())
     assert cached.count(b"\nKEY: ") >= 3  # answers were cached, under hashes
     basic = base64.b64encode(f"user:{token}".encode())

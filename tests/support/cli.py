@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from stockade.cli.main import app
@@ -25,7 +27,19 @@ def admin_cli(
     monkeypatch.setenv("STOCKADE_TOKEN", live_server.admin_token)
     if columns is not None:
         monkeypatch.setenv("COLUMNS", str(columns))
+    _console_widths(monkeypatch, columns)
     return CliRunner()
+
+
+def _console_widths(monkeypatch: pytest.MonkeyPatch, columns: int | None) -> None:
+    """Rich consoles made when a command module is imported keep the ``COLUMNS`` of that moment:
+    right for a real command (a process of its own), wrong here, where many commands run in one
+    process and a module may first be imported during a test that asked for another width."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("stockade.cli"):
+            for value in list(vars(module).values()):
+                if isinstance(value, Console):
+                    monkeypatch.setattr(value, "_width", columns)
 
 
 def run(cli: CliRunner, *args: str, code: int = 0) -> str:
