@@ -228,9 +228,17 @@ def test_a_new_shard_is_served_right_after_its_publication(
     other = testdata / "channels" / "test-recipes" / "noarch" / "another_dependent-1.0-0.conda"
     assert live_server.upload(channel, other).status_code == 201
     live_server.wait_published(channel)
-    index = live_server.admin.get(f"/conda/{channel}/noarch/repodata_shards.msgpack.zst")
-    shards = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(index.content))["shards"]
-    assert set(shards) == {"dependency", "another_dependent"}
+    # Served within the documented bound (docs/admin-guide.md: 0.1 s; a second here). Once in
+    # CI (PostgreSQL, a busy shared server) the first read still showed the old index.
+    deadline = time.monotonic() + 1.0
+    while True:
+        index = live_server.admin.get(f"/conda/{channel}/noarch/repodata_shards.msgpack.zst")
+        shards = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(index.content))["shards"]
+        if set(shards) == {"dependency", "another_dependent"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    state = live_server.admin.get(f"/api/v1/channels/{channel}/subdirs").json()
+    assert set(shards) == {"dependency", "another_dependent"}, state
     for name, digest in shards.items():
         response = httpx.get(
             f"{live_server.url}/conda/{channel}/noarch/shards/{digest.hex()}.msgpack.zst",
