@@ -130,6 +130,10 @@ def _resumed(server: ServerProcess, run_id: int, *, first_logged: bool) -> dict[
 # -- 1. SIGKILL while the files download -----------------------------------------------------------
 
 
+# One backend (CI time): what this checks, resuming downloads without fetching twice, is the
+# downloader's and the blob store's; the database's side of a kill is checked on both backends by
+# test_crash_before_commit_shows_nothing_until_resumed and tests/integration/mirroring.
+@pytest.mark.one_backend
 @pytest.mark.parametrize("scenario", ["first-run", "later-run"])
 def test_kill_mid_download_resumes_without_refetching(
     server: ServerProcess, tmp_path: Path, scenario: str
@@ -239,6 +243,9 @@ def test_crash_before_commit_shows_nothing_until_resumed(
 # -- 3. a kill between two batches of staged rows --------------------------------------------------
 
 
+# One backend (CI time): staged batches resumed after a death are checked on both backends in
+# tests/integration/mirroring/test_staged_batches.py; this adds a real SIGKILL.
+@pytest.mark.one_backend
 def test_kill_between_batches_resumes_without_writing_twice(
     server: ServerProcess, tmp_path: Path
 ) -> None:

@@ -102,6 +102,10 @@ def _kept_busy(server: ServerProcess, channel: str) -> Iterator[None]:
         thread.join(60)
 
 
+# One backend (CI time): `serve --workers 2` on the embedded default, several processes on one
+# database file; the revision read is the same query on PostgreSQL, where
+# test_serving_freshness.py checks another process's view too.
+@pytest.mark.one_backend
 def test_every_worker_serves_a_publication_within_the_bound(
     two_workers: ServerProcess, testdata: Path
 ) -> None:
