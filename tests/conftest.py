@@ -70,7 +70,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on_pg = callspec is not None and callspec.params.get("backend") == "postgresql"
+        # the backend fixture, or a fixture of a module's own parametrized by backends()
+        on_pg = callspec is not None and "postgresql" in callspec.params.values()
         module = getattr(getattr(item, "module", None), "__name__", "")
         sqlite_only = (
             item.get_closest_marker("browser") is not None

@@ -48,6 +48,9 @@ def _served(server: ServerProcess, channel: str, subdir: str) -> set[str]:
     return set(body.get("packages", {})) | set(body.get("packages.conda", {}))
 
 
+# One backend (CI time): leases and verdicts on both backends are tests/integration's
+# (scanning); this adds a real SIGKILL.
+@pytest.mark.one_backend
 def test_a_kill_between_intake_and_verdict_holds_then_scans_after_restart(
     server: ServerProcess, tmp_path: Path
 ) -> None:

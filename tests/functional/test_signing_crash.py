@@ -134,6 +134,9 @@ def _signature_rows(db_url: str) -> dict[str, str]:
         engine.dispose()
 
 
+# One backend (CI time): stored signature batches are plain commits; tests/integration
+# covers their storage on both backends.
+@pytest.mark.one_backend
 def test_a_kill_mid_signing_serves_old_or_whole_and_reuses_stored_signatures(
     server: ServerProcess,
 ) -> None:
