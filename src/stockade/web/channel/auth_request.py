@@ -24,7 +24,6 @@ clients reach directly answers ``404``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import unquote
@@ -34,13 +33,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from stockade.audit.downloads import Download, name_version
 from stockade.auth.access import AccessService, ChannelRef
 from stockade.auth.permissions import Level, Permission, Privacy
 from stockade.auth.principal import Principal
 from stockade.channels.locator import ArtifactPointer, ChannelFiles
 from stockade.container import Container
-from stockade.core.context import current_origin
 from stockade.core.errors import AuthenticationError
 from stockade.web.channel.responses import IMMUTABLE
 from stockade.web.channel.routes import (
@@ -50,6 +47,7 @@ from stockade.web.channel.routes import (
     TRUST_RE,
     _pointer_sha,
     _split_path,
+    download_of,
 )
 from stockade.web.credentials import credentials_from_scope
 from stockade.web.errors import problem
@@ -188,28 +186,8 @@ class AuthzDecider:
         status = 304 if headers.get(b"x-original-if-none-match") == etag else 200
         if status == 200 and headers.get(b"x-original-range"):
             status = 206
-        where = current_origin()
-        name, version = name_version(artifact.filename)
-        self.container.downloads.record(
-            Download(
-                time.time(),
-                principal.username,
-                principal.user_id,
-                principal.token_id,
-                where.ip,
-                where.user_agent,
-                ref.id,
-                ref.name,
-                artifact.subdir,
-                artifact.filename,
-                name,
-                version,
-                artifact.sha256,
-                artifact.size if status == 200 else 0,
-                status,
-                where.request_id,
-            )
-        )
+        sent = artifact.size if status == 200 else 0
+        self.container.downloads.record(download_of(principal, ref, artifact, sent, status))
 
 
 def _servable(

@@ -333,28 +333,7 @@ class CondaApp:
         """A package file answered: into this process's buffer (``audit/downloads.py``); index
         files, shards and refusals are not downloads. No I/O here."""
         principal: Principal | None = scope.get("stockade.principal")
-        where = current_origin()
-        name, version = name_version(artifact.filename)
-        self._downloads.record(
-            Download(
-                time.time(),
-                principal.username if principal is not None else "anonymous",
-                principal.user_id if principal is not None else None,
-                principal.token_id if principal is not None else None,
-                where.ip,
-                where.user_agent,
-                ref.id,
-                ref.name,
-                artifact.subdir,
-                artifact.filename,
-                name,
-                version,
-                artifact.sha256,
-                sent,
-                status,
-                where.request_id,
-            )
-        )
+        self._downloads.record(download_of(principal, ref, artifact, sent, status))
 
     async def _first_fetch(self, artifact: ArtifactPointer) -> Response | None:
         """A passive record: fetch its file, then wait for its verdict before serving it."""
@@ -470,3 +449,29 @@ class _CondaRoute:
 
 
 routes = [Route("/conda/{path:path}", _CondaRoute(), methods=["GET", "HEAD"])]
+
+
+def download_of(
+    principal: Principal | None, ref: ChannelRef, artifact: ArtifactPointer, sent: int, status: int
+) -> Download:
+    """The download record of a package file answered to ``principal`` in this request."""
+    where = current_origin()
+    name, version = name_version(artifact.filename)
+    return Download(
+        time.time(),
+        principal.username if principal is not None else "anonymous",
+        principal.user_id if principal is not None else None,
+        principal.token_id if principal is not None else None,
+        where.ip,
+        where.user_agent,
+        ref.id,
+        ref.name,
+        artifact.subdir,
+        artifact.filename,
+        name,
+        version,
+        artifact.sha256,
+        sent,
+        status,
+        where.request_id,
+    )
