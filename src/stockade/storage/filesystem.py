@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -80,6 +81,13 @@ class FilesystemBlobStore:
             return self.path_for(sha256).stat().st_size
         except FileNotFoundError:
             raise BlobNotFoundError(f"blob {sha256} is missing") from None
+
+    def modified_at(self, sha256: str) -> datetime:
+        try:
+            mtime = self.path_for(sha256).stat().st_mtime
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"blob {sha256} is missing") from None
+        return datetime.fromtimestamp(mtime, tz=UTC)
 
     def open(self, sha256: str) -> BinaryIO:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -23,6 +24,11 @@ class BlobStore(Protocol):
     def exists(self, sha256: str) -> bool: ...
 
     def size(self, sha256: str) -> int: ...
+
+    def modified_at(self, sha256: str) -> datetime:
+        """When the blob was stored (UTC); raises BlobNotFoundError. ``fsck`` leaves younger
+        orphans alone: an upload stores its blob before it commits the row naming it."""
+        ...
 
     def open(self, sha256: str) -> BinaryIO:
         """A readable binary stream; raises BlobNotFoundError."""
