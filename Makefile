@@ -8,7 +8,7 @@ export STOCKADE_DATA_DIR ?= $(CURDIR)/data
 # What a test run keeps to be looked at (screenshots of every UI page at phone and desktop width).
 export STOCKADE_TEST_ARTIFACTS_DIR ?= $(CURDIR)/test-artifacts
 
-.PHONY: install run test lint unit bench bench-quick clean
+.PHONY: install run test lint unit fault bench bench-quick clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -46,6 +46,12 @@ test: install lint
 
 unit: install
 	$(VENV)/bin/pytest tests/unit
+
+# The fault suite (docs/fault-suite.md): a cluster of real processes, one killed with SIGKILL per
+# trial. Needs STOCKADE_TEST_PG_URL (and redis-server); CI runs 6 trials in `make test`.
+# Replay a failed trial: STOCKADE_FAULT_SEED=<its seed> STOCKADE_FAULT_TRIALS=1 make fault
+fault: install
+	STOCKADE_FAULT_TRIALS=$${STOCKADE_FAULT_TRIALS:-50} $(VENV)/bin/pytest -s tests/fault
 
 bench: install
 	$(VENV)/bin/python benchmarks/run_all.py
