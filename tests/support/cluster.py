@@ -37,7 +37,6 @@ import redis
 from tests.conftest import PG_URL
 from tests.support.balancer import Balancer
 from tests.support.process import PYCACHE, STOCKADE, ServerProcess
-from tests.support.s3 import S3Server, start_moto
 from tests.support.server import free_port, fresh_database
 
 BLOBS: Literal["filesystem", "s3"] = "filesystem"  # the one-line switch of the blob store
@@ -254,6 +253,9 @@ def _redis_binary() -> str:
 def _blob_env(stack: ExitStack, root: Path) -> dict[str, str]:
     if BLOBS == "filesystem":
         return {}  # blobs under the shared data folder
+    # imported here: only S3 blobs need moto (tests/support/s3.py)
+    from tests.support.s3 import S3Server, start_moto
+
     proc, endpoint = start_moto(root / "moto.log")
     stack.callback(proc.kill)
     server = S3Server(endpoint, root / "moto.log")
