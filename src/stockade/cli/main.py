@@ -125,6 +125,22 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "source airgap:CHANNEL applies them). Needs mirror:manage (export: and read access to "
         "the channel).",
     ),
+    "fsck": (
+        "stockade.cli.fsck",
+        "fsck",
+        "Check the blob store against the database: every blob the database names is stored.",
+    ),
+    "backup": (
+        "stockade.cli.backup",
+        "backup",
+        "Back up the database, the key files and the blobs into a folder (in that order).",
+    ),
+    "restore": (
+        "stockade.cli.backup",
+        "restore",
+        "Restore a backup made by `stockade backup` into this server's empty data folder and "
+        "database.",
+    ),
 }
 
 

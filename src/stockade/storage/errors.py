@@ -15,3 +15,11 @@ class DataFolderError(StockadeError):
 
     code = "storage:data-folder"
     title = "Data folder not usable"
+
+
+class BackupError(StockadeError):
+    """A backup or a restore cannot be made (a tool missing, a folder not empty, a database
+    of another kind); the detail says which and what to do."""
+
+    code = "backup:failed"
+    title = "Backup or restore failed"

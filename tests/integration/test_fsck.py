@@ -1,0 +1,152 @@
+"""``stockade fsck`` (storage/fsck.py): referenced blobs missing, of another size or damaged are
+found and named by what references them; orphans are listed, and collected with ``repair`` only
+when older than the grace period and still named by nothing when their batch is decided."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from stockade.auth.principal import Principal
+from stockade.channels.models import Artifact, Channel
+from stockade.container import Container
+from stockade.db.engine import transaction
+from stockade.schema import metadata
+from stockade.storage.fsck import Fsck, FsckReport, Phase, ProblemKind
+from stockade.storage.references import COLUMNS, NOT_BLOBS
+from tests.integration.conftest import add_package, make_channel
+from tests.support.settle import settle
+
+PACKAGES = ("test-package-0.1-0.tar.bz2", "other-package-0.2-0.conda")
+
+
+def test_every_sha256_column_is_declared_a_blob_reference_or_not() -> None:
+    """A new column naming a blob must be added to storage/references.py, or fsck --repair
+    would collect what it names."""
+    hashes = {
+        f"{t.name}.{c.name}"
+        for t in metadata.tables.values()
+        for c in t.columns
+        if c.name.endswith("sha256")
+    }
+    assert hashes - COLUMNS - set(NOT_BLOBS) == set()
+    assert COLUMNS | set(NOT_BLOBS) <= hashes  # nothing declared that the models lack
+
+
+def _fsck(container: Container, **options: object) -> FsckReport:
+    return Fsck(container.factory, container.blobs, **options).run()  # type: ignore[arg-type]
+
+
+def _age(container: Container, sha: str, days: float) -> None:
+    path = container.blobs.local_path(sha)
+    assert path is not None
+    then = time.time() - days * 86400
+    os.utime(path, (then, then))
+
+
+def _artifacts(container: Container) -> list[Artifact]:
+    with container.read_factory() as session:
+        return list(session.scalars(select(Artifact).order_by(Artifact.filename)))
+
+
+def test_fsck_checks_references_and_collects_only_old_unreferenced_orphans(
+    container: Container, admin: Principal, testdata: Path
+) -> None:
+    make_channel(container, admin, "fs")
+    for name in PACKAGES:
+        add_package(container, admin, "fs", testdata / "packages" / name)
+    settle(container)
+    first = _fsck(container, verify=True)
+    assert first.clean, first.problems
+    assert first.referenced >= 2 + 3  # the two packages, the repodata files, shards...
+    assert first.verified == first.referenced
+    superseded = first.orphan_count  # earlier publications' index files
+
+    old = container.blobs.put_bytes(b"an old orphan")
+    young = container.blobs.put_bytes(b"a young orphan: an upload not recorded yet")
+    _age(container, old, 3)
+    listed = _fsck(container)
+    assert listed.orphan_count == superseded + 2 and listed.collected == 0
+    assert {old, young} <= {o.sha256 for o in listed.orphans}
+    assert container.blobs.exists(old)  # listing deletes nothing
+
+    repaired = _fsck(container, repair=True, grace=timedelta(hours=24))
+    assert not container.blobs.exists(old) and container.blobs.exists(young)
+    assert repaired.collected == 1 + sum(
+        1 for o in listed.orphans if o.sha256 not in {old, young} and _older(o, 24)
+    )
+    again = _fsck(container, verify=True)
+    assert again.clean and young in {o.sha256 for o in again.orphans}
+    assert again.referenced == first.referenced  # nothing referenced was collected
+
+
+def _older(orphan: object, hours: float) -> bool:
+    from stockade.core.clock import utcnow
+
+    modified = getattr(orphan, "modified_at", None)
+    return modified is not None and utcnow() - modified > timedelta(hours=hours)
+
+
+def test_missing_and_damaged_blobs_are_named_by_what_references_them(
+    container: Container, admin: Principal, testdata: Path
+) -> None:
+    make_channel(container, admin, "hurt")
+    for name in PACKAGES:
+        add_package(container, admin, "hurt", testdata / "packages" / name)
+    settle(container)
+    gone, bent = _artifacts(container)[:2]
+    container.blobs.delete(gone.sha256)
+    bent_path = container.blobs.local_path(bent.sha256)
+    assert bent_path is not None
+    original = bent_path.read_bytes()
+    bent_path.write_bytes(bytes(len(original)))  # same size, other bytes
+
+    quick = _fsck(container)
+    assert [(p.sha256, p.kind) for p in quick.problems] == [(gone.sha256, ProblemKind.MISSING)]
+    assert [r.where for r in quick.problems[0].referrers] == [f"hurt/{gone.subdir}/{gone.filename}"]
+    assert not quick.clean
+
+    thorough = _fsck(container, verify=True, repair=True, grace=timedelta(0))
+    kinds = {p.sha256: p.kind for p in thorough.problems}
+    assert kinds == {gone.sha256: ProblemKind.MISSING, bent.sha256: ProblemKind.CORRUPT}
+    assert container.blobs.exists(bent.sha256)  # repair never deletes a referenced blob
+
+    bent_path.write_bytes(original + b"x")
+    sized = _fsck(container)
+    assert {p.sha256: p.kind for p in sized.problems}[bent.sha256] == ProblemKind.SIZE
+
+    # A passive mirror's record not fetched yet has no bytes: not a problem.
+    with transaction(container.factory) as session:
+        session.execute(
+            update(Artifact).where(Artifact.id == gone.id).values(scan_status="unfetched")
+        )
+    bent_path.write_bytes(original)
+    assert _fsck(container).clean
+
+
+def test_an_orphan_referenced_before_its_batch_is_decided_is_kept(
+    container: Container, admin: Principal
+) -> None:
+    """The listing saw no reference; one committed before the batch's transaction (a
+    re-upload of old bytes, a copy) is seen by the re-check, and the blob stays."""
+    make_channel(container, admin, "race")
+    sha = container.blobs.put_bytes(b"old bytes named again")
+    _age(container, sha, 10)
+
+    def name_it(phase: Phase, _advance: int, _total: int | None) -> None:
+        if phase == Phase.COLLECT:
+            with transaction(container.factory) as session:
+                session.execute(
+                    update(Channel).where(Channel.name == "race").values(notices_sha256=sha)
+                )
+
+    report = Fsck(
+        container.factory, container.blobs, repair=True, grace=timedelta(0), progress=name_it
+    ).run()
+    assert report.kept_referenced >= 1
+    assert container.blobs.exists(sha)
+    assert _fsck(container).clean
