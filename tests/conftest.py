@@ -13,6 +13,8 @@ from _pytest.nodeid import coerce_node_id
 
 from tests.support.server import LiveServer, fresh_database, run_server
 
+pytest_plugins = ["tests.support.s3"]  # the session's S3 server (moto), for the S3 blob store
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "tests" / "data"  # the one path to the test data (tests/data/PROVENANCE.md)
 PG_URL = os.environ.get("STOCKADE_TEST_PG_URL")

@@ -28,7 +28,7 @@ from stockade.scanning.service import ScanRunner
 from stockade.search.index import SearchIndexer
 from stockade.settings import Settings
 from stockade.signing.records import RecordSigner
-from stockade.storage.filesystem import FilesystemBlobStore
+from stockade.storage.backends import open_blob_store
 from stockade.storage.interfaces import BlobStore
 from stockade.vulns.feedsync import FeedSync
 from stockade.vulns.lookup import DbVulnerabilityLookup
@@ -73,9 +73,7 @@ class Container:
         engine = make_engine(settings.db_url)
         factory = make_session_factory(engine)
         read_factory = make_session_factory(engine, readonly=True)
-        blobs = FilesystemBlobStore(
-            settings.blob_dir, group_readable=settings.x_accel_redirect is not None
-        )
+        blobs = open_blob_store(settings)
         locator = IndexLocator(read_factory, blobs)
         search = SearchIndexer(factory)
         publisher = PublicationService(

@@ -488,6 +488,82 @@ class AuditSettings(BaseModel):
         return folder if folder.is_absolute() else data_dir / folder
 
 
+MIB = 1024 * 1024
+
+
+class S3Settings(BaseModel):
+    """The S3-compatible object store of ``[storage] backend = "s3"`` (AWS S3, MinIO, Ceph RGW)."""
+
+    bucket: str | None = Field(default=None, description="the bucket blobs are kept in (private)")
+    endpoint_url: str | None = Field(
+        default=None, description="the store's URL as the server reaches it; unset: AWS S3"
+    )
+    public_endpoint_url: str | None = Field(
+        default=None,
+        description="the store's URL as conda clients reach it, for presigned download URLs "
+        "(default: endpoint_url)",
+    )
+    region: str | None = Field(default=None, description="e.g. eu-west-1; MinIO: us-east-1")
+    access_key_id: str | None = Field(
+        default=None, description="unset: boto3's own chain (environment, instance role, …)"
+    )
+    secret_access_key: SecretStr | None = None
+    prefix: str = Field(default="", description="key prefix of every blob, e.g. stockade/")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto", description="path for most MinIO and Ceph setups (bucket in the path)"
+    )
+    downloads: Literal["redirect", "stream"] = Field(
+        default="redirect",
+        description="package downloads: a redirect to a presigned URL, or streamed by the server",
+    )
+    presign_expires_s: int = Field(
+        default=300, ge=10, le=7 * 24 * 3600, description="lifetime of a presigned download URL"
+    )
+    multipart_threshold: int = Field(
+        default=64 * MIB, ge=5 * MIB, description="files this large are uploaded in parts"
+    )
+    multipart_chunksize: int = Field(
+        default=16 * MIB, ge=5 * MIB, le=5 * 1024 * MIB, description="bytes per uploaded part"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, le=3600, description="connect/read timeout")
+
+    @field_validator("endpoint_url", "public_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.lower().startswith(("http://", "https://")) or "@" in value:
+            raise ValueError("must be an http:// or https:// URL without credentials")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if value and not all(c.isalnum() or c in "-_./" for c in value):
+            raise ValueError("letters, digits and - _ . / only")
+        return value
+
+
+class StorageSettings(BaseModel):
+    """Where blobs (package files, indexes, shards) are kept: a folder under the data folder
+    (one machine), or an S3-compatible object store (several replicas, docs/admin-guide.md)."""
+
+    backend: Literal["filesystem", "s3"] = "filesystem"
+    s3: S3Settings = S3Settings()
+
+    @model_validator(mode="after")
+    def _check_s3(self) -> StorageSettings:
+        if self.backend != "s3":
+            return self
+        if not self.s3.bucket:
+            raise ValueError('backend "s3" needs s3.bucket (STOCKADE_STORAGE__S3__BUCKET)')
+        if bool(self.s3.access_key_id) != bool(self.s3.secret_access_key):
+            raise ValueError("set both s3.access_key_id and s3.secret_access_key, or neither")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -529,6 +605,16 @@ class Settings(BaseSettings):
     vulns: VulnSettings = VulnSettings()
     downloads: DownloadSettings = DownloadSettings()
     audit: AuditSettings = AuditSettings()
+    storage: StorageSettings = StorageSettings()
+
+    @model_validator(mode="after")
+    def _x_accel_needs_files(self) -> Settings:
+        if self.x_accel_redirect and self.storage.backend != "filesystem":
+            raise ValueError(
+                "x_accel_redirect serves blobs from the local blob folder: it cannot be used "
+                'with [storage] backend = "s3" (package downloads redirect to the store instead)'
+            )
+        return self
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

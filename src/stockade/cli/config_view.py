@@ -30,10 +30,21 @@ def render(settings: Settings) -> str:
     lines = [f"# Stockade settings, as the server would use them ({header[2:]})"]
     file_values = config_file_values()
     lines += _table(settings, (), file_values)
-    for name, value in settings:
-        if isinstance(value, BaseModel):
-            lines += ["", f"[{name}]", *_table(value, (name,), file_values)]
+    lines += _sections(settings, (), file_values)
     return "\n".join(lines) + "\n"
+
+
+def _sections(
+    model: BaseModel, where: tuple[str, ...], file_values: Mapping[str, Any]
+) -> list[str]:
+    """One ``[table]`` per nested section, and its own nested ones (``[storage.s3]``)."""
+    lines: list[str] = []
+    for name, value in model:
+        if isinstance(value, BaseModel):
+            key = (*where, name)
+            lines += ["", f"[{'.'.join(key)}]", *_table(value, key, file_values)]
+            lines += _sections(value, key, file_values)
+    return lines
 
 
 def _table(model: BaseModel, where: tuple[str, ...], file_values: Mapping[str, Any]) -> list[str]:

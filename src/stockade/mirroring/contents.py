@@ -22,7 +22,9 @@ from stockade.channels.upload import record_content
 from stockade.conda.archive import PackageInfo, ValidationLimits, inspect_package
 from stockade.core.clock import now_ms
 from stockade.core.errors import StockadeError
+from stockade.storage.errors import BlobNotFoundError, BlobStoreUnavailableError
 from stockade.storage.interfaces import BlobStore
+from stockade.storage.local_copy import local_file, suffix_of
 
 log = logging.getLogger("stockade.mirroring")
 CHUNK = 2000
@@ -70,11 +72,14 @@ def read_downloaded(
     for filename, sha256 in files:
         if filename in known.by_filename:
             continue
-        path = blobs.local_path(sha256)
-        if path is None:
+        try:  # a blob kept elsewhere (S3) is read from a copy in the staging folder
+            with local_file(blobs, sha256, suffix_of(filename)) as path:
+                info = inspect_package(path, filename, limits=limits, now_ms=now_ms())
+        except BlobNotFoundError:
+            log.warning("mirrored %s is not in the blob store (yet): not read", filename)
             continue
-        try:
-            info = inspect_package(path, filename, limits=limits, now_ms=now_ms())
+        except BlobStoreUnavailableError:
+            raise  # the store is down: the run fails and is retried, nothing is taken as read
         except StockadeError as exc:
             log.warning("mirrored %s cannot be read: %s", filename, exc.detail)
             unreadable.append(filename)

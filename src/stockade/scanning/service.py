@@ -43,7 +43,9 @@ from stockade.scanning.recording import (
     reuse_result,
 )
 from stockade.scanning.rescans import queue_outdated
+from stockade.storage.errors import BlobNotFoundError
 from stockade.storage.interfaces import BlobStore
+from stockade.storage.local_copy import local_file, suffix_of
 
 log = logging.getLogger("stockade.scanning")
 
@@ -241,12 +243,13 @@ class ScanRunner:
             with transaction(self.factory) as session:
                 if reuse_result(session, artifact_id, job.sha256, current, self.notify_held):
                     return True
-        path = self.blobs.local_path(job.sha256)
-        if path is None or not self.blobs.exists(job.sha256):
+        started = time.monotonic()
+        try:  # read through the store: a blob kept elsewhere (S3) is copied to staging first
+            with local_file(self.blobs, job.sha256, suffix_of(job.filename)) as path:
+                report = self._report(path, job, current)
+        except BlobNotFoundError:
             with transaction(self.factory) as session:
                 return record_missing(session, artifact_id, job.sha256)
-        started = time.monotonic()
-        report = self._report(path, job, current)
         return _Scanned(artifact_id, job.sha256, report, int((time.monotonic() - started) * 1000))
 
     def _record(self, scanned: list[_Scanned], current: ScannerSet) -> int:

@@ -1,4 +1,4 @@
-from stockade.core.errors import NotFoundError, StockadeError
+from stockade.core.errors import NotFoundError, StockadeError, UnavailableError
 
 
 class BlobNotFoundError(NotFoundError):
@@ -17,9 +17,9 @@ class DataFolderError(StockadeError):
     title = "Data folder not usable"
 
 
-class BackupError(StockadeError):
-    """A backup or a restore cannot be made (a tool missing, a folder not empty, a database
-    of another kind); the detail says which and what to do."""
+class BlobStoreUnavailableError(UnavailableError):
+    """The object store answered with an error other than "not found" (access denied, no such
+    bucket, throttling, a network failure): never taken for a missing blob."""
 
-    code = "backup:failed"
-    title = "Backup or restore failed"
+    code = "storage:unavailable"
+    title = "Blob store unavailable"

@@ -102,7 +102,15 @@ class FilesystemBlobStore:
     def local_path(self, sha256: str) -> Path | None:
         return self.path_for(sha256)
 
-    def presigned_url(self, sha256: str, filename: str, expires_s: int = 300) -> str | None:
+    def presigned_url(
+        self,
+        sha256: str,
+        filename: str,
+        expires_s: int = 300,
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+    ) -> str | None:
         return None
 
     def delete(self, sha256: str) -> None:

@@ -40,10 +40,24 @@ class BlobStore(Protocol):
         """A path on this machine holding the bytes, when the backend has one (zero-copy serving)."""
         ...
 
-    def presigned_url(self, sha256: str, filename: str, expires_s: int = 300) -> str | None:
-        """A URL the client may be redirected to, when the backend supports it (S3)."""
+    def presigned_url(
+        self,
+        sha256: str,
+        filename: str,
+        expires_s: int = 300,
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+    ) -> str | None:
+        """A URL the client may be redirected to, when the backend supports it (S3): its
+        answer names ``filename`` (Content-Disposition) and carries the given Content-Type and
+        Cache-Control."""
         ...
 
     def delete(self, sha256: str) -> None: ...
 
     def iter_all(self) -> Iterator[str]: ...
+
+    def verify(self, sha256: str) -> None:
+        """Read the blob whole; raises BlobIntegrityError when its bytes have another sha256."""
+        ...
