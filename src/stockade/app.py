@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
 from stockade.container import Container
+from stockade.jobs.downloads import DownloadFlusher
 from stockade.jobs.queue import JobQueue
 from stockade.jobs.runtime import BackgroundRuntime
 from stockade.settings import Settings
@@ -51,27 +52,25 @@ API = "/api/v1"
 
 def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
     container = container or Container.build(settings)
-    queue = JobQueue(container)
+    queue = JobQueue(container)  # requests enqueue jobs, whoever runs them
     queue.install()
-    runtime = BackgroundRuntime(container, queue)
+    # The background runtime only with the embedded worker: a replica with it off runs no
+    # background work (no loops, schedules or job threads); ``stockade worker`` processes do.
+    runtime = BackgroundRuntime(container, queue) if settings.embedded_worker else None
+    # The records of downloads served here are written by this process (jobs/downloads.py).
+    flusher = DownloadFlusher(container)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        consumer = queue.consumer(embedded=True) if settings.embedded_worker else None
-        if consumer is not None:
+        if runtime is not None:
             runtime.start()
-            consumer.start()
-        else:  # downloads served here are written by this process (jobs/downloads.py)
-            runtime.downloads.start()
+        flusher.start()
         try:
             yield
         finally:
-            if consumer is not None:
+            flusher.stop()
+            if runtime is not None:
                 runtime.stop()
-                queue.close()
-                consumer.stop()
-            else:
-                runtime.downloads.stop()
 
     app = FastAPI(
         title="Stockade",

@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import select, update
 
 from stockade.core.clock import utcnow
-from stockade.jobs.mirrors import MirrorHousekeeper
 from stockade.mirroring.models import Mirror, MirrorRun
+from stockade.mirroring.tasks import start_due_runs
 from tests.conftest import own_server
 from tests.support.mirror_data import TEST_RECIPES
 from tests.support.mirror_runs import (
@@ -201,7 +201,7 @@ def test_due_schedule_starts_a_scheduled_run(server: LiveServer) -> None:
     past = utcnow() - timedelta(minutes=5)
     with server.container.factory() as session, session.begin():
         session.execute(update(Mirror).where(Mirror.name == mirror).values(next_run_at=past))
-    MirrorHousekeeper(server.container).tick()
+    start_due_runs(server.container)
     runs = wait_for(lambda: _runs(client, mirror), "the scheduled run")
     assert len(runs) == 1 and runs[0]["trigger"] == "schedule", runs
     run = wait_run(client, runs[0]["id"])
@@ -210,7 +210,7 @@ def test_due_schedule_starts_a_scheduled_run(server: LiveServer) -> None:
         moved = session.scalar(select(Mirror.next_run_at).where(Mirror.name == mirror))
     assert moved is not None and moved != past
     # That due time is taken: another pass starts nothing more.
-    MirrorHousekeeper(server.container).tick()
+    start_due_runs(server.container)
     assert [r["id"] for r in _runs(client, mirror)] == [run["id"]]
     server.wait_published(mirror)
     assert "python-3.99.99-0.conda" in served_records(client, mirror, "noarch")

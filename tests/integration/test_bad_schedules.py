@@ -1,6 +1,6 @@
 """A cron schedule stored before validation tightened (one that never fires, or syntax croniter
 refuses) neither crashes nor wedges a scheduler: that row is skipped with one warning (no
-traceback on every pass) and the others keep their schedule. Feeds (``jobs.vulns``) and the
+traceback on every pass) and the others keep their schedule. Feeds (``vulns.tasks``) and the
 recurring jobs (``jobs.scheduler``) share ``core.cron.next_fire`` with the mirror scheduler."""
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.clock import utcnow
 from stockade.core.cron import next_fire
+from stockade.core.tasks import Periodic as Job
 from stockade.db import schedules
 from stockade.db.engine import transaction
-from stockade.jobs.scheduler import Job, SchedulerThread
-from stockade.jobs.vulns import FeedHousekeeper
+from stockade.jobs.scheduler import SchedulerThread
 from stockade.mirroring import runs
 from stockade.mirroring.models import Mirror
 from stockade.mirroring.service import MirrorService, MirrorSpec
 from stockade.vulns.models import VulnFeed
+from stockade.vulns.tasks import dispatch_due_feeds
 from tests.integration.vulns.support import add_feed, osv_folder
 
 BAD = ["0 0 31 2 *", "61 * * * *", "not cron"]
@@ -50,10 +51,9 @@ def test_feeds_with_bad_stored_schedules_are_skipped_once(
             )
     dispatched: list[int] = []
     container.dispatch_feed_sync = dispatched.append
-    housekeeper = FeedHousekeeper(container)
     with caplog.at_level(logging.WARNING, logger="stockade.jobs"):
-        assert housekeeper.tick() == [good]
-        assert housekeeper.tick() == []
+        assert dispatch_due_feeds(container) == [good]
+        assert dispatch_due_feeds(container) == []
     assert dispatched == [good]
     warnings = [r for r in caplog.records if r.name == "stockade.jobs"]
     assert len(warnings) == len(BAD) and all(r.exc_info is None for r in warnings)

@@ -11,10 +11,11 @@ from sqlalchemy import update
 from stockade.container import Container
 from stockade.core.clock import utcnow
 from stockade.core.errors import ConfigurationError
+from stockade.core.tasks import Periodic as Job
 from stockade.db import schedules
 from stockade.db.engine import transaction
-from stockade.jobs.recurring import recurring_jobs
-from stockade.jobs.scheduler import Job, SchedulerThread, next_time
+from stockade.jobs.registry import recurring_jobs
+from stockade.jobs.scheduler import SchedulerThread, next_time
 from stockade.settings import load_settings
 
 

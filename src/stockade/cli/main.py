@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": (
         "stockade.cli.server",
         "worker",
-        "Run background jobs (mirror runs, schedules, publication) from the job queue.",
+        "Run the background runtime (publication, scanning, schedules, jobs); serve nothing.",
     ),
     "login": (
         "stockade.cli.account",

@@ -60,6 +60,10 @@ def serve(
 
     With --workers N the first process only supervises the workers: it migrates and creates the
     first admin in a short-lived child process and never loads the application itself.
+
+    Each serving process also runs the background runtime (publication, scanning, schedules,
+    jobs) unless embedded_worker = false [STOCKADE_EMBEDDED_WORKER]: then it serves only and
+    `stockade worker` processes do that work.
     """
     import uvicorn
 
@@ -169,10 +173,13 @@ def worker(
         None, min=1, max=64, help="job threads [STOCKADE_JOBS__WORKERS]"
     ),
 ) -> None:
-    """Run background jobs (mirror runs, schedules, publication) from the job queue.
+    """Run the background runtime (publication, scanning, schedules, jobs); serve nothing.
 
-    Uses Redis when ``jobs.redis_url`` is set (any number of workers, on any machine), else the
-    SQLite queue under the data folder (on the same machine as ``stockade serve``).
+    The jobs: mirror runs, feed syncs, matching and webhook calls, from the job queue.
+    `stockade serve` runs the same runtime inside itself unless embedded_worker = false; run
+    any number of workers (and of serve replicas): periodic jobs run once per due time across
+    all of them. Uses Redis when jobs.redis_url is set (workers on any machine), else the SQLite
+    queue under the data folder (on the same machine as `stockade serve`).
     """
     from stockade.container import Container
     from stockade.core.logging import configure_logging

@@ -1,21 +1,24 @@
 """The download flusher: writes this process's buffered downloads every ``flush_interval_s``.
 
-Started by the background runtime (``jobs/runtime.py``) in every process that serves conda
-requests: ``serve`` always starts it (with or without the embedded worker), and a ``worker``
-process runs it too (its buffer stays empty). Each batch is one transaction (raw rows and daily
-counts, ``audit.downloads.write_batch``). On stop the buffer is drained, so a clean shutdown loses
-nothing; a crash loses at most one flush interval.
+Not part of the background runtime: it finishes the requests this process served (the records of
+its own downloads, buffered in memory by ``audit.downloads.DownloadRecorder``), so every serving
+process starts it, with or without the embedded worker (``app.py``); a ``stockade worker`` serves
+nothing and has none. Each batch is one transaction (raw rows and daily counts,
+``audit.downloads.write_batch``). On stop the buffer is drained, so a clean shutdown loses nothing;
+a crash (kill -9) loses at most this process's buffer: the downloads served since its last flush
+(at most one flush interval, and never more than ``[downloads] buffer_size`` records). Nothing else
+is lost: the packages were served; only their download records are.
+
+The retention of raw rows is a periodic job of the audit domain (``audit/tasks.py``).
 """
 
 from __future__ import annotations
 
 import logging
 
-from stockade.audit.downloads import Download, DownloadRecorder, prune_events, write_batch
+from stockade.audit.downloads import Download, DownloadRecorder, write_batch
 from stockade.container import Container
-from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
-from stockade.jobs.scheduler import Job
 from stockade.jobs.ticker import Ticker
 from stockade.search.index import refresh_downloads
 
@@ -56,19 +59,3 @@ class DownloadFlusher(Ticker):
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
         self.tick()  # what was buffered since the last pass
-
-
-def prune_downloads(container: Container) -> str:
-    """The retention job: raw rows older than ``[downloads] retention_days`` go (daily counts
-    stay). Claimed once across replicas by the scheduler (``claim_due``)."""
-    days = container.settings.downloads.retention_days
-    with transaction(container.factory) as session:
-        removed = prune_events(session, utcnow(), days)
-    return f"{removed} download rows older than {days} days removed"
-
-
-def download_jobs(container: Container) -> list[Job]:
-    settings = container.settings.downloads
-    if settings.retention_days <= 0 or not settings.prune_schedule:
-        return []
-    return [Job("downloads-prune", settings.prune_schedule, lambda: prune_downloads(container))]

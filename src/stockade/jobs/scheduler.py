@@ -1,10 +1,10 @@
-"""Recurring jobs on cron schedules (croniter), run in the server process.
+"""The periodic jobs the domains declare (``core.tasks.Periodic``), on cron schedules (croniter).
 
 Each job's next run lives in ``scheduled_jobs``; taking a due job is one conditional row update,
 so any number of replicas may run this thread and each due run happens once. A job that fails is
 recorded (status and message) and runs again at its next time. A job whose schedule never fires
 or is not valid cron (``core.cron.next_fire`` gives None) is skipped with one warning; the others
-keep running. Until the job-queue issue brings Huey (ADR 0004), recurring jobs run here.
+keep running. Every background runtime (``jobs/runtime.py``) runs this thread.
 """
 
 from __future__ import annotations
@@ -13,27 +13,18 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.core.clock import utcnow
 from stockade.core.context import Origin, origin
 from stockade.core.cron import BadScheduleWarner, next_fire
+from stockade.core.tasks import Periodic
 from stockade.db import schedules
 from stockade.db.engine import transaction
 
 log = logging.getLogger("stockade.scheduler")
-
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    schedule: str  # cron expression
-    run: Callable[[], str]  # returns a one-line summary
-    lease: timedelta = timedelta(minutes=30)
 
 
 def next_time(schedule: str, after: datetime) -> datetime | None:
@@ -43,7 +34,7 @@ def next_time(schedule: str, after: datetime) -> datetime | None:
 
 class SchedulerThread:
     def __init__(
-        self, factory: sessionmaker[Session], jobs: list[Job], *, poll_s: float = 20.0
+        self, factory: sessionmaker[Session], jobs: list[Periodic], *, poll_s: float = 20.0
     ) -> None:
         self.factory = factory
         self.jobs = jobs
@@ -84,13 +75,13 @@ class SchedulerThread:
                     log.exception("scheduler: checking %s failed", job.name)
             self._stop.wait(self.poll_s)
 
-    def _next(self, job: Job, now: datetime) -> datetime | None:
+    def _next(self, job: Periodic, now: datetime) -> datetime | None:
         when = next_time(job.schedule, now)
         if when is None:
             self._bad.warn(f"scheduled job {job.name}", job.schedule)
         return when
 
-    def run_if_due(self, job: Job) -> bool:
+    def run_if_due(self, job: Periodic) -> bool:
         now = utcnow()
         when = self._next(job, now)
         if when is None:

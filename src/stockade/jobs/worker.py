@@ -1,4 +1,4 @@
-"""``stockade worker``: a process that runs jobs, schedules, scans and publication, and nothing else."""
+"""``stockade worker``: a process that runs the background runtime and nothing else."""
 
 from __future__ import annotations
 
@@ -11,11 +11,7 @@ def run_worker(container: Container) -> None:
     """Blocks until SIGINT/SIGTERM (Huey's consumer owns the signals in this process)."""
     queue = JobQueue(container)
     queue.install()
-    runtime = BackgroundRuntime(container, queue)
-    runtime.start()
     try:
-        queue.consumer(embedded=False).run()
+        BackgroundRuntime(container, queue).run()
     finally:
-        runtime.stop()
-        queue.close()
         container.close()

@@ -1,49 +1,60 @@
-"""Vulnerability jobs: feed syncs and artifact matching (queued by id), and the feed schedule.
+"""The vulnerability domain's background work: feed syncs, artifact matching and webhook
+deliveries (queued by id), the feed schedule and the webhook outbox (loops in every runtime).
 
 - :func:`sync_feed` fetches, stores and matches one feed (``vulns.feedsync``); a failure of any
   kind is recorded on the feed row (``last_status`` ``failed``, or ``unreachable`` when the host
   gave no answer: logged once, not at every retry, see ``vulns.feed_state``), so a caller polling
   the feed always sees the sync end.
 - :func:`match_artifacts` matches new artifacts (uploads, copies) against the stored advisories.
-- :func:`mirror_run_artifacts` finds what a completed mirror run added: the artifacts of the
-  mirror created since the run was created (a cheap indexed query; the run's apply step does not
-  hand its ids back).
-- :class:`FeedHousekeeper` hands due feeds to the queue; taking a due feed is a conditional update
-  of ``vuln_feeds.next_run_at`` (as ``take_due_mirrors`` does), so each due time is taken once.
-  A feed whose stored schedule never fires or is not cron (stored before schedules were checked)
-  is not queued: its ``next_run_at`` is cleared and the reason recorded on the row, with one
-  warning; the other feeds keep their schedule. A due unreachable feed keeps its status while
-  it is retried. When it starts, it adds the default feeds on the first start of an installation
-  (``vulns.default_feeds``, ``[vulns] default_feeds``).
+- :func:`dispatch_due_feeds` (the feed schedule's pass) hands due feeds to the queue; taking a due
+  feed is a conditional update of ``vuln_feeds.next_run_at`` (as ``take_due_mirrors`` does), so
+  each due time is taken once. A feed whose stored schedule never fires or is not cron (stored
+  before schedules were checked) is not queued: its ``next_run_at`` is cleared and the reason
+  recorded on the row, with one warning; the other feeds keep their schedule. A due unreachable
+  feed keeps its status while it is retried. When the loop starts, it adds the default feeds on
+  the first start of an installation (``vulns.default_feeds``, ``[vulns] default_feeds``).
+- webhook deliveries: :func:`stockade.vulns.webhook_delivery.deliver` (one call, claimed), and
+  ``dispatch_due`` (the outbox's pass: due deliveries and retries to the queue).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
-from stockade.channels.models import Artifact
-from stockade.container import Container
 from stockade.core.clock import utcnow
+from stockade.core.context import Origin, origin
 from stockade.core.cron import log_bad_schedule, next_fire
 from stockade.core.errors import StockadeError
+from stockade.core.tasks import Declared, Loop, QueueTask
 from stockade.db.engine import transaction
-from stockade.jobs.ticker import Ticker
-from stockade.jobs.webhooks import dispatch_due
-from stockade.mirroring.models import MirrorRun
+from stockade.storage.interfaces import BlobStore
 from stockade.vulns.default_feeds import seed_default_feeds
 from stockade.vulns.errors import FeedUnreachableError
 from stockade.vulns.feed_state import FeedStatus
-from stockade.vulns.feedsync import SyncCounts, record_sync_failure
+from stockade.vulns.feedsync import FeedSync, SyncCounts, record_sync_failure
 from stockade.vulns.matcher import MatchCounts, Matcher
 from stockade.vulns.models import VulnFeed
 from stockade.vulns.security import BlobSecurityReader
+from stockade.vulns.webhook_delivery import WebhookDeps, deliver, dispatch_due
 
 log = logging.getLogger("stockade.jobs")
+
+
+class VulnTaskDeps(WebhookDeps, Protocol):
+    blobs: BlobStore
+
+    @property
+    def dispatch_feed_sync(self) -> Callable[[int], None]: ...
+
+    def feed_sync(self) -> FeedSync: ...
+
+
 # a scheduled retry of an unreachable feed keeps showing ``unreachable`` (and its since-time)
 _QUEUED_UNLESS_UNREACHABLE = case(
     (VulnFeed.last_status == FeedStatus.UNREACHABLE.value, FeedStatus.UNREACHABLE.value),
@@ -51,9 +62,10 @@ _QUEUED_UNLESS_UNREACHABLE = case(
 )
 
 __all__ = [
-    "FeedHousekeeper",
+    "VulnTaskDeps",
+    "declare",
+    "dispatch_due_feeds",
     "match_artifacts",
-    "mirror_run_artifacts",
     "next_feed_run",
     "sync_feed",
     "take_due_feeds",
@@ -65,20 +77,20 @@ def next_feed_run(schedule: str, after: datetime) -> datetime | None:
     return next_fire(schedule, after)
 
 
-def sync_feed(container: Container, feed_id: int) -> SyncCounts | None:
+def sync_feed(deps: VulnTaskDeps, feed_id: int) -> SyncCounts | None:
     """Sync one feed; None when it failed (the failure is on the feed row)."""
-    syncer = container.feed_sync()  # with the air-gap folder's cve.zip files (airgap:)
+    syncer = deps.feed_sync()  # with the air-gap folder's cve.zip files (airgap:)
     try:
         counts = syncer.sync_feed(feed_id)
     except FeedUnreachableError:  # recorded on the feed, logged once (vulns.feed_state)
         return None
     except StockadeError as exc:  # fetch errors are recorded by the sync itself
         log.warning("feed %s: sync failed: %s", feed_id, exc.detail)
-        record_sync_failure(container.factory, feed_id, exc.detail)
+        record_sync_failure(deps.factory, feed_id, exc.detail)
         return None
     except Exception as exc:
         log.exception("feed %s: sync failed", feed_id)
-        record_sync_failure(container.factory, feed_id, f"internal error: {exc.__class__.__name__}")
+        record_sync_failure(deps.factory, feed_id, f"internal error: {exc.__class__.__name__}")
         return None
     log.info(
         "feed %s: %s new, %s changed, %s unchanged, %s failed; matches +%s -%s",
@@ -91,31 +103,20 @@ def sync_feed(container: Container, feed_id: int) -> SyncCounts | None:
         counts.matches_removed,
     )
     if counts.matches_added or counts.matches_restatused:
-        dispatch_due(container)  # the webhook deliveries the sync wrote, and any other due one
+        dispatch_due(deps)  # the webhook deliveries the sync wrote, and any other due one
     return counts
 
 
-def match_artifacts(container: Container, artifact_ids: Sequence[int]) -> MatchCounts:
+def match_artifacts(deps: VulnTaskDeps, artifact_ids: Sequence[int]) -> MatchCounts:
     if not artifact_ids:
         return MatchCounts()
-    security = BlobSecurityReader(container.blobs)
-    with transaction(container.factory) as session:
+    security = BlobSecurityReader(deps.blobs)
+    with transaction(deps.factory) as session:
         counts = Matcher(session, security=security).match_artifacts(list(artifact_ids))
     if counts.deliveries:
-        container.dispatch_webhooks(counts.deliveries)
+        deps.dispatch_webhooks(counts.deliveries)
     log.info("matched %s artifacts: %s matches added", len(artifact_ids), counts.added)
     return counts
-
-
-def mirror_run_artifacts(session: Session, run_id: int) -> list[int]:
-    """Artifacts of the run's mirror created since the run was (what its apply step added)."""
-    run = session.get(MirrorRun, run_id)
-    if run is None:
-        return []
-    query = select(Artifact.id).where(
-        Artifact.mirror_id == run.mirror_id, Artifact.created_at >= run.created_at
-    )
-    return list(session.scalars(query))
 
 
 def take_due_feeds(session: Session, now: datetime | None = None) -> list[int]:
@@ -159,26 +160,47 @@ def _unschedule(session: Session, feed_id: int, schedule: str, was: datetime | N
         log_bad_schedule(log, f"feed {feed_id}", schedule)  # once: it is no longer due
 
 
-class FeedHousekeeper(Ticker):
-    """A thread beside the mirror housekeeper: due feed syncs go to the queue."""
+def dispatch_due_feeds(deps: VulnTaskDeps) -> list[int]:
+    """One pass of the feed schedule: due feeds to the queue; returns their ids."""
+    with transaction(deps.factory) as session:
+        due = take_due_feeds(session)
+    for feed_id in due:
+        deps.dispatch_feed_sync(feed_id)
+    return due
 
-    name = "stockade-feed-schedule"
 
-    def __init__(self, container: Container) -> None:
-        self.container = container
-        super().__init__(container.settings.mirror.scheduler_poll_s)
+def seed_feeds(deps: VulnTaskDeps) -> None:
+    """Add the default feeds on the first start (``[vulns] default_feeds``)."""
+    try:
+        seed_default_feeds(deps.factory, deps.settings.vulns)
+    except Exception:  # the feeds can be added by hand; the schedule must run
+        log.exception("adding the default vulnerability feeds failed")
 
-    def start(self) -> None:
-        """Add the default feeds on the first start (``[vulns] default_feeds``), then schedule."""
-        try:
-            seed_default_feeds(self.container.factory, self.container.settings.vulns)
-        except Exception:  # the feeds can be added by hand; the schedule must run
-            log.exception("adding the default vulnerability feeds failed")
-        super().start()
 
-    def tick(self) -> list[int]:
-        with transaction(self.container.factory) as session:
-            due = take_due_feeds(session)
-        for feed_id in due:
-            self.container.dispatch_feed_sync(feed_id)
-        return due
+def declare(deps: VulnTaskDeps) -> Declared:
+    def as_job(run: Callable[[VulnTaskDeps, int], object]) -> Callable[[int], None]:
+        def job(ids: int) -> None:
+            with origin(Origin(channel="job")):
+                run(deps, ids)
+
+        return job
+
+    def match(artifact_ids: list[int]) -> None:
+        with origin(Origin(channel="job")):
+            match_artifacts(deps, artifact_ids)
+
+    feeds = Loop(
+        "stockade-feed-schedule",
+        deps.settings.mirror.scheduler_poll_s,
+        lambda: dispatch_due_feeds(deps),
+        on_start=lambda: seed_feeds(deps),
+    )
+    outbox = Loop("stockade-webhooks", deps.settings.webhooks.poll_s, lambda: dispatch_due(deps))
+    return Declared(
+        tasks=(
+            QueueTask("sync_feed", as_job(sync_feed)),
+            QueueTask("match_artifacts", match),
+            QueueTask("deliver_webhook", as_job(deliver)),
+        ),
+        loops=(feeds, outbox),
+    )

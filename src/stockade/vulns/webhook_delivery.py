@@ -21,25 +21,28 @@ Headers: ``Content-Type: application/json``, ``User-Agent: Stockade-Webhook/1``,
 (unix seconds) and ``X-Stockade-Signature: sha256=<hex HMAC-SHA256 of "{timestamp}.{body}">``
 keyed by the webhook's secret.
 
-:class:`WebhookHousekeeper` hands due deliveries (retries whose time came, deliveries whose
-dispatch was lost, claims of a worker that died) to the queue every ``webhooks.poll_s``.
+:func:`dispatch_due` hands due deliveries (retries whose time came, deliveries whose dispatch was
+lost, claims of a worker that died) to the queue: a loop of the background runtime calls it every
+``webhooks.poll_s`` (``vulns/tasks.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import httpcore
 import httpx
 import orjson
+from sqlalchemy.orm import Session, sessionmaker
 
-from stockade.container import Container
 from stockade.core.errors import ConfigurationError
 from stockade.core.outbound import GuardedBackend, RefusedDestinationError
+from stockade.core.secrets import SecretBox
 from stockade.db.engine import transaction
-from stockade.jobs.ticker import Ticker
+from stockade.settings import Settings
 from stockade.vulns.models import WebhookEvent
 from stockade.vulns.webhook_outbox import (
     USER_AGENT,
@@ -55,11 +58,23 @@ log = logging.getLogger("stockade.jobs")
 __all__ = [
     "GuardedBackend",
     "RefusedDestinationError",
-    "WebhookHousekeeper",
+    "WebhookDeps",
     "deliver",
     "dispatch_due",
     "request_for",
 ]
+
+
+class WebhookDeps(Protocol):
+    """What sending needs (the container gives it)."""
+
+    settings: Settings
+    factory: sessionmaker[Session]
+    secrets: SecretBox
+
+    @property
+    def dispatch_webhooks(self) -> Callable[[list[int]], None]: ...
+
 
 #: How long past the timeout a claimed attempt stays ours before it is due again.
 LEASE_MARGIN_S = 60.0
@@ -89,10 +104,10 @@ def request_for(
     return body, headers
 
 
-def deliver(container: Container, row_id: int) -> str:
+def deliver(deps: WebhookDeps, row_id: int) -> str:
     """One attempt at a delivery; returns the state written, ``""`` if it was not ours to send."""
-    settings = container.settings.webhooks
-    with transaction(container.factory) as session:
+    settings = deps.settings.webhooks
+    with transaction(deps.factory) as session:
         claimed = claim(session, row_id, lease_s=settings.timeout_s + LEASE_MARGIN_S)
     if claimed is None:
         return ""
@@ -103,16 +118,16 @@ def deliver(container: Container, row_id: int) -> str:
         error, give_up = "the webhook is disabled", True
     else:
         try:
-            secret = container.secrets.decrypt(claimed.secret_encrypted)
+            secret = deps.secrets.decrypt(claimed.secret_encrypted)
         except ConfigurationError as exc:
             error, give_up = exc.detail, True
         else:
             try:
-                status_code, error = _post(claimed, secret, container)
+                status_code, error = _post(claimed, secret, deps)
             except RefusedDestinationError as exc:  # why (the address) to the log only
                 log.info("webhook delivery %s: %s", claimed.delivery_id, str(exc)[:200])
                 error, give_up = f"the receiver is {RefusedDestinationError.public}", True
-    with transaction(container.factory) as session:
+    with transaction(deps.factory) as session:
         state = record_outcome(
             session,
             claimed,
@@ -132,12 +147,12 @@ def deliver(container: Container, row_id: int) -> str:
     return state
 
 
-def _post(claimed: Claimed, secret: str, container: Container) -> tuple[int | None, str | None]:
+def _post(claimed: Claimed, secret: str, deps: WebhookDeps) -> tuple[int | None, str | None]:
     """Make the call within the budget; the status code and the error to record."""
-    body, headers = request_for(claimed, secret, container.settings.public_url)
-    settings = container.settings.webhooks
+    body, headers = request_for(claimed, secret, deps.settings.public_url)
+    settings = deps.settings.webhooks
     budget = settings.timeout_s
-    policy = container.settings.outbound.policy().with_loopback(settings.allow_loopback)
+    policy = deps.settings.outbound.policy().with_loopback(settings.allow_loopback)
     backend = GuardedBackend(policy, deadline=time.monotonic() + budget)
     try:
         with (
@@ -189,23 +204,10 @@ def _transport(backend: GuardedBackend) -> httpx.HTTPTransport:
     return transport
 
 
-def dispatch_due(container: Container) -> list[int]:
+def dispatch_due(deps: WebhookDeps) -> list[int]:
     """Hand every due delivery to the queue; returns their ids."""
-    with container.factory() as session:
+    with deps.factory() as session:
         due = due_deliveries(session)
     if due:
-        container.dispatch_webhooks(due)
+        deps.dispatch_webhooks(due)
     return due
-
-
-class WebhookHousekeeper(Ticker):
-    """A thread beside the feed housekeeper: due deliveries and retries go to the queue."""
-
-    name = "stockade-webhooks"
-
-    def __init__(self, container: Container) -> None:
-        self.container = container
-        super().__init__(container.settings.webhooks.poll_s)
-
-    def tick(self) -> list[int]:
-        return dispatch_due(self.container)

@@ -6,7 +6,7 @@ in the transaction that writes the match, grouping the artifacts concerned. The 
 new deliveries to the job queue after the commit; a housekeeper hands over the due ones left
 behind (retries, lost queue messages).
 
-Sending is the job's (``stockade.jobs.webhooks``); what it needs of the database is here:
+Sending is the job's (``stockade.vulns.webhook_delivery``); what it needs of the database is here:
 :func:`claim` takes a due delivery with a conditional update (one sender per attempt, even with
 many workers), :func:`record_outcome` stores what the call gave and when to try again.
 :func:`refused_address` is the destination policy: loopback, link-local, unspecified and multicast

@@ -21,7 +21,7 @@ from stockade.container import Container
 from stockade.core.errors import ConflictError
 from stockade.db import schedules
 from stockade.db.engine import transaction
-from stockade.jobs.recurring import recurring_jobs
+from stockade.jobs.registry import recurring_jobs
 from stockade.jobs.scheduler import SchedulerThread
 from stockade.settings import AuditSettings
 

@@ -20,12 +20,12 @@ from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from stockade.db.migrate import upgrade
 from stockade.db.schedules import ScheduledJob
-from stockade.jobs.vulns import FeedHousekeeper, sync_feed
 from stockade.settings import VulnSettings, load_settings
 from stockade.vulns.default_feeds import DEFAULT_FEEDS, SEEDED_MARK, seed_default_feeds
 from stockade.vulns.feedsync import FeedService
 from stockade.vulns.models import VulnEnrichment, VulnFeed
 from stockade.vulns.models import Vulnerability as VulnRow
+from stockade.vulns.tasks import seed_feeds, sync_feed
 from tests.conftest import PG_URL, backends
 from tests.integration.vulns.support import VULNS
 from tests.support.server import fresh_database
@@ -152,9 +152,7 @@ def started(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Containe
 
 
 def test_the_first_start_adds_them_and_they_sync_from_local_urls(started: Container) -> None:
-    housekeeper = FeedHousekeeper(started)
-    housekeeper.start()  # what `stockade serve` (embedded worker) and `stockade worker` do
-    housekeeper.stop()
+    seed_feeds(started)  # what the feed loop of every runtime does when it starts
     made = feeds(started)
     assert sorted(made) == sorted(f.name for f in DEFAULT_FEEDS)
     for name in ("nvd", "osv-pypi", "cisa-kev", "epss"):
@@ -170,7 +168,5 @@ def test_the_first_start_adds_them_and_they_sync_from_local_urls(started: Contai
 def test_test_settings_turn_the_default_feeds_off(container: Container) -> None:
     """The suite's own guard: servers and containers built from Settings() in tests add none."""
     assert container.settings.vulns.default_feeds is False
-    housekeeper = FeedHousekeeper(container)
-    housekeeper.start()
-    housekeeper.stop()
+    seed_feeds(container)
     assert feeds(container) == {}

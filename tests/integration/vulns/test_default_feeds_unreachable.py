@@ -17,11 +17,11 @@ from stockade.container import Container
 from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from stockade.db.migrate import upgrade
-from stockade.jobs.vulns import sync_feed, take_due_feeds
 from stockade.settings import load_settings
 from stockade.vulns.feed_state import unreachable_since
 from stockade.vulns.feedsync import FeedService
 from stockade.vulns.models import VulnFeed
+from stockade.vulns.tasks import sync_feed, take_due_feeds
 from tests.conftest import PG_URL, backends
 from tests.support.server import free_port, fresh_database
 

@@ -11,8 +11,8 @@ from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
-from stockade.jobs.vulns import FeedHousekeeper, match_artifacts, sync_feed, take_due_feeds
 from stockade.vulns.models import VulnFeed
+from stockade.vulns.tasks import dispatch_due_feeds, match_artifacts, sync_feed, take_due_feeds
 from tests.integration.vulns.support import (
     add_artifacts,
     add_feed,
@@ -35,9 +35,9 @@ def test_a_due_feed_is_taken_once_and_moved_on(
         )
     dispatched: list[int] = []
     container.dispatch_feed_sync = dispatched.append
-    assert FeedHousekeeper(container).tick() == [feed_id]
+    assert dispatch_due_feeds(container) == [feed_id]
     assert dispatched == [feed_id]
-    assert FeedHousekeeper(container).tick() == []  # moved on to the next hour
+    assert dispatch_due_feeds(container) == []  # moved on to the next hour
     with container.factory() as session:
         feed = session.get(VulnFeed, feed_id)
         assert feed is not None and feed.last_status == "queued"

@@ -23,14 +23,14 @@ from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
 from stockade.core.outbound import OutboundPolicy
 from stockade.db.engine import transaction
-from stockade.jobs.vulns import sync_feed
-from stockade.jobs.webhooks import BODY_MAX, deliver, request_for
 from stockade.settings import WebhookSettings
 from stockade.vulns.curation import CurationService
 from stockade.vulns.display import display_summary
 from stockade.vulns.matcher import Matcher
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.models import WebhookDelivery
+from stockade.vulns.tasks import sync_feed
+from stockade.vulns.webhook_delivery import BODY_MAX, deliver, request_for
 from stockade.vulns.webhook_outbox import (
     Claimed,
     claim,

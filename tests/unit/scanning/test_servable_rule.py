@@ -35,7 +35,6 @@ INTERNAL: dict[str, str] = {
     "vulns/lookup.py": "the policy engine asks about versions, not files to serve",
     "vulns/aliases.py": "recounts stored summaries",
     "vulns/enrich.py": "enrichment of stored matches",
-    "jobs/vulns.py": "queues matching of new artifacts",
     "vulns/advisory_queries.py::check_known_version": "a curation names a package, not a file",
     "channels/publication.py::_run_exports": "reads run_exports of the files the build chose",
 }
