@@ -13,7 +13,7 @@ from stockade.jobs.downloads import DownloadFlusher
 from stockade.jobs.queue import JobQueue
 from stockade.jobs.runtime import BackgroundRuntime
 from stockade.settings import Settings
-from stockade.web import health
+from stockade.web import health, metrics
 from stockade.web.api import airgap as airgap_api
 from stockade.web.api import audit as audit_api
 from stockade.web.api import auth as auth_api
@@ -115,16 +115,17 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
-    app.include_router(health.router)  # /readyz: database reachable, failing publications
+    app.include_router(health.router)  # /readyz: database, blobs, broker, migrations
+    app.include_router(metrics.router)  # /metrics: Prometheus (admin or system:read by default)
 
     app.include_router(sso.router)
     app.include_router(signing_api.files_router)  # /signing/N.root.json, key_mgr.json: public
     install_docs(app)
     install_ui(app)
-    RequestContextMiddleware.configure(hsts=settings.auth.secure_cookies)
+    hsts = settings.auth.secure_cookies  # options per app instance, never on a class
     install_body_limit(app, settings.server.max_body_size)  # innermost: 413s are problems
     app.add_middleware(HeadAsGetMiddleware)  # HEAD on every GET route
     app.add_middleware(ControlCharacterGuard)
-    app.add_middleware(RequestContextMiddleware)
-    app.add_middleware(TokenPathMiddleware)
+    app.add_middleware(RequestContextMiddleware, hsts=hsts)
+    app.add_middleware(TokenPathMiddleware, hsts=hsts)
     return app

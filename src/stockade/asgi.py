@@ -13,6 +13,7 @@ at import time, and importing this module loads nothing of the application (``st
 
 from __future__ import annotations
 
+import atexit
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,12 +27,15 @@ if TYPE_CHECKING:
 
 def app() -> ASGIApp:
     from stockade.core.logging import configure_logging
+    from stockade.core.metrics import mark_process_dead, multiprocess
     from stockade.settings import load_settings
     from stockade.web.serving import prepare_server
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     prepare_server(settings)  # private files, spools in the data folder, the header deadline
+    if multiprocess():  # one of several workers (core/metrics.py): its live gauges end with it
+        atexit.register(mark_process_dead)
     with unused_drivers_hidden(settings):
         from stockade.app import create_app
         from stockade.web.middleware import CondaFastPath

@@ -564,6 +564,16 @@ class StorageSettings(BaseModel):
         return self
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus ``/metrics`` (SPEC §11)."""
+
+    public: bool = Field(
+        default=False,
+        description="anyone may read /metrics; else an admin or a token with system:read "
+        "(Authorization: Bearer stk-…, as Prometheus sends it)",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOCKADE_",
@@ -605,6 +615,7 @@ class Settings(BaseSettings):
     vulns: VulnSettings = VulnSettings()
     downloads: DownloadSettings = DownloadSettings()
     audit: AuditSettings = AuditSettings()
+    metrics: MetricsSettings = MetricsSettings()
     storage: StorageSettings = StorageSettings()
 
     @model_validator(mode="after")

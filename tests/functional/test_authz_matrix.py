@@ -1033,6 +1033,8 @@ def _page_rules() -> Iterator[Case]:
     # failing publications: counted for everyone, listed for the channels the caller may read
     # (it reads credentials: wrong ones are a 401 there too)
     yield Case("GET", "/readyz", anyone(200), req("GET", "/readyz"))
+    # Prometheus metrics: not public by default ([metrics] public = false): system:read (admins)
+    yield Case("GET", "/metrics", permission(Permission.SYSTEM_READ, 200), req("GET", "/metrics"))
     yield free("GET", "/static", 200, req("GET", "/static/forms.css"))
     yield free("GET", "/static/swagger-ui", 200, req("GET", "/static/swagger-ui/swagger-ui.css"))
     yield free("GET", "/favicon.ico", 200, req("GET", "/favicon.ico"))

@@ -60,6 +60,7 @@ from stockade.conda.records import RecordChecker
 from stockade.conda.repodata import build_repodata_json, compress_zst
 from stockade.core.clock import utcnow
 from stockade.core.faults import crash_point
+from stockade.core.metrics import metrics
 from stockade.db.engine import transaction
 from stockade.signing.records import RecordSigner
 from stockade.storage.interfaces import BlobStore
@@ -124,12 +125,14 @@ class PublicationService:
         self._memos = ShardMemos()
         # Records stored invalid (before index.json was fully validated) are never published.
         self._records = RecordChecker()
+        # subdir index id -> when this publisher first saw it asked for (publication latency)
+        self._asked_at: dict[int, float] = {}
 
     def pending(self) -> list[int]:
         """Subdir index ids with unpublished changes, in channels that are not frozen, leaving
         out failed ones still backing off (unless changed since)."""
         with transaction(self.factory) as session:
-            return list(
+            ids = list(
                 session.scalars(
                     select(SubdirIndex.id)
                     .join(Channel, Channel.id == SubdirIndex.channel_id)
@@ -142,6 +145,9 @@ class PublicationService:
                     .order_by(SubdirIndex.id)
                 ).all()
             )
+        now = time.monotonic()  # published elsewhere meanwhile: forgotten
+        self._asked_at = {i: self._asked_at.get(i, now) for i in ids}
+        return ids
 
     def run_pending(self) -> int:
         """Publish every pending subdir once, then the channeldata that is due.
@@ -231,6 +237,9 @@ class PublicationService:
                 with transaction(self.factory) as session:
                     record_failure(session, index_id, rev, exc)
                 return None
+        asked_at = self._asked_at.pop(index_id, None)
+        if asked_at is not None:
+            metrics().publication_latency.observe(time.monotonic() - asked_at)
         if built.record_count >= TRIM_MIN_RECORDS:
             release_memory()  # the build's freed buffers back to the OS (publication_memory.py)
         if self.on_published is not None:

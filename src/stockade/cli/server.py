@@ -11,6 +11,8 @@ from rich.console import Console
 from stockade.cli.client import fail
 from stockade.core.errors import StockadeError
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # core.metrics.MULTIPROC_ENV (not imported here)
+
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
@@ -59,7 +61,9 @@ def serve(
     --workers N: the client address they give is what sign-in throttling and the access log use.
 
     With --workers N the first process only supervises the workers: it migrates and creates the
-    first admin in a short-lived child process and never loads the application itself.
+    first admin in a short-lived child process and never loads the application itself. The
+    workers keep their Prometheus metrics in DATA_DIR/metrics (emptied at each start), so that
+    /metrics on any of them shows the totals of all.
 
     Each serving process also runs the background runtime (publication, scanning, schedules,
     jobs) unless embedded_worker = false [STOCKADE_EMBEDDED_WORKER]: then it serves only and
@@ -72,6 +76,9 @@ def serve(
         # environment (their base URL is built from them).
         os.environ.update(_override_env(host=host, port=port))
         prepared = _prepare_in_child()
+        # Each worker keeps its metrics in this folder, emptied for this run (core/metrics.py):
+        # a scrape of any worker adds them all up. Set before the workers import anything.
+        os.environ[MULTIPROC_ENV] = prepared["metrics_dir"]
         _serving_on(prepared["url"])
         _workers_start_from("stockade.asgi")
         http = "stockade.web.serving:HttpToolsWithDeadline"  # the deadline is set by asgi:app
@@ -157,6 +164,7 @@ def _prepare_in_child() -> dict[str, Any]:
 
 
 def _prepare_child(sender: Connection) -> None:
+    from stockade.core.metrics import prepare_multiprocess_dir
     from stockade.web.serving import uvicorn_options
 
     try:
@@ -164,7 +172,14 @@ def _prepare_child(sender: Connection) -> None:
         prepare_instance(settings).close()
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    sender.send({"url": settings.base_url, "options": uvicorn_options(settings)})
+    metrics_dir = prepare_multiprocess_dir(settings.data_dir.resolve() / "metrics")
+    sender.send(
+        {
+            "url": settings.base_url,
+            "options": uvicorn_options(settings),
+            "metrics_dir": str(metrics_dir),
+        }
+    )
     sender.close()
 
 

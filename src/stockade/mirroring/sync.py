@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stockade.conda.archive import ValidationLimits
 from stockade.core.clock import utcnow
 from stockade.core.errors import StockadeError
+from stockade.core.metrics import metrics
 from stockade.core.outbound import OutboundPolicy
 from stockade.core.secrets import SecretBox
 from stockade.db.engine import make_session_factory, transaction
@@ -193,6 +194,7 @@ class MirrorSync:
                 steps=steps_now,
                 counts=counts,
             )
+        metrics().mirror_runs.labels(str(outcome.state)).inc()
         del job
         return_memory()  # the run's records are garbage now: give the pages back
         return outcome

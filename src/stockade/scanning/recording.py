@@ -22,6 +22,8 @@ from stockade.channels.lockorder import lock_subdirs_of
 from stockade.channels.models import Artifact, Channel, ScanRequest
 from stockade.channels.scanstate import ArtifactSource, ScanStatus, set_status
 from stockade.core.clock import utcnow
+from stockade.core.metrics import metrics
+from stockade.db.unit_of_work import after_commit
 from stockade.scanning.engine import ScanReport
 from stockade.scanning.interfaces import Finding, Scanner, Verdict
 from stockade.scanning.models import ArtifactScan
@@ -196,6 +198,8 @@ def _apply(session: Session, artifact_id: int, scan: ArtifactScan, notify: HeldN
     session.execute(delete(ScanRequest).where(ScanRequest.artifact_id == artifact_id))
     previous = artifact.scan_status
     status = status_of(scan.verdict, scan)
+    verdict = metrics().scan_verdicts.labels(scan.verdict)
+    after_commit(session, f"metrics:scan:{artifact_id}", verdict.inc)  # counted once committed
     set_status(session, artifact, status)
     session.flush()
     if status in (ScanStatus.MALICIOUS, ScanStatus.ERROR, ScanStatus.SUSPICIOUS) and (

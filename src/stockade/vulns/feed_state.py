@@ -19,10 +19,12 @@ import logging
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from stockade.core.clock import utcnow
+from stockade.core.metrics import metrics
 from stockade.db.engine import transaction
+from stockade.db.unit_of_work import after_commit
 from stockade.vulns.errors import FeedUnreachableError
 from stockade.vulns.models import VulnFeed
 
@@ -66,6 +68,16 @@ def set_status(feed: VulnFeed, status: str, error: str | None) -> None:
     feed.last_sync_at = utcnow()
     feed.last_status = status
     feed.last_error = error or None
+    _count_sync(feed, status)
+
+
+def _count_sync(feed: VulnFeed, status: str) -> None:
+    """The metrics' feed syncs by outcome, counted once the transaction commits."""
+    session = object_session(feed)
+    if session is None:
+        return
+    outcome = status if status in FeedStatus.__members__.values() else "other"
+    after_commit(session, f"metrics:feed:{feed.id}", metrics().feed_syncs.labels(outcome).inc)
 
 
 def record_unreachable(
@@ -80,6 +92,7 @@ def record_unreachable(
         since = unreachable_since(feed.last_status, feed.last_error, feed.last_sync_at)
         feed.last_status = FeedStatus.UNREACHABLE.value
         feed.last_error = error.detail
+        _count_sync(feed, FeedStatus.UNREACHABLE.value)
         if since is None:
             feed.last_sync_at = utcnow()
     if since is None:

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: token-in-URL rewriting, request ids, access log, security headers.
+"""Pure ASGI middleware: token-in-URL rewriting, request ids, access log, security headers, metrics.
 
 ``TokenPathMiddleware`` is the outermost middleware of the FastAPI app. After moving a URL token
 aside it hands ``GET`` and ``HEAD`` requests under ``/conda/`` straight to the conda protocol app
@@ -6,20 +6,27 @@ aside it hands ``GET`` and ``HEAD`` requests under ``/conda/`` straight to the c
 requests skip FastAPI's routing and exception middleware (``CondaApp`` maps its own errors to
 problem responses). ``CondaFastPath`` does the same one step earlier, around the whole FastAPI
 application, so that conda requests also skip FastAPI's own per-request work.
+
+Every option is given to each instance (``app.add_middleware(Cls, option=…)``), never kept on a
+class: two applications built in one process with different settings stay apart.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from stockade.core.context import Origin, set_origin
 from stockade.core.logging import ACCESS_LOGGER, render_access, scrub
+from stockade.core.metrics import method_label, metrics
 from stockade.web.channel.routes import conda_app_for
 
 _access_logger = logging.getLogger(ACCESS_LOGGER)
@@ -38,17 +45,24 @@ def security_headers(*, hsts: bool) -> list[tuple[bytes, bytes]]:
 
 
 QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
+#: The route label of conda requests, whether the fast path or FastAPI's routing answers them.
+CONDA_ROUTE = "/conda/{path:path}"
+#: The label of a request no route took (never its path: it may name a private channel).
+UNMATCHED = "unmatched"
+#: An incoming X-Request-ID is kept only when it is this (a load balancer's id); else a new one.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 class TokenPathMiddleware:
     """``/t/TOKEN/conda/…`` and ``/conda/t/TOKEN/…`` become ``/conda/…`` with the token aside.
 
     The scope is changed in place so nothing downstream (routing, logs) ever sees the token.
+    ``hsts``: the conda answers it gives carry Strict-Transport-Security.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
         self.app = app
-        self._conda = RequestContextMiddleware(_CondaDispatch(None))
+        self._conda = RequestContextMiddleware(_CondaDispatch(None), hsts=hsts, route=CONDA_ROUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -63,12 +77,15 @@ class CondaFastPath:
     """Around the whole application: conda ``GET``/``HEAD`` requests go straight to ``CondaApp``.
 
     ``app`` is the Stockade FastAPI application (its ``state`` holds the container); every other
-    request, and the lifespan, goes to it unchanged.
+    request, and the lifespan, goes to it unchanged. ``hsts`` defaults to the application's own
+    setting (``auth.secure_cookies``).
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, hsts: bool | None = None) -> None:
         self.app = app
-        self._conda = RequestContextMiddleware(_CondaDispatch(app))
+        if hsts is None:
+            hsts = bool(app.state.container.settings.auth.secure_cookies)
+        self._conda = RequestContextMiddleware(_CondaDispatch(app), hsts=hsts, route=CONDA_ROUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -118,22 +135,26 @@ def _access_log_enabled() -> bool:
 
 
 class RequestContextMiddleware:
-    headers: list[tuple[bytes, bytes]] = security_headers(hsts=False)
+    """A request id (echoed in ``X-Request-ID``, bound into every log line of the request), the
+    security headers, the access log line and the HTTP metrics.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``hsts``: answers carry Strict-Transport-Security. ``route``: a fixed route label (the conda
+    fast path, which no router sees); else the template of the route that took the request.
+    """
+
+    def __init__(self, app: ASGIApp, *, hsts: bool = False, route: str | None = None) -> None:
         self.app = app
-
-    @classmethod
-    def configure(cls, *, hsts: bool) -> None:
-        cls.headers = security_headers(hsts=hsts)
+        self.headers = security_headers(hsts=hsts)
+        self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = f"{random.getrandbits(64):016x}"  # unique enough to find a request's lines
+        request_id = incoming_request_id(scope) or f"{random.getrandbits(64):016x}"
         scope["stockade.request_id"] = request_id
         set_origin(_origin(scope, request_id))
+        bound = bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = {"code": 0, "bytes": 0}
         extra = [(b"x-request-id", request_id.encode()), *self.headers]
@@ -148,9 +169,79 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            status["code"] = status["code"] or 500  # what the server's error middleware answers
+            raise
         finally:
             if scope["path"] not in QUIET_PATHS and _access_log_enabled():
                 _log_access(scope, status, started, request_id)
+            _count(scope, self.route or route_template(scope), status, started)
+            reset_contextvars(**bound)
+
+
+def incoming_request_id(scope: Scope) -> str | None:
+    """The client's (or load balancer's) ``X-Request-ID`` when it is a short safe token."""
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if REQUEST_ID_RE.fullmatch(text) else None
+    return None
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that took the request (``/api/v1/channels/{channel:path}``),
+    never the path itself; ``unmatched`` when no route took it."""
+    templates = _templates_of(scope.get("app"))
+    for key in ("route", "endpoint"):  # FastAPI routes set both; Starlette routes, mounts: endpoint
+        found = scope.get(key)
+        if found is not None and id(found) in templates:
+            return templates[id(found)]
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED
+
+
+def _templates_of(app: Any) -> dict[int, str]:
+    """``id(route or endpoint) -> full path template`` of an application's routes, made on first
+    use (the router keeps included routes without their prefix)."""
+    state = getattr(app, "state", None)
+    if state is None:
+        return {}
+    templates: dict[int, str] | None = getattr(state, "route_templates", None)
+    if templates is None:
+        templates = {}
+        for route in _flat(app.router.routes):
+            path = getattr(route, "path", None)
+            if not isinstance(path, str):
+                continue
+            original = getattr(route, "original_route", None) or route
+            for target in (
+                original,
+                getattr(original, "endpoint", None),
+                getattr(original, "app", None),
+            ):
+                if target is not None:
+                    templates.setdefault(id(target), path)
+        state.route_templates = templates
+    return templates
+
+
+def _flat(routes: Any) -> Iterator[Any]:
+    """Every route, FastAPI's included routers (resolved lazily) opened up."""
+    for route in routes:
+        nested = getattr(route, "effective_candidates", None)
+        if callable(nested):
+            yield from _flat(nested())
+        else:
+            yield route
+
+
+def _count(scope: Scope, route: str, status: dict[str, Any], started: float) -> None:
+    method = method_label(scope["method"])
+    m = metrics()
+    m.http_requests.labels(method, route, str(status["code"])).inc()
+    m.http_duration.labels(method, route).observe(time.perf_counter() - started)
+    if status["bytes"]:
+        m.http_bytes.labels(route).inc(status["bytes"])
 
 
 def _origin(scope: Scope, request_id: str) -> Origin:
@@ -205,7 +296,12 @@ class HeadAsGetMiddleware:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, send_headers_only)
+        finally:
+            if "route" in as_get:  # the metrics' route label (RequestContextMiddleware)
+                scope["route"] = as_get["route"]
 
 
 def _get_only(scope: Scope) -> bool:

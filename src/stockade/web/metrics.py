@@ -1,0 +1,115 @@
+"""``GET /metrics``: Prometheus metrics, to admins and ``system:read`` tokens unless public.
+
+What the processes count is in ``core/metrics.py``. The job queues are read from the database at
+scrape time by :class:`QueueCollector` (a few indexed counts, cheap enough for every scrape): the
+same figures from whichever replica is scraped, never added up across worker processes.
+
+Queues are intent rows: publications asked for and not yet published (``subdir_indexes``), scans
+asked for (``scan_requests``), mirror runs waiting for a worker (``mirror_runs`` pending) and
+webhook deliveries not yet sent (``webhook_deliveries`` pending). A publication request keeps no
+time of its own, so only its depth is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.responses import Response
+
+from stockade.auth.access import AccessService
+from stockade.auth.permissions import Permission
+from stockade.channels.models import ScanRequest, SubdirIndex
+from stockade.core.clock import utcnow
+from stockade.core.metrics import scrape
+from stockade.mirroring.models import MirrorRun, RunState
+from stockade.vulns.models import DeliveryState, WebhookDelivery
+from stockade.web.deps import ContainerDep, CurrentPrincipal
+
+log = logging.getLogger("stockade.metrics")
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics_endpoint(
+    request: Request, principal: CurrentPrincipal, container: ContainerDep
+) -> Response:
+    if not container.settings.metrics.public:
+        AccessService().require(principal, Permission.SYSTEM_READ)  # 401 / 403 problems
+    body, content_type = scrape(
+        (QueueCollector(container.read_factory),), request.headers.get("accept")
+    )
+    return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+Queue = tuple[str, int, datetime | None]  # (name, depth, oldest request)
+
+
+class QueueCollector(Collector):
+    """Job queue depth and oldest age, read from the database when scraped."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "stockade_database_up", "Whether the database answered this scrape's queue queries"
+        )
+        try:
+            with self.factory() as session:
+                queues = read_queues(session)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: the job queues could not be read: %s", exc.__class__.__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        depth = GaugeMetricFamily(
+            "stockade_job_queue_depth", "Work waiting in each job queue", labels=("queue",)
+        )
+        age = GaugeMetricFamily(
+            "stockade_job_queue_oldest_age_seconds",
+            "Age of the oldest waiting item of each queue (0 when empty)",
+            labels=("queue",),
+        )
+        now = utcnow()
+        for name, count, oldest in queues:
+            depth.add_metric([name], count)
+            if name != "publications":  # a publication request has no time of its own
+                seconds = (now - oldest).total_seconds() if oldest is not None else 0.0
+                age.add_metric([name], max(seconds, 0.0))
+        yield depth
+        yield age
+
+
+def read_queues(session: Session) -> list[Queue]:
+    publications = session.scalar(
+        select(func.count()).where(SubdirIndex.requested_rev > SubdirIndex.published_rev)
+    )
+    scans = session.execute(
+        select(func.count(), func.min(ScanRequest.requested_at)).select_from(ScanRequest)
+    ).one()
+    runs = session.execute(
+        select(func.count(), func.min(MirrorRun.created_at)).where(
+            MirrorRun.state == RunState.PENDING.value
+        )
+    ).one()
+    deliveries = session.execute(
+        select(func.count(), func.min(WebhookDelivery.created_at)).where(
+            WebhookDelivery.state == DeliveryState.PENDING.value
+        )
+    ).one()
+    return [
+        ("publications", int(publications or 0), None),
+        ("scans", int(scans[0]), scans[1]),
+        ("mirror_runs", int(runs[0]), runs[1]),
+        ("webhook_deliveries", int(deliveries[0]), deliveries[1]),
+    ]

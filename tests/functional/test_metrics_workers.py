@@ -1,0 +1,84 @@
+"""``stockade serve --workers 2``: ``/metrics`` on either worker shows the totals of both
+(prometheus-client's multiprocess mode, in ``DATA_DIR/metrics``), and the JSON log of a request
+carries the request id the client sent."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import process
+from tests.support.process import ServerProcess
+from tests.support.server import fresh_database
+
+# SQLite only: what is checked is how worker processes add up their counts and what they log;
+# the database's side of /metrics runs on both backends in test_metrics.
+pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.one_backend]
+
+REQUESTS = 24  # each on a new connection: the kernel spreads them over both workers
+HEALTHZ = re.compile(
+    r'^stockade_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)$', re.M
+)
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
+    wrapper = tmp_path / "stockade-workers"
+    wrapper.write_text(f'#!/bin/sh\nexec "{process.STOCKADE}" "$@" --workers 2\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(process, "STOCKADE", wrapper)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    stale = data_dir / "metrics"
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"left by an earlier run")  # emptied at start
+    with fresh_database("sqlite", data_dir, None) as db_url:
+        server = ServerProcess(
+            data_dir, db_url, startup_timeout=240, env={"STOCKADE_LOG_LEVEL": "info"}
+        )
+        try:
+            yield server.start()
+        finally:
+            server.stop()
+
+
+def _healthz_count(server: ServerProcess) -> float:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        response = http.get("/metrics", headers={"authorization": f"Bearer {server.admin_token}"})
+    assert response.status_code == 200, response.text
+    found = HEALTHZ.search(response.text)
+    return float(found[1]) if found else 0.0
+
+
+def test_a_scrape_of_any_worker_counts_every_worker(two_workers: ServerProcess) -> None:
+    server = two_workers
+    before = [_healthz_count(server) for _ in range(4)]
+    assert len(set(before)) == 1, before  # every worker gives the same total
+    for _ in range(REQUESTS):
+        with httpx.Client(base_url=server.url, timeout=30) as http:  # a new connection each
+            assert http.get("/healthz").status_code == 200
+    after = [_healthz_count(server) for _ in range(8)]
+    assert all(count - before[0] == REQUESTS for count in after), (before, after)
+    files = list((server.data_dir / "metrics").glob("counter_*.db"))
+    pids = {f.stem.rsplit("_", 1)[1] for f in files}
+    assert len(pids) >= 2 and "1" not in pids, files  # both workers counted; the stale file went
+
+    with server.client() as client:
+        response = client.get("/api/v1/channels", headers={"x-request-id": "scrape-test-0042"})
+    assert response.headers["x-request-id"] == "scrape-test-0042"
+    deadline = time.monotonic() + 10  # the line is written once the answer is sent
+    while not (logged := _logged(server, "scrape-test-0042")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged and logged[-1]["path"] == "/api/v1/channels", server.log_tail()
+
+
+def _logged(server: ServerProcess, request_id: str) -> list[dict[str, object]]:
+    lines = server.log_path.read_text().splitlines()
+    parsed = [json.loads(line) for line in lines if line.startswith("{")]
+    return [line for line in parsed if line.get("request_id") == request_id]
