@@ -29,6 +29,7 @@ from stockade.airgap.status import AirgapStatus, airgap_mirrors, airgap_status
 from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError, StockadeError
+from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.mirroring.errors import RunActiveError
 from stockade.mirroring.runs import RunService
@@ -250,7 +251,7 @@ def _request_run(container: Container, principal: Principal, name: str) -> RunRe
         )
     except StockadeError as exc:
         return RunRequested(mirror=name, state="not-started", detail=exc.detail)
-    container.dispatch_run(public.id)
+    hand_off(container.dispatch_run, public.id, "mirror run")
     return RunRequested(mirror=name, state="queued", run_id=public.id, url=public.url)
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from stockade.core.handoff import hand_off
 from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
 from stockade.vulns.advisory_queries import (
@@ -153,7 +154,7 @@ def sync_feed(
         feed = FeedService(session).request_sync(principal, name)
         feed_id = feed.id
         public = feed_public(session, feed)
-    container.dispatch_feed_sync(feed_id)
+    hand_off(container.dispatch_feed_sync, feed_id, "feed sync")
     response.headers["Location"] = public.href
     return public
 
@@ -216,7 +217,8 @@ def curate(
             builds=body.builds,
         )
         public = curation_public(curation_record(session, vuln_id.strip(), row))
-    container.dispatch_webhooks(counts.deliveries)  # matches turned active: after the commit
+    # matches turned active: after the commit
+    hand_off(container.dispatch_webhooks, counts.deliveries, "webhook deliveries")
     return public
 
 

@@ -14,6 +14,7 @@ from stockade.channels.models import Artifact
 from stockade.channels.patching import PatchService
 from stockade.channels.service import ChannelService
 from stockade.channels.signature_state import SignatureState
+from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.scanning.models import ArtifactScan
 from stockade.web.api import uploads
@@ -141,7 +142,8 @@ def copy_files(
             for a in result.artifacts
         ]
         copied = [a.id for a in result.artifacts]
-    container.dispatch_match(copied)  # a move keeps no match: its rows are new ones
+    # a move keeps no match: its rows are new ones
+    hand_off(container.dispatch_match, copied, "matching of artifacts")
     return BulkResult(artifacts=public, skipped=result.skipped)
 
 

@@ -12,6 +12,7 @@ from stockade.auth.permissions import Permission
 from stockade.channels.models import Channel
 from stockade.container import Container
 from stockade.core.clock import utcnow
+from stockade.core.handoff import hand_off
 from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
 from stockade.mirroring.credentials import has_proxy_credentials
@@ -182,7 +183,7 @@ def start_run(
     with transaction(container.factory) as session:
         run = RunService(session, container.secrets).request(principal, name)
         public = run_public(run, name)
-    container.dispatch_run(public.id)
+    hand_off(container.dispatch_run, public.id, "mirror run")
     response.headers["Location"] = public.url
     return public
 

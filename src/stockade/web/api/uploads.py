@@ -21,6 +21,7 @@ from stockade.channels.upload import Refusal, UploadService, ValidatedUpload, va
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError, StockadeError
 from stockade.core.faults import crash_point
+from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.storage.staging import StagedFile
 from stockade.web.api.channels import base_url
@@ -175,7 +176,7 @@ async def upload_files(
     rows = await run_in_threadpool(
         _finish_uploads, container, principal, channel, staged, force=force, expected_subdir=subdir
     )
-    container.dispatch_match([a.id for a, _, _ in rows])
+    hand_off(container.dispatch_match, [a.id for a, _, _ in rows], "matching of artifacts")
     base = base_url(request)
     return UploadResult(uploaded=[artifact_public(a, ch, base, signs=s) for a, ch, s in rows])
 
@@ -195,7 +196,7 @@ async def upload_each(
     rows, refused = await run_in_threadpool(
         _finish_each, container, principal, channel, staged, force=force, expected_subdir=subdir
     )
-    container.dispatch_match([a.id for _, (a, _, _) in rows])
+    hand_off(container.dispatch_match, [a.id for _, (a, _, _) in rows], "matching of artifacts")
     base = base_url(request)
     outcomes = _outcomes(staged, rows, refused, base)
     accepted = sum(o.status is UploadStatus.ACCEPTED for o in outcomes)
@@ -283,6 +284,6 @@ async def put_file(
         expected_sha256=sha256,
         expected_subdir=subdir,
     )
-    container.dispatch_match([a.id for a, _, _ in rows])
+    hand_off(container.dispatch_match, [a.id for a, _, _ in rows], "matching of artifacts")
     artifact, name, signs = rows[0]
     return artifact_public(artifact, name, base_url(request), signs=signs)

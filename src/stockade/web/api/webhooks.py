@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from stockade.auth.models import User
 from stockade.channels.models import Channel
 from stockade.container import Container
+from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.vulns.models import Webhook, WebhookDelivery
 from stockade.vulns.webhooks import WebhookService, WebhookSpec
@@ -159,7 +160,7 @@ def ping_webhook(
     with transaction(container.factory) as session:
         row = _service(session, container).ping(principal, channel, webhook_id)
         public, row_id = delivery_public(row), row.id
-    container.dispatch_webhooks([row_id])
+    hand_off(container.dispatch_webhooks, [row_id], "webhook deliveries")
     return public
 
 
@@ -193,5 +194,5 @@ def redeliver(
     with transaction(container.factory) as session:
         row = _service(session, container).redeliver(principal, channel, webhook_id, delivery_id)
         public, row_id = delivery_public(row), row.id
-    container.dispatch_webhooks([row_id])
+    hand_off(container.dispatch_webhooks, [row_id], "webhook deliveries")
     return public

@@ -20,6 +20,7 @@ from stockade.channels.service import ChannelService
 from stockade.channels.upload import UploadService, ValidatedUpload, validate_upload
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError, StockadeError, TooLargeError
+from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.storage.staging import StagedFile
 from stockade.web.bodies import MULTIPART_SLACK, BodyTooLargeError, read_staged_form
@@ -173,7 +174,7 @@ async def upload(
         return _refused(request, container, principal, channel, error)
     except StockadeError as exc:
         return _refused(request, container, principal, channel, exc)
-    container.dispatch_match(ids)
+    hand_off(container.dispatch_match, ids, "matching of artifacts")
     container.notify_changes()
     return done(files_url(channel), "files-uploaded")
 
@@ -269,7 +270,8 @@ def _bulk(
         values=values,
     )
     if copied:
-        container.dispatch_match(copied)  # a copy is matched in its new channel, as the API does
+        # a copy is matched in its new channel, as the API does
+        hand_off(container.dispatch_match, copied, "matching of artifacts")
     return response
 
 

@@ -22,6 +22,7 @@ from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.channels.browse import version_key
 from stockade.container import Container
+from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.vulns.advisory_queries import (
     check_known_version,
@@ -233,7 +234,8 @@ def curate(
                 note_text(form.note)[: NOTE_MAX + 1],
                 builds=clean(form.builds, 257) or None,
             )
-        container.dispatch_webhooks(counts.deliveries)  # matches turned active: after the commit
+        # matches turned active: after the commit
+        hand_off(container.dispatch_webhooks, counts.deliveries, "webhook deliveries")
         return RedirectResponse(f"{back}?ok=curated#history", status_code=303)
 
     def redraw(error: FormError) -> Response:

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from stockade.auth.principal import Principal
 from stockade.container import Container
+from stockade.core.handoff import hand_off
 from stockade.core.urls import redact_text, redact_url
 from stockade.db.engine import transaction
 from stockade.vulns.feed_check import authorize_source, changed_source, check_feed_source
@@ -259,7 +260,7 @@ def sync_feed(
     def act() -> str:
         with transaction(container.factory) as session:
             feed_id = FeedService(session).request_sync(principal, name).id
-        container.dispatch_feed_sync(feed_id)
+        hand_off(container.dispatch_feed_sync, feed_id, "feed sync")
         return "feed-sync-queued"
 
     return feed_change(request, principal, container, name, csrf_token, act, form="sync")

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.container import Container
+from stockade.core.handoff import hand_off
 from stockade.core.urls import redact_url
 from stockade.db.engine import transaction
 from stockade.mirroring.models import Mirror
@@ -282,7 +283,7 @@ def run_now(
     def change() -> Response:
         with transaction(container.factory) as session:
             run_id = RunService(session, container.secrets).request(principal, name).id
-        container.dispatch_run(run_id)
+        hand_off(container.dispatch_run, run_id, "mirror run")
         return done(MIRRORS if back == "list" else mirror_url(name), "run-started")
 
     return _mirror_change(

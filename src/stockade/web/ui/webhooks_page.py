@@ -27,6 +27,7 @@ from stockade.channels.privacy import refs_for
 from stockade.channels.service import ChannelService
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError
+from stockade.core.handoff import hand_off
 from stockade.core.urls import redact_text, redact_url
 from stockade.db.engine import transaction
 from stockade.vulns.errors import WebhookNotFoundError
@@ -293,7 +294,7 @@ def hook_change(
             channel = channel_of(session, principal, hook_number(webhook_id))
             outcome = act(service(session, container), channel, number, queued)
         if queued:
-            container.dispatch_webhooks(queued)
+            hand_off(container.dispatch_webhooks, queued, "webhook deliveries")
         if isinstance(outcome, NewSecret):
             return hook_page(request, container, principal, number, new=outcome)
         if outcome == "webhook-deleted":
