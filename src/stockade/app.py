@@ -84,7 +84,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.state.container = container
     app.state.jobs = queue
     app.state.blob_responder = BlobResponder(
-        container.blobs, BytesCache(), settings.x_accel_redirect
+        container.blobs, BytesCache(), settings.x_accel_redirect, redirect_s=_redirect_s(settings)
     )
     install_error_handlers(app)
     for api in (
@@ -129,3 +129,11 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.add_middleware(RequestContextMiddleware, hsts=hsts)
     app.add_middleware(TokenPathMiddleware, hsts=hsts)
     return app
+
+
+def _redirect_s(settings: Settings) -> int | None:
+    """Seconds a presigned package URL is valid when downloads redirect to the object store."""
+    s3 = settings.storage.s3
+    if settings.storage.backend == "s3" and s3.downloads == "redirect":
+        return s3.presign_expires_s
+    return None

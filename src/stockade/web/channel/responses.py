@@ -6,8 +6,10 @@ cached index file is a dict lookup and two ``send`` calls, with no thread hop.
 
 Index files are kept in memory (bounded LRU of bytes); so are small package files (up to
 ``SMALL_FILE``, in a smaller LRU of their own: read once in one thread hop, then sent from memory).
-Bigger blobs stream from disk in 1 MiB chunks read off the event loop (memory stays flat), or are
-handed to nginx with ``X-Accel-Redirect`` when configured.
+Bigger blobs stream from the store in 1 MiB chunks read off the event loop (memory stays flat), or
+are handed to nginx with ``X-Accel-Redirect`` when configured. With an S3 store and
+``[storage.s3] downloads = "redirect"``, package files are answered by a 307 to a presigned URL
+(index files and shards are still sent from memory).
 
 When nginx in front caches Stockade's public answers (``proxy_cache``, see
 ``docs/deployment-nginx.md``) it says so with the request header ``X-Stockade-Proxy-Cache``. Public
@@ -23,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
+from functools import partial
 
 import anyio
 from starlette.types import Send
@@ -202,8 +205,13 @@ class BlobResponder:
         cache: BytesCache,
         x_accel: str | None,
         small: BytesCache | None = None,
+        *,
+        redirect_s: int | None = None,
     ) -> None:
         self.blobs = blobs
+        # Package files answered by a redirect to a presigned URL of the object store, valid
+        # this many seconds (``[storage.s3] downloads = "redirect"``); None: sent from here.
+        self.redirect_s = redirect_s
         self.cache = cache
         self.small = small or BytesCache(max_bytes=SMALL_CACHE_BYTES, max_item=SMALL_FILE)
         self.x_accel = x_accel.rstrip("/") + "/" if x_accel else None
@@ -258,9 +266,11 @@ class BlobResponder:
         cache_control: str,
         content_type: str,
         in_memory: bool,
+        filename: str | None = None,
     ) -> tuple[int, int]:
         """Send the blob (or a 304 / 206 / 416); returns the status and the body bytes sent
-        (by nginx for ``X-Accel-Redirect``; 0 for ``HEAD``)."""
+        (by nginx for ``X-Accel-Redirect``, by the object store for a redirect; 0 for
+        ``HEAD``). A package file (``filename``) may be answered by a redirect."""
         hdrs = await self.headers_for(sha256, modified, cache_control, content_type)
         if (info.if_none_match is not None or info.if_modified_since) and not_modified(
             info, f'"{sha256}"', modified
@@ -269,6 +279,8 @@ class BlobResponder:
             return 304, 0
         size = hdrs.size
         head = info.method == "HEAD"
+        if self.redirect_s and filename and not head and not in_memory:
+            return await self._redirect(send, info, sha256, size, filename, hdrs)
         if (
             self.x_accel
             and not head
@@ -309,6 +321,41 @@ class BlobResponder:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await self._stream(send, sha256, start, end)
         return status, 0 if head else end - start + 1
+
+    async def _redirect(
+        self,
+        send: Send,
+        info: RequestInfo,
+        sha256: str,
+        size: int,
+        filename: str,
+        hdrs: BlobHeaders,
+    ) -> tuple[int, int]:
+        """A 307 to a presigned URL of the object store, whose answer carries this file's
+        Content-Type and Cache-Control (and a Range the client sends again). The redirect
+        itself is never cached: its URL expires. Returned as the download it hands out."""
+        ctype = next(v for k, v in hdrs.ok if k == b"content-type").decode()
+        cc = next(v for k, v in hdrs.ok if k == b"cache-control").decode()
+        url = await anyio.to_thread.run_sync(
+            partial(
+                self.blobs.presigned_url,
+                sha256,
+                filename,
+                self.redirect_s or 300,
+                content_type=ctype,
+                cache_control=cc,
+            )
+        )
+        if url is None:
+            raise RuntimeError("redirect_s is set for a blob store without presigned URLs")
+        location = [(b"location", url.encode()), (b"cache-control", b"no-store")]
+        await send_simple(send, 307, [*location, (b"content-length", b"0")])
+        span = parse_range(info.range, size) if info.range else None
+        if info.if_range is not None and info.if_range.strip() != f'"{sha256}"':
+            span = None
+        if isinstance(span, tuple):
+            return 206, span[1] - span[0] + 1
+        return (416, 0) if span == "invalid" else (200, size)
 
     async def _stream(self, send: Send, sha256: str, start: int, end: int) -> None:
         """Send bytes ``start..end`` of a blob in chunks; memory stays at one chunk in flight."""

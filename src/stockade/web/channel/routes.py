@@ -322,6 +322,7 @@ class CondaApp:
             cache_control=UNJUDGED if artifact.pending else cache_control,
             content_type=ctype,
             in_memory=False,
+            filename=filename,  # with S3 and downloads = "redirect": a 307 to the store
         )
         if self._downloads.enabled and info.method == "GET":  # a HEAD downloads nothing
             self._record_download(scope, ref, artifact, status, sent)

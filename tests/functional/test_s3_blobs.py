@@ -1,0 +1,200 @@
+"""A live server with its blobs in S3 (moto's real server, ``tests/support/s3.py``): uploads go to
+the bucket, scans read through it, conda clients download by a redirect to a presigned URL (or
+streamed by the server, per ``[storage.s3] downloads``), with the same bytes, access checks,
+caching headers and download records as from the filesystem."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stockade.audit.downloads import Download, write_batch
+from stockade.db.engine import transaction
+from stockade.web.channel.responses import SMALL_FILE
+from tests.conftest import own_server
+from tests.factories.packages import PackageSpec, build_conda, file
+from tests.support.conda_client import install_records, solve_specs
+from tests.support.s3 import S3Server
+from tests.support.server import LiveServer
+
+# SQLite only: the database plays no part here (the blob store does); serving, access and download
+# records run on both database backends in test_downloads.py and test_conda_client.py.
+pytestmark = [pytest.mark.functional, pytest.mark.one_backend]
+
+PACKAGE = "empty-0.1.0-h4616a5c_0.conda"  # noarch, no dependencies
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@dataclass
+class S3World:
+    live: LiveServer
+    s3: S3Server
+    bucket: str
+    public: str  # channel holding PACKAGE
+    private: str  # private channel holding PACKAGE
+    data: bytes  # PACKAGE's bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def servable(live: LiveServer, path: str, timeout: float = 60) -> None:
+    """Wait for the upload's verdict: its scan read the file through the store."""
+    deadline = time.monotonic() + timeout
+    while live.admin.head(path).status_code != 200:
+        assert time.monotonic() < deadline, f"{path} was not served within {timeout}s"
+        time.sleep(0.05)
+
+
+def world_on(
+    s3: S3Server, tmp_path_factory: pytest.TempPathFactory, testdata: Path, downloads: str
+) -> Iterator[S3World]:
+    bucket = s3.new_bucket()
+    storage = s3.storage(bucket, downloads=downloads, presign_expires_s=120)
+    with own_server(
+        "sqlite",
+        tmp_path_factory,
+        f"s3-{downloads}",
+        storage=storage,
+        downloads={"flush_interval_s": 0.05},
+    ) as live:
+        package = testdata / "packages" / PACKAGE
+        public, private = live.new_channel("public", "s3-open"), live.new_channel("private", "s3-x")
+        for channel in (public, private):
+            assert live.upload(channel, package).status_code == 201
+            live.wait_published(channel)
+            servable(live, f"/conda/{channel}/noarch/{PACKAGE}")
+        yield S3World(live, s3, bucket, public, private, package.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def redirect(
+    s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory, testdata: Path
+) -> Iterator[S3World]:
+    yield from world_on(s3_server, tmp_path_factory, testdata, "redirect")
+
+
+@pytest.fixture(scope="module")
+def stream(
+    s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory, testdata: Path
+) -> Iterator[S3World]:
+    yield from world_on(s3_server, tmp_path_factory, testdata, "stream")
+
+
+def recorded(live: LiveServer, filename: str) -> list[dict[str, object]]:
+    def write(batch: list[Download]) -> None:
+        with transaction(live.container.factory) as session:
+            write_batch(session, batch)
+
+    live.container.downloads.flush(write, drain=True)
+    r = live.admin.get("/api/v1/downloads", params={"limit": 1000})
+    assert r.status_code == 200, r.text
+    return [row for row in r.json()["downloads"] if row["filename"] == filename]
+
+
+def test_blobs_live_in_the_bucket_not_on_disk(redirect: S3World) -> None:
+    keys = [
+        item["Key"]
+        for page in redirect.s3.client.get_paginator("list_objects_v2").paginate(
+            Bucket=redirect.bucket
+        )
+        for item in page.get("Contents", [])
+    ]
+    sha = redirect.sha256
+    assert f"{sha[:2]}/{sha[2:4]}/{sha}" in keys
+    assert len(keys) > 1  # index files and shards too
+    data_dir = redirect.live.settings.data_dir
+    assert not [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]
+    assert not list((data_dir / "s3-staging").iterdir())  # uploads and scan copies are gone
+
+
+def test_a_download_redirects_to_the_same_bytes(redirect: S3World) -> None:
+    conda = redirect.live.client()
+    path = f"/conda/{redirect.public}/noarch/{PACKAGE}"
+    first = conda.get(path)
+    assert first.status_code == 307
+    location = first.headers["location"]
+    assert location.startswith(redirect.s3.endpoint + "/")
+    assert first.headers["cache-control"] == "no-store"  # the URL expires: never cached
+    got = httpx.get(location)
+    assert got.status_code == 200
+    assert hashlib.sha256(got.content).hexdigest() == redirect.sha256
+    assert got.headers["cache-control"] == IMMUTABLE  # as when Stockade sends the file
+    assert got.headers["content-type"] == "application/octet-stream"
+    assert got.headers["content-disposition"] == f'attachment; filename="{PACKAGE}"'
+    ranged = conda.get(path, headers={"range": "bytes=0-9"}, follow_redirects=True)
+    assert ranged.status_code == 206 and ranged.content == redirect.data[:10]
+    head = conda.head(path)  # answered here: size and headers, no redirect
+    assert head.status_code == 200 and "location" not in head.headers
+    assert int(head.headers["content-length"]) == len(redirect.data)
+    assert conda.get(path, headers={"if-none-match": f'"{redirect.sha256}"'}).status_code == 304
+    index = conda.get(f"/conda/{redirect.public}/noarch/repodata.json")
+    assert index.status_code == 200  # index files are sent from memory, not redirected
+    assert index.json()["packages.conda"][PACKAGE]["sha256"] == redirect.sha256
+    rows = recorded(redirect.live, PACKAGE)
+    assert sorted((row["status"], row["bytes"]) for row in rows) == [
+        (200, len(redirect.data)),
+        (206, 10),
+        (304, 0),
+    ]
+
+
+def test_private_downloads_are_checked_before_the_redirect(redirect: S3World) -> None:
+    path = f"/conda/{redirect.private}/noarch/{PACKAGE}"
+    anonymous = redirect.live.client().get(path)
+    assert anonymous.status_code == 401 and "location" not in anonymous.headers
+    token = redirect.live.admin_token
+    answer = redirect.live.client().get(f"/t/{token}/conda/{redirect.private}/noarch/{PACKAGE}")
+    assert answer.status_code == 307
+    assert token not in answer.headers["location"]
+    got = httpx.get(answer.headers["location"])
+    assert got.content == redirect.data
+    assert got.headers["cache-control"] == IMMUTABLE.replace("public", "private")
+
+
+def test_a_conda_client_installs_through_the_redirect(redirect: S3World, tmp_path: Path) -> None:
+    url = f"{redirect.live.url}/conda/{redirect.public}"
+    records = solve_specs(url, ["empty"], tmp_path / "cache")
+    assert [(r.name.normalized, r.sha256.hex()) for r in records] == [("empty", redirect.sha256)]
+    install_records(records, tmp_path / "env", tmp_path / "pkgs")
+    assert (tmp_path / "env" / "conda-meta" / "empty-0.1.0-h4616a5c_0.json").is_file()
+
+
+def test_stream_mode_sends_the_bytes_itself(stream: S3World) -> None:
+    conda = stream.live.client()
+    path = f"/conda/{stream.public}/noarch/{PACKAGE}"
+    full = conda.get(path)
+    assert full.status_code == 200, full.text
+    assert hashlib.sha256(full.content).hexdigest() == stream.sha256
+    assert full.headers["cache-control"] == IMMUTABLE
+    assert full.headers["etag"] == f'"{stream.sha256}"'
+    tail = conda.get(path, headers={"range": "bytes=100-"})
+    assert tail.status_code == 206 and tail.content == stream.data[100:]
+    token = stream.live.admin_token
+    private = conda.get(f"/t/{token}/conda/{stream.private}/noarch/{PACKAGE}")
+    assert private.status_code == 200 and private.content == stream.data
+    assert [row["status"] for row in recorded(stream.live, PACKAGE)].count(200) == 2
+
+
+def test_stream_mode_streams_big_files_in_ranges(stream: S3World, tmp_path: Path) -> None:
+    """Above the in-memory size, the file streams from the store; a range starts a ranged GET."""
+    spec = PackageSpec(name="bigpkg", payload=(file("lib/big.bin", os.urandom(700_000)),))
+    path = build_conda(tmp_path, spec)
+    data = path.read_bytes()
+    assert len(data) > SMALL_FILE
+    assert stream.live.upload(stream.public, path).status_code == 201
+    url = f"/conda/{stream.public}/noarch/{path.name}"
+    servable(stream.live, url)
+    conda = stream.live.client()
+    full = conda.get(url)
+    assert full.status_code == 200 and full.content == data
+    middle = conda.get(url, headers={"range": "bytes=300000-500000"})
+    assert middle.status_code == 206 and middle.content == data[300000:500001]
