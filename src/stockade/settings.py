@@ -572,6 +572,16 @@ class MetricsSettings(BaseModel):
         description="anyone may read /metrics; else an admin or a token with system:read "
         "(Authorization: Bearer stk-…, as Prometheus sends it)",
     )
+    worker_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="`stockade worker` serves its own job metrics (mirror runs, scans, feed "
+        "syncs, publications) on this port at /metrics, without authentication; unset: none",
+    )
+    worker_host: str = Field(
+        default="127.0.0.1", description="address the worker's metrics port listens on"
+    )
 
 
 class Settings(BaseSettings):

@@ -1,21 +1,28 @@
-"""``stockade serve --workers 2``: ``/metrics`` on either worker shows the totals of both
-(prometheus-client's multiprocess mode, in ``DATA_DIR/metrics``), and the JSON log of a request
-carries the request id the client sent."""
+"""Metrics of several processes: with ``stockade serve --workers 2``, ``/metrics`` on either
+worker shows the totals of both (prometheus-client's multiprocess mode, in ``DATA_DIR/metrics``),
+and the JSON log of a request carries the request id the client sent; a ``stockade worker``
+serves the metrics of the jobs it runs on ``metrics.worker_port``."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support import process
+from tests.support.mirror_data import TEST_RECIPES
+from tests.support.mirror_runs import create_mirror, start_run, wait_for, wait_run
 from tests.support.process import ServerProcess
-from tests.support.server import fresh_database
+from tests.support.server import free_port, fresh_database, run_server
 
 # SQLite only: what is checked is how worker processes add up their counts and what they log;
 # the database's side of /metrics runs on both backends in test_metrics.
@@ -82,3 +89,67 @@ def _logged(server: ServerProcess, request_id: str) -> list[dict[str, object]]:
     lines = server.log_path.read_text().splitlines()
     parsed = [json.loads(line) for line in lines if line.startswith("{")]
     return [line for line in parsed if line.get("request_id") == request_id]
+
+
+def test_a_worker_serves_the_metrics_of_the_jobs_it_runs(tmp_path: Path) -> None:
+    """A mirror run (and the publication after it) done by a ``stockade worker`` is counted
+    there, on metrics.worker_port: no web replica ever sees it."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    port = free_port()
+    with (
+        fresh_database("sqlite", data_dir, None, migrated=True) as db_url,
+        run_server(data_dir, db_url, embedded_worker=False) as server,
+        _worker(data_dir, db_url, port) as worker,
+    ):
+
+        def alive() -> None:
+            assert worker.poll() is None, (data_dir / "worker.log").read_text()[-3000:]
+
+        scrape = f"http://127.0.0.1:{port}/metrics"
+        wait_for(lambda: _answers(scrape), "the worker's metrics port", timeout=120, alive=alive)
+        mirror = f"mm-{uuid.uuid4().hex[:10]}"
+        create_mirror(server.admin, mirror, TEST_RECIPES.as_uri(), subdirs=["noarch"])
+        run = wait_run(server.admin, start_run(server.admin, mirror), timeout=120, alive=alive)
+        assert run["state"] == "completed", run
+
+        def counted() -> str | None:
+            body = httpx.get(scrape, timeout=10).text
+            done = 'stockade_mirror_runs_total{outcome="completed"} 1.0' in body
+            published = re.search(r"^stockade_publication_latency_seconds_count [1-9]", body, re.M)
+            return body if done and published else None
+
+        wait_for(counted, "the run and its publication counted", timeout=60, alive=alive)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def _worker(data_dir: Path, db_url: str, metrics_port: int) -> Iterator[subprocess.Popen[bytes]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE_")}
+    env.update(
+        STOCKADE_DATA_DIR=str(data_dir),
+        STOCKADE_DATABASE_URL=db_url,
+        STOCKADE_METRICS__WORKER_PORT=str(metrics_port),
+        STOCKADE_PUBLICATION__COALESCE_MS="20",
+        STOCKADE_VULNS__DEFAULT_FEEDS="false",
+        PYTHONPYCACHEPREFIX=str(process.PYCACHE),
+    )
+    with (data_dir / "worker.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [str(process.STOCKADE), "worker"], env=env, cwd=data_dir, stdout=log, stderr=log
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)

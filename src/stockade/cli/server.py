@@ -195,6 +195,9 @@ def worker(
     any number of workers (and of serve replicas): periodic jobs run once per due time across
     all of them. Uses Redis when jobs.redis_url is set (workers on any machine), else the SQLite
     queue under the data folder (on the same machine as `stockade serve`).
+
+    With metrics.worker_port set, the worker serves the metrics of the jobs it runs at
+    http://metrics.worker_host:PORT/metrics (no authentication: keep it on a private address).
     """
     from stockade.container import Container
     from stockade.core.logging import configure_logging
@@ -210,7 +213,21 @@ def worker(
     container = Container.build(settings)
     queue = "Redis" if settings.jobs.redis_url else f"SQLite ({settings.data_dir / 'jobs.db'})"
     out.print(f"Stockade worker: {settings.jobs.workers} job threads, queue on {queue}")
+    _worker_metrics(settings)
     run_worker(container)
+
+
+def _worker_metrics(settings: Settings) -> None:
+    from stockade.core.metrics import serve_process_metrics
+
+    port = settings.metrics.worker_port
+    if port is None:
+        return
+    try:
+        serve_process_metrics(settings.metrics.worker_host, port)
+    except OSError as exc:
+        fail(f"metrics.worker_port: cannot listen on {settings.metrics.worker_host}:{port}: {exc}")
+    out.print(f"metrics on http://{settings.metrics.worker_host}:{port}/metrics")
 
 
 @db_app.command("upgrade")

@@ -138,6 +138,17 @@ def mark_process_dead(pid: int | None = None) -> None:
     mp.mark_process_dead(os.getpid() if pid is None else pid)  # type: ignore[no-untyped-call]
 
 
+def serve_process_metrics(host: str, port: int) -> None:
+    """This process's metrics at ``http://host:port/metrics``, from a thread of prometheus-client
+    (``stockade worker``: the jobs it runs are counted in it, not in any web replica)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in metrics().collectors():
+        registry.register(collector)
+    start_http_server(port, addr=host, registry=registry)
+
+
 def scrape(extra: tuple[Collector, ...] = (), accept: str | None = None) -> tuple[bytes, str]:
     """Every metric of this process (or, in multiprocess mode, of every worker process) and
     ``extra`` collectors, encoded for the ``Accept`` header given; returns (body, content type)."""
