@@ -55,6 +55,7 @@ def test_requests_are_counted_under_their_route_template(live_server: LiveServer
         assert anonymous.get(token_url).status_code == 200
         assert anonymous.get(f"/conda/{name}/noarch/repodata.json").status_code in (401, 404)
         assert anonymous.get(f"/nowhere/{name}").status_code == 404
+        assert anonymous.request("PROPFIND", "/api/v1/channels").status_code == 405
     after = scrape(live_server)
 
     template = "/api/v1/channels/{channel:path}"
@@ -63,6 +64,12 @@ def test_requests_are_counted_under_their_route_template(live_server: LiveServer
     assert count(after, conda, 200) - count(before, conda, 200) >= 3
     assert count(after, "unmatched", 404) - count(before, "unmatched", 404) >= 3
     assert name not in after  # not in any label, of any metric
+    assert "PROPFIND" not in after  # a method of the client's own is "other"
+    assert (
+        count(after, "/api/v1/channels", 405, "other")
+        - count(before, "/api/v1/channels", 405, "other")
+        >= 3
+    )
     assert live_server.admin_token not in after
     sent = samples(after, "stockade_http_response_bytes_total")
     assert sent.get(f'route="{conda}"', 0) > 0

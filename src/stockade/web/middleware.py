@@ -13,6 +13,7 @@ class: two applications built in one process with different settings stay apart.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
@@ -236,12 +237,22 @@ def _flat(routes: Any) -> Iterator[Any]:
 
 
 def _count(scope: Scope, route: str, status: dict[str, Any], started: float) -> None:
-    method = method_label(scope["method"])
-    m = metrics()
-    m.http_requests.labels(method, route, str(status["code"])).inc()
-    m.http_duration.labels(method, route).observe(time.perf_counter() - started)
+    requests, duration, sent = _series(method_label(scope["method"]), route, status["code"])
+    requests.inc()
+    duration.observe(time.perf_counter() - started)
     if status["bytes"]:
-        m.http_bytes.labels(route).inc(status["bytes"])
+        sent.inc(status["bytes"])
+
+
+@functools.cache  # bounded: methods, route templates and status codes are fixed sets
+def _series(method: str, route: str, code: int) -> tuple[Any, Any, Any]:
+    """The labelled series of one kind of request (``labels()`` on every request cost ~10 µs)."""
+    m = metrics()
+    return (
+        m.http_requests.labels(method, route, str(code)),
+        m.http_duration.labels(method, route),
+        m.http_bytes.labels(route),
+    )
 
 
 def _origin(scope: Scope, request_id: str) -> Origin:
