@@ -26,7 +26,7 @@ from tests.support.server import LiveServer
 
 # SQLite only: the database plays no part here (the blob store does); serving, access and download
 # records run on both database backends in test_downloads.py and test_conda_client.py.
-pytestmark = [pytest.mark.functional, pytest.mark.one_backend]
+pytestmark = [pytest.mark.functional, pytest.mark.one_backend, pytest.mark.xdist_group("s3")]
 
 PACKAGE = "empty-0.1.0-h4616a5c_0.conda"  # noarch, no dependencies
 IMMUTABLE = "public, max-age=31536000, immutable"

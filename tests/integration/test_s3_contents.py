@@ -28,8 +28,9 @@ pytestmark = pytest.mark.one_backend
 LINK_SCRIPTS = "link-scripts-0.1.0-h4616a5c_0.conda"  # has pre-link / post-link scripts
 
 
-@pytest.fixture
-def container(s3_server: S3Server, tmp_path: Path) -> Iterator[Container]:
+@pytest.fixture(scope="module")
+def container(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    tmp_path = tmp_path_factory.mktemp("s3-contents")
     with fresh_database("sqlite", tmp_path, None, migrated=True) as url:
         settings = load_settings(
             data_dir=tmp_path, database_url=url, storage=s3_server.storage(s3_server.new_bucket())
