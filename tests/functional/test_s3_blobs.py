@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from stockade.audit.downloads import Download, write_batch
 from stockade.db.engine import transaction
 from stockade.web.channel.responses import SMALL_FILE
-from tests.conftest import own_server
 from tests.factories.packages import PackageSpec, build_conda, file
 from tests.support.conda_client import install_records, solve_specs
 from tests.support.s3 import S3Server
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, fresh_database, run_server
+from tests.support.signing import Trust, post_metadata, put_key
 
 # SQLite only: the database plays no part here (the blob store does); serving, access and download
 # records run on both database backends in test_downloads.py and test_conda_client.py.
@@ -55,17 +56,24 @@ def servable(live: LiveServer, path: str, timeout: float = 60) -> None:
 
 
 def world_on(
-    s3: S3Server, tmp_path_factory: pytest.TempPathFactory, testdata: Path, downloads: str
+    s3: S3Server,
+    tmp_path_factory: pytest.TempPathFactory,
+    testdata: Path,
+    downloads: str,
+    trust: Trust | None = None,
 ) -> Iterator[S3World]:
+    """A live server on a new bucket; with ``trust``, it signs records (its pkg_mgr key)."""
     bucket = s3.new_bucket()
     storage = s3.storage(bucket, downloads=downloads, presign_expires_s=120)
-    with own_server(
-        "sqlite",
-        tmp_path_factory,
-        f"s3-{downloads}",
-        storage=storage,
-        downloads={"flush_interval_s": 0.05},
-    ) as live:
+    data_dir = tmp_path_factory.mktemp(f"s3-{downloads}")
+    if trust is not None:
+        put_key(data_dir / "keys", trust.pkg_mgr)
+    with (
+        fresh_database("sqlite", data_dir, None, migrated=True) as db_url,
+        run_server(data_dir, db_url, storage=storage, downloads={"flush_interval_s": 0.05}) as live,
+    ):
+        if trust is not None:
+            assert post_metadata(live.admin, trust.roots, trust.key_mgr_env).status_code == 200
         package = testdata / "packages" / PACKAGE
         public, private = live.new_channel("public", "s3-open"), live.new_channel("private", "s3-x")
         for channel in (public, private):
@@ -86,7 +94,7 @@ def redirect(
 def stream(
     s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory, testdata: Path
 ) -> Iterator[S3World]:
-    yield from world_on(s3_server, tmp_path_factory, testdata, "stream")
+    yield from world_on(s3_server, tmp_path_factory, testdata, "stream", Trust.new())
 
 
 def recorded(live: LiveServer, filename: str) -> list[dict[str, object]]:
@@ -198,3 +206,17 @@ def test_stream_mode_streams_big_files_in_ranges(stream: S3World, tmp_path: Path
     assert full.status_code == 200 and full.content == data
     middle = conda.get(url, headers={"range": "bytes=300000-500000"})
     assert middle.status_code == 206 and middle.content == data[300000:500001]
+
+
+def test_an_air_gap_export_reads_package_files_through_the_store(stream: S3World) -> None:
+    """The export's members come from the bucket (signed records: the server signs with S3)."""
+    planned = stream.live.admin.post("/api/v1/airgap/exports", json={"channel": stream.public})
+    assert planned.status_code == 201, planned.text
+    members = f"/api/v1/airgap/exports/{planned.json()['bundle_id']}/members"
+    manifest = orjson.loads(stream.live.admin.get(f"{members}/manifest.json").content)
+    sha = manifest["files"][f"pkgs/noarch/{PACKAGE}"]["sha256"]
+    assert sha == stream.sha256
+    got = stream.live.admin.get(f"{members}/pkgs/noarch/{PACKAGE}", params={"sha256": sha})
+    assert got.status_code == 200, got.text
+    assert got.content == stream.data
+    assert got.headers["x-sha256"] == sha
