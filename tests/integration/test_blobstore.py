@@ -102,10 +102,13 @@ def test_streaming_open_reads_in_chunks_and_seeks(store: BlobStore) -> None:
         assert fh.read(10) == data[:10]
         fh.seek(MIB + 5)
         assert fh.read(100) == data[MIB + 5 : MIB + 105]
+        fh.seek(5)
+        assert fh.read() == data[5:]
         fh.seek(0)
         chunks = list(iter(lambda: fh.read(256 * 1024), b""))
     assert b"".join(chunks) == data
     assert max(len(c) for c in chunks) == 256 * 1024
+    assert store.read_bytes(sha) == data
 
 
 def test_missing_blob_and_bad_names(store: BlobStore) -> None:
@@ -256,6 +259,11 @@ def test_s3_errors_other_than_not_found_are_never_swallowed(
         no_bucket.put_bytes(b"x")
     with pytest.raises(BlobStoreUnavailableError, match="NoSuchBucket"):
         no_bucket.open("0" * 64)
+    staged = no_bucket.staging_dir() / "staged"
+    staged.write_bytes(b"x")
+    with pytest.raises(BlobStoreUnavailableError, match="NoSuchBucket"):
+        no_bucket.put_file(staged, hashlib.sha256(b"x").hexdigest())
+    assert staged.exists()  # not stored: the caller still owns it
     with pytest.raises(BlobStoreUnavailableError):
         list(no_bucket.iter_all())
     down = boto3.session.Session().client(

@@ -14,10 +14,12 @@ import hashlib
 import io
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -99,7 +101,7 @@ class S3BlobStore:
             if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
                 raise BlobNotFoundError(f"blob {sha256} is missing") from None
             raise self._unavailable(action, sha256, exc) from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: S3UploadFailedError
             raise self._unavailable(action, sha256, exc) from exc
 
     def _head(self, sha256: str) -> dict[str, Any]:
@@ -170,8 +172,15 @@ class S3BlobStore:
         return io.BufferedReader(raw, buffer_size=READ_CHUNK)
 
     def read_bytes(self, sha256: str) -> bytes:
-        with self.open(sha256) as fh:
-            return fh.read()
+        got = self._get(sha256)
+        size = int(got["ContentLength"])
+        with _reading(sha256):
+            data: bytes = got["Body"].read()
+        if len(data) != size:
+            raise BlobStoreUnavailableError(
+                f"blob {sha256}: the object store sent {len(data)} of {size} bytes"
+            )
+        return data
 
     def local_path(self, sha256: str) -> Path | None:
         return None
@@ -230,6 +239,17 @@ class S3BlobStore:
             raise BlobIntegrityError(f"blob {sha256} has sha256 {digest.hexdigest()}")
 
 
+@contextmanager
+def _reading(sha256: str) -> Iterator[None]:
+    """A failure while a body is read (timeout, connection reset) is the store's."""
+    try:
+        yield
+    except BotoCoreError as exc:
+        raise BlobStoreUnavailableError(
+            f"blob {sha256}: reading from the object store failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _safe_name(filename: str) -> str:
     return _UNSAFE_NAME.sub("_", filename.rsplit("/", 1)[-1])[:200] or "download"
 
@@ -277,7 +297,8 @@ class _ObjectReader(io.RawIOBase):
         if self._body is None:
             self._body = self._fetch(self._pos)["Body"]
         view = memoryview(buffer).cast("B")
-        data = self._body.read(len(view))
+        with _reading(self._sha256):
+            data = self._body.read(len(view))
         if not data:
             raise BlobStoreUnavailableError(
                 f"blob {self._sha256}: the object store's answer ended at byte {self._pos} "
@@ -286,6 +307,13 @@ class _ObjectReader(io.RawIOBase):
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)
+
+    def readall(self) -> bytes:
+        """The rest, in big reads (``RawIOBase.readall`` reads 8 KiB at a time)."""
+        parts = []
+        while block := self.read(READ_CHUNK):
+            parts.append(block)
+        return b"".join(parts)
 
     def _drop_body(self) -> None:
         if self._body is not None:
