@@ -5,7 +5,8 @@ scrape time by :class:`QueueCollector` (a few indexed counts, cheap enough for e
 same figures from whichever replica is scraped, never added up across worker processes.
 
 Queues are intent rows: publications asked for and not yet published (``subdir_indexes``), scans
-asked for (``scan_requests``), mirror runs waiting for a worker (``mirror_runs`` pending) and
+asked for (``scan_requests``), mirror runs waiting for a worker (``mirror_runs`` pending),
+mirrors whose schedule is past due and not yet taken by a scheduler (``mirror_schedules``), and
 webhook deliveries not yet sent (``webhook_deliveries`` pending). A publication request keeps no
 time of its own, so only its depth is given.
 """
@@ -29,7 +30,7 @@ from stockade.auth.permissions import Permission
 from stockade.channels.models import ScanRequest, SubdirIndex
 from stockade.core.clock import utcnow
 from stockade.core.metrics import scrape
-from stockade.mirroring.models import MirrorRun, RunState
+from stockade.mirroring.models import Mirror, MirrorRun, RunState
 from stockade.vulns.models import DeliveryState, WebhookDelivery
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 
@@ -102,6 +103,14 @@ def read_queues(session: Session) -> list[Queue]:
             MirrorRun.state == RunState.PENDING.value
         )
     ).one()
+    now = utcnow()
+    schedules = session.execute(
+        select(func.count(), func.min(Mirror.next_run_at)).where(
+            Mirror.enabled.is_(True),
+            Mirror.schedule.is_not(None),
+            Mirror.next_run_at <= now,
+        )
+    ).one()
     deliveries = session.execute(
         select(func.count(), func.min(WebhookDelivery.created_at)).where(
             WebhookDelivery.state == DeliveryState.PENDING.value
@@ -111,5 +120,6 @@ def read_queues(session: Session) -> list[Queue]:
         ("publications", int(publications or 0), None),
         ("scans", int(scans[0]), scans[1]),
         ("mirror_runs", int(runs[0]), runs[1]),
+        ("mirror_schedules", int(schedules[0]), schedules[1]),
         ("webhook_deliveries", int(deliveries[0]), deliveries[1]),
     ]
