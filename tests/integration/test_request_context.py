@@ -126,9 +126,10 @@ def test_every_log_line_of_a_request_carries_its_id(
     assert "request_id" not in _lines(json_logs)[0]
 
 
-@pytest.mark.parametrize(
-    "sent", ["", "has space", "x" * 65, "a/b", "-leading-dash", 'quote"d', "\u00e9t\u00e9"]
-)
+UNSAFE_IDS = ["", "has space", "x" * 65, "a/b", "-leading-dash", 'quote"d', "\u00e9t\u00e9"]
+
+
+@pytest.mark.parametrize("sent", [*UNSAFE_IDS, "stk-" + "a1" * 12])  # the last: a token
 def test_an_unsafe_request_id_is_replaced(sent: str, json_logs: pytest.CaptureFixture[str]) -> None:
     configure_logging("info", "json")
     raw = [(b"x-request-id", sent.encode())]

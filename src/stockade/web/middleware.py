@@ -185,7 +185,9 @@ def incoming_request_id(scope: Scope) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == b"x-request-id":
             text = value.decode("latin-1")
-            return text if REQUEST_ID_RE.fullmatch(text) else None
+            # never a token (logged as the client sent it, in the access log and audit events)
+            safe = REQUEST_ID_RE.fullmatch(text) and scrub(text) == text
+            return text if safe else None
     return None
 
 
