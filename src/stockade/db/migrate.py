@@ -32,7 +32,44 @@ def upgrade(url: str, revision: str = "head") -> None:
         return
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    if not url.startswith("sqlite"):
+        command.upgrade(alembic_config(url), revision)
+        return
+    _upgrade_sqlite(url, revision)
+
+
+def _upgrade_sqlite(url: str, revision: str) -> None:
+    """SQLite alters a table by rebuilding it (a copy, then the old one dropped): with foreign
+    keys enforced, the drop deletes every child row declared ``ON DELETE CASCADE`` (0002 emptied
+    ``api_tokens``, ``web_sessions`` and ``group_members``, 0008 ``subdir_shards``). Foreign keys
+    are off while migrations run, as SQLite documents for schema changes, and checked after."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from stockade.core.errors import StockadeError
+    from stockade.db.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            # outside a transaction (where the pragma is a no-op): on the driver's connection
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA foreign_keys=OFF")
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+            broken = connection.execute(text("PRAGMA foreign_key_check")).all()
+            connection.rollback()
+    finally:
+        engine.dispose()
+    if broken:
+        tables = sorted({str(row[0]) for row in broken})
+        raise StockadeError(
+            f"after migrating, rows of {', '.join(tables)} name rows that do not exist",
+            code="db:foreign-keys",
+        )
 
 
 def head_revisions() -> frozenset[str] | None:
