@@ -102,6 +102,8 @@ def _trial(
         victim = rng.choice(cluster.names(rng.choice(KINDS)))
         kill_at = rng.uniform(0.0, 3.0)
         _run_burst(cluster, burst, tmp_path, rng, victim, kill_at)
+        answered_5xx = {n: s for n, s in burst.refused.items() if s.startswith("5")}
+        assert not answered_5xx, f"uploads answered with a server error: {answered_5xx}"
         _converge(cluster, client, burst)
         runs = [(r["state"], r["attempt"]) for r in mirror_runs(cluster.db_url, burst.mirror)]
         print(
@@ -117,7 +119,8 @@ def _trial(
 
 def _client(cluster: Cluster) -> httpx.Client:
     headers = {"authorization": f"Bearer {cluster.admin_token}"}
-    return httpx.Client(base_url=cluster.url, headers=headers, timeout=60)
+    # as conda does: a download may redirect to the object store (presigned URL)
+    return httpx.Client(base_url=cluster.url, headers=headers, timeout=60, follow_redirects=True)
 
 
 def _prepare(client: httpx.Client, source: str, tmp_path: Path, rng: random.Random) -> Burst:

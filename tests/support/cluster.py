@@ -12,7 +12,8 @@ with SIGKILL and started again; the others keep running::
         c.names("replica")                   # ["replica-0", "replica-1"]
 
 Blobs: :data:`BLOBS` chooses a shared blob folder (``filesystem``: every process has the same data
-folder) or an S3 server (``s3``: moto's server mode, :mod:`tests.support.s3`).
+folder) or an S3 server (``s3``: moto's server mode, :mod:`tests.support.s3`; each process has a
+data folder of its own, and package downloads redirect to presigned URLs of the store).
 Redis runs with its append-only file synced at every write, as a job broker is deployed: a killed
 Redis comes back with every job it had acknowledged.
 """
@@ -39,7 +40,9 @@ from tests.support.balancer import Balancer
 from tests.support.process import PYCACHE, STOCKADE, ServerProcess
 from tests.support.server import free_port, fresh_database
 
-BLOBS: Literal["filesystem", "s3"] = "filesystem"  # the one-line switch of the blob store
+# The one-line choice of the blob store ("filesystem" or "s3"); the environment may override it.
+BLOBS = os.environ.get("STOCKADE_TEST_CLUSTER_BLOBS", "s3")
+assert BLOBS in ("filesystem", "s3"), f"STOCKADE_TEST_CLUSTER_BLOBS={BLOBS}: filesystem or s3"
 Kind = Literal["replica", "worker", "redis"]
 KINDS: tuple[Kind, ...] = ("replica", "worker", "redis")
 # Short leases and heartbeats: work of a killed process is taken over within seconds.
@@ -257,6 +260,7 @@ def _blob_env(stack: ExitStack, root: Path) -> dict[str, str]:
     from tests.support.s3 import S3Server, start_moto
 
     proc, endpoint = start_moto(root / "moto.log")
+    stack.callback(proc.wait, 30)  # runs after the kill below (last in, first out)
     stack.callback(proc.kill)
     server = S3Server(endpoint, root / "moto.log")
     bucket = server.new_bucket()
@@ -300,8 +304,8 @@ def cluster(root: Path | None = None) -> Iterator[Cluster]:
         redis_server.start()
         stack.callback(redis_server.stop)
         env = _base_env(data_dir, db_url, redis_server.url, blobs)
-        replicas = [_replica(i, data_dir, db_url, env) for i in range(2)]
-        workers = [Worker(f"worker-{i}", data_dir, dict(env)) for i in range(2)]
+        replicas = [_replica(i, _own_dir(data_dir, f"replica-{i}"), db_url, env) for i in range(2)]
+        workers = [_worker(i, _own_dir(data_dir, f"worker-{i}"), env) for i in range(2)]
         balancer = Balancer(lambda: [r.port for r in replicas])
         built = Cluster(data_dir, db_url, redis_server, replicas, workers, balancer)
         stack.callback(built.stop)
@@ -311,6 +315,20 @@ def cluster(root: Path | None = None) -> Iterator[Cluster]:
             replica.admin_token = replicas[0].admin_token
         balancer.start()
         yield built
+
+
+def _own_dir(data_dir: Path, name: str) -> Path:
+    """With S3 blobs each process has a data folder of its own (nothing shared but the database,
+    the store and the broker); with filesystem blobs they all share one."""
+    if BLOBS == "filesystem":
+        return data_dir
+    own = data_dir / name
+    own.mkdir(exist_ok=True)
+    return own
+
+
+def _worker(index: int, data_dir: Path, env: dict[str, str]) -> Worker:
+    return Worker(f"worker-{index}", data_dir, {**env, "STOCKADE_DATA_DIR": str(data_dir)})
 
 
 def _replica(index: int, data_dir: Path, db_url: str, env: dict[str, str]) -> Replica:
