@@ -11,13 +11,14 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from stockade.airgap.models import AirgapExport
 from stockade.auth.principal import Principal
 from stockade.channels.models import Artifact, Channel
 from stockade.container import Container
 from stockade.db.engine import transaction
 from stockade.schema import metadata
 from stockade.storage.fsck import Fsck, FsckReport, Phase, ProblemKind
-from stockade.storage.references import COLUMNS, NOT_BLOBS
+from stockade.storage.references import COLUMNS, NOT_BLOBS, pages
 from tests.integration.conftest import add_package, make_channel
 from tests.support.settle import settle
 
@@ -38,7 +39,7 @@ def test_every_sha256_column_is_declared_a_blob_reference_or_not() -> None:
 
 
 def _fsck(container: Container, **options: object) -> FsckReport:
-    return Fsck(container.factory, container.blobs, **options).run()  # type: ignore[arg-type]
+    return Fsck(container.factory, container.read_factory, container.blobs, **options).run()  # type: ignore[arg-type]
 
 
 def _age(container: Container, sha: str, days: float) -> None:
@@ -82,6 +83,58 @@ def test_fsck_checks_references_and_collects_only_old_unreferenced_orphans(
     again = _fsck(container, verify=True)
     assert again.clean and young in {o.sha256 for o in again.orphans}
     assert again.referenced == first.referenced  # nothing referenced was collected
+
+
+def test_references_come_in_pages_each_blob_once_with_all_its_referrers(
+    container: Container, admin: Principal, testdata: Path
+) -> None:
+    """Keyset pages (each in a transaction of its own) of a few sha256s: every referenced blob
+    once, ascending, with every row naming it (a package in two channels: two referrers)."""
+    for channel in ("pa", "pb"):
+        make_channel(container, admin, channel)
+        add_package(container, admin, channel, testdata / "packages" / PACKAGES[0])
+    settle(container)
+    whole = [item for page in pages(container.read_factory, size=10_000) for item in page]
+    paged = list(pages(container.read_factory, size=3))
+    assert len(paged) > 2 and all(len(page) <= 3 for page in paged)
+    flat = [item for page in paged for item in page]
+    assert [sha for sha, _ in flat] == sorted({sha for sha, _ in whole})
+    assert {sha: sorted(refs) for sha, refs in flat} == {sha: sorted(r) for sha, r in whole}
+    package = _artifacts(container)[0].sha256
+    assert sorted(r.where for r in dict(flat)[package]) == [
+        f"pa/linux-64/{PACKAGES[0]}",
+        f"pb/linux-64/{PACKAGES[0]}",
+    ]
+
+
+def test_an_airgap_exports_files_are_referenced(container: Container, admin: Principal) -> None:
+    """The repodata and signing files an export's bundle is written from are named in its
+    ``counts`` (JSON), not in columns: still referenced, never collected."""
+    make_channel(container, admin, "ex")
+    shas = [container.blobs.put_bytes(f"export part {n}".encode()) for n in range(4)]
+    for sha in shas:
+        _age(container, sha, 5)
+    with transaction(container.factory) as session:
+        channel_id = session.scalar(select(Channel.id).where(Channel.name == "ex"))
+        session.add(
+            AirgapExport(
+                bundle_id="b-1",
+                channel_id=channel_id,
+                channel_name="ex",
+                subdirs=["noarch"],
+                manifest_sha256=shas[0],
+                covered_sha256=shas[1],
+                signature=b"{}",
+                counts={
+                    "repodata": {"repodata/noarch.json.zst": shas[2]},
+                    "signing": {"signing/1.root.json": shas[3]},
+                },
+            )
+        )
+    report = _fsck(container, repair=True, grace=timedelta(0))
+    assert report.clean and all(container.blobs.exists(sha) for sha in shas)
+    named = {sha: refs for page in pages(container.read_factory, size=2) for sha, refs in page}
+    assert named[shas[3]][0].where == "airgap export b-1 signing/1.root.json"
 
 
 def _older(orphan: object, hours: float) -> bool:
@@ -145,7 +198,12 @@ def test_an_orphan_referenced_before_its_batch_is_decided_is_kept(
                 )
 
     report = Fsck(
-        container.factory, container.blobs, repair=True, grace=timedelta(0), progress=name_it
+        container.factory,
+        container.read_factory,
+        container.blobs,
+        repair=True,
+        grace=timedelta(0),
+        progress=name_it,
     ).run()
     assert report.kept_referenced >= 1
     assert container.blobs.exists(sha)

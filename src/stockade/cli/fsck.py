@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from stockade.cli.client import fail
 from stockade.cli.output import print_json
 from stockade.cli.server import settings_or_exit
+from stockade.core.errors import StockadeError
 
 if TYPE_CHECKING:
     from stockade.storage.fsck import FsckReport, Phase
@@ -64,12 +65,16 @@ def fsck(
     period = parse_grace(grace)
     settings = settings_or_exit()
     if not at_head(settings.db_url):
-        fail("the database is not at the newest schema: run `stockade db upgrade` first")
+        fail(
+            "the database cannot be reached or is not at the newest schema (`stockade db "
+            "upgrade` migrates it)"
+        )
     container = Container.build(settings)
     try:
         with _Bar(enabled=not json_out) as bar:
             checker = Fsck(
                 container.factory,
+                container.read_factory,
                 container.blobs,
                 verify=verify,
                 repair=repair,
@@ -77,6 +82,8 @@ def fsck(
                 progress=bar.advance,
             )
             report = checker.run()
+    except StockadeError as exc:  # the blob store unreachable, say: nothing is concluded
+        fail(exc.detail)
     finally:
         container.close()
     if json_out:

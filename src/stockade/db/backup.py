@@ -51,7 +51,10 @@ def load(url: str, file: Path) -> None:
             "the database to restore into already has tables: restore into a new, empty one"
         )
     if kind(url) == "sqlite":
-        _sqlite_copy(file, _sqlite_path(url))
+        target = _sqlite_path(url)
+        for suffix in ("", "-wal", "-shm", "-journal"):  # an empty database's leftovers: a
+            Path(f"{target}{suffix}").unlink(missing_ok=True)  # stale WAL would be replayed
+        _sqlite_copy(file, target)
         return
     _pg_tool("pg_restore", url, ["--no-owner", "--no-privileges", "--exit-on-error", str(file)])
 

@@ -39,7 +39,7 @@ from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from stockade.storage.errors import BlobNotFoundError
 from stockade.storage.interfaces import BlobStore
-from stockade.storage.references import Reference, count_references, references, referrers
+from stockade.storage.references import Reference, count_references, pages, referrers
 
 DEFAULT_GRACE = timedelta(hours=24)
 LISTED_MAX = 10_000  # orphans and problems listed one by one; counts are always complete
@@ -115,7 +115,11 @@ def _no_progress(_phase: Phase, _advance: int, _total: int | None) -> None:
 
 @dataclass
 class Fsck:
+    """``factory`` writes (a batch of orphans is decided in a write transaction),
+    ``read_factory`` reads the references page by page."""
+
     factory: sessionmaker[Session]
+    read_factory: sessionmaker[Session]
     blobs: BlobStore
     verify: bool = False
     repair: bool = False
@@ -137,24 +141,21 @@ class Fsck:
     # ------------------------------------------------------------------ referenced blobs
 
     def _check_references(self, report: FsckReport) -> array[int]:
+        """Each referenced blob checked; what is referenced, as sorted 64-bit prefixes."""
         prefixes: array[int] = array("Q")
-        unsorted = False
-        with self.factory() as session:
+        with self.read_factory() as session:
             total = count_references(session)
-            self.progress(Phase.REFERENCES, 0, total)
-            grouped = itertools.groupby(references(session), key=lambda r: r.sha256)
-            for sha, group in grouped:
-                refs = list(group)
+        self.progress(Phase.REFERENCES, 0, total)
+        for page in pages(self.read_factory):
+            for sha, refs in page:
                 report.referenced += 1
                 report.references += len(refs)
                 prefix = _prefix(sha)
                 if prefix is not None and (not prefixes or prefixes[-1] != prefix):
-                    unsorted = unsorted or bool(prefixes and prefix < prefixes[-1])
-                    prefixes.append(prefix)
+                    prefixes.append(prefix)  # ascending: pages come in byte order
                 self._check_blob(sha, refs, report)
                 self.progress(Phase.REFERENCES, len(refs), total)
-        # sorted as the database gave them; a collation other than byte order is sorted here
-        return array("Q", sorted(set(prefixes))) if unsorted else prefixes
+        return prefixes
 
     def _check_blob(self, sha: str, refs: list[Reference], report: FsckReport) -> None:
         try:

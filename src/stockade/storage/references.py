@@ -12,8 +12,7 @@ only), ``state`` the artifact's scan status (a passive mirror's record has no by
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     String,
+    and_,
     cast,
     column,
     func,
@@ -31,7 +31,7 @@ from sqlalchemy import (
     table,
     union_all,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.db.base import JSONType
 
@@ -145,8 +145,15 @@ def _row(
     ]
 
 
-def _selects(only: Collection[str] | None) -> list[Select[Any]]:
-    """One SELECT per referencing column (``only``: restricted to these sha256s)."""
+Filter = Callable[[ColumnElement[Any]], ColumnElement[bool]]
+
+
+def _not_null(sha: ColumnElement[Any]) -> ColumnElement[bool]:
+    return sha.is_not(None)
+
+
+def _selects(keep: Filter = _not_null) -> list[Select[Any]]:
+    """One SELECT per referencing column, of the rows whose sha256 ``keep`` keeps."""
     a, c, i, s = _artifacts.c, _channels.c, _indexes.c, _shards.c
     m, ms, x = _mirrors.c, _mirror_states.c, _exports.c
     found: list[tuple[ColumnElement[Any], Select[Any]]] = []
@@ -191,9 +198,7 @@ def _selects(only: Collection[str] | None) -> list[Select[Any]]:
         )
     for name, what in (("manifest_sha256", " manifest"), ("covered_sha256", " covered files")):
         add(x[name], select(*_row(x[name], "airgap", "airgap export " + x.bundle_id + what)))
-    if only is None:
-        return [q.where(sha.is_not(None)) for sha, q in found]
-    return [q.where(sha.in_(only)) for sha, q in found]
+    return [q.where(keep(sha)) for sha, q in found]
 
 
 def _exported_files(session: Session, only: Collection[str] | None) -> list[Reference]:
@@ -210,34 +215,82 @@ def _exported_files(session: Session, only: Collection[str] | None) -> list[Refe
     return found
 
 
-def references(
-    session: Session, only: Collection[str] | None = None, *, chunk: int = 2000
-) -> Iterator[Reference]:
-    """Every reference (``only``: to these sha256s), sorted by sha256 as Python sorts strings
-    (PostgreSQL is asked for the "C" collation: byte order)."""
-    query = union_all(*_selects(only)).subquery()
-    key: ColumnElement[Any] = query.c.sha256
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        key = key.collate("C")
-    rows = session.execute(select(query).order_by(key).execution_options(yield_per=chunk))
-    stored = (Reference(*row) for row in rows)
-    yield from heapq.merge(stored, _exported_files(session, only), key=_sha)
+def pages(
+    factory: sessionmaker[Session], *, size: int = 5000
+) -> Iterator[list[tuple[str, list[Reference]]]]:
+    """Every referenced sha256 with what references it, ascending, ``size`` sha256s a page.
+
+    Each page is read in a transaction of its own (keyset pagination on the sha256): a check
+    that takes hours (``fsck --verify``) holds no snapshot open meanwhile (SQLite could not
+    checkpoint its WAL, PostgreSQL could not vacuum)."""
+    with factory() as session:
+        exported = _exported_files(session, None)  # a few per air-gap export
+    after = ""
+    while True:
+        with factory() as session:
+            shas = _distinct(session, after, size)
+            last = shas[-1] if len(shas) == size else None  # None: nothing after this page
+            extra = {r.sha256 for r in exported if _within(r.sha256, after, last)}
+            wanted = sorted(set(shas) | extra)
+            if not wanted:
+                return
+            found = _in_range(session, wanted[0], wanted[-1], exported)
+        yield [(sha, found[sha]) for sha in wanted if sha in found]
+        if last is None:
+            return
+        after = wanted[-1]
+
+
+def _within(sha: str, after: str, last: str | None) -> bool:
+    return sha > after and (last is None or sha <= last)
+
+
+def _key(session: Session, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``column`` in byte order, as Python compares strings (PostgreSQL: the "C" collation)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column.collate("C")
+    return column
+
+
+def _distinct(session: Session, after: str, size: int) -> list[str]:
+    query = union_all(*_selects()).subquery()
+    key = _key(session, query.c.sha256)
+    rows = session.scalars(
+        select(query.c.sha256).where(key > after).group_by(query.c.sha256).order_by(key).limit(size)
+    )
+    return list(rows)
+
+
+def _in_range(
+    session: Session, low: str, high: str, exported: list[Reference]
+) -> dict[str, list[Reference]]:
+    """Every reference to a sha256 from ``low`` to ``high``."""
+
+    def keep(sha: ColumnElement[Any]) -> ColumnElement[bool]:
+        key = _key(session, sha)
+        return and_(key >= low, key <= high)
+
+    found: dict[str, list[Reference]] = {}
+    for row in session.execute(union_all(*_selects(keep))):
+        found.setdefault(row[0], []).append(Reference(*row))
+    for ref in exported:
+        if low <= ref.sha256 <= high:
+            found.setdefault(ref.sha256, []).append(ref)
+    return found
 
 
 def count_references(session: Session) -> int:
     """How many rows name a blob (a progress bar's total; air-gap export files aside)."""
-    query = union_all(*_selects(None)).subquery()
+    query = union_all(*_selects()).subquery()
     return session.scalar(select(func.count()).select_from(query)) or 0
 
 
-def referrers(session: Session, shas: Sequence[str]) -> dict[str, list[Reference]]:
-    """What references each of ``shas`` (a few hundred at a time: one IN list)."""
+def referrers(session: Session, shas: Collection[str]) -> dict[str, list[Reference]]:
+    """What references each of ``shas`` (a few hundred at a time: one IN list per column)."""
+    wanted = frozenset(shas)
     found: dict[str, list[Reference]] = {}
-    for ref in references(session, frozenset(shas)):
+    for row in session.execute(union_all(*_selects(lambda sha: sha.in_(wanted)))):
+        found.setdefault(row[0], []).append(Reference(*row))
+    for ref in _exported_files(session, wanted):
         found.setdefault(ref.sha256, []).append(ref)
     return found
-
-
-def _sha(ref: Reference) -> str:
-    return ref.sha256
