@@ -14,6 +14,7 @@ even in the count or the status.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
@@ -37,6 +38,7 @@ log = logging.getLogger("stockade.health")
 router = APIRouter()
 PROBE_BLOB = "0" * 64  # a name no blob has: asking for it reaches the store and finds nothing
 BROKER_TIMEOUT_S = 1.0
+BLOB_TIMEOUT_S = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -93,9 +95,22 @@ def _shown(f: FailingPublication) -> dict[str, Any]:
 
 
 def blob_store_state(blobs: BlobStore) -> str:
-    """``ok`` when the store answers (any backend: asked for a blob no one has) and its staging
-    folder is there (a filesystem store whose folder vanished, or was never mounted, answers
-    "no such blob" to everything)."""
+    """``ok`` when the store answers within ``BLOB_TIMEOUT_S`` (any backend: asked for a blob no
+    one has) and its staging folder is there (a filesystem store whose folder vanished, or was
+    never mounted, answers "no such blob" to everything).
+
+    The question is asked in a thread of its own small pool: a store that hangs (an S3 endpoint
+    that never answers) holds those two threads, not the server's, and ``/readyz`` still answers.
+    """
+    future = _probe_pool().submit(_probe_blobs, blobs)
+    try:
+        return future.result(timeout=BLOB_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("readyz: blob store unreachable (no answer within %s s)", BLOB_TIMEOUT_S)
+        return "unreachable"
+
+
+def _probe_blobs(blobs: BlobStore) -> str:
     try:
         blobs.exists(PROBE_BLOB)
         if not blobs.staging_dir().is_dir():
@@ -104,6 +119,11 @@ def blob_store_state(blobs: BlobStore) -> str:
         log.warning("readyz: blob store unreachable (%s)", exc.__class__.__name__)
         return "unreachable"
     return "ok"
+
+
+@cache
+def _probe_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(2, thread_name_prefix="stockade-readyz")
 
 
 def broker_state(redis_url: str | None) -> str:
