@@ -12,16 +12,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import httpx
 import orjson
 import pytest
+from botocore.config import Config
 
 from stockade.audit.downloads import Download, write_batch
 from stockade.db.engine import transaction
 from stockade.web.channel.responses import SMALL_FILE
 from tests.factories.packages import PackageSpec, build_conda, file
 from tests.support.conda_client import install_records, solve_specs
-from tests.support.s3 import S3Server
+from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 from tests.support.server import LiveServer, fresh_database, run_server
 from tests.support.signing import Trust, post_metadata, put_key
 
@@ -220,3 +222,23 @@ def test_an_air_gap_export_reads_package_files_through_the_store(stream: S3World
     assert got.status_code == 200, got.text
     assert got.content == stream.data
     assert got.headers["x-sha256"] == sha
+
+
+def test_a_store_that_fails_is_a_503_not_a_500(
+    stream: S3World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store unreachable while a file no one asked for yet is needed (the .bz2 index is
+    derived from repodata.json on first request): a problem naming the store, and no secret."""
+    down = boto3.session.Session().client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",  # nothing listens on the discard port
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    monkeypatch.setattr(stream.live.container.blobs, "client", down)
+    answer = stream.live.client().get(f"/conda/{stream.public}/noarch/repodata.json.bz2")
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["code"] == "storage:unavailable"
+    assert SECRET_KEY not in answer.text
