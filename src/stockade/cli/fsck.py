@@ -55,8 +55,8 @@ def fsck(
     Reports blobs that are missing or have another size than recorded (and, with --verify, whose
     bytes do not hash to their name) with what names them (channel/subdir/file), and exits 1 if
     there is any. Blobs nothing names (orphans: superseded indexes, removed packages) are listed;
-    --repair deletes those older than --grace. Safe to run while the server is serving. Run it
-    on one machine at a time when the blob store is shared (two runs only delete the same files).
+    --repair deletes those older than --grace. Safe to run while the server is serving; two
+    runs at once only delete the same orphans. See docs/backup.md.
     """
     from stockade.container import Container
     from stockade.db.migrate import at_head
