@@ -225,7 +225,7 @@ def test_an_air_gap_export_reads_package_files_through_the_store(stream: S3World
 
 
 def test_a_store_that_fails_is_a_503_not_a_500(
-    stream: S3World, monkeypatch: pytest.MonkeyPatch
+    stream: S3World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The store unreachable while a file no one asked for yet is needed (the .bz2 index is
     derived from repodata.json on first request): a problem naming the store, and no secret."""
@@ -242,3 +242,9 @@ def test_a_store_that_fails_is_a_503_not_a_500(
     assert answer.status_code == 503, answer.text
     assert answer.json()["code"] == "storage:unavailable"
     assert SECRET_KEY not in answer.text
+    spec = PackageSpec(name="notstored")
+    upload = stream.live.upload(stream.public, build_conda(tmp_path, spec))
+    assert upload.status_code == 503, upload.text
+    assert upload.json()["code"] == "storage:unavailable"
+    staging = stream.live.settings.data_dir / "s3-staging"
+    assert not list(staging.iterdir())  # the staged upload is not left behind
