@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
 from stockade.airgap.models import AirgapExport
@@ -208,3 +209,21 @@ def test_an_orphan_referenced_before_its_batch_is_decided_is_kept(
     assert report.kept_referenced >= 1
     assert container.blobs.exists(sha)
     assert _fsck(container).clean
+
+
+def test_a_batch_gives_way_to_a_long_writer_on_postgresql(
+    container: Container, admin: Principal
+) -> None:
+    """A transaction writing a referencing table holds the batch's SHARE lock off: fsck waits
+    a moment, then leaves the batch to the next run instead of stalling uploads behind it."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: the batch queues for the write lock like any writer")
+    make_channel(container, admin, "busy")
+    sha = container.blobs.put_bytes(b"an orphan during a long upload")
+    _age(container, sha, 3)
+    with container.factory() as writer, writer.begin():
+        writer.execute(update(Channel).where(Channel.name == "busy").values(description="x"))
+        report = _fsck(container, repair=True, grace=timedelta(0))
+    assert report.deferred >= 1 and container.blobs.exists(sha)
+    assert _fsck(container, repair=True, grace=timedelta(0)).collected >= 1
+    assert not container.blobs.exists(sha)

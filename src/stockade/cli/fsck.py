@@ -143,6 +143,7 @@ def as_json(report: FsckReport, grace: timedelta) -> dict[str, Any]:
             "collected": report.collected,
             "collected_bytes": report.collected_bytes,
             "referenced_again": report.kept_referenced,
+            "deferred": report.deferred,
             "listed": [
                 {
                     "sha256": o.sha256,
@@ -179,6 +180,8 @@ def _print(report: FsckReport, repair: bool) -> None:
     )
     if repair:
         out.print(f"collected {report.collected} orphans ({report.collected_bytes} bytes)")
+        if report.deferred:
+            out.print(f"{report.deferred} orphans left for the next run (writers held the lock)")
     else:
         for orphan in report.orphans[:SHOWN]:
             out.print(f"  orphan {orphan.sha256}", highlight=False)

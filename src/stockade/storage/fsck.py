@@ -97,6 +97,7 @@ class FsckReport:
     collected: int = 0
     collected_bytes: int = 0
     kept_referenced: int = 0  # orphans found referenced when re-checked (a new reference)
+    deferred: int = 0  # orphans of batches whose lock was not had in time: the next run's
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
     orphans: list[Orphan] = field(default_factory=list)
@@ -233,6 +234,7 @@ class Fsck:
         except OperationalError:
             # the lock was not had within a moment (a long transaction): the next run
             # collects these; nothing was deleted that a reference names
+            report.deferred += len(batch)
             return
         self.progress(Phase.COLLECT, len(batch), None)
 
