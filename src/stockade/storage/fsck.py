@@ -167,7 +167,7 @@ class Fsck:
             else:
                 _problem(report, sha, ProblemKind.MISSING, "not in the blob store", refs)
             return
-        expected = {r.size for r in refs if r.size is not None}
+        expected = {r.size for r in refs if r.size}  # 0: a mirrored record without a size
         if expected and expected != {size}:
             want = ", ".join(str(s) for s in sorted(expected))
             detail = f"stored with {size} bytes, the database says {want}"
