@@ -40,6 +40,8 @@ def test_every_sha256_column_is_declared_a_blob_reference_or_not() -> None:
 
 
 def _fsck(container: Container, **options: object) -> FsckReport:
+    """A run that collects at once (the settle wait has its own test)."""
+    options.setdefault("settle", timedelta(0))
     return Fsck(container.factory, container.read_factory, container.blobs, **options).run()  # type: ignore[arg-type]
 
 
@@ -208,6 +210,7 @@ def test_an_orphan_referenced_before_its_batch_is_decided_is_kept(
         repair=True,
         grace=timedelta(0),
         progress=name_it,
+        settle=timedelta(0),
     ).run()
     assert report.kept_referenced >= 1
     assert container.blobs.exists(sha)
@@ -230,3 +233,26 @@ def test_a_batch_gives_way_to_a_long_writer_on_postgresql(
     assert report.deferred >= 1 and container.blobs.exists(sha)
     assert _fsck(container, repair=True, grace=timedelta(0)).collected >= 1
     assert not container.blobs.exists(sha)
+
+
+def test_collection_waits_until_no_server_can_still_serve_an_old_pointer(
+    container: Container,
+) -> None:
+    """An index file superseded just before the listing may still be answered by a serving
+    process for a moment (its pointers are re-read every 0.1 s, channel files every 2 s): the
+    first deletion waits ``settle`` after the references were read, once per run."""
+    shas = [container.blobs.put_bytes(f"superseded {n}".encode()) for n in range(3)]
+    for sha in shas:
+        _age(container, sha, 2)
+    waits: list[float] = []
+    report = Fsck(
+        container.factory,
+        container.read_factory,
+        container.blobs,
+        repair=True,
+        grace=timedelta(hours=1),
+        settle=timedelta(seconds=10),
+        sleep=waits.append,
+    ).run()
+    assert len(waits) == 1 and 0 < waits[0] <= 10
+    assert report.collected >= 3 and not any(container.blobs.exists(sha) for sha in shas)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +46,11 @@ DEFAULT_GRACE = timedelta(hours=24)
 LISTED_MAX = 10_000  # orphans and problems listed one by one; counts are always complete
 REFERRERS_MAX = 20  # referrers named per problem (how many in all is counted)
 BATCH = 200  # orphans decided per transaction
+# How long a serving process may still answer from a pointer read before a publication switched
+# away from it (channels/servable.py re-reads subdir versions every 0.1 s, channels/locator.py
+# keeps channel files 2 s), with room for a request in flight: an orphan is collected only once
+# this long has passed since it was seen unreferenced.
+SETTLE = timedelta(seconds=10)
 _READ = 1 << 20
 # the tables whose rows name blobs, locked while a batch of orphans is decided (PostgreSQL)
 _LOCKED = (
@@ -127,10 +133,14 @@ class Fsck:
     grace: timedelta = DEFAULT_GRACE
     progress: Progress = _no_progress
     now: Callable[[], datetime] = utcnow
+    settle: timedelta = SETTLE
+    sleep: Callable[[float], None] = time.sleep
+    _seen_at: float = field(default=0.0, init=False)  # monotonic: the references were read
 
     def run(self) -> FsckReport:
         report = FsckReport()
         prefixes = self._check_references(report)
+        self._seen_at = time.monotonic()
         orphans = self._orphans(prefixes, report)
         if self.repair:
             self._collect(orphans, report)
@@ -221,6 +231,9 @@ class Fsck:
             self._collect_batch(batch, report)
 
     def _collect_batch(self, batch: list[Orphan], report: FsckReport) -> None:
+        wait = self._seen_at + self.settle.total_seconds() - time.monotonic()
+        if wait > 0:  # once per run: listing the store usually takes longer
+            self.sleep(wait)
         cutoff = self.now() - self.grace
         try:
             with transaction(self.factory) as session:
