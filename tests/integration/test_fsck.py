@@ -16,11 +16,13 @@ from stockade.airgap.models import AirgapExport
 from stockade.auth.principal import Principal
 from stockade.channels.models import Artifact, Channel
 from stockade.container import Container
+from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from stockade.schema import metadata
 from stockade.storage.fsck import Fsck, FsckReport, Phase, ProblemKind
 from stockade.storage.references import COLUMNS, NOT_BLOBS, pages
 from tests.integration.conftest import add_package, make_channel
+from tests.support.s3 import S3Server
 from tests.support.settle import settle
 
 PACKAGES = ("test-package-0.1-0.tar.bz2", "other-package-0.2-0.conda")
@@ -141,8 +143,6 @@ def test_an_airgap_exports_files_are_referenced(container: Container, admin: Pri
 
 
 def _older(orphan: object, hours: float) -> bool:
-    from stockade.core.clock import utcnow
-
     modified = getattr(orphan, "modified_at", None)
     return modified is not None and utcnow() - modified > timedelta(hours=hours)
 
@@ -256,3 +256,53 @@ def test_collection_waits_until_no_server_can_still_serve_an_old_pointer(
     ).run()
     assert len(waits) == 1 and 0 < waits[0] <= 10
     assert report.collected >= 3 and not any(container.blobs.exists(sha) for sha in shas)
+
+
+@pytest.mark.one_backend  # the database side runs on both above; this is the store's side
+def test_fsck_on_the_s3_store(
+    container: Container, admin: Principal, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Only the BlobStore protocol is used: on S3 (moto), a referenced blob missing or damaged
+    is found and named, an old orphan collected, a referenced one kept."""
+    store = s3_server.store(s3_server.new_bucket(), tmp_path / "staging", page_size=2)
+    make_channel(container, admin, "s3")
+    named, gone, bent, orphan = (store.put_bytes(f"blob {n}".encode()) for n in range(4))
+    with transaction(container.factory) as session:
+        session.execute(
+            update(Channel)
+            .where(Channel.name == "s3")
+            .values(notices_sha256=named, channeldata_sha256=gone)
+        )
+        session.add(
+            AirgapExport(
+                bundle_id="b-s3",
+                channel_id=session.scalar(select(Channel.id).where(Channel.name == "s3")),
+                channel_name="s3",
+                subdirs=[],
+                manifest_sha256=bent,
+                covered_sha256=named,
+                signature=b"{}",
+            )
+        )
+    store.delete(gone)
+    store.client.put_object(Bucket=store.bucket, Key=store.key_for(bent), Body=b"blob 9")
+    later = utcnow() + timedelta(days=2)  # S3 dates its objects itself: look from the future
+    report = Fsck(
+        container.factory,
+        container.read_factory,
+        store,
+        verify=True,
+        repair=True,
+        now=lambda: later,
+        settle=timedelta(0),
+    ).run()
+    assert {p.sha256: p.kind for p in report.problems} == {
+        gone: ProblemKind.MISSING,
+        bent: ProblemKind.CORRUPT,
+    }
+    assert [r.where for r in report.problems[0].referrers + report.problems[1].referrers] in (
+        ["s3/channeldata.json", "airgap export b-s3 manifest"],
+        ["airgap export b-s3 manifest", "s3/channeldata.json"],
+    )
+    assert report.collected == 1 and not store.exists(orphan)
+    assert store.exists(named) and store.exists(bent)
