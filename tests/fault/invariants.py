@@ -7,13 +7,24 @@ the API could hide a duplicate row that the database holds.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
+from stockade.conda.shards import read_shard_index
 from tests.support.mirror_runs import FINAL
-from tests.support.published import _query, check_channel, stable_snapshot
+from tests.support.published import (
+    _query,
+    _records,
+    _shard_records,
+    check_channel,
+    check_downloads,
+    stable_snapshot,
+)
 
 
 @dataclass
@@ -130,3 +141,45 @@ def check_no_duplicates(db_url: str) -> None:
         "GROUP BY mirror_id HAVING count(*) > 1",
     )
     assert not active, f"a mirror with two active runs: {active}"
+
+
+def read_while_running(
+    client: httpx.Client, places: list[tuple[str, str]], until: threading.Event
+) -> tuple[int, list[str]]:
+    """Read the indexes of ``places`` (channel, subdir) over and over as clients do during the
+    burst, until ``until`` is set. Each document is read as a client reads it (requests go to
+    either replica, so no two documents are compared): ``repodata.json`` parses and every record
+    downloads with its sha256; every shard the shard index names is served, hashes to its name,
+    and its records download too. Returns the documents read and what was found broken; a
+    connection cut by the kill is no finding (a client retries)."""
+    read, broken = 0, []
+    while not until.is_set():
+        for channel, subdir in places:
+            try:
+                read += read_as_client(client, channel, subdir)
+            except httpx.TransportError:
+                continue
+            except AssertionError as error:
+                broken.append(f"{channel}/{subdir}: {error}")
+        time.sleep(0.05)
+    return read, broken
+
+
+def read_as_client(client: httpx.Client, channel: str, subdir: str) -> int:
+    """Read the subdir's ``repodata.json`` and its sharded index (if served) and download what
+    each lists; the number of documents read (0: not published yet)."""
+    base = f"/conda/{channel}/{subdir}"
+    found = 0
+    answer = client.get(f"{base}/repodata.json")
+    if answer.status_code != 404:
+        assert answer.status_code == 200, f"repodata.json: {answer.status_code}"
+        document = orjson.loads(answer.content)
+        check_downloads(client, channel, subdir, _records(document))
+        found += 1
+    answer = client.get(f"{base}/repodata_shards.msgpack.zst")
+    if answer.status_code != 404:
+        assert answer.status_code == 200, f"shard index: {answer.status_code}"
+        records, _ = _shard_records(client, base, subdir, read_shard_index(answer.content))
+        check_downloads(client, channel, subdir, records)
+        found += 1
+    return found

@@ -24,6 +24,7 @@ import hashlib
 import os
 import random
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ from tests.fault.invariants import (
     check_uploads,
     mirror_runs,
     pending_work,
+    read_while_running,
 )
 from tests.support.cluster import KINDS, Cluster, cluster
 from tests.support.mirror_runs import FINAL, RecordPool, create_mirror, served_records, start_run
@@ -86,7 +88,7 @@ def test_kill_one_process_at_random(
     print(f"trial seed {seed}: replay with STOCKADE_FAULT_SEED={seed} STOCKADE_FAULT_TRIALS=1")
     try:
         _trial(fault_cluster, upstream, tmp_path, random.Random(seed))
-    except BaseException as error:
+    except Exception as error:
         raise AssertionError(
             f"trial of seed {seed} failed (replay: STOCKADE_FAULT_SEED={seed} "
             f"STOCKADE_FAULT_TRIALS=1 make fault): {error}\n{fault_cluster.logs()}"
@@ -101,20 +103,45 @@ def _trial(
         burst = _prepare(client, source, tmp_path, rng)
         victim = rng.choice(cluster.names(rng.choice(KINDS)))
         kill_at = rng.uniform(0.0, 3.0)
-        _run_burst(cluster, burst, tmp_path, rng, victim, kill_at)
-        answered_5xx = {n: s for n, s in burst.refused.items() if s.startswith("5")}
-        assert not answered_5xx, f"uploads answered with a server error: {answered_5xx}"
-        _converge(cluster, client, burst)
+        read = _burst_and_converge(cluster, client, burst, tmp_path, rng, victim, kill_at)
         runs = [(r["state"], r["attempt"]) for r in mirror_runs(cluster.db_url, burst.mirror)]
         print(
             f"killed {victim} at {kill_at:.2f}s; acknowledged {len(burst.acknowledged)} of "
-            f"{len(burst.sent)} uploads, refused {burst.refused}; runs {runs}"
+            f"{len(burst.sent)} uploads, refused {burst.refused}; runs {runs}; "
+            f"{read} indexes read meanwhile"
         )
         check_uploads(client, cluster.db_url, burst)
         check_channels(client, [burst.channel, burst.mirror])
         served = served_records(client, burst.mirror)
         check_mirror(cluster.db_url, burst, records, served)
     check_no_duplicates(cluster.db_url)
+
+
+def _burst_and_converge(
+    cluster: Cluster,
+    client: httpx.Client,
+    burst: Burst,
+    tmp_path: Path,
+    rng: random.Random,
+    victim: str,
+    kill_at: float,
+) -> int:
+    """The burst, then convergence, while a client reads the trial's indexes (and every file
+    they list) over and over: none may be served broken. Returns the indexes read."""
+    places = [(burst.channel, "noarch"), (burst.channel, "linux-64"), (burst.mirror, "linux-64")]
+    done = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as watch, _client(cluster) as reader_client:
+        reader = watch.submit(read_while_running, reader_client, places, done)
+        try:
+            _run_burst(cluster, burst, tmp_path, rng, victim, kill_at)
+            answered_5xx = {n: s for n, s in burst.refused.items() if s.startswith("5")}
+            assert not answered_5xx, f"uploads answered with a server error: {answered_5xx}"
+            _converge(cluster, client, burst)
+        finally:
+            done.set()
+        read, broken = reader.result()
+    assert not broken, f"a client was served a broken index: {broken[:3]}"
+    return read
 
 
 def _client(cluster: Cluster) -> httpx.Client:
