@@ -23,3 +23,11 @@ class BlobStoreUnavailableError(UnavailableError):
 
     code = "storage:unavailable"
     title = "Blob store unavailable"
+
+
+class BackupError(StockadeError):
+    """A backup or a restore cannot be made (a tool missing, a folder not empty, a database
+    of another kind); the detail says which and what to do."""
+
+    code = "backup:failed"
+    title = "Backup or restore failed"
