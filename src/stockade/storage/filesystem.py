@@ -49,7 +49,7 @@ class FilesystemBlobStore:
 
     def put_file(self, path: Path, sha256: str) -> None:
         target = self.path_for(sha256)
-        if target.exists():
+        if _touch(target):
             path.unlink(missing_ok=True)
             return
         self._make_dir(target.parent)
@@ -61,7 +61,7 @@ class FilesystemBlobStore:
 
     def put_bytes(self, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
-        if self.path_for(sha256).exists():
+        if _touch(self.path_for(sha256)):
             return sha256
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
         try:
@@ -128,6 +128,17 @@ class FilesystemBlobStore:
                 digest.update(chunk)
         if digest.hexdigest() != sha256:
             raise BlobIntegrityError(f"blob {sha256} has sha256 {digest.hexdigest()}")
+
+
+def _touch(path: Path) -> bool:
+    """Whether ``path`` exists; if so its time is set to now. Bytes stored again are young again,
+    so ``fsck --repair`` (which collects orphans older than its grace) cannot collect them
+    between this store and the commit of the row that names them."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -15,7 +15,7 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# A blob stored again this long after it was first stored has its date made now (``_refresh``).
+_REFRESH_AFTER = timedelta(seconds=60)
 #: characters kept in the file name of Content-Disposition (conda file names use only these)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 MIB = 1024 * 1024
@@ -118,7 +120,7 @@ class S3BlobStore:
         """Upload (multipart above the threshold), then delete the local file; a blob already
         stored is not sent again."""
         key = self.key_for(sha256)
-        if not self.exists(sha256):
+        if not self._refresh(sha256):
             self._call(
                 "upload",
                 sha256,
@@ -129,13 +131,37 @@ class S3BlobStore:
     def put_bytes(self, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
         key = self.key_for(sha256)
-        if not self.exists(sha256):
+        if not self._refresh(sha256):
             self._call(
                 "PUT",
                 sha256,
                 lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data),
             )
         return sha256
+
+    def _refresh(self, sha256: str) -> bool:
+        """Whether the blob is stored; if so and it was stored over a minute ago, its
+        ``LastModified`` is made now (a copy onto itself), so ``fsck --repair`` cannot collect
+        bytes stored again between this store and the commit of the row that names them."""
+        try:
+            head = self._head(sha256)
+        except BlobNotFoundError:
+            return False
+        stored: datetime = head["LastModified"]
+        if datetime.now(UTC) - stored.astimezone(UTC) > _REFRESH_AFTER:
+            key = self.key_for(sha256)
+            self._call(
+                "refresh",
+                sha256,
+                lambda: self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                    MetadataDirective="REPLACE",
+                    Metadata={"stored-again": datetime.now(UTC).isoformat(timespec="seconds")},
+                ),
+            )
+        return True
 
     def exists(self, sha256: str) -> bool:
         self.key_for(sha256)  # a bad name is refused, not "missing"
