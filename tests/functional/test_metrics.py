@@ -82,10 +82,17 @@ def test_job_queues_are_read_from_the_database(live_server: LiveServer) -> None:
     body = scrape(live_server)
     assert samples(body, "stockade_database_up") == {"": 1.0}
     depth = samples(body, "stockade_job_queue_depth")
-    queues = ("publications", "scans", "mirror_runs", "mirror_schedules", "webhook_deliveries")
+    queues = (
+        "publications",
+        "channeldata",
+        "scans",
+        "mirror_runs",
+        "mirror_schedules",
+        "webhook_deliveries",
+    )
     assert set(depth) == {f'queue="{q}"' for q in queues}
     ages = samples(body, "stockade_job_queue_oldest_age_seconds")
-    assert set(ages) == {f'queue="{q}"' for q in queues[1:]}
+    assert set(ages) == {f'queue="{q}"' for q in queues}
     assert all(v >= 0 for v in [*depth.values(), *ages.values()])
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -15,6 +15,7 @@ from stockade.channels.models import Channel, SubdirShard
 from stockade.channels.publication import PublicationService
 from stockade.conda.shards import read_shard_index
 from stockade.container import Container
+from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from tests.factories.packages import PackageSpec, build
 from tests.integration.conftest import add_package, index_row, make_channel
@@ -142,6 +143,16 @@ def channeldata_names(container: Container, channel: str) -> set[str]:
     return set(orjson.loads(container.blobs.read_bytes(sha))["packages"])
 
 
+def _rate_limit(container: Container, channel_id: int, next_at: datetime) -> None:
+    """A channeldata.json build that took 30 s, next allowed at ``next_at``."""
+    with transaction(container.factory) as session:
+        session.execute(
+            update(Channel)
+            .where(Channel.id == channel_id)
+            .values(channeldata_build_ms=30_000, channeldata_next_at=next_at)
+        )
+
+
 def test_channeldata_follows_but_never_delays_the_index(
     container: Container, admin: Principal, tmp_path: Path
 ) -> None:
@@ -151,11 +162,11 @@ def test_channeldata_follows_but_never_delays_the_index(
     assert channeldata_names(container, "cdata") == {"first"}
     channel_id = index_row(container, "cdata", "noarch").channel_id
     # Pretend the last build was slow and just now: the next one waits, the index does not.
-    container.publisher._channeldata_last[channel_id] = (time.monotonic(), 30.0)
+    _rate_limit(container, channel_id, utcnow() + timedelta(seconds=150))
     add_package(container, admin, "cdata", build(tmp_path, PackageSpec(name="second")))
     container.publisher.run_pending()
     assert published_names(container, "cdata") == {"first-1.0-0.conda", "second-1.0-0.conda"}
     assert channeldata_names(container, "cdata") == {"first"}
-    container.publisher._channeldata_last[channel_id] = (time.monotonic() - 200, 30.0)
+    _rate_limit(container, channel_id, utcnow() - timedelta(seconds=1))
     container.publisher.run_pending()  # nothing to index; the due channeldata is built
     assert channeldata_names(container, "cdata") == {"first", "second"}

@@ -9,7 +9,6 @@ fresh publisher (nothing remembered) builds from the same rows.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from stockade.channels.scanstate import ScanStatus, set_status
 from stockade.channels.upload import UploadService, validate_upload
 from stockade.conda.shards import read_shard_index
 from stockade.container import Container
+from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
 from stockade.storage.staging import stage_stream
 from tests.factories.packages import PackageSpec, build
@@ -206,11 +206,21 @@ def test_a_slow_channeldata_build_waits_while_indexes_are_pending(
     publisher.run_pending()
     before = _channeldata(container)
     channel_id = index_row(container, CHANNEL, SUBDIR).channel_id
-    publisher._channeldata_last[channel_id] = (0.0, 5.0)  # its last build took 5 s
-    publisher._channeldata_due[channel_id] = time.monotonic()
+    with transaction(container.factory) as session:  # its last build took 5 s; asked for now
+        channel = session.get_one(Channel, channel_id)
+        channel.channeldata_build_ms, channel.channeldata_next_at = 5000, None
+        channel.channeldata_requested_at = utcnow()
     _upload(container, admin, tmp_path, name="curl")  # an index publication is pending
     publisher.publish_due_channeldata()
-    assert _channeldata(container) == before and channel_id in publisher._channeldata_due
+    assert _channeldata(container) == before and _channeldata_asked(container)
     publisher.run_pending()  # the index first, then the channeldata
     assert "curl-1.0-0.conda" in _served(container)["packages.conda"]
-    assert _channeldata(container) != before and channel_id not in publisher._channeldata_due
+    assert _channeldata(container) != before and not _channeldata_asked(container)
+
+
+def _channeldata_asked(container: Container) -> bool:
+    with container.read_factory() as session:
+        when = session.scalar(
+            select(Channel.channeldata_requested_at).where(Channel.name == CHANNEL)
+        )
+    return when is not None

@@ -41,6 +41,17 @@ class Channel(Base):
     kind: Mapped[str] = mapped_column(String(16), default="local")  # local | mirror
     frozen: Mapped[bool] = mapped_column(Boolean, default=False)
     channeldata_sha256: Mapped[str | None] = mapped_column(String(64))
+    # The rebuild of channeldata.json, an intent row (``channels/publication_channeldata.py``):
+    # asked for in the transaction that switches a subdir's index in (when the oldest request not
+    # yet built was made), cleared when a rebuild commits; one publisher at a time rebuilds it,
+    # under the lease, not before ``channeldata_next_at`` (the rate limit after a build that took
+    # ``channeldata_build_ms``).
+    channeldata_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    channeldata_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # a server default: added to the table without rebuilding it (SQLite), triggers and all
+    channeldata_build_ms: Mapped[int] = mapped_column(default=0, server_default="0")
+    channeldata_lease_owner: Mapped[str | None] = mapped_column(String(64))
+    channeldata_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Malware scanning (SPEC §8, ``channels/scanstate.py``): what a new upload is until its verdict
     # (``hold`` or ``serve-first`` for trusted CI), and whether suspicious files and files the
     # scanners could not judge are served or held.
@@ -167,6 +178,9 @@ class SubdirIndex(Base):
     subdir: Mapped[str] = mapped_column(String(64))
     requested_rev: Mapped[int] = mapped_column(BigInteger, default=1)
     published_rev: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When the first request not yet published was made (``channels/publishing.py``); cleared by
+    # the publication that covers every request. The publication latency is measured from it.
+    requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     repodata_sha256: Mapped[str | None] = mapped_column(String(64))
     repodata_zst_sha256: Mapped[str | None] = mapped_column(String(64))
     repodata_bz2_sha256: Mapped[str | None] = mapped_column(String(64))

@@ -15,20 +15,28 @@ from collections import ChainMap
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from itertools import compress
 
-from rattler import Version
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.channels.locks import PublicationLocks
 from stockade.channels.models import (
-    Artifact,
     Channel,
-    PackageContent,
     RepodataPatch,
     SubdirIndex,
     SubdirShard,
+)
+from stockade.channels.publication_channeldata import (
+    WAIT_FOR_INDEXES,
+    DueChannelData,
+    build_channeldata,
+    claim_channeldata,
+    due_channeldata,
+    finish_channeldata,
+    release_channeldata,
+    request_channeldata,
 )
 from stockade.channels.publication_exports import RunExportsEntries, run_exports_json
 from stockade.channels.publication_memory import (
@@ -50,11 +58,6 @@ from stockade.channels.publication_state import (
     safe_instructions,
     scans_settled,
 )
-from stockade.conda.channeldata import (
-    build_channeldata_json,
-    channel_record,
-    summarize_packages,
-)
 from stockade.conda.patches import apply_patches
 from stockade.conda.records import RecordChecker
 from stockade.conda.repodata import build_repodata_json, compress_zst
@@ -66,9 +69,6 @@ from stockade.signing.records import RecordSigner
 from stockade.storage.interfaces import BlobStore
 
 log = logging.getLogger("stockade.publisher")
-
-#: A channeldata.json build that took longer than this waits for pending indexes first.
-CHANNELDATA_SLOW_S = 1.0
 
 
 @dataclass
@@ -116,8 +116,6 @@ class PublicationService:
         self.zstd_level = zstd_level
         self.on_published = on_published
         self.owner = uuid.uuid4().hex
-        self._channeldata_due: dict[int, float] = {}  # channel id -> when first asked
-        self._channeldata_last: dict[int, tuple[float, float]] = {}  # -> (built at, seconds)
         # sha256 -> run_exports of that package content (immutable, so never stale): a
         # publication reads only the run_exports of packages it has not seen before.
         self._run_exports = RunExportsEntries()
@@ -125,14 +123,12 @@ class PublicationService:
         self._memos = ShardMemos()
         # Records stored invalid (before index.json was fully validated) are never published.
         self._records = RecordChecker()
-        # subdir index id -> when this publisher first saw it asked for (publication latency)
-        self._asked_at: dict[int, float] = {}
 
     def pending(self) -> list[int]:
         """Subdir index ids with unpublished changes, in channels that are not frozen, leaving
         out failed ones still backing off (unless changed since)."""
         with transaction(self.factory) as session:
-            ids = list(
+            return list(
                 session.scalars(
                     select(SubdirIndex.id)
                     .join(Channel, Channel.id == SubdirIndex.channel_id)
@@ -145,9 +141,6 @@ class PublicationService:
                     .order_by(SubdirIndex.id)
                 ).all()
             )
-        now = time.monotonic()  # published elsewhere meanwhile: forgotten
-        self._asked_at = {i: self._asked_at.get(i, now) for i in ids}
-        return ids
 
     def run_pending(self) -> int:
         """Publish every pending subdir once, then the channeldata that is due.
@@ -159,62 +152,49 @@ class PublicationService:
             channel_id = self.publish(index_id)
             if channel_id is not None:
                 channels.add(channel_id)
-        for channel_id in channels:
-            self._channeldata_due.setdefault(channel_id, time.monotonic())
         self.publish_due_channeldata()
         return len(channels)
 
     def publish_due_channeldata(self) -> None:
-        """Rebuild ``channeldata.json`` of changed channels, rate-limited per channel.
+        """Rebuild the ``channeldata.json`` asked for, by whichever publisher takes it first.
 
-        It spans every subdir of a channel, so it is built after the indexes (never delaying
-        them), and a channel whose build took ``t`` seconds is rebuilt at most every ``5 t``
-        seconds (at most a minute): a small channel at once, a huge one without hogging the
-        publisher under a stream of uploads. A slow build (over a second last time) also waits
-        while indexes are pending, for up to a minute: an upload that came meanwhile is
-        published first, not after it.
+        The switch of a subdir's index asks for it in its transaction (a crash after that
+        commit loses nothing: ``channels/publication_channeldata.py``). It spans every subdir
+        of a channel, so it is built after the indexes (never delaying them), and a channel
+        whose build took ``t`` seconds is rebuilt at most every ``5 t`` seconds (at most a
+        minute): a small channel at once, a huge one without hogging the publishers under a
+        stream of uploads. A slow build (over a second last time) also waits while indexes are
+        pending, for up to a minute: an upload that came meanwhile is published first.
         """
-        now = time.monotonic()
-        for channel_id in sorted(self._channeldata_due):
-            built_at, took = self._channeldata_last.get(channel_id, (0.0, 0.0))
-            if now - built_at < min(60.0, 5 * took):
-                continue
-            waited = now - self._channeldata_due[channel_id]
-            if took > CHANNELDATA_SLOW_S and waited < 60.0 and self.pending():
-                return  # still due: built once the indexes are published
-            del self._channeldata_due[channel_id]
-            started = time.monotonic()
-            try:
-                self.publish_channeldata(channel_id)
-            except Exception:  # one channel's channeldata never stops the others
-                log.exception("channeldata.json of channel id %s failed", channel_id)
-            self._channeldata_last[channel_id] = (time.monotonic(), time.monotonic() - started)
-            release_memory()  # it decoded every record of the channel: give the heap back
+        with transaction(self.read_factory) as session:
+            due = due_channeldata(session, utcnow())
+        for item in due:
+            if item.slow and utcnow() - item.requested_at < WAIT_FOR_INDEXES and self.pending():
+                return  # still asked for: built once the indexes are published
+            self._rebuild_channeldata(item)
+
+    def _rebuild_channeldata(self, due: DueChannelData) -> None:
+        with transaction(self.factory) as session:
+            claimed = claim_channeldata(session, due, self.owner, utcnow())
+        if claimed is None:
+            return  # another publisher took it (or built it) meanwhile
+        started = time.monotonic()
+        try:
+            sha = build_channeldata(self.read_factory, self.blobs, due.channel_id)
+        except Exception:  # one channel's channeldata never stops the others
+            log.exception("channeldata.json of channel id %s failed", due.channel_id)
+            took = timedelta(seconds=time.monotonic() - started)
+            with transaction(self.factory) as session:
+                release_channeldata(session, due.channel_id, self.owner, took, utcnow())
+            return
+        took = timedelta(seconds=time.monotonic() - started)
+        with transaction(self.factory) as session:
+            finish_channeldata(session, due.channel_id, self.owner, claimed, sha, took, utcnow())
+        release_memory()  # it decoded every record of the channel: give the heap back
 
     def publish_channeldata(self, channel_id: int) -> None:
-        with transaction(self.read_factory) as session:
-            rows = session.execute(
-                select(
-                    Artifact.subdir,
-                    Artifact.record_json,
-                    PackageContent.about_json,
-                    PackageContent.run_exports_json,
-                )
-                # Mirrored records have no content read yet (passive files are not even stored).
-                .outerjoin(PackageContent, PackageContent.sha256 == Artifact.sha256)
-                .where(Artifact.channel_id == channel_id, Artifact.servable.is_(True))
-            ).all()
-            subdirs = session.scalars(
-                select(SubdirIndex.subdir).where(SubdirIndex.channel_id == channel_id)
-            ).all()
-        # A stored record that is not JSON is left out (with a warning), never fatal.
-        records = [
-            record
-            for sd, rec, about, run_exports in rows
-            if (record := channel_record(sd, rec, about, run_exports)) is not None
-        ]
-        summaries = summarize_packages(records, version_key=Version)
-        sha = self.blobs.put_bytes(build_channeldata_json(summaries, subdirs))
+        """Build the channel's ``channeldata.json`` now and serve it (no lease, no request)."""
+        sha = build_channeldata(self.read_factory, self.blobs, channel_id)
         with transaction(self.factory) as session:
             session.execute(
                 update(Channel).where(Channel.id == channel_id).values(channeldata_sha256=sha)
@@ -225,6 +205,7 @@ class PublicationService:
         with self.locks.hold(index_id) as held:
             if not held:
                 return None
+            started = utcnow()  # requests after this one's target was read come later
             target = self._target(index_id)
             if target is None:
                 return None
@@ -232,14 +213,14 @@ class PublicationService:
             try:
                 built = self._build(index_id, channel_id, subdir, rev)
                 crash_point("publication:after-blobs")
-                self._switch(index_id, built)
+                latency = self._switch(index_id, channel_id, built, started)
             except Exception as exc:  # noqa: BLE001 - recorded on the subdir; others go on
                 with transaction(self.factory) as session:
                     record_failure(session, index_id, rev, exc)
                 return None
-        asked_at = self._asked_at.pop(index_id, None)
-        if asked_at is not None:
-            metrics().publication_latency.observe(time.monotonic() - asked_at)
+        crash_point("publication:after-switch")
+        if latency is not None:  # from the request (its commit) to the switch (committed)
+            metrics().publication_latency.observe(latency)
         if built.record_count >= TRIM_MIN_RECORDS:
             release_memory()  # the build's freed buffers back to the OS (publication_memory.py)
         if self.on_published is not None:
@@ -368,12 +349,26 @@ class PublicationService:
     def _put_zst(self, repodata: bytes) -> str:
         return self.blobs.put_bytes(compress_zst(repodata, self.zstd_level))
 
-    def _switch(self, index_id: int, built: BuiltIndex) -> None:
+    def _switch(
+        self, index_id: int, channel_id: int, built: BuiltIndex, started: datetime
+    ) -> float | None:
+        """Point the subdir at the built files and ask for its channel's channeldata.json, in
+        one transaction; returns the seconds since the publication was asked for (None when
+        another publisher was first)."""
         with transaction(self.factory) as session:
+            # The channel's row before the subdir's, the order of a channel update (``FOR NO KEY
+            # UPDATE``: uploads inserting rows that reference the channel are not held up).
+            session.execute(
+                select(Channel.id).where(Channel.id == channel_id).with_for_update(key_share=True)
+            )
             row = session.get(SubdirIndex, index_id, with_for_update=True)
             assert row is not None
             if built.rev <= row.published_rev:
-                return  # someone already published this revision or a newer one: keep theirs
+                return None  # someone already published this revision or a newer one
+            now = utcnow()
+            asked = row.requested_at
+            # Requests this build does not cover came after its target was read: from then on.
+            row.requested_at = started if row.requested_rev > built.rev else None
             row.repodata_sha256 = built.repodata
             row.repodata_zst_sha256 = built.repodata_zst
             row.repodata_bz2_sha256 = None  # derived lazily from this revision's repodata.json
@@ -382,12 +377,14 @@ class PublicationService:
             row.record_count = built.record_count
             row.signing_done = row.signing_total = built.signed
             row.published_rev = max(row.published_rev, built.rev)
-            row.published_at = utcnow()
+            row.published_at = now
             row.lease_owner = None
             clear_failure(row, built.warnings)
             changed = store_shards(session, index_id, built.shards, built.gone)
             if self.on_switch is not None:
                 self.on_switch(session, row.channel_id, row.subdir, changed)
+            request_channeldata(session, channel_id, now)
+        return (now - asked).total_seconds() if asked is not None else None
 
 
 def _engine_of(factory: sessionmaker[Session]) -> Engine:

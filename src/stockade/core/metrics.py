@@ -88,8 +88,8 @@ def metrics() -> Metrics:
         ),
         publication_latency=Histogram(
             "stockade_publication_latency_seconds",
-            "From a subdir's publication seen asked for (at most the publisher's poll interval "
-            "after its commit) to its new index switched in",
+            "From the first request of a subdir's publication (the change's transaction, "
+            "subdir_indexes.requested_at) to its new index switched in",
             buckets=PUBLICATION_BUCKETS,
             registry=None,
         ),

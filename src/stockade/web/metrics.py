@@ -6,9 +6,10 @@ same figures from whichever replica is scraped, never added up across worker pro
 
 Queues are intent rows: publications asked for and not yet published (``subdir_indexes``), scans
 asked for (``scan_requests``), mirror runs waiting for a worker (``mirror_runs`` pending),
-mirrors whose schedule is past due and not yet taken by a scheduler (``mirror_schedules``), and
-webhook deliveries not yet sent (``webhook_deliveries`` pending). A publication request keeps no
-time of its own, so only its depth is given.
+mirrors whose schedule is past due and not yet taken by a scheduler (``mirror_schedules``),
+webhook deliveries not yet sent (``webhook_deliveries`` pending), and channeldata.json rebuilds
+asked for (``channeldata``). A publication's age is that of its first request not yet published
+(``subdir_indexes.requested_at``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from starlette.responses import Response
 
 from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
-from stockade.channels.models import ScanRequest, SubdirIndex
+from stockade.channels.models import Channel, ScanRequest, SubdirIndex
 from stockade.core.clock import utcnow
 from stockade.core.metrics import scrape
 from stockade.mirroring.models import Mirror, MirrorRun, RunState
@@ -84,17 +85,23 @@ class QueueCollector(Collector):
         now = utcnow()
         for name, count, oldest in queues:
             depth.add_metric([name], count)
-            if name != "publications":  # a publication request has no time of its own
-                seconds = (now - oldest).total_seconds() if oldest is not None else 0.0
-                age.add_metric([name], max(seconds, 0.0))
+            seconds = (now - oldest).total_seconds() if oldest is not None else 0.0
+            age.add_metric([name], max(seconds, 0.0))
         yield depth
         yield age
 
 
 def read_queues(session: Session) -> list[Queue]:
-    publications = session.scalar(
-        select(func.count()).where(SubdirIndex.requested_rev > SubdirIndex.published_rev)
-    )
+    publications = session.execute(
+        select(func.count(), func.min(SubdirIndex.requested_at)).where(
+            SubdirIndex.requested_rev > SubdirIndex.published_rev
+        )
+    ).one()
+    channeldata = session.execute(
+        select(func.count(), func.min(Channel.channeldata_requested_at)).where(
+            Channel.channeldata_requested_at.is_not(None)
+        )
+    ).one()
     scans = session.execute(
         select(func.count(), func.min(ScanRequest.requested_at)).select_from(ScanRequest)
     ).one()
@@ -117,7 +124,8 @@ def read_queues(session: Session) -> list[Queue]:
         )
     ).one()
     return [
-        ("publications", int(publications or 0), None),
+        ("publications", int(publications[0]), publications[1]),
+        ("channeldata", int(channeldata[0]), channeldata[1]),
         ("scans", int(scans[0]), scans[1]),
         ("mirror_runs", int(runs[0]), runs[1]),
         ("mirror_schedules", int(schedules[0]), schedules[1]),
