@@ -10,6 +10,8 @@ The variable is read once, at the first call. Points in the code:
 - ``upload:after-blob``: the package bytes are in the blob store, the database row not yet committed.
 - ``publication:after-blobs``: a subdir's new index files are in the blob store, the subdir not yet
   switched to them.
+- ``publication:after-switch``: a subdir's index is switched in (committed, its channel's
+  channeldata.json asked for), not yet rebuilt nor counted.
 - ``signing:after-batch``: a batch of record signatures is stored, the publication that signs them
   not yet switched (a restart signs only what is left).
 - ``mirror:after-batch``: a batch of a mirror run's new rows is staged and committed, the run not
