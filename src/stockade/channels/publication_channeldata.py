@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rattler import Version
-from sqlalchemy import CursorResult, and_, case, func, literal, null, or_, select, update
+from sqlalchemy import CursorResult, case, func, literal, null, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -65,12 +65,11 @@ def _free(now: datetime) -> ColumnElement[bool]:
 def request_channeldata(session: Session, channel_id: int, now: datetime) -> None:
     """Ask for a rebuild in the caller's transaction (the one that switches an index in).
 
-    The oldest request not yet built is kept; while a build holds the lease, the request is
-    newer than what that build may have read, so it is kept apart (now) for the next build.
+    The oldest request not yet built is kept; while a build may be running (a lease was taken
+    and not given back, even if it has run out: the builder may be slow, not dead), the request
+    is newer than what that build may have read, so it is kept apart (now) for the next build.
     """
-    leased = and_(
-        Channel.channeldata_lease_until.is_not(None), Channel.channeldata_lease_until > now
-    )
+    leased = Channel.channeldata_lease_owner.is_not(None)
     session.execute(
         update(Channel)
         .where(Channel.id == channel_id)
