@@ -327,11 +327,16 @@ class WebhookService:
         owns the row (its claim's lease changed), so its outcome is not recorded over this one.
         """
         channel, hook = self.get(principal, channel_name, hook_id)
+        # Locked as read: an attempt in flight that records its outcome between this read and
+        # the write would otherwise stay ``delivered`` (the ORM writes only the columns that
+        # differ from what it read, and ``state`` read ``pending``): the redelivery lost.
         row = self.session.scalar(
-            select(WebhookDelivery).where(
+            select(WebhookDelivery)
+            .where(
                 WebhookDelivery.webhook_id == hook.id,
                 WebhookDelivery.delivery_id == delivery_id.strip(),
             )
+            .with_for_update()
         )
         if row is None:
             raise DeliveryNotFoundError(

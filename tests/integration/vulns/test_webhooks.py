@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from stockade.auth.principal import Principal
 from stockade.container import Container
@@ -556,3 +556,51 @@ def test_a_stale_attempt_does_not_record_over_a_redelivery(
     assert len(receiver.on("/again")) == 1  # the two claims above were never sent
     assert outcome(fresh, 500, "HTTP 500") == ""
     assert row(container, delivery).state == "delivered"
+
+
+def test_an_attempt_ending_during_a_redelivery_does_not_undo_it(
+    container: Container, admin: Principal, receiver: Receiver
+) -> None:
+    """The in-flight attempt records ``delivered`` after the redelivery read the row (still
+    ``pending``) and before it wrote: the redelivery still leaves the row pending and due (it
+    was lost on PostgreSQL: the write kept the attempt's ``delivered``)."""
+    settings = container.settings.webhooks
+    channel_id(container, admin, "internal")
+    hook_id, _ = add_hook(container, admin, "internal", url=f"{receiver.url}/raced")
+    delivery = ping(container, admin, "internal", hook_id)
+    delivery_id = row(container, delivery).delivery_id
+    with transaction(container.factory) as session:
+        in_flight = claim(session, delivery, lease_s=60)
+    assert in_flight is not None
+    outcomes: list[str] = []
+
+    def attempt_ends() -> None:
+        with transaction(container.factory) as session:
+            outcomes.append(
+                record_outcome(
+                    session,
+                    in_flight,
+                    status_code=200,
+                    error=None,
+                    max_attempts=settings.max_attempts,
+                    backoff_s=settings.backoff_s,
+                )
+            )
+
+    ending = threading.Thread(target=attempt_ends)
+    with transaction(container.factory) as session:
+
+        def between_read_and_write(*_: object) -> None:
+            ending.start()
+            ending.join(1.0)  # done at once unless the redelivery holds the row (it must)
+
+        event.listen(session, "before_flush", between_read_and_write, once=True)
+        WebhookService(session, container.secrets).redeliver(
+            admin, "internal", hook_id, delivery_id
+        )
+    ending.join(30)
+    assert outcomes == [""]  # the attempt lost: the row was redelivered under it
+    current = row(container, delivery)
+    assert (current.state, current.attempts, current.delivered_at) == ("pending", 0, None)
+    assert deliver(container, delivery) == "delivered"
+    assert len(receiver.on("/raced")) == 1
