@@ -48,7 +48,7 @@ unit: install
 	$(VENV)/bin/pytest tests/unit
 
 # The fault suite (docs/fault-suite.md): a cluster of real processes, one killed with SIGKILL per
-# trial. Needs STOCKADE_TEST_PG_URL (and redis-server); CI runs 6 trials in `make test`.
+# trial. Needs STOCKADE_TEST_PG_URL (and redis-server); CI runs 3 trials in `make test`.
 # Replay a failed trial: STOCKADE_FAULT_SEED=<its seed> STOCKADE_FAULT_TRIALS=1 make fault
 fault: install
 	STOCKADE_FAULT_TRIALS=$${STOCKADE_FAULT_TRIALS:-50} $(VENV)/bin/pytest -s tests/fault
