@@ -44,7 +44,11 @@ MARGIN = 3.0  # polling and a loaded machine
 
 @pytest.fixture(scope="module")
 def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with own_server(backend, tmp_path_factory, "nginx-front", x_accel_redirect="/_blobs/") as live:
+    # One server (cluster=False): nginx serves blobs from the server's own blob folder
+    # (x_accel_redirect), which the cluster's S3 store has no counterpart of.
+    with own_server(
+        backend, tmp_path_factory, "nginx-front", x_accel_redirect="/_blobs/", cluster=False
+    ) as live:
         yield live
 
 

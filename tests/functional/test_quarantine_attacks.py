@@ -28,6 +28,7 @@ from stockade.db.engine import transaction
 from stockade.scanning.models import ArtifactScan
 from stockade.scanning.service import ScanRunner
 from tests.factories.packages import PackageSpec, build_conda
+from tests.support.eventually import AUTH_BOUND_S, eventually
 from tests.support.hostile import HOSTILE, HostileCase
 from tests.support.server import ADMIN_PASSWORD, LiveServer
 
@@ -276,10 +277,16 @@ def test_a_pending_upload_in_a_hold_channel_is_served_nowhere(
         # A reader cannot take the unjudged file out through a copy into a channel of theirs.
         mine = live_server.new_channel(prefix="qa-readers-own")
         _grant(live_server, mine, reader, "manage")
-        taken = live_server.client(reader_token).post(
-            "/api/v1/copy",
-            json={"source": channel, "target": mine, "files": [f"noarch/{path.name}"]},
-        )
+
+        def copied() -> httpx.Response:
+            taken = live_server.client(reader_token).post(
+                "/api/v1/copy",
+                json={"source": channel, "target": mine, "files": [f"noarch/{path.name}"]},
+            )
+            assert taken.status_code != 403, taken.text  # the grant: within a second on replicas
+            return taken
+
+        taken = eventually(copied, within=AUTH_BOUND_S)
         assert taken.status_code == 404, taken.text
         by_name = live_server.client(reader_token).post(
             "/api/v1/copy", json={"source": channel, "target": mine, "name": "dependency"}

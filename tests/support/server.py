@@ -123,15 +123,49 @@ class LiveServer:
 
 
 @contextmanager
-def run_server(data_dir: Path, db_url: str, **overrides: Any) -> Iterator[LiveServer]:
-    port = free_port()
+def run_server(
+    data_dir: Path, db_url: str, *, cluster: bool | None = None, **overrides: Any
+) -> Iterator[LiveServer]:
+    """A live server on ``db_url`` with settings ``overrides``. ``cluster`` (default: on for
+    PostgreSQL with ``STOCKADE_TEST_CLUSTER=1``): two replicas behind a proxy, S3 blobs and Redis
+    jobs (:mod:`tests.support.cluster_mode`); ``False`` for a test of one process by design."""
+    from tests.support import cluster_mode  # it imports this module
+
+    if cluster is None:
+        cluster = cluster_mode.wanted(db_url)
+    if not cluster:
+        settings = _settings(data_dir, db_url, free_port(), overrides)
+        with _replica(settings, bootstrap=True) as container:
+            with _signed_in(f"http://127.0.0.1:{settings.port}", settings, container) as live:
+                yield live
+        return
+    with cluster_mode.proxy() as balancer:
+        overrides = cluster_mode.cluster_settings(data_dir, balancer.url, overrides)
+        first = _settings(data_dir, db_url, free_port(), overrides)
+        second = _settings(
+            data_dir.with_name(f"{data_dir.name}-replica2"),
+            db_url,
+            free_port(),
+            {**overrides, "embedded_worker": False},
+        )
+        with (
+            _replica(first, bootstrap=True) as container,
+            _replica(second, bootstrap=False),
+        ):
+            balancer.start([first.port, second.port])
+            with _signed_in(balancer.url, first, container) as live:
+                yield live
+
+
+def _settings(data_dir: Path, db_url: str, port: int, overrides: dict[str, Any]) -> Settings:
+    overrides = dict(overrides)
     # Every test client signs in from 127.0.0.1: keep the per-address limit out of their way
     # (tests of the limit pass their own value).
     overrides.setdefault("auth", {"login_attempts_per_minute": 10_000})
     # Test upstreams, feeds, webhook receivers and OpenID providers run on 127.0.0.1: loopback is
     # refused by default (docs/adr/0010), so live servers allow it unless a test says otherwise.
     overrides.setdefault("outbound", {"allow_loopback": True})
-    settings = load_settings(
+    return load_settings(
         data_dir=data_dir,
         database_url=db_url,
         host="127.0.0.1",
@@ -140,23 +174,39 @@ def run_server(data_dir: Path, db_url: str, **overrides: Any) -> Iterator[LiveSe
         publication={"coalesce_ms": 20},
         **overrides,
     )
+
+
+@contextmanager
+def _replica(settings: Settings, *, bootstrap: bool) -> Iterator[Container]:
+    """One serving process's app (as `stockade serve` runs it) on uvicorn, in a thread."""
     configure_logging("info", "json")  # as in production: the access log goes through logging
-    upgrade(settings.db_url)
+    if bootstrap:
+        upgrade(settings.db_url)
     container = Container.build(settings)
-    container.bootstrap()
+    if bootstrap:
+        container.bootstrap()
     app = CondaFastPath(create_app(settings, container))  # as `stockade serve` runs it
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        app, host="127.0.0.1", port=settings.port, log_config=None, access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        yield container
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        container.close()
+
+
+@contextmanager
+def _signed_in(url: str, settings: Settings, container: Container) -> Iterator[LiveServer]:
     token = httpx.post(
         f"{url}/api/v1/tokens",
         json={"name": "tests", "expires_in_days": 30},
@@ -167,6 +217,3 @@ def run_server(data_dir: Path, db_url: str, **overrides: Any) -> Iterator[LiveSe
         yield live
     finally:
         live.close()
-        server.should_exit = True
-        thread.join(30)
-        container.close()
