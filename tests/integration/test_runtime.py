@@ -44,6 +44,7 @@ LOOPS = {
     "stockade-mirror-schedule",
     "stockade-feed-schedule",
     "stockade-webhooks",
+    "stockade-match-requests",
 }
 
 

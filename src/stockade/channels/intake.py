@@ -3,8 +3,9 @@
 In the caller's transaction, :func:`admit` and :func:`admit_rows` insert the rows with their scan
 state and servability (:mod:`stockade.channels.scanstate`), write a :class:`ScanRequest` intent row
 for each artifact whose bytes are here (so a crash never loses a scan: the row is there or the
-artifact is not), and ask for the publication of the touched subdirs. What is not servable yet is
-left out of that publication and published when its verdict makes it servable.
+artifact is not) and a :class:`MatchRequest` for each new artifact (its vulnerability matching,
+``vulns.match_requests``), and ask for the publication of the touched subdirs. What is not
+servable yet is left out of that publication and published when its verdict makes it servable.
 
 A passive mirror's records enter as ``unfetched``: listed, no bytes; :func:`admit_fetched` moves
 one to ``pending`` (with its request) when its file is first fetched.
@@ -16,13 +17,14 @@ from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from stockade.channels.models import Artifact, Channel, ScanRequest
+from stockade.channels.models import Artifact, Channel, MatchRequest, ScanRequest
 from stockade.channels.publishing import request_publications
 from stockade.channels.scanstate import ArtifactSource, ScanStatus, is_servable
 from stockade.core.clock import utcnow
+from stockade.db.base import UTCDateTime
 from stockade.db.unit_of_work import changed
 from stockade.db.upsert import insert_ignore_many
 
@@ -59,6 +61,7 @@ def admit(
     session.add(artifact)
     session.flush()
     queue_scans(session, [artifact.id], reason)
+    queue_matches(session, [artifact.id])
     return artifact
 
 
@@ -74,6 +77,7 @@ def admit_many(
     session.add_all(artifacts)
     session.flush()
     queue_scans(session, [a.id for a in artifacts], reason)
+    queue_matches(session, [a.id for a in artifacts])
 
 
 def admit_rows(
@@ -106,6 +110,7 @@ def admit_rows(
         ids.extend(_ids(session, channel.id, keys))
     if stored:
         queue_scans(session, ids, reason)
+    queue_matches(session, ids)
     return ids
 
 
@@ -142,6 +147,13 @@ def admit_staged(
     subdirs = {subdir for _, subdir in staged}
     ids = [aid for aid, _ in staged] if stored else []
     status = ScanStatus.PENDING if stored else ScanStatus.UNFETCHED
+    # new rows (none has a request yet): their match requests in one statement, as they are
+    requested = literal(utcnow(), UTCDateTime())
+    session.execute(
+        insert(MatchRequest).from_select(
+            ["artifact_id", "requested_at"], select(Artifact.id, requested).where(*where)
+        )
+    )
     session.execute(
         update(Artifact)
         .where(*where)
@@ -194,6 +206,16 @@ def queue_scans(session: Session, artifact_ids: Iterable[int], reason: ScanReaso
         insert_ignore_many(session, ScanRequest, rows[start : start + _CHUNK], ["artifact_id"])
     if rows:
         changed(session)  # the scanner wakes once this commits
+    return len(rows)
+
+
+def queue_matches(session: Session, artifact_ids: Iterable[int]) -> int:
+    """Ask for the vulnerability matching of new artifacts (an existing request is kept); the
+    queued job (``dispatch_match`` after commit) is the fast path, this row the guarantee."""
+    now = utcnow()
+    rows = [{"artifact_id": aid, "requested_at": now} for aid in artifact_ids]
+    for start in range(0, len(rows), _CHUNK):
+        insert_ignore_many(session, MatchRequest, rows[start : start + _CHUNK], ["artifact_id"])
     return len(rows)
 
 

@@ -261,3 +261,22 @@ class ScanRequest(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_owner: Mapped[str | None] = mapped_column(String(64))
+
+
+class MatchRequest(Base):
+    """An intent row: this artifact must be matched against the stored advisories (written in
+    the transaction that admitted it, ``channels.intake``).
+
+    The queued match job is the fast path; a loop (``vulns.match_requests``) takes the rows the
+    job never did (a lost queue message, a killed worker) once their lease is free. The row is
+    deleted in the transaction that writes the artifact's matches.
+    """
+
+    __tablename__ = "match_requests"
+
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))

@@ -17,6 +17,8 @@ The variable is read once, at the first call. Points in the code:
 - ``mirror:after-batch``: a batch of a mirror run's new rows is staged and committed, the run not
   yet switched (a resumed attempt keeps the rows already staged).
 - ``mirror:before-commit``: a mirror run's switching transaction is written, not yet committed.
+- ``match:before-commit``: a batch's vulnerability matches are written and its match requests
+  deleted, not yet committed (the requests stay leased; the match-request loop redoes them).
 """
 
 from __future__ import annotations

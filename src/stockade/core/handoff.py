@@ -6,7 +6,8 @@ restarting, a network blip), the change is still committed: the client must hear
 succeeded, not a 500 that invites a retry of something already done (found by the fault suite,
 tests/fault). What the queue would have done is picked up as each kind of work allows: a
 requested mirror run is resumed by the mirror schedule once it has waited ``stale_after_s``,
-webhook deliveries by the outbox's pass, a feed sync by its schedule; the failure is logged with
+webhook deliveries by the outbox's pass, a feed sync by its schedule, the matching of new
+artifacts by the match-request loop (``vulns.match_requests``); the failure is logged with
 the ids, so an administrator can queue the rest again.
 """
 

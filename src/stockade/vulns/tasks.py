@@ -5,7 +5,10 @@ deliveries (queued by id), the feed schedule and the webhook outbox (loops in ev
   kind is recorded on the feed row (``last_status`` ``failed``, or ``unreachable`` when the host
   gave no answer: logged once, not at every retry, see ``vulns.feed_state``), so a caller polling
   the feed always sees the sync end.
-- :func:`match_artifacts` matches new artifacts (uploads, copies) against the stored advisories.
+- :func:`match_artifacts` matches new artifacts (uploads, copies, mirror runs) against the stored
+  advisories: the queued fast path. Each new artifact has a match request row, written when it was
+  admitted; the job takes the requests of its ids with a lease and deletes them with the matches
+  (``vulns.match_requests``), and the match-request loop does the ones a lost or dead job left.
 - :func:`dispatch_due_feeds` (the feed schedule's pass) hands due feeds to the queue; taking a due
   feed is a conditional update of ``vuln_feeds.next_run_at`` (as ``take_due_mirrors`` does), so
   each due time is taken once. A feed whose stored schedule never fires or is not cron (stored
@@ -38,7 +41,8 @@ from stockade.vulns.default_feeds import seed_default_feeds
 from stockade.vulns.errors import FeedUnreachableError
 from stockade.vulns.feed_state import FeedStatus
 from stockade.vulns.feedsync import FeedSync, SyncCounts, record_sync_failure
-from stockade.vulns.matcher import MatchCounts, Matcher
+from stockade.vulns.match_requests import POLL_S, claim, match_claimed, match_pending
+from stockade.vulns.matcher import MatchCounts
 from stockade.vulns.models import VulnFeed
 from stockade.vulns.security import BlobSecurityReader
 from stockade.vulns.webhook_delivery import WebhookDeps, deliver, dispatch_due
@@ -66,6 +70,7 @@ __all__ = [
     "declare",
     "dispatch_due_feeds",
     "match_artifacts",
+    "match_left_behind",
     "next_feed_run",
     "sync_feed",
     "take_due_feeds",
@@ -108,15 +113,26 @@ def sync_feed(deps: VulnTaskDeps, feed_id: int) -> SyncCounts | None:
 
 
 def match_artifacts(deps: VulnTaskDeps, artifact_ids: Sequence[int]) -> MatchCounts:
-    if not artifact_ids:
+    """Match the requested artifacts among ``artifact_ids`` (those matched already, or being
+    matched by another holder of their request, are skipped)."""
+    owner, taken = claim(deps.factory, list(artifact_ids))
+    if not taken:
         return MatchCounts()
+    counts = match_claimed(deps.factory, owner, taken, BlobSecurityReader(deps.blobs))
+    _matched(deps, len(taken), counts)
+    return counts
+
+
+def match_left_behind(deps: VulnTaskDeps) -> int:
+    """One pass of the match-request loop: a batch of requests no job did; how many."""
     security = BlobSecurityReader(deps.blobs)
-    with transaction(deps.factory) as session:
-        counts = Matcher(session, security=security).match_artifacts(list(artifact_ids))
+    return match_pending(deps.factory, security, lambda n, counts: _matched(deps, n, counts))
+
+
+def _matched(deps: VulnTaskDeps, how_many: int, counts: MatchCounts) -> None:
     if counts.deliveries:
         deps.dispatch_webhooks(counts.deliveries)
-    log.info("matched %s artifacts: %s matches added", len(artifact_ids), counts.added)
-    return counts
+    log.info("matched %s artifacts: %s matches added", how_many, counts.added)
 
 
 def take_due_feeds(session: Session, now: datetime | None = None) -> list[int]:
@@ -196,11 +212,13 @@ def declare(deps: VulnTaskDeps) -> Declared:
         on_start=lambda: seed_feeds(deps),
     )
     outbox = Loop("stockade-webhooks", deps.settings.webhooks.poll_s, lambda: dispatch_due(deps))
+    # match requests no job did (lost by the broker, or its worker died): taken once, by lease
+    requests = Loop("stockade-match-requests", POLL_S, lambda: match_left_behind(deps), drain=True)
     return Declared(
         tasks=(
             QueueTask("sync_feed", as_job(sync_feed)),
             QueueTask("match_artifacts", match),
             QueueTask("deliver_webhook", as_job(deliver)),
         ),
-        loops=(feeds, outbox),
+        loops=(feeds, outbox, requests),
     )
