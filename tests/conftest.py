@@ -21,6 +21,12 @@ PG_URL = os.environ.get("STOCKADE_TEST_PG_URL")
 # No test fetches the internet's default vulnerability feeds: servers and containers built from
 # Settings() start without them; a test that wants them passes vulns={"default_feeds": True}.
 os.environ.setdefault("STOCKADE_VULNS__DEFAULT_FEEDS", "false")
+# Password hashes at argon2id's floor (OWASP's minimum: 19 MiB, 2 passes, 1 lane): ~0.03 s of CPU
+# each instead of ~0.2 s, over the suite's thousands of sign-ins and new accounts (CI time).
+# tests/unit/auth/test_password_hashing.py checks the production defaults.
+os.environ.setdefault("STOCKADE_AUTH__PASSWORD_HASH__TIME_COST", "2")
+os.environ.setdefault("STOCKADE_AUTH__PASSWORD_HASH__MEMORY_KIB", "19456")
+os.environ.setdefault("STOCKADE_AUTH__PASSWORD_HASH__PARALLELISM", "1")
 
 
 def backends() -> list[str]:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stockade.airgap.cve_folder import CveFolder
 from stockade.audit.downloads import DownloadRecorder
 from stockade.auth.authenticator import Authenticator, BearerVerifier, PasswordDirectory
+from stockade.auth.secrets import configure_password_hashing
 from stockade.auth.service import FirstAdmin, UserService
 from stockade.channels.locator import IndexLocator
 from stockade.channels.publication import PublicationService
@@ -93,6 +94,10 @@ class Container:
             max_info_size=upload.max_info_size,
             max_members=upload.max_members,
             future_tolerance_s=upload.future_tolerance_s,
+        )
+        cost = settings.auth.password_hash
+        configure_password_hashing(
+            time_cost=cost.time_cost, memory_kib=cost.memory_kib, parallelism=cost.parallelism
         )
         authenticator = Authenticator(
             factory,

@@ -87,6 +87,18 @@ class PublicationSettings(BaseModel):
     index_max_age: int = Field(default=30, ge=0, description="Cache-Control max-age of index files")
 
 
+class PasswordHashSettings(BaseModel):
+    """argon2id cost of password hashes (sign-in and account changes). The defaults are the
+    argon2 library's; the floors are OWASP's minimum for argon2id (19 MiB, 2 passes, 1 lane).
+    Hashes made with other parameters keep verifying (each hash names its own)."""
+
+    time_cost: int = Field(default=3, ge=2, le=20, description="argon2 passes")
+    memory_kib: int = Field(
+        default=65536, ge=19456, le=4 * 1024 * 1024, description="argon2 memory, KiB"
+    )
+    parallelism: int = Field(default=4, ge=1, le=16, description="argon2 lanes")
+
+
 class AuthSettings(BaseModel):
     token_max_days: int = Field(default=365, ge=1)
     session_hours: int = Field(default=12, ge=1)
@@ -94,6 +106,7 @@ class AuthSettings(BaseModel):
     login_attempts_per_minute: int = Field(
         default=20, ge=1, description="failed sign-ins per client address before HTTP 429"
     )
+    password_hash: PasswordHashSettings = Field(default_factory=PasswordHashSettings)
 
 
 class LdapSettings(BaseModel):

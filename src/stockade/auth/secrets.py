@@ -17,24 +17,44 @@ TOKEN_PREFIXES = (TOKEN_PREFIX, LEGACY_TOKEN_PREFIX)
 # [A-Za-z0-9] only: conda finds a URL token with ``/t/([a-zA-Z0-9-]*)`` (SPEC §4).
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 TOKEN_LENGTH = 43  # 43 characters of 62: 256 bits
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+
+
+# argon2id; the library's recommended parameters until the composition root sets the configured
+# ones (``[auth.password_hash]``, ``configure_password_hashing``), once per process at start.
+class _Hashing:
+    hasher = PasswordHasher()
+
+
+def _hasher() -> PasswordHasher:
+    return _Hashing.hasher
 
 
 @functools.cache
 def _dummy_hash() -> str:
     """A fixed hash to verify against when the user does not exist, so timing does not reveal
     it; made on first use (an argon2 hash costs ~0.2 s of CPU, at every process start before)."""
-    return _hasher.hash("stockade-dummy-password")
+    return _hasher().hash("stockade-dummy-password")
+
+
+def configure_password_hashing(*, time_cost: int, memory_kib: int, parallelism: int) -> None:
+    """Hash new passwords with these argon2id parameters (validated by the settings)."""
+    now = _Hashing.hasher
+    if (time_cost, memory_kib, parallelism) == (now.time_cost, now.memory_cost, now.parallelism):
+        return
+    _Hashing.hasher = PasswordHasher(
+        time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+    )
+    _dummy_hash.cache_clear()  # an unknown name costs what a known one does
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
         return (
-            _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
+            _hasher().verify(password_hash or _dummy_hash(), password) and password_hash is not None
         )
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
