@@ -128,7 +128,7 @@ def _replica(args: argparse.Namespace) -> None:
 
 
 def _measure(pid: int, url: str, records: int) -> None:
-    _wait(url + "repodata.json")
+    _wait(url.split("/conda/", maxsplit=1)[0] + "/readyz")  # idle: nothing served yet
     time.sleep(3)
     idle = _rss(pid)
     sizes = {}
