@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.airgap.cve_folder import CveFolder
@@ -195,11 +196,20 @@ class Container:
         """Built-in roles, the first admin when there are no users yet, and proxy credentials
         stored in clear by an earlier version sealed (docs/adr/0010)."""
         password = self.settings.admin_password
-        with transaction(self.factory) as session:
-            seal_legacy_proxies(session, self.secrets)
-            return UserService(session).ensure_first_admin(
-                self.settings.admin_username, password.get_secret_value() if password else None
-            )
+        for attempt in range(3):
+            try:
+                with transaction(self.factory) as session:
+                    seal_legacy_proxies(session, self.secrets)
+                    return UserService(session).ensure_first_admin(
+                        self.settings.admin_username,
+                        password.get_secret_value() if password else None,
+                    )
+            except IntegrityError:
+                # Replicas started at once on an empty database: another one committed the
+                # built-in roles or the first admin first; the next attempt finds them.
+                if attempt == 2:
+                    raise
+        return None
 
     def notify_changes(self) -> None:
         """Called by edges after a commit that asked for publications: wakes the publisher."""
