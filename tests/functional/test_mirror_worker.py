@@ -148,7 +148,9 @@ def test_run_by_a_separate_worker(backend: str, tmp_path: Path, queue: str) -> N
     ):
         jobs = {"redis_url": redis_url} if redis_url else {}
         with (
-            run_server(data_dir, db_url, embedded_worker=False, jobs=jobs) as server,
+            # cluster=False: this test builds its own cluster (a server and a worker process
+            # sharing the data folder and broker it configures)
+            run_server(data_dir, db_url, embedded_worker=False, jobs=jobs, cluster=False) as server,
             worker_process(data_dir, db_url, redis_url) as worker,
         ):
             _run_through(server, worker, data_dir)

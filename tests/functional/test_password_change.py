@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stockade.cli.main import app
+from tests.support.eventually import holds
 from tests.support.server import LiveServer
 
 pytestmark = pytest.mark.functional
@@ -69,7 +70,7 @@ def test_api_change_ends_other_sessions_and_keeps_tokens_unless_asked(
     )
     assert r.status_code == 200, r.text
     assert who(here) == name  # the session that changed it stays
-    assert who(elsewhere) is None  # every other session ended, by default
+    holds(lambda: who(elsewhere) is None)  # every other session ended (replicas: within 1 s)
     assert token_works(live_server, token)  # tokens stay unless asked
     # with revoke_tokens, through a token: the tokens go too (this one included)
     other = token_of(live_server, name, "second-password-2")
@@ -82,8 +83,8 @@ def test_api_change_ends_other_sessions_and_keeps_tokens_unless_asked(
         },
     )
     assert r.status_code == 200, r.text
-    assert not token_works(live_server, token) and not token_works(live_server, other)
-    assert who(here) is None  # changed through a token: no session is kept
+    holds(lambda: not token_works(live_server, token) and not token_works(live_server, other))
+    holds(lambda: who(here) is None)  # changed through a token: no session is kept
     listed = live_server.admin.get("/api/v1/tokens", params={"user": name}).json()
     assert listed and all(t["revoked_at"] for t in listed)
 
@@ -101,8 +102,8 @@ def test_ui_change_with_the_checkbox_revokes_tokens(live_server: LiveServer) -> 
     assert 'name="revoke_tokens"' in here.get("/account").text
     r = here.post("/account/password", data={**form, "revoke_tokens": "yes"})
     assert r.status_code in (200, 303), r.text
-    assert who(here) == name and who(elsewhere) is None
-    assert not token_works(live_server, token)
+    assert who(here) == name
+    holds(lambda: who(elsewhere) is None and not token_works(live_server, token))
     # without the checkbox: sessions end, tokens stay
     token = token_of(live_server, name, "ui-password-22")
     elsewhere = browser(live_server, name, "ui-password-22")
@@ -114,7 +115,8 @@ def test_ui_change_with_the_checkbox_revokes_tokens(live_server: LiveServer) -> 
         "csrf_token": page_csrf(here),
     }
     assert here.post("/account/password", data=form).status_code in (200, 303)
-    assert who(here) == name and who(elsewhere) is None and token_works(live_server, token)
+    holds(lambda: who(elsewhere) is None)
+    assert who(here) == name and token_works(live_server, token)
 
 
 def test_admin_reset_ends_every_session(live_server: LiveServer) -> None:

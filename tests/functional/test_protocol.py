@@ -6,12 +6,14 @@ import bz2
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import zstandard
 
 from stockade.conda.shards import read_shard, read_shard_index
+from tests.support.eventually import CHANNEL_FILES_BOUND_S, eventually
 from tests.support.server import LiveServer
 
 pytestmark = pytest.mark.functional
@@ -142,6 +144,11 @@ def test_channeldata_and_notices(live_server: LiveServer, recipes: str) -> None:
         json={"message": "maintenance tonight", "level": "warning"},
     )
     assert created.status_code == 201
-    notices = http.get(f"/conda/{recipes}/notices.json").json()["notices"]
-    assert [n["message"] for n in notices] == ["maintenance tonight"]
+
+    def shown() -> list[dict[str, Any]]:  # at once here, within 2 s on other replicas
+        notices: list[dict[str, Any]] = http.get(f"/conda/{recipes}/notices.json").json()["notices"]
+        assert [n["message"] for n in notices] == ["maintenance tonight"]
+        return notices
+
+    notices = eventually(shown, within=CHANNEL_FILES_BOUND_S)
     assert notices[0]["level"] == "warning"

@@ -278,8 +278,10 @@ def test_a_pending_upload_in_a_hold_channel_is_served_nowhere(
         mine = live_server.new_channel(prefix="qa-readers-own")
         _grant(live_server, mine, reader, "manage")
 
+        as_reader = live_server.client(reader_token)  # one connection: one replica
+
         def copied() -> httpx.Response:
-            taken = live_server.client(reader_token).post(
+            taken = as_reader.post(
                 "/api/v1/copy",
                 json={"source": channel, "target": mine, "files": [f"noarch/{path.name}"]},
             )
@@ -288,7 +290,7 @@ def test_a_pending_upload_in_a_hold_channel_is_served_nowhere(
 
         taken = eventually(copied, within=AUTH_BOUND_S)
         assert taken.status_code == 404, taken.text
-        by_name = live_server.client(reader_token).post(
+        by_name = as_reader.post(
             "/api/v1/copy", json={"source": channel, "target": mine, "name": "dependency"}
         )
         assert by_name.status_code in (200, 201) and by_name.json()["artifacts"] == []

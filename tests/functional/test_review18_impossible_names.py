@@ -68,7 +68,10 @@ def _remembered(live: LiveServer, mark: str) -> list[object]:
 def test_a_name_nothing_can_have_is_404_without_a_query(live_server: LiveServer, case: str) -> None:
     channel = live_server.new_channel(prefix="imp")
     path = "/conda/" + IMPOSSIBLE[case].format(c=channel)
-    with _queries_naming(live_server, MARK) as queries, httpx.Client(base_url=live_server.url) as c:
+    with (
+        _queries_naming(live_server, MARK) as queries,
+        httpx.Client(base_url=live_server.process_url) as c,
+    ):
         for method in ("GET", "HEAD"):
             assert c.request(method, path).status_code == 404
     assert queries == []
@@ -78,7 +81,10 @@ def test_a_name_nothing_can_have_is_404_without_a_query(live_server: LiveServer,
 def test_a_name_that_may_exist_is_looked_up_once(live_server: LiveServer) -> None:
     channel = live_server.new_channel(prefix="imp")
     path = f"/conda/{channel}/linux-{MARK}/pkg-1-0.conda"
-    with _queries_naming(live_server, MARK) as queries, httpx.Client(base_url=live_server.url) as c:
+    with (
+        _queries_naming(live_server, MARK) as queries,
+        httpx.Client(base_url=live_server.process_url) as c,
+    ):
         assert c.get(path).status_code == 404
         looked_up = len(queries)
         assert c.get(path).status_code == 404
@@ -96,7 +102,7 @@ def test_many_misses_stay_within_the_bytes_bound(
     monkeypatch.setattr(locator._indexes, "max_bytes", bound)
     channel = live_server.new_channel(prefix="imp")
     name = "p" * 400
-    with httpx.Client(base_url=live_server.url) as c:
+    with httpx.Client(base_url=live_server.process_url) as c:
         for i in range(300):
             subdir = f"linux-{i}x{'a' * 50}"
             assert c.get(f"/conda/{channel}/{subdir}/{name}-{i}-0.conda").status_code == 404

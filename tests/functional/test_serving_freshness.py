@@ -32,6 +32,7 @@ from stockade.channels.scanstate import ScanStatus, set_status
 from stockade.channels.servable import CHECK_SECONDS
 from stockade.container import Container
 from stockade.db.engine import transaction
+from tests.support.eventually import AUTH_BOUND_S, eventually
 from tests.support.server import LiveServer
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("serving-freshness")]
@@ -76,10 +77,11 @@ def _set_status(factory: sessionmaker[Session], channel: str, status: ScanStatus
         assert set_status(session, artifact, status)
 
 
-def _get_and_304(live: LiveServer, path: str) -> tuple[int, int]:
-    """Status of a full GET and of a conditional GET (with the file's ETag) of ``path``."""
+def _get_and_304(live: LiveServer, path: str, url: str | None = None) -> tuple[int, int]:
+    """Status of a full GET and of a conditional GET (with the file's ETag) of ``path``
+    (through ``url``: the server's, or one process's)."""
     etag = f'"{_sha(live, path)}"'
-    with httpx.Client(base_url=live.url, timeout=30) as anonymous:
+    with httpx.Client(base_url=url or live.url, timeout=30) as anonymous:
         full = anonymous.get(path).status_code
         conditional = anonymous.get(path, headers={"if-none-match": etag}).status_code
     return full, conditional
@@ -119,9 +121,13 @@ def test_a_file_refused_before_is_served_right_after_its_publication(
 def test_a_removed_file_stops_being_served_at_once(live_server: LiveServer, testdata: Path) -> None:
     channel, path = _served(live_server, testdata)
     _warm(live_server, path)
-    removed = live_server.admin.delete(f"/api/v1/channels/{channel}/files/noarch/{PACKAGE}")
+    here = live_server.process_url  # "at once" in the process that removed it
+    removed = httpx.delete(
+        f"{here}/api/v1/channels/{channel}/files/noarch/{PACKAGE}",
+        headers={"authorization": f"Bearer {live_server.admin_token}"},
+    )
     assert removed.status_code == 204, removed.text
-    assert _get_and_304(live_server, path) == (404, 404)
+    assert _get_and_304(live_server, path, here) == (404, 404)
 
 
 def test_a_quarantined_file_stops_being_served_at_once_in_this_process(
@@ -131,7 +137,7 @@ def test_a_quarantined_file_stops_being_served_at_once_in_this_process(
     _warm(live_server, path)
     # A verdict committed by the server's own scanner (its session factory, its after-commit).
     _set_status(live_server.container.factory, channel, ScanStatus.MALICIOUS)
-    assert _get_and_304(live_server, path) == (404, 404)
+    assert _get_and_304(live_server, path, live_server.process_url) == (404, 404)
 
 
 @pytest.mark.parametrize("status", [ScanStatus.MALICIOUS, ScanStatus.ERROR])
@@ -171,10 +177,16 @@ def test_a_channel_made_private_is_not_served_anonymously_at_once(
     shard = _shard_path(live_server, channel)
     _warm(live_server, path)
     _warm(live_server, shard)
-    changed = live_server.admin.patch(f"/api/v1/channels/{channel}", json={"privacy": "private"})
+    # "At once" in the process that made the change (others: the next test): one process here.
+    here = live_server.process_url
+    changed = httpx.patch(
+        f"{here}/api/v1/channels/{channel}",
+        json={"privacy": "private"},
+        headers={"authorization": f"Bearer {live_server.admin_token}"},
+    )
     assert changed.status_code == 200, changed.text
     for what in (path, shard):
-        assert _get_and_304(live_server, what) == (401, 401)
+        assert _get_and_304(live_server, what, here) == (401, 401)
         assert live_server.admin.get(what).status_code == 200  # its members still read it
 
 
@@ -211,6 +223,11 @@ def test_a_revoked_token_stops_working_for_package_files(
                 assert http.get(url, headers={**headers, "if-none-match": etag}).status_code == 304
         revoked = live_server.admin.delete(f"/api/v1/tokens/{token_id}")
         assert revoked.status_code == 200, revoked.text
+
+        def refused() -> None:  # at once where revoked, within a second on other replicas
+            assert http.get(path, headers=forms[0][1]).status_code == 401
+
+        eventually(refused, within=AUTH_BOUND_S)
         for url, headers in forms:
             assert http.get(url, headers=headers).status_code == 401
             assert http.get(url, headers={**headers, "if-none-match": etag}).status_code == 401

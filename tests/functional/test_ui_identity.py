@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.functional.test_ui import CHROMIUM_ARGS, assert_html, csrf_of, new_user, sign_in
+from tests.support.eventually import answers
 from tests.support.server import ADMIN_PASSWORD, LiveServer
 
 if TYPE_CHECKING:
@@ -274,7 +275,7 @@ def test_members_page_follows_channel_access(live_server: LiveServer) -> None:
     assert_html(client.get(f"/channels/{channel}/members"), 404)  # hidden, not forbidden
     grant = {"user": username, "level": "read"}
     assert live_server.admin.put(f"/api/v1/channels/{channel}/members", json=grant).is_success
-    page = client.get(f"/channels/{channel}/members")
+    page = answers(lambda: client.get(f"/channels/{channel}/members"), 200)  # replicas: 1 s
     assert_html(page, 200)
     assert username in page.text
     assert "/members/grant" not in page.text  # readers see the grants, not the forms

@@ -7,8 +7,9 @@ is a small cluster inside the test process:
   does not follow redirects; the presigned redirects have their own tests in ``test_s3_blobs.py``);
 - Redis as the job broker: one ``redis-server`` per test process, a database index of its own per
   live server, so that servers never take each other's jobs;
-- two replicas (two Containers and apps, each with a data folder of its own, on two ports): the
-  first runs the background runtime (embedded worker), the second has ``embedded_worker = false``;
+- two replicas (two Containers and apps, each with a data folder of its own, on two ports, served
+  by one event loop thread: see ``server._replica``): the first runs the background runtime
+  (embedded worker), the second has ``embedded_worker = false``;
 - a round-robin TCP proxy in front, whose URL is ``LiveServer.url`` and the servers' ``public_url``.
   Each client connection goes to the next replica (a kept-alive connection stays on its replica,
   as behind most load balancers; ``LiveServer.admin`` opens a new client at every use).

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,12 @@ class LiveServer:
         return client
 
     @property
+    def process_url(self) -> str:
+        """The URL of ``container``'s own process (the first replica in a cluster, not the
+        proxy): for a test that checks what that process does or remembers."""
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    @property
     def admin(self) -> httpx.Client:
         return self.client(self.admin_token)
 
@@ -149,8 +156,9 @@ def run_server(
             {**overrides, "embedded_worker": False},
         )
         with (
-            _replica(first, bootstrap=True) as container,
-            _replica(second, bootstrap=False),
+            _event_loop() as loop,
+            _replica(first, bootstrap=True, loop=loop) as container,
+            _replica(second, bootstrap=False, loop=loop),
         ):
             balancer.start([first.port, second.port])
             with _signed_in(balancer.url, first, container) as live:
@@ -177,8 +185,13 @@ def _settings(data_dir: Path, db_url: str, port: int, overrides: dict[str, Any])
 
 
 @contextmanager
-def _replica(settings: Settings, *, bootstrap: bool) -> Iterator[Container]:
-    """One serving process's app (as `stockade serve` runs it) on uvicorn, in a thread."""
+def _replica(
+    settings: Settings, *, bootstrap: bool, loop: asyncio.AbstractEventLoop | None = None
+) -> Iterator[Container]:
+    """One serving process's app (as `stockade serve` runs it) on uvicorn: in a thread of its
+    own, or on ``loop`` (the replicas of a cluster share one: FastAPI builds a route's
+    dependencies at its first request, on route objects every app of the process shares, and two
+    threads building one at once fail with a 500)."""
     configure_logging("info", "json")  # as in production: the access log goes through logging
     if bootstrap:
         upgrade(settings.db_url)
@@ -190,19 +203,40 @@ def _replica(settings: Settings, *, bootstrap: bool) -> Iterator[Container]:
         app, host="127.0.0.1", port=settings.port, log_config=None, access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    if loop is None:
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running: Callable[[], bool] = thread.is_alive
+        stopped: Callable[[], object] = lambda: thread.join(30)  # noqa: E731
+    else:
+        future = asyncio.run_coroutine_threadsafe(server.serve(), loop)
+        running = lambda: not future.done()  # noqa: E731
+        stopped = lambda: future.result(30)  # noqa: E731
     try:
         deadline = time.monotonic() + 30
         while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
+            if time.monotonic() > deadline or not running():
                 raise RuntimeError("the test server did not start")
             time.sleep(0.02)
         yield container
     finally:
         server.should_exit = True
-        thread.join(30)
+        stopped()
         container.close()
+
+
+@contextmanager
+def _event_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread of its own."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True, name="test-replicas")
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
 
 
 @contextmanager
