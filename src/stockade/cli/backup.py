@@ -35,14 +35,15 @@ def backup(
         "database, e.g. by replicating the S3 bucket).",
     ),
 ) -> None:
-    """Back up the database, the key files and the blobs into a folder (in that order).
+    """Back up the database, the key files and the blobs into a folder (in that
+    order).
 
-    Safe while the server runs: the database copy is consistent (SQLite's online backup;
-    PostgreSQL: pg_dump, which must be installed), and blobs never change once stored, so the
-    blobs copied after the database hold every file that copy names. Each blob is checked
-    against its sha256 as it is copied. BACKUP.json is written last. The folder holds the
-    server's secrets (secret.key, signing keys): keep it private. See docs/backup.md.
-    """
+    Safe while the server runs: the database copy is consistent (SQLite's
+    online backup; PostgreSQL: pg_dump, which must be installed), and blobs
+    never change once stored, so the blobs copied after the database hold
+    every file that copy names. Each blob is checked against its sha256 as
+    it is copied. BACKUP.json is written last. The folder holds the server's
+    secrets (secret.key, signing keys): keep it private. See docs/backup.md."""
     from stockade.storage.backup import backup as run_backup
 
     settings = settings_or_exit()
@@ -69,16 +70,16 @@ def backup(
 def restore(
     folder: Path = typer.Argument(..., help="A folder written by `stockade backup`."),
 ) -> None:
-    """Restore a backup made by `stockade backup` into this server's empty data folder and
-    database.
+    """Restore a backup made by `stockade backup` into this server's empty data
+    folder and database.
 
-    The database must be new and empty (SQLite: no stockade.db in the data folder; PostgreSQL:
-    database_url names an empty database). secret.key and the signing keys are put where this
-    server reads them (an existing file with other contents is never overwritten), then every
-    blob into the configured blob store. stockade.toml is not restored: copy it from the
-    backup yourself unless you wrote a new one. Then `stockade serve` (it migrates a backup
-    of an older version) and `stockade fsck`.
-    """
+    The database must be new and empty (SQLite: no stockade.db in the data
+    folder; PostgreSQL: database_url names an empty database). secret.key
+    and the signing keys are put where this server reads them (an existing
+    file with other contents is never overwritten), then every blob into the
+    configured blob store. stockade.toml is not restored: copy it from the
+    backup yourself unless you wrote a new one. Then `stockade serve` (it
+    migrates a backup of an older version) and `stockade fsck`."""
     from stockade.storage.backup import restore as run_restore
 
     settings = settings_or_exit()

@@ -50,14 +50,16 @@ def fsck(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
 ) -> None:
-    """Check the blob store against the database: every blob the database names is stored.
+    """Check the blob store against the database: every blob the database names
+    is stored.
 
-    Reports blobs that are missing or have another size than recorded (and, with --verify, whose
-    bytes do not hash to their name) with what names them (channel/subdir/file), and exits 1 if
-    there is any. Blobs nothing names (orphans: superseded indexes, removed packages) are listed;
-    --repair deletes those older than --grace. Safe to run while the server is serving; two
-    runs at once only delete the same orphans. See docs/backup.md.
-    """
+    Reports blobs that are missing or have another size than recorded (and,
+    with --verify, whose bytes do not hash to their name) with what names
+    them (channel/subdir/file), and exits 1 if there is any. Blobs nothing
+    names (orphans: superseded indexes, removed packages) are listed;
+    --repair deletes those older than --grace. Safe to run while the server
+    is serving; two runs at once only delete the same orphans. See
+    docs/backup.md."""
     from stockade.container import Container
     from stockade.db.migrate import at_head
     from stockade.storage.fsck import Fsck
