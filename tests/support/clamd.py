@@ -157,7 +157,7 @@ def _answers_ping(path: Path) -> bool:
 def run_clamd(signatures: Signatures | None = None) -> Iterator[Clamd]:
     """Start clamd on a database of ``signatures`` (default: :func:`default_signatures`)."""
     binary = require_clamd()
-    folder = Path(tempfile.mkdtemp(prefix="clamd-"))  # short: unix socket paths are < 108 bytes
+    folder = Path(tempfile.mkdtemp(prefix="clamd-", dir="/tmp"))  # unix socket paths: < 108 bytes
     write_database(folder / "db", signatures or default_signatures())
     conf = write_config(folder)
     started = time.monotonic()

@@ -34,12 +34,13 @@ def settings_or_exit(**overrides: object) -> Settings:
         fail(exc.detail)
 
 
-def private_files(settings: Settings) -> None:
-    """The data folder made private, spools moved into it (``web/serving.prepare_server``)."""
-    from stockade.web.serving import prepare_server
+def private_files(settings: Settings, *, server: bool = False) -> None:
+    """The data folder made private; for a ``server`` (serve, worker) also its spools moved into
+    it and its header deadline set, process-wide (``web/serving.prepare_server``)."""
+    from stockade.web.serving import prepare_server, secure_files
 
     try:
-        prepare_server(settings)
+        (prepare_server if server else secure_files)(settings)
     except StockadeError as exc:
         fail(exc.detail)
 
@@ -127,7 +128,7 @@ def prepare_instance(settings: Settings) -> Container:
     from stockade.db.migrate import upgrade
 
     configure_logging(settings.log_level, settings.log_format)
-    private_files(settings)
+    private_files(settings, server=True)
     upgrade(settings.db_url)
     container = Container.build(settings)
     first = container.bootstrap()
@@ -208,7 +209,7 @@ def worker(
     if threads is not None:
         settings.jobs.workers = threads
     configure_logging(settings.log_level, settings.log_format)
-    private_files(settings)
+    private_files(settings, server=True)
     upgrade(settings.db_url)
     container = Container.build(settings)
     queue = "Redis" if settings.jobs.redis_url else f"SQLite ({settings.data_dir / 'jobs.db'})"

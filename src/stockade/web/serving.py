@@ -104,15 +104,21 @@ def configure_header_timeout(seconds: float) -> None:
     HeaderDeadline.header_timeout = seconds
 
 
-def prepare_server(settings: Settings) -> None:
-    """Before a server or worker process touches its files: private files, spools kept in the
-    data folder (not ``/tmp``), and this process's header deadline."""
+def secure_files(settings: Settings) -> None:
+    """The data folder and the files in it private (what a command that writes there needs;
+    nothing process-wide is changed, unlike :func:`prepare_server`)."""
     secure_data_dir(
         settings.data_dir,
         blob_dir=settings.blob_dir,
         extra_files=_sqlite_files(settings.db_url),
         group_blobs=settings.x_accel_redirect is not None,
     )
+
+
+def prepare_server(settings: Settings) -> None:
+    """Before a server or worker process touches its files: private files, spools kept in the
+    data folder (not ``/tmp``), and this process's header deadline."""
+    secure_files(settings)
     spool = settings.data_dir / "spool"
     spool.mkdir(mode=PRIVATE_DIR, exist_ok=True)
     # Whatever a library spools to a temporary file (a form's parts past 1 MiB, say) goes here.
