@@ -42,13 +42,13 @@ lint: install
 test: install lint
 	eval "$$(scripts/test-env)" \
 	  && trap 'scripts/test-env --drop "$${STOCKADE_TEST_PG_URL-}"' EXIT && trap 'exit 130' INT TERM \
-	  && $(VENV)/bin/pytest -n 3 --dist loadgroup --durations=40 tests
+	  && $(VENV)/bin/pytest -n 4 --dist loadgroup --durations=40 tests
 
 unit: install
 	$(VENV)/bin/pytest tests/unit
 
 # The fault suite (docs/fault-suite.md): a cluster of real processes, one killed with SIGKILL per
-# trial. Needs STOCKADE_TEST_PG_URL (and redis-server); CI runs 3 trials in `make test`.
+# trial. Needs STOCKADE_TEST_PG_URL (and redis-server); CI runs 1 trial in `make test`.
 # Replay a failed trial: STOCKADE_FAULT_SEED=<its seed> STOCKADE_FAULT_TRIALS=1 make fault
 fault: install
 	STOCKADE_FAULT_TRIALS=$${STOCKADE_FAULT_TRIALS:-50} $(VENV)/bin/pytest -s tests/fault

@@ -6,7 +6,7 @@ The cluster (:mod:`tests.support.cluster`: PostgreSQL, Redis, two ``stockade ser
 behind a round-robin balancer, two ``stockade worker`` processes) stays up for the whole module;
 each trial kills and restarts one process. A trial is one test, its randomness seeded:
 
-    STOCKADE_FAULT_TRIALS=50 make fault                    # the full run (CI runs 3)
+    STOCKADE_FAULT_TRIALS=50 make fault                    # the full run (CI runs 1)
     STOCKADE_FAULT_SEED=1234 STOCKADE_FAULT_TRIALS=1 ...   # replay the trial of seed 1234
 
 Each trial: a new channel (scanned: uploads are held until their verdict) and a new mirror of a
@@ -57,8 +57,8 @@ pytestmark = [
     pytest.mark.skipif(not PG_URL, reason="the fault suite needs PostgreSQL: STOCKADE_TEST_PG_URL"),
 ]
 
-# CI runs 3 trials (its time budget): consecutive seeds kill each kind of process once.
-TRIALS = int(os.environ.get("STOCKADE_FAULT_TRIALS", "3"))
+# CI runs 1 trial (its time budget; the kind killed follows the seed); make fault runs 50.
+TRIALS = int(os.environ.get("STOCKADE_FAULT_TRIALS", "1"))
 BASE_SEED = int(os.environ.get("STOCKADE_FAULT_SEED") or random.SystemRandom().randrange(10**6))
 CONVERGE_S = 120.0
 REAL = ["mock-2.0.0-py37_1000.conda", "xtensor-io-0.10.3-hb585cf6_0.tar.bz2"]
