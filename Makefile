@@ -42,7 +42,7 @@ lint: install
 test: install lint
 	eval "$$(scripts/test-env)" \
 	  && trap 'scripts/test-env --drop "$${STOCKADE_TEST_PG_URL-}"' EXIT && trap 'exit 130' INT TERM \
-	  && $(VENV)/bin/pytest -n 4 --dist loadgroup --durations=40 tests
+	  && $(VENV)/bin/pytest -n 3 --dist loadgroup --durations=40 tests
 
 unit: install
 	$(VENV)/bin/pytest tests/unit
