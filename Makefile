@@ -42,7 +42,7 @@ lint: install
 test: install lint
 	eval "$$(scripts/test-env)" \
 	  && trap 'scripts/test-env --drop "$${STOCKADE_TEST_PG_URL-}"' EXIT && trap 'exit 130' INT TERM \
-	  && $(VENV)/bin/pytest -n 3 --dist loadgroup --durations=40 tests
+	  && STOCKADE_TEST_CLUSTER=1 $(VENV)/bin/pytest -n 3 --dist loadgroup --durations=40 tests
 
 unit: install
 	$(VENV)/bin/pytest tests/unit
@@ -51,7 +51,8 @@ unit: install
 # trial. Needs STOCKADE_TEST_PG_URL (and redis-server); CI runs 1 trial in `make test`.
 # Replay a failed trial: STOCKADE_FAULT_SEED=<its seed> STOCKADE_FAULT_TRIALS=1 make fault
 fault: install
-	STOCKADE_FAULT_TRIALS=$${STOCKADE_FAULT_TRIALS:-50} $(VENV)/bin/pytest -s tests/fault
+	STOCKADE_FAULT_TRIALS=$${STOCKADE_FAULT_TRIALS:-50} STOCKADE_FAULT_CLIENTS=$${STOCKADE_FAULT_CLIENTS:-200} \
+	  $(VENV)/bin/pytest -s tests/fault
 
 bench: install
 	$(VENV)/bin/python benchmarks/run_all.py

@@ -74,19 +74,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     - command-line tests (``test_cli*.py``): the API calls they make run on both backends in the
       API tests, while these check what the CLI prints and how it fails;
     - tests marked ``one_backend`` (a reason in the module).
+
+    And some run on PostgreSQL only when it is there: tests marked ``one_config``, whose subject
+    does not depend on the deployment (policy evaluation, input validation, URL guards...). With
+    ``STOCKADE_TEST_CLUSTER=1`` (``make test``) the PostgreSQL leg of the functional suite is the
+    cluster configuration (:mod:`tests.support.cluster_mode`), so these run once, there.
     """
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         # the backend fixture, or a fixture of a module's own parametrized by backends()
         on_pg = callspec is not None and "postgresql" in callspec.params.values()
+        on_sqlite = callspec is not None and "sqlite" in callspec.params.values()
         module = getattr(getattr(item, "module", None), "__name__", "")
         sqlite_only = (
             item.get_closest_marker("browser") is not None
             or item.get_closest_marker("one_backend") is not None
             or module.rsplit(".", 1)[-1].startswith("test_cli")
         )
-        (dropped if on_pg and sqlite_only else kept).append(item)
+        once = PG_URL and item.get_closest_marker("one_config") is not None and not sqlite_only
+        (dropped if (on_pg and sqlite_only) or (on_sqlite and once) else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -27,7 +27,6 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from tests.fault.invariants import (
     pending_work,
     read_while_running,
 )
-from tests.support.cluster import KINDS, Cluster, Kind, cluster
+from tests.support.cluster import KINDS, Cluster, Kind
 from tests.support.mirror_runs import FINAL, RecordPool, create_mirror, served_records, start_run
 
 pytestmark = [
@@ -64,14 +63,6 @@ CONVERGE_S = 120.0
 REAL = ["mock-2.0.0-py37_1000.conda", "xtensor-io-0.10.3-hb585cf6_0.tar.bz2"]
 REAL += ["flask-0.11.1-py_0.tar.bz2", "fly-2.5.2-0.tar.bz2", "test-package-0.2-0.tar.bz2"]
 UPSTREAM_RECORDS = 16
-
-
-@pytest.fixture(scope="module")
-def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with cluster(tmp_path_factory.mktemp("cluster")) as running:
-        yield running
-    summary = ", ".join(f"{kind} {n}" for kind, n in sorted(running.kills.items()))
-    print(f"\nfault suite: {TRIALS} trials from seed {BASE_SEED}; kills: {summary}")
 
 
 @pytest.fixture(scope="module")

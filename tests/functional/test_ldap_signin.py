@@ -16,7 +16,9 @@ from tests.support.cli import run
 from tests.support.server import LiveServer
 from tests.support.slapd import PEOPLE, SERVICE_PASSWORD, Person, Slapd, run_slapd
 
-pytestmark = pytest.mark.functional
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [pytest.mark.functional, pytest.mark.one_config]
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 ROLE_MAP = {"admins": ["admin"]}

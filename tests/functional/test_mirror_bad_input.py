@@ -13,7 +13,9 @@ import pytest
 from tests.support.mirror_data import TEST_RECIPES
 from tests.support.server import LiveServer
 
-pytestmark = pytest.mark.functional
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [pytest.mark.functional, pytest.mark.one_config]
 
 API = "/api/v1"
 HUGE = 2**70

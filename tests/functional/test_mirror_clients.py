@@ -42,7 +42,13 @@ from tests.support.mirror_data import (
 from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 from tests.support.upstream import Upstream
 
-pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("mirror-clients")]
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [
+    pytest.mark.functional,
+    pytest.mark.xdist_group("mirror-clients"),
+    pytest.mark.one_config,
+]
 
 R_NAMES = {"r-ggplot2", "r-plyr", "r-reshape2"}
 

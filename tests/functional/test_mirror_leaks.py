@@ -19,7 +19,9 @@ from tests.support.mirror_api import API, admin, make_mirror, make_policy, run_m
 from tests.support.mirror_data import TEST_RECIPES
 from tests.support.server import LiveServer
 
-pytestmark = [pytest.mark.functional]
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [pytest.mark.functional, pytest.mark.one_config]
 PASSWORD = "leak-tester-pass-1"
 
 

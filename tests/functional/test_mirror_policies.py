@@ -52,7 +52,13 @@ from tests.support.mirror_data import (
 )
 from tests.support.server import LiveServer, fresh_database, run_server
 
-pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("mirror-policies")]
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [
+    pytest.mark.functional,
+    pytest.mark.xdist_group("mirror-policies"),
+    pytest.mark.one_config,
+]
 
 Records = dict[str, dict[str, dict[str, Any]]]  # subdir -> filename -> record
 SUBDIRS = ["linux-64", "noarch", "linux-fake"]

@@ -35,7 +35,9 @@ from tests.support.mirror_data import TEST_RECIPES
 from tests.support.server import LiveServer
 from tests.support.upstream import Upstream
 
-pytestmark = [pytest.mark.functional]
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [pytest.mark.functional, pytest.mark.one_config]
 
 WITH_SCRIPTS = {
     "post_link-c-1.0-0.conda",

@@ -46,7 +46,13 @@ from tests.support.mirror_data import write_repodata
 from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 from tests.support.upstream import serve
 
-pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("mirror-signatures")]
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [
+    pytest.mark.functional,
+    pytest.mark.xdist_group("mirror-signatures"),
+    pytest.mark.one_config,
+]
 
 API = "/api/v1"
 SUBDIR = "linux-64"

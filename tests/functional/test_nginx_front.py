@@ -25,8 +25,11 @@ from tests.conftest import own_server
 from tests.support.nginx_front import SITE, Front, modules_dir, nginx_binary, nginx_front
 from tests.support.server import LiveServer, free_port
 
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
 pytestmark = [
     pytest.mark.functional,
+    pytest.mark.one_config,
     pytest.mark.skipif(
         nginx_binary() is None or modules_dir() is None,
         reason="nginx and its set-misc module are needed (scripts/test-env installs them)",

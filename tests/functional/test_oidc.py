@@ -36,7 +36,9 @@ from tests.support.oidc import (
 )
 from tests.support.server import LiveServer, free_port, fresh_database, run_server
 
-pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("oidc")]
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("oidc"), pytest.mark.one_config]
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -29,6 +29,9 @@ from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run
 from tests.support.upstream import Upstream
 from tests.support.url_routes import url_or_secret_routes
 
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [pytest.mark.functional, pytest.mark.one_config]
 API = "/api/v1"
 PASSWORD = "a-long-password-1"
 SECRET = "Pr0xyPa55-do-not-show"

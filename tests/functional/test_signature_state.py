@@ -40,7 +40,13 @@ from tests.support.cli import run
 from tests.support.mirror_api import run_mirror
 from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 
-pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("signature-state")]
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [
+    pytest.mark.functional,
+    pytest.mark.xdist_group("signature-state"),
+    pytest.mark.one_config,
+]
 
 API = "/api/v1"
 

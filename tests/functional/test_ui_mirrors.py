@@ -26,7 +26,9 @@ from tests.support.server import ADMIN_PASSWORD, LiveServer
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-pytestmark = pytest.mark.functional
+# one_config: what this checks does not depend on the deployment; it runs once, on the cluster
+# configuration when PostgreSQL is there (make test), else on SQLite (tests/conftest.py).
+pytestmark = [pytest.mark.functional, pytest.mark.one_config]
 
 FINAL = ("completed", "failed", "stopped")
 

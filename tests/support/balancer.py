@@ -48,6 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
                 response = conn.getresponse()
             except (*NOT_ANSWERED, http.client.RemoteDisconnected):
                 conn.close()
+                self.server.balancer.resent += 1
                 continue
             self.server.balancer.answered[port] = self.server.balancer.answered.get(port, 0) + 1
             self._relay(conn, response)
@@ -59,6 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = response.read()
         except (http.client.IncompleteRead, ConnectionError, TimeoutError):
             self.close_connection = True  # the replica died mid-body: so does this answer
+            self.server.balancer.cut += 1
             return
         finally:
             conn.close()
@@ -85,6 +87,8 @@ class Balancer:
         self.ports = ports
         self.port = free_port()
         self.answered: dict[int, int] = {}
+        self.resent = 0  # requests a replica did not answer, sent to the next one
+        self.cut = 0  # answers a replica died in the middle of (the client's connection closed)
         self._turn = itertools.count()
         self._lock = threading.Lock()
         self._server: _Server | None = None
