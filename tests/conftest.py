@@ -12,6 +12,7 @@ import pytest
 from _pytest.nodeid import coerce_node_id
 
 from tests.support.server import LiveServer, fresh_database, run_server
+from tests.support.shared_ssl import share_default_ssl_context
 
 pytest_plugins = ["tests.support.s3"]  # the session's S3 server (moto), for the S3 blob store
 
@@ -27,6 +28,9 @@ os.environ.setdefault("STOCKADE_VULNS__DEFAULT_FEEDS", "false")
 os.environ.setdefault("STOCKADE_AUTH__PASSWORD_HASH__TIME_COST", "2")
 os.environ.setdefault("STOCKADE_AUTH__PASSWORD_HASH__MEMORY_KIB", "19456")
 os.environ.setdefault("STOCKADE_AUTH__PASSWORD_HASH__PARALLELISM", "1")
+# httpx clients made with the default verification share one SSL context (CI time: building one
+# costs ~20 ms of CPU, and the tests make tens of thousands of clients).
+share_default_ssl_context()
 
 
 def backends() -> list[str]:
@@ -109,3 +113,11 @@ def _keep_xdist_groups(items: list[pytest.Item]) -> None:
         tagged = item.__dict__.get("_nodeid")
         if isinstance(tagged, str) and "@" in tagged and item.nodeid != tagged:
             item._id = coerce_node_id(tagged)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the cluster configuration's S3 server and redis-server of this test process (an
+    xdist worker ends without running ``atexit`` handlers: they were left running)."""
+    from tests.support import cluster_mode
+
+    cluster_mode.SERVICES.stop()

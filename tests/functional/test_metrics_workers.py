@@ -6,13 +6,11 @@ serves the metrics of the jobs it runs on ``metrics.worker_port``."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -21,14 +19,15 @@ import pytest
 from tests.support import process
 from tests.support.mirror_data import TEST_RECIPES
 from tests.support.mirror_runs import create_mirror, start_run, wait_for, wait_run
-from tests.support.process import ServerProcess
+from tests.support.process import ServerProcess, worker_process
 from tests.support.server import free_port, fresh_database, run_server
 
 # SQLite only: what is checked is how worker processes add up their counts and what they log;
 # the database's side of /metrics runs on both backends in test_metrics.
 pytestmark = [pytest.mark.functional, pytest.mark.slow, pytest.mark.one_backend]
 
-REQUESTS = 24  # each on a new connection: the kernel spreads them over both workers
+REQUESTS = 24  # a batch, each on a new connection, 8 at once: the kernel spreads them over workers
+MAX_REQUESTS = 480
 HEALTHZ = re.compile(
     r'^stockade_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)$', re.M
 )
@@ -67,14 +66,15 @@ def test_a_scrape_of_any_worker_counts_every_worker(two_workers: ServerProcess) 
     server = two_workers
     before = [_healthz_count(server) for _ in range(4)]
     assert len(set(before)) == 1, before  # every worker gives the same total
-    for _ in range(REQUESTS):
-        with httpx.Client(base_url=server.url, timeout=30) as http:  # a new connection each
-            assert http.get("/healthz").status_code == 200
+    sent = 0
+    while len(_counting_pids(server)) < 2 and sent < MAX_REQUESTS:
+        with ThreadPoolExecutor(8) as pool:  # new connections at once: both workers take some
+            assert set(pool.map(_healthz, [server.url] * REQUESTS)) == {200}
+        sent += REQUESTS
     after = [_healthz_count(server) for _ in range(8)]
-    assert all(count - before[0] == REQUESTS for count in after), (before, after)
-    files = list((server.data_dir / "metrics").glob("counter_*.db"))
-    pids = {f.stem.rsplit("_", 1)[1] for f in files}
-    assert len(pids) >= 2 and "1" not in pids, files  # both workers counted; the stale file went
+    assert all(count - before[0] == sent for count in after), (sent, before, after)
+    pids = _counting_pids(server)
+    assert len(pids) >= 2 and "1" not in pids, pids  # both workers counted; the stale file went
 
     with server.client() as client:
         response = client.get("/api/v1/channels", headers={"x-request-id": "scrape-test-0042"})
@@ -83,6 +83,16 @@ def test_a_scrape_of_any_worker_counts_every_worker(two_workers: ServerProcess) 
     while not (logged := _logged(server, "scrape-test-0042")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert logged and logged[-1]["path"] == "/api/v1/channels", server.log_tail()
+
+
+def _healthz(url: str) -> int:
+    with httpx.Client(base_url=url, timeout=30) as http:  # a new connection each
+        return http.get("/healthz").status_code
+
+
+def _counting_pids(server: ServerProcess) -> set[str]:
+    files = (server.data_dir / "metrics").glob("counter_*.db")
+    return {f.stem.rsplit("_", 1)[1] for f in files}
 
 
 def _logged(server: ServerProcess, request_id: str) -> list[dict[str, object]]:
@@ -100,7 +110,7 @@ def test_a_worker_serves_the_metrics_of_the_jobs_it_runs(tmp_path: Path) -> None
     with (
         fresh_database("sqlite", data_dir, None, migrated=True) as db_url,
         run_server(data_dir, db_url, embedded_worker=False) as server,
-        _worker(data_dir, db_url, port) as worker,
+        worker_process(data_dir, db_url, STOCKADE_METRICS__WORKER_PORT=str(port)) as worker,
     ):
 
         def alive() -> None:
@@ -127,29 +137,3 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
-
-
-@contextmanager
-def _worker(data_dir: Path, db_url: str, metrics_port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE_")}
-    env.update(
-        STOCKADE_DATA_DIR=str(data_dir),
-        STOCKADE_DATABASE_URL=db_url,
-        STOCKADE_METRICS__WORKER_PORT=str(metrics_port),
-        STOCKADE_PUBLICATION__COALESCE_MS="20",
-        STOCKADE_VULNS__DEFAULT_FEEDS="false",
-        PYTHONPYCACHEPREFIX=str(process.PYCACHE),
-    )
-    with (data_dir / "worker.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [str(process.STOCKADE), "worker"], env=env, cwd=data_dir, stdout=log, stderr=log
-        )
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.conftest import PG_URL
 from tests.support.mirror_data import TEST_RECIPES
@@ -32,97 +30,12 @@ from tests.support.mirror_runs import (
     wait_for,
     wait_run,
 )
-from tests.support.process import PYCACHE, STOCKADE
+from tests.support.process import worker_process
 from tests.support.published import check_channel
-from tests.support.server import LiveServer, free_port, fresh_database, run_server
+from tests.support.redis_server import redis_server
+from tests.support.server import LiveServer, fresh_database, run_server
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
-
-
-def _redis_binary() -> str | None:
-    return os.environ.get("STOCKADE_TEST_REDIS_SERVER") or shutil.which("redis-server")
-
-
-@contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port, nothing persisted; yields its URL."""
-    binary = _redis_binary()
-    if binary is None:
-        pytest.skip("redis-server not found (set STOCKADE_TEST_REDIS_SERVER or install redis)")
-    port = free_port()
-    log = (workdir / "redis.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-
-        def ready() -> bool:
-            assert proc.poll() is None, (workdir / "redis.log").read_text()
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_for(ready, "redis-server to answer", timeout=20)
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-
-
-@contextmanager
-def worker_process(
-    data_dir: Path, db_url: str, redis_url: str | None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``stockade worker`` configured as an operator would: environment variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.update(
-        {
-            "STOCKADE_DATA_DIR": str(data_dir),
-            "STOCKADE_DATABASE_URL": db_url,
-            "STOCKADE_LOG_FORMAT": "json",
-            "STOCKADE_LOG_LEVEL": "info",
-            "STOCKADE_MIRROR__HEARTBEAT_S": "0.5",
-            "STOCKADE_PUBLICATION__COALESCE_MS": "20",
-            "STOCKADE_VULNS__DEFAULT_FEEDS": "false",  # no internet feeds in tests
-            "PYTHONPYCACHEPREFIX": str(PYCACHE),
-        }
-    )
-    if redis_url:
-        env["STOCKADE_JOBS__REDIS_URL"] = redis_url
-    log_path = data_dir / "worker.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [str(STOCKADE), "worker"],
-            env=env,
-            cwd=data_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
 
 
 def _recipes(subdir: str) -> dict[str, str]:

@@ -13,7 +13,8 @@ from sqlalchemy import text
 from stockade.db.engine import transaction
 from stockade.web.health import broker_state
 from tests.conftest import own_server
-from tests.functional.test_mirror_worker import redis_server
+from tests.support.redis_server import redis_server
+from tests.support.s3 import S3Server
 from tests.support.server import LiveServer, free_port
 
 # SQLite only: what breaks here is the blob folder, Redis and one row; the database queries of
@@ -53,6 +54,29 @@ def test_a_missing_blob_store_is_named(live: LiveServer) -> None:
     finally:
         away.rename(blobs)
     assert ready(live)[0] == 200
+
+
+def test_a_missing_s3_bucket_is_named(
+    s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A HEAD of a key answers 404 alike for a missing blob and a missing bucket: /readyz asks
+    the bucket itself."""
+    bucket = s3_server.new_bucket()
+    with own_server(
+        "sqlite", tmp_path_factory, "readyz-s3", storage=s3_server.storage(bucket)
+    ) as live:
+        assert ready(live)[0] == 200
+        client = s3_server.client
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)  # deleted by mistake, or the wrong name configured
+        status, body = ready(live)
+        assert status == 503, body
+        assert (body["blob_store"], body["failed"]) == ("unreachable", ["blob_store"])
+        assert bucket not in str(body)
+        client.create_bucket(Bucket=bucket)
+        assert ready(live)[0] == 200
 
 
 def test_an_old_schema_revision_is_named(live: LiveServer) -> None:

@@ -293,6 +293,25 @@ def test_s3_errors_other_than_not_found_are_never_swallowed(
         assert caught.value.code == "storage:unavailable"
 
 
+def test_check_reachable_passes_on_a_usable_store_and_names_what_is_missing(
+    store: BlobStore, s3_server: S3Server, tmp_path: Path
+) -> None:
+    store.check_reachable()
+    if isinstance(store, FilesystemBlobStore):  # the volume was not mounted, or went away
+        gone = FilesystemBlobStore(tmp_path / "gone")
+        (tmp_path / "gone" / "tmp").rmdir()
+        (tmp_path / "gone").rmdir()
+        with pytest.raises(BlobStoreUnavailableError, match="gone"):
+            gone.check_reachable()
+        return
+    # HEAD of a key answers 404 alike for a missing blob and a missing bucket: the bucket's own
+    # HEAD tells them apart
+    no_bucket = s3_server.store("stockade-no-such-bucket", tmp_path / "a")
+    assert no_bucket.exists("0" * 64) is False
+    with pytest.raises(BlobStoreUnavailableError, match="stockade-no-such-bucket"):
+        no_bucket.check_reachable()
+
+
 def test_s3_reader_is_a_stream_not_a_whole_read(s3_store: S3BlobStore) -> None:
     data = os.urandom(3 * MIB)
     sha = s3_store.put_bytes(data)

@@ -21,7 +21,6 @@ Redis comes back with every job it had acknowledged.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -38,7 +37,8 @@ import redis
 from tests.conftest import PG_URL
 from tests.support.balancer import Balancer
 from tests.support.process import PYCACHE, STOCKADE, ServerProcess
-from tests.support.server import free_port, fresh_database
+from tests.support.redis_server import RedisServer
+from tests.support.server import fresh_database
 
 # The one-line choice of the blob store ("filesystem" or "s3"); the environment may override it.
 BLOBS = os.environ.get("STOCKADE_TEST_CLUSTER_BLOBS", "s3")
@@ -125,56 +125,11 @@ class Worker:
         return "\n".join(text.splitlines()[-lines:])
 
 
-@dataclass
-class Redis:
-    """A redis-server on a fixed loopback port, its append-only file fsynced at every write."""
+class Redis(RedisServer):
+    """The cluster's broker: durable (append-only file fsynced at every write)."""
 
-    binary: str
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> None:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
-        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
-        with (self.workdir / "redis.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, *args], cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
-            )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 30
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except (redis.ConnectionError, redis.BusyLoadingError):
-                    pass
-                if not self.alive or time.monotonic() > deadline:
-                    raise RuntimeError((self.workdir / "redis.log").read_text()[-2000:])
-                time.sleep(0.05)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.alive:
-            assert self.proc is not None
-            self.proc.terminate()
-            self.proc.wait(20)
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, durable=True)
 
     def queued(self) -> int:
         """Jobs waiting in the broker (Huey's queue list of the ``stockade`` instance)."""
@@ -246,13 +201,6 @@ class Cluster:
         self.redis.stop()
 
 
-def _redis_binary() -> str:
-    binary = os.environ.get("STOCKADE_TEST_REDIS_SERVER") or shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not found (set STOCKADE_TEST_REDIS_SERVER or install redis)")
-    return binary
-
-
 def _blob_env(stack: ExitStack, root: Path) -> dict[str, str]:
     if BLOBS == "filesystem":
         return {}  # blobs under the shared data folder
@@ -297,7 +245,7 @@ def cluster(root: Path | None = None) -> Iterator[Cluster]:
     root = root or Path(tempfile.mkdtemp(prefix="stockade-cluster-"))
     data_dir = root / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    redis_server = Redis(_redis_binary(), root)
+    redis_server = Redis(root)
     with ExitStack() as stack:
         db_url = stack.enter_context(fresh_database("postgresql", data_dir, PG_URL, migrated=True))
         blobs = _blob_env(stack, root)

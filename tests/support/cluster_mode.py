@@ -24,21 +24,17 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import redis
-
+from tests.support.redis_server import RedisServer
 from tests.support.s3 import S3Server, start_moto
-from tests.support.server import free_port
 
 ENABLED = os.environ.get("STOCKADE_TEST_CLUSTER", "") == "1"
 SECRET_KEY = "stockade-cluster-test-secret-key-shared-by-replicas"
@@ -60,6 +56,7 @@ class _Services:
         self._redis_port: int | None = None
         self._indexes = itertools.count(1)
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._redis: list[RedisServer] = []
         self._root = Path(tempfile.mkdtemp(prefix="stockade-cluster-"))
         atexit.register(self.stop)
 
@@ -80,29 +77,14 @@ class _Services:
         return f"redis://127.0.0.1:{self._redis_port}/{index}"
 
     def _start_redis(self) -> int:
-        binary = os.environ.get("STOCKADE_TEST_REDIS_SERVER") or shutil.which("redis-server")
-        assert binary, "cluster mode needs redis-server (STOCKADE_TEST_REDIS_SERVER)"
-        port = free_port()
-        log = self._root / "redis.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--databases", str(REDIS_DATABASES)],
-                cwd=self._root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        self._procs.append(proc)
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            with suppress(redis.ConnectionError):
-                if client.ping():
-                    client.close()
-                    return port
-            assert time.monotonic() < deadline, "redis-server did not answer"
-            time.sleep(0.05)
+        server = RedisServer(self._root, databases=REDIS_DATABASES).start()
+        self._redis.append(server)
+        return server.port
 
     def stop(self) -> None:
+        for server in self._redis:
+            server.stop()
+        self._redis.clear()
         for proc in self._procs:
             proc.terminate()
             try:
@@ -170,6 +152,8 @@ class RoundRobinProxy:
         except OSError:
             client.close()
             return
+        for sock in (client, upstream):  # small answers go at once (no Nagle, delayed-ACK waits)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._open.update((client, upstream))
         back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)

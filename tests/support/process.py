@@ -264,3 +264,48 @@ def server_process(data_dir: Path, db_url: str, **env: str) -> Iterator[ServerPr
     finally:
         server.kill()
         server.stop()
+
+
+@contextmanager
+def worker_process(
+    data_dir: Path, db_url: str, redis_url: str | None = None, **extra_env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``stockade worker`` configured as an operator would: environment variables (``extra_env``
+    added); its output goes to ``data_dir/worker.log``. Stopped at the end."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(
+        {
+            "STOCKADE_DATA_DIR": str(data_dir),
+            "STOCKADE_DATABASE_URL": db_url,
+            "STOCKADE_LOG_FORMAT": "json",
+            "STOCKADE_LOG_LEVEL": "info",
+            "STOCKADE_MIRROR__HEARTBEAT_S": "0.5",
+            "STOCKADE_PUBLICATION__COALESCE_MS": "20",
+            "STOCKADE_VULNS__DEFAULT_FEEDS": "false",  # no internet feeds in tests
+            "PYTHONPYCACHEPREFIX": str(PYCACHE),
+        }
+    )
+    if redis_url:
+        env["STOCKADE_JOBS__REDIS_URL"] = redis_url
+    env.update(extra_env)
+    log_path = data_dir / "worker.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [str(STOCKADE), "worker"],
+            env=env,
+            cwd=data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)

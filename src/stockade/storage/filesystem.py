@@ -11,7 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from stockade.storage.errors import BlobIntegrityError, BlobNotFoundError
+from stockade.storage.errors import (
+    BlobIntegrityError,
+    BlobNotFoundError,
+    BlobStoreUnavailableError,
+)
 from stockade.storage.permissions import GROUP_DIR, GROUP_FILE, PRIVATE_DIR, PRIVATE_FILE
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -72,6 +76,13 @@ class FilesystemBlobStore:
             Path(name).unlink(missing_ok=True)
             raise
         return sha256
+
+    def check_reachable(self) -> None:
+        """The blob folder and its staging folder are there (a folder that vanished, or a volume
+        never mounted, would answer "no such blob" to everything)."""
+        for folder in (self.root, self._tmp):
+            if not folder.is_dir():
+                raise BlobStoreUnavailableError(f"blob folder {folder} is missing")
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()

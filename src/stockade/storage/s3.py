@@ -163,6 +163,16 @@ class S3BlobStore:
             )
         return True
 
+    def check_reachable(self) -> None:
+        """HEAD the bucket: a missing bucket (which a HEAD of a key cannot tell from a missing
+        blob) or one refused to these credentials raises."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable("HEAD bucket", "", exc) from exc
+        if not self._staging.is_dir():
+            raise BlobStoreUnavailableError(f"staging folder {self._staging} is missing")
+
     def exists(self, sha256: str) -> bool:
         self.key_for(sha256)  # a bad name is refused, not "missing"
         try:

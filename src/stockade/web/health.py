@@ -95,9 +95,9 @@ def _shown(f: FailingPublication) -> dict[str, Any]:
 
 
 def blob_store_state(blobs: BlobStore) -> str:
-    """``ok`` when the store answers within ``BLOB_TIMEOUT_S`` (any backend: asked for a blob no
-    one has) and its staging folder is there (a filesystem store whose folder vanished, or was
-    never mounted, answers "no such blob" to everything).
+    """``ok`` when the store answers within ``BLOB_TIMEOUT_S``: it is usable
+    (``check_reachable``: an S3 bucket that exists and these credentials may use, a filesystem
+    store whose folders are there) and answers for a blob no one has.
 
     The question is asked in a thread of its own small pool: a store that hangs (an S3 endpoint
     that never answers) holds those two threads, not the server's, and ``/readyz`` still answers.
@@ -112,9 +112,8 @@ def blob_store_state(blobs: BlobStore) -> str:
 
 def _probe_blobs(blobs: BlobStore) -> str:
     try:
+        blobs.check_reachable()
         blobs.exists(PROBE_BLOB)
-        if not blobs.staging_dir().is_dir():
-            return "unreachable"
     except Exception as exc:  # noqa: BLE001 - any backend's failure means the same here
         log.warning("readyz: blob store unreachable (%s)", exc.__class__.__name__)
         return "unreachable"
