@@ -46,6 +46,7 @@ def test_channel_show_is_a_panel_and_json_stays_the_same(
     cli: CliRunner, live_server: LiveServer
 ) -> None:
     name = live_server.new_channel("private", "out-show")
+    live_server.wait_published(name)  # its subdirs' dates move until then
     out = run(cli, "channel", "show", name)
     human(out)
     assert "privacy" in out and "private" in out and "url" in out and "subdir" in out

@@ -26,7 +26,7 @@ from tests.functional.test_cves_api import ADVISORY, PACKAGES, advisories, liste
 from tests.functional.test_identity_api import PASSWORD, make_user
 from tests.functional.test_ui import CHROMIUM_ARGS, assert_html, csrf_of, sign_in
 from tests.functional.test_ui_mirrors import form_error
-from tests.support.cves import grant_cves, osv_folder, sync_osv_folder, upload
+from tests.support.cves import grant_cves, osv_folder, sync_osv_folder, upload, wait_matched
 from tests.support.server import ADMIN_PASSWORD, LiveServer, fresh_database, run_server
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("ui-cves")]
@@ -97,6 +97,7 @@ def world(
         upload(live, open_, tmp, "aiohttp", "3.7.4", "0")
         upload(live, secret, tmp, "aiohttp", "3.7.3", "1")
         sync_osv_folder(live, folder)
+        wait_matched(live)
         yield World(
             live,
             open_,

@@ -17,8 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from stockade.channels.models import MatchRequest
 from stockade.cli.main import app
 from tests.conftest import TESTDATA
 from tests.factories.packages import PackageSpec, build_conda
@@ -64,6 +66,20 @@ def sync_feed(live: LiveServer, url: str, fmt: str, name: str | None = None) -> 
     assert r.status_code == 202, r.text
     assert r.json()["last_status"] == "queued"
     return wait_sync(live.admin, r.headers["location"])
+
+
+def wait_matched(live: LiveServer, timeout: float = 60) -> None:
+    """Until every uploaded artifact's vulnerability matching is done (no match request left:
+    ``vulns/match_requests.py``). Matching is a job after the upload's answer; in the cluster
+    configuration another replica's worker takes it from Redis a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with live.container.read_factory() as session:
+            left = session.scalar(select(func.count()).select_from(MatchRequest))
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"{left} artifacts still wait for their matching"
+        time.sleep(0.05)
 
 
 def sync_osv_folder(live: LiveServer, folder: Path, name: str | None = None) -> dict[str, Any]:

@@ -20,6 +20,10 @@ from collections.abc import Callable
 from stockade.conda.records import spec_problem, version_problem
 from stockade.policies.licenses import family_alternatives
 
+#: Upstream records from which a run gives memory back when it ends. Below, what it allocated is
+#: small and a full garbage collection (of the whole process's heap) would cost more than it
+#: returns: a few hundred milliseconds in a process holding much, after every small run.
+BIG_RUN = 20_000
 #: Caches a run fills with strings of the upstream's records (their keys pin memory).
 RUN_CACHES = (spec_problem, version_problem, family_alternatives)
 
@@ -45,3 +49,9 @@ def return_memory() -> bool:
     gc.collect()
     trim = _malloc_trim()
     return bool(trim is not None and trim(0))
+
+
+def after_run(upstream_records: int) -> bool:
+    """At the end of a run over ``upstream_records``: give the memory back if the run was big
+    (:data:`BIG_RUN`); whether it did."""
+    return upstream_records >= BIG_RUN and return_memory()

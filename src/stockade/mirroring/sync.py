@@ -42,7 +42,7 @@ from stockade.mirroring.errors import (
 from stockade.mirroring.evaluation import evaluate_job
 from stockade.mirroring.inputs import vulnerability_version
 from stockade.mirroring.job import MirrorJob, load_job
-from stockade.mirroring.memory import return_memory
+from stockade.mirroring.memory import after_run
 from stockade.mirroring.models import MirrorMode, RunState
 from stockade.mirroring.plan import Plan, apply_plan, build_plan, store_exclusions
 from stockade.mirroring.reporter import RunReporter
@@ -196,7 +196,7 @@ class MirrorSync:
             )
         metrics().mirror_runs.labels(str(outcome.state)).inc()
         del job
-        return_memory()  # the run's records are garbage now: give the pages back
+        after_run(int(counts.get("upstream") or 0))  # its records are garbage now
         return outcome
 
     def _checkpoint(self, job: MirrorJob, reporter: RunReporter, step: str) -> None:
