@@ -56,6 +56,7 @@ from _common import (
     free_port,
     machine,
     nginx,
+    prepare_data_dir,
     server_env,
     stockade_server,
     wrk,
@@ -322,6 +323,7 @@ def main() -> None:
             "STOCKADE_VULNS__DEFAULT_FEEDS": "false",
             "STOCKADE_ADMIN_PASSWORD": ADMIN_PASSWORD,
         }
+        prepare_data_dir(work / "data", server_env(work / "data", **env))  # migrated once
         stack.enter_context(_worker(work / "data", env))
         stamp = str(int(time.time()))
         results = {n: _configuration(args, work, env, n, stamp) for n in (1, 2)}

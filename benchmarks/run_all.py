@@ -44,6 +44,7 @@ BENCHMARKS = {
     "airgap": "bench_airgap.py",
     "downloads": "bench_downloads.py",
     "search": "bench_search.py",
+    "replicas": "bench_replicas.py",
 }
 # what `make bench-quick` runs, in this order, with the arguments that keep the whole under
 # 5 minutes: the repodata and package-file serving paths (nginx + X-Accel is left to the

@@ -245,6 +245,7 @@ def _signed_in(url: str, settings: Settings, container: Container) -> Iterator[L
         f"{url}/api/v1/tokens",
         json={"name": "tests", "expires_in_days": 30},
         auth=("admin", ADMIN_PASSWORD),
+        timeout=60,  # a loaded CI machine (a first sign-in took 7 s under -n 4)
     ).json()["token"]
     live = LiveServer(url=url, settings=settings, container=container, admin_token=token)
     try:

@@ -30,12 +30,42 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     if revision == "head" and at_head(url):
         return
-    from alembic import command
 
     if not url.startswith("sqlite"):
-        command.upgrade(alembic_config(url), revision)
+        _upgrade_postgresql(url, revision)
         return
     _upgrade_sqlite(url, revision)
+
+
+#: The PostgreSQL advisory lock that serialises migrations (any fixed 64-bit number of ours).
+MIGRATION_LOCK = 0x5704CADE
+
+
+def _upgrade_postgresql(url: str, revision: str) -> None:
+    """Replicas and workers started together on a new database would each run the migrations
+    (the loser died on a duplicate ``alembic_version`` table): the one migrating holds a session
+    advisory lock, the others wait for it and then find the database at the revision asked."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from stockade.db.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            connection.commit()  # a session lock: it outlives the transaction that took it
+            try:
+                config = alembic_config(url)
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                connection.commit()
+            finally:
+                connection.rollback()
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                connection.commit()
+    finally:
+        engine.dispose()
 
 
 def _upgrade_sqlite(url: str, revision: str) -> None:
