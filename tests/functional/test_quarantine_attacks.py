@@ -28,7 +28,7 @@ from stockade.db.engine import transaction
 from stockade.scanning.models import ArtifactScan
 from stockade.scanning.service import ScanRunner
 from tests.factories.packages import PackageSpec, build_conda
-from tests.support.eventually import AUTH_BOUND_S, eventually
+from tests.support.eventually import AUTH_BOUND_S, SERVING_BOUND_S, eventually
 from tests.support.hostile import HOSTILE, HostileCase
 from tests.support.server import ADMIN_PASSWORD, LiveServer
 
@@ -268,7 +268,13 @@ def test_a_pending_upload_in_a_hold_channel_is_served_nowhere(
             "manager": manager_token,
             "admin": live_server.admin_token,
         }
-        _refused_everywhere(live_server, channel, "noarch", path.name, "dependency", tokens)
+        # at once on the replica that published, within the serving bound on the others
+        eventually(
+            lambda: _refused_everywhere(
+                live_server, channel, "noarch", path.name, "dependency", tokens
+            ),
+            within=SERVING_BOUND_S,
+        )
         shown = f"/api/v1/channels/{channel}/files/noarch/{path.name}"
         for client in (live_server.client(), live_server.client(reader_token)):
             assert client.get(shown).status_code == 404
