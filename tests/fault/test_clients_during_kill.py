@@ -18,7 +18,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from rattler import Gateway, SourceConfig, install, solve
 from tests.conftest import PG_URL, TESTDATA
 from tests.support.cluster import Cluster
 from tests.support.conda_client import channel
+from tests.support.mirror_runs import wait_for
 
 pytestmark = [
     pytest.mark.functional,
@@ -72,7 +72,8 @@ def test_clients_install_while_a_replica_is_killed(fault_cluster: Cluster, tmp_p
     resent, cut = fault_cluster.balancer.resent, fault_cluster.balancer.cut
     started = time.monotonic()
     clients.start()
-    _when(lambda: tally.solved >= 1 or not clients.is_alive())  # traffic is flowing
+    # traffic is flowing
+    wait_for(lambda: tally.solved >= 1 or not clients.is_alive(), "a first solve", timeout=300)
     killed_at, installed_then = time.monotonic() - started, tally.installed
     fault_cluster.kill(victim)
     time.sleep(rng.uniform(0.5, 1.5))
@@ -104,7 +105,7 @@ def _recipes_channel(cluster: Cluster) -> str:
         ]
         answer = client.post(f"/api/v1/channels/{name}/files", files=files)
         assert answer.status_code == 201, answer.text
-        _when(lambda: _published(client, name), timeout=120)
+        wait_for(lambda: _published(client, name), f"{name} published", timeout=120)
     return name
 
 
@@ -159,10 +160,3 @@ async def _solve_and_install(url: str, home: Path, *, sharded: bool, tally: Tall
     }
     assert installed == EXPECTED, installed
     assert (prefix / "bin" / "small").exists(), "small-executable's file was linked"
-
-
-def _when(condition: Callable[[], bool], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
