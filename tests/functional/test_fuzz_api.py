@@ -71,6 +71,7 @@ from tests.support.server import LiveServer, fresh_database, run_server
 pytestmark = pytest.mark.functional
 
 MAX_EXAMPLES = 20
+REQUEST_TIMEOUT = 60
 #: What ``web/errors.py`` answers for a refused request.
 ERROR_STATUSES = frozenset({400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 503})
 
@@ -292,10 +293,18 @@ def run_fuzz(operation: Any, principal: str, fuzz_server: FuzzServer, *, aim: bo
     def fuzz(case: Any) -> None:
         if aim:
             aim_at_existing(case, fuzz_server)
-        response = case.call(base_url=fuzz_server.url, headers=fuzz_server.headers(principal))
+        response = send(case, fuzz_server, principal)
         if response.status_code == 401 and principal == "admin":  # it revoked its own token
             fuzz_server.renew_admin_token()
-            response = case.call(base_url=fuzz_server.url, headers=fuzz_server.headers(principal))
+            response = send(case, fuzz_server, principal)
         case.validate_response(response, checks=CHECKS)
 
     fuzz()
+
+
+def send(case: Any, fuzz_server: FuzzServer, principal: str) -> Any:
+    """One generated request. The timeout is a hang guard, not a speed check: schemathesis'
+    default of 10 s was once reached on a busy CI machine by a plain GET."""
+    return case.call(
+        base_url=fuzz_server.url, headers=fuzz_server.headers(principal), timeout=REQUEST_TIMEOUT
+    )

@@ -33,7 +33,7 @@ from stockade.auth.revision import bump_revision
 from stockade.auth.secrets import hash_secret, looks_like_token
 from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
-from stockade.auth.tokens import TokenService
+from stockade.auth.tokens import TokenService, needs_touch, touch_token
 from stockade.core.clock import utcnow
 from stockade.core.errors import AuthenticationError
 from stockade.db.engine import transaction
@@ -94,6 +94,7 @@ class Authenticator(CredentialCache):
         self,
         factory: sessionmaker[Session],
         *,
+        read_factory: sessionmaker[Session] | None = None,
         token_max_days: int,
         session_hours: int,
         directory: PasswordDirectory | None = None,
@@ -101,6 +102,8 @@ class Authenticator(CredentialCache):
         login_attempts_per_minute: int = 20,
     ) -> None:
         self.factory = factory
+        #: Credentials are checked in read-only sessions (on SQLite they run beside a writer).
+        self.read_factory = read_factory or factory
         self.token_max_days = token_max_days
         self.session_hours = session_hours
         self.directory = directory
@@ -167,16 +170,9 @@ class Authenticator(CredentialCache):
         if token is not None and self.bearer is not None and looks_like_jwt(token):
             return self._bearer_principal(token)
         if token is not None:
-            try:
-                with transaction(self.factory) as session:
-                    tokens = TokenService(session, max_days=self.token_max_days)
-                    user, record = tokens.authenticate(token, ip=creds.ip)
-                    return UserService(session).principal_for(user, via="token", token=record)
-            except AuthenticationError as exc:
-                self._record_failure("token", None, exc)
-                raise
+            return self._token_principal(token, creds.ip)
         if creds.session_cookie:
-            with transaction(self.factory) as session:
+            with self.read_factory() as session:
                 web = SessionService(session, hours=self.session_hours).resolve(
                     creds.session_cookie
                 )
@@ -184,6 +180,25 @@ class Authenticator(CredentialCache):
                     return ANONYMOUS
                 return UserService(session).principal_for(web.user, via="session")
         return self.password_principal(creds.username or "", creds.password or "", ip=creds.ip)
+
+    def _token_principal(self, token: str, ip: str | None) -> Principal:
+        """Checked in a read-only session; the last use is written (a short write) at most once
+        a minute per token, so a token check does not wait behind a long writer."""
+        try:
+            with self.read_factory() as session:
+                user, record = TokenService(session, max_days=self.token_max_days).authenticate(
+                    token
+                )
+                principal = UserService(session).principal_for(user, via="token", token=record)
+                now = utcnow()
+                stale = needs_touch(record, now)
+        except AuthenticationError as exc:
+            self._record_failure("token", None, exc)
+            raise
+        if stale and principal.token_id is not None:
+            with transaction(self.factory) as session:
+                touch_token(session, principal.token_id, ip, now)
+        return principal
 
     def _bearer_principal(self, token: str) -> Principal:
         assert self.bearer is not None

@@ -72,6 +72,7 @@ class CredentialCache:
     """The cache and its single-flight refreshes; the authenticator supplies ``_resolve``."""
 
     factory: sessionmaker[Session]
+    read_factory: sessionmaker[Session]
 
     def _init_cache(self) -> None:
         self._cache: dict[str, _Entry] = {}
@@ -139,9 +140,16 @@ class CredentialCache:
         finally:
             self._revision_lock.release()
 
+    def forget_locally(self) -> None:
+        """Drop this process's cached principals and read the shared revision again on the next
+        check (nothing changes for the other processes: ``forget_all`` is for changes)."""
+        with self._lock:
+            self._cache.clear()
+            self._revision_read_at = float("-inf")
+
     def _read_revision(self) -> None:
         read_at = time.monotonic()
-        with self.factory() as session:
+        with self.read_factory() as session:  # beside a writer, never behind it
             revision = current_revision(session)
         with self._lock:
             if revision != self._revision:

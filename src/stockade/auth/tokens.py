@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from stockade.audit.service import AuditLog, Target
@@ -123,8 +123,9 @@ class TokenService:
             )
         return token
 
-    def authenticate(self, secret: str, *, ip: str | None = None) -> tuple[User, ApiToken]:
-        """Resolve a token secret to its user. Raises without echoing the secret."""
+    def authenticate(self, secret: str) -> tuple[User, ApiToken]:
+        """Resolve a token secret to its user, reading only (a read-only session will do: a
+        token check never queues behind writers). Raises without echoing the secret."""
         if not looks_like_token(secret):
             raise InvalidCredentialsError("invalid token")
         token = self.session.scalar(
@@ -137,10 +138,28 @@ class TokenService:
             raise InvalidCredentialsError("token expired")
         if not token.user.is_active:
             raise InvalidCredentialsError("the token's user is disabled")
-        if token.last_used_at is None or now - token.last_used_at > timedelta(seconds=60):
-            token.last_used_at = now  # throttled so hot paths do not write on every request
-            token.last_used_ip = ip
         return token.user, token
+
+
+#: How often a token's last use is written: hot paths must not write on every request.
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+def needs_touch(token: ApiToken, now: datetime) -> bool:
+    """Whether this use should be recorded as the token's last one."""
+    return token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY
+
+
+def touch_token(session: Session, token_id: int, ip: str | None, now: datetime) -> None:
+    """Record a token's use, unless another request (any replica) recorded one just now."""
+    session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - TOUCH_EVERY),
+        )
+        .values(last_used_at=now, last_used_ip=ip)
+    )
 
 
 def _check_kind(

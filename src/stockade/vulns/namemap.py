@@ -246,7 +246,6 @@ class NameMapService:
     ) -> Sequence[NameMapEntry]:
         """Rows by id; filters are exact (``identifier`` normalised first)."""
         self.access.require(principal, Permission.CVE_READ)
-        self.store.seed_shipped()
         query = select(NameMapEntry).where(NameMapEntry.id > after)
         if conda_name:
             query = query.where(NameMapEntry.conda_name == conda_name.strip().lower())

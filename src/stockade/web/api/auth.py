@@ -85,7 +85,7 @@ def list_tokens(
     user: str | None = Query(default=None, max_length=128, description="admins: whose tokens"),
 ) -> list[TokenPublic]:
     """Your tokens (never their secrets), with their last use."""
-    with transaction(container.factory) as session:
+    with container.read_factory() as session:
         tokens = PrincipalAdmin(session, principal).tokens_of(user or principal.username)
         return [token_public(t) for t in tokens]
 

@@ -149,7 +149,7 @@ def list_name_map(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[NameMapEntryPublic]:
     """Entries by id; ``X-Next-Cursor`` holds the ``after`` of the next page when there is one."""
-    with transaction(container.factory) as session:  # the shipped table is seeded on first use
+    with container.read_factory() as session:  # the shipped table is seeded at start
         rows = NameMapService(session).list(
             principal,
             conda_name=conda_name,
