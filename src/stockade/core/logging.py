@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -13,14 +14,19 @@ import structlog
 
 TOKEN_RE = re.compile(r"(stk[-_])[A-Za-z0-9_\-]{8,}")  # stk-… (now) and stk_… (before)
 URL_TOKEN_RE = re.compile(r"/t/[^/\s]+/")
+#: ``scheme://user:password@`` in any URL of a message or a traceback.
+USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@]+@")
 SECRET_KEYS = {"password", "token", "secret", "authorization", "cookie"}
 
 
 def scrub(text: str) -> str:
+    text = USERINFO_RE.sub(r"\1***@", text)
     return URL_TOKEN_RE.sub("/t/***/", TOKEN_RE.sub(r"\1***", text))
 
 
-def _scrub_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _scrub_event(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
         if key.lower() in SECRET_KEYS:
             event[key] = "***"
@@ -33,8 +39,10 @@ class _ScrubFilter(logging.Filter):
     """For stdlib loggers of libraries (uvicorn, httpx...): scrub the rendered message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == ACCESS_LOGGER:
-            return True  # rendered from scrubbed fields already
+        if record.name == ACCESS_LOGGER or isinstance(record.msg, dict):
+            # rendered from scrubbed fields already, or structlog's event (scrubbed, traceback
+            # included, by the formatter's processors: replacing it by a string broke the line)
+            return True
         message = record.getMessage()
         cleaned = scrub(message)
         if cleaned != message:
@@ -95,7 +103,14 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # The traceback as text (a library's record too), then scrubbed like the rest: an
+            # exception's message can hold a URL with a token or a password in it.
+            structlog.processors.format_exc_info,
+            _scrub_event,
+            renderer,
+        ],
         foreign_pre_chain=shared,
     )
     handler = logging.StreamHandler(sys.stderr)
