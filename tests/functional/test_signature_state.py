@@ -20,7 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from stockade.channels.signature_state import EXPLANATIONS, SignatureState
+from stockade.channels.signature_names import SignatureState
+from stockade.channels.signature_state import EXPLANATIONS
 from stockade.signing.builders import new_chain
 from stockade.signing.keys import generate, public_hex, write_key
 from tests.conftest import PG_URL, backends

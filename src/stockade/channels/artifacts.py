@@ -20,7 +20,8 @@ from stockade.channels.privacy import channel_ref
 from stockade.channels.publishing import request_publications
 from stockade.channels.scanstate import ArtifactSource, listed_clause
 from stockade.channels.service import ChannelService
-from stockade.channels.signature_state import SignatureState, signature_clause
+from stockade.channels.signature_names import SignatureState
+from stockade.channels.signature_state import signature_clause
 from stockade.core.errors import InvalidInputError
 
 

@@ -17,22 +17,12 @@ verdict, with its detail.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Final
 
 from sqlalchemy import ColumnElement, and_, false, not_, or_
 
 from stockade.channels.models import Artifact
-
-
-class SignatureState(StrEnum):
-    SIGNED = "signed"
-    UPSTREAM_VERIFIED = "upstream-verified"
-    UPSTREAM_UNVERIFIED = "upstream-unverified"
-    UPSTREAM_INVALID = "upstream-invalid"
-    UPSTREAM_DROPPED = "upstream-dropped"
-    UNSIGNED = "unsigned"
-
+from stockade.channels.signature_names import SignatureState
 
 #: ``artifacts.signature_status`` -> the state it gives a file this server does not sign.
 UPSTREAM_STATES: Final = {

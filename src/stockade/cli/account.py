@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import typer
 from rich.console import Console
 
@@ -233,6 +232,8 @@ def conda_config(
 
 def _save_root(url: str, folder: Path) -> None:
     """Save the server's first root (conda chains from it to the newest by itself)."""
+    import httpx  # an HTTP client when a request is made, not to show --help
+
     try:
         response = httpx.get(f"{url}/signing/1.root.json", timeout=30)
     except httpx.HTTPError as exc:

@@ -15,9 +15,8 @@ import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -26,6 +25,9 @@ from stockade.airgap.zipwriter import BundleWriter, ZipWriteError
 from stockade.cli.client import ApiClient, CliError, answer_problem, client, fail, unreachable
 from stockade.cli.mirrors import follow_run
 from stockade.cli.output import AsJson, cell, key_values, out, print_json, table, when
+
+if TYPE_CHECKING:
+    import httpx
 
 airgap_app = typer.Typer(
     help="Air-gapped sites: package bundles of a channel (export here, then on the other "
@@ -200,6 +202,8 @@ def _member_bytes(api: ApiClient, http: httpx.Client, url: str) -> bytes:
 def _member_chunks(
     api: ApiClient, http: httpx.Client, url: str, params: dict[str, str]
 ) -> Iterator[bytes]:
+    import httpx  # loaded when a request is made, not to show --help
+
     try:
         with http.stream("GET", url, params=params) as response:
             if response.status_code >= 400:

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column
 
-from stockade.channels.signature_state import SignatureState
+from stockade.channels.signature_names import SignatureState
 from stockade.cli.client import client, fail
 from stockade.cli.output import NONE, AsJson, key_values, out, print_json, table, when
 from stockade.cli.text import shorten

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -23,7 +22,6 @@ from stockade.cli.cve_view import feed_status, print_advisory, print_feed
 from stockade.cli.output import NONE, AsJson, print_json, score_cell, table
 from stockade.cli.report_view import severity_text
 from stockade.cli.text import shorten
-from stockade.vulns.bundle import detect_format
 
 out = Console()
 cve_app = typer.Typer(help="Vulnerabilities: feeds, matches, curation.", no_args_is_help=True)
@@ -208,6 +206,8 @@ def _csv(value: str | None) -> list[str] | None:
 
 def _pages(api: ApiClient, params: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     """Rows up to ``limit``, page after page (the API sends the next cursor as a header)."""
+    import httpx  # loaded when a request is made, not to show --help
+
     rows: list[dict[str, Any]] = []
     after: str | None = "0"
     with api.http() as http:  # transient answers retried (cli/retry.py)
@@ -304,7 +304,7 @@ def _detect(path: Path) -> str | None:
     if path.is_dir():
         for item in sorted(path.rglob("*")):
             if item.is_file() and item.suffix.lower() in _FEED_SUFFIXES:
-                found = detect_format(item.name, item.read_bytes())
+                found = _format_of(item.name, item.read_bytes())
                 if found in ("osv", "nvd", "cve5"):
                     return found
         return None
@@ -312,7 +312,7 @@ def _detect(path: Path) -> str | None:
         head = fh.read(4)
     if head == b"PK\x03\x04":
         return None  # a zip: the server tells a cve.zip (manifest) from a zip of feed files
-    return detect_format(path.name, path.read_bytes())
+    return _format_of(path.name, path.read_bytes())
 
 
 def _send(api: ApiClient, url: str, path: Path, params: dict[str, str]) -> Any:
@@ -383,6 +383,8 @@ def import_cves(
 @cve_app.command("export")
 def export_cves(file: Path = typer.Argument(..., help="where to write the cve.zip")) -> None:
     """Write every advisory, KEV/EPSS and the admin name map as a cve.zip (for an air gap)."""
+    import httpx  # loaded when a request is made, not to show --help
+
     api = client()
     target = file.parent / f".{file.name}.part"
     try:
@@ -484,3 +486,10 @@ def names_import(
         f"matches +{data['matches_added']} -{data['matches_removed']}",
         highlight=False,
     )
+
+
+def _format_of(name: str, data: bytes) -> str | None:
+    """The format of a feed file (the bundle reader, loaded only when a command reads one)."""
+    from stockade.vulns.bundle import detect_format
+
+    return detect_format(name, data)

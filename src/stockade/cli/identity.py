@@ -14,7 +14,6 @@ from rich.table import Table
 from rich.text import Text
 
 from stockade.cli import output
-from stockade.cli.audit_files import export_to_folder, verify_export
 from stockade.cli.client import client, fail
 from stockade.cli.output import AsJson, key_values, print_json, table, when
 from stockade.cli.text import shorten
@@ -478,6 +477,8 @@ def audit_export(
             fail("--to exports every new event: give no file, --since or --until with it")
         if fmt not in (None, "json", "jsonl", "csv"):
             fail("--format must be json (lines) or csv")
+        from stockade.cli.audit_files import export_to_folder  # the database layer: only here
+
         export_to_folder(to, None if fmt is None else "csv" if fmt == "csv" else "jsonl")
         return
     if output is None:
@@ -497,6 +498,8 @@ def audit_verify_export(
     paths: list[Path] = typer.Argument(..., help="Exported files, or folders of them"),
 ) -> None:
     """Check the hash chain of exported audit files offline; exit 1 at the first break."""
+    from stockade.cli.audit_files import verify_export  # the database layer: only here
+
     verify_export(paths)
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 
 from stockade.cli.client import ApiClient, client, describe_problem, fail, paginate, unreachable
 from stockade.cli.output import NONE, AsJson, cell, key_values, out, print_json, table, when
 from stockade.cli.text import shorten
+
+if TYPE_CHECKING:
+    import httpx
 
 quarantine_app = typer.Typer(
     help="The quarantine queue: files the malware scanners held (malicious; suspicious or "
@@ -157,6 +159,8 @@ def fetch(
 
 def _download(api: ApiClient, path: str, output: Path) -> int:
     """Stream ``path`` to ``output`` through a temporary file beside it; problems print and exit."""
+    import httpx  # loaded when a request is made, not to show --help
+
     partial = output.with_name(f".{output.name}.part")
     try:
         with (

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import typer
 
@@ -28,6 +27,8 @@ MAX_FILE = 5 * 1024 * 1024
 
 
 def _send(api: ApiClient, method: str, path: str, **kwargs: Any) -> bytes:
+    import httpx  # loaded when a request is made, not to show --help
+
     try:
         with api.http() as http:  # transient answers retried (cli/retry.py)
             response = http.request(method, path, **kwargs)

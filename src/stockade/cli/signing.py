@@ -18,9 +18,8 @@ from stockade.cli.client import client, fail
 from stockade.cli.output import AsJson, key_values, out, print_json, table, when
 from stockade.core.clock import utcnow
 from stockade.signing import builders
-from stockade.signing.chain import serialize
 from stockade.signing.errors import KeyFileError
-from stockade.signing.format import HEX_KEY, delegation
+from stockade.signing.format import HEX_KEY, delegation, serialize
 from stockade.signing.keys import KeyFolder, generate, passphrase_from_env, public_hex, write_key
 
 signing_app = typer.Typer(

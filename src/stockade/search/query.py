@@ -29,7 +29,8 @@ from sqlalchemy import (
 
 from stockade.channels.models import Artifact, Channel
 from stockade.channels.scanstate import ScanStatus
-from stockade.channels.signature_state import SignatureState, signature_clause
+from stockade.channels.signature_names import SignatureState
+from stockade.channels.signature_state import signature_clause
 from stockade.search.backends import SearchBackend
 from stockade.search.errors import SearchFilterError, SearchQueryError
 from stockade.search.models import SearchDocument

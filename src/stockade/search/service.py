@@ -18,7 +18,8 @@ from stockade.auth.principal import Principal
 from stockade.channels.browse import build_sort_key
 from stockade.channels.models import Artifact, Channel
 from stockade.channels.service import ChannelService
-from stockade.channels.signature_state import SignatureState, signature_info
+from stockade.channels.signature_names import SignatureState
+from stockade.channels.signature_state import signature_info
 from stockade.search.backends import backend_for
 from stockade.search.models import SearchDocument
 from stockade.search.query import KIND_ORDER, MatchKind, SearchFilters, clean_text, ranked

@@ -8,7 +8,6 @@ pkg_mgr keys changed asks every signed channel to publish again (signed with the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from stockade.signing.format import (
     check_delegating,
     delegation,
     parse_time,
+    serialize,
     verify_envelope,
     verify_key_mgr,
     verify_root_update,
@@ -50,11 +50,6 @@ class Chain:
             "root": parse_time(self.root["signed"]["expiration"], "root expiration"),
             "key_mgr": parse_time(self.key_mgr["signed"]["expiration"], "key_mgr expiration"),
         }
-
-
-def serialize(envelope: Mapping[str, Any]) -> bytes:
-    """The bytes served: indented and sorted, as the format's own tools write metadata files."""
-    return json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def load_chain(session: Session) -> Chain | None:

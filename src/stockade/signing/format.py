@@ -270,3 +270,8 @@ def signers_verdict(
     if not any(k in keys for k in signatures):
         return "signed by a key that key_mgr does not delegate pkg_mgr to"
     return "the signature does not match the record"
+
+
+def serialize(envelope: Mapping[str, Any]) -> bytes:
+    """The bytes served: indented and sorted, as the format's own tools write metadata files."""
+    return json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n"

@@ -13,7 +13,7 @@ from stockade.channels.artifacts import Selection as SelectionSpec
 from stockade.channels.models import Artifact
 from stockade.channels.patching import PatchService
 from stockade.channels.service import ChannelService
-from stockade.channels.signature_state import SignatureState
+from stockade.channels.signature_names import SignatureState
 from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.scanning.models import ArtifactScan

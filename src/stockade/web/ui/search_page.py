@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from stockade.channels.scanstate import ScanStatus
-from stockade.channels.signature_state import SignatureState
+from stockade.channels.signature_names import SignatureState
 from stockade.search.errors import SearchFilterError, SearchQueryError
 from stockade.search.query import MAX_QUERY, SearchFilters, parse_filters
 from stockade.search.service import SearchService
