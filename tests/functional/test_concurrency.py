@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -175,15 +177,27 @@ def test_same_filename_at_once_has_one_winner(server: ServerProcess, tmp_path: P
         with server.client() as client:
             shown = client.get(f"/api/v1/channels/{channel}/files/{subdir}/{filename}").json()
             assert shown["sha256"] == winner
-        # An upload is served only once its scan verdict is in (docs/adr/0012): wait for it, then
-        # what is served must be the winner's bytes (and its verdict, not a loser's).
+        # An upload is served only once its scan verdict is in (docs/adr/0012): wait for the
+        # verdict (the publication it asks for comes after it, so waiting for publications alone
+        # could end before the scan did), then what is served must be the winner's bytes.
+        shown = _verdict(server, f"/api/v1/channels/{channel}/files/{subdir}/{filename}")
+        assert (shown["sha256"], shown["scan_status"]) == (winner, "clean")
         server.wait_published(channel)
         with server.client() as client:
-            shown = client.get(f"/api/v1/channels/{channel}/files/{subdir}/{filename}").json()
-            assert (shown["sha256"], shown["scan_status"]) == (winner, "clean")
             served = client.get(f"/conda/{channel}/{subdir}/{filename}")
             assert served.status_code == 200, (served.status_code, served.text[:300], shown)
             assert hashlib.sha256(served.content).hexdigest() == winner
     server.wait_published(channel)
     with server.client() as client:
         check_channel(client, channel, server.artifacts(channel), exact=True)
+
+
+def _verdict(server: ServerProcess, path: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The file as listed once its scan is no longer pending."""
+    deadline = time.monotonic() + timeout
+    with server.client() as client:
+        while True:
+            shown: dict[str, Any] = client.get(path).json()
+            if shown["scan_status"] != "pending" or time.monotonic() > deadline:
+                return shown
+            time.sleep(0.05)
