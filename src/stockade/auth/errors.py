@@ -55,3 +55,10 @@ class ManagedElsewhereError(ConflictError):
     """The object comes from LDAP/OIDC or is built in; it cannot be changed here."""
 
     code = "managed-elsewhere"
+
+
+class OidcError(InvalidInputError):
+    """A single sign-on step failed for a reason the user can be told about (HTTP 400)."""
+
+    code = "oidc:error"
+    title = "Single sign-on failed"

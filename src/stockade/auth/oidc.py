@@ -27,22 +27,15 @@ from authlib.oauth2.rfc7636 import (  # type: ignore[import-untyped]  # authlib 
     create_s256_code_challenge,
 )
 
-from stockade.auth.errors import InvalidCredentialsError
+from stockade.auth.errors import InvalidCredentialsError, OidcError
 from stockade.auth.identity import ExternalGroup, ExternalIdentity
 from stockade.auth.oidc_discovery import ProviderMetadata, TokenRejectedError, check_claims
-from stockade.core.errors import InvalidInputError, UnavailableError
+from stockade.core.errors import UnavailableError
 from stockade.core.outbound import OutboundPolicy
 from stockade.settings import OidcSettings
 
 MAX_GROUPS = 500
 MAX_NAME = 256
-
-
-class OidcError(InvalidInputError):
-    """A single sign-on step failed for a reason the user can be told about (HTTP 400)."""
-
-    code = "oidc:error"
-    title = "Single sign-on failed"
 
 
 @dataclass(frozen=True)

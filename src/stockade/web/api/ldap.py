@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from stockade.auth.access import AccessService
 from stockade.auth.identity import ExternalIdentity
-from stockade.auth.ldap import LdapDirectory, LdapSyncResult, LdapTestReport, run_ldap_sync
 from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.container import Container
@@ -15,6 +16,9 @@ from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
 from stockade.web.api.schemas import Strict
 from stockade.web.deps import ContainerDep, CurrentPrincipal
+
+if TYPE_CHECKING:  # ldap3 is loaded when a directory is used, not to serve
+    from stockade.auth.ldap import LdapDirectory, LdapSyncResult, LdapTestReport
 
 router = APIRouter(tags=["ldap"])
 
@@ -66,6 +70,8 @@ def _directory(container: Container) -> LdapDirectory:
             "LDAP is not configured on this server: set ldap.url (STOCKADE_LDAP__URL)",
             code="ldap:not-configured",
         )
+    from stockade.auth.ldap import LdapDirectory
+
     return LdapDirectory(container.settings.ldap)
 
 
@@ -123,6 +129,8 @@ def sync_ldap(principal: CurrentPrincipal, container: ContainerDep) -> LdapSyncP
     """Import users and groups from the directory now (the schedule does it too)."""
     _require_admin(principal, container)
     _directory(container)
+    from stockade.auth.ldap import run_ldap_sync
+
     result = run_ldap_sync(container.factory, container.settings.ldap, actor=principal)
     container.authenticator.forget_all()  # a disabled user loses a cached sign-in at once
     return _sync_public(result)

@@ -13,7 +13,7 @@ import binascii
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -21,10 +21,9 @@ from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
 from stockade.audit.service import AuditLog, Target
-from stockade.auth.errors import InvalidCredentialsError
+from stockade.auth.errors import InvalidCredentialsError, OidcError
 from stockade.auth.identity import ExternalIdentity, IdentityService
 from stockade.auth.models import User
-from stockade.auth.oidc import OidcClient, OidcError
 from stockade.auth.principal import Principal
 from stockade.auth.service import UserService
 from stockade.container import Container
@@ -34,6 +33,9 @@ from stockade.db.engine import transaction
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.ui.render import PAGE_ERRORS, base_url, error_page
 from stockade.web.ui.signin import NextQuery, _start_session, safe_next
+
+if TYPE_CHECKING:
+    from stockade.auth.oidc import OidcClient
 
 router = APIRouter(include_in_schema=False)
 FLOW_COOKIE = "stockade_oidc_flow"
@@ -108,6 +110,9 @@ def get_oidc_client(request: Request) -> OidcClient | None:
             clients = request.app.state.oidc_clients = {}
         client = clients.get(redirect_uri)
         if client is None:
+            # loaded with OIDC on only: the JOSE and PKCE libraries are not needed otherwise
+            from stockade.auth.oidc import OidcClient
+
             client = clients[redirect_uri] = OidcClient(
                 container.settings.oidc,
                 redirect_uri,
