@@ -36,11 +36,45 @@ def app() -> ASGIApp:
     prepare_server(settings)  # private files, spools in the data folder, the header deadline
     if multiprocess():  # one of several workers (core/metrics.py): its live gauges end with it
         atexit.register(mark_process_dead)
+        exit_with_supervisor()
     with unused_drivers_hidden(settings):
         from stockade.app import create_app
         from stockade.web.middleware import CondaFastPath
 
         return CondaFastPath(create_app(settings))
+
+
+#: How often a worker looks for its supervisor, and how long it then has to stop gracefully.
+SUPERVISOR_CHECK_S = 1.0
+GRACE_S = 30.0
+
+
+def exit_with_supervisor() -> None:
+    """A worker of ``stockade serve --workers N`` stops when its supervisor is gone.
+
+    uvicorn stops its workers when the supervisor is asked to stop; a supervisor killed outright
+    (SIGKILL, the OOM killer) left them serving on the inherited socket, orphans nothing would
+    stop, holding the port and the database. The worker then stops as on SIGTERM (requests in
+    flight finish), and exits anyway after ``GRACE_S``."""
+    import logging
+    import os
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(SUPERVISOR_CHECK_S)
+        logging.getLogger("stockade.serve").warning(
+            "the supervisor (process %s) is gone: this worker stops", parent
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stockade-supervisor-watch", daemon=True).start()
 
 
 @contextmanager

@@ -71,6 +71,15 @@ def serving(data_dir: Path, port: int, out: Path) -> Iterator[subprocess.Popen[b
             proc.wait()
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie nobody reaped has stopped running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _workers_ready(proc: subprocess.Popen[bytes]) -> list[int]:
     """The worker processes once both have loaded the application."""
     deadline = time.monotonic() + 120
@@ -109,6 +118,16 @@ def test_supervisor_stays_lean_and_workers_serve(tmp_path: Path) -> None:
             timeout=60,
         )
         assert signed_in.status_code in (200, 201), signed_in.text
+        # The supervisor killed outright: its workers stop by themselves (they went on serving
+        # on the inherited socket, orphans that held the port and the database).
+        workers = _workers_ready(proc)
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 90
+        while any(running(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"orphaned workers still running: {workers}"
+            time.sleep(0.2)
     assert "First start." not in second.read_text()
 
 
