@@ -65,6 +65,10 @@ HELP_COMMANDS = (
     ("stockade upload --help", [STOCKADE, "upload", "--help"]),
     ("stockade serve --help", [STOCKADE, "serve", "--help"]),
     ("stockade channel list --help", [STOCKADE, "channel", "list", "--help"]),
+    ("stockade user list --help", [STOCKADE, "user", "list", "--help"]),
+    ("stockade cve --help", [STOCKADE, "cve", "--help"]),
+    ("stockade signing --help", [STOCKADE, "signing", "--help"]),
+    ("stockade quarantine --help", [STOCKADE, "quarantine", "--help"]),
 )
 
 
