@@ -18,7 +18,11 @@ HIDDEN = "***"
 # names whose values are secrets even when their type does not say so
 SECRET_NAME = re.compile(r"password|secret|credential|(^|_)(key|token)$", re.IGNORECASE)
 # user:password@ in URLs (database, Redis, proxies)
-URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*):[^/@\s]+@", re.IGNORECASE)
+# A scheme where a word starts, bounded: linear in the value (as ``core.logging.SCHEME``).
+URL_PASSWORD = re.compile(
+    r"(?P<head>(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}://[^/@:\s]{0,256}):[^/@\s]{1,1024}@",
+    re.IGNORECASE,
+)
 
 
 def render(settings: Settings) -> str:

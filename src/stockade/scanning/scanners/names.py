@@ -63,7 +63,7 @@ _CONFUSABLES: Final[Mapping[str, str]] = {
 _MULTI: Final[tuple[tuple[str, str], ...]] = (("rn", "m"), ("vv", "w"))
 _DIGITS: Final[Mapping[str, str]] = {"1": "l", "0": "o"}
 _SEPARATORS: Final = re.compile(r"[-_.]+")
-_TRAILING_NUMBER: Final = re.compile(r"[-_.]?\d+$")
+_TRAILING_NUMBER: Final = re.compile(r"(?<!\d)[-_.]?\d+$")  # from a run's first digit: linear
 
 
 def skeleton(name: str) -> str:
