@@ -37,7 +37,6 @@ from stockade.vulns.lookup import DbVulnerabilityLookup
 from stockade.vulns.malicious import known_bad_from_feeds, list_key
 from stockade.vulns.scan_webhooks import enqueue_scan_event
 from stockade.vulns.security import BlobSecurityReader
-from stockade.vulns.store import VulnStore
 
 
 @dataclass
@@ -195,15 +194,13 @@ class Container:
         )
 
     def bootstrap(self) -> FirstAdmin | None:
-        """Built-in roles, the first admin when there are no users yet, the shipped name map
-        (so that reading it never writes), and proxy credentials stored in clear by an earlier
-        version sealed (docs/adr/0010)."""
+        """Built-in roles, the first admin when there are no users yet, and proxy credentials
+        stored in clear by an earlier version sealed (docs/adr/0010)."""
         password = self.settings.admin_password
         for attempt in range(3):
             try:
                 with transaction(self.factory) as session:
                     seal_legacy_proxies(session, self.secrets)
-                    VulnStore(session).seed_shipped()
                     return UserService(session).ensure_first_admin(
                         self.settings.admin_username,
                         password.get_secret_value() if password else None,

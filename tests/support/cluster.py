@@ -21,7 +21,6 @@ Redis comes back with every job it had acknowledged.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -36,7 +35,7 @@ import redis
 
 from tests.conftest import PG_URL
 from tests.support.balancer import Balancer
-from tests.support.process import PYCACHE, STOCKADE, ServerProcess
+from tests.support.process import PYCACHE, STOCKADE, ServerProcess, sigkill, terminate
 from tests.support.redis_server import RedisServer
 from tests.support.server import fresh_database
 
@@ -106,19 +105,11 @@ class Worker:
             time.sleep(0.05)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(30)
+        """SIGKILL (no shutdown, no flush), and reap it."""
+        sigkill(self.proc)
 
     def stop(self) -> None:
-        if self.alive:
-            assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.proc, 20)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

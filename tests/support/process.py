@@ -44,6 +44,26 @@ CRASH_ENV = "STOCKADE_TEST_CRASH_AT"
 PYCACHE = Path(tempfile.gettempdir()) / "stockade-tests-pycache"
 
 
+def sigkill(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL (no shutdown, no flush) and reap: nothing in it gets to run again."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, grace_s: float) -> None:
+    """A graceful stop (SIGTERM), then SIGKILL if it lingers past ``grace_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        sigkill(proc)
+
+
 class ServerDied(RuntimeError):
     """The process ended while the test expected it to serve."""
 
@@ -171,11 +191,7 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL the server and reap it: nothing in it gets to run again."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
+        sigkill(self.proc)
 
     def wait_exit(self, timeout: float = 60.0) -> int:
         """Wait for the server to end by itself (at a crash point); its exit code."""
@@ -191,13 +207,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM), then SIGKILL if it lingers."""
-        if self.alive:
-            assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.proc, 15)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -302,10 +312,4 @@ def worker_process(
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            terminate(proc, 20)

@@ -14,12 +14,12 @@ import structlog
 
 TOKEN_RE = re.compile(r"(stk[-_])[A-Za-z0-9_\-]{8,}")  # stk-… (now) and stk_… (before)
 URL_TOKEN_RE = re.compile(r"/t/[^/\s]+/")
-#: The userinfo of any URL in a message or a traceback, as ``core.urls.redact_url`` shows it:
-#: ``user:***@`` (the password hidden), ``***@`` for a lone user name (taken for a token).
 #: A URL scheme where a word starts, at most 32 characters: an unanchored ``[A-Za-z][...]*://``
 #: is tried from every letter of a long word, quadratic in it (a 32 KB name in a request path
 #: held a server thread for minutes).
 SCHEME = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://"
+#: The userinfo of any URL in a message or a traceback, as ``core.urls.redact_url`` shows it:
+#: ``user:***@`` (the password hidden), ``***@`` for a lone user name (taken for a token).
 PASSWORD_RE = re.compile(rf"({SCHEME})([^/\s@:]{{0,256}}):[^/\s@]{{1,1024}}@")
 LONE_USER_RE = re.compile(rf"({SCHEME})[^/\s@:]{{1,1024}}@")
 SECRET_KEYS = {"password", "token", "secret", "authorization", "cookie"}

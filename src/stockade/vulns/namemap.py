@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.audit.service import AuditLog, Target
 from stockade.auth.access import AccessService
@@ -36,6 +36,7 @@ from stockade.auth.permissions import Permission
 from stockade.auth.principal import Principal
 from stockade.conda.names import is_valid_name
 from stockade.core.errors import ConflictError, InvalidInputError, NotFoundError
+from stockade.db.engine import transaction
 from stockade.vulns.errors import NameMapError
 from stockade.vulns.matcher import MatchCounts, Matcher
 from stockade.vulns.models import NameMapEntry, NameOrigin, VulnTarget
@@ -225,6 +226,16 @@ def retarget_names(
     counts = Matcher(session, security=security, store=store).match_vulnerabilities(sorted(ids))
     store.bump()
     return counts
+
+
+def ensure_shipped(factory: sessionmaker[Session], read_factory: sessionmaker[Session]) -> None:
+    """The shipped rows are in the table before it is listed: a read once they are, and a
+    write transaction only the first time (a listing otherwise never queues for the write lock)."""
+    with read_factory() as session:
+        if VulnStore(session).has_shipped():
+            return
+    with transaction(factory) as session:
+        VulnStore(session).seed_shipped()
 
 
 class NameMapService:

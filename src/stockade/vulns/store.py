@@ -120,12 +120,16 @@ class VulnStore:
         """Forget the cached map (after the table changed in this session)."""
         self._name_map = None
 
-    def seed_shipped(self) -> bool:
-        """Copy ``name_map.json`` into the table when no shipped row is there; True if it did."""
+    def has_shipped(self) -> bool:
+        """Whether ``name_map.json`` was copied into the table (reads only)."""
         present = self.session.scalar(
             select(NameMapEntry.id).where(NameMapEntry.origin == NameOrigin.SHIPPED.value).limit(1)
         )
-        if present is not None:
+        return present is not None
+
+    def seed_shipped(self) -> bool:
+        """Copy ``name_map.json`` into the table when no shipped row is there; True if it did."""
+        if self.has_shipped():
             return False
         rows = [
             {"conda_name": e.conda, "identifier": i, "origin": e.source, "note": e.note}

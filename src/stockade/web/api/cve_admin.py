@@ -31,7 +31,7 @@ from stockade.db.engine import transaction
 from stockade.storage.staging import StagedFile
 from stockade.vulns.bundle import BundleService, ImportCounts
 from stockade.vulns.models import NameMapEntry
-from stockade.vulns.namemap import NameMapService
+from stockade.vulns.namemap import NameMapService, ensure_shipped
 from stockade.vulns.security import BlobSecurityReader
 from stockade.vulns.store import SUPPRESS
 from stockade.web.api.cve_admin_schemas import (
@@ -149,7 +149,8 @@ def list_name_map(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[NameMapEntryPublic]:
     """Entries by id; ``X-Next-Cursor`` holds the ``after`` of the next page when there is one."""
-    with container.read_factory() as session:  # the shipped table is seeded at start
+    ensure_shipped(container.factory, container.read_factory)
+    with container.read_factory() as session:
         rows = NameMapService(session).list(
             principal,
             conda_name=conda_name,
