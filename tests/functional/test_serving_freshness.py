@@ -32,7 +32,7 @@ from stockade.channels.scanstate import ScanStatus, set_status
 from stockade.channels.servable import CHECK_SECONDS
 from stockade.container import Container
 from stockade.db.engine import transaction
-from tests.support.eventually import AUTH_BOUND_S, eventually
+from tests.support.eventually import AUTH_BOUND_S, SERVING_BOUND_S, answers, eventually
 from tests.support.server import LiveServer
 
 pytestmark = [pytest.mark.functional, pytest.mark.xdist_group("serving-freshness")]
@@ -52,7 +52,7 @@ def _served(live: LiveServer, testdata: Path, privacy: str = "public") -> tuple[
     assert live.upload(channel, _package(testdata)).status_code == 201
     live.wait_published(channel)
     path = f"/conda/{channel}/noarch/{PACKAGE}"
-    assert live.admin.get(path).status_code == 200
+    answers(lambda: live.admin.get(path), 200, within=SERVING_BOUND_S)  # on every replica
     _sha(live, path)  # its ETag, for the conditional GETs once it is no longer served
     return channel, path
 
@@ -164,10 +164,17 @@ def test_a_released_file_is_served_again(live_server: LiveServer, testdata: Path
 
 
 def _shard_path(live: LiveServer, channel: str) -> str:
-    index = live.admin.get(f"/conda/{channel}/noarch/repodata_shards.msgpack.zst")
-    assert index.status_code == 200, index.text
-    shards = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(index.content))
-    return f"/conda/{channel}/noarch/shards/{shards['shards']['dependency'].hex()}.msgpack.zst"
+    """The package's shard, once the shard index lists it (through a load balancer, another
+    replica sees the publication within the serving bound)."""
+
+    def listed() -> str:
+        index = live.admin.get(f"/conda/{channel}/noarch/repodata_shards.msgpack.zst")
+        assert index.status_code == 200, index.text
+        shards = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(index.content))
+        assert "dependency" in shards["shards"], sorted(shards["shards"])
+        return f"/conda/{channel}/noarch/shards/{shards['shards']['dependency'].hex()}.msgpack.zst"
+
+    return eventually(listed, within=SERVING_BOUND_S)
 
 
 def test_a_channel_made_private_is_not_served_anonymously_at_once(
