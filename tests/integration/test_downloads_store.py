@@ -22,16 +22,20 @@ from stockade.audit.downloads_reports import (
     per_day,
     report,
 )
+from stockade.audit.models import AuditEvent
+from stockade.audit.service import AuditLog
 from stockade.audit.tasks import prune_downloads
 from stockade.auth.principal import Principal
 from stockade.channels.models import Artifact, Channel
 from stockade.container import Container
+from stockade.core.context import Origin, set_origin
 from stockade.db.engine import transaction
 from stockade.jobs import downloads as flusher_module
 from stockade.jobs.downloads import DownloadFlusher
 from stockade.jobs.registry import recurring_jobs
 from stockade.vulns.download_exposure import exposure_per_day
 from stockade.vulns.models import ArtifactVulnSummary
+from stockade.web.middleware import REQUEST_ID_RE
 from tests.factories.packages import PackageSpec, build_conda
 from tests.integration.conftest import add_package, make_channel
 
@@ -222,3 +226,47 @@ def test_bad_range_is_refused() -> None:
     naive = DownloadQuery(since=datetime(2026, 1, 1))
     assert naive.since is not None and naive.since.tzinfo is UTC
     assert naive.first_day == date(2026, 1, 1)
+
+
+#: What the request middleware keeps of a load balancer's X-Request-ID: up to 64 safe characters.
+LONGEST_REQUEST_ID = "lb-" + "0123456789abcdef" * 3 + "0123456789abc"
+
+
+def test_rows_read_back_as_written(container: Container) -> None:
+    """The flusher writes through the driver (plain tuples): each column reads back through the
+    model as the recorder gave it, times to the microsecond, client fields cut to their column."""
+    at = datetime(2026, 3, 1, 23, 59, 58, 123456, tzinfo=UTC)
+    full = Download(
+        at.timestamp(), "alice", 7, 9, "10.0.0.1", "conda/24.1 " + "u" * 600, 3, "ch/sub",
+        "linux-64", "numpy-1.26.4-py311_0.conda", "numpy", "1.26.4", "ab" * 32, 123_456_789,
+        206, LONGEST_REQUEST_ID,
+    )  # fmt: skip
+    bare = Download(
+        at.timestamp(), "x" * 300, None, None, None, None, 3, "ch/sub", "noarch",
+        "tiny-1.0-0.tar.bz2", "tiny", "1.0", None, 0, 304, None,
+    )  # fmt: skip
+    write(container, [full, bare])
+    with container.read_factory() as session:
+        rows = session.scalars(select(DownloadEvent).order_by(DownloadEvent.id)).all()
+    got = [{c: getattr(r, c) for c in full.row()} for r in rows]
+    assert got == [full.row(), bare.row()]
+    assert got[0]["occurred_at"] == at and got[0]["request_id"] == LONGEST_REQUEST_ID
+    assert len(str(got[0]["user_agent"])) == 512 and len(str(got[1]["principal_name"])) == 256
+
+
+def test_an_audited_action_keeps_the_longest_request_id(container: Container) -> None:
+    """A UUID or any other id the middleware keeps fits the audit log (PostgreSQL refused over
+    32 characters: every audited action under such an id answered 500)."""
+    set_origin(Origin(ip="10.0.0.1", user_agent="ua", request_id=LONGEST_REQUEST_ID))
+    try:
+        with transaction(container.factory) as session:
+            AuditLog(session).record("test.request-id", None, None)
+    finally:
+        set_origin(Origin())
+    with container.read_factory() as session:
+        stored = session.scalar(
+            select(AuditEvent.request_id).where(AuditEvent.event_type == "test.request-id")
+        )
+    assert stored == LONGEST_REQUEST_ID
+    assert REQUEST_ID_RE.fullmatch(LONGEST_REQUEST_ID)
+    assert not REQUEST_ID_RE.fullmatch(LONGEST_REQUEST_ID + "d")

@@ -29,6 +29,7 @@ from typing import NamedTuple, cast
 from sqlalchemy import Table, column, delete, func, select, table, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from stockade.audit.downloads_models import DownloadDaily, DownloadEvent
@@ -71,15 +72,15 @@ class Download(NamedTuple):
             "ip": self.ip[:64] if self.ip else None,
             "user_agent": self.user_agent[:512] if self.user_agent else None,
             "channel_id": self.channel_id,
-            "channel": self.channel,
-            "subdir": self.subdir,
-            "filename": self.filename,
-            "name": self.name,
-            "version": self.version,
+            "channel": self.channel[:512],
+            "subdir": self.subdir[:64],
+            "filename": self.filename[:512],
+            "name": self.name[:256],
+            "version": self.version[:128],
             "sha256": self.sha256,
             "bytes": self.bytes,
             "status": self.status,
-            "request_id": self.request_id,
+            "request_id": self.request_id[:64] if self.request_id else None,
         }
 
 
@@ -160,11 +161,21 @@ def name_version(filename: str) -> tuple[str, str]:
     return (parts[0], parts[1]) if len(parts) == 3 else (filename, "")
 
 
+_EPOCH_DAY = date(1970, 1, 1)
+
+
 def daily_totals(batch: Iterable[Download]) -> list[dict[str, object]]:
     """The batch summed per (day, channel, subdir, filename, name)."""
     totals: dict[tuple[date, int, str, str, str], list[int]] = {}
+    days: dict[int, date] = {}  # UTC days by their number since the epoch: a batch spans one
     for d in batch:
-        day = datetime.fromtimestamp(d.occurred_at, UTC).date()
+        number, second = divmod(d.occurred_at, 86_400)
+        if second >= 86_399:  # the last second: rounded to microseconds it may be tomorrow
+            day = datetime.fromtimestamp(d.occurred_at, UTC).date()
+        else:
+            day = days.get(int(number)) or days.setdefault(
+                int(number), _EPOCH_DAY + timedelta(days=int(number))
+            )
         key = (day, d.channel_id, d.subdir, d.filename, d.name)
         entry = totals.setdefault(key, [0, 0])
         entry[0] += 1 if d.status in COUNTED else 0
@@ -208,10 +219,10 @@ def write_batch(session: Session, batch: list[Download]) -> None:
     if not batch:
         return
     batch = _of_live_channels(session, batch)
-    # Core executemany on the table: about half the cost per row of the ORM's bulk insert
-    session.connection().execute(_EVENTS.insert(), [d.row() for d in batch])
+    connection = session.connection()
+    _insert_events(connection, batch)
     rows = daily_totals(batch)
-    dialect = session.get_bind().dialect.name
+    dialect = connection.dialect.name
     upsert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = upsert(DownloadDaily)
     stmt = stmt.on_conflict_do_update(
@@ -222,6 +233,81 @@ def write_batch(session: Session, batch: list[Download]) -> None:
         },
     )
     session.execute(stmt, rows)
+
+
+#: ``download_events``' columns as :func:`_insert_events` writes them, in ``Download``'s order.
+_EVENT_COLUMNS = (
+    "occurred_at",
+    "principal_name",
+    "user_id",
+    "token_id",
+    "ip",
+    "user_agent",
+    "channel_id",
+    "channel",
+    "subdir",
+    "filename",
+    "name",
+    "version",
+    "sha256",
+    "bytes",
+    "status",
+    "request_id",
+)
+
+
+#: The statement by the driver's placeholder (sqlite3: ``?``; psycopg: ``%s``), from constants only.
+_INSERT_EVENTS = {
+    mark: f"INSERT INTO download_events ({', '.join(_EVENT_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))})"
+    for mark in ("?", "%s")
+}
+
+
+def _insert_events(connection: Connection, batch: list[Download]) -> None:
+    """The raw rows, through the driver's own ``executemany`` with plain tuples.
+
+    Every package GET of a busy server becomes a row here, so the flusher's cost is per request:
+    SQLAlchemy's per-row parameter handling (a dict per row, then type processors, then back to
+    a tuple) was ~14 us of the ~19 us a row cost on SQLite; the driver itself ~5 us. The values
+    are what the column types would bind: UTC times as SQLAlchemy's SQLite ``DATETIME`` text
+    (``YYYY-MM-DD HH:MM:SS.ffffff``), aware datetimes for PostgreSQL; strings cut to their
+    column's length (``Download.row`` is the same row as a dict, for readers)."""
+    dialect = connection.dialect
+    when = _sqlite_time if dialect.name == "sqlite" else _aware_time
+    connection.exec_driver_sql(
+        _INSERT_EVENTS["?" if dialect.paramstyle == "qmark" else "%s"],
+        [
+            (
+                when(d.occurred_at),
+                d.principal_name[:256],
+                d.user_id,
+                d.token_id,
+                d.ip[:64] if d.ip else None,
+                d.user_agent[:512] if d.user_agent else None,
+                d.channel_id,
+                d.channel[:512],
+                d.subdir[:64],
+                d.filename[:512],
+                d.name[:256],
+                d.version[:128],
+                d.sha256,
+                d.bytes,
+                d.status,
+                d.request_id[:64] if d.request_id else None,
+            )
+            for d in batch
+        ],
+    )
+
+
+def _sqlite_time(timestamp: float) -> str:
+    # "2026-03-01 23:59:58.123456+00:00" without its offset (isoformat is C; strftime 3x slower)
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(" ", "microseconds")[:26]
+
+
+def _aware_time(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def retire_channel(session: Session, channel_id: int) -> None:

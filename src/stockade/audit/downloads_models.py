@@ -49,7 +49,7 @@ class DownloadEvent(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[int] = mapped_column(SmallInteger)
-    request_id: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class DownloadDaily(Base):

@@ -41,7 +41,7 @@ class AuditEvent(Base):
     via: Mapped[str | None] = mapped_column(String(16))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
-    request_id: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(64))
     target_type: Mapped[str | None] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(64))
     target_name: Mapped[str | None] = mapped_column(String(512))

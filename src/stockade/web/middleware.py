@@ -51,6 +51,7 @@ CONDA_ROUTE = "/conda/{path:path}"
 #: The label of a request no route took (never its path: it may name a private channel).
 UNMATCHED = "unmatched"
 #: An incoming X-Request-ID is kept only when it is this (a load balancer's id); else a new one.
+#: At most 64 characters: the width of ``request_id`` in the audit log and download records.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
@@ -267,7 +268,7 @@ def _origin(scope: Scope, request_id: str) -> Origin:
     path: str = scope["path"]
     kind = "api" if path.startswith("/api/") else "conda" if path.startswith("/conda/") else "ui"
     return Origin(
-        ip=client[0] if client else None, user_agent=agent, request_id=request_id, channel=kind
+        ip=client[0][:64] if client else None, user_agent=agent, request_id=request_id, channel=kind
     )
 
 
