@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -26,6 +27,10 @@ SECRET_KEYS = {"password", "token", "secret", "authorization", "cookie"}
 
 
 def scrub(text: str) -> str:
+    # What every pattern needs: a token's prefix, a URL token's "/t/", a URL's "://" (most
+    # lines, and every request path of the access log, have none: ~0.2 us instead of ~4.6).
+    if "stk" not in text and "/t/" not in text and "://" not in text:
+        return text
     text = LONE_USER_RE.sub(r"\1***@", PASSWORD_RE.sub(r"\1\2:***@", text))
     return URL_TOKEN_RE.sub("/t/***/", TOKEN_RE.sub(r"\1***", text))
 
@@ -65,13 +70,19 @@ def render_access(fields: dict[str, Any]) -> str:
 
     Callers scrub the path; the line is JSON or ``key=value`` pairs like the other log lines.
     """
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = _stamp(int(time.time()))
     if _access_format["value"] == "json":
         return orjson.dumps(
             {"event": "request", "level": "info", "timestamp": stamp, **fields}
         ).decode()
     pairs = " ".join(f"{k}={v}" for k, v in fields.items())
     return f"{stamp} [info     ] request                        {pairs}"
+
+
+@functools.lru_cache(maxsize=4)
+def _stamp(second: int) -> str:
+    """The access line's UTC time to the second, made once per second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 class _Formatter(logging.Formatter):

@@ -283,7 +283,12 @@ def _log_access(scope: Scope, status: dict[str, Any], started: float, request_id
         "ip": client[0] if client else None,
         "request_id": request_id,
     }
-    _access_logger.info(render_access(fields))
+    # A record made here rather than through ``Logger.info``: the logger class structlog installs
+    # walks the stack for every record to find its caller, which an access line never shows.
+    record = logging.LogRecord(
+        ACCESS_LOGGER, logging.INFO, __file__, 0, render_access(fields), None, None
+    )
+    _access_logger.handle(record)
 
 
 class HeadAsGetMiddleware:
