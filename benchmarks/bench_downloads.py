@@ -15,7 +15,7 @@ After the rounds the recording server's report must count the requests wrk made 
 really happened during the measurement), and its log must hold no "dropped" line.
 
     .venv/bin/python benchmarks/bench_downloads.py            # 5 rounds of 5 s, ~2 minutes
-    .venv/bin/python benchmarks/bench_downloads.py --quick    # 3 rounds of 3 s
+    .venv/bin/python benchmarks/bench_downloads.py --quick    # 3 rounds of 2 s
 """
 
 from __future__ import annotations
@@ -126,13 +126,13 @@ def _downloads_recorded(server: Server) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 3 s")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.duration = 3, 3.0
+        args.rounds, args.duration = 3, 2.0
     ensure_tools("wrk")
     banner("download recording: package GETs with recording on vs off")
     print(machine())

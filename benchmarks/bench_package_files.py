@@ -16,7 +16,7 @@ a case, divided by the requests answered, gives its CPU cost per request: a figu
 work on a shared machine disturbs much less than requests/s. The same for nginx.
 
     .venv/bin/python benchmarks/bench_package_files.py            # 3 rounds of 3 s, ~3 minutes
-    .venv/bin/python benchmarks/bench_package_files.py --quick    # 2 rounds of 2 s
+    .venv/bin/python benchmarks/bench_package_files.py --quick    # 2 rounds of 1 s
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def _summary(cases: list[Case], stockade_cmd: str, args: argparse.Namespace) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 1 s")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
@@ -231,7 +231,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.duration = 2, 2.0
+        args.rounds, args.duration = 2, 1.0
     ensure_tools("nginx", "wrk")
     banner("package files and shards: Stockade alone vs nginx static")
     print(f"machine: {machine()}; load average at the start: {os.getloadavg()}")

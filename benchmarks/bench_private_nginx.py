@@ -18,7 +18,7 @@ to answer what it should (200 with the same bytes, 304), and the auth_request fr
 file itself (no Stockade ``X-Request-Id``).
 
     .venv/bin/python benchmarks/bench_private_nginx.py            # 5 rounds of 4 s, ~6 minutes
-    .venv/bin/python benchmarks/bench_private_nginx.py --quick    # 2 rounds of 3 s
+    .venv/bin/python benchmarks/bench_private_nginx.py --quick    # 2 rounds of 1 s
 """
 
 from __future__ import annotations
@@ -339,14 +339,14 @@ def _summary(targets: list[Target], setup: Setup, args: argparse.Namespace, cmd:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s instead of 5 of 4 s")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 1 s instead of 5 of 4 s")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--log-level", default="info", help="Stockade's log level (info: default)")
     parser.add_argument("--skip-x-accel", action="store_true", help="no X-Accel (before) target")
     args = parser.parse_args()
     args.rounds = 2 if args.quick else 5
-    args.duration = 3 if args.quick else 4
+    args.duration = 1 if args.quick else 4
     ensure_tools("nginx", "wrk")
     _ensure_set_misc()
     banner("private channels: Stockade behind nginx (auth_request) vs nginx static")

@@ -357,6 +357,7 @@ def _measure_live(
     rounds: int,
     workers: int,
     floor: Callable[[], float],
+    settle: float = 12.0,
 ) -> dict[str, Any]:
     """Uploads by HTTP PUT to a live server, one at a time; seconds from the PUT being sent to the
     new ``.zst`` being served (a client polls its ETag), server CPU seconds per upload, and the
@@ -388,7 +389,7 @@ def _measure_live(
                     time.sleep(0.01)
                 out["latency"].append(time.perf_counter() - sent)
                 etag = answer.headers["etag"]
-                time.sleep(12)  # let the channeldata rebuild that follows finish
+                time.sleep(settle)  # let the channeldata rebuild that follows finish
                 out["cpu"].append(_server_cpu(server.pid) - cpu)
                 out["rss_after"].append(tree_rss_mb(server.pid))
                 out["floor"].append(floor())  # in this process, between two uploads
@@ -406,6 +407,12 @@ def main() -> None:
     parser.add_argument("--other", type=int, default=25_000, help="records in each other subdir")
     parser.add_argument("--repeat", type=int, default=3, help="measured uploads per configuration")
     parser.add_argument("--live-rounds", type=int, default=5, help="uploads to the live server")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=12.0,
+        help="seconds between two live uploads (the channeldata.json rebuild after each)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes of the server")
     parser.add_argument("--skip-rattler", action="store_true")
     parser.add_argument(
@@ -457,7 +464,13 @@ def main() -> None:
         return _floor(container, channel_id, rounds)
 
     live = _measure_live(
-        data_dir, workdir, names, args.live_rounds, args.workers, lambda: floor_of(1)[0]
+        data_dir,
+        workdir,
+        names,
+        args.live_rounds,
+        args.workers,
+        lambda: floor_of(1)[0],
+        args.settle,
     )
     _print_live(live)
     rattler: list[float] = []
@@ -495,6 +508,7 @@ def _live_only(args: argparse.Namespace) -> None:
         args.live_rounds,
         args.workers,
         lambda: _floor(container, channel_id, 1)[0],
+        args.settle,
     )
     container.close()
     _print_live(live)
