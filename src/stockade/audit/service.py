@@ -23,6 +23,11 @@ from stockade.core.context import current_origin
 from stockade.core.errors import InvalidInputError
 
 GENESIS = "0" * 64
+# What the columns hold (``audit/models.py``): names made of what people and upstreams chose (a
+# channel, subdir and file name together; a typed account name) are kept cut to them.
+MAX_ACTOR_NAME = 256  # AuditEvent.actor_name
+MAX_TARGET_ID = 64  # AuditEvent.target_id
+MAX_TARGET_NAME = 512  # AuditEvent.target_name
 _LOCK_KEY = 0x5354_4B41_5544  # "STKAUD"
 
 
@@ -127,6 +132,16 @@ HASHED_FIELDS = (
 )
 
 
+def _target_columns(target: Target | None) -> dict[str, str | None]:
+    if target is None:
+        return {"target_type": None, "target_id": None, "target_name": None}
+    return {
+        "target_type": target.type,
+        "target_id": None if target.id is None else str(target.id)[:MAX_TARGET_ID],
+        "target_name": None if target.name is None else target.name[:MAX_TARGET_NAME],
+    }
+
+
 def _fields_of(event: AuditEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in HASHED_FIELDS}
 
@@ -159,16 +174,14 @@ class AuditLog:
             event_type=event_type,
             outcome=outcome,
             actor_id=who.user_id,
-            actor_name=who.username,
+            actor_name=who.username[:MAX_ACTOR_NAME],
             actor_kind=who.kind if who.user_id is not None or who.kind == "system" else "anonymous",
             token_id=who.token_id,
             via=who.via,
             ip=where.ip,
             user_agent=(where.user_agent or None) and where.user_agent[:512],
             request_id=where.request_id,
-            target_type=target.type if target else None,
-            target_id=str(target.id) if target and target.id is not None else None,
-            target_name=target.name if target else None,
+            **_target_columns(target),
             before=_plain(before),
             after=_plain(after),
             details=_plain(details),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -21,6 +21,11 @@ from stockade.auth.revision import bump_revision
 from stockade.core.clock import utcnow
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
+# What the columns hold (``auth/models.py``): a provider's email and display name are cut to them;
+# a longer external id (a DN, "issuer|subject") is refused, as a cut one could name someone else.
+MAX_EMAIL = 320  # User.email
+MAX_DISPLAY_NAME = 256  # User.display_name
+MAX_EXTERNAL_ID = 512  # User.external_id, Group.external_id
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class IdentityService:
         result: SyncResult | None = None,
     ) -> User:
         """Create or update the user for ``identity``; refuse if a local user holds the name."""
+        identity = _storable(identity)
         user = self.find(identity)
         username = safe_username(identity.username)
         if user is None:
@@ -148,7 +154,11 @@ class IdentityService:
         group_roles: Mapping[str, Iterable[str]],
     ) -> None:
         """Make ``user``'s memberships from ``source`` exactly ``groups`` (other sources untouched)."""
-        wanted = {self.ensure_group(source, g, group_roles).id for g in groups}
+        wanted = {
+            self.ensure_group(source, g, group_roles).id
+            for g in groups
+            if len(g.external_id) <= MAX_EXTERNAL_ID  # one we could not tell apart: left out
+        }
         current = {
             m.group_id: m
             for m in self.session.scalars(
@@ -236,6 +246,25 @@ class IdentityService:
     def drop_memberships_of_missing_groups(self, source: str, seen_groups: set[str]) -> None:
         gone = select(Group.id).where(Group.source == source, Group.external_id.not_in(seen_groups))
         self.session.execute(delete(GroupMember).where(GroupMember.group_id.in_(gone)))
+
+
+def _storable(identity: ExternalIdentity) -> ExternalIdentity:
+    """The identity with its descriptive fields cut to their columns (a directory has no limit);
+    an external id too long to keep is refused (the sign-in fails, a sync skips the entry)."""
+    if len(identity.external_id) > MAX_EXTERNAL_ID:
+        raise InvalidCredentialsError(
+            f"your account's id at {identity.source} is longer than {MAX_EXTERNAL_ID} "
+            "characters, which Stockade cannot keep; ask an administrator"
+        )
+    return replace(
+        identity,
+        email=_cut(identity.email, MAX_EMAIL),
+        display_name=_cut(identity.display_name, MAX_DISPLAY_NAME),
+    )
+
+
+def _cut(value: str | None, limit: int) -> str | None:
+    return value[:limit] if value else value
 
 
 def _may_relink(existing: User, identity: ExternalIdentity) -> bool:

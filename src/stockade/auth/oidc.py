@@ -36,6 +36,7 @@ from stockade.settings import OidcSettings
 
 MAX_GROUPS = 500
 MAX_NAME = 256
+MAX_SUBJECT = 255  # OpenID Connect Core 1.0, 2: "It MUST NOT exceed 255 ASCII characters"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,12 @@ def identity_from_claims(
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise OidcError("the identity provider did not say who you are (no sub claim)")
+    if len(sub) > MAX_SUBJECT:
+        raise OidcError(
+            f"the identity provider's subject (sub claim) is longer than {MAX_SUBJECT} "
+            "characters, which OpenID Connect does not allow",
+            code="oidc:bad-subject",
+        )
     username = _text(claim_value(claims, settings.username_claim)) or sub
     groups = _groups(claim_value(claims, settings.groups_claim)) if settings.groups_claim else ()
     return ExternalIdentity(

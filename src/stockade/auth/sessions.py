@@ -13,6 +13,10 @@ from stockade.auth.models import WebSession
 from stockade.auth.secrets import hash_secret
 from stockade.core.clock import utcnow
 
+#: What ``WebSession.ip`` and ``ApiToken.last_used_ip`` hold. Behind a trusted proxy the address is
+#: what X-Forwarded-For said, which may be any text: it is kept as the request log keeps it.
+MAX_ADDRESS = 64
+
 
 @dataclass(frozen=True)
 class NewSession:
@@ -32,7 +36,7 @@ class SessionService:
             user_id=user_id,
             csrf_token=secrets.token_urlsafe(24),
             expires_at=utcnow() + timedelta(hours=self.hours),
-            ip=ip,
+            ip=ip[:MAX_ADDRESS] if ip else None,
             user_agent=(user_agent or "")[:512],
         )
         self.session.add(record)

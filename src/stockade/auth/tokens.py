@@ -16,6 +16,7 @@ from stockade.auth.permissions import Level, Permission, parse_scope
 from stockade.auth.principal import Principal
 from stockade.auth.revision import bump_revision
 from stockade.auth.secrets import hash_secret, looks_like_token, new_token
+from stockade.auth.sessions import MAX_ADDRESS
 from stockade.core.clock import utcnow
 from stockade.core.errors import InvalidInputError
 
@@ -158,7 +159,7 @@ def touch_token(session: Session, token_id: int, ip: str | None, now: datetime) 
             ApiToken.id == token_id,
             or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - TOUCH_EVERY),
         )
-        .values(last_used_at=now, last_used_ip=ip)
+        .values(last_used_at=now, last_used_ip=ip[:MAX_ADDRESS] if ip else None)
     )
 
 

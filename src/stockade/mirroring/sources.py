@@ -70,6 +70,10 @@ __all__ = [
 log = logging.getLogger("stockade.mirroring")
 
 ZST = "repodata.json.zst"
+#: What ``MirrorSubdirState`` keeps of an upstream's ETag and Last-Modified: a longer one is not
+#: kept, so never sent back (an unchanged repodata is still known by its sha256).
+MAX_ETAG = 512
+MAX_LAST_MODIFIED = 128
 JSON = "repodata.json"
 VARIANTS = (ZST, JSON)
 
@@ -202,8 +206,8 @@ class HttpSource:
     def _repodata_result(
         self, url: str, response: httpx.Response, variant: str, previous: Validators | None
     ) -> RepodataFetch:
-        etag = response.headers.get("etag")
-        modified = response.headers.get("last-modified")
+        etag = _validator(response.headers.get("etag"), MAX_ETAG)
+        modified = _validator(response.headers.get("last-modified"), MAX_LAST_MODIFIED)
         if response.status_code == 304 and previous is not None:
             kept = Validators(
                 etag or previous.etag, modified or previous.last_modified, variant, previous.sha256
@@ -286,6 +290,10 @@ def _scheme(url: str) -> str:
         return parse_url(url).scheme
     except URLParseError:
         return ""
+
+
+def _validator(value: str | None, limit: int) -> str | None:
+    return value if value is not None and len(value) <= limit else None
 
 
 def _conditional_headers(previous: Validators | None, variant: str) -> dict[str, str]:

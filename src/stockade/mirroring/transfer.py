@@ -61,7 +61,13 @@ class TransferStoppedError(Exception):
 
 
 def check_subdir(subdir: str) -> None:
-    if not subdir or not all(c.isascii() and (c.isalnum() or c in "-_") for c in subdir):
+    """A subdir a run may fetch (a mirror saved before its settings were checked for length
+    fails with this, not with a database error: ``SubdirIndex.subdir`` holds 64 characters)."""
+    if (
+        not subdir
+        or len(subdir) > 64
+        or not all(c.isascii() and (c.isalnum() or c in "-_") for c in subdir)
+    ):
         raise InvalidInputError(f"not a subdir name: {subdir[:80]!r}", code="mirror:bad-subdir")
 
 

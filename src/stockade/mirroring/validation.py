@@ -12,6 +12,7 @@ from typing import Any
 from croniter import CroniterError, croniter
 
 from stockade.channels.naming import validate_channel_name
+from stockade.channels.servable import MAX_SUBDIR_CHARS
 from stockade.core.errors import InvalidInputError
 from stockade.core.outbound import OutboundPolicy, RefusedDestinationError, refused_destination
 from stockade.core.urls import ParsedURL, URLParseError, parse_url, split_userinfo
@@ -131,6 +132,11 @@ def check_subdirs(subdirs: Iterable[str]) -> list[str]:
         if not SUBDIR_RE.match(value):
             raise InvalidMirrorError(
                 f"subdirs: {value!r} is not a conda subdir (like linux-64, osx-arm64, noarch)",
+                field="subdirs",
+            )
+        if len(value) > MAX_SUBDIR_CHARS:  # a column of every record and index it would make
+            raise InvalidMirrorError(
+                f"subdirs: {value[:40]!r}... is longer than {MAX_SUBDIR_CHARS} characters",
                 field="subdirs",
             )
         if value not in clean:

@@ -36,6 +36,7 @@ _CHUNK = 500
 #: the ``search-refresh`` job completes them.
 SKETCH_ABOVE = 2000
 MAX_DESCRIPTION = 4000  # characters of about.json's description (and keywords) kept as text
+MAX_SUBDIRS = 1024  # SearchDocument.subdirs
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,22 @@ def _document(
         "description": _description(about),
         "latest_version": latest.version,
         "license": latest.license or next((b.license for b in builds if b.license), None),
-        "subdirs": " ".join(sorted({b.subdir for b in builds})),
+        "subdirs": _subdirs({b.subdir for b in builds}),
         "build_count": len(builds),
         "fingerprint": fingerprint,
     }
+
+
+def _subdirs(subdirs: set[str]) -> str:
+    """The platforms shown in a hit, as many whole ones as ``SearchDocument.subdirs`` holds (a
+    name may be built for more: filters read the builds, never this text)."""
+    shown = ""
+    for subdir in sorted(subdirs):
+        longer = f"{shown} {subdir}" if shown else subdir
+        if len(longer) > MAX_SUBDIRS:
+            break
+        shown = longer
+    return shown
 
 
 def _description(about: dict[str, Any]) -> str | None:

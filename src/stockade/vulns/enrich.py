@@ -45,7 +45,8 @@ __all__ = [
     "parse_kev",
 ]
 
-CVE_ID = re.compile(r"^CVE-\d{4}-\d{4,}$")
+# At most 128 characters in all, what ``vuln_enrichments.cve_id`` holds.
+CVE_ID = re.compile(r"^CVE-\d{4}-\d{4,119}$")
 KEV_COLUMNS = ("kev", "kev_date_added", "kev_due_date", "kev_ransomware")
 EPSS_COLUMNS = ("epss", "epss_percentile")
 MAX_UNPACKED = 1 << 30  # a gzip EPSS file unpacks to ~15 MB today; refuse a bomb

@@ -48,6 +48,8 @@ SUFFIXES = {
     FeedFormat.BUNDLE.value: (".zip",),
 }
 _TIMEOUT = 120.0
+MAX_ETAG = 512  # VulnFeed.etag
+MAX_LAST_MODIFIED = 128  # VulnFeed.last_modified
 _ZIP_MAGIC = b"PK\x03\x04"
 _NO_ANSWER = (httpx.TimeoutException, httpx.NetworkError, httpx.ProxyError)  # unreachable
 _NO_HOST_ANSWER = (502, 503, 504)  # bad gateway, unavailable, gateway timeout: unreachable too
@@ -98,10 +100,18 @@ def fetch(
         return Fetched(etag=etag, last_modified=last_modified, not_modified=True)
     if response.status_code >= httpx.codes.BAD_REQUEST:
         raise _status_error(url, response.status_code)
-    return Fetched(
-        _documents(parts.path.rsplit("/", 1)[-1] or "feed", response.content, fmt),
-        etag=response.headers.get("ETag"),
-        last_modified=response.headers.get("Last-Modified"),
+    etag, modified = _validators(response.headers)
+    name = parts.path.rsplit("/", 1)[-1] or "feed"
+    return Fetched(_documents(name, response.content, fmt), etag=etag, last_modified=modified)
+
+
+def _validators(headers: httpx.Headers) -> tuple[str | None, str | None]:
+    """The answer's ETag and Last-Modified, each only if ``VulnFeed`` can keep it (a longer one is
+    not sent back: an unchanged document is still known by its sha256)."""
+    etag, modified = headers.get("ETag"), headers.get("Last-Modified")
+    return (
+        etag if etag is not None and len(etag) <= MAX_ETAG else None,
+        modified if modified is not None and len(modified) <= MAX_LAST_MODIFIED else None,
     )
 
 
@@ -182,12 +192,7 @@ def fetch_file(
                     for block in response.iter_bytes(1 << 20):
                         digest.update(block)
                         fh.write(block)
-                got = FetchedFile(
-                    target,
-                    digest.hexdigest(),
-                    response.headers.get("ETag"),
-                    response.headers.get("Last-Modified"),
-                )
+                got = FetchedFile(target, digest.hexdigest(), *_validators(response.headers))
         except (httpx.HTTPError, RefusedDestinationError) as exc:
             raise _fetch_error(url, exc) from None
         finally:

@@ -47,6 +47,10 @@ __all__ = ["SUPPRESS", "UpsertResult", "VulnStore", "chunked", "insert_ignore_ma
 
 CHUNK = 500
 SUPPRESS = "!"  # an admin row ``!identifier`` takes that identifier away from its conda name
+MAX_CONDA_NAME = 256  # VulnTarget.conda_name, NameMapEntry.conda_name (and Artifact.name)
+# NameMapEntry.identifier holds 512; what metadata teaches keeps to the bound of an administrator's
+# identifiers (``namemap.clean_identifier``), so that ``!`` and the identifier fit as well.
+MAX_LEARNED_IDENTIFIER = 400
 
 
 _LOCK_KEY = 0x5354_4B56  # "STKV"
@@ -153,7 +157,7 @@ class VulnStore:
             )
             for index, paths in self.session.execute(query):
                 for conda, purl, note in _learned(index, paths):
-                    if (conda, purl) in known:
+                    if (conda, purl) in known or not _fits(conda, purl):
                         continue
                     known.add((conda, purl))
                     new_rows.append(
@@ -353,10 +357,12 @@ _MODEL_COLUMNS = (
 
 
 def targets_of(vuln: Vulnerability, names: NameMap) -> set[str]:
+    """The conda names the advisory is about; a name longer than any package's (a feed's own
+    package name, spelled for conda) targets nothing and is left out."""
     found: set[str] = set()
     for affected in vuln.affected:
         found |= names.conda_names_for(affected)
-    return found
+    return {name for name in found if len(name) <= MAX_CONDA_NAME}
 
 
 def build_name_map(rows: Iterable[Any]) -> NameMap:
@@ -398,6 +404,12 @@ def _tokens(conda_names: Iterable[str], names: NameMap) -> list[str]:
                 return []
             found.add(max(parts, key=len))
     return sorted(found)
+
+
+def _fits(conda: str, identifier: str) -> bool:
+    """Whether a learned row fits the name map (an administrator's identifiers are refused above
+    400 characters: the same bound, so that a suppression of it fits too)."""
+    return len(conda) <= MAX_CONDA_NAME and len(identifier) <= MAX_LEARNED_IDENTIFIER
 
 
 def _learned(index: Any, paths: Any) -> list[tuple[str, str, str]]:

@@ -33,6 +33,7 @@ from stockade.vulns.feeds.fields import (
     items,
     mapping,
     objects,
+    record_id,
     text,
     texts,
     timestamp,
@@ -93,7 +94,7 @@ def parse_cve5(
 
 def _record(ctx: Context, raw: Mapping[str, Any]) -> Vulnerability:
     meta = mapping(raw.get("cveMetadata"), "(no id)", "cveMetadata")
-    rid = text(meta.get("cveId"), "(no id)", "cveMetadata.cveId", required=True)
+    rid = record_id(meta.get("cveId"), "cveMetadata.cveId")
     containers = mapping(raw.get("containers"), rid, "containers")
     cna = mapping(containers.get("cna"), rid, "containers.cna")
     adps = [mapping(a, rid, "containers.adp") for a in items(containers.get("adp"), rid, "adp")]

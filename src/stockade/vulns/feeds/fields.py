@@ -28,6 +28,9 @@ FeedInput = bytes | str | Mapping[str, Any] | list[Any]
 WarningKind = Literal["ignored", "invalid"]
 _T = TypeVar("_T", bound=Hashable)
 _CWE = re.compile(r"CWE-\d+")
+#: The longest advisory id or alias kept (``vulnerabilities.vuln_id``, and upper-cased, which may
+#: lengthen it, ``vuln_alias_ids.alias``).
+MAX_ID = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,29 @@ def text(value: Any, record: str, field: str, *, required: bool = False) -> str:
             f"expected a non-empty string, got {_kind(value)}", record=record, field=field
         )
     return value
+
+
+def record_id(value: Any, field: str) -> str:
+    """A record's required id; one longer than :data:`MAX_ID` cannot be stored: the record fails."""
+    rid = text(value, str(value or "(no id)")[:MAX_ID], field, required=True)
+    if len(rid.upper()) > MAX_ID:
+        raise FeedError(
+            f"an id is at most {MAX_ID} characters, this one has {len(rid.upper())}",
+            record=rid[:MAX_ID] + "...",
+            field=field,
+        )
+    return rid
+
+
+def alias_ids(ctx: Context, value: Any, record: str, field: str) -> tuple[str, ...]:
+    """A record's aliases; one longer than :data:`MAX_ID` is left out with a warning."""
+    kept: list[str] = []
+    for i, alias in enumerate(texts(value, record, field)):
+        if len(alias.upper()) > MAX_ID:
+            ctx.warn(record, f"{field}[{i}]", f"an alias is at most {MAX_ID} characters; left out")
+        else:
+            kept.append(alias)
+    return unique(kept)
 
 
 def texts(value: Any, record: str, field: str) -> tuple[str, ...]:

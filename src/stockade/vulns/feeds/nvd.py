@@ -32,6 +32,7 @@ from stockade.vulns.feeds.fields import (
     items,
     mapping,
     objects,
+    record_id,
     text,
     timestamp,
     unique,
@@ -104,7 +105,7 @@ def parse_nvd(
 
 
 def _cve(ctx: Context, cve: Mapping[str, Any]) -> Vulnerability:
-    rid = text(cve.get("id"), str(cve.get("id") or "(no id)"), "id", required=True)
+    rid = record_id(cve.get("id"), "id")
     modified = timestamp(ctx, cve.get("lastModified"), rid, "lastModified")
     published = timestamp(ctx, cve.get("published"), rid, "published")
     rejected = text(cve.get("vulnStatus"), rid, "vulnStatus").lower() == "rejected"

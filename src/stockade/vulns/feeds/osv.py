@@ -21,10 +21,12 @@ from stockade.vulns.feeds.fields import (
     Context,
     FeedInput,
     FeedWarning,
+    alias_ids,
     cwe_ids,
     decode,
     mapping,
     objects,
+    record_id,
     text,
     texts,
     timestamp,
@@ -51,7 +53,7 @@ def parse_osv(
 
 
 def _record(ctx: Context, raw: Mapping[str, Any]) -> Vulnerability:
-    rid = text(raw.get("id"), str(raw.get("id") or "(no id)"), "id", required=True)
+    rid = record_id(raw.get("id"), "id")
     affected: list[Affected] = []
     scores = _scores(ctx, rid, "severity", raw.get("severity"))
     for where, entry in objects(raw.get("affected"), rid, "affected"):
@@ -64,7 +66,7 @@ def _record(ctx: Context, raw: Mapping[str, Any]) -> Vulnerability:
     return Vulnerability(
         id=rid,
         source="osv",
-        aliases=unique(texts(raw.get("aliases"), rid, "aliases")),
+        aliases=alias_ids(ctx, raw.get("aliases"), rid, "aliases"),
         summary=text(raw.get("summary"), rid, "summary"),
         details=text(raw.get("details"), rid, "details"),
         published=timestamp(ctx, raw.get("published"), rid, "published"),
