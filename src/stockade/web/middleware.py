@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from stockade.core.context import Origin, set_origin
-from stockade.core.logging import ACCESS_LOGGER, render_access, scrub
+from stockade.core.logging import ACCESS_LOGGER, AccessRecord, render_access, scrub
 from stockade.core.metrics import method_label, metrics
 from stockade.web.channel.routes import conda_app_for
 
@@ -283,11 +283,9 @@ def _log_access(scope: Scope, status: dict[str, Any], started: float, request_id
         "ip": client[0] if client else None,
         "request_id": request_id,
     }
-    # A record made here rather than through ``Logger.info``: the logger class structlog installs
-    # walks the stack for every record to find its caller, which an access line never shows.
-    record = logging.LogRecord(
-        ACCESS_LOGGER, logging.INFO, __file__, 0, render_access(fields), None, None
-    )
+    # Made here rather than through ``Logger.info``: the logger class structlog installs walks
+    # the stack for every record, and a full LogRecord looks up what an access line never shows.
+    record = AccessRecord(render_access(fields))
     _access_logger.handle(record)
 
 
