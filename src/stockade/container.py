@@ -220,6 +220,7 @@ class Container:
 
     def close(self) -> None:
         self.scans.close()
+        self.authenticator.touches.close()  # last uses asked for are written first
         self.engine.dispose()
 
 

@@ -131,10 +131,16 @@ def test_token_is_shown_once_listed_with_last_use_and_revoked(live_server: LiveS
     )
     secret = issued["token"]
     assert live_server.client(secret).get("/api/v1/whoami").json()["username"] == name
-    listing = live_server.client(secret).get("/api/v1/tokens")
-    assert secret not in listing.text
-    mine = next(t for t in listing.json() if t["id"] == issued["id"])
-    assert mine["last_used_at"] is not None and mine["active"] and mine["prefix"] == secret[:8]
+
+    def listed() -> dict[str, Any]:  # its last use is written beside the request
+        listing = live_server.client(secret).get("/api/v1/tokens")
+        assert secret not in listing.text
+        mine: dict[str, Any] = next(t for t in listing.json() if t["id"] == issued["id"])
+        assert mine["last_used_at"] is not None
+        return mine
+
+    mine = eventually(listed, within=30)
+    assert mine["active"] and mine["prefix"] == secret[:8]
     r = live_server.client(secret).delete(f"/api/v1/tokens/{issued['id']}")
     assert r.status_code == 200 and r.json()["revoked_at"]
     is_problem(answers(lambda: live_server.client(secret).get("/api/v1/whoami"), 401), 401)

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tests.support.conda_client import solve_specs
+from tests.support.eventually import eventually
 from tests.support.hostile import HOSTILE, HostileCase
 from tests.support.hostile_yara import HOSTILE_YARA
 from tests.support.server import LiveServer
@@ -60,6 +61,10 @@ def _repodata(live: LiveServer, channel: str, subdir: str) -> dict[str, Any]:
     return dict(orjson.loads(response.content))
 
 
+def _assert_listed(live: LiveServer, channel: str, subdir: str, filename: str) -> None:
+    assert filename in _names(_repodata(live, channel, subdir))
+
+
 def _names(repodata: dict[str, Any]) -> set[str]:
     return set(repodata.get("packages", {})) | set(repodata.get("packages.conda", {}))
 
@@ -84,7 +89,12 @@ def test_a_hostile_upload_is_quarantined_with_its_rule_and_never_served(
     )
     subdir = held["subdir"]
     assert hostile.name not in _names(_repodata(live_server, channel, subdir))
-    assert "dependency-1.0-0.conda" in _names(_repodata(live_server, channel, "noarch"))
+    # the clean file's verdict may come in a later scan batch than the hostile one's, and its
+    # publication after it (a hang guard, not a speed check)
+    eventually(
+        lambda: _assert_listed(live_server, channel, "noarch", "dependency-1.0-0.conda"),
+        within=60,
+    )
     shown_clean = live_server.client().get(
         f"/api/v1/channels/{channel}/files/noarch/dependency-1.0-0.conda"
     )

@@ -33,7 +33,8 @@ from stockade.auth.revision import bump_revision
 from stockade.auth.secrets import hash_secret, looks_like_token
 from stockade.auth.service import UserService
 from stockade.auth.sessions import SessionService
-from stockade.auth.tokens import TokenService, needs_touch, touch_token
+from stockade.auth.token_touch import TokenTouches
+from stockade.auth.tokens import TokenService, needs_touch
 from stockade.core.clock import utcnow
 from stockade.core.errors import AuthenticationError
 from stockade.db.engine import transaction
@@ -109,6 +110,7 @@ class Authenticator(CredentialCache):
         self.directory = directory
         self.bearer = bearer
         self.limiter = AttemptLimiter(factory, per_minute=login_attempts_per_minute)
+        self.touches = TokenTouches(factory)
         self._init_cache()
 
     def forget_all(self) -> None:
@@ -182,8 +184,9 @@ class Authenticator(CredentialCache):
         return self.password_principal(creds.username or "", creds.password or "", ip=creds.ip)
 
     def _token_principal(self, token: str, ip: str | None) -> Principal:
-        """Checked in a read-only session; the last use is written (a short write) at most once
-        a minute per token, so a token check does not wait behind a long writer."""
+        """Checked in a read-only session; the last use is written at most once a minute per
+        token, beside the request (``auth/token_touch.py``): a token check never waits for a
+        writer."""
         try:
             with self.read_factory() as session:
                 user, record = TokenService(session, max_days=self.token_max_days).authenticate(
@@ -196,8 +199,7 @@ class Authenticator(CredentialCache):
             self._record_failure("token", None, exc)
             raise
         if stale and principal.token_id is not None:
-            with transaction(self.factory) as session:
-                touch_token(session, principal.token_id, ip, now)
+            self.touches.ask(principal.token_id, ip, now)  # beside the request (token_touch.py)
         return principal
 
     def _bearer_principal(self, token: str) -> Principal:
