@@ -37,7 +37,7 @@ def app() -> ASGIApp:
     if multiprocess():  # one of several workers (core/metrics.py): its live gauges end with it
         atexit.register(mark_process_dead)
         exit_with_supervisor()
-    with unused_drivers_hidden(settings):
+    with importing_application(settings):
         from stockade.app import create_app
         from stockade.web.middleware import CondaFastPath
 
@@ -78,21 +78,19 @@ def exit_with_supervisor() -> None:
 
 
 @contextmanager
-def unused_drivers_hidden(settings: Settings) -> Iterator[None]:
-    """While the application is imported, hide the client libraries this configuration never
-    uses from the one import that loads them all: huey's storage module imports ``redis`` and
-    ``psycopg`` (with their own dependencies, ~15 MiB per process) whichever storage is used, and
-    copes with their absence. Afterwards they import normally again.
+def importing_application(settings: Settings) -> Iterator[None]:
+    """Around the import and build of the application (``asgi.app``, ``stockade serve``).
 
     The cyclic garbage collector is paused meanwhile: importing the application makes ~1,500
     modules of long-lived objects and next to no garbage, and each collection pass over them is
     wasted (~0.15 s of a start). What exists then is frozen (``gc.freeze``): later collections
-    of a serving process skip the application's own objects."""
+    of a serving process skip the application's own objects. And the client libraries this
+    configuration never uses stay hidden (:func:`unused_drivers_hidden`)."""
     import gc
 
     gc.disable()
     try:
-        with _drivers_hidden(settings):
+        with unused_drivers_hidden(settings):
             yield
     finally:
         gc.freeze()
@@ -100,7 +98,11 @@ def unused_drivers_hidden(settings: Settings) -> Iterator[None]:
 
 
 @contextmanager
-def _drivers_hidden(settings: Settings) -> Iterator[None]:
+def unused_drivers_hidden(settings: Settings) -> Iterator[None]:
+    """While the application is imported, hide the client libraries this configuration never
+    uses from the one import that loads them all: huey's storage module imports ``redis`` and
+    ``psycopg`` (with their own dependencies, ~15 MiB per process) whichever storage is used, and
+    copes with their absence. Afterwards they import normally again."""
     unused = {
         "redis": settings.jobs.redis_url is None,
         "psycopg": settings.db_url.startswith("sqlite"),

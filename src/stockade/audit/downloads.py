@@ -46,7 +46,7 @@ COUNTED = frozenset({200})
 
 class Download(NamedTuple):
     """One answered package file request, as the conda endpoint saw it (a tuple: cheap to make
-    on the event loop, about 1 µs)."""
+    on the event loop, about 1 µs). Its field names are ``download_events``' column names."""
 
     occurred_at: float  # time.time()
     principal_name: str
@@ -66,24 +66,8 @@ class Download(NamedTuple):
     request_id: str | None
 
     def row(self) -> dict[str, object]:
-        return {
-            "occurred_at": datetime.fromtimestamp(self.occurred_at, UTC),
-            "principal_name": self.principal_name[:256],
-            "user_id": self.user_id,
-            "token_id": self.token_id,
-            "ip": self.ip[:64] if self.ip else None,
-            "user_agent": self.user_agent[:512] if self.user_agent else None,
-            "channel_id": self.channel_id,
-            "channel": self.channel[:512],
-            "subdir": self.subdir[:64],
-            "filename": self.filename[:512],
-            "name": self.name[:256],
-            "version": self.version[:128],
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "status": self.status,
-            "request_id": self.request_id[:64] if self.request_id else None,
-        }
+        """The row as the table holds it (what readers and tests compare with)."""
+        return dict(zip(self._fields, stored_values(self, _aware_time), strict=True))
 
 
 class DownloadRecorder:
@@ -237,27 +221,6 @@ def write_batch(session: Session, batch: list[Download]) -> None:
     session.execute(stmt, rows)
 
 
-#: ``download_events``' columns as :func:`_insert_events` writes them, in ``Download``'s order.
-_EVENT_COLUMNS = (
-    "occurred_at",
-    "principal_name",
-    "user_id",
-    "token_id",
-    "ip",
-    "user_agent",
-    "channel_id",
-    "channel",
-    "subdir",
-    "filename",
-    "name",
-    "version",
-    "sha256",
-    "bytes",
-    "status",
-    "request_id",
-)
-
-
 #: Rows per statement: 50 x 16 values stays under every SQLite build's limit of bound values.
 _ROWS_PER_STATEMENT = 50
 
@@ -266,9 +229,9 @@ _ROWS_PER_STATEMENT = 50
 def _insert_sql(mark: str, rows: int) -> str:
     """``INSERT … VALUES (…), (…)`` for ``rows`` rows, with the driver's placeholder (sqlite3:
     ``?``; psycopg: ``%s``), from constants only."""
-    group = f"({', '.join([mark] * len(_EVENT_COLUMNS))})"
+    group = f"({', '.join([mark] * len(Download._fields))})"
     return (
-        f"INSERT INTO download_events ({', '.join(_EVENT_COLUMNS)}) "  # noqa: S608
+        f"INSERT INTO download_events ({', '.join(Download._fields)}) "  # noqa: S608
         f"VALUES {', '.join([group] * rows)}"
     )
 
@@ -284,31 +247,11 @@ def _insert_events(connection: Connection, batch: list[Download]) -> None:
     more of CPU than alone). The values are what the column types would bind: UTC times as
     SQLAlchemy's SQLite ``DATETIME`` text (``YYYY-MM-DD HH:MM:SS.ffffff``), aware datetimes for
     PostgreSQL; strings cut to their column's length (``Download.row`` is the same row as a
-    dict, for readers)."""
+    dict, for readers: both from :func:`stored_values`)."""
     dialect = connection.dialect
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     when = _sqlite_time if dialect.name == "sqlite" else _aware_time
-    rows = [
-        (
-            when(d.occurred_at),
-            d.principal_name[:256],
-            d.user_id,
-            d.token_id,
-            d.ip[:64] if d.ip else None,
-            d.user_agent[:512] if d.user_agent else None,
-            d.channel_id,
-            d.channel[:512],
-            d.subdir[:64],
-            d.filename[:512],
-            d.name[:256],
-            d.version[:128],
-            d.sha256,
-            d.bytes,
-            d.status,
-            d.request_id[:64] if d.request_id else None,
-        )
-        for d in batch
-    ]
+    rows = [stored_values(d, when) for d in batch]
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         for start in range(0, len(rows), _ROWS_PER_STATEMENT):
@@ -316,6 +259,29 @@ def _insert_events(connection: Connection, batch: list[Download]) -> None:
             cursor.execute(_insert_sql(mark, len(chunk)), tuple(itertools.chain(*chunk)))
     finally:
         cursor.close()
+
+
+def stored_values(d: Download, when: Callable[[float], object]) -> tuple[object, ...]:
+    """``d``'s values in ``Download``'s order (the table's column names), each string cut to its
+    column, the time as ``when`` gives it to the driver."""
+    return (
+        when(d.occurred_at),
+        d.principal_name[:256],
+        d.user_id,
+        d.token_id,
+        d.ip[:64] if d.ip else None,
+        d.user_agent[:512] if d.user_agent else None,
+        d.channel_id,
+        d.channel[:512],
+        d.subdir[:64],
+        d.filename[:512],
+        d.name[:256],
+        d.version[:128],
+        d.sha256,
+        d.bytes,
+        d.status,
+        d.request_id[:64] if d.request_id else None,
+    )
 
 
 def _sqlite_time(timestamp: float) -> str:

@@ -87,10 +87,10 @@ def serve(
         uvicorn.run("stockade.asgi:app", factory=True, workers=workers, http=http, **options)
         return
     settings = settings_or_exit(host=host, port=port)
-    from stockade.asgi import unused_drivers_hidden
+    from stockade.asgi import importing_application
     from stockade.web.serving import HttpToolsWithDeadline, uvicorn_options
 
-    with unused_drivers_hidden(settings):
+    with importing_application(settings):
         from stockade.app import create_app
         from stockade.web.middleware import CondaFastPath
 
