@@ -14,6 +14,7 @@ from stockade.jobs.queue import JobQueue
 from stockade.jobs.runtime import BackgroundRuntime
 from stockade.settings import Settings
 from stockade.web import health, metrics
+from stockade.web.api import API
 from stockade.web.api import airgap as airgap_api
 from stockade.web.api import audit as audit_api
 from stockade.web.api import auth as auth_api
@@ -44,10 +45,9 @@ from stockade.web.middleware import (
     RequestContextMiddleware,
     TokenPathMiddleware,
 )
+from stockade.web.routing import add_routes
 from stockade.web.ui import sso
 from stockade.web.ui.routes import install_ui
-
-API = "/api/v1"
 
 
 def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
@@ -87,27 +87,27 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         container.blobs, BytesCache(), settings.x_accel_redirect, redirect_s=_redirect_s(settings)
     )
     install_error_handlers(app)
-    for api in (
-        auth_api,
-        users_api,
-        audit_api,
-        ldap_api,
-        members_api,
-        files_api,
-        mirrors_api,
-        policies_api,
-        cves_api,
-        cve_admin_api,
-        scanning_api,
-        search_api,
-        signing_api,
-        airgap_api,
-        webhooks_api,  # before channels_api: its /channels/{channel:path} routes catch all
-        reports_api,  # before channels_api, likewise
-        downloads_api,
-        channels_api,
-    ):
-        app.include_router(api.router, prefix=API)
+    add_routes(  # webhooks and reports before channels: its /channels/{channel:path} routes catch all
+        app.router,
+        auth_api.router,
+        users_api.router,
+        audit_api.router,
+        ldap_api.router,
+        members_api.router,
+        files_api.router,
+        mirrors_api.router,
+        policies_api.router,
+        cves_api.router,
+        cve_admin_api.router,
+        scanning_api.router,
+        search_api.router,
+        signing_api.router,
+        airgap_api.router,
+        webhooks_api.router,
+        reports_api.router,
+        downloads_api.router,
+        channels_api.router,
+    )
     app.router.routes.extend(conda_routes)
     app.router.routes.extend(authz_routes)  # nginx's auth_request (docs/deployment-nginx.md)
 
@@ -115,11 +115,13 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
-    app.include_router(health.router)  # /readyz: database, blobs, broker, migrations
-    app.include_router(metrics.router)  # /metrics: Prometheus (admin or system:read by default)
-
-    app.include_router(sso.router)
-    app.include_router(signing_api.files_router)  # /signing/N.root.json, key_mgr.json: public
+    add_routes(
+        app.router,
+        health.router,  # /readyz: database, blobs, broker, migrations
+        metrics.router,  # /metrics: Prometheus (admin or system:read by default)
+        sso.router,
+        signing_api.files_router,  # /signing/N.root.json, key_mgr.json: public
+    )
     install_docs(app)
     install_ui(app)
     hsts = settings.auth.secure_cookies  # options per app instance, never on a class

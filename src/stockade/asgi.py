@@ -14,7 +14,6 @@ at import time, and importing this module loads nothing of the application (``st
 from __future__ import annotations
 
 import atexit
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -107,12 +106,7 @@ def unused_drivers_hidden(settings: Settings) -> Iterator[None]:
         "redis": settings.jobs.redis_url is None,
         "psycopg": settings.db_url.startswith("sqlite"),
     }
-    hidden = [name for name, hide in unused.items() if hide and name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # "import name" raises ImportError
-    try:
+    from stockade.core.imports import hidden_modules
+
+    with hidden_modules(name for name, hide in unused.items() if hide):
         yield
-    finally:
-        for name in hidden:
-            if sys.modules.get(name, False) is None:
-                del sys.modules[name]

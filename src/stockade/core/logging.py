@@ -13,7 +13,12 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
-import structlog
+
+from stockade.core.imports import hidden_modules
+
+with hidden_modules(["rich"]):  # its tracebacks are never used here (core/imports.py)
+    import structlog
+
 
 TOKEN_RE = re.compile(r"(stk[-_])[A-Za-z0-9_\-]{8,}")  # stk-… (now) and stk_… (before)
 URL_TOKEN_RE = re.compile(r"/t/[^/\s]+/")

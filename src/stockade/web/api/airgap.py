@@ -34,13 +34,14 @@ from stockade.db.engine import transaction
 from stockade.mirroring.errors import RunActiveError
 from stockade.mirroring.runs import RunService
 from stockade.storage.staging import StagedFile
+from stockade.web.api import API
 from stockade.web.api.channels import base_url
 from stockade.web.api.mirrors import run_public
 from stockade.web.api.schemas import Strict
 from stockade.web.bodies import stage_body
 from stockade.web.deps import ContainerDep, SignedIn
 
-router = APIRouter(tags=["airgap"])
+router = APIRouter(prefix=API, tags=["airgap"])
 
 
 class _MemberFile(FileResponse):

@@ -15,10 +15,11 @@ from stockade.audit.models import AuditEvent
 from stockade.audit.service import AuditFilter, AuditLog
 from stockade.auth.access import AccessService
 from stockade.auth.permissions import Permission
+from stockade.web.api import API
 from stockade.web.api.identity_schemas import AuditEventPublic, AuditPage, AuditVerification
 from stockade.web.deps import ContainerDep, SignedIn
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(prefix=API, tags=["audit"])
 MAX_EXPORT = 100_000
 
 

@@ -11,10 +11,11 @@ from stockade.auth.tokens import TokenService
 from stockade.channels.service import check_token_resources
 from stockade.core.clock import utcnow
 from stockade.db.engine import transaction
+from stockade.web.api import API
 from stockade.web.api.identity_schemas import TokenCreate, TokenIssued, TokenPublic, WhoAmI
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(prefix=API, tags=["auth"])
 
 
 def token_public(token: ApiToken) -> TokenPublic:

@@ -9,6 +9,7 @@ from stockade.channels.notices import NoticeService
 from stockade.channels.publication_state import failing_publications, subdir_states
 from stockade.channels.service import ChannelChanges, ChannelService
 from stockade.db.engine import transaction
+from stockade.web.api import API
 from stockade.web.api.presenters import channel_public, subdir_public
 from stockade.web.api.schemas import (
     ChannelCreate,
@@ -20,7 +21,7 @@ from stockade.web.api.schemas import (
 )
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
-router = APIRouter(tags=["channels"])
+router = APIRouter(prefix=API, tags=["channels"])
 
 
 def base_url(request: Request) -> str:

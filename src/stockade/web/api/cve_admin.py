@@ -34,6 +34,7 @@ from stockade.vulns.models import NameMapEntry
 from stockade.vulns.namemap import NameMapService, ensure_shipped
 from stockade.vulns.security import BlobSecurityReader
 from stockade.vulns.store import SUPPRESS
+from stockade.web.api import API
 from stockade.web.api.cve_admin_schemas import (
     CveImportResult,
     NameMapChange,
@@ -44,8 +45,7 @@ from stockade.web.api.cve_admin_schemas import (
 from stockade.web.bodies import stage_body
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
-router = APIRouter(tags=["vulnerabilities"])
-API = "/api/v1"
+router = APIRouter(prefix=API, tags=["vulnerabilities"])
 NAME_MAP_FILE_MAX = 16 * 1024**2
 ImportFormat = Literal["bundle", "osv", "nvd", "cve5"]
 

@@ -31,6 +31,7 @@ from stockade.vulns.feedsync import FeedService
 from stockade.vulns.models import Vulnerability as VulnRow
 from stockade.vulns.models import VulnFeed
 from stockade.vulns.security import BlobSecurityReader
+from stockade.web.api import API
 from stockade.web.api.cve_presenters import (
     curation_public,
     summary_public,
@@ -49,8 +50,7 @@ from stockade.web.api.cve_schemas import (
 )
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
-router = APIRouter(tags=["vulnerabilities"])
-API = "/api/v1"
+router = APIRouter(prefix=API, tags=["vulnerabilities"])
 FeedName = Annotated[str, Path(min_length=1, max_length=128)]
 VulnId = Annotated[str, Path(min_length=1, max_length=128)]
 

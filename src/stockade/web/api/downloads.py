@@ -23,9 +23,10 @@ from stockade.audit.downloads_reports import (
     to_csv,
 )
 from stockade.channels.downloads_access import DownloadScope, download_scope
+from stockade.web.api import API
 from stockade.web.deps import ContainerDep, SignedIn
 
-router = APIRouter(tags=["downloads"])
+router = APIRouter(prefix=API, tags=["downloads"])
 
 
 class DownloadPublic(BaseModel):

@@ -17,7 +17,7 @@ from stockade.channels.signature_names import SignatureState
 from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.scanning.models import ArtifactScan
-from stockade.web.api import uploads
+from stockade.web.api import API, uploads
 from stockade.web.api.channels import base_url
 from stockade.web.api.presenters import artifact_public, channel_signs
 from stockade.web.api.scanning import scan_public
@@ -30,9 +30,10 @@ from stockade.web.api.schemas import (
     Selection,
 )
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
+from stockade.web.routing import add_routes
 
-router = APIRouter(tags=["files"])
-router.include_router(uploads.router)  # POST files, POST uploads, PUT files/{filename}
+router = APIRouter(prefix=API, tags=["files"])
+add_routes(router, uploads.router)  # POST files, POST uploads, PUT files/{filename}
 
 
 @router.get("/channels/{channel:path}/files", response_model=list[ArtifactPublic])

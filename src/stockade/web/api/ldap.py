@@ -14,13 +14,14 @@ from stockade.auth.principal import Principal
 from stockade.container import Container
 from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
+from stockade.web.api import API
 from stockade.web.api.schemas import Strict
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 
 if TYPE_CHECKING:  # ldap3 is loaded when a directory is used, not to serve
     from stockade.auth.ldap import LdapDirectory, LdapSyncResult, LdapTestReport
 
-router = APIRouter(tags=["ldap"])
+router = APIRouter(prefix=API, tags=["ldap"])
 
 
 class LdapTestRequest(Strict):

@@ -8,10 +8,11 @@ from stockade.auth.models import User
 from stockade.channels.members import MemberService
 from stockade.channels.models import Channel
 from stockade.db.engine import transaction
+from stockade.web.api import API
 from stockade.web.api.identity_schemas import ChannelMembers, MemberGrant, MemberPublic
 from stockade.web.deps import ContainerDep, SignedIn
 
-router = APIRouter(tags=["channels"])
+router = APIRouter(prefix=API, tags=["channels"])
 
 
 def _members(service: MemberService, channel: Channel) -> ChannelMembers:

@@ -22,6 +22,7 @@ from stockade.mirroring.models import Mirror, MirrorRun, MirrorSubdirState
 from stockade.mirroring.runs import RunService
 from stockade.mirroring.service import UNSET, MirrorService, MirrorSpec, trust_sha
 from stockade.signing.upstream import root_summary, stored_trust
+from stockade.web.api import API
 from stockade.web.api.mirror_schemas import (
     ExclusionPublic,
     MirrorCreate,
@@ -34,10 +35,9 @@ from stockade.web.api.mirror_schemas import (
 )
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
-router = APIRouter(tags=["mirrors"])
+router = APIRouter(prefix=API, tags=["mirrors"])
 RUN_ID_MAX = 2**31 - 1  # mirror_runs.id is a 32-bit integer column
 RunId = Annotated[int, Path(ge=1, le=RUN_ID_MAX)]
-API = "/api/v1"
 
 
 def run_public(run: MirrorRun, mirror_name: str) -> RunPublic:

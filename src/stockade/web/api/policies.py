@@ -11,6 +11,7 @@ from stockade.mirroring.preview import MirrorPreview, PreviewService
 from stockade.mirroring.throttle import take_preview_turn
 from stockade.policies.models import PolicyRow
 from stockade.policies.service import PolicyService, parse_new_definition
+from stockade.web.api import API
 from stockade.web.api.mirror_schemas import (
     AssignmentCreate,
     AssignmentPublic,
@@ -27,7 +28,7 @@ from stockade.web.api.mirror_schemas import (
 )
 from stockade.web.deps import ContainerDep, CurrentPrincipal, SignedIn
 
-router = APIRouter(tags=["policies"])
+router = APIRouter(prefix=API, tags=["policies"])
 
 
 def policy_public(service: PolicyService, row: PolicyRow, principal: Principal) -> PolicyPublic:

@@ -32,11 +32,12 @@ from stockade.vulns.reports import (
     package_tree,
     report_environment,
 )
+from stockade.web.api import API
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 from stockade.web.errors import problem
 from stockade.web.report_files import MEDIA, read_bounded, rendered
 
-router = APIRouter(tags=["reports"])
+router = APIRouter(prefix=API, tags=["reports"])
 ReportFormat = Literal["json", "csv", "cyclonedx", "spdx"]
 SbomFormat = Literal["cyclonedx", "spdx"]
 Channels = Annotated[

@@ -23,6 +23,7 @@ from stockade.scanning.quarantine import HeldArtifact, QuarantineService
 from stockade.scanning.recording import finding_json
 from stockade.scanning.rescans import request_rescan
 from stockade.scanning.rulebook import RuleBook
+from stockade.web.api import API
 from stockade.web.api.scan_schemas import (
     HeldArtifactPublic,
     ReleaseRequest,
@@ -35,7 +36,7 @@ from stockade.web.api.scan_schemas import (
 )
 from stockade.web.deps import ContainerDep, SignedIn
 
-router = APIRouter(tags=["scanning"])
+router = APIRouter(prefix=API, tags=["scanning"])
 ArtifactId = Annotated[int, Path(ge=1, le=2**62)]
 Status = Annotated[ScanStatus | None, Query(description="one held state; default: all of them")]
 

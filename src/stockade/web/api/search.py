@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from stockade.search.query import parse_filters
 from stockade.search.service import MAX_LIMIT, SearchService
+from stockade.web.api import API
 from stockade.web.api.search_schemas import (
     HoldingPublic,
     SearchHitPublic,
@@ -21,7 +22,7 @@ from stockade.web.api.search_schemas import (
 )
 from stockade.web.deps import ContainerDep, CurrentPrincipal
 
-router = APIRouter(tags=["search"])
+router = APIRouter(prefix=API, tags=["search"])
 Values = Annotated[list[str] | None, Query()]
 
 

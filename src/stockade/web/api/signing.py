@@ -14,12 +14,13 @@ from pydantic import BaseModel, Field
 from stockade.channels.signing_admin import SigningAdmin, SigningStatus
 from stockade.db.engine import transaction
 from stockade.signing.chain import metadata_file, require_chain
+from stockade.web.api import API
 from stockade.web.api.channels import base_url
 from stockade.web.api.schemas import Strict
 from stockade.web.deps import ContainerDep, SignedIn
 from stockade.web.errors import problem
 
-router = APIRouter(tags=["signing"])
+router = APIRouter(prefix=API, tags=["signing"])
 files_router = APIRouter(include_in_schema=False)
 TrustFile = Annotated[str, Path(pattern=r"^([0-9]{1,9}\.root|key_mgr)\.json$")]
 

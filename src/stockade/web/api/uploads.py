@@ -24,6 +24,7 @@ from stockade.core.faults import crash_point
 from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.storage.staging import StagedFile
+from stockade.web.api import API
 from stockade.web.api.channels import base_url
 from stockade.web.api.presenters import artifact_public, channel_signs
 from stockade.web.api.schemas import ArtifactPublic, UploadResult
@@ -31,7 +32,7 @@ from stockade.web.bodies import MULTIPART_SLACK, read_staged_form, stage_body
 from stockade.web.deps import ContainerDep, SignedIn
 from stockade.web.errors import PROBLEM_TYPE, STATUS
 
-router = APIRouter(tags=["files"])
+router = APIRouter(prefix=API, tags=["files"])
 MAX_FILES_PER_REQUEST = 1000
 Recorded = tuple[Artifact, str, bool]  # artifact, channel name, whether the channel signs
 

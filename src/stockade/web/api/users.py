@@ -10,6 +10,7 @@ from stockade.auth.models import Group, GroupMember, Role, RoleAssignment, User
 from stockade.auth.permissions import Category, Permission
 from stockade.core.errors import InvalidInputError
 from stockade.db.engine import transaction
+from stockade.web.api import API
 from stockade.web.api.identity_schemas import (
     GroupCreate,
     GroupDetail,
@@ -31,7 +32,7 @@ from stockade.web.api.identity_schemas import (
 from stockade.web.credentials import credentials_from
 from stockade.web.deps import ContainerDep, SignedIn
 
-router = APIRouter(tags=["users"])
+router = APIRouter(prefix=API, tags=["users"])
 
 KindQuery = Query(default=None, pattern="^(user|service)$")
 

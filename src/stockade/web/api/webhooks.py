@@ -21,6 +21,7 @@ from stockade.core.handoff import hand_off
 from stockade.db.engine import transaction
 from stockade.vulns.models import Webhook, WebhookDelivery
 from stockade.vulns.webhooks import WebhookService, WebhookSpec
+from stockade.web.api import API
 from stockade.web.api.webhook_schemas import (
     DeliveryPublic,
     WebhookCreate,
@@ -30,8 +31,7 @@ from stockade.web.api.webhook_schemas import (
 )
 from stockade.web.deps import ContainerDep, SignedIn
 
-router = APIRouter(tags=["webhooks"])
-API = "/api/v1"
+router = APIRouter(prefix=API, tags=["webhooks"])
 HOOKS = "/channels/{channel:path}/webhooks"
 HookId = Annotated[int, Path(ge=1, le=2**62)]
 DeliveryId = Annotated[str, Path(min_length=1, max_length=64)]
