@@ -41,7 +41,6 @@ class ScanReason(StrEnum):
 
 
 _CHUNK = 500
-_MAX_PARAMETERS = 30_000  # bound values per statement (SQLite allows 32,766)
 
 
 def admit(
@@ -120,13 +119,7 @@ def stage_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     entered the channel since the run planned (an upload) keeps its place: its row is skipped,
     as a conflict found when planning is."""
     staged = [{**row, "scan_status": ScanStatus.STAGED, "servable": False} for row in rows]
-    if not staged:
-        return
-    per = max(1, _MAX_PARAMETERS // len(staged[0]))  # one multi-row INSERT per slice
-    for start in range(0, len(staged), per):
-        insert_ignore_many(
-            session, Artifact, staged[start : start + per], ["channel_id", "subdir", "filename"]
-        )
+    insert_ignore_many(session, Artifact, staged, ["channel_id", "subdir", "filename"])
 
 
 def admit_staged(

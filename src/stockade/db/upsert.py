@@ -18,9 +18,14 @@ def insert_ignore(session: Session, model: Any, values: dict[str, Any], keys: li
 def insert_ignore_many(
     session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str]
 ) -> None:
-    """:func:`insert_ignore` for many rows in one statement."""
+    """:func:`insert_ignore` for many rows (each with the same keys): one single-row statement,
+    compiled once and cached, executed for every row (the driver's ``executemany``; SQLAlchemy
+    sends them as multi-row statements on PostgreSQL). A multi-row ``VALUES`` built for each call
+    was compiled again every time with one bound parameter per value: 70% of the CPU of a mirror
+    run staging 90,000 rows. Through the table, not the ORM's bulk-insert bookkeeping."""
     if not rows:
         return
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(model).values(rows).on_conflict_do_nothing(index_elements=keys))
+    table = getattr(model, "__table__", model)
+    session.execute(insert(table).on_conflict_do_nothing(index_elements=keys), rows)
