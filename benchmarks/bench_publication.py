@@ -8,7 +8,7 @@ and commit), and ``PublicationService.run_pending()`` publishes it. Reported: co
 new ``repodata.json`` + ``.zst`` + shards + shard index switched in (the moment a server serves
 them), and the whole ``run_pending`` (which then also rebuilds the channel's ``channeldata.json``).
 This is done with 1 and then with 4 other subdirs populated. Finally the same upload goes through a
-live server (HTTP PUT, in-process publisher with its coalescing pause) while a client polls
+live server (HTTP PUT, in-process publisher: no coalescing pause after a quiet spell) while a client polls
 ``repodata.json.zst`` until the new ETag appears.
 
 Reference: py-rattler's ``index_fs`` over the same channel as real files on disk (tiny real
@@ -556,7 +556,7 @@ def _summary(
     warm = latency[1:] or latency
     verdict = "MET" if statistics.median(warm) <= 1.0 else "NOT met"
     print(
-        "  live server, PUT sent -> new .zst served (incl. the 150 ms coalescing pause):"
+        "  live server, PUT sent -> new .zst served (uploads apart: no coalescing pause):"
         f" {statistics.median(warm):.3f}s [{min(warm):.3f}-{max(warm):.3f}] warmed up,"
         f" {latency[0]:.3f}s first after start; floor beside it"
         f" {statistics.median(live['floor']):.3f}s;"

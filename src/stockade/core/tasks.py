@@ -53,7 +53,8 @@ class Loop:
 
     ``drain``: call ``tick`` again at once while it returns something true (more work waits).
     ``wake_on_change``: a committed change that asked for work (``Container.notify_changes``)
-    wakes it before its poll; ``coalesce_s`` then waits a little so a burst lands in one pass.
+    wakes it before its poll; ``coalesce_s`` then waits a little so a burst lands in one pass
+    (not after a quiet spell: the first change is worked on at once, ``jobs/loops.py``).
     ``on_start`` runs in the starting thread before the loop's first pass; ``on_stop`` after the
     thread ended.
     """
