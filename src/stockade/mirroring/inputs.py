@@ -20,6 +20,7 @@ from stockade.channels.models import Artifact, Channel
 from stockade.channels.scanstate import ScanStatus
 from stockade.conda.records import record_problem, upstream_record
 from stockade.core.errors import InvalidInputError
+from stockade.mirroring.valid_records import record_key
 from stockade.policies.engine import Reason
 from stockade.signing.upstream import (
     SignatureCheck,
@@ -124,22 +125,33 @@ def _safe_filename(filename: str) -> bool:
     )
 
 
-def integrity_problems(upstream: UpstreamSubdir) -> dict[str, list[Reason]]:
+def integrity_problems(
+    upstream: UpstreamSubdir, seen: set[int] | frozenset[int] = frozenset()
+) -> tuple[dict[str, list[Reason]], list[int]]:
     """Records we cannot take: no sha256 to check downloads against, or a field that breaks
     conda's or rattler's schema (``stockade.conda.records``: one bad record must not break
-    the channel's index, trees or reports)."""
+    the channel's index, trees or reports). Records whose key is in ``seen`` were found valid
+    before (``mirroring.valid_records``) and are not checked again; returns the problems and
+    the keys of the records found valid."""
     problems: dict[str, list[Reason]] = {}
+    valid: list[int] = []
     for filename, rec in upstream.records.items():
         sha = rec.get("sha256")
         if not isinstance(sha, str) or len(sha) != 64:
             problems[filename] = [
                 Reason(INTEGRITY_POLICY, "sha256", "upstream record has no sha256")
             ]
+            continue
+        key = record_key(rec)
+        if key is not None and key in seen:
+            valid.append(key)
         elif (problem := record_problem(rec)) is not None:
             problems[filename] = [
                 Reason(INTEGRITY_POLICY, "record", f"upstream record is invalid: {problem}")
             ]
-    return problems
+        elif key is not None:
+            valid.append(key)
+    return problems, valid
 
 
 def guarded_names(session: Session, channel_id: int, companions: Iterable[str]) -> set[str]:

@@ -24,6 +24,7 @@ from stockade.mirroring.models import MirrorMode
 from stockade.mirroring.sources import RepodataFetch, Validators, open_source
 from stockade.mirroring.summaries import About, channeldata_abouts
 from stockade.mirroring.trust import fetch_trust
+from stockade.mirroring.valid_records import VALID_RECORDS
 from stockade.policies.engine import (
     EvaluationContext,
     LinkScriptLookup,
@@ -239,7 +240,8 @@ def evaluate_records(
     upstream = 0
     for subdir, up in parsed.items():
         upstream += len(up.records)
-        blocked = integrity_problems(up)
+        blocked, valid = integrity_problems(up, VALID_RECORDS.seen(job.mirror_id, subdir))
+        VALID_RECORDS.remember(job.mirror_id, subdir, valid)
         for fn, reasons in guard_reasons(up, job.guarded, job.allowed).items():
             blocked.setdefault(fn, []).extend(reasons)
         pre[subdir] = blocked
