@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, delete, select
+import orjson
+from sqlalchemy import Select, Text, cast, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from stockade.channels.intake import stage_rows
@@ -65,7 +66,9 @@ def record_digest(encoded: bytes) -> bytes:
     return hashlib.blake2b(encoded, digest_size=16).digest()
 
 
-def _rows_query(job: MirrorJob, *, staged: bool) -> Select[Any]:
+def _rows_query(
+    job: MirrorJob, *, staged: bool
+) -> Select[int, str, str, str, bytes, int, str, str | None, str | None]:
     status = (
         Artifact.scan_status == ScanStatus.STAGED
         if staged
@@ -81,7 +84,9 @@ def _rows_query(job: MirrorJob, *, staged: bool) -> Select[Any]:
         Artifact.sha256,
         Artifact.record_json,
         Artifact.indexed_timestamp,
-        Artifact.signature,
+        # As text, decoded below by orjson: SQLAlchemy's JSON type decodes with the standard
+        # library's json, ~10 us a row (1 s of a change run over 92,000 signed rows).
+        cast(Artifact.signature, Text),
         Artifact.signature_status,
         Artifact.signature_detail,
     ).where(Artifact.channel_id == job.channel_id, Artifact.mirror_id == job.mirror_id, status)
@@ -93,7 +98,8 @@ def stored_rows(session: Session, job: MirrorJob, *, staged: bool) -> dict[Key, 
     found: dict[Key, StoredRow] = {}
     query = _rows_query(job, staged=staged).execution_options(yield_per=5000)
     for aid, sd, fn, sha, rec, indexed, sig, status, detail in session.execute(query):
-        found[(sd, fn)] = StoredRow(aid, sha, record_digest(rec), indexed, (sig, status, detail))
+        entry = orjson.loads(sig) if sig is not None else None
+        found[(sd, fn)] = StoredRow(aid, sha, record_digest(rec), indexed, (entry, status, detail))
     return found
 
 
