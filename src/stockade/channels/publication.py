@@ -307,14 +307,16 @@ class PublicationService:
                 )
             ).all()
         }
-        fns, row_names, records, row_shas = zip(*rows, strict=True) if rows else ((), (), (), ())
+        ids, fns, row_names, records, row_shas = (
+            zip(*rows, strict=True) if rows else ((), (), (), (), ())
+        )
         names, shas = dict(zip(fns, row_names, strict=True)), dict(zip(fns, row_shas, strict=True))
         # one section per suffix, split without a Python-level loop over 100,000 records
         sections = tuple(
             dict(zip(compress(fns, ends), compress(records, ends), strict=True))
             for ends in (ends_with(fns, ".tar.bz2"), ends_with(fns, ".conda"))
         )
-        invalid = self._records.invalid(zip(fns, records, strict=True))
+        invalid = self._records.invalid_rows(ids, fns, records)
         for fn in invalid:
             del names[fn], shas[fn]
             for section in sections:

@@ -43,10 +43,10 @@ def ends_with(filenames: tuple[str, ...], suffix: str) -> list[bool]:
 
 def servable_rows(
     session: Session, channel_id: int, subdir: str
-) -> list[tuple[str, str, bytes, str]]:
-    """(filename, name, record bytes, sha256) of the subdir's servable files, by filename."""
+) -> list[tuple[int, str, str, bytes, str]]:
+    """(id, filename, name, record bytes, sha256) of the subdir's servable files, by filename."""
     query = (
-        select(Artifact.filename, Artifact.name, Artifact.record_json, Artifact.sha256)
+        select(Artifact.id, Artifact.filename, Artifact.name, Artifact.record_json, Artifact.sha256)
         .where(
             Artifact.channel_id == channel_id,
             Artifact.subdir == subdir,
@@ -58,9 +58,9 @@ def servable_rows(
     # the time. Both drivers give bytes for a binary column (sqlite3, psycopg 3).
     result = session.connection().execute(query)
     try:
-        rows = cast("list[tuple[str, str, bytes, str]]", result.cursor.fetchall())
+        rows = cast("list[tuple[int, str, str, bytes, str]]", result.cursor.fetchall())
     finally:
         result.close()
-    if rows and not isinstance(rows[0][2], bytes):
-        return [(fn, name, bytes(rec), sha) for fn, name, rec, sha in rows]
+    if rows and not isinstance(rows[0][3], bytes):
+        return [(aid, fn, name, bytes(rec), sha) for aid, fn, name, rec, sha in rows]
     return rows

@@ -40,11 +40,16 @@ def test_an_invalid_record_is_reported_on_every_publication_not_only_the_first()
     checker = RecordChecker()
     good = encode_record({"name": "a", "version": "1", "build": "0", "build_number": 0})
     bad = encode_record({"name": "b", "version": "1..2", "build": "0", "build_number": 0})
-    pairs = [("a-1-0.conda", good), ("b-1..2-0.conda", bad)]
-    first = checker.invalid(pairs)
+    rows = ([1, 2], ["a-1-0.conda", "b-1..2-0.conda"], [good, bad])
+    first = checker.invalid_rows(*rows)
     assert list(first) == ["b-1..2-0.conda"]
-    assert checker.invalid(pairs) == first  # the fast path never skips a known-bad record
-    assert checker.invalid([("a-1-0.conda", good)]) == {}
+    assert checker.invalid_rows(*rows) == first  # the fast path never skips a known-bad row
+    assert checker.invalid_rows([1], ["a-1-0.conda"], [good]) == {}
+    # a new row (a new id) is checked even when its bytes equal a row seen before
+    assert checker.invalid_rows([3], ["b-again.conda"], [bad]) == {
+        "b-again.conda": "b-again.conda left out: its record is invalid "
+        + first["b-1..2-0.conda"].split("invalid ", 1)[1]
+    }
 
 
 def test_shard_memos_are_bounded_in_records_least_recently_published_first() -> None:

@@ -257,7 +257,8 @@ def test_stored_bytes() -> None:
 def test_checker_remembers_valid_records_only() -> None:
     checker = RecordChecker(max_remembered=2)
     good, bad = orjson.dumps(GOOD), orjson.dumps(GOOD | {"version": "1..2"})
-    assert checker.invalid([("a.conda", good), ("b.conda", bad)]).keys() == {"b.conda"}
+    invalid = checker.invalid_rows([1, 2], ["a.conda", "b.conda"], [good, bad])
+    assert invalid.keys() == {"b.conda"}
     assert checker.problem(bad) is not None  # bad verdicts are never cached as good
     for n in range(3):
         assert checker.problem(orjson.dumps(GOOD | {"build_number": n})) is None
