@@ -28,6 +28,10 @@ os.environ.setdefault("STOCKADE_VULNS__DEFAULT_FEEDS", "false")
 os.environ.setdefault("STOCKADE_AUTH__PASSWORD_HASH__TIME_COST", "2")
 os.environ.setdefault("STOCKADE_AUTH__PASSWORD_HASH__MEMORY_KIB", "19456")
 os.environ.setdefault("STOCKADE_AUTH__PASSWORD_HASH__PARALLELISM", "1")
+# Mirror runs execute in the worker's own process: starting one for a run of its own costs about a
+# second of CPU, over the suite's hundreds of runs (CI time). The default (``auto``: a mirror's
+# first run and big ones apart) is tested by tests/functional/test_mirror_apart.py.
+os.environ.setdefault("STOCKADE_MIRROR__RUN_APART", "never")
 # httpx clients made with the default verification share one SSL context (CI time: building one
 # costs ~20 ms of CPU, and the tests make tens of thousands of clients).
 share_default_ssl_context()

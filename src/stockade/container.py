@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from stockade.db.engine import make_engine, make_session_factory, transaction
 from stockade.db.unit_of_work import set_on_change
 from stockade.mirroring.credentials import seal_legacy_proxies
 from stockade.mirroring.passive import PassiveFetcher
+from stockade.mirroring.placement import ApartExit
 from stockade.mirroring.sync import MirrorSync
 from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLookup
 from stockade.scanning.registry import ScannerRegistry
@@ -66,6 +68,10 @@ class Container:
     # Webhook deliveries (by row id) to send; without a queue the webhook housekeeper of a worker
     # finds them due.
     dispatch_webhooks: Callable[[list[int]], None] = lambda _delivery_ids: None
+    # Set by the job edge (``jobs/queue.py``): executes one mirror run in a process of its own
+    # (``mirroring/placement.py``) and tells how that process ended; None: every run executes in
+    # the worker's own process.
+    run_mirror_apart: Callable[[int, threading.Event], ApartExit] | None = None
     # Downloads this process served, written in batches by ``jobs/downloads.py``.
     downloads: DownloadRecorder = field(default_factory=DownloadRecorder)
 

@@ -224,6 +224,15 @@ class MirrorSettings(BaseModel):
         le=100_000,
         description="new rows a run writes per short transaction before it switches them in",
     )
+    run_apart: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="run a mirror run in a process of its own, which gives all of its memory "
+        "back when it ends (auto: a mirror that has not run yet, or whose last run saw "
+        "apart_from_records upstream records or more)",
+    )
+    apart_from_records: int = Field(
+        default=20_000, ge=0, description="upstream records from which auto runs a mirror apart"
+    )
     previews_per_minute_anonymous: int = Field(
         default=30, ge=1, description="dry runs and explanations per client address per minute"
     )

@@ -118,6 +118,8 @@ class ServerProcess:
             "STOCKADE_OUTBOUND__ALLOW_LOOPBACK": "true",
             # no test fetches the internet's default feeds (a test turns them on with env)
             "STOCKADE_VULNS__DEFAULT_FEEDS": "false",
+            # runs in the server's own process (conftest.py; test_mirror_apart.py sets it)
+            "STOCKADE_MIRROR__RUN_APART": "never",
             **self.env,
             **env,
         }
@@ -293,6 +295,7 @@ def worker_process(
             "STOCKADE_MIRROR__HEARTBEAT_S": "0.5",
             "STOCKADE_PUBLICATION__COALESCE_MS": "20",
             "STOCKADE_VULNS__DEFAULT_FEEDS": "false",  # no internet feeds in tests
+            "STOCKADE_MIRROR__RUN_APART": "never",  # as in conftest.py
             "PYTHONPYCACHEPREFIX": str(PYCACHE),
         }
     )

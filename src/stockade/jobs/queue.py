@@ -8,6 +8,7 @@ inside ``stockade serve`` unless ``embedded_worker`` is off, and in ``stockade w
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from huey import RedisHuey, SqliteHuey
@@ -15,6 +16,7 @@ from huey.api import Huey
 from huey.consumer import Consumer
 
 from stockade.container import Container
+from stockade.jobs.apart import run_apart
 from stockade.jobs.registry import Registry, gather
 
 MATCH_BATCH = 5000
@@ -80,6 +82,7 @@ class JobQueue:
         self.container.dispatch_feed_sync = self.enqueue_feed_sync
         self.container.dispatch_match = self.enqueue_match
         self.container.dispatch_webhooks = self.enqueue_webhooks
+        self.container.run_mirror_apart = functools.partial(run_apart, self.container.settings)
 
     def consumer(self, *, embedded: bool) -> Consumer:
         jobs = self.container.settings.jobs

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
@@ -26,6 +27,7 @@ from stockade.db.engine import transaction
 from stockade.mirroring import runs
 from stockade.mirroring.errors import RunActiveError
 from stockade.mirroring.models import Mirror, MirrorRun, RunState
+from stockade.mirroring.placement import NOT_OURS, ApartExit, runs_apart
 from stockade.mirroring.sync import MirrorSync
 from stockade.settings import Settings
 
@@ -45,6 +47,9 @@ class MirrorTaskDeps(Protocol):
     @property
     def dispatch_match(self) -> Callable[[list[int]], None]: ...
 
+    @property
+    def run_mirror_apart(self) -> Callable[[int, threading.Event], ApartExit] | None: ...
+
     def mirror_sync(self) -> MirrorSync: ...
 
 
@@ -52,12 +57,22 @@ def declare(deps: MirrorTaskDeps) -> Declared:
     sync = deps.mirror_sync()
 
     def run_mirror(run_id: int) -> None:
-        with origin(Origin(channel="job")):
-            outcome = sync.execute(run_id)
-        if outcome is None:
-            return
-        log.info("mirror run %s: %s (%s)", run_id, outcome.state, outcome.summary)
-        if outcome.state == RunState.COMPLETED:
+        apart = deps.run_mirror_apart
+        with transaction(deps.factory) as session:
+            separate = apart is not None and runs_apart(session, run_id, deps.settings.mirror)
+        if apart is not None and separate:
+            state = _run_apart(deps, apart, run_id, sync.shutdown)
+            if state is None:
+                return
+            sync.on_change()  # its publication requests, for this process's publisher
+        else:
+            with origin(Origin(channel="job")):
+                outcome = sync.execute(run_id)
+            if outcome is None:
+                return
+            log.info("mirror run %s: %s (%s)", run_id, outcome.state, outcome.summary)
+            state = outcome.state
+        if state == RunState.COMPLETED:
             with transaction(deps.factory) as session:
                 added = mirror_run_artifacts(session, run_id)
             if added:
@@ -73,6 +88,34 @@ def declare(deps: MirrorTaskDeps) -> Declared:
         loops=(schedule,),
         on_stop=(sync.close,),  # running runs let go at their next safe point
     )
+
+
+def _run_apart(
+    deps: MirrorTaskDeps,
+    apart: Callable[[int, threading.Event], ApartExit],
+    run_id: int,
+    shutdown: threading.Event,
+) -> RunState | None:
+    """The run in a process of its own (``placement.py``); the state it left the run in, or None
+    when it did not run it (another worker had it, or the process failed: the run's lease then
+    lapses and the schedule hands it on, as after a crash)."""
+    ended = apart(run_id, shutdown)
+    if ended.status == NOT_OURS:
+        return None
+    peak = ended.peak_rss_bytes // 2**20
+    if ended.status != 0:
+        log.warning(
+            "mirror run %s: its process ended with status %s (peak %d MiB)",
+            run_id,
+            ended.status,
+            peak,
+        )
+        return None
+    with transaction(deps.factory) as session:
+        run = session.get(MirrorRun, run_id)
+        state = RunState(run.state) if run is not None else None
+    log.info("mirror run %s: %s (in a process of its own, peak %d MiB)", run_id, state, peak)
+    return state
 
 
 def start_due_runs(deps: MirrorTaskDeps) -> list[int]:

@@ -1,0 +1,120 @@
+"""A mirror run in a process of its own (``mirroring/placement.py`` says which runs).
+
+The run's process is this interpreter started again on this module (``python -m``). It reads the
+settings from its stdin, as a pickle: secrets included, never in its arguments or environment. It
+builds its own container and executes the run as a worker thread would; the lease, the heartbeat,
+the progress and the logs all go through the database, so the API and ``mirror run --follow`` show
+it live. Its log lines go where the server's go (it inherits stdout and stderr).
+
+It stops with the worker, on SIGTERM, letting go of the run at its next safe point (the next
+worker resumes it):
+- a graceful stop of the worker passes SIGTERM on;
+- the kernel sends it SIGTERM when the thread that started it ends (``PR_SET_PDEATHSIG``): a
+  worker that stops before its job threads are done, or a killed server, leaves no process behind
+  holding the run;
+- it runs in a session of its own: a Ctrl-C at the server's terminal reaches it only through the
+  server's stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from stockade.container import Container
+from stockade.core.context import Origin, origin
+from stockade.core.logging import configure_logging
+from stockade.mirroring.placement import NOT_OURS, ApartExit
+from stockade.settings import Settings
+
+_MODULE = "stockade.jobs.apart"
+_PR_SET_PDEATHSIG = 1
+#: Seconds a run's process has after SIGTERM to let go before it is killed.
+STOP_GRACE_S = 30.0
+
+
+def run_apart(
+    settings: Settings, run_id: int, stop: threading.Event, *, grace_s: float = STOP_GRACE_S
+) -> ApartExit:
+    """Execute the run in a process of its own and wait for it; how that process ended."""
+    proc = subprocess.Popen(  # noqa: S603 - this interpreter, this module, two integers
+        [sys.executable, "-m", _MODULE, str(run_id), str(os.getpid())],
+        stdin=subprocess.PIPE,
+        close_fds=True,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    try:
+        with proc.stdin:
+            proc.stdin.write(pickle.dumps(settings))
+    except OSError:  # it ended before reading: its status says why
+        pass
+    deadline: float | None = None
+    while True:
+        # wait4, not Popen.wait: the resource usage of this process alone (its peak RSS)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return ApartExit(proc.returncode, usage.ru_maxrss * 1024)
+        if deadline is None and stop.is_set():
+            proc.terminate()
+            deadline = time.monotonic() + grace_s
+        elif deadline is not None and time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.1)
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """An event set on SIGTERM, by a thread that waits for the signal (blocked in every other
+    thread). Not by a handler: the parent's SIGTERM and the kernel's can come together, and
+    ``Event.set`` re-entered from a handler deadlocks on the event's own lock."""
+    stopping = threading.Event()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # before any thread starts
+
+    def wait() -> None:
+        signal.sigwait({signal.SIGTERM})
+        stopping.set()
+
+    threading.Thread(target=wait, name="stockade-apart-stop", daemon=True).start()
+    return stopping
+
+
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM when the thread that started this process ends (Linux); at once if it already has."""
+    name = ctypes.util.find_library("c")
+    if name is not None:
+        # not Linux: no such call, and the graceful stop still reaches it
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def main(argv: list[str]) -> int:
+    run_id, parent = int(argv[0]), int(argv[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stopping = _stop_on_sigterm()
+    _stop_with_parent(parent)
+    settings: Settings = pickle.load(sys.stdin.buffer)  # noqa: S301 - from our own parent
+    configure_logging(settings.log_level, settings.log_format)
+    container = Container.build(settings)
+    sync = container.mirror_sync()
+    sync.shutdown = stopping  # a stop asked before the run began is seen at its first step
+    try:
+        with origin(Origin(channel="job")):
+            outcome = sync.execute(run_id)
+    finally:
+        container.engine.dispose()
+    return 0 if outcome is not None else NOT_OURS
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
