@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import multiprocessing
 import os
+import pickle
 import sqlite3
 import statistics
 import subprocess
@@ -214,7 +216,7 @@ def bare_parse_mib(json_path: Path) -> int:
 
 
 def run_once(
-    container: Any, admin: Any, timer: WriteTimer, server: Any, token: str
+    container: Any, admin: Any, timer: WriteTimer, server: Any, token: str, *, apart: bool
 ) -> dict[str, Any]:
     from stockade.db.engine import transaction
     from stockade.mirroring.runs import RunService
@@ -233,38 +235,85 @@ def run_once(
     timer.reset()
     before = status_kb("VmRSS") / 1024
     reset_peak()
-    started, cpu = time.perf_counter(), time.thread_time()
-    outcome = container.mirror_sync().execute(run_id)
-    took, cpu = time.perf_counter() - started, time.thread_time() - cpu
-    peak = status_kb("VmHWM") / 1024
+    started = time.perf_counter()
+    result = _run_apart(container, run_id) if apart else _run_inline(container, run_id, timer)
+    took = time.perf_counter() - started
     stop.set()
     statuses, slowest, lock_wait = out.get(timeout=300)
     prober.join(60)
     after = status_kb("VmRSS") / 1024
-    if outcome is None or outcome.state != "completed":
-        raise SystemExit(f"the run did not complete: {outcome}")
+    if result["state"] != "completed":
+        raise SystemExit(f"the run did not complete: {result['state']}")
     return {
+        **result,
         "took": took,
-        "cpu": cpu,
         "before": before,
-        "peak": peak,
         "after": after,
-        "write": timer.longest,
-        "writes": timer.count,
-        "what": timer.what,
         "lock_wait": lock_wait,
         "statuses": statuses,
         "slowest": slowest,
-        "counts": outcome.counts,
+    }
+
+
+def _run_inline(container: Any, run_id: int, timer: WriteTimer) -> dict[str, Any]:
+    """The run in this process (``[mirror] run_apart = "never"``): peak and CPU of this one."""
+    cpu = time.thread_time()
+    outcome = container.mirror_sync().execute(run_id)
+    return {
+        "state": outcome.state if outcome else None,
+        "counts": outcome.counts if outcome else {},
+        "cpu": time.thread_time() - cpu,
+        "peak": status_kb("VmHWM") / 1024,
+        "server": 0.0,
+        "write": timer.longest,
+        "writes": timer.count,
+        "what": timer.what,
+    }
+
+
+def _run_apart(container: Any, run_id: int) -> dict[str, Any]:
+    """The run in a process of its own, started as ``jobs/apart.py`` starts it: peak and CPU of
+    that process (``wait4``), and this one's peak beside it (the server's, while it ran)."""
+    from stockade.mirroring.models import MirrorRun
+
+    writes = bench_dir("mirror-scale", "writes") / f"{run_id}.json"
+    proc = subprocess.Popen(
+        [PYTHON, str(HERE / "_apart_child.py"), str(run_id), str(os.getpid())],
+        stdin=subprocess.PIPE,
+        env={**os.environ, "BENCH_WRITES_OUT": str(writes)},
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    with proc.stdin:
+        proc.stdin.write(pickle.dumps(container.settings))
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"the run's process ended with status {proc.returncode}")
+    timed = json.loads(writes.read_text())
+    with container.factory() as session:
+        run = session.get(MirrorRun, run_id)
+        state, counts = run.state, dict(run.counts)
+    return {
+        "state": state,
+        "counts": counts,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "peak": usage.ru_maxrss / 1024,
+        "server": status_kb("VmHWM") / 1024,
+        "write": timed["longest"],
+        "writes": timed["count"],
+        "what": timed["what"],
     }
 
 
 def show(label: str, r: dict[str, Any], bare: int) -> None:
     c = r["counts"]
+    where = "in the run's own process" if r["server"] else "in the run's thread"
+    beside = f", this process's peak {r['server']:.0f} MiB beside it" if r["server"] else ""
     print(
-        f"{label}: {r['took']:.1f} s ({r['cpu']:.1f} CPU-s in the run's thread); "
-        f"RSS before {r['before']:.0f} MiB, peak {r['peak']:.0f} MiB "
-        f"({r['peak'] / bare:.2f}x the bare parse), after {r['after']:.0f} MiB "
+        f"{label}: {r['took']:.1f} s ({r['cpu']:.1f} CPU-s {where}); "
+        f"RSS before {r['before']:.0f} MiB, peak {r['peak']:.0f} MiB {where} "
+        f"({r['peak'] / bare:.2f}x the bare parse){beside}, after {r['after']:.0f} MiB "
         f"(+{r['after'] - r['before']:.0f}); longest write transaction {r['write']:.2f} s "
         f"({r['writes']} writes, the longest began {r['what']!r}); lock probe waited at most "
         f"{r['lock_wait']:.2f} s; API answers "
@@ -279,6 +328,13 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=600_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database-url", default=None, help="default: SQLite in the data folder")
+    parser.add_argument(
+        "--placement",
+        choices=["apart", "inline"],
+        default="apart",
+        help="apart (the default [mirror] run_apart = auto for a first run and a big mirror): "
+        "each run in a process of its own; inline: in this process",
+    )
     args = parser.parse_args()
 
     from stockade.auth.service import UserService
@@ -328,14 +384,15 @@ def main() -> None:
             MirrorService(session, container.secrets, outbound).create(admin, "upstream", spec)
             PolicyService(session).create(admin, "corporate", the_policy())
             PolicyService(session).assign(admin, "corporate", channel="upstream")
-        first = run_once(container, admin, timer, server, token)
+        apart = args.placement == "apart"
+        first = run_once(container, admin, timer, server, token, apart=apart)
         show("first run", first, bare)
         changes = []
         for round_ in range(1, args.rounds + 1):
             subprocess.run(
                 [PYTHON, "-c", CHANGE, str(source), str(target), str(round_)], check=True
             )
-            changes.append(run_once(container, admin, timer, server, token))
+            changes.append(run_once(container, admin, timer, server, token, apart=apart))
             show(f"{CHANGED:,}-record change #{round_}", changes[-1], bare)
         container.close()
     target.write_bytes(pristine.read_bytes())
@@ -346,7 +403,7 @@ def main() -> None:
     longest = max([first["write"], *(r["write"] for r in changes)])
     bad = sum(r["statuses"].get(503, 0) for r in [first, *changes])
     print(
-        f"summary: first run {first['took']:.1f} s, {first['cpu']:.1f} CPU-s (target <= 60 s); "
+        f"summary ({args.placement}): first run {first['took']:.1f} s, {first['cpu']:.1f} CPU-s (target <= 60 s); "
         f"{CHANGED:,}-record change median {median:.1f} s, {median_cpu:.1f} CPU-s over "
         f"{len(changes)} (target <= 10 s); peak {peak:.0f} MiB = "
         f"{peak / bare:.2f}x the bare parse (target <= 1.0); RSS after the run +{after:.0f} MiB "

@@ -25,6 +25,7 @@ from stockade.mirroring.credentials import seal_legacy_proxies
 from stockade.mirroring.passive import PassiveFetcher
 from stockade.mirroring.placement import ApartExit
 from stockade.mirroring.sync import MirrorSync
+from stockade.mirroring.valid_records import VALID_RECORDS
 from stockade.policies.engine import InMemoryVulnerabilities, VulnerabilityLookup
 from stockade.scanning.registry import ScannerRegistry
 from stockade.scanning.scanners.hashes import HashListScanner, KnownBadList
@@ -78,6 +79,8 @@ class Container:
     @classmethod
     def build(cls, settings: Settings) -> Container:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # mirror runs find the records earlier ones found valid, in any process (a cache)
+        VALID_RECORDS.keep_in(settings.data_dir / "cache" / "valid-records")
         engine = make_engine(settings.db_url)
         factory = make_session_factory(engine)
         read_factory = make_session_factory(engine, readonly=True)

@@ -126,15 +126,15 @@ def _safe_filename(filename: str) -> bool:
 
 
 def integrity_problems(
-    upstream: UpstreamSubdir, seen: set[int] | frozenset[int] = frozenset()
-) -> tuple[dict[str, list[Reason]], list[int]]:
+    upstream: UpstreamSubdir, seen: set[bytes] | frozenset[bytes] = frozenset()
+) -> tuple[dict[str, list[Reason]], list[bytes]]:
     """Records we cannot take: no sha256 to check downloads against, or a field that breaks
     conda's or rattler's schema (``stockade.conda.records``: one bad record must not break
     the channel's index, trees or reports). Records whose key is in ``seen`` were found valid
     before (``mirroring.valid_records``) and are not checked again; returns the problems and
     the keys of the records found valid."""
     problems: dict[str, list[Reason]] = {}
-    valid: list[int] = []
+    valid: list[bytes] = []
     for filename, rec in upstream.records.items():
         sha = rec.get("sha256")
         if not isinstance(sha, str) or len(sha) != 64:
