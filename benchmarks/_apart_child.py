@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -31,11 +31,18 @@ def _timed_build(settings: Any) -> Any:
     return container
 
 
-if __name__ == "__main__":
-    apart.Container.build = _timed_build  # type: ignore[method-assign]
-    status = apart.main(sys.argv[1:])
+_finish = apart.finish
+
+
+def _write_then_finish(status: int) -> NoReturn:
     timer = timers[0]
     Path(os.environ["BENCH_WRITES_OUT"]).write_text(
         json.dumps({"longest": timer.longest, "what": timer.what, "count": timer.count})
     )
-    raise SystemExit(status)
+    _finish(status)
+
+
+if __name__ == "__main__":
+    apart.Container.build = _timed_build  # type: ignore[method-assign]
+    apart.finish = _write_then_finish
+    apart.main(sys.argv[1:])

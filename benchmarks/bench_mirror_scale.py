@@ -403,7 +403,8 @@ def main() -> None:
     longest = max([first["write"], *(r["write"] for r in changes)])
     bad = sum(r["statuses"].get(503, 0) for r in [first, *changes])
     print(
-        f"summary ({args.placement}): first run {first['took']:.1f} s, {first['cpu']:.1f} CPU-s (target <= 60 s); "
+        f"summary ({args.placement}): first run {first['took']:.1f} s, "
+        f"{first['cpu']:.1f} CPU-s (target <= 60 s); "
         f"{CHANGED:,}-record change median {median:.1f} s, {median_cpu:.1f} CPU-s over "
         f"{len(changes)} (target <= 10 s); peak {peak:.0f} MiB = "
         f"{peak / bare:.2f}x the bare parse (target <= 1.0); RSS after the run +{after:.0f} MiB "

@@ -24,8 +24,10 @@ answer never fills the memory. Streamed bodies (``client.stream``) are their rea
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -400,6 +402,26 @@ class ClientOptions:
     max_body: int | None = MAX_BODY  # decoded bytes of a body read whole (None: no cap)
 
 
+_default_tls: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+_default_tls_lock = threading.Lock()
+
+
+def _verify(verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
+    """The default verification as one SSL context per process (and per ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR``): httpx builds a new one for each client, loading every CA certificate of
+    certifi, 20-40 ms of CPU a client (a mirror run makes several). Sharing is safe: a context is
+    only read when a connection is wrapped, and every client sets the same ALPN list on it
+    (HTTP/1.1). A context given, or ``verify=False``, is used as it is."""
+    if verify is not True:
+        return verify
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    with _default_tls_lock:
+        context = _default_tls.get(key)
+        if context is None:
+            context = _default_tls[key] = httpx.create_ssl_context()
+        return context
+
+
 def guarded_client(
     policy: OutboundPolicy,
     options: ClientOptions | None = None,
@@ -411,7 +433,7 @@ def guarded_client(
     opts = options or ClientOptions()
     proxy = opts.proxy or policy.proxy
     if transport is None:
-        real = httpx.HTTPTransport(proxy=proxy, verify=opts.verify, limits=opts.limits)
+        real = httpx.HTTPTransport(proxy=proxy, verify=_verify(opts.verify), limits=opts.limits)
         # httpx has no parameter for its pool's network backend: set it on the pool it built
         # (ConnectionPool, HTTPProxy and SOCKSProxy all open sockets through it).
         real._pool._network_backend = GuardedBackend(policy, deadline=opts.deadline)
@@ -454,7 +476,9 @@ def guarded_async_client(
     opts = options or ClientOptions()
     proxy = opts.proxy or policy.proxy
     if transport is None:
-        real = httpx.AsyncHTTPTransport(proxy=proxy, verify=opts.verify, limits=opts.limits)
+        real = httpx.AsyncHTTPTransport(
+            proxy=proxy, verify=_verify(opts.verify), limits=opts.limits
+        )
         real._pool._network_backend = AsyncGuardedBackend(policy)
         transport = real
 

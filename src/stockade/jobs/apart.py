@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from stockade.container import Container
 from stockade.core.context import Origin, origin
@@ -110,7 +111,7 @@ def _young_collections_only() -> None:
     gc.set_threshold(young, middle, 2**31 - 1)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> NoReturn:
     run_id, parent = int(argv[0]), int(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stopping = _stop_on_sigterm()
@@ -121,13 +122,22 @@ def main(argv: list[str]) -> int:
     _young_collections_only()
     sync = container.mirror_sync()
     sync.shutdown = stopping  # a stop asked before the run began is seen at its first step
+    sync.keep_for_exit = []  # not freed: this process ends with the run
     try:
         with origin(Origin(channel="job")):
             outcome = sync.execute(run_id)
     finally:
         container.engine.dispose()
-    return 0 if outcome is not None else NOT_OURS
+    finish(0 if outcome is not None else NOT_OURS)
+
+
+def finish(status: int) -> NoReturn:
+    """End the process now, without freeing what the run kept (``MirrorSync.keep_for_exit``):
+    everything is in the database, and the system takes the memory back at once."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -114,6 +114,10 @@ class MirrorSync:
         self.shutdown = threading.Event()
         #: Called with (run id, step) just before each step's stop check (a hook for tests).
         self.before_step: Callable[[int, str], None] = lambda run_id, step: None
+        #: A run's own process (``jobs/apart.py``) sets a list: a completed run's parse, verdict
+        #: and plan are kept in it rather than freed, since that process exits right after the
+        #: run (freeing a 600,000-record parse takes ~1 s); nor does the run give memory back.
+        self.keep_for_exit: list[object] | None = None
         #: Called with (run id, rows staged so far) after each staged batch is committed, with no
         #: transaction of the run open (a hook for tests).
         self.between_batches: Callable[[int, int], None] = lambda run_id, written: None
@@ -196,8 +200,12 @@ class MirrorSync:
             )
         metrics().mirror_runs.labels(str(outcome.state)).inc()
         del job
-        after_run(int(counts.get("upstream") or 0))  # its records are garbage now
+        self._give_back(int(counts.get("upstream") or 0))  # its records are garbage now
         return outcome
+
+    def _give_back(self, upstream_records: int) -> None:
+        if self.keep_for_exit is None:  # a run's own process exits instead
+            after_run(upstream_records)
 
     def _checkpoint(self, job: MirrorJob, reporter: RunReporter, step: str) -> None:
         """Before a step that changes anything: end here if a stop was asked. Read from the
@@ -269,6 +277,8 @@ class MirrorSync:
         if plan.failed:
             summary += f"; {len(plan.failed)} files failed"
         reporter.log(summary)
+        if self.keep_for_exit is not None:
+            self.keep_for_exit += [snapshot, parsed, verdict, plan]
         return RunOutcome(RunState.COMPLETED, summary, reporter.snapshot()[1])
 
     def _stage(

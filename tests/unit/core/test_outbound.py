@@ -3,10 +3,13 @@ address, the address actually connected to, and every redirect hop."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import certifi
 import httpx
 import pytest
 
@@ -180,3 +183,27 @@ def test_a_refused_proxy_is_never_connected(servers: tuple[_Server, _Server]) ->
     with guarded_client(STRICT, options) as client, pytest.raises(RefusedDestinationError):
         client.get("http://93.184.215.14/p")
     assert internal.hits == []
+
+
+def test_clients_with_the_default_verification_share_one_ssl_context(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One context per process (and per SSL_CERT_FILE), not one per client; a given context or
+    verify=False is used as it is."""
+
+    def context(client: httpx.Client | httpx.AsyncClient) -> object:
+        return client._transport._pool._ssl_context  # type: ignore[attr-defined]
+
+    policy = OutboundPolicy()
+    first, second = guarded_client(policy), guarded_client(policy)
+    shared = context(first)
+    assert isinstance(shared, ssl.SSLContext)
+    assert context(second) is shared
+    assert context(guarded_async_client(policy)) is shared
+    own = ssl.create_default_context()
+    assert context(guarded_client(policy, ClientOptions(verify=own))) is own
+    assert context(guarded_client(policy, ClientOptions(verify=False))) is not shared
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(Path(certifi.where()).read_text())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert context(guarded_client(policy)) is not shared  # another CA bundle: another context
