@@ -45,4 +45,4 @@ def _write_then_finish(status: int) -> NoReturn:
 if __name__ == "__main__":
     apart.Container.build = _timed_build  # type: ignore[method-assign]
     apart.finish = _write_then_finish
-    apart.main(sys.argv[1:])
+    apart.main([apart.MIRROR_RUN, *sys.argv[1:]])

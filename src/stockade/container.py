@@ -96,6 +96,7 @@ class Container:
             on_switch=search.on_switch,  # search finds what the switched index serves
             read_factory=read_factory,
         )
+        publisher.channeldata_apart_ms = settings.publication.channeldata_apart_ms
         upload = settings.upload
         limits = ValidationLimits(
             max_archive_size=upload.max_archive_size,

@@ -85,6 +85,13 @@ class PublicationSettings(BaseModel):
     bz2_level: int = Field(default=9, ge=1, le=9)
     coalesce_ms: int = Field(default=150, ge=0, le=60_000)
     index_max_age: int = Field(default=30, ge=0, description="Cache-Control max-age of index files")
+    channeldata_apart_ms: int = Field(
+        default=1000,
+        ge=-1,
+        description="a channel whose last channeldata.json build took this long (ms) or longer "
+        "builds the next one in a process of its own, which gives its memory back and leaves "
+        "this process's CPU to the indexes (-1: never)",
+    )
 
 
 class PasswordHashSettings(BaseModel):

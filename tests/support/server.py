@@ -173,13 +173,13 @@ def _settings(data_dir: Path, db_url: str, port: int, overrides: dict[str, Any])
     # Test upstreams, feeds, webhook receivers and OpenID providers run on 127.0.0.1: loopback is
     # refused by default (docs/adr/0010), so live servers allow it unless a test says otherwise.
     overrides.setdefault("outbound", {"allow_loopback": True})
+    overrides["publication"] = {"coalesce_ms": 20, **overrides.get("publication", {})}
     return load_settings(
         data_dir=data_dir,
         database_url=db_url,
         host="127.0.0.1",
         port=port,
         admin_password=ADMIN_PASSWORD,
-        publication={"coalesce_ms": 20},
         **overrides,
     )
 

@@ -123,6 +123,11 @@ class PublicationService:
         self._memos = ShardMemos()
         # Records stored invalid (before index.json was fully validated) are never published.
         self._records = RecordChecker()
+        #: Set by the job edge (``jobs/apart.py``): builds a channel's ``channeldata.json`` in a
+        #: process of its own and returns its sha256, for a channel whose last build took
+        #: ``channeldata_apart_ms`` or longer (None: always in this process).
+        self.channeldata_apart: Callable[[int], str] | None = None
+        self.channeldata_apart_ms = -1
 
     def pending(self) -> list[int]:
         """Subdir index ids with unpublished changes, in channels that are not frozen, leaving
@@ -179,8 +184,12 @@ class PublicationService:
         if claimed is None:
             return  # another publisher took it (or built it) meanwhile
         started = time.monotonic()
+        apart = self._apart(due)
         try:
-            sha = build_channeldata(self.read_factory, self.blobs, due.channel_id)
+            if apart is not None:
+                sha = apart(due.channel_id)
+            else:
+                sha = build_channeldata(self.read_factory, self.blobs, due.channel_id)
         except Exception:  # one channel's channeldata never stops the others
             log.exception("channeldata.json of channel id %s failed", due.channel_id)
             took = timedelta(seconds=time.monotonic() - started)
@@ -190,7 +199,15 @@ class PublicationService:
         took = timedelta(seconds=time.monotonic() - started)
         with transaction(self.factory) as session:
             finish_channeldata(session, due.channel_id, self.owner, claimed, sha, took, utcnow())
-        release_memory()  # it decoded every record of the channel: give the heap back
+        if apart is None:
+            release_memory()  # it decoded every record of the channel: give the heap back
+
+    def _apart(self, due: DueChannelData) -> Callable[[int], str] | None:
+        """How to build it in a process of its own, when its last build was slow enough."""
+        limit = self.channeldata_apart_ms
+        if self.channeldata_apart is None or limit < 0 or due.build_ms < limit:
+            return None
+        return self.channeldata_apart
 
     def publish_channeldata(self, channel_id: int) -> None:
         """Build the channel's ``channeldata.json`` now and serve it (no lease, no request)."""

@@ -1,4 +1,5 @@
-"""A mirror run in a process of its own (``mirroring/placement.py`` says which runs).
+"""Big work in a process of its own: a mirror run (``mirroring/placement.py`` says which) or a
+slow ``channeldata.json`` build (``channels.publication``).
 
 The run's process is this interpreter started again on this module (``python -m``). It reads the
 settings from its stdin, as a pickle: secrets included, never in its arguments or environment. It
@@ -31,6 +32,7 @@ import threading
 import time
 from typing import NoReturn
 
+from stockade.channels.publication_channeldata import build_channeldata
 from stockade.container import Container
 from stockade.core.context import Origin, origin
 from stockade.core.logging import configure_logging
@@ -38,6 +40,8 @@ from stockade.mirroring.placement import NOT_OURS, ApartExit
 from stockade.settings import Settings
 
 _MODULE = "stockade.jobs.apart"
+#: What a process started on this module does (its first argument).
+MIRROR_RUN, CHANNELDATA = "mirror-run", "channeldata"
 _PR_SET_PDEATHSIG = 1
 #: Seconds a run's process has after SIGTERM to let go before it is killed.
 STOP_GRACE_S = 30.0
@@ -48,17 +52,12 @@ def run_apart(
 ) -> ApartExit:
     """Execute the run in a process of its own and wait for it; how that process ended."""
     proc = subprocess.Popen(  # noqa: S603 - this interpreter, this module, two integers
-        [sys.executable, "-m", _MODULE, str(run_id), str(os.getpid())],
+        [sys.executable, "-m", _MODULE, MIRROR_RUN, str(run_id), str(os.getpid())],
         stdin=subprocess.PIPE,
         close_fds=True,
         start_new_session=True,
     )
-    assert proc.stdin is not None
-    try:
-        with proc.stdin:
-            proc.stdin.write(pickle.dumps(settings))
-    except OSError:  # it ended before reading: its status says why
-        pass
+    _send_settings(proc, settings)
     deadline: float | None = None
     while True:
         # wait4, not Popen.wait: the resource usage of this process alone (its peak RSS)
@@ -72,6 +71,46 @@ def run_apart(
         elif deadline is not None and time.monotonic() > deadline:
             proc.kill()
         time.sleep(0.1)
+
+
+def build_channeldata_apart(settings: Settings, channel_id: int) -> str:
+    """Build the channel's ``channeldata.json`` (a blob) in a process of its own; its sha256.
+
+    The caller holds the build's lease and records the result (``channels.publication``); the
+    process only reads the channel and writes the blob. Its answer comes through a pipe of its
+    own (its stdout and stderr are the server's log)."""
+    answer, write = os.pipe()
+    args = [CHANNELDATA, str(channel_id), str(os.getpid()), str(write)]
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - this interpreter, this module, integers
+            [sys.executable, "-m", _MODULE, *args],
+            stdin=subprocess.PIPE,
+            pass_fds=(write,),
+            close_fds=True,
+            start_new_session=True,
+        )
+    finally:
+        os.close(write)
+    _send_settings(proc, settings)
+    with os.fdopen(answer, "rb") as out:
+        sha = out.read(65)
+    status = proc.wait()
+    if status != 0 or len(sha) != 64:
+        raise ChannelDataApartError(f"its process ended with status {status}")
+    return sha.decode("ascii")
+
+
+class ChannelDataApartError(RuntimeError):
+    """The process that built a channeldata.json failed (its log says why)."""
+
+
+def _send_settings(proc: subprocess.Popen[bytes], settings: Settings) -> None:
+    assert proc.stdin is not None
+    try:
+        with proc.stdin:
+            proc.stdin.write(pickle.dumps(settings))
+    except OSError:  # it ended before reading: its status says why
+        pass
 
 
 def _stop_on_sigterm() -> threading.Event:
@@ -112,7 +151,7 @@ def _young_collections_only() -> None:
 
 
 def main(argv: list[str]) -> NoReturn:
-    run_id, parent = int(argv[0]), int(argv[1])
+    kind, target, parent = argv[0], int(argv[1]), int(argv[2])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stopping = _stop_on_sigterm()
     _stop_with_parent(parent)
@@ -120,15 +159,25 @@ def main(argv: list[str]) -> NoReturn:
     configure_logging(settings.log_level, settings.log_format)
     container = Container.build(settings)
     _young_collections_only()
+    try:
+        if kind == CHANNELDATA:
+            sha = build_channeldata(container.read_factory, container.blobs, target)
+            os.write(int(argv[3]), sha.encode("ascii"))
+            status = 0
+        else:
+            status = _mirror_run(container, target, stopping)
+    finally:
+        container.engine.dispose()
+    finish(status)
+
+
+def _mirror_run(container: Container, run_id: int, stopping: threading.Event) -> int:
     sync = container.mirror_sync()
     sync.shutdown = stopping  # a stop asked before the run began is seen at its first step
     sync.keep_for_exit = []  # not freed: this process ends with the run
-    try:
-        with origin(Origin(channel="job")):
-            outcome = sync.execute(run_id)
-    finally:
-        container.engine.dispose()
-    finish(0 if outcome is not None else NOT_OURS)
+    with origin(Origin(channel="job")):
+        outcome = sync.execute(run_id)
+    return 0 if outcome is not None else NOT_OURS
 
 
 def finish(status: int) -> NoReturn:

@@ -16,7 +16,7 @@ from huey.api import Huey
 from huey.consumer import Consumer
 
 from stockade.container import Container
-from stockade.jobs.apart import run_apart
+from stockade.jobs.apart import build_channeldata_apart, run_apart
 from stockade.jobs.registry import Registry, gather
 
 MATCH_BATCH = 5000
@@ -82,7 +82,11 @@ class JobQueue:
         self.container.dispatch_feed_sync = self.enqueue_feed_sync
         self.container.dispatch_match = self.enqueue_match
         self.container.dispatch_webhooks = self.enqueue_webhooks
-        self.container.run_mirror_apart = functools.partial(run_apart, self.container.settings)
+        settings = self.container.settings
+        self.container.run_mirror_apart = functools.partial(run_apart, settings)
+        self.container.publisher.channeldata_apart = functools.partial(
+            build_channeldata_apart, settings
+        )
 
     def consumer(self, *, embedded: bool) -> Consumer:
         jobs = self.container.settings.jobs
