@@ -332,8 +332,20 @@ def _floor(container: Any, channel_id: int, rounds: int) -> tuple[float, int, in
 # --------------------------------------------------------------------------- live server
 
 
+def _settled_rss(pid: int, limit_s: float = 120.0) -> float:
+    """The server's RSS once no process it started is running (a channeldata.json built in a
+    process of its own; that process's memory counts while it runs, in the tree's RSS)."""
+    from _common import _children
+
+    deadline = time.monotonic() + limit_s
+    while _children(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return tree_rss_mb(pid)
+
+
 def _server_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of the server process and its children so far."""
+    """CPU seconds (user + system) of the server process and its children so far, the ended
+    ones included."""
     from _common import _children
 
     total = 0.0
@@ -345,7 +357,9 @@ def _server_cpu(pid: int) -> float:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
+        # utime, stime, and cutime, cstime: the processes it started that have ended (a
+        # channeldata.json built in a process of its own)
+        total += sum(int(f) for f in fields[11:15]) / tick
         stack.extend(_children(current))
     return total
 
@@ -369,7 +383,7 @@ def _measure_live(
         with httpx.Client(timeout=60) as client:
             etag = client.get(url).headers["etag"]
             time.sleep(2)
-            out["rss_idle"] = tree_rss_mb(server.pid)
+            out["rss_idle"] = _settled_rss(server.pid)
             for attempt in range(rounds):
                 package = _new_package(workdir, names, f"live{attempt}")
                 body = package.read_bytes()
@@ -391,7 +405,7 @@ def _measure_live(
                 etag = answer.headers["etag"]
                 time.sleep(settle)  # let the channeldata rebuild that follows finish
                 out["cpu"].append(_server_cpu(server.pid) - cpu)
-                out["rss_after"].append(tree_rss_mb(server.pid))
+                out["rss_after"].append(_settled_rss(server.pid))
                 out["floor"].append(floor())  # in this process, between two uploads
             out["command"] = server.command
     return out

@@ -9,6 +9,7 @@ the new ``repodata.json``, ``.zst``, shard index and ``run_exports.json`` togeth
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import ChainMap
@@ -183,13 +184,30 @@ class PublicationService:
             claimed = claim_channeldata(session, due, self.owner, utcnow())
         if claimed is None:
             return  # another publisher took it (or built it) meanwhile
-        started = time.monotonic()
         apart = self._apart(due)
+        if apart is None:
+            self._build_channeldata(due, claimed, self._build_here)
+            release_memory()  # it decoded every record of the channel: give the heap back
+            return
+        # A thread waits for that process: this one goes on publishing the indexes meanwhile
+        # (the lease taken above keeps every publisher from building it twice).
+        threading.Thread(
+            target=self._build_channeldata,
+            args=(due, claimed, apart),
+            name=f"stockade-channeldata-{due.channel_id}",
+            daemon=True,
+        ).start()
+
+    def _build_here(self, channel_id: int) -> str:
+        return build_channeldata(self.read_factory, self.blobs, channel_id)
+
+    def _build_channeldata(
+        self, due: DueChannelData, claimed: datetime, build: Callable[[int], str]
+    ) -> None:
+        """Build it and record the result under the lease taken (or let the lease go)."""
+        started = time.monotonic()
         try:
-            if apart is not None:
-                sha = apart(due.channel_id)
-            else:
-                sha = build_channeldata(self.read_factory, self.blobs, due.channel_id)
+            sha = build(due.channel_id)
         except Exception:  # one channel's channeldata never stops the others
             log.exception("channeldata.json of channel id %s failed", due.channel_id)
             took = timedelta(seconds=time.monotonic() - started)
@@ -199,8 +217,6 @@ class PublicationService:
         took = timedelta(seconds=time.monotonic() - started)
         with transaction(self.factory) as session:
             finish_channeldata(session, due.channel_id, self.owner, claimed, sha, took, utcnow())
-        if apart is None:
-            release_memory()  # it decoded every record of the channel: give the heap back
 
     def _apart(self, due: DueChannelData) -> Callable[[int], str] | None:
         """How to build it in a process of its own, when its last build was slow enough."""

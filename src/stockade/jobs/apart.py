@@ -153,7 +153,9 @@ def _young_collections_only() -> None:
 def main(argv: list[str]) -> NoReturn:
     kind, target, parent = argv[0], int(argv[1]), int(argv[2])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stopping = _stop_on_sigterm()
+    # A run lets go of its lease on SIGTERM; a channeldata build just ends (another publisher
+    # takes its lease once it runs out).
+    stopping = _stop_on_sigterm() if kind == MIRROR_RUN else threading.Event()
     _stop_with_parent(parent)
     settings: Settings = pickle.load(sys.stdin.buffer)  # noqa: S301 - from our own parent
     configure_logging(settings.log_level, settings.log_format)
