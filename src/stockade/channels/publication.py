@@ -45,7 +45,13 @@ from stockade.channels.publication_memory import (
     ShardMemos,
     release_memory,
 )
-from stockade.channels.publication_rows import Served, SubdirRead, ends_with, servable_rows
+from stockade.channels.publication_rows import (
+    Served,
+    SubdirRead,
+    columns,
+    ends_with,
+    servable_rows,
+)
 from stockade.channels.publication_shards import build_shards, store_shards
 from stockade.channels.publication_signing import (
     ServedSignatures,
@@ -340,9 +346,7 @@ class PublicationService:
                 )
             ).all()
         }
-        ids, fns, row_names, records, row_shas = (
-            zip(*rows, strict=True) if rows else ((), (), (), (), ())
-        )
+        ids, fns, row_names, records, row_shas = columns(rows)
         names, shas = dict(zip(fns, row_names, strict=True)), dict(zip(fns, row_shas, strict=True))
         # one section per suffix, split without a Python-level loop over 100,000 records
         sections = tuple(
