@@ -17,7 +17,9 @@ Keys appear in sorted order at every level, as conda-index writes them.
 from __future__ import annotations
 
 import bz2
-from collections.abc import ItemsView, Iterable, Mapping, Sequence
+from collections.abc import ItemsView, Iterable, Mapping
+from itertools import islice
+from operator import le
 from typing import Any
 
 import orjson
@@ -59,29 +61,20 @@ def decode_record(data: bytes) -> dict[str, Any]:
     return value
 
 
-def _columns(pairs: Iterable[tuple[str, bytes]]) -> tuple[Sequence[str], Sequence[bytes]]:
-    """The filenames and the records of ``pairs``: a dict's items are read as its keys and its
-    values (7x faster than transposing 100,000 pairs)."""
-    if isinstance(pairs, ItemsView) and isinstance(getattr(pairs, "mapping", None), Mapping):
-        mapping: Mapping[str, bytes] = pairs.mapping  # type: ignore[attr-defined]
-        return list(mapping), list(mapping.values())
-    columns = list(zip(*pairs, strict=True))
-    return (columns[0], columns[1]) if columns else ((), ())
-
-
 def _section(pairs: Iterable[tuple[str, bytes]], section: str) -> dict[str, orjson.Fragment]:
     """Filename -> pre-serialized record, in filename order; orjson escapes the keys.
 
-    A publication's pairs come in filename order already (the database's index): that is
-    checked on the filenames alone (strings compare several times faster than tuples; 100,000
-    pairs sorted as tuples took ~30 ms), and only pairs out of order are sorted."""
-    filenames, records = _columns(pairs)
-    if list(filenames) != sorted(filenames):
-        order = sorted(range(len(filenames)), key=filenames.__getitem__)
-        filenames = tuple(map(filenames.__getitem__, order))
-        records = tuple(map(records.__getitem__, order))
-    fragments = dict(zip(filenames, map(orjson.Fragment, records), strict=True))
-    if len(fragments) != len(filenames):
+    A publication gives a dict's items, in filename order already (the database's index): their
+    order is checked on the keys alone, in one pass, and the dict is read as its keys and its
+    values (~25 ms less for 100,000 records than sorting them as tuples, which other pairs are)."""
+    if isinstance(pairs, ItemsView) and isinstance(getattr(pairs, "mapping", None), Mapping):
+        mapping: Mapping[str, bytes] = pairs.mapping  # type: ignore[attr-defined]
+        filenames = list(mapping)
+        if all(map(le, filenames, islice(filenames, 1, None))):
+            return dict(zip(filenames, map(orjson.Fragment, mapping.values()), strict=True))
+    items = sorted(pairs)  # filenames are unique: tuples compare by them alone
+    fragments = {filename: orjson.Fragment(record_json) for filename, record_json in items}
+    if len(fragments) != len(items):
         raise ValueError(f"duplicate filenames in {section}")
     return fragments
 
