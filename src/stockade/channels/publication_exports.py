@@ -49,8 +49,12 @@ class RunExportsEntries:
         cache = self._of
         if len(cache) > MAX_REMEMBERED:
             cache.clear()
-        unseen = set(shas.values()) - cache.keys()
-        if unseen:
+        # One lookup per file; the contents not seen are looked for only when there are some
+        # (a set of 100,000 sha256s to subtract the cache's keys from cost ~20 ms a publication).
+        entries = list(map(cache.get, shas.values()))
+        if None in entries:
+            pairs = zip(shas.values(), entries, strict=True)
+            unseen = {sha for sha, entry in pairs if entry is None}
             query = select(PackageContent.sha256, PackageContent.run_exports_json)
             if len(unseen) >= RUN_EXPORTS_JOIN_MIN:
                 query = query.join(Artifact, PackageContent.sha256 == Artifact.sha256).where(
@@ -60,8 +64,9 @@ class RunExportsEntries:
                 query = query.where(PackageContent.sha256.in_(unseen))
             for sha, data in session.execute(query).all():
                 cache[sha] = encode_entry(data)
-        found = dict(zip(shas, map(cache.get, shas.values()), strict=True))
-        if None in found.values():  # contents with no row yet (a mirrored file not fetched)
+            entries = list(map(cache.get, shas.values()))
+        found = dict(zip(shas, entries, strict=True))
+        if None in entries:  # contents with no row yet (a mirrored file not fetched)
             return {fn: entry or _EMPTY for fn, entry in found.items()}
         return cast("dict[str, orjson.Fragment]", found)
 
