@@ -9,6 +9,7 @@ behaviour: looked up once, then answered from memory; the maps they fill stay bo
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
+from tests.support.eventually import SERVING_BOUND_S, eventually
 from tests.support.server import LiveServer
 
 pytestmark = [pytest.mark.functional]
@@ -80,16 +82,22 @@ def test_a_name_nothing_can_have_is_404_without_a_query(live_server: LiveServer,
 
 def test_a_name_that_may_exist_is_looked_up_once(live_server: LiveServer) -> None:
     channel = live_server.new_channel(prefix="imp")
-    path = f"/conda/{channel}/linux-{MARK}/pkg-1-0.conda"
-    with (
-        _queries_naming(live_server, MARK) as queries,
-        httpx.Client(base_url=live_server.process_url) as c,
-    ):
-        assert c.get(path).status_code == 404
-        looked_up = len(queries)
-        assert c.get(path).status_code == 404
-    assert looked_up >= 1
-    assert len(queries) == looked_up  # the second answer came from memory
+
+    def twice() -> None:
+        path = f"/conda/{channel}/linux-{MARK}/pkg{uuid.uuid4().hex[:8]}-1-0.conda"
+        with (
+            _queries_naming(live_server, MARK) as queries,
+            httpx.Client(base_url=live_server.process_url) as c,
+        ):
+            assert c.get(path).status_code == 404
+            looked_up = len(queries)
+            assert c.get(path).status_code == 404
+        assert looked_up >= 1
+        assert len(queries) == looked_up  # the second answer came from memory
+
+    # A publication in this process between the two requests (another test's: the server is
+    # shared) makes it look the name up again: what is checked is a pair nothing came between.
+    eventually(twice, within=SERVING_BOUND_S)
     assert _remembered(live_server, MARK) != []
 
 
