@@ -240,3 +240,49 @@ def _expire_lease(container: Container, channel: str) -> None:
             .where(Channel.name == channel)
             .values(channeldata_lease_until=utcnow() - timedelta(seconds=1))
         )
+
+
+def test_one_build_apart_at_a_time_per_publisher(
+    container: Container, admin: Principal, tmp_path: Path
+) -> None:
+    """Each build apart is a process holding a channel's records: a publisher runs one at a time
+    and leaves the other slow channels asked for, built by a later pass."""
+    channels = ("apart-a", "apart-b")
+    for channel in channels:
+        (tmp_path / channel).mkdir()
+        published_once(container, admin, tmp_path / channel, channel)
+    for channel in channels:
+        add_package(container, admin, channel, build(tmp_path / channel, PackageSpec(name="more")))
+    for index_id in container.publisher.pending():  # the new indexes, not their channeldata
+        container.publisher.publish(index_id)
+    for channel in channels:
+        past_rate_limit(container, channel)
+    replica = publisher(container)
+    replica.channeldata_apart_ms = 0  # every build apart
+    entered: list[int] = []
+    release = threading.Event()
+
+    def apart(channel_id: int) -> str:  # the process's work, held until the test lets it go
+        entered.append(channel_id)
+        assert release.wait(30)
+        return publication.build_channeldata(container.read_factory, container.blobs, channel_id)
+
+    replica.channeldata_apart = apart
+    replica.publish_due_channeldata()
+    deadline = time.monotonic() + 10
+    while not entered and time.monotonic() < deadline:
+        time.sleep(0.01)
+    replica.publish_due_channeldata()  # the first still builds: the second waits
+    assert len(entered) == 1
+    release.set()
+    deadline = time.monotonic() + 10
+    while len(entered) < 2 and time.monotonic() < deadline:
+        replica.publish_due_channeldata()
+        time.sleep(0.05)
+    assert len(entered) == 2
+    for channel in channels:
+        deadline = time.monotonic() + 10
+        while channel_row(container, channel).channeldata_requested_at is not None:
+            assert time.monotonic() < deadline, f"{channel}'s channeldata.json never finished"
+            time.sleep(0.05)
+        assert channeldata_names(container, channel) == {"first", "more"}

@@ -135,6 +135,7 @@ class PublicationService:
         #: ``channeldata_apart_ms`` or longer (None: always in this process).
         self.channeldata_apart: Callable[[int], str] | None = None
         self.channeldata_apart_ms = -1
+        self._apart_slot = threading.Lock()
 
     def pending(self) -> list[int]:
         """Subdir index ids with unpublished changes, in channels that are not frozen, leaving
@@ -186,23 +187,43 @@ class PublicationService:
             self._rebuild_channeldata(item)
 
     def _rebuild_channeldata(self, due: DueChannelData) -> None:
-        with transaction(self.factory) as session:
-            claimed = claim_channeldata(session, due, self.owner, utcnow())
-        if claimed is None:
-            return  # another publisher took it (or built it) meanwhile
         apart = self._apart(due)
         if apart is None:
-            self._build_channeldata(due, claimed, self._build_here)
-            release_memory()  # it decoded every record of the channel: give the heap back
+            with transaction(self.factory) as session:
+                claimed = claim_channeldata(session, due, self.owner, utcnow())
+            if claimed is not None:  # else another publisher took it (or built it) meanwhile
+                self._build_channeldata(due, claimed, self._build_here)
+                release_memory()  # it decoded every record of the channel: give the heap back
             return
-        # A thread waits for that process: this one goes on publishing the indexes meanwhile
-        # (the lease taken above keeps every publisher from building it twice).
-        threading.Thread(
-            target=self._build_channeldata,
-            args=(due, claimed, apart),
-            name=f"stockade-channeldata-{due.channel_id}",
-            daemon=True,
-        ).start()
+        # One build apart at a time per publisher (each process holds a channel's records): a
+        # slow channel due meanwhile stays asked for, and a later pass takes it.
+        if not self._apart_slot.acquire(blocking=False):
+            return
+        handed = False
+        try:
+            with transaction(self.factory) as session:
+                claimed = claim_channeldata(session, due, self.owner, utcnow())
+            if claimed is not None:
+                # A thread waits for that process: this one goes on publishing the indexes
+                # (the lease just taken keeps every publisher from building it twice).
+                threading.Thread(
+                    target=self._build_apart,
+                    args=(due, claimed, apart),
+                    name=f"stockade-channeldata-{due.channel_id}",
+                    daemon=True,
+                ).start()
+                handed = True
+        finally:
+            if not handed:
+                self._apart_slot.release()
+
+    def _build_apart(
+        self, due: DueChannelData, claimed: datetime, build: Callable[[int], str]
+    ) -> None:
+        try:
+            self._build_channeldata(due, claimed, build)
+        finally:
+            self._apart_slot.release()
 
     def _build_here(self, channel_id: int) -> str:
         return build_channeldata(self.read_factory, self.blobs, channel_id)
