@@ -28,6 +28,7 @@ import pytest
 from tests.conftest import PG_URL
 from tests.support.mirror_runs import (
     RecordPool,
+    check_served_exactly,
     create_mirror,
     get_run,
     package_downloads,
@@ -38,8 +39,8 @@ from tests.support.mirror_runs import (
     wait_for,
     wait_run,
 )
-from tests.support.process import ServerProcess
-from tests.support.published import artifact_rows, check_channel
+from tests.support.process import ServerProcess, server_process
+from tests.support.published import artifact_rows
 from tests.support.server import fresh_database
 from tests.support.upstream import Upstream
 
@@ -55,13 +56,11 @@ ATTEMPT = re.compile(r"^attempt (\d+) on [^:]+:(\d+):")
 def server(backend: str, tmp_path: Path) -> Iterator[ServerProcess]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    with fresh_database(backend, data_dir, PG_URL) as db_url:
-        live = ServerProcess(data_dir, db_url, env=dict(BASE_ENV))
-        try:
-            yield live
-        finally:
-            live.kill()
-            live.stop()
+    with (
+        fresh_database(backend, data_dir, PG_URL) as db_url,
+        server_process(data_dir, db_url, start=False, **BASE_ENV) as live,
+    ):
+        yield live
 
 
 def _mirror(server: ServerProcess, upstream: Upstream, **fields: object) -> str:
@@ -105,30 +104,17 @@ def _run_pid(server: ServerProcess, client: httpx.Client, run_id: int, attempt: 
     pid: int = wait_for(
         lambda: _attempts(client, run_id).get(attempt),
         f"attempt {attempt} of run {run_id} to be logged",
-        alive=lambda: _alive(server),
+        alive=server.assert_alive,
     )
     return pid
-
-
-def _alive(server: ServerProcess) -> None:
-    assert server.alive, f"the server died\n{server.log_tail()}"
 
 
 def _downloading(server: ServerProcess, client: httpx.Client, run_id: int, files: int) -> None:
     wait_for(
         lambda: step(get_run(client, run_id), "download", saved=False)["done"] >= files,
         f"{files} files downloaded",
-        alive=lambda: _alive(server),
+        alive=server.assert_alive,
     )
-
-
-def _check_final(server: ServerProcess, mirror: str, expected: dict[str, str]) -> None:
-    server.wait_published(mirror)
-    artifacts = server.artifacts(mirror)
-    assert {a["filename"]: a["sha256"] for a in artifacts} == expected
-    with server.client() as client:
-        check_channel(client, mirror, artifacts, blob_dir=server.data_dir / "blobs", exact=True)
-        assert served_records(client, mirror) == expected
 
 
 def test_first_run_apart_small_runs_in_the_server(server: ServerProcess, tmp_path: Path) -> None:
@@ -140,22 +126,22 @@ def test_first_run_apart_small_runs_in_the_server(server: ServerProcess, tmp_pat
         first = pool.publish(pool.names[:20])
         with server.client() as client:
             run_id = start_run(client, mirror)
-            run = wait_run(client, run_id, alive=lambda: _alive(server))
+            run = wait_run(client, run_id, alive=server.assert_alive)
             assert run["state"] == "completed", run
             apart = _attempts(client, run_id)[1]
         assert apart != server.proc.pid, "the first run ran in the server's process"
         _ended(server, apart, "the run's process to end after the run")
         assert run["counts"]["upstream"] == 20, run["counts"]
-        _check_final(server, mirror, first)
+        check_served_exactly(server, mirror, first)
 
         second = pool.publish(pool.names[5:])
         with server.client() as client:
             run_id = start_run(client, mirror)
-            run = wait_run(client, run_id, alive=lambda: _alive(server))
+            run = wait_run(client, run_id, alive=server.assert_alive)
             assert run["state"] == "completed", run
             # 20 upstream records last time, under apart_from_records: in the server's process
             assert _attempts(client, run_id)[1] == server.proc.pid
-        _check_final(server, mirror, second)
+        check_served_exactly(server, mirror, second)
 
 
 @pytest.mark.one_backend  # the stop is a flag in the run's row, read the same on both
@@ -171,7 +157,7 @@ def test_stop_reaches_the_run_apart(server: ServerProcess, tmp_path: Path) -> No
             _downloading(server, client, run_id, 3)
             asked = client.post(f"/api/v1/runs/{run_id}/stop")
             assert asked.status_code == 200, asked.text
-            run = wait_run(client, run_id, alive=lambda: _alive(server))
+            run = wait_run(client, run_id, alive=server.assert_alive)
             assert run["state"] == "stopped", run
             assert step(run, "publish")["state"] == "skipped", run["steps"]
             assert served_records(client, mirror) == {}
@@ -199,15 +185,15 @@ def test_killed_run_process_leaves_the_channel_and_is_resumed(
             _downloading(server, client, run_id, 3)
             os.kill(pid, signal.SIGKILL)
             _ended(server, pid, "the killed process to end")
-            _alive(server)
+            server.assert_alive()
             assert served_records(client, mirror) == old
             assert artifact_rows(server.db_url, mirror) == old
             upstream.chunk_delay_s = 0
-            run = wait_run(client, run_id, alive=lambda: _alive(server))
+            run = wait_run(client, run_id, alive=server.assert_alive)
             assert run["state"] == "completed", run
             assert run["attempt"] == 2, run
             assert _attempts(client, run_id)[2] not in (pid, server.proc and server.proc.pid)
-        _check_final(server, mirror, new)
+        check_served_exactly(server, mirror, new)
         assert set(package_downloads(upstream)) >= set(new) - set(old)
 
 
@@ -238,9 +224,9 @@ def test_server_stop_or_kill_ends_the_run_process(server: ServerProcess, tmp_pat
         upstream.chunk_delay_s = 0
         server.start(STOCKADE_MIRROR__RUN_APART="always", **RESUME_ENV)
         with server.client() as client:
-            run = wait_run(client, run_id, alive=lambda: _alive(server))
+            run = wait_run(client, run_id, alive=server.assert_alive)
             assert run["state"] == "completed", run
             # 3, or more: a run released by a stopping server may be claimed by a job of it
             # that was still starting, which lets go at once in turn
             assert run["attempt"] >= 3, run
-    _check_final(server, mirror, expected)
+    check_served_exactly(server, mirror, expected)

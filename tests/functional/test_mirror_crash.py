@@ -29,6 +29,7 @@ from tests.support.mirror_runs import (
     SUBDIR,
     RecordPool,
     blob_shas,
+    check_served_exactly,
     create_mirror,
     get_run,
     log_length,
@@ -40,8 +41,8 @@ from tests.support.mirror_runs import (
     wait_for,
     wait_run,
 )
-from tests.support.process import ServerProcess
-from tests.support.published import artifact_rows, check_channel, staged_rows, subdir_rows
+from tests.support.process import ServerProcess, server_process
+from tests.support.published import artifact_rows, staged_rows, subdir_rows
 from tests.support.server import fresh_database
 from tests.support.upstream import Upstream
 
@@ -59,17 +60,11 @@ RESUME_ENV = {"STOCKADE_MIRROR__STALE_AFTER_S": "2", "STOCKADE_MIRROR__SCHEDULER
 def server(backend: str, tmp_path: Path) -> Iterator[ServerProcess]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    with fresh_database(backend, data_dir, PG_URL) as db_url:
-        live = ServerProcess(data_dir, db_url, env=dict(BASE_ENV))
-        try:
-            yield live
-        finally:
-            live.kill()
-            live.stop()
-
-
-def _alive(server: ServerProcess) -> None:
-    assert server.alive, f"the server died\n{server.log_tail()}"
+    with (
+        fresh_database(backend, data_dir, PG_URL) as db_url,
+        server_process(data_dir, db_url, start=False, **BASE_ENV) as live,
+    ):
+        yield live
 
 
 def _mirror(server: ServerProcess, upstream: Upstream) -> str:
@@ -82,20 +77,10 @@ def _mirror(server: ServerProcess, upstream: Upstream) -> str:
 def _complete_run(server: ServerProcess, mirror: str, expected: dict[str, str]) -> None:
     """Run the mirror to completion; the channel then serves exactly ``expected``."""
     with server.client() as client:
-        run = wait_run(client, start_run(client, mirror), alive=lambda: _alive(server))
+        run = wait_run(client, start_run(client, mirror), alive=server.assert_alive)
         assert run["state"] == "completed", run
     server.wait_published(mirror)
     with server.client() as client:
-        assert served_records(client, mirror) == expected
-
-
-def _check_final(server: ServerProcess, mirror: str, expected: dict[str, str]) -> None:
-    """The channel holds and serves exactly ``expected``; every file downloads whole."""
-    server.wait_published(mirror)
-    artifacts = server.artifacts(mirror)
-    assert {a["filename"]: a["sha256"] for a in artifacts} == expected
-    with server.client() as client:
-        check_channel(client, mirror, artifacts, blob_dir=server.data_dir / "blobs", exact=True)
         assert served_records(client, mirror) == expected
 
 
@@ -116,7 +101,7 @@ def _resumed(server: ServerProcess, run_id: int, *, first_logged: bool) -> dict[
     ``first_logged``: the first attempt lived long enough to save its log (lines are saved with
     each heartbeat; a crash loses those not saved yet)."""
     with server.client() as client:
-        run = wait_run(client, run_id, alive=lambda: _alive(server))
+        run = wait_run(client, run_id, alive=server.assert_alive)
         assert run["state"] == "completed", run
         assert run["attempt"] == 2, run
         assert run["id"] == run_id
@@ -161,7 +146,7 @@ def test_kill_mid_download_resumes_without_refetching(
         wait_for(
             lambda: len(package_downloads(upstream, run_start)) >= 12,
             "a dozen files to be downloaded",
-            alive=lambda: _alive(server),
+            alive=server.assert_alive,
         )
         _assert_old_or_new(server, mirror, old, old)  # still the old index, mid-run
         before_kill = log_length(upstream)
@@ -194,7 +179,7 @@ def test_kill_mid_download_resumes_without_refetching(
     assert counts["files_present"] >= len(sent_before)
     assert counts["files_present"] + counts["files_downloaded"] == len(to_fetch)
     assert counts.get("failed_files", 0) == 0
-    _check_final(server, mirror, new)
+    check_served_exactly(server, mirror, new)
 
 
 # -- 2. a crash between "rows written" and "committed" ---------------------------------------------
@@ -241,7 +226,7 @@ def test_crash_before_commit_shows_nothing_until_resumed(
         _assert_old_or_new(server, mirror, old, new)
         _resumed(server, run_id, first_logged=False)
         assert package_requests(upstream, restart_at) == [], "files were fetched again"
-    _check_final(server, mirror, new)
+    check_served_exactly(server, mirror, new)
     assert SUBDIR in {r["subdir"] for r in subdir_rows(server.db_url, mirror)}
 
 
@@ -284,4 +269,4 @@ def test_kill_between_batches_resumes_without_writing_twice(
     assert staged_rows(server.db_url, mirror) == {}
     final = {a["filename"]: a["id"] for a in server.artifacts(mirror)}
     assert {fn: final[fn] for fn in staged} == staged, "rows staged before the kill were rewritten"
-    _check_final(server, mirror, new)
+    check_served_exactly(server, mirror, new)

@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from tests.support.mirror_data import R_LINUX_64, build_channel, write_repodata
-from tests.support.published import stable_snapshot
+from tests.support.published import check_channel, stable_snapshot
 from tests.support.upstream import Upstream
+
+if TYPE_CHECKING:
+    from tests.support.process import ServerProcess
 
 FINAL = ("completed", "failed", "stopped")
 SUBDIR = "linux-64"
@@ -194,3 +197,13 @@ def start_run(client: httpx.Client, mirror: str) -> int:
     response = client.post(f"/api/v1/mirrors/{mirror}/runs")
     assert response.status_code == 202, response.text
     return int(response.json()["id"])
+
+
+def check_served_exactly(server: ServerProcess, mirror: str, expected: dict[str, str]) -> None:
+    """The channel holds and serves exactly ``expected``; every file downloads whole."""
+    server.wait_published(mirror)
+    artifacts = server.artifacts(mirror)
+    assert {a["filename"]: a["sha256"] for a in artifacts} == expected
+    with server.client() as client:
+        check_channel(client, mirror, artifacts, blob_dir=server.data_dir / "blobs", exact=True)
+        assert served_records(client, mirror) == expected

@@ -187,6 +187,9 @@ class ServerProcess:
         assert response.status_code == 201, response.text
         return str(response.json()["token"])
 
+    def assert_alive(self) -> None:
+        assert self.alive, f"the server died\n{self.log_tail()}"
+
     @property
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
@@ -267,11 +270,15 @@ class ServerProcess:
 
 
 @contextmanager
-def server_process(data_dir: Path, db_url: str, **env: str) -> Iterator[ServerProcess]:
-    """A started server that is stopped (and, if need be, killed) at the end."""
+def server_process(
+    data_dir: Path, db_url: str, *, start: bool = True, **env: str
+) -> Iterator[ServerProcess]:
+    """A server (started unless ``start`` is false: the test starts it with its own variables)
+    that is stopped (and, if need be, killed) at the end."""
     server = ServerProcess(data_dir, db_url, env=dict(env))
     try:
-        server.start()
+        if start:
+            server.start()
         yield server
     finally:
         server.kill()

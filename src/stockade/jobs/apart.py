@@ -1,14 +1,16 @@
 """Big work in a process of its own: a mirror run (``mirroring/placement.py`` says which) or a
 slow ``channeldata.json`` build (``channels.publication``).
 
-The run's process is this interpreter started again on this module (``python -m``). It reads the
+The process is this interpreter started again on this module (``python -m``). It reads the
 settings from its stdin, as a pickle: secrets included, never in its arguments or environment. It
-builds its own container and executes the run as a worker thread would; the lease, the heartbeat,
-the progress and the logs all go through the database, so the API and ``mirror run --follow`` show
-it live. Its log lines go where the server's go (it inherits stdout and stderr).
+builds its own container and does the work as a thread of the worker would. A run's lease,
+heartbeat, progress and logs all go through the database, so the API and ``mirror run --follow``
+show it live; a channeldata build sends back its sha256 through a pipe of its own, and the
+publisher that started it records it. Log lines go where the server's go (it inherits stdout and
+stderr).
 
-It stops with the worker, on SIGTERM, letting go of the run at its next safe point (the next
-worker resumes it):
+It stops with the worker, on SIGTERM: a run lets go of its lease at its next safe point (the
+next worker resumes it), a channeldata build just ends (its lease runs out for another):
 - a graceful stop of the worker passes SIGTERM on;
 - the kernel sends it SIGTERM when the thread that started it ends (``PR_SET_PDEATHSIG``): a
   worker that stops before its job threads are done, or a killed server, leaves no process behind

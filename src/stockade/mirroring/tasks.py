@@ -58,9 +58,7 @@ def declare(deps: MirrorTaskDeps) -> Declared:
 
     def run_mirror(run_id: int) -> None:
         apart = deps.run_mirror_apart
-        with transaction(deps.factory) as session:
-            separate = apart is not None and runs_apart(session, run_id, deps.settings.mirror)
-        if apart is not None and separate:
+        if apart is not None and _placed_apart(deps, run_id):
             state = _run_apart(deps, apart, run_id, sync.shutdown)
             if state is None:
                 return
@@ -88,6 +86,11 @@ def declare(deps: MirrorTaskDeps) -> Declared:
         loops=(schedule,),
         on_stop=(sync.close,),  # running runs let go at their next safe point
     )
+
+
+def _placed_apart(deps: MirrorTaskDeps, run_id: int) -> bool:
+    with transaction(deps.factory) as session:
+        return runs_apart(session, run_id, deps.settings.mirror)
 
 
 def _run_apart(
